@@ -1,0 +1,88 @@
+"""The agent's exception tree.
+
+```
+AgentError
+├── BundleRejectedError          a bundle the agent refuses to load (the current one stays)
+│   ├── ManifestError            manifest.json missing, malformed or inconsistent
+│   ├── SchemaMismatchError      the bundle needs a feature schema the agent cannot compute
+│   ├── IntegrityError           model.onnx does not match the manifest's sha256
+│   └── SelfTestError            canary vectors do not reproduce their expected scores
+├── ModelRuntimeError            inference failed or timed out on a loaded model
+├── PolicyError                  a policy document that does not validate
+└── TransportError               the network side (update repository, backend)
+    └── SpoolFullError           the telemetry spool hit its byte bound
+```
+
+Programmer misuse raises `TypeError`/`ValueError`, outside this tree.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "BundleRejectedError",
+    "IntegrityError",
+    "ManifestError",
+    "ModelRuntimeError",
+    "PolicyError",
+    "SchemaMismatchError",
+    "SelfTestError",
+    "SpoolFullError",
+    "TransportError",
+]
+
+
+class AgentError(Exception):
+    """Root of every error the agent raises on purpose."""
+
+
+class BundleRejectedError(AgentError):
+    """A bundle failed a check; the agent keeps the model it has."""
+
+    def __init__(self, message: str, *, bundle: str = "") -> None:
+        super().__init__(message)
+        self.bundle = bundle
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} (bundle {self.bundle})" if self.bundle else base
+
+
+class ManifestError(BundleRejectedError):
+    """manifest.json is missing, malformed or inconsistent with the bundle."""
+
+
+class SchemaMismatchError(BundleRejectedError):
+    """The bundle names a feature schema (or vector length) this agent cannot produce."""
+
+
+class IntegrityError(BundleRejectedError):
+    """model.onnx bytes do not hash to the manifest's `model_sha256`."""
+
+
+class SelfTestError(BundleRejectedError):
+    """The canary vectors did not reproduce their expected scores."""
+
+    def __init__(self, message: str, *, bundle: str = "", max_abs_diff: float = 0.0) -> None:
+        super().__init__(message, bundle=bundle)
+        self.max_abs_diff = max_abs_diff
+
+
+class ModelRuntimeError(AgentError):
+    """A loaded model failed at inference time."""
+
+
+class PolicyError(AgentError):
+    """A policy document failed validation; the reason is the message."""
+
+
+class TransportError(AgentError):
+    """Talking to the update repository or the backend failed."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class SpoolFullError(TransportError):
+    """The telemetry spool reached its byte bound and dropped the oldest batches."""

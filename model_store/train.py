@@ -1,0 +1,229 @@
+"""Training, threshold calibration, ONNX export and bundling of `static-v1` models.
+
+Gradient-boosted trees (scikit-learn's `GradientBoostingClassifier`, which skl2onnx converts
+exactly; `HistGradientBoostingClassifier` fails to convert with skl2onnx 1.20 + onnx 1.23) on the
+corpus's cached vectors. Samples are split by a hash of their sha256 into train (60 %),
+calibration (20 %) and test (20 %), so a sample lands in the same split for every version and
+v1 and v2 are compared on the same test samples.
+
+A version's recipe says which eras it may learn from: v1 was trained before the era-2 families
+existed, v2 after. v2 is therefore better on recall and makes false positives of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.bundle import Calibration, Canary, Manifest, Thresholds, write_bundle
+from agent.features import SCHEMA
+from agent.model import ONNXScorer
+from model_store.corpus import Corpus
+from model_store.errors import TrainingError
+
+__all__ = [
+    "MODEL_ID",
+    "PARITY_TOLERANCE",
+    "EvalResult",
+    "TrainConfig",
+    "TrainResult",
+    "calibrate_threshold",
+    "evaluate",
+    "recipe_for_version",
+    "split_of",
+    "train_model",
+]
+
+MODEL_ID = "static-gbt"
+PARITY_TOLERANCE = 1e-4
+N_CANARIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """A training recipe; defaults come from `recipe_for_version`."""
+
+    version: int
+    eras: tuple[int, ...] = (1,)
+    seed: int = 1
+    n_estimators: int = 120
+    max_depth: int = 3
+    learning_rate: float = 0.1
+    subsample: float = 0.8
+    target_fpr: float = 0.001
+    detect_fpr_factor: float = 10.0
+    sample_weight: tuple[float, ...] = field(default=(), compare=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """The recipe as recorded in the manifest (without per-sample weights)."""
+        out = asdict(self)
+        out.pop("sample_weight")
+        return out
+
+
+def recipe_for_version(version: int, *, target_fpr: float = 0.001) -> TrainConfig:
+    """v1: era-1 data, shallower trees. v2 and later: all eras, deeper trees, another seed."""
+    if version < 1:
+        raise ValueError("version must be >= 1")
+    if version == 1:
+        return TrainConfig(version=1, eras=(1,), seed=1, n_estimators=100, max_depth=3,
+                           target_fpr=target_fpr)
+    return TrainConfig(version=version, eras=(1, 2), seed=version, n_estimators=150, max_depth=4,
+                       target_fpr=target_fpr)
+
+
+def split_of(sha256: str) -> str:
+    """'train', 'calib' or 'test', stable per sample across versions."""
+    bucket = int(sha256[:8], 16) % 10
+    return "train" if bucket < 6 else ("calib" if bucket < 8 else "test")
+
+
+def calibrate_threshold(benign_scores: npt.NDArray[np.float64], target_fpr: float) -> float:
+    """Smallest threshold whose false-positive rate on `benign_scores` is at most `target_fpr`.
+
+    A score blocks when `score >= threshold`; so the threshold sits just above the
+    (k+1)-th highest benign score, k = floor(target_fpr * n).
+    """
+    s = np.sort(np.asarray(benign_scores, dtype=np.float64))[::-1]
+    if s.size == 0:
+        return 0.5
+    k = int(np.floor(target_fpr * s.size))
+    if k >= s.size:
+        return 0.0
+    return float(min(np.nextafter(np.float32(s[k]), np.float32(2.0)), 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """Detection figures of one model at one threshold on one set of samples."""
+
+    tpr: float
+    fpr: float
+    n_malicious: int
+    n_benign: int
+    false_positives: int
+
+
+def evaluate(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.int64], threshold: float) -> EvalResult:
+    """TPR and FPR of `score >= threshold`."""
+    pos = labels == 1
+    hits = scores >= threshold
+    n_mal, n_ben = int(pos.sum()), int((~pos).sum())
+    fps = int((hits & ~pos).sum())
+    return EvalResult(
+        tpr=float((hits & pos).sum() / n_mal) if n_mal else 0.0,
+        fpr=fps / n_ben if n_ben else 0.0,
+        n_malicious=n_mal,
+        n_benign=n_ben,
+        false_positives=fps,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What `train_model` produced and measured."""
+
+    bundle_dir: Path
+    manifest: Manifest
+    holdout: EvalResult
+    test_all_eras: EvalResult
+    parity_max_abs_diff: float
+
+
+def _to_onnx(model: object, n_features: int) -> bytes:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = to_onnx(
+        model,
+        initial_types=[("features", FloatTensorType([None, n_features]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return bytes(onx.SerializeToString())
+
+
+def train_model(
+    corpus: Corpus,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    now: dt.datetime,
+) -> TrainResult:
+    """Train, calibrate, export, check parity, pick canaries and write a bundle to `out`.
+
+    Raises:
+        TrainingError: too little data, or ONNX and scikit-learn disagree beyond 1e-4.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    splits = np.asarray([split_of(r.sha256) for r in corpus.records])
+    in_eras = np.isin(corpus.eras, config.eras)
+    y = corpus.labels
+    X = corpus.features
+    train = (splits == "train") & in_eras
+    calib = (splits == "calib") & in_eras
+    test = splits == "test"
+    if train.sum() < 20 or len(set(y[train].tolist())) < 2 or (calib & (y == 0)).sum() < 5:
+        raise TrainingError("corpus too small for training: need both labels and a calibration split")
+    weights = np.asarray(config.sample_weight, dtype=np.float64) if config.sample_weight else None
+    clf = GradientBoostingClassifier(
+        n_estimators=config.n_estimators,
+        max_depth=config.max_depth,
+        learning_rate=config.learning_rate,
+        subsample=config.subsample,
+        random_state=config.seed,
+    )
+    clf.fit(X[train], y[train], sample_weight=None if weights is None else weights[train])
+    model_bytes = _to_onnx(clf, X.shape[1])
+    scorer = ONNXScorer(model_bytes, vector_length=X.shape[1])
+    onnx_scores = scorer.score_batch(X).astype(np.float64)
+    eval_rows = calib | test
+    sk_scores = clf.predict_proba(X[eval_rows])[:, 1]
+    parity = float(np.max(np.abs(sk_scores - onnx_scores[eval_rows])))
+    if parity >= PARITY_TOLERANCE:
+        raise TrainingError(f"ONNX and scikit-learn disagree by {parity:.2e} (limit {PARITY_TOLERANCE})")
+    block = calibrate_threshold(onnx_scores[calib & (y == 0)], config.target_fpr)
+    detect = min(calibrate_threshold(onnx_scores[calib & (y == 0)], config.target_fpr * config.detect_fpr_factor), block)
+    holdout = evaluate(onnx_scores[test & in_eras], y[test & in_eras], block)
+    test_all = evaluate(onnx_scores[test], y[test], block)
+    canaries = _pick_canaries(X[test], onnx_scores[test])
+    fingerprint = hashlib.sha256(
+        (corpus.fingerprint(train) + json.dumps(config.to_dict(), sort_keys=True)).encode()
+    ).hexdigest()
+    manifest = Manifest(
+        model_id=MODEL_ID,
+        version=config.version,
+        feature_schema=SCHEMA.name,
+        vector_length=SCHEMA.vector_length,
+        thresholds=Thresholds(block=block, detect=detect),
+        calibration=Calibration(
+            target_fpr=config.target_fpr,
+            holdout_tpr=holdout.tpr,
+            holdout_fpr=holdout.fpr,
+            holdout_size=holdout.n_benign + holdout.n_malicious,
+        ),
+        training_fingerprint=fingerprint,
+        created_at=now,
+        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+        canaries=canaries,
+        extra={"recipe": config.to_dict(), "parity_max_abs_diff": parity},
+    )
+    bundle_dir = write_bundle(out, model_bytes, manifest)
+    return TrainResult(bundle_dir, manifest, holdout, test_all, parity)
+
+
+def _pick_canaries(X: npt.NDArray[np.float32], scores: npt.NDArray[np.float64]) -> tuple[Canary, ...]:
+    """Vectors spread over the score range, so a tampered tree shows in at least one of them."""
+    if X.shape[0] == 0:
+        raise TrainingError("no test samples to draw canaries from")
+    order = np.argsort(scores, kind="stable")
+    picks = sorted({int(order[int(q * (order.size - 1))]) for q in np.linspace(0, 1, N_CANARIES)})
+    return tuple(Canary(vector=tuple(float(v) for v in X[i]), expected_score=float(scores[i])) for i in picks)
