@@ -1,0 +1,233 @@
+"""Allowlist and blocklist entries, and reading them "as of" a time.
+
+The signed policy document (mode, assigned model, lists, threshold overrides) is validated at
+the edge and turned into these frozen values; `decide` only ever sees the sha256 sets that are
+active at its `now`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.decision import Mode
+from agent.errors import PolicyError
+
+__all__ = [
+    "POLICY_TARGET",
+    "BreakerConfig",
+    "EffectivePolicy",
+    "ListEntry",
+    "OrgPolicyModel",
+    "PolicyDocumentModel",
+    "active_sha256s",
+    "parse_policy",
+    "read_list_file",
+    "resolve_policy",
+]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One allowlist or blocklist entry; it applies from `created_at` until `expires_at`."""
+
+    sha256: str
+    reason: str = ""
+    author: str = ""
+    created_at: dt.datetime = _EPOCH
+    expires_at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not _SHA256.match(self.sha256):
+            raise ValueError(f"not a lower-case hex sha256: {self.sha256!r}")
+        if self.created_at.tzinfo is None or (self.expires_at and self.expires_at.tzinfo is None):
+            raise ValueError("list entry times must be timezone-aware")
+
+    def is_active(self, now: dt.datetime) -> bool:
+        """True from `created_at` (inclusive) until `expires_at` (exclusive)."""
+        return self.created_at <= now and (self.expires_at is None or now < self.expires_at)
+
+
+def active_sha256s(entries: Iterable[ListEntry], now: dt.datetime) -> frozenset[str]:
+    """The sha256s of the entries in force at `now`."""
+    return frozenset(e.sha256 for e in entries if e.is_active(now))
+
+
+def read_list_file(path: str | os.PathLike[str]) -> tuple[ListEntry, ...]:
+    """Read a local list file: JSON entries, or one `sha256 [reason]` per line (# comments).
+
+    Raises:
+        PolicyError: the file cannot be read or an entry is malformed (with its line).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read list file {p}: {exc}") from exc
+    if text.lstrip().startswith("["):
+        return _from_json(text, p)
+    entries = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        sha, _, reason = line.partition(" ")
+        try:
+            entries.append(ListEntry(sha256=sha.lower(), reason=reason.strip(), author="local-file"))
+        except ValueError as exc:
+            raise PolicyError(f"{p}:{lineno}: {exc}") from exc
+    return tuple(entries)
+
+
+def _from_json(text: str, p: Path) -> tuple[ListEntry, ...]:
+    try:
+        items = json.loads(text)
+        return tuple(
+            ListEntry(
+                sha256=str(item["sha256"]).lower(),
+                reason=str(item.get("reason", "")),
+                author=str(item.get("author", "")),
+                created_at=dt.datetime.fromisoformat(item["created_at"]) if "created_at" in item else _EPOCH,
+                expires_at=dt.datetime.fromisoformat(item["expires_at"]) if item.get("expires_at") else None,
+            )
+            for item in items
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PolicyError(f"{p}: invalid list entry: {exc}") from exc
+
+
+# --- the signed policy document ------------------------------------------------------------
+# Parsed with pydantic at the edge (it arrives as a TUF target), then resolved per organization
+# into a frozen `EffectivePolicy` that the pure core uses.
+
+
+POLICY_TARGET = "policy.json"
+DEFAULT_BREAKER_MAX_BLOCKS = 20
+DEFAULT_BREAKER_WINDOW_MIN = 10
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str = ""
+    author: str = ""
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+
+    @field_validator("created_at", "expires_at")
+    @classmethod
+    def _aware(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("times must carry a UTC offset")
+        return v
+
+
+class _Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block: float | None = Field(default=None, ge=0.0, le=1.0)
+    detect: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class _Breaker(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    max_blocks: int = Field(default=DEFAULT_BREAKER_MAX_BLOCKS, ge=1)
+    window_min: float = Field(default=DEFAULT_BREAKER_WINDOW_MIN, gt=0)
+
+
+class OrgPolicyModel(BaseModel):
+    """One organization's settings; unset fields fall back to the fleet-wide default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Mode | None = None
+    model_version: int | None = Field(default=None, ge=1)
+    shadow_model_version: int | None = Field(default=None, ge=1)
+    allowlist: list[_Entry] = Field(default_factory=list)
+    blocklist: list[_Entry] = Field(default_factory=list)
+    thresholds: _Thresholds = Field(default_factory=_Thresholds)
+    breaker: _Breaker | None = None
+
+
+class PolicyDocumentModel(BaseModel):
+    """The signed policy document: a fleet-wide default plus per-org overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    issued_at: dt.datetime
+    default: OrgPolicyModel
+    orgs: dict[str, OrgPolicyModel] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Block-storm circuit breaker: more than `max_blocks` blocks in `window_min` minutes."""
+
+    enabled: bool = True
+    max_blocks: int = DEFAULT_BREAKER_MAX_BLOCKS
+    window_min: float = DEFAULT_BREAKER_WINDOW_MIN
+
+
+@dataclass(frozen=True, slots=True)
+class EffectivePolicy:
+    """What one organization's endpoints obey, after default and org settings are merged."""
+
+    policy_version: int
+    mode: Mode
+    model_version: int | None
+    shadow_model_version: int | None
+    allowlist: tuple[ListEntry, ...]
+    blocklist: tuple[ListEntry, ...]
+    block_threshold: float | None
+    detect_threshold: float | None
+    breaker: BreakerConfig
+
+
+def _entries(items: list[_Entry]) -> tuple[ListEntry, ...]:
+    return tuple(ListEntry(e.sha256, e.reason, e.author, e.created_at, e.expires_at) for e in items)
+
+
+def parse_policy(raw: bytes) -> PolicyDocumentModel:
+    """Validate a policy document.
+
+    Raises:
+        PolicyError: the bytes are not a valid policy document; the message says why.
+    """
+    try:
+        return PolicyDocumentModel.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise PolicyError(f"invalid policy: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+
+
+def resolve_policy(doc: PolicyDocumentModel, org: str) -> EffectivePolicy:
+    """Merge the default with `org`'s overrides: org scalars win, lists are the union."""
+    base = doc.default
+    over = doc.orgs.get(org, OrgPolicyModel())
+    breaker = over.breaker or base.breaker
+    return EffectivePolicy(
+        policy_version=doc.version,
+        mode=over.mode or base.mode or Mode.ENFORCE,
+        model_version=over.model_version or base.model_version,
+        shadow_model_version=over.shadow_model_version or base.shadow_model_version,
+        allowlist=_entries(base.allowlist) + _entries(over.allowlist),
+        blocklist=_entries(base.blocklist) + _entries(over.blocklist),
+        block_threshold=over.thresholds.block if over.thresholds.block is not None else base.thresholds.block,
+        detect_threshold=over.thresholds.detect if over.thresholds.detect is not None else base.thresholds.detect,
+        breaker=BreakerConfig(breaker.enabled, breaker.max_blocks, breaker.window_min) if breaker else BreakerConfig(),
+    )

@@ -1,0 +1,5 @@
+"""`python -m fleetward` runs the `fleetward` command."""
+
+from fleetward.cli import main
+
+main()
