@@ -17,7 +17,7 @@ from rich.table import Table
 from agent.decision import DecisionContext
 from agent.model import load_bundle
 from agent.scan import Scanner
-from model_store.cli import _progress, bundle_path, train_table
+from model_store.cli import progress_bar, bundle_path, train_table
 from model_store.corpus import Corpus, load_corpus, make_corpus
 from model_store.errors import ModelStoreError
 from model_store.train import TrainResult, recipe_for_version, split_of, train_model
@@ -43,7 +43,7 @@ def _ensure_corpus(root: Path, size: int, seed: int) -> Corpus:
     path = root / "corpus"
     if (path / "corpus.json").exists():
         return load_corpus(path)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("generating corpus", total=size)
         return make_corpus(path, seed=seed, size=size,
                            progress=lambda d, t: bar.update(task, completed=d, total=t))

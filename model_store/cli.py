@@ -37,7 +37,7 @@ def corpus_make(out: str, seed: int, size: int, benign_dir: str | None, benign_m
     Example: fleetward corpus make --out data/corpus --seed 7 --size 2000
     """
     try:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("generating samples", total=size)
             result = make_corpus(
                 out, seed=seed, size=size, benign_dir=benign_dir, benign_max=benign_max,
@@ -90,7 +90,7 @@ def train_table(results: list[TrainResult]) -> Table:
     return table
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=False)
 

@@ -5,12 +5,21 @@ ModelStoreError
 ├── CorpusError          a corpus directory that is missing, foreign or inconsistent
 ├── TrainingError        training, export or ONNX parity failed
 └── RepositoryError      the signed update repository (keys, metadata, publishing)
+    ├── BundleRefusedError   a bundle that fails its own checks is never signed
+    └── PolicyRefusedError   a policy document that does not validate is never signed
 ```
 """
 
 from __future__ import annotations
 
-__all__ = ["CorpusError", "ModelStoreError", "RepositoryError", "TrainingError"]
+__all__ = [
+    "BundleRefusedError",
+    "CorpusError",
+    "ModelStoreError",
+    "PolicyRefusedError",
+    "RepositoryError",
+    "TrainingError",
+]
 
 
 class ModelStoreError(Exception):
@@ -27,3 +36,20 @@ class TrainingError(ModelStoreError):
 
 class RepositoryError(ModelStoreError):
     """The signed update repository could not be read, written or signed."""
+
+
+class BundleRefusedError(RepositoryError):
+    """A bundle failed its schema, integrity or self-test check, so it was not published."""
+
+    def __init__(self, reason: str, *, bundle: str = "") -> None:
+        super().__init__(f"bundle refused: {reason}")
+        self.reason = reason
+        self.bundle = bundle
+
+
+class PolicyRefusedError(RepositoryError):
+    """A policy document failed validation (or would roll back), so it was not published."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"policy refused: {reason}")
+        self.reason = reason

@@ -65,6 +65,7 @@ class TrainConfig:
         """The recipe as recorded in the manifest (without per-sample weights)."""
         out = asdict(self)
         out.pop("sample_weight")
+        out["eras"] = list(self.eras)
         return out
 
 

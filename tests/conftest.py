@@ -1,0 +1,38 @@
+"""Shared fixtures: a small real corpus and real v1/v2 bundles, built once per test session."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from model_store.corpus import Corpus, make_corpus
+from model_store.train import TrainResult, recipe_for_version, train_model
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """400 synthetic samples, seed 3 (a few seconds)."""
+    return make_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, size=400)
+
+
+@pytest.fixture(scope="session")
+def trained(small_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[int, TrainResult]:
+    """v1 and v2 trained on the small corpus with their default recipes (fewer trees for speed)."""
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for version in (1, 2):
+        recipe = recipe_for_version(version)
+        recipe = dataclasses.replace(recipe, n_estimators=40)
+        out[version] = train_model(small_corpus, recipe, root / f"v{version}", now=NOW)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundles(trained: dict[int, TrainResult]) -> dict[int, Path]:
+    """Bundle directories of v1 and v2."""
+    return {v: r.bundle_dir for v, r in trained.items()}
