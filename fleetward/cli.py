@@ -17,6 +17,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
     ("fleetward.demo", "demo", "all"),
     ("model_store.cli", "corpus", "train"),
     ("model_store.cli", "model", "train"),
+    ("model_store.repo_cli", "repo", "train"),
 )
 
 
