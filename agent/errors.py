@@ -8,8 +8,14 @@ AgentError
 │   ├── IntegrityError           model.onnx does not match the manifest's sha256
 │   └── SelfTestError            canary vectors do not reproduce their expected scores
 ├── ModelRuntimeError            inference failed or timed out on a loaded model
-├── PolicyError                  a policy document that does not validate
+├── PolicyError                  a policy document that does not validate (or rolls back)
+├── UpdateRejectedError          signed-update verification failed; the current state stays
+│   ├── MetadataRejectedError    TUF metadata refused: signatures, threshold, rollback, freeze,
+│   │                            mix-and-match, oversized metadata
+│   └── TargetRejectedError      a target not in signed metadata, too long, or hash mismatch
+├── StateError                   the agent's state directory is unusable (e.g. no trust anchor)
 └── TransportError               the network side (update repository, backend)
+    ├── RepositoryUnreachableError   the update repository did not answer (offline)
     └── SpoolFullError           the telemetry spool hit its byte bound
 ```
 
@@ -24,11 +30,16 @@ __all__ = [
     "IntegrityError",
     "ManifestError",
     "ModelRuntimeError",
+    "MetadataRejectedError",
     "PolicyError",
+    "RepositoryUnreachableError",
     "SchemaMismatchError",
     "SelfTestError",
     "SpoolFullError",
+    "StateError",
+    "TargetRejectedError",
     "TransportError",
+    "UpdateRejectedError",
 ]
 
 
@@ -76,12 +87,36 @@ class PolicyError(AgentError):
     """A policy document failed validation; the reason is the message."""
 
 
+class UpdateRejectedError(AgentError):
+    """A signed update failed verification; the agent keeps its last verified state."""
+
+    def __init__(self, message: str, *, target: str = "") -> None:
+        super().__init__(message)
+        self.target = target
+
+
+class MetadataRejectedError(UpdateRejectedError):
+    """TUF refused the repository metadata (signature, threshold, rollback, expiry, mix-and-match)."""
+
+
+class TargetRejectedError(UpdateRejectedError):
+    """A target is not in the signed metadata, exceeds its length, or fails its hashes."""
+
+
+class StateError(AgentError):
+    """The agent's state directory cannot be used (no trust anchor, unreadable record)."""
+
+
 class TransportError(AgentError):
     """Talking to the update repository or the backend failed."""
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class RepositoryUnreachableError(TransportError):
+    """The update repository could not be reached; the agent runs on, stale."""
 
 
 class SpoolFullError(TransportError):
