@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent._bytes import byte_counts
+
 __all__ = ["FORMATS", "INTERPRETERS", "HeaderFacts", "parse_headers"]
 
 FORMATS = ("elf", "pe", "macho", "macho_fat", "script", "zip", "pdf", "other")
@@ -44,10 +46,10 @@ class HeaderFacts:
     interpreter: str = ""
 
 
-def _entropy(buf: bytes) -> float:
+def _entropy(buf: memoryview) -> float:
     if not buf:
         return 0.0
-    counts = np.bincount(np.frombuffer(buf, dtype=np.uint8), minlength=256)
+    counts = byte_counts(buf)
     p = counts[counts > 0] / len(buf)
     return float(-(p * np.log(p)).sum() / _LN2) + 0.0
 
@@ -57,7 +59,7 @@ def _add_section(
 ) -> None:
     size = max(0, min(size, len(data) - offset)) if 0 <= offset < len(data) else 0
     facts.section_sizes.append(size)
-    facts.section_entropies.append(_entropy(data[offset : offset + size]) if size else 0.0)
+    facts.section_entropies.append(_entropy(memoryview(data)[offset : offset + size]) if size else 0.0)
     facts.exec_sections += int(executable)
     facts.write_exec_sections += int(executable and writable)
 

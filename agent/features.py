@@ -20,6 +20,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from agent._bytes import byte_counts as count_bytes
 from agent._headers import FORMATS, INTERPRETERS, HeaderFacts, parse_headers
 
 __all__ = [
@@ -120,7 +121,7 @@ def _block_histograms(
     n_blocks = -(-n // _BLOCK)
     nibble_hist = np.zeros((n_blocks, 16), dtype=np.int64)
     byte_counts = np.zeros(256, dtype=np.int64)
-    per_chunk = CHUNK_BYTES // _BLOCK
+    per_chunk = CHUNK_BYTES // 4 // _BLOCK  # 256 KiB: the intp index array stays at 2 MiB
     for first in range(0, n_blocks, per_chunk):
         last = min(first + per_chunk, n_blocks)
         piece = arr[first * _BLOCK : last * _BLOCK]
@@ -131,7 +132,7 @@ def _block_histograms(
         nibble_hist[first : first + full] = counts.sum(axis=2)
         byte_counts += counts.reshape(full, 256).sum(axis=0)
         if full < last - first:  # trailing partial block
-            rest = np.bincount(piece[full * _BLOCK :], minlength=256)
+            rest = count_bytes(piece[full * _BLOCK :])
             nibble_hist[first + full] = rest.reshape(16, 16).sum(axis=1)
             byte_counts += rest
     return nibble_hist, byte_counts
@@ -155,45 +156,80 @@ def _byte_entropy_hist(nibble_hist: npt.NDArray[np.int64]) -> npt.NDArray[np.flo
     return (out / out.sum()).ravel()
 
 
-def _string_features(arr: npt.NDArray[np.uint8]) -> list[float]:
-    """Statistics of printable runs of at least `MIN_STRING` bytes (EMBER's strings)."""
+@dataclass(slots=True)
+class _StringStats:
+    count: int = 0
+    total_len: int = 0
+    max_len: int = 0
+    long_count: int = 0
+    char_counts: npt.NDArray[np.int64] | None = None
+    markers: npt.NDArray[np.int64] | None = None
+
+
+def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
+    """Add the printable runs of one chunk (that starts and ends on a run boundary) to `acc`."""
     n_bytes = arr.size
-    marker_counts = [0.0] * len(_MARKERS)
-    empty = [0.0] * (6 + 0x7F - 0x20) + marker_counts
     if n_bytes < MIN_STRING:
-        return empty
+        return
     mask = (arr >= 0x20) & (arr < 0x7F)
     # starts5[i]: a run of MIN_STRING printables starts at i; dilating it marks every byte
     # of every long-enough run, with a handful of boolean passes and no per-run loop.
     starts5 = mask[: n_bytes - MIN_STRING + 1].copy()
     for k in range(1, MIN_STRING):
         starts5 &= mask[k : n_bytes - MIN_STRING + 1 + k]
+    del mask
     inside = np.zeros(n_bytes, dtype=bool)
     for k in range(MIN_STRING):
         inside[k : k + starts5.size] |= starts5
+    del starts5
     edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1
     bounds = np.concatenate(([0], edges, [n_bytes]))
-    run_len = np.diff(bounds)
-    lengths = run_len[(0 if inside[0] else 1) :: 2]
-    n = int(lengths.size)
-    if n == 0:
-        return empty
+    lengths = np.diff(bounds)[(0 if inside[0] else 1) :: 2]
+    if lengths.size == 0:
+        return
     chars = arr[inside]
-    char_dist = np.bincount(chars, minlength=256)[0x20:0x7F].astype(np.float64)
-    total_chars = float(char_dist.sum())
+    del inside
+    acc.count += int(lengths.size)
+    acc.total_len += int(lengths.sum())
+    acc.max_len = max(acc.max_len, int(lengths.max()))
+    acc.long_count += int((lengths >= 100).sum())
+    counts = count_bytes(chars)
+    acc.char_counts = counts if acc.char_counts is None else acc.char_counts + counts
     # Strings joined by newlines, lower-cased: markers cannot span two strings.
     joined = np.insert(chars, np.cumsum(lengths)[:-1], np.uint8(10)).tobytes().lower()
-    for i, needles in enumerate(_MARKERS.values()):
-        marker_counts[i] = float(np.log1p(sum(joined.count(nd) for nd in needles)))
+    found = np.asarray([sum(joined.count(nd) for nd in needles) for needles in _MARKERS.values()])
+    acc.markers = found if acc.markers is None else acc.markers + found
+
+
+def _string_features(arr: npt.NDArray[np.uint8]) -> list[float]:
+    """Statistics of printable runs of at least `MIN_STRING` bytes (EMBER's strings).
+
+    The file is cut into chunks of about `CHUNK_BYTES`, each cut moved forward to the next
+    non-printable byte so that no string spans two chunks; temporaries stay bounded.
+    """
+    acc = _StringStats()
+    start, n = 0, arr.size
+    while start < n:
+        stop = min(start + CHUNK_BYTES, n)
+        while stop < n and 0x20 <= arr[stop] < 0x7F:  # move the cut past the current run
+            tail = arr[stop : stop + 4096]
+            nonprint = (tail < 0x20) | (tail >= 0x7F)
+            stop += int(np.argmax(nonprint)) if nonprint.any() else tail.size
+        _string_chunk(arr[start:stop], acc)
+        start = stop
+    if acc.count == 0 or acc.char_counts is None or acc.markers is None:
+        return [0.0] * (6 + 0x7F - 0x20 + len(_MARKERS))
+    char_dist = acc.char_counts[0x20:0x7F].astype(np.float64)
+    total_chars = float(char_dist.sum())
     stats = [
-        float(np.log1p(n)),
-        float(lengths.mean()) / 100.0,
-        float(np.log1p(lengths.max())),
-        float(np.log1p(int((lengths >= 100).sum()))),
+        float(np.log1p(acc.count)),
+        acc.total_len / acc.count / 100.0,
+        float(np.log1p(acc.max_len)),
+        float(np.log1p(acc.long_count)),
         float(np.log1p(total_chars)),
         _entropy_bits(char_dist),
     ]
-    return stats + (char_dist / total_chars).tolist() + marker_counts
+    return stats + (char_dist / total_chars).tolist() + np.log1p(acc.markers).tolist()
 
 
 def _line_features(data: bytes, facts: HeaderFacts) -> list[float]:

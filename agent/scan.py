@@ -195,18 +195,24 @@ def read_sample(path: str, *, max_file_bytes: int = MAX_FILE_BYTES) -> tuple[str
         if st.st_size > max_file_bytes:
             raise OSError(errno.EFBIG, f"larger than {max_file_bytes} bytes")
         digest = hashlib.sha256()
-        prefix: list[bytes] = []
+        prefix = bytearray(min(st.st_size, MAX_BYTES))
+        view = memoryview(prefix)
         kept = 0
-        while True:
+        while kept < len(prefix):  # the prefix is read straight into place, then hashed
+            got = os.readv(fd, [view[kept : kept + CHUNK_BYTES]])
+            if got == 0:
+                break
+            digest.update(view[kept : kept + got])
+            kept += got
+        del view
+        size = kept
+        while True:  # the rest (beyond the cap, or grown since fstat) is only hashed
             chunk = os.read(fd, CHUNK_BYTES)
             if not chunk:
                 break
             digest.update(chunk)
-            if kept < MAX_BYTES:
-                prefix.append(chunk[: MAX_BYTES - kept])
-                kept += len(prefix[-1])
-        data = b"".join(prefix)
-        return digest.hexdigest(), data, max(st.st_size, kept)
+            size += len(chunk)
+        return digest.hexdigest(), bytes(prefix[:kept]) if kept < len(prefix) else bytes(prefix), size
     finally:
         os.close(fd)
 
