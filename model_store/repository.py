@@ -63,6 +63,7 @@ from agent.bundle import MANIFEST_NAME, MODEL_NAME, check_bundle
 from agent.errors import AgentError, BundleRejectedError, PolicyError
 from agent.model import load_bundle
 from agent.policy import POLICY_TARGET, parse_policy
+from agent.updater import model_target_paths
 from model_store.errors import BundleRefusedError, PolicyRefusedError, RepositoryError
 
 __all__ = [
@@ -127,13 +128,6 @@ class RotateResult:
     revoked_keyid: str
     new_keyid: str
     versions: RepoVersions
-
-
-def model_target_paths(version: int) -> tuple[str, str]:
-    """The target names of bundle `version`: (model.onnx, manifest.json)."""
-    if version < 1:
-        raise ValueError(f"model version must be >= 1, got {version}")
-    return f"models/v{version}/{MODEL_NAME}", f"models/v{version}/{MANIFEST_NAME}"
 
 
 # --- file helpers ----------------------------------------------------------------------------

@@ -1,0 +1,396 @@
+"""Fetching signed models and policy through `tuf.ngclient.Updater`, and installing them.
+
+The repository at `URL` serves TUF metadata at `URL/metadata/` and targets at `URL/targets/`
+(consistent snapshots: targets are fetched by hash-prefixed names). One check-in:
+
+1. builds a fresh `tuf.ngclient.Updater` bootstrapped from the newest root this agent already
+   trusts (`state/tuf/root_history/`), or from the trust anchor on first use;
+2. `refresh()`: root rotations, timestamp, snapshot, targets, with every TUF check (signature
+   thresholds, rollback, freeze, mix-and-match, lengths);
+3. the target `policy.json`, when its signed hash differs from the installed one: download,
+   validate with `agent.policy.parse_policy`, refuse a version older than the installed one,
+   store, commit;
+4. the bundle the policy assigns to this organization (`models/vN/model.onnx` and
+   `manifest.json`): download into a staging directory, `agent.model.load_bundle` (schema,
+   integrity, canary self-test), fsync, rename into place, commit; the previous active bundle
+   becomes last-known-good;
+5. the shadow bundle the policy names, the same way (its failure never touches the active one).
+
+Invariants (each has a named test in tests/test_update_attacks.py or tests/agent/):
+- Nothing is installed that TUF did not verify: targets are only read through
+  `download_target`, which checks the signed length and sha256 before the bytes are written.
+- Nothing is installed that did not pass `load_bundle` (schema, integrity, self-test) or
+  `parse_policy`; a refusal leaves the install record untouched.
+- A failed refresh (unreachable, expired, badly signed, rolled back) changes nothing on disk
+  except python-tuf's own metadata cache, which only ever holds verified metadata.
+- The install record (`state/install.json`) is the single commit point and is replaced
+  atomically after the bundle directory is complete and fsynced (`agent._internal.install`).
+- A policy document's `version` never goes backwards; an equal version with other bytes is
+  refused too.
+- TUF reads the wall clock itself (python-tuf accepts no reference time); every other check
+  uses the `now` handed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+from tuf.api import exceptions as tuf_errors
+from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
+from tuf.ngclient import Updater as TUFUpdater  # type: ignore[attr-defined]
+
+from agent._internal.install import BundleRef, InstallRecord, PolicyRef, StateDir
+from agent.bundle import MANIFEST_NAME, MODEL_NAME
+from agent.errors import (
+    AgentError,
+    BundleRejectedError,
+    MetadataRejectedError,
+    PolicyError,
+    RepositoryUnreachableError,
+    StateError,
+    TargetRejectedError,
+    UpdateRejectedError,
+)
+from agent.model import load_bundle
+from agent.policy import POLICY_TARGET, PolicyDocumentModel, parse_policy, resolve_policy
+
+__all__ = [
+    "HTTPXFetcher",
+    "Rejection",
+    "UpdateClient",
+    "UpdateConfig",
+    "UpdateOutcome",
+    "fetch_trust_anchor",
+    "load_installed_policy",
+    "model_target_paths",
+]
+
+
+def model_target_paths(version: int) -> tuple[str, str]:
+    """Target names of bundle `version`: (model.onnx, manifest.json); the repository's naming."""
+    return f"models/v{version}/{MODEL_NAME}", f"models/v{version}/{MANIFEST_NAME}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateConfig:
+    """Bounds of one check-in.
+
+    Attributes:
+        max_bundle_bytes: largest model.onnx or manifest.json accepted (64 MiB), checked against
+            the signed length before any byte is downloaded.
+        max_policy_bytes: largest policy document accepted (4 MiB).
+        timeout_s: HTTP connect/read timeout of the default fetcher (10 s).
+        self_test_timeout_s: inference timeout while self-testing a new bundle (1 s).
+    """
+
+    max_bundle_bytes: int = 64 << 20
+    max_policy_bytes: int = 4 << 20
+    timeout_s: float = 10.0
+    self_test_timeout_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One target refused during a check-in: what, why (the error class) and the message."""
+
+    target: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    """The result of a check-in that reached the repository and verified its metadata."""
+
+    checked_at: dt.datetime
+    record: InstallRecord
+    policy_changed: bool
+    model_changed: bool
+    shadow_changed: bool
+    rejections: tuple[Rejection, ...]
+
+    @property
+    def is_clean(self) -> bool:
+        """True when nothing was refused."""
+        return not self.rejections
+
+
+class HTTPXFetcher(FetcherInterface):
+    """python-tuf's fetcher interface over an injected `httpx.Client`."""
+
+    def __init__(self, client: httpx.Client | None = None, *, timeout_s: float = 10.0) -> None:
+        self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        try:
+            response = self._client.send(self._client.build_request("GET", url), stream=True)
+        except httpx.HTTPError as exc:
+            raise tuf_errors.DownloadError(f"cannot fetch {url}: {exc}") from exc
+        if response.status_code != 200:
+            response.close()
+            raise tuf_errors.DownloadHTTPError(f"GET {url}: HTTP {response.status_code}",
+                                               response.status_code)
+        return self._chunks(response, url)
+
+    @staticmethod
+    def _chunks(response: httpx.Response, url: str) -> Iterator[bytes]:
+        try:
+            yield from response.iter_bytes(64 << 10)
+        except httpx.HTTPError as exc:
+            raise tuf_errors.DownloadError(f"download of {url} broke off: {exc}") from exc
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        """Close the underlying client."""
+        self._client.close()
+
+
+def fetch_trust_anchor(repo_url: str, fetcher: FetcherInterface | None = None) -> bytes:
+    """Download `1.root.json` for trust on first use (prefer shipping the root with the agent).
+
+    Raises:
+        RepositoryUnreachableError: the repository did not answer.
+    """
+    fetcher = fetcher or HTTPXFetcher()
+    try:
+        return fetcher.download_bytes(f"{repo_url.rstrip('/')}/metadata/1.root.json", 512_000)
+    except tuf_errors.DownloadError as exc:
+        raise RepositoryUnreachableError(f"cannot fetch the trust anchor: {exc}") from exc
+
+
+def load_installed_policy(state: StateDir, record: InstallRecord) -> PolicyDocumentModel | None:
+    """Read back the policy document the record names, re-checking its hash.
+
+    Raises:
+        StateError: the file is missing or does not match the recorded hash.
+        PolicyError: it no longer validates (a newer agent wrote it, for instance).
+    """
+    if record.policy is None:
+        return None
+    try:
+        raw = state.policy_path(record.policy).read_bytes()
+    except OSError as exc:
+        raise StateError(f"installed policy is unreadable: {exc}") from exc
+    if hashlib.sha256(raw).hexdigest() != record.policy.sha256:
+        raise StateError("installed policy does not match its recorded sha256")
+    return parse_policy(raw)
+
+
+def _rejected(exc: Exception, target: str) -> AgentError:
+    """Map python-tuf's errors onto the agent's tree (the refusal and its kind)."""
+    kind = type(exc).__name__
+    if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+        cls = TargetRejectedError if target else MetadataRejectedError
+        return cls(f"{kind}: {exc}", target=target)
+    if isinstance(exc, tuf_errors.DownloadError):
+        status = getattr(exc, "status_code", None)
+        return RepositoryUnreachableError(f"{kind}: {exc}", status_code=status)
+    if isinstance(exc, tuf_errors.LengthOrHashMismatchError) and target:
+        return TargetRejectedError(f"{kind}: {exc}", target=target)
+    return MetadataRejectedError(f"{kind}: {exc}", target=target)
+
+
+class UpdateClient:
+    """Check-ins against one repository for one organization, installing into one state dir."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        repo_url: str,
+        *,
+        org: str,
+        trust_anchor: bytes | None = None,
+        fetcher: FetcherInterface | None = None,
+        config: UpdateConfig | None = None,
+    ) -> None:
+        self.state = StateDir(state_dir)
+        self.repo_url = repo_url.rstrip("/")
+        self.org = org
+        self.config = config or UpdateConfig()
+        self._anchor = trust_anchor
+        self._fetcher = fetcher or HTTPXFetcher(timeout_s=self.config.timeout_s)
+        # (target name, signed sha256) -> the refusal; a refused target is not downloaded again
+        self._refused: dict[tuple[str, str], Rejection] = {}
+
+    def _bootstrap(self) -> bytes:
+        history = self.state.tuf / "root_history"
+        versions = []
+        if history.is_dir():
+            for path in history.glob("*.root.json"):
+                head = path.name.split(".", 1)[0]
+                if head.isdigit():
+                    versions.append((int(head), path))
+        if versions:
+            return max(versions)[1].read_bytes()
+        if self._anchor is None:
+            raise StateError("no trusted root: pass the repository's root.json as trust anchor")
+        return self._anchor
+
+    def _tuf(self) -> TUFUpdater:
+        self.state.ensure()
+        try:
+            return TUFUpdater(
+                metadata_dir=str(self.state.tuf),
+                metadata_base_url=f"{self.repo_url}/metadata/",
+                target_base_url=f"{self.repo_url}/targets/",
+                fetcher=self._fetcher,
+                bootstrap=self._bootstrap(),
+            )
+        except tuf_errors.RepositoryError as exc:
+            raise StateError(f"trusted root is invalid: {exc}") from exc
+
+    def check_in(self, now: dt.datetime) -> UpdateOutcome:
+        """Refresh signed metadata, then install the policy and bundles it assigns.
+
+        Per-target refusals (bad bundle, invalid policy) are returned in `rejections`; the
+        installed state stays as it was for each refused target.
+
+        Raises:
+            RepositoryUnreachableError: the repository did not answer (offline).
+            MetadataRejectedError: TUF refused the metadata (attack or expired repository).
+            StateError: no trust anchor, or the state directory is unusable.
+        """
+        tuf = self._tuf()
+        try:
+            tuf.refresh()
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+            raise _rejected(exc, "") from exc
+        record = self.state.read_record()
+        start = record
+        rejections: list[Rejection] = []
+
+        try:
+            doc = load_installed_policy(self.state, record)
+        except (StateError, PolicyError):
+            doc = None
+        try:
+            record, doc = self._update_policy(tuf, record, doc)
+        except (UpdateRejectedError, PolicyError) as exc:
+            rejections.append(self._refusal(exc, POLICY_TARGET))
+
+        effective = resolve_policy(doc, self.org) if doc is not None else None
+        wanted = effective.model_version if effective else None
+        if wanted is not None and (record.active is None or record.active.version != wanted):
+            try:
+                record = record.with_active(self._obtain_bundle(tuf, wanted, record))
+                self.state.write_record(record)
+            except (UpdateRejectedError, BundleRejectedError) as exc:
+                rejections.append(self._refusal(exc, model_target_paths(wanted)[0]))
+
+        shadow = effective.shadow_model_version if effective else None
+        if shadow is None or (record.active is not None and shadow == record.active.version):
+            if record.shadow is not None:
+                record = replace(record, shadow=None)
+                self.state.write_record(record)
+        elif record.shadow is None or record.shadow.version != shadow:
+            try:
+                record = replace(record, shadow=self._obtain_bundle(tuf, shadow, record))
+                self.state.write_record(record)
+            except (UpdateRejectedError, BundleRejectedError) as exc:
+                rejections.append(self._refusal(exc, model_target_paths(shadow)[0]))
+
+        self.state.cleanup(record)
+        return UpdateOutcome(
+            checked_at=now,
+            record=record,
+            policy_changed=record.policy != start.policy,
+            model_changed=record.active != start.active,
+            shadow_changed=record.shadow != start.shadow,
+            rejections=tuple(rejections),
+        )
+
+    def _refusal(self, exc: AgentError, target: str) -> Rejection:
+        return Rejection(getattr(exc, "target", "") or target, type(exc).__name__, str(exc))
+
+    def _download(self, tuf: TUFUpdater, name: str, dest: Path, max_bytes: int) -> str:
+        """Download one verified target to `dest`; returns its signed sha256."""
+        try:
+            info = tuf.get_targetinfo(name)
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+            raise _rejected(exc, name) from exc
+        if info is None:
+            raise TargetRejectedError(f"{name} is not in the signed targets metadata", target=name)
+        sha = info.hashes.get("sha256", "")
+        if (name, sha) in self._refused:
+            prior = self._refused[(name, sha)]
+            raise TargetRejectedError(f"previously refused: {prior.message}", target=name)
+        if info.length > max_bytes:
+            raise TargetRejectedError(f"{name}: {info.length} bytes > {max_bytes}", target=name)
+        try:
+            tuf.download_target(info, str(dest))
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+            raise _rejected(exc, name) from exc
+        return sha
+
+    def _update_policy(
+        self, tuf: TUFUpdater, record: InstallRecord, doc: PolicyDocumentModel | None
+    ) -> tuple[InstallRecord, PolicyDocumentModel | None]:
+        try:
+            info = tuf.get_targetinfo(POLICY_TARGET)
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+            raise _rejected(exc, POLICY_TARGET) from exc
+        if info is None or (record.policy and info.hashes.get("sha256") == record.policy.sha256):
+            return record, doc
+        stage = self.state.new_stage()
+        try:
+            path = stage / POLICY_TARGET
+            sha = self._download(tuf, POLICY_TARGET, path, self.config.max_policy_bytes)
+            raw = path.read_bytes()
+            try:
+                new_doc = parse_policy(raw)
+                if record.policy is not None and new_doc.version <= record.policy.version:
+                    raise PolicyError(
+                        f"policy version {new_doc.version} does not exceed the installed "
+                        f"version {record.policy.version} (rollback refused)"
+                    )
+            except PolicyError as exc:
+                self._refused[(POLICY_TARGET, sha)] = self._refusal(exc, POLICY_TARGET)
+                raise
+            ref: PolicyRef = self.state.store_policy(raw, new_doc.version, sha)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        record = replace(record, policy=ref)
+        self.state.write_record(record)
+        return record, new_doc
+
+    def _obtain_bundle(self, tuf: TUFUpdater, version: int, record: InstallRecord) -> BundleRef:
+        model_name, manifest_name = model_target_paths(version)
+        try:
+            info = tuf.get_targetinfo(model_name)
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+            raise _rejected(exc, model_name) from exc
+        signed_sha = info.hashes.get("sha256") if info else None
+        for ref in (record.active, record.last_known_good, record.shadow):
+            if ref is not None and ref.version == version and ref.model_sha256 == signed_sha:
+                try:
+                    timeout_s = self.config.self_test_timeout_s
+                    load_bundle(self.state.bundle_dir(ref), timeout_s=timeout_s)
+                    return ref
+                except BundleRejectedError:
+                    break  # the local copy went bad: fetch it again
+        stage = self.state.new_stage()
+        try:
+            sha = self._download(tuf, model_name, stage / MODEL_NAME, self.config.max_bundle_bytes)
+            self._download(tuf, manifest_name, stage / MANIFEST_NAME, self.config.max_bundle_bytes)
+            try:
+                loaded = load_bundle(stage, timeout_s=self.config.self_test_timeout_s)
+                if loaded.version != version:
+                    raise BundleRejectedError(
+                        f"target models/v{version} holds a bundle of version {loaded.version}",
+                        bundle=model_name,
+                    )
+            except BundleRejectedError as exc:
+                self._refused[(model_name, sha)] = self._refusal(exc, model_name)
+                raise
+            return self.state.commit_stage(stage, version, loaded.manifest.model_sha256)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
