@@ -1,0 +1,213 @@
+"""Operator actions: the kill switch, allow/blocklists, model assignment.
+
+Each function reads the current policy document from the store, builds the next one (version
++1, `issued_at = now`), and hands it to `Store.append_policy`, which records it append-only
+and republishes it signed through `publish` in one step. The HTTP admin routes and the
+`fleetward backend` commands call these same functions.
+
+`org_id=None` means fleet-wide (the document's `default`); otherwise the org's override.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.decision import Mode
+from agent.policy import OrgPolicyModel, PolicyDocumentModel
+from backend.errors import NotFoundError
+from backend.store import PolicyRecord, Store
+
+__all__ = [
+    "ListName",
+    "Publish",
+    "add_list_entry",
+    "assign_model",
+    "remove_list_entry",
+    "repository_publisher",
+    "set_mode",
+]
+
+Publish = Callable[[bytes, dt.datetime], None]
+ListName = str  # "allowlist" | "blocklist"
+_LISTS = ("allowlist", "blocklist")
+
+
+def repository_publisher(repo_dir: str | Path) -> Publish:
+    """A `Publish` that signs the document into the TUF repository at `repo_dir`."""
+
+    def publish(raw: bytes, now: dt.datetime) -> None:
+        from model_store.repository import publish_policy  # the signing side, loaded on use
+
+        publish_policy(repo_dir, raw, now=now)
+
+    return publish
+
+
+def _next(
+    store: Store,
+    org_id: str | None,
+    now: dt.datetime,
+    change: Callable[[OrgPolicyModel], OrgPolicyModel],
+) -> PolicyDocumentModel:
+    if org_id is not None and not store.has_org(org_id):
+        raise NotFoundError(f"no organization {org_id!r}")
+    current = store.current_policy()
+    doc = (
+        current.document
+        if current
+        else PolicyDocumentModel(
+            version=1, issued_at=now, default=OrgPolicyModel(mode=Mode.ENFORCE)
+        )
+    )
+    version = current.version + 1 if current else 1
+    if org_id is None:
+        return doc.model_copy(
+            update={"version": version, "issued_at": now, "default": change(doc.default)}
+        )
+    orgs = dict(doc.orgs)
+    orgs[org_id] = change(orgs.get(org_id, OrgPolicyModel()))
+    return doc.model_copy(update={"version": version, "issued_at": now, "orgs": orgs})
+
+
+def _apply(
+    store: Store,
+    publish: Publish,
+    org_id: str | None,
+    now: dt.datetime,
+    actor: str,
+    action: str,
+    change: Callable[[OrgPolicyModel], OrgPolicyModel],
+) -> PolicyRecord:
+    doc = PolicyDocumentModel.model_validate(_next(store, org_id, now, change).model_dump())
+    scope = org_id or "fleet"
+    return store.append_policy(
+        doc, actor=actor, action=f"{action} ({scope})", now=now, publish=publish
+    )
+
+
+def set_mode(
+    store: Store,
+    publish: Publish,
+    mode: Mode,
+    *,
+    org_id: str | None,
+    now: dt.datetime,
+    actor: str = "operator",
+) -> PolicyRecord:
+    """Set the mode (the kill switch: `off`) fleet-wide or for one org.
+
+    Raises:
+        NotFoundError: no such org.
+        PublishError: the signed policy could not be republished; nothing changed.
+    """
+    return _apply(
+        store,
+        publish,
+        org_id,
+        now,
+        actor,
+        f"set mode {mode.value}",
+        lambda p: p.model_copy(update={"mode": mode}),
+    )
+
+
+def assign_model(
+    store: Store,
+    publish: Publish,
+    model_version: int | None,
+    *,
+    org_id: str | None,
+    now: dt.datetime,
+    shadow_model_version: int | None = None,
+    actor: str = "operator",
+) -> PolicyRecord:
+    """Assign the active (and optionally shadow) model version fleet-wide or for one org.
+
+    Raises:
+        NotFoundError: no such org.
+        PublishError: the signed policy could not be republished; nothing changed.
+    """
+    return _apply(
+        store,
+        publish,
+        org_id,
+        now,
+        actor,
+        f"assign model {model_version} shadow {shadow_model_version}",
+        lambda p: p.model_copy(
+            update={"model_version": model_version, "shadow_model_version": shadow_model_version}
+        ),
+    )
+
+
+def add_list_entry(
+    store: Store,
+    publish: Publish,
+    which: ListName,
+    sha256: str,
+    *,
+    org_id: str | None,
+    now: dt.datetime,
+    reason: str = "",
+    actor: str = "operator",
+    expires_at: dt.datetime | None = None,
+) -> PolicyRecord:
+    """Add (or replace) a sha256 on the allowlist or blocklist, optionally expiring.
+
+    Raises:
+        NotFoundError: no such org.
+        PublishError: the signed policy could not be republished; nothing changed.
+    """
+    if which not in _LISTS:
+        raise ValueError(f"list must be one of {_LISTS}")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise ValueError("expires_at must be timezone-aware")
+    entry = {
+        "sha256": sha256.lower(),
+        "reason": reason,
+        "author": actor,
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+
+    def change(p: OrgPolicyModel) -> OrgPolicyModel:
+        kept = [e.model_dump() for e in getattr(p, which) if e.sha256 != entry["sha256"]]
+        return OrgPolicyModel.model_validate({**p.model_dump(), which: [*kept, entry]})
+
+    return _apply(store, publish, org_id, now, actor, f"{which} add {sha256}", change)
+
+
+def remove_list_entry(
+    store: Store,
+    publish: Publish,
+    which: ListName,
+    sha256: str,
+    *,
+    org_id: str | None,
+    now: dt.datetime,
+    actor: str = "operator",
+) -> PolicyRecord:
+    """Remove a sha256 from the allowlist or blocklist.
+
+    Raises:
+        NotFoundError: no such org, or the entry is not on that list.
+        PublishError: the signed policy could not be republished; nothing changed.
+    """
+    if which not in _LISTS:
+        raise ValueError(f"list must be one of {_LISTS}")
+    current = store.current_policy()
+    scope = (
+        None
+        if current is None
+        else (current.document.default if org_id is None else current.document.orgs.get(org_id))
+    )
+    if scope is None or all(e.sha256 != sha256.lower() for e in getattr(scope, which)):
+        raise NotFoundError(f"{sha256} is not on the {which} of {org_id or 'the fleet'}")
+
+    def change(p: OrgPolicyModel) -> OrgPolicyModel:
+        kept = [e.model_dump() for e in getattr(p, which) if e.sha256 != sha256.lower()]
+        return OrgPolicyModel.model_validate({**p.model_dump(), which: kept})
+
+    return _apply(store, publish, org_id, now, actor, f"{which} remove {sha256}", change)

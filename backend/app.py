@@ -1,0 +1,500 @@
+"""The backend's HTTP surface: a small Starlette app over `Store`, `ingest` and `admin`.
+
+Routes (the OpenAPI document in `backend._openapi` is the contract, served at `/openapi.json`):
+`POST /v1/enroll`, `GET /v1/checkin`, `POST /v1/telemetry` for endpoints; `/v1/admin/...` for
+operators (admin token); the TUF repository's `metadata/` and `targets/` under `/tuf/` (never
+`keys/`); `/metrics`, `/healthz`.
+
+Every domain error maps to one status in `ERROR_STATUS`, the single exception-handler table;
+bad input is a 4xx with a reason and never a 5xx. A telemetry batch is committed before its
+2xx goes out. An endpoint token acts only inside its own org: a batch naming another org or
+endpoint is refused (403), and check-in answers only the token's own org.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agent.decision import Mode
+from agent.policy import EffectivePolicy, resolve_policy
+from backend import admin
+from backend._clock import monotonic_s, utc_now
+from backend._openapi import openapi_document
+from backend.errors import (
+    AuthError,
+    BackendError,
+    BatchInvalidError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PublishError,
+    UnsupportedMediaError,
+)
+from backend.ingest import aggregate, parse_batch
+from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from backend.metrics import Metrics
+from backend.store import PolicyRecord, Principal, Store, TokenKind
+
+__all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
+
+M = TypeVar("M", bound=BaseModel)
+
+ERROR_STATUS: dict[type[BackendError], int] = {
+    ForbiddenError: 403,
+    AuthError: 401,
+    NotFoundError: 404,
+    ConflictError: 409,
+    PayloadTooLargeError: 413,
+    UnsupportedMediaError: 415,
+    BatchInvalidError: 422,
+    PublishError: 503,
+}
+
+
+class AppConfig(BaseModel):
+    """Limits of one backend instance (bounded, documented defaults)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_telemetry_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_json_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+
+def _status_for(exc: BackendError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 400
+
+
+async def _on_backend_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BackendError)
+    status = _status_for(exc)
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
+    )
+
+
+# --- request bodies (validated at the edge, then turned into plain arguments) ---------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _OrgBody(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class _ModeBody(_Strict):
+    mode: Mode
+    org_id: str | None = None
+
+
+class _ModelBody(_Strict):
+    model_version: int | None = Field(ge=1, lt=2**31)
+    shadow_model_version: int | None = Field(default=None, ge=1, lt=2**31)
+    org_id: str | None = None
+
+
+class _EntryBody(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    reason: str = Field(default="", max_length=1000)
+    expires_at: dt.datetime | None = None
+    org_id: str | None = None
+
+
+def _parse(model: type[M], raw: bytes) -> M:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BatchInvalidError(f"{where}: {first['msg']}") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes is over {limit}", limit_bytes=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body is over {limit} bytes", limit_bytes=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _policy_json(record: PolicyRecord) -> dict[str, Any]:
+    return {
+        "version": record.version,
+        "changed_at": record.changed_at.isoformat(),
+        "action": record.action,
+    }
+
+
+class _Routes:
+    """Request handlers bound to one store, publisher, clock and metrics."""
+
+    def __init__(
+        self,
+        store: Store,
+        publish: admin.Publish,
+        clock: Callable[[], dt.datetime],
+        metrics: Metrics,
+        config: AppConfig,
+    ) -> None:
+        self.store, self.publish, self.clock, self.metrics, self.config = (
+            store,
+            publish,
+            clock,
+            metrics,
+            config,
+        )
+        self._resolved: dict[tuple[int, str], EffectivePolicy] = {}
+
+    def _principal(self, request: Request, *kinds: TokenKind) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("a bearer token is required")
+        principal = self.store.authenticate(token.strip())
+        if principal.kind not in kinds:
+            raise ForbiddenError(f"a {principal.kind.value} token cannot do this")
+        return principal
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def enroll(self, request: Request) -> Response:
+        principal = self._principal(request, TokenKind.ENROLL)
+        assert principal.org_id is not None
+        creds = await run_in_threadpool(self.store.enroll, principal.org_id, self.clock())
+        return JSONResponse(
+            {"org_id": creds.org_id, "endpoint_id": creds.endpoint_id, "token": creds.token},
+            status_code=201,
+        )
+
+    async def checkin(self, request: Request) -> Response:
+        principal = self._principal(request, TokenKind.ENDPOINT)
+        assert principal.org_id is not None
+        record = self.store.current_policy()
+        body: dict[str, Any] = {
+            "org_id": principal.org_id,
+            "endpoint_id": principal.endpoint_id,
+            "policy_version": 0,
+            "mode": Mode.ENFORCE.value,
+            "model_version": None,
+            "shadow_model_version": None,
+            "tuf_url": "/tuf/",
+        }
+        if record is not None:
+            key = (record.version, principal.org_id)
+            eff = self._resolved.get(key)
+            if eff is None:
+                if len(self._resolved) > 100_000:
+                    self._resolved.clear()
+                eff = self._resolved[key] = resolve_policy(record.document, principal.org_id)
+            body.update(
+                policy_version=eff.policy_version,
+                mode=eff.mode.value,
+                model_version=eff.model_version,
+                shadow_model_version=eff.shadow_model_version,
+            )
+        return JSONResponse(body)
+
+    def _ingest(self, raw: bytes, principal: Principal) -> dict[str, Any]:
+        batch = parse_batch(raw, max_bytes=self.config.max_telemetry_bytes)
+        if batch.org_id != principal.org_id or batch.endpoint_id != principal.endpoint_id:
+            raise ForbiddenError("a batch may only carry the sending endpoint's own events")
+        rows, features = aggregate(batch.events)
+        result = self.store.ingest(batch, rows, features, self.clock())
+        if result.duplicate:
+            self.metrics.duplicates_dropped.inc()
+        else:
+            self.metrics.batches_accepted.inc()
+            self.metrics.events_ingested.inc(result.events)
+        return {"duplicate": result.duplicate, "events": result.events}
+
+    async def telemetry(self, request: Request) -> Response:
+        try:
+            principal = self._principal(request, TokenKind.ENDPOINT)
+            media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media != "application/msgpack":
+                raise UnsupportedMediaError("telemetry must be sent as application/msgpack")
+            raw = await _read_body(request, self.config.max_telemetry_bytes)
+            body = await run_in_threadpool(self._ingest, raw, principal)
+        except BackendError as exc:
+            self.metrics.batches_rejected.labels(type(exc).__name__).inc()
+            raise
+        return JSONResponse(body)
+
+    # --- operator routes -----------------------------------------------------------------
+
+    async def _admin_body(self, request: Request, model: type[M]) -> M:
+        self._principal(request, TokenKind.ADMIN)
+        return _parse(model, await _read_body(request, self.config.max_json_bytes))
+
+    async def list_orgs(self, request: Request) -> Response:
+        self._principal(request, TokenKind.ADMIN)
+        return JSONResponse(await run_in_threadpool(self.store.org_ids))
+
+    async def create_org(self, request: Request) -> Response:
+        body = await self._admin_body(request, _OrgBody)
+        made = await run_in_threadpool(self.store.create_org, body.name, self.clock())
+        return JSONResponse(
+            {"org_id": made.org_id, "name": made.name, "enroll_token": made.enroll_token},
+            status_code=201,
+        )
+
+    async def set_mode(self, request: Request) -> Response:
+        body = await self._admin_body(request, _ModeBody)
+        record = await run_in_threadpool(
+            lambda: admin.set_mode(
+                self.store, self.publish, body.mode, org_id=body.org_id, now=self.clock()
+            )
+        )
+        return JSONResponse(_policy_json(record))
+
+    async def assign_model(self, request: Request) -> Response:
+        body = await self._admin_body(request, _ModelBody)
+        record = await run_in_threadpool(
+            lambda: admin.assign_model(
+                self.store,
+                self.publish,
+                body.model_version,
+                shadow_model_version=body.shadow_model_version,
+                org_id=body.org_id,
+                now=self.clock(),
+            )
+        )
+        return JSONResponse(_policy_json(record))
+
+    def _list_name(self, request: Request) -> str:
+        which = str(request.path_params["list"])
+        if which not in ("allowlist", "blocklist"):
+            raise NotFoundError(f"no list {which!r}")
+        return which
+
+    async def add_entry(self, request: Request) -> Response:
+        which = self._list_name(request)
+        body = await self._admin_body(request, _EntryBody)
+        if body.expires_at is not None and body.expires_at.tzinfo is None:
+            raise BatchInvalidError("expires_at: must carry a UTC offset")
+        record = await run_in_threadpool(
+            lambda: admin.add_list_entry(
+                self.store,
+                self.publish,
+                which,
+                body.sha256.lower(),
+                org_id=body.org_id,
+                now=self.clock(),
+                reason=body.reason,
+                expires_at=body.expires_at,
+            )
+        )
+        return JSONResponse(_policy_json(record))
+
+    async def remove_entry(self, request: Request) -> Response:
+        which = self._list_name(request)
+        self._principal(request, TokenKind.ADMIN)
+        sha = str(request.path_params["sha256"]).lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise BatchInvalidError("sha256: must be 64 hex characters")
+        org_id = request.query_params.get("org_id")
+        record = await run_in_threadpool(
+            lambda: admin.remove_list_entry(
+                self.store, self.publish, which, sha, org_id=org_id, now=self.clock()
+            )
+        )
+        return JSONResponse(_policy_json(record))
+
+    async def get_policy(self, request: Request) -> Response:
+        self._principal(request, TokenKind.ADMIN)
+        as_of = request.query_params.get("as_of")
+        if as_of is None:
+            record = self.store.current_policy()
+        else:
+            try:
+                when = dt.datetime.fromisoformat(as_of)
+            except ValueError:
+                raise BatchInvalidError("as_of: not an ISO 8601 time") from None
+            if when.tzinfo is None:
+                raise BatchInvalidError("as_of: must carry a UTC offset")
+            record = await run_in_threadpool(self.store.policy_as_of, when)
+        if record is None:
+            raise NotFoundError("no policy in force at that time")
+        return JSONResponse(
+            {**_policy_json(record), "document": json.loads(record.document.model_dump_json())}
+        )
+
+    async def get_aggregates(self, request: Request) -> Response:
+        self._principal(request, TokenKind.ADMIN)
+        raw_day = request.query_params.get("day")
+        if raw_day is not None and not raw_day.isdigit():
+            raise BatchInvalidError("day: must be a non-negative integer (days since 1970-01-01)")
+        day = int(raw_day) if raw_day is not None and int(raw_day) < 2**31 else None
+        rows = await run_in_threadpool(
+            lambda: self.store.aggregates(org_id=request.query_params.get("org_id"), day=day)
+        )
+        return JSONResponse(
+            [
+                {
+                    "day": r.day,
+                    "org_id": r.org_id,
+                    "sha256": r.sha256,
+                    "model_version": r.model_version,
+                    "shadow": r.shadow,
+                    "verdict": r.verdict.value,
+                    "count": r.count,
+                    "distinct_endpoints": r.distinct_endpoints,
+                    "first_seen_ms": r.first_seen_ms,
+                    "last_seen_ms": r.last_seen_ms,
+                }
+                for r in rows
+            ]
+        )
+
+
+class _Static:
+    """Static files from `directory`, or 404 while the directory does not exist yet."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files = StaticFiles(directory=directory, check_dir=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.directory.is_dir():
+            await JSONResponse({"error": "NotFound", "detail": "no repository"}, status_code=404)(
+                scope, receive, send
+            )
+            return
+        await self.files(scope, receive, send)
+
+
+_LABELS = ("/v1/admin/allowlist", "/v1/admin/blocklist", "/tuf/")
+
+
+def _route_label(path: str) -> str:
+    for prefix in _LABELS:
+        if path.startswith(prefix):
+            return prefix.rstrip("/")
+    return path if path.count("/") <= 3 and len(path) <= 40 else "other"
+
+
+class _MetricsMiddleware:
+    """Counts requests and observes latency per route, status and method."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = monotonic_s()
+        status = [500]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            label = _route_label(scope["path"])
+            self.metrics.requests.labels(label, scope["method"], str(status[0])).inc()
+            self.metrics.latency.labels(label).observe(monotonic_s() - started)
+
+
+def create_app(
+    store: Store,
+    repo_dir: str | Path | None,
+    *,
+    publish: admin.Publish | None = None,
+    clock: Callable[[], dt.datetime] = utc_now,
+    metrics: Metrics | None = None,
+    config: AppConfig | None = None,
+) -> Starlette:
+    """Build the ASGI app. `publish` defaults to signing into the TUF repository at `repo_dir`."""
+    if publish is None:
+        if repo_dir is None:
+            raise ValueError("give repo_dir or publish")
+        publish = admin.repository_publisher(repo_dir)
+    metrics = metrics or Metrics()
+    r = _Routes(store, publish, clock, metrics, config or AppConfig())
+    routes: list[Route | Mount] = [
+        Route("/healthz", r.healthz, methods=["GET"]),
+        Route("/openapi.json", r.openapi, methods=["GET"]),
+        Route("/metrics", r.metrics_page, methods=["GET"]),
+        Route("/v1/enroll", r.enroll, methods=["POST"]),
+        Route("/v1/checkin", r.checkin, methods=["GET"]),
+        Route("/v1/telemetry", r.telemetry, methods=["POST"]),
+        Route("/v1/admin/orgs", r.list_orgs, methods=["GET"]),
+        Route("/v1/admin/orgs", r.create_org, methods=["POST"]),
+        Route("/v1/admin/mode", r.set_mode, methods=["PUT"]),
+        Route("/v1/admin/model", r.assign_model, methods=["PUT"]),
+        Route("/v1/admin/policy", r.get_policy, methods=["GET"]),
+        Route("/v1/admin/aggregates", r.get_aggregates, methods=["GET"]),
+        Route("/v1/admin/{list}", r.add_entry, methods=["POST"]),
+        Route("/v1/admin/{list}/{sha256}", r.remove_entry, methods=["DELETE"]),
+    ]
+    if repo_dir is not None:
+        root = Path(repo_dir)
+        routes += [
+            Mount("/tuf/metadata", app=_Static(root / "metadata")),
+            Mount("/tuf/targets", app=_Static(root / "targets")),
+        ]
+    app = Starlette(routes=routes, exception_handlers={BackendError: _on_backend_error})
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.state.store = store
+    app.state.metrics = metrics
+    return app
+
+
+def serve(
+    db: str | Path,
+    repo_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    synchronous: str = "FULL",
+) -> None:
+    """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`)."""
+    import uvicorn
+
+    store = Store(db, synchronous=synchronous)
+    try:
+        uvicorn.run(
+            create_app(store, repo_dir),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=30,
+        )
+    finally:
+        store.close()

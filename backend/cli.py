@@ -1,0 +1,221 @@
+"""`fleetward backend ...`: a thin click layer over `backend.app`, `backend.store`, `backend.admin`.
+
+Each command opens the store, makes one library call with `now` from the backend's clock, and
+renders the result; domain errors become a one-line `ClickException`. The operator commands
+call the same `backend.admin` functions as the `/v1/admin/...` routes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from agent.decision import Mode
+from backend import admin
+from backend._clock import utc_now
+from backend.app import serve
+from backend.errors import BackendError
+from backend.store import PolicyRecord, Store
+
+__all__ = ["backend"]
+
+_DB = click.option(
+    "--db",
+    "db",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite database file (created if missing).",
+)
+_REPO = click.option(
+    "--repo",
+    "repo_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="TUF repository directory (from `fleetward repo init`).",
+)
+_ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-wide when omitted.")
+
+
+def _run(db: Path, call: Callable[[Store], PolicyRecord]) -> None:
+    store = Store(db)
+    try:
+        record = call(store)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"policy v{record.version}: {record.action}")
+
+
+@click.group()
+def backend() -> None:
+    """The backend: enrollment, signed policy, telemetry aggregates, operator actions."""
+
+
+@backend.command("serve")
+@_DB
+@_REPO
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--synchronous",
+    type=click.Choice(["FULL", "NORMAL"]),
+    default="FULL",
+    show_default=True,
+    help="SQLite durability: FULL survives power loss, NORMAL only a process crash.",
+)
+def serve_cmd(db: Path, repo_dir: Path, host: str, port: int, synchronous: str) -> None:
+    """Serve the API, the TUF repository (/tuf/) and /metrics.
+
+    Example: fleetward backend serve --db fleet.db --repo repo --port 8080
+    """
+    serve(db, repo_dir, host=host, port=port, synchronous=synchronous)
+
+
+@backend.group("org")
+def org() -> None:
+    """Organizations."""
+
+
+@org.command("create")
+@click.argument("name")
+@_DB
+def org_create(name: str, db: Path) -> None:
+    """Create an organization and print its pseudonymous id and enroll token.
+
+    Example: fleetward backend org create acme --db fleet.db
+    """
+    store = Store(db)
+    try:
+        made = store.create_org(name, utc_now())
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(
+        json.dumps({"org_id": made.org_id, "name": made.name, "enroll_token": made.enroll_token})
+    )
+
+
+@backend.command("create-admin-token")
+@_DB
+def create_admin_token(db: Path) -> None:
+    """Print a new operator token for the /v1/admin routes (shown once, stored hashed).
+
+    Example: fleetward backend create-admin-token --db fleet.db
+    """
+    store = Store(db)
+    try:
+        click.echo(store.create_admin_token(utc_now()))
+    finally:
+        store.close()
+
+
+@backend.command("set-mode")
+@click.argument("mode", type=click.Choice([m.value for m in Mode]))
+@_DB
+@_REPO
+@_ORG
+def set_mode(mode: str, db: Path, repo_dir: Path, org_id: str | None) -> None:
+    """Set the mode (`off` is the kill switch) and republish the signed policy.
+
+    Example: fleetward backend set-mode off --db fleet.db --repo repo
+    """
+    pub = admin.repository_publisher(repo_dir)
+    _run(db, lambda s: admin.set_mode(s, pub, Mode(mode), org_id=org_id, now=utc_now()))
+
+
+@backend.command("assign-model")
+@click.argument("version", type=click.IntRange(min=1))
+@click.option(
+    "--shadow", "shadow", type=click.IntRange(min=1), default=None, help="Shadow model version."
+)
+@_DB
+@_REPO
+@_ORG
+def assign_model(
+    version: int, shadow: int | None, db: Path, repo_dir: Path, org_id: str | None
+) -> None:
+    """Assign the model version agents should run, and republish the signed policy.
+
+    Example: fleetward backend assign-model 3 --shadow 4 --db fleet.db --repo repo
+    """
+    pub = admin.repository_publisher(repo_dir)
+    _run(
+        db,
+        lambda s: admin.assign_model(
+            s, pub, version, shadow_model_version=shadow, org_id=org_id, now=utc_now()
+        ),
+    )
+
+
+def _list_group(which: str) -> click.Group:
+    @click.group(which)
+    def group() -> None:
+        """Add or remove entries (sha256) and republish the signed policy."""
+
+    @group.command("add")
+    @click.argument("sha256")
+    @click.option("--reason", default="")
+    @click.option(
+        "--expires",
+        "expires",
+        default=None,
+        help="ISO time with offset, e.g. 2030-01-01T00:00:00+00:00.",
+    )
+    @_DB
+    @_REPO
+    @_ORG
+    def add(
+        sha256: str, reason: str, expires: str | None, db: Path, repo_dir: Path, org_id: str | None
+    ) -> None:
+        """Add an entry, optionally expiring.
+
+        Example: fleetward backend allowlist add <sha256> --reason tool --db fleet.db --repo repo
+        """
+        try:
+            expires_at = dt.datetime.fromisoformat(expires) if expires else None
+            if expires_at is not None and expires_at.tzinfo is None:
+                raise ValueError("needs a UTC offset")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expires") from None
+        pub = admin.repository_publisher(repo_dir)
+        _run(
+            db,
+            lambda s: admin.add_list_entry(
+                s,
+                pub,
+                which,
+                sha256,
+                org_id=org_id,
+                now=utc_now(),
+                reason=reason,
+                expires_at=expires_at,
+            ),
+        )
+
+    @group.command("remove")
+    @click.argument("sha256")
+    @_DB
+    @_REPO
+    @_ORG
+    def remove(sha256: str, db: Path, repo_dir: Path, org_id: str | None) -> None:
+        """Remove an entry.
+
+        Example: fleetward backend blocklist remove <sha256> --db fleet.db --repo repo
+        """
+        pub = admin.repository_publisher(repo_dir)
+        _run(
+            db,
+            lambda s: admin.remove_list_entry(s, pub, which, sha256, org_id=org_id, now=utc_now()),
+        )
+
+    return group
+
+
+backend.add_command(_list_group("allowlist"))
+backend.add_command(_list_group("blocklist"))

@@ -1,0 +1,539 @@
+"""The backend's SQLite store (sqlite-utils, WAL), the only module that speaks SQL.
+
+It holds orgs, hashed tokens, endpoints, the append-only policy history, the idempotency keys
+of accepted batches, the aggregates and the feature vectors.
+
+Layout choices, for locality and size:
+- `aggregates` is a WITHOUT ROWID table keyed day first,
+  (day, org, sha256, model_version, shadow, verdict): a batch's events fall on one or two days,
+  so one batch's upserts touch one region of the B-tree instead of pages across all history.
+  Orgs are small integers and sha256s 32 raw bytes inside the key.
+- One transaction per batch: the idempotency key insert, then one `executemany` upsert
+  (`INSERT ... ON CONFLICT DO UPDATE`) of the batch's pre-aggregated rows, then the feature
+  vectors (`INSERT OR IGNORE`). A replayed key finds its row and the transaction rolls back
+  having changed nothing, so a batch counts once however often it is retried. The commit
+  happens before the caller answers 2xx; `synchronous=FULL` (the default) makes it survive
+  power loss too, `NORMAL` only a crash of the process.
+- Distinct endpoints merge through a registered SQL function (`fw_merge`, see
+  `backend.sketch`), so the upsert stays one statement.
+- `policy_history` is append-only: each operator change stores the whole signed document with
+  its time, so `policy_as_of(t)` is one indexed lookup.
+
+Tokens are random (`secrets`) and stored as their sha256; the plain token is shown once.
+All methods are thread-safe (one connection behind a lock; SQLite serialises writers anyway).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import sqlite_utils
+
+from agent.decision import Verdict
+from agent.policy import PolicyDocumentModel
+from agent.telemetry import TelemetryBatch
+from backend import sketch
+from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
+from backend.ingest import AggregateRow, FeatureRow
+
+__all__ = [
+    "EndpointCredentials",
+    "IngestResult",
+    "OrgCreated",
+    "PolicyRecord",
+    "Principal",
+    "Store",
+    "StoreStats",
+    "TokenKind",
+    "hash_token",
+]
+
+Publish = Callable[[bytes, dt.datetime], None]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orgs (
+    id INTEGER PRIMARY KEY, org_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, org INTEGER REFERENCES orgs(id),
+    endpoint_id TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    endpoint_id TEXT PRIMARY KEY, org INTEGER NOT NULL REFERENCES orgs(id),
+    enrolled_at TEXT NOT NULL, last_seen_ms INTEGER,
+    spool_dropped_events INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS policy_history (
+    version INTEGER PRIMARY KEY, changed_at TEXT NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, document TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS policy_history_time ON policy_history(changed_at);
+CREATE TABLE IF NOT EXISTS batches (
+    endpoint_id TEXT NOT NULL, key TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL, PRIMARY KEY (endpoint_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aggregates (
+    day INTEGER NOT NULL, org INTEGER NOT NULL, sha256 BLOB NOT NULL,
+    model_version INTEGER NOT NULL,
+    shadow INTEGER NOT NULL, verdict TEXT NOT NULL, count INTEGER NOT NULL, endpoints BLOB NOT NULL,
+    first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (day, org, sha256, model_version, shadow, verdict)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS features (
+    sha256 BLOB NOT NULL, schema TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (sha256, schema)) WITHOUT ROWID;
+"""
+
+_UPSERT = """
+INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, endpoints,
+                        first_seen_ms, last_seen_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET
+    count = count + excluded.count,
+    endpoints = fw_merge(endpoints, excluded.endpoints),
+    first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+    last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)
+"""
+
+
+class TokenKind(StrEnum):
+    """What a bearer token may do."""
+
+    ADMIN = "admin"
+    ENROLL = "enroll"
+    ENDPOINT = "endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as: the token's kind, its org pseudonym and endpoint (if any)."""
+
+    kind: TokenKind
+    org_id: str | None = None
+    endpoint_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgCreated:
+    """A new organization: its pseudonymous id and its enroll token (shown once)."""
+
+    org_id: str
+    name: str
+    enroll_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCredentials:
+    """An enrolled endpoint's pseudonyms and its own token (shown once)."""
+
+    org_id: str
+    endpoint_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of one batch: `duplicate` when its key was already accepted."""
+
+    duplicate: bool
+    events: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """One entry of the append-only policy history."""
+
+    version: int
+    changed_at: dt.datetime
+    actor: str
+    action: str
+    document: PolicyDocumentModel
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Sizes for reports: database bytes (main file + WAL) and row counts."""
+
+    database_bytes: int
+    aggregate_rows: int
+    feature_rows: int
+    batches: int
+    events: int
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token: hex sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _iso(t: dt.datetime) -> str:
+    if t.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return t.astimezone(dt.UTC).isoformat()
+
+
+class Store:
+    """The backend's state in one SQLite file (or `:memory:`)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        tracer: Callable[[str, object], None] | None = None,
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = str(path)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.create_function("fw_merge", 2, sketch.merge, deterministic=True)
+        self.db = sqlite_utils.Database(conn, tracer=tracer)
+        self._conn = conn
+        self._lock = threading.Lock()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.executescript(_SCHEMA)
+        self._orgs: dict[str, int] = {}
+        self._org_names: dict[int, str] = {}
+        self._principals: dict[str, Principal] = {}
+        self._policy: PolicyRecord | None = None
+        self._reload()
+
+    def _reload(self) -> None:
+        for key, org_id in self._conn.execute("SELECT id, org_id FROM orgs"):
+            self._orgs[org_id] = key
+            self._org_names[key] = org_id
+        self._policy = self._policy_where("1 = 1", ())
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        with self._lock:
+            self._conn.close()
+
+    # --- orgs and tokens ---------------------------------------------------------------
+
+    def _new_token(
+        self, kind: TokenKind, org: int | None, endpoint_id: str | None, now: dt.datetime
+    ) -> str:
+        token = f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+        self._conn.execute(
+            "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (hash_token(token), kind.value, org, endpoint_id, _iso(now)),
+        )
+        return token
+
+    def create_org(self, name: str, now: dt.datetime) -> OrgCreated:
+        """Create an organization with a random pseudonymous id and an enroll token.
+
+        Raises:
+            ConflictError: the name is taken.
+        """
+        with self._lock:
+            org_id = "org_" + secrets.token_hex(8)
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                cur = self._conn.execute(
+                    "INSERT INTO orgs (org_id, name, created_at) VALUES (?, ?, ?)",
+                    (org_id, name, _iso(now)),
+                )
+                key = int(cur.lastrowid or 0)
+                token = self._new_token(TokenKind.ENROLL, key, None, now)
+                self._conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._conn.execute("ROLLBACK")
+                raise ConflictError(f"an organization named {name!r} exists") from None
+            self._orgs[org_id] = key
+            self._org_names[key] = org_id
+            return OrgCreated(org_id, name, token)
+
+    def org_ids(self) -> list[str]:
+        """Every organization's pseudonymous id, in creation order."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT org_id FROM orgs ORDER BY id")]
+
+    def has_org(self, org_id: str) -> bool:
+        """True when `org_id` names an organization."""
+        return org_id in self._orgs
+
+    def create_admin_token(self, now: dt.datetime) -> str:
+        """A new fleet-wide operator token (shown once)."""
+        with self._lock:
+            return self._new_token(TokenKind.ADMIN, None, None, now)
+
+    def authenticate(self, token: str) -> Principal:
+        """Who `token` acts as; verified tokens are cached in memory (they are never reused).
+
+        Raises:
+            AuthError: the token is unknown.
+        """
+        digest = hash_token(token)
+        found = self._principals.get(digest)
+        if found is not None:
+            return found
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT kind, org, endpoint_id FROM tokens WHERE token_hash = ?", (digest,)
+            ).fetchone()
+        if row is None:
+            raise AuthError("unknown token")
+        org = self._org_names.get(row[1]) if row[1] is not None else None
+        principal = Principal(TokenKind(row[0]), org, row[2])
+        if len(self._principals) > 200_000:
+            self._principals.clear()
+        self._principals[digest] = principal
+        return principal
+
+    def enroll(self, org_id: str, now: dt.datetime) -> EndpointCredentials:
+        """Register a new endpoint in `org_id` with a random pseudonym and its own token.
+
+        Raises:
+            NotFoundError: no such org.
+        """
+        key = self._orgs.get(org_id)
+        if key is None:
+            raise NotFoundError(f"no organization {org_id!r}")
+        endpoint_id = "ep_" + secrets.token_hex(12)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT INTO endpoints (endpoint_id, org, enrolled_at) VALUES (?, ?, ?)",
+                    (endpoint_id, key, _iso(now)),
+                )
+                token = self._new_token(TokenKind.ENDPOINT, key, endpoint_id, now)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return EndpointCredentials(org_id, endpoint_id, token)
+
+    # --- telemetry -----------------------------------------------------------------------
+
+    def ingest(
+        self,
+        batch: TelemetryBatch,
+        rows: list[AggregateRow],
+        features: list[FeatureRow],
+        now: dt.datetime,
+    ) -> IngestResult:
+        """Apply one batch's rows in one transaction, once per idempotency key.
+
+        Raises:
+            NotFoundError: the batch names an org the store does not know.
+        """
+        org = self._orgs.get(batch.org_id)
+        if org is None:
+            raise NotFoundError(f"no organization {batch.org_id!r}")
+        now_ms = int(now.timestamp() * 1000)
+        params = [
+            (
+                r.day,
+                org,
+                bytes.fromhex(r.sha256),
+                r.model_version,
+                int(r.shadow),
+                r.verdict.value,
+                r.count,
+                r.endpoints,
+                r.first_seen_ms,
+                r.last_seen_ms,
+            )
+            for r in rows
+        ]
+        feats = [(bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
+        conn = self._conn
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "INSERT INTO batches (endpoint_id, key, received_ms, events) "
+                    "VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (batch.endpoint_id, batch.key, now_ms, len(batch.events)),
+                )
+                if cur.rowcount == 0:
+                    conn.execute("ROLLBACK")
+                    return IngestResult(True, len(batch.events), 0)
+                conn.executemany(_UPSERT, params)
+                if feats:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO features (sha256, schema, vector) VALUES (?, ?, ?)",
+                        feats,
+                    )
+                conn.execute(
+                    "UPDATE endpoints SET last_seen_ms = ?, "
+                    "spool_dropped_events = max(spool_dropped_events, ?) "
+                    "WHERE endpoint_id = ?",
+                    (now_ms, batch.dropped_events, batch.endpoint_id),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return IngestResult(False, len(batch.events), len(rows))
+
+    def aggregates(
+        self, *, org_id: str | None = None, day: int | None = None
+    ) -> list[AggregateRow]:
+        """Aggregate rows, optionally for one org and/or one day, in key order."""
+        where, args = [], []
+        if day is not None:
+            where.append("day = ?")
+            args.append(day)
+        if org_id is not None:
+            if org_id not in self._orgs:
+                return []
+            where.append("org = ?")
+            args.append(self._orgs[org_id])
+        # the WHERE parts are literals above; values are bound
+        sql = (
+            "SELECT day, org, sha256, model_version, shadow, verdict, count, endpoints, "  # noqa: S608
+            "first_seen_ms, last_seen_ms FROM aggregates"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY day, org, sha256, model_version, shadow, verdict"
+        )
+        with self._lock:
+            found = self._conn.execute(sql, args).fetchall()
+        names = self._org_names
+        return [
+            AggregateRow(
+                r[0],
+                names[r[1]],
+                r[2].hex(),
+                r[3],
+                bool(r[4]),
+                Verdict(r[5]),
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+            )
+            for r in found
+        ]
+
+    def feature_vector(self, sha256: str, schema: str) -> bytes | None:
+        """The stored feature vector of a sample, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT vector FROM features WHERE sha256 = ? AND schema = ?",
+                (bytes.fromhex(sha256), schema),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def endpoint_dropped_events(self, endpoint_id: str) -> int:
+        """How many events `endpoint_id` reported its spool dropped."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT spool_dropped_events FROM endpoints WHERE endpoint_id = ?", (endpoint_id,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def stats(self) -> StoreStats:
+        """Database size (main file plus WAL) and row counts."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            agg = self._conn.execute("SELECT count(*) FROM aggregates").fetchone()[0]
+            feat = self._conn.execute("SELECT count(*) FROM features").fetchone()[0]
+            nb, ne = self._conn.execute(
+                "SELECT count(*), coalesce(sum(events), 0) FROM batches"
+            ).fetchone()
+        size = sum(
+            Path(self.path + s).stat().st_size for s in ("", "-wal") if Path(self.path + s).exists()
+        )
+        return StoreStats(size, int(agg), int(feat), int(nb), int(ne))
+
+    # --- policy history --------------------------------------------------------------------
+
+    def _policy_where(self, clause: str, args: tuple[object, ...]) -> PolicyRecord | None:
+        row = self._conn.execute(
+            # `clause` is one of three literals in this module; values are bound
+            "SELECT version, changed_at, actor, action, document FROM policy_history "  # noqa: S608
+            f"WHERE {clause} "
+            "ORDER BY version DESC LIMIT 1",
+            args,
+        ).fetchone()
+        if row is None:
+            return None
+        return PolicyRecord(
+            int(row[0]),
+            dt.datetime.fromisoformat(row[1]),
+            row[2],
+            row[3],
+            PolicyDocumentModel.model_validate_json(row[4]),
+        )
+
+    def current_policy(self) -> PolicyRecord | None:
+        """The latest policy, or None before the first operator change."""
+        return self._policy
+
+    def policy_as_of(self, when: dt.datetime) -> PolicyRecord | None:
+        """The policy in force at `when` (the latest change at or before it), or None."""
+        with self._lock:
+            return self._policy_where("changed_at <= ?", (_iso(when),))
+
+    def policy_history(self) -> list[PolicyRecord]:
+        """Every policy change, oldest first."""
+        with self._lock:
+            versions = [
+                r[0]
+                for r in self._conn.execute("SELECT version FROM policy_history ORDER BY version")
+            ]
+            return [
+                rec
+                for v in versions
+                if (rec := self._policy_where("version = ?", (v,))) is not None
+            ]
+
+    def append_policy(
+        self,
+        document: PolicyDocumentModel,
+        *,
+        actor: str,
+        action: str,
+        now: dt.datetime,
+        publish: Publish,
+    ) -> PolicyRecord:
+        """Record `document` as the next policy version and publish it, atomically.
+
+        The history row and the publication succeed together: if `publish` fails the row is
+        rolled back and the previous policy stays current.
+
+        Raises:
+            PublishError: `publish` failed.
+        """
+        with self._lock:
+            current = self._policy
+            expected = (current.version if current else 0) + 1
+            if document.version != expected:
+                raise ValueError(f"policy version must be {expected}, got {document.version}")
+            raw = document.model_dump_json().encode()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT INTO policy_history (version, changed_at, actor, action, document) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (document.version, _iso(now), actor, action, raw.decode()),
+                )
+                try:
+                    publish(raw, now)
+                except (
+                    Exception
+                ) as exc:  # the repository is outside our control; report, keep state
+                    raise PublishError(
+                        f"could not publish policy v{document.version}: {exc}"
+                    ) from exc
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            record = PolicyRecord(document.version, now.astimezone(dt.UTC), actor, action, document)
+            self._policy = record
+            return record
