@@ -59,7 +59,9 @@ def _add_section(
 ) -> None:
     size = max(0, min(size, len(data) - offset)) if 0 <= offset < len(data) else 0
     facts.section_sizes.append(size)
-    facts.section_entropies.append(_entropy(memoryview(data)[offset : offset + size]) if size else 0.0)
+    facts.section_entropies.append(
+        _entropy(memoryview(data)[offset : offset + size]) if size else 0.0
+    )
     facts.exec_sections += int(executable)
     facts.write_exec_sections += int(executable and writable)
 
@@ -122,7 +124,9 @@ def _parse_pe(data: bytes, facts: HeaderFacts) -> None:
             break
         vsize, vaddr, raw_size, raw_ptr = struct.unpack_from("<IIII", data, at + 8)
         (chars,) = struct.unpack_from("<I", data, at + 36)
-        _add_section(facts, data, raw_ptr, raw_size, bool(chars & 0x20000000), bool(chars & 0x80000000))
+        _add_section(
+            facts, data, raw_ptr, raw_size, bool(chars & 0x20000000), bool(chars & 0x80000000)
+        )
         if vaddr <= entry < vaddr + max(vsize, raw_size):
             entry_section = i
         last_end = max(last_end, raw_ptr + raw_size)

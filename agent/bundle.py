@@ -87,7 +87,9 @@ class Canary:
         """Parse the form written by `to_dict`."""
         raw = base64.b64decode(data["vector_b64"], validate=True)
         vec = np.frombuffer(raw, dtype="<f4")
-        return cls(vector=tuple(float(x) for x in vec), expected_score=float(data["expected_score"]))
+        return cls(
+            vector=tuple(float(x) for x in vec), expected_score=float(data["expected_score"])
+        )
 
     def as_array(self) -> npt.NDArray[np.float32]:
         """The canary vector as float32."""
@@ -253,13 +255,16 @@ def check_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
     actual = file_sha256(model_path)
     if actual != manifest.model_sha256:
         raise IntegrityError(
-            f"model.onnx sha256 {actual[:12]}… does not match manifest {manifest.model_sha256[:12]}…",
+            f"model.onnx sha256 {actual[:12]}… does not match "
+            f"manifest {manifest.model_sha256[:12]}…",
             bundle=str(bundle_dir),
         )
     return manifest
 
 
-def write_bundle(bundle_dir: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest) -> Path:
+def write_bundle(
+    bundle_dir: str | os.PathLike[str], model_bytes: bytes, manifest: Manifest
+) -> Path:
     """Write `model.onnx` and `manifest.json` into a new directory (producer side helper)."""
     out = Path(bundle_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,9 @@ def decide(sha256: str, score: float | None, ctx: DecisionContext) -> Decision:
         return Decision(Verdict.ALLOW, Reason.MODE_OFF, score)
     enforcing = ctx.mode is Mode.ENFORCE and not ctx.breaker_tripped
     if sha256 in ctx.blocklist:
-        return Decision(Verdict.BLOCKLISTED if enforcing else Verdict.DETECT, Reason.BLOCKLIST, score)
+        return Decision(
+            Verdict.BLOCKLISTED if enforcing else Verdict.DETECT, Reason.BLOCKLIST, score
+        )
     if sha256 in ctx.allowlist:
         return Decision(Verdict.ALLOWLISTED, Reason.ALLOWLIST, score)
     if score is None:

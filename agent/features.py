@@ -67,7 +67,13 @@ def _block_names() -> list[str]:
     names += ["hdr_machine_x86", "hdr_machine_arm", "hdr_segments_log", "hdr_load_commands_log"]
     names += ["pe_gui", "pe_timestamp_zero", "pe_entry_outside", "pe_entry_in_last"]
     names += ["overlay_ratio", "sec_count_log", "sec_entropy_mean", "sec_entropy_max"]
-    names += ["sec_entropy_min", "sec_entropy_std", "sec_high_entropy", "sec_exec", "sec_write_exec"]
+    names += [
+        "sec_entropy_min",
+        "sec_entropy_std",
+        "sec_high_entropy",
+        "sec_exec",
+        "sec_write_exec",
+    ]
     names += ["sec_largest_ratio"]
     names += [f"script_{i}" for i in INTERPRETERS]
     names += ["lines_log", "line_mean_len_log", "line_max_len_log", "long_line_ratio"]
@@ -152,8 +158,9 @@ def _byte_entropy_hist(nibble_hist: npt.NDArray[np.int64]) -> npt.NDArray[np.flo
     bins = np.minimum((ent * _ENTROPY_BIN_SCALE).astype(np.int64), 15)
     onehot = np.zeros((windows.shape[0], 16), dtype=np.float64)
     onehot[np.arange(windows.shape[0]), bins] = 1.0
-    out = onehot.T @ windows
-    return (out / out.sum()).ravel()
+    out: npt.NDArray[np.float64] = onehot.T @ windows
+    normalised: npt.NDArray[np.float64] = (out / out.sum()).ravel()
+    return normalised
 
 
 @dataclass(slots=True)
@@ -229,7 +236,9 @@ def _string_features(arr: npt.NDArray[np.uint8]) -> list[float]:
         float(np.log1p(total_chars)),
         _entropy_bits(char_dist),
     ]
-    return stats + (char_dist / total_chars).tolist() + np.log1p(acc.markers).tolist()
+    dist: list[float] = (char_dist / total_chars).tolist()
+    markers: list[float] = np.log1p(acc.markers).tolist()
+    return stats + dist + markers
 
 
 def _line_features(data: bytes, facts: HeaderFacts) -> list[float]:

@@ -65,7 +65,9 @@ class ScanResult:
         """JSON-ready form (one object per file in `scan --json`)."""
         d = self.decision
         return {
-            "path": self.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+            "path": self.path.encode("utf-8", "surrogateescape").decode(
+                "utf-8", "backslashreplace"
+            ),
             "status": self.status.value,
             "note": self.note,
             "sha256": self.sha256,
@@ -150,7 +152,10 @@ def _walk(root: str) -> Iterator[tuple[str, ScanResult | None]]:
         for entry in entries:
             try:
                 if entry.is_symlink():
-                    yield entry.path, ScanResult(entry.path, FileStatus.SKIPPED, "symlink not followed")
+                    yield (
+                        entry.path,
+                        ScanResult(entry.path, FileStatus.SKIPPED, "symlink not followed"),
+                    )
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     subdirs.append(entry.path)
@@ -212,7 +217,11 @@ def read_sample(path: str, *, max_file_bytes: int = MAX_FILE_BYTES) -> tuple[str
                 break
             digest.update(chunk)
             size += len(chunk)
-        return digest.hexdigest(), bytes(prefix[:kept]) if kept < len(prefix) else bytes(prefix), size
+        return (
+            digest.hexdigest(),
+            bytes(prefix[:kept]) if kept < len(prefix) else bytes(prefix),
+            size,
+        )
     finally:
         os.close(fd)
 
@@ -221,7 +230,11 @@ class Scanner:
     """Scores files with one loaded model under one decision context."""
 
     def __init__(
-        self, model: LoadedModel | None, context: DecisionContext, *, max_file_bytes: int = MAX_FILE_BYTES
+        self,
+        model: LoadedModel | None,
+        context: DecisionContext,
+        *,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.model = model
         self.context = context

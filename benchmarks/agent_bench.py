@@ -28,7 +28,9 @@ def _ensure(data: Path, size: int) -> tuple[Path, Path]:
     if not (corpus_dir / "corpus.json").exists():
         make_corpus(corpus_dir, seed=7, size=size)
     if not (bundle / "manifest.json").exists():
-        train_model(load_corpus(corpus_dir), recipe_for_version(2), bundle, now=dt.datetime.now(tz=dt.UTC))
+        train_model(
+            load_corpus(corpus_dir), recipe_for_version(2), bundle, now=dt.datetime.now(tz=dt.UTC)
+        )
     return corpus_dir, bundle
 
 
@@ -77,14 +79,27 @@ def main() -> None:
     # also count the pages this process had when it forked.
     wrapper = (
         "import atexit, sys\n"
-        "atexit.register(lambda: sys.stderr.write([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]))\n"
+        "hwm = lambda: [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]\n"
+        "atexit.register(lambda: sys.stderr.write(hwm()))\n"
         "from agent.cli import main\n"
         "sys.argv = ['fleetward-agent'] + sys.argv[1:]\n"
         "main()\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", wrapper, "scan", str(corpus_dir / "samples"), "--bundle", str(bundle), "--json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False, text=True,
+        [
+            sys.executable,
+            "-c",
+            wrapper,
+            "scan",
+            str(corpus_dir / "samples"),
+            "--bundle",
+            str(bundle),
+            "--json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+        text=True,
     )
     hwm = [line for line in proc.stderr.splitlines() if line.startswith("VmHWM")]
     rss_mb = int(hwm[-1].split()[1]) / 1024.0 if hwm else float("nan")

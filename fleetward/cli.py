@@ -28,10 +28,15 @@ def main() -> None:
 
 
 def _missing(name: str, extra: str, error: ImportError) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.command(
+        name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+    )
     def hint() -> None:
-        click.echo(f"error: `fleetward {name}` needs the [{extra}] extra ({error.name} is missing): "
-                   f"pip install 'fleetward[{extra}]'", err=True)
+        click.echo(
+            f"error: `fleetward {name}` needs the [{extra}] extra ({error.name} is missing): "
+            f"pip install 'fleetward[{extra}]'",
+            err=True,
+        )
         sys.exit(2)
 
     hint.help = f"(needs: pip install 'fleetward[{extra}]')"

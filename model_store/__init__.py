@@ -1,0 +1,22 @@
+"""The model store: the synthetic corpus, training, calibration and the update repository.
+
+This is the producer (signing) side; `agent` never imports it.
+"""
+
+from model_store.corpus import Corpus, SampleRecord, load_corpus, make_corpus
+from model_store.errors import CorpusError, ModelStoreError, TrainingError
+from model_store.train import TrainConfig, TrainResult, recipe_for_version, train_model
+
+__all__ = [
+    "Corpus",
+    "CorpusError",
+    "ModelStoreError",
+    "SampleRecord",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "load_corpus",
+    "make_corpus",
+    "recipe_for_version",
+    "train_model",
+]

@@ -25,8 +25,24 @@ Rng = np.random.Generator
 
 # A skewed opcode-like distribution: a few very common bytes (REX prefixes, MOV, CALL, zero).
 _CODE_P = np.full(256, 1.0)
-for _b, _w in {0x00: 40, 0x48: 30, 0x89: 25, 0x8B: 25, 0xE8: 12, 0xFF: 15, 0x0F: 12, 0x24: 10,
-               0x45: 10, 0x83: 12, 0xC3: 6, 0x74: 8, 0x75: 8, 0x85: 8, 0x31: 5, 0x44: 8}.items():
+for _b, _w in {
+    0x00: 40,
+    0x48: 30,
+    0x89: 25,
+    0x8B: 25,
+    0xE8: 12,
+    0xFF: 15,
+    0x0F: 12,
+    0x24: 10,
+    0x45: 10,
+    0x83: 12,
+    0xC3: 6,
+    0x74: 8,
+    0x75: 8,
+    0x85: 8,
+    0x31: 5,
+    0x44: 8,
+}.items():
     _CODE_P[_b] = _w
 _CODE_P /= _CODE_P.sum()
 
@@ -40,8 +56,15 @@ def code_bytes(rng: Rng, n: int, skew: float = 1.0) -> bytes:
 def data_bytes(rng: Rng, n: int) -> bytes:
     """Initialised data: zeros, small integers and pointer-like words."""
     words = rng.integers(0, 4, size=n // 8 + 1)
-    vals = np.where(words == 0, 0, np.where(words == 1, rng.integers(0, 256, size=words.size),
-                    0x400000 + rng.integers(0, 1 << 16, size=words.size) * 8))
+    vals = np.where(
+        words == 0,
+        0,
+        np.where(
+            words == 1,
+            rng.integers(0, 256, size=words.size),
+            0x400000 + rng.integers(0, 1 << 16, size=words.size) * 8,
+        ),
+    )
     return vals.astype("<u8").tobytes()[:n]
 
 
@@ -88,18 +111,46 @@ def elf_file(sections: list[tuple[str, bytes, int]], *, library: bool = False) -
     shdrs = bytearray(b"\0" * 64)  # SHT_NULL
     name_at = 1
     for (name, content, flags), off in zip(sections, offsets, strict=True):
-        shdrs.extend(struct.pack("<IIQQQQIIQQ", name_at, 1, flags, 0x400000 + off, off,
-                                 len(content), 0, 0, 16, 0))
+        shdrs.extend(
+            struct.pack(
+                "<IIQQQQIIQQ", name_at, 1, flags, 0x400000 + off, off, len(content), 0, 0, 16, 0
+            )
+        )
         name_at += len(name) + 1
     shdrs.extend(struct.pack("<IIQQQQIIQQ", name_at, 3, 0, 0, shstr_off, len(names), 0, 0, 1, 0))
     body.extend(shdrs)
     header = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
-    header += struct.pack("<HHIQQQIHHHHHH", 3 if library else 2, 62, 1, 0x401000, 64, shoff, 0,
-                          64, 56, phnum, 64, len(sections) + 2, len(sections) + 1)
+    header += struct.pack(
+        "<HHIQQQIHHHHHH",
+        3 if library else 2,
+        62,
+        1,
+        0x401000,
+        64,
+        shoff,
+        0,
+        64,
+        56,
+        phnum,
+        64,
+        len(sections) + 2,
+        len(sections) + 1,
+    )
     body[:64] = header
     for i in range(phnum):
-        struct.pack_into("<IIQQQQQQ", body, 64 + 56 * i, 1, 5 if i == 0 else 6, 0, 0x400000,
-                         0x400000, len(body), len(body), 0x1000)
+        struct.pack_into(
+            "<IIQQQQQQ",
+            body,
+            64 + 56 * i,
+            1,
+            5 if i == 0 else 6,
+            0,
+            0x400000,
+            0x400000,
+            len(body),
+            len(body),
+            0x1000,
+        )
     return bytes(body)
 
 
@@ -116,7 +167,9 @@ def pe_file(
     dos = bytearray(b"MZ" + b"\x90\0" * 29)
     dos.extend(b"\0" * (0x40 - len(dos)))
     struct.pack_into("<I", dos, 0x3C, 0x80)
-    dos.extend(b"\x0e\x1f\xba\x0e\0\xb4\t\xcd!\xb8\x01L\xcd!This program cannot be run in DOS mode.\r\r\n$")
+    dos.extend(
+        b"\x0e\x1f\xba\x0e\0\xb4\t\xcd!\xb8\x01L\xcd!This program cannot be run in DOS mode.\r\r\n$"
+    )
     dos.extend(b"\0" * (0x80 - len(dos)))
     opt_size = 240
     header_size = 0x80 + 24 + opt_size + 40 * len(sections)
@@ -126,13 +179,35 @@ def pe_file(
         raw_size = -(-len(content) // 0x200) * 0x200
         if i == entry_section:
             entry = vaddr + 0x10
-        table.extend(struct.pack("<8sIIIIIIHHI", name.encode()[:8], len(content), vaddr, raw_size,
-                                 raw_at, 0, 0, 0, 0, chars))
+        table.extend(
+            struct.pack(
+                "<8sIIIIIIHHI",
+                name.encode()[:8],
+                len(content),
+                vaddr,
+                raw_size,
+                raw_at,
+                0,
+                0,
+                0,
+                0,
+                chars,
+            )
+        )
         raws.append((raw_at, content.ljust(raw_size, b"\0")))
         raw_at += raw_size
         vaddr += -(-max(len(content), 1) // 0x1000) * 0x1000
-    coff = struct.pack("<4sHHIIIHH", b"PE\0\0", 0x8664, len(sections), timestamp, 0, 0, opt_size,
-                       0x2022 if dll else 0x0022)
+    coff = struct.pack(
+        "<4sHHIIIHH",
+        b"PE\0\0",
+        0x8664,
+        len(sections),
+        timestamp,
+        0,
+        0,
+        opt_size,
+        0x2022 if dll else 0x0022,
+    )
     opt = bytearray(opt_size)
     struct.pack_into("<HBBIIIII", opt, 0, 0x20B, 14, 0, 0, 0, 0, entry, 0x1000)
     struct.pack_into("<H", opt, 68, 2 if gui else 3)
@@ -154,8 +229,23 @@ def macho_file(sections: list[tuple[str, bytes, int]], *, dylib: bool = False) -
     sects, at = bytearray(), data_at
     body = bytearray()
     for name, content, flags in sections:
-        sects.extend(struct.pack("<16s16sQQIIIIIIII", name.encode()[:16], b"__TEXT", at, len(content),
-                                 at, 4, 0, 0, flags, 0, 0, 0))
+        sects.extend(
+            struct.pack(
+                "<16s16sQQIIIIIIII",
+                name.encode()[:16],
+                b"__TEXT",
+                at,
+                len(content),
+                at,
+                4,
+                0,
+                0,
+                flags,
+                0,
+                0,
+                0,
+            )
+        )
         body.extend(content)
         at += len(content)
     seg = struct.pack("<II16sQQQQiiII", 0x19, seg_size, b"__TEXT", 0, at, 0, at, 7, 5, nsects, 0)

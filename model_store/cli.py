@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from model_store._clock import utc_now
 from model_store.corpus import load_corpus, make_corpus
 from model_store.errors import ModelStoreError
 from model_store.train import TrainResult, recipe_for_version, train_model
@@ -25,11 +25,16 @@ def corpus() -> None:
 
 
 @corpus.command("make")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Empty output directory.")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Empty output directory."
+)
 @click.option("--seed", default=7, show_default=True, help="Generator seed.")
 @click.option("--size", default=2000, show_default=True, help="Number of synthetic samples.")
-@click.option("--benign-dir", type=click.Path(exists=True, file_okay=False),
-              help="A real directory whose files join the corpus as benign samples.")
+@click.option(
+    "--benign-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="A real directory whose files join the corpus as benign samples.",
+)
 @click.option("--benign-max", default=500, show_default=True, help="At most this many real files.")
 def corpus_make(out: str, seed: int, size: int, benign_dir: str | None, benign_max: int) -> None:
     """Generate a seeded corpus of benign and malicious samples, with features cached.
@@ -40,13 +45,18 @@ def corpus_make(out: str, seed: int, size: int, benign_dir: str | None, benign_m
         with progress_bar() as bar:
             task = bar.add_task("generating samples", total=size)
             result = make_corpus(
-                out, seed=seed, size=size, benign_dir=benign_dir, benign_max=benign_max,
+                out,
+                seed=seed,
+                size=size,
+                benign_dir=benign_dir,
+                benign_max=benign_max,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
     mal = int(result.labels.sum())
-    console.print(f"corpus at {out}: {len(result.records)} samples ({mal} malicious, {len(result.records) - mal} benign)")
+    n = len(result.records)
+    console.print(f"corpus at {out}: {n} samples ({mal} malicious, {n - mal} benign)")
 
 
 @click.group()
@@ -55,11 +65,22 @@ def model() -> None:
 
 
 @model.command("train")
-@click.option("--corpus", "corpus_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--version", "version", required=True, type=click.IntRange(min=1), help="Bundle version.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
-@click.option("--target-fpr", default=0.001, show_default=True, type=click.FloatRange(0, 1),
-              help="False-positive rate the block threshold is calibrated to.")
+@click.option(
+    "--corpus", "corpus_dir", required=True, type=click.Path(exists=True, file_okay=False)
+)
+@click.option(
+    "--version", "version", required=True, type=click.IntRange(min=1), help="Bundle version."
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write."
+)
+@click.option(
+    "--target-fpr",
+    default=0.001,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="False-positive rate the block threshold is calibrated to.",
+)
 def model_train(corpus_dir: str, version: int, out: str, target_fpr: float) -> None:
     """Train gradient-boosted trees on static-v1, calibrate, export to ONNX and bundle.
 
@@ -68,8 +89,12 @@ def model_train(corpus_dir: str, version: int, out: str, target_fpr: float) -> N
     try:
         loaded = load_corpus(corpus_dir)
         with console.status(f"training v{version}"):
-            result = train_model(loaded, recipe_for_version(version, target_fpr=target_fpr), out,
-                                 now=dt.datetime.now(tz=dt.UTC))
+            result = train_model(
+                loaded,
+                recipe_for_version(version, target_fpr=target_fpr),
+                out,
+                now=utc_now(),
+            )
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(train_table([result]))
@@ -78,21 +103,41 @@ def model_train(corpus_dir: str, version: int, out: str, target_fpr: float) -> N
 def train_table(results: list[TrainResult]) -> Table:
     """Holdout TPR/FPR at the calibrated threshold, one row per version."""
     table = Table(title="holdout at the calibrated block threshold")
-    for col in ("version", "eras", "threshold", "TPR", "FPR", "TPR (all-era test)", "FPR (all-era test)", "ONNX parity"):
+    for col in (
+        "version",
+        "eras",
+        "threshold",
+        "TPR",
+        "FPR",
+        "TPR (all-era test)",
+        "FPR (all-era test)",
+        "ONNX parity",
+    ):
         table.add_column(col, justify="right")
     for r in results:
         m = r.manifest
         table.add_row(
-            f"v{m.version}", ",".join(map(str, m.extra["recipe"]["eras"])), f"{m.thresholds.block:.4f}",
-            f"{r.holdout.tpr:.3f}", f"{r.holdout.fpr:.4f}", f"{r.test_all_eras.tpr:.3f}",
-            f"{r.test_all_eras.fpr:.4f}", f"{r.parity_max_abs_diff:.1e}",
+            f"v{m.version}",
+            ",".join(map(str, m.extra["recipe"]["eras"])),
+            f"{m.thresholds.block:.4f}",
+            f"{r.holdout.tpr:.3f}",
+            f"{r.holdout.fpr:.4f}",
+            f"{r.test_all_eras.tpr:.3f}",
+            f"{r.test_all_eras.fpr:.4f}",
+            f"{r.parity_max_abs_diff:.1e}",
         )
     return table
 
 
 def progress_bar() -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def bundle_path(root: Path, version: int) -> Path:

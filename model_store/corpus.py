@@ -59,7 +59,7 @@ class Family:
 
 @dataclass(frozen=True, slots=True)
 class SampleRecord:
-    """One sample of the corpus (its bytes live at `path`, relative to the corpus unless absolute)."""
+    """One sample of the corpus; its bytes live at `path` (relative to the corpus root)."""
 
     sha256: str
     family: str
@@ -79,7 +79,9 @@ def _size(rng: Rng, median_kb: float, sigma: float = 0.8, cap_kb: int = 3072) ->
     return int(min(max(rng.lognormal(np.log(median_kb * 1024), sigma), 2048), cap_kb * 1024))
 
 
-def _strings(rng: Rng, main: tuple[str, ...], n: int, noise: tuple[str, ...] = (), p: float = 0.0) -> bytes:
+def _strings(
+    rng: Rng, main: tuple[str, ...], n: int, noise: tuple[str, ...] = (), p: float = 0.0
+) -> bytes:
     vocab = list(main) + [s for s in noise if rng.random() < p]
     return syn.string_table(rng, vocab, n)
 
@@ -90,54 +92,94 @@ def _vocab(*names: str) -> tuple[str, ...]:
 
 def _inhouse_vocab(k: int) -> tuple[str, ...]:
     return (
-        f"Acme{k} Internal Tools", f"\\\\fs{k:02d}.corp.example\\share", f"https://intranet{k}.corp.example/api",
-        f"acme{k}_sync_service", f"Copyright (C) Acme{k} Corp IT", f"ACME{k}_CONFIG", f"/opt/acme{k}/bin",
-        f"license-server-{k}.corp.example:27000", "config.ini", "service account", "token",
+        f"Acme{k} Internal Tools",
+        f"\\\\fs{k:02d}.corp.example\\share",
+        f"https://intranet{k}.corp.example/api",
+        f"acme{k}_sync_service",
+        f"Copyright (C) Acme{k} Corp IT",
+        f"ACME{k}_CONFIG",
+        f"/opt/acme{k}/bin",
+        f"license-server-{k}.corp.example:27000",
+        "config.ini",
+        "service account",
+        "token",
     )
 
 
 # --- benign builders -------------------------------------------------------------------------
 
+
 def _elf_tool(rng: Rng, _: int) -> bytes:
     size = _size(rng, 60)
-    return syn.elf_file([
-        (".text", syn.code_bytes(rng, int(size * 0.6)), 0x6),
-        (".rodata", _strings(rng, _vocab("libc", "cli"), int(size * 0.006) + 20, VOCAB["shell"], 0.05), 0x2),
-        (".data", syn.data_bytes(rng, int(size * 0.15)), 0x3),
-    ])
+    return syn.elf_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.6)), 0x6),
+            (
+                ".rodata",
+                _strings(rng, _vocab("libc", "cli"), int(size * 0.006) + 20, VOCAB["shell"], 0.05),
+                0x2,
+            ),
+            (".data", syn.data_bytes(rng, int(size * 0.15)), 0x3),
+        ]
+    )
 
 
 def _elf_lib(rng: Rng, _: int) -> bytes:
     size = _size(rng, 180)
-    return syn.elf_file([
-        (".text", syn.code_bytes(rng, int(size * 0.55)), 0x6),
-        (".rodata", _strings(rng, _vocab("libc"), int(size * 0.008) + 40), 0x2),
-        (".data", syn.data_bytes(rng, int(size * 0.2)), 0x3),
-        (".gnu_debugdata", syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.1))), 0x0),
-    ], library=True)
+    return syn.elf_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.55)), 0x6),
+            (".rodata", _strings(rng, _vocab("libc"), int(size * 0.008) + 40), 0x2),
+            (".data", syn.data_bytes(rng, int(size * 0.2)), 0x3),
+            (".gnu_debugdata", syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.1))), 0x0),
+        ],
+        library=True,
+    )
 
 
 def _pe_app(rng: Rng, dll: int) -> bytes:
     size = _size(rng, 90)
-    return syn.pe_file([
-        (".text", syn.code_bytes(rng, int(size * 0.5)), 0x60000020),
-        (".rdata", _strings(rng, VOCAB["winapp"], int(size * 0.006) + 30, VOCAB["admin"], 0.03), 0x40000040),
-        (".data", syn.data_bytes(rng, int(size * 0.15)), 0xC0000040),
-        (".rsrc", syn.data_bytes(rng, int(size * 0.1)) + syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.25))),
-         0x40000040),
-    ], dll=bool(dll), gui=rng.random() < 0.7)
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.5)), 0x60000020),
+            (
+                ".rdata",
+                _strings(rng, VOCAB["winapp"], int(size * 0.006) + 30, VOCAB["admin"], 0.03),
+                0x40000040,
+            ),
+            (".data", syn.data_bytes(rng, int(size * 0.15)), 0xC0000040),
+            (
+                ".rsrc",
+                syn.data_bytes(rng, int(size * 0.1))
+                + syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.25))),
+                0x40000040,
+            ),
+        ],
+        dll=bool(dll),
+        gui=rng.random() < 0.7,
+    )
 
 
 def _macho_app(rng: Rng, _: int) -> bytes:
     size = _size(rng, 80)
-    return syn.macho_file([
-        ("__text", syn.code_bytes(rng, int(size * 0.6)), 0x80000400),
-        ("__cstring", _strings(rng, _vocab("macos", "cli"), int(size * 0.005) + 20), 0x2),
-        ("__const", syn.data_bytes(rng, int(size * 0.2)), 0x0),
-    ], dylib=rng.random() < 0.3)
+    return syn.macho_file(
+        [
+            ("__text", syn.code_bytes(rng, int(size * 0.6)), 0x80000400),
+            ("__cstring", _strings(rng, _vocab("macos", "cli"), int(size * 0.005) + 20), 0x2),
+            ("__const", syn.data_bytes(rng, int(size * 0.2)), 0x0),
+        ],
+        dylib=rng.random() < 0.3,
+    )
 
 
-def _script(rng: Rng, shebang: str, vocab: tuple[str, ...], n: int, noise: tuple[str, ...] = (), p: float = 0.0) -> bytes:
+def _script(
+    rng: Rng,
+    shebang: str,
+    vocab: tuple[str, ...],
+    n: int,
+    noise: tuple[str, ...] = (),
+    p: float = 0.0,
+) -> bytes:
     lines = list(vocab) + [s for s in noise if rng.random() < p]
     picks = rng.integers(0, len(lines), size=n)
     body = "\n".join(("    " * int(rng.integers(0, 3))) + lines[i] for i in picks)
@@ -145,11 +187,20 @@ def _script(rng: Rng, shebang: str, vocab: tuple[str, ...], n: int, noise: tuple
 
 
 def _py_script(rng: Rng, _: int) -> bytes:
-    return _script(rng, "#!/usr/bin/env python3", VOCAB["python"], int(rng.integers(20, 600)), VOCAB["admin"], 0.05)
+    return _script(
+        rng,
+        "#!/usr/bin/env python3",
+        VOCAB["python"],
+        int(rng.integers(20, 600)),
+        VOCAB["admin"],
+        0.05,
+    )
 
 
 def _sh_script(rng: Rng, _: int) -> bytes:
-    return _script(rng, "#!/bin/sh", VOCAB["shell"], int(rng.integers(10, 300)), VOCAB["sh_downloader"], 0.03)
+    return _script(
+        rng, "#!/bin/sh", VOCAB["shell"], int(rng.integers(10, 300)), VOCAB["sh_downloader"], 0.03
+    )
 
 
 def _document(rng: Rng, _: int) -> bytes:
@@ -157,7 +208,13 @@ def _document(rng: Rng, _: int) -> bytes:
     text = _strings(rng, VOCAB["doc"], max(10, size // 200)).replace(b"\0", b"\n")
     kind = rng.integers(0, 3)
     if kind == 0:
-        return b"%PDF-1.7\n" + text[: size // 4] + b"\nstream\n" + syn.compressed_bytes(rng, size) + b"\nendstream\n%%EOF\n"
+        return (
+            b"%PDF-1.7\n"
+            + text[: size // 4]
+            + b"\nstream\n"
+            + syn.compressed_bytes(rng, size)
+            + b"\nendstream\n%%EOF\n"
+        )
     if kind == 1:
         return b"PK\x03\x04" + syn.compressed_bytes(rng, size) + b"PK\x05\x06" + text[:200]
     return text
@@ -169,107 +226,216 @@ def _installer(rng: Rng, _: int) -> bytes:
     stub = syn.code_bytes(rng, int(size * 0.08))
     strings = _strings(rng, VOCAB["installer"] + VOCAB["winapp"], 60, VOCAB["admin"], 0.1)
     if packed:
-        sections = [("UPX0", b"", 0xE0000080), ("UPX1", syn.compressed_bytes(rng, int(size * 0.5)) + stub, 0xE0000040),
-                    (".rsrc", strings, 0xC0000040)]
-        return syn.pe_file(sections, entry_section=1, overlay=syn.compressed_bytes(rng, int(size * 0.3)))
-    sections = [(".text", stub, 0x60000020), (".rdata", strings, 0x40000040),
-                (".rsrc", syn.data_bytes(rng, 4096), 0x40000040)]
-    return syn.pe_file(sections, overlay=syn.compressed_bytes(rng, int(size * rng.uniform(0.5, 0.9))))
+        sections = [
+            ("UPX0", b"", 0xE0000080),
+            ("UPX1", syn.compressed_bytes(rng, int(size * 0.5)) + stub, 0xE0000040),
+            (".rsrc", strings, 0xC0000040),
+        ]
+        return syn.pe_file(
+            sections, entry_section=1, overlay=syn.compressed_bytes(rng, int(size * 0.3))
+        )
+    sections = [
+        (".text", stub, 0x60000020),
+        (".rdata", strings, 0x40000040),
+        (".rsrc", syn.data_bytes(rng, 4096), 0x40000040),
+    ]
+    return syn.pe_file(
+        sections, overlay=syn.compressed_bytes(rng, int(size * rng.uniform(0.5, 0.9)))
+    )
 
 
 def _admin_tool(rng: Rng, _: int) -> bytes:
     size = _size(rng, 120)
-    strings = _strings(rng, VOCAB["admin"] + VOCAB["winapp"], int(size * 0.004) + 40, VOCAB["dropper"] + VOCAB["stealer"], 0.15)
+    strings = _strings(
+        rng,
+        VOCAB["admin"] + VOCAB["winapp"],
+        int(size * 0.004) + 40,
+        VOCAB["dropper"] + VOCAB["stealer"],
+        0.15,
+    )
     if rng.random() < 0.5:
-        return syn.elf_file([(".text", syn.code_bytes(rng, int(size * 0.6)), 0x6), (".rodata", strings, 0x2),
-                             (".data", syn.data_bytes(rng, int(size * 0.1)), 0x3)])
-    return syn.pe_file([(".text", syn.code_bytes(rng, int(size * 0.6)), 0x60000020), (".rdata", strings, 0x40000040),
-                        (".data", syn.data_bytes(rng, int(size * 0.1)), 0xC0000040)], gui=False)
+        return syn.elf_file(
+            [
+                (".text", syn.code_bytes(rng, int(size * 0.6)), 0x6),
+                (".rodata", strings, 0x2),
+                (".data", syn.data_bytes(rng, int(size * 0.1)), 0x3),
+            ]
+        )
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.6)), 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".data", syn.data_bytes(rng, int(size * 0.1)), 0xC0000040),
+        ],
+        gui=False,
+    )
 
 
 def _inhouse(rng: Rng, k: int) -> bytes:
     """Org k's own software; orgs with k % 4 == 0 ship it through a custom XOR packer."""
     size = _size(rng, 100)
-    strings = _strings(rng, _inhouse_vocab(k) + VOCAB["winapp"], int(size * 0.004) + 30, VOCAB["admin"], 0.3)
+    strings = _strings(
+        rng, _inhouse_vocab(k) + VOCAB["winapp"], int(size * 0.004) + 30, VOCAB["admin"], 0.3
+    )
     code = syn.code_bytes(rng, int(size * 0.6))
     if k % 4 == 0 and rng.random() < 0.8:
         key = int(rng.integers(6, 14))
-        return syn.pe_file([(".text", syn.code_bytes(rng, 3000), 0x60000020), (".rdata", strings, 0x40000040),
-                            (".acme", syn.xor_bytes(rng, code, key), 0xE0000040)], entry_section=2)
+        return syn.pe_file(
+            [
+                (".text", syn.code_bytes(rng, 3000), 0x60000020),
+                (".rdata", strings, 0x40000040),
+                (".acme", syn.xor_bytes(rng, code, key), 0xE0000040),
+            ],
+            entry_section=2,
+        )
     if k % 2:
-        return syn.elf_file([(".text", code, 0x6), (".rodata", strings, 0x2), (".data", syn.data_bytes(rng, 8000), 0x3)])
-    return syn.pe_file([(".text", code, 0x60000020), (".rdata", strings, 0x40000040),
-                        (".data", syn.data_bytes(rng, 8000), 0xC0000040)])
+        return syn.elf_file(
+            [
+                (".text", code, 0x6),
+                (".rodata", strings, 0x2),
+                (".data", syn.data_bytes(rng, 8000), 0x3),
+            ]
+        )
+    return syn.pe_file(
+        [
+            (".text", code, 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".data", syn.data_bytes(rng, 8000), 0xC0000040),
+        ]
+    )
 
 
 def _electron_app(rng: Rng, _: int) -> bytes:
     size = _size(rng, 600, 0.7)
     strings = _strings(rng, VOCAB["winapp"] + VOCAB["installer"], 200, VOCAB["python"], 0.5)
-    return syn.pe_file([(".text", syn.code_bytes(rng, int(size * 0.3)), 0x60000020), (".rdata", strings, 0x40000040),
-                        (".rsrc", syn.compressed_bytes(rng, int(size * 0.6)), 0x40000040)], gui=True)
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.3)), 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".rsrc", syn.compressed_bytes(rng, int(size * 0.6)), 0x40000040),
+        ],
+        gui=True,
+    )
 
 
 # --- malicious builders ----------------------------------------------------------------------
+
 
 def _packed_dropper(rng: Rng, _: int) -> bytes:
     size = _size(rng, 70)
     visible = _strings(rng, VOCAB["dropper"], int(rng.integers(0, 12)), VOCAB["winapp"], 0.5)
     if rng.random() < 0.7:
-        sections = [("UPX0", b"", 0xE0000080), ("UPX1", syn.compressed_bytes(rng, int(size * 0.8)), 0xE0000040),
-                    (".rsrc", visible, 0xC0000040)]
-        return syn.pe_file(sections, entry_section=1, timestamp=0 if rng.random() < 0.6 else 0x5F000000)
-    return syn.pe_file([(".text", syn.code_bytes(rng, int(size * 0.5), 0.8), 0x60000020),
-                        (".rdata", visible + _strings(rng, VOCAB["dropper"], 20), 0x40000040),
-                        (".data", syn.compressed_bytes(rng, int(size * 0.3)), 0xC0000040)])
+        sections = [
+            ("UPX0", b"", 0xE0000080),
+            ("UPX1", syn.compressed_bytes(rng, int(size * 0.8)), 0xE0000040),
+            (".rsrc", visible, 0xC0000040),
+        ]
+        return syn.pe_file(
+            sections, entry_section=1, timestamp=0 if rng.random() < 0.6 else 0x5F000000
+        )
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.5), 0.8), 0x60000020),
+            (".rdata", visible + _strings(rng, VOCAB["dropper"], 20), 0x40000040),
+            (".data", syn.compressed_bytes(rng, int(size * 0.3)), 0xC0000040),
+        ]
+    )
 
 
 def _cred_stealer(rng: Rng, _: int) -> bytes:
     size = _size(rng, 150)
-    strings = _strings(rng, VOCAB["stealer"] + VOCAB["winapp"], int(rng.integers(10, 80)), VOCAB["admin"], 0.3)
-    return syn.pe_file([(".text", syn.code_bytes(rng, int(size * 0.6)), 0x60000020), (".rdata", strings, 0x40000040),
-                        (".data", syn.data_bytes(rng, int(size * 0.2)), 0xC0000040)], gui=rng.random() < 0.3)
+    strings = _strings(
+        rng, VOCAB["stealer"] + VOCAB["winapp"], int(rng.integers(10, 80)), VOCAB["admin"], 0.3
+    )
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.6)), 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".data", syn.data_bytes(rng, int(size * 0.2)), 0xC0000040),
+        ],
+        gui=rng.random() < 0.3,
+    )
 
 
 def _ransomware(rng: Rng, _: int) -> bytes:
     size = _size(rng, 120)
-    strings = _strings(rng, VOCAB["ransom"], int(rng.integers(8, 60)), VOCAB["winapp"] + VOCAB["libc"], 0.4)
+    strings = _strings(
+        rng, VOCAB["ransom"], int(rng.integers(8, 60)), VOCAB["winapp"] + VOCAB["libc"], 0.4
+    )
     if rng.random() < 0.3:
-        return syn.elf_file([(".text", syn.code_bytes(rng, int(size * 0.6)), 0x6), (".rodata", strings, 0x2),
-                             (".data", syn.compressed_bytes(rng, int(size * 0.2)), 0x3)])
-    return syn.pe_file([(".text", syn.code_bytes(rng, int(size * 0.6)), 0x60000020), (".rdata", strings, 0x40000040),
-                        (".rsrc", syn.compressed_bytes(rng, int(size * rng.uniform(0.05, 0.4))), 0x40000040)])
+        return syn.elf_file(
+            [
+                (".text", syn.code_bytes(rng, int(size * 0.6)), 0x6),
+                (".rodata", strings, 0x2),
+                (".data", syn.compressed_bytes(rng, int(size * 0.2)), 0x3),
+            ]
+        )
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.6)), 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".rsrc", syn.compressed_bytes(rng, int(size * rng.uniform(0.05, 0.4))), 0x40000040),
+        ]
+    )
 
 
 def _ps_downloader(rng: Rng, _: int) -> bytes:
     blob = syn.compressed_bytes(rng, int(rng.integers(200, 20000)))
     import base64
 
-    body = _script(rng, "#!/usr/bin/env pwsh" if rng.random() < 0.5 else "# script", VOCAB["ps_downloader"],
-                   int(rng.integers(3, 40)), VOCAB["admin"], 0.4)
+    body = _script(
+        rng,
+        "#!/usr/bin/env pwsh" if rng.random() < 0.5 else "# script",
+        VOCAB["ps_downloader"],
+        int(rng.integers(3, 40)),
+        VOCAB["admin"],
+        0.4,
+    )
     return body + b"$p = '" + base64.b64encode(blob) + b"'\n"
 
 
 def _sh_downloader(rng: Rng, _: int) -> bytes:
-    return _script(rng, "#!/bin/bash", VOCAB["sh_downloader"] + VOCAB["shell"][:6], int(rng.integers(5, 80)),
-                   VOCAB["shell"], 0.5)
+    return _script(
+        rng,
+        "#!/bin/bash",
+        VOCAB["sh_downloader"] + VOCAB["shell"][:6],
+        int(rng.integers(5, 80)),
+        VOCAB["shell"],
+        0.5,
+    )
 
 
 def _loader_v2(rng: Rng, _: int) -> bytes:
     """Era 2: dresses as an installer; its payload is XOR-packed with a short key."""
     size = _size(rng, 150)
     key = int(rng.integers(4, 16))
-    payload = syn.xor_bytes(rng, syn.code_bytes(rng, int(size * 0.6)) + _strings(rng, VOCAB["dropper"], 40), key)
+    payload = syn.xor_bytes(
+        rng, syn.code_bytes(rng, int(size * 0.6)) + _strings(rng, VOCAB["dropper"], 40), key
+    )
     strings = _strings(rng, VOCAB["installer"] + VOCAB["winapp"], 40)
-    return syn.pe_file([(".text", syn.code_bytes(rng, 4000), 0x60000020), (".rdata", strings, 0x40000040),
-                        (".data2", payload, 0xE0000040)], entry_section=2,
-                       overlay=syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.3))))
+    return syn.pe_file(
+        [
+            (".text", syn.code_bytes(rng, 4000), 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".data2", payload, 0xE0000040),
+        ],
+        entry_section=2,
+        overlay=syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.3))),
+    )
 
 
 def _elf_miner(rng: Rng, _: int) -> bytes:
     size = _size(rng, 800, 0.6)
-    strings = _strings(rng, VOCAB["miner"] + VOCAB["libc"], int(rng.integers(10, 80)), VOCAB["sh_downloader"], 0.3)
-    return syn.elf_file([(".text", syn.code_bytes(rng, int(size * 0.7)), 0x6), (".rodata", strings, 0x2),
-                         (".data", syn.data_bytes(rng, int(size * 0.2)), 0x3)])
+    strings = _strings(
+        rng, VOCAB["miner"] + VOCAB["libc"], int(rng.integers(10, 80)), VOCAB["sh_downloader"], 0.3
+    )
+    return syn.elf_file(
+        [
+            (".text", syn.code_bytes(rng, int(size * 0.7)), 0x6),
+            (".rodata", strings, 0x2),
+            (".data", syn.data_bytes(rng, int(size * 0.2)), 0x3),
+        ]
+    )
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -322,7 +488,11 @@ class Corpus:
 
     def fingerprint(self, mask: npt.NDArray[np.bool_] | None = None) -> str:
         """sha256 over the sorted sample hashes (and labels) selected by `mask`."""
-        chosen = self.records if mask is None else [r for r, m in zip(self.records, mask, strict=True) if m]
+        chosen = (
+            self.records
+            if mask is None
+            else [r for r, m in zip(self.records, mask, strict=True) if m]
+        )
         digest = hashlib.sha256()
         for r in sorted(chosen, key=lambda r: r.sha256):
             digest.update(f"{r.sha256}:{r.label}\n".encode())
@@ -377,7 +547,9 @@ def make_corpus(
             rel = Path("samples") / sha[:2] / sha
             (root / rel).parent.mkdir(exist_ok=True)
             (root / rel).write_bytes(data)
-            records.append(SampleRecord(sha, fam.name, fam.label, era, org, len(data), rel.as_posix()))
+            records.append(
+                SampleRecord(sha, fam.name, fam.label, era, org, len(data), rel.as_posix())
+            )
             vectors.append(extract_features(data))
         if progress:
             progress(i + 1, total)
@@ -389,7 +561,9 @@ def make_corpus(
             continue
         if sha not in seen:
             seen.add(sha)
-            records.append(SampleRecord(sha, "real_benign", 0, 1, -1, path.stat().st_size, str(path.resolve())))
+            records.append(
+                SampleRecord(sha, "real_benign", 0, 1, -1, path.stat().st_size, str(path.resolve()))
+            )
             vectors.append(vec)
         if progress:
             progress(size + j + 1, total)
@@ -398,7 +572,13 @@ def make_corpus(
         for r in records:
             fh.write(json.dumps(asdict(r), sort_keys=True) + "\n")
     np.save(root / _FEATURES, feats)
-    meta = {"seed": seed, "size": size, "era2_share": era2_share, "schema": SCHEMA.name, "samples": len(records)}
+    meta = {
+        "seed": seed,
+        "size": size,
+        "era2_share": era2_share,
+        "schema": SCHEMA.name,
+        "samples": len(records),
+    }
     (root / _META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return Corpus(root=root, records=tuple(records), features=feats, seed=seed)
 
@@ -445,7 +625,9 @@ def load_corpus(root: str | os.PathLike[str]) -> Corpus:
     records = tuple(SampleRecord(**json.loads(line)) for line in lines if line)
     if feats.shape != (len(records), SCHEMA.vector_length):
         raise CorpusError(f"feature cache {feats.shape} does not match {len(records)} samples")
-    return Corpus(root=base, records=records, features=feats.astype(np.float32), seed=int(meta["seed"]))
+    return Corpus(
+        root=base, records=records, features=feats.astype(np.float32), seed=int(meta["seed"])
+    )
 
 
 def family(name: str) -> Family:

@@ -74,10 +74,17 @@ def recipe_for_version(version: int, *, target_fpr: float = 0.001) -> TrainConfi
     if version < 1:
         raise ValueError("version must be >= 1")
     if version == 1:
-        return TrainConfig(version=1, eras=(1,), seed=1, n_estimators=100, max_depth=3,
-                           target_fpr=target_fpr)
-    return TrainConfig(version=version, eras=(1, 2), seed=version, n_estimators=150, max_depth=4,
-                       target_fpr=target_fpr)
+        return TrainConfig(
+            version=1, eras=(1,), seed=1, n_estimators=100, max_depth=3, target_fpr=target_fpr
+        )
+    return TrainConfig(
+        version=version,
+        eras=(1, 2),
+        seed=version,
+        n_estimators=150,
+        max_depth=4,
+        target_fpr=target_fpr,
+    )
 
 
 def split_of(sha256: str) -> str:
@@ -112,7 +119,9 @@ class EvalResult:
     false_positives: int
 
 
-def evaluate(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.int64], threshold: float) -> EvalResult:
+def evaluate(
+    scores: npt.NDArray[np.float64], labels: npt.NDArray[np.int64], threshold: float
+) -> EvalResult:
     """TPR and FPR of `score >= threshold`."""
     pos = labels == 1
     hits = scores >= threshold
@@ -173,7 +182,9 @@ def train_model(
     calib = (splits == "calib") & in_eras
     test = splits == "test"
     if train.sum() < 20 or len(set(y[train].tolist())) < 2 or (calib & (y == 0)).sum() < 5:
-        raise TrainingError("corpus too small for training: need both labels and a calibration split")
+        raise TrainingError(
+            "corpus too small for training: need both labels and a calibration split"
+        )
     weights = np.asarray(config.sample_weight, dtype=np.float64) if config.sample_weight else None
     clf = GradientBoostingClassifier(
         n_estimators=config.n_estimators,
@@ -190,9 +201,16 @@ def train_model(
     sk_scores = clf.predict_proba(X[eval_rows])[:, 1]
     parity = float(np.max(np.abs(sk_scores - onnx_scores[eval_rows])))
     if parity >= PARITY_TOLERANCE:
-        raise TrainingError(f"ONNX and scikit-learn disagree by {parity:.2e} (limit {PARITY_TOLERANCE})")
+        raise TrainingError(
+            f"ONNX and scikit-learn disagree by {parity:.2e} (limit {PARITY_TOLERANCE})"
+        )
     block = calibrate_threshold(onnx_scores[calib & (y == 0)], config.target_fpr)
-    detect = min(calibrate_threshold(onnx_scores[calib & (y == 0)], config.target_fpr * config.detect_fpr_factor), block)
+    detect = min(
+        calibrate_threshold(
+            onnx_scores[calib & (y == 0)], config.target_fpr * config.detect_fpr_factor
+        ),
+        block,
+    )
     holdout = evaluate(onnx_scores[test & in_eras], y[test & in_eras], block)
     test_all = evaluate(onnx_scores[test], y[test], block)
     canaries = _pick_canaries(X[test], onnx_scores[test])
@@ -221,10 +239,14 @@ def train_model(
     return TrainResult(bundle_dir, manifest, holdout, test_all, parity)
 
 
-def _pick_canaries(X: npt.NDArray[np.float32], scores: npt.NDArray[np.float64]) -> tuple[Canary, ...]:
+def _pick_canaries(
+    X: npt.NDArray[np.float32], scores: npt.NDArray[np.float64]
+) -> tuple[Canary, ...]:
     """Vectors spread over the score range, so a tampered tree shows in at least one of them."""
     if X.shape[0] == 0:
         raise TrainingError("no test samples to draw canaries from")
     order = np.argsort(scores, kind="stable")
     picks = sorted({int(order[int(q * (order.size - 1))]) for q in np.linspace(0, 1, N_CANARIES)})
-    return tuple(Canary(vector=tuple(float(v) for v in X[i]), expected_score=float(scores[i])) for i in picks)
+    return tuple(
+        Canary(vector=tuple(float(v) for v in X[i]), expected_score=float(scores[i])) for i in picks
+    )

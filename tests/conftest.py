@@ -21,7 +21,9 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 
 @pytest.fixture(scope="session")
-def trained(small_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[int, TrainResult]:
+def trained(
+    small_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, TrainResult]:
     """v1 and v2 trained on the small corpus with their default recipes (fewer trees for speed)."""
     root = tmp_path_factory.mktemp("bundles")
     out = {}

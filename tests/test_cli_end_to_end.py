@@ -16,7 +16,9 @@ def _run(cmd, **kw):
 
 def test_corpus_train_and_scan_from_the_command_line(tmp_path):
     corpus = tmp_path / "corpus"
-    made = _run([*FLEETWARD, "corpus", "make", "--out", str(corpus), "--seed", "11", "--size", "300"])
+    made = _run(
+        [*FLEETWARD, "corpus", "make", "--out", str(corpus), "--seed", "11", "--size", "300"]
+    )
     assert made.returncode == 0, made.stderr
     assert "300 samples" in made.stdout
 
@@ -26,18 +28,35 @@ def test_corpus_train_and_scan_from_the_command_line(tmp_path):
 
     for version in (1, 2):
         out = tmp_path / f"v{version}"
-        trained = _run([*FLEETWARD, "model", "train", "--corpus", str(corpus), "--version", str(version),
-                        "--out", str(out)])
+        trained = _run(
+            [
+                *FLEETWARD,
+                "model",
+                "train",
+                "--corpus",
+                str(corpus),
+                "--version",
+                str(version),
+                "--out",
+                str(out),
+            ]
+        )
         assert trained.returncode == 0, trained.stderr
-        assert "TPR" in trained.stdout and "FPR" in trained.stdout and f"v{version}" in trained.stdout
+        assert (
+            "TPR" in trained.stdout and "FPR" in trained.stdout and f"v{version}" in trained.stdout
+        )
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["version"] == version and manifest["feature_schema"] == "static-v1"
 
-    scanned = _run([*AGENT, "scan", str(corpus / "samples"), "--bundle", str(tmp_path / "v2"), "--json"])
+    scanned = _run(
+        [*AGENT, "scan", str(corpus / "samples"), "--bundle", str(tmp_path / "v2"), "--json"]
+    )
     rows = [json.loads(line) for line in scanned.stdout.splitlines()]
     assert len(rows) == 300
-    labels = {json.loads(line)["sha256"]: json.loads(line)["label"]
-              for line in (corpus / "samples.jsonl").read_text().splitlines()}
+    labels = {
+        json.loads(line)["sha256"]: json.loads(line)["label"]
+        for line in (corpus / "samples.jsonl").read_text().splitlines()
+    }
     blocked = [r for r in rows if r["verdict"] == "block"]
     assert scanned.returncode == 1 and blocked
     caught = sum(labels[r["sha256"]] for r in blocked)
@@ -48,6 +67,18 @@ def test_corpus_train_and_scan_from_the_command_line(tmp_path):
 
 
 def test_missing_corpus_is_one_clear_line(tmp_path):
-    res = _run([*FLEETWARD, "model", "train", "--corpus", str(tmp_path), "--version", "1", "--out", str(tmp_path / "o")])
+    res = _run(
+        [
+            *FLEETWARD,
+            "model",
+            "train",
+            "--corpus",
+            str(tmp_path),
+            "--version",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert res.returncode != 0
     assert "not a fleetward corpus" in res.stderr and "Traceback" not in res.stderr

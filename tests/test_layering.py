@@ -11,8 +11,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["sklearn", "skl2onnx", "simpy", "starlette", "fastapi", "uvicorn", "sqlite_utils",
-         "model_store", "backend", "fleet_sim", "rich", "matplotlib", "scipy", "pandas"]
+HEAVY = [
+    "sklearn",
+    "skl2onnx",
+    "simpy",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "sqlite_utils",
+    "model_store",
+    "backend",
+    "fleet_sim",
+    "rich",
+    "matplotlib",
+    "scipy",
+    "pandas",
+]
 
 
 def test_importing_the_agent_imports_nothing_heavy():
@@ -35,7 +49,9 @@ def _imports(path: Path):
                 yield alias.name, []
 
 
-PACKAGES = [p for p in ("agent", "model_store", "backend", "fleet_sim", "fleetward") if (ROOT / p).is_dir()]
+PACKAGES = [
+    p for p in ("agent", "model_store", "backend", "fleet_sim", "fleetward") if (ROOT / p).is_dir()
+]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -10,12 +10,12 @@ SHA = "a" * 64
 OTHER = "b" * 64
 BLOCK, DETECT = 0.8, 0.5
 
-E, D, O = Mode.ENFORCE, Mode.DETECT_ONLY, Mode.OFF
+E, D, OFF = Mode.ENFORCE, Mode.DETECT_ONLY, Mode.OFF
 
 # (mode, breaker, on_blocklist, on_allowlist, score) -> (verdict, reason)
 TABLE = [
-    (O, False, True, True, 0.99, Verdict.ALLOW, Reason.MODE_OFF),
-    (O, True, False, False, None, Verdict.ALLOW, Reason.MODE_OFF),
+    (OFF, False, True, True, 0.99, Verdict.ALLOW, Reason.MODE_OFF),
+    (OFF, True, False, False, None, Verdict.ALLOW, Reason.MODE_OFF),
     (E, False, True, True, 0.10, Verdict.BLOCKLISTED, Reason.BLOCKLIST),
     (E, False, True, False, None, Verdict.BLOCKLISTED, Reason.BLOCKLIST),
     (D, False, True, False, 0.99, Verdict.DETECT, Reason.BLOCKLIST),
@@ -44,7 +44,9 @@ def test_precedence_table(mode, breaker, black, white, score, verdict, reason):
         blocklist=frozenset({SHA} if black else set()),
         breaker_tripped=breaker,
     )
-    assert decide(SHA, score, ctx) == Decision(verdict, reason, None if reason is Reason.MODEL_ERROR else score)
+    assert decide(SHA, score, ctx) == Decision(
+        verdict, reason, None if reason is Reason.MODEL_ERROR else score
+    )
 
 
 def test_every_precedence_row_is_exercised_by_the_table():
@@ -58,4 +60,8 @@ def test_without_a_detect_threshold_scores_below_block_are_allowed():
 
 
 def test_alert_verdicts():
-    assert {v for v in Verdict if v.is_alert} == {Verdict.BLOCK, Verdict.DETECT, Verdict.BLOCKLISTED}
+    assert {v for v in Verdict if v.is_alert} == {
+        Verdict.BLOCK,
+        Verdict.DETECT,
+        Verdict.BLOCKLISTED,
+    }

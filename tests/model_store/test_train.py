@@ -52,7 +52,9 @@ def test_v2_catches_more_malware_than_v1_on_the_same_test_samples(trained, small
     for version, result in trained.items():
         scores = load_bundle(result.bundle_dir).scorer.score_batch(X).astype(np.float64)
         flags[version] = scores >= result.manifest.thresholds.block
-        assert evaluate(scores, y, result.manifest.thresholds.block).tpr == pytest.approx(result.test_all_eras.tpr)
+        assert evaluate(scores, y, result.manifest.thresholds.block).tpr == pytest.approx(
+            result.test_all_eras.tpr
+        )
     recall = {v: (f & (y == 1)).sum() for v, f in flags.items()}
     assert recall[2] > recall[1]
     assert (flags[1] != flags[2]).any()
