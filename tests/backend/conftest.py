@@ -20,6 +20,7 @@ import uvicorn
 
 from agent.decision import Reason, Verdict
 from agent.telemetry import TelemetryEvent
+from backend._clock import utc_now
 from backend.app import create_app
 from backend.store import Store
 from model_store.repository import init_repository
@@ -53,7 +54,7 @@ class LiveServer:
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    init_repository(repo, now=dt.datetime.now(tz=dt.UTC))
+    init_repository(repo, now=utc_now())  # TUF expiries are relative to real time
     return repo
 
 
@@ -63,8 +64,14 @@ def live_server(tmp_path: Path, repo_dir: Path) -> Iterator[LiveServer]:
     store = Store(tmp_path / "backend.db", synchronous="NORMAL")
     admin_token = store.create_admin_token(NOW)
     port = free_port()
-    config = uvicorn.Config(create_app(store, repo_dir), host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        create_app(store, repo_dir),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -97,9 +104,23 @@ class ServerProcess:
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "backend", "serve", "--db", str(self.db), "--repo", str(self.repo_dir),
-             "--port", str(self.port), "--synchronous", "NORMAL"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "backend",
+                "serve",
+                "--db",
+                str(self.db),
+                "--repo",
+                str(self.repo_dir),
+                "--port",
+                str(self.port),
+                "--synchronous",
+                "NORMAL",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -125,7 +146,25 @@ class ServerProcess:
                 self.proc.wait()
 
 
-def make_event(org: str, endpoint: str, sha: str | None = None, *, verdict: Verdict = Verdict.ALLOW,
-               version: int = 1, at: dt.datetime = NOW, features: bytes | None = None) -> TelemetryEvent:
-    return TelemetryEvent(org, endpoint, sha or secrets.token_hex(32), version, 0.1, verdict,
-                          Reason.SCORE_BELOW, TelemetryEvent.ms(at), "static-v1", features)
+def make_event(
+    org: str,
+    endpoint: str,
+    sha: str | None = None,
+    *,
+    verdict: Verdict = Verdict.ALLOW,
+    version: int = 1,
+    at: dt.datetime = NOW,
+    features: bytes | None = None,
+) -> TelemetryEvent:
+    return TelemetryEvent(
+        org,
+        endpoint,
+        sha or secrets.token_hex(32),
+        version,
+        0.1,
+        verdict,
+        Reason.SCORE_BELOW,
+        TelemetryEvent.ms(at),
+        "static-v1",
+        features,
+    )
