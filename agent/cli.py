@@ -6,18 +6,28 @@ become one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
+import random
+import signal
 import sys
+import threading
 import time
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
 
 import click
 
+from agent._clock import utc_now
+from agent.daemon import Agent, AgentConfig, Notice, read_status
 from agent.decision import DecisionContext, Mode
-from agent.errors import AgentError
+from agent.errors import AgentError, StateError
 from agent.model import load_bundle
 from agent.policy import active_sha256s, read_list_file
 from agent.scan import FileStatus, Scanner, ScanSummary
-from agent._clock import utc_now
+from agent.updater import UpdateClient, fetch_trust_anchor
 
 __all__ = ["main"]
 
@@ -30,7 +40,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--bundle", "bundle_dir", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--bundle", "bundle_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
               help="Model bundle directory (model.onnx + manifest.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 @click.option("--allowlist", type=click.Path(exists=True, dir_okay=False),
@@ -39,7 +50,8 @@ def main() -> None:
               help="File of sha256 entries to block, same format as --allowlist.")
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.ENFORCE.value,
               show_default=True, help="enforce, detect_only (alert, never block) or off.")
-@click.option("-v", "--verbose", is_flag=True, help="Print every file, not only findings and errors.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Print every file, not only findings and errors.")
 def scan(
     paths: tuple[str, ...],
     bundle_dir: str,
@@ -70,7 +82,7 @@ def scan(
         sys.exit(2)
     summary = ScanSummary()
     started = time.perf_counter()
-    out = click.get_text_stream("stdout", errors="backslashreplace")
+    out = _stdout()
     for result in Scanner(model, ctx).scan(paths):
         summary.add(result)
         if as_json:
@@ -80,7 +92,8 @@ def scan(
         if result.status is FileStatus.SCANNED and result.decision is not None:
             d = result.decision
             if verbose or d.verdict.is_alert or d.verdict.value == "error":
-                out.write(f"{shown}: {d.verdict.value.upper()} ({d.reason.value}, score {d.score if d.score is not None else 'n/a'})\n")
+                score = d.score if d.score is not None else "n/a"
+                out.write(f"{shown}: {d.verdict.value.upper()} ({d.reason.value}, score {score})\n")
         elif verbose or result.status is FileStatus.ERROR:
             out.write(f"{shown}: {result.status.value.upper()} ({result.note})\n")
     out.flush()
@@ -94,6 +107,119 @@ def scan(
         err=as_json,
     )
     sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.option("--repo-url", required=True,
+              help="Update repository: URL/metadata/ and URL/targets/.")
+@click.option("--org", required=True, help="Organization whose signed policy applies.")
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The agent's state directory (installed bundles, policy, TUF cache).")
+@click.option("--root", "root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trusted root.json shipped with the agent (needed on first run).")
+@click.option("--trust-on-first-use", is_flag=True,
+              help="Without --root, trust the repository's 1.root.json on first run (weaker).")
+@click.option("--interval", default=300.0, show_default=True, type=click.FloatRange(min=0.05),
+              help="Seconds between check-ins (+-10% jitter).")
+@click.option("--watch", "watch", multiple=True, type=click.Path(exists=True, path_type=str),
+              help="Folder to scan each cycle (new or changed files, or all after a change).")
+@click.option("--once", is_flag=True, help="One check-in and one scan, then exit (tests, cron).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per decision.")
+def run(
+    repo_url: str,
+    org: str,
+    state_dir: Path,
+    root_file: Path | None,
+    trust_on_first_use: bool,
+    interval: float,
+    watch: tuple[str, ...],
+    once: bool,
+    as_json: bool,
+) -> None:
+    """Check in for signed updates and policy, install them atomically, and scan.
+
+    Runs until SIGTERM or SIGINT. Offline, it keeps its last verified model and policy.
+
+    Example: fleetward-agent run --repo-url http://updates.local:8080 --org acme
+    --state-dir /var/lib/fleetward --root /etc/fleetward/root.json --watch /srv/incoming
+    """
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = open(state_dir / ".lock", "a+b")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise click.ClickException(f"another agent is running on {state_dir}") from None
+    try:
+        anchor = root_file.read_bytes() if root_file else None
+        first_run = not (state_dir / "tuf" / "root_history").is_dir()
+        if anchor is None and trust_on_first_use and first_run:
+            anchor = fetch_trust_anchor(repo_url)
+        updater = UpdateClient(state_dir, repo_url, org=org, trust_anchor=anchor)
+        agent = Agent(state_dir, org=org, clock=utc_now, updater=updater,
+                      on_notice=_print_notice, config=AgentConfig(interval_s=interval))
+        agent.start()
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    rng = random.Random()  # noqa: S311 - jitter, not a secret
+    out = _stdout()
+    while True:
+        click.echo("check-in started", err=True)
+        result = agent.check_in()
+        if result.ok:
+            note = "; ".join(result.rejections) or ("updated" if result.changed else "up to date")
+            click.echo(f"check-in ok: {note}", err=True)
+        else:
+            click.echo(f"check-in failed: {result.error_kind}: {result.error}", err=True)
+        if watch:
+            for res in agent.scan(watch, only_changed=True):
+                if as_json:
+                    out.write(json.dumps(res.to_dict()) + "\n")
+                elif res.decision is not None and res.decision.verdict.is_alert:
+                    out.write(f"{res.to_dict()['path']}: {res.decision.verdict.value.upper()} "
+                              f"({res.decision.reason.value})\n")
+            out.flush()
+        if once or stop.wait(agent.next_delay_s(rng)):
+            break
+    lock.close()
+
+
+def _stdout() -> TextIO:
+    """Stdout that escapes what it cannot encode (file names are not always UTF-8)."""
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="backslashreplace")
+    return stream
+
+
+def _print_notice(notice: Notice) -> None:
+    click.echo(f"{notice.kind.value}: {notice.detail}", err=True)
+
+
+@main.command()
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The agent's state directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+def status(state_dir: Path, as_json: bool) -> None:
+    """Show the active and last-known-good model, the policy and mode, and update health.
+
+    Example: fleetward-agent status --state-dir /var/lib/fleetward --json
+    """
+    try:
+        info = read_status(state_dir, utc_now())
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {value}")
 
 
 if __name__ == "__main__":

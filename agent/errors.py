@@ -96,7 +96,7 @@ class UpdateRejectedError(AgentError):
 
 
 class MetadataRejectedError(UpdateRejectedError):
-    """TUF refused the repository metadata (signature, threshold, rollback, expiry, mix-and-match)."""
+    """TUF refused the metadata: signature, threshold, rollback, expiry or mix-and-match."""
 
 
 class TargetRejectedError(UpdateRejectedError):
