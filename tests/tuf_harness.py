@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from securesystemslib.signer import CryptoSigner, SSlibKey
 from tuf.api.metadata import Metadata
+
+from agent._clock import utc_now
+from agent.daemon import Agent, read_status
+from agent.updater import UpdateClient
+from model_store.repository import init_repository, publish_model, publish_policy
 
 ORG = "acme"
 
@@ -118,3 +124,48 @@ def load_md(repo_dir: Path, name: str) -> Metadata[Any]:
 
 def trust_anchor(repo_dir: Path) -> bytes:
     return (repo_dir / "metadata" / "1.root.json").read_bytes()
+
+
+# --- a whole world: repository, loopback server, agent with v1 installed ---------------------
+
+
+@dataclass
+class World:
+    repo: Path
+    state: Path
+    server: RepoServer
+    agent: Agent
+    sample: Path
+    bundles: dict[int, Path]
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.state, utc_now())
+
+    def scan_sample(self):
+        return list(self.agent.scan([str(self.sample)]))[0]
+
+    def new_agent(self) -> Agent:
+        anchor = trust_anchor(self.repo)
+        updater = UpdateClient(self.state, self.server.url, org=ORG, trust_anchor=anchor)
+        agent = Agent(self.state, org=ORG, clock=utc_now, updater=updater)
+        agent.start()
+        return agent
+
+
+def make_world(tmp: Path, bundles: dict[int, Path]) -> Iterator[World]:
+    """Repository with v1 and policy v1 published, served on loopback, agent at v1."""
+    now = utc_now()
+    repo = tmp / "repo"
+    init_repository(repo, now=now)
+    publish_model(repo, bundles[1], now=now)
+    publish_policy(repo, policy_bytes(1, model_version=1), now=now)
+    sample = tmp / "sample.bin"
+    sample.write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
+    with serving(repo) as server:
+        state = tmp / "state"
+        updater = UpdateClient(state, server.url, org=ORG, trust_anchor=trust_anchor(repo))
+        agent = Agent(state, org=ORG, clock=utc_now, updater=updater)
+        agent.start()
+        first = agent.check_in()
+        assert first.ok and first.changed, first
+        yield World(repo, state, server, agent, sample, bundles)
