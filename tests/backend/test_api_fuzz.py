@@ -1,0 +1,117 @@
+"""Fuzzing: schemathesis against `/openapi.json` and random msgpack documents; zero 5xx.
+
+Bounded to a few seconds here; `benchmarks/api_fuzz.py` runs the same with many more examples.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import msgpack
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.telemetry import encode_batch, enroll
+from tests.backend.conftest import LiveServer, make_event
+
+EXAMPLES = int(os.environ.get("FLEETWARD_FUZZ_EXAMPLES", "12"))
+
+
+@schemathesis.serializer("application/msgpack")
+def _msgpack_passthrough(ctx: object, value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return bytes(msgpack.packb(value, use_bin_type=True))
+
+
+def _tokens(server: LiveServer) -> dict[str, str]:
+    with httpx.Client() as client:
+        _, enroll_token = server.create_org(client, "fuzz")
+        creds = enroll(client, server.url, enroll_token)
+    return {"enroll": enroll_token, "endpoint": creds.token, "admin": server.admin_token}
+
+
+def _token_for(path: str, tokens: dict[str, str]) -> str:
+    if path.startswith("/v1/admin"):
+        return tokens["admin"]
+    return tokens["enroll"] if path == "/v1/enroll" else tokens["endpoint"]
+
+
+def test_schemathesis_finds_no_server_errors(live_server: LiveServer) -> None:
+    tokens = _tokens(live_server)
+    schema = schemathesis.openapi.from_url(live_server.url + "/openapi.json")
+    failures: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+        run = _fuzz_operation(
+            operation, _token_for(operation.path, tokens), live_server.url, failures
+        )
+        run()
+    assert operations >= 12
+    assert failures == []
+
+
+def _fuzz_operation(operation, token: str, base_url: str, failures: list[str]):
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(case=operation.as_strategy())
+    def run(case: schemathesis.Case) -> None:
+        for auth in (f"Bearer {token}", None):
+            headers = {"authorization": auth} if auth else {}
+            response = case.call(base_url=base_url, headers=headers)
+            if response.status_code >= 500:
+                failures.append(
+                    f"{case.method} {case.path}: {response.status_code} {response.text[:200]}"
+                )
+
+    return run
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=12) | st.dictionaries(st.text(max_size=8), children, max_size=8)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(
+    max_examples=EXAMPLES * 5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(doc=msgpack_values, mutate_event=st.integers(0, 10), value=msgpack_values)
+def test_random_msgpack_never_causes_a_server_error(
+    live_server: LiveServer, doc, mutate_event, value
+) -> None:
+    tokens = getattr(live_server, "_fuzz_tokens", None) or _tokens_once(live_server)
+    headers = {
+        "authorization": f"Bearer {tokens['endpoint']}",
+        "content-type": "application/msgpack",
+    }
+    base = msgpack.unpackb(encode_batch([make_event(tokens["org"], tokens["endpoint_id"])]))
+    base["events"][0][mutate_event] = value
+    with httpx.Client() as client:
+        for body in (msgpack.packb(doc, use_bin_type=True), msgpack.packb(base, use_bin_type=True)):
+            r = client.post(live_server.url + "/v1/telemetry", content=body, headers=headers)
+            assert r.status_code < 500, r.text
+
+
+def _tokens_once(server: LiveServer) -> dict[str, str]:
+    with httpx.Client() as client:
+        _, enroll_token = server.create_org(client, "msgpack-fuzz")
+        creds = enroll(client, server.url, enroll_token)
+    tokens = {"endpoint": creds.token, "org": creds.org_id, "endpoint_id": creds.endpoint_id}
+    server._fuzz_tokens = tokens  # type: ignore[attr-defined]
+    return tokens
