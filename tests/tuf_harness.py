@@ -24,6 +24,11 @@ from model_store.repository import init_repository, publish_model, publish_polic
 ORG = "acme"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients killed mid-download (crash tests) reset their connections
+
+
 class RepoServer:
     """Serves repo_dir/metadata and repo_dir/targets only (never keys/), like the backend will.
 
@@ -61,7 +66,7 @@ class RepoServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
