@@ -14,8 +14,9 @@ by `count`. `tests/backend/test_aggregation_lossless.py` checks it on random log
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agent.decision import Verdict
 from agent.telemetry import TelemetryBatch, TelemetryEvent, decode_batch
@@ -78,11 +79,10 @@ def parse_batch(raw: bytes, *, max_bytes: int) -> TelemetryBatch:
         raise BatchInvalidError(str(exc)) from None
 
 
-def aggregate(events: Iterable[TelemetryEvent]) -> tuple[list[AggregateRow], list[FeatureRow]]:
+def aggregate(events: Sequence[TelemetryEvent]) -> tuple[list[AggregateRow], list[FeatureRow]]:
     """Fold events into aggregate rows and the first feature vector seen per sample."""
-    acc: dict[tuple[int, str, str, int, bool, Verdict], list[int]] = {}
+    acc: dict[tuple[int, str, str, int, bool, Verdict], list[Any]] = {}
     hashes: dict[str, int] = {}
-    members: dict[tuple[int, str, str, int, bool, Verdict], set[int]] = {}
     features: dict[tuple[str, str], bytes] = {}
     for e in events:
         h = hashes.get(e.endpoint_id)
@@ -90,26 +90,35 @@ def aggregate(events: Iterable[TelemetryEvent]) -> tuple[list[AggregateRow], lis
             h = hashes[e.endpoint_id] = sketch.endpoint_hash(e.endpoint_id)
         at = e.observed_at_ms
         day = at // MS_PER_DAY
-        keys = [(day, e.org_id, e.sha256, e.model_version, False, e.verdict)]
+        key = (day, e.org_id, e.sha256, e.model_version, False, e.verdict)
+        cell = acc.get(key)
+        if cell is None:
+            acc[key] = [1, at, at, {h}]
+        else:
+            cell[0] += 1
+            cell[1] = min(cell[1], at)
+            cell[2] = max(cell[2], at)
+            cell[3].add(h)
         if e.shadow_verdict is not None and e.shadow_model_version is not None:
-            keys.append((day, e.org_id, e.sha256, e.shadow_model_version, True, e.shadow_verdict))
-        for key in keys:
+            key = (day, e.org_id, e.sha256, e.shadow_model_version, True, e.shadow_verdict)
             cell = acc.get(key)
             if cell is None:
-                acc[key] = [1, at, at]
-                members[key] = {h}
+                acc[key] = [1, at, at, {h}]
             else:
                 cell[0] += 1
-                if at < cell[1]:
-                    cell[1] = at
-                if at > cell[2]:
-                    cell[2] = at
-                members[key].add(h)
+                cell[1] = min(cell[1], at)
+                cell[2] = max(cell[2], at)
+                cell[3].add(h)
         if e.features is not None and e.feature_schema is not None:
             features.setdefault((e.sha256, e.feature_schema), e.features)
+    single = {h: sketch.sketch_of([h]) for h in hashes.values()}
     rows = [
         AggregateRow(
-            k[0], k[1], k[2], k[3], k[4], k[5], c[0], sketch.sketch_of(members[k]), c[1], c[2]
+            *k,
+            c[0],
+            single[next(iter(c[3]))] if len(c[3]) == 1 else sketch.sketch_of(c[3]),
+            c[1],
+            c[2],
         )
         for k, c in acc.items()
     ]

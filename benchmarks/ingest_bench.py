@@ -1,0 +1,239 @@
+"""Ingest and check-in benchmark against the real server over loopback.
+
+Starts `python -m backend serve` as a subprocess, sends pre-encoded msgpack batches from several
+client processes, then runs 1000 concurrent simulated agents (asyncio httpx) checking in.
+Prints one `name: value unit` per line.
+
+    .venv/bin/python benchmarks/ingest_bench.py [--seconds 10] [--clients 2] [--batch 2000]
+
+Synthetic telemetry: each client is one endpoint's worth of batches drawn from a Zipf(1.2)
+catalog of 200k samples over 20 orgs; 2 % of events carry their feature vector (an agent sends a
+sample's vector once, and popular samples were already reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import multiprocessing as mp
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.decision import Reason, Verdict  # noqa: E402
+from agent.features import VECTOR_LENGTH  # noqa: E402
+from agent.telemetry import TelemetryEvent, encode_batch  # noqa: E402
+from backend.store import Store  # noqa: E402
+
+NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
+SAMPLES = 200_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_batches(org: str, endpoint: str, n: int, size: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    vector = np.ones(VECTOR_LENGTH, dtype=np.float32).tobytes()
+    verdicts = (
+        [Verdict.ALLOW] * 90
+        + [Verdict.BLOCK] * 4
+        + [Verdict.DETECT] * 3
+        + [Verdict.ALLOWLISTED] * 3
+    )
+    out = []
+    t0 = TelemetryEvent.ms(NOW)
+    for b in range(n):
+        ranks = np.minimum(rng.zipf(1.2, size), SAMPLES) - 1
+        events = [
+            TelemetryEvent(
+                org,
+                endpoint,
+                f"{int(r):064x}",
+                3,
+                0.25,
+                verdicts[int(r) % 100],
+                Reason.SCORE_BELOW,
+                t0 + b * 1000 + i,
+                "static-v1",
+                vector if rng.random() < 0.02 else None,
+            )
+            for i, r in enumerate(ranks)
+        ]
+        out.append(encode_batch(events))
+    return out
+
+
+def client_proc(
+    url: str, token: str, org: str, endpoint: str, args: tuple[int, int, int, float], q: mp.Queue
+) -> None:
+    n, size, seed, seconds = args
+    batches = make_batches(org, endpoint, n, size, seed)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/msgpack"}
+    lat, sent_events, sent_bytes = [], 0, 0
+    with httpx.Client(timeout=60) as client:
+        q.put(("ready", 0, 0, []))
+        start = time.perf_counter()
+        for raw in batches:
+            if time.perf_counter() - start > seconds:
+                break
+            t = time.perf_counter()
+            r = client.post(url + "/v1/telemetry", content=raw, headers=headers)
+            lat.append(time.perf_counter() - t)
+            assert r.status_code == 200, r.text
+            sent_events += size
+            sent_bytes += len(raw)
+        q.put(("done", sent_events, sent_bytes, lat))
+
+
+async def checkins(url: str, tokens: list[str], seconds: float) -> list[float]:
+    """1000 agents, each on its own keep-alive connection, checking in about once a second.
+
+    A minimal HTTP/1.1 client on asyncio streams: httpx's async pool spends more CPU per
+    request than the server at this concurrency, and would measure itself.
+    """
+    host, port = url.split("//")[1].split(":")
+    lat: list[float] = []
+    end = time.perf_counter() + seconds
+
+    async def agent(token: str, rng: random.Random) -> None:
+        await asyncio.sleep(rng.random())
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = (
+            f"GET /v1/checkin HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            lat.append(time.perf_counter() - t)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            await asyncio.sleep(0.5 + rng.random())
+        writer.close()
+
+    await asyncio.gather(*(agent(t, random.Random(i)) for i, t in enumerate(tokens)))
+    return lat
+
+
+def pct(values: list[float], p: float) -> float:
+    return float(np.percentile(np.array(values), p)) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="fw-bench-"))
+    db = tmp / "bench.db"
+    store = Store(db)
+    orgs = [store.create_org(f"org{i}", NOW).org_id for i in range(20)]
+    writers = [store.enroll(orgs[i % 20], NOW) for i in range(args.clients)]
+    agents = [store.enroll(orgs[i % 20], NOW) for i in range(args.agents)]
+    store.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backend",
+            "serve",
+            "--db",
+            str(db),
+            "--repo",
+            str(tmp / "repo"),
+            "--port",
+            str(port),
+            "--synchronous",
+            args.synchronous,
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        n_batches = int(args.seconds * 150_000 / args.batch / args.clients) + 5
+        q: mp.Queue = mp.Queue()
+        procs = [
+            mp.Process(
+                target=client_proc,
+                args=(
+                    url,
+                    w.token,
+                    w.org_id,
+                    w.endpoint_id,
+                    (n_batches, args.batch, i, args.seconds),
+                    q,
+                ),
+            )
+            for i, w in enumerate(writers)
+        ]
+        for p in procs:
+            p.start()
+        for _ in procs:
+            assert q.get()[0] == "ready"
+        start = time.perf_counter()
+        results = [q.get() for _ in procs]
+        wall = time.perf_counter() - start
+        for p in procs:
+            p.join()
+        events = sum(r[1] for r in results)
+        raw_bytes = sum(r[2] for r in results)
+        lat = [x for r in results for x in r[3]]
+        check = asyncio.run(checkins(url, [a.token for a in agents], 5.0))
+    finally:
+        server.terminate()
+        server.wait()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = conn.execute("SELECT count(*), sum(count) FROM aggregates").fetchone()
+    db_bytes = db.stat().st_size + (
+        Path(str(db) + "-wal").stat().st_size if Path(str(db) + "-wal").exists() else 0
+    )
+    print(f"cores: {os.cpu_count()}")
+    print(f"synchronous: {args.synchronous}")
+    print(f"batch_events: {args.batch} events")
+    print(f"client_processes: {args.clients}")
+    print(f"events_ingested: {events} events")
+    print(f"events_in_aggregates: {rows[1]} events")
+    print(f"aggregate_rows: {rows[0]} rows")
+    print(f"ingest_events_per_s: {events / wall:.0f} events/s")
+    print(f"batch_latency_p50: {pct(lat, 50):.1f} ms")
+    print(f"batch_latency_p99: {pct(lat, 99):.1f} ms")
+    print(f"checkin_agents: {args.agents} agents")
+    print(f"checkin_requests: {len(check)} requests")
+    print(f"checkin_p50: {pct(check, 50):.1f} ms")
+    print(f"checkin_p99: {pct(check, 99):.1f} ms")
+    print(f"raw_msgpack_bytes: {raw_bytes} bytes")
+    print(f"database_bytes: {db_bytes} bytes")
+    print(f"compression_ratio: {raw_bytes / db_bytes:.1f} x")
+
+
+if __name__ == "__main__":
+    main()
