@@ -18,6 +18,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
     ("model_store.cli", "corpus", "train"),
     ("model_store.cli", "model", "train"),
     ("model_store.repo_cli", "repo", "train"),
+    ("backend.cli", "backend", "backend"),
 )
 
 
