@@ -19,6 +19,7 @@ from types import FrameType
 from typing import TextIO
 
 import click
+import httpx
 
 from agent._clock import utc_now
 from agent.daemon import Agent, AgentConfig, Notice, read_status
@@ -27,6 +28,14 @@ from agent.errors import AgentError, StateError
 from agent.model import load_bundle
 from agent.policy import active_sha256s, read_list_file
 from agent.scan import FileStatus, Scanner, ScanSummary
+from agent.telemetry import (
+    Spool,
+    TelemetryPipe,
+    TelemetrySender,
+    enroll,
+    load_credentials,
+    save_credentials,
+)
 from agent.updater import UpdateClient, fetch_trust_anchor
 
 __all__ = ["main"]
@@ -112,7 +121,10 @@ def scan(
 @main.command()
 @click.option("--repo-url", required=True,
               help="Update repository: URL/metadata/ and URL/targets/.")
-@click.option("--org", required=True, help="Organization whose signed policy applies.")
+@click.option("--org", default=None, help="Organization whose signed policy applies.")
+@click.option("--backend", "backend_url", default=None,
+              help="Backend URL: enroll once, then send telemetry there (the org comes from enrollment).")
+@click.option("--enroll-token", default=None, help="The org's enroll token (first run with --backend only).")
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The agent's state directory (installed bundles, policy, TUF cache).")
 @click.option("--root", "root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -127,7 +139,9 @@ def scan(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per decision.")
 def run(
     repo_url: str,
-    org: str,
+    org: str | None,
+    backend_url: str | None,
+    enroll_token: str | None,
     state_dir: Path,
     root_file: Path | None,
     trust_on_first_use: bool,
@@ -154,8 +168,13 @@ def run(
         first_run = not (state_dir / "tuf" / "root_history").is_dir()
         if anchor is None and trust_on_first_use and first_run:
             anchor = fetch_trust_anchor(repo_url)
+        pipe = _telemetry_pipe(state_dir, backend_url, enroll_token) if backend_url else None
+        org = pipe.creds.org_id if pipe else org
+        if org is None:
+            raise click.UsageError("give --org, or --backend (the org then comes from enrollment)")
         updater = UpdateClient(state_dir, repo_url, org=org, trust_anchor=anchor)
         agent = Agent(state_dir, org=org, clock=utc_now, updater=updater,
+                      on_event=pipe.record if pipe else None,
                       on_notice=_print_notice, config=AgentConfig(interval_s=interval))
         agent.start()
     except AgentError as exc:
@@ -165,8 +184,7 @@ def run(
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     rng = random.Random()  # noqa: S311 - jitter, not a secret
     out = _stdout()
     while True:
@@ -185,9 +203,30 @@ def run(
                     out.write(f"{res.to_dict()['path']}: {res.decision.verdict.value.upper()} "
                               f"({res.decision.reason.value})\n")
             out.flush()
+        if pipe is not None:
+            try:
+                report = pipe.flush(utc_now())
+                click.echo(f"telemetry: {report.sent} sent, {report.pending} pending", err=True)
+            except AgentError as exc:
+                click.echo(f"telemetry failed: {exc}", err=True)
         if once or stop.wait(agent.next_delay_s(rng)):
             break
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     lock.close()
+
+
+def _telemetry_pipe(state_dir: Path, backend_url: str, enroll_token: str | None) -> TelemetryPipe:
+    """Enroll once (credentials saved in the state dir), then a spool and sender for telemetry."""
+    client = httpx.Client(timeout=10)
+    creds = load_credentials(state_dir)
+    if creds is None:
+        if not enroll_token:
+            raise click.UsageError("first run with --backend needs --enroll-token")
+        creds = enroll(client, backend_url, enroll_token)
+        save_credentials(state_dir, creds)
+    sender = TelemetrySender(client, creds.backend_url, creds.token, Spool(state_dir / "spool"))
+    return TelemetryPipe(sender, creds)
 
 
 def _stdout() -> TextIO:
