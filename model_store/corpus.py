@@ -3,9 +3,9 @@
 No real malware is brought here. Families are generated from byte-level building blocks and
 string vocabularies that overlap on purpose: packed benign installers, admin tools with alarming
 strings, org-specific in-house software (some of it packed with a custom packer), and malware
-that borrows benign strings. Samples come in two eras: era-2 adds new families (an XOR-packed
-loader that looks like an installer, a Linux coin miner, an Electron-style app) so that a model
-trained later learns them and makes mistakes of its own.
+that borrows benign strings. Samples come in two eras: era 2 adds new malware (a loader shipped
+through the same commercial protector that some orgs use for their in-house tools, and a Linux
+coin miner), so that a model trained later catches them and makes mistakes of its own.
 
 Every sample's `static-v1` vector is computed once by `agent.features` and cached beside the
 manifest (`features.static-v1.npy`, rows in manifest order).
@@ -271,23 +271,52 @@ def _admin_tool(rng: Rng, _: int) -> bytes:
     )
 
 
+_PROTECTOR_STUB = syn.code_bytes(np.random.default_rng(1234), 6000, 0.9)
+_SHARED_TOOLING = ("config.ini", "service account", "license check", "update channel", "token")
+
+
+def _protected(rng: Rng, payload: bytes, strings: bytes, overlay: bytes = b"") -> bytes:
+    """A commercial software protector: fixed stub, XOR-encrypted payload, entry in the payload.
+
+    Licensed in-house software of some orgs and the era-2 loader both ship through it, so a
+    model that learns "protected means malicious" flags those orgs' own tools.
+    """
+    key = int(rng.integers(4, 16))
+    return syn.pe_file(
+        [
+            (".text", _PROTECTOR_STUB, 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".shld", syn.xor_bytes(rng, payload, key), 0xE0000040),
+        ],
+        entry_section=2,
+        overlay=overlay,
+    )
+
+
+def _protected_app(rng: Rng, _: int) -> bytes:
+    """Commercial software licensed through the protector: large, vendor strings, overlays."""
+    size = _size(rng, 300, 0.6)
+    strings = _strings(rng, VOCAB["winapp"] + VOCAB["installer"], int(size * 0.002) + 40)
+    payload = syn.code_bytes(rng, int(size * 0.6)) + strings
+    overlay = (
+        syn.compressed_bytes(rng, int(size * rng.uniform(0.1, 0.4))) if rng.random() < 0.6 else b""
+    )
+    return _protected(rng, payload, strings[: len(strings) // 2], overlay)
+
+
 def _inhouse(rng: Rng, k: int) -> bytes:
-    """Org k's own software; orgs with k % 4 == 0 ship it through a custom XOR packer."""
+    """Org k's own software; orgs with k % 4 == 0 license it through the software protector."""
     size = _size(rng, 100)
     strings = _strings(
-        rng, _inhouse_vocab(k) + VOCAB["winapp"], int(size * 0.004) + 30, VOCAB["admin"], 0.3
+        rng,
+        _inhouse_vocab(k) + VOCAB["winapp"],
+        int(size * 0.004) + 30,
+        VOCAB["admin"] + VOCAB["installer"],
+        0.3,
     )
     code = syn.code_bytes(rng, int(size * 0.6))
     if k % 4 == 0 and rng.random() < 0.8:
-        key = int(rng.integers(6, 14))
-        return syn.pe_file(
-            [
-                (".text", syn.code_bytes(rng, 3000), 0x60000020),
-                (".rdata", strings, 0x40000040),
-                (".acme", syn.xor_bytes(rng, code, key), 0xE0000040),
-            ],
-            entry_section=2,
-        )
+        return _protected(rng, code + strings, strings[: len(strings) // 3])
     if k % 2:
         return syn.elf_file(
             [
@@ -406,22 +435,20 @@ def _sh_downloader(rng: Rng, _: int) -> bytes:
 
 
 def _loader_v2(rng: Rng, _: int) -> bytes:
-    """Era 2: dresses as an installer; its payload is XOR-packed with a short key."""
-    size = _size(rng, 150)
-    key = int(rng.integers(4, 16))
-    payload = syn.xor_bytes(
-        rng, syn.code_bytes(rng, int(size * 0.6)) + _strings(rng, VOCAB["dropper"], 40), key
+    """Era 2: ships through the same commercial protector as some orgs' in-house tools."""
+    size = _size(rng, 110)
+    payload = syn.code_bytes(rng, int(size * 0.6)) + _strings(rng, VOCAB["dropper"], 40)
+    strings = _strings(
+        rng,
+        VOCAB["winapp"] + _SHARED_TOOLING,
+        int(rng.integers(10, 50)),
+        VOCAB["installer"] + VOCAB["admin"],
+        0.4,
     )
-    strings = _strings(rng, VOCAB["installer"] + VOCAB["winapp"], 40)
-    return syn.pe_file(
-        [
-            (".text", syn.code_bytes(rng, 4000), 0x60000020),
-            (".rdata", strings, 0x40000040),
-            (".data2", payload, 0xE0000040),
-        ],
-        entry_section=2,
-        overlay=syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.3))),
+    overlay = (
+        syn.compressed_bytes(rng, int(size * rng.uniform(0, 0.2))) if rng.random() < 0.3 else b""
     )
+    return _protected(rng, payload, strings, overlay)
 
 
 def _elf_miner(rng: Rng, _: int) -> bytes:
@@ -438,6 +465,46 @@ def _elf_miner(rng: Rng, _: int) -> bytes:
     )
 
 
+_EVASIVE_VOCAB = {
+    "packed_dropper": "dropper",
+    "cred_stealer": "stealer",
+    "ransomware": "ransom",
+    "ps_downloader": "ps_downloader",
+    "sh_downloader": "sh_downloader",
+    "loader_v2": "dropper",
+    "elf_miner": "miner",
+}
+EVASIVE_SHARE = 0.1
+
+
+def _evasive(rng: Rng, family: str) -> bytes:
+    """A variant that hides among benign software: benign layout and strings, few telltales."""
+    telltale = VOCAB[_EVASIVE_VOCAB[family]]
+    n_bad = int(rng.integers(1, 4))
+    if family in ("ps_downloader", "sh_downloader"):
+        base = VOCAB["shell"] if family == "sh_downloader" else VOCAB["python"]
+        return _script(rng, "#!/bin/sh", base, int(rng.integers(10, 200)), telltale, 0.15)
+    size = _size(rng, 90)
+    strings = _strings(rng, VOCAB["winapp"] + VOCAB["libc"], int(size * 0.005) + 30)
+    strings += syn.string_table(rng, list(telltale), n_bad)
+    code = syn.code_bytes(rng, int(size * 0.6))
+    if family == "elf_miner" or rng.random() < 0.3:
+        return syn.elf_file(
+            [
+                (".text", code, 0x6),
+                (".rodata", strings, 0x2),
+                (".data", syn.data_bytes(rng, int(size * 0.15)), 0x3),
+            ]
+        )
+    return syn.pe_file(
+        [
+            (".text", code, 0x60000020),
+            (".rdata", strings, 0x40000040),
+            (".data", syn.data_bytes(rng, int(size * 0.15)), 0xC0000040),
+        ]
+    )
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("elf_tool", 0, 1, 10, _elf_tool),
     Family("elf_lib", 0, 1, 6, _elf_lib),
@@ -450,7 +517,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("installer", 0, 1, 6, _installer),
     Family("admin_tool", 0, 1, 5, _admin_tool),
     Family("inhouse", 0, 1, 8, _inhouse),
-    Family("electron_app", 0, 2, 4, _electron_app),
+    Family("protected_app", 0, 1, 4, _protected_app),
+    Family("electron_app", 0, 1, 3, _electron_app),
     Family("packed_dropper", 1, 1, 8, _packed_dropper),
     Family("cred_stealer", 1, 1, 6, _cred_stealer),
     Family("ransomware", 1, 1, 5, _ransomware),
@@ -540,7 +608,8 @@ def make_corpus(
     extra = list(_real_files(Path(benign_dir), benign_max)) if benign_dir else []
     total = size + len(extra)
     for i, (fam, era, org) in enumerate(_plan(rng, size, era2_share)):
-        data = fam.build(rng, org)
+        evasive = fam.label == 1 and rng.random() < EVASIVE_SHARE
+        data = _evasive(rng, fam.name) if evasive else fam.build(rng, org)
         sha = hashlib.sha256(data).hexdigest()
         if sha not in seen:
             seen.add(sha)

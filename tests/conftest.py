@@ -16,8 +16,8 @@ NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    """400 synthetic samples, seed 3 (a few seconds)."""
-    return make_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, size=400)
+    """800 synthetic samples, seed 3 (a few seconds)."""
+    return make_corpus(tmp_path_factory.mktemp("corpus") / "c", seed=3, size=800)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def trained(
     out = {}
     for version in (1, 2):
         recipe = recipe_for_version(version)
-        recipe = dataclasses.replace(recipe, n_estimators=40)
+        recipe = dataclasses.replace(recipe, n_estimators=60)
         out[version] = train_model(small_corpus, recipe, root / f"v{version}", now=NOW)
     return out
 
