@@ -123,8 +123,8 @@ def scan(
               help="Update repository: URL/metadata/ and URL/targets/.")
 @click.option("--org", default=None, help="Organization whose signed policy applies.")
 @click.option("--backend", "backend_url", default=None,
-              help="Backend URL: enroll once, then send telemetry there (the org comes from enrollment).")
-@click.option("--enroll-token", default=None, help="The org's enroll token (first run with --backend only).")
+              help="Backend URL: enroll once, then send telemetry (org from enrollment).")
+@click.option("--enroll-token", default=None, help="The org's enroll token (first --backend run).")
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The agent's state directory (installed bundles, policy, TUF cache).")
 @click.option("--root", "root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -64,6 +64,7 @@ __all__ = [
     "Spool",
     "TelemetryBatch",
     "TelemetryEvent",
+    "TelemetryPipe",
     "TelemetrySender",
     "check_in",
     "decode_batch",
@@ -691,3 +692,56 @@ def load_credentials(state_dir: str | os.PathLike[str]) -> Credentials | None:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TransportError(f"unreadable credentials file {path}: {exc}") from exc
+
+
+class TelemetryPipe:
+    """The daemon's telemetry hook: buffer decisions, spool them as batches, flush to the backend.
+
+    `record` is the `Agent(on_event=...)` callback (it takes the daemon's `DecisionEvent`);
+    `flush(now)` spools what was buffered and sends the spool when the sender is due.
+    """
+
+    def __init__(
+        self, sender: TelemetrySender, creds: Credentials, *, max_events: int = 1000
+    ) -> None:
+        self.sender, self.creds, self.max_events = sender, creds, max_events
+        self._buffer: list[TelemetryEvent] = []
+
+    def record(self, event: Any) -> None:
+        """Turn one daemon `DecisionEvent` into a `TelemetryEvent` (pseudonyms only)."""
+        shadow = event.shadow[0] if event.shadow else None
+        self._buffer.append(
+            TelemetryEvent(
+                self.creds.org_id,
+                self.creds.endpoint_id,
+                event.sha256,
+                event.model_version or 0,
+                event.score,
+                event.verdict,
+                event.reason,
+                TelemetryEvent.ms(event.observed_at),
+                SCHEMA.name,
+                event.features or None,
+                shadow.model_version if shadow else None,
+                shadow.score if shadow else None,
+                shadow.verdict if shadow else None,
+            )
+        )
+
+    def flush(self, now: dt.datetime) -> FlushReport:
+        """Spool the buffered events, then send the spool if the sender is due.
+
+        Raises:
+            TransportError: the backend refused the credentials.
+        """
+        buffered, self._buffer = self._buffer, []
+        for batch in make_batches(buffered, max_events=self.max_events):
+            try:
+                self.spool_put(batch)
+            except SpoolFullError:
+                continue  # counted by the spool; reported in the next batch
+        return self.sender.flush(now)
+
+    def spool_put(self, batch: Sequence[TelemetryEvent]) -> None:
+        """Store one batch in the sender's spool."""
+        self.sender.spool.put(batch)
