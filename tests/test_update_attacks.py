@@ -112,7 +112,9 @@ def _v2_files(w: World) -> dict[str, bytes]:
     }
 
 
-def _tampered_bundle(w: World, edit: Callable[[dict, bytes], tuple[dict, bytes]]) -> dict[str, bytes]:
+def _tampered_bundle(
+    w: World, edit: Callable[[dict, bytes], tuple[dict, bytes]]
+) -> dict[str, bytes]:
     manifest = json.loads((w.bundles[2] / "manifest.json").read_bytes())
     model = (w.bundles[2] / "model.onnx").read_bytes()
     manifest, model = edit(manifest, model)

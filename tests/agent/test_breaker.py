@@ -90,8 +90,8 @@ def test_policy_threshold_override_wins_and_expired_allowlist_entry_no_longer_ap
 
 
 def test_shadow_verdicts_use_their_own_thresholds_and_never_feed_the_breaker() -> None:
-    ev = evaluate("c" * 64, 0.2, policy=_policy(), thresholds=Thresholds(0.5), breaker=BreakerState(),
-                  now=T0, shadow=[ShadowScore(2, 0.99, Thresholds(0.5))])
+    ev = evaluate("c" * 64, 0.2, policy=_policy(), thresholds=Thresholds(0.5),
+                  breaker=BreakerState(), now=T0, shadow=[ShadowScore(2, 0.99, Thresholds(0.5))])
     assert ev.decision.verdict is Verdict.ALLOW
     assert ev.shadow[0].verdict is Verdict.BLOCK
     assert ev.breaker == BreakerState()

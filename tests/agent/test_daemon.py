@@ -129,8 +129,10 @@ def test_block_storm_switches_endpoint_to_detect_only(world: World, tmp_path: Pa
                                             thresholds={"block": 0.0}), now=utc_now())
     assert world.agent.check_in().changed
     t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    verdicts = [world.agent.decide_vector(f"{i:064x}", _vector(), t0 + dt.timedelta(seconds=i)).verdict
-                for i in range(6)]
+    verdicts = [
+        world.agent.decide_vector(f"{i:064x}", _vector(), t0 + dt.timedelta(seconds=i)).verdict
+        for i in range(6)
+    ]
     assert verdicts == [Verdict.BLOCK] * 4 + [Verdict.DETECT] * 2
     assert world.agent.breaker.is_tripped
     world.agent._save()
