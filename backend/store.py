@@ -31,10 +31,11 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
@@ -44,6 +45,9 @@ from agent.telemetry import TelemetryBatch
 from backend import sketch
 from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
 from backend.ingest import AggregateRow, FeatureRow
+
+if TYPE_CHECKING:
+    from backend.labels import LabelChange
 
 __all__ = [
     "EndpointCredentials",
@@ -537,3 +541,178 @@ class Store:
             record = PolicyRecord(document.version, now.astimezone(dt.UTC), actor, action, document)
             self._policy = record
             return record
+
+    # --- golden labels and streaming reads (rescoring, transition analysis) ----------------
+    # Added for `backend.labels`, `backend.rescore` and `backend.transition`; self-contained,
+    # no change to the ingest path above. Streaming reads open their own read connection (WAL
+    # lets readers run beside the writer), so a long scan never holds the store's lock.
+
+    _LABELS_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS labels (
+        id INTEGER PRIMARY KEY, sha256 BLOB NOT NULL, label TEXT NOT NULL,
+        source TEXT NOT NULL, family TEXT NOT NULL DEFAULT '', labelled_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS labels_sha_time ON labels(sha256, labelled_at);
+    """
+
+    def _ensure_labels(self) -> None:
+        if not getattr(self, "_labels_ready", False):
+            with self._lock:
+                self._conn.executescript(self._LABELS_SCHEMA)
+            self._labels_ready = True
+
+    @staticmethod
+    def _label_from_row(row: tuple[object, ...]) -> LabelChange:
+        from backend.labels import LabelChange, LabelSource, LabelValue
+
+        sha, label, source, family, at = row
+        assert isinstance(sha, bytes)
+        return LabelChange(
+            sha.hex(),
+            LabelValue(str(label)),
+            LabelSource(str(source)),
+            dt.datetime.fromisoformat(str(at)),
+            str(family),
+        )
+
+    def append_labels(self, changes: Sequence[LabelChange], *, now: dt.datetime) -> int:
+        """Append label changes (append-only: earlier labels stay readable as of their time)."""
+        self._ensure_labels()
+        rows = [
+            (
+                bytes.fromhex(c.sha256),
+                c.label.value,
+                c.source.value,
+                c.family,
+                _iso(c.labelled_at),
+                _iso(now),
+            )
+            for c in changes
+        ]
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO labels (sha256, label, source, family, labelled_at, "
+                    "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def label_as_of(self, sha256: str, when: dt.datetime) -> LabelChange | None:
+        """The label of `sha256` in force at `when` (latest change at or before it), or None."""
+        self._ensure_labels()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT sha256, label, source, family, labelled_at FROM labels "
+                "WHERE sha256 = ? AND labelled_at <= ? "
+                "ORDER BY labelled_at DESC, id DESC LIMIT 1",
+                (bytes.fromhex(sha256), _iso(when)),
+            ).fetchone()
+        return None if row is None else self._label_from_row(tuple(row))
+
+    def _reader(self) -> tuple[sqlite3.Connection, bool]:
+        """A connection for a long read: a fresh one on a file, the shared one in memory."""
+        if self.path in (":memory:", "") or self.path.startswith("file::memory:"):
+            return self._conn, False
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        return conn, True
+
+    def iter_labels(self, until: dt.datetime | None = None) -> Iterator[LabelChange]:
+        """Every label change (labelled at or before `until`), by sample then time, streamed."""
+        self._ensure_labels()
+        conn, own = self._reader()
+        try:
+            sql = "SELECT sha256, label, source, family, labelled_at FROM labels"
+            args: tuple[object, ...] = ()
+            if until is not None:
+                sql += " WHERE labelled_at <= ?"
+                args = (_iso(until),)
+            cur = conn.execute(sql + " ORDER BY sha256, labelled_at, id", args)
+            while chunk := cur.fetchmany(10_000):
+                for row in chunk:
+                    yield self._label_from_row(tuple(row))
+        finally:
+            if own:
+                conn.close()
+
+    def iter_aggregates(
+        self,
+        *,
+        org_id: str | None = None,
+        shadow: bool | None = None,
+        until_ms: int | None = None,
+        batch_rows: int = 65_536,
+    ) -> Iterator[list[AggregateRow]]:
+        """Aggregate rows in batches of at most `batch_rows`, streamed (bounded memory).
+
+        `until_ms` keeps rows first seen before it; `shadow` filters active/shadow rows.
+        """
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be positive")
+        where: list[str] = []
+        args: list[object] = []
+        if org_id is not None:
+            if org_id not in self._orgs:
+                return
+            where.append("org = ?")
+            args.append(self._orgs[org_id])
+        if shadow is not None:
+            where.append("shadow = ?")
+            args.append(int(shadow))
+        if until_ms is not None:
+            where.append("first_seen_ms < ?")
+            args.append(until_ms)
+        sql = (
+            "SELECT day, org, sha256, model_version, shadow, verdict, count, endpoints, "  # noqa: S608
+            "first_seen_ms, last_seen_ms FROM aggregates"
+            + (" WHERE " + " AND ".join(where) if where else "")
+        )
+        names = self._org_names
+        conn, own = self._reader()
+        try:
+            cur = conn.execute(sql, args)
+            while chunk := cur.fetchmany(batch_rows):
+                yield [
+                    AggregateRow(
+                        r[0],
+                        names[r[1]],
+                        r[2].hex(),
+                        r[3],
+                        bool(r[4]),
+                        Verdict(r[5]),
+                        r[6],
+                        r[7],
+                        r[8],
+                        r[9],
+                    )
+                    for r in chunk
+                ]
+        finally:
+            if own:
+                conn.close()
+
+    def feature_vectors(self, sha256s: Sequence[str], schema: str) -> dict[str, bytes]:
+        """The stored vectors of many samples at once (missing samples are left out)."""
+        out: dict[str, bytes] = {}
+        conn, own = self._reader()
+        try:
+            keys = [bytes.fromhex(s) for s in dict.fromkeys(sha256s)]
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for sha, vec in conn.execute(
+                    "SELECT sha256, vector FROM features "  # noqa: S608 - placeholders only
+                    f"WHERE schema = ? AND sha256 IN ({marks})",
+                    [schema, *part],
+                ):
+                    out[sha.hex()] = bytes(vec)
+        finally:
+            if own:
+                conn.close()
+        return out
