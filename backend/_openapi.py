@@ -264,6 +264,60 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/admin/labels": {
+                "post": {
+                    "operationId": "addLabels",
+                    "security": _ADMIN,
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "required": ["labels"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "labels": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": 10000,
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["sha256", "label"],
+                                        "properties": {
+                                            "sha256": _SHA,
+                                            "label": {
+                                                "type": "string",
+                                                "enum": ["malicious", "benign"],
+                                            },
+                                            "source": {
+                                                "type": "string",
+                                                "enum": ["analyst", "feed", "customer_report"],
+                                            },
+                                            "labelled_at": {
+                                                "type": "string",
+                                                "format": "date-time",
+                                            },
+                                            "family": {"type": "string"},
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    ),
+                    "responses": {
+                        "201": _resp(
+                            "label changes recorded",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "recorded": {"type": "integer"},
+                                    "samples": {"type": "integer"},
+                                    "malicious": {"type": "integer"},
+                                },
+                            },
+                        ),
+                        **_errors(401, 403, 413, 422),
+                    },
+                }
+            },
             "/v1/admin/{list}": {
                 "post": {
                     "operationId": "addListEntry",

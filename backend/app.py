@@ -378,6 +378,30 @@ class _Routes:
         )
 
 
+# --- golden labels (analyst route; the pure part is `backend.labels`) -----------------------
+
+
+class _LabelsBody(_Strict):
+    labels: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+async def _post_labels(request: Request) -> Response:
+    from backend.labels import import_labels, parse_label_record
+
+    routes: _Routes = request.app.state.routes
+    body = await routes._admin_body(request, _LabelsBody)
+    now = routes.clock()
+    changes = [
+        parse_label_record(item, default_time=now, where=f"labels.{i}")
+        for i, item in enumerate(body.labels)
+    ]
+    result = await run_in_threadpool(import_labels, routes.store, changes, now=now)
+    return JSONResponse(
+        {"recorded": result.recorded, "samples": result.samples, "malicious": result.malicious},
+        status_code=201,
+    )
+
+
 class _Static:
     """Static files from `directory`, or 404 while the directory does not exist yet."""
 
@@ -459,6 +483,7 @@ def create_app(
         Route("/v1/admin/model", r.assign_model, methods=["PUT"]),
         Route("/v1/admin/policy", r.get_policy, methods=["GET"]),
         Route("/v1/admin/aggregates", r.get_aggregates, methods=["GET"]),
+        Route("/v1/admin/labels", _post_labels, methods=["POST"]),
         Route("/v1/admin/{list}", r.add_entry, methods=["POST"]),
         Route("/v1/admin/{list}/{sha256}", r.remove_entry, methods=["DELETE"]),
     ]
@@ -472,6 +497,7 @@ def create_app(
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.store = store
     app.state.metrics = metrics
+    app.state.routes = r
     return app
 
 
