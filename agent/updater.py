@@ -40,8 +40,8 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 from tuf.ngclient import Updater as TUFUpdater  # type: ignore[attr-defined]
@@ -60,6 +60,9 @@ from agent.errors import (
 )
 from agent.model import load_bundle
 from agent.policy import POLICY_TARGET, PolicyDocumentModel, parse_policy, resolve_policy
+
+if TYPE_CHECKING:  # httpx is imported when a fetcher is built: importing it loads its CLI
+    import httpx  # (rich, pygments) whenever those happen to be installed
 
 __all__ = [
     "HTTPXFetcher",
@@ -126,9 +129,13 @@ class HTTPXFetcher(FetcherInterface):
     """python-tuf's fetcher interface over an injected `httpx.Client`."""
 
     def __init__(self, client: httpx.Client | None = None, *, timeout_s: float = 10.0) -> None:
+        import httpx
+
         self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        import httpx
+
         try:
             response = self._client.send(self._client.build_request("GET", url), stream=True)
         except httpx.HTTPError as exc:
@@ -141,6 +148,8 @@ class HTTPXFetcher(FetcherInterface):
 
     @staticmethod
     def _chunks(response: httpx.Response, url: str) -> Iterator[bytes]:
+        import httpx
+
         try:
             yield from response.iter_bytes(64 << 10)
         except httpx.HTTPError as exc:
