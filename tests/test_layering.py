@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# rich is not listed: httpx imports it for its own CLI whenever it is installed.
 HEAVY = [
+    "pyspark",
     "sklearn",
     "skl2onnx",
     "simpy",
@@ -22,7 +24,6 @@ HEAVY = [
     "model_store",
     "backend",
     "fleet_sim",
-    "rich",
     "matplotlib",
     "scipy",
     "pandas",
