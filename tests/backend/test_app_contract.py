@@ -170,6 +170,7 @@ def test_openapi_document_lists_every_route(live_server: LiveServer) -> None:
         "/v1/admin/{list}/{sha256}",
         "/v1/admin/policy",
         "/v1/admin/aggregates",
+        "/v1/admin/labels",
     }
 
 
