@@ -16,27 +16,20 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
-import httpx
 
 from agent._clock import utc_now
-from agent.daemon import Agent, AgentConfig, Notice, read_status
 from agent.decision import DecisionContext, Mode
 from agent.errors import AgentError, StateError
 from agent.model import load_bundle
 from agent.policy import active_sha256s, read_list_file
 from agent.scan import FileStatus, Scanner, ScanSummary
-from agent.telemetry import (
-    Spool,
-    TelemetryPipe,
-    TelemetrySender,
-    enroll,
-    load_credentials,
-    save_credentials,
-)
-from agent.updater import UpdateClient, fetch_trust_anchor
+
+if TYPE_CHECKING:  # `scan` stays light: the daemon's network stack loads only for run/status
+    from agent.daemon import Notice
+    from agent.telemetry import TelemetryPipe
 
 __all__ = ["main"]
 
@@ -49,18 +42,34 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--bundle", "bundle_dir", required=True,
-              type=click.Path(exists=True, file_okay=False),
-              help="Model bundle directory (model.onnx + manifest.json).")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Model bundle directory (model.onnx + manifest.json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
-@click.option("--allowlist", type=click.Path(exists=True, dir_okay=False),
-              help="File of sha256 entries to allow (one per line, or JSON entries).")
-@click.option("--blocklist", type=click.Path(exists=True, dir_okay=False),
-              help="File of sha256 entries to block, same format as --allowlist.")
-@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.ENFORCE.value,
-              show_default=True, help="enforce, detect_only (alert, never block) or off.")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Print every file, not only findings and errors.")
+@click.option(
+    "--allowlist",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File of sha256 entries to allow (one per line, or JSON entries).",
+)
+@click.option(
+    "--blocklist",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File of sha256 entries to block, same format as --allowlist.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in Mode]),
+    default=Mode.ENFORCE.value,
+    show_default=True,
+    help="enforce, detect_only (alert, never block) or off.",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Print every file, not only findings and errors."
+)
 def scan(
     paths: tuple[str, ...],
     bundle_dir: str,
@@ -119,22 +128,48 @@ def scan(
 
 
 @main.command()
-@click.option("--repo-url", required=True,
-              help="Update repository: URL/metadata/ and URL/targets/.")
+@click.option(
+    "--repo-url", required=True, help="Update repository: URL/metadata/ and URL/targets/."
+)
 @click.option("--org", default=None, help="Organization whose signed policy applies.")
-@click.option("--backend", "backend_url", default=None,
-              help="Backend URL: enroll once, then send telemetry (org from enrollment).")
+@click.option(
+    "--backend",
+    "backend_url",
+    default=None,
+    help="Backend URL: enroll once, then send telemetry (org from enrollment).",
+)
 @click.option("--enroll-token", default=None, help="The org's enroll token (first --backend run).")
-@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The agent's state directory (installed bundles, policy, TUF cache).")
-@click.option("--root", "root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Trusted root.json shipped with the agent (needed on first run).")
-@click.option("--trust-on-first-use", is_flag=True,
-              help="Without --root, trust the repository's 1.root.json on first run (weaker).")
-@click.option("--interval", default=300.0, show_default=True, type=click.FloatRange(min=0.05),
-              help="Seconds between check-ins (+-10% jitter).")
-@click.option("--watch", "watch", multiple=True, type=click.Path(exists=True, path_type=str),
-              help="Folder to scan each cycle (new or changed files, or all after a change).")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's state directory (installed bundles, policy, TUF cache).",
+)
+@click.option(
+    "--root",
+    "root_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Trusted root.json shipped with the agent (needed on first run).",
+)
+@click.option(
+    "--trust-on-first-use",
+    is_flag=True,
+    help="Without --root, trust the repository's 1.root.json on first run (weaker).",
+)
+@click.option(
+    "--interval",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between check-ins (+-10% jitter).",
+)
+@click.option(
+    "--watch",
+    "watch",
+    multiple=True,
+    type=click.Path(exists=True, path_type=str),
+    help="Folder to scan each cycle (new or changed files, or all after a change).",
+)
 @click.option("--once", is_flag=True, help="One check-in and one scan, then exit (tests, cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per decision.")
 def run(
@@ -157,6 +192,9 @@ def run(
     Example: fleetward-agent run --repo-url http://updates.local:8080 --org acme
     --state-dir /var/lib/fleetward --root /etc/fleetward/root.json --watch /srv/incoming
     """
+    from agent.daemon import Agent, AgentConfig
+    from agent.updater import UpdateClient, fetch_trust_anchor
+
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = open(state_dir / ".lock", "a+b")  # noqa: SIM115 - held for the process lifetime
     try:
@@ -173,9 +211,15 @@ def run(
         if org is None:
             raise click.UsageError("give --org, or --backend (the org then comes from enrollment)")
         updater = UpdateClient(state_dir, repo_url, org=org, trust_anchor=anchor)
-        agent = Agent(state_dir, org=org, clock=utc_now, updater=updater,
-                      on_event=pipe.record if pipe else None,
-                      on_notice=_print_notice, config=AgentConfig(interval_s=interval))
+        agent = Agent(
+            state_dir,
+            org=org,
+            clock=utc_now,
+            updater=updater,
+            on_event=pipe.record if pipe else None,
+            on_notice=_print_notice,
+            config=AgentConfig(interval_s=interval),
+        )
         agent.start()
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -200,8 +244,10 @@ def run(
                 if as_json:
                     out.write(json.dumps(res.to_dict()) + "\n")
                 elif res.decision is not None and res.decision.verdict.is_alert:
-                    out.write(f"{res.to_dict()['path']}: {res.decision.verdict.value.upper()} "
-                              f"({res.decision.reason.value})\n")
+                    out.write(
+                        f"{res.to_dict()['path']}: {res.decision.verdict.value.upper()} "
+                        f"({res.decision.reason.value})\n"
+                    )
             out.flush()
         if pipe is not None:
             try:
@@ -218,6 +264,17 @@ def run(
 
 def _telemetry_pipe(state_dir: Path, backend_url: str, enroll_token: str | None) -> TelemetryPipe:
     """Enroll once (credentials saved in the state dir), then a spool and sender for telemetry."""
+    import httpx
+
+    from agent.telemetry import (
+        Spool,
+        TelemetryPipe,
+        TelemetrySender,
+        enroll,
+        load_credentials,
+        save_credentials,
+    )
+
     client = httpx.Client(timeout=10)
     creds = load_credentials(state_dir)
     if creds is None:
@@ -242,14 +299,20 @@ def _print_notice(notice: Notice) -> None:
 
 
 @main.command()
-@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The agent's state directory.")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's state directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 def status(state_dir: Path, as_json: bool) -> None:
     """Show the active and last-known-good model, the policy and mode, and update health.
 
     Example: fleetward-agent status --state-dir /var/lib/fleetward --json
     """
+    from agent.daemon import read_status
+
     try:
         info = read_status(state_dir, utc_now())
     except StateError as exc:
