@@ -8,6 +8,7 @@ active at its `now`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -27,7 +28,11 @@ __all__ = [
     "ListEntry",
     "OrgPolicyModel",
     "PolicyDocumentModel",
+    "RolloutAssignment",
+    "RolloutModel",
     "active_sha256s",
+    "assigned_version",
+    "in_canary",
     "parse_policy",
     "read_list_file",
     "resolve_policy",
@@ -83,7 +88,9 @@ def read_list_file(path: str | os.PathLike[str]) -> tuple[ListEntry, ...]:
             continue
         sha, _, reason = line.partition(" ")
         try:
-            entries.append(ListEntry(sha256=sha.lower(), reason=reason.strip(), author="local-file"))
+            entries.append(
+                ListEntry(sha256=sha.lower(), reason=reason.strip(), author="local-file")
+            )
         except ValueError as exc:
             raise PolicyError(f"{p}:{lineno}: {exc}") from exc
     return tuple(entries)
@@ -97,8 +104,12 @@ def _from_json(text: str, p: Path) -> tuple[ListEntry, ...]:
                 sha256=str(item["sha256"]).lower(),
                 reason=str(item.get("reason", "")),
                 author=str(item.get("author", "")),
-                created_at=dt.datetime.fromisoformat(item["created_at"]) if "created_at" in item else _EPOCH,
-                expires_at=dt.datetime.fromisoformat(item["expires_at"]) if item.get("expires_at") else None,
+                created_at=dt.datetime.fromisoformat(item["created_at"])
+                if "created_at" in item
+                else _EPOCH,
+                expires_at=dt.datetime.fromisoformat(item["expires_at"])
+                if item.get("expires_at")
+                else None,
             )
             for item in items
         )
@@ -148,6 +159,21 @@ class _Breaker(BaseModel):
     window_min: float = Field(default=DEFAULT_BREAKER_WINDOW_MIN, gt=0)
 
 
+class RolloutModel(BaseModel):
+    """A staged rollout in signed policy: `percent` of endpoints (by hash) run `to_version`.
+
+    The rest run `from_version` (or, when unset, the org's `model_version`): the control group.
+    Optional everywhere, so policies written before rollouts existed stay valid.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to_version: int = Field(ge=1)
+    from_version: int | None = Field(default=None, ge=1)
+    percent: float = Field(ge=0.0, le=100.0)
+    salt: str = Field(min_length=1, max_length=128)
+
+
 class OrgPolicyModel(BaseModel):
     """One organization's settings; unset fields fall back to the fleet-wide default."""
 
@@ -160,6 +186,7 @@ class OrgPolicyModel(BaseModel):
     blocklist: list[_Entry] = Field(default_factory=list)
     thresholds: _Thresholds = Field(default_factory=_Thresholds)
     breaker: _Breaker | None = None
+    rollout: RolloutModel | None = None
 
 
 class PolicyDocumentModel(BaseModel):
@@ -183,6 +210,16 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutAssignment:
+    """The resolved rollout: endpoints in the canary cohort run `to_version`."""
+
+    to_version: int
+    from_version: int | None
+    percent: float
+    salt: str
+
+
+@dataclass(frozen=True, slots=True)
 class EffectivePolicy:
     """What one organization's endpoints obey, after default and org settings are merged."""
 
@@ -195,6 +232,7 @@ class EffectivePolicy:
     block_threshold: float | None
     detect_threshold: float | None
     breaker: BreakerConfig
+    rollout: RolloutAssignment | None = None
 
 
 def _entries(items: list[_Entry]) -> tuple[ListEntry, ...]:
@@ -212,7 +250,9 @@ def parse_policy(raw: bytes) -> PolicyDocumentModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise PolicyError(f"invalid policy: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+        raise PolicyError(
+            f"invalid policy: {where}: {first['msg']} ({exc.error_count()} error(s))"
+        ) from exc
 
 
 def resolve_policy(doc: PolicyDocumentModel, org: str) -> EffectivePolicy:
@@ -220,6 +260,7 @@ def resolve_policy(doc: PolicyDocumentModel, org: str) -> EffectivePolicy:
     base = doc.default
     over = doc.orgs.get(org, OrgPolicyModel())
     breaker = over.breaker or base.breaker
+    ro = over.rollout or base.rollout
     return EffectivePolicy(
         policy_version=doc.version,
         mode=over.mode or base.mode or Mode.ENFORCE,
@@ -227,7 +268,44 @@ def resolve_policy(doc: PolicyDocumentModel, org: str) -> EffectivePolicy:
         shadow_model_version=over.shadow_model_version or base.shadow_model_version,
         allowlist=_entries(base.allowlist) + _entries(over.allowlist),
         blocklist=_entries(base.blocklist) + _entries(over.blocklist),
-        block_threshold=over.thresholds.block if over.thresholds.block is not None else base.thresholds.block,
-        detect_threshold=over.thresholds.detect if over.thresholds.detect is not None else base.thresholds.detect,
-        breaker=BreakerConfig(breaker.enabled, breaker.max_blocks, breaker.window_min) if breaker else BreakerConfig(),
+        block_threshold=over.thresholds.block
+        if over.thresholds.block is not None
+        else base.thresholds.block,
+        detect_threshold=over.thresholds.detect
+        if over.thresholds.detect is not None
+        else base.thresholds.detect,
+        breaker=BreakerConfig(breaker.enabled, breaker.max_blocks, breaker.window_min)
+        if breaker
+        else BreakerConfig(),
+        rollout=RolloutAssignment(ro.to_version, ro.from_version, ro.percent, ro.salt)
+        if ro
+        else None,
     )
+
+
+def in_canary(salt: str, endpoint_id: str, percent: float) -> bool:
+    """True when `endpoint_id` falls in the first `percent` % of the hash space for `salt`.
+
+    sha256(salt ":" endpoint_id), first 8 bytes big-endian, mod 10000, below percent x 100:
+    stable across processes and machines, and nested (an endpoint in the 5 % cohort is in the
+    25 % cohort of the same salt), so raising the percentage only ever adds endpoints.
+    """
+    digest = hashlib.sha256(f"{salt}:{endpoint_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000 < round(percent * 100)
+
+
+def assigned_version(policy: EffectivePolicy | None, endpoint_id: str | None) -> int | None:
+    """The model version this endpoint must run under `policy` (the one place that decides).
+
+    Without a rollout (or without an endpoint id) it is the policy's `model_version`; with one,
+    canary endpoints get `to_version` and the rest `from_version` (default: `model_version`).
+    """
+    if policy is None:
+        return None
+    ro = policy.rollout
+    if ro is None:
+        return policy.model_version
+    control = ro.from_version if ro.from_version is not None else policy.model_version
+    if endpoint_id and in_canary(ro.salt, endpoint_id, ro.percent):
+        return ro.to_version
+    return control

@@ -59,7 +59,13 @@ from agent.errors import (
     UpdateRejectedError,
 )
 from agent.model import load_bundle
-from agent.policy import POLICY_TARGET, PolicyDocumentModel, parse_policy, resolve_policy
+from agent.policy import (
+    POLICY_TARGET,
+    PolicyDocumentModel,
+    assigned_version,
+    parse_policy,
+    resolve_policy,
+)
 
 if TYPE_CHECKING:  # httpx is imported when a fetcher is built: importing it loads its CLI
     import httpx  # (rich, pygments) whenever those happen to be installed
@@ -142,8 +148,9 @@ class HTTPXFetcher(FetcherInterface):
             raise tuf_errors.DownloadError(f"cannot fetch {url}: {exc}") from exc
         if response.status_code != 200:
             response.close()
-            raise tuf_errors.DownloadHTTPError(f"GET {url}: HTTP {response.status_code}",
-                                               response.status_code)
+            raise tuf_errors.DownloadHTTPError(
+                f"GET {url}: HTTP {response.status_code}", response.status_code
+            )
         return self._chunks(response, url)
 
     @staticmethod
@@ -216,6 +223,7 @@ class UpdateClient:
         repo_url: str,
         *,
         org: str,
+        endpoint_id: str | None = None,
         trust_anchor: bytes | None = None,
         fetcher: FetcherInterface | None = None,
         config: UpdateConfig | None = None,
@@ -223,6 +231,7 @@ class UpdateClient:
         self.state = StateDir(state_dir)
         self.repo_url = repo_url.rstrip("/")
         self.org = org
+        self.endpoint_id = endpoint_id
         self.config = config or UpdateConfig()
         self._anchor = trust_anchor
         self._fetcher = fetcher or HTTPXFetcher(timeout_s=self.config.timeout_s)
@@ -286,7 +295,7 @@ class UpdateClient:
             rejections.append(self._refusal(exc, POLICY_TARGET))
 
         effective = resolve_policy(doc, self.org) if doc is not None else None
-        wanted = effective.model_version if effective else None
+        wanted = assigned_version(effective, self.endpoint_id)
         if wanted is not None and (record.active is None or record.active.version != wanted):
             try:
                 record = record.with_active(self._obtain_bundle(tuf, wanted, record))
