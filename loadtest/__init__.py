@@ -1,0 +1,31 @@
+"""Load tests of the backend with locust (the `[load]` extra), run in a subprocess.
+
+This package never imports locust itself: `loadtest/locustfile.py` is handed to a
+`locust -f` subprocess, because importing locust monkey-patches the standard library.
+"""
+
+from __future__ import annotations
+
+from loadtest.run import (
+    AckRecord,
+    Counted,
+    LoadtestConfig,
+    LoadtestError,
+    LoadtestResult,
+    Sample,
+    check_consistency,
+    read_acks,
+    run_loadtest,
+)
+
+__all__ = [
+    "AckRecord",
+    "Counted",
+    "LoadtestConfig",
+    "LoadtestError",
+    "LoadtestResult",
+    "Sample",
+    "check_consistency",
+    "read_acks",
+    "run_loadtest",
+]
