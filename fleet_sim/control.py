@@ -1,0 +1,329 @@
+"""What both simulation modes share: models in play, decision tables, operator actions, records.
+
+- `ModelRegistry`: each declared model version's real scores (from `fleet_sim.scoring`), its
+  thresholds, whether it is signed, its field behaviour (score bias, self-test failure share).
+- `DecisionTables`: for the cohort mode, the verdict of every catalog sample under one
+  (model version, `DecisionContext`), computed by calling `agent.decision.decide` once per
+  (sample, context) and then broadcast to every encounter with that pair, so a cohort verdict
+  is by construction the verdict `agent.engine.evaluate` gives for the same inputs. Beside it,
+  the verdict the baseline model would give under the same policy, for counting *new* alerts.
+- `RolloutHook` and `StagedRollout`: the clean hook a rollout controller plugs into (issue 8):
+  the fleet asks it which version a cohort should run (`assignment`) and calls `tick` every
+  simulated hour with a read-only view of the records, so a controller can halt or advance.
+- `Recorder`: per (day, org) counts, adoption samples, kill-switch first-seen times, counters.
+- `Fleet`: applies the scenario's operator actions at their times through the backend link.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.bundle import Thresholds
+from agent.decision import DecisionContext, Mode, Verdict, decide
+from agent.engine import context_for
+from agent.policy import EffectivePolicy
+from fleet_sim._clock import DAY_S, SimClock
+from fleet_sim.backend_link import VERDICTS, InProcessLink
+from fleet_sim.scenario import (
+    Action,
+    AllowlistAdd,
+    BackendOutage,
+    KillSwitch,
+    PublishModel,
+    Revoke,
+    ScenarioError,
+    StartRollout,
+)
+from fleet_sim.world import World
+
+__all__ = [
+    "ALERT_CODES",
+    "Assignment",
+    "DecisionTables",
+    "Fleet",
+    "FleetModel",
+    "ModelRegistry",
+    "Recorder",
+    "RolloutHook",
+    "StagedRollout",
+    "verdict_code",
+]
+
+ALERT_CODES = np.asarray([v.is_alert for v in VERDICTS], dtype=bool)
+BLOCK_CODE = VERDICTS.index(Verdict.BLOCK)
+_CODE = {v: i for i, v in enumerate(VERDICTS)}
+
+
+def verdict_code(v: Verdict) -> int:
+    """The small integer the simulator stores for a verdict."""
+    return _CODE[v]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetModel:
+    """One model version as the fleet meets it."""
+
+    version: int
+    scores: npt.NDArray[np.float32]
+    thresholds: Thresholds
+    signed: bool
+    self_test_fail_share: float
+    bundle_dir: str
+
+    def self_test_fails(self, ep: int) -> bool:
+        """Deterministic per endpoint: the canary self-test fails on this share of endpoints."""
+        return ((ep * 2654435761) % 10_000) / 10_000.0 < self.self_test_fail_share
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRegistry:
+    """The model versions a scenario declares."""
+
+    models: dict[int, FleetModel]
+    baseline: int
+
+    def __getitem__(self, version: int) -> FleetModel:
+        return self.models[version]
+
+
+@dataclass
+class DecisionTables:
+    """Verdict codes per (model version, decision context) over the whole catalog."""
+
+    sha256: tuple[str, ...]
+    label: npt.NDArray[np.int8]
+    registry: ModelRegistry
+    verdict: list[npt.NDArray[np.int8]] = field(default_factory=list)
+    new_alert: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+    tripped_twin: list[int] = field(default_factory=list)
+    _index: dict[tuple[int, DecisionContext], int] = field(default_factory=dict)
+
+    def _codes(self, scores: npt.NDArray[np.float32], ctx: DecisionContext) -> npt.NDArray[np.int8]:
+        return np.fromiter(
+            (
+                _CODE[decide(sha, float(s), ctx).verdict]
+                for sha, s in zip(self.sha256, scores.tolist(), strict=True)
+            ),
+            dtype=np.int8,
+            count=len(self.sha256),
+        )
+
+    def index(self, model: int, policy: EffectivePolicy | None, now: dt.datetime) -> int:
+        """The table of `model` under `policy` (untripped); its tripped twin is registered too."""
+        idx = self._get(model, policy, now, False)
+        if self.tripped_twin[idx] < 0:
+            self.tripped_twin[idx] = self._get(model, policy, now, True)
+        return idx
+
+    def _get(
+        self, model: int, policy: EffectivePolicy | None, now: dt.datetime, tripped: bool
+    ) -> int:
+        m = self.registry[model]
+        ctx = context_for(policy, m.thresholds, now, breaker_tripped=tripped)
+        key = (model, ctx)
+        idx = self._index.get(key)
+        if idx is not None:
+            return idx
+        codes = self._codes(m.scores, ctx)
+        base = self.registry[self.registry.baseline]
+        bctx = context_for(policy, base.thresholds, now, breaker_tripped=tripped)
+        base_codes = codes if model == base.version else self._codes(base.scores, bctx)
+        new = ALERT_CODES[codes] & ~ALERT_CODES[base_codes]
+        idx = len(self.verdict)
+        self.verdict.append(codes)
+        self.new_alert.append(new)
+        self.tripped_twin.append(idx if tripped else -1)
+        self._index[key] = idx
+        return idx
+
+    def stacked(self) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.bool_]]:
+        """All tables as 2-D arrays (table, sample)."""
+        return np.stack(self.verdict), np.stack(self.new_alert)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Endpoints of `orgs` (None: all) whose cohort bucket is below `percent` run `version`."""
+
+    version: int
+    percent: float
+    orgs: frozenset[int] | None = None
+
+
+class RolloutHook(Protocol):
+    """What a rollout controller gives the simulated fleet (issue 8 plugs in here)."""
+
+    def assignment(self, t: float) -> Assignment | None:
+        """The staged assignment in force at simulated second `t` (None: policy decides)."""
+        ...
+
+    def tick(self, t: float, recorder: Recorder) -> None:
+        """Called every simulated hour with the records so far; may halt or advance."""
+        ...
+
+
+@dataclass
+class StagedRollout:
+    """Stages by time, no statistical gate (the controller of issue 8 replaces `tick`)."""
+
+    version: int
+    stages: tuple[float, ...]
+    stage_s: float
+    start_s: float
+    orgs: frozenset[int] | None = None
+    halted_at: float | None = None
+
+    def assignment(self, t: float) -> Assignment | None:
+        """The stage percentage reached at `t` (frozen at the halt)."""
+        if t < self.start_s:
+            return None
+        when = t if self.halted_at is None else min(t, self.halted_at)
+        k = min(int((when - self.start_s) // self.stage_s), len(self.stages) - 1)
+        return Assignment(self.version, self.stages[k], self.orgs)
+
+    def tick(self, t: float, recorder: Recorder) -> None:
+        """No gate here."""
+
+
+@dataclass
+class Recorder:
+    """Everything a run measures, in arrays (day, org) plus counters and samples."""
+
+    n_days: int
+    n_orgs: int
+    n_endpoints: int
+    enc: npt.NDArray[np.int64] = field(init=False)
+    mal_enc: npt.NDArray[np.int64] = field(init=False)
+    alerts: npt.NDArray[np.int64] = field(init=False)
+    fp_alerts: npt.NDArray[np.int64] = field(init=False)
+    new_fp: npt.NDArray[np.int64] = field(init=False)
+    mal_alerts: npt.NDArray[np.int64] = field(init=False)
+    counters: dict[str, int] = field(default_factory=dict)
+    adoption: list[tuple[float, dict[int, int]]] = field(default_factory=list)
+    tracked: dict[int, tuple[float, npt.NDArray[np.float64]]] = field(default_factory=dict)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    kill_switches: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        shape = (self.n_days, self.n_orgs)
+        self.enc = np.zeros(shape, np.int64)
+        self.mal_enc = np.zeros(shape, np.int64)
+        self.alerts = np.zeros(shape, np.int64)
+        self.fp_alerts = np.zeros(shape, np.int64)
+        self.new_fp = np.zeros(shape, np.int64)
+        self.mal_alerts = np.zeros(shape, np.int64)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to counter `name`."""
+        self.counters[name] = self.counters.get(name, 0) + int(n)
+
+    def track(self, policy_version: int, t: float) -> None:
+        """Start timing how fast policy `policy_version` reaches endpoints."""
+        self.tracked[policy_version] = (t, np.full(self.n_endpoints, np.inf))
+
+
+@dataclass
+class Fleet:
+    """World, backend link, models, tables, rollout hook and records of one arm's run."""
+
+    world: World
+    link: InProcessLink
+    registry: ModelRegistry
+    clock: SimClock
+    recorder: Recorder
+    tables: DecisionTables
+    rollout: RolloutHook | None = None
+    predictor: Callable[[int, int, dt.datetime], list[str]] | None = None
+    revoked: set[int] = field(default_factory=set)
+    _ctx_cache: dict[tuple[int, int, int], int] = field(default_factory=dict)
+
+    def table(self, policy_version: int, org: int, model: int, t: float) -> int:
+        """Decision table index for an endpoint of `org` on `model` under `policy_version`."""
+        key = (policy_version, org, model)
+        idx = self._ctx_cache.get(key)
+        if idx is None:
+            eff = self.link.effective(policy_version, org) if policy_version > 0 else None
+            idx = self._ctx_cache[key] = self.tables.index(model, eff, self.clock.at(t))
+        return idx
+
+    def policy_model(self, policy_version: int, org: int) -> int | None:
+        """The model the policy assigns to `org` (None: keep what runs)."""
+        return self.link.effective(policy_version, org).model_version
+
+    def mode_of(self, policy_version: int, org: int) -> Mode:
+        """The policy's mode for `org`."""
+        return self.link.effective(policy_version, org).mode
+
+    def apply(self, action: Action, t: float) -> None:
+        """Carry out one operator action at simulated second `t`.
+
+        Raises:
+            ScenarioError: the action cannot be carried out (e.g. no transition predictor).
+        """
+        now = self.clock.at(t)
+        rec = self.recorder
+        if isinstance(action, PublishModel):
+            v = self.link.assign_model(action.version, action.org, now)
+            rec.events.append((t, f"publish model v{action.version} ({action.org or 'fleet'})"))
+            rec.track(v, t)
+        elif isinstance(action, KillSwitch):
+            v = self.link.set_mode(Mode(action.mode), action.org, now)
+            rec.events.append((t, f"mode {action.mode} ({action.org or 'fleet'})"))
+            rec.track(v, t)
+            rec.kill_switches.append(v)
+        elif isinstance(action, AllowlistAdd):
+            if action.source == "transition":
+                if self.predictor is None:
+                    raise ScenarioError("allowlist_add source=transition needs the predictor")
+                shas = self.predictor(action.old, action.new, now)
+                reason = f"transition v{action.old}->v{action.new}"
+            else:
+                shas, reason = list(action.sha256), "scenario"
+            v = self.link.add_allowlist(shas, action.org, now, reason)
+            rec.events.append((t, f"allowlist +{len(shas)} ({action.org or 'fleet'})"))
+            rec.count("allowlist_entries", len(shas))
+            rec.track(v, t)
+        elif isinstance(action, StartRollout):
+            orgs = None
+            if action.org is not None:
+                orgs = frozenset({self.world.org_names.index(action.org)})
+            self.rollout = StagedRollout(
+                action.version, action.stages, action.stage_hours * 3600.0, t, orgs
+            )
+            rec.events.append((t, f"rollout v{action.version} stages {list(action.stages)}"))
+        elif isinstance(action, Revoke):
+            self.revoked.add(action.version)
+            v = self.link.assign_model(action.fallback, None, now)
+            rec.events.append((t, f"revoke v{action.version} -> v{action.fallback}"))
+            rec.track(v, t)
+        elif isinstance(action, BackendOutage):
+            self.link.outages.append((t, action.until_s))
+            rec.events.append((t, f"backend outage until +{action.until_s / 3600:.1f} h"))
+
+    def target_model(self, policy_version: int, org: int, bucket: float, t: float) -> int | None:
+        """The version this endpoint should run: the rollout cohort's, else the policy's."""
+        a = self.rollout.assignment(t) if self.rollout is not None else None
+        if (
+            a is not None
+            and a.version not in self.revoked
+            and (a.orgs is None or org in a.orgs)
+            and bucket < a.percent
+        ):
+            return a.version
+        return self.policy_model(policy_version, org)
+
+    def day_of(self, t: float) -> int:
+        """The simulated day index of second `t` (clamped to the record)."""
+        return min(int(t // DAY_S), self.recorder.n_days - 1)
+
+
+def n_days(days: float) -> int:
+    """Whole days recorded for a run of `days` (partial last day included)."""
+    return max(1, math.ceil(days - 1e-9))

@@ -1,0 +1,190 @@
+"""The checks a scenario states about its run, evaluated on the records of each arm.
+
+Each outcome yields an `OutcomeResult` with the measured value, the bound and a pass flag; the
+CLI exits 1 naming every failed outcome. Derived measures used here and in the report
+(kill-switch reach, alerts per org-day, adoption, detection) are plain functions of a
+`control.Recorder` and the `world.World`, so tests can call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fleet_sim._clock import DAY_S
+from fleet_sim.control import Recorder
+from fleet_sim.scenario import (
+    Adoption,
+    AlertsPerOrgDay,
+    ArmRatio,
+    Counter,
+    Detection,
+    KillSwitchReach,
+    Outcome,
+)
+from fleet_sim.world import QUARTER_S, World
+
+__all__ = [
+    "ArmRun",
+    "OutcomeResult",
+    "adoption_at",
+    "check_outcomes",
+    "counters",
+    "kill_switch_delays",
+    "org_day_rate",
+    "reach",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmRun:
+    """What one arm's run left behind for the checks."""
+
+    name: str
+    world: World
+    recorder: Recorder
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeResult:
+    """One checked outcome."""
+
+    name: str
+    arm: str
+    check: str
+    value: float
+    bound: str
+    passed: bool
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {
+            "name": self.name,
+            "arm": self.arm,
+            "check": self.check,
+            "value": self.value,
+            "bound": self.bound,
+            "passed": self.passed,
+        }
+
+
+def counters(rec: Recorder) -> dict[str, int]:
+    """The run's counters plus `events_lost` (generated but neither delivered, dropped-and-
+    counted, nor still spooled at the end: must be 0)."""
+    c = dict(rec.counters)
+    for k in ("events_generated", "events_delivered", "events_dropped", "events_pending_at_end"):
+        c.setdefault(k, 0)
+    c["events_lost"] = (
+        c["events_generated"]
+        - c["events_delivered"]
+        - c["events_dropped"]
+        - c["events_pending_at_end"]
+    )
+    return c
+
+
+def _days(rec: Recorder, a: float, b: float | None) -> slice:
+    hi = rec.n_days if b is None else min(rec.n_days, int(np.ceil(b)))
+    return slice(int(a), max(int(a), hi))
+
+
+def _orgs(world: World, which: str) -> npt.NDArray[np.bool_]:
+    if which == "protector":
+        return world.org_protector.copy()
+    if which == "others":
+        return ~world.org_protector
+    return np.ones(world.n_orgs, bool)
+
+
+def org_day_rate(
+    rec: Recorder, table: npt.NDArray[np.int64], from_day: float, to_day: float | None
+) -> npt.NDArray[np.float64]:
+    """Per org: mean per day of `table` (day, org) over [from_day, to_day)."""
+    sl = _days(rec, from_day, to_day)
+    n = max(1, sl.stop - sl.start)
+    return np.asarray(table[sl].sum(axis=0) / n, np.float64)
+
+
+def kill_switch_delays(
+    rec: Recorder, world: World, index: int, within_s: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Delays (s) until each endpoint obeyed kill switch `index`, and who was online throughout
+    [t, t + within_s] (the endpoints that could obey in time)."""
+    version = rec.kill_switches[index]
+    t, seen = rec.tracked[version]
+    eligible = np.ones(world.n_endpoints, bool)
+    q = np.floor(t / QUARTER_S) * QUARTER_S
+    while q < t + within_s:
+        eligible &= world.online(q)
+        q += QUARTER_S
+    return seen - t, eligible
+
+
+def reach(rec: Recorder, world: World, index: int, within_s: float) -> float:
+    """Share of the eligible endpoints that obeyed kill switch `index` within `within_s`."""
+    delay, eligible = kill_switch_delays(rec, world, index, within_s)
+    if not eligible.any():
+        return 1.0
+    return float(np.mean(delay[eligible] <= within_s))
+
+
+def adoption_at(rec: Recorder, version: int, t: float) -> float:
+    """Share of all endpoints running `version` at the last sample at or before `t`."""
+    best = None
+    for when, counts in rec.adoption:
+        if when <= t + 1e-6:
+            best = counts
+    if best is None:
+        return 0.0
+    return best.get(version, 0) / max(1, sum(best.values()))
+
+
+def _bounded(value: float, lo: float | None, hi: float | None) -> tuple[bool, str]:
+    ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+    parts = ([f">= {lo:g}"] if lo is not None else []) + ([f"<= {hi:g}"] if hi is not None else [])
+    return ok, " and ".join(parts) or "(report only)"
+
+
+def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
+    run = arms[out.arm]
+    rec, world = run.recorder, run.world
+    if isinstance(out, KillSwitchReach):
+        if out.action >= len(rec.kill_switches):
+            return OutcomeResult(out.name, out.arm, out.check, float("nan"), "no kill switch", False)
+        value = reach(rec, world, out.action, out.within_minutes * 60.0)
+        ok, bound = _bounded(value, out.at_least, None)
+    elif isinstance(out, AlertsPerOrgDay):
+        table = rec.new_fp if out.new_only else (rec.fp_alerts if out.false_positives else rec.alerts)
+        rates = org_day_rate(rec, table, out.from_day, out.to_day)
+        sel = _orgs(world, out.orgs)
+        value = float(rates[sel].mean()) if sel.any() else 0.0
+        ok, bound = _bounded(value, out.at_least, out.at_most)
+    elif isinstance(out, ArmRatio):
+        mine = org_day_rate(rec, rec.new_fp, out.from_day, out.to_day).sum()
+        other_rec = arms[out.versus].recorder
+        theirs = org_day_rate(other_rec, other_rec.new_fp, out.from_day, out.to_day).sum()
+        value = float(mine / theirs) if theirs > 0 else (0.0 if mine == 0 else float("inf"))
+        ok, bound = _bounded(value, None, out.at_most)
+        bound += f" x arm {out.versus}"
+    elif isinstance(out, Adoption):
+        value = adoption_at(rec, out.version, out.day * DAY_S)
+        ok, bound = _bounded(value, out.at_least, out.at_most)
+    elif isinstance(out, Counter):
+        value = float(counters(rec).get(out.counter, 0))
+        ok, bound = _bounded(value, out.at_least, out.at_most)
+    elif isinstance(out, Detection):
+        sl = _days(rec, out.from_day, out.to_day)
+        mal = rec.mal_enc[sl].sum()
+        value = float(rec.mal_alerts[sl].sum() / mal) if mal else 0.0
+        ok, bound = _bounded(value, out.at_least, out.at_most)
+    else:  # pragma: no cover - the discriminated union is closed
+        raise TypeError(type(out).__name__)
+    return OutcomeResult(out.name, out.arm, out.check, value, bound, ok)
+
+
+def check_outcomes(outcomes: tuple[Outcome, ...], arms: Mapping[str, ArmRun]) -> list[OutcomeResult]:
+    """Evaluate every outcome on the arms' records."""
+    return [_one(o, arms) for o in outcomes]

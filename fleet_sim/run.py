@@ -1,0 +1,241 @@
+"""`run_scenario`: the library call behind `fleetward sim run` (and the demo's simulation).
+
+For each arm of the scenario it opens a fresh backend store in the output directory, creates
+the world's orgs, publishes the initial policy, builds the world from the scenario's seed, and
+runs the chosen mode. Every arm uses the same world and the same encounter random stream
+(common random numbers), so arms differ only by their actions. The corpus and the v1/v2
+bundles come from a data directory, built on first use (`ensure_assets`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.store import Store
+from fleet_sim._clock import SimClock, wall_s
+from fleet_sim.backend_link import InProcessLink
+from fleet_sim.control import (
+    DecisionTables,
+    Fleet,
+    FleetModel,
+    ModelRegistry,
+    Recorder,
+    n_days,
+)
+from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
+from fleet_sim.scenario import ScenarioError, ScenarioModel
+from fleet_sim.scoring import score_catalog
+from fleet_sim.world import World, build_world
+from model_store.corpus import Corpus, load_corpus, make_corpus
+from model_store.train import recipe_for_version, train_model
+
+__all__ = ["SimRun", "ensure_assets", "run_scenario"]
+
+Progress = Callable[[str, float, float, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SimRun:
+    """A finished run: per-arm records and stores, and the checked outcomes."""
+
+    scenario: ScenarioModel
+    mode: str
+    arms: dict[str, ArmRun]
+    stores: dict[str, Path]
+    outcomes: list[OutcomeResult]
+    wall_s: float
+    events: int
+    bundles: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every outcome passed."""
+        return all(o.passed for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[OutcomeResult]:
+        """The outcomes that failed."""
+        return [o for o in self.outcomes if not o.passed]
+
+
+def ensure_assets(
+    root: str | Path,
+    *,
+    size: int = 2500,
+    seed: int = 7,
+    now: dt.datetime,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Corpus, dict[str, Path]]:
+    """The corpus and the v1/v2 bundles under `root`, built when missing (reused otherwise)."""
+    base = Path(root)
+    cpath = base / "corpus"
+    if (cpath / "corpus.json").exists():
+        corpus = load_corpus(cpath)
+    else:
+        if progress:
+            progress(f"generating corpus ({size} samples)")
+        corpus = make_corpus(cpath, seed=seed, size=size)
+    bundles: dict[str, Path] = {}
+    for version in (1, 2):
+        out = base / "bundles" / f"v{version}"
+        if not (out / "manifest.json").exists():
+            if progress:
+                progress(f"training v{version}")
+            train_model(corpus, recipe_for_version(version), out, now=now)
+        bundles[f"v{version}"] = out
+    return corpus, bundles
+
+
+def _registry(
+    scenario: ScenarioModel, corpus: Corpus, bundles: Mapping[str, Path], cache: Path
+) -> ModelRegistry:
+    models = {}
+    for b in scenario.models.bundles:
+        path = bundles.get(b.bundle, Path(b.bundle))
+        if not (Path(path) / "manifest.json").exists():
+            raise ScenarioError(f"model v{b.version}: no bundle at {path}")
+        ms = score_catalog(path, corpus.features, cache_dir=cache)
+        scores = np.clip(ms.scores + np.float32(b.score_bias), 0.0, 1.0).astype(np.float32)
+        models[b.version] = FleetModel(
+            b.version, scores, ms.thresholds, b.signed, b.self_test_fail_share, str(path)
+        )
+    return ModelRegistry(models, scenario.baseline_version)
+
+
+def _predictor(
+    store: Store, registry: ModelRegistry
+) -> Callable[[int, int, dt.datetime], list[str]]:
+    def predict(old: int, new: int, now: dt.datetime) -> list[str]:
+        try:
+            mod = importlib.import_module("backend.transition")
+        except ImportError as exc:
+            raise ScenarioError(f"the transition predictor is not available: {exc}") from exc
+        report = mod.predict_transition(
+            store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now
+        )
+        return [e.sha256 for e in report.transition_allowlist]
+
+    return predict
+
+
+def run_arm(
+    scenario: ScenarioModel,
+    arm: str,
+    *,
+    corpus: Corpus,
+    world: World,
+    registry: ModelRegistry,
+    out: Path,
+    mode: str,
+    progress: Progress | None = None,
+) -> tuple[ArmRun, Path, int]:
+    """Run one arm; returns its records, its store path and the encounters simulated."""
+    arm_dir = out / arm
+    if arm_dir.exists():
+        shutil.rmtree(arm_dir)
+    arm_dir.mkdir(parents=True)
+    db = arm_dir / "backend.sqlite"
+    store = Store(db, synchronous="NORMAL")
+    clock = SimClock(scenario.start)
+    try:
+        link = InProcessLink.open(
+            store, world.org_names, corpus.features, world.catalog.sha256, clock.at(0)
+        )
+        link.init_policy(
+            scenario.models.initial,
+            clock.at(0),
+            breaker_max_blocks=world.spec.breaker_max_blocks,
+        )
+        rec = Recorder(n_days(scenario.days), world.n_orgs, world.n_endpoints)
+        fleet = Fleet(
+            world=world,
+            link=link,
+            registry=registry,
+            clock=clock,
+            recorder=rec,
+            tables=DecisionTables(world.catalog.sha256, world.catalog.label, registry),
+            predictor=_predictor(store, registry),
+        )
+        rng = np.random.default_rng([scenario.seed, 1])
+        actions = scenario.actions(arm)
+        total = scenario.days * 86_400.0
+
+        def tick(t: float, events: int) -> None:
+            if progress is not None:
+                progress(arm, t, total, events)
+
+        if mode == "cohort":
+            from fleet_sim.cohort import run_cohort
+
+            eng = run_cohort(fleet, actions, days=scenario.days, rng=rng, progress=tick)
+            events = eng.events_total
+        elif mode == "exact":
+            from fleet_sim.exact import run_exact
+
+            events = run_exact(fleet, actions, days=scenario.days, rng=rng, progress=tick)
+        else:
+            raise ScenarioError(f"unknown mode {mode!r} (cohort or exact)")
+    finally:
+        store.close()
+    return ArmRun(arm, world, rec), db, events
+
+
+def run_scenario(
+    scenario: ScenarioModel,
+    *,
+    corpus: Corpus,
+    bundles: Mapping[str, Path],
+    out: str | Path,
+    mode: str = "cohort",
+    progress: Progress | None = None,
+) -> SimRun:
+    """Run every arm of `scenario` and check its outcomes.
+
+    Raises:
+        ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode).
+    """
+    base = Path(out)
+    base.mkdir(parents=True, exist_ok=True)
+    started = wall_s()
+    registry = _registry(scenario, corpus, bundles, base / ".scores")
+    world = build_world(
+        scenario.world,
+        corpus,
+        seed=scenario.seed,
+        days=scenario.days,
+        campaigns=scenario.campaigns,
+    )
+    arms: dict[str, ArmRun] = {}
+    stores: dict[str, Path] = {}
+    events = 0
+    for arm in scenario.arms:
+        run, db, n = run_arm(
+            scenario,
+            arm.name,
+            corpus=corpus,
+            world=world,
+            registry=registry,
+            out=base,
+            mode=mode,
+            progress=progress,
+        )
+        arms[arm.name], stores[arm.name] = run, db
+        events += n
+    results = check_outcomes(scenario.outcomes, arms)
+    return SimRun(
+        scenario,
+        mode,
+        arms,
+        stores,
+        results,
+        wall_s() - started,
+        events,
+        {v: m.bundle_dir for v, m in registry.models.items()},
+    )

@@ -1,0 +1,391 @@
+"""Scenario files (scenarios/*.toml): a world, a timeline of operator actions, outcomes to check.
+
+A scenario is validated with pydantic when it is loaded, so a typo in a file fails at once with
+the field's path instead of producing a silently different simulation. Times in the timeline
+are offsets from the scenario start, written `"2d"`, `"36h"`, `"1d6h30m"` or a number of days.
+
+Arms: a scenario may run the same seeded world several times with extra actions per arm (for
+example `v1-to-v2-transition` with and without the transition allowlist); outcomes name the
+arm they check. A scenario without arms has one arm called `main`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "Action",
+    "ArmModel",
+    "CampaignModel",
+    "ModelBundleModel",
+    "Outcome",
+    "ScenarioError",
+    "ScenarioModel",
+    "WorldModel",
+    "load_scenario",
+    "parse_offset",
+]
+
+_OFFSET = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?$")
+
+
+class ScenarioError(ValueError):
+    """A scenario file is missing, malformed or inconsistent; the message names the field."""
+
+
+def parse_offset(value: str | float | int) -> float:
+    """Seconds from an offset such as `"2d"`, `"1d6h"`, `"90m"` or a number of days.
+
+    Raises:
+        ValueError: the text is not an offset.
+    """
+    if isinstance(value, int | float):
+        return float(value) * 86_400.0
+    m = _OFFSET.match(value.strip())
+    if not m or not any(m.groups()):
+        raise ValueError(f"not a time offset: {value!r} (use e.g. '2d', '36h', '1d6h30m')")
+    d, h, mins = (float(g) if g else 0.0 for g in m.groups())
+    return d * 86_400.0 + h * 3600.0 + mins * 60.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CampaignModel(_Strict):
+    """A malware campaign: one corpus family hitting a share of the orgs from `start`."""
+
+    name: str
+    family: str = "loader_v2"
+    start: str | float = "1d"
+    duration: str | float = "7d"
+    ramp: str | float = "1d"
+    per_endpoint_per_day: float = Field(default=0.2, ge=0)
+    target_share: float = Field(default=0.3, gt=0, le=1)
+
+    @field_validator("start", "duration", "ramp")
+    @classmethod
+    def _offset(cls, v: str | float) -> str | float:
+        parse_offset(v)
+        return v
+
+
+class WorldModel(_Strict):
+    """The seeded world: orgs, endpoints, behaviour and the sample mix."""
+
+    orgs: int = Field(default=20, ge=1)
+    endpoints: int = Field(default=2000, ge=1)
+    org_size_alpha: float = Field(default=1.1, gt=0)
+    laptop_share: float = Field(default=0.7, ge=0, le=1)
+    workday_hours: tuple[int, int] = (8, 18)
+    checkin_minutes: tuple[float, float] = (10.0, 15.0)
+    scans_per_hour: float = Field(default=1.0, ge=0)
+    offline_spells_per_week: float = Field(default=0.5, ge=0)
+    offline_spell_hours: tuple[float, float] = (2.0, 48.0)
+    zipf_s: float = Field(default=1.1, gt=0)
+    inhouse_share: float = Field(default=0.05, ge=0, le=1)
+    malware_share: float = Field(default=0.0005, ge=0, le=1)
+    label_noise: float = Field(default=0.01, ge=0, le=0.5)
+    drift_per_day: float = Field(default=0.0, ge=0)
+    era2_popularity: float = Field(default=1.0, ge=0, le=1)
+    spool_max_events: int = Field(default=5000, ge=1)
+    breaker_max_blocks: int | None = Field(default=None, ge=1)
+
+
+class ModelBundleModel(_Strict):
+    """A model version the operator can publish: a bundle, and how it behaves in the field."""
+
+    version: int = Field(ge=1)
+    bundle: str = "v1"
+    signed: bool = True
+    score_bias: float = 0.0
+    self_test_fail_share: float = Field(default=0.0, ge=0, le=1)
+
+
+class _ActionBase(_Strict):
+    at: str | float
+
+    @field_validator("at")
+    @classmethod
+    def _offset(cls, v: str | float) -> str | float:
+        parse_offset(v)
+        return v
+
+    @property
+    def at_s(self) -> float:
+        """Seconds after the scenario start."""
+        return parse_offset(self.at)
+
+
+class PublishModel(_ActionBase):
+    """Assign model `version` fleet-wide (or to one org) through the signed policy."""
+
+    do: Literal["publish_model"]
+    version: int
+    org: str | None = None
+
+
+class StartRollout(_ActionBase):
+    """Hand the assignment to the rollout hook: staged cohorts by stable endpoint hash."""
+
+    do: Literal["start_rollout"]
+    version: int
+    stages: tuple[float, ...] = (1.0, 5.0, 25.0, 100.0)
+    stage_hours: float = Field(default=24.0, gt=0)
+    org: str | None = None
+
+
+class KillSwitch(_ActionBase):
+    """Set the policy mode fleet-wide or for one org (`off` is the kill switch)."""
+
+    do: Literal["kill_switch"]
+    mode: Literal["off", "detect_only", "enforce"] = "off"
+    org: str | None = None
+
+
+class AllowlistAdd(_ActionBase):
+    """Allowlist samples: named sha256s, or `source = "transition"` (the transition report's)."""
+
+    do: Literal["allowlist_add"]
+    source: Literal["transition", "list"] = "list"
+    sha256: tuple[str, ...] = ()
+    old: int = 1
+    new: int = 2
+    org: str | None = None
+
+
+class Revoke(_ActionBase):
+    """Revoke a model version: endpoints on it fall back to `fallback` (a re-assignment)."""
+
+    do: Literal["revoke"]
+    version: int
+    fallback: int = 1
+
+
+class BackendOutage(_ActionBase):
+    """The backend is unreachable from `at` until `until`."""
+
+    do: Literal["backend_outage"]
+    until: str | float
+
+    @property
+    def until_s(self) -> float:
+        """Seconds after the start when the backend is back."""
+        return parse_offset(self.until)
+
+
+Action = Annotated[
+    PublishModel | StartRollout | KillSwitch | AllowlistAdd | Revoke | BackendOutage,
+    Field(discriminator="do"),
+]
+
+
+class _OutcomeBase(_Strict):
+    name: str
+    arm: str = "main"
+
+
+class KillSwitchReach(_OutcomeBase):
+    """Share of endpoints online throughout the window that obeyed the kill switch in time."""
+
+    check: Literal["kill_switch_reach"]
+    action: int = Field(default=0, ge=0, description="index of the kill_switch in the timeline")
+    within_minutes: float = 15.0
+    at_least: float = 0.99
+
+
+class AlertsPerOrgDay(_OutcomeBase):
+    """Mean alerts per org per day (benign only with `false_positives`) within a window."""
+
+    check: Literal["alerts_per_org_day"]
+    orgs: Literal["all", "protector", "others"] = "all"
+    false_positives: bool = True
+    new_only: bool = False
+    from_day: float = 0.0
+    to_day: float | None = None
+    at_most: float | None = None
+    at_least: float | None = None
+
+
+class ArmRatio(_OutcomeBase):
+    """Fleet new-FP alerts in this arm at most `at_most` times those of arm `versus`."""
+
+    check: Literal["arm_ratio"]
+    versus: str
+    from_day: float = 0.0
+    to_day: float | None = None
+    at_most: float = 0.2
+
+
+class Adoption(_OutcomeBase):
+    """Share of endpoints running model `version` at `day` (between the bounds)."""
+
+    check: Literal["adoption"]
+    version: int
+    day: float
+    at_least: float | None = None
+    at_most: float | None = None
+
+
+class Counter(_OutcomeBase):
+    """A named run counter (see `SimResult.counters`) between bounds."""
+
+    check: Literal["counter"]
+    counter: str
+    at_least: float | None = None
+    at_most: float | None = None
+
+
+class Detection(_OutcomeBase):
+    """Share of malicious encounters alerted on within a window (between the bounds)."""
+
+    check: Literal["detection"]
+    from_day: float = 0.0
+    to_day: float | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+
+Outcome = Annotated[
+    KillSwitchReach | AlertsPerOrgDay | ArmRatio | Adoption | Counter | Detection,
+    Field(discriminator="check"),
+]
+
+
+class ArmModel(_Strict):
+    """One run of the world: a name and the actions it adds to the common timeline."""
+
+    name: str
+    timeline: tuple[Action, ...] = ()
+
+
+class ModelsModel(_Strict):
+    """The bundles in play and the version every endpoint starts with."""
+
+    initial: int = 1
+    bundles: tuple[ModelBundleModel, ...] = (ModelBundleModel(version=1, bundle="v1"),)
+
+
+class ScenarioModel(_Strict):
+    """A whole scenario file."""
+
+    name: str
+    description: str = ""
+    seed: int = 1
+    days: float = Field(default=7.0, gt=0)
+    start: dt.datetime = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    baseline_version: int = 1
+    world: WorldModel = Field(default_factory=WorldModel)
+    models: ModelsModel = Field(default_factory=ModelsModel)
+    campaigns: tuple[CampaignModel, ...] = ()
+    timeline: tuple[Action, ...] = ()
+    arms: tuple[ArmModel, ...] = (ArmModel(name="main"),)
+    outcomes: tuple[Outcome, ...] = ()
+
+    @field_validator("start")
+    @classmethod
+    def _aware_midnight(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("start must carry a UTC offset")
+        v = v.astimezone(dt.UTC)
+        if (v.hour, v.minute, v.second, v.microsecond) != (0, 0, 0, 0):
+            raise ValueError("start must be a UTC midnight")
+        return v
+
+    def arm(self, name: str) -> ArmModel:
+        """The arm called `name`.
+
+        Raises:
+            ScenarioError: no such arm.
+        """
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise ScenarioError(f"scenario {self.name!r} has no arm {name!r}")
+
+    def actions(self, arm: str) -> tuple[Action, ...]:
+        """The common timeline plus the arm's own actions, in time order (stable)."""
+        acts = list(self.timeline) + list(self.arm(arm).timeline)
+        return tuple(sorted(acts, key=lambda a: a.at_s))
+
+    def bundle(self, version: int) -> ModelBundleModel:
+        """The bundle entry of `version`.
+
+        Raises:
+            ScenarioError: the scenario declares no such version.
+        """
+        for b in self.models.bundles:
+            if b.version == version:
+                return b
+        raise ScenarioError(f"scenario {self.name!r} declares no model version {version}")
+
+
+def load_scenario(
+    path: str | Path,
+    *,
+    endpoints: int | None = None,
+    days: float | None = None,
+    orgs: int | None = None,
+) -> ScenarioModel:
+    """Read and validate a scenario file, applying command-line size overrides.
+
+    Raises:
+        ScenarioError: unreadable TOML or invalid content (the message names the field).
+    """
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{p}: {exc}") from exc
+    return scenario_from_dict(raw, source=str(p), endpoints=endpoints, days=days, orgs=orgs)
+
+
+def scenario_from_dict(
+    raw: dict[str, object],
+    *,
+    source: str = "<scenario>",
+    endpoints: int | None = None,
+    days: float | None = None,
+    orgs: int | None = None,
+) -> ScenarioModel:
+    """Validate a scenario given as a dict (the parsed TOML), with optional size overrides.
+
+    Raises:
+        ScenarioError: invalid content.
+    """
+    try:
+        model = ScenarioModel.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "scenario"
+        raise ScenarioError(f"{source}: {where}: {first['msg']}") from None
+    world = model.world
+    if endpoints is not None:
+        world = world.model_copy(update={"endpoints": endpoints})
+    if orgs is not None:
+        world = world.model_copy(update={"orgs": orgs})
+    if world.orgs > world.endpoints:
+        world = world.model_copy(update={"orgs": world.endpoints})
+    update: dict[str, object] = {"world": world}
+    if days is not None:
+        update["days"] = days
+    model = model.model_copy(update=update)
+    versions = {b.version for b in model.models.bundles}
+    if model.models.initial not in versions:
+        raise ScenarioError(f"{source}: models.initial {model.models.initial} is not declared")
+    for arm in model.arms:
+        for act in model.actions(arm.name):
+            v = getattr(act, "version", None)
+            if v is not None and v not in versions:
+                raise ScenarioError(f"{source}: timeline names undeclared model version {v}")
+    arms = {a.name for a in model.arms}
+    for out in model.outcomes:
+        if out.arm not in arms:
+            raise ScenarioError(f"{source}: outcome {out.name!r} names unknown arm {out.arm!r}")
+    return model
