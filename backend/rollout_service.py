@@ -1,0 +1,524 @@
+"""The rollout controller's shell: its tables, the evidence it reads, the policy it publishes.
+
+`backend.rollout` decides; this module stores and acts. It owns three small tables in the
+backend's SQLite file, created on first use beside (not inside) `backend.store`'s schema so the
+ingest path is untouched:
+
+- `endpoint_days` (day, endpoint, model version) -> org, events, alerts, self-test failures,
+  model errors, breaker trips: the per-endpoint-day health counters the gate compares. Filled
+  from accepted telemetry batches (`record_batch`) or directly by the simulator
+  (`record_endpoint_days`). Arms are told apart by the model version actually reported.
+- `rollouts`: each rollout and its current state (the only mutable row: state moves forward).
+- `rollout_decisions`: every decision and operator action with its figures and time,
+  append-only; `rollout status` and the simulator's report read it.
+
+Assignment reaches agents only through signed policy: `start` and each advance write the
+`rollout` block (`agent.policy.RolloutModel`) with the stage's percentage; a halt with rollback
+or an abort removes it (every endpoint back on `from_version`), completion assigns `to_version`
+to everyone. Agents pick their version with `agent.policy.assigned_version` at their next
+check-in, so a halt stops the spread within one check-in interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from agent.decision import Verdict
+from agent.policy import OrgPolicyModel, PolicyDocumentModel, RolloutModel
+from agent.telemetry import TelemetryBatch
+from backend.admin import Publish
+from backend.errors import ConflictError, NotFoundError
+from backend.ingest import MS_PER_DAY
+from backend.rollout import (
+    ArmCounts,
+    Evidence,
+    OrgEvidence,
+    Rollout,
+    RolloutAction,
+    RolloutConfig,
+    RolloutDecision,
+    RolloutState,
+    apply_decision,
+    decide,
+)
+from backend.store import Store
+
+__all__ = [
+    "EndpointDayRow",
+    "abort_rollout",
+    "decision_log",
+    "endpoint_days_of",
+    "gather_evidence",
+    "get_rollout",
+    "pause_rollout",
+    "record_batch",
+    "record_endpoint_days",
+    "resume_rollout",
+    "rollout_status",
+    "start_rollout",
+    "tick_rollout",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoint_days (
+    day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version INTEGER NOT NULL,
+    org_id TEXT NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
+    self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
+    breaker_trips INTEGER NOT NULL,
+    PRIMARY KEY (day, endpoint_id, model_version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_decisions (
+    id INTEGER PRIMARY KEY, rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+    at TEXT NOT NULL, action TEXT NOT NULL, stage_index INTEGER NOT NULL, percent REAL NOT NULL,
+    reason TEXT NOT NULL, figures TEXT NOT NULL, policy_version INTEGER);
+CREATE TRIGGER IF NOT EXISTS rollout_decisions_append_only
+    BEFORE UPDATE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
+CREATE TRIGGER IF NOT EXISTS rollout_decisions_no_delete
+    BEFORE DELETE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
+"""
+
+_ALERTS = (Verdict.BLOCK.value, Verdict.DETECT.value)
+_ACTIVE = (RolloutState.RUNNING, RolloutState.PAUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointDayRow:
+    """Counts for one endpoint on one day under one model version (added on conflict)."""
+
+    day: int
+    endpoint_id: str
+    model_version: int
+    org_id: str
+    events: int = 0
+    alerts: int = 0
+    self_test_failures: int = 0
+    model_errors: int = 0
+    breaker_trips: int = 0
+
+
+def _ensure(store: Store) -> None:
+    if not getattr(store, "_rollout_ready", False):
+        with store._lock:
+            store._conn.executescript(_SCHEMA)
+        store._rollout_ready = True  # type: ignore[attr-defined]
+
+
+def _iso(t: dt.datetime) -> str:
+    if t.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return t.astimezone(dt.UTC).isoformat()
+
+
+# --- per-endpoint-day counters ---------------------------------------------------------------
+
+
+def endpoint_days_of(batch: TelemetryBatch) -> list[EndpointDayRow]:
+    """Fold one batch's active-model events into endpoint-day rows (alerts = block + detect)."""
+    acc: dict[tuple[int, int], list[int]] = {}
+    for e in batch.events:
+        cell = acc.setdefault((e.observed_at_ms // MS_PER_DAY, e.model_version), [0, 0])
+        cell[0] += 1
+        cell[1] += e.verdict.value in _ALERTS
+    return [
+        EndpointDayRow(day, batch.endpoint_id, version, batch.org_id, n, a)
+        for (day, version), (n, a) in acc.items()
+    ]
+
+
+def record_endpoint_days(store: Store, rows: Iterable[EndpointDayRow]) -> int:
+    """Add endpoint-day counters (summing into existing rows); returns rows written."""
+    _ensure(store)
+    params = [
+        (r.day, r.endpoint_id, r.model_version, r.org_id, r.events, r.alerts,
+         r.self_test_failures, r.model_errors, r.breaker_trips)
+        for r in rows
+    ]  # fmt: skip
+    with store._lock:
+        store._conn.execute("BEGIN IMMEDIATE")
+        try:
+            store._conn.executemany(
+                "INSERT INTO endpoint_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
+                "alerts = alerts + excluded.alerts, "
+                "self_test_failures = self_test_failures + excluded.self_test_failures, "
+                "model_errors = model_errors + excluded.model_errors, "
+                "breaker_trips = breaker_trips + excluded.breaker_trips",
+                params,
+            )
+            store._conn.execute("COMMIT")
+        except BaseException:
+            store._conn.execute("ROLLBACK")
+            raise
+    return len(params)
+
+
+def record_batch(store: Store, batch: TelemetryBatch) -> int:
+    """Count an accepted (non-duplicate) batch into `endpoint_days`."""
+    return record_endpoint_days(store, endpoint_days_of(batch))
+
+
+def _arms(
+    store: Store, version: int, since_day: int, until_day: int, org_id: str | None
+) -> dict[str, ArmCounts]:
+    sql = (
+        "SELECT org_id, count(DISTINCT endpoint_id), count(*), sum(alerts), "
+        "sum(self_test_failures), sum(model_errors), sum(breaker_trips) FROM endpoint_days "
+        "WHERE model_version = ? AND day >= ? AND day <= ?"
+    )
+    args: list[object] = [version, since_day, until_day]
+    if org_id is not None:
+        sql += " AND org_id = ?"
+        args.append(org_id)
+    with store._lock:
+        found = store._conn.execute(sql + " GROUP BY org_id", args).fetchall()
+    return {r[0]: ArmCounts(int(r[1]), float(r[2]), *(int(x) for x in r[3:])) for r in found}
+
+
+def _sum(arms: Iterable[ArmCounts]) -> ArmCounts:
+    out = ArmCounts()
+    for a in arms:
+        out = ArmCounts(
+            *(x + y for x, y in zip(asdict(out).values(), asdict(a).values(), strict=True))
+        )
+    return out
+
+
+def gather_evidence(
+    store: Store, rollout: Rollout, since: dt.datetime, now: dt.datetime, control_version: int
+) -> Evidence:
+    """Canary (`to_version`) vs control (`control_version`) counts, days `since`..`now`."""
+    _ensure(store)
+    lo = int(since.timestamp() * 1000) // MS_PER_DAY
+    hi = int(now.timestamp() * 1000) // MS_PER_DAY
+    can = _arms(store, rollout.to_version, lo, hi, rollout.org_id)
+    ctl = _arms(store, control_version, lo, hi, rollout.org_id)
+    orgs = sorted(set(can) | set(ctl))
+    by_org = tuple(OrgEvidence(o, can.get(o, ArmCounts()), ctl.get(o, ArmCounts())) for o in orgs)
+    return Evidence(_sum(can.values()), _sum(ctl.values()), by_org)
+
+
+# --- rollouts and their log -------------------------------------------------------------------
+
+
+def _to_json(r: Rollout) -> str:
+    c = r.config
+    return json.dumps(
+        {
+            "rollout_id": r.rollout_id, "to_version": r.to_version,
+            "from_version": r.from_version, "org_id": r.org_id, "salt": r.salt,
+            "started_at": _iso(r.started_at), "state": r.state.value,
+            "stage_index": r.stage_index,
+            "stage_started_at": _iso(r.stage_started_at) if r.stage_started_at else None,
+            "looks": r.looks, "stage_looks": r.stage_looks, "reason": r.reason,
+            "config": {
+                "stages": list(c.stages), "hold_s": c.hold.total_seconds(),
+                "max_fp_increase": c.max_fp_increase, "alpha": c.alpha,
+                "min_endpoint_days": c.min_endpoint_days,
+                "min_org_endpoint_days": c.min_org_endpoint_days, "rollback": c.rollback,
+                "tick_s": c.tick.total_seconds(),
+            },
+        }
+    )  # fmt: skip
+
+
+def _from_json(raw: str) -> Rollout:
+    d = json.loads(raw)
+    c = d["config"]
+    config = RolloutConfig(
+        tuple(c["stages"]), dt.timedelta(seconds=c["hold_s"]), c["max_fp_increase"], c["alpha"],
+        c["min_endpoint_days"], c["min_org_endpoint_days"], c["rollback"],
+        dt.timedelta(seconds=c["tick_s"]),
+    )  # fmt: skip
+    stage_at = d["stage_started_at"]
+    return Rollout(
+        d["rollout_id"], d["to_version"], d["from_version"], d["org_id"], d["salt"], config,
+        dt.datetime.fromisoformat(d["started_at"]), RolloutState(d["state"]), d["stage_index"],
+        dt.datetime.fromisoformat(stage_at) if stage_at else None, d["looks"], d["stage_looks"],
+        d["reason"],
+    )  # fmt: skip
+
+
+def get_rollout(store: Store, rollout_id: int | None = None) -> Rollout | None:
+    """A rollout by id, or (no id) the latest one; None when there is none."""
+    _ensure(store)
+    with store._lock:
+        if rollout_id is None:
+            row = store._conn.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1")
+        else:
+            row = store._conn.execute("SELECT state FROM rollouts WHERE id = ?", (rollout_id,))
+        found = row.fetchone()
+    return None if found is None else _from_json(found[0])
+
+
+def _figures(d: RolloutDecision) -> str:
+    return json.dumps(
+        {
+            "canary": asdict(d.canary),
+            "control": asdict(d.control),
+            "tests": [t.to_dict() for t in d.tests],
+            "halted_orgs": list(d.halted_orgs),
+            "next_decision_at": _iso(d.next_decision_at) if d.next_decision_at else None,
+        }
+    )
+
+
+def _log(store: Store, before: Rollout, d: RolloutDecision, policy_version: int | None) -> Rollout:
+    after = apply_decision(before, d)
+    with store._lock:
+        store._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if before.rollout_id == 0:
+                cur = store._conn.execute(
+                    "INSERT INTO rollouts (created_at, state) VALUES (?, '{}')", (_iso(d.at),)
+                )
+                rid = int(cur.lastrowid or 0)
+                after = replace(after, rollout_id=rid)
+                d = replace(d, rollout_id=rid)
+            store._conn.execute(
+                "UPDATE rollouts SET state = ? WHERE id = ?", (_to_json(after), after.rollout_id)
+            )
+            store._conn.execute(
+                "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
+                "reason, figures, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (after.rollout_id, _iso(d.at), d.action.value, d.stage_index, d.percent,
+                 d.reason, _figures(d), policy_version),
+            )  # fmt: skip
+            store._conn.execute("COMMIT")
+        except BaseException:
+            store._conn.execute("ROLLBACK")
+            raise
+    return after
+
+
+def decision_log(store: Store, rollout_id: int | None = None) -> list[dict[str, Any]]:
+    """Every logged decision of a rollout (default: the latest), oldest first."""
+    _ensure(store)
+    r = get_rollout(store, rollout_id)
+    if r is None:
+        return []
+    with store._lock:
+        rows = store._conn.execute(
+            "SELECT at, action, stage_index, percent, reason, figures, policy_version "
+            "FROM rollout_decisions WHERE rollout_id = ? ORDER BY id",
+            (r.rollout_id,),
+        ).fetchall()
+    return [
+        {"at": a, "action": act, "stage_index": si, "percent": p, "reason": why,
+         **json.loads(fig), "policy_version": pv}
+        for a, act, si, p, why, fig, pv in rows
+    ]  # fmt: skip
+
+
+# --- policy -------------------------------------------------------------------------------
+
+
+def _publish(
+    store: Store, publish: Publish, r: Rollout, now: dt.datetime, what: str,
+    *, percent: float | None, assign: int | None = None,
+) -> int:  # fmt: skip
+    """Write the rollout block (or remove it, `percent=None`) into the rollout's scope."""
+    current = store.current_policy()
+    if current is None:
+        raise NotFoundError("no policy yet: assign a model before starting a rollout")
+    doc = current.document
+    block = (
+        None
+        if percent is None
+        else RolloutModel(
+            to_version=r.to_version, from_version=r.from_version, percent=percent, salt=r.salt
+        )
+    )
+
+    def change(p: OrgPolicyModel) -> OrgPolicyModel:
+        update: dict[str, object] = {"rollout": block}
+        if assign is not None:
+            update["model_version"] = assign
+        return p.model_copy(update=update)
+
+    if r.org_id is None:
+        nxt = doc.model_copy(update={"default": change(doc.default)})
+    else:
+        orgs = dict(doc.orgs)
+        orgs[r.org_id] = change(orgs.get(r.org_id, OrgPolicyModel()))
+        nxt = doc.model_copy(update={"orgs": orgs})
+    nxt = nxt.model_copy(update={"version": current.version + 1, "issued_at": now})
+    valid = PolicyDocumentModel.model_validate(nxt.model_dump())
+    scope = r.org_id or "fleet"
+    rec = store.append_policy(
+        valid, actor="rollout-controller", action=f"rollout {what} ({scope})", now=now,
+        publish=publish,
+    )  # fmt: skip
+    return rec.version
+
+
+def _control_version(store: Store, org_id: str | None) -> int | None:
+    cur = store.current_policy()
+    if cur is None:
+        return None
+    doc = cur.document
+    over = doc.orgs.get(org_id) if org_id else None
+    return (over.model_version if over else None) or doc.default.model_version
+
+
+# --- operator actions and the tick ---------------------------------------------------------------
+
+
+def start_rollout(
+    store: Store,
+    publish: Publish,
+    to_version: int,
+    *,
+    now: dt.datetime,
+    config: RolloutConfig | None = None,
+    org_id: str | None = None,
+) -> Rollout:
+    """Start rolling `to_version` out: publish the first stage's cohort in signed policy.
+
+    Raises:
+        NotFoundError: no such org, or no policy (no current version to roll from).
+        ConflictError: another rollout is running or paused, or `to_version` is already current.
+        PublishError: the signed policy could not be republished; nothing started.
+    """
+    _ensure(store)
+    if org_id is not None and not store.has_org(org_id):
+        raise NotFoundError(f"no organization {org_id!r}")
+    last = get_rollout(store)
+    if last is not None and last.state in _ACTIVE:
+        raise ConflictError(f"rollout {last.rollout_id} is {last.state.value}; abort it first")
+    base = _control_version(store, org_id)
+    if base is None:
+        raise NotFoundError("no model assigned yet: assign one before rolling out another")
+    if base == to_version:
+        raise ConflictError(f"model {to_version} is already assigned")
+    cfg = config or RolloutConfig()
+    r = Rollout(0, to_version, base, org_id, secrets.token_hex(8), cfg, now, stage_started_at=now)
+    pv = _publish(store, publish, r, now, f"start v{to_version}", percent=r.percent)
+    d = RolloutDecision(
+        0, now, RolloutAction.START, 0, r.percent,
+        f"start v{base} -> v{to_version} at {r.percent:g} %", next_decision_at=now + cfg.tick,
+    )  # fmt: skip
+    return _log(store, r, d, pv)
+
+
+def _need(store: Store, states: Sequence[RolloutState], what: str) -> Rollout:
+    r = get_rollout(store)
+    if r is None:
+        raise NotFoundError("no rollout")
+    if r.state not in states:
+        raise ConflictError(f"cannot {what} rollout {r.rollout_id}: it is {r.state.value}")
+    return r
+
+
+def pause_rollout(store: Store, *, now: dt.datetime) -> Rollout:
+    """Freeze the rollout at its stage: no decisions, the cohort stays as it is.
+
+    Raises:
+        NotFoundError: no rollout. ConflictError: it is not running.
+    """
+    r = _need(store, (RolloutState.RUNNING,), "pause")
+    d = RolloutDecision(r.rollout_id, now, RolloutAction.PAUSE, r.stage_index, r.percent, "paused")
+    return _log(store, r, d, None)
+
+
+def resume_rollout(store: Store, *, now: dt.datetime) -> Rollout:
+    """Resume a paused rollout (the hold of its stage continues).
+
+    Raises:
+        NotFoundError: no rollout. ConflictError: it is not paused.
+    """
+    r = _need(store, (RolloutState.PAUSED,), "resume")
+    d = RolloutDecision(
+        r.rollout_id, now, RolloutAction.RESUME, r.stage_index, r.percent, "resumed",
+        next_decision_at=now + r.config.tick,
+    )  # fmt: skip
+    return _log(store, r, d, None)
+
+
+def abort_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> Rollout:
+    """Stop the rollout and put every endpoint back on `from_version` (signed policy).
+
+    Raises:
+        NotFoundError: no rollout. ConflictError: it already ended.
+        PublishError: the rollback could not be published; the rollout stays as it was.
+    """
+    r = _need(store, _ACTIVE, "abort")
+    pv = _publish(store, publish, r, now, "abort", percent=None)
+    d = RolloutDecision(
+        r.rollout_id, now, RolloutAction.ABORT, r.stage_index, r.percent,
+        f"aborted by operator; back to v{r.from_version}",
+    )  # fmt: skip
+    return _log(store, r, d, pv)
+
+
+def tick_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> RolloutDecision | None:
+    """One decision point: evaluate the running rollout, log it, publish what it changes.
+
+    Returns None when no rollout is running.
+
+    Raises:
+        PublishError: the policy change could not be published; the decision is not logged
+            and the next tick decides again.
+    """
+    r = get_rollout(store)
+    if r is None or r.state is not RolloutState.RUNNING:
+        return None
+    control = r.from_version if r.from_version is not None else _control_version(store, r.org_id)
+    if control is None:
+        raise NotFoundError("rollout has no control version")
+    ev = gather_evidence(store, r, r.stage_started_at or r.started_at, now, control)
+    d = decide(r, ev, now)
+    pv: int | None = None
+    if d.action is RolloutAction.ADVANCE:
+        nxt = r.config.stages[r.stage_index + 1]
+        pv = _publish(store, publish, r, now, f"advance to {nxt:g} %", percent=nxt)
+    elif d.action is RolloutAction.COMPLETE:
+        pv = _publish(store, publish, r, now, "complete", percent=None, assign=r.to_version)
+    elif d.action is RolloutAction.HALT:
+        if r.config.rollback:
+            pv = _publish(store, publish, r, now, "halt and roll back", percent=None)
+        else:
+            pv = None  # the cohort stays where it is; it does not grow
+    _log(store, r, d, pv)
+    return d
+
+
+def rollout_status(store: Store, *, now: dt.datetime) -> dict[str, Any]:
+    """The latest rollout: state, stage, cohort sizes, last statistics, next decision time."""
+    r = get_rollout(store)
+    if r is None:
+        return {"rollout": None}
+    log = decision_log(store, r.rollout_id)
+    last = next((x for x in reversed(log) if x["action"] != "start"), log[-1] if log else None)
+    looked = ("wait", "advance", "halt", "complete")
+    evaluated = next((x for x in reversed(log) if x["action"] in looked), None)
+    return {
+        "rollout_id": r.rollout_id,
+        "state": r.state.value,
+        "to_version": r.to_version,
+        "from_version": r.from_version,
+        "org_id": r.org_id,
+        "stage_index": r.stage_index,
+        "stages": list(r.config.stages),
+        "percent": r.percent,
+        "stage_started_at": _iso(r.stage_started_at) if r.stage_started_at else None,
+        "hold_s": r.config.hold.total_seconds(),
+        "max_fp_increase": r.config.max_fp_increase,
+        "looks": r.looks,
+        "reason": r.reason,
+        "cohort": {
+            "canary_endpoints": evaluated["canary"]["endpoints"] if evaluated else 0,
+            "control_endpoints": evaluated["control"]["endpoints"] if evaluated else 0,
+        },
+        "last_decision": last,
+        "next_decision_at": (
+            last["next_decision_at"] if last and r.state is RolloutState.RUNNING else None
+        ),
+        "decisions": len(log),
+        "as_of": _iso(now),
+    }
