@@ -314,26 +314,26 @@ def _start_local(work: Path, config: LoadtestConfig, now_fn: Callable[[], Any]) 
         store.close()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (work / "server.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "backend",
-            "serve",
-            "--db",
-            str(db),
-            "--repo",
-            str(repo),
-            "--port",
-            str(port),
-            "--synchronous",
-            config.synchronous,
-        ],
-        env={**os.environ, "PYTHONPATH": _pythonpath()},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (work / "server.log").open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "backend",
+                "serve",
+                "--db",
+                str(db),
+                "--repo",
+                str(repo),
+                "--port",
+                str(port),
+                "--synchronous",
+                config.synchronous,
+            ],
+            env={**os.environ, "PYTHONPATH": _pythonpath()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     started = monotonic_s()
     while monotonic_s() - started < 30:
         if proc.poll() is not None:

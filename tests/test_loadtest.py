@@ -1,0 +1,95 @@
+"""The locust load test: a short real run on loopback, and the consistency check's rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import pytest
+
+from loadtest import AckRecord, Counted, LoadtestConfig, check_consistency, run_loadtest
+from loadtest.cli import parse_duration
+from loadtest.report import write_report
+
+NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
+
+
+def _ack(key: str, events: int, *, dup: bool | None, replay: bool = False, status: int = 200):
+    return AckRecord(
+        "org", "ep", key, events, replay, status, dup, events if status == 200 else None
+    )
+
+
+def test_importing_loadtest_does_not_patch_the_standard_library():
+    assert "gevent" not in sys.modules
+    assert "locust" not in sys.modules
+
+
+def test_consistency_passes_when_each_acknowledged_batch_is_counted_once():
+    acks = [
+        _ack("k1", 10, dup=False),
+        _ack("k1", 10, dup=True, replay=True),
+        _ack("k2", 5, dup=False),
+    ]
+    assert check_consistency(acks, Counted({"org": 15}, 2, 15, 15)) == []
+
+
+def test_consistency_names_lost_events():
+    acks = [_ack("k1", 10, dup=False), _ack("k2", 5, dup=False)]
+    problems = check_consistency(acks, Counted({"org": 10}))
+    assert problems == ["lost: org org acknowledged 15 events, aggregates count 10"]
+
+
+def test_consistency_names_a_replay_counted_twice():
+    acks = [_ack("k1", 10, dup=False), _ack("k1", 10, dup=False, replay=True)]
+    problems = check_consistency(acks, Counted({"org": 20}))
+    assert problems[0].startswith("doubled: 1 batches counted as new more than once")
+    assert "doubled: org org acknowledged 10 events, aggregates count 20" in problems
+
+
+def test_consistency_counts_a_batch_acknowledged_only_by_its_replay():
+    acks = [_ack("k1", 10, dup=None, status=0), _ack("k1", 10, dup=True, replay=True)]
+    assert check_consistency(acks, Counted({"org": 10}, 1, 10)) == []
+
+
+def test_consistency_names_a_counted_but_unacknowledged_batch():
+    acks = [_ack("k1", 10, dup=None, status=0)]
+    problems = check_consistency(acks, Counted({"org": 10}, 1, 10))
+    assert any(p.startswith("doubled: org org acknowledged 0") for p in problems)
+    assert "ledger: 0 batches acknowledged, 1 stored" in problems
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("60s", 60), ("2m", 120), ("90", 90), ("1.5s", 1.5)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_parse_duration_rejects_garbage():
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_short_loopback_run_is_consistent_and_reported(tmp_path):
+    pytest.importorskip("matplotlib")
+    config = LoadtestConfig(
+        users=5,
+        spawn_rate=5,
+        duration_s=6,
+        checkin_interval_s=0.3,
+        batch_events=(20, 80),
+        operator_interval_s=1.0,
+    )
+    result = run_loadtest(config, tmp_path, now=lambda: NOW)
+    assert result.mismatches == []
+    assert result.failures == 0
+    assert result.batches_acknowledged > 0
+    assert result.events_counted == result.events_acknowledged > 0
+    assert result.checkin_ms["count"] > 0
+    names = {r["name"] for r in result.per_route}
+    assert {"/v1/checkin", "/v1/telemetry", "/tuf/metadata/timestamp.json"} <= names
+    html_path, json_path = write_report(result, tmp_path)
+    assert "Consistent" in html_path.read_text()
+    assert "data:image/png;base64," in html_path.read_text()
+    assert json.loads(json_path.read_text())["consistent"] is True
+    assert (tmp_path / "locust.html").exists()
