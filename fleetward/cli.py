@@ -19,6 +19,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
     ("model_store.cli", "model", "train"),
     ("model_store.repo_cli", "repo", "train"),
     ("backend.cli", "backend", "backend"),
+    ("backend.rollout_cli", "rollout", "backend"),
     ("loadtest.cli", "loadtest", "load"),
 )
 
