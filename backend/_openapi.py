@@ -11,6 +11,12 @@ from typing import Any
 
 __all__ = ["openapi_document"]
 
+
+def _rollout_paths() -> dict[str, Any]:
+    from backend.rollout_api import openapi_paths
+
+    return openapi_paths()
+
 _SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 _ORG = {
     "type": "string",
@@ -80,7 +86,8 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
-        "paths": {
+        "paths": _rollout_paths()
+        | {
             "/healthz": {
                 "get": {
                     "operationId": "healthz",

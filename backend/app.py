@@ -469,6 +469,8 @@ def create_app(
             raise ValueError("give repo_dir or publish")
         publish = admin.repository_publisher(repo_dir)
     metrics = metrics or Metrics()
+    from backend.rollout_api import ROUTES as rollout_routes  # mounted before /v1/admin/{list}
+
     r = _Routes(store, publish, clock, metrics, config or AppConfig())
     routes: list[Route | Mount] = [
         Route("/healthz", r.healthz, methods=["GET"]),
@@ -484,6 +486,7 @@ def create_app(
         Route("/v1/admin/policy", r.get_policy, methods=["GET"]),
         Route("/v1/admin/aggregates", r.get_aggregates, methods=["GET"]),
         Route("/v1/admin/labels", _post_labels, methods=["POST"]),
+        *rollout_routes,
         Route("/v1/admin/{list}", r.add_entry, methods=["POST"]),
         Route("/v1/admin/{list}/{sha256}", r.remove_entry, methods=["DELETE"]),
     ]

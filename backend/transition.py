@@ -1,0 +1,832 @@
+"""Transition analysis: the false-positive surge a model version change would cause, per org.
+
+A new version is better on average and still makes mistakes of its own; after an update a
+customer can be flooded with new alerts on software only they run. Before a rollout,
+`predict_transition` scores every sample each organization has seen (the aggregates and the
+stored feature vectors) under the old and the new version, decides both with the org's current
+policy through `agent.engine.context_for` / `agent.decision.decide`, and weights each flip by
+how often the org encountered the sample.
+
+Definitions (also in `TransitionReport.to_dict()["definitions"]`):
+- negative flip: a sample an org saw that the old version does not alert on and the new one
+  does (block, detect or blocklisted), and that is not labelled malicious as of `now`;
+- positive flip: the same change on a sample labelled malicious as of `now`;
+- observation window of an org: the UTC days from its first to its last active (non-shadow)
+  aggregate row before `now`, inclusive;
+- predicted new false-positive alerts per day: the org's encounters of negatively flipped
+  samples over its observation window (sum of aggregate counts) divided by the window's days.
+  It assumes the coming days look like the window and every endpoint runs the new version;
+- endpoints touched: distinct endpoints (from the aggregates' sketches) that reported a
+  negatively flipped sample in the window;
+- recall on historical attacks: share of encounters of samples labelled malicious as of `now`
+  that alert, count-weighted;
+- NFR (negative flip rate, Yan et al. 2021): share of labelled encounters the old version got
+  right and the new one gets wrong.
+
+Mitigations: (1) the transition allowlist, the negatively flipped samples as `ListEntry` rows
+with an expiry, ready to publish with the policy (only when the feature schema is unchanged:
+the stored vectors then are the ones the new model reads); (2) shadow mode: when the schema
+changed the report recommends a shadow phase, and `predict_from_shadow` computes the same
+prediction from the shadow verdicts that endpoints reported (aggregates with `shadow=True`);
+(3) congruent training (`fleetward model train --congruent-with`): given a congruent candidate,
+the report sets its NFR and recall beside the plain one's.
+
+The store is only read at the edge (`_load_pairs`); the prediction itself is `_predict` over
+arrays and frozen values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.bundle import Thresholds
+from agent.decision import DecisionContext, Verdict, decide
+from agent.engine import context_for
+from agent.model import LoadedModel
+from agent.policy import EffectivePolicy, ListEntry, resolve_policy
+from backend import sketch
+from backend._analysis import (
+    decode_vectors,
+    figure_png,
+    html_page,
+    html_table,
+    load_model,
+    score_vectors,
+)
+from backend.labels import LabelBook
+
+if TYPE_CHECKING:
+    from backend.store import Store
+
+__all__ = [
+    "CandidateFigures",
+    "OrgTransition",
+    "SweepPoint",
+    "TransitionCheck",
+    "TransitionReport",
+    "check_transition",
+    "predict_from_shadow",
+    "predict_transition",
+    "write_transition_report",
+]
+
+DEFAULT_ALLOWLIST_TTL = dt.timedelta(days=30)
+DEFAULT_FP_BUDGET_PER_DAY = 1.0
+ALLOWLIST_AUTHOR = "fleetward-transition"
+_BLOCKING = frozenset({Verdict.BLOCK, Verdict.BLOCKLISTED})
+
+
+@dataclass(frozen=True, slots=True)
+class OrgTransition:
+    """One organization's predicted change (see the module docstring for definitions)."""
+
+    org_id: str
+    predicted_new_fp_alerts_per_day: float
+    endpoints_touched: int
+    negative_flips: int
+    positive_flips: int
+    new_fp_encounters: int
+    observation_days: int
+    recall_before: float | None
+    recall_after: float | None
+    new_block_encounters: int = 0
+    new_detect_encounters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    """The new model alerting at `score >= alert_threshold` (blocking stays at the bundle's)."""
+
+    alert_threshold: float
+    max_org_fp_per_day: float
+    fleet_fp_per_day: float
+    orgs_over_budget: int
+    recall: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateFigures:
+    """NFR, recall and predicted surge of one new-version candidate against the old version."""
+
+    name: str
+    nfr: float | None
+    recall: float | None
+    fleet_predicted_new_fp_alerts_per_day: float
+    negative_flips: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionReport:
+    """The prediction for one old -> new version change; `to_dict()` is the JSON twin."""
+
+    old_version: int
+    new_version: int
+    now: dt.datetime
+    per_org: dict[str, OrgTransition]
+    fleet_predicted_new_fp_alerts_per_day: float
+    fleet_endpoints_touched: int
+    transition_allowlist: tuple[ListEntry, ...]
+    schema_changed: bool
+    recall_before: float | None
+    recall_after: float | None
+    samples_scored: int
+    samples_without_vectors: int
+    sweep: tuple[SweepPoint, ...]
+    fp_budget_per_day: float
+    recommended_alert_threshold: float | None
+    allowlisted_fp_alerts_per_day_removed: float
+    shadow_per_org: dict[str, OrgTransition] = field(default_factory=dict)
+    candidates: tuple[CandidateFigures, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def ranked_orgs(self) -> list[OrgTransition]:
+        """Orgs by predicted surge, largest first."""
+        return sorted(
+            self.per_org.values(), key=lambda o: (-o.predicted_new_fp_alerts_per_day, o.org_id)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the report."""
+        return {
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "now": self.now.isoformat(),
+            "schema_changed": self.schema_changed,
+            "fleet_predicted_new_fp_alerts_per_day": self.fleet_predicted_new_fp_alerts_per_day,
+            "fleet_endpoints_touched": self.fleet_endpoints_touched,
+            "recall_before": self.recall_before,
+            "recall_after": self.recall_after,
+            "samples_scored": self.samples_scored,
+            "samples_without_vectors": self.samples_without_vectors,
+            "fp_budget_per_day": self.fp_budget_per_day,
+            "recommended_alert_threshold": self.recommended_alert_threshold,
+            "allowlisted_fp_alerts_per_day_removed": self.allowlisted_fp_alerts_per_day_removed,
+            "per_org": [asdict(o) for o in self.ranked_orgs()],
+            "shadow_per_org": [asdict(o) for o in self.shadow_per_org.values()],
+            "sweep": [asdict(p) for p in self.sweep],
+            "candidates": [asdict(c) for c in self.candidates],
+            "transition_allowlist": [_entry_json(e) for e in self.transition_allowlist],
+            "notes": list(self.notes),
+            "definitions": {
+                "per_day": "encounters over the org's observation window (first to last "
+                "active aggregate day before now, inclusive) divided by its days",
+                "negative_flip": "old version no alert, new version alert, not labelled "
+                "malicious as of now",
+                "positive_flip": "old version no alert, new version alert, labelled malicious",
+                "nfr": "share of labelled encounters the old version got right and the new "
+                "one gets wrong",
+            },
+        }
+
+
+def _entry_json(e: ListEntry) -> dict[str, Any]:
+    return {
+        "sha256": e.sha256,
+        "reason": e.reason,
+        "author": e.author,
+        "created_at": e.created_at.isoformat(),
+        "expires_at": e.expires_at.isoformat() if e.expires_at else None,
+    }
+
+
+# --- the pure core ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pairs:
+    """What each org saw in its window: one row per (org, sample), count-weighted."""
+
+    org_ids: tuple[str, ...]
+    sha256s: tuple[str, ...]
+    counts: npt.NDArray[np.int64]
+    sketches: tuple[bytes, ...]
+    org_days: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """Per pair: old and new alert flags, new verdict kind, label flags."""
+
+    old_alert: npt.NDArray[np.bool_]
+    new_alert: npt.NDArray[np.bool_]
+    new_block: npt.NDArray[np.bool_]
+    scored: npt.NDArray[np.bool_]
+    malicious: npt.NDArray[np.bool_]
+    benign: npt.NDArray[np.bool_]
+
+
+def _alerts(
+    pairs: _Pairs,
+    scores: npt.NDArray[np.float64],
+    scored: npt.NDArray[np.bool_],
+    contexts: dict[str, DecisionContext],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    n = len(pairs.sha256s)
+    alert = np.zeros(n, dtype=bool)
+    block = np.zeros(n, dtype=bool)
+    for i in range(n):
+        d = decide(
+            pairs.sha256s[i],
+            float(scores[i]) if scored[i] else None,
+            contexts[pairs.org_ids[i]],
+        )
+        alert[i] = d.verdict.is_alert
+        block[i] = d.verdict in _BLOCKING
+    return alert, block
+
+
+def _wsum(mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> int:
+    return int(counts[mask].sum())
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _per_org(pairs: _Pairs, s: _Scored) -> dict[str, OrgTransition]:
+    days = dict(pairs.org_days)
+    orgs = np.asarray(pairs.org_ids)
+    neg = s.scored & ~s.old_alert & s.new_alert & ~s.malicious
+    pos = s.scored & ~s.old_alert & s.new_alert & s.malicious
+    out: dict[str, OrgTransition] = {}
+    for org, n_days in pairs.org_days:
+        mine = orgs == org
+        neg_o, pos_o = neg & mine, pos & mine
+        mal_o = mine & s.malicious & s.scored
+        touched = sketch.sketch_of(
+            h for i in np.flatnonzero(neg_o) for h in _sketch_values(pairs.sketches[i])
+        )
+        enc = _wsum(neg_o, pairs.counts)
+        out[org] = OrgTransition(
+            org_id=org,
+            predicted_new_fp_alerts_per_day=enc / max(days[org], 1),
+            endpoints_touched=sketch.estimate(touched),
+            negative_flips=int(neg_o.sum()),
+            positive_flips=int(pos_o.sum()),
+            new_fp_encounters=enc,
+            observation_days=n_days,
+            recall_before=_ratio(
+                _wsum(mal_o & s.old_alert, pairs.counts), _wsum(mal_o, pairs.counts)
+            ),
+            recall_after=_ratio(
+                _wsum(mal_o & s.new_alert, pairs.counts), _wsum(mal_o, pairs.counts)
+            ),
+            new_block_encounters=_wsum(neg_o & s.new_block, pairs.counts),
+            new_detect_encounters=_wsum(neg_o & ~s.new_block, pairs.counts),
+        )
+    return out
+
+
+def _sketch_values(raw: bytes) -> list[int]:
+    return [int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8)]
+
+
+def _nfr(s: _Scored, counts: npt.NDArray[np.int64]) -> float | None:
+    labelled = s.scored & (s.malicious | s.benign)
+    old_right = np.where(s.malicious, s.old_alert, ~s.old_alert)
+    new_right = np.where(s.malicious, s.new_alert, ~s.new_alert)
+    return _ratio(_wsum(labelled & old_right & ~new_right, counts), _wsum(labelled, counts))
+
+
+def _sweep(
+    pairs: _Pairs,
+    scores_new: npt.NDArray[np.float64],
+    s: _Scored,
+    contexts_new: dict[str, DecisionContext],
+    budget: float,
+) -> tuple[tuple[SweepPoint, ...], float | None]:
+    grid = np.unique(np.round(np.quantile(scores_new[s.scored], np.linspace(0.5, 1.0, 21)), 6))
+    if grid.size == 0:
+        return (), None
+    days = dict(pairs.org_days)
+    orgs = np.asarray(pairs.org_ids)
+    points = []
+    for t in grid:
+        ctxs = {
+            org: DecisionContext(
+                block_threshold=max(float(t), c.block_threshold),
+                detect_threshold=float(t),
+                mode=c.mode,
+                allowlist=c.allowlist,
+                blocklist=c.blocklist,
+            )
+            for org, c in contexts_new.items()
+        }
+        alert, _ = _alerts(pairs, scores_new, s.scored, ctxs)
+        neg = s.scored & ~s.old_alert & alert & ~s.malicious
+        per_org = {
+            org: _wsum(neg & (orgs == org), pairs.counts) / max(days[org], 1) for org in days
+        }
+        mal = s.scored & s.malicious
+        points.append(
+            SweepPoint(
+                alert_threshold=float(t),
+                max_org_fp_per_day=max(per_org.values(), default=0.0),
+                fleet_fp_per_day=sum(per_org.values()),
+                orgs_over_budget=sum(1 for v in per_org.values() if v > budget),
+                recall=_ratio(_wsum(mal & alert, pairs.counts), _wsum(mal, pairs.counts)),
+            )
+        )
+    ok = [p for p in points if p.orgs_over_budget == 0]
+    best = min(ok, key=lambda p: p.alert_threshold).alert_threshold if ok else None
+    return tuple(points), best
+
+
+def _contexts(
+    orgs: Iterable[str],
+    policies: dict[str, EffectivePolicy | None],
+    th: Thresholds,
+    now: dt.datetime,
+) -> dict[str, DecisionContext]:
+    return {org: context_for(policies.get(org), th, now) for org in orgs}
+
+
+def _score_pairs(
+    pairs: _Pairs,
+    vectors: dict[str, npt.NDArray[np.float32]],
+    model: LoadedModel,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    uniq = sorted(set(pairs.sha256s) & set(vectors))
+    index = {sha: i for i, sha in enumerate(uniq)}
+    mat = (
+        np.stack([vectors[s] for s in uniq])
+        if uniq
+        else np.zeros((0, model.manifest.vector_length), np.float32)
+    )
+    by_sample = score_vectors(model, mat) if uniq else np.zeros(0)
+    pos = np.asarray([index.get(s, -1) for s in pairs.sha256s], dtype=np.int64)
+    ok = pos >= 0
+    scores = np.zeros(len(pos), dtype=np.float64)
+    scores[ok] = by_sample[pos[ok]]
+    return scores, ok
+
+
+# --- the edge: reading the store -------------------------------------------------------------
+
+
+def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool) -> _Pairs:
+    acc: dict[tuple[str, str], list[Any]] = {}
+    span: dict[str, list[int]] = {}
+    for batch in store.iter_aggregates(
+        org_id=org, shadow=shadow, until_ms=int(now.timestamp() * 1000)
+    ):
+        for r in batch:
+            cell = acc.get((r.org_id, r.sha256))
+            if cell is None:
+                acc[(r.org_id, r.sha256)] = [r.count, r.endpoints]
+            else:
+                cell[0] += r.count
+                cell[1] = sketch.merge(cell[1], r.endpoints)
+            d = span.get(r.org_id)
+            if d is None:
+                span[r.org_id] = [r.day, r.day]
+            else:
+                d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
+    keys = sorted(acc)
+    return _Pairs(
+        org_ids=tuple(k[0] for k in keys),
+        sha256s=tuple(k[1] for k in keys),
+        counts=np.asarray([acc[k][0] for k in keys], dtype=np.int64),
+        sketches=tuple(acc[k][1] for k in keys),
+        org_days=tuple((o, d[1] - d[0] + 1) for o, d in sorted(span.items())),
+    )
+
+
+def _load_vectors(
+    store: Store, sha256s: Sequence[str], model: LoadedModel
+) -> dict[str, npt.NDArray[np.float32]]:
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    uniq = sorted(set(sha256s))
+    for i in range(0, len(uniq), 20_000):
+        found = store.feature_vectors(uniq[i : i + 20_000], model.manifest.feature_schema)
+        keys = sorted(found)
+        mat = decode_vectors([found[k] for k in keys], model.manifest.vector_length)
+        out.update(zip(keys, mat, strict=True))
+    return out
+
+
+def _policies(
+    store: Store, orgs: Iterable[str], now: dt.datetime
+) -> dict[str, EffectivePolicy | None]:
+    record = store.policy_as_of(now)
+    return {o: resolve_policy(record.document, o) if record else None for o in orgs}
+
+
+def predict_transition(
+    store: Store,
+    old_bundle: Path,
+    new_bundle: Path,
+    *,
+    now: dt.datetime,
+    org: str | None = None,
+    fp_budget_per_day: float = DEFAULT_FP_BUDGET_PER_DAY,
+    allowlist_ttl: dt.timedelta = DEFAULT_ALLOWLIST_TTL,
+    congruent_bundle: Path | None = None,
+) -> TransitionReport:
+    """Predict the per-org false-positive surge of moving from `old_bundle` to `new_bundle`.
+
+    Reads the active aggregates first seen before `now` (one org, or all), the stored feature
+    vectors, the labels as of `now` and the policy in force at `now`; scores each distinct
+    sample once per version with batched onnxruntime; decides with the agent's own functions.
+    "Per day" is defined in the module docstring (count over the org's observation window
+    divided by its days).
+
+    Raises:
+        BundleRejectedError: a bundle does not load or fails its self-test.
+    """
+    old, new = load_model(old_bundle), load_model(new_bundle)
+    pairs = _load_pairs(store, now, org, shadow=False)
+    book = LabelBook(store.iter_labels(until=now))
+    policies = _policies(store, dict(pairs.org_days), now)
+    schema_changed = (old.manifest.feature_schema, old.manifest.vector_length) != (
+        new.manifest.feature_schema,
+        new.manifest.vector_length,
+    )
+    vec_old = _load_vectors(store, pairs.sha256s, old)
+    vec_new = vec_old if not schema_changed else _load_vectors(store, pairs.sha256s, new)
+    s_old, ok_old = _score_pairs(pairs, vec_old, old)
+    s_new, ok_new = _score_pairs(pairs, vec_new, new)
+    labels = [book.label_as_of(s, now) for s in pairs.sha256s]
+    malicious = np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool)
+    benign = np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool)
+    orgs = [o for o, _ in pairs.org_days]
+    ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
+    ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
+    scored = ok_old & ok_new
+    old_alert, _ = _alerts(pairs, s_old, scored, ctx_old)
+    new_alert, new_block = _alerts(pairs, s_new, scored, ctx_new)
+    s = _Scored(old_alert, new_alert, new_block, scored, malicious, benign)
+    per_org = _per_org(pairs, s)
+    sweep, best = _sweep(pairs, s_new, s, ctx_new, fp_budget_per_day)
+    mal = scored & malicious
+    neg = scored & ~old_alert & new_alert & ~malicious
+    notes: list[str] = []
+    allow: tuple[ListEntry, ...] = ()
+    removed = 0.0
+    if schema_changed:
+        notes.append(
+            f"feature schema changed ({old.manifest.feature_schema} -> "
+            f"{new.manifest.feature_schema}): the transition allowlist does not apply; run the "
+            "new version in shadow mode first and predict from its shadow verdicts"
+        )
+    else:
+        shas = sorted({pairs.sha256s[i] for i in np.flatnonzero(neg)})
+        allow = tuple(
+            ListEntry(
+                sha256=sha,
+                reason=f"transition v{old.version}->v{new.version}: new alert on a sample "
+                "seen before and not known malicious",
+                author=ALLOWLIST_AUTHOR,
+                created_at=now,
+                expires_at=now + allowlist_ttl,
+            )
+            for sha in shas
+        )
+        removed = sum(o.predicted_new_fp_alerts_per_day for o in per_org.values())
+        notes.append(
+            f"the transition allowlist ({len(allow)} sample(s), expiring after "
+            f"{allowlist_ttl.days} days) removes {removed:.2f} predicted new false-positive "
+            "alerts per day; it shields only these exact sha256s, none labelled malicious as "
+            "of now, so its recall cost on new malware is zero unless one of them is later "
+            "confirmed malicious (check_transition measures it after the rollout)"
+        )
+    candidates = [
+        CandidateFigures(
+            f"v{new.version}",
+            _nfr(s, pairs.counts),
+            _ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
+            sum(o.predicted_new_fp_alerts_per_day for o in per_org.values()),
+            int(neg.sum()),
+        )
+    ]
+    if congruent_bundle is not None:
+        cong = load_model(congruent_bundle)
+        s_c, ok_c = _score_pairs(pairs, vec_new if not schema_changed else vec_old, cong)
+        c_alert, c_block = _alerts(
+            pairs, s_c, ok_c & ok_old, _contexts(orgs, policies, cong.manifest.thresholds, now)
+        )
+        sc = _Scored(old_alert, c_alert, c_block, ok_c & ok_old, malicious, benign)
+        per_c = _per_org(pairs, sc)
+        neg_c = sc.scored & ~old_alert & c_alert & ~malicious
+        candidates.append(
+            CandidateFigures(
+                f"v{cong.version} (congruent)",
+                _nfr(sc, pairs.counts),
+                _ratio(_wsum(mal & c_alert, pairs.counts), _wsum(mal, pairs.counts)),
+                sum(o.predicted_new_fp_alerts_per_day for o in per_c.values()),
+                int(neg_c.sum()),
+            )
+        )
+    touched = sketch.sketch_of(
+        h for i in np.flatnonzero(neg) for h in _sketch_values(pairs.sketches[i])
+    )
+    shadow = predict_from_shadow(store, new.version, now=now, org=org)
+    return TransitionReport(
+        old_version=old.version,
+        new_version=new.version,
+        now=now,
+        per_org=per_org,
+        fleet_predicted_new_fp_alerts_per_day=sum(
+            o.predicted_new_fp_alerts_per_day for o in per_org.values()
+        ),
+        fleet_endpoints_touched=sketch.estimate(touched),
+        transition_allowlist=allow,
+        schema_changed=schema_changed,
+        recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
+        recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
+        samples_scored=len(set(np.asarray(pairs.sha256s)[scored].tolist())),
+        samples_without_vectors=len(set(pairs.sha256s) - set(vec_old)),
+        sweep=sweep,
+        fp_budget_per_day=fp_budget_per_day,
+        recommended_alert_threshold=best,
+        allowlisted_fp_alerts_per_day_removed=removed,
+        shadow_per_org=shadow,
+        candidates=tuple(candidates),
+        notes=tuple(notes),
+    )
+
+
+def predict_from_shadow(
+    store: Store, new_version: int, *, now: dt.datetime, org: str | None = None
+) -> dict[str, OrgTransition]:
+    """The same per-org prediction from shadow telemetry of `new_version` (mitigation 2).
+
+    Endpoints running the candidate in shadow report its verdicts as `shadow=True` aggregate
+    rows beside their active rows. Per (org, sample, day): new false-positive encounters =
+    shadow alert encounters minus active alert encounters (at least 0), for samples not
+    labelled malicious as of `now`; per day = their sum over the org's shadow window (first to
+    last day with shadow rows, inclusive) divided by its days. Works whatever the feature
+    schema, since the endpoints computed the new model's features themselves.
+    """
+    shadow_alerts: dict[tuple[str, str, int], list[Any]] = {}
+    active_alerts: dict[tuple[str, str, int], int] = {}
+    span: dict[str, list[int]] = {}
+    for batch in store.iter_aggregates(org_id=org, until_ms=int(now.timestamp() * 1000)):
+        for r in batch:
+            key = (r.org_id, r.sha256, r.day)
+            if r.shadow:
+                if r.model_version != new_version:
+                    continue
+                d = span.setdefault(r.org_id, [r.day, r.day])
+                d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
+                if r.verdict.is_alert:
+                    cell = shadow_alerts.setdefault(key, [0, b""])
+                    cell[0] += r.count
+                    cell[1] = sketch.merge(cell[1], r.endpoints)
+            elif r.verdict.is_alert:
+                active_alerts[key] = active_alerts.get(key, 0) + r.count
+    if not span:
+        return {}
+    book = LabelBook(store.iter_labels(until=now))
+    enc: dict[str, int] = dict.fromkeys(span, 0)
+    flips: dict[str, set[str]] = {o: set() for o in span}
+    hashes: dict[str, list[int]] = {o: [] for o in span}
+    for (o, sha, day), (count, sk) in shadow_alerts.items():
+        lb = book.label_as_of(sha, now)
+        extra = count - active_alerts.get((o, sha, day), 0)
+        if extra <= 0 or (lb is not None and lb.is_malicious):
+            continue
+        enc[o] += extra
+        flips[o].add(sha)
+        hashes[o].extend(_sketch_values(sk))
+    return {
+        o: OrgTransition(
+            org_id=o,
+            predicted_new_fp_alerts_per_day=enc[o] / (d[1] - d[0] + 1),
+            endpoints_touched=sketch.estimate(sketch.sketch_of(hashes[o])),
+            negative_flips=len(flips[o]),
+            positive_flips=0,
+            new_fp_encounters=enc[o],
+            observation_days=d[1] - d[0] + 1,
+            recall_before=None,
+            recall_after=None,
+        )
+        for o, d in sorted(span.items())
+    }
+
+
+# --- checking a prediction after the fact -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionCheck:
+    """What actually happened after the rollout, beside the prediction."""
+
+    actual_new_fp_alerts_per_day: dict[str, float]
+    fleet_actual_new_fp_alerts_per_day: float
+    malicious_encounters_after: int
+    malicious_encounters_allowlisted: int
+
+    @property
+    def allowlist_recall_cost(self) -> float:
+        """Share of post-transition malicious encounters the transition allowlist would shield."""
+        if not self.malicious_encounters_after:
+            return 0.0
+        return self.malicious_encounters_allowlisted / self.malicious_encounters_after
+
+
+def check_transition(
+    report: TransitionReport,
+    store: Store,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    labels_as_of: dt.datetime,
+) -> TransitionCheck:
+    """Measure, after a rollout, the new false-positive alerts the report predicted.
+
+    Actual new false-positive alerts of an org: encounters in active rows of
+    `report.new_version` first seen in [since, until) that alert, on samples not labelled
+    malicious as of `labels_as_of` and on which the old version raised no alert in that org
+    before `since`; per day = over the days of [since, until). Also measures what the
+    transition allowlist would cost: the malicious encounters of that period on its samples.
+    """
+    book = LabelBook(store.iter_labels(until=labels_as_of))
+    shielded = {e.sha256 for e in report.transition_allowlist}
+    since_ms, until_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+    old_alerts: set[tuple[str, str]] = set()
+    for batch in store.iter_aggregates(shadow=False, until_ms=since_ms):
+        for r in batch:
+            if r.model_version == report.old_version and r.verdict.is_alert:
+                old_alerts.add((r.org_id, r.sha256))
+    days = max((until - since) / dt.timedelta(days=1), 1e-9)
+    per_org: dict[str, float] = {}
+    mal_total = mal_allow = 0
+    for batch in store.iter_aggregates(shadow=False, until_ms=until_ms):
+        for r in batch:
+            if r.first_seen_ms < since_ms or r.model_version != report.new_version:
+                continue
+            lb = book.label_as_of(r.sha256, labels_as_of)
+            if lb is not None and lb.is_malicious:
+                mal_total += r.count
+                mal_allow += r.count if r.sha256 in shielded else 0
+            elif r.verdict.is_alert and (r.org_id, r.sha256) not in old_alerts:
+                per_org[r.org_id] = per_org.get(r.org_id, 0.0) + r.count / days
+    return TransitionCheck(per_org, sum(per_org.values()), mal_total, mal_allow)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def write_transition_report(report: TransitionReport, out_dir: str | Path) -> Path:
+    """Write `transition.html` (with plots), `transition.json` and the allowlist file.
+
+    `transition_allowlist.json` is a JSON list of entries in the form `agent.policy`'s
+    `read_list_file` and the admin API take. Returns the HTML path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transition.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (out / "transition_allowlist.json").write_text(
+        json.dumps([_entry_json(e) for e in report.transition_allowlist], indent=2)
+    )
+    page = out / "transition.html"
+    page.write_text(_html(report))
+    return page
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _html(r: TransitionReport) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranked = r.ranked_orgs()
+    images = []
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    top = ranked[:30]
+    ax.bar([o.org_id[-8:] for o in top], [o.predicted_new_fp_alerts_per_day for o in top])
+    ax.set_ylabel("predicted new FP alerts / day")
+    ax.set_title(f"v{r.old_version} -> v{r.new_version}: predicted surge per org")
+    ax.tick_params(axis="x", rotation=70, labelsize=7)
+    images.append(figure_png(fig))
+    if r.sweep:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([p.max_org_fp_per_day for p in r.sweep], [p.recall or 0 for p in r.sweep], "o-")
+        ax.axvline(r.fp_budget_per_day, color="r", ls="--", label="per-org FP budget")
+        ax.set_xlabel("worst org: new FP alerts / day")
+        ax.set_ylabel("recall on historical attacks")
+        ax.set_title("threshold sweep (new version)")
+        ax.legend()
+        images.append(figure_png(fig))
+    summary = html_table(
+        ["", "value"],
+        [
+            ("schema changed", r.schema_changed),
+            ("fleet predicted new FP alerts/day", _fmt(r.fleet_predicted_new_fp_alerts_per_day, 2)),
+            ("fleet endpoints touched", r.fleet_endpoints_touched),
+            ("recall before / after", f"{_fmt(r.recall_before)} / {_fmt(r.recall_after)}"),
+            ("samples scored", r.samples_scored),
+            ("samples without stored vectors", r.samples_without_vectors),
+            ("transition allowlist entries", len(r.transition_allowlist)),
+            (
+                "FP alerts/day the allowlist removes",
+                _fmt(r.allowlisted_fp_alerts_per_day_removed, 2),
+            ),
+            ("recommended alert threshold (budget)", _fmt(r.recommended_alert_threshold, 4)),
+        ],
+    )
+    orgs = html_table(
+        [
+            "rank",
+            "org",
+            "new FP alerts/day",
+            "endpoints",
+            "neg flips",
+            "pos flips",
+            "window days",
+            "recall before",
+            "recall after",
+        ],
+        [
+            (
+                i + 1,
+                o.org_id,
+                _fmt(o.predicted_new_fp_alerts_per_day, 2),
+                o.endpoints_touched,
+                o.negative_flips,
+                o.positive_flips,
+                o.observation_days,
+                _fmt(o.recall_before),
+                _fmt(o.recall_after),
+            )
+            for i, o in enumerate(ranked)
+        ],
+    )
+    sections = [("Summary", summary), ("Organizations ranked by predicted surge", orgs)]
+    if r.candidates:
+        sections.append(
+            (
+                "Candidates (plain vs congruent)",
+                html_table(
+                    ["candidate", "NFR", "recall", "fleet new FP/day", "negative flips"],
+                    [
+                        (
+                            c.name,
+                            _fmt(c.nfr, 4),
+                            _fmt(c.recall),
+                            _fmt(c.fleet_predicted_new_fp_alerts_per_day, 2),
+                            c.negative_flips,
+                        )
+                        for c in r.candidates
+                    ],
+                ),
+            )
+        )
+    if r.shadow_per_org:
+        sections.append(
+            (
+                "Prediction from shadow telemetry",
+                html_table(
+                    ["org", "new FP alerts/day", "endpoints", "samples"],
+                    [
+                        (
+                            o.org_id,
+                            _fmt(o.predicted_new_fp_alerts_per_day, 2),
+                            o.endpoints_touched,
+                            o.negative_flips,
+                        )
+                        for o in r.shadow_per_org.values()
+                    ],
+                ),
+            )
+        )
+    sections.append(
+        (
+            f"Threshold sweep (per-org budget {r.fp_budget_per_day:g} new FP/day)",
+            html_table(
+                [
+                    "alert threshold",
+                    "worst org FP/day",
+                    "fleet FP/day",
+                    "orgs over budget",
+                    "recall",
+                ],
+                [
+                    (
+                        _fmt(p.alert_threshold, 4),
+                        _fmt(p.max_org_fp_per_day, 2),
+                        _fmt(p.fleet_fp_per_day, 2),
+                        p.orgs_over_budget,
+                        _fmt(p.recall),
+                    )
+                    for p in r.sweep
+                ],
+            ),
+        )
+    )
+    sections.append(("Notes", "".join(f"<p>{n}</p>" for n in r.notes)))
+    return html_page(f"Transition v{r.old_version} -> v{r.new_version}", sections, images)

@@ -1,0 +1,122 @@
+"""Transition report: the prediction against the fixture's actual rollout, mitigations, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from agent.policy import read_list_file
+from backend.transition import (
+    check_transition,
+    predict_transition,
+)
+from fleetward.cli import main
+from tests.backend.history import END, ROLLOUT, SHADOW_DAYS, History, copy_store, history
+
+__all__ = ["history"]
+
+
+def test_prediction_matches_the_surge_the_rollout_produced(history: History):
+    report = predict_transition(history.store, history.bundles[1], history.bundles[2], now=ROLLOUT)
+    actual = check_transition(report, history.store, since=ROLLOUT, until=END, labels_as_of=END)
+    assert report.fleet_predicted_new_fp_alerts_per_day > 5
+    ratio = actual.fleet_actual_new_fp_alerts_per_day / report.fleet_predicted_new_fp_alerts_per_day
+    assert 0.7 <= ratio <= 1.3, (report.fleet_predicted_new_fp_alerts_per_day, actual)
+    for org, o in report.per_org.items():
+        got = actual.actual_new_fp_alerts_per_day.get(org, 0.0)
+        assert abs(o.predicted_new_fp_alerts_per_day - got) <= 2.0 + 0.35 * got, (org, o, got)
+    ranked = report.ranked_orgs()
+    top_actual = max(
+        actual.actual_new_fp_alerts_per_day, key=actual.actual_new_fp_alerts_per_day.get
+    )
+    assert top_actual in {o.org_id for o in ranked[:2]}
+    assert all(o.endpoints_touched <= 4 for o in ranked)
+    assert report.recall_before is not None and report.recall_after is not None
+
+
+def test_transition_allowlist_removes_the_predicted_flips_at_no_recall_cost(history: History):
+    report = predict_transition(history.store, history.bundles[1], history.bundles[2], now=ROLLOUT)
+    assert not report.schema_changed
+    shas = {e.sha256 for e in report.transition_allowlist}
+    assert shas and not shas & history.malicious
+    assert all(e.expires_at and e.expires_at > ROLLOUT for e in report.transition_allowlist)
+    assert (
+        report.allowlisted_fp_alerts_per_day_removed == report.fleet_predicted_new_fp_alerts_per_day
+    )
+    actual = check_transition(report, history.store, since=ROLLOUT, until=END, labels_as_of=END)
+    assert actual.malicious_encounters_after > 0
+    assert actual.allowlist_recall_cost == 0.0
+
+
+def test_prediction_from_shadow_telemetry_agrees(history: History):
+    report = predict_transition(history.store, history.bundles[1], history.bundles[2], now=ROLLOUT)
+    assert set(report.shadow_per_org) == set(report.per_org)
+    for org, o in report.per_org.items():
+        s = report.shadow_per_org[org]
+        assert s.observation_days == SHADOW_DAYS
+        assert abs(s.predicted_new_fp_alerts_per_day - o.predicted_new_fp_alerts_per_day) <= (
+            3.0 + 0.5 * o.predicted_new_fp_alerts_per_day
+        )
+
+
+def test_threshold_sweep_meets_the_budget(history: History):
+    report = predict_transition(
+        history.store, history.bundles[1], history.bundles[2], now=ROLLOUT, fp_budget_per_day=2.0
+    )
+    assert report.sweep
+    if report.recommended_alert_threshold is not None:
+        point = next(
+            p for p in report.sweep if p.alert_threshold == report.recommended_alert_threshold
+        )
+        assert point.orgs_over_budget == 0 and point.max_org_fp_per_day <= 2.0
+    assert [p.alert_threshold for p in report.sweep] == sorted(
+        p.alert_threshold for p in report.sweep
+    )
+
+
+def test_no_future_leak_in_transition_prediction(history: History, tmp_path: Path):
+    before = predict_transition(history.store, history.bundles[1], history.bundles[2], now=ROLLOUT)
+    store = copy_store(history, tmp_path / "copy.db")
+    from backend.labels import LabelChange, LabelSource, LabelValue
+
+    late = ROLLOUT + dt.timedelta(seconds=1)
+    flips = [e.sha256 for e in before.transition_allowlist]
+    store.append_labels(
+        [LabelChange(s, LabelValue.MALICIOUS, LabelSource.ANALYST, late) for s in flips], now=late
+    )
+    after = predict_transition(store, history.bundles[1], history.bundles[2], now=ROLLOUT)
+    store.close()
+    # the copy also holds the post-rollout rows: they are after `now` and change nothing
+    assert after.to_dict() == before.to_dict()
+
+
+def test_transition_command_writes_table_allowlist_and_report(history: History, tmp_path: Path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["transition", "--from", "1", "--to", "2", "--db", str(history.db),
+         "--bundles", str(history.bundles[1].parent), "--now", ROLLOUT.isoformat(),
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "predicted new FP" in result.output
+    html = (out / "transition.html").read_text()
+    assert "data:image/png;base64," in html
+    data = json.loads((out / "transition.json").read_text())
+    assert data["per_org"] and data["definitions"]["per_day"]
+    entries = read_list_file(out / "transition_allowlist.json")
+    assert len(entries) == len(data["transition_allowlist"]) > 0
+    one = CliRunner().invoke(
+        main,
+        ["transition", "--from", "1", "--to", "2", "--db", str(history.db),
+         "--bundles", str(history.bundles[1].parent), "--now", ROLLOUT.isoformat(),
+         "--org", history.orgs[3], "--out", str(tmp_path / "one")],
+    )  # fmt: skip
+    assert one.exit_code == 0, one.output
+    assert list(json.loads((tmp_path / "one" / "transition.json").read_text())["per_org"]) and all(
+        o["org_id"] == history.orgs[3]
+        for o in json.loads((tmp_path / "one" / "transition.json").read_text())["per_org"]
+    )
