@@ -17,6 +17,7 @@ def _rollout_paths() -> dict[str, Any]:
 
     return openapi_paths()
 
+
 _SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 _ORG = {
     "type": "string",

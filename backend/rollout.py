@@ -42,8 +42,6 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from scipy.stats import binomtest
-
 __all__ = [
     "ArmCounts",
     "Evidence",
@@ -267,6 +265,8 @@ def compare_rates(
     n = x + y
     r = 1.0 + margin
     ratio = (x / e_c) / (y / e_0) if e_c > 0 and e_0 > 0 and y > 0 else None
+    from scipy.stats import binomtest  # loaded on first use: scipy is slow to import
+
     if n == 0 or e_c <= 0 or e_0 <= 0:
         p_worse = p_ni = 1.0
     else:

@@ -158,6 +158,12 @@ def test_openapi_document_lists_every_route(live_server: LiveServer) -> None:
     with httpx.Client() as client:
         spec = client.get(f"{live_server.url}/openapi.json").json()
     assert set(spec["paths"]) == {
+        "/v1/admin/rollout",
+        "/v1/admin/rollout/decisions",
+        "/v1/admin/rollout/pause",
+        "/v1/admin/rollout/resume",
+        "/v1/admin/rollout/abort",
+        "/v1/admin/rollout/tick",
         "/healthz",
         "/metrics",
         "/v1/enroll",

@@ -257,3 +257,31 @@ def test_abort_restores_the_previous_assignment(setup: tuple[Store, Path, list[s
     signed = _signed_policy(repo)
     assert signed.default.rollout is None and signed.default.model_version == 1
     assert signed.default.mode is Mode.ENFORCE
+
+
+def test_admin_rollout_routes_start_report_and_abort(live_server: object) -> None:
+    import httpx
+
+    srv = live_server
+    with httpx.Client() as client:
+        h = srv.admin()  # type: ignore[attr-defined]
+        url = srv.url  # type: ignore[attr-defined]
+        assert client.put(f"{url}/v1/admin/model", json={"model_version": 1}, headers=h).is_success
+        started = client.post(
+            f"{url}/v1/admin/rollout", json={"to_version": 2, "stages": [5, 100]}, headers=h
+        )
+        assert started.status_code == 201, started.text
+        assert started.json()["percent"] == 5.0
+        again = client.post(f"{url}/v1/admin/rollout", json={"to_version": 3}, headers=h)
+        assert again.status_code == 409
+        assert client.post(f"{url}/v1/admin/rollout/pause", headers=h).json()["state"] == "paused"
+        assert client.post(f"{url}/v1/admin/rollout/resume", headers=h).json()["state"] == "running"
+        tick = client.post(f"{url}/v1/admin/rollout/tick", headers=h).json()
+        assert tick["action"] == "wait"
+        status = client.get(f"{url}/v1/admin/rollout", headers=h).json()
+        assert status["state"] == "running" and status["next_decision_at"]
+        aborted = client.post(f"{url}/v1/admin/rollout/abort", headers=h)
+        assert aborted.json()["state"] == "aborted"
+        log = client.get(f"{url}/v1/admin/rollout/decisions", headers=h).json()
+        assert [x["action"] for x in log] == ["start", "pause", "resume", "wait", "abort"]
+        assert client.get(f"{url}/v1/admin/rollout").status_code == 401
