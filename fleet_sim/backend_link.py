@@ -37,6 +37,7 @@ from agent.policy import (
 from agent.telemetry import TelemetryBatch, TelemetryEvent, encode_batch
 from backend import admin, sketch
 from backend.ingest import AggregateRow, FeatureRow, aggregate, parse_batch
+from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 
 __all__ = ["InProcessLink", "VERDICTS"]
@@ -174,6 +175,19 @@ class InProcessLink:
         )
         return rec.version
 
+    def load_labels(self, labels: npt.NDArray[np.int8], now: dt.datetime) -> int:
+        """Give the backend the catalog's (noisy) golden labels, as a threat feed would."""
+        changes = [
+            LabelChange(
+                sha,
+                LabelValue.MALICIOUS if lab else LabelValue.BENIGN,
+                LabelSource.FEED,
+                now,
+            )
+            for sha, lab in zip(self.sha256, labels.tolist(), strict=True)
+        ]
+        return self.store.append_labels(changes, now=now)
+
     # --- telemetry: exact mode -----------------------------------------------------------
 
     def send_events(self, events: Sequence[TelemetryEvent], dropped: int, now: dt.datetime) -> int:
@@ -249,7 +263,9 @@ class InProcessLink:
         p_row, p_hash = p_row[keep], p_hash[keep]
         blob = p_hash.astype(">u8").tobytes()
         bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
-        sketches = [blob[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+        sketches = [
+            blob[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
         by_org: dict[int, list[AggregateRow]] = {}
         o_l, d_l, s_l = org_s[starts].tolist(), day_s[starts].tolist(), sample_s[starts].tolist()
         m_l, v_l = model_s[starts].tolist(), verdict_s[starts].tolist()

@@ -57,9 +57,7 @@ class _Pool:
             self.cols[c].append(arrays[c])
 
     def take(self) -> dict[str, npt.NDArray[np.generic]]:
-        out = {
-            c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in self.cols.items()
-        }
+        out = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in self.cols.items()}
         self.cols = {c: [] for c in _COLS}
         return out
 
@@ -106,9 +104,7 @@ class CohortEngine:
         self._ih_len = np.asarray([s.size for s in sets], np.int64)
         shares = np.asarray([w.category_shares(o) for o in range(w.n_orgs)])
         self._p_ih, self._p_mal = shares[:, 0], shares[:, 1]
-        self._org_ih = np.asarray(
-            [self._ih_pos.get(int(k), -1) for k in w.org_inhouse], np.int64
-        )
+        self._org_ih = np.asarray([self._ih_pos.get(int(k), -1) for k in w.org_inhouse], np.int64)
 
     def _refresh_tables(self) -> None:
         t = self.fleet.tables
@@ -326,12 +322,12 @@ class CohortEngine:
         rec.enc[day] += np.bincount(org, minlength=k)
         rec.mal_enc[day] += np.bincount(org, weights=label, minlength=k).astype(np.int64)
         rec.alerts[day] += np.bincount(org, weights=alert, minlength=k).astype(np.int64)
-        rec.fp_alerts[day] += np.bincount(
-            org, weights=alert & (label == 0), minlength=k
-        ).astype(np.int64)
-        rec.mal_alerts[day] += np.bincount(
-            org, weights=alert & (label == 1), minlength=k
-        ).astype(np.int64)
+        rec.fp_alerts[day] += np.bincount(org, weights=alert & (label == 0), minlength=k).astype(
+            np.int64
+        )
+        rec.mal_alerts[day] += np.bincount(org, weights=alert & (label == 1), minlength=k).astype(
+            np.int64
+        )
         rec.new_fp[day] += np.bincount(org, weights=new, minlength=k).astype(np.int64)
         model = self._tmodel[tb]
         self.pool.add(ep=ep, org=org, sample=sample, model=model, verdict=verdict, t=t)
@@ -393,7 +389,8 @@ class CohortEngine:
         mark = np.zeros(self.fleet.world.n_endpoints, bool)
         mark[over] = True
         sel = np.flatnonzero(mark[pool["ep"]])
-        o = sel[np.lexsort((-pool["t"][sel], pool["ep"][sel]))]  # newest first per endpoint
+        t_sel = np.asarray(pool["t"][sel], np.float64)
+        o = sel[np.lexsort((-t_sel, pool["ep"][sel]))]  # newest first per endpoint
         e = pool["ep"][o]
         starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
         rank = np.arange(o.size) - np.repeat(starts, np.diff(np.r_[starts, o.size]))
@@ -456,6 +453,7 @@ def run_cohort(
     """Run the cohort engine under SimPy for `days` simulated days."""
     env = simpy.Environment()
     eng = CohortEngine(fleet, rng)
+    fleet.flush_hook = eng.fold
     horizon = days * DAY_S
 
     def operator() -> simpy.events.ProcessGenerator:

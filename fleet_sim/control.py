@@ -242,6 +242,7 @@ class Fleet:
     rollout: RolloutHook | None = None
     predictor: Callable[[int, int, dt.datetime], list[str]] | None = None
     revoked: set[int] = field(default_factory=set)
+    flush_hook: Callable[[float], None] | None = None
     _ctx_cache: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
@@ -282,6 +283,8 @@ class Fleet:
             if action.source == "transition":
                 if self.predictor is None:
                     raise ScenarioError("allowlist_add source=transition needs the predictor")
+                if self.flush_hook is not None:
+                    self.flush_hook(t)
                 shas = self.predictor(action.old, action.new, now)
                 reason = f"transition v{action.old}->v{action.new}"
             else:

@@ -208,9 +208,7 @@ def run_exact(
     def hourly() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
             counts = np.bincount(model)
-            rec.adoption.append(
-                (env.now, {v: int(c) for v, c in enumerate(counts.tolist()) if c})
-            )
+            rec.adoption.append((env.now, {v: int(c) for v, c in enumerate(counts.tolist()) if c}))
             if fleet.rollout is not None:
                 fleet.rollout.tick(env.now, rec)
             if progress is not None:

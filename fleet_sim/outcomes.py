@@ -72,8 +72,11 @@ class OutcomeResult:
 
 
 def counters(rec: Recorder) -> dict[str, int]:
-    """The run's counters plus `events_lost` (generated but neither delivered, dropped-and-
-    counted, nor still spooled at the end: must be 0)."""
+    """The run's counters plus `events_lost`.
+
+    `events_lost` counts events generated but neither delivered, dropped and counted, nor still
+    spooled at the end; it must be 0.
+    """
     c = dict(rec.counters)
     for k in ("events_generated", "events_delivered", "events_dropped", "events_pending_at_end"):
         c.setdefault(k, 0)
@@ -111,8 +114,10 @@ def org_day_rate(
 def kill_switch_delays(
     rec: Recorder, world: World, index: int, within_s: float
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Delays (s) until each endpoint obeyed kill switch `index`, and who was online throughout
-    [t, t + within_s] (the endpoints that could obey in time)."""
+    """Delays (s) until each endpoint obeyed kill switch `index`, and who could obey in time.
+
+    The eligible endpoints are those online throughout [t, t + within_s].
+    """
     version = rec.kill_switches[index]
     t, seen = rec.tracked[version]
     eligible = np.ones(world.n_endpoints, bool)
@@ -153,11 +158,15 @@ def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
     rec, world = run.recorder, run.world
     if isinstance(out, KillSwitchReach):
         if out.action >= len(rec.kill_switches):
-            return OutcomeResult(out.name, out.arm, out.check, float("nan"), "no kill switch", False)
+            return OutcomeResult(
+                out.name, out.arm, out.check, float("nan"), "no kill switch", False
+            )
         value = reach(rec, world, out.action, out.within_minutes * 60.0)
         ok, bound = _bounded(value, out.at_least, None)
     elif isinstance(out, AlertsPerOrgDay):
-        table = rec.new_fp if out.new_only else (rec.fp_alerts if out.false_positives else rec.alerts)
+        table = (
+            rec.new_fp if out.new_only else (rec.fp_alerts if out.false_positives else rec.alerts)
+        )
         rates = org_day_rate(rec, table, out.from_day, out.to_day)
         sel = _orgs(world, out.orgs)
         value = float(rates[sel].mean()) if sel.any() else 0.0
@@ -185,6 +194,8 @@ def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
     return OutcomeResult(out.name, out.arm, out.check, value, bound, ok)
 
 
-def check_outcomes(outcomes: tuple[Outcome, ...], arms: Mapping[str, ArmRun]) -> list[OutcomeResult]:
+def check_outcomes(
+    outcomes: tuple[Outcome, ...], arms: Mapping[str, ArmRun]
+) -> list[OutcomeResult]:
     """Evaluate every outcome on the arms' records."""
     return [_one(o, arms) for o in outcomes]

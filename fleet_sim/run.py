@@ -153,6 +153,7 @@ def run_arm(
             clock.at(0),
             breaker_max_blocks=world.spec.breaker_max_blocks,
         )
+        link.load_labels(world.catalog.reported_label, clock.at(0))
         rec = Recorder(n_days(scenario.days), world.n_orgs, world.n_endpoints)
         fleet = Fleet(
             world=world,

@@ -176,7 +176,7 @@ def _org_sizes(rng: np.random.Generator, n_orgs: int, n_ep: int, alpha: float) -
     rest = (n_ep - n_orgs) - int(sizes.sum())
     order = np.argsort(-(share - sizes), kind="stable")
     sizes[order[:rest]] += 1
-    return sizes + 1
+    return np.asarray(sizes + 1, dtype=np.int64)
 
 
 def _catalog(corpus: Corpus, rng: np.random.Generator, spec: WorldModel) -> Catalog:
@@ -189,9 +189,7 @@ def _catalog(corpus: Corpus, rng: np.random.Generator, spec: WorldModel) -> Cata
     ranks = rng.permutation(global_idx.size) + 1
     weight = 1.0 / ranks.astype(np.float64) ** spec.zipf_s
     malware_idx = np.flatnonzero((label == 1) & (era == 1))
-    inhouse = {
-        k: np.flatnonzero(hint == k) for k in range(N_INHOUSE) if np.any(hint == k)
-    }
+    inhouse = {k: np.flatnonzero(hint == k) for k in range(N_INHOUSE) if np.any(hint == k)}
     return Catalog(
         sha256=tuple(r.sha256 for r in recs),
         family=tuple(r.family for r in recs),
@@ -206,9 +204,7 @@ def _catalog(corpus: Corpus, rng: np.random.Generator, spec: WorldModel) -> Cata
     )
 
 
-def _campaign(
-    c: CampaignModel, cat: Catalog, rng: np.random.Generator, n_orgs: int
-) -> Campaign:
+def _campaign(c: CampaignModel, cat: Catalog, rng: np.random.Generator, n_orgs: int) -> Campaign:
     samples = cat.family_idx(c.family)
     if samples.size == 0:
         raise ScenarioError(f"campaign {c.name!r}: the corpus has no {c.family!r} samples")

@@ -19,6 +19,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
     ("model_store.cli", "model", "train"),
     ("model_store.repo_cli", "repo", "train"),
     ("backend.cli", "backend", "backend"),
+    ("fleet_sim.cli", "sim", "sim"),
     ("backend.rollout_cli", "rollout", "backend"),
     ("backend.labels_cli", "labels", "backend"),
     ("backend.analysis_cli", "rescore", "backend"),

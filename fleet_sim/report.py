@@ -1,0 +1,181 @@
+"""The run report: one self-contained HTML page (plots inlined as base64 PNG) and its JSON twin.
+
+Plots: alerts per org per day (the largest orgs and the protector orgs), model adoption over
+time, and the kill-switch propagation CDF. The JSON carries everything the page shows, with the
+scenario's seed, so a run can be compared or re-run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fleet_sim._clock import DAY_S  # noqa: E402
+from fleet_sim.outcomes import ArmRun, counters, kill_switch_delays  # noqa: E402
+from fleet_sim.run import SimRun  # noqa: E402
+
+__all__ = ["figure_png", "report_dict", "write_report"]
+
+
+def figure_png(fig: Any) -> str:
+    """A matplotlib figure as a base64 PNG string (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _arm_dict(run: ArmRun) -> dict[str, Any]:
+    rec, w = run.recorder, run.world
+    ks = []
+    for i in range(len(rec.kill_switches)):
+        delay, eligible = kill_switch_delays(rec, w, i, 900.0)
+        d = delay[eligible & np.isfinite(delay)]
+        ks.append(
+            {
+                "policy_version": rec.kill_switches[i],
+                "eligible_endpoints": int(eligible.sum()),
+                "p50_s": float(np.percentile(d, 50)) if d.size else None,
+                "p99_s": float(np.percentile(d, 99)) if d.size else None,
+                "max_s": float(d.max()) if d.size else None,
+            }
+        )
+    return {
+        "counters": counters(rec),
+        "orgs": [
+            {
+                "name": w.org_names[o],
+                "endpoints": int(w.org_size[o]),
+                "protector": bool(w.org_protector[o]),
+                "alerts_per_day": rec.alerts[:, o].tolist(),
+                "fp_alerts_per_day": rec.fp_alerts[:, o].tolist(),
+                "new_fp_alerts_per_day": rec.new_fp[:, o].tolist(),
+                "encounters_per_day": rec.enc[:, o].tolist(),
+            }
+            for o in range(w.n_orgs)
+        ],
+        "fleet": {
+            "alerts_per_day": rec.alerts.sum(axis=1).tolist(),
+            "fp_alerts_per_day": rec.fp_alerts.sum(axis=1).tolist(),
+            "new_fp_alerts_per_day": rec.new_fp.sum(axis=1).tolist(),
+            "malicious_encounters_per_day": rec.mal_enc.sum(axis=1).tolist(),
+            "malicious_alerts_per_day": rec.mal_alerts.sum(axis=1).tolist(),
+        },
+        "adoption": [{"t_days": t / DAY_S, "versions": c} for t, c in rec.adoption],
+        "kill_switches": ks,
+        "timeline": [{"t_days": t / DAY_S, "event": e} for t, e in rec.events[:200]],
+    }
+
+
+def report_dict(run: SimRun) -> dict[str, Any]:
+    """The JSON twin of the report."""
+    sc = run.scenario
+    return {
+        "scenario": sc.name,
+        "description": sc.description,
+        "seed": sc.seed,
+        "mode": run.mode,
+        "days": sc.days,
+        "endpoints": sc.world.endpoints,
+        "orgs": sc.world.orgs,
+        "wall_s": round(run.wall_s, 2),
+        "encounters": run.events,
+        "passed": run.passed,
+        "outcomes": [o.to_dict() for o in run.outcomes],
+        "bundles": {str(k): v for k, v in run.bundles.items()},
+        "arms": {name: _arm_dict(a) for name, a in run.arms.items()},
+    }
+
+
+def _plots(run: SimRun) -> list[tuple[str, str]]:
+    out = []
+    fig, axes = plt.subplots(1, len(run.arms), figsize=(6 * len(run.arms), 3.6), squeeze=False)
+    for ax, (name, arm) in zip(axes[0], run.arms.items(), strict=True):
+        rec, w = arm.recorder, arm.world
+        days = np.arange(rec.n_days)
+        top = list(np.argsort(-w.org_size)[:6]) + list(np.flatnonzero(w.org_protector)[:3])
+        for o in dict.fromkeys(int(x) for x in top):
+            style = "--" if w.org_protector[o] else "-"
+            ax.plot(days, rec.alerts[:, o], style, label=w.org_names[o])
+        ax.set_title(f"alerts per org per day ({name})")
+        ax.set_xlabel("day")
+        ax.legend(fontsize=6)
+    out.append(("Alerts per org over time (dashed: protector orgs)", figure_png(fig)))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, arm in run.arms.items():
+        versions = sorted({v for _, c in arm.recorder.adoption for v in c})
+        for v in versions:
+            xs = [t / DAY_S for t, _ in arm.recorder.adoption]
+            ys = [c.get(v, 0) / max(1, sum(c.values())) for _, c in arm.recorder.adoption]
+            ax.plot(xs, ys, label=f"{name}: v{v}")
+    ax.set_title("model adoption (share of endpoints)")
+    ax.set_xlabel("day")
+    ax.legend(fontsize=7)
+    out.append(("Rollout adoption", figure_png(fig)))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    drawn = False
+    for name, arm in run.arms.items():
+        for i in range(len(arm.recorder.kill_switches)):
+            delay, eligible = kill_switch_delays(arm.recorder, arm.world, i, 900.0)
+            d = np.sort(delay[eligible & np.isfinite(delay)]) / 60.0
+            if d.size:
+                ax.plot(d, np.arange(1, d.size + 1) / d.size, label=f"{name}: switch {i}")
+                drawn = True
+    if drawn:
+        ax.axvline(15, color="grey", ls=":")
+        ax.set_title("kill-switch propagation CDF (endpoints online throughout)")
+        ax.set_xlabel("minutes after the switch")
+        ax.legend(fontsize=7)
+        out.append(("Kill-switch propagation", figure_png(fig)))
+    else:
+        plt.close(fig)
+    return out
+
+
+def write_report(run: SimRun, out: str | Path) -> tuple[Path, Path]:
+    """Write `report.html` and `report.json` into `out`; returns both paths."""
+    base = Path(out)
+    base.mkdir(parents=True, exist_ok=True)
+    data = report_dict(run)
+    jpath = base / "report.json"
+    jpath.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    rows = "".join(
+        f"<tr><td>{'PASS' if o.passed else '<b>FAIL</b>'}</td><td>{html.escape(o.name)}</td>"
+        f"<td>{html.escape(o.arm)}</td><td>{o.value:.4g}</td><td>{html.escape(o.bound)}</td></tr>"
+        for o in run.outcomes
+    )
+    imgs = "".join(
+        f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b64}'/>"
+        for t, b64 in _plots(run)
+    )
+    counters_html = "".join(
+        f"<h3>{html.escape(n)}</h3><pre>{html.escape(json.dumps(a['counters'], indent=1))}</pre>"
+        for n, a in data["arms"].items()
+    )
+    sc = run.scenario
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>fleet_sim: {html.escape(sc.name)}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
+        f"<h1>{html.escape(sc.name)}</h1><p>{html.escape(sc.description)}</p>"
+        f"<p>mode {run.mode}, seed {sc.seed}, {sc.world.endpoints} endpoints, "
+        f"{sc.world.orgs} orgs, {sc.days:g} days, {run.events} scans, "
+        f"{run.wall_s:.1f} s wall</p>"
+        "<h2>Outcomes</h2><table><tr><th></th><th>outcome</th><th>arm</th><th>value</th>"
+        f"<th>bound</th></tr>{rows}</table>{imgs}<h2>Counters</h2>{counters_html}"
+        "</body></html>"
+    )
+    hpath = base / "report.html"
+    hpath.write_text(page, encoding="utf-8")
+    return hpath, jpath
