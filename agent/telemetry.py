@@ -197,14 +197,9 @@ def _opt_version(value: Any, where: str) -> int | None:
     return value
 
 
-def decode_batch(raw: bytes) -> TelemetryBatch:
-    """Decode and validate one batch; the inverse of `encode_batch`.
-
-    Raises:
-        ValueError: the bytes are not a valid batch; the message names the first bad field.
-    """
+def _unpack(raw: bytes) -> Any:
     try:
-        doc = msgpack.unpackb(
+        return msgpack.unpackb(
             raw,
             raw=False,
             strict_map_key=True,
@@ -216,6 +211,10 @@ def decode_batch(raw: bytes) -> TelemetryBatch:
         )
     except Exception as exc:  # msgpack raises many unrelated types on garbage input
         raise ValueError(f"not a msgpack document: {type(exc).__name__}") from None
+
+
+def _header(doc: Any) -> tuple[str, str, str, int, tuple[Any, ...]]:
+    """Validate a decoded batch's header; return (key, org, endpoint, dropped, event rows)."""
     if not isinstance(doc, dict):
         raise _fail("batch", "must be a map")
     if doc.get("v") != FORMAT_VERSION:
@@ -237,6 +236,11 @@ def decode_batch(raw: bytes) -> TelemetryBatch:
     rows = doc.get("events")
     if not isinstance(rows, tuple) or not rows:
         raise _fail("events", f"must be an array of 1..{MAX_EVENTS_PER_BATCH} events")
+    return key, org, endpoint, dropped, rows
+
+
+def _decode_events(rows: tuple[Any, ...], org: str, endpoint: str) -> tuple[TelemetryEvent, ...]:
+    """Validate event rows one by one; the reference rules, with the first bad field named."""
     events = []
     verdicts, reasons, lengths = _VERDICTS, _REASONS, _SCHEMA_LENGTHS
     for i, row in enumerate(rows):
@@ -299,7 +303,17 @@ def decode_batch(raw: bytes) -> TelemetryBatch:
                 sv,
             )
         )
-    return TelemetryBatch(key, org, endpoint, dropped, tuple(events))
+    return tuple(events)
+
+
+def decode_batch(raw: bytes) -> TelemetryBatch:
+    """Decode and validate one batch; the inverse of `encode_batch`.
+
+    Raises:
+        ValueError: the bytes are not a valid batch; the message names the first bad field.
+    """
+    key, org, endpoint, dropped, rows = _header(_unpack(raw))
+    return TelemetryBatch(key, org, endpoint, dropped, _decode_events(rows, org, endpoint))
 
 
 def make_batches(

@@ -44,7 +44,7 @@ from backend.errors import (
     PublishError,
     UnsupportedMediaError,
 )
-from backend.ingest import aggregate, parse_batch
+from backend.ingest import aggregate_columns, parse_columns
 from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from backend.metrics import Metrics
 from backend.store import PolicyRecord, Principal, Store, TokenKind
@@ -226,11 +226,10 @@ class _Routes:
         return JSONResponse(body)
 
     def _ingest(self, raw: bytes, principal: Principal) -> dict[str, Any]:
-        batch = parse_batch(raw, max_bytes=self.config.max_telemetry_bytes)
+        batch = parse_columns(raw, max_bytes=self.config.max_telemetry_bytes)
         if batch.org_id != principal.org_id or batch.endpoint_id != principal.endpoint_id:
             raise ForbiddenError("a batch may only carry the sending endpoint's own events")
-        rows, features = aggregate(batch.events)
-        result = self.store.ingest(batch, rows, features, self.clock())
+        result = self.store.ingest_aggregate(aggregate_columns(batch), self.clock())
         if result.duplicate:
             self.metrics.duplicates_dropped.inc()
         else:

@@ -1,9 +1,14 @@
 """Telemetry ingestion, the pure part: validate a batch, fold its events into aggregate rows.
 
-No SQLite and no clock here. `parse_batch` turns request bytes into the agent's frozen
-`TelemetryBatch` (the wire format is defined once, in `agent.telemetry`); `aggregate` folds
-events into `AggregateRow`s keyed (day, org, sample, model version, shadow, verdict) and
-`FeatureRow`s (one vector per sample and schema). Shadow-model verdicts become rows of their own
+No SQLite and no clock here. Two paths over the same wire format (defined once, in
+`agent.telemetry`):
+- the hot path, used by the HTTP route: `parse_columns` reads a batch as columns
+  (`agent.columns`, no object per event) and `aggregate_columns` folds them with C-level dict
+  operations into a `BatchAggregate` whose rows are plain tuples in the store's key order;
+- the reference path: `parse_batch` gives the agent's frozen `TelemetryBatch` and `aggregate`
+  folds any events (several endpoints too) into `AggregateRow`s keyed
+  (day, org, sample, model version, shadow, verdict) and `FeatureRow`s (one vector per sample
+  and schema). The tests hold the two paths equal. Shadow-model verdicts become rows of their own
 with `shadow=True`, so a candidate's would-be alerts are counted beside the active model's.
 
 Why this is lossless for every count-based metric: each event adds exactly 1 to exactly one
@@ -14,16 +19,28 @@ by `count`. `tests/backend/test_aggregation_lossless.py` checks it on random log
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.columns import TelemetryColumns, decode_columns
 from agent.decision import Verdict
 from agent.telemetry import TelemetryBatch, TelemetryEvent, decode_batch
 from backend import sketch
 from backend.errors import BatchInvalidError, PayloadTooLargeError
 
-__all__ = ["MS_PER_DAY", "AggregateRow", "FeatureRow", "aggregate", "parse_batch"]
+__all__ = [
+    "MS_PER_DAY",
+    "AggregateRow",
+    "BatchAggregate",
+    "BatchRow",
+    "FeatureRow",
+    "aggregate",
+    "aggregate_columns",
+    "parse_batch",
+    "parse_columns",
+]
 
 MS_PER_DAY = 86_400_000
 
@@ -123,3 +140,114 @@ def aggregate(events: Sequence[TelemetryEvent]) -> tuple[list[AggregateRow], lis
         for k, c in acc.items()
     ]
     return rows, [FeatureRow(s, schema, v) for (s, schema), v in features.items()]
+
+
+# --- the hot path: columns in, key-ordered row tuples out -----------------------------------
+
+# (day, sha256 raw, model_version, shadow 0/1, verdict value, count, first_seen_ms, last_seen_ms)
+BatchRow = tuple[int, bytes, int, int, str, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAggregate:
+    """One endpoint's batch, folded: what `Store.ingest_aggregate` writes in one transaction.
+
+    `rows` are sorted by the aggregates table's key (day, sample, version, shadow, verdict) so
+    that the upserts walk the B-tree in order. A batch comes from one endpoint, so every row's
+    distinct-endpoint sketch is the same one-endpoint `endpoints`.
+    """
+
+    key: str
+    org_id: str
+    endpoint_id: str
+    dropped_events: int
+    events: int
+    endpoints: bytes
+    rows: list[BatchRow]
+    features: list[tuple[bytes, str, bytes]]
+
+
+def parse_columns(raw: bytes, *, max_bytes: int) -> TelemetryColumns:
+    """Validate request bytes as one telemetry batch, read as columns.
+
+    Raises:
+        PayloadTooLargeError: more than `max_bytes`.
+        BatchInvalidError: not a valid batch; the message names the first bad field.
+    """
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError(
+            f"batch of {len(raw)} bytes is over {max_bytes}", limit_bytes=max_bytes
+        )
+    try:
+        return decode_columns(raw)
+    except ValueError as exc:
+        raise BatchInvalidError(str(exc)) from None
+
+
+def _fold(
+    days: Sequence[int] | None,
+    day: int,
+    sha: Sequence[bytes],
+    version: Sequence[int | None],
+    verdict: Sequence[str | None],
+    at: Sequence[int],
+    shadow: int,
+) -> list[BatchRow]:
+    """Count, min and max time per key; `at` must be ascending (so last write = max)."""
+    if days is None:
+        keys: list[tuple[Any, ...]] = list(zip(sha, version, verdict, strict=True))
+    else:
+        keys = list(zip(days, sha, version, verdict, strict=True))
+    counts = Counter(keys)
+    last = dict(zip(keys, at, strict=True))
+    first = dict(zip(reversed(keys), reversed(at), strict=True))
+    if days is None:
+        return [(day, k[0], k[1], shadow, k[2], c, first[k], last[k]) for k, c in counts.items()]
+    return [(k[0], k[1], k[2], shadow, k[3], c, first[k], last[k]) for k, c in counts.items()]
+
+
+def aggregate_columns(batch: TelemetryColumns) -> BatchAggregate:
+    """Fold one batch's columns into key-ordered rows; equal to `aggregate` on its events."""
+    at = batch.observed_at_ms
+    sha, version, verdict = batch.sha256, batch.model_version, batch.verdict
+    s_version, s_verdict = batch.shadow_model_version, batch.shadow_verdict
+    if at != tuple(sorted(at)):  # agents send in time order; sort if not
+        order = sorted(range(len(at)), key=at.__getitem__)
+        at = tuple(at[i] for i in order)
+        sha = tuple(sha[i] for i in order)
+        version = tuple(version[i] for i in order)
+        verdict = tuple(verdict[i] for i in order)
+        s_version = tuple(s_version[i] for i in order)
+        s_verdict = tuple(s_verdict[i] for i in order)
+    day = at[0] // MS_PER_DAY
+    days = None if at[-1] // MS_PER_DAY == day else [t // MS_PER_DAY for t in at]
+    rows = _fold(days, day, sha, version, verdict, at, 0)
+    if batch.has_shadow:
+        idx = [i for i, v in enumerate(s_verdict) if v is not None]
+        rows += _fold(
+            None if days is None else [days[i] for i in idx],
+            day,
+            [sha[i] for i in idx],
+            [s_version[i] for i in idx],
+            [s_verdict[i] for i in idx],
+            [at[i] for i in idx],
+            1,
+        )
+    rows.sort()
+    features: dict[tuple[bytes, str], bytes] = {}
+    if batch.features.count(None) != batch.size:
+        for s, schema, vector in zip(
+            batch.sha256, batch.feature_schema, batch.features, strict=True
+        ):
+            if vector is not None and schema is not None:
+                features.setdefault((s, schema), vector)
+    return BatchAggregate(
+        batch.key,
+        batch.org_id,
+        batch.endpoint_id,
+        batch.dropped_events,
+        batch.size,
+        sketch.sketch_of([sketch.endpoint_hash(batch.endpoint_id)]),
+        rows,
+        [(s, schema, v) for (s, schema), v in features.items()],
+    )

@@ -44,7 +44,7 @@ from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch
 from backend import sketch
 from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
-from backend.ingest import AggregateRow, FeatureRow
+from backend.ingest import AggregateRow, BatchAggregate, FeatureRow
 
 if TYPE_CHECKING:
     from backend.labels import LabelChange
@@ -330,13 +330,13 @@ class Store:
     ) -> IngestResult:
         """Apply one batch's rows in one transaction, once per idempotency key.
 
+        The reference path (any `AggregateRow`s, several endpoints per row allowed); the HTTP
+        route uses `ingest_aggregate`, which writes the same rows.
+
         Raises:
             NotFoundError: the batch names an org the store does not know.
         """
-        org = self._orgs.get(batch.org_id)
-        if org is None:
-            raise NotFoundError(f"no organization {batch.org_id!r}")
-        now_ms = int(now.timestamp() * 1000)
+        org = self._org_key(batch.org_id)
         params = [
             (
                 r.day,
@@ -352,7 +352,53 @@ class Store:
             )
             for r in rows
         ]
+        params.sort(key=lambda p: p[:6])
         feats = [(bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
+        return self._apply(
+            batch.endpoint_id,
+            batch.key,
+            len(batch.events),
+            batch.dropped_events,
+            params,
+            feats,
+            now,
+        )
+
+    def ingest_aggregate(self, batch: BatchAggregate, now: dt.datetime) -> IngestResult:
+        """Apply one folded batch in one transaction, once per idempotency key (the hot path).
+
+        Raises:
+            NotFoundError: the batch names an org the store does not know.
+        """
+        org, ep = self._org_key(batch.org_id), batch.endpoints
+        params = [(d, org, s, v, sh, vd, c, ep, f, la) for d, s, v, sh, vd, c, f, la in batch.rows]
+        return self._apply(
+            batch.endpoint_id,
+            batch.key,
+            batch.events,
+            batch.dropped_events,
+            params,
+            batch.features,
+            now,
+        )
+
+    def _org_key(self, org_id: str) -> int:
+        org = self._orgs.get(org_id)
+        if org is None:
+            raise NotFoundError(f"no organization {org_id!r}")
+        return org
+
+    def _apply(
+        self,
+        endpoint_id: str,
+        key: str,
+        events: int,
+        dropped_events: int,
+        params: Sequence[tuple[object, ...]],
+        feats: Sequence[tuple[bytes, str, bytes]],
+        now: dt.datetime,
+    ) -> IngestResult:
+        now_ms = int(now.timestamp() * 1000)
         conn = self._conn
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
@@ -361,11 +407,11 @@ class Store:
                     "INSERT INTO batches (endpoint_id, key, received_ms, events) "
                     "VALUES (?, ?, ?, ?) "
                     "ON CONFLICT DO NOTHING",
-                    (batch.endpoint_id, batch.key, now_ms, len(batch.events)),
+                    (endpoint_id, key, now_ms, events),
                 )
                 if cur.rowcount == 0:
                     conn.execute("ROLLBACK")
-                    return IngestResult(True, len(batch.events), 0)
+                    return IngestResult(True, events, 0)
                 conn.executemany(_UPSERT, params)
                 if feats:
                     conn.executemany(
@@ -376,13 +422,13 @@ class Store:
                     "UPDATE endpoints SET last_seen_ms = ?, "
                     "spool_dropped_events = max(spool_dropped_events, ?) "
                     "WHERE endpoint_id = ?",
-                    (now_ms, batch.dropped_events, batch.endpoint_id),
+                    (now_ms, dropped_events, endpoint_id),
                 )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return IngestResult(False, len(batch.events), len(rows))
+        return IngestResult(False, events, len(params))
 
     def aggregates(
         self, *, org_id: str | None = None, day: int | None = None

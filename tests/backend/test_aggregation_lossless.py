@@ -1,7 +1,8 @@
 """Any count-based metric on the raw event log equals the same metric on the stored aggregates.
 
-Random logs go through the real path (encode, decode, aggregate, SQLite upsert in several
+Random logs go through the real path (encode, columnar decode, fold, SQLite upsert in several
 batches) and back out of the store; the metrics are computed once on the events, once on rows.
+Each batch's columnar fold is also checked against the reference `aggregate` over events.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from agent.decision import Reason, Verdict
 from agent.telemetry import TelemetryEvent, decode_batch, encode_batch
 from backend import sketch
-from backend.ingest import AggregateRow, aggregate
+from backend.ingest import AggregateRow, BatchRow, aggregate, aggregate_columns, parse_columns
 from backend.store import Store
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -116,9 +117,14 @@ def test_metrics_on_aggregates_equal_metrics_on_raw_events(
             group = [TelemetryEvent(orgs[e.org_id], e.endpoint_id, *_rest(e)) for e in group]
             renamed += group
             for i in range(0, len(group), batch_size):
-                batch = decode_batch(encode_batch(group[i : i + batch_size]))
-                rows, feats = aggregate(batch.events)
-                store.ingest(batch, rows, feats, T0)
+                raw = encode_batch(group[i : i + batch_size])
+                folded = aggregate_columns(parse_columns(raw, max_bytes=1 << 24))
+                rows, feats = aggregate(decode_batch(raw).events)  # the reference fold
+                assert folded.rows == sorted(_as_tuple(r) for r in rows)
+                assert folded.features == [
+                    (bytes.fromhex(f.sha256), f.schema, f.vector) for f in feats
+                ]
+                store.ingest_aggregate(folded, T0)
         stored = store.aggregates()
     finally:
         store.close()
@@ -129,6 +135,20 @@ def test_metrics_on_aggregates_equal_metrics_on_raw_events(
     )
     by_day = Counter((e.observed_at_ms // 86_400_000, e.org_id, e.sha256) for e in renamed)
     assert by_day == _sum_rows(stored)
+
+
+def _as_tuple(r: AggregateRow) -> BatchRow:
+    sha = bytes.fromhex(r.sha256)
+    return (
+        r.day,
+        sha,
+        r.model_version,
+        int(r.shadow),
+        r.verdict.value,
+        r.count,
+        r.first_seen_ms,
+        r.last_seen_ms,
+    )
 
 
 def _rest(e: TelemetryEvent) -> tuple[object, ...]:
