@@ -1,0 +1,648 @@
+"""The backend's PostgreSQL store: `backend.store.Store`'s public methods over psycopg 3.
+
+For a fleet past one machine (several backend processes, one database). Same tables, same
+semantics, same return values as the SQLite store; `tests/backend/test_store_postgres.py`
+runs one suite against both and holds them equal. What differs, and why:
+
+- The aggregate upsert is `INSERT ... ON CONFLICT (day, org, sha256, model_version, shadow,
+  verdict) DO UPDATE`, with the batch's rows sorted by that key so that concurrent batches
+  lock rows in one order (no deadlocks between backend processes).
+- The distinct-endpoint sketch merges inside the statement through `fw_merge(a, b)`, a
+  `LANGUAGE sql` function created with the schema: the union of both sketches' 8-byte values,
+  distinct, smallest `sketch.K` kept, concatenated in order. `bytea` compares as unsigned
+  bytes, so that order is `backend.sketch`'s big-endian integer order and the result is
+  byte-for-byte `sketch.merge(a, b)` (the parity tests check it). Merging in the database
+  rather than in Python keeps the upsert one statement and correct when two processes touch
+  the same row: `ON CONFLICT DO UPDATE` holds the row lock while the merge runs.
+- Times are `timestamptz` (the session runs in UTC), so "as of" lookups compare instants.
+- Org and policy caches are re-read on a miss, because another process may have written them.
+- `schema` puts every table in one PostgreSQL schema (tests use a fresh one each).
+
+One connection (autocommit, explicit transactions) behind a lock serves the writers; long
+reads (`iter_aggregates`, `iter_labels`) open their own connection with a server-side cursor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from agent.decision import Verdict
+from agent.policy import PolicyDocumentModel
+from agent.telemetry import TelemetryBatch
+from backend import sketch
+from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
+from backend.ingest import AggregateRow, FeatureRow
+from backend.store import (
+    EndpointCredentials,
+    IngestResult,
+    OrgCreated,
+    PolicyRecord,
+    Principal,
+    Publish,
+    StoreStats,
+    TokenKind,
+    hash_token,
+)
+
+if TYPE_CHECKING:
+    from backend.ingest import BatchAggregate
+    from backend.labels import LabelChange
+
+__all__ = ["PostgresStore", "is_postgres_url"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orgs (
+    id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, org BIGINT REFERENCES orgs(id),
+    endpoint_id TEXT, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    endpoint_id TEXT PRIMARY KEY, org BIGINT NOT NULL REFERENCES orgs(id),
+    enrolled_at TIMESTAMPTZ NOT NULL, last_seen_ms BIGINT,
+    spool_dropped_events BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS policy_history (
+    version BIGINT PRIMARY KEY, changed_at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, document TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS policy_history_time ON policy_history(changed_at);
+CREATE TABLE IF NOT EXISTS batches (
+    endpoint_id TEXT NOT NULL, key TEXT NOT NULL, received_ms BIGINT NOT NULL,
+    events BIGINT NOT NULL, PRIMARY KEY (endpoint_id, key));
+CREATE TABLE IF NOT EXISTS aggregates (
+    day INTEGER NOT NULL, org BIGINT NOT NULL, sha256 BYTEA NOT NULL,
+    model_version BIGINT NOT NULL, shadow SMALLINT NOT NULL, verdict TEXT NOT NULL,
+    count BIGINT NOT NULL, endpoints BYTEA NOT NULL,
+    first_seen_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
+    PRIMARY KEY (day, org, sha256, model_version, shadow, verdict));
+CREATE TABLE IF NOT EXISTS features (
+    sha256 BYTEA NOT NULL, schema TEXT NOT NULL, vector BYTEA NOT NULL,
+    PRIMARY KEY (sha256, schema));
+CREATE TABLE IF NOT EXISTS labels (
+    id BIGSERIAL PRIMARY KEY, sha256 BYTEA NOT NULL, label TEXT NOT NULL,
+    source TEXT NOT NULL, family TEXT NOT NULL DEFAULT '', labelled_at TIMESTAMPTZ NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL);
+CREATE INDEX IF NOT EXISTS labels_sha_time ON labels(sha256, labelled_at);
+CREATE OR REPLACE FUNCTION fw_merge(a BYTEA, b BYTEA) RETURNS BYTEA
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(string_agg(v, ''::bytea ORDER BY v), ''::bytea) FROM (
+        SELECT DISTINCT substring(s FROM i FOR 8) AS v
+        FROM (SELECT a UNION ALL SELECT b) AS t(s), generate_series(1, length(s), 8) AS i
+        ORDER BY v LIMIT __K__) AS kept
+$$;
+""".replace("__K__", str(sketch.K))
+
+_UPSERT = """
+INSERT INTO aggregates AS a (day, org, sha256, model_version, shadow, verdict, count,
+                             endpoints, first_seen_ms, last_seen_ms)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (day, org, sha256, model_version, shadow, verdict) DO UPDATE SET
+    count = a.count + excluded.count,
+    endpoints = CASE WHEN a.endpoints = excluded.endpoints THEN a.endpoints
+                     ELSE fw_merge(a.endpoints, excluded.endpoints) END,
+    first_seen_ms = least(a.first_seen_ms, excluded.first_seen_ms),
+    last_seen_ms = greatest(a.last_seen_ms, excluded.last_seen_ms)
+"""
+
+_AGG_COLUMNS = (
+    "SELECT day, org, sha256, model_version, shadow, verdict, count, endpoints, "
+    "first_seen_ms, last_seen_ms FROM aggregates"
+)
+_KEY_ORDER = " ORDER BY day, org, sha256, model_version, shadow, verdict"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_LOCK = 0x66770A  # advisory lock id: one process creates the tables at a time
+
+
+def is_postgres_url(target: object) -> bool:
+    """True when `target` is a `postgresql://` (or `postgres://`) URL, not a file path."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    if t.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return t.astimezone(dt.UTC)
+
+
+class PostgresStore:
+    """The backend's state in one PostgreSQL database (optionally one schema of it)."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        if not is_postgres_url(url):
+            raise ValueError("url must start with postgresql://")
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise ValueError("schema must be a lower-case identifier")
+        self.url = url
+        self.schema = schema
+        self._conn = self._connect()
+        self._lock = threading.Lock()
+        with self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            if schema is not None:
+                self._conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+            self._conn.execute(_SCHEMA)
+        self._orgs: dict[str, int] = {}
+        self._org_names: dict[int, str] = {}
+        self._principals: dict[str, Principal] = {}
+        self._reload_orgs()
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        conn = psycopg.connect(self.url, autocommit=True)
+        conn.execute("SET TIME ZONE 'UTC'")
+        if self.schema is not None:
+            conn.execute(
+                sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema))
+            )
+        return conn
+
+    def _reload_orgs(self) -> None:
+        for key, org_id in self._conn.execute("SELECT id, org_id FROM orgs"):
+            self._orgs[org_id] = int(key)
+            self._org_names[int(key)] = org_id
+
+    def _org_name(self, key: int) -> str:
+        name = self._org_names.get(key)
+        if name is None:
+            with self._lock:
+                self._reload_orgs()
+            name = self._org_names[key]
+        return name
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    # --- orgs and tokens ---------------------------------------------------------------
+
+    def _new_token(
+        self, kind: TokenKind, org: int | None, endpoint_id: str | None, now: dt.datetime
+    ) -> str:
+        token = f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+        self._conn.execute(
+            "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (hash_token(token), kind.value, org, endpoint_id, _utc(now)),
+        )
+        return token
+
+    def create_org(self, name: str, now: dt.datetime) -> OrgCreated:
+        """Create an organization with a random pseudonymous id and an enroll token.
+
+        Raises:
+            ConflictError: the name is taken.
+        """
+        with self._lock:
+            org_id = "org_" + secrets.token_hex(8)
+            try:
+                with self._conn.transaction():
+                    row = self._conn.execute(
+                        "INSERT INTO orgs (org_id, name, created_at) VALUES (%s, %s, %s) "
+                        "RETURNING id",
+                        (org_id, name, _utc(now)),
+                    ).fetchone()
+                    assert row is not None
+                    key = int(row[0])
+                    token = self._new_token(TokenKind.ENROLL, key, None, now)
+            except psycopg.errors.UniqueViolation:
+                raise ConflictError(f"an organization named {name!r} exists") from None
+            self._orgs[org_id] = key
+            self._org_names[key] = org_id
+            return OrgCreated(org_id, name, token)
+
+    def org_ids(self) -> list[str]:
+        """Every organization's pseudonymous id, in creation order."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT org_id FROM orgs ORDER BY id")]
+
+    def has_org(self, org_id: str) -> bool:
+        """True when `org_id` names an organization."""
+        return self._org_lookup(org_id) is not None
+
+    def _org_lookup(self, org_id: str) -> int | None:
+        key = self._orgs.get(org_id)
+        if key is None:
+            with self._lock:
+                self._reload_orgs()
+            key = self._orgs.get(org_id)
+        return key
+
+    def _org_key(self, org_id: str) -> int:
+        key = self._org_lookup(org_id)
+        if key is None:
+            raise NotFoundError(f"no organization {org_id!r}")
+        return key
+
+    def create_admin_token(self, now: dt.datetime) -> str:
+        """A new fleet-wide operator token (shown once)."""
+        with self._lock:
+            return self._new_token(TokenKind.ADMIN, None, None, now)
+
+    def authenticate(self, token: str) -> Principal:
+        """Who `token` acts as; verified tokens are cached in memory (they are never reused).
+
+        Raises:
+            AuthError: the token is unknown.
+        """
+        digest = hash_token(token)
+        found = self._principals.get(digest)
+        if found is not None:
+            return found
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT kind, org, endpoint_id FROM tokens WHERE token_hash = %s", (digest,)
+            ).fetchone()
+        if row is None:
+            raise AuthError("unknown token")
+        org = self._org_name(int(row[1])) if row[1] is not None else None
+        principal = Principal(TokenKind(row[0]), org, row[2])
+        if len(self._principals) > 200_000:
+            self._principals.clear()
+        self._principals[digest] = principal
+        return principal
+
+    def enroll(self, org_id: str, now: dt.datetime) -> EndpointCredentials:
+        """Register a new endpoint in `org_id` with a random pseudonym and its own token.
+
+        Raises:
+            NotFoundError: no such org.
+        """
+        key = self._org_key(org_id)
+        endpoint_id = "ep_" + secrets.token_hex(12)
+        with self._lock, self._conn.transaction():
+            self._conn.execute(
+                "INSERT INTO endpoints (endpoint_id, org, enrolled_at) VALUES (%s, %s, %s)",
+                (endpoint_id, key, _utc(now)),
+            )
+            token = self._new_token(TokenKind.ENDPOINT, key, endpoint_id, now)
+        return EndpointCredentials(org_id, endpoint_id, token)
+
+    # --- telemetry -----------------------------------------------------------------------
+
+    def ingest(
+        self,
+        batch: TelemetryBatch,
+        rows: list[AggregateRow],
+        features: list[FeatureRow],
+        now: dt.datetime,
+    ) -> IngestResult:
+        """Apply one batch's rows in one transaction, once per idempotency key.
+
+        Raises:
+            NotFoundError: the batch names an org the store does not know.
+        """
+        org = self._org_key(batch.org_id)
+        params = [
+            (
+                r.day,
+                org,
+                bytes.fromhex(r.sha256),
+                r.model_version,
+                int(r.shadow),
+                r.verdict.value,
+                r.count,
+                r.endpoints,
+                r.first_seen_ms,
+                r.last_seen_ms,
+            )
+            for r in rows
+        ]
+        feats = [(bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
+        return self._apply(
+            batch.endpoint_id,
+            batch.key,
+            len(batch.events),
+            batch.dropped_events,
+            params,
+            feats,
+            now,
+        )
+
+    def ingest_aggregate(self, batch: BatchAggregate, now: dt.datetime) -> IngestResult:
+        """Apply one folded batch in one transaction, once per idempotency key (the hot path).
+
+        Raises:
+            NotFoundError: the batch names an org the store does not know.
+        """
+        org, ep = self._org_key(batch.org_id), batch.endpoints
+        params = [(d, org, s, v, sh, vd, c, ep, f, la) for d, s, v, sh, vd, c, f, la in batch.rows]
+        return self._apply(
+            batch.endpoint_id,
+            batch.key,
+            batch.events,
+            batch.dropped_events,
+            params,
+            batch.features,
+            now,
+        )
+
+    def _apply(
+        self,
+        endpoint_id: str,
+        key: str,
+        events: int,
+        dropped_events: int,
+        params: Sequence[tuple[Any, ...]],
+        feats: Sequence[tuple[bytes, str, bytes]],
+        now: dt.datetime,
+    ) -> IngestResult:
+        now_ms = int(now.timestamp() * 1000)
+        ordered = sorted(params, key=lambda p: p[:6])  # one lock order across processes
+        conn = self._conn
+        with self._lock:
+            with conn.transaction() as tx:
+                cur = conn.execute(
+                    "INSERT INTO batches (endpoint_id, key, received_ms, events) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (endpoint_id, key, now_ms, events),
+                )
+                if cur.rowcount == 0:
+                    raise psycopg.Rollback(tx)
+                with conn.cursor() as c:
+                    c.executemany(_UPSERT, ordered)
+                    if feats:
+                        c.executemany(
+                            "INSERT INTO features (sha256, schema, vector) VALUES (%s, %s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            sorted(feats),
+                        )
+                conn.execute(
+                    "UPDATE endpoints SET last_seen_ms = %s, "
+                    "spool_dropped_events = greatest(spool_dropped_events, %s) "
+                    "WHERE endpoint_id = %s",
+                    (now_ms, dropped_events, endpoint_id),
+                )
+                return IngestResult(False, events, len(params))
+        return IngestResult(True, events, 0)
+
+    def _agg_row(self, r: Sequence[Any]) -> AggregateRow:
+        return AggregateRow(
+            int(r[0]),
+            self._org_name(int(r[1])),
+            bytes(r[2]).hex(),
+            int(r[3]),
+            bool(r[4]),
+            Verdict(r[5]),
+            int(r[6]),
+            bytes(r[7]),
+            int(r[8]),
+            int(r[9]),
+        )
+
+    def aggregates(
+        self, *, org_id: str | None = None, day: int | None = None
+    ) -> list[AggregateRow]:
+        """Aggregate rows, optionally for one org and/or one day, in key order."""
+        where: list[str] = []
+        args: list[object] = []
+        if day is not None:
+            where.append("day = %s")
+            args.append(day)
+        if org_id is not None:
+            key = self._org_lookup(org_id)
+            if key is None:
+                return []
+            where.append("org = %s")
+            args.append(key)
+        query = _AGG_COLUMNS + (" WHERE " + " AND ".join(where) if where else "") + _KEY_ORDER
+        with self._lock:
+            found = self._conn.execute(query.encode(), args).fetchall()
+        return [self._agg_row(r) for r in found]
+
+    def feature_vector(self, sha256: str, schema: str) -> bytes | None:
+        """The stored feature vector of a sample, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT vector FROM features WHERE sha256 = %s AND schema = %s",
+                (bytes.fromhex(sha256), schema),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def endpoint_dropped_events(self, endpoint_id: str) -> int:
+        """How many events `endpoint_id` reported its spool dropped."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT spool_dropped_events FROM endpoints WHERE endpoint_id = %s",
+                (endpoint_id,),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def stats(self) -> StoreStats:
+        """Table sizes (with indexes and TOAST) and row counts."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT (SELECT count(*) FROM aggregates), (SELECT count(*) FROM features), "
+                "(SELECT count(*) FROM batches), (SELECT coalesce(sum(events), 0) FROM batches), "
+                "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                " JOIN pg_namespace n ON n.oid = c.relnamespace "
+                " WHERE c.relkind = 'r' AND n.nspname = current_schema())"
+            ).fetchone()
+        assert row is not None
+        return StoreStats(int(row[4] or 0), int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    # --- policy history --------------------------------------------------------------------
+
+    def _policy_where(self, clause: str, args: tuple[object, ...]) -> PolicyRecord | None:
+        row = self._conn.execute(
+            # `clause` is one of three literals in this module; values are bound
+            (
+                "SELECT version, changed_at, actor, action, document FROM policy_history "  # noqa: S608
+                f"WHERE {clause} ORDER BY version DESC LIMIT 1"
+            ).encode(),
+            args,
+        ).fetchone()
+        if row is None:
+            return None
+        return PolicyRecord(
+            int(row[0]),
+            row[1].astimezone(dt.UTC),
+            row[2],
+            row[3],
+            PolicyDocumentModel.model_validate_json(row[4]),
+        )
+
+    def current_policy(self) -> PolicyRecord | None:
+        """The latest policy (read each time: another process may have appended one)."""
+        with self._lock:
+            return self._policy_where("TRUE", ())
+
+    def policy_as_of(self, when: dt.datetime) -> PolicyRecord | None:
+        """The policy in force at `when` (the latest change at or before it), or None."""
+        with self._lock:
+            return self._policy_where("changed_at <= %s", (_utc(when),))
+
+    def policy_history(self) -> list[PolicyRecord]:
+        """Every policy change, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT version, changed_at, actor, action, document FROM policy_history "
+                "ORDER BY version"
+            ).fetchall()
+        return [
+            PolicyRecord(
+                int(r[0]),
+                r[1].astimezone(dt.UTC),
+                r[2],
+                r[3],
+                PolicyDocumentModel.model_validate_json(r[4]),
+            )
+            for r in rows
+        ]
+
+    def append_policy(
+        self,
+        document: PolicyDocumentModel,
+        *,
+        actor: str,
+        action: str,
+        now: dt.datetime,
+        publish: Publish,
+    ) -> PolicyRecord:
+        """Record `document` as the next policy version and publish it, atomically.
+
+        The history row and the publication succeed together: if `publish` fails the row is
+        rolled back and the previous policy stays current.
+
+        Raises:
+            PublishError: `publish` failed.
+        """
+        with self._lock, self._conn.transaction():
+            self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
+            current = self._policy_where("TRUE", ())
+            expected = (current.version if current else 0) + 1
+            if document.version != expected:
+                raise ValueError(f"policy version must be {expected}, got {document.version}")
+            raw = document.model_dump_json().encode()
+            self._conn.execute(
+                "INSERT INTO policy_history (version, changed_at, actor, action, document) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (document.version, _utc(now), actor, action, raw.decode()),
+            )
+            try:
+                publish(raw, now)
+            except Exception as exc:  # the repository is outside our control; report, keep state
+                raise PublishError(f"could not publish policy v{document.version}: {exc}") from exc
+        return PolicyRecord(document.version, _utc(now), actor, action, document)
+
+    # --- golden labels and streaming reads (rescoring, transition analysis) ----------------
+
+    @staticmethod
+    def _label_from_row(row: Sequence[Any]) -> LabelChange:
+        from backend.labels import LabelChange, LabelSource, LabelValue
+
+        sha, label, source, family, at = row
+        return LabelChange(
+            bytes(sha).hex(),
+            LabelValue(str(label)),
+            LabelSource(str(source)),
+            at.astimezone(dt.UTC),
+            str(family),
+        )
+
+    def append_labels(self, changes: Sequence[LabelChange], *, now: dt.datetime) -> int:
+        """Append label changes (append-only: earlier labels stay readable as of their time)."""
+        rows = [
+            (
+                bytes.fromhex(c.sha256),
+                c.label.value,
+                c.source.value,
+                c.family,
+                _utc(c.labelled_at),
+                _utc(now),
+            )
+            for c in changes
+        ]
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO labels (sha256, label, source, family, labelled_at, recorded_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                rows,
+            )
+        return len(rows)
+
+    def label_as_of(self, sha256: str, when: dt.datetime) -> LabelChange | None:
+        """The label of `sha256` in force at `when` (latest change at or before it), or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT sha256, label, source, family, labelled_at FROM labels "
+                "WHERE sha256 = %s AND labelled_at <= %s "
+                "ORDER BY labelled_at DESC, id DESC LIMIT 1",
+                (bytes.fromhex(sha256), _utc(when)),
+            ).fetchone()
+        return None if row is None else self._label_from_row(row)
+
+    def _stream(self, query: str, args: Sequence[object], size: int) -> Iterator[list[Any]]:
+        """Rows of `query` in chunks, over a server-side cursor on a connection of its own."""
+        conn = self._connect()
+        try:
+            with conn.transaction(), conn.cursor(name="fw_stream") as cur:
+                cur.execute(query.encode(), args)
+                while chunk := cur.fetchmany(size):
+                    yield chunk
+        finally:
+            conn.close()
+
+    def iter_labels(self, until: dt.datetime | None = None) -> Iterator[LabelChange]:
+        """Every label change (labelled at or before `until`), by sample then time, streamed."""
+        query = "SELECT sha256, label, source, family, labelled_at FROM labels"
+        args: tuple[object, ...] = ()
+        if until is not None:
+            query += " WHERE labelled_at <= %s"
+            args = (_utc(until),)
+        for chunk in self._stream(query + " ORDER BY sha256, labelled_at, id", args, 10_000):
+            for row in chunk:
+                yield self._label_from_row(row)
+
+    def iter_aggregates(
+        self,
+        *,
+        org_id: str | None = None,
+        shadow: bool | None = None,
+        until_ms: int | None = None,
+        batch_rows: int = 65_536,
+    ) -> Iterator[list[AggregateRow]]:
+        """Aggregate rows in batches of at most `batch_rows`, streamed, in key order.
+
+        `until_ms` keeps rows first seen before it; `shadow` filters active/shadow rows.
+        """
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be positive")
+        where: list[str] = []
+        args: list[object] = []
+        if org_id is not None:
+            key = self._org_lookup(org_id)
+            if key is None:
+                return
+            where.append("org = %s")
+            args.append(key)
+        if shadow is not None:
+            where.append("shadow = %s")
+            args.append(int(shadow))
+        if until_ms is not None:
+            where.append("first_seen_ms < %s")
+            args.append(until_ms)
+        query = _AGG_COLUMNS + (" WHERE " + " AND ".join(where) if where else "") + _KEY_ORDER
+        for chunk in self._stream(query, args, batch_rows):
+            yield [self._agg_row(r) for r in chunk]
+
+    def feature_vectors(self, sha256s: Sequence[str], schema: str) -> dict[str, bytes]:
+        """The stored vectors of many samples at once (missing samples are left out)."""
+        keys = [bytes.fromhex(s) for s in dict.fromkeys(sha256s)]
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for i in range(0, len(keys), 5000):
+                for sha, vec in self._conn.execute(
+                    "SELECT sha256, vector FROM features WHERE schema = %s AND sha256 = ANY(%s)",
+                    (schema, keys[i : i + 5000]),
+                ):
+                    out[bytes(sha).hex()] = bytes(vec)
+        return out
