@@ -17,7 +17,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -511,10 +511,16 @@ def serve(
     port: int = 8080,
     synchronous: str = "FULL",
 ) -> None:
-    """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`)."""
+    """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`).
+
+    `db` is a SQLite path or a `postgresql://` URL (`backend.stores.open_store`).
+    """
     import uvicorn
 
-    store = Store(db, synchronous=synchronous)
+    from backend.stores import open_store
+
+    # PostgresStore has Store's public methods (tests/backend/test_store_postgres.py)
+    store = cast(Store, open_store(db, synchronous=synchronous))
     try:
         uvicorn.run(
             create_app(store, repo_dir),

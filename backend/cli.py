@@ -57,7 +57,12 @@ def backend() -> None:
 
 
 @backend.command("serve")
-@_DB
+@click.option(
+    "--db",
+    "db",
+    required=True,
+    help="SQLite database file (created if missing) or a postgresql:// URL.",
+)
 @_REPO
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
@@ -68,10 +73,11 @@ def backend() -> None:
     show_default=True,
     help="SQLite durability: FULL survives power loss, NORMAL only a process crash.",
 )
-def serve_cmd(db: Path, repo_dir: Path, host: str, port: int, synchronous: str) -> None:
+def serve_cmd(db: str, repo_dir: Path, host: str, port: int, synchronous: str) -> None:
     """Serve the API, the TUF repository (/tuf/) and /metrics.
 
     Example: fleetward backend serve --db fleet.db --repo repo --port 8080
+    (or --db postgresql://fleetward@db.internal/fleetward)
     """
     serve(db, repo_dir, host=host, port=port, synchronous=synchronous)
 
