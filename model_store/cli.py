@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from rich.table import Table
 from model_store._clock import utc_now
 from model_store.corpus import load_corpus, make_corpus
 from model_store.errors import ModelStoreError
-from model_store.train import TrainResult, recipe_for_version, train_model
+from model_store.train import TrainResult, congruent_weights, recipe_for_version, train_model
 
 __all__ = ["corpus", "model"]
 
@@ -81,20 +82,32 @@ def model() -> None:
     type=click.FloatRange(0, 1),
     help="False-positive rate the block threshold is calibrated to.",
 )
-def model_train(corpus_dir: str, version: int, out: str, target_fpr: float) -> None:
+@click.option(
+    "--congruent-with",
+    "congruent_with",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Reference bundle whose correct answers the new version should keep (lower NFR).",
+)
+def model_train(
+    corpus_dir: str, version: int, out: str, target_fpr: float, congruent_with: str | None
+) -> None:
     """Train gradient-boosted trees on static-v1, calibrate, export to ONNX and bundle.
 
     Example: fleetward model train --corpus data/corpus --version 2 --out data/bundles/v2
+
+    Congruent with v1: fleetward model train --corpus data/corpus --version 2
+    --out data/bundles/v2c --congruent-with data/bundles/v1
     """
     try:
         loaded = load_corpus(corpus_dir)
-        with console.status(f"training v{version}"):
-            result = train_model(
-                loaded,
-                recipe_for_version(version, target_fpr=target_fpr),
-                out,
-                now=utc_now(),
+        recipe = recipe_for_version(version, target_fpr=target_fpr)
+        if congruent_with is not None:
+            recipe = dataclasses.replace(
+                recipe, sample_weight=congruent_weights(loaded, congruent_with)
             )
+        with console.status(f"training v{version}"):
+            result = train_model(loaded, recipe, out, now=utc_now())
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(train_table([result]))

@@ -36,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "calibrate_threshold",
+    "congruent_weights",
     "evaluate",
     "recipe_for_version",
     "split_of",
@@ -256,3 +257,36 @@ def _pick_canaries(
     return tuple(
         Canary(vector=tuple(float(v) for v in X[i]), expected_score=float(scores[i])) for i in picks
     )
+
+
+# --- congruent training (positive-congruent training, Yan et al., CVPR 2021, for trees) ------
+
+
+def congruent_weights(
+    corpus: Corpus, reference_bundle: str | os.PathLike[str], *, boost: float = 4.0
+) -> tuple[float, ...]:
+    """Per-sample weights that up-weight what the reference version got right.
+
+    Trees have no logits to distil, so the focal-distillation idea becomes a sample weight:
+    a sample the reference model decided correctly at its own alert threshold (the detect
+    threshold when set, else block) weighs `boost`, every other sample 1. The new version
+    then pays more for breaking the reference's correct answers, which lowers the negative
+    flip rate at a small cost in fit elsewhere. Returns one weight per corpus record.
+
+    Raises:
+        TrainingError: the reference bundle does not load or needs another feature schema.
+    """
+    from agent.errors import AgentError
+    from agent.model import load_bundle
+
+    if boost < 1.0:
+        raise ValueError("boost must be >= 1")
+    try:
+        ref = load_bundle(reference_bundle, timeout_s=600.0)
+    except AgentError as exc:
+        raise TrainingError(f"reference bundle: {exc}") from exc
+    scores = ref.scorer.score_batch(corpus.features).astype(np.float64)
+    th = ref.manifest.thresholds
+    alert = scores >= (th.detect if th.detect is not None else th.block)
+    right = alert == (corpus.labels == 1)
+    return tuple(float(w) for w in np.where(right, boost, 1.0))
