@@ -169,8 +169,8 @@ def test_rescore_command_writes_html_and_json(history: History, tmp_path: Path):
     b1, b2 = history.bundles[1], history.bundles[2]
     base = _toml(tmp_path / "base.toml",
                  f'name = "baseline"\n[models]\n1 = "{b1}"\n2 = "{b2}"\n')  # fmt: skip
-    exp = _toml(tmp_path / "exp.toml",
-                f'name = "v2"\n[models]\n1 = "{b2}"\n2 = "{b2}"\n[as_of]\nlabels = "evaluation"\n')  # fmt: skip
+    body = f'name = "v2"\n[models]\n1 = "{b2}"\n2 = "{b2}"\n[as_of]\nlabels = "evaluation"\n'
+    exp = _toml(tmp_path / "exp.toml", body)
     out = tmp_path / "out"
     result = CliRunner().invoke(
         main,

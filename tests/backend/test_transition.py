@@ -12,6 +12,7 @@ from agent.policy import read_list_file
 from backend.transition import (
     check_transition,
     predict_transition,
+    write_transition_report,
 )
 from fleetward.cli import main
 from tests.backend.history import END, ROLLOUT, SHADOW_DAYS, History, copy_store, history
@@ -120,3 +121,29 @@ def test_transition_command_writes_table_allowlist_and_report(history: History, 
         o["org_id"] == history.orgs[3]
         for o in json.loads((tmp_path / "one" / "transition.json").read_text())["per_org"]
     )
+
+
+def test_congruent_candidate_is_reported_beside_the_plain_one(history: History, tmp_path: Path):
+    import dataclasses
+
+    from model_store.train import congruent_weights, recipe_for_version, train_model
+
+    recipe = dataclasses.replace(
+        recipe_for_version(2),
+        n_estimators=60,
+        sample_weight=congruent_weights(history.corpus, history.bundles[1]),
+    )
+    cong = train_model(history.corpus, recipe, tmp_path / "v2c", now=ROLLOUT).bundle_dir
+    report = predict_transition(
+        history.store, history.bundles[1], history.bundles[2], now=ROLLOUT, congruent_bundle=cong
+    )
+    plain, congruent = report.candidates
+    assert "congruent" in congruent.name
+    assert plain.nfr is not None and congruent.nfr is not None
+    assert congruent.recall is not None
+    assert (
+        congruent.fleet_predicted_new_fp_alerts_per_day
+        <= plain.fleet_predicted_new_fp_alerts_per_day
+    )
+    html = write_transition_report(report, tmp_path / "out").read_text()
+    assert "plain vs congruent" in html
