@@ -2,9 +2,14 @@
 
 Starts `python -m backend serve` as a subprocess, sends pre-encoded msgpack batches from several
 client processes, then runs 1000 concurrent simulated agents (asyncio httpx) checking in.
-Prints one `name: value unit` per line.
+Prints one `name: value unit` per line; with `--store both` one column per store,
+`name: sqlite | postgres unit`, each run against a fresh database.
 
     .venv/bin/python benchmarks/ingest_bench.py [--seconds 10] [--clients 2] [--batch 2000]
+        [--store sqlite|postgres|both] [--pg-url postgresql://...]
+
+`--pg-url` (default `$FLEETWARD_TEST_PG_URL`, as `.ci/postgres.sh` prints) names a server; the
+benchmark creates a throwaway database on it and drops it afterwards.
 
 Synthetic telemetry: each client is one endpoint's worth of batches drawn from a Zipf(1.2)
 catalog of 200k samples over 20 orgs; 2 % of events carry their feature vector (an agent sends a
@@ -20,7 +25,6 @@ import multiprocessing as mp
 import os
 import random
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from agent.decision import Reason, Verdict  # noqa: E402
 from agent.features import VECTOR_LENGTH  # noqa: E402
 from agent.telemetry import TelemetryEvent, encode_batch  # noqa: E402
-from backend.store import Store  # noqa: E402
+from backend.stores import open_store  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
 SAMPLES = 200_000
@@ -137,17 +141,9 @@ def pct(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values), p)) * 1000
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=2000)
-    ap.add_argument("--agents", type=int, default=1000)
-    ap.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
-    args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="fw-bench-"))
-    db = tmp / "bench.db"
-    store = Store(db)
+def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, object]:
+    """One server over `target` (SQLite path or postgresql:// URL); the figures it reached."""
+    store = open_store(target)
     orgs = [store.create_org(f"org{i}", NOW).org_id for i in range(20)]
     writers = [store.enroll(orgs[i % 20], NOW) for i in range(args.clients)]
     agents = [store.enroll(orgs[i % 20], NOW) for i in range(args.agents)]
@@ -161,7 +157,7 @@ def main() -> None:
             "backend",
             "serve",
             "--db",
-            str(db),
+            target,
             "--repo",
             str(tmp / "repo"),
             "--port",
@@ -210,29 +206,74 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        rows = conn.execute("SELECT count(*), sum(count) FROM aggregates").fetchone()
-    db_bytes = db.stat().st_size + (
-        Path(str(db) + "-wal").stat().st_size if Path(str(db) + "-wal").exists() else 0
-    )
+    store = open_store(target)
+    stats = store.stats()
+    in_aggregates = sum(r.count for chunk in store.iter_aggregates() for r in chunk)
+    store.close()
+    return {
+        "events_ingested": (events, "events"),
+        "events_in_aggregates": (in_aggregates, "events"),
+        "aggregate_rows": (stats.aggregate_rows, "rows"),
+        "ingest_events_per_s": (round(events / wall), "events/s"),
+        "batch_latency_p50": (round(pct(lat, 50), 1), "ms"),
+        "batch_latency_p99": (round(pct(lat, 99), 1), "ms"),
+        "checkin_requests": (len(check), "requests"),
+        "checkin_p50": (round(pct(check, 50), 1), "ms"),
+        "checkin_p99": (round(pct(check, 99), 1), "ms"),
+        "raw_msgpack_bytes": (raw_bytes, "bytes"),
+        "database_bytes": (stats.database_bytes, "bytes"),
+        "compression_ratio": (round(raw_bytes / stats.database_bytes, 1), "x"),
+    }
+
+
+def _pg_database(url: str) -> tuple[str, str]:
+    """A fresh database on the server at `url`: (its URL, its name)."""
+    import psycopg
+
+    name = "fw_bench_" + os.urandom(4).hex()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + "/" + name, name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
+    ap.add_argument("--store", default=None, choices=["sqlite", "postgres", "both"])
+    ap.add_argument("--pg-url", default=os.environ.get("FLEETWARD_TEST_PG_URL"))
+    args = ap.parse_args()
+    which = args.store or ("both" if args.pg_url else "sqlite")
+    if which != "sqlite" and not args.pg_url:
+        ap.error("--store postgres needs --pg-url or FLEETWARD_TEST_PG_URL")
+    stores = ["sqlite", "postgres"] if which == "both" else [which]
+    tmp = Path(tempfile.mkdtemp(prefix="fw-bench-"))
+    figures: list[dict[str, object]] = []
+    for kind in stores:
+        if kind == "sqlite":
+            figures.append(run_one(str(tmp / "bench.db"), tmp, args))
+            continue
+        import psycopg
+
+        target, name = _pg_database(args.pg_url)
+        try:
+            figures.append(run_one(target, tmp, args))
+        finally:
+            with psycopg.connect(args.pg_url, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     print(f"cores: {os.cpu_count()}")
-    print(f"synchronous: {args.synchronous}")
+    print(f"store: {' | '.join(stores)}")
+    print(f"synchronous (sqlite): {args.synchronous}")
     print(f"batch_events: {args.batch} events")
     print(f"client_processes: {args.clients}")
-    print(f"events_ingested: {events} events")
-    print(f"events_in_aggregates: {rows[1]} events")
-    print(f"aggregate_rows: {rows[0]} rows")
-    print(f"ingest_events_per_s: {events / wall:.0f} events/s")
-    print(f"batch_latency_p50: {pct(lat, 50):.1f} ms")
-    print(f"batch_latency_p99: {pct(lat, 99):.1f} ms")
     print(f"checkin_agents: {args.agents} agents")
-    print(f"checkin_requests: {len(check)} requests")
-    print(f"checkin_p50: {pct(check, 50):.1f} ms")
-    print(f"checkin_p99: {pct(check, 99):.1f} ms")
-    print(f"raw_msgpack_bytes: {raw_bytes} bytes")
-    print(f"database_bytes: {db_bytes} bytes")
-    print(f"compression_ratio: {raw_bytes / db_bytes:.1f} x")
+    for key in figures[0]:
+        values = [f[key] for f in figures]
+        unit = values[0][1]  # type: ignore[index]
+        print(f"{key}: {' | '.join(str(v[0]) for v in values)} {unit}")  # type: ignore[index]
 
 
 if __name__ == "__main__":
