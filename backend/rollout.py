@@ -22,13 +22,20 @@ The test, and why this one:
 - **Advance** ("no worse than the margin", non-inferiority): H0 rate_canary >= (1 + margin)
   rate_control, one-sided "less", on overall alerts. Health metrics are rare events whose
   non-inferiority a small cohort cannot show; they act as halting guardrails only.
+- Halt naming: orgs whose own test rejects at the corrected level are named; when only the
+  overall test rejects, the orgs whose canary is worse at the nominal level are named as the
+  ones carrying it (descriptive).
+- The step to 100 % is the completion: it leaves no control group to compare with.
 - Too few endpoint-days in either arm (`min_endpoint_days`) waits; it never passes. A stage
   also waits until `hold` has passed since it started, whatever the evidence says (but it may
   halt before).
 - Multiple comparisons: Bonferroni across the halt tests of one look (orgs x metrics); across
-  repeated looks, alpha spending alpha_k = alpha * 6 / (pi^2 k^2) for the k-th look of the
-  rollout (halt) or of the stage (advance). The series sums to alpha, so the family-wise error
-  stays below alpha however many looks are taken, without fixing their number in advance.
+  repeated looks, alpha spending alpha_k = alpha * 6 / (pi^2 k^2) for the k-th look. The series
+  sums to alpha, so the family-wise error stays below alpha however many looks are taken,
+  without fixing their number in advance. What counts as a look: for the halt, each tick whose
+  evidence differs from the previous one (re-testing identical data adds no error); for the
+  advance, one look per elapsed `hold` period of the stage (day 1, day 2, ...), so hourly ticks
+  do not burn the advance budget.
 
 Known limits: alerts are clustered (one popular false positive hits many endpoints of an org),
 so the Poisson variance understates the truth; the per-org tests and conservative alphas damp
@@ -174,6 +181,7 @@ class Rollout:
     looks: int = 0
     stage_looks: int = 0
     reason: str = ""
+    evidence_key: str = ""
 
     @property
     def percent(self) -> float:
@@ -233,6 +241,9 @@ class RolloutDecision:
     tests: tuple[RateTest, ...] = ()
     halted_orgs: tuple[str, ...] = ()
     next_decision_at: dt.datetime | None = None
+    look: int = 0
+    stage_look: int = 0
+    evidence_key: str = ""
 
 
 def _rate(count: int, exposure: float) -> float | None:
@@ -293,12 +304,15 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
     if rollout.state is not RolloutState.RUNNING:
         raise ValueError(f"only a running rollout is evaluated, this one is {rollout.state}")
     cfg = rollout.config
-    look, stage_look = rollout.looks + 1, rollout.stage_looks + 1
+    key = repr((evidence.canary, evidence.control))
+    look = rollout.looks + (key != rollout.evidence_key)
+    stage_look = rollout.stage_looks
 
     def made(action: RolloutAction, reason: str, **more: object) -> RolloutDecision:
         d = RolloutDecision(
             rollout.rollout_id, now, action, rollout.stage_index, rollout.percent, reason,
-            evidence.canary, evidence.control,
+            evidence.canary, evidence.control, look=look, stage_look=stage_look,
+            evidence_key=key,
         )  # fmt: skip
         return replace(d, **more)  # type: ignore[arg-type]
 
@@ -330,6 +344,15 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
     worse = [t for t in tests if t.worse]
     if worse:
         bad_orgs = tuple(sorted(t.org_id for t in worse if t.org_id is not None))
+        if not bad_orgs:  # overall only: name the orgs that carry it (nominal level, descriptive)
+            seen = [
+                compare_rates(Metric.ALERTS, o.org_id, o.canary, o.control, margin=m,
+                              alpha=cfg.alpha)
+                for o in evidence.by_org
+                if o.canary.endpoint_days > 0 and o.control.endpoint_days > 0
+            ]  # fmt: skip
+            bad_orgs = tuple(sorted(t.org_id for t in seen if t.worse and t.org_id))
+            tests += [t for t in seen if t.worse]
         what = ", ".join(
             f"{t.metric.value}{' in ' + t.org_id if t.org_id else ''} "
             f"(ratio {t.rate_ratio if t.rate_ratio is None else round(t.rate_ratio, 2)}, "
@@ -338,18 +361,23 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
         )
         return made(
             RolloutAction.HALT,
-            f"canary significantly worse than +{m:.0%}: {what}",
+            f"canary significantly worse than +{m:.0%}: {what}"
+            + (f"; orgs: {', '.join(bad_orgs)}" if bad_orgs else ""),
             tests=tuple(tests),
             halted_orgs=bad_orgs,
         )
     started = rollout.stage_started_at or rollout.started_at
-    if now - started < cfg.hold:
+    hold_s = cfg.hold.total_seconds()
+    periods = int((now - started).total_seconds() // hold_s) if hold_s > 0 else stage_look + 1
+    if periods <= rollout.stage_looks:
+        window = started + cfg.hold * (rollout.stage_looks + 1)
         return made(
             RolloutAction.WAIT,
-            f"holding stage until {(started + cfg.hold).isoformat()}",
+            f"holding stage until {window.isoformat()}",
             tests=tuple(tests),
-            next_decision_at=min(_next(now, cfg), started + cfg.hold),
+            next_decision_at=min(_next(now, cfg), window),
         )
+    stage_look = rollout.stage_looks + 1
     a_adv = spent_alpha(cfg.alpha, stage_look)
     ni = compare_rates(Metric.ALERTS, None, c, k, margin=m, alpha=a_adv)
     tests.append(ni)
@@ -361,9 +389,11 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
                 f"(p={ni.p_noninferior:.2e} >= {a_adv:.1e}); collecting more endpoint-days"
             ),
             tests=tuple(tests),
+            stage_look=stage_look,
             next_decision_at=_next(now, cfg),
         )
-    last = rollout.stage_index + 1 >= len(cfg.stages)
+    # the step to 100 % leaves no control group: it is the completion itself
+    last = rollout.stage_index + 1 >= len(cfg.stages) or cfg.stages[rollout.stage_index + 1] >= 100
     return made(
         RolloutAction.COMPLETE if last else RolloutAction.ADVANCE,
         (
@@ -384,8 +414,12 @@ def apply_decision(rollout: Rollout, decision: RolloutDecision) -> Rollout:
     a, now = decision.action, decision.at
     looked = a in (RolloutAction.WAIT, RolloutAction.ADVANCE, RolloutAction.HALT,
                    RolloutAction.COMPLETE)  # fmt: skip
-    looks = rollout.looks + 1 if looked else rollout.looks
-    r = replace(rollout, looks=looks, stage_looks=rollout.stage_looks + int(looked))
+    r = rollout
+    if looked:
+        r = replace(
+            r, looks=decision.look, stage_looks=decision.stage_look,
+            evidence_key=decision.evidence_key,
+        )  # fmt: skip
     if a is RolloutAction.ADVANCE:
         return replace(
             r, stage_index=r.stage_index + 1, stage_started_at=now, stage_looks=0,

@@ -135,8 +135,8 @@ def record_endpoint_days(store: Store, rows: Iterable[EndpointDayRow]) -> int:
     """Add endpoint-day counters (summing into existing rows); returns rows written."""
     _ensure(store)
     params = [
-        (r.day, r.endpoint_id, r.model_version, r.org_id, r.events, r.alerts,
-         r.self_test_failures, r.model_errors, r.breaker_trips)
+        (int(r.day), str(r.endpoint_id), int(r.model_version), str(r.org_id), int(r.events),
+         int(r.alerts), int(r.self_test_failures), int(r.model_errors), int(r.breaker_trips))
         for r in rows
     ]  # fmt: skip
     with store._lock:
@@ -216,6 +216,7 @@ def _to_json(r: Rollout) -> str:
             "stage_index": r.stage_index,
             "stage_started_at": _iso(r.stage_started_at) if r.stage_started_at else None,
             "looks": r.looks, "stage_looks": r.stage_looks, "reason": r.reason,
+            "evidence_key": r.evidence_key,
             "config": {
                 "stages": list(c.stages), "hold_s": c.hold.total_seconds(),
                 "max_fp_increase": c.max_fp_increase, "alpha": c.alpha,
@@ -240,7 +241,7 @@ def _from_json(raw: str) -> Rollout:
         d["rollout_id"], d["to_version"], d["from_version"], d["org_id"], d["salt"], config,
         dt.datetime.fromisoformat(d["started_at"]), RolloutState(d["state"]), d["stage_index"],
         dt.datetime.fromisoformat(stage_at) if stage_at else None, d["looks"], d["stage_looks"],
-        d["reason"],
+        d["reason"], d.get("evidence_key", ""),
     )  # fmt: skip
 
 

@@ -234,7 +234,7 @@ def test_good_canary_reaches_100_percent(setup: tuple[Store, Path, list[str]]) -
     start_rollout(store, publish, 2, now=T0, config=CFG)
     now = T0
     percents = []
-    for step in range(4):
+    for step in range(3):
         day = int(now.timestamp()) // 86_400
         for org in orgs:
             _fleet(store, day, org, 1, 300, 2)
