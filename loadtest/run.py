@@ -17,6 +17,7 @@ backend, the stored batch ledger equal to the acknowledged keys. Traffic goes to
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import socket
@@ -472,6 +473,8 @@ def run_loadtest(
     Raises:
         LoadtestError: the backend or locust could not run.
     """
+    if importlib.util.find_spec("locust") is None:
+        raise LoadtestError("locust is not installed: pip install 'fleetward[load]'")
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="backend-", dir=out))
     ack_dir = out / "acks"
