@@ -1,102 +1,236 @@
 """`fleetward demo`: the README's first command's main job.
 
-Builds (or reuses) the corpus and the v1/v2 bundles on the embedded defaults, then scans the
-held-out samples with each bundle through the agent's own scanner and prints what each
-version blocks.
+On embedded defaults, with nothing to configure, it builds (or reuses) the corpus and the v1/v2
+bundles, runs the `v1-to-v2-transition` scenario in the fleet simulator (a week on v1 feeding
+the backend's aggregates, then v2 fleet-wide; with and without the transition allowlist), runs
+the backend's transition prediction on what the simulated fleet reported before the switch,
+and writes one report comparing predicted and simulated new false-positive alerts per org and
+fleet-wide, with and without the mitigation (`demo.html`, `demo.json`).
+
+Definitions: "simulated new-FP alerts per day" is the mean, over the days after v2 reached the
+fleet, of alerts on truly benign samples that v1 would not have alerted on under the same
+policy; "predicted" is `predict_transition`'s per-org figure from the aggregates before the
+switch (no future data: the prediction reads the store as of the switch time).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
+import html
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from agent.decision import DecisionContext
-from agent.model import load_bundle
-from agent.scan import Scanner
-from fleetward._clock import utc_now
-from model_store.cli import bundle_path, progress_bar, train_table
-from model_store.corpus import Corpus, load_corpus, make_corpus
+from backend.store import Store
+from backend.transition import predict_transition, write_transition_report
+from fleet_sim.outcomes import org_day_rate
+from fleet_sim.report import figure_png, write_report
+from fleet_sim.run import SimRun, ensure_assets, run_scenario
+from fleet_sim.scenario import ScenarioError, scenario_from_dict
 from model_store.errors import ModelStoreError
-from model_store.train import TrainResult, recipe_for_version, split_of, train_model
 
-__all__ = ["DemoResult", "demo", "run_demo"]
+__all__ = ["DemoReport", "demo", "run_demo"]
 
 console = Console()
 
+# The embedded scenario (scenarios/v1-to-v2-transition.toml, sized for a minute on a laptop).
+SCENARIO = """
+name = "v1-to-v2-transition"
+description = "v1 for a week, then v2 fleet-wide; with and without the transition allowlist."
+seed = 7
+days = 12
+
+[world]
+orgs = 40
+endpoints = 8000
+scans_per_hour = 1.0
+inhouse_share = 0.05
+label_noise = 0.0
+
+[models]
+initial = 1
+bundles = [{ version = 1, bundle = "v1" }, { version = 2, bundle = "v2" }]
+
+[[arms]]
+name = "no-mitigation"
+timeline = [{ at = "7d", do = "publish_model", version = 2 }]
+
+[[arms]]
+name = "transition-allowlist"
+timeline = [
+  { at = "7d", do = "allowlist_add", source = "transition", old = 1, new = 2 },
+  { at = "7d", do = "publish_model", version = 2 },
+]
+
+[[outcomes]]
+name = "the transition allowlist removes at least 90% of the new FP alerts"
+arm = "transition-allowlist"
+check = "arm_ratio"
+versus = "no-mitigation"
+from_day = 8
+at_most = 0.1
+"""
+SWITCH_DAY = 7
+MEASURE_FROM_DAY = 8
+
 
 @dataclass(frozen=True, slots=True)
-class DemoResult:
-    """Per-version scan figures on the held-out samples."""
+class DemoReport:
+    """Fleet totals and the paths written."""
 
-    version: int
-    scanned: int
-    blocked_malicious: int
-    malicious: int
-    blocked_benign: int
-    benign: int
+    predicted_new_fp_alerts: float
+    simulated_new_fp_alerts: float
+    simulated_with_allowlist: float
+    predicted_with_allowlist: float
+    relative_error: float
+    html: Path
+    json: Path
 
 
-def _ensure_corpus(root: Path, size: int, seed: int) -> Corpus:
-    path = root / "corpus"
-    if (path / "corpus.json").exists():
-        return load_corpus(path)
-    with progress_bar() as bar:
-        task = bar.add_task("generating corpus", total=size)
-        return make_corpus(
-            path, seed=seed, size=size, progress=lambda d, t: bar.update(task, completed=d, total=t)
+def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
+    arm = sim.arms["no-mitigation"]
+    mitigated = sim.arms["transition-allowlist"]
+    world = arm.world
+    switch = sim.scenario.start + dt.timedelta(days=SWITCH_DAY)
+    store = Store(sim.stores["no-mitigation"])
+    try:
+        org_ids = store.org_ids()
+        old, new = Path(sim.bundles[1]), Path(sim.bundles[2])
+        report = predict_transition(store, old, new, now=switch)
+    finally:
+        store.close()
+    write_transition_report(report, root / "transition")
+    sim_rate = org_day_rate(arm.recorder, arm.recorder.new_fp, MEASURE_FROM_DAY, None)
+    mit_rate = org_day_rate(mitigated.recorder, mitigated.recorder.new_fp, MEASURE_FROM_DAY, None)
+    orgs = []
+    for o, name in enumerate(world.org_names):
+        pred = report.per_org.get(org_ids[o])
+        orgs.append(
+            {
+                "org": name,
+                "org_id": org_ids[o],
+                "endpoints": int(world.org_size[o]),
+                "protector": bool(world.org_protector[o]),
+                "predicted_new_fp_alerts": pred.predicted_new_fp_alerts_per_day if pred else 0.0,
+                "simulated_new_fp_alerts": float(sim_rate[o]),
+                "simulated_new_fp_alerts_with_allowlist": float(mit_rate[o]),
+            }
         )
+    predicted = float(report.fleet_predicted_new_fp_alerts_per_day)
+    simulated = float(sim_rate.sum())
+    return {
+        "scenario": sim.scenario.name,
+        "seed": sim.scenario.seed,
+        "endpoints": world.n_endpoints,
+        "orgs": world.n_orgs,
+        "switch_day": SWITCH_DAY,
+        "measured_from_day": MEASURE_FROM_DAY,
+        "unit": "new false-positive alerts per day",
+        "predicted_new_fp_alerts": predicted,
+        "simulated_new_fp_alerts": simulated,
+        "relative_error": abs(predicted - simulated) / simulated if simulated else 0.0,
+        "within_10_percent": abs(predicted - simulated) <= 0.1 * max(simulated, 1e-9),
+        "predicted_new_fp_alerts_with_allowlist": max(
+            0.0, predicted - float(report.allowlisted_fp_alerts_per_day_removed)
+        ),
+        "simulated_new_fp_alerts_with_allowlist": float(mit_rate.sum()),
+        "transition_allowlist_entries": len(report.transition_allowlist),
+        "per_org": orgs,
+        "outcomes": [o.to_dict() for o in sim.outcomes],
+    }
 
 
-def run_demo(root: Path, *, size: int = 2500, seed: int = 7) -> list[DemoResult]:
-    """Build what is missing under `root`, then scan the test split with v1 and v2."""
-    corpus = _ensure_corpus(root, size, seed)
-    trained: list[TrainResult] = []
-    for version in (1, 2):
-        out = bundle_path(root, version)
-        if not (out / "manifest.json").exists():
-            with console.status(f"training v{version}"):
-                trained.append(
-                    train_model(
-                        corpus, recipe_for_version(version), out, now=utc_now()
-                    )
-                )
-    if trained:
-        console.print(train_table(trained))
-    test = [r for r in corpus.records if split_of(r.sha256) == "test"]
-    labels = {r.sha256: r.label for r in test}
-    results = []
-    for version in (1, 2):
-        model = load_bundle(bundle_path(root, version))
-        ctx = DecisionContext(
-            block_threshold=model.manifest.thresholds.block,
-            detect_threshold=model.manifest.thresholds.detect,
-        )
-        scanner = Scanner(model, ctx)
-        blocked_mal = blocked_ben = 0
-        for rec in test:
-            res = scanner.scan_file(str(corpus.sample_path(rec)))
-            if (
-                res.decision is not None
-                and res.decision.verdict.is_alert
-                and res.decision.reason.value == "score_block"
-            ):
-                if labels[rec.sha256]:
-                    blocked_mal += 1
-                else:
-                    blocked_ben += 1
-        n_mal = sum(labels.values())
-        results.append(
-            DemoResult(version, len(test), blocked_mal, n_mal, blocked_ben, len(test) - n_mal)
-        )
-    rows = [dataclasses.asdict(r) for r in results]
-    (root / "demo.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    return results
+def _html(data: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [
+        r for r in data["per_org"] if r["predicted_new_fp_alerts"] or r["simulated_new_fp_alerts"]
+    ]
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.27, [r["predicted_new_fp_alerts"] for r in rows], 0.27, label="predicted")
+    ax.bar(x, [r["simulated_new_fp_alerts"] for r in rows], 0.27, label="simulated")
+    ax.bar(
+        x + 0.27,
+        [r["simulated_new_fp_alerts_with_allowlist"] for r in rows],
+        0.27,
+        label="simulated, with transition allowlist",
+    )
+    ax.set_xticks(x, [r["org"] for r in rows], rotation=60, fontsize=7)
+    ax.set_ylabel("new FP alerts / day")
+    ax.legend(fontsize=8)
+    img = figure_png(fig)
+    table = "".join(
+        f"<tr><td>{html.escape(r['org'])}</td><td>{r['endpoints']}</td>"
+        f"<td>{'yes' if r['protector'] else ''}</td><td>{r['predicted_new_fp_alerts']:.1f}</td>"
+        f"<td>{r['simulated_new_fp_alerts']:.1f}</td>"
+        f"<td>{r['simulated_new_fp_alerts_with_allowlist']:.1f}</td></tr>"
+        for r in data["per_org"]
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fleetward demo</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
+        "<h1>v1 &rarr; v2: predicted vs simulated false-positive surge</h1>"
+        f"<p>{data['endpoints']} simulated endpoints in {data['orgs']} orgs (seed {data['seed']});"
+        f" v2 published fleet-wide on day {data['switch_day']}; simulated figures are the mean"
+        f" per day from day {data['measured_from_day']}.</p>"
+        f"<p><b>Fleet, new FP alerts per day:</b> predicted {data['predicted_new_fp_alerts']:.1f},"
+        f" simulated {data['simulated_new_fp_alerts']:.1f}"
+        f" (relative error {100 * data['relative_error']:.1f} %). With the transition allowlist"
+        f" ({data['transition_allowlist_entries']} entries): predicted"
+        f" {data['predicted_new_fp_alerts_with_allowlist']:.1f}, simulated"
+        f" {data['simulated_new_fp_alerts_with_allowlist']:.1f}.</p>"
+        f"<img src='data:image/png;base64,{img}'/>"
+        "<table><tr><th>org</th><th>endpoints</th><th>protector</th><th>predicted</th>"
+        f"<th>simulated</th><th>simulated with allowlist</th></tr>{table}</table>"
+        "<p>Details: <a href='transition/transition.html'>transition report</a>,"
+        " <a href='simulation/report.html'>simulation report</a>.</p></body></html>"
+    )
+
+
+def run_demo(
+    root: Path, *, size: int = 1500, seed: int = 7, endpoints: int | None = None
+) -> DemoReport:
+    """Build what is missing under `root`, simulate the transition, predict it, compare.
+
+    Raises:
+        ModelStoreError: the corpus or the bundles cannot be built.
+        ScenarioError: the embedded scenario cannot run.
+    """
+    sc = scenario_from_dict(tomllib.loads(SCENARIO), source="demo", endpoints=endpoints)
+    day0 = dt.datetime.combine(sc.start.date(), dt.time(), dt.UTC)
+    corpus, bundles = ensure_assets(
+        root, size=size, seed=seed, now=day0, progress=lambda m: console.print(m)
+    )
+    with console.status("simulating the fleet (two arms)"):
+        sim = run_scenario(sc, corpus=corpus, bundles=bundles, out=root / "demo-run")
+    write_report(sim, root / "simulation")
+    with console.status("predicting the transition from the aggregates"):
+        data = _compare(sim, root)
+    jpath = root / "demo.json"
+    jpath.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    hpath = root / "demo.html"
+    hpath.write_text(_html(data), encoding="utf-8")
+    return DemoReport(
+        data["predicted_new_fp_alerts"],
+        data["simulated_new_fp_alerts"],
+        data["simulated_new_fp_alerts_with_allowlist"],
+        data["predicted_new_fp_alerts_with_allowlist"],
+        data["relative_error"],
+        hpath,
+        jpath,
+    )
 
 
 @click.command()
@@ -107,29 +241,28 @@ def run_demo(root: Path, *, size: int = 2500, seed: int = 7) -> list[DemoResult]
     type=click.Path(file_okay=False),
     help="Where the corpus, bundles and reports go (reused when present).",
 )
-@click.option("--size", default=2500, show_default=True, help="Synthetic samples in the corpus.")
-def demo(out: str, size: int) -> None:
-    """Build the corpus and the v1/v2 bundles, then scan held-out samples with both.
+@click.option("--size", default=1500, show_default=True, help="Synthetic samples in the corpus.")
+@click.option("--endpoints", type=int, default=None, help="Simulated endpoints (default 8000).")
+def demo(out: str, size: int, endpoints: int | None) -> None:
+    """Build corpus and v1/v2, simulate the v2 rollout, compare predicted vs simulated FPs.
 
     Example: fleetward demo --out fleetward-data
     """
     try:
-        results = run_demo(Path(out), size=size)
-    except ModelStoreError as exc:
+        r = run_demo(Path(out), size=size, endpoints=endpoints)
+    except (ModelStoreError, ScenarioError) as exc:
         raise click.ClickException(str(exc)) from exc
-    table = Table(
-        title="fleetward-agent scan of the held-out samples (real files, real ONNX bundles)"
-    )
-    for col in ("model", "files", "malware blocked", "recall", "benign blocked (FP)", "FP rate"):
+    table = Table(title="v1 -> v2: new false-positive alerts per day, fleet-wide")
+    for col in ("", "predicted", "simulated"):
         table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            f"v{r.version}",
-            str(r.scanned),
-            f"{r.blocked_malicious}/{r.malicious}",
-            f"{r.blocked_malicious / max(r.malicious, 1):.3f}",
-            f"{r.blocked_benign}/{r.benign}",
-            f"{r.blocked_benign / max(r.benign, 1):.4f}",
-        )
+    table.add_row(
+        "no mitigation", f"{r.predicted_new_fp_alerts:.1f}", f"{r.simulated_new_fp_alerts:.1f}"
+    )
+    table.add_row(
+        "transition allowlist",
+        f"{r.predicted_with_allowlist:.1f}",
+        f"{r.simulated_with_allowlist:.1f}",
+    )
     console.print(table)
-    console.print(f"written: {Path(out) / 'demo.json'}")
+    console.print(f"relative error {100 * r.relative_error:.1f} %")
+    console.print(f"written: {r.html} and {r.json}")
