@@ -210,7 +210,10 @@ def run(
         org = pipe.creds.org_id if pipe else org
         if org is None:
             raise click.UsageError("give --org, or --backend (the org then comes from enrollment)")
-        updater = UpdateClient(state_dir, repo_url, org=org, trust_anchor=anchor)
+        endpoint_id = pipe.creds.endpoint_id if pipe else None  # places it in rollout cohorts
+        updater = UpdateClient(
+            state_dir, repo_url, org=org, trust_anchor=anchor, endpoint_id=endpoint_id
+        )
         agent = Agent(
             state_dir,
             org=org,
