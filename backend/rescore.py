@@ -218,6 +218,7 @@ class RowBatch:
     vectors: npt.NDArray[np.float32]
     vec_index: npt.NDArray[np.int64]
     vec_sha256s: tuple[str, ...]
+    first_seen: tuple[dt.datetime, ...] = ()
 
     def __len__(self) -> int:
         return len(self.sha256s)
@@ -272,12 +273,9 @@ def rescore_batch(
     n = len(batch)
     label = np.full(n, -1, dtype=np.int8)
     families = []
+    times = batch.first_seen or tuple(_at(int(ms)) for ms in batch.first_seen_ms.tolist())
     for i in range(n):
-        t = (
-            inputs.now
-            if cfg.labels_as_of is AsOfRule.EVALUATION
-            else _at(int(batch.first_seen_ms[i]))
-        )
+        t = inputs.now if cfg.labels_as_of is AsOfRule.EVALUATION else times[i]
         lb = inputs.labels.label_as_of(batch.sha256s[i], t)
         if lb is not None:
             label[i] = 1 if lb.is_malicious else 0
@@ -310,7 +308,7 @@ def rescore_batch(
         elif cfg.as_of is AsOfRule.EVALUATION:
             when = inputs.now
         else:
-            when = _at(int(batch.first_seen_ms[i]))
+            when = times[i]
         ctx = contexts.context(batch.org_ids[i], when, model.manifest.thresholds, cfg.override)
         verdicts.append(decide(batch.sha256s[i], float(scores[version][j]), ctx).verdict)
         rescored[i] = True
@@ -334,27 +332,37 @@ class Tally:
     verdicts: dict[str, int] = field(default_factory=dict)
 
     def add(self, batch: RowBatch, result: BatchResult) -> None:
-        """Fold one batch's results in."""
-        for i in range(len(batch)):
-            c = int(batch.counts[i])
-            v = result.verdicts[i]
-            alert = v.is_alert
-            org = batch.org_ids[i]
-            self.encounters += c
-            self.rescored += c if result.rescored[i] else 0
-            self.agree_with_recorded += c if v is batch.verdicts[i] else 0
-            if result.label[i] == 1:
-                self.malicious += c
-                self.malicious_alerts += c if alert else 0
-            else:
-                self.not_malicious += c
-                self.not_malicious_alerts += c if alert else 0
-            self.alerts_by_org[org] = self.alerts_by_org.get(org, 0) + (c if alert else 0)
-            self.days_by_org.setdefault(org, set()).add(int(batch.days[i]))
-            fam = self.by_family.setdefault(result.families[i], [0, 0])
-            fam[0] += c
-            fam[1] += c if alert else 0
-            self.verdicts[v.value] = self.verdicts.get(v.value, 0) + c
+        """Fold one batch's results in (vectorised over the batch)."""
+        n = len(batch)
+        if not n:
+            return
+        c = batch.counts
+        alert = np.fromiter((v.is_alert for v in result.verdicts), bool, n)
+        agree = np.fromiter(
+            (a is b for a, b in zip(result.verdicts, batch.verdicts, strict=True)), bool, n
+        )
+        mal = result.label == 1
+        self.encounters += int(c.sum())
+        self.rescored += int(c[result.rescored].sum())
+        self.agree_with_recorded += int(c[agree].sum())
+        self.malicious += int(c[mal].sum())
+        self.malicious_alerts += int(c[mal & alert].sum())
+        self.not_malicious += int(c[~mal].sum())
+        self.not_malicious_alerts += int(c[~mal & alert].sum())
+        orgs = np.asarray(batch.org_ids)
+        for org in np.unique(orgs).tolist():
+            m = orgs == org
+            self.alerts_by_org[org] = self.alerts_by_org.get(org, 0) + int(c[m & alert].sum())
+            self.days_by_org.setdefault(org, set()).update(np.unique(batch.days[m]).tolist())
+        fams = np.asarray(result.families)
+        for fam in np.unique(fams).tolist():
+            m = fams == fam
+            cell = self.by_family.setdefault(fam, [0, 0])
+            cell[0] += int(c[m].sum())
+            cell[1] += int(c[m & alert].sum())
+        names = np.asarray([v.value for v in result.verdicts])
+        for v in np.unique(names).tolist():
+            self.verdicts[v] = self.verdicts.get(v, 0) + int(c[names == v].sum())
 
     def merge(self, other: Tally) -> Tally:
         """Combine two partitions' tallies (for a partitioned run)."""
@@ -474,6 +482,7 @@ def iter_row_batches(
             vectors=decode_vectors([found[k] for k in keys], vector_length),
             vec_index=np.fromiter((index.get(s, -1) for s in shas), np.int64, len(rows)),
             vec_sha256s=tuple(keys),
+            first_seen=tuple(_at(r.first_seen_ms) for r in rows),
         )
 
 

@@ -1,0 +1,125 @@
+"""Rescoring throughput, end to end: SQLite aggregates -> stream -> batch ONNX scoring -> decide.
+
+Builds a store with `--rows` aggregate rows (Zipf(1.1) draws from `--samples` distinct samples
+over 50 orgs and 30 days, real `static-v1` vectors of a small synthetic corpus, a policy
+history with an expiring allowlist), trains a small model (or uses `--bundle`), then runs
+`backend.rescore.run_rescore` with a baseline and a threshold experiment over the same rows.
+Prints `cores: N`, `rescore_samples_per_min: X` (aggregate rows rescored per minute, per
+config, streaming from SQLite in batches of `--batch-rows`) and peak memory.
+
+    .venv/bin/python benchmarks/rescore_bench.py [--rows 1000000] [--samples 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.decision import Mode, Verdict  # noqa: E402
+from agent.telemetry import TelemetryBatch  # noqa: E402
+from backend import admin, sketch  # noqa: E402
+from backend.ingest import MS_PER_DAY, AggregateRow, FeatureRow  # noqa: E402
+from backend.rescore import RescoreConfig, Stage, run_rescore  # noqa: E402
+from backend._analysis import ThresholdOverride  # noqa: E402
+from backend.store import Store  # noqa: E402
+from model_store.corpus import make_corpus  # noqa: E402
+from model_store.train import recipe_for_version, train_model  # noqa: E402
+
+START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+
+
+def build(root: Path, rows: int, samples: int, bundle: Path | None) -> tuple[Store, Path]:
+    corpus = make_corpus(root / "corpus", seed=11, size=600)
+    if bundle is None:
+        recipe = dataclasses.replace(recipe_for_version(2), n_estimators=100)
+        bundle = train_model(corpus, recipe, root / "v2", now=START).bundle_dir
+    rng = np.random.default_rng(1)
+    store = Store(root / "bench.db", synchronous="NORMAL")
+    orgs = [store.create_org(f"o{i}", START).org_id for i in range(50)]
+    shas = [f"{i:064x}" for i in range(samples)]
+    base = corpus.features[rng.integers(0, len(corpus.features), samples)]
+    noise = rng.normal(1.0, 0.01, base.shape).astype(np.float32)
+    vecs = (base * noise).astype("<f4")
+
+    def nop(raw: bytes, now: dt.datetime) -> None:
+        return None
+
+    admin.set_mode(store, nop, Mode.ENFORCE, org_id=None, now=START)
+    admin.add_list_entry(store, nop, "allowlist", shas[0], org_id=None,
+                         now=START + dt.timedelta(days=3),
+                         expires_at=START + dt.timedelta(days=9))  # fmt: skip
+    ep = sketch.sketch_of([sketch.endpoint_hash("e1")])
+    chunk = 50_000
+    made = 0
+    pick = rng.zipf(1.1, size=rows * 2)
+    pick = pick[pick <= samples][:rows] - 1
+    keyset: set[tuple[int, int, int]] = set()
+    rows_buf: list[AggregateRow] = []
+    feats = [FeatureRow(shas[i], "static-v1", vecs[i].tobytes()) for i in range(samples)]
+    n_batch = 0
+    for i in range(len(pick)):
+        day = int(rng.integers(0, 30))
+        org = int(rng.integers(0, 50))
+        s = int(pick[i])
+        while (day, org, s) in keyset:
+            s = int(rng.integers(0, samples))
+        keyset.add((day, org, s))
+        at = (START.timestamp() * 1000) + day * MS_PER_DAY + int(rng.integers(0, MS_PER_DAY))
+        d = int(at // MS_PER_DAY)
+        rows_buf.append(AggregateRow(d, orgs[org], shas[s], 1, False, Verdict.ALLOW,
+                                     int(rng.integers(1, 20)), ep, int(at), int(at)))  # fmt: skip
+        if len(rows_buf) >= chunk or i == len(pick) - 1:
+            by_org: dict[str, list[AggregateRow]] = {}
+            for r in rows_buf:
+                by_org.setdefault(r.org_id, []).append(r)
+            for o, rs in by_org.items():
+                n_batch += 1
+                batch = TelemetryBatch(f"bench-{n_batch:08d}", o, "e1", 0, ())
+                store.ingest(batch, rs, feats if n_batch == 1 else [], START)
+            made += len(rows_buf)
+            rows_buf = []
+    return store, bundle
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--samples", type=int, default=20_000)
+    ap.add_argument("--batch-rows", type=int, default=65_536)
+    ap.add_argument("--bundle", type=Path, default=None)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        store, bundle = build(Path(tmp), args.rows, args.samples, args.bundle)
+        n_rows = store.stats().aggregate_rows
+        print(f"setup_s: {time.perf_counter() - t0:.1f}")
+        stages = frozenset({Stage.MODEL_SCORING, Stage.DETECTION_DECISIONS})
+        base = RescoreConfig("baseline", stages, ((1, bundle),))
+        exp = RescoreConfig("strict", stages, ((1, bundle),), ThresholdOverride(block=0.99))
+        now = START + dt.timedelta(days=40)
+        t1 = time.perf_counter()
+        summaries = run_rescore(store, [base, exp], now=now, batch_rows=args.batch_rows)
+        elapsed = time.perf_counter() - t1
+        store.close()
+    assert summaries[0].encounters > 0
+    print(f"cores: {os.cpu_count()}")
+    print(f"rows: {n_rows}")
+    print(f"configs: 2")
+    print(f"rescore_s: {elapsed:.2f}")
+    print(f"rescore_samples_per_min: {n_rows / elapsed * 60:,.0f}")
+    print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+
+
+if __name__ == "__main__":
+    main()
