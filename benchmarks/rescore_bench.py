@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.decision import Mode, Verdict  # noqa: E402
 from agent.telemetry import TelemetryBatch  # noqa: E402
 from backend import admin, sketch  # noqa: E402
+from backend._analysis import ThresholdOverride  # noqa: E402
 from backend.ingest import MS_PER_DAY, AggregateRow, FeatureRow  # noqa: E402
 from backend.rescore import RescoreConfig, Stage, run_rescore  # noqa: E402
-from backend._analysis import ThresholdOverride  # noqa: E402
 from backend.store import Store  # noqa: E402
 from model_store.corpus import make_corpus  # noqa: E402
 from model_store.train import recipe_for_version, train_model  # noqa: E402
@@ -115,7 +115,7 @@ def main() -> None:
     assert summaries[0].encounters > 0
     print(f"cores: {os.cpu_count()}")
     print(f"rows: {n_rows}")
-    print(f"configs: 2")
+    print("configs: 2")
     print(f"rescore_s: {elapsed:.2f}")
     print(f"rescore_samples_per_min: {n_rows / elapsed * 60:,.0f}")
     print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
