@@ -147,6 +147,12 @@ def adoption_at(rec: Recorder, version: int, t: float) -> float:
     return best.get(version, 0) / max(1, sum(best.values()))
 
 
+def _detection(rec: Recorder, from_day: float, to_day: float | None) -> float:
+    sl = _days(rec, from_day, to_day)
+    mal = rec.mal_enc[sl].sum()
+    return float(rec.mal_alerts[sl].sum() / mal) if mal else 0.0
+
+
 def _bounded(value: float, lo: float | None, hi: float | None) -> tuple[bool, str]:
     ok = (lo is None or value >= lo) and (hi is None or value <= hi)
     parts = ([f">= {lo:g}"] if lo is not None else []) + ([f"<= {hi:g}"] if hi is not None else [])
@@ -183,12 +189,16 @@ def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
         ok, bound = _bounded(value, out.at_least, out.at_most)
     elif isinstance(out, Counter):
         value = float(counters(rec).get(out.counter, 0))
+        if out.per_endpoint:
+            value /= max(1, world.n_endpoints)
         ok, bound = _bounded(value, out.at_least, out.at_most)
     elif isinstance(out, Detection):
-        sl = _days(rec, out.from_day, out.to_day)
-        mal = rec.mal_enc[sl].sum()
-        value = float(rec.mal_alerts[sl].sum() / mal) if mal else 0.0
+        value = _detection(rec, out.from_day, out.to_day)
+        if out.versus is not None:
+            value -= _detection(arms[out.versus].recorder, out.from_day, out.to_day)
         ok, bound = _bounded(value, out.at_least, out.at_most)
+        if out.versus is not None:
+            bound += f" (minus arm {out.versus})"
     else:  # pragma: no cover - the discriminated union is closed
         raise TypeError(type(out).__name__)
     return OutcomeResult(out.name, out.arm, out.check, value, bound, ok)

@@ -238,6 +238,7 @@ class Counter(_OutcomeBase):
 
     check: Literal["counter"]
     counter: str
+    per_endpoint: bool = False
     at_least: float | None = None
     at_most: float | None = None
 
@@ -246,6 +247,7 @@ class Detection(_OutcomeBase):
     """Share of malicious encounters alerted on within a window (between the bounds)."""
 
     check: Literal["detection"]
+    versus: str | None = Field(default=None, description="report this arm's rate minus that arm's")
     from_day: float = 0.0
     to_day: float | None = None
     at_least: float | None = None
