@@ -168,6 +168,7 @@ class _Routes:
             config,
         )
         self._resolved: dict[tuple[int, str], EffectivePolicy] = {}
+        self._checkins: dict[tuple[int, Principal], bytes] = {}
 
     def _principal(self, request: Request, *kinds: TokenKind) -> Principal:
         header = request.headers.get("authorization", "")
@@ -201,6 +202,18 @@ class _Routes:
         principal = self._principal(request, TokenKind.ENDPOINT)
         assert principal.org_id is not None
         record = self.store.current_policy()
+        # The answer only changes with the policy: render it once per (policy, endpoint).
+        cache_key = (record.version if record else 0, principal)
+        body_bytes = self._checkins.get(cache_key)
+        if body_bytes is None:
+            body_bytes = self._render_checkin(principal, record)
+            if len(self._checkins) > 200_000:
+                self._checkins.clear()
+            self._checkins[cache_key] = body_bytes
+        return Response(body_bytes, media_type="application/json")
+
+    def _render_checkin(self, principal: Principal, record: PolicyRecord | None) -> bytes:
+        assert principal.org_id is not None
         body: dict[str, Any] = {
             "org_id": principal.org_id,
             "endpoint_id": principal.endpoint_id,
@@ -223,7 +236,7 @@ class _Routes:
                 model_version=eff.model_version,
                 shadow_model_version=eff.shadow_model_version,
             )
-        return JSONResponse(body)
+        return bytes(JSONResponse(body).body)
 
     def _ingest(self, raw: bytes, principal: Principal) -> dict[str, Any]:
         batch = parse_columns(raw, max_bytes=self.config.max_telemetry_bytes)
@@ -432,6 +445,7 @@ class _MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -448,9 +462,18 @@ class _MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            label = _route_label(scope["path"])
-            self.metrics.requests.labels(label, scope["method"], str(status[0])).inc()
-            self.metrics.latency.labels(label).observe(monotonic_s() - started)
+            key = (scope["path"], scope["method"], status[0])
+            children = self._children.get(key)
+            if children is None:  # `labels()` takes a lock and builds a key: once per triple
+                label = _route_label(scope["path"])
+                children = (
+                    self.metrics.requests.labels(label, scope["method"], str(status[0])),
+                    self.metrics.latency.labels(label),
+                )
+                if len(self._children) < 10_000:  # paths are client-chosen: bound the cache
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(monotonic_s() - started)
 
 
 def create_app(
