@@ -1,0 +1,117 @@
+"""Fleet simulator throughput: cohort mode at scale vs a naive SimPy baseline.
+
+Prints `cores: N` and one `name: value unit` per line:
+- cohort mode at the target size (default 1,000,000 endpoints across 1,000 orgs x 30 days) with
+  the policy, a staged rollout (the rollout hook), an allowlist change, an org kill switch and
+  telemetry folded into the backend's aggregates: endpoint-days per wall second, wall seconds,
+  peak RSS;
+- the same at 100k endpoints x 3 days, and a naive SimPy baseline (one process per endpoint,
+  each scan a timeout plus a table lookup, nothing else) at the same size, and their ratio.
+
+Usage: .venv/bin/python benchmarks/sim_bench.py [--endpoints 1000000] [--days 30] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from fleet_sim.run import ensure_assets, run_scenario
+from fleet_sim.scenario import scenario_from_dict
+
+
+def scenario(endpoints: int, orgs: int, days: float, scans: float) -> dict:
+    d = days
+    return {
+        "name": "bench",
+        "seed": 1,
+        "days": d,
+        "world": {"orgs": orgs, "endpoints": endpoints, "scans_per_hour": scans},
+        "models": {
+            "initial": 1,
+            "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
+        },
+        "timeline": [
+            {
+                "at": d * 0.15,
+                "do": "start_rollout",
+                "version": 2,
+                "stages": [1, 5, 25, 100],
+                "stage_hours": 24 * d * 0.1,
+            },
+            {"at": d * 0.5, "do": "allowlist_add", "sha256": ["0" * 64]},
+            {"at": d * 0.7, "do": "kill_switch", "org": "org-0001"},
+        ],
+    }
+
+
+def naive(endpoints: int, days: float, scans_per_hour: float, seed: int = 1) -> float:
+    """One SimPy process per endpoint: exponential waits between scans, a verdict lookup."""
+    env = simpy.Environment()
+    rng = np.random.default_rng(seed)
+    table = rng.random(4096) < 0.01
+    rate = scans_per_hour / 3600.0
+    alerts = [0]
+
+    def endpoint():
+        while True:
+            yield env.timeout(rng.exponential(1.0 / rate))
+            if table[int(rng.integers(0, 4096))]:
+                alerts[0] += 1
+
+    for _ in range(endpoints):
+        env.process(endpoint())
+    t = time.perf_counter()
+    env.run(until=days * 86400.0)
+    return time.perf_counter() - t
+
+
+def cohort(data: Path, endpoints: int, orgs: int, days: float, scans: float) -> tuple[float, int]:
+    corpus, bundles = ensure_assets(data, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    sc = scenario_from_dict(scenario(endpoints, orgs, days, scans))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp)
+        wall = time.perf_counter() - t
+    return wall, run.events
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoints", type=int, default=1_000_000)
+    ap.add_argument("--orgs", type=int, default=1000)
+    ap.add_argument("--days", type=float, default=30)
+    ap.add_argument("--scans-per-hour", type=float, default=1.0)
+    ap.add_argument("--data", default="fleetward-data")
+    ap.add_argument("--compare-endpoints", type=int, default=100_000)
+    ap.add_argument("--compare-days", type=float, default=3)
+    args = ap.parse_args()
+    print(f"cores: {os.cpu_count()}")
+    data = Path(args.data)
+    n, d = args.compare_endpoints, args.compare_days
+    wall_c, events_c = cohort(data, n, min(args.orgs, n), d, args.scans_per_hour)
+    print(f"cohort_{n}x{d:g}d_wall: {wall_c:.1f} s")
+    print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s")
+    wall_n = naive(n, d, args.scans_per_hour)
+    print(f"naive_simpy_{n}x{d:g}d_wall: {wall_n:.1f} s")
+    print(f"naive_simpy_{n}x{d:g}d_rate: {n * d / wall_n:,.0f} endpoint-days/s")
+    print(f"cohort_vs_naive_ratio: {wall_n / wall_c:.1f} x")
+    n, d = args.endpoints, args.days
+    wall, events = cohort(data, n, args.orgs, d, args.scans_per_hour)
+    print(f"cohort_{n}x{d:g}d_wall: {wall:.1f} s")
+    print(f"cohort_{n}x{d:g}d_rate: {n * d / wall:,.0f} endpoint-days/s")
+    print(f"cohort_{n}x{d:g}d_scans: {events / wall:,.0f} scans/s")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak_rss: {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
