@@ -29,7 +29,7 @@ def _real_files(root: Path) -> Path:
     for so in sorted((dynload / "lib-dynload").glob("*.so"))[:6]:
         shutil.copy(so, corpus / so.name)
     (corpus / "notes.txt").write_text("nothing to see here\n" * 20)
-    (corpus / "backup.sh").write_text("#!/bin/sh\nset -eu\ntar czf /tmp/home.tgz \"$HOME\"\n")
+    (corpus / "backup.sh").write_text('#!/bin/sh\nset -eu\ntar czf /tmp/home.tgz "$HOME"\n')
     return corpus
 
 
