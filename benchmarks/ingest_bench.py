@@ -1,12 +1,15 @@
 """Ingest and check-in benchmark against the real server over loopback.
 
 Starts `python -m backend serve` as a subprocess, sends pre-encoded msgpack batches from several
-client processes, then runs 1000 concurrent simulated agents (asyncio httpx) checking in.
+client processes, then runs 1000 concurrent simulated agents (asyncio streams on uvloop)
+checking in; `--checkin-during-ingest` runs them beside the ingest clients too. The 1-minute load
+average (start of ingest / end of ingest / after check-ins) is printed because on a shared
+2-core machine every figure moves with it.
 Prints one `name: value unit` per line; with `--store both` one column per store,
 `name: sqlite | postgres unit`, each run against a fresh database.
 
     .venv/bin/python benchmarks/ingest_bench.py [--seconds 10] [--clients 2] [--batch 2000]
-        [--store sqlite|postgres|both] [--pg-url postgresql://...]
+        [--store sqlite|postgres|both] [--pg-url postgresql://...] [--checkin-during-ingest]
 
 `--pg-url` (default `$FLEETWARD_TEST_PG_URL`, as `.ci/postgres.sh` prints) names a server; the
 benchmark creates a throwaway database on it and drops it afterwards.
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -85,7 +89,12 @@ def make_batches(org: str, endpoint: str, n: int, size: int, seed: int) -> list[
 
 
 def client_proc(
-    url: str, token: str, org: str, endpoint: str, args: tuple[int, int, int, float], q: mp.Queue
+    url: str,
+    token: str,
+    org: str,
+    endpoint: str,
+    args: tuple[int, int, int, float],
+    q: mp.Queue[tuple[str, int, int, list[float]]],
 ) -> None:
     n, size, seed, seconds = args
     batches = make_batches(org, endpoint, n, size, seed)
@@ -137,6 +146,46 @@ async def checkins(url: str, tokens: list[str], seconds: float) -> list[float]:
     return lat
 
 
+def run_checkins(url: str, tokens: list[str], seconds: float) -> list[float]:
+    """`checkins` on uvloop when installed (the [backend] extra): the client's own loop
+    overhead then stays well below the server's, so the figure is the server's."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - depends on the install
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(checkins(url, tokens, seconds))
+
+
+def checkin_proc(url: str, tokens: list[str], seconds: float, q: mp.Queue[list[float]]) -> None:
+    q.put(run_checkins(url, tokens, seconds))
+
+
+def server_checkin_p99_ms(url: str) -> float:
+    """The server-side p99 of /v1/checkin: the upper bound of the histogram bucket holding it."""
+    buckets = []
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("fleetward_http_request_seconds_bucket") and "/v1/checkin" in line:
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+    return next((le * 1000 for le, n in buckets if n >= 0.99 * total), float("nan"))
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; NaN elsewhere).
+
+    Unlike wall-clock rates, CPU per event does not move with other load on the machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values), p)) * 1000
 
@@ -175,7 +224,7 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
             except httpx.TransportError:
                 time.sleep(0.05)
         n_batches = int(args.seconds * 150_000 / args.batch / args.clients) + 5
-        q: mp.Queue = mp.Queue()
+        q: mp.Queue[tuple[str, int, int, list[float]]] = mp.Queue()
         procs = [
             mp.Process(
                 target=client_proc,
@@ -194,15 +243,33 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
             p.start()
         for _ in procs:
             assert q.get()[0] == "ready"
+        load = [os.getloadavg()[0]]
+        cpu0 = cpu_s(server.pid)
         start = time.perf_counter()
+        if args.checkin_during_ingest:
+            cq: mp.Queue[list[float]] = mp.Queue()
+            cp = mp.Process(
+                target=checkin_proc, args=(url, [a.token for a in agents], args.seconds - 1, cq)
+            )
+            cp.start()
         results = [q.get() for _ in procs]
         wall = time.perf_counter() - start
+        cpu1 = cpu_s(server.pid)
+        during: list[float] = []
+        if args.checkin_during_ingest:
+            during = cq.get()
+            cp.join()
         for p in procs:
             p.join()
+        load.append(os.getloadavg()[0])
         events = sum(r[1] for r in results)
         raw_bytes = sum(r[2] for r in results)
         lat = [x for r in results for x in r[3]]
-        check = asyncio.run(checkins(url, [a.token for a in agents], 5.0))
+        cpu2 = cpu_s(server.pid)
+        check = run_checkins(url, [a.token for a in agents], 5.0)
+        cpu3 = cpu_s(server.pid)
+        server_p99 = server_checkin_p99_ms(url)
+        load.append(os.getloadavg()[0])
     finally:
         server.terminate()
         server.wait()
@@ -215,11 +282,17 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
         "events_in_aggregates": (in_aggregates, "events"),
         "aggregate_rows": (stats.aggregate_rows, "rows"),
         "ingest_events_per_s": (round(events / wall), "events/s"),
+        "server_cpu_per_event": (round((cpu1 - cpu0) / events * 1e6, 2), "us"),
         "batch_latency_p50": (round(pct(lat, 50), 1), "ms"),
         "batch_latency_p99": (round(pct(lat, 99), 1), "ms"),
         "checkin_requests": (len(check), "requests"),
         "checkin_p50": (round(pct(check, 50), 1), "ms"),
         "checkin_p99": (round(pct(check, 99), 1), "ms"),
+        "checkin_server_p99_at_most": (round(server_p99, 1), "ms"),
+        "server_cpu_per_checkin": (round((cpu3 - cpu2) / len(check) * 1e6), "us"),
+        "checkin_during_ingest_p50": (round(pct(during, 50), 1) if during else "-", "ms"),
+        "checkin_during_ingest_p99": (round(pct(during, 99), 1) if during else "-", "ms"),
+        "load_avg_1m_start_ingest_end": ("/".join(f"{x:.1f}" for x in load), ""),
         "raw_msgpack_bytes": (raw_bytes, "bytes"),
         "database_bytes": (stats.database_bytes, "bytes"),
         "compression_ratio": (round(raw_bytes / stats.database_bytes, 1), "x"),
@@ -243,6 +316,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--agents", type=int, default=1000)
     ap.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
+    ap.add_argument(
+        "--checkin-during-ingest",
+        action="store_true",
+        help="also run the check-in agents while the ingest clients send (lock contention)",
+    )
     ap.add_argument("--store", default=None, choices=["sqlite", "postgres", "both"])
     ap.add_argument("--pg-url", default=os.environ.get("FLEETWARD_TEST_PG_URL"))
     args = ap.parse_args()
