@@ -168,7 +168,8 @@ class _Routes:
             config,
         )
         self._resolved: dict[tuple[int, str], EffectivePolicy] = {}
-        self._checkins: dict[tuple[int, Principal], bytes] = {}
+        self._checkins: dict[Principal, bytes] = {}
+        self._checkins_version = 0
 
     def _principal(self, request: Request, *kinds: TokenKind) -> Principal:
         header = request.headers.get("authorization", "")
@@ -202,14 +203,17 @@ class _Routes:
         principal = self._principal(request, TokenKind.ENDPOINT)
         assert principal.org_id is not None
         record = self.store.current_policy()
-        # The answer only changes with the policy: render it once per (policy, endpoint).
-        cache_key = (record.version if record else 0, principal)
-        body_bytes = self._checkins.get(cache_key)
+        # The answer only changes with the policy: render it once per (policy, endpoint),
+        # keeping only the current policy's answers.
+        version = record.version if record else 0
+        if version != self._checkins_version:
+            self._checkins, self._checkins_version = {}, version
+        body_bytes = self._checkins.get(principal)
         if body_bytes is None:
             body_bytes = self._render_checkin(principal, record)
             if len(self._checkins) > 200_000:
                 self._checkins.clear()
-            self._checkins[cache_key] = body_bytes
+            self._checkins[principal] = body_bytes
         return Response(body_bytes, media_type="application/json")
 
     def _render_checkin(self, principal: Principal, record: PolicyRecord | None) -> bytes:
