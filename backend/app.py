@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -50,6 +51,8 @@ from backend.metrics import Metrics
 from backend.store import PolicyRecord, Principal, Store, TokenKind
 
 __all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
+
+_SWITCH_INTERVAL_S = 0.001
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -548,6 +551,10 @@ def serve(
 
     # PostgresStore has Store's public methods (tests/backend/test_store_postgres.py)
     store = cast(Store, open_store(db, synchronous=synchronous))
+    # Ingest decodes and folds in threadpool threads; the event loop answering check-ins needs
+    # the GIL back between them. The default 5 ms switch interval let one ingest request hold
+    # every check-in waiting; 1 ms keeps the loop's wait short (benchmarks/README.md, Ingest).
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     try:
         uvicorn.run(
             create_app(store, repo_dir),
