@@ -62,7 +62,8 @@ class InProcessLink:
     batches: int = 0
     _resolved: dict[tuple[int, int], EffectivePolicy] = field(default_factory=dict)
     _features_sent: set[int] = field(default_factory=set)
-    _ep_hash: dict[int, int] = field(default_factory=dict)
+    _hash_arr: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    _rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _fold_seq: int = 0
 
     @classmethod
@@ -211,15 +212,20 @@ class InProcessLink:
 
     # --- telemetry: cohort mode ----------------------------------------------------------
 
-    def _hashes(self, eps: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
-        out = np.empty(eps.size, dtype=np.uint64)
-        cache = self._ep_hash
-        for i, ep in enumerate(eps.tolist()):
-            h = cache.get(ep)
-            if h is None:
-                h = cache[ep] = sketch.endpoint_hash(f"sim{ep:08d}")
-            out[i] = h
-        return out
+    def _ranks(self, max_ep: int) -> npt.NDArray[np.int64]:
+        """Each endpoint's position in hash order (endpoints 0..max_ep hashed once, cached).
+
+        A row's sketch keeps its K smallest endpoint hashes, so ordering a row's endpoints by
+        this rank orders them by hash: one integer sort then yields every row's sketch.
+        """
+        have = self._hash_arr.size
+        if max_ep >= have:
+            new = [sketch.endpoint_hash(f"sim{e:08d}") for e in range(have, max_ep + 1)]
+            self._hash_arr = np.concatenate([self._hash_arr, np.asarray(new, np.uint64)])
+            rank = np.empty(self._hash_arr.size, np.int64)
+            rank[np.argsort(self._hash_arr, kind="stable")] = np.arange(self._hash_arr.size)
+            self._rank = rank
+        return self._rank
 
     def ingest_folded(
         self,
@@ -233,42 +239,54 @@ class InProcessLink:
         t_ms: npt.NDArray[np.int64],
         now: dt.datetime,
     ) -> int:
-        """Fold delivered events into aggregate rows and ingest them (one batch per org)."""
+        """Fold delivered events into aggregate rows and ingest them (one batch per org).
+
+        One sort does the whole fold: events are keyed by (row, endpoint hash rank), so the
+        sorted keys give each row's count and first/last time (its run) and its distinct
+        endpoints in hash order (the run's distinct keys), whose first K are the row's sketch,
+        exactly as `backend.sketch` builds it from the same endpoints.
+        """
         n = day.size
         if n == 0:
             return 0
         n_s = len(self.sha256)
         nv = len(VERDICTS)
-        key = (((day - day.min()) * len(self.org_ids) + org) * 64 + model) * nv + verdict
-        key = key * n_s + sample
-        order = np.lexsort((ep, key))
-        key, ep_s, t_s = key[order], ep[order], t_ms[order]
-        org_s, day_s, sample_s = org[order], day[order], sample[order]
-        model_s, verdict_s = model[order], verdict[order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        n_models = int(model.max()) + 1
+        row = (((day - day.min()) * len(self.org_ids) + org) * n_models + model) * nv + verdict
+        row = row * n_s + sample
+        rank = self._ranks(int(ep.max()))
+        n_rank = np.int64(rank.size)
+        if int(row.max()) >= np.iinfo(np.int64).max // int(n_rank):
+            raise ValueError("fold key space overflows int64; fold more often")
+        comp = row * n_rank + rank[ep]
+        order = np.argsort(comp)
+        key = comp[order]
+        del comp
+        row_s, t_s = row[order], t_ms[order]
+        new_row = np.r_[True, row_s[1:] != row_s[:-1]]
+        starts = np.flatnonzero(new_row)
         counts = np.diff(np.r_[starts, n])
         first = np.minimum.reduceat(t_s, starts)
         last = np.maximum.reduceat(t_s, starts)
-        # distinct endpoints: unique (row, ep) pairs, the K smallest hashes per row
-        row_of = np.repeat(np.arange(starts.size), counts)
-        pair_new = np.r_[True, (key[1:] != key[:-1]) | (ep_s[1:] != ep_s[:-1])]
-        p_row, p_ep = row_of[pair_new], ep_s[pair_new]
-        uniq_eps, inv = np.unique(p_ep, return_inverse=True)
-        p_hash = self._hashes(uniq_eps)[inv]
-        o2 = np.lexsort((p_hash, p_row))
-        p_row, p_hash = p_row[o2], p_hash[o2]
+        # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
+        pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        p_row = (np.cumsum(new_row) - 1)[pair]
         p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
-        rank = np.arange(p_row.size) - np.repeat(p_start, np.diff(np.r_[p_start, p_row.size]))
-        keep = rank < sketch.K
-        p_row, p_hash = p_row[keep], p_hash[keep]
+        k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
+        keep = k_in_row < sketch.K
+        p_hash = self._hash_arr[ep[order][pair[keep]]]
+        p_row = p_row[keep]
         blob = p_hash.astype(">u8").tobytes()
         bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
         sketches = [
             blob[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
         ]
+        first_of = order[starts]
+        org_s, day_s, sample_s = org[first_of], day[first_of], sample[first_of]
+        model_s, verdict_s = model[first_of], verdict[first_of]
         by_org: dict[int, list[AggregateRow]] = {}
-        o_l, d_l, s_l = org_s[starts].tolist(), day_s[starts].tolist(), sample_s[starts].tolist()
-        m_l, v_l = model_s[starts].tolist(), verdict_s[starts].tolist()
+        o_l, d_l, s_l = org_s.tolist(), day_s.tolist(), sample_s.tolist()
+        m_l, v_l = model_s.tolist(), verdict_s.tolist()
         c_l, f_l, l_l = counts.tolist(), first.tolist(), last.tolist()
         for i in range(starts.size):
             o = o_l[i]
@@ -286,7 +304,8 @@ class InProcessLink:
                     l_l[i],
                 )
             )
-        new_samples = [s for s in np.unique(sample).tolist() if s not in self._features_sent]
+        seen = np.flatnonzero(np.bincount(sample, minlength=n_s)).tolist()
+        new_samples = [s for s in seen if s not in self._features_sent]
         feats = []
         for s in new_samples:
             self._features_sent.add(s)
