@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,26 +49,35 @@ __all__ = ["run_rescore_spark", "spark_session"]
 _BUNDLES: dict[Path, LoadedModel] = {}  # per Python worker: one ONNX session per bundle
 
 
-def spark_session(master: str = "local[2]", app_name: str = "fleetward-rescore") -> Any:
-    """A SparkSession (local mode by default; pass `spark://host:7077` or `yarn` for a cluster)."""
+def spark_session(
+    master: str = "local[2]",
+    app_name: str = "fleetward-rescore",
+    conf: Mapping[str, str] | None = None,
+) -> Any:
+    """A SparkSession (local mode by default; pass `spark://host:7077` or `yarn` for a cluster).
+
+    `conf` adds or overrides Spark settings; settings read at JVM start (driver Java options)
+    apply only when no session is running yet, since `getOrCreate` reuses a live one.
+    """
     import os
     import sys
 
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-    return (
-        SparkSession.builder.master(master)
-        .appName(app_name)
+    settings = {
         # executors run this interpreter (its fleetward install), not the system python
-        .config("spark.pyspark.python", sys.executable)
-        .config("spark.pyspark.driver.python", sys.executable)
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        **(conf or {}),
+    }
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def _bundle(path: Path) -> LoadedModel:

@@ -1,40 +1,72 @@
-"""Engine parity: rescoring on Spark (local mode) gives the local engine's figures exactly.
+"""Engine parity: rescoring and transition analysis on Spark (local mode) equal the local engine.
 
-One Spark session for the module (Spark starts slowly); `pytest -k spark` selects it.
+Spark starts slowly, so the whole test session shares one SparkSession (`local[2]`, two
+shuffle partitions, no UI, a driver JVM tuned for short runs) and one Parquet export of the
+session's `history`; `pytest -k spark` selects these tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import os
 import shutil
-from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from backend.export import export
+from backend.export import ExportResult, export
 from backend.rescore import AsOfRule, RescoreConfig, Stage, run_rescore
 from tests.backend.history import END, History, history
 
 __all__ = ["history"]
 
-NOW = END + __import__("datetime").timedelta(days=2)
+NOW = END + dt.timedelta(days=2)
 ALL = frozenset({Stage.MODEL_SCORING, Stage.DETECTION_DECISIONS})
+# a JVM that lives for a minute: C1 only and the serial collector start and warm up fastest
+_TEST_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.ui.enabled": "false",
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+}
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:PySpark does not yet fully support pandas:FutureWarning"
+)
 
 
 def _java_or_fail() -> None:
     if shutil.which("java") is None:
-        import os
-
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("java is missing in CI: .ci/run must install openjdk-17-jre-headless")
         pytest.skip("java is not installed (Spark needs it)")
 
 
-@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
-def test_spark_engine_reproduces_the_local_engine(history: History, tmp_path: Path):
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local SparkSession for the whole test session."""
     _java_or_fail()
     pytest.importorskip("pyspark")
-    from backend.spark_engine import run_rescore_spark, spark_session
+    from backend.spark_engine import spark_session
+
+    session = spark_session("local[2]", "fleetward-tests", conf=_TEST_CONF)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def exported(history: History, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The history's Parquet export, written once (read-only for tests)."""
+    out = export(history.store, tmp_path_factory.mktemp("spark") / "export")
+    assert out.aggregates > 0 and out.labels > 0 and out.policies > 0
+    return out
+
+
+def test_spark_engine_reproduces_the_local_engine(
+    history: History, exported: ExportResult, spark: Any
+):
+    from backend.spark_engine import run_rescore_spark
 
     b1, b2 = history.bundles[1], history.bundles[2]
     recorded = RescoreConfig("recorded", ALL, ((1, b1), (2, b2)))
@@ -45,13 +77,7 @@ def test_spark_engine_reproduces_the_local_engine(history: History, tmp_path: Pa
         dataclasses.replace(recorded, name="labels-today", labels_as_of=AsOfRule.EVALUATION),
     ]
     local = run_rescore(history.store, configs, now=NOW, batch_rows=97)
-    out = export(history.store, tmp_path / "export")
-    assert out.aggregates > 0 and out.labels > 0 and out.policies > 0
-    spark = spark_session("local[2]")
-    try:
-        on_spark = run_rescore_spark(out.out_dir, configs, now=NOW, spark=spark, partitions=2)
-    finally:
-        spark.stop()
+    on_spark = run_rescore_spark(exported.out_dir, configs, now=NOW, spark=spark, partitions=2)
     assert on_spark == local
     assert local[1].agreement_with_recorded == 1.0  # endpoint parity, on both engines
     assert local[2].verdicts != local[1].verdicts  # the swap changed something
