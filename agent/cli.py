@@ -30,6 +30,7 @@ from agent.scan import FileStatus, Scanner, ScanSummary
 if TYPE_CHECKING:  # `scan` stays light: the daemon's network stack loads only for run/status
     from agent.daemon import Notice
     from agent.telemetry import TelemetryPipe
+    from agent.updater import HTTPXFetcher
 
 __all__ = ["main"]
 
@@ -212,7 +213,12 @@ def run(
             raise click.UsageError("give --org, or --backend (the org then comes from enrollment)")
         endpoint_id = pipe.creds.endpoint_id if pipe else None  # places it in rollout cohorts
         updater = UpdateClient(
-            state_dir, repo_url, org=org, trust_anchor=anchor, endpoint_id=endpoint_id
+            state_dir,
+            repo_url,
+            org=org,
+            trust_anchor=anchor,
+            endpoint_id=endpoint_id,
+            fetcher=_repo_fetcher(repo_url, pipe),
         )
         agent = Agent(
             state_dir,
@@ -287,6 +293,26 @@ def _telemetry_pipe(state_dir: Path, backend_url: str, enroll_token: str | None)
         save_credentials(state_dir, creds)
     sender = TelemetrySender(client, creds.backend_url, creds.token, Spool(state_dir / "spool"))
     return TelemetryPipe(sender, creds)
+
+
+def _repo_fetcher(repo_url: str, pipe: TelemetryPipe | None) -> HTTPXFetcher | None:
+    """A fetcher carrying this endpoint's token when the repository is the backend's own.
+
+    The backend serves an org's policy target only to that org's endpoints (docs/adr/0003);
+    the token is never sent to any other host.
+    """
+    if pipe is None or not repo_url.startswith(pipe.creds.backend_url.rstrip("/") + "/"):
+        return None
+    import httpx
+
+    from agent.updater import HTTPXFetcher
+
+    client = httpx.Client(
+        timeout=10,
+        follow_redirects=False,
+        headers={"authorization": f"Bearer {pipe.creds.token}"},
+    )
+    return HTTPXFetcher(client)
 
 
 def _stdout() -> TextIO:

@@ -22,7 +22,7 @@ from agent.decision import Mode
 from agent.errors import PolicyError
 
 __all__ = [
-    "POLICY_TARGET",
+    "DEFAULT_POLICY_TARGET",
     "BreakerConfig",
     "EffectivePolicy",
     "ListEntry",
@@ -32,10 +32,13 @@ __all__ = [
     "RolloutModel",
     "active_sha256s",
     "assigned_version",
+    "foreign_orgs",
     "in_canary",
     "parse_policy",
+    "policy_target",
     "read_list_file",
     "resolve_policy",
+    "split_policy",
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -122,7 +125,8 @@ def _from_json(text: str, p: Path) -> tuple[ListEntry, ...]:
 # into a frozen `EffectivePolicy` that the pure core uses.
 
 
-POLICY_TARGET = "policy.json"
+DEFAULT_POLICY_TARGET = "policies/default.json"
+_ORG_TARGET_SALT = b"fleetward/policy-target/v1\0"
 DEFAULT_BREAKER_MAX_BLOCKS = 20
 DEFAULT_BREAKER_WINDOW_MIN = 10
 
@@ -253,6 +257,42 @@ def parse_policy(raw: bytes) -> PolicyDocumentModel:
         raise PolicyError(
             f"invalid policy: {where}: {first['msg']} ({exc.error_count()} error(s))"
         ) from exc
+
+
+def policy_target(org: str | None) -> str:
+    """The TUF target name of `org`'s policy document; `None` names the fleet-wide default.
+
+    An org's name is `policies/<h>.json`, `h` the first 32 hex digits of sha256 over a fixed
+    prefix and the org id: the signed targets metadata that every endpoint downloads lists
+    opaque names, not the org pseudonyms, while each agent can still compute its own name
+    offline (docs/adr/0003-per-org-policy-targets.md).
+    """
+    if org is None:
+        return DEFAULT_POLICY_TARGET
+    if not org:
+        raise ValueError("org must be a non-empty id")
+    digest = hashlib.sha256(_ORG_TARGET_SALT + org.encode()).hexdigest()[:32]
+    return f"policies/{digest}.json"
+
+
+def split_policy(doc: PolicyDocumentModel) -> dict[str, bytes]:
+    """The per-org targets of one policy document: {target name: document bytes}.
+
+    `DEFAULT_POLICY_TARGET` holds the default with no org overrides; each org with overrides
+    gets `policy_target(org)` holding the default plus that org's overrides only, so no target
+    carries two orgs' lists. Every document keeps `doc.version` and `doc.issued_at`. The bytes
+    are pydantic's JSON of the model: the same document always gives the same bytes.
+    """
+    out = {DEFAULT_POLICY_TARGET: doc.model_copy(update={"orgs": {}}).model_dump_json().encode()}
+    for org, over in doc.orgs.items():
+        only = doc.model_copy(update={"orgs": {org: over}})
+        out[policy_target(org)] = only.model_dump_json().encode()
+    return out
+
+
+def foreign_orgs(doc: PolicyDocumentModel, org: str) -> list[str]:
+    """The org ids in `doc` other than `org`: an endpoint's document must have none."""
+    return sorted(o for o in doc.orgs if o != org)
 
 
 def resolve_policy(doc: PolicyDocumentModel, org: str) -> EffectivePolicy:

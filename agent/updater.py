@@ -7,9 +7,11 @@ The repository at `URL` serves TUF metadata at `URL/metadata/` and targets at `U
    trusts (`state/tuf/root_history/`), or from the trust anchor on first use;
 2. `refresh()`: root rotations, timestamp, snapshot, targets, with every TUF check (signature
    thresholds, rollback, freeze, mix-and-match, lengths);
-3. the target `policy.json`, when its signed hash differs from the installed one: download,
-   validate with `agent.policy.parse_policy`, refuse a version older than the installed one,
-   store, commit;
+3. this organization's policy target `agent.policy.policy_target(org)` (the default plus this
+   org's overrides only), or `policies/default.json` when the signed targets metadata names
+   no target for this org; when its signed hash differs from the installed one: download,
+   validate with `agent.policy.parse_policy`, refuse a document naming another org or a
+   version older than the installed one, store, commit;
 4. the bundle the policy assigns to this organization (`models/vN/model.onnx` and
    `manifest.json`): download into a staging directory, `agent.model.load_bundle` (schema,
    integrity, canary self-test), fsync, rename into place, commit; the previous active bundle
@@ -27,6 +29,10 @@ Invariants (each has a named test in tests/test_update_attacks.py or tests/agent
   atomically after the bundle directory is complete and fsynced (`agent._internal.install`).
 - A policy document's `version` never goes backwards; an equal version with other bytes is
   refused too.
+- The agent downloads only its own org's policy target, or the default one; it falls back to
+  the default only when the verified targets metadata has no target for its org, never when
+  a lookup or download fails verification (a refused org target is not replaced by the
+  default). A policy document whose `orgs` names any other org is refused.
 - TUF reads the wall clock itself (python-tuf accepts no reference time); every other check
   uses the `now` handed in.
 """
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 from tuf.ngclient import Updater as TUFUpdater  # type: ignore[attr-defined]
 
@@ -60,10 +67,12 @@ from agent.errors import (
 )
 from agent.model import load_bundle
 from agent.policy import (
-    POLICY_TARGET,
+    DEFAULT_POLICY_TARGET,
     PolicyDocumentModel,
     assigned_version,
+    foreign_orgs,
     parse_policy,
+    policy_target,
     resolve_policy,
 )
 
@@ -289,10 +298,12 @@ class UpdateClient:
             doc = load_installed_policy(self.state, record)
         except (StateError, PolicyError):
             doc = None
+        policy_name = policy_target(self.org)
         try:
-            record, doc = self._update_policy(tuf, record, doc)
+            policy_name, info = self._policy_targetinfo(tuf)
+            record, doc = self._update_policy(tuf, policy_name, info, record, doc)
         except (UpdateRejectedError, PolicyError) as exc:
-            rejections.append(self._refusal(exc, POLICY_TARGET))
+            rejections.append(self._refusal(exc, policy_name))
 
         effective = resolve_policy(doc, self.org) if doc is not None else None
         wanted = assigned_version(effective, self.endpoint_id)
@@ -348,29 +359,47 @@ class UpdateClient:
             raise _rejected(exc, name) from exc
         return sha
 
+    def _policy_targetinfo(self, tuf: TUFUpdater) -> tuple[str, TargetFile | None]:
+        """This org's policy target, or the default when the signed metadata names none."""
+        for name in (policy_target(self.org), DEFAULT_POLICY_TARGET):
+            try:
+                info = tuf.get_targetinfo(name)
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
+                raise _rejected(exc, name) from exc  # never fall back on a failed lookup
+            if info is not None:
+                return name, info
+        return DEFAULT_POLICY_TARGET, None
+
     def _update_policy(
-        self, tuf: TUFUpdater, record: InstallRecord, doc: PolicyDocumentModel | None
+        self,
+        tuf: TUFUpdater,
+        name: str,
+        info: TargetFile | None,
+        record: InstallRecord,
+        doc: PolicyDocumentModel | None,
     ) -> tuple[InstallRecord, PolicyDocumentModel | None]:
-        try:
-            info = tuf.get_targetinfo(POLICY_TARGET)
-        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
-            raise _rejected(exc, POLICY_TARGET) from exc
         if info is None or (record.policy and info.hashes.get("sha256") == record.policy.sha256):
             return record, doc
         stage = self.state.new_stage()
         try:
-            path = stage / POLICY_TARGET
-            sha = self._download(tuf, POLICY_TARGET, path, self.config.max_policy_bytes)
+            path = stage / "policy.json"
+            sha = self._download(tuf, name, path, self.config.max_policy_bytes)
             raw = path.read_bytes()
             try:
                 new_doc = parse_policy(raw)
+                others = foreign_orgs(new_doc, self.org)
+                if others:
+                    raise PolicyError(
+                        f"policy target {name} carries the overrides of {len(others)} other "
+                        "organization(s): refused"
+                    )
                 if record.policy is not None and new_doc.version <= record.policy.version:
                     raise PolicyError(
                         f"policy version {new_doc.version} does not exceed the installed "
                         f"version {record.policy.version} (rollback refused)"
                     )
             except PolicyError as exc:
-                self._refused[(POLICY_TARGET, sha)] = self._refusal(exc, POLICY_TARGET)
+                self._refused[(name, sha)] = self._refusal(exc, name)
                 raise
             ref: PolicyRef = self.state.store_policy(raw, new_doc.version, sha)
         finally:

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent.decision import Mode
-from agent.policy import EffectivePolicy, resolve_policy
+from agent.policy import DEFAULT_POLICY_TARGET, EffectivePolicy, policy_target, resolve_policy
 from backend import admin
 from backend._clock import monotonic_s, utc_now
 from backend._openapi import openapi_document
@@ -437,6 +437,38 @@ class _Static:
         await self.files(scope, receive, send)
 
 
+class _TargetsGate:
+    """`/tuf/targets/`: an org's policy target goes only to that org (docs/adr/0003).
+
+    `policies/<sha256>.default.json` (the fleet-wide default, no org's lists) is open like the
+    models; `policies/<sha256>.<org hash>.json` needs an endpoint token of that org or an admin
+    token; any other policy file (the combined `policy.json` of older releases) needs an admin
+    token. The path is normalised exactly as `StaticFiles` will resolve it.
+    """
+
+    def __init__(self, files: _Static, routes: _Routes) -> None:
+        self.files, self.routes = files, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self._authorize(Request(scope), self.files.files.get_path(scope))
+        await self.files(scope, receive, send)
+
+    def _authorize(self, request: Request, path: str) -> None:
+        head, _, name = path.rpartition("/")
+        target = f"policies/{name.partition('.')[2]}"  # stored as <sha256>.<name>
+        if head == "policies" and target == DEFAULT_POLICY_TARGET:
+            return
+        if not head.startswith("policies") and not name.endswith("policy.json"):
+            return
+        principal = self.routes._principal(request, TokenKind.ENDPOINT, TokenKind.ADMIN)
+        if principal.kind is TokenKind.ADMIN:
+            return
+        if head == "policies" and policy_target(principal.org_id) == target:
+            return
+        raise ForbiddenError("this policy target belongs to another organization")
+
+
 _LABELS = ("/v1/admin/allowlist", "/v1/admin/blocklist", "/tuf/")
 
 
@@ -523,7 +555,7 @@ def create_app(
         root = Path(repo_dir)
         routes += [
             Mount("/tuf/metadata", app=_Static(root / "metadata")),
-            Mount("/tuf/targets", app=_Static(root / "targets")),
+            Mount("/tuf/targets", app=_TargetsGate(_Static(root / "targets"), r)),
         ]
     app = Starlette(routes=routes, exception_handlers={BackendError: _on_backend_error})
     app.add_middleware(_MetricsMiddleware, metrics=metrics)

@@ -77,7 +77,7 @@ def publish_model_cmd(repo_dir: Path, bundle_dir: Path) -> None:
 @click.argument("repo_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def publish_policy_cmd(repo_dir: Path, policy_file: Path) -> None:
-    """Validate a policy document and sign it as policy.json (the kill switch lives here).
+    """Validate a policy document and sign it as one target per org (the kill switch lives here).
 
     Example: fleetward repo publish-policy data/repo policy.json
     """

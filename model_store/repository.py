@@ -17,11 +17,13 @@ Layout of a repository directory (only `metadata/` and `targets/` are ever serve
         root.json, targets.json, snapshot.json   working copies of the newest versions
       targets/                    served at URL/targets/
         models/vN/<sha256>.model.onnx, models/vN/<sha256>.manifest.json
-        <sha256>.policy.json
+        policies/<sha256>.default.json, policies/<sha256>.<org hash>.json
 
 A model bundle is published as two targets, `models/v{N}/model.onnx` and
 `models/v{N}/manifest.json` (no archive: TUF then checks each file's length and hash itself and
-the agent never unpacks anything). The policy document is the target `policy.json`.
+the agent never unpacks anything). The policy document is split into one target per
+organization (`policies/<org hash>.json`, plus `policies/default.json` for orgs without
+overrides) so that no target holds two orgs' lists (docs/adr/0003).
 
 Roles and keys: root 2-of-3 ed25519 keys, targets, snapshot and timestamp one key each.
 Expiries: timestamp 1 day, snapshot 7 days, targets 90 days, root 365 days; `refresh`
@@ -62,7 +64,7 @@ from tuf.api.serialization.json import JSONSerializer
 from agent.bundle import MANIFEST_NAME, MODEL_NAME, check_bundle
 from agent.errors import AgentError, BundleRejectedError, PolicyError
 from agent.model import load_bundle
-from agent.policy import POLICY_TARGET, parse_policy
+from agent.policy import DEFAULT_POLICY_TARGET, parse_policy, split_policy
 from agent.updater import model_target_paths
 from model_store.errors import BundleRefusedError, PolicyRefusedError, RepositoryError
 
@@ -100,6 +102,8 @@ EXPIRY: Mapping[str, dt.timedelta] = {
     Timestamp.type: dt.timedelta(days=1),
 }
 _SERIALIZER = JSONSerializer(compact=False)
+_POLICY_PREFIX = "policies/"
+_LEGACY_POLICY_TARGET = "policy.json"  # one document for every org: never published again
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,10 +432,17 @@ def publish_model(
 def publish_policy(
     repo_dir: str | os.PathLike[str], policy_bytes: bytes, *, now: dt.datetime
 ) -> PublishResult:
-    """Validate a policy document and sign it as the target `policy.json`.
+    """Validate a policy document and sign it as one target per organization.
 
-    The document's `version` must grow: an older or equal version is refused (the same bytes
-    again are a no-op), so an operator cannot roll the fleet back to a stale policy by mistake.
+    `policies/default.json` holds the fleet-wide default (for orgs without overrides) and
+    `agent.policy.policy_target(org)` holds the default plus that org's overrides only
+    (`agent.policy.split_policy`), all with the document's `version`: an endpoint downloads
+    its own org's lists and never another's. Org targets that the new document no longer
+    names leave the signed metadata, as does the combined `policy.json` of older releases
+    (its files are deleted: they held every org's lists). See docs/adr/0003.
+
+    The document's `version` must grow: an older or equal version is refused (the same
+    document again is a no-op), so an operator cannot roll the fleet back to a stale policy.
 
     Raises:
         PolicyRefusedError: the document does not validate (the reason says where), or its
@@ -442,12 +453,19 @@ def publish_policy(
         doc = parse_policy(policy_bytes)
     except PolicyError as exc:
         raise PolicyRefusedError(str(exc)) from exc
+    files = split_policy(doc)
     base = Path(repo_dir)
     with _locked(base):
         repo = _Repo(base)
-        current = repo.read_target(POLICY_TARGET)
-        if current == policy_bytes:
-            return PublishResult((POLICY_TARGET,), repo.versions())
+        published = {
+            name
+            for name in repo.targets.signed.targets
+            if name.startswith(_POLICY_PREFIX) or name == _LEGACY_POLICY_TARGET
+        }
+        existing = {name: repo.read_target(name) for name in published}
+        if published == set(files) and all(existing[n] == data for n, data in files.items()):
+            return PublishResult(tuple(files), repo.versions())
+        current = existing.get(DEFAULT_POLICY_TARGET) or existing.get(_LEGACY_POLICY_TARGET)
         if current is not None:
             try:
                 current_version = parse_policy(current).version
@@ -457,9 +475,14 @@ def publish_policy(
                 raise PolicyRefusedError(
                     f"policy version {doc.version} must exceed the published {current_version}"
                 )
-        repo.add_target(POLICY_TARGET, policy_bytes)
+        for name in published - set(files):
+            del repo.targets.signed.targets[name]
+        for name, data in files.items():
+            repo.add_target(name, data)
         repo.commit(now, targets=True)
-        return PublishResult((POLICY_TARGET,), repo.versions())
+        for stale in repo.targets_dir.glob(f"*.{_LEGACY_POLICY_TARGET}"):
+            stale.unlink()  # after the commit: the new metadata no longer names it
+        return PublishResult(tuple(files), repo.versions())
 
 
 def rotate_key(

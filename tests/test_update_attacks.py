@@ -22,6 +22,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from agent._clock import utc_now
 from agent.decision import Verdict
+from agent.policy import DEFAULT_POLICY_TARGET, policy_target
 from model_store.repository import (
     model_target_paths,
     publish_model,
@@ -30,7 +31,7 @@ from model_store.repository import (
     refresh,
     rotate_key,
 )
-from tests.tuf_harness import World, make_world, policy_bytes, signer_for
+from tests.tuf_harness import ORG, World, make_world, policy_bytes, signer_for
 
 ACCEPTED_VERDICTS = {v for v in Verdict if v is not Verdict.ERROR}
 
@@ -108,7 +109,7 @@ def _v2_files(w: World) -> dict[str, bytes]:
     return {
         model: (w.bundles[2] / "model.onnx").read_bytes(),
         manifest: (w.bundles[2] / "manifest.json").read_bytes(),
-        "policy.json": policy_bytes(2, model_version=2),
+        DEFAULT_POLICY_TARGET: policy_bytes(2, model_version=2),
     }
 
 
@@ -203,8 +204,10 @@ def mix_and_match(w: World) -> str:
     publish_model(w.repo, w.bundles[2], now=utc_now())
     publish_policy(w.repo, policy_bytes(2, model_version=2), now=utc_now())
     after = _meta(w.repo, "targets.json").signed.version
-    shutil.copy(w.repo / "metadata" / f"{before + 1}.targets.json",
-                w.repo / "metadata" / f"{after}.targets.json")
+    shutil.copy(
+        w.repo / "metadata" / f"{before + 1}.targets.json",
+        w.repo / "metadata" / f"{after}.targets.json",
+    )
     return "MetadataRejectedError"
 
 
@@ -268,24 +271,37 @@ def corrupted_onnx(w: World) -> str:
 def manifest_version_mismatch(w: World) -> str:
     """A signed target models/v2/ that holds the v1 bundle."""
     m_name, man_name = model_target_paths(2)
-    files = {m_name: (w.bundles[1] / "model.onnx").read_bytes(),
-             man_name: (w.bundles[1] / "manifest.json").read_bytes()}
+    files = {
+        m_name: (w.bundles[1] / "model.onnx").read_bytes(),
+        man_name: (w.bundles[1] / "manifest.json").read_bytes(),
+    }
     _publish_v2_with_policy(w, files)
     return "BundleRejectedError"
 
 
 def invalid_policy(w: World) -> str:
-    """Validly signed policy.json that does not validate (publish_policy would refuse it)."""
+    """Validly signed policy target that does not validate (publish_policy would refuse it)."""
     doc = json.loads(policy_bytes(2, model_version=2))
     doc["default"]["mode"] = "maybe"
-    publish_targets(w.repo, {"policy.json": json.dumps(doc).encode()}, now=utc_now())
+    publish_targets(w.repo, {DEFAULT_POLICY_TARGET: json.dumps(doc).encode()}, now=utc_now())
     return "PolicyError"
 
 
 def policy_version_rollback(w: World) -> str:
     """Validly signed policy whose document version does not exceed the installed one."""
-    publish_targets(w.repo, {"policy.json": policy_bytes(1, model_version=2, mode="off")},
-                    now=utc_now())
+    publish_targets(
+        w.repo, {DEFAULT_POLICY_TARGET: policy_bytes(1, model_version=2, mode="off")}, now=utc_now()
+    )
+    return "PolicyError"
+
+
+def org_document_naming_another_org(w: World) -> str:
+    """Validly signed org target that also carries another org's overrides (a leak or a mix-up:
+    publish_policy never writes one)."""
+    orgs = {ORG: {"mode": "off"}, "org_other": {"mode": "detect_only"}}
+    publish_targets(
+        w.repo, {policy_target(ORG): policy_bytes(2, model_version=2, orgs=orgs)}, now=utc_now()
+    )
     return "PolicyError"
 
 
@@ -308,6 +324,7 @@ ATTACKS = [
     manifest_version_mismatch,
     invalid_policy,
     policy_version_rollback,
+    org_document_naming_another_org,
 ]
 
 

@@ -150,8 +150,9 @@ def test_operator_change_republishes_signed_policy_served_under_tuf(
         keys = client.get(f"{live_server.url}/tuf/keys/")
     assert timestamp.status_code == 200 and root.status_code == 200
     assert keys.status_code == 404
-    targets = sorted(p.name for p in (live_server.repo_dir / "targets").rglob("*policy.json"))
-    assert targets, "policy.json was not published"
+    targets = sorted(p.name for p in (live_server.repo_dir / "targets" / "policies").iterdir())
+    assert [t.partition(".")[2] for t in targets] == ["default.json"], targets
+    assert not list((live_server.repo_dir / "targets").glob("*policy.json"))  # no combined doc
 
 
 def test_openapi_document_lists_every_route(live_server: LiveServer) -> None:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import httpx
 import pytest
 
+from agent._clock import utc_now
+from agent._internal.install import StateDir
+from agent.errors import RepositoryUnreachableError
+from agent.policy import policy_target
 from agent.telemetry import Credentials, encode_batch, enroll
+from agent.updater import HTTPXFetcher, UpdateClient, load_installed_policy
 from tests.backend.conftest import LiveServer, make_event
 
 SHA = "ab" * 32
@@ -127,3 +136,85 @@ def test_unknown_or_missing_tokens_get_401_everywhere(live_server: LiveServer) -
             for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "Basic abc"}):
                 r = client.request(method, live_server.url + path, headers=headers)
                 assert r.status_code == 401, (method, path, headers, r.status_code)
+
+
+SHA_A, SHA_B = "aa" * 32, "bb" * 32
+
+
+@contextmanager
+def _updater(
+    server: LiveServer, state: Path, creds: Credentials, token: str | None
+) -> Iterator[UpdateClient]:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    fetcher = HTTPXFetcher(httpx.Client(headers=headers, timeout=10))
+    try:
+        yield UpdateClient(
+            state,
+            f"{server.url}/tuf",
+            org=creds.org_id,
+            trust_anchor=(server.repo_dir / "metadata" / "1.root.json").read_bytes(),
+            fetcher=fetcher,
+        )
+    finally:
+        fetcher.close()
+
+
+def test_endpoint_cannot_read_another_orgs_lists(two_orgs, tmp_path: Path) -> None:
+    """Real TUF over loopback HTTP: org A's endpoint gets A's lists, never B's (docs/adr/0003)."""
+    server, _, a, b = two_orgs
+    with httpx.Client() as client:
+        for org, lst, sha in ((a, "allowlist", SHA_A), (b, "blocklist", SHA_B)):
+            body = {"sha256": sha, "reason": f"secret of {org.org_id}", "org_id": org.org_id}
+            r = client.post(f"{server.url}/v1/admin/{lst}", json=body, headers=server.admin())
+            assert r.status_code in (200, 201), r.text
+
+    # the agent of org A, with its own token, installs its org's document and nothing of B's
+    state = tmp_path / "agent-a"
+    with _updater(server, state, a, a.token) as updater:
+        outcome = updater.check_in(utc_now())
+    assert outcome.is_clean and outcome.policy_changed
+    raw = StateDir(state).policy_path(outcome.record.policy).read_bytes()  # type: ignore[arg-type]
+    doc = load_installed_policy(StateDir(state), outcome.record)
+    assert doc is not None and set(doc.orgs) == {a.org_id}
+    assert [e.sha256 for e in doc.orgs[a.org_id].allowlist] == [SHA_A]
+    assert SHA_B.encode() not in raw and b.org_id.encode() not in raw
+
+    # what an endpoint of A can reach by hand: metadata names no org, B's file is refused
+    with httpx.Client(base_url=f"{server.url}/tuf") as client:
+        targets = client.get("/metadata/targets.json")
+        assert targets.status_code == 200
+        assert a.org_id not in targets.text and b.org_id not in targets.text
+        name_b = policy_target(b.org_id)
+        sha = targets.json()["signed"]["targets"][name_b]["hashes"]["sha256"]
+        folder, _, base = name_b.rpartition("/")
+        path_b = f"/targets/{folder}/{sha}.{base}"
+        as_a = {"authorization": f"Bearer {a.token}"}
+        assert client.get(path_b, headers=as_a).status_code == 403
+        assert client.get(
+            path_b.replace("/policies/", "//policies/"), headers=as_a
+        ).status_code in (
+            403,
+            404,
+        )
+        assert client.get(path_b).status_code == 401
+        as_b = client.get(path_b, headers={"authorization": f"Bearer {b.token}"})
+        assert as_b.status_code == 200 and SHA_B in as_b.text and SHA_A not in as_b.text
+        assert client.get(path_b, headers=server.admin()).status_code == 200
+
+
+def test_endpoint_without_its_token_gets_no_org_policy_and_no_default_instead(
+    two_orgs, tmp_path: Path
+) -> None:
+    """Refused (401) on its org's target, the agent installs nothing: no fallback to default."""
+    server, _, a, _ = two_orgs
+    with httpx.Client() as client:
+        body = {"sha256": SHA_A, "org_id": a.org_id}
+        r = client.post(f"{server.url}/v1/admin/allowlist", json=body, headers=server.admin())
+        assert r.status_code in (200, 201), r.text
+    with (
+        _updater(server, tmp_path / "agent-a", a, None) as updater,
+        pytest.raises(RepositoryUnreachableError) as refused,
+    ):
+        updater.check_in(utc_now())
+    assert refused.value.status_code == 401
+    assert StateDir(tmp_path / "agent-a").read_record().policy is None

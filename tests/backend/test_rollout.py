@@ -13,7 +13,7 @@ from tuf.api.metadata import Metadata, Targets
 
 from agent.decision import Mode
 from agent.policy import (
-    POLICY_TARGET,
+    DEFAULT_POLICY_TARGET,
     PolicyDocumentModel,
     assigned_version,
     in_canary,
@@ -168,9 +168,10 @@ def test_assigned_version_uses_the_rollout_block_and_old_policies_stay_valid() -
 
 def _signed_policy(repo: Path) -> PolicyDocumentModel:
     targets = Metadata[Targets].from_file(str(repo / "metadata" / "targets.json"))
-    info = targets.signed.targets[POLICY_TARGET]
+    info = targets.signed.targets[DEFAULT_POLICY_TARGET]  # the fleet-wide default document
     sha = info.hashes["sha256"]
-    raw = (repo / "targets" / f"{sha}.{POLICY_TARGET}").read_bytes()
+    folder, _, name = DEFAULT_POLICY_TARGET.rpartition("/")
+    raw = (repo / "targets" / folder / f"{sha}.{name}").read_bytes()
     assert hashlib.sha256(raw).hexdigest() == sha
     return parse_policy(raw)
 

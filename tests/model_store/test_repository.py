@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from tuf.api.metadata import Metadata
 
+from agent.policy import DEFAULT_POLICY_TARGET, parse_policy, policy_target
 from fleetward.cli import main as fleetward_cli
 from model_store.errors import BundleRefusedError, PolicyRefusedError, RepositoryError
 from model_store.repository import (
@@ -18,6 +19,7 @@ from model_store.repository import (
     init_repository,
     publish_model,
     publish_policy,
+    publish_targets,
     read_versions,
     refresh,
     rotate_key,
@@ -87,14 +89,79 @@ def test_publish_policy_refuses_invalid_documents_with_the_reason(repo: Path) ->
         publish_policy(repo, policy_bytes(1, mode="off"), now=NOW)
 
 
+def _entry(sha_byte: str, reason: str) -> dict[str, str]:
+    return {
+        "sha256": sha_byte * 32,
+        "reason": reason,
+        "author": "ops",
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def _policy_targets(repo: Path) -> dict[str, bytes]:
+    out = {}
+    for name, info in _md(repo, "targets.json").signed.targets.items():
+        if name.startswith("policies/") or name == "policy.json":
+            folder, _, base = name.rpartition("/")
+            out[name] = (repo / "targets" / folder / f"{info.hashes['sha256']}.{base}").read_bytes()
+    return out
+
+
+def test_org_policy_target_holds_only_that_org(repo: Path) -> None:
+    orgs = {
+        "org_a": {"mode": "off", "allowlist": [_entry("aa", "a's in-house tool")]},
+        "org_b": {"blocklist": [_entry("bb", "b's incident")]},
+    }
+    result = publish_policy(repo, policy_bytes(4, orgs=orgs), now=NOW)
+    expected = {DEFAULT_POLICY_TARGET, policy_target("org_a"), policy_target("org_b")}
+    assert set(result.target_paths) == expected
+    published = _policy_targets(repo)
+    assert set(published) == expected
+    docs = {name: parse_policy(raw) for name, raw in published.items()}
+    assert {d.version for d in docs.values()} == {4}
+    assert docs[DEFAULT_POLICY_TARGET].orgs == {}
+    for org, other, other_sha in (("org_a", "org_b", "bb" * 32), ("org_b", "org_a", "aa" * 32)):
+        raw = published[policy_target(org)]
+        assert set(docs[policy_target(org)].orgs) == {org}
+        assert (
+            docs[policy_target(org)].orgs[org].model_dump()
+            == parse_policy(policy_bytes(4, orgs=orgs)).orgs[org].model_dump()
+        )
+        assert other.encode() not in raw and other_sha.encode() not in raw
+    # the metadata every endpoint downloads names no org
+    targets_json = (repo / "metadata" / "targets.json").read_bytes()
+    assert b"org_a" not in targets_json and b"org_b" not in targets_json
+    # the same document again is a no-op
+    assert publish_policy(repo, policy_bytes(4, orgs=orgs), now=NOW).versions == result.versions
+
+
+def test_publish_policy_drops_targets_of_orgs_without_overrides(repo: Path) -> None:
+    publish_policy(repo, policy_bytes(1, orgs={"org_a": {"mode": "off"}}), now=NOW)
+    publish_policy(repo, policy_bytes(2), now=NOW)
+    assert set(_policy_targets(repo)) == {DEFAULT_POLICY_TARGET}
+
+
+def test_publish_policy_retires_the_combined_policy_json(repo: Path) -> None:
+    """A repository from before per-org targets: the combined target leaves the metadata and
+    its files are deleted; its version still bounds the next one."""
+    combined = policy_bytes(3, orgs={"org_a": {"mode": "off"}})
+    publish_targets(repo, {"policy.json": combined}, now=NOW)
+    with pytest.raises(PolicyRefusedError, match="must exceed the published 3"):
+        publish_policy(repo, policy_bytes(3), now=NOW)
+    publish_policy(repo, policy_bytes(4, orgs={"org_a": {"mode": "off"}}), now=NOW)
+    assert set(_policy_targets(repo)) == {DEFAULT_POLICY_TARGET, policy_target("org_a")}
+    assert not list((repo / "targets").glob("*policy.json"))
+
+
 def test_rotate_key_signs_new_root_with_old_and_new_keys(repo: Path) -> None:
     result = rotate_key(repo, "targets", now=NOW)
     root = _md(repo, "2.root.json")
     assert result.revoked_keyid not in root.signed.roles["targets"].keyids
     assert result.new_keyid in root.signed.roles["targets"].keyids
     _md(repo, "1.root.json").signed.verify_delegate("root", root.signed_bytes, root.signatures)
-    root.signed.verify_delegate("targets", _md(repo, "targets.json").signed_bytes,
-                                _md(repo, "targets.json").signatures)
+    root.signed.verify_delegate(
+        "targets", _md(repo, "targets.json").signed_bytes, _md(repo, "targets.json").signatures
+    )
     assert (repo / "keys" / "revoked").is_dir() and list((repo / "keys" / "revoked").glob("*.pem"))
 
 
