@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleet_sim._clock import wall_s
+from fleet_sim.http_link import RemoteBackend
 from fleet_sim.report import write_report
 from fleet_sim.run import ensure_assets, run_scenario
 from fleet_sim.scenario import ScenarioError, load_scenario
@@ -29,7 +30,12 @@ def sim() -> None:
 
 @sim.command()
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False))
-@click.option("--mode", type=click.Choice(["cohort", "exact"]), default="cohort", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["cohort", "exact"]),
+    default=None,
+    help="cohort (default) or exact; --backend implies exact.",
+)
 @click.option("--endpoints", type=int, default=None, help="Override the world's endpoint count.")
 @click.option("--days", type=float, default=None, help="Override the simulated days.")
 @click.option("--orgs", type=int, default=None, help="Override the number of organizations.")
@@ -37,28 +43,44 @@ def sim() -> None:
     "--backend",
     "backend_url",
     default=None,
-    help="Drive a running `fleetward backend serve` over HTTP (not available in this version).",
+    help=(
+        "Also drive a running `fleetward backend serve` at URL over HTTP: each endpoint enrolls, "
+        "checks in and sends its telemetry batches with the agent's code (at most 2,000 "
+        "endpoints). Needs --admin-token."
+    ),
+)
+@click.option(
+    "--admin-token",
+    envvar="FLEETWARD_ADMIN_TOKEN",
+    default=None,
+    help="Admin token of the --backend server (or $FLEETWARD_ADMIN_TOKEN), to create the orgs.",
 )
 @click.option("--data", default="fleetward-data", show_default=True, help="Corpus and bundles.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
 def run(
     scenario: str,
-    mode: str,
+    mode: str | None,
     endpoints: int | None,
     days: float | None,
     orgs: int | None,
     backend_url: str | None,
+    admin_token: str | None,
     data: str,
     out: str,
 ) -> None:
     """Run SCENARIO, write report.html and report.json to --out, exit 1 if an outcome fails.
 
     Example: fleetward sim run scenarios/kill-switch.toml --out runs/kill-switch
+
+    Example: fleetward sim run scenarios/kill-switch.toml --endpoints 200 --days 1
+    --backend http://127.0.0.1:8080 --admin-token $TOKEN --out runs/ks-http
     """
+    remote = None
     if backend_url is not None:
-        raise click.ClickException(
-            "--backend over HTTP is not implemented yet; the in-process backend is used by default"
-        )
+        if admin_token is None:
+            raise click.ClickException("--backend needs --admin-token (or $FLEETWARD_ADMIN_TOKEN)")
+        remote = RemoteBackend(backend_url, admin_token)
+    mode = mode or ("exact" if remote is not None else "cohort")
     try:
         sc = load_scenario(scenario, endpoints=endpoints, days=days, orgs=orgs)
         corpus, bundles = ensure_assets(
@@ -86,7 +108,13 @@ def run(
                 bar.update(tasks[arm], completed=t, day=t / 86_400.0, rate=rate)  # type: ignore[arg-type]
 
             result = run_scenario(
-                sc, corpus=corpus, bundles=bundles, out=out, mode=mode, progress=progress
+                sc,
+                corpus=corpus,
+                bundles=bundles,
+                out=out,
+                mode=mode,
+                progress=progress,
+                remote=remote,
             )
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc

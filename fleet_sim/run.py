@@ -13,9 +13,11 @@ import datetime as dt
 import importlib
 import shutil
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from backend.store import Store
@@ -29,6 +31,7 @@ from fleet_sim.control import (
     Recorder,
     n_days,
 )
+from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
 from fleet_sim.scenario import ScenarioError, ScenarioModel
 from fleet_sim.scoring import score_catalog
@@ -125,6 +128,32 @@ def _predictor(
     return predict
 
 
+def _open_link(
+    store: Store,
+    world: World,
+    corpus: Corpus,
+    clock: SimClock,
+    remote: RemoteBackend | None,
+    stack: ExitStack,
+    arm_dir: Path,
+) -> InProcessLink:
+    """The in-process link, or (`--backend URL`) one whose endpoints also talk to the server."""
+    if remote is None:
+        return InProcessLink.open(
+            store, world.org_names, corpus.features, world.catalog.sha256, clock.at(0)
+        )
+    if world.n_endpoints > MAX_ENDPOINTS:
+        raise ScenarioError(
+            f"--backend drives at most {MAX_ENDPOINTS} endpoints over HTTP "
+            f"(the world has {world.n_endpoints}); use --endpoints"
+        )
+    client = stack.enter_context(httpx.Client(timeout=remote.timeout_s))
+    return HTTPLink.open_remote(
+        store, world.org_names, corpus.features, world.catalog.sha256, clock.at(0),
+        remote=remote, client=client, spool_dir=arm_dir / "spool", name_prefix=f"{arm_dir.name}/",
+    )  # fmt: skip
+
+
 def run_arm(
     scenario: ScenarioModel,
     arm: str,
@@ -135,6 +164,7 @@ def run_arm(
     out: Path,
     mode: str,
     progress: Progress | None = None,
+    remote: RemoteBackend | None = None,
 ) -> tuple[ArmRun, Path, int]:
     """Run one arm; returns its records, its store path and the encounters simulated."""
     arm_dir = out / arm
@@ -144,10 +174,9 @@ def run_arm(
     db = arm_dir / "backend.sqlite"
     store = Store(db, synchronous="NORMAL")
     clock = SimClock(scenario.start)
+    stack = ExitStack()
     try:
-        link = InProcessLink.open(
-            store, world.org_names, corpus.features, world.catalog.sha256, clock.at(0)
-        )
+        link = _open_link(store, world, corpus, clock, remote, stack, arm_dir)
         link.init_policy(
             scenario.models.initial,
             clock.at(0),
@@ -183,7 +212,12 @@ def run_arm(
             events = run_exact(fleet, actions, days=scenario.days, rng=rng, progress=tick)
         else:
             raise ScenarioError(f"unknown mode {mode!r} (cohort or exact)")
+        if isinstance(link, HTTPLink):
+            rec.count("backend_events_sent", link.events_sent)
+            rec.count("backend_batches_sent", link.batches_sent)
+            rec.count("backend_checkins", link.checkins_sent)
     finally:
+        stack.close()
         store.close()
     return ArmRun(arm, world, rec), db, events
 
@@ -196,12 +230,19 @@ def run_scenario(
     out: str | Path,
     mode: str = "cohort",
     progress: Progress | None = None,
+    remote: RemoteBackend | None = None,
 ) -> SimRun:
     """Run every arm of `scenario` and check its outcomes.
 
+    With `remote`, every simulated endpoint also enrolls with, checks in with and sends its
+    telemetry to that running server over HTTP (exact mode only; `fleet_sim.http_link`).
+
     Raises:
-        ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode).
+        ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode, a
+            remote backend that refuses or cannot be reached).
     """
+    if remote is not None and mode != "exact":
+        raise ScenarioError("--backend runs the exact mode (real agent batches per endpoint)")
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
     started = wall_s()
@@ -226,6 +267,7 @@ def run_scenario(
             out=base,
             mode=mode,
             progress=progress,
+            remote=remote,
         )
         arms[arm.name], stores[arm.name] = run, db
         events += n
