@@ -8,7 +8,7 @@ with its service (`backend.rollout_service`); `backend.app` mounts `ROUTES` befo
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -25,18 +25,24 @@ if TYPE_CHECKING:
 __all__ = ["ROUTES", "openapi_paths"]
 
 
+_MAX_VERSION = 2**31 - 1  # stored as SQLite/Postgres integers: bigger values are refused (422)
+_MAX_SECONDS = 366 * 86_400.0
+
+
 class _StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to_version: int = Field(ge=1)
-    stages: list[float] = Field(default=[1.0, 5.0, 25.0, 100.0], min_length=1, max_length=20)
+    to_version: int = Field(ge=1, le=_MAX_VERSION)
+    stages: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(
+        default=[1.0, 5.0, 25.0, 100.0], min_length=1, max_length=20
+    )
     org_id: str | None = None
-    hold_s: float = Field(default=86_400.0, ge=0)
+    hold_s: float = Field(default=86_400.0, ge=0, le=_MAX_SECONDS)
     max_fp_increase: float = Field(default=0.25, ge=0.0, le=10.0)
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
-    min_endpoint_days: float = Field(default=30.0, ge=1.0)
+    min_endpoint_days: float = Field(default=30.0, ge=1.0, le=1e12)
     rollback: bool = True
-    tick_s: float = Field(default=3600.0, gt=0)
+    tick_s: float = Field(default=3600.0, gt=0, le=_MAX_SECONDS)
 
 
 class _Empty(BaseModel):
@@ -179,15 +185,31 @@ def openapi_paths() -> dict[str, Any]:
         "required": ["to_version"],
         "additionalProperties": False,
         "properties": {
-            "to_version": {"type": "integer", "minimum": 1},
-            "stages": {"type": "array", "items": {"type": "number"}, "minItems": 1},
+            "to_version": {"type": "integer", "minimum": 1, "maximum": _MAX_VERSION},
+            "stages": {
+                "type": "array",
+                "items": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 100},
+                "minItems": 1,
+                "maxItems": 20,
+            },
             "org_id": {"type": "string", "nullable": True},
-            "hold_s": {"type": "number", "minimum": 0},
+            "hold_s": {"type": "number", "minimum": 0, "maximum": _MAX_SECONDS},
             "max_fp_increase": {"type": "number", "minimum": 0, "maximum": 10},
-            "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.5},
-            "min_endpoint_days": {"type": "number", "minimum": 1},
+            "alpha": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+                "maximum": 0.5,
+                "exclusiveMaximum": True,
+            },
+            "min_endpoint_days": {"type": "number", "minimum": 1, "maximum": 1e12},
             "rollback": {"type": "boolean"},
-            "tick_s": {"type": "number", "exclusiveMinimum": 0},
+            "tick_s": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+                "maximum": _MAX_SECONDS,
+            },
         },
     }
     act = (401, 403, 404, 409)
