@@ -1,7 +1,8 @@
 """Parquet exports of the store: the input of rescoring on Spark (and of any other engine).
 
 `export(store, out_dir)` writes one Parquet file per table, streamed in bounded batches:
-`aggregates` (active and shadow rows, sketches left out: rescoring weighs by `count`),
+`aggregates` (active and shadow rows with their distinct-endpoint sketches, which the
+transition analysis merges; rescoring weighs by `count`),
 `features` (sha256, schema, vector bytes), `labels` (the append-only history with `seq`, its
 order in the store, so ties at one instant resolve as `LabelBook` does) and `policy_history`
 (each signed document as JSON with its time). Times travel as integer microseconds since the
@@ -60,6 +61,7 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
             ("count", pa.int64()),
             ("first_seen_ms", pa.int64()),
             ("last_seen_ms", pa.int64()),
+            ("endpoints", pa.binary()),
         ]
     )
     n_agg = 0
@@ -80,6 +82,7 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
                         "count": [r.count for r in rows],
                         "first_seen_ms": [r.first_seen_ms for r in rows],
                         "last_seen_ms": [r.last_seen_ms for r in rows],
+                        "endpoints": [r.endpoints for r in rows],
                     },
                     schema=agg_schema,
                 )

@@ -17,7 +17,8 @@ data:
 ONNX sessions are loaded once per Python worker (module-level cache): one per executor.
 
 `run_rescore_spark` returns the same `RescoreSummary` values as `run_rescore` on the store the
-export came from (`tests/backend/test_spark_engine.py`).
+export came from, and `predict_transition_spark` the same `TransitionReport` as
+`predict_transition` (`tests/backend/test_spark_engine.py`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ from backend.rescore import (
     Tally,
     rescore_batch,
 )
+from backend.transition import (
+    DEFAULT_ALLOWLIST_TTL,
+    DEFAULT_FP_BUDGET_PER_DAY,
+    TransitionReport,
+)
 
 if TYPE_CHECKING:
     from agent.model import LoadedModel
 
-__all__ = ["run_rescore_spark", "spark_session"]
+__all__ = ["predict_transition_spark", "run_rescore_spark", "spark_session"]
 
 _BUNDLES: dict[Path, LoadedModel] = {}  # per Python worker: one ONNX session per bundle
 
@@ -254,3 +260,254 @@ def _row_batch(frame: Any, length: int, rules: Sequence[str]) -> tuple[RowBatch,
         vec_sha256s=tuple(keys),
     )
     return batch, books
+
+
+def predict_transition_spark(
+    export_dir: str | Path,
+    old_bundle: Path,
+    new_bundle: Path,
+    *,
+    now: dt.datetime,
+    spark: Any = None,
+    org: str | None = None,
+    fp_budget_per_day: float = DEFAULT_FP_BUDGET_PER_DAY,
+    allowlist_ttl: dt.timedelta = DEFAULT_ALLOWLIST_TTL,
+    congruent_bundle: Path | None = None,
+    partitions: int = 8,
+) -> TransitionReport:
+    """`predict_transition` over a Parquet export on Spark; the same report, figure for figure.
+
+    Spark does the data-sized work: the (org, sample) pairs with their summed counts and
+    merged endpoint sketches (a groupBy), each org's observation window, the label of each
+    sample as of `now` (the rescoring join, with `t = now`), the stored vectors (a join on
+    sha256) and the scoring of every pair by each version (`_score_pairs`, one ONNX session
+    per Python worker) in partitions by sha256. The driver then collects one row of scores per
+    pair and runs the local engine's `_report` (decisions through `agent.decision.decide`,
+    per-org figures, sweep, allowlist) and `_shadow_from_rows` on the shadow rows that can
+    matter, so both engines share every rule.
+
+    Raises:
+        BundleRejectedError: a bundle does not load or fails its self-test.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F  # noqa: N812 - the PySpark idiom
+
+    from agent.decision import Verdict
+    from agent.policy import PolicyDocumentModel, resolve_policy
+    from backend._analysis import PolicyTimeline
+    from backend.ingest import AggregateRow
+    from backend.labels import LabelBook
+    from backend.transition import _Pairs, _PairScores, _report, _schema_changed, _shadow_from_rows
+
+    src = Path(export_dir)
+    spark = spark or spark_session()
+    old, new = _bundle(old_bundle), _bundle(new_bundle)
+    cong = _bundle(congruent_bundle) if congruent_bundle is not None else None
+    changed = _schema_changed(old, new)
+    now_ms = int(now.timestamp() * 1000)
+    rows = spark.read.parquet(str(src / "aggregates.parquet")).where(
+        F.col("first_seen_ms") < now_ms
+    )
+    if org is not None:
+        rows = rows.where(F.col("org_id") == org)
+    active = rows.where(~F.col("shadow"))
+    span = {
+        r["org_id"]: r["hi"] - r["lo"] + 1
+        for r in active.groupBy("org_id")
+        .agg(F.min("day").alias("lo"), F.max("day").alias("hi"))
+        .collect()
+    }
+    labels = spark.read.parquet(str(src / "labels.parquet")).where(
+        F.col("labelled_at_us") <= to_us(now)
+    )
+    latest = Window.partitionBy("sha256").orderBy(
+        F.col("labelled_at_us").desc(), F.col("seq").desc()
+    )
+    label_now = (
+        labels.withColumn("n", F.row_number().over(latest))
+        .where(F.col("n") == 1)
+        .select("sha256", "label")
+    )
+    feats = spark.read.parquet(str(src / "features.parquet"))
+
+    def vectors_of(model: LoadedModel, name: str) -> Any:
+        return feats.where(F.col("schema") == model.manifest.feature_schema).select(
+            "sha256", F.col("vector").alias(name)
+        )
+
+    pairs = (
+        active.groupBy("org_id", "sha256")
+        .agg(F.sum("count").alias("count"), F.collect_list("endpoints").alias("sketches"))
+        .join(label_now, "sha256", "left")
+        .join(vectors_of(old, "vec_old"), "sha256", "left")
+        .join(vectors_of(new, "vec_new"), "sha256", "left")
+        .repartition(partitions, "sha256")
+    )
+    paths = (old_bundle, new_bundle, congruent_bundle)
+    lengths = (old.manifest.vector_length, new.manifest.vector_length)
+
+    def partition(frames: Iterator[Any]) -> Iterator[Any]:
+        for frame in frames:
+            if len(frame) > 0:
+                yield _score_frame(frame, paths, lengths, changed)
+
+    out_schema = (
+        "org_id string, sha256 string, count long, sketch binary, label string, has_vec boolean,"
+        " s_old double, ok_old boolean, s_new double, ok_new boolean, s_c double, ok_c boolean"
+    )
+    got = sorted(
+        pairs.mapInPandas(partition, schema=out_schema).collect(),
+        key=lambda r: (r["org_id"], r["sha256"]),
+    )
+    # the shadow prediction reads only shadow rows of `new` and active alert rows
+    alert_values = [v.value for v in Verdict if v.is_alert]
+    shadow_rows = [
+        AggregateRow(
+            r["day"],
+            r["org_id"],
+            r["sha256"],
+            r["model_version"],
+            r["shadow"],
+            Verdict(r["verdict"]),
+            r["count"],
+            r["endpoints"],
+            r["first_seen_ms"],
+            r["last_seen_ms"],
+        )  # fmt: skip
+        for r in rows.where(
+            (F.col("shadow") & (F.col("model_version") == new.version))
+            | (~F.col("shadow") & F.col("verdict").isin(alert_values))
+        ).collect()
+    ]
+
+    def shadow_labels() -> LabelBook:
+        shas = {r.sha256 for r in shadow_rows if r.shadow}
+        found = labels.where(F.col("sha256").isin(sorted(shas))).orderBy("seq").collect()
+        return LabelBook(_label_change(r) for r in found)
+
+    policies = [
+        (r["changed_at"], r["document"])
+        for r in spark.read.parquet(str(src / "policy_history.parquet"))
+        .orderBy("version")
+        .collect()
+    ]
+    timeline = PolicyTimeline(
+        (dt.datetime.fromisoformat(t), PolicyDocumentModel.model_validate_json(d))
+        for t, d in policies
+    )
+    record = timeline.document_as_of(now)
+    org_days = tuple(sorted(span.items()))
+    effective = {o: resolve_policy(record, o) if record else None for o, _ in org_days}
+    col = {k: [r[k] for r in got] for k in got[0].asDict()} if got else {}
+
+    def arr(name: str, dtype: Any) -> Any:
+        return np.asarray(col.get(name, []), dtype=dtype)
+
+    pair_set = _Pairs(
+        org_ids=tuple(col.get("org_id", [])),
+        sha256s=tuple(col.get("sha256", [])),
+        counts=arr("count", np.int64),
+        sketches=tuple(bytes(b) for b in col.get("sketch", [])),
+        org_days=org_days,
+    )
+    label_col = col.get("label", [])
+    scores = _PairScores(
+        arr("s_old", np.float64),
+        arr("ok_old", bool),
+        arr("s_new", np.float64),
+        arr("ok_new", bool),
+        (arr("s_c", np.float64), arr("ok_c", bool)) if cong is not None else None,
+        malicious=np.asarray([lb == "malicious" for lb in label_col], dtype=bool),
+        benign=np.asarray([lb == "benign" for lb in label_col], dtype=bool),
+        without_vectors=len(
+            {s for s, v in zip(pair_set.sha256s, col.get("has_vec", []), strict=True) if not v}
+        ),
+    )
+    return _report(
+        pair_set,
+        scores,
+        old,
+        new,
+        cong,
+        effective,
+        _shadow_from_rows(shadow_rows, shadow_labels, new.version, now),
+        now=now,
+        fp_budget_per_day=fp_budget_per_day,
+        allowlist_ttl=allowlist_ttl,
+    )
+
+
+def _label_change(r: Any) -> Any:
+    from backend.labels import LabelChange, LabelSource, LabelValue
+
+    return LabelChange(
+        r["sha256"],
+        LabelValue(r["label"]),
+        LabelSource(r["source"]),
+        dt.datetime.fromisoformat(r["labelled_at"]),
+        r["family"],
+    )
+
+
+def _score_frame(
+    frame: Any, paths: tuple[Path, Path, Path | None], lengths: tuple[int, int], changed: bool
+) -> Any:
+    """One Arrow batch of pairs, scored by each version with the local engine's `_score_pairs`."""
+    import pandas as pd
+
+    from backend import sketch
+    from backend._analysis import decode_vectors
+    from backend.transition import _Pairs, _score_pairs
+
+    shas = [str(s) for s in frame["sha256"]]
+    part = _Pairs(
+        org_ids=tuple(str(o) for o in frame["org_id"]),
+        sha256s=tuple(shas),
+        counts=frame["count"].to_numpy(np.int64),
+        sketches=(),
+        org_days=(),
+    )
+
+    def vectors(column: str, length: int) -> dict[str, Any]:
+        found = {
+            sha: bytes(v)
+            for sha, v in zip(shas, frame[column], strict=True)
+            if v is not None and not (isinstance(v, float) and np.isnan(v))
+        }
+        keys = sorted(found)
+        return dict(zip(keys, decode_vectors([found[k] for k in keys], length), strict=True))
+
+    vec_old = vectors("vec_old", lengths[0])
+    vec_new = vectors("vec_new", lengths[1]) if changed else vec_old
+    s_old, ok_old = _score_pairs(part, vec_old, _bundle(paths[0]))
+    s_new, ok_new = _score_pairs(part, vec_new, _bundle(paths[1]))
+    if paths[2] is not None:
+        s_c, ok_c = _score_pairs(part, vec_new if not changed else vec_old, _bundle(paths[2]))
+    else:
+        s_c, ok_c = np.zeros(len(shas)), np.zeros(len(shas), dtype=bool)
+    merged = []
+    for group in frame["sketches"]:
+        acc = b""
+        for sk in group:
+            acc = sketch.merge(acc, bytes(sk))
+        merged.append(acc)
+    labels = [
+        None if lb is None or (isinstance(lb, float) and np.isnan(lb)) else str(lb)
+        for lb in frame["label"]
+    ]
+    return pd.DataFrame(
+        {
+            "org_id": list(part.org_ids),
+            "sha256": shas,
+            "count": part.counts,
+            "sketch": merged,
+            "label": labels,
+            "has_vec": [s in vec_old for s in shas],
+            "s_old": s_old,
+            "ok_old": ok_old,
+            "s_new": s_new,
+            "ok_new": ok_new,
+            "s_c": s_c,
+            "ok_c": ok_c,
+        }
+    )

@@ -40,7 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,7 @@ from backend._analysis import (
 from backend.labels import LabelBook
 
 if TYPE_CHECKING:
+    from backend.ingest import AggregateRow
     from backend.store import Store
 
 __all__ = [
@@ -444,20 +445,73 @@ def predict_transition(
         BundleRejectedError: a bundle does not load or fails its self-test.
     """
     old, new = load_model(old_bundle), load_model(new_bundle)
+    cong = load_model(congruent_bundle) if congruent_bundle is not None else None
     pairs = _load_pairs(store, now, org, shadow=False)
     book = LabelBook(store.iter_labels(until=now))
-    policies = _policies(store, dict(pairs.org_days), now)
-    schema_changed = (old.manifest.feature_schema, old.manifest.vector_length) != (
+    schema_changed = _schema_changed(old, new)
+    vec_old = _load_vectors(store, pairs.sha256s, old)
+    vec_new = vec_old if not schema_changed else _load_vectors(store, pairs.sha256s, new)
+    labels = [book.label_as_of(s, now) for s in pairs.sha256s]
+    scores = _PairScores(
+        *_score_pairs(pairs, vec_old, old),
+        *_score_pairs(pairs, vec_new, new),
+        _score_pairs(pairs, vec_new if not schema_changed else vec_old, cong) if cong else None,
+        malicious=np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool),
+        benign=np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool),
+        without_vectors=len(set(pairs.sha256s) - set(vec_old)),
+    )
+    return _report(
+        pairs,
+        scores,
+        old,
+        new,
+        cong,
+        _policies(store, dict(pairs.org_days), now),
+        predict_from_shadow(store, new.version, now=now, org=org),
+        now=now,
+        fp_budget_per_day=fp_budget_per_day,
+        allowlist_ttl=allowlist_ttl,
+    )
+
+
+def _schema_changed(old: LoadedModel, new: LoadedModel) -> bool:
+    return (old.manifest.feature_schema, old.manifest.vector_length) != (
         new.manifest.feature_schema,
         new.manifest.vector_length,
     )
-    vec_old = _load_vectors(store, pairs.sha256s, old)
-    vec_new = vec_old if not schema_changed else _load_vectors(store, pairs.sha256s, new)
-    s_old, ok_old = _score_pairs(pairs, vec_old, old)
-    s_new, ok_new = _score_pairs(pairs, vec_new, new)
-    labels = [book.label_as_of(s, now) for s in pairs.sha256s]
-    malicious = np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool)
-    benign = np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool)
+
+
+@dataclass(frozen=True, slots=True)
+class _PairScores:
+    """Per pair: each version's score and whether it could be scored, and the label flags."""
+
+    old: npt.NDArray[np.float64]
+    ok_old: npt.NDArray[np.bool_]
+    new: npt.NDArray[np.float64]
+    ok_new: npt.NDArray[np.bool_]
+    congruent: tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]] | None
+    malicious: npt.NDArray[np.bool_]
+    benign: npt.NDArray[np.bool_]
+    without_vectors: int
+
+
+def _report(
+    pairs: _Pairs,
+    scores: _PairScores,
+    old: LoadedModel,
+    new: LoadedModel,
+    cong: LoadedModel | None,
+    policies: dict[str, EffectivePolicy | None],
+    shadow: dict[str, OrgTransition],
+    *,
+    now: dt.datetime,
+    fp_budget_per_day: float,
+    allowlist_ttl: dt.timedelta,
+) -> TransitionReport:
+    """Decisions, per-org and fleet figures from scored pairs: what every engine shares."""
+    schema_changed = _schema_changed(old, new)
+    s_old, ok_old, s_new, ok_new = scores.old, scores.ok_old, scores.new, scores.ok_new
+    malicious, benign = scores.malicious, scores.benign
     orgs = [o for o, _ in pairs.org_days]
     ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
     ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
@@ -508,9 +562,8 @@ def predict_transition(
             int(neg.sum()),
         )
     ]
-    if congruent_bundle is not None:
-        cong = load_model(congruent_bundle)
-        s_c, ok_c = _score_pairs(pairs, vec_new if not schema_changed else vec_old, cong)
+    if cong is not None and scores.congruent is not None:
+        s_c, ok_c = scores.congruent
         c_alert, c_block = _alerts(
             pairs, s_c, ok_c & ok_old, _contexts(orgs, policies, cong.manifest.thresholds, now)
         )
@@ -529,7 +582,6 @@ def predict_transition(
     touched = sketch.sketch_of(
         h for i in np.flatnonzero(neg) for h in _sketch_values(pairs.sketches[i])
     )
-    shadow = predict_from_shadow(store, new.version, now=now, org=org)
     return TransitionReport(
         old_version=old.version,
         new_version=new.version,
@@ -544,7 +596,7 @@ def predict_transition(
         recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
         recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
         samples_scored=len(set(np.asarray(pairs.sha256s)[scored].tolist())),
-        samples_without_vectors=len(set(pairs.sha256s) - set(vec_old)),
+        samples_without_vectors=scores.without_vectors,
         sweep=sweep,
         fp_budget_per_day=fp_budget_per_day,
         recommended_alert_threshold=best,
@@ -567,26 +619,42 @@ def predict_from_shadow(
     last day with shadow rows, inclusive) divided by its days. Works whatever the feature
     schema, since the endpoints computed the new model's features themselves.
     """
+    rows = (
+        r
+        for batch in store.iter_aggregates(org_id=org, until_ms=int(now.timestamp() * 1000))
+        for r in batch
+    )
+    return _shadow_from_rows(
+        rows, lambda: LabelBook(store.iter_labels(until=now)), new_version, now
+    )
+
+
+def _shadow_from_rows(
+    rows: Iterable[AggregateRow],
+    labels: Callable[[], LabelBook],
+    new_version: int,
+    now: dt.datetime,
+) -> dict[str, OrgTransition]:
+    """`predict_from_shadow` over aggregate rows (active and shadow, first seen before `now`)."""
     shadow_alerts: dict[tuple[str, str, int], list[Any]] = {}
     active_alerts: dict[tuple[str, str, int], int] = {}
     span: dict[str, list[int]] = {}
-    for batch in store.iter_aggregates(org_id=org, until_ms=int(now.timestamp() * 1000)):
-        for r in batch:
-            key = (r.org_id, r.sha256, r.day)
-            if r.shadow:
-                if r.model_version != new_version:
-                    continue
-                d = span.setdefault(r.org_id, [r.day, r.day])
-                d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
-                if r.verdict.is_alert:
-                    cell = shadow_alerts.setdefault(key, [0, b""])
-                    cell[0] += r.count
-                    cell[1] = sketch.merge(cell[1], r.endpoints)
-            elif r.verdict.is_alert:
-                active_alerts[key] = active_alerts.get(key, 0) + r.count
+    for r in rows:
+        key = (r.org_id, r.sha256, r.day)
+        if r.shadow:
+            if r.model_version != new_version:
+                continue
+            d = span.setdefault(r.org_id, [r.day, r.day])
+            d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
+            if r.verdict.is_alert:
+                cell = shadow_alerts.setdefault(key, [0, b""])
+                cell[0] += r.count
+                cell[1] = sketch.merge(cell[1], r.endpoints)
+        elif r.verdict.is_alert:
+            active_alerts[key] = active_alerts.get(key, 0) + r.count
     if not span:
         return {}
-    book = LabelBook(store.iter_labels(until=now))
+    book = labels()
     enc: dict[str, int] = dict.fromkeys(span, 0)
     flips: dict[str, set[str]] = {o: set() for o in span}
     hashes: dict[str, list[int]] = {o: [] for o in span}

@@ -81,3 +81,21 @@ def test_spark_engine_reproduces_the_local_engine(
     assert on_spark == local
     assert local[1].agreement_with_recorded == 1.0  # endpoint parity, on both engines
     assert local[2].verdicts != local[1].verdicts  # the swap changed something
+
+
+def test_spark_transition_reproduces_the_local_engine(
+    history: History, exported: ExportResult, spark: Any
+):
+    from backend.spark_engine import predict_transition_spark
+    from backend.transition import predict_transition
+
+    b1, b2 = history.bundles[1], history.bundles[2]
+    local = predict_transition(history.store, b1, b2, now=NOW)
+    on_spark = predict_transition_spark(
+        exported.out_dir, b1, b2, now=NOW, spark=spark, partitions=2
+    )
+    assert on_spark.per_org == local.per_org  # predicted new FP alerts, flips, per org
+    assert on_spark.shadow_per_org == local.shadow_per_org
+    assert on_spark == local  # and every fleet figure, the sweep and the allowlist
+    assert sum(o.negative_flips for o in local.per_org.values()) > 0  # something to predict
+    assert local.shadow_per_org
