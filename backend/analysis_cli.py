@@ -55,11 +55,52 @@ def _when(value: str | None) -> dt.datetime:
 _DB = click.option(
     "--db",
     "db",
-    required=True,
+    default=None,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The backend's SQLite database.",
+    help="The backend's SQLite database (with --engine spark: exported to OUT/export first).",
 )
 _NOW = click.option("--now", default=None, help="Evaluation time (ISO 8601 with offset).")
+_ENGINE = click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="local: one process over the store; spark: a PySpark job over a Parquet export.",
+)
+_SPARK_MASTER = click.option(
+    "--spark-master",
+    default="local[2]",
+    show_default=True,
+    help="Spark master URL (local[N], spark://host:7077, yarn).",
+)
+_EXPORT = click.option(
+    "--export",
+    "export_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With --engine spark: a `fleetward export` directory to read instead of --db.",
+)
+
+
+def _spark_input(db: Path | None, export_dir: Path | None, out: Path) -> Path:
+    """The Parquet export the Spark engine reads: `export_dir`, else `db` exported under OUT."""
+    if export_dir is not None:
+        return export_dir
+    if db is None:
+        raise click.UsageError("--engine spark needs --export DIR or --db FILE")
+    from backend.export import export
+
+    store = Store(db)
+    try:
+        return export(store, out / "export").out_dir
+    finally:
+        store.close()
+
+
+def _need_db(db: Path | None) -> Path:
+    if db is None:
+        raise click.UsageError("Missing option '--db'.")
+    return db
 
 
 @click.command("transition")
@@ -88,6 +129,9 @@ _NOW = click.option("--now", default=None, help="Evaluation time (ISO 8601 with 
 @click.option("--allowlist-days", default=30, show_default=True, help="Allowlist entry lifetime.")
 @_DB
 @_NOW
+@_ENGINE
+@_SPARK_MASTER
+@_EXPORT
 def transition(
     old: int,
     new: int,
@@ -97,8 +141,11 @@ def transition(
     congruent: Path | None,
     fp_budget: float,
     allowlist_days: int,
-    db: Path,
+    db: Path | None,
     now: str | None,
+    engine: str,
+    spark_master: str,
+    export_dir: Path | None,
 ) -> None:
     """Predict the per-org false-positive surge of moving from version FROM to TO.
 
@@ -106,25 +153,47 @@ def transition(
     prints the per-org table ranked by predicted surge.
 
     Example: fleetward transition --from 1 --to 2 --db backend.db --bundles data/bundles --out rep
+
+    On Spark: fleetward transition --engine spark --export export/ --from 1 --to 2 --out rep
     """
     from backend.transition import predict_transition, write_transition_report
 
-    store = Store(db)
-    try:
-        report = predict_transition(
-            store,
-            find_bundle(bundles_dir, old),
-            find_bundle(bundles_dir, new),
-            now=_when(now),
-            org=org,
-            fp_budget_per_day=fp_budget,
-            allowlist_ttl=dt.timedelta(days=allowlist_days),
-            congruent_bundle=congruent,
-        )
-    except (BackendError, AgentError) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
+    when, ttl = _when(now), dt.timedelta(days=allowlist_days)
+    old_bundle, new_bundle = find_bundle(bundles_dir, old), find_bundle(bundles_dir, new)
+    if engine == "spark":
+        from backend.spark_engine import predict_transition_spark, spark_session
+
+        try:
+            report = predict_transition_spark(
+                _spark_input(db, export_dir, out),
+                old_bundle,
+                new_bundle,
+                now=when,
+                spark=spark_session(spark_master, "fleetward-transition"),
+                org=org,
+                fp_budget_per_day=fp_budget,
+                allowlist_ttl=ttl,
+                congruent_bundle=congruent,
+            )
+        except (BackendError, AgentError) as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        store = Store(_need_db(db))
+        try:
+            report = predict_transition(
+                store,
+                old_bundle,
+                new_bundle,
+                now=when,
+                org=org,
+                fp_budget_per_day=fp_budget,
+                allowlist_ttl=ttl,
+                congruent_bundle=congruent,
+            )
+        except (BackendError, AgentError) as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            store.close()
     page = write_transition_report(report, out)
     table = Table(title=f"v{old} -> v{new}: predicted new FP alerts per org (ranked)")
     for col in ("org", "predicted new FP alerts/day", "endpoints", "neg flips", "pos flips"):
@@ -165,25 +234,53 @@ def transition(
 @click.option("--batch-rows", default=65_536, show_default=True, type=click.IntRange(min=1))
 @_DB
 @_NOW
+@_ENGINE
+@_SPARK_MASTER
+@_EXPORT
 def rescore(
-    baseline: Path, experiment: Path, out: Path, batch_rows: int, db: Path, now: str | None
+    baseline: Path,
+    experiment: Path,
+    out: Path,
+    batch_rows: int,
+    db: Path | None,
+    now: str | None,
+    engine: str,
+    spark_master: str,
+    export_dir: Path | None,
 ) -> None:
     """Rescore every recorded decision under two configs and report them side by side.
 
-    Writes rescore.html (plots) and rescore.json to OUT.
+    Writes rescore.html (plots) and rescore.json to OUT, the same on either engine.
 
     Example: fleetward rescore --db backend.db --baseline base.toml --experiment v2.toml --out r
+
+    On Spark: fleetward rescore --engine spark --export export/ --baseline base.toml
+    --experiment v2.toml --out r --spark-master spark://host:7077
     """
     from backend.rescore import load_config, run_rescore, write_rescore_report
 
-    store = Store(db)
-    try:
-        configs = [load_config(baseline), load_config(experiment)]
-        base, exp = run_rescore(store, configs, now=_when(now), batch_rows=batch_rows)
-    except (BackendError, AgentError) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
+    if engine == "spark":
+        from backend.spark_engine import run_rescore_spark, spark_session
+
+        try:
+            configs = [load_config(baseline), load_config(experiment)]
+            base, exp = run_rescore_spark(
+                _spark_input(db, export_dir, out),
+                configs,
+                now=_when(now),
+                spark=spark_session(spark_master),
+            )
+        except (BackendError, AgentError) as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        store = Store(_need_db(db))
+        try:
+            configs = [load_config(baseline), load_config(experiment)]
+            base, exp = run_rescore(store, configs, now=_when(now), batch_rows=batch_rows)
+        except (BackendError, AgentError) as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            store.close()
     page = write_rescore_report(base, exp, out)
     table = Table(title="rescore: baseline vs experiment")
     for col in ("", base.name, exp.name):

@@ -24,6 +24,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
     ("backend.labels_cli", "labels", "backend"),
     ("backend.analysis_cli", "rescore", "backend"),
     ("backend.analysis_cli", "transition", "backend"),
+    ("backend.export_cli", "export", "backend"),
     ("loadtest.cli", "loadtest", "load"),
     ("fleetward.dogfood", "dogfood", "all"),
 )
