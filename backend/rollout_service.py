@@ -378,8 +378,12 @@ def start_rollout(
     now: dt.datetime,
     config: RolloutConfig | None = None,
     org_id: str | None = None,
+    salt: str | None = None,
 ) -> Rollout:
     """Start rolling `to_version` out: publish the first stage's cohort in signed policy.
+
+    `salt` picks the cohorts (`agent.policy.in_canary`); by default a fresh random one, so
+    successive rollouts draw different canaries. The simulator passes a seeded one.
 
     Raises:
         NotFoundError: no such org, or no policy (no current version to roll from).
@@ -398,7 +402,8 @@ def start_rollout(
     if base == to_version:
         raise ConflictError(f"model {to_version} is already assigned")
     cfg = config or RolloutConfig()
-    r = Rollout(0, to_version, base, org_id, secrets.token_hex(8), cfg, now, stage_started_at=now)
+    salt = salt or secrets.token_hex(8)
+    r = Rollout(0, to_version, base, org_id, salt, cfg, now, stage_started_at=now)
     pv = _publish(store, publish, r, now, f"start v{to_version}", percent=r.percent)
     d = RolloutDecision(
         0, now, RolloutAction.START, 0, r.percent,

@@ -88,7 +88,8 @@ class InProcessLink:
 
     # --- policy ------------------------------------------------------------------------
 
-    def _publish(self, raw: bytes, now: dt.datetime) -> None:
+    def publish(self, raw: bytes, now: dt.datetime) -> None:
+        """Record a signed policy document as published at `now` (endpoints adopt it next)."""
         doc = PolicyDocumentModel.model_validate_json(raw)
         self.docs[doc.version] = doc
         self.published.append((doc.version, now))
@@ -104,7 +105,7 @@ class InProcessLink:
             {"version": 1, "issued_at": now, "default": default}
         )
         rec = self.store.append_policy(
-            doc, actor="fleet_sim", action="initial policy", now=now, publish=self._publish
+            doc, actor="fleet_sim", action="initial policy", now=now, publish=self.publish
         )
         return rec.version
 
@@ -132,14 +133,14 @@ class InProcessLink:
     def set_mode(self, mode: Mode, org: str | None, now: dt.datetime) -> int:
         """The kill switch (or its release): `backend.admin.set_mode`."""
         rec = admin.set_mode(
-            self.store, self._publish, mode, org_id=self._org_id(org), now=now, actor="scenario"
+            self.store, self.publish, mode, org_id=self._org_id(org), now=now, actor="scenario"
         )
         return rec.version
 
     def assign_model(self, version: int, org: str | None, now: dt.datetime) -> int:
         """Assign a model version: `backend.admin.assign_model`."""
         rec = admin.assign_model(
-            self.store, self._publish, version, org_id=self._org_id(org), now=now, actor="scenario"
+            self.store, self.publish, version, org_id=self._org_id(org), now=now, actor="scenario"
         )
         return rec.version
 
@@ -172,7 +173,7 @@ class InProcessLink:
             actor="scenario",
             action=f"allowlist add {len(new)} ({org_id or 'fleet'}): {reason}",
             now=now,
-            publish=self._publish,
+            publish=self.publish,
         )
         return rec.version
 

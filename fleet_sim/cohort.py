@@ -76,6 +76,8 @@ class CohortEngine:
     next_ci: npt.NDArray[np.float64] = field(init=False)
     pending: npt.NDArray[np.int64] = field(init=False)
     st_failed: npt.NDArray[np.bool_] = field(init=False)
+    settled: npt.NDArray[np.bool_] = field(init=False)
+    _n_published: int = 0
     breakers: dict[int, BreakerState] = field(default_factory=dict)
     pool: _Pool = field(default_factory=_Pool)
     delivered: _Pool = field(default_factory=_Pool)
@@ -95,6 +97,7 @@ class CohortEngine:
         self.next_ci = w.ep_phase_s.copy()
         self.pending = np.zeros(n, np.int64)
         self.st_failed = np.zeros(n, bool)
+        self.settled = np.zeros(n, bool)
         self._refresh_tables()
         ih_keys = sorted(w.catalog.inhouse)
         self._ih_pos = {k: i for i, k in enumerate(ih_keys)}
@@ -130,11 +133,12 @@ class CohortEngine:
         sw_eps: list[I64] = []
         sw_times: list[npt.NDArray[np.float64]] = []
         sw_prev: list[npt.NDArray[np.int32]] = []
-        flush = np.zeros(0, np.int64)
         flushed: list[I64] = []
         pub_v = np.asarray([v for v, _ in link.published], np.int64)
         pub_t = np.asarray([fleet.clock.seconds(when) for _, when in link.published])
-        assignment = fleet.rollout.assignment(t0) if fleet.rollout is not None else None
+        if len(link.published) != self._n_published:  # a new policy: everyone has news
+            self._n_published = len(link.published)
+            self.settled[:] = False
         while True:
             idx = np.flatnonzero(self.next_ci < t1)
             if idx.size == 0:
@@ -153,20 +157,18 @@ class CohortEngine:
             idx, c = idx[up], c[up]
             if idx.size == 0:
                 continue
+            flushed.append(idx)
+            # only endpoints whose state can change go on: a newer policy than the one they
+            # run, or an install still wanted (refused on the last check-in); the others flush
+            busy = ~self.settled[idx]
+            idx, c = idx[busy], c[busy]
+            if idx.size == 0:
+                continue
             v = pub_v[np.searchsorted(pub_t, c, side="right") - 1].astype(np.int32)
-            org = w.ep_org[idx]
             target = np.zeros(idx.size, np.int32)
             for uv in np.unique(v).tolist():
-                lut = np.asarray(
-                    [fleet.policy_model(uv, o) or 0 for o in range(w.n_orgs)], np.int32
-                )
                 sel = v == uv
-                target[sel] = lut[org[sel]]
-            if assignment is not None and assignment.version not in fleet.revoked:
-                cohort = w.ep_hash_bucket[idx] < assignment.percent
-                if assignment.orgs is not None:
-                    cohort &= np.isin(org, list(assignment.orgs))
-                target[cohort] = assignment.version
+                target[sel] = fleet.assigned_models(uv, idx[sel].astype(np.int64))
             cur = self.model[idx]
             want = (target != 0) & (target != cur)
             install = want.copy()
@@ -183,6 +185,10 @@ class CohortEngine:
                     bad = np.zeros(idx.size, bool)
                     bad[np.flatnonzero(sel)[fails]] = True
                     rec.count("self_test_refusals", int(bad.sum()))
+                    fleet.report_health(
+                        "self_test_failures", c[bad], idx[bad].astype(np.int64),
+                        np.full(int(bad.sum()), tv, np.int64),
+                    )  # fmt: skip
                     self.st_failed[idx[bad]] = True
                     install &= ~bad
             newpol = v != self.pol[idx]
@@ -216,7 +222,7 @@ class CohortEngine:
             for k, (_t_start, seen) in rec.tracked.items():
                 ok = (v >= k) & np.isinf(seen[idx])
                 seen[idx[ok]] = c[ok]
-            flushed.append(idx)
+            self.settled[idx] = (v == pub_v[-1]) & ~(want & ~install)
         if sw_eps:
             eps = np.concatenate(sw_eps)
             times = np.concatenate(sw_times)
@@ -228,11 +234,10 @@ class CohortEngine:
         else:
             sw_e, sw_p = np.zeros(0, np.int64), np.zeros(0, np.int32)
         if flushed:
-            flush = np.unique(np.concatenate(flushed))
-        mask = np.zeros(n, bool) if flush.size else None
-        if mask is not None:
-            mask[flush] = True
-            self._deliver(mask, flush)
+            mask = np.zeros(n, bool)
+            for f in flushed:
+                mask[f] = True
+            self._deliver(mask, np.flatnonzero(mask))
         return sw_e, switch_t, sw_p, np.zeros(0, bool)
 
     def _deliver(self, mask: npt.NDArray[np.bool_], flush: I64) -> None:
@@ -241,6 +246,10 @@ class CohortEngine:
             go = mask[pool["ep"]]
             keep = ~go
             self.delivered.add(**{c: pool[c][go] for c in _COLS})
+            self.fleet.report_events(
+                np.asarray(pool["t"][go], np.float64), pool["ep"][go].astype(np.int64),
+                pool["model"][go].astype(np.int64), pool["verdict"][go].astype(np.int64),
+            )  # fmt: skip
             self.fleet.recorder.count("events_delivered", int(go.sum()))
             if keep.any():
                 self.pool.add(**{c: pool[c][keep] for c in _COLS})
@@ -332,9 +341,8 @@ class CohortEngine:
         model = self._tmodel[tb]
         self.pool.add(ep=ep, org=org, sample=sample, model=model, verdict=verdict, t=t)
         rec.count("events_generated", ep.size)
-        ue, cnt = np.unique(ep, return_counts=True)
-        self.pending[ue] += cnt
-        over = ue[self.pending[ue] > w.spec.spool_max_events]
+        np.add.at(self.pending, ep, 1)
+        over = np.unique(ep[self.pending[ep] > w.spec.spool_max_events])
         if over.size:
             self._drop_oldest(over)
         self.events_total += int(ep.size)
@@ -375,6 +383,10 @@ class CohortEngine:
         rec.count("breaker_trips", len(trips))
         rec.events.append((min(trips.values()), f"breaker tripped on {len(trips)} endpoint(s)"))
         tr = np.asarray(list(trips), np.int64)
+        fleet.report_health(
+            "breaker_trips", np.asarray(list(trips.values()), np.float64), tr,
+            self.model[tr].astype(np.int64),
+        )  # fmt: skip
         self.tripped[tr] = True
         trip_t = np.full(fleet.world.n_endpoints, np.inf)
         trip_t[tr] = list(trips.values())
@@ -476,8 +488,7 @@ def run_cohort(
     def hourly() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
             eng.sample_adoption(env.now)
-            if fleet.rollout is not None:
-                fleet.rollout.tick(env.now, fleet.recorder)
+            fleet.hourly(env.now)
             yield env.timeout(3600.0)
 
     env.process(operator())

@@ -7,9 +7,9 @@
   (sample, context) and then broadcast to every encounter with that pair, so a cohort verdict
   is by construction the verdict `agent.engine.evaluate` gives for the same inputs. Beside it,
   the verdict the baseline model would give under the same policy, for counting *new* alerts.
-- `RolloutHook` and `StagedRollout`: the clean hook a rollout controller plugs into (issue 8):
-  the fleet asks it which version a cohort should run (`assignment`) and calls `tick` every
-  simulated hour with a read-only view of the records, so a controller can halt or advance.
+- `RolloutHook`: where the rollout controller plugs in (`fleet_sim.rollout`): the fleet calls
+  `tick` every simulated hour; assignment reaches endpoints only through signed policy and
+  `agent.policy.assigned_version` (`Fleet.assigned_models`), never from the hook.
 - `Recorder`: per (day, org) counts, adoption samples, kill-switch first-seen times, counters.
 - `Fleet`: applies the scenario's operator actions at their times through the backend link.
 """
@@ -28,9 +28,10 @@ import numpy.typing as npt
 from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
-from agent.policy import EffectivePolicy
+from agent.policy import EffectivePolicy, RolloutAssignment, assigned_version
 from fleet_sim._clock import DAY_S, SimClock
 from fleet_sim.backend_link import VERDICTS, InProcessLink
+from fleet_sim.rollout import EndpointDayTally, HealthKind, RolloutRecord, write_evidence
 from fleet_sim.scenario import (
     Action,
     AllowlistAdd,
@@ -45,14 +46,12 @@ from fleet_sim.world import World
 
 __all__ = [
     "ALERT_CODES",
-    "Assignment",
     "DecisionTables",
     "Fleet",
     "FleetModel",
     "ModelRegistry",
     "Recorder",
     "RolloutHook",
-    "StagedRollout",
     "verdict_code",
 ]
 
@@ -148,48 +147,26 @@ class DecisionTables:
         return np.stack(self.verdict), np.stack(self.new_alert)
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """Endpoints of `orgs` (None: all) whose cohort bucket is below `percent` run `version`."""
-
-    version: int
-    percent: float
-    orgs: frozenset[int] | None = None
-
-
 class RolloutHook(Protocol):
-    """What a rollout controller gives the simulated fleet (issue 8 plugs in here)."""
+    """What a running rollout controller needs from the simulated fleet (see `fleet_sim.rollout`).
 
-    def assignment(self, t: float) -> Assignment | None:
-        """The staged assignment in force at simulated second `t` (None: policy decides)."""
+    Assignment is not asked of the hook: it travels in signed policy, and each endpoint picks its
+    model with `agent.policy.assigned_version` at check-in (`Fleet.assigned_models`).
+    """
+
+    @property
+    def is_active(self) -> bool:
+        """True while the rollout still wants evidence."""
+        ...
+
+    @property
+    def record(self) -> RolloutRecord:
+        """What the run keeps of this rollout."""
         ...
 
     def tick(self, t: float, recorder: Recorder) -> None:
-        """Called every simulated hour with the records so far; may halt or advance."""
+        """Called every simulated hour after the evidence is written; may halt or advance."""
         ...
-
-
-@dataclass
-class StagedRollout:
-    """Stages by time, no statistical gate (the controller of issue 8 replaces `tick`)."""
-
-    version: int
-    stages: tuple[float, ...]
-    stage_s: float
-    start_s: float
-    orgs: frozenset[int] | None = None
-    halted_at: float | None = None
-
-    def assignment(self, t: float) -> Assignment | None:
-        """The stage percentage reached at `t` (frozen at the halt)."""
-        if t < self.start_s:
-            return None
-        when = t if self.halted_at is None else min(t, self.halted_at)
-        k = min(int((when - self.start_s) // self.stage_s), len(self.stages) - 1)
-        return Assignment(self.version, self.stages[k], self.orgs)
-
-    def tick(self, t: float, recorder: Recorder) -> None:
-        """No gate here."""
 
 
 @dataclass
@@ -210,6 +187,7 @@ class Recorder:
     tracked: dict[int, tuple[float, npt.NDArray[np.float64]]] = field(default_factory=dict)
     events: list[tuple[float, str]] = field(default_factory=list)
     kill_switches: list[int] = field(default_factory=list)
+    rollouts: list[RolloutRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         shape = (self.n_days, self.n_orgs)
@@ -243,7 +221,17 @@ class Fleet:
     predictor: Callable[[int, int, dt.datetime], list[str]] | None = None
     revoked: set[int] = field(default_factory=set)
     flush_hook: Callable[[float], None] | None = None
+    rollout_starter: Callable[[StartRollout, float], RolloutHook] | None = None
+    tally: EndpointDayTally | None = None
+    keep_evidence: bool = False
+    evidence_rows: int = 0
     _ctx_cache: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    _luts: dict[int, tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]] = field(
+        default_factory=dict
+    )
+    _cohorts: dict[tuple[int, RolloutAssignment, int | None], npt.NDArray[np.int32]] = field(
+        default_factory=dict
+    )
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
         """Decision table index for an endpoint of `org` on `model` under `policy_version`."""
@@ -294,13 +282,16 @@ class Fleet:
             rec.count("allowlist_entries", len(shas))
             rec.track(v, t)
         elif isinstance(action, StartRollout):
-            orgs = None
-            if action.org is not None:
-                orgs = frozenset({self.world.org_names.index(action.org)})
-            self.rollout = StagedRollout(
-                action.version, action.stages, action.stage_hours * 3600.0, t, orgs
-            )
+            if self.rollout_starter is None:
+                raise ScenarioError("start_rollout needs the rollout controller")
+            if self.flush_hook is not None:
+                self.flush_hook(t)  # the transition prediction reads the aggregates so far
+            self.rollout = self.rollout_starter(action, t)
+            rec.rollouts.append(self.rollout.record)
+            if self.tally is None:
+                self.tally = EndpointDayTally(self.clock.epoch_day)
             rec.events.append((t, f"rollout v{action.version} stages {list(action.stages)}"))
+            rec.track(self.link.policy_version, t)
         elif isinstance(action, Revoke):
             self.revoked.add(action.version)
             v = self.link.assign_model(action.fallback, None, now)
@@ -310,17 +301,100 @@ class Fleet:
             self.link.outages.append((t, action.until_s))
             rec.events.append((t, f"backend outage until +{action.until_s / 3600:.1f} h"))
 
-    def target_model(self, policy_version: int, org: int, bucket: float, t: float) -> int | None:
-        """The version this endpoint should run: the rollout cohort's, else the policy's."""
-        a = self.rollout.assignment(t) if self.rollout is not None else None
-        if (
-            a is not None
-            and a.version not in self.revoked
-            and (a.orgs is None or org in a.orgs)
-            and bucket < a.percent
-        ):
-            return a.version
-        return self.policy_model(policy_version, org)
+    def _lut(self, policy_version: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
+        hit = self._luts.get(policy_version)
+        if hit is None:
+            effs = [self.link.effective(policy_version, o) for o in range(self.world.n_orgs)]
+            models = np.asarray([e.model_version or 0 for e in effs], np.int32)
+            staged = np.asarray([e.rollout is not None for e in effs], bool)
+            hit = self._luts[policy_version] = (models, staged)
+        return hit
+
+    def _cohort(self, policy_version: int, org: int) -> npt.NDArray[np.int32]:
+        eff = self.link.effective(policy_version, org)
+        assert eff.rollout is not None
+        key = (org, eff.rollout, eff.model_version)
+        arr = self._cohorts.get(key)
+        if arr is None:
+            w = self.world
+            first = int(w.org_first[org])
+            arr = self._cohorts[key] = np.asarray(
+                [
+                    assigned_version(eff, w.endpoint_id(e)) or 0
+                    for e in range(first, first + int(w.org_size[org]))
+                ],
+                np.int32,
+            )
+        return arr
+
+    def assigned_models(
+        self, policy_version: int, eps: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int32]:
+        """The model each endpoint in `eps` must run under policy `policy_version` (0: none).
+
+        `agent.policy.assigned_version` decides, once per endpoint and rollout block (the
+        answers are cached per org and assignment), so a simulated endpoint follows a staged
+        rollout, its halt and its rollback exactly as an agent does. A revoked version is never
+        assigned: those endpoints get the org's `model_version`.
+        """
+        models, staged = self._lut(policy_version)
+        org = self.world.ep_org[eps]
+        out = models[org].copy()
+        sel = staged[org]
+        if sel.any():
+            for o in np.unique(org[sel]).tolist():
+                m = org == o
+                out[m] = self._cohort(policy_version, o)[eps[m] - int(self.world.org_first[o])]
+            if self.revoked:
+                bad = np.isin(out, list(self.revoked))
+                out[bad] = models[org[bad]]
+        return out
+
+    def target_model(self, policy_version: int, ep: int) -> int | None:
+        """`assigned_models` for one endpoint (None: the policy assigns nothing)."""
+        v = int(self.assigned_models(policy_version, np.asarray([ep], np.int64))[0])
+        return v or None
+
+    def report_health(
+        self,
+        kind: HealthKind,
+        t: npt.NDArray[np.float64],
+        eps: npt.NDArray[np.int64],
+        models: npt.NDArray[np.int64],
+    ) -> None:
+        """Count health events the agents report (self-test failure, model error, breaker trip).
+
+        `models` is the version the event concerns: the candidate that failed its self-test,
+        the active model for errors and breaker trips.
+        """
+        if self.tally is not None and eps.size:
+            self.tally.add_health(kind, t, eps, models)
+
+    def report_events(
+        self,
+        t: npt.NDArray[np.float64],
+        eps: npt.NDArray[np.int64],
+        models: npt.NDArray[np.int64],
+        verdicts: npt.NDArray[np.int64],
+    ) -> None:
+        """Count delivered telemetry events into the endpoint-day evidence (when collected)."""
+        if self.tally is not None and eps.size:
+            self.tally.add_events(t, eps, models, verdicts)
+
+    def hourly(self, t: float) -> None:
+        """Write the endpoint-day evidence, then tick the rollout controller (if any).
+
+        Evidence is collected while a rollout is active, and throughout when the scenario asks
+        for it (`endpoint_days = true`): the same counters the backend records from agents.
+        """
+        if self.tally is not None:
+            self.evidence_rows += write_evidence(
+                self.link.store, self.tally, self.link.org_ids, self.world.ep_org
+            )
+        if self.rollout is not None:
+            self.rollout.tick(t, self.recorder)
+            if not self.rollout.is_active and not self.keep_evidence:
+                self.tally = None
 
     def day_of(self, t: float) -> int:
         """The simulated day index of second `t` (clamped to the record)."""

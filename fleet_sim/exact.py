@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import simpy
 
 from agent.breaker import BreakerState, reset
@@ -27,12 +28,19 @@ from agent.engine import context_for, evaluate
 from agent.features import SCHEMA
 from agent.telemetry import MAX_EVENTS_PER_BATCH, TelemetryEvent, make_batches
 from fleet_sim._clock import DAY_S
+from fleet_sim.backend_link import VERDICTS
 from fleet_sim.control import Fleet
 from fleet_sim.scenario import Action
 
 __all__ = ["run_exact"]
 
 Progress = Callable[[float, int], None]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+def _one(t: float, ep: int, model: int) -> tuple[F64, I64, I64]:
+    return np.asarray([t]), np.asarray([ep], np.int64), np.asarray([model], np.int64)
 
 
 def run_exact(
@@ -112,7 +120,7 @@ def run_exact(
                     rec.count("checkins_failed")
                     continue
                 v = link.policy_version
-                target = fleet.target_model(v, org, float(w.ep_hash_bucket[ep]), t)
+                target = fleet.target_model(v, ep)
                 changed = v != pol[ep]
                 if target is not None and target != model[ep]:
                     m = reg[target]
@@ -121,6 +129,7 @@ def run_exact(
                     elif m.self_test_fails(ep):
                         rec.count("self_test_refusals")
                         st_failed[ep] = True
+                        fleet.report_health("self_test_failures", *_one(t, ep, target))
                     else:
                         model[ep] = target
                         rec.count("model_installs")
@@ -132,6 +141,13 @@ def run_exact(
                     if v >= k and np.isinf(seen[ep]):
                         seen[ep] = t
                 if buffer:
+                    fleet.report_events(
+                        np.asarray([e.observed_at_ms for e in buffer], np.float64) / 1000.0
+                        - clock.ms(0) / 1000.0,
+                        np.full(len(buffer), ep, np.int64),
+                        np.asarray([e.model_version for e in buffer], np.int64),
+                        np.asarray([VERDICTS.index(e.verdict) for e in buffer], np.int64),
+                    )
                     now = clock.at(t)
                     for batch in make_batches(buffer, max_events=max_events):
                         rec.count("events_delivered", link.send_events(batch, dropped, now))
@@ -159,6 +175,7 @@ def run_exact(
             )
             if res.breaker_tripped_now:
                 rec.count("breaker_trips")
+                fleet.report_health("breaker_trips", *_one(t, ep, int(model[ep])))
                 rec.events.append((t, f"breaker tripped on {ep_id}"))
             breaker = res.breaker
             verdict = res.decision.verdict
@@ -209,8 +226,7 @@ def run_exact(
         while env.now < horizon:
             counts = np.bincount(model)
             rec.adoption.append((env.now, {v: int(c) for v, c in enumerate(counts.tolist()) if c}))
-            if fleet.rollout is not None:
-                fleet.rollout.tick(env.now, rec)
+            fleet.hourly(env.now)
             if progress is not None:
                 progress(env.now, total[0])
             yield env.timeout(3600.0)

@@ -24,6 +24,7 @@ from fleet_sim.scenario import (
     Detection,
     KillSwitchReach,
     Outcome,
+    RolloutOutcome,
 )
 from fleet_sim.world import QUARTER_S, World
 
@@ -35,6 +36,7 @@ __all__ = [
     "counters",
     "kill_switch_delays",
     "org_day_rate",
+    "policy_delays",
     "reach",
 ]
 
@@ -118,7 +120,16 @@ def kill_switch_delays(
 
     The eligible endpoints are those online throughout [t, t + within_s].
     """
-    version = rec.kill_switches[index]
+    return policy_delays(rec, world, rec.kill_switches[index], within_s)
+
+
+def policy_delays(
+    rec: Recorder, world: World, version: int, within_s: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Delays (s) until each endpoint adopted tracked policy `version`, and who could in time.
+
+    The eligible endpoints are those online throughout [t, t + within_s].
+    """
     t, seen = rec.tracked[version]
     eligible = np.ones(world.n_endpoints, bool)
     q = np.floor(t / QUARTER_S) * QUARTER_S
@@ -157,6 +168,45 @@ def _bounded(value: float, lo: float | None, hi: float | None) -> tuple[bool, st
     ok = (lo is None or value >= lo) and (hi is None or value <= hi)
     parts = ([f">= {lo:g}"] if lo is not None else []) + ([f"<= {hi:g}"] if hi is not None else [])
     return ok, " and ".join(parts) or "(report only)"
+
+
+def _rollout(out: RolloutOutcome, run: ArmRun) -> tuple[float, str]:
+    """1.0 when the arm's (last) rollout meets every stated condition, else 0.0; and why."""
+    rec, world = run.recorder, run.world
+    if not rec.rollouts:
+        return 0.0, "no rollout in this arm"
+    r = rec.rollouts[-1]
+    want = [f"state {out.state}"]
+    ok = r.state == out.state
+    halts = [d for _t, d, _v in r.decisions if d.action.value == "halt"]
+    if out.halted_by_percent is not None:
+        want.append(f"halted at <= {out.halted_by_percent:g} %")
+        ok &= bool(halts) and halts[0].percent <= out.halted_by_percent
+    if out.halted_orgs is not None:
+        want.append(f"names {out.halted_orgs} orgs")
+        named = [r.org_names.get(o, o) for d in halts for o in d.halted_orgs]
+        ok &= bool(named)
+        if out.halted_orgs == "protector":
+            prot = {world.org_names[i] for i in np.flatnonzero(world.org_protector)}
+            ok &= any(n in prot for n in named)
+    if out.rolled_back is not None:
+        want.append("rolled back" if out.rolled_back else "not rolled back")
+        ok &= (r.halt_policy_version is not None) == out.rolled_back
+    if out.halt_reach_minutes is not None:
+        want.append(f">= {out.at_least:g} adopt the halt within {out.halt_reach_minutes:g} min")
+        v = r.halt_policy_version
+        if v is None or v not in rec.tracked:
+            ok = False
+        else:
+            delay, eligible = policy_delays(rec, world, v, out.halt_reach_minutes * 60.0)
+            share = (
+                float(np.mean(delay[eligible] <= out.halt_reach_minutes * 60.0))
+                if eligible.any()
+                else 1.0
+            )
+            ok &= share >= out.at_least
+            want[-1] += f" (measured {share:.3f})"
+    return (1.0 if ok else 0.0), "; ".join(want)
 
 
 def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
@@ -199,6 +249,9 @@ def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
         ok, bound = _bounded(value, out.at_least, out.at_most)
         if out.versus is not None:
             bound += f" (minus arm {out.versus})"
+    elif isinstance(out, RolloutOutcome):
+        value, bound = _rollout(out, run)
+        ok = value >= 1.0
     else:  # pragma: no cover - the discriminated union is closed
         raise TypeError(type(out).__name__)
     return OutcomeResult(out.name, out.arm, out.check, value, bound, ok)

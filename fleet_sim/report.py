@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from backend.rollout import RolloutDecision  # noqa: E402
 from fleet_sim._clock import DAY_S  # noqa: E402
 from fleet_sim.outcomes import ArmRun, counters, kill_switch_delays  # noqa: E402
+from fleet_sim.rollout import RolloutRecord  # noqa: E402
 from fleet_sim.run import SimRun  # noqa: E402
+from fleet_sim.world import World  # noqa: E402
 
 __all__ = ["figure_png", "report_dict", "write_report"]
 
@@ -33,6 +37,84 @@ def figure_png(fig: Any) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World) -> list[dict[str, Any]]:
+    """Per org: the transition prediction beside what the canary stage measured.
+
+    Measured new alerts per day = (canary rate - control rate) per endpoint-day, times the
+    org's endpoints (one endpoint-day each per day): what the org would see with every
+    endpoint on the new version, the quantity the prediction states. A stage evaluated before
+    its first full day has partial endpoint-days (the rows count endpoints that reported that
+    day), which under-counts a day's exposure; the ratio and the test are unaffected.
+    """
+    sizes = {name: int(world.org_size[i]) for i, name in enumerate(world.org_names)}
+    rows = []
+    seen: set[str] = set()
+    for test in d.tests:
+        if test.org_id is None or test.metric.value != "alerts" or test.org_id in seen:
+            continue
+        seen.add(test.org_id)
+        c_rate = test.canary_count / test.canary_endpoint_days if test.canary_endpoint_days else 0.0
+        k_rate = (
+            test.control_count / test.control_endpoint_days if test.control_endpoint_days else 0.0
+        )
+        name = r.org_names.get(test.org_id, test.org_id)
+        per_day = sizes.get(name, 0)
+        rows.append(
+            {
+                "org": name,
+                "endpoints": per_day,
+                "org_id": test.org_id,
+                "predicted_new_fp_alerts_per_day": r.prediction.get(test.org_id),
+                "measured_new_alerts_per_day": round((c_rate - k_rate) * per_day, 2),
+                "canary_alerts_per_endpoint_day": round(c_rate, 4),
+                "control_alerts_per_endpoint_day": round(k_rate, 4),
+                "rate_ratio": test.rate_ratio,
+                "p_worse": test.p_worse,
+                "alpha": test.alpha,
+                "worse": test.worse,
+                "halted": test.org_id in d.halted_orgs,
+            }
+        )
+    return sorted(rows, key=lambda x: -(x["predicted_new_fp_alerts_per_day"] or 0.0))
+
+
+def _rollout_dict(r: RolloutRecord, world: World) -> dict[str, Any]:
+    decisions = []
+    shown = list(r.decisions)
+    if r.last is not None and (not shown or r.last[1] is not shown[-1][1]):
+        shown.append((r.last[0], r.last[1], None))  # the latest wait, when it came last
+    for t, d, pv in shown:
+        decisions.append(
+            {
+                "t_days": round(t / DAY_S, 4),
+                "action": d.action.value,
+                "percent": d.percent,
+                "reason": d.reason,
+                "halted_orgs": [r.org_names.get(o, o) for o in d.halted_orgs],
+                "policy_version": pv,
+                "canary": asdict(d.canary),
+                "control": asdict(d.control),
+                "tests": [x.to_dict() for x in d.tests if x.org_id is None],
+                "per_org": _org_rows(r, d, world),
+            }
+        )
+    return {
+        "rollout_id": r.rollout_id,
+        "from_version": r.from_version,
+        "to_version": r.to_version,
+        "started_days": round(r.started_s / DAY_S, 4),
+        "state": r.state,
+        "stage_percent": r.stage_percent,
+        "looks": r.looks,
+        "halt_policy_version": r.halt_policy_version,
+        "prediction": {
+            r.org_names.get(o, o): round(v, 3)
+            for o, v in sorted(r.prediction.items(), key=lambda kv: -kv[1])
+        },
+        "decisions": decisions,
+    }
 
 
 def _arm_dict(run: ArmRun) -> dict[str, Any]:
@@ -74,6 +156,7 @@ def _arm_dict(run: ArmRun) -> dict[str, Any]:
         "adoption": [{"t_days": t / DAY_S, "versions": c} for t, c in rec.adoption],
         "kill_switches": ks,
         "timeline": [{"t_days": t / DAY_S, "event": e} for t, e in rec.events[:200]],
+        "rollouts": [_rollout_dict(r, w) for r in rec.rollouts],
     }
 
 
@@ -142,6 +225,48 @@ def _plots(run: SimRun) -> list[tuple[str, str]]:
     return out
 
 
+def _rollout_html(arm: str, rollouts: list[dict[str, Any]]) -> str:
+    out = []
+    esc = html.escape
+    for r in rollouts:
+        out.append(
+            f"<h2>Rollout v{r['from_version']} &rarr; v{r['to_version']} ({esc(arm)}): "
+            f"{esc(r['state'])} at {r['stage_percent']:g} %</h2><table><tr><th>day</th>"
+            "<th>action</th><th>stage</th><th>reason (statistic)</th><th>orgs</th></tr>"
+        )
+        for d in r["decisions"]:
+            out.append(
+                f"<tr><td>{d['t_days']:.2f}</td><td>{esc(d['action'])}</td>"
+                f"<td>{d['percent']:g} %</td><td>{esc(d['reason'])}</td>"
+                f"<td>{esc(', '.join(d['halted_orgs']))}</td></tr>"
+            )
+        out.append("</table>")
+        for d in r["decisions"]:
+            if not d["per_org"] or d["action"] not in ("halt", "advance", "complete"):
+                continue
+            out.append(
+                f"<h3>{esc(d['action'])} at {d['percent']:g} %: transition prediction beside "
+                "what the canary stage measured (new alerts per day, whole org on the new "
+                "version)</h3><table><tr><th>org</th><th>predicted</th><th>measured</th>"
+                "<th>canary /ep-day</th><th>control /ep-day</th><th>ratio</th><th>p (worse)"
+                "</th><th>halted</th></tr>"
+            )
+            for o in d["per_org"]:
+                pred = o["predicted_new_fp_alerts_per_day"]
+                ratio = o["rate_ratio"]
+                out.append(
+                    f"<tr><td>{esc(o['org'])}</td>"
+                    f"<td>{'-' if pred is None else f'{pred:.1f}'}</td>"
+                    f"<td>{o['measured_new_alerts_per_day']:.1f}</td>"
+                    f"<td>{o['canary_alerts_per_endpoint_day']:.3f}</td>"
+                    f"<td>{o['control_alerts_per_endpoint_day']:.3f}</td>"
+                    f"<td>{'-' if ratio is None else f'{ratio:.2f}'}</td>"
+                    f"<td>{o['p_worse']:.2e}</td><td>{'yes' if o['halted'] else ''}</td></tr>"
+                )
+            out.append("</table>")
+    return "".join(out)
+
+
 def write_report(run: SimRun, out: str | Path) -> tuple[Path, Path]:
     """Write `report.html` and `report.json` into `out`; returns both paths."""
     base = Path(out)
@@ -162,6 +287,7 @@ def write_report(run: SimRun, out: str | Path) -> tuple[Path, Path]:
         f"<h3>{html.escape(n)}</h3><pre>{html.escape(json.dumps(a['counters'], indent=1))}</pre>"
         for n, a in data["arms"].items()
     )
+    rollout_html = "".join(_rollout_html(n, a["rollouts"]) for n, a in data["arms"].items())
     sc = run.scenario
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -173,7 +299,7 @@ def write_report(run: SimRun, out: str | Path) -> tuple[Path, Path]:
         f"{sc.world.orgs} orgs, {sc.days:g} days, {run.events} scans, "
         f"{run.wall_s:.1f} s wall</p>"
         "<h2>Outcomes</h2><table><tr><th></th><th>outcome</th><th>arm</th><th>value</th>"
-        f"<th>bound</th></tr>{rows}</table>{imgs}<h2>Counters</h2>{counters_html}"
+        f"<th>bound</th></tr>{rows}</table>{rollout_html}{imgs}<h2>Counters</h2>{counters_html}"
         "</body></html>"
     )
     hpath = base / "report.html"

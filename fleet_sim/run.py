@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from backend.errors import BackendError
 from backend.store import Store
 from fleet_sim._clock import SimClock, wall_s
 from fleet_sim.backend_link import InProcessLink
@@ -33,7 +34,8 @@ from fleet_sim.control import (
 )
 from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
-from fleet_sim.scenario import ScenarioError, ScenarioModel
+from fleet_sim.rollout import ControllerRollout, EndpointDayTally
+from fleet_sim.scenario import ScenarioError, ScenarioModel, StartRollout
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world
 from model_store.corpus import Corpus, load_corpus, make_corpus
@@ -128,6 +130,48 @@ def _predictor(
     return predict
 
 
+def _forecast(
+    store: Store, registry: ModelRegistry, old: int, new: int, now: dt.datetime
+) -> dict[str, float]:
+    """The transition report's predicted new FP alerts per day per org id (empty: no data)."""
+    from backend.transition import predict_transition
+
+    report = predict_transition(
+        store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now
+    )
+    return {o: t.predicted_new_fp_alerts_per_day for o, t in report.per_org.items()}
+
+
+def _rollout_starter(
+    fleet: Fleet, store: Store, registry: ModelRegistry
+) -> Callable[[StartRollout, float], ControllerRollout]:
+    link = fleet.link
+
+    def start(action: StartRollout, t: float) -> ControllerRollout:
+        now = fleet.clock.at(t)
+        org_id = None
+        if action.org is not None:
+            if action.org not in link.org_names:
+                raise ScenarioError(f"start_rollout: no org {action.org!r} in the world")
+            org_id = link.org_ids[link.org_names.index(action.org)]
+        cur = store.current_policy()
+        old = cur.document.default.model_version if cur is not None else None
+        prediction: dict[str, float] = {}
+        if action.predict and old is not None and old != action.version:
+            prediction = _forecast(store, registry, old, action.version, now)
+        try:
+            return ControllerRollout.begin(
+                action, t, store=store, publish=link.publish, clock=fleet.clock, org_id=org_id,
+                org_names=dict(zip(link.org_ids, link.org_names, strict=True)),
+                policy_version=lambda: link.policy_version, prediction=prediction,
+                salt=f"sim-{fleet.world.seed}-v{action.version}",
+            )  # fmt: skip
+        except BackendError as exc:
+            raise ScenarioError(f"start_rollout v{action.version}: {exc}") from exc
+
+    return start
+
+
 def _open_link(
     store: Store,
     world: World,
@@ -192,7 +236,11 @@ def run_arm(
             recorder=rec,
             tables=DecisionTables(world.catalog.sha256, world.catalog.label, registry),
             predictor=_predictor(store, registry),
+            keep_evidence=scenario.endpoint_days,
         )
+        if scenario.endpoint_days:
+            fleet.tally = EndpointDayTally(clock.epoch_day)
+        fleet.rollout_starter = _rollout_starter(fleet, store, registry)
         rng = np.random.default_rng([scenario.seed, 1])
         actions = scenario.actions(arm)
         total = scenario.days * 86_400.0

@@ -25,8 +25,10 @@ __all__ = [
     "CampaignModel",
     "ModelBundleModel",
     "Outcome",
+    "RolloutOutcome",
     "ScenarioError",
     "ScenarioModel",
+    "StartRollout",
     "WorldModel",
     "load_scenario",
     "parse_offset",
@@ -132,12 +134,24 @@ class PublishModel(_ActionBase):
 
 
 class StartRollout(_ActionBase):
-    """Hand the assignment to the rollout hook: staged cohorts by stable endpoint hash."""
+    """Start the backend's rollout controller (`backend.rollout_service.start_rollout`).
+
+    Cohorts by stable endpoint hash travel in signed policy; the controller advances after
+    `stage_hours` (the hold) when the canary is shown no worse than `max_fp_increase`, and
+    halts (with rollback) when it is significantly worse. The fields mirror `RolloutConfig`.
+    """
 
     do: Literal["start_rollout"]
     version: int
     stages: tuple[float, ...] = (1.0, 5.0, 25.0, 100.0)
-    stage_hours: float = Field(default=24.0, gt=0)
+    stage_hours: float = Field(default=24.0, ge=0, description="hold time of each stage")
+    max_fp_increase: float = Field(default=0.25, ge=0, le=10)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_endpoint_days: float = Field(default=30.0, ge=1)
+    min_org_endpoint_days: float = Field(default=10.0, ge=1)
+    rollback: bool = True
+    tick_minutes: float = Field(default=60.0, gt=0)
+    predict: bool = Field(default=True, description="transition prediction at the start")
     org: str | None = None
 
 
@@ -254,8 +268,29 @@ class Detection(_OutcomeBase):
     at_most: float | None = None
 
 
+class RolloutOutcome(_OutcomeBase):
+    """The arm's rollout ended as stated (value 1 when every stated condition holds, else 0).
+
+    `state`: the controller's final state. `halted_by_percent`: the halt came at a stage of at
+    most this percentage. `halted_orgs`: the halt named at least one org, and (`protector`)
+    at least one of them is a protector org (the seed of the v2 surge; other orgs may surge
+    too under a given model, and naming them is right). `rolled_back`: the halt republished
+    signed policy without the new version's stage. `halt_reach_minutes`: the share of endpoints
+    online throughout that adopted the halt's policy within that many minutes is at least
+    `at_least` (the spread stops within one check-in).
+    """
+
+    check: Literal["rollout"]
+    state: Literal["completed", "halted", "running", "paused", "aborted"]
+    halted_by_percent: float | None = None
+    halted_orgs: Literal["any", "protector"] | None = None
+    rolled_back: bool | None = None
+    halt_reach_minutes: float | None = None
+    at_least: float = 0.99
+
+
 Outcome = Annotated[
-    KillSwitchReach | AlertsPerOrgDay | ArmRatio | Adoption | Counter | Detection,
+    KillSwitchReach | AlertsPerOrgDay | ArmRatio | Adoption | Counter | Detection | RolloutOutcome,
     Field(discriminator="check"),
 ]
 
@@ -287,6 +322,10 @@ class ScenarioModel(_Strict):
     models: ModelsModel = Field(default_factory=ModelsModel)
     campaigns: tuple[CampaignModel, ...] = ()
     timeline: tuple[Action, ...] = ()
+    endpoint_days: bool = Field(
+        default=False,
+        description="record per endpoint-day counters (alerts, health) in the backend throughout",
+    )
     arms: tuple[ArmModel, ...] = (ArmModel(name="main"),)
     outcomes: tuple[Outcome, ...] = ()
 
