@@ -3,9 +3,10 @@
 Pure over plain data (no SQLite): `PolicyTimeline` answers "which effective policy did org X
 obey at t" from the append-only policy history; `ContextCache` builds decision contexts with
 `agent.engine.context_for` itself (so a rescored verdict equals the endpoint's) and reuses them
-while nothing that `context_for` reads can differ; `score_vectors` scores float32 vectors in
-bounded batches with onnxruntime. Report helpers turn matplotlib figures into base64 PNGs for
-self-contained HTML.
+while nothing that `context_for` reads can differ; `decide_batch` applies `agent.decision.decide`
+to many rows of one context by calling it once per distinct case; `score_vectors` scores float32
+vectors in bounded batches with onnxruntime. Report helpers turn matplotlib figures into base64
+PNGs for self-contained HTML.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import bisect
 import datetime as dt
 import html
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,24 +25,47 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.bundle import Thresholds
-from agent.decision import DecisionContext
+from agent.decision import DecisionContext, Verdict, decide
 from agent.engine import context_for
 from agent.model import LoadedModel, load_bundle
 from agent.policy import EffectivePolicy, PolicyDocumentModel, resolve_policy
 
 __all__ = [
+    "ALERT_CODES",
+    "VERDICTS",
+    "VERDICT_CODES",
     "ContextCache",
     "PolicyTimeline",
     "ThresholdOverride",
+    "decide_batch",
     "decode_vectors",
     "figure_png",
     "html_page",
     "html_table",
     "load_model",
     "score_vectors",
+    "to_us",
 ]
 
 SCORE_BATCH = 32_768
+
+VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
+"""The verdict table: arrays of verdicts hold codes, `VERDICTS[code]`."""
+VERDICT_CODES: Mapping[Verdict | str, int] = {
+    **{v: i for i, v in enumerate(VERDICTS)},
+    **{v.value: i for i, v in enumerate(VERDICTS)},
+}
+"""Verdict (or its value) -> code."""
+ALERT_CODES: npt.NDArray[np.bool_] = np.array([v.is_alert for v in VERDICTS])
+"""Per verdict code: whether the verdict raises an alert."""
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def to_us(when: dt.datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact, order-preserving)."""
+    return (when - _EPOCH) // _MICROSECOND
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -97,8 +121,13 @@ class PolicyTimeline:
     def __init__(self, changes: Iterable[tuple[dt.datetime, PolicyDocumentModel]]) -> None:
         ordered = sorted(changes, key=lambda c: (c[0], c[1].version))
         self._times = [t for t, _ in ordered]
+        self._times_us = np.array([to_us(t) for t in self._times], dtype=np.int64)
         self._docs = [d for _, d in ordered]
         self._resolved: dict[tuple[int, str], tuple[EffectivePolicy, list[dt.datetime]]] = {}
+        self._edges_us: dict[tuple[int, str], npt.NDArray[np.int64]] = {}
+
+    def __len__(self) -> int:
+        return len(self._docs)
 
     def document_as_of(self, when: dt.datetime) -> PolicyDocumentModel | None:
         """The document in force at `when`, or None before the first change."""
@@ -129,6 +158,24 @@ class PolicyTimeline:
             return (-1, 0)
         _, edges = self._effective(i - 1, org)
         return (i - 1, bisect.bisect_right(edges, when))
+
+    def policy_indexes(self, when_us: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Per time (`to_us`): the first half of `segment` (the policy index, -1: none yet)."""
+        return np.searchsorted(self._times_us, when_us, side="right").astype(np.int64) - 1
+
+    def list_segments(
+        self, index: int, org: str, when_us: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Per time under policy `index`: the second half of `segment` (the list segment)."""
+        if index < 0:
+            return np.zeros(len(when_us), dtype=np.int64)
+        edges = self._edges_us.get((index, org))
+        if edges is None:
+            _, found = self._effective(index, org)
+            edges = self._edges_us[(index, org)] = np.array(
+                [to_us(e) for e in found], dtype=np.int64
+            )
+        return np.searchsorted(edges, when_us, side="right").astype(np.int64)
 
 
 class ContextCache:
@@ -161,6 +208,43 @@ class ContextCache:
                 self._cache.clear()
             self._cache[key] = ctx
         return ctx
+
+
+def decide_batch(
+    ctx: DecisionContext,
+    sha256s: Sequence[str],
+    sample_index: npt.NDArray[np.intp],
+    scores: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int8]:
+    """`decide` for many rows of one context, as verdict codes (`VERDICTS[code]`).
+
+    Row i is sample `sha256s[sample_index[i]]` with score `scores[i]`. Under one context a
+    verdict depends on the sha256 only through blocklist and allowlist membership, and on the
+    score only through `score >= block_threshold` and `score >= detect_threshold`; rows equal on
+    those four facts take the same branch of `decide`. So `decide` itself runs once per distinct
+    case, on a real row of that case, and its verdict is broadcast to the case's rows; no verdict
+    rule is restated here (`tests/backend/test__analysis.py` holds this equal to per-row
+    `decide` on random inputs).
+    """
+    n = len(scores)
+    case = np.zeros(n, dtype=np.int8)
+    if n and (ctx.blocklist or ctx.allowlist):
+        present = np.unique(sample_index)
+        for bit, listed in ((8, ctx.blocklist), (4, ctx.allowlist)):
+            if listed:
+                hit = np.fromiter(
+                    (sha256s[j] in listed for j in present.tolist()), bool, len(present)
+                )
+                case[np.isin(sample_index, present[hit])] += bit
+    case += (scores >= ctx.block_threshold).astype(np.int8) * 2
+    if ctx.detect_threshold is not None:
+        case += (scores >= ctx.detect_threshold).astype(np.int8)
+    table = np.zeros(16, dtype=np.int8)
+    kinds, first = np.unique(case, return_index=True)
+    for kind, row in zip(kinds.tolist(), first.tolist(), strict=True):
+        verdict = decide(sha256s[int(sample_index[row])], float(scores[row]), ctx).verdict
+        table[kind] = VERDICT_CODES[verdict]
+    return table[case]
 
 
 # --- report helpers --------------------------------------------------------------------------

@@ -188,6 +188,10 @@ class LabelBook:
         i = bisect.bisect_right(times, when)
         return self._changes[sha256][i - 1] if i else None
 
+    def changes(self, sha256: str) -> tuple[LabelChange, ...]:
+        """Every change of `sha256`, oldest first (the order `label_as_of` searches)."""
+        return tuple(self._changes.get(sha256, ()))
+
     def latest(self, sha256: str) -> LabelChange | None:
         """The most recent label of `sha256` regardless of time."""
         found = self._changes.get(sha256)

@@ -35,7 +35,10 @@ breaker state; rescoring treats the breaker as untripped.
 
 The core (`rescore_batch`, `Tally`) is pure over numpy arrays and frozen values, with no
 SQLite, so it can run as a Spark job partitioned by sample; `iter_row_batches` is the thin
-loader that streams the store in bounded batches.
+loader that streams the store by sample in bounded batches. The core builds no object per row:
+orgs, samples and verdicts are `Coded` columns, rows are grouped by decision context, and every
+verdict still comes from `agent.decision.decide`, called once per (context, case) through
+`backend._analysis.decide_batch`.
 """
 
 from __future__ import annotations
@@ -47,25 +50,30 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.decision import Verdict, decide
+from agent.decision import Verdict
 from agent.features import extract_features
 from agent.model import LoadedModel
 from backend._analysis import (
+    ALERT_CODES,
+    VERDICT_CODES,
+    VERDICTS,
     ContextCache,
     PolicyTimeline,
     ThresholdOverride,
+    decide_batch,
     decode_vectors,
     figure_png,
     html_page,
     html_table,
     load_model,
     score_vectors,
+    to_us,
 )
 from backend.errors import BatchInvalidError
 from backend.labels import LabelBook
@@ -76,6 +84,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsOfRule",
     "BatchResult",
+    "Coded",
     "RescoreConfig",
     "RescoreConfigError",
     "RescoreSummary",
@@ -87,6 +96,7 @@ __all__ = [
     "load_config",
     "rescore_batch",
     "run_rescore",
+    "verdict_codes",
     "write_rescore_report",
 ]
 
@@ -203,18 +213,71 @@ def load_config(path: str | Path) -> RescoreConfig:
 
 # --- the pure core -----------------------------------------------------------------------------
 
+T = TypeVar("T")
+
+
+class Coded(Sequence[T]):
+    """A column of repeated values as a table of distinct values and one code per row.
+
+    Row i is `values[codes[i]]`. Batches carry orgs, samples and verdicts this way so that the
+    core works on integer arrays and never builds an object per row; any other sequence is
+    accepted too and encoded once (`Coded.encode`).
+    """
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self, values: tuple[T, ...], codes: npt.NDArray[np.intp]) -> None:
+        self.values = values
+        self.codes = codes
+
+    @classmethod
+    def encode(cls, items: Sequence[T]) -> Coded[T]:
+        """`items` as a `Coded` column (itself when it already is one)."""
+        if isinstance(items, Coded):
+            return items
+        table: dict[T, int] = {}
+        codes = np.fromiter((table.setdefault(x, len(table)) for x in items), np.intp, len(items))
+        return cls(tuple(table), codes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Coded[T]: ...
+
+    def __getitem__(self, i: int | slice) -> T | Coded[T]:
+        if isinstance(i, slice):
+            return Coded(self.values, self.codes[i])
+        return self.values[int(self.codes[i])]
+
+    def __repr__(self) -> str:
+        return f"Coded({len(self.values)} values, {len(self.codes)} rows)"
+
+
+def verdict_codes(verdicts: Sequence[Verdict]) -> npt.NDArray[np.int8]:
+    """Per row, the code of its verdict in `backend._analysis.VERDICTS`."""
+    col = Coded.encode(verdicts)
+    lut = np.array([VERDICT_CODES[v] for v in col.values], dtype=np.int8)
+    return lut[col.codes] if len(lut) else np.zeros(len(col), dtype=np.int8)
+
 
 @dataclass(frozen=True, slots=True)
 class RowBatch:
-    """A batch of aggregate rows as arrays; `vec_index[i]` is row i's vector (-1: none stored)."""
+    """A batch of aggregate rows as arrays; `vec_index[i]` is row i's vector (-1: none stored).
 
-    org_ids: tuple[str, ...]
-    sha256s: tuple[str, ...]
+    `org_ids`, `sha256s` and `verdicts` are any sequences; the loader passes `Coded` columns.
+    """
+
+    org_ids: Sequence[str]
+    sha256s: Sequence[str]
     first_seen_ms: npt.NDArray[np.int64]
     days: npt.NDArray[np.int64]
     model_versions: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]
-    verdicts: tuple[Verdict, ...]
+    verdicts: Sequence[Verdict]
     vectors: npt.NDArray[np.float32]
     vec_index: npt.NDArray[np.int64]
     vec_sha256s: tuple[str, ...]
@@ -222,6 +285,16 @@ class RowBatch:
 
     def __len__(self) -> int:
         return len(self.sha256s)
+
+    def times_us(self) -> npt.NDArray[np.int64]:
+        """Each row's own time in microseconds since the epoch (`first_seen` when given)."""
+        if self.first_seen:
+            return np.fromiter((to_us(t) for t in self.first_seen), np.int64, len(self))
+        return np.asarray(self.first_seen_ms, dtype=np.int64) * 1000
+
+    def time_of(self, i: int) -> dt.datetime:
+        """Row i's own time as a datetime."""
+        return self.first_seen[i] if self.first_seen else _at(int(self.first_seen_ms[i]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,10 +312,10 @@ class RunInputs:
 class BatchResult:
     """Per row: the verdict after rescoring, whether it was rescored, and its label then."""
 
-    verdicts: tuple[Verdict, ...]
+    verdicts: Sequence[Verdict]
     rescored: npt.NDArray[np.bool_]
     label: npt.NDArray[np.int8]  # 1 malicious, 0 benign, -1 unlabelled
-    families: tuple[str, ...]
+    families: Sequence[str]
 
 
 def _at(ms: int) -> dt.datetime:
@@ -262,6 +335,90 @@ def _features(
     return out, f"extracted:{cfg.samples_dir}"
 
 
+def _groups(keys: npt.NDArray[np.int64]) -> Iterator[npt.NDArray[np.intp]]:
+    """The positions of each distinct key, one array per key."""
+    if not len(keys):
+        return
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    yield from np.split(order, cuts)
+
+
+def _labels(
+    samples: Coded[str], times_us: npt.NDArray[np.int64], cfg: RescoreConfig, inputs: RunInputs
+) -> tuple[npt.NDArray[np.int8], Coded[str]]:
+    """Per row: its label as of its time (or now) and the family of that label.
+
+    The same search as `LabelBook.label_as_of` (last change at or before the time), over the
+    sample's changes in microseconds, once per labelled sample of the batch.
+    """
+    n = len(samples)
+    label = np.full(n, -1, dtype=np.int8)
+    fam_values: dict[str, int] = {"unlabelled": 0}
+    fam = np.zeros(n, dtype=np.intp)
+    if not len(inputs.labels):
+        return label, Coded(tuple(fam_values), fam)
+    at_now = cfg.labels_as_of is AsOfRule.EVALUATION
+    now_us = to_us(inputs.now)
+    for rows in _groups(samples.codes.astype(np.int64)):
+        changes = inputs.labels.changes(samples.values[int(samples.codes[rows[0]])])
+        if not changes:
+            continue
+        edges = np.array([to_us(c.labelled_at) for c in changes], dtype=np.int64)
+        when = np.full(len(rows), now_us) if at_now else times_us[rows]
+        pick = np.searchsorted(edges, when, side="right") - 1
+        for k in np.unique(pick[pick >= 0]).tolist():
+            c = changes[k]
+            hit = rows[pick == k]
+            label[hit] = 1 if c.is_malicious else 0
+            fam[hit] = fam_values.setdefault(c.family or "unlabelled", len(fam_values))
+    return label, Coded(tuple(fam_values), fam)
+
+
+def _decide_rows(
+    batch: RowBatch,
+    rows: npt.NDArray[np.intp],
+    scores: npt.NDArray[np.float64],
+    model: LoadedModel,
+    cfg: RescoreConfig,
+    inputs: RunInputs,
+    contexts: ContextCache,
+    times_us: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int8]:
+    """Verdict codes of `rows` (scored `scores`) under the context each had at its time.
+
+    Rows are grouped by what `ContextCache` keys a context on (org, policy in force, list
+    segment); each group gets one context and one `decide_batch`.
+    """
+    samples = Coded.encode(batch.sha256s)
+    orgs = Coded.encode(batch.org_ids)
+    fixed: dt.datetime | None = None
+    if cfg.as_of is AsOfRule.FIXED and cfg.fixed_at is not None:
+        fixed = cfg.fixed_at
+    elif cfg.as_of is AsOfRule.EVALUATION:
+        fixed = inputs.now
+    when_us = np.full(len(rows), to_us(fixed)) if fixed is not None else times_us[rows]
+    timeline = contexts.timeline
+    org = orgs.codes[rows].astype(np.int64)
+    policy = timeline.policy_indexes(when_us)
+    pair = org * (len(timeline) + 1) + (policy + 1)
+    segment = np.zeros(len(rows), dtype=np.int64)
+    for grp in _groups(pair):
+        first = int(grp[0])
+        segment[grp] = timeline.list_segments(
+            int(policy[first]), orgs.values[int(org[first])], when_us[grp]
+        )
+    out = np.empty(len(rows), dtype=np.int8)
+    for grp in _groups(pair * (int(segment.max()) + 1) + segment):
+        first = int(grp[0])
+        when = fixed if fixed is not None else batch.time_of(int(rows[first]))
+        ctx = contexts.context(
+            orgs.values[int(org[first])], when, model.manifest.thresholds, cfg.override
+        )
+        out[grp] = decide_batch(ctx, samples.values, samples.codes[rows[grp]], scores[grp])
+    return out
+
+
 def rescore_batch(
     batch: RowBatch,
     cfg: RescoreConfig,
@@ -269,23 +426,24 @@ def rescore_batch(
     contexts: ContextCache,
     score_cache: dict[tuple[str, str], npt.NDArray[np.float64]],
 ) -> BatchResult:
-    """Rescore one batch under `cfg`; `score_cache` (per batch) shares scores across configs."""
+    """Rescore one batch under `cfg`; `score_cache` (per batch) shares scores across configs.
+
+    Vectorised over the batch: scores per distinct vector, then `decide` through
+    `decide_batch` once per (context, case); labels once per labelled sample.
+    """
     n = len(batch)
-    label = np.full(n, -1, dtype=np.int8)
-    families = []
-    times = batch.first_seen or tuple(_at(int(ms)) for ms in batch.first_seen_ms.tolist())
-    for i in range(n):
-        t = inputs.now if cfg.labels_as_of is AsOfRule.EVALUATION else times[i]
-        lb = inputs.labels.label_as_of(batch.sha256s[i], t)
-        if lb is not None:
-            label[i] = 1 if lb.is_malicious else 0
-        families.append(lb.family if lb is not None and lb.family else "unlabelled")
+    samples = Coded.encode(batch.sha256s)
+    times_us = batch.times_us()
+    label, families = _labels(samples, times_us, cfg, inputs)
+    codes = verdict_codes(batch.verdicts)
+    rescored = np.zeros(n, dtype=bool)
     if not cfg.rescoring:
-        return BatchResult(batch.verdicts, np.zeros(n, dtype=bool), label, tuple(families))
+        return BatchResult(Coded(VERDICTS, codes.astype(np.intp)), rescored, label, families)
     vectors, source = _features(batch, cfg, inputs)
     models = dict(cfg.models)
-    scores: dict[int, npt.NDArray[np.float64]] = {}
-    for version in np.unique(batch.model_versions).tolist():
+    versions = np.asarray(batch.model_versions, dtype=np.int64)
+    vec_index = np.asarray(batch.vec_index, dtype=np.int64)
+    for version in np.unique(versions).tolist():
         path = models.get(int(version))
         if path is None:
             continue
@@ -293,26 +451,13 @@ def rescore_batch(
         key = (model.manifest.model_sha256, source)
         if key not in score_cache:
             score_cache[key] = score_vectors(model, vectors)
-        scores[int(version)] = score_cache[key]
-    verdicts: list[Verdict] = []
-    rescored = np.zeros(n, dtype=bool)
-    for i in range(n):
-        version = int(batch.model_versions[i])
-        j = int(batch.vec_index[i])
-        if version not in scores or j < 0:
-            verdicts.append(batch.verdicts[i])
+        rows = np.flatnonzero((versions == version) & (vec_index >= 0))
+        if not len(rows):
             continue
-        model = inputs.bundles[models[version]]
-        if cfg.as_of is AsOfRule.FIXED and cfg.fixed_at is not None:
-            when = cfg.fixed_at
-        elif cfg.as_of is AsOfRule.EVALUATION:
-            when = inputs.now
-        else:
-            when = times[i]
-        ctx = contexts.context(batch.org_ids[i], when, model.manifest.thresholds, cfg.override)
-        verdicts.append(decide(batch.sha256s[i], float(scores[version][j]), ctx).verdict)
-        rescored[i] = True
-    return BatchResult(tuple(verdicts), rescored, label, tuple(families))
+        scores = score_cache[key][vec_index[rows]]
+        codes[rows] = _decide_rows(batch, rows, scores, model, cfg, inputs, contexts, times_us)
+        rescored[rows] = True
+    return BatchResult(Coded(VERDICTS, codes.astype(np.intp)), rescored, label, families)
 
 
 @dataclass
@@ -336,11 +481,10 @@ class Tally:
         n = len(batch)
         if not n:
             return
-        c = batch.counts
-        alert = np.fromiter((v.is_alert for v in result.verdicts), bool, n)
-        agree = np.fromiter(
-            (a is b for a, b in zip(result.verdicts, batch.verdicts, strict=True)), bool, n
-        )
+        c = np.asarray(batch.counts, dtype=np.int64)
+        codes = verdict_codes(result.verdicts)
+        alert = ALERT_CODES[codes]
+        agree = codes == verdict_codes(batch.verdicts)
         mal = result.label == 1
         self.encounters += int(c.sum())
         self.rescored += int(c[result.rescored].sum())
@@ -349,20 +493,33 @@ class Tally:
         self.malicious_alerts += int(c[mal & alert].sum())
         self.not_malicious += int(c[~mal].sum())
         self.not_malicious_alerts += int(c[~mal & alert].sum())
-        orgs = np.asarray(batch.org_ids)
-        for org in np.unique(orgs).tolist():
-            m = orgs == org
-            self.alerts_by_org[org] = self.alerts_by_org.get(org, 0) + int(c[m & alert].sum())
-            self.days_by_org.setdefault(org, set()).update(np.unique(batch.days[m]).tolist())
-        fams = np.asarray(result.families)
-        for fam in np.unique(fams).tolist():
-            m = fams == fam
-            cell = self.by_family.setdefault(fam, [0, 0])
-            cell[0] += int(c[m].sum())
-            cell[1] += int(c[m & alert].sum())
-        names = np.asarray([v.value for v in result.verdicts])
-        for v in np.unique(names).tolist():
-            self.verdicts[v] = self.verdicts.get(v, 0) + int(c[names == v].sum())
+        alerts = np.where(alert, c, 0)
+        orgs = Coded.encode(batch.org_ids)
+        by_org = _sums(orgs.codes, alerts, len(orgs.values))
+        org_rows = np.bincount(orgs.codes, minlength=len(orgs.values))
+        for k, org in enumerate(orgs.values):
+            if org_rows[k]:
+                self.alerts_by_org[org] = self.alerts_by_org.get(org, 0) + by_org[k]
+        days = np.asarray(batch.days, dtype=np.int64)
+        low = int(days.min())
+        span = int(days.max()) - low + 1
+        for pair in np.unique(orgs.codes.astype(np.int64) * span + (days - low)).tolist():
+            org_code, day = divmod(pair, span)
+            self.days_by_org.setdefault(orgs.values[org_code], set()).add(day + low)
+        fams = Coded.encode(result.families)
+        seen = _sums(fams.codes, c, len(fams.values))
+        alerted = _sums(fams.codes, alerts, len(fams.values))
+        present = np.bincount(fams.codes, minlength=len(fams.values))
+        for k, fam in enumerate(fams.values):
+            if present[k]:
+                cell = self.by_family.setdefault(fam, [0, 0])
+                cell[0] += seen[k]
+                cell[1] += alerted[k]
+        per_verdict = _sums(codes.astype(np.intp), c, len(VERDICTS))
+        present = np.bincount(codes.astype(np.intp), minlength=len(VERDICTS))
+        for k in np.flatnonzero(present).tolist():
+            v = VERDICTS[k].value
+            self.verdicts[v] = self.verdicts.get(v, 0) + per_verdict[k]
 
     def merge(self, other: Tally) -> Tally:
         """Combine two partitions' tallies (for a partitioned run)."""
@@ -449,6 +606,13 @@ class RescoreSummary:
         }
 
 
+def _sums(codes: npt.NDArray[np.intp], weights: npt.NDArray[np.int64], size: int) -> list[int]:
+    """Exact integer sums of `weights` per code (0..size-1)."""
+    out = np.zeros(size, dtype=np.int64)
+    np.add.at(out, codes, weights)
+    return [int(x) for x in out.tolist()]
+
+
 # --- the thin shell: streaming the store --------------------------------------------------------
 
 
@@ -462,27 +626,45 @@ def iter_row_batches(
 ) -> Iterator[RowBatch]:
     """Stream active (non-shadow) aggregate rows first seen before `until`, with their vectors.
 
-    Memory is bounded by `batch_rows` rows and their distinct samples' vectors.
+    Rows come by sample (`Store.iter_aggregate_columns`), so a batch reads each of its samples'
+    vectors once; orgs, samples and verdicts arrive as `Coded` columns. Memory is bounded by
+    `batch_rows` rows and their distinct samples' vectors.
     """
-    for rows in store.iter_aggregates(
+    verdict_lut = {v.value: VERDICT_CODES[v] for v in VERDICTS}
+    for cols in store.iter_aggregate_columns(
         shadow=False, until_ms=int(until.timestamp() * 1000), batch_rows=batch_rows
     ):
-        shas = [r.sha256 for r in rows]
+        n = len(cols)
+        raw = b"".join(cols.sha256s)
+        if len(raw) != 32 * n:
+            raise ValueError("aggregate sample keys must be 32 bytes")
+        _, first, sample_of_row = np.unique(
+            np.frombuffer(raw, dtype="S32"), return_index=True, return_inverse=True
+        )
+        shas = tuple(cols.sha256s[i].hex() for i in first.tolist())
         found = store.feature_vectors(shas, schema)
-        keys = sorted(found)
-        index = {k: j for j, k in enumerate(keys)}
+        keys = tuple(k for k in shas if k in found)
+        vec_of_sample = np.full(len(shas), -1, dtype=np.int64)
+        vec_of_sample[np.fromiter((k in found for k in shas), bool, len(shas))] = np.arange(
+            len(keys)
+        )
+        sample_of_row = sample_of_row.reshape(-1).astype(np.intp)
+        verdicts = np.fromiter(map(verdict_lut.__getitem__, cols.verdicts), np.intp, n)
+        org_keys, org_of_row = np.unique(np.array(cols.org_keys), return_inverse=True)
+        names = dict(cols.org_names)
         yield RowBatch(
-            org_ids=tuple(r.org_id for r in rows),
-            sha256s=tuple(shas),
-            first_seen_ms=np.fromiter((r.first_seen_ms for r in rows), np.int64, len(rows)),
-            days=np.fromiter((r.day for r in rows), np.int64, len(rows)),
-            model_versions=np.fromiter((r.model_version for r in rows), np.int64, len(rows)),
-            counts=np.fromiter((r.count for r in rows), np.int64, len(rows)),
-            verdicts=tuple(r.verdict for r in rows),
+            org_ids=Coded(
+                tuple(names[k] for k in org_keys.tolist()), org_of_row.reshape(-1).astype(np.intp)
+            ),
+            sha256s=Coded(shas, sample_of_row),
+            first_seen_ms=np.array(cols.first_seen_ms, dtype=np.int64),
+            days=np.array(cols.days, dtype=np.int64),
+            model_versions=np.array(cols.model_versions, dtype=np.int64),
+            counts=np.array(cols.counts, dtype=np.int64),
+            verdicts=Coded(VERDICTS, verdicts),
             vectors=decode_vectors([found[k] for k in keys], vector_length),
-            vec_index=np.fromiter((index.get(s, -1) for s in shas), np.int64, len(rows)),
-            vec_sha256s=tuple(keys),
-            first_seen=tuple(_at(r.first_seen_ms) for r in rows),
+            vec_index=vec_of_sample[sample_of_row],
+            vec_sha256s=keys,
         )
 
 
