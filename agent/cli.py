@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
@@ -226,7 +227,7 @@ def run(
             clock=utc_now,
             updater=updater,
             on_event=pipe.record if pipe else None,
-            on_notice=_print_notice,
+            on_notice=_notice_to(pipe),
             config=AgentConfig(interval_s=interval),
         )
         agent.start()
@@ -325,6 +326,17 @@ def _stdout() -> TextIO:
 
 def _print_notice(notice: Notice) -> None:
     click.echo(f"{notice.kind.value}: {notice.detail}", err=True)
+
+
+def _notice_to(pipe: TelemetryPipe | None) -> Callable[[Notice], None]:
+    """Print each notice; with telemetry on, also count the health ones for the backend."""
+
+    def on_notice(notice: Notice) -> None:
+        _print_notice(notice)
+        if pipe is not None:
+            pipe.notice(notice)
+
+    return on_notice
 
 
 @main.command()

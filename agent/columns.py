@@ -16,7 +16,7 @@ Equivalence with the reference decoder is the contract, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from agent.telemetry import (
@@ -25,9 +25,11 @@ from agent.telemetry import (
     _REASONS,
     _SCHEMA_LENGTHS,
     _VERDICTS,
+    HealthCount,
     TelemetryEvent,
     _decode_events,
     _header,
+    _health,
     _opt_score,
     _unpack,
 )
@@ -67,6 +69,7 @@ class TelemetryColumns:
     shadow_model_version: tuple[int | None, ...]
     shadow_score: tuple[float | int | None, ...]
     shadow_verdict: tuple[str | None, ...]
+    health: tuple[HealthCount, ...] = ()
 
     @property
     def size(self) -> int:
@@ -183,7 +186,8 @@ def decode_columns(raw: bytes) -> TelemetryColumns:
     Raises:
         ValueError: the bytes are not a valid batch; the message names the first bad field.
     """
-    key, org, endpoint, dropped, rows = _header(_unpack(raw))
+    doc = _unpack(raw)
+    key, org, endpoint, dropped, rows = _header(doc)
     ok = set(map(type, rows)) == {tuple} and set(map(len, rows)) == {11}
     cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if ok else []
     try:
@@ -195,4 +199,6 @@ def decode_columns(raw: bytes) -> TelemetryColumns:
         # every column rule above is implied by a per-event rule there.
         _decode_events(rows, org, endpoint)
         raise ValueError("events: invalid")  # pragma: no cover - the line above raised
-    return TelemetryColumns(key, org, endpoint, dropped, *cols)
+    health = _health(doc)  # after the events, so a bad event is named first, as in decode_batch
+    out = TelemetryColumns(key, org, endpoint, dropped, *cols)
+    return replace(out, health=health) if health else out

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -69,15 +70,34 @@ class NoticeKind(StrEnum):
     BREAKER_TRIPPED = "breaker_tripped"
     MODEL_FALLBACK = "model_fallback"
     FAIL_OPEN = "fail_open"
+    SELF_TEST_FAILED = "self_test_failed"
+
+
+_HEALTH: dict[NoticeKind, str] = {
+    NoticeKind.SELF_TEST_FAILED: "self_test_failures",
+    NoticeKind.MODEL_FALLBACK: "model_errors",
+    NoticeKind.FAIL_OPEN: "model_errors",
+    NoticeKind.BREAKER_TRIPPED: "breaker_trips",
+}
+_MODEL_TARGET = re.compile(r"models/v(\d+)/")
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """One reportable agent event."""
+    """One reportable agent event; `model_version` names the model it concerns, if any."""
 
     at: dt.datetime
     kind: NoticeKind
     detail: str
+    model_version: int | None = None
+
+    @property
+    def health_counter(self) -> str | None:
+        """The telemetry health counter this notice adds to (`agent.telemetry.HealthCount`).
+
+        Only notices about a known model version count: the rollout gate compares versions.
+        """
+        return _HEALTH.get(self.kind) if self.model_version is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,15 +238,18 @@ class Agent:
         except (StateError, PolicyError) as exc:
             self._notice(now, NoticeKind.REJECTED, f"installed policy unusable: {exc}")
         self.active = self.fallback = self.shadow = None
-        for ref, slot in ((record.active, "active"), (record.last_known_good, "fallback"),
-                          (record.shadow, "shadow")):
+        for ref, slot in (
+            (record.active, "active"),
+            (record.last_known_good, "fallback"),
+            (record.shadow, "shadow"),
+        ):
             if ref is None:
                 continue
             try:
                 setattr(self, slot, load_bundle(self.state.bundle_dir(ref)))
             except BundleRejectedError as exc:
                 detail = f"{slot} bundle v{ref.version}: {exc}"
-                self._notice(now, NoticeKind.MODEL_FALLBACK, detail)
+                self._notice(now, NoticeKind.MODEL_FALLBACK, detail, ref.version)
         if self.active is None and self.fallback is not None:
             self.active, self.fallback = self.fallback, None
         if self._policy_version() != old_policy or record.active != old_active:
@@ -261,11 +284,20 @@ class Agent:
         rejected = tuple(f"{r.target}: {r.kind}: {r.message}" for r in outcome.rejections)
         for r in outcome.rejections:
             self._error(now, r.kind, f"{r.target}: {r.message}")
-            self._notice(now, NoticeKind.REJECTED, f"{r.target}: {r.message}")
+            found = _MODEL_TARGET.search(r.target)
+            version = int(found.group(1)) if found else None
+            kind = NoticeKind.SELF_TEST_FAILED if r.kind == "SelfTestError" else NoticeKind.REJECTED
+            self._notice(now, kind, f"{r.target}: {r.message}", version)
         self._save()
         first = outcome.rejections[0] if outcome.rejections else None
-        return CheckInResult(now, ok=True, changed=changed, error_kind=first.kind if first else "",
-                             error=first.message if first else "", rejections=rejected)
+        return CheckInResult(
+            now,
+            ok=True,
+            changed=changed,
+            error_kind=first.kind if first else "",
+            error=first.message if first else "",
+            rejections=rejected,
+        )
 
     def next_delay_s(self, rng: random.Random) -> float:
         """Seconds until the next check-in: the interval with +-jitter."""
@@ -286,7 +318,7 @@ class Agent:
                 self.active, self.fallback = self.fallback, None
                 kind = NoticeKind.MODEL_FALLBACK if self.active else NoticeKind.FAIL_OPEN
                 self._error(now, "ModelRuntimeError", f"model v{failed} failed: {exc}")
-                self._notice(now, kind, f"model v{failed} failed at run time: {exc}")
+                self._notice(now, kind, f"model v{failed} failed at run time: {exc}", failed)
                 self._status.serving_model_version = self.active.version if self.active else None
         return None, None
 
@@ -305,17 +337,27 @@ class Agent:
             thresholds = self.shadow.manifest.thresholds
             shadows.append(ShadowScore(self.shadow.version, sscore, thresholds))
         ev = evaluate(
-            sha256, score, policy=self.policy,
+            sha256,
+            score,
+            policy=self.policy,
             thresholds=self.active.manifest.thresholds if self.active else None,
-            breaker=self.breaker, now=now, shadow=shadows,
+            breaker=self.breaker,
+            now=now,
+            shadow=shadows,
         )
         self.breaker = ev.breaker
         if ev.breaker_tripped_now:
-            self._notice(now, NoticeKind.BREAKER_TRIPPED, ev.breaker.reason)
+            self._notice(now, NoticeKind.BREAKER_TRIPPED, ev.breaker.reason, version)
         event = DecisionEvent(
-            observed_at=now, sha256=sha256, score=ev.decision.score, verdict=ev.decision.verdict,
-            reason=ev.decision.reason, model_version=version, policy_version=self._policy_version(),
-            mode=effective_mode(self.policy, self.breaker), shadow=ev.shadow,
+            observed_at=now,
+            sha256=sha256,
+            score=ev.decision.score,
+            verdict=ev.decision.verdict,
+            reason=ev.decision.reason,
+            model_version=version,
+            policy_version=self._policy_version(),
+            mode=effective_mode(self.policy, self.breaker),
+            shadow=ev.shadow,
             features=np.asarray(vector, dtype="<f4").tobytes(),
         )
         counts = self._status.verdicts
@@ -332,7 +374,11 @@ class Agent:
             return ScanResult(path, FileStatus.ERROR, exc.strerror or str(exc))
         event = self.decide_vector(sha, extract_features(data, total_size=size), now)
         return ScanResult(
-            path, FileStatus.SCANNED, sha256=sha, size=size, truncated=size > len(data),
+            path,
+            FileStatus.SCANNED,
+            sha256=sha,
+            size=size,
+            truncated=size > len(data),
             decision=Decision(event.verdict, event.reason, event.score),
             model_version=event.model_version,
         )
@@ -344,8 +390,11 @@ class Agent:
         """
         now = self.clock()
         self._status.scans += 1
-        inputs = (self._status.serving_model_version, self._policy_version(),
-                  self.breaker.is_tripped)
+        inputs = (
+            self._status.serving_model_version,
+            self._policy_version(),
+            self.breaker.is_tripped,
+        )
         for path, early in iter_files(paths):
             if early is not None:
                 yield early
@@ -367,9 +416,11 @@ class Agent:
     def _error(self, now: dt.datetime, kind: str, message: str) -> None:
         self._status.last_error = {"at": _iso(now), "kind": kind, "message": message}
 
-    def _notice(self, now: dt.datetime, kind: NoticeKind, detail: str) -> None:
+    def _notice(
+        self, now: dt.datetime, kind: NoticeKind, detail: str, model_version: int | None = None
+    ) -> None:
         if self.on_notice is not None:
-            self.on_notice(Notice(now, kind, detail))
+            self.on_notice(Notice(now, kind, detail, model_version))
 
     def _save(self) -> None:
         b = self.breaker

@@ -55,11 +55,13 @@ from agent.errors import SpoolFullError, TransportError
 from agent.features import SCHEMA
 
 __all__ = [
-    "FORMAT_VERSION",
-    "MAX_EVENTS_PER_BATCH",
     "CheckinInfo",
     "Credentials",
+    "FORMAT_VERSION",
     "FlushReport",
+    "HEALTH_COUNTERS",
+    "HealthCount",
+    "MAX_EVENTS_PER_BATCH",
     "SenderConfig",
     "Spool",
     "TelemetryBatch",
@@ -123,6 +125,28 @@ class TelemetryEvent:
         return int(when.timestamp() * 1000)
 
 
+HEALTH_COUNTERS: Final = ("self_test_failures", "model_errors", "breaker_trips")
+_MAX_HEALTH: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCount:
+    """Agent health events about one model version on one day, carried beside the events.
+
+    The rollout controller compares canary and control on these as well as on alerts
+    (`backend.rollout`), so they name the version they concern: the candidate that failed its
+    self-test, the active model for run-time errors and breaker trips. `observed_at_ms` is the
+    first such event's time (its UTC day is the one counted). Optional on the wire (`health`):
+    batches without it, and backends that ignore it, work as before.
+    """
+
+    model_version: int
+    observed_at_ms: int
+    self_test_failures: int = 0
+    model_errors: int = 0
+    breaker_trips: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class TelemetryBatch:
     """A decoded batch: its idempotency key, sender, spool drop counter and events."""
@@ -132,16 +156,26 @@ class TelemetryBatch:
     endpoint_id: str
     dropped_events: int
     events: tuple[TelemetryEvent, ...]
+    health: tuple[HealthCount, ...] = ()
 
 
 def encode_batch(
-    events: Sequence[TelemetryEvent], *, key: str | None = None, dropped_events: int = 0
+    events: Sequence[TelemetryEvent],
+    *,
+    key: str | None = None,
+    dropped_events: int = 0,
+    health: Sequence[HealthCount] = (),
 ) -> bytes:
     """Encode events from one endpoint as one msgpack batch (a fresh uuid4 key unless given).
 
+    `health` rides along only when non-empty, so the bytes of a batch without it are unchanged.
+
     Raises:
-        ValueError: no events, too many, or events from more than one (org, endpoint).
+        ValueError: no events, too many, events from more than one (org, endpoint), or more
+            than 64 health rows.
     """
+    if len(health) > _MAX_HEALTH:
+        raise ValueError(f"a batch holds at most {_MAX_HEALTH} health rows")
     if not events or len(events) > MAX_EVENTS_PER_BATCH:
         raise ValueError(f"a batch holds 1..{MAX_EVENTS_PER_BATCH} events, got {len(events)}")
     org, endpoint = events[0].org_id, events[0].endpoint_id
@@ -172,6 +206,12 @@ def encode_batch(
         "dropped": dropped_events,
         "events": rows,
     }
+    if health:
+        doc["health"] = [
+            [h.model_version, h.observed_at_ms, h.self_test_failures, h.model_errors,
+             h.breaker_trips]
+            for h in health
+        ]  # fmt: skip
     return bytes(msgpack.packb(doc, use_bin_type=True))
 
 
@@ -237,6 +277,22 @@ def _header(doc: Any) -> tuple[str, str, str, int, tuple[Any, ...]]:
     if not isinstance(rows, tuple) or not rows:
         raise _fail("events", f"must be an array of 1..{MAX_EVENTS_PER_BATCH} events")
     return key, org, endpoint, dropped, rows
+
+
+def _health(doc: dict[str, Any]) -> tuple[HealthCount, ...]:
+    """Validate the optional `health` rows of a decoded batch (absent: none)."""
+    rows = doc.get("health", ())
+    if not isinstance(rows, tuple) or len(rows) > _MAX_HEALTH:
+        raise _fail("health", f"must be an array of at most {_MAX_HEALTH} rows")
+    out = []
+    for i, row in enumerate(rows):
+        ok = isinstance(row, tuple) and len(row) == 5 and all(type(x) is int for x in row)
+        if not ok or not 0 <= row[0] < 2**31 or not _MIN_MS <= row[1] < _MAX_MS:
+            raise _fail(f"health[{i}]", "must be [model version, observed_at_ms, 3 counts]")
+        if not all(0 <= x < 2**31 for x in row[2:]):
+            raise _fail(f"health[{i}]", "counts must be integers in [0, 2^31)")
+        out.append(HealthCount(*row))
+    return tuple(out)
 
 
 def _decode_events(rows: tuple[Any, ...], org: str, endpoint: str) -> tuple[TelemetryEvent, ...]:
@@ -312,8 +368,10 @@ def decode_batch(raw: bytes) -> TelemetryBatch:
     Raises:
         ValueError: the bytes are not a valid batch; the message names the first bad field.
     """
-    key, org, endpoint, dropped, rows = _header(_unpack(raw))
-    return TelemetryBatch(key, org, endpoint, dropped, _decode_events(rows, org, endpoint))
+    doc = _unpack(raw)
+    key, org, endpoint, dropped, rows = _header(doc)
+    events = _decode_events(rows, org, endpoint)
+    return TelemetryBatch(key, org, endpoint, dropped, events, _health(doc))
 
 
 def make_batches(
@@ -425,9 +483,10 @@ class Spool:
         self.dropped_batches += 1
         self.dropped_events += events
 
-    def put(self, events: Sequence[TelemetryEvent]) -> Path:
-        """Encode `events` as one batch and store it durably, dropping the oldest if needed."""
-        size = len(encode_batch(events, key="k" * 32, dropped_events=self.dropped_events)) + 16
+    def put(self, events: Sequence[TelemetryEvent], health: Sequence[HealthCount] = ()) -> Path:
+        """Encode `events` and `health` as one batch and store it, dropping the oldest if needed."""
+        size = len(encode_batch(events, key="k" * 32, dropped_events=self.dropped_events,
+                                health=health)) + 16  # fmt: skip
         if size > self.max_bytes:
             self.dropped_batches += 1
             self.dropped_events += len(events)
@@ -445,7 +504,9 @@ class Spool:
             dropped = True
         if dropped:
             self._write_counters()
-        data = encode_batch(events, key=uuid.uuid4().hex, dropped_events=self.dropped_events)
+        data = encode_batch(
+            events, key=uuid.uuid4().hex, dropped_events=self.dropped_events, health=health
+        )
         path = self.directory / f"{self._seq:016d}-{len(events)}.mpk"
         self._seq += 1
         _atomic_write(path, data)
@@ -712,7 +773,10 @@ class TelemetryPipe:
     """The daemon's telemetry hook: buffer decisions, spool them as batches, flush to the backend.
 
     `record` is the `Agent(on_event=...)` callback (it takes the daemon's `DecisionEvent`);
-    `flush(now)` spools what was buffered and sends the spool when the sender is due.
+    `notice` takes the daemon's `Notice`s and counts the health ones (self-test failures, model
+    errors, breaker trips: `Notice.health_counter`); `flush(now)` spools what was buffered,
+    the health counts riding in the first batch, and sends the spool when the sender is due.
+    Health counts wait for a batch with events (a batch never travels empty).
     """
 
     def __init__(
@@ -720,6 +784,22 @@ class TelemetryPipe:
     ) -> None:
         self.sender, self.creds, self.max_events = sender, creds, max_events
         self._buffer: list[TelemetryEvent] = []
+        self._health: dict[tuple[int, int], list[int]] = {}
+
+    def notice(self, notice: Any) -> None:
+        """Count a daemon `Notice` that reports agent health (others are ignored)."""
+        counter = getattr(notice, "health_counter", None)
+        version = getattr(notice, "model_version", None)
+        if counter not in HEALTH_COUNTERS or version is None:
+            return
+        at_ms = TelemetryEvent.ms(notice.at)
+        cell = self._health.setdefault((int(version), at_ms // 86_400_000), [at_ms, 0, 0, 0])
+        cell[1 + HEALTH_COUNTERS.index(counter)] += 1
+
+    def _take_health(self) -> tuple[HealthCount, ...]:
+        rows = [HealthCount(v, c[0], c[1], c[2], c[3]) for (v, _d), c in self._health.items()]
+        self._health = {}
+        return tuple(rows[:_MAX_HEALTH])
 
     def record(self, event: Any) -> None:
         """Turn one daemon `DecisionEvent` into a `TelemetryEvent` (pseudonyms only)."""
@@ -750,12 +830,15 @@ class TelemetryPipe:
         """
         buffered, self._buffer = self._buffer, []
         for batch in make_batches(buffered, max_events=self.max_events):
+            health = self._take_health() if self._health else ()
             try:
-                self.spool_put(batch)
+                self.spool_put(batch, health)
             except SpoolFullError:
                 continue  # counted by the spool; reported in the next batch
         return self.sender.flush(now)
 
-    def spool_put(self, batch: Sequence[TelemetryEvent]) -> None:
-        """Store one batch in the sender's spool."""
-        self.sender.spool.put(batch)
+    def spool_put(
+        self, batch: Sequence[TelemetryEvent], health: Sequence[HealthCount] = ()
+    ) -> None:
+        """Store one batch (with any health counts) in the sender's spool."""
+        self.sender.spool.put(batch, health)

@@ -255,6 +255,10 @@ class _Routes:
         else:
             self.metrics.batches_accepted.inc()
             self.metrics.events_ingested.inc(result.events)
+            if isinstance(self.store, Store):  # the rollout gate's counters live in SQLite
+                from backend.rollout_service import record_columns
+
+                record_columns(self.store, batch)
         return {"duplicate": result.duplicate, "events": result.events}
 
     async def telemetry(self, request: Request) -> Response:

@@ -24,13 +24,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from agent.columns import TelemetryColumns
 from agent.decision import Verdict
 from agent.policy import OrgPolicyModel, PolicyDocumentModel, RolloutModel
-from agent.telemetry import TelemetryBatch
+from agent.telemetry import HealthCount, TelemetryBatch
 from backend.admin import Publish
 from backend.errors import ConflictError, NotFoundError
 from backend.ingest import MS_PER_DAY
@@ -57,6 +59,7 @@ __all__ = [
     "get_rollout",
     "pause_rollout",
     "record_batch",
+    "record_columns",
     "record_endpoint_days",
     "resume_rollout",
     "rollout_status",
@@ -158,9 +161,54 @@ def record_endpoint_days(store: Store, rows: Iterable[EndpointDayRow]) -> int:
     return len(params)
 
 
+def _with_health(
+    rows: list[EndpointDayRow], endpoint: str, org: str, health: Iterable[HealthCount]
+) -> list[EndpointDayRow]:
+    """Add a batch's health counts to its rows (a version with health but no events gets a row).
+
+    Such a row is one endpoint-day of exposure for that version, which it was: the endpoint was
+    assigned the version that day (a canary whose self-test failed keeps running the old one).
+    """
+    by_key = {(r.day, r.model_version): r for r in rows}
+    for h in health:
+        key = (h.observed_at_ms // MS_PER_DAY, h.model_version)
+        r = by_key.get(key, EndpointDayRow(key[0], endpoint, key[1], org))
+        by_key[key] = replace(
+            r,
+            self_test_failures=r.self_test_failures + h.self_test_failures,
+            model_errors=r.model_errors + h.model_errors,
+            breaker_trips=r.breaker_trips + h.breaker_trips,
+        )
+    return list(by_key.values())
+
+
 def record_batch(store: Store, batch: TelemetryBatch) -> int:
-    """Count an accepted (non-duplicate) batch into `endpoint_days`."""
-    return record_endpoint_days(store, endpoint_days_of(batch))
+    """Count an accepted (non-duplicate) batch, events and health, into `endpoint_days`."""
+    rows = _with_health(endpoint_days_of(batch), batch.endpoint_id, batch.org_id, batch.health)
+    return record_endpoint_days(store, rows)
+
+
+def record_columns(store: Store, batch: TelemetryColumns) -> int:
+    """`record_batch` for the columnar batch the telemetry route decodes (`agent.columns`)."""
+    acc = Counter(
+        zip(
+            (at // MS_PER_DAY for at in batch.observed_at_ms),
+            batch.model_version,
+            (v in _ALERTS for v in batch.verdict),
+            strict=True,
+        )
+    )
+    cells: dict[tuple[int, int], list[int]] = {}
+    for (day, version, alert), n in acc.items():
+        cell = cells.setdefault((day, version), [0, 0])
+        cell[0] += n
+        cell[1] += n if alert else 0
+    rows = [
+        EndpointDayRow(day, batch.endpoint_id, version, batch.org_id, n, a)
+        for (day, version), (n, a) in cells.items()
+    ]
+    rows = _with_health(rows, batch.endpoint_id, batch.org_id, batch.health)
+    return record_endpoint_days(store, rows)
 
 
 def _arms(

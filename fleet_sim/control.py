@@ -29,9 +29,10 @@ from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
 from agent.policy import EffectivePolicy, RolloutAssignment, assigned_version
+from backend.rollout_service import record_endpoint_days
 from fleet_sim._clock import DAY_S, SimClock
 from fleet_sim.backend_link import VERDICTS, InProcessLink
-from fleet_sim.rollout import EndpointDayTally, HealthKind, RolloutRecord, write_evidence
+from fleet_sim.rollout import EndpointDayTally, HealthKind, RolloutRecord
 from fleet_sim.scenario import (
     Action,
     AllowlistAdd,
@@ -399,12 +400,16 @@ class Fleet:
         """Write the endpoint-day evidence, then tick the rollout controller (if any).
 
         Evidence is collected while a rollout is active, and throughout when the scenario asks
-        for it (`endpoint_days = true`): the same counters the backend records from agents.
+        for it (`endpoint_days = true`): the same counters the backend records from agents
+        (`backend.rollout_service.record_batch`); the health totals written are counted as
+        `backend_self_test_failures`, `backend_model_errors` and `backend_breaker_trips`.
         """
         if self.tally is not None:
-            self.evidence_rows += write_evidence(
-                self.link.store, self.tally, self.link.org_ids, self.world.ep_org
-            )
+            rows = self.tally.take(self.link.org_ids, self.world.ep_org)
+            if rows:
+                self.evidence_rows += record_endpoint_days(self.link.store, rows)
+                for name in ("self_test_failures", "model_errors", "breaker_trips"):
+                    self.recorder.count(f"backend_{name}", sum(getattr(r, name) for r in rows))
         if self.rollout is not None:
             self.rollout.tick(t, self.recorder)
             if not self.rollout.is_active and not self.keep_evidence:

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,31 @@ def figure_png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World) -> list[dict[str, Any]]:
+def _stage_start(r: RolloutRecord, t: float) -> float:
+    """When the stage that decided at `t` began (the start, or the advance before it)."""
+    start = r.started_s
+    for when, d, _ in r.decisions:
+        if when < t and d.action.value == "advance":
+            start = when
+    return start
+
+
+def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World, t: float) -> list[dict[str, Any]]:
     """Per org: the transition prediction beside what the canary stage measured.
 
     Measured new alerts per day = (canary rate - control rate) per endpoint-day, times the
     org's endpoints (one endpoint-day each per day): what the org would see with every
-    endpoint on the new version, the quantity the prediction states. A stage evaluated before
-    its first full day has partial endpoint-days (the rows count endpoints that reported that
-    day), which under-counts a day's exposure; the ratio and the test are unaffected.
+    endpoint on the new version, the quantity the prediction states. A row counts an endpoint
+    that reported on a day however little of that day the stage covered, so the rates are
+    scaled by (calendar days spanned / days elapsed) to whole days; the test itself compares
+    the rows as they are (both arms share the bias).
     """
     sizes = {name: int(world.org_size[i]) for i, name in enumerate(world.org_names)}
+    # a row counts an endpoint that reported on a day, however little of the day the stage ran:
+    # scale the per-row rates to whole days of exposure
+    begun = _stage_start(r, t)
+    span = math.floor(t / DAY_S - 1e-9) - math.floor(begun / DAY_S) + 1
+    full_day = max(1, span) / max((t - begun) / DAY_S, 1 / 24)
     rows = []
     seen: set[str] = set()
     for test in d.tests:
@@ -67,7 +83,7 @@ def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World) -> list[dict[s
                 "endpoints": per_day,
                 "org_id": test.org_id,
                 "predicted_new_fp_alerts_per_day": r.prediction.get(test.org_id),
-                "measured_new_alerts_per_day": round((c_rate - k_rate) * per_day, 2),
+                "measured_new_alerts_per_day": round((c_rate - k_rate) * per_day * full_day, 2),
                 "canary_alerts_per_endpoint_day": round(c_rate, 4),
                 "control_alerts_per_endpoint_day": round(k_rate, 4),
                 "rate_ratio": test.rate_ratio,
@@ -97,7 +113,7 @@ def _rollout_dict(r: RolloutRecord, world: World) -> dict[str, Any]:
                 "canary": asdict(d.canary),
                 "control": asdict(d.control),
                 "tests": [x.to_dict() for x in d.tests if x.org_id is None],
-                "per_org": _org_rows(r, d, world),
+                "per_org": _org_rows(r, d, world, t),
             }
         )
     return {

@@ -33,7 +33,6 @@ from backend.rollout import RolloutAction, RolloutConfig, RolloutDecision, Rollo
 from backend.rollout_service import (
     EndpointDayRow,
     get_rollout,
-    record_endpoint_days,
     start_rollout,
     tick_rollout,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "HealthKind",
     "RolloutRecord",
     "rollout_config",
-    "write_evidence",
 ]
 
 I64 = npt.NDArray[np.int64]
@@ -253,11 +251,3 @@ class ControllerRollout:
             if d.action is RolloutAction.HALT:
                 self.record.halt_policy_version = after
                 self.record.halt_s = t
-
-
-def write_evidence(
-    store: Store, tally: EndpointDayTally, org_ids: Sequence[str], ep_org: npt.NDArray[np.int32]
-) -> int:
-    """Write the tally's rows into the backend's endpoint-day counters; returns rows written."""
-    rows = tally.take(org_ids, ep_org)
-    return record_endpoint_days(store, rows) if rows else 0
