@@ -8,6 +8,11 @@ Prints `cores: N`, `rescore_samples_per_min: X` (aggregate rows rescored per min
 config, streaming from SQLite in batches of `--batch-rows`) and peak memory.
 
     .venv/bin/python benchmarks/rescore_bench.py [--rows 1000000] [--samples 20000]
+        [--engine spark [--spark-master local[2]]]
+
+`--engine spark` also exports the store as Parquet and runs `run_rescore_spark` on the same
+configs (session start excluded, export timed apart), checks it agrees, and prints its
+samples/min beside the local engine's.
 """
 
 from __future__ import annotations
@@ -98,7 +103,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20_000)
     ap.add_argument("--batch-rows", type=int, default=65_536)
     ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="spark: also run the PySpark engine over a Parquet export, beside the local figure",
+    )
+    ap.add_argument("--spark-master", default="local[2]")
     args = ap.parse_args()
+    spark_s = export_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         store, bundle = build(Path(tmp), args.rows, args.samples, args.bundle)
@@ -111,6 +124,20 @@ def main() -> None:
         t1 = time.perf_counter()
         summaries = run_rescore(store, [base, exp], now=now, batch_rows=args.batch_rows)
         elapsed = time.perf_counter() - t1
+        if args.engine == "spark":
+            from backend.export import export
+            from backend.spark_engine import run_rescore_spark, spark_session
+
+            t2 = time.perf_counter()
+            out = export(store, Path(tmp) / "export")
+            export_s = time.perf_counter() - t2
+            spark = spark_session(args.spark_master)
+            spark.sparkContext.setLogLevel("ERROR")
+            t3 = time.perf_counter()
+            on_spark = run_rescore_spark(out.out_dir, [base, exp], now=now, spark=spark)
+            spark_s = time.perf_counter() - t3
+            spark.stop()
+            assert on_spark == summaries, "the engines disagree"
         store.close()
     assert summaries[0].encounters > 0
     print(f"cores: {os.cpu_count()}")
@@ -118,6 +145,11 @@ def main() -> None:
     print("configs: 2")
     print(f"rescore_s: {elapsed:.2f}")
     print(f"rescore_samples_per_min: {n_rows / elapsed * 60:,.0f}")
+    if spark_s:
+        print(f"export_s: {export_s:.2f}")
+        print(f"spark_master: {args.spark_master}")
+        print(f"spark_rescore_s: {spark_s:.2f}")
+        print(f"spark_rescore_samples_per_min: {n_rows / spark_s * 60:,.0f}")
     print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 
 
