@@ -527,8 +527,13 @@ def create_app(
     clock: Callable[[], dt.datetime] = utc_now,
     metrics: Metrics | None = None,
     config: AppConfig | None = None,
+    rollout_tick_s: float | None = None,
 ) -> Starlette:
-    """Build the ASGI app. `publish` defaults to signing into the TUF repository at `repo_dir`."""
+    """Build the ASGI app. `publish` defaults to signing into the TUF repository at `repo_dir`.
+
+    `rollout_tick_s` (off by default) runs the rollout controller's tick every that many
+    seconds for as long as the app serves (`backend.rollout_ticker`), with time from `clock`.
+    """
     if publish is None:
         if repo_dir is None:
             raise ValueError("give repo_dir or publish")
@@ -561,7 +566,14 @@ def create_app(
             Mount("/tuf/metadata", app=_Static(root / "metadata")),
             Mount("/tuf/targets", app=_TargetsGate(_Static(root / "targets"), r)),
         ]
-    app = Starlette(routes=routes, exception_handlers={BackendError: _on_backend_error})
+    lifespan = None
+    if rollout_tick_s is not None and isinstance(store, Store):  # its tables live in SQLite
+        from backend.rollout_ticker import tick_lifespan
+
+        lifespan = tick_lifespan(store, publish, clock, rollout_tick_s)
+    app = Starlette(
+        routes=routes, exception_handlers={BackendError: _on_backend_error}, lifespan=lifespan
+    )
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.store = store
     app.state.metrics = metrics
@@ -576,10 +588,12 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     synchronous: str = "FULL",
+    rollout_tick_s: float | None = 60.0,
 ) -> None:
     """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`).
 
     `db` is a SQLite path or a `postgresql://` URL (`backend.stores.open_store`).
+    `rollout_tick_s`: how often the rollout controller decides on its own (None: never).
     """
     import uvicorn
 
@@ -593,7 +607,7 @@ def serve(
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     try:
         uvicorn.run(
-            create_app(store, repo_dir),
+            create_app(store, repo_dir, rollout_tick_s=rollout_tick_s),
             host=host,
             port=port,
             log_level="warning",

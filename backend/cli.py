@@ -73,13 +73,23 @@ def backend() -> None:
     show_default=True,
     help="SQLite durability: FULL survives power loss, NORMAL only a process crash.",
 )
-def serve_cmd(db: str, repo_dir: Path, host: str, port: int, synchronous: str) -> None:
-    """Serve the API, the TUF repository (/tuf/) and /metrics.
+@click.option(
+    "--rollout-tick-s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Run the rollout controller's tick every N seconds (0: only on request).",
+)
+def serve_cmd(
+    db: str, repo_dir: Path, host: str, port: int, synchronous: str, rollout_tick_s: float
+) -> None:
+    """Serve the API, the TUF repository (/tuf/) and /metrics; tick rollouts on an interval.
 
     Example: fleetward backend serve --db fleet.db --repo repo --port 8080
     (or --db postgresql://fleetward@db.internal/fleetward)
     """
-    serve(db, repo_dir, host=host, port=port, synchronous=synchronous)
+    serve(db, repo_dir, host=host, port=port, synchronous=synchronous,
+          rollout_tick_s=rollout_tick_s or None)  # fmt: skip
 
 
 @backend.group("org")
