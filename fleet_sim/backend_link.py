@@ -40,7 +40,7 @@ from backend.ingest import AggregateRow, FeatureRow, aggregate, parse_batch
 from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 
-__all__ = ["InProcessLink", "VERDICTS"]
+__all__ = ["VERDICTS", "InProcessLink"]
 
 VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
 _MAX_BATCH = 8 * 1024 * 1024
