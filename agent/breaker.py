@@ -47,7 +47,7 @@ def observe(
         return state
     window = dt.timedelta(minutes=config.window_min)
     recent = tuple(t for t in state.block_times if now - t < window) + (now,)
-    recent = recent[-(config.max_blocks + 1):]
+    recent = recent[-(config.max_blocks + 1) :]
     if len(recent) > config.max_blocks:
         return BreakerState(
             recent,

@@ -73,8 +73,9 @@ def context_for(
     block = thresholds.block if thresholds else 1.0
     detect = thresholds.detect if thresholds else None
     if policy is None:
-        return DecisionContext(block_threshold=block, detect_threshold=detect,
-                               breaker_tripped=breaker_tripped)
+        return DecisionContext(
+            block_threshold=block, detect_threshold=detect, breaker_tripped=breaker_tripped
+        )
     return DecisionContext(
         block_threshold=policy.block_threshold if policy.block_threshold is not None else block,
         detect_threshold=policy.detect_threshold if policy.detect_threshold is not None else detect,
