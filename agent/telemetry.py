@@ -55,13 +55,13 @@ from agent.errors import SpoolFullError, TransportError
 from agent.features import SCHEMA
 
 __all__ = [
+    "FORMAT_VERSION",
+    "HEALTH_COUNTERS",
+    "MAX_EVENTS_PER_BATCH",
     "CheckinInfo",
     "Credentials",
-    "FORMAT_VERSION",
     "FlushReport",
-    "HEALTH_COUNTERS",
     "HealthCount",
-    "MAX_EVENTS_PER_BATCH",
     "SenderConfig",
     "Spool",
     "TelemetryBatch",

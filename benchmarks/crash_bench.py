@@ -38,8 +38,9 @@ def main() -> None:
             bundles[v] = train_model(corpus, recipe, tmp / f"v{v}", now=now).bundle_dir
         for world in make_world(tmp / "world", bundles):
             template, anchor = prepare(world, tmp)
-            results = run_trials(template, anchor, world.server.url, tmp / "trials",
-                                 n=args.trials, seed=args.seed)
+            results = run_trials(
+                template, anchor, world.server.url, tmp / "trials", n=args.trials, seed=args.seed
+            )
     ends = Counter(r.active_version for r in results)
     mixed = sum(1 for r in results if r.active_version not in (1, 2) or not r.complete)
     print(f"crash_trials: {len(results)}")

@@ -54,8 +54,10 @@ def init_cmd(repo_dir: Path) -> None:
         versions = init_repository(repo_dir, now=utc_now())
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"initialised {repo_dir}: {_versions(versions)}; trust anchor "
-               f"{repo_dir / 'metadata' / '1.root.json'}")
+    click.echo(
+        f"initialised {repo_dir}: {_versions(versions)}; trust anchor "
+        f"{repo_dir / 'metadata' / '1.root.json'}"
+    )
 
 
 @repo.command("publish-model")
@@ -101,8 +103,16 @@ def rotate_key_cmd(repo_dir: Path, role: str, keyid: str | None) -> None:
         result = rotate_key(repo_dir, role, now=utc_now(), keyid=keyid)
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps({"role": result.role, "revoked_keyid": result.revoked_keyid,
-                           "new_keyid": result.new_keyid, "root_version": result.versions.root}))
+    click.echo(
+        json.dumps(
+            {
+                "role": result.role,
+                "revoked_keyid": result.revoked_keyid,
+                "new_keyid": result.new_keyid,
+                "root_version": result.versions.root,
+            }
+        )
+    )
 
 
 @repo.command("refresh")

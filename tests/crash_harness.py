@@ -57,9 +57,24 @@ def inspect(state_dir: Path) -> tuple[int | None, bool]:
 def run_trial(template: Path, anchor: Path, url: str, dest: Path, delay_s: float) -> TrialResult:
     shutil.copytree(template, dest)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--once", "--repo-url", url, "--org", ORG,
-         "--state-dir", str(dest), "--root", str(anchor)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--once",
+            "--repo-url",
+            url,
+            "--org",
+            ORG,
+            "--state-dir",
+            str(dest),
+            "--root",
+            str(anchor),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
     )
     assert proc.stderr is not None
     for line in proc.stderr:  # the kill timer starts when the check-in starts
@@ -73,8 +88,11 @@ def run_trial(template: Path, anchor: Path, url: str, dest: Path, delay_s: float
     return TrialResult(delay_s, version, complete, code)
 
 
-def run_trials(template: Path, anchor: Path, url: str, work: Path, n: int, seed: int,
-               max_delay_s: float = 0.3) -> list[TrialResult]:
+def run_trials(
+    template: Path, anchor: Path, url: str, work: Path, n: int, seed: int, max_delay_s: float = 0.3
+) -> list[TrialResult]:
     rng = random.Random(seed)
-    return [run_trial(template, anchor, url, work / f"trial-{i}", rng.uniform(0.0, max_delay_s))
-            for i in range(n)]
+    return [
+        run_trial(template, anchor, url, work / f"trial-{i}", rng.uniform(0.0, max_delay_s))
+        for i in range(n)
+    ]

@@ -58,9 +58,17 @@ def test_tripped_breaker_latches_until_reset() -> None:
 
 
 def _policy(**kw) -> EffectivePolicy:
-    base = dict(policy_version=1, mode=Mode.ENFORCE, model_version=1, shadow_model_version=None,
-                allowlist=(), blocklist=(), block_threshold=None, detect_threshold=None,
-                breaker=CONFIG)
+    base = dict(
+        policy_version=1,
+        mode=Mode.ENFORCE,
+        model_version=1,
+        shadow_model_version=None,
+        allowlist=(),
+        blocklist=(),
+        block_threshold=None,
+        detect_threshold=None,
+        breaker=CONFIG,
+    )
     base.update(kw)
     return EffectivePolicy(**base)
 
@@ -69,8 +77,14 @@ def test_engine_downgrades_blocks_to_detect_once_tripped() -> None:
     state = BreakerState()
     verdicts = []
     for i in range(6):
-        ev = evaluate("a" * 64, 0.99, policy=_policy(), thresholds=Thresholds(0.5),
-                      breaker=state, now=T0 + dt.timedelta(seconds=i))
+        ev = evaluate(
+            "a" * 64,
+            0.99,
+            policy=_policy(),
+            thresholds=Thresholds(0.5),
+            breaker=state,
+            now=T0 + dt.timedelta(seconds=i),
+        )
         state = ev.breaker
         verdicts.append((ev.decision.verdict, ev.breaker_tripped_now))
     assert verdicts[3] == (Verdict.BLOCK, True)
@@ -81,23 +95,43 @@ def test_engine_downgrades_blocks_to_detect_once_tripped() -> None:
 def test_policy_threshold_override_wins_and_expired_allowlist_entry_no_longer_applies() -> None:
     entry = ListEntry("b" * 64, created_at=T0 - dt.timedelta(days=2), expires_at=T0)
     policy = _policy(block_threshold=0.9, allowlist=(entry,))
-    ev = evaluate("b" * 64, 0.95, policy=policy, thresholds=Thresholds(0.99),
-                  breaker=BreakerState(), now=T0)
+    ev = evaluate(
+        "b" * 64, 0.95, policy=policy, thresholds=Thresholds(0.99), breaker=BreakerState(), now=T0
+    )
     assert ev.decision.verdict is Verdict.BLOCK and ev.decision.reason is Reason.SCORE_BLOCK
-    ev = evaluate("b" * 64, 0.95, policy=policy, thresholds=Thresholds(0.99),
-                  breaker=BreakerState(), now=T0 - dt.timedelta(days=1))
+    ev = evaluate(
+        "b" * 64,
+        0.95,
+        policy=policy,
+        thresholds=Thresholds(0.99),
+        breaker=BreakerState(),
+        now=T0 - dt.timedelta(days=1),
+    )
     assert ev.decision.verdict is Verdict.ALLOWLISTED
 
 
 def test_shadow_verdicts_use_their_own_thresholds_and_never_feed_the_breaker() -> None:
-    ev = evaluate("c" * 64, 0.2, policy=_policy(), thresholds=Thresholds(0.5),
-                  breaker=BreakerState(), now=T0, shadow=[ShadowScore(2, 0.99, Thresholds(0.5))])
+    ev = evaluate(
+        "c" * 64,
+        0.2,
+        policy=_policy(),
+        thresholds=Thresholds(0.5),
+        breaker=BreakerState(),
+        now=T0,
+        shadow=[ShadowScore(2, 0.99, Thresholds(0.5))],
+    )
     assert ev.decision.verdict is Verdict.ALLOW
     assert ev.shadow[0].verdict is Verdict.BLOCK
     assert ev.breaker == BreakerState()
 
 
 def test_kill_switch_allows_everything() -> None:
-    ev = evaluate("d" * 64, 0.99, policy=_policy(mode=Mode.OFF), thresholds=Thresholds(0.5),
-                  breaker=BreakerState(), now=T0)
+    ev = evaluate(
+        "d" * 64,
+        0.99,
+        policy=_policy(mode=Mode.OFF),
+        thresholds=Thresholds(0.5),
+        breaker=BreakerState(),
+        now=T0,
+    )
     assert ev.decision.verdict is Verdict.ALLOW and ev.decision.reason is Reason.MODE_OFF

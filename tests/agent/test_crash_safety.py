@@ -23,8 +23,9 @@ def test_sigkill_during_update_leaves_old_or_new_model_complete(tmp_path: Path, 
         # each killed agent recovers on restart and finishes the update
         for i in (0, len(results) - 1):
             state = tmp_path / "trials" / f"trial-{i}"
-            updater = UpdateClient(state, world.server.url, org=ORG,
-                                   trust_anchor=anchor.read_bytes())
+            updater = UpdateClient(
+                state, world.server.url, org=ORG, trust_anchor=anchor.read_bytes()
+            )
             agent = Agent(state, org=ORG, clock=utc_now, updater=updater)
             agent.start()
             assert agent.check_in().ok

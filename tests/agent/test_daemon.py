@@ -48,12 +48,32 @@ def test_published_model_and_kill_switch_reach_a_running_agent(tmp_path: Path, b
     state = tmp_path / "state"
     with serving(repo) as server:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--repo-url", server.url, "--org", ORG,
-             "--state-dir", str(state), "--root", str(repo / "metadata" / "1.root.json"),
-             "--interval", "0.2", "--watch", str(watch), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "--repo-url",
+                server.url,
+                "--org",
+                ORG,
+                "--state-dir",
+                str(state),
+                "--root",
+                str(repo / "metadata" / "1.root.json"),
+                "--interval",
+                "0.2",
+                "--watch",
+                str(watch),
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            text=True,
         )
         try:
+
             def status() -> dict:
                 out = CliRunner().invoke(agent_cli, ["status", "--state-dir", str(state), "--json"])
                 return json.loads(out.output) if out.exit_code == 0 else {}
@@ -124,9 +144,16 @@ def test_shadow_model_verdicts_reach_telemetry_only(world: World) -> None:
 
 
 def test_block_storm_switches_endpoint_to_detect_only(world: World, tmp_path: Path) -> None:
-    publish_policy(world.repo, policy_bytes(2, model_version=1, breaker={"max_blocks": 3,
-                                                                      "window_min": 10},
-                                            thresholds={"block": 0.0}), now=utc_now())
+    publish_policy(
+        world.repo,
+        policy_bytes(
+            2,
+            model_version=1,
+            breaker={"max_blocks": 3, "window_min": 10},
+            thresholds={"block": 0.0},
+        ),
+        now=utc_now(),
+    )
     assert world.agent.check_in().changed
     t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     verdicts = [
@@ -163,15 +190,33 @@ def test_status_json_has_the_documented_keys(world: World) -> None:
     out = CliRunner().invoke(agent_cli, ["status", "--state-dir", str(world.state), "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
-    for key in ("active_model_version", "last_known_good_version", "policy_version", "mode",
-                "last_successful_update_at", "last_error"):
+    for key in (
+        "active_model_version",
+        "last_known_good_version",
+        "policy_version",
+        "mode",
+        "last_successful_update_at",
+        "last_error",
+    ):
         assert key in data
     assert data["mode"] == "enforce"
 
 
 def test_run_once_without_trust_anchor_is_refused(tmp_path: Path) -> None:
-    out = CliRunner().invoke(agent_cli, ["run", "--once", "--repo-url", "http://127.0.0.1:9",
-                                         "--org", ORG, "--state-dir", str(tmp_path / "s")])
+    out = CliRunner().invoke(
+        agent_cli,
+        [
+            "run",
+            "--once",
+            "--repo-url",
+            "http://127.0.0.1:9",
+            "--org",
+            ORG,
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+    )
     assert out.exit_code == 0  # the check-in fails and is recorded; the agent still scans
     assert "StateError" in json.dumps(
-        json.loads((tmp_path / "s" / "status.json").read_text())["last_error"])
+        json.loads((tmp_path / "s" / "status.json").read_text())["last_error"]
+    )
