@@ -443,6 +443,56 @@ class Store:
             now,
         )
 
+    def ingest_columns(
+        self,
+        key: str,
+        endpoint_id: str,
+        *,
+        day: Sequence[int],
+        org_id: Sequence[str],
+        sha256: Sequence[bytes],
+        model_version: Sequence[int],
+        verdict: Sequence[str],
+        count: Sequence[int],
+        endpoints: Sequence[bytes],
+        first_seen_ms: Sequence[int],
+        last_seen_ms: Sequence[int],
+        features: Sequence[tuple[bytes, str, bytes]],
+        now: dt.datetime,
+    ) -> IngestResult:
+        """Apply many orgs' aggregate rows, given as columns, in one transaction (bulk path).
+
+        What `ingest` writes for the same `AggregateRow`s (not shadow), without building a row
+        object per row: the simulator folds a whole day of a fleet this way. `sha256` is the
+        32 raw bytes, `verdict` the verdict's value, `endpoints` each row's sketch. Rows are
+        written in the order given (callers sort by the table key for locality).
+
+        Raises:
+            NotFoundError: a row names an org the store does not know.
+            ValueError: the columns differ in length.
+        """
+        n = len(day)
+        cols = (org_id, sha256, model_version, verdict, count, endpoints)
+        if any(len(c) != n for c in (*cols, first_seen_ms, last_seen_ms)):
+            raise ValueError("ingest_columns: columns of different lengths")
+        orgs = {o: self._org_key(o) for o in set(org_id)}
+        params = list(
+            zip(
+                day,
+                [orgs[o] for o in org_id],
+                sha256,
+                model_version,
+                [0] * n,
+                verdict,
+                count,
+                endpoints,
+                first_seen_ms,
+                last_seen_ms,
+                strict=True,
+            )
+        )
+        return self._apply(endpoint_id, key, 0, 0, params, features, now)
+
     def _org_key(self, org_id: str) -> int:
         org = self._orgs.get(org_id)
         if org is None:

@@ -6,8 +6,9 @@ history is the store's append-only history, and telemetry lands in the store's a
 - exact mode sends each endpoint's batch through the real wire path
   (`agent.telemetry.encode_batch` -> `backend.ingest.parse_batch` -> `aggregate` -> `ingest`);
 - cohort mode folds delivered events in numpy into the same `AggregateRow`s (count, distinct
-  endpoint sketch exactly as `backend.sketch` builds it, first/last seen) and ingests one batch
-  per org and fold. The batch record of a cohort fold carries no events (the rows do).
+  endpoint sketch exactly as `backend.sketch` builds it, first/last seen) and ingests each fold
+  as columns in one call (`Store.ingest_columns`, one transaction, no object per row). The
+  batch record of a cohort fold carries no events (the rows do).
 
 A backend outage is a set of time windows during which `is_up(t)` is false: the simulated
 agents then keep their last verified policy and spool telemetry.
@@ -34,9 +35,9 @@ from agent.policy import (
     PolicyDocumentModel,
     resolve_policy,
 )
-from agent.telemetry import TelemetryBatch, TelemetryEvent, encode_batch
+from agent.telemetry import TelemetryEvent, encode_batch
 from backend import admin, sketch
-from backend.ingest import AggregateRow, FeatureRow, aggregate, parse_batch
+from backend.ingest import aggregate, parse_batch
 from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 
@@ -65,6 +66,8 @@ class InProcessLink:
     _hash_arr: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     _rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _fold_seq: int = 0
+    _sha_raw: list[bytes] = field(default_factory=list)
+    _sha_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def open(
@@ -228,6 +231,15 @@ class InProcessLink:
             self._rank = rank
         return self._rank
 
+    def _sha_index(self) -> tuple[list[bytes], npt.NDArray[np.int64]]:
+        """Each sample's raw sha256 and its position in byte order (computed once)."""
+        if len(self._sha_raw) != len(self.sha256):
+            self._sha_raw = [bytes.fromhex(s) for s in self.sha256]
+            rank = np.empty(len(self._sha_raw), np.int64)
+            rank[np.argsort(np.asarray(self.sha256))] = np.arange(len(self._sha_raw))
+            self._sha_rank = rank
+        return self._sha_raw, self._sha_rank
+
     def ingest_folded(
         self,
         *,
@@ -240,7 +252,7 @@ class InProcessLink:
         t_ms: npt.NDArray[np.int64],
         now: dt.datetime,
     ) -> int:
-        """Fold delivered events into aggregate rows and ingest them (one batch per org).
+        """Fold delivered events into aggregate rows and ingest them (one batch per fold).
 
         One sort does the whole fold: events are keyed by (row, endpoint hash rank), so the
         sorted keys give each row's count and first/last time (its run) and its distinct
@@ -285,43 +297,34 @@ class InProcessLink:
         first_of = order[starts]
         org_s, day_s, sample_s = org[first_of], day[first_of], sample[first_of]
         model_s, verdict_s = model[first_of], verdict[first_of]
-        by_org: dict[int, list[AggregateRow]] = {}
-        o_l, d_l, s_l = org_s.tolist(), day_s.tolist(), sample_s.tolist()
-        m_l, v_l = model_s.tolist(), verdict_s.tolist()
-        c_l, f_l, l_l = counts.tolist(), first.tolist(), last.tolist()
-        for i in range(starts.size):
-            o = o_l[i]
-            by_org.setdefault(o, []).append(
-                AggregateRow(
-                    d_l[i],
-                    self.org_ids[o],
-                    self.sha256[s_l[i]],
-                    m_l[i],
-                    False,
-                    VERDICTS[v_l[i]],
-                    c_l[i],
-                    sketches[i],
-                    f_l[i],
-                    l_l[i],
-                )
-            )
+        raw, sha_rank = self._sha_index()
+        # the aggregates table's key order (day, org, sha256, model, verdict) for locality
+        by_key = np.lexsort((verdict_s, model_s, sha_rank[sample_s], org_s, day_s))
+        n_rows = starts.size
         seen = np.flatnonzero(np.bincount(sample, minlength=n_s)).tolist()
         new_samples = [s for s in seen if s not in self._features_sent]
-        feats = []
-        for s in new_samples:
-            self._features_sent.add(s)
-            feats.append(
-                FeatureRow(
-                    self.sha256[s], SCHEMA.name, np.asarray(self.features[s], "<f4").tobytes()
-                )
-            )
+        self._features_sent.update(new_samples)
+        feats = [
+            (raw[s], SCHEMA.name, np.asarray(self.features[s], "<f4").tobytes())
+            for s in new_samples
+        ]
         self._fold_seq += 1
-        for o, rows in by_org.items():
-            batch = TelemetryBatch(
-                f"sim-fold-{self._fold_seq:06d}-{o:05d}", self.org_ids[o], "sim-cohort", 0, ()
-            )
-            self.store.ingest(batch, rows, feats, now)
-            feats = []
-            self.rows_ingested += len(rows)
-            self.batches += 1
+        org_ids, verdict_names = self.org_ids, [v.value for v in VERDICTS]
+        self.store.ingest_columns(
+            f"sim-fold-{self._fold_seq:06d}",
+            "sim-cohort",
+            day=day_s[by_key].tolist(),
+            org_id=[org_ids[o] for o in org_s[by_key].tolist()],
+            sha256=[raw[x] for x in sample_s[by_key].tolist()],
+            model_version=model_s[by_key].tolist(),
+            verdict=[verdict_names[v] for v in verdict_s[by_key].tolist()],
+            count=counts[by_key].tolist(),
+            endpoints=[sketches[i] for i in by_key.tolist()],
+            first_seen_ms=first[by_key].tolist(),
+            last_seen_ms=last[by_key].tolist(),
+            features=feats,
+            now=now,
+        )
+        self.rows_ingested += n_rows
+        self.batches += 1
         return starts.size
