@@ -51,6 +51,7 @@ from backend.rollout import (
 from backend.store import Store
 
 __all__ = [
+    "EndpointDayColumns",
     "EndpointDayRow",
     "abort_rollout",
     "decision_log",
@@ -60,6 +61,7 @@ __all__ = [
     "pause_rollout",
     "record_batch",
     "record_columns",
+    "record_endpoint_day_columns",
     "record_endpoint_days",
     "resume_rollout",
     "rollout_status",
@@ -134,14 +136,52 @@ def endpoint_days_of(batch: TelemetryBatch) -> list[EndpointDayRow]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointDayColumns:
+    """Many `EndpointDayRow`s as columns (row i across them): the bulk form, no object per row."""
+
+    day: Sequence[int]
+    endpoint_id: Sequence[str]
+    model_version: Sequence[int]
+    org_id: Sequence[str]
+    events: Sequence[int]
+    alerts: Sequence[int]
+    self_test_failures: Sequence[int]
+    model_errors: Sequence[int]
+    breaker_trips: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.day)
+
+
 def record_endpoint_days(store: Store, rows: Iterable[EndpointDayRow]) -> int:
     """Add endpoint-day counters (summing into existing rows); returns rows written."""
-    _ensure(store)
     params = [
         (int(r.day), str(r.endpoint_id), int(r.model_version), str(r.org_id), int(r.events),
          int(r.alerts), int(r.self_test_failures), int(r.model_errors), int(r.breaker_trips))
         for r in rows
     ]  # fmt: skip
+    return _write_endpoint_days(store, params)
+
+
+def record_endpoint_day_columns(store: Store, cols: EndpointDayColumns) -> int:
+    """`record_endpoint_days` for rows given as columns (one transaction); returns rows written.
+
+    Raises:
+        ValueError: the columns differ in length.
+    """
+    c = cols
+    params = list(
+        zip(
+            c.day, c.endpoint_id, c.model_version, c.org_id, c.events, c.alerts,
+            c.self_test_failures, c.model_errors, c.breaker_trips, strict=True,
+        )
+    )  # fmt: skip
+    return _write_endpoint_days(store, params)
+
+
+def _write_endpoint_days(store: Store, params: Sequence[tuple[object, ...]]) -> int:
+    _ensure(store)
     with store._lock:
         store._conn.execute("BEGIN IMMEDIATE")
         try:

@@ -29,7 +29,7 @@ from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
 from agent.policy import EffectivePolicy, RolloutAssignment, assigned_version
-from backend.rollout_service import record_endpoint_days
+from backend.rollout_service import record_endpoint_day_columns
 from fleet_sim._clock import DAY_S, SimClock
 from fleet_sim.backend_link import VERDICTS, InProcessLink
 from fleet_sim.rollout import EndpointDayTally, HealthKind, RolloutRecord
@@ -405,11 +405,11 @@ class Fleet:
         `backend_self_test_failures`, `backend_model_errors` and `backend_breaker_trips`.
         """
         if self.tally is not None:
-            rows = self.tally.take(self.link.org_ids, self.world.ep_org)
-            if rows:
-                self.evidence_rows += record_endpoint_days(self.link.store, rows)
+            cols = self.tally.take_columns(self.link.org_ids, self.world.ep_org)
+            if len(cols):
+                self.evidence_rows += record_endpoint_day_columns(self.link.store, cols)
                 for name in ("self_test_failures", "model_errors", "breaker_trips"):
-                    self.recorder.count(f"backend_{name}", sum(getattr(r, name) for r in rows))
+                    self.recorder.count(f"backend_{name}", sum(getattr(cols, name)))
         if self.rollout is not None:
             self.rollout.tick(t, self.recorder)
             if not self.rollout.is_active and not self.keep_evidence:

@@ -10,7 +10,7 @@ Evidence reaches the controller the way the backend gets it from real agents: pe
 (day, endpoint, model version) counters of events, alerts, self-test failures, model errors and
 breaker trips (`backend.rollout_service.EndpointDayRow`). `EndpointDayTally` collects them from
 the fleet as telemetry is delivered (and as health events happen), and `ControllerRollout`
-writes them with `record_endpoint_days` before each `tick_rollout`, every controller tick
+writes them with `record_endpoint_day_columns` before each `tick_rollout`, every controller tick
 (hourly by default) of simulated time.
 
 Beside the decisions, the hook keeps the transition report's per-org prediction made at the
@@ -31,6 +31,7 @@ import numpy.typing as npt
 from backend.admin import Publish
 from backend.rollout import RolloutAction, RolloutConfig, RolloutDecision, RolloutState
 from backend.rollout_service import (
+    EndpointDayColumns,
     EndpointDayRow,
     get_rollout,
     start_rollout,
@@ -90,6 +91,7 @@ class EndpointDayTally:
 
     epoch_day: int
     _parts: list[tuple[I64, I64, I64, dict[str, I64]]] = field(default_factory=list)
+    _names: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, object))
 
     def add(
         self,
@@ -118,8 +120,15 @@ class EndpointDayTally:
 
     def take(self, org_ids: Sequence[str], ep_org: npt.NDArray[np.int32]) -> list[EndpointDayRow]:
         """The summed rows collected so far (and forget them)."""
+        c = self.take_columns(org_ids, ep_org)
+        return [EndpointDayRow(*row) for row in zip(*_fields(c), strict=True)]
+
+    def take_columns(
+        self, org_ids: Sequence[str], ep_org: npt.NDArray[np.int32]
+    ) -> EndpointDayColumns:
+        """`take` as columns, for `record_endpoint_day_columns` (no object per row)."""
         if not self._parts:
-            return []
+            return EndpointDayColumns([], [], [], [], [], [], [], [], [])
         parts, self._parts = self._parts, []
         day = np.concatenate([p[0] for p in parts])
         ep = np.concatenate([p[1] for p in parts])
@@ -134,24 +143,28 @@ class EndpointDayTally:
         key = ((day - d0) * n_ep + ep) * n_m + model
         uk, inv = np.unique(key, return_inverse=True)
         inv = inv.reshape(-1)
-        sums = {
-            c: np.bincount(inv, weights=v, minlength=uk.size).astype(np.int64)
-            for c, v in cols.items()
-        }
-        d_l = (uk // (n_ep * n_m) + d0).tolist()
-        e_l = (uk // n_m % n_ep).tolist()
-        m_l = (uk % n_m).tolist()
-        s_l = [sums[c].tolist() for c in _COUNTS]
-        return [
-            EndpointDayRow(
-                d_l[i],
-                f"sim{e_l[i]:08d}",
-                m_l[i],
-                org_ids[int(ep_org[e_l[i]])],
-                *(s[i] for s in s_l),
-            )  # fmt: skip
-            for i in range(uk.size)
+        sums = [
+            np.bincount(inv, weights=cols[c], minlength=uk.size).astype(np.int64).tolist()
+            for c in _COUNTS
         ]
+        e = uk // n_m % n_ep
+        if self._names.size <= int(e.max()):
+            self._names = np.asarray([f"sim{i:08d}" for i in range(int(e.max()) + 1)], object)
+        orgs = np.asarray(org_ids, object)
+        return EndpointDayColumns(
+            (uk // (n_ep * n_m) + d0).tolist(),
+            self._names[e].tolist(),
+            (uk % n_m).tolist(),
+            orgs[np.asarray(ep_org)[e]].tolist(),
+            *sums,
+        )
+
+
+def _fields(c: EndpointDayColumns) -> tuple[Sequence[object], ...]:
+    return (
+        c.day, c.endpoint_id, c.model_version, c.org_id, c.events, c.alerts,
+        c.self_test_failures, c.model_errors, c.breaker_trips,
+    )  # fmt: skip
 
 
 def rollout_config(action: StartRollout) -> RolloutConfig:
