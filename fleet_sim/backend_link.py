@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -244,11 +245,11 @@ class InProcessLink:
         self,
         *,
         day: npt.NDArray[np.int64],
-        org: npt.NDArray[np.int64],
-        sample: npt.NDArray[np.int64],
-        model: npt.NDArray[np.int64],
-        verdict: npt.NDArray[np.int64],
-        ep: npt.NDArray[np.int64],
+        org: npt.NDArray[np.integer[Any]],
+        sample: npt.NDArray[np.integer[Any]],
+        model: npt.NDArray[np.integer[Any]],
+        verdict: npt.NDArray[np.integer[Any]],
+        ep: npt.NDArray[np.integer[Any]],
         t_ms: npt.NDArray[np.int64],
         now: dt.datetime,
     ) -> int:
@@ -257,7 +258,9 @@ class InProcessLink:
         One sort does the whole fold: events are keyed by (row, endpoint hash rank), so the
         sorted keys give each row's count and first/last time (its run) and its distinct
         endpoints in hash order (the run's distinct keys), whose first K are the row's sketch,
-        exactly as `backend.sketch` builds it from the same endpoints.
+        exactly as `backend.sketch` builds it from the same endpoints. The columns other than
+        `day` and `t_ms` may be any integer dtype (the cohort pool keeps them narrow); keys are
+        built in int64 from `day`, and each day-sized temporary is dropped once used.
         """
         n = day.size
         if n == 0:
@@ -276,6 +279,7 @@ class InProcessLink:
         key = comp[order]
         del comp
         row_s, t_s = row[order], t_ms[order]
+        del row
         new_row = np.r_[True, row_s[1:] != row_s[:-1]]
         starts = np.flatnonzero(new_row)
         counts = np.diff(np.r_[starts, n])

@@ -339,7 +339,15 @@ class CohortEngine:
         )
         rec.new_fp[day] += np.bincount(org, weights=new, minlength=k).astype(np.int64)
         model = self._tmodel[tb]
-        self.pool.add(ep=ep, org=org, sample=sample, model=model, verdict=verdict, t=t)
+        # narrow dtypes: the delivered pool holds a whole simulated day of events until the fold
+        self.pool.add(
+            ep=ep.astype(np.int32),
+            org=org.astype(np.int32),
+            sample=sample.astype(np.int32),
+            model=model.astype(np.int16),
+            verdict=verdict.astype(np.int8),
+            t=t,
+        )
         rec.count("events_generated", ep.size)
         np.add.at(self.pending, ep, 1)
         over = np.unique(ep[self.pending[ep] > w.spec.spool_max_events])
@@ -420,13 +428,14 @@ class CohortEngine:
             return
         clock = self.fleet.clock
         t_ms = clock.ms(0) + (d["t"] * 1000).astype(np.int64)
+        # the narrow pool columns go in as they are (asarray: no copy of a day of events)
         self.fleet.link.ingest_folded(
             day=t_ms // 86_400_000,
-            org=d["org"].astype(np.int64),
-            sample=d["sample"].astype(np.int64),
-            model=d["model"].astype(np.int64),
-            verdict=d["verdict"].astype(np.int64),
-            ep=d["ep"].astype(np.int64),
+            org=np.asarray(d["org"], np.int32),
+            sample=np.asarray(d["sample"], np.int32),
+            model=np.asarray(d["model"], np.int16),
+            verdict=np.asarray(d["verdict"], np.int8),
+            ep=np.asarray(d["ep"], np.int32),
             t_ms=t_ms,
             now=clock.at(t),
         )
