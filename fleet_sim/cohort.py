@@ -427,7 +427,7 @@ class CohortEngine:
         if d["ep"].size == 0:
             return
         clock = self.fleet.clock
-        t_ms = clock.ms(0) + (d["t"] * 1000).astype(np.int64)
+        t_ms = clock.ms(0) + (d.pop("t") * 1000).astype(np.int64)  # drop the float times
         # the narrow pool columns go in as they are (asarray: no copy of a day of events)
         self.fleet.link.ingest_folded(
             day=t_ms // 86_400_000,
