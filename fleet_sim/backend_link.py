@@ -46,6 +46,22 @@ __all__ = ["VERDICTS", "InProcessLink"]
 
 VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
 _MAX_BATCH = 8 * 1024 * 1024
+_FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once by the fold (bounds its temporaries)
+
+
+@dataclass(frozen=True, slots=True)
+class _FoldPart:
+    """One org chunk's folded rows: the row's key columns, count, times and sketch."""
+
+    day: npt.NDArray[np.int64]
+    org: npt.NDArray[np.integer[Any]]
+    sample: npt.NDArray[np.integer[Any]]
+    model: npt.NDArray[np.integer[Any]]
+    verdict: npt.NDArray[np.integer[Any]]
+    count: npt.NDArray[np.intp]
+    first: npt.NDArray[np.int64]
+    last: npt.NDArray[np.int64]
+    sketches: list[bytes]
 
 
 @dataclass
@@ -255,56 +271,61 @@ class InProcessLink:
     ) -> int:
         """Fold delivered events into aggregate rows and ingest them (one batch per fold).
 
-        One sort does the whole fold: events are keyed by (row, endpoint hash rank), so the
-        sorted keys give each row's count and first/last time (its run) and its distinct
+        One sort per org chunk does the fold: events are keyed by (row, endpoint hash rank),
+        so the sorted keys give each row's count and first/last time (its run) and its distinct
         endpoints in hash order (the run's distinct keys), whose first K are the row's sketch,
-        exactly as `backend.sketch` builds it from the same endpoints. The columns other than
-        `day` and `t_ms` may be any integer dtype (the cohort pool keeps them narrow); keys are
-        built in int64 from `day`, and each day-sized temporary is dropped once used.
+        exactly as `backend.sketch` builds it from the same endpoints. A row's key holds its
+        org, so orgs are folded in chunks of about `_FOLD_CHUNK_EVENTS` events (the sort's
+        day-sized temporaries shrink to a chunk's) and the rows of all chunks go to the store
+        in one call, in key order. The columns other than `day` and `t_ms` may be any integer
+        dtype (the cohort pool keeps them narrow); keys are built in int64 from `day`.
         """
         n = day.size
         if n == 0:
             return 0
-        n_s = len(self.sha256)
-        nv = len(VERDICTS)
         n_models = int(model.max()) + 1
-        row = (((day - day.min()) * len(self.org_ids) + org) * n_models + model) * nv + verdict
-        row = row * n_s + sample
+        day0 = int(day.min())
         rank = self._ranks(int(ep.max()))
-        n_rank = np.int64(rank.size)
-        if int(row.max()) >= np.iinfo(np.int64).max // int(n_rank):
-            raise ValueError("fold key space overflows int64; fold more often")
-        comp = row * n_rank + rank[ep]
-        order = np.argsort(comp)
-        key = comp[order]
-        del comp
-        row_s, t_s = row[order], t_ms[order]
-        del row
-        new_row = np.r_[True, row_s[1:] != row_s[:-1]]
-        starts = np.flatnonzero(new_row)
-        counts = np.diff(np.r_[starts, n])
-        first = np.minimum.reduceat(t_s, starts)
-        last = np.maximum.reduceat(t_s, starts)
-        # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
-        pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        p_row = (np.cumsum(new_row) - 1)[pair]
-        p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
-        k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
-        keep = k_in_row < sketch.K
-        p_hash = self._hash_arr[ep[order][pair[keep]]]
-        p_row = p_row[keep]
-        blob = p_hash.astype(">u8").tobytes()
-        bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
-        sketches = [
-            blob[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-        ]
-        first_of = order[starts]
-        org_s, day_s, sample_s = org[first_of], day[first_of], sample[first_of]
-        model_s, verdict_s = model[first_of], verdict[first_of]
+        per_org = np.cumsum(np.bincount(org, minlength=len(self.org_ids)))
+        cuts = np.unique(np.searchsorted(per_org, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
+        bounds = [*cuts[1:].tolist(), len(self.org_ids)] if cuts.size else [len(self.org_ids)]
+        parts: list[_FoldPart] = []
+        lo = 0
+        for hi in bounds:
+            if hi <= lo:
+                continue
+            if lo == 0 and hi >= len(self.org_ids):
+                sel: slice | npt.NDArray[np.intp] = slice(None)
+            else:
+                sel = np.flatnonzero((org >= lo) & (org < hi))
+            parts.append(
+                self._fold_part(
+                    day[sel] - day0,
+                    org[sel],
+                    sample[sel],
+                    model[sel],
+                    verdict[sel],
+                    ep[sel],
+                    t_ms[sel],
+                    rank,
+                    n_models,
+                )
+            )
+            lo = hi
+        day_s = np.concatenate([p.day for p in parts]) + day0
+        org_s = np.concatenate([p.org for p in parts])
+        sample_s = np.concatenate([p.sample for p in parts])
+        model_s = np.concatenate([p.model for p in parts])
+        verdict_s = np.concatenate([p.verdict for p in parts])
+        counts = np.concatenate([p.count for p in parts])
+        first = np.concatenate([p.first for p in parts])
+        last = np.concatenate([p.last for p in parts])
+        sketches = [s for p in parts for s in p.sketches]
         raw, sha_rank = self._sha_index()
         # the aggregates table's key order (day, org, sha256, model, verdict) for locality
         by_key = np.lexsort((verdict_s, model_s, sha_rank[sample_s], org_s, day_s))
-        n_rows = starts.size
+        n_rows = counts.size
+        n_s = len(self.sha256)
         seen = np.flatnonzero(np.bincount(sample, minlength=n_s)).tolist()
         new_samples = [s for s in seen if s not in self._features_sent]
         self._features_sent.update(new_samples)
@@ -331,4 +352,63 @@ class InProcessLink:
         )
         self.rows_ingested += n_rows
         self.batches += 1
-        return starts.size
+        return n_rows
+
+    def _fold_part(
+        self,
+        day: npt.NDArray[np.int64],
+        org: npt.NDArray[np.integer[Any]],
+        sample: npt.NDArray[np.integer[Any]],
+        model: npt.NDArray[np.integer[Any]],
+        verdict: npt.NDArray[np.integer[Any]],
+        ep: npt.NDArray[np.integer[Any]],
+        t_ms: npt.NDArray[np.int64],
+        rank: npt.NDArray[np.int64],
+        n_models: int,
+    ) -> _FoldPart:
+        """Fold one org chunk's events (`day` relative to the fold's first) into rows."""
+        n = day.size
+        n_s = len(self.sha256)
+        nv = len(VERDICTS)
+        row = (((day * len(self.org_ids) + org) * n_models + model) * nv + verdict) * n_s + sample
+        n_rank = np.int64(rank.size)
+        if int(row.max()) >= np.iinfo(np.int64).max // int(n_rank):
+            raise ValueError("fold key space overflows int64; fold more often")
+        comp = row * n_rank + rank[ep]
+        order = np.argsort(comp)
+        key = comp[order]
+        del comp
+        row_s, t_s = row[order], t_ms[order]
+        del row
+        new_row = np.r_[True, row_s[1:] != row_s[:-1]]
+        del row_s
+        starts = np.flatnonzero(new_row)
+        counts = np.diff(np.r_[starts, n])
+        first = np.minimum.reduceat(t_s, starts)
+        last = np.maximum.reduceat(t_s, starts)
+        del t_s
+        # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
+        pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        del key
+        p_row = (np.cumsum(new_row) - 1)[pair]
+        p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
+        k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
+        keep = k_in_row < sketch.K
+        p_hash = self._hash_arr[ep[order[pair[keep]]]]
+        p_row = p_row[keep]
+        blob = p_hash.astype(">u8").tobytes()
+        bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
+        first_of = order[starts]
+        return _FoldPart(
+            day=day[first_of],
+            org=org[first_of],
+            sample=sample[first_of],
+            model=model[first_of],
+            verdict=verdict[first_of],
+            count=counts,
+            first=first,
+            last=last,
+            sketches=[
+                blob[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+            ],
+        )
