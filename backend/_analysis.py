@@ -16,7 +16,7 @@ import bisect
 import datetime as dt
 import html
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.bundle import Thresholds
-from agent.decision import DecisionContext, Verdict, decide
+from agent.decision import DecisionContext, decide
 from agent.engine import context_for
 from agent.model import LoadedModel, load_bundle
 from agent.policy import EffectivePolicy, PolicyDocumentModel, resolve_policy
+from agent.verdict_codes import ALERT_CODES, VERDICT_CODES, VERDICTS
 
 __all__ = [
     "ALERT_CODES",
@@ -49,15 +50,6 @@ __all__ = [
 
 SCORE_BATCH = 32_768
 
-VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
-"""The verdict table: arrays of verdicts hold codes, `VERDICTS[code]`."""
-VERDICT_CODES: Mapping[Verdict | str, int] = {
-    **{v: i for i, v in enumerate(VERDICTS)},
-    **{v.value: i for i, v in enumerate(VERDICTS)},
-}
-"""Verdict (or its value) -> code."""
-ALERT_CODES: npt.NDArray[np.bool_] = np.array([v.is_alert for v in VERDICTS])
-"""Per verdict code: whether the verdict raises an alert."""
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)

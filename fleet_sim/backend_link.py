@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.decision import Mode, Verdict
+from agent.decision import Mode
 from agent.features import SCHEMA
 from agent.policy import (
     EffectivePolicy,
@@ -37,14 +37,14 @@ from agent.policy import (
     resolve_policy,
 )
 from agent.telemetry import TelemetryEvent, encode_batch
+from agent.verdict_codes import VERDICTS
 from backend import admin, sketch
 from backend.ingest import aggregate, parse_batch
 from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 
-__all__ = ["VERDICTS", "InProcessLink"]
+__all__ = ["InProcessLink"]
 
-VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
 _MAX_BATCH = 8 * 1024 * 1024
 _FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once by the fold (bounds its temporaries)
 

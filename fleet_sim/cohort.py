@@ -34,8 +34,9 @@ import simpy
 from agent.breaker import BreakerState, observe
 from agent.decision import Verdict
 from agent.policy import BreakerConfig
+from agent.verdict_codes import ALERT_CODES, BLOCK_CODE
 from fleet_sim._clock import DAY_S
-from fleet_sim.control import ALERT_CODES, BLOCK_CODE, Fleet
+from fleet_sim.control import Fleet
 from fleet_sim.scenario import Action
 from fleet_sim.world import QUARTER_S
 

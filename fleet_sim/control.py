@@ -29,9 +29,10 @@ from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
 from agent.policy import EffectivePolicy, RolloutAssignment, assigned_version
+from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
 from backend.rollout_service import record_endpoint_day_columns
 from fleet_sim._clock import DAY_S, SimClock
-from fleet_sim.backend_link import VERDICTS, InProcessLink
+from fleet_sim.backend_link import InProcessLink
 from fleet_sim.rollout import EndpointDayTally, HealthKind, RolloutRecord
 from fleet_sim.scenario import (
     Action,
@@ -46,7 +47,6 @@ from fleet_sim.scenario import (
 from fleet_sim.world import World
 
 __all__ = [
-    "ALERT_CODES",
     "DecisionTables",
     "Fleet",
     "FleetModel",
@@ -56,9 +56,7 @@ __all__ = [
     "verdict_code",
 ]
 
-ALERT_CODES = np.asarray([v.is_alert for v in VERDICTS], dtype=bool)
-BLOCK_CODE = VERDICTS.index(Verdict.BLOCK)
-_CODE = {v: i for i, v in enumerate(VERDICTS)}
+_CODE = VERDICT_CODES
 
 
 def verdict_code(v: Verdict) -> int:

@@ -27,8 +27,8 @@ from agent.decision import decide
 from agent.engine import context_for, evaluate
 from agent.features import SCHEMA
 from agent.telemetry import MAX_EVENTS_PER_BATCH, TelemetryEvent, make_batches
+from agent.verdict_codes import VERDICT_CODES
 from fleet_sim._clock import DAY_S
-from fleet_sim.backend_link import VERDICTS
 from fleet_sim.control import Fleet
 from fleet_sim.scenario import Action
 
@@ -146,7 +146,7 @@ def run_exact(
                         - clock.ms(0) / 1000.0,
                         np.full(len(buffer), ep, np.int64),
                         np.asarray([e.model_version for e in buffer], np.int64),
-                        np.asarray([VERDICTS.index(e.verdict) for e in buffer], np.int64),
+                        np.asarray([VERDICT_CODES[e.verdict] for e in buffer], np.int64),
                     )
                     now = clock.at(t)
                     for batch in make_batches(buffer, max_events=max_events):

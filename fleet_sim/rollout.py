@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.verdict_codes import ALERT_CODES
 from backend.admin import Publish
 from backend.rollout import RolloutAction, RolloutConfig, RolloutDecision, RolloutState
 from backend.rollout_service import (
@@ -39,7 +40,6 @@ from backend.rollout_service import (
 )
 from backend.store import Store
 from fleet_sim._clock import DAY_S, SimClock
-from fleet_sim.backend_link import VERDICTS
 from fleet_sim.scenario import StartRollout
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ __all__ = [
 
 I64 = npt.NDArray[np.int64]
 _COUNTS = ("events", "alerts", "self_test_failures", "model_errors", "breaker_trips")
-_ALERT = np.asarray([v.is_alert for v in VERDICTS], dtype=bool)
 HealthKind = Literal["self_test_failures", "model_errors", "breaker_trips"]
 
 
@@ -112,7 +111,7 @@ class EndpointDayTally:
     def add_events(self, t: npt.NDArray[np.float64], ep: I64, model: I64, verdict: I64) -> None:
         """Count delivered telemetry events (alerts are the verdicts that alert)."""
         one = np.ones(ep.size, np.int64)
-        self.add(t, ep, model, events=one, alerts=_ALERT[verdict].astype(np.int64))
+        self.add(t, ep, model, events=one, alerts=ALERT_CODES[verdict].astype(np.int64))
 
     def add_health(self, kind: HealthKind, t: npt.NDArray[np.float64], ep: I64, model: I64) -> None:
         """Count one health event of `kind` per entry of `ep`, at seconds `t`."""
