@@ -132,7 +132,13 @@ class RolloutConfig:
 
 @dataclass(frozen=True, slots=True)
 class ArmCounts:
-    """One arm's exposure and event counts over a window."""
+    """One arm's exposure and event counts over a window.
+
+    `endpoints` is the cohort size shown to operators, not a figure the gate uses: the endpoints
+    that reported on the window's busiest day (per org, summed over orgs). The evidence is a
+    per-day rollup without endpoint ids, so it is a lower bound on the distinct endpoints of the
+    window, equal to it while the cohort holds still.
+    """
 
     endpoints: int = 0
     endpoint_days: float = 0.0

@@ -1,13 +1,20 @@
 """The rollout controller's shell: its tables, the evidence it reads, the policy it publishes.
 
-`backend.rollout` decides; this module stores and acts. It owns three small tables in the
+`backend.rollout` decides; this module stores and acts. It owns four small tables in the
 backend's SQLite file, created on first use beside (not inside) `backend.store`'s schema so the
 ingest path is untouched:
 
 - `endpoint_days` (day, endpoint, model version) -> org, events, alerts, self-test failures,
-  model errors, breaker trips: the per-endpoint-day health counters the gate compares. Filled
-  from accepted telemetry batches (`record_batch`) or directly by the simulator
+  model errors, breaker trips: the per-endpoint-day health counters, the ledger behind the
+  rollup. Filled from accepted telemetry batches (`record_batch`) or directly
   (`record_endpoint_days`). Arms are told apart by the model version actually reported.
+- `arm_days` (day, model version, org) -> endpoint-days and the summed counters: the rollup the
+  gate reads. The controller ticks hourly and must not scan per-endpoint rows at a million
+  endpoints, so every write to `endpoint_days` adds into `arm_days` in the same transaction (an
+  endpoint-day row seen for the first time adds one endpoint-day to its org's cell, every row
+  adds its counts), and a tick reads days x orgs rows. The simulator writes the rollup alone
+  (`record_arm_day_columns`), without the per-endpoint ledger. A database from before the
+  rollup gets it backfilled from `endpoint_days` when the table is created.
 - `rollouts`: each rollout and its current state (the only mutable row: state moves forward).
 - `rollout_decisions`: every decision and operator action with its figures and time,
   append-only; `rollout status` and the simulator's report read it.
@@ -51,6 +58,7 @@ from backend.rollout import (
 from backend.store import Store
 
 __all__ = [
+    "ArmDayColumns",
     "EndpointDayColumns",
     "EndpointDayRow",
     "abort_rollout",
@@ -59,6 +67,7 @@ __all__ = [
     "gather_evidence",
     "get_rollout",
     "pause_rollout",
+    "record_arm_day_columns",
     "record_batch",
     "record_columns",
     "record_endpoint_day_columns",
@@ -88,6 +97,44 @@ CREATE TRIGGER IF NOT EXISTS rollout_decisions_no_delete
     BEFORE DELETE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
 """
 
+# the rollup of endpoint_days per (day, model, org); created apart so `_ensure` knows when to
+# backfill it from the rows of a database that predates it
+_ARM_DAYS = """
+CREATE TABLE arm_days (
+    day INTEGER NOT NULL, model_version INTEGER NOT NULL, org_id TEXT NOT NULL,
+    endpoint_days INTEGER NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
+    self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
+    breaker_trips INTEGER NOT NULL,
+    PRIMARY KEY (day, model_version, org_id)) WITHOUT ROWID
+"""
+_BACKFILL = """
+INSERT INTO arm_days SELECT day, model_version, org_id, count(*), sum(events), sum(alerts),
+    sum(self_test_failures), sum(model_errors), sum(breaker_trips)
+FROM endpoint_days GROUP BY day, model_version, org_id
+"""
+# one row (day, model, org, endpoint-days, counts...) added into the rollup
+_ADD_ARM_ROW = (
+    "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET endpoint_days = arm_days.endpoint_days + excluded.endpoint_days, "
+    "events = arm_days.events + excluded.events, alerts = arm_days.alerts + excluded.alerts, "
+    "self_test_failures = arm_days.self_test_failures + excluded.self_test_failures, "
+    "model_errors = arm_days.model_errors + excluded.model_errors, "
+    "breaker_trips = arm_days.breaker_trips + excluded.breaker_trips"
+)
+# one endpoint-day row (day, endpoint, model, org, counts...) into the rollup, run before the
+# row is written: it adds an endpoint-day when the key is new, and goes to the org the stored
+# row already has (the upsert into endpoint_days keeps the first org)
+_ROW_INTO_ARMS = (
+    "INSERT INTO arm_days SELECT ?1, ?3, coalesce(o, ?4), o IS NULL, ?5, ?6, ?7, ?8, ?9 FROM "
+    "(SELECT (SELECT org_id FROM endpoint_days "
+    "WHERE day = ?1 AND endpoint_id = ?2 AND model_version = ?3) AS o) WHERE true "
+    "ON CONFLICT DO UPDATE SET endpoint_days = arm_days.endpoint_days + excluded.endpoint_days, "
+    "events = arm_days.events + excluded.events, alerts = arm_days.alerts + excluded.alerts, "
+    "self_test_failures = arm_days.self_test_failures + excluded.self_test_failures, "
+    "model_errors = arm_days.model_errors + excluded.model_errors, "
+    "breaker_trips = arm_days.breaker_trips + excluded.breaker_trips"
+)
+
 _ALERTS = (Verdict.BLOCK.value, Verdict.DETECT.value)
 _ACTIVE = (RolloutState.RUNNING, RolloutState.PAUSED)
 
@@ -108,10 +155,24 @@ class EndpointDayRow:
 
 
 def _ensure(store: Store) -> None:
-    if not getattr(store, "_rollout_ready", False):
-        with store._lock:
-            store._conn.executescript(_SCHEMA)
-        store._rollout_ready = True  # type: ignore[attr-defined]
+    if getattr(store, "_rollout_ready", False):
+        return
+    with store._lock:
+        conn = store._conn
+        conn.executescript(_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
+            ).fetchone()
+            if found is None:
+                conn.execute(_ARM_DAYS)
+                conn.execute(_BACKFILL)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    store._rollout_ready = True  # type: ignore[attr-defined]
 
 
 def _iso(t: dt.datetime) -> str:
@@ -180,11 +241,25 @@ def record_endpoint_day_columns(store: Store, cols: EndpointDayColumns) -> int:
     return _write_endpoint_days(store, params)
 
 
-def _write_endpoint_days(store: Store, params: Sequence[tuple[object, ...]]) -> int:
+def _merge_keys(params: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per (day, endpoint, model): the first row's org, the counts summed."""
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for p in params:
+        k = p[:3]
+        was = out.get(k)
+        out[k] = (
+            p if was is None else (*was[:4], *(x + y for x, y in zip(was[4:], p[4:], strict=True)))
+        )
+    return list(out.values())
+
+
+def _write_endpoint_days(store: Store, params: Sequence[tuple[Any, ...]]) -> int:
     _ensure(store)
+    rows = _merge_keys(params)  # a key twice in one call is one new endpoint-day, not two
     with store._lock:
         store._conn.execute("BEGIN IMMEDIATE")
         try:
+            store._conn.executemany(_ROW_INTO_ARMS, rows)  # before the rows: new keys are absent
             store._conn.executemany(
                 "INSERT INTO endpoint_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
@@ -192,8 +267,56 @@ def _write_endpoint_days(store: Store, params: Sequence[tuple[object, ...]]) -> 
                 "self_test_failures = self_test_failures + excluded.self_test_failures, "
                 "model_errors = model_errors + excluded.model_errors, "
                 "breaker_trips = breaker_trips + excluded.breaker_trips",
-                params,
+                rows,
             )
+            store._conn.execute("COMMIT")
+        except BaseException:
+            store._conn.execute("ROLLBACK")
+            raise
+    return len(params)
+
+
+@dataclass(frozen=True, slots=True)
+class ArmDayColumns:
+    """Increments of `arm_days` rows as columns (row i across them): one (day, org, model) each."""
+
+    day: Sequence[int]
+    org_id: Sequence[str]
+    model_version: Sequence[int]
+    endpoint_days: Sequence[int]
+    events: Sequence[int]
+    alerts: Sequence[int]
+    self_test_failures: Sequence[int]
+    model_errors: Sequence[int]
+    breaker_trips: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.day)
+
+
+def record_arm_day_columns(store: Store, cols: ArmDayColumns) -> int:
+    """Add increments into the gate's rollup `arm_days` (one transaction); returns rows written.
+
+    The simulator's bulk path: no per-endpoint ledger (`endpoint_days`) is written, so the
+    caller counts each (day, endpoint, model) once in `endpoint_days`, on the day it first
+    reports under that model, and adds the counts of every row. Rows are summed into existing
+    ones (a key may repeat, in one call or across calls).
+
+    Raises:
+        ValueError: the columns differ in length.
+    """
+    c = cols
+    params = list(
+        zip(
+            c.day, c.model_version, c.org_id, c.endpoint_days, c.events, c.alerts,
+            c.self_test_failures, c.model_errors, c.breaker_trips, strict=True,
+        )
+    )  # fmt: skip
+    _ensure(store)
+    with store._lock:
+        store._conn.execute("BEGIN IMMEDIATE")
+        try:
+            store._conn.executemany(_ADD_ARM_ROW, params)
             store._conn.execute("COMMIT")
         except BaseException:
             store._conn.execute("ROLLBACK")
@@ -254,9 +377,10 @@ def record_columns(store: Store, batch: TelemetryColumns) -> int:
 def _arms(
     store: Store, version: int, since_day: int, until_day: int, org_id: str | None
 ) -> dict[str, ArmCounts]:
+    # one `arm_days` row per (day, org) of the version: max is the org's busiest day
     sql = (
-        "SELECT org_id, count(DISTINCT endpoint_id), count(*), sum(alerts), "
-        "sum(self_test_failures), sum(model_errors), sum(breaker_trips) FROM endpoint_days "
+        "SELECT org_id, max(endpoint_days), sum(endpoint_days), sum(alerts), "
+        "sum(self_test_failures), sum(model_errors), sum(breaker_trips) FROM arm_days "
         "WHERE model_version = ? AND day >= ? AND day <= ?"
     )
     args: list[object] = [version, since_day, until_day]

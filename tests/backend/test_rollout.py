@@ -32,9 +32,11 @@ from backend.rollout import (
     decide,
 )
 from backend.rollout_service import (
+    ArmDayColumns,
     EndpointDayRow,
     abort_rollout,
     decision_log,
+    record_arm_day_columns,
     record_endpoint_days,
     rollout_status,
     start_rollout,
@@ -227,6 +229,32 @@ def test_halt_rolls_back_in_signed_policy_and_logs_every_decision(
     assert tick_rollout(store, publish, now=T0 + dt.timedelta(hours=3)) is None
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         store._conn.execute("DELETE FROM rollout_decisions")
+
+
+def test_the_simulators_rollup_alone_drives_the_same_halt(
+    setup: tuple[Store, Path, list[str]],
+) -> None:
+    store, repo, orgs = setup
+    publish = repository_publisher(repo)
+    start_rollout(store, publish, 2, now=T0, config=CFG)
+    day = int(T0.timestamp()) // 86_400
+    # the halt test's fleet as (day, org, model) increments: no per-endpoint rows at all
+    cells = [(org, 1, 200, 1) for org in orgs]
+    cells += [(orgs[0], 2, 20, 1), (orgs[1], 2, 20, 1), (orgs[2], 2, 20, 9)]
+    n = len(cells)
+    record_arm_day_columns(
+        store,
+        ArmDayColumns(
+            [day] * n, [c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells],
+            [10 * c[2] for c in cells], [c[2] * c[3] for c in cells], [0] * n, [0] * n, [0] * n,
+        ),
+    )  # fmt: skip
+    d = tick_rollout(store, publish, now=T0 + dt.timedelta(hours=2))
+    assert d is not None and d.action is RolloutAction.HALT
+    assert d.halted_orgs == (orgs[2],)
+    assert (d.canary.endpoint_days, d.canary.alerts) == (60.0, 220)
+    status = rollout_status(store, now=T0 + dt.timedelta(hours=3))
+    assert status["cohort"] == {"canary_endpoints": 60, "control_endpoints": 600}
 
 
 def test_good_canary_reaches_100_percent(setup: tuple[Store, Path, list[str]]) -> None:
