@@ -2,30 +2,43 @@
 
 SimPy drives time: one process applies the scenario's operator actions at their exact times,
 one advances the fleet in 15-minute steps (the world's grid, so online state is exact within a
-step), one calls the rollout hook every simulated hour. A step [t0, t1):
+step), one calls the rollout hook every simulated hour. The work of a step is proportional to
+what happens in it, not to the fleet's size:
 
-1. Check-ins due in the step, at their exact times: endpoints online and seeing the backend up
-   adopt the policy published at or before their check-in time, install the model it (or the
-   rollout cohort) assigns unless it is unsigned or fails the endpoint's self-test, reset the
-   breaker on a new policy or model, and flush their spooled telemetry.
-2. Encounters: per org, Poisson(rate x step x online endpoints) scans (plus campaign scans on
+1. Online state: only the endpoints whose state can change at this quarter (laptops whose
+   workday starts or ends, offline spells that start or end) are re-evaluated with
+   `World.online`; check-ins are counted per online interval in closed form (an endpoint
+   checks in at `phase + k * interval`), so a quiet endpoint costs nothing per step.
+2. Check-ins that can change something: after a policy is published every endpoint has news;
+   each adopts the policy published at or before its check-in, installs the model it (or the
+   rollout cohort) assigns unless it is unsigned or fails the endpoint's self-test, and resets
+   its breaker on a new policy or model. Settled endpoints leave that set until the next
+   publication (an install still refused stays in it and retries at each check-in).
+3. Encounters: per org, Poisson(rate x step x online endpoints) scans (plus campaign scans on
    target orgs), each given a uniform time in the step and a uniform online endpoint of the org
-   (the same law as one Poisson process per online endpoint, which the exact mode runs).
-3. Verdicts: `table[context, sample]`, where each table row was computed by calling
+   (the same law as one Poisson process per online endpoint, which the exact mode runs). Global
+   samples come from Walker's alias table of the day's popularity (exact, O(1) per draw).
+4. Verdicts: `table[context, sample]`, where each table row was computed by calling
    `agent.decision.decide` once per (sample, context) (`control.DecisionTables`); encounters
    before an endpoint's check-in in this step use its previous context.
-4. Breaker: each endpoint's model blocks are fed in time order to `agent.breaker.observe` (the
+5. Breaker: each endpoint's model blocks are fed in time order to `agent.breaker.observe` (the
    only verdicts that change its state); after a trip, the endpoint's later encounters in the
    step are re-decided with the tripped context.
-5. Telemetry: events join a pool until their endpoint flushes; the spool bound drops each
-   endpoint's oldest events first and counts them; delivered events are folded into the
-   backend's aggregates once per simulated day.
+6. Telemetry: an event waits in the spool for its endpoint's first check-in at or after it
+   that finds the endpoint online and the backend up, which is computed in closed form and
+   re-checked when its step comes (an endpoint gone offline parks its events until it is back;
+   an outage pushes them to the next check-in). At delivery the spool bound keeps each
+   endpoint's newest events and counts the others dropped (what the agent's spool would have
+   kept). Delivered events are folded into the backend's aggregates once a day, a day after
+   the day they belong to (`FOLD_GRACE_S`), so nearly every aggregate row is written once;
+   later stragglers merge into their rows at the next fold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,30 +50,45 @@ from agent.policy import BreakerConfig
 from agent.verdict_codes import ALERT_CODES, BLOCK_CODE
 from fleet_sim._clock import DAY_S
 from fleet_sim.control import Fleet
+from fleet_sim.fold_writer import FoldWriter, fold_writer_for
 from fleet_sim.scenario import Action
 from fleet_sim.world import QUARTER_S
 
-__all__ = ["CohortEngine", "run_cohort"]
+__all__ = ["FOLD_GRACE_S", "CohortEngine", "run_cohort"]
 
 Progress = Callable[[float, int], None]
 I64 = npt.NDArray[np.int64]
-_COLS = ("ep", "org", "sample", "model", "verdict", "t")
+F64 = npt.NDArray[np.float64]
+Cols = dict[str, npt.NDArray[Any]]
+_EVENT = ("ep", "sample", "model", "verdict", "t", "c")  # c: the check-in that may deliver it
+_DELIVERED = ("ep", "sample", "model", "verdict", "t")
+FOLD_GRACE_S = 43_200.0  # a day is folded at noon of the next (laptops are back by then)
+_Q_PER_DAY = 96
 
 
-@dataclass
-class _Pool:
-    cols: dict[str, list[npt.NDArray[np.generic]]] = field(
-        default_factory=lambda: {c: [] for c in _COLS}
-    )
+def _cat(parts: list[Cols], names: Sequence[str]) -> Cols:
+    return {c: np.concatenate([p[c] for p in parts]) for c in names}
 
-    def add(self, **arrays: npt.NDArray[np.generic]) -> None:
-        for c in _COLS:
-            self.cols[c].append(arrays[c])
 
-    def take(self) -> dict[str, npt.NDArray[np.generic]]:
-        out = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in self.cols.items()}
-        self.cols = {c: [] for c in _COLS}
-        return out
+def _take(cols: Cols, sel: npt.NDArray[np.bool_] | I64) -> Cols:
+    return {c: v[sel] for c, v in cols.items()}
+
+
+def _alias(weights: F64) -> tuple[F64, I64]:
+    """Walker's alias table (Vose's construction) for drawing index i with p ~ weights[i]."""
+    n = weights.size
+    p = weights * (n / weights.sum())
+    prob = np.ones(n)
+    alias = np.arange(n, dtype=np.int64)
+    small = [i for i in range(n) if p[i] < 1.0]
+    large = [i for i in range(n) if p[i] >= 1.0]
+    pl = p.tolist()
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = pl[s], g
+        pl[g] -= 1.0 - pl[s]
+        (small if pl[g] < 1.0 else large).append(g)
+    return prob, alias
 
 
 @dataclass
@@ -69,22 +97,23 @@ class CohortEngine:
 
     fleet: Fleet
     rng: np.random.Generator
+    writer: FoldWriter | None = None
     step_s: float = QUARTER_S
     pol: npt.NDArray[np.int32] = field(init=False)
     model: npt.NDArray[np.int32] = field(init=False)
     tbl: npt.NDArray[np.int32] = field(init=False)
     tripped: npt.NDArray[np.bool_] = field(init=False)
-    next_ci: npt.NDArray[np.float64] = field(init=False)
-    pending: npt.NDArray[np.int64] = field(init=False)
+    online: npt.NDArray[np.bool_] = field(init=False)
     st_failed: npt.NDArray[np.bool_] = field(init=False)
     settled: npt.NDArray[np.bool_] = field(init=False)
-    _n_published: int = 0
     breakers: dict[int, BreakerState] = field(default_factory=dict)
-    pool: _Pool = field(default_factory=_Pool)
-    delivered: _Pool = field(default_factory=_Pool)
     events_total: int = 0
+    _n_published: int = 0
+    _release: Cols | None = None
 
     def __post_init__(self) -> None:
+        if self.step_s != QUARTER_S:
+            raise ValueError("the cohort engine steps on the world's 15-minute grid")
         w = self.fleet.world
         n = w.n_endpoints
         v0 = self.fleet.link.policy_version
@@ -95,20 +124,56 @@ class CohortEngine:
             [self.fleet.table(v0, o, m0, 0.0) for o in range(w.n_orgs)], np.int32
         )[w.ep_org]
         self.tripped = np.zeros(n, bool)
-        self.next_ci = w.ep_phase_s.copy()
-        self.pending = np.zeros(n, np.int64)
         self.st_failed = np.zeros(n, bool)
         self.settled = np.zeros(n, bool)
+        self._iv = w.ep_checkin_s
+        self._ph = w.ep_phase_s
+        self._next_ci = np.zeros(n)
+        self._unsettled = np.zeros(0, np.int64)
         self._refresh_tables()
+        # online state, updated at the quarters where it can change
+        self.online = np.asarray(w.online(0.0))
+        self._on_since = np.where(self.online, 0.0, np.nan)
+        self._on_idx = np.flatnonzero(self.online)
+        self._n_on = np.bincount(w.ep_org[self.online], minlength=w.n_orgs).astype(np.int64)
+        self._checkins = 0
+        self._checkins_failed = 0
+        laptops = np.flatnonzero(~w.ep_server)
+        self._by_shift = {
+            int(s): laptops[w.ep_shift_q[laptops] == s] for s in np.unique(w.ep_shift_q[laptops])
+        }
+        self._spell_edges = self._edges(w.ep_spell_start, w.ep_spell_end)
+        # sample catalog
         ih_keys = sorted(w.catalog.inhouse)
-        self._ih_pos = {k: i for i, k in enumerate(ih_keys)}
+        ih_pos = {k: i for i, k in enumerate(ih_keys)}
         sets = [w.catalog.inhouse[k] for k in ih_keys]
         self._ih_all = np.concatenate(sets) if sets else np.zeros(0, np.int64)
         self._ih_start = np.cumsum([0] + [s.size for s in sets])[:-1].astype(np.int64)
         self._ih_len = np.asarray([s.size for s in sets], np.int64)
         shares = np.asarray([w.category_shares(o) for o in range(w.n_orgs)])
         self._p_ih, self._p_mal = shares[:, 0], shares[:, 1]
-        self._org_ih = np.asarray([self._ih_pos.get(int(k), -1) for k in w.org_inhouse], np.int64)
+        self._org_ih = np.asarray([ih_pos.get(int(k), -1) for k in w.org_inhouse], np.int64)
+        self._alias_day = -1
+        self._alias_tbl = (np.ones(1), np.zeros(1, np.int64))
+        # telemetry: pending (due next step, parked while offline) and delivered per day
+        self._due_next: list[Cols] = []
+        self._parked: list[Cols] = []
+        self._delivered: dict[int, list[Cols]] = {}
+        self._narrow_sample = np.int16 if w.catalog.size < 2**15 else np.int32
+
+    @staticmethod
+    def _edges(start: F64, end: F64) -> dict[int, I64]:
+        """Endpoints whose offline spell starts or ends at each quarter index."""
+        out: dict[int, list[I64]] = {}
+        for arr in (start, end):
+            has = np.flatnonzero(np.isfinite(arr))
+            q = np.rint(arr[has] / QUARTER_S).astype(np.int64)
+            order = np.argsort(q, kind="stable")
+            qs, eps = q[order], has[order]
+            cut = np.flatnonzero(np.r_[True, qs[1:] != qs[:-1]]) if qs.size else qs
+            for a, b in zip(cut.tolist(), [*cut[1:].tolist(), qs.size], strict=True):
+                out.setdefault(int(qs[a]), []).append(eps[a:b])
+        return {q: np.unique(np.concatenate(v)) for q, v in out.items()}
 
     def _refresh_tables(self) -> None:
         t = self.fleet.tables
@@ -118,51 +183,105 @@ class CohortEngine:
             [m for (m, _c), _i in sorted(t._index.items(), key=lambda kv: kv[1])], np.int32
         )
 
-    def _eff_tbl(self, eps: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+    def _eff_tbl(self, eps: npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
         base = self.tbl[eps]
-        return np.where(self.tripped[eps], self._twin[base], base)
+        return np.asarray(np.where(self.tripped[eps], self._twin[base], base), np.int32)
 
-    # --- 1. check-ins ----------------------------------------------------------------------
+    def _n_ci(self, eps: I64, a: F64 | float, b: F64 | float) -> int:
+        """Check-ins of endpoints `eps` in [a, b): k >= 0 with a <= phase + k * interval < b."""
+        ph, iv = self._ph[eps], self._iv[eps]
+        return int((np.ceil((b - ph) / iv) - np.ceil((a - ph) / iv)).sum())
 
-    def _checkins(
-        self, t0: float, t1: float, online: npt.NDArray[np.bool_]
-    ) -> tuple[I64, npt.NDArray[np.float64], npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
+    def _next_checkin(self, eps: npt.NDArray[np.integer], t: F64 | float) -> F64:
+        """Each endpoint's first scheduled check-in at or after `t`."""
+        ph, iv = self._ph[eps], self._iv[eps]
+        return np.asarray(ph + np.maximum(np.ceil((t - ph) / iv), 0.0) * iv, np.float64)
+
+    # --- 1. online state ----------------------------------------------------------------------
+
+    def _advance_online(self, t0: float) -> None:
+        """Apply the online changes at quarter `t0`; release the parked events of returners."""
+        w = self.fleet.world
+        q = int(round(t0 / QUARTER_S))
+        start, end = w.spec.workday_hours
+        cand: list[I64] = []
+        for edge in (start * 4, end * 4):
+            s = (edge - q + 8) % _Q_PER_DAY - 8  # the shift whose local quarter hits the edge
+            grp = self._by_shift.get(int(s))
+            if grp is not None:
+                cand.append(grp)
+        spell = self._spell_edges.get(q)
+        if spell is not None:
+            cand.append(spell)
+        if not cand:
+            return
+        idx = np.unique(np.concatenate(cand)) if len(cand) > 1 else cand[0]
+        now_on = w.online(t0, idx)
+        flip = now_on != self.online[idx]
+        if not flip.any():
+            return
+        went_on, went_off = idx[flip & now_on], idx[flip & ~now_on]
+        if went_off.size:
+            self._checkins += self._n_ci(went_off, self._on_since[went_off], t0)
+            self._on_since[went_off] = np.nan
+        self._on_since[went_on] = t0
+        self.online[went_on] = True
+        self.online[went_off] = False
+        self._on_idx = np.flatnonzero(self.online)
+        k = w.n_orgs
+        self._n_on += np.bincount(w.ep_org[went_on], minlength=k)
+        self._n_on -= np.bincount(w.ep_org[went_off], minlength=k)
+        if went_on.size and self._parked:
+            back = np.zeros(w.n_endpoints, bool)
+            back[went_on] = True
+            parked = _cat(self._parked, _EVENT)
+            go = back[parked["ep"]]
+            self._parked = [_take(parked, ~go)] if (~go).any() else []
+            rel = _take(parked, go)
+            rel["c"] = self._next_checkin(rel["ep"], t0)
+            now = rel["c"] < t0 + self.step_s
+            self._release = _take(rel, now)
+            if (~now).any():
+                self._due_next.append(_take(rel, ~now))
+
+    def _count_failed_checkins(self, t0: float, t1: float) -> None:
+        """Check-ins of online endpoints that found the backend down in [t0, t1)."""
+        for a, b in self.fleet.link.outages:
+            lo, hi = max(a, t0), min(b, t1)
+            if lo < hi:
+                self._checkins_failed += self._n_ci(self._on_idx, lo, hi)
+
+    # --- 2. check-ins with news -----------------------------------------------------------------
+
+    def _checkin_news(self, t0: float, t1: float) -> tuple[I64, F64, npt.NDArray[np.int32]]:
         fleet, w, rec = self.fleet, self.fleet.world, self.fleet.recorder
         link = fleet.link
-        n = w.n_endpoints
-        switch_t = np.full(0, np.inf)
         sw_eps: list[I64] = []
-        sw_times: list[npt.NDArray[np.float64]] = []
+        sw_times: list[F64] = []
         sw_prev: list[npt.NDArray[np.int32]] = []
-        flushed: list[I64] = []
         pub_v = np.asarray([v for v, _ in link.published], np.int64)
         pub_t = np.asarray([fleet.clock.seconds(when) for _, when in link.published])
         if len(link.published) != self._n_published:  # a new policy: everyone has news
             self._n_published = len(link.published)
             self.settled[:] = False
-        while True:
-            idx = np.flatnonzero(self.next_ci < t1)
+            self._unsettled = np.arange(w.n_endpoints, dtype=np.int64)
+            self._next_ci[:] = self._next_checkin(self._unsettled, t0)
+        u = self._unsettled
+        while u.size:
+            due = (self._next_ci[u] < t1) & ~self.settled[u]
+            idx = u[due]
             if idx.size == 0:
                 break
-            c = self.next_ci[idx]
-            self.next_ci[idx] = c + w.ep_checkin_s[idx]
-            on = online[idx]
+            c = self._next_ci[idx]
+            self._next_ci[idx] = c + self._iv[idx]
+            on = self.online[idx]
             idx, c = idx[on], c[on]
             if idx.size == 0:
                 continue
             up = np.ones(idx.size, bool)
             for a, b in link.outages:
                 up &= ~((c >= a) & (c < b))
-            rec.count("checkins", idx.size)
-            rec.count("checkins_failed", int((~up).sum()))
             idx, c = idx[up], c[up]
-            if idx.size == 0:
-                continue
-            flushed.append(idx)
-            # only endpoints whose state can change go on: a newer policy than the one they
-            # run, or an install still wanted (refused on the last check-in); the others flush
-            busy = ~self.settled[idx]
-            idx, c = idx[busy], c[busy]
             if idx.size == 0:
                 continue
             v = pub_v[np.searchsorted(pub_t, c, side="right") - 1].astype(np.int32)
@@ -224,44 +343,29 @@ class CohortEngine:
                 ok = (v >= k) & np.isinf(seen[idx])
                 seen[idx[ok]] = c[ok]
             self.settled[idx] = (v == pub_v[-1]) & ~(want & ~install)
-        if sw_eps:
-            eps = np.concatenate(sw_eps)
-            times = np.concatenate(sw_times)
-            prev = np.concatenate(sw_prev)
-            order = np.argsort(times, kind="stable")  # keep each endpoint's first switch
-            eps, times, prev = eps[order], times[order], prev[order]
-            _, first = np.unique(eps, return_index=True)
-            sw_e, switch_t, sw_p = eps[first], times[first], prev[first]
-        else:
-            sw_e, sw_p = np.zeros(0, np.int64), np.zeros(0, np.int32)
-        if flushed:
-            mask = np.zeros(n, bool)
-            for f in flushed:
-                mask[f] = True
-            self._deliver(mask, np.flatnonzero(mask))
-        return sw_e, switch_t, sw_p, np.zeros(0, bool)
+        self._unsettled = u[~self.settled[u]]
+        if not sw_eps:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32)
+        eps = np.concatenate(sw_eps)
+        times = np.concatenate(sw_times)
+        prev = np.concatenate(sw_prev)
+        order = np.argsort(times, kind="stable")  # keep each endpoint's first switch
+        eps, times, prev = eps[order], times[order], prev[order]
+        _, first = np.unique(eps, return_index=True)
+        return eps[first], times[first], prev[first]
 
-    def _deliver(self, mask: npt.NDArray[np.bool_], flush: I64) -> None:
-        pool = self.pool.take()
-        if pool["ep"].size:
-            go = mask[pool["ep"]]
-            keep = ~go
-            self.delivered.add(**{c: pool[c][go] for c in _COLS})
-            self.fleet.report_events(
-                np.asarray(pool["t"][go], np.float64), pool["ep"][go].astype(np.int64),
-                pool["model"][go].astype(np.int64), pool["verdict"][go].astype(np.int64),
-            )  # fmt: skip
-            self.fleet.recorder.count("events_delivered", int(go.sum()))
-            if keep.any():
-                self.pool.add(**{c: pool[c][keep] for c in _COLS})
-        self.pending[flush] = 0
+    # --- 3. encounters ------------------------------------------------------------------------
 
-    # --- 2-5. encounters, verdicts, breaker, telemetry ---------------------------------------
+    def _global_alias(self, day: int) -> tuple[F64, I64]:
+        if day != self._alias_day:
+            cdf = self.fleet.world.global_cdf(day)
+            self._alias_tbl = _alias(np.diff(np.r_[0.0, cdf]))
+            self._alias_day = day
+        return self._alias_tbl
 
-    def _encounters(self, t0: float, online: npt.NDArray[np.bool_]) -> dict[str, np.ndarray]:
+    def _encounters(self, t0: float) -> tuple[I64, I64, I64, F64]:
         w, rng = self.fleet.world, self.rng
-        on_idx = np.flatnonzero(online)
-        n_on = np.bincount(w.ep_org[on_idx], minlength=w.n_orgs).astype(np.int64)
+        n_on = self._n_on
         on_start = np.concatenate([[0], np.cumsum(n_on)[:-1]])
         dt = self.step_s
         n_o = rng.poisson(w.base_rate_per_s * dt * n_on)
@@ -273,9 +377,11 @@ class CohortEngine:
         ih = (u[0] < self._p_ih[org]) & (self._org_ih[org] >= 0)
         mal = ~ih & (u[0] < self._p_ih[org] + self._p_mal[org])
         glob = ~ih & ~mal
-        day = int(t0 // DAY_S)
-        g = np.searchsorted(w.global_cdf(day), u[1][glob], side="right")
-        sample[glob] = cat.global_idx[np.minimum(g, cat.global_idx.size - 1)]
+        prob, alias = self._global_alias(int(t0 // DAY_S))
+        x = u[1][glob] * prob.size
+        i = x.astype(np.int64)
+        g = np.where(x - i < prob[i], i, alias[i])
+        sample[glob] = cat.global_idx[g]
         if ih.any():
             k = self._org_ih[org[ih]]
             sample[ih] = self._ih_all[
@@ -296,72 +402,75 @@ class CohortEngine:
             orgs.append(o_c)
             samples.append(c.samples[(uc[0] * c.samples.size).astype(np.int64)])
             picks.append(on_start[o_c] + (uc[1] * n_on[o_c]).astype(np.int64))
-        org = np.concatenate(orgs)
-        ep = on_idx[np.concatenate(picks)].astype(np.int64)
-        sample = np.concatenate(samples)
+        if len(orgs) > 1:
+            org, sample, ep_pick = (np.concatenate(a) for a in (orgs, samples, picks))
+        ep = self._on_idx[ep_pick].astype(np.int64)
         t = t0 + rng.random(org.size) * dt
-        return {"org": org, "ep": ep, "sample": sample, "t": t}
+        return org, ep, sample, t
+
+    # --- the step -------------------------------------------------------------------------
 
     def step(self, t0: float) -> int:
         """Advance the fleet through [t0, t0 + step); returns the encounters simulated."""
         fleet, w, rec = self.fleet, self.fleet.world, self.fleet.recorder
         t1 = t0 + self.step_s
-        online = w.online(t0)
-        sw_e, sw_t, sw_p, _ = self._checkins(t0, t1, online)
-        enc = self._encounters(t0, online)
-        ep, sample, t, org = enc["ep"], enc["sample"], enc["t"], enc["org"]
-        if ep.size == 0:
-            return 0
-        tb = self._eff_tbl(ep)
-        if sw_e.size:
-            sw_time = np.full(w.n_endpoints, -np.inf)
-            sw_time[sw_e] = sw_t
-            sw_prev = np.zeros(w.n_endpoints, np.int32)
-            sw_prev[sw_e] = sw_p
-            before = t < sw_time[ep]
-            tb = np.where(before, sw_prev[ep], tb)
-        verdict = self._V[tb, sample].astype(np.int64)
-        blocks = np.flatnonzero(verdict == BLOCK_CODE)
-        if blocks.size:
-            self._breaker(blocks, ep, t, tb, sample, verdict)
-        label = w.catalog.label[sample]
-        alert = ALERT_CODES[verdict]
-        new = self._NEW[tb, sample] & (label == 0)
-        day = fleet.day_of(t0)
-        k = w.n_orgs
-        rec.enc[day] += np.bincount(org, minlength=k)
-        rec.mal_enc[day] += np.bincount(org, weights=label, minlength=k).astype(np.int64)
-        rec.alerts[day] += np.bincount(org, weights=alert, minlength=k).astype(np.int64)
-        rec.fp_alerts[day] += np.bincount(org, weights=alert & (label == 0), minlength=k).astype(
-            np.int64
-        )
-        rec.mal_alerts[day] += np.bincount(org, weights=alert & (label == 1), minlength=k).astype(
-            np.int64
-        )
-        rec.new_fp[day] += np.bincount(org, weights=new, minlength=k).astype(np.int64)
-        model = self._tmodel[tb]
-        # narrow dtypes: the delivered pool holds a whole simulated day of events until the fold
-        self.pool.add(
-            ep=ep.astype(np.int32),
-            org=org.astype(np.int32),
-            sample=sample.astype(np.int32),
-            model=model.astype(np.int16),
-            verdict=verdict.astype(np.int8),
-            t=t,
-        )
-        rec.count("events_generated", ep.size)
-        np.add.at(self.pending, ep, 1)
-        over = np.unique(ep[self.pending[ep] > w.spec.spool_max_events])
-        if over.size:
-            self._drop_oldest(over)
-        self.events_total += int(ep.size)
+        self._release = None
+        self._advance_online(t0)
+        self._count_failed_checkins(t0, t1)
+        sw_e, sw_t, sw_p = self._checkin_news(t0, t1)
+        org, ep, sample, t = self._encounters(t0)
+        due: list[Cols] = self._due_next
+        self._due_next = []
+        if self._release is not None and self._release["ep"].size:
+            due.append(self._release)
+        if ep.size:
+            tb = self._eff_tbl(ep)
+            if sw_e.size:
+                sw_time = np.full(w.n_endpoints, -np.inf)
+                sw_time[sw_e] = sw_t
+                sw_prev = np.zeros(w.n_endpoints, np.int32)
+                sw_prev[sw_e] = sw_p
+                before = t < sw_time[ep]
+                tb = np.where(before, sw_prev[ep], tb)
+            verdict = self._V[tb, sample].astype(np.int64)
+            blocks = np.flatnonzero(verdict == BLOCK_CODE)
+            if blocks.size:
+                self._breaker(blocks, ep, t, tb, sample, verdict)
+            label = w.catalog.label[sample].astype(np.int64)
+            alert = ALERT_CODES[verdict]
+            new = self._NEW[tb, sample] & (label == 0)
+            code = org * 8 + label * 4 + alert * 2 + new
+            b = np.bincount(code, minlength=8 * w.n_orgs).reshape(w.n_orgs, 8)
+            day = fleet.day_of(t0)
+            rec.enc[day] += b.sum(axis=1)
+            rec.mal_enc[day] += b[:, 4:].sum(axis=1)
+            rec.alerts[day] += b[:, [2, 3, 6, 7]].sum(axis=1)
+            rec.fp_alerts[day] += b[:, [2, 3]].sum(axis=1)
+            rec.mal_alerts[day] += b[:, [6, 7]].sum(axis=1)
+            rec.new_fp[day] += b[:, [1, 3]].sum(axis=1)
+            rec.count("events_generated", ep.size)
+            c = self._next_checkin(ep, t)
+            fresh: Cols = {
+                "ep": ep.astype(np.int32),
+                "sample": sample.astype(self._narrow_sample),
+                "model": self._tmodel[tb].astype(np.int16),
+                "verdict": verdict.astype(np.int8),
+                "t": t,
+                "c": c,
+            }
+            now = c < t1
+            due.append(_take(fresh, now))
+            self._due_next.append(_take(fresh, ~now))
+            self.events_total += int(ep.size)
+        if due:
+            self._deliver(_cat(due, _EVENT) if len(due) > 1 else due[0], t1)
         return int(ep.size)
 
     def _breaker(
         self,
         blocks: I64,
         ep: I64,
-        t: npt.NDArray[np.float64],
+        t: F64,
         tb: npt.NDArray[np.int32],
         sample: I64,
         verdict: I64,
@@ -404,42 +513,96 @@ class CohortEngine:
             tb[after] = self._twin[tb[after]]
             verdict[after] = self._V[tb[after], sample[after]]
 
-    def _drop_oldest(self, over: I64) -> None:
-        cap = self.fleet.world.spec.spool_max_events
-        pool = self.pool.take()
-        mark = np.zeros(self.fleet.world.n_endpoints, bool)
-        mark[over] = True
-        sel = np.flatnonzero(mark[pool["ep"]])
-        t_sel = np.asarray(pool["t"][sel], np.float64)
-        o = sel[np.lexsort((-t_sel, pool["ep"][sel]))]  # newest first per endpoint
-        e = pool["ep"][o]
+    # --- 6. telemetry -------------------------------------------------------------------------
+
+    def _deliver(self, due: Cols, t1: float) -> None:
+        """Deliver the events whose check-in falls in this step; park or postpone the rest."""
+        outages = self.fleet.link.outages
+        while due["ep"].size:
+            later = due["c"] >= t1  # a check-in interval longer than a step
+            if later.any():
+                self._due_next.append(_take(due, later))
+                due = _take(due, ~later)
+            on = self.online[due["ep"]]
+            if not on.all():
+                self._parked.append(_take(due, ~on))
+                due = _take(due, on)
+            c = due["c"]
+            down = np.zeros(c.size, bool)
+            for a, b in outages:
+                down |= (c >= a) & (c < b)
+            if not down.any():
+                self._arrive(due)
+                return
+            self._arrive(_take(due, ~down))
+            due = _take(due, down)
+            due["c"] = due["c"] + self._iv[due["ep"]]
+
+    def _arrive(self, got: Cols) -> None:
+        """Events reach the backend: the spool bound, the evidence, the day's fold pool."""
+        if got["ep"].size == 0:
+            return
+        w, rec = self.fleet.world, self.fleet.recorder
+        cap = w.spec.spool_max_events
+        if got["ep"].size > cap:
+            per = np.bincount(got["ep"], minlength=w.n_endpoints)
+            over = per[got["ep"]] > cap
+            if over.any():
+                got = self._spool_bound(got, over, cap)
+        ep = got["ep"]
+        rec.count("events_delivered", ep.size)
+        self.fleet.report_events(
+            got["t"], ep.astype(np.int64), got["model"].astype(np.int64),
+            got["verdict"].astype(np.int64),
+        )  # fmt: skip
+        day = (got["t"] // DAY_S).astype(np.int64)
+        d0, d1 = int(day.min()), int(day.max())
+        keep = {c: got[c] for c in _DELIVERED}
+        if d0 == d1:
+            self._delivered.setdefault(d0, []).append(keep)
+            return
+        for d in range(d0, d1 + 1):
+            sel = day == d
+            if sel.any():
+                self._delivered.setdefault(d, []).append(_take(keep, sel))
+
+    def _spool_bound(self, got: Cols, over: npt.NDArray[np.bool_], cap: int) -> Cols:
+        """Keep each over-full endpoint's newest `cap` events; count the rest as dropped."""
+        sel = np.flatnonzero(over)
+        o = sel[np.lexsort((-got["t"][sel], got["ep"][sel]))]  # newest first per endpoint
+        e = got["ep"][o]
         starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
         rank = np.arange(o.size) - np.repeat(starts, np.diff(np.r_[starts, o.size]))
-        drop = o[rank >= cap]
-        keep = np.ones(pool["ep"].size, bool)
-        keep[drop] = False
-        self.fleet.recorder.count("events_dropped", int(drop.size))
-        self.pool.add(**{c: pool[c][keep] for c in _COLS})
-        self.pending[over] = np.minimum(self.pending[over], cap)
+        keep = np.ones(got["ep"].size, bool)
+        keep[o[rank >= cap]] = False
+        self.fleet.recorder.count("events_dropped", int((~keep).sum()))
+        return _take(got, keep)
 
-    def fold(self, t: float) -> None:
-        """Fold the delivered events into the backend's aggregates."""
-        d = self.delivered.take()
-        if d["ep"].size == 0:
+    def fold(self, t: float, *, upto_day: int | None = None) -> None:
+        """Fold the delivered events of days <= `upto_day` (all: None) into the aggregates."""
+        days = sorted(d for d in self._delivered if upto_day is None or d <= upto_day)
+        parts = [p for d in days for p in self._delivered.pop(d)]
+        if not parts:
             return
+        cols = _cat(parts, _DELIVERED)
+        del parts
         clock = self.fleet.clock
-        t_ms = clock.ms(0) + (d.pop("t") * 1000).astype(np.int64)  # drop the float times
-        # the narrow pool columns go in as they are (asarray: no copy of a day of events)
-        self.fleet.link.ingest_folded(
-            day=t_ms // 86_400_000,
-            org=np.asarray(d["org"], np.int32),
-            sample=np.asarray(d["sample"], np.int32),
-            model=np.asarray(d["model"], np.int16),
-            verdict=np.asarray(d["verdict"], np.int8),
-            ep=np.asarray(d["ep"], np.int32),
+        t_ms = clock.ms(0) + (cols.pop("t") * 1000).astype(np.int64)
+        assert self.writer is not None
+        self.writer.submit(
+            ep=np.asarray(cols["ep"], np.int32),
+            sample=cols["sample"],
+            model=np.asarray(cols["model"], np.int16),
+            verdict=np.asarray(cols["verdict"], np.int8),
             t_ms=t_ms,
             now=clock.at(t),
         )
+
+    def flush(self, t: float) -> None:
+        """Everything delivered so far reaches the aggregates (before anyone reads them)."""
+        self.fold(t)
+        assert self.writer is not None
+        self.writer.join()
 
     def sample_adoption(self, t: float) -> None:
         """Record how many endpoints run each model version."""
@@ -456,11 +619,24 @@ class CohortEngine:
                 del self.breakers[e]
 
     def finish(self, t: float) -> None:
-        """End of run: count what is still spooled, fold the rest, final adoption sample."""
-        rec = self.fleet.recorder
-        rec.count("events_pending_at_end", int(self.pending.sum()))
+        """End of run: count check-ins and what is still spooled, fold the rest, adoption."""
+        rec, w = self.fleet.recorder, self.fleet.world
+        on = self._on_idx
+        self._checkins += self._n_ci(on, self._on_since[on], t)
+        rec.count("checkins", self._checkins)
+        rec.count("checkins_failed", self._checkins_failed)
+        pending = self._due_next + self._parked
+        left = 0
+        if pending:
+            ep = np.concatenate([p["ep"] for p in pending])
+            per = np.bincount(ep, minlength=w.n_endpoints)
+            cap = w.spec.spool_max_events
+            dropped = int(np.maximum(per - cap, 0).sum())
+            rec.count("events_dropped", dropped)
+            left = int(ep.size) - dropped
+        rec.count("events_pending_at_end", left)
         rec.count("self_test_failed_endpoints", int(self.st_failed.sum()))
-        self.fold(t)
+        self.flush(t)
         self.sample_adoption(t)
 
 
@@ -474,8 +650,9 @@ def run_cohort(
 ) -> CohortEngine:
     """Run the cohort engine under SimPy for `days` simulated days."""
     env = simpy.Environment()
-    eng = CohortEngine(fleet, rng)
-    fleet.flush_hook = eng.fold
+    writer = fold_writer_for(fleet.link, fleet.world.ep_org)
+    eng = CohortEngine(fleet, rng, writer)
+    fleet.flush_hook = eng.flush
     horizon = days * DAY_S
 
     def operator() -> simpy.events.ProcessGenerator:
@@ -491,8 +668,9 @@ def run_cohort(
             eng.step(t0)
             if progress is not None:
                 progress(env.now, eng.events_total)
+            if env.now % DAY_S == FOLD_GRACE_S:
+                eng.fold(env.now, upto_day=int(env.now // DAY_S) - 1)
             if env.now % DAY_S == 0:
-                eng.fold(env.now)
                 eng.prune_breakers(env.now)
 
     def hourly() -> simpy.events.ProcessGenerator:
@@ -501,9 +679,12 @@ def run_cohort(
             fleet.hourly(env.now)
             yield env.timeout(3600.0)
 
-    env.process(operator())
-    env.process(stepper())
-    env.process(hourly())
-    env.run(until=horizon + 1e-6)
-    eng.finish(horizon)
+    try:
+        env.process(operator())
+        env.process(stepper())
+        env.process(hourly())
+        env.run(until=horizon + 1e-6)
+        eng.finish(horizon)
+    finally:
+        writer.close()
     return eng

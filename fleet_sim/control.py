@@ -30,10 +30,10 @@ from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
 from agent.policy import EffectivePolicy, RolloutAssignment, assigned_version
 from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
-from backend.rollout_service import record_endpoint_day_columns
+from backend.rollout_service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
 from fleet_sim.backend_link import InProcessLink
-from fleet_sim.rollout import EndpointDayTally, HealthKind, RolloutRecord
+from fleet_sim.rollout import ArmDayTally, HealthKind, RolloutRecord
 from fleet_sim.scenario import (
     Action,
     AllowlistAdd,
@@ -221,7 +221,7 @@ class Fleet:
     revoked: set[int] = field(default_factory=set)
     flush_hook: Callable[[float], None] | None = None
     rollout_starter: Callable[[StartRollout, float], RolloutHook] | None = None
-    tally: EndpointDayTally | None = None
+    tally: ArmDayTally | None = None
     keep_evidence: bool = False
     evidence_rows: int = 0
     _ctx_cache: dict[tuple[int, int, int], int] = field(default_factory=dict)
@@ -289,7 +289,7 @@ class Fleet:
             self.rollout = self.rollout_starter(action, t)
             rec.rollouts.append(self.rollout.record)
             if self.tally is None:
-                self.tally = EndpointDayTally(self.clock.epoch_day)
+                self.tally = ArmDayTally(self.clock.epoch_day, self.world.ep_org, self.world.n_orgs)
             rec.events.append((t, f"rollout v{action.version} stages {list(action.stages)}"))
             rec.track(self.link.policy_version, t)
         elif isinstance(action, Revoke):
@@ -403,9 +403,9 @@ class Fleet:
         `backend_self_test_failures`, `backend_model_errors` and `backend_breaker_trips`.
         """
         if self.tally is not None:
-            cols = self.tally.take_columns(self.link.org_ids, self.world.ep_org)
+            cols = self.tally.take_columns(self.link.org_ids)
             if len(cols):
-                self.evidence_rows += record_endpoint_day_columns(self.link.store, cols)
+                self.evidence_rows += record_arm_day_columns(self.link.store, cols)
                 for name in ("self_test_failures", "model_errors", "breaker_trips"):
                     self.recorder.count(f"backend_{name}", sum(getattr(cols, name)))
         if self.rollout is not None:

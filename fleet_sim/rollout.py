@@ -6,12 +6,13 @@ policy; simulated endpoints adopt that policy at their check-ins and pick their 
 `agent.policy.assigned_version` (`control.Fleet.assigned_models`), so a halt or an advance
 reaches an endpoint exactly when its next check-in does, as in the field.
 
-Evidence reaches the controller the way the backend gets it from real agents: per
-(day, endpoint, model version) counters of events, alerts, self-test failures, model errors and
-breaker trips (`backend.rollout_service.EndpointDayRow`). `EndpointDayTally` collects them from
-the fleet as telemetry is delivered (and as health events happen), and `ControllerRollout`
-writes them with `record_endpoint_day_columns` before each `tick_rollout`, every controller tick
-(hourly by default) of simulated time.
+Evidence reaches the controller in the backend's own rollup: per (day, org, model version)
+endpoint-days, events, alerts, self-test failures, model errors and breaker trips
+(`backend.rollout_service.arm_days`, which real agents' batches update through their
+per-endpoint rows). `ArmDayTally` counts them from the fleet as telemetry is delivered (and as
+health events happen), each (day, endpoint, version) once, and `control.Fleet.hourly` writes
+the increments with `record_arm_day_columns` before each `tick_rollout`, every simulated hour;
+a million endpoints cost a few thousand rows an hour instead of a row per endpoint.
 
 Beside the decisions, the hook keeps the transition report's per-org prediction made at the
 start (`backend.transition.predict_transition` on the aggregates so far), so the report can set
@@ -23,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +33,7 @@ from agent.verdict_codes import ALERT_CODES
 from backend.admin import Publish
 from backend.rollout import RolloutAction, RolloutConfig, RolloutDecision, RolloutState
 from backend.rollout_service import (
-    EndpointDayColumns,
-    EndpointDayRow,
+    ArmDayColumns,
     get_rollout,
     start_rollout,
     tick_rollout,
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from fleet_sim.control import Recorder
 
 __all__ = [
+    "ArmDayTally",
     "ControllerRollout",
-    "EndpointDayTally",
     "HealthKind",
     "RolloutRecord",
     "rollout_config",
@@ -85,20 +85,22 @@ class RolloutRecord:
 
 
 @dataclass
-class EndpointDayTally:
-    """Per (day, endpoint, model version) counters, collected in arrays until written."""
+class ArmDayTally:
+    """Per (day, org, model version) evidence, each (day, endpoint, version) counted once.
+
+    What the backend's `arm_days` rollup holds (`backend.rollout_service`): endpoint-days (an
+    endpoint counts once per day and version, the first time it reports anything for it),
+    events, alerts and health counts. A bitmap of the endpoints seen per (day, version) tells
+    a first report from a later one, so nothing per endpoint is written.
+    """
 
     epoch_day: int
-    _parts: list[tuple[I64, I64, I64, dict[str, I64]]] = field(default_factory=list)
-    _names: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, object))
+    ep_org: npt.NDArray[np.int32]
+    n_orgs: int
+    _seen: dict[tuple[int, int], npt.NDArray[np.bool_]] = field(default_factory=dict)
+    _acc: dict[tuple[int, int], I64] = field(default_factory=dict)
 
-    def add(
-        self,
-        t: npt.NDArray[np.float64],
-        ep: I64,
-        model: I64,
-        **counts: I64,
-    ) -> None:
+    def add(self, t: npt.NDArray[np.float64], ep: I64, model: I64, **counts: I64) -> None:
         """Count rows at simulated seconds `t` (names from `_COUNTS`, missing ones are 0)."""
         if ep.size == 0:
             return
@@ -106,64 +108,58 @@ class EndpointDayTally:
         if unknown:
             raise ValueError(f"unknown counters {sorted(unknown)}")
         day = self.epoch_day + (np.asarray(t, np.float64) // DAY_S).astype(np.int64)
-        self._parts.append((day, ep.astype(np.int64), model.astype(np.int64), counts))
+        model = np.asarray(model, np.int64)
+        d0, m0 = int(day.min()), int(model.min())
+        if d0 == int(day.max()) and m0 == int(model.max()):
+            self._add_group(d0, m0, ep, counts)
+            return
+        n_m = int(model.max()) + 1
+        key = (day - d0) * n_m + model
+        for k in np.flatnonzero(np.bincount(key)).tolist():
+            sel = key == k
+            part = {c: v[sel] for c, v in counts.items()}
+            self._add_group(d0 + k // n_m, k % n_m, ep[sel], part)
+
+    def _add_group(self, day: int, model: int, ep: I64, counts: dict[str, I64]) -> None:
+        k, n = (day, model), self.n_orgs
+        seen = self._seen.get(k)
+        if seen is None:
+            seen = self._seen[k] = np.zeros(self.ep_org.size, bool)
+        fresh = ep[~seen[ep]]
+        acc = self._acc.get(k)
+        if acc is None:
+            acc = self._acc[k] = np.zeros((1 + len(_COUNTS), n), np.int64)
+        if fresh.size:
+            fresh = np.unique(fresh)
+            seen[fresh] = True
+            acc[0] += np.bincount(self.ep_org[fresh], minlength=n)
+        org = self.ep_org[ep]
+        for i, name in enumerate(_COUNTS, start=1):
+            v = counts.get(name)
+            if v is not None:
+                acc[i] += np.bincount(org, weights=v, minlength=n).astype(np.int64)
 
     def add_events(self, t: npt.NDArray[np.float64], ep: I64, model: I64, verdict: I64) -> None:
         """Count delivered telemetry events (alerts are the verdicts that alert)."""
-        one = np.ones(ep.size, np.int64)
-        self.add(t, ep, model, events=one, alerts=ALERT_CODES[verdict].astype(np.int64))
+        self.add(t, ep, model, events=np.ones(ep.size, np.int64),
+                 alerts=ALERT_CODES[verdict].astype(np.int64))  # fmt: skip
 
     def add_health(self, kind: HealthKind, t: npt.NDArray[np.float64], ep: I64, model: I64) -> None:
         """Count one health event of `kind` per entry of `ep`, at seconds `t`."""
         self.add(t, ep, model, **{kind: np.ones(ep.size, np.int64)})
 
-    def take(self, org_ids: Sequence[str], ep_org: npt.NDArray[np.int32]) -> list[EndpointDayRow]:
-        """The summed rows collected so far (and forget them)."""
-        c = self.take_columns(org_ids, ep_org)
-        return [EndpointDayRow(*row) for row in zip(*_fields(c), strict=True)]
-
-    def take_columns(
-        self, org_ids: Sequence[str], ep_org: npt.NDArray[np.int32]
-    ) -> EndpointDayColumns:
-        """`take` as columns, for `record_endpoint_day_columns` (no object per row)."""
-        if not self._parts:
-            return EndpointDayColumns([], [], [], [], [], [], [], [], [])
-        parts, self._parts = self._parts, []
-        day = np.concatenate([p[0] for p in parts])
-        ep = np.concatenate([p[1] for p in parts])
-        model = np.concatenate([p[2] for p in parts])
-        cols = {
-            c: np.concatenate(
-                [p[3].get(c, np.zeros(p[1].size, np.int64)).astype(np.int64) for p in parts]
-            )
-            for c in _COUNTS
-        }
-        d0, n_ep, n_m = int(day.min()), int(ep.max()) + 1, int(model.max()) + 1
-        key = ((day - d0) * n_ep + ep) * n_m + model
-        uk, inv = np.unique(key, return_inverse=True)
-        inv = inv.reshape(-1)
-        sums = [
-            np.bincount(inv, weights=cols[c], minlength=uk.size).astype(np.int64).tolist()
-            for c in _COUNTS
-        ]
-        e = uk // n_m % n_ep
-        if self._names.size <= int(e.max()):
-            self._names = np.asarray([f"sim{i:08d}" for i in range(int(e.max()) + 1)], object)
-        orgs = np.asarray(org_ids, object)
-        return EndpointDayColumns(
-            (uk // (n_ep * n_m) + d0).tolist(),
-            self._names[e].tolist(),
-            (uk % n_m).tolist(),
-            orgs[np.asarray(ep_org)[e]].tolist(),
-            *sums,
-        )
-
-
-def _fields(c: EndpointDayColumns) -> tuple[Sequence[object], ...]:
-    return (
-        c.day, c.endpoint_id, c.model_version, c.org_id, c.events, c.alerts,
-        c.self_test_failures, c.model_errors, c.breaker_trips,
-    )  # fmt: skip
+    def take_columns(self, org_ids: Sequence[str]) -> ArmDayColumns:
+        """The increments counted since the last call, as `arm_days` rows (and forget them)."""
+        acc, self._acc = self._acc, {}
+        cols: list[list[Any]] = [[] for _ in range(4 + len(_COUNTS))]
+        for (day, model), a in sorted(acc.items()):
+            orgs = np.flatnonzero(a.any(axis=0))
+            cols[0] += [day] * orgs.size
+            cols[1] += [org_ids[o] for o in orgs.tolist()]
+            cols[2] += [model] * orgs.size
+            for i in range(1 + len(_COUNTS)):
+                cols[3 + i] += a[i, orgs].tolist()
+        return ArmDayColumns(*cols)
 
 
 def rollout_config(action: StartRollout) -> RolloutConfig:

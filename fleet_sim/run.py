@@ -34,7 +34,7 @@ from fleet_sim.control import (
 )
 from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
-from fleet_sim.rollout import ControllerRollout, EndpointDayTally
+from fleet_sim.rollout import ArmDayTally, ControllerRollout
 from fleet_sim.scenario import ScenarioError, ScenarioModel, StartRollout
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world
@@ -239,7 +239,7 @@ def run_arm(
             keep_evidence=scenario.endpoint_days,
         )
         if scenario.endpoint_days:
-            fleet.tally = EndpointDayTally(clock.epoch_day)
+            fleet.tally = ArmDayTally(clock.epoch_day, world.ep_org, world.n_orgs)
         fleet.rollout_starter = _rollout_starter(fleet, store, registry)
         rng = np.random.default_rng([scenario.seed, 1])
         actions = scenario.actions(arm)

@@ -8,34 +8,41 @@ import tomllib
 import numpy as np
 
 from agent.policy import assigned_version, resolve_policy
+from backend.sketch import endpoint_hash
 from backend.store import Store
 from fleet_sim.report import write_report
-from fleet_sim.rollout import EndpointDayTally
+from fleet_sim.rollout import ArmDayTally
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
 
 from .conftest import SCENARIOS
 
 
-def test_tally_sums_rows_per_day_endpoint_and_version():
-    tally = EndpointDayTally(epoch_day=20_000)
+def test_tally_counts_each_endpoint_day_once_per_org_and_version():
+    tally = ArmDayTally(epoch_day=20_000, ep_org=np.asarray([0, 0, 0, 0, 1], np.int32), n_orgs=2)
     t = np.asarray([10.0, 20.0, 86_400.0 + 5, 30.0])
     tally.add_events(
         t, np.asarray([3, 3, 3, 4]), np.asarray([1, 1, 1, 2]), np.asarray([0, 1, 0, 1])
     )
     tally.add_health("breaker_trips", np.asarray([40.0]), np.asarray([3]), np.asarray([1]))
+    cols = tally.take_columns(["o0", "o1"])
     rows = {
-        (r.day, r.endpoint_id, r.model_version): r
-        for r in tally.take(["o0", "o1"], np.asarray([0, 0, 0, 0, 1]))
+        (d, o, m): (ed, ev, br)
+        for d, o, m, ed, ev, br in zip(
+            cols.day, cols.org_id, cols.model_version, cols.endpoint_days, cols.events,
+            cols.breaker_trips, strict=True,
+        )
+    }  # fmt: skip
+    assert rows == {
+        (20_000, "o0", 1): (1, 2, 1),  # endpoint 3 twice and a trip on day 0: one endpoint-day
+        (20_001, "o0", 1): (1, 1, 0),
+        (20_000, "o1", 2): (1, 1, 0),
     }
-    assert set(rows) == {
-        (20_000, "sim00000003", 1),
-        (20_001, "sim00000003", 1),
-        (20_000, "sim00000004", 2),
-    }
-    r = rows[(20_000, "sim00000003", 1)]
-    assert (r.events, r.breaker_trips, r.org_id) == (2, 1, "o0")
-    assert tally.take(["o0"], np.asarray([0])) == []
+    assert len(tally.take_columns(["o0", "o1"])) == 0
+    # a later report of an endpoint-day already counted adds events, not exposure
+    tally.add_events(np.asarray([50.0]), np.asarray([3]), np.asarray([1]), np.asarray([0]))
+    again = tally.take_columns(["o0", "o1"])
+    assert (list(again.endpoint_days), list(again.events)) == ([0], [1])
 
 
 def _shrunk(name: str, *, endpoints: int, start: str, days: float, v2_bias: float = 0.0):
@@ -114,11 +121,13 @@ def test_exact_mode_follows_signed_policy_and_reports_health(small_corpus, sim_b
     try:
         start = rec.rollouts[0].start_policy_version
         doc = next(p.document for p in store.policy_history() if p.version == start)
+        # telemetry rows name no endpoint, but their sketches hold each endpoint's hash
         ran_v3 = {
-            r[0]
-            for r in store._conn.execute(
-                "SELECT DISTINCT endpoint_id FROM endpoint_days WHERE model_version = 3"
+            int.from_bytes(blob[i : i + 8], "big")
+            for (blob,) in store._conn.execute(
+                "SELECT endpoints FROM aggregates WHERE model_version = 3"
             )
+            for i in range(0, len(blob), 8)
         }
         org_ids = store.org_ids()
     finally:
@@ -128,7 +137,7 @@ def test_exact_mode_follows_signed_policy_and_reports_health(small_corpus, sim_b
     assert len(name_to_id) == world.n_orgs
     effs = {o: resolve_policy(doc, o) for o in org_ids}
     cohort = {
-        world.endpoint_id(e)
+        endpoint_hash(world.endpoint_id(e))
         for e in range(world.n_endpoints)
         for o in org_ids
         if assigned_version(effs[o], world.endpoint_id(e)) == 3
