@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.decision import Mode
@@ -32,6 +34,9 @@ __all__ = [
     "RolloutModel",
     "active_sha256s",
     "assigned_version",
+    "assigned_versions",
+    "canary_bucket",
+    "canary_cut",
     "foreign_orgs",
     "in_canary",
     "parse_policy",
@@ -330,8 +335,22 @@ def in_canary(salt: str, endpoint_id: str, percent: float) -> bool:
     stable across processes and machines, and nested (an endpoint in the 5 % cohort is in the
     25 % cohort of the same salt), so raising the percentage only ever adds endpoints.
     """
+    return canary_bucket(salt, endpoint_id) < canary_cut(percent)
+
+
+def canary_bucket(salt: str, endpoint_id: str) -> int:
+    """The endpoint's place in the hash space for `salt`, 0..9999 (see `in_canary`).
+
+    Callers deciding for many endpoints at once (the fleet simulator) keep these per salt
+    and compare them with `canary_cut` instead of hashing again at every stage.
+    """
     digest = hashlib.sha256(f"{salt}:{endpoint_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 10_000 < round(percent * 100)
+    return int.from_bytes(digest[:8], "big") % 10_000
+
+
+def canary_cut(percent: float) -> int:
+    """Buckets below this are in the `percent` % cohort."""
+    return round(percent * 100)
 
 
 def assigned_version(policy: EffectivePolicy | None, endpoint_id: str | None) -> int | None:
@@ -349,3 +368,21 @@ def assigned_version(policy: EffectivePolicy | None, endpoint_id: str | None) ->
     if endpoint_id and in_canary(ro.salt, endpoint_id, ro.percent):
         return ro.to_version
     return control
+
+
+def assigned_versions(
+    policy: EffectivePolicy | None, buckets: npt.NDArray[np.integer]
+) -> npt.NDArray[np.int64]:
+    """`assigned_version` for many endpoints at once: the same rule, vectorized.
+
+    `buckets` are the endpoints' `canary_bucket`s for the policy's rollout salt; 0 stands for
+    "the policy assigns nothing".
+    """
+    n = buckets.size
+    if policy is None:
+        return np.zeros(n, np.int64)
+    ro = policy.rollout
+    if ro is None:
+        return np.full(n, policy.model_version or 0, np.int64)
+    control = ro.from_version if ro.from_version is not None else policy.model_version
+    return np.where(buckets < canary_cut(ro.percent), ro.to_version, control or 0).astype(np.int64)

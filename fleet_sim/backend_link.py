@@ -83,6 +83,7 @@ class InProcessLink:
     _features_sent: set[int] = field(default_factory=set)
     _hash_arr: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     _rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    _hash_by_rank: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     _fold_seq: int = 0
     _sha_raw: list[bytes] = field(default_factory=list)
     _sha_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -245,8 +246,10 @@ class InProcessLink:
             new = [sketch.endpoint_hash(f"sim{e:08d}") for e in range(have, max_ep + 1)]
             self._hash_arr = np.concatenate([self._hash_arr, np.asarray(new, np.uint64)])
             rank = np.empty(self._hash_arr.size, np.int64)
-            rank[np.argsort(self._hash_arr, kind="stable")] = np.arange(self._hash_arr.size)
+            by_rank = np.argsort(self._hash_arr, kind="stable")
+            rank[by_rank] = np.arange(self._hash_arr.size)
             self._rank = rank
+            self._hash_by_rank = self._hash_arr[by_rank]
         return self._rank
 
     def _sha_index(self) -> tuple[list[bytes], npt.NDArray[np.int64]]:
@@ -370,45 +373,54 @@ class InProcessLink:
         rank: npt.NDArray[np.int64],
         n_models: int,
     ) -> _FoldPart:
-        """Fold one org chunk's events (`day` relative to the fold's first) into rows."""
-        n = day.size
+        """Fold one org chunk's events (`day` relative to the fold's first) into rows.
+
+        Two value sorts (SIMD-fast, unlike an argsort) do it: (row, endpoint hash rank) gives
+        each row's count (its run length) and its distinct endpoints in hash order (the first
+        K join the sketch); (row, time) gives its first and last time (the run's ends). Both
+        runs of a row sit at the same positions, since both sorts order by row first.
+        """
         n_s = len(self.sha256)
         nv = len(VERDICTS)
         row = (((day * len(self.org_ids) + org) * n_models + model) * nv + verdict) * n_s + sample
         n_rank = np.int64(rank.size)
-        if int(row.max()) >= np.iinfo(np.int64).max // int(n_rank):
+        t0 = int(t_ms.min())
+        span = np.int64(int(t_ms.max()) - t0 + 1)
+        top = int(row.max()) + 1
+        if top >= np.iinfo(np.int64).max // max(int(n_rank), int(span)):
             raise ValueError("fold key space overflows int64; fold more often")
-        comp = row * n_rank + rank[ep]
-        order = np.argsort(comp)
-        key = comp[order]
-        del comp
-        row_s, t_s = row[order], t_ms[order]
-        del row
+        key = np.sort(row * n_rank + rank[ep])
+        row_s = key // n_rank
         new_row = np.r_[True, row_s[1:] != row_s[:-1]]
-        del row_s
         starts = np.flatnonzero(new_row)
+        n = key.size
         counts = np.diff(np.r_[starts, n])
-        first = np.minimum.reduceat(t_s, starts)
-        last = np.maximum.reduceat(t_s, starts)
-        del t_s
         # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
         pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        del key
         p_row = (np.cumsum(new_row) - 1)[pair]
         p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
         k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
         keep = k_in_row < sketch.K
-        p_hash = self._hash_arr[ep[order[pair[keep]]]]
+        p_hash = self._hash_by_rank[key[pair[keep]] % n_rank]
         p_row = p_row[keep]
+        row_key = row_s[starts]
+        del key, row_s, new_row, pair, k_in_row, keep
+        tk = np.sort(row * span + (t_ms - t0))
+        first = tk[starts] % span + t0
+        last = tk[np.r_[starts[1:], n] - 1] % span + t0
+        del tk, row
         blob = p_hash.astype(">u8").tobytes()
         bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
-        first_of = order[starts]
+        rest, smp = np.divmod(row_key, n_s)
+        rest, vd = np.divmod(rest, nv)
+        rest, mdl = np.divmod(rest, n_models)
+        dy, og = np.divmod(rest, len(self.org_ids))
         return _FoldPart(
-            day=day[first_of],
-            org=org[first_of],
-            sample=sample[first_of],
-            model=model[first_of],
-            verdict=verdict[first_of],
+            day=dy,
+            org=og,
+            sample=smp,
+            model=mdl,
+            verdict=vd,
             count=counts,
             first=first,
             last=last,

@@ -109,7 +109,6 @@ class CohortEngine:
     breakers: dict[int, BreakerState] = field(default_factory=dict)
     events_total: int = 0
     _n_published: int = 0
-    _release: Cols | None = None
 
     def __post_init__(self) -> None:
         if self.step_s != QUARTER_S:
@@ -128,11 +127,11 @@ class CohortEngine:
         self.settled = np.zeros(n, bool)
         self._iv = w.ep_checkin_s
         self._ph = w.ep_phase_s
-        self._next_ci = np.zeros(n)
         self._unsettled = np.zeros(0, np.int64)
         self._refresh_tables()
         # online state, updated at the quarters where it can change
         self.online = np.asarray(w.online(0.0))
+        self._online_prev = self.online.copy()
         self._on_since = np.where(self.online, 0.0, np.nan)
         self._on_idx = np.flatnonzero(self.online)
         self._n_on = np.bincount(w.ep_org[self.online], minlength=w.n_orgs).astype(np.int64)
@@ -236,13 +235,10 @@ class CohortEngine:
             back[went_on] = True
             parked = _cat(self._parked, _EVENT)
             go = back[parked["ep"]]
-            self._parked = [_take(parked, ~go)] if (~go).any() else []
+            self._parked = [_take(parked, ~go)] if not go.all() else []
             rel = _take(parked, go)
             rel["c"] = self._next_checkin(rel["ep"], t0)
-            now = rel["c"] < t0 + self.step_s
-            self._release = _take(rel, now)
-            if (~now).any():
-                self._due_next.append(_take(rel, ~now))
+            self._due_next.append(rel)
 
     def _count_failed_checkins(self, t0: float, t1: float) -> None:
         """Check-ins of online endpoints that found the backend down in [t0, t1)."""
@@ -253,46 +249,74 @@ class CohortEngine:
 
     # --- 2. check-ins with news -----------------------------------------------------------------
 
-    def _checkin_news(self, t0: float, t1: float) -> tuple[I64, F64, npt.NDArray[np.int32]]:
-        fleet, w, rec = self.fleet, self.fleet.world, self.fleet.recorder
+    def _checkin_news(self, t0: float, t1: float) -> tuple[F64, npt.NDArray[np.int32]] | None:
+        """Check-ins in [t0, t1) of endpoints that have news.
+
+        Returns each endpoint's first switch time in the step (-inf: none, so every encounter
+        is after it) and the table it used before, or None when no endpoint switched.
+        """
+        fleet, w = self.fleet, self.fleet.world
         link = fleet.link
-        sw_eps: list[I64] = []
-        sw_times: list[F64] = []
-        sw_prev: list[npt.NDArray[np.int32]] = []
         pub_v = np.asarray([v for v, _ in link.published], np.int64)
         pub_t = np.asarray([fleet.clock.seconds(when) for _, when in link.published])
         if len(link.published) != self._n_published:  # a new policy: everyone has news
             self._n_published = len(link.published)
             self.settled[:] = False
             self._unsettled = np.arange(w.n_endpoints, dtype=np.int64)
-            self._next_ci[:] = self._next_checkin(self._unsettled, t0)
         u = self._unsettled
-        while u.size:
-            due = (self._next_ci[u] < t1) & ~self.settled[u]
-            idx = u[due]
+        if u.size == 0:
+            return None
+        idx = u[self.online[u]]
+        c = self._next_checkin(idx, t0)
+        sw_time: F64 | None = None
+        sw_prev = np.zeros(0, np.int32)
+        while idx.size:
+            due = c < t1
+            idx, c = idx[due], c[due]
             if idx.size == 0:
                 break
-            c = self._next_ci[idx]
-            self._next_ci[idx] = c + self._iv[idx]
-            on = self.online[idx]
-            idx, c = idx[on], c[on]
-            if idx.size == 0:
-                continue
+            nxt = c + self._iv[idx]  # a second check-in in the same step, if any
             up = np.ones(idx.size, bool)
             for a, b in link.outages:
                 up &= ~((c >= a) & (c < b))
-            idx, c = idx[up], c[up]
-            if idx.size == 0:
-                continue
-            v = pub_v[np.searchsorted(pub_t, c, side="right") - 1].astype(np.int32)
+            if up.all():
+                go, cg = idx, c
+            else:
+                go, cg = idx[up], c[up]
+            if go.size:
+                sw = self._adopt(go, cg, pub_v, pub_t)
+                if sw is not None:
+                    if sw_time is None:
+                        sw_time = np.full(w.n_endpoints, -np.inf)
+                        sw_prev = np.zeros(w.n_endpoints, np.int32)
+                    ch, when, prev = sw
+                    first = np.isneginf(sw_time[ch])  # keep each endpoint's first switch
+                    sw_time[ch[first]] = when[first]
+                    sw_prev[ch[first]] = prev[first]
+            more = ~self.settled[idx]
+            idx, c = idx[more], nxt[more]
+        self._unsettled = u[~self.settled[u]]
+        return None if sw_time is None else (sw_time, sw_prev)
+
+    def _adopt(
+        self, idx: I64, c: F64, pub_v: I64, pub_t: F64
+    ) -> tuple[I64, F64, npt.NDArray[np.int32]] | None:
+        """Successful check-ins at times `c`: adopt policy, install models, reset breakers."""
+        fleet, rec = self.fleet, self.fleet.recorder
+        v = pub_v[np.searchsorted(pub_t, c, side="right") - 1].astype(np.int32)
+        vs = np.flatnonzero(np.bincount(v)).tolist()
+        if len(vs) == 1:
+            target = fleet.assigned_models(vs[0], idx)
+        else:
             target = np.zeros(idx.size, np.int32)
-            for uv in np.unique(v).tolist():
+            for uv in vs:
                 sel = v == uv
-                target[sel] = fleet.assigned_models(uv, idx[sel].astype(np.int64))
-            cur = self.model[idx]
-            want = (target != 0) & (target != cur)
-            install = want.copy()
-            for tv in np.unique(target[want]).tolist():
+                target[sel] = fleet.assigned_models(uv, idx[sel])
+        cur = self.model[idx]
+        want = (target != 0) & (target != cur)
+        install = want.copy()
+        if want.any():
+            for tv in np.flatnonzero(np.bincount(target[want])).tolist():
                 m = fleet.registry[tv]
                 sel = want & (target == tv)
                 if not m.signed:
@@ -300,59 +324,57 @@ class CohortEngine:
                     install &= ~sel
                     continue
                 if m.self_test_fail_share > 0:
-                    eps = idx[sel].astype(np.int64)
+                    eps = idx[sel]
                     fails = ((eps * 2654435761) % 10_000) / 10_000.0 < m.self_test_fail_share
                     bad = np.zeros(idx.size, bool)
                     bad[np.flatnonzero(sel)[fails]] = True
                     rec.count("self_test_refusals", int(bad.sum()))
                     fleet.report_health(
-                        "self_test_failures", c[bad], idx[bad].astype(np.int64),
+                        "self_test_failures", c[bad], idx[bad],
                         np.full(int(bad.sum()), tv, np.int64),
                     )  # fmt: skip
                     self.st_failed[idx[bad]] = True
                     install &= ~bad
-            newpol = v != self.pol[idx]
-            changed = newpol | install
-            rec.count("model_installs", int(install.sum()))
-            rec.count(
-                "unsigned_installs",
-                int(sum(not fleet.registry[int(x)].signed for x in target[install].tolist())),
-            )
-            if changed.any():
-                ch = idx[changed]
-                sw_eps.append(ch)
-                sw_times.append(c[changed])
-                sw_prev.append(self._eff_tbl(ch))
-                self.model[idx[install]] = target[install]
-                self.pol[ch] = v[changed]
-                self.tripped[ch] = False
-                for e in ch.tolist():
-                    self.breakers.pop(e, None)
-                o_ch, m_ch, v_ch = w.ep_org[ch], self.model[ch], self.pol[ch]
-                keys = np.stack([v_ch, o_ch, m_ch], axis=1)
-                uk, inv = np.unique(keys, axis=0, return_inverse=True)
-                before = len(fleet.tables.verdict)
-                vals = np.asarray(
-                    [fleet.table(int(a), int(b), int(m), float(c.min())) for a, b, m in uk],
-                    np.int32,
-                )
-                self.tbl[ch] = vals[inv.reshape(-1)]
-                if len(fleet.tables.verdict) != before:
-                    self._refresh_tables()
-            for k, (_t_start, seen) in rec.tracked.items():
-                ok = (v >= k) & np.isinf(seen[idx])
-                seen[idx[ok]] = c[ok]
-            self.settled[idx] = (v == pub_v[-1]) & ~(want & ~install)
-        self._unsettled = u[~self.settled[u]]
-        if not sw_eps:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32)
-        eps = np.concatenate(sw_eps)
-        times = np.concatenate(sw_times)
-        prev = np.concatenate(sw_prev)
-        order = np.argsort(times, kind="stable")  # keep each endpoint's first switch
-        eps, times, prev = eps[order], times[order], prev[order]
-        _, first = np.unique(eps, return_index=True)
-        return eps[first], times[first], prev[first]
+        rec.count("model_installs", int(install.sum()))
+        if install.any():
+            unsigned = [tv for tv in np.unique(target[install]).tolist()
+                        if not fleet.registry[tv].signed]  # fmt: skip
+            rec.count("unsigned_installs", int(np.isin(target[install], unsigned).sum()))
+        changed = (v != self.pol[idx]) | install
+        switched = None
+        if changed.any():
+            ch = idx[changed]
+            switched = (ch, c[changed], self._eff_tbl(ch))
+            self.model[idx[install]] = target[install]
+            self.pol[ch] = v[changed]
+            self.tripped[ch] = False
+            if self.breakers:
+                for e in np.intersect1d(np.fromiter(self.breakers, np.int64), ch).tolist():
+                    del self.breakers[e]
+            self._set_tables(ch, float(c.min()))
+        for k, (_t_start, seen) in fleet.recorder.tracked.items():
+            ok = (v >= k) & np.isinf(seen[idx])
+            seen[idx[ok]] = c[ok]
+        self.settled[idx] = (v == pub_v[-1]) & ~(want & ~install)
+        return switched
+
+    def _set_tables(self, ch: I64, t: float) -> None:
+        """Point endpoints `ch` at the decision table of their (policy, org, model)."""
+        fleet, w = self.fleet, self.fleet.world
+        o_ch, m_ch, v_ch = w.ep_org[ch], self.model[ch], self.pol[ch]
+        n_m = int(m_ch.max()) + 1
+        vm = v_ch.astype(np.int64) * n_m + m_ch
+        before = len(fleet.tables.verdict)
+        for k in np.flatnonzero(np.bincount(vm)).tolist():
+            pv, mv = divmod(k, n_m)
+            sel = vm == k
+            orgs = o_ch[sel]
+            per_org = np.zeros(w.n_orgs, np.int32)
+            for o in np.flatnonzero(np.bincount(orgs, minlength=w.n_orgs)).tolist():
+                per_org[o] = fleet.table(pv, o, mv, t)
+            self.tbl[ch[sel]] = per_org[orgs]
+        if len(fleet.tables.verdict) != before:
+            self._refresh_tables()
 
     # --- 3. encounters ------------------------------------------------------------------------
 
@@ -411,27 +433,27 @@ class CohortEngine:
     # --- the step -------------------------------------------------------------------------
 
     def step(self, t0: float) -> int:
-        """Advance the fleet through [t0, t0 + step); returns the encounters simulated."""
+        """Advance the fleet through [t0, t0 + step); returns the encounters simulated.
+
+        Events are delivered one step late in processing, never in simulated time: the
+        events generated in a step wait (with the check-in `c` that may deliver them) until
+        the next step, which judges each at `c` against the online state of `c`'s quarter.
+        """
         fleet, w, rec = self.fleet, self.fleet.world, self.fleet.recorder
         t1 = t0 + self.step_s
-        self._release = None
+        np.copyto(self._online_prev, self.online)
         self._advance_online(t0)
         self._count_failed_checkins(t0, t1)
-        sw_e, sw_t, sw_p = self._checkin_news(t0, t1)
+        sw = self._checkin_news(t0, t1)
         org, ep, sample, t = self._encounters(t0)
-        due: list[Cols] = self._due_next
-        self._due_next = []
-        if self._release is not None and self._release["ep"].size:
-            due.append(self._release)
+        due, self._due_next = self._due_next, []
         if ep.size:
             tb = self._eff_tbl(ep)
-            if sw_e.size:
-                sw_time = np.full(w.n_endpoints, -np.inf)
-                sw_time[sw_e] = sw_t
-                sw_prev = np.zeros(w.n_endpoints, np.int32)
-                sw_prev[sw_e] = sw_p
+            if sw is not None:
+                sw_time, sw_prev = sw
                 before = t < sw_time[ep]
-                tb = np.where(before, sw_prev[ep], tb)
+                if before.any():
+                    tb = np.where(before, sw_prev[ep], tb)
             verdict = self._V[tb, sample].astype(np.int64)
             blocks = np.flatnonzero(verdict == BLOCK_CODE)
             if blocks.size:
@@ -449,21 +471,19 @@ class CohortEngine:
             rec.mal_alerts[day] += b[:, [6, 7]].sum(axis=1)
             rec.new_fp[day] += b[:, [1, 3]].sum(axis=1)
             rec.count("events_generated", ep.size)
-            c = self._next_checkin(ep, t)
-            fresh: Cols = {
-                "ep": ep.astype(np.int32),
-                "sample": sample.astype(self._narrow_sample),
-                "model": self._tmodel[tb].astype(np.int16),
-                "verdict": verdict.astype(np.int8),
-                "t": t,
-                "c": c,
-            }
-            now = c < t1
-            due.append(_take(fresh, now))
-            self._due_next.append(_take(fresh, ~now))
+            self._due_next.append(
+                {
+                    "ep": ep.astype(np.int32),
+                    "sample": sample.astype(self._narrow_sample),
+                    "model": self._tmodel[tb].astype(np.int16),
+                    "verdict": verdict.astype(np.int8),
+                    "t": t,
+                    "c": self._next_checkin(ep, t),
+                }
+            )
             self.events_total += int(ep.size)
         if due:
-            self._deliver(_cat(due, _EVENT) if len(due) > 1 else due[0], t1)
+            self._deliver(_cat(due, _EVENT) if len(due) > 1 else due[0], t0, t1)
         return int(ep.size)
 
     def _breaker(
@@ -515,19 +535,37 @@ class CohortEngine:
 
     # --- 6. telemetry -------------------------------------------------------------------------
 
-    def _deliver(self, due: Cols, t1: float) -> None:
-        """Deliver the events whose check-in falls in this step; park or postpone the rest."""
+    def _deliver(self, due: Cols, t0: float, t1: float) -> None:
+        """Deliver the events whose check-in falls before `t1`; park or postpone the rest.
+
+        A check-in before `t0` (last step's) is judged with last step's online state. An event
+        whose endpoint was offline at its check-in but is back now waits for its next one; one
+        whose endpoint is still away parks until `_advance_online` sees it return.
+        """
         outages = self.fleet.link.outages
         while due["ep"].size:
             later = due["c"] >= t1  # a check-in interval longer than a step
             if later.any():
                 self._due_next.append(_take(due, later))
                 due = _take(due, ~later)
-            on = self.online[due["ep"]]
+            ep, c = due["ep"], due["c"]
+            old = c < t0
+            on = (
+                np.where(old, self._online_prev[ep], self.online[ep])
+                if old.any()
+                else (self.online[ep])
+            )
             if not on.all():
-                self._parked.append(_take(due, ~on))
-                due = _take(due, on)
-            c = due["c"]
+                off = ~on
+                back = off & self.online[ep]
+                if back.any():
+                    due["c"] = np.where(back, self._next_checkin(ep, t0), c)
+                    on = on | back
+                    off = ~on
+                if off.any():
+                    self._parked.append(_take(due, off))
+                    due = _take(due, on)
+                ep, c = due["ep"], due["c"]
             down = np.zeros(c.size, bool)
             for a, b in outages:
                 down |= (c >= a) & (c < b)
@@ -625,6 +663,10 @@ class CohortEngine:
         self._checkins += self._n_ci(on, self._on_since[on], t)
         rec.count("checkins", self._checkins)
         rec.count("checkins_failed", self._checkins_failed)
+        due, self._due_next = self._due_next, []
+        if due:  # the last step's events whose check-in came before the end
+            np.copyto(self._online_prev, self.online)
+            self._deliver(_cat(due, _EVENT), t, t)
         pending = self._due_next + self._parked
         left = 0
         if pending:

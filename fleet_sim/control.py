@@ -28,7 +28,7 @@ import numpy.typing as npt
 from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
-from agent.policy import EffectivePolicy, RolloutAssignment, assigned_version
+from agent.policy import EffectivePolicy, RolloutAssignment, assigned_versions, canary_bucket
 from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
 from backend.rollout_service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
@@ -232,6 +232,7 @@ class Fleet:
         default_factory=dict
     )
     _full: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
+    _salts: dict[str, npt.NDArray[np.int16]] = field(default_factory=dict)
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
         """Decision table index for an endpoint of `org` on `model` under `policy_version`."""
@@ -318,14 +319,21 @@ class Fleet:
         if arr is None:
             w = self.world
             first = int(w.org_first[org])
-            arr = self._cohorts[key] = np.asarray(
-                [
-                    assigned_version(eff, w.endpoint_id(e)) or 0
-                    for e in range(first, first + int(w.org_size[org]))
-                ],
-                np.int32,
-            )
+            buckets = self._buckets(eff.rollout.salt)[first : first + int(w.org_size[org])]
+            arr = self._cohorts[key] = assigned_versions(eff, buckets).astype(np.int32)
         return arr
+
+    def _buckets(self, salt: str) -> npt.NDArray[np.int16]:
+        """Every endpoint's `canary_bucket` for `salt` (hashed once per salt: stages share it)."""
+        hit = self._salts.get(salt)
+        if hit is None:
+            w = self.world
+            hit = self._salts[salt] = np.fromiter(
+                (canary_bucket(salt, w.endpoint_id(e)) for e in range(w.n_endpoints)),
+                np.int16,
+                count=w.n_endpoints,
+            )
+        return hit
 
     def assigned_models(
         self, policy_version: int, eps: npt.NDArray[np.int64]

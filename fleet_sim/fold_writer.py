@@ -18,10 +18,11 @@ process is raised there, in the simulation's process.
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
+import json
 import os
+import subprocess
+import sys
 import tempfile
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from fleet_sim.backend_link import InProcessLink
 __all__ = [
     "PROCESS_MIN_ENDPOINTS",
     "FoldWriter",
+    "FoldWriterError",
     "InlineFoldWriter",
     "ProcessFoldWriter",
     "fold_writer_for",
@@ -88,35 +90,45 @@ class InlineFoldWriter:
 
 
 # --- the writer process -----------------------------------------------------------------------
-
-_worker: dict[str, Any] = {}
-
-
-def _init_worker(
-    db: str,
-    org_names: tuple[str, ...],
-    org_ids: list[str],
-    features: npt.NDArray[np.float32],
-    sha256: tuple[str, ...],
-    ep_org: npt.NDArray[np.int32],
-) -> None:
-    link = InProcessLink(Store(db, synchronous="NORMAL"), org_names, features, sha256)
-    link.org_ids = list(org_ids)
-    _worker.update(link=link, ep_org=ep_org)
+# A child `python -m fleet_sim.fold_writer` (not multiprocessing: it would re-import the caller's
+# main module) reads one JSON line per fold from stdin and answers one JSON line on stdout.
 
 
-def _fold_job(path: str, now: dt.datetime) -> tuple[int, int]:
-    with np.load(path) as data:
-        cols = {k: data[k] for k in ("ep", "sample", "model", "verdict", "t_ms")}
-    os.unlink(path)
-    link: InProcessLink = _worker["link"]
-    before = link.batches
-    ep = cols["ep"]
-    rows = link.ingest_folded(
-        day=cols["t_ms"] // _MS_PER_DAY, org=_worker["ep_org"][ep], sample=cols["sample"],
-        model=cols["model"], verdict=cols["verdict"], ep=ep, t_ms=cols["t_ms"], now=now,
-    )  # fmt: skip
-    return rows, link.batches - before
+def _serve(setup: Path) -> None:
+    """The writer process: open the store, then fold each hand-over file it is sent."""
+    meta = json.loads((setup / "setup.json").read_text())
+    with np.load(setup / "arrays.npz") as arrays:
+        features, ep_org = arrays["features"], arrays["ep_org"]
+    link = InProcessLink(
+        Store(meta["db"], synchronous="NORMAL"),
+        tuple(meta["org_names"]),
+        features,
+        tuple(meta["sha256"]),
+    )
+    link.org_ids = list(meta["org_ids"])
+    for line in sys.stdin:
+        job = json.loads(line)
+        try:
+            with np.load(job["path"]) as data:
+                cols = {k: data[k] for k in ("ep", "sample", "model", "verdict", "t_ms")}
+            os.unlink(job["path"])
+            before = link.batches
+            ep = cols["ep"]
+            rows = link.ingest_folded(
+                day=cols["t_ms"] // _MS_PER_DAY, org=ep_org[ep], sample=cols["sample"],
+                model=cols["model"], verdict=cols["verdict"], ep=ep, t_ms=cols["t_ms"],
+                now=dt.datetime.fromisoformat(job["now"]),
+            )  # fmt: skip
+            answer: dict[str, object] = {"rows": rows, "batches": link.batches - before}
+        except Exception as exc:  # reported to the simulation, which raises it
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+    link.store.close()
+
+
+class FoldWriterError(RuntimeError):
+    """The writer process failed to fold or write a day."""
 
 
 @dataclass
@@ -125,23 +137,27 @@ class ProcessFoldWriter:
 
     link: InProcessLink
     ep_org: npt.NDArray[np.int32]
-    _pool: ProcessPoolExecutor = field(init=False)
+    _proc: subprocess.Popen[str] = field(init=False)
     _dir: tempfile.TemporaryDirectory[str] = field(init=False)
-    _pending: list[Future[tuple[int, int]]] = field(default_factory=list)
+    _in_flight: int = 0
     _seq: int = 0
 
     def __post_init__(self) -> None:
         where = Path(self.link.store.path).parent
         self._dir = tempfile.TemporaryDirectory(prefix="folds-", dir=where)
-        self._pool = ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(
-                self.link.store.path, self.link.org_names, self.link.org_ids,
-                self.link.features, self.link.sha256, self.ep_org,
-            ),
-        )  # fmt: skip
+        setup = Path(self._dir.name)
+        meta = {
+            "db": self.link.store.path, "org_names": list(self.link.org_names),
+            "org_ids": list(self.link.org_ids), "sha256": list(self.link.sha256),
+        }  # fmt: skip
+        (setup / "setup.json").write_text(json.dumps(meta))
+        np.savez(setup / "arrays.npz", features=self.link.features, ep_org=self.ep_org)
+        self._proc = subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
+            [sys.executable, "-m", "fleet_sim.fold_writer", str(setup)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def submit(
         self, *, ep: Arr, sample: Arr, model: Arr, verdict: Arr, t_ms: Arr, now: dt.datetime
@@ -151,19 +167,40 @@ class ProcessFoldWriter:
         self._seq += 1
         path = Path(self._dir.name) / f"fold-{self._seq:06d}.npz"
         np.savez(path, ep=ep, sample=sample, model=model, verdict=verdict, t_ms=t_ms)
-        self._pending.append(self._pool.submit(_fold_job, str(path), now))
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"path": str(path), "now": now.isoformat()}) + "\n")
+        self._proc.stdin.flush()
+        self._in_flight += 1
 
     def join(self) -> None:
-        """Wait for the folds in flight; count their rows and batches on the link."""
-        pending, self._pending = self._pending, []
-        for fut in pending:
-            rows, batches = fut.result()
-            self.link.rows_ingested += rows
-            self.link.batches += batches
+        """Wait for the folds in flight; count their rows and batches on the link.
+
+        Raises:
+            FoldWriterError: the writer process failed or died.
+        """
+        assert self._proc.stdout is not None
+        while self._in_flight:
+            line = self._proc.stdout.readline()
+            if not line:
+                raise FoldWriterError(f"the fold writer exited ({self._proc.wait()})")
+            self._in_flight -= 1
+            answer = json.loads(line)
+            if "error" in answer:
+                raise FoldWriterError(f"the fold writer failed: {answer['error']}")
+            self.link.rows_ingested += int(answer["rows"])
+            self.link.batches += int(answer["batches"])
 
     def close(self) -> None:
         """Stop the writer process and remove the hand-over files."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
         self._dir.cleanup()
 
 
@@ -172,3 +209,7 @@ def fold_writer_for(link: InProcessLink, ep_org: npt.NDArray[np.int32]) -> FoldW
     if ep_org.size >= PROCESS_MIN_ENDPOINTS and (os.cpu_count() or 1) > 1:
         return ProcessFoldWriter(link, ep_org)
     return InlineFoldWriter(link, ep_org)
+
+
+if __name__ == "__main__":
+    _serve(Path(sys.argv[1]))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tuf.api.metadata import Metadata, Targets
 
 from agent.decision import Mode
@@ -16,6 +18,8 @@ from agent.policy import (
     DEFAULT_POLICY_TARGET,
     PolicyDocumentModel,
     assigned_version,
+    assigned_versions,
+    canary_bucket,
     in_canary,
     parse_policy,
     resolve_policy,
@@ -163,6 +167,25 @@ def test_assigned_version_uses_the_rollout_block_and_old_policies_stay_valid() -
     got = {assigned_version(eff, f"ep_{i}") for i in range(50)}
     assert got == {1, 2}
     assert assigned_version(eff, None) == 1
+
+
+@given(
+    percent=st.floats(0, 100),
+    from_version=st.one_of(st.none(), st.integers(1, 5)),
+    salt=st.text(min_size=1, max_size=8),
+)
+def test_assigned_versions_is_assigned_version_for_many(percent, from_version, salt) -> None:
+    """The vectorized form the fleet simulator uses decides exactly as the agent does."""
+    ids = [f"sim{i:08d}" for i in range(300)]
+    raw = {
+        "version": 2, "issued_at": "2026-11-01T00:00:00+00:00",
+        "default": {"mode": "enforce", "model_version": 1, "rollout": {
+            "to_version": 7, "from_version": from_version, "percent": percent, "salt": salt}},
+    }  # fmt: skip
+    eff = resolve_policy(PolicyDocumentModel.model_validate(raw), "org_a")
+    buckets = np.asarray([canary_bucket(salt, e) for e in ids])
+    assert assigned_versions(eff, buckets).tolist() == [assigned_version(eff, e) for e in ids]
+    assert assigned_versions(None, buckets).tolist() == [0] * len(ids)
 
 
 # --- the shell: store, log, signed policy ----------------------------------------------------

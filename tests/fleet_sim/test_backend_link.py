@@ -1,10 +1,20 @@
-"""The in-process link's fold: chunking by org does not change the aggregates written."""
+"""The in-process link's fold: what the wire path writes, however it is chunked."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import fleet_sim.backend_link as backend_link
+from agent.decision import Reason
+from agent.telemetry import TelemetryEvent
+from agent.verdict_codes import VERDICTS
+from backend.store import Store
+from fleet_sim.backend_link import InProcessLink
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
 
@@ -28,3 +38,76 @@ def test_fold_in_org_chunks_writes_the_same_aggregates(
     many = _aggregates(tmp_path / "many" / "main" / "backend.sqlite")
     assert one
     assert one == many
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.integers(0, 39),  # endpoint
+            st.integers(0, 5),  # sample
+            st.integers(1, 2),  # model version
+            st.sampled_from([0, 1, 2]),  # verdict code
+            st.integers(0, 3 * 86_400_000),  # ms after the start
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_cohort_fold_writes_what_the_wire_path_writes(tmp_path_factory, events):
+    """`ingest_folded` (numpy, all endpoints at once) == each endpoint's batch through
+    `encode_batch` -> `parse_batch` -> `aggregate` -> `Store.ingest`: counts, sketches, times."""
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    t0 = int(start.timestamp() * 1000)
+    shas = [f"{i:064x}" for i in range(6)]
+    feats = np.zeros((6, 4), np.float32)
+    orgs = ("org-a", "org-b")
+    ep_org = np.asarray([e % 2 for e in range(40)], np.int32)
+    root = tmp_path_factory.mktemp("fold")
+    links = []
+    for name in ("fold", "wire"):
+        store = Store(root / f"{name}.sqlite")
+        links.append(InProcessLink.open(store, orgs, feats, shas, start))
+    fold, wire = links
+    arr = np.asarray(events, np.int64)
+    fold.ingest_folded(
+        day=(t0 + arr[:, 4]) // 86_400_000, org=ep_org[arr[:, 0]], sample=arr[:, 1],
+        model=arr[:, 2], verdict=arr[:, 3], ep=arr[:, 0], t_ms=t0 + arr[:, 4], now=start,
+    )  # fmt: skip
+    for ep in sorted({e[0] for e in events}):
+        mine = [
+            TelemetryEvent(
+                wire.org_ids[int(ep_org[ep])],
+                f"sim{ep:08d}",
+                shas[s],
+                m,
+                0.5,
+                VERDICTS[v],
+                Reason.SCORE_BLOCK,
+                t0 + t,
+            )  # fmt: skip
+            for e, s, m, v, t in events
+            if e == ep
+        ]
+        wire.send_events(mine, 0, start)
+    got = []
+    for link in links:
+        names = dict(zip(link.org_ids, orgs, strict=True))
+        got.append(
+            [
+                (
+                    r.day,
+                    names[r.org_id],
+                    r.sha256,
+                    r.model_version,
+                    r.verdict,
+                    r.count,
+                    r.endpoints,
+                    r.first_seen_ms,
+                    r.last_seen_ms,
+                )
+                for r in link.store.aggregates()
+            ]  # fmt: skip
+        )
+        link.store.close()
+    assert got[0] == got[1]
