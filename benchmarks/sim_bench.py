@@ -4,7 +4,7 @@ Prints `cores: N` and one `name: value unit` per line:
 - cohort mode at the target size (default 1,000,000 endpoints across 1,000 orgs x 30 days) with
   the policy, a staged rollout (the rollout hook), an allowlist change, an org kill switch and
   telemetry folded into the backend's aggregates: endpoint-days per wall second, wall seconds,
-  peak RSS;
+  peak RSS of the simulation and of its fold writer process (`fleet_sim.fold_writer`);
 - the same at 100k endpoints x 3 days, and a naive SimPy baseline (one process per endpoint,
   each scan a timeout plus a table lookup, nothing else) at the same size, and their ratio.
 
@@ -77,15 +77,15 @@ def naive(endpoints: int, days: float, scans_per_hour: float, seed: int = 1) -> 
 
 def cohort(
     data: Path, endpoints: int, orgs: int, days: float, scans: float, predict: bool
-) -> tuple[float, float, int]:
-    """Wall and CPU seconds of one cohort run, and the encounters it simulated."""
+) -> tuple[float, float, int, dict[str, int]]:
+    """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters."""
     corpus, bundles = ensure_assets(data, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
     sc = scenario_from_dict(scenario(endpoints, orgs, days, scans, predict))
     with tempfile.TemporaryDirectory() as tmp:
         t, cpu = time.perf_counter(), time.process_time()
         run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp)
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return wall, cpu, run.events
+    return wall, cpu, run.events, dict(run.arms["main"].recorder.counters)
 
 
 def main() -> None:
@@ -113,7 +113,9 @@ def main() -> None:
     data = Path(args.data)
     n, d = args.compare_endpoints, args.compare_days
     if not args.skip_compare:
-        wall_c, cpu_c, _ = cohort(data, n, min(args.orgs, n), d, args.scans_per_hour, args.predict)
+        wall_c, cpu_c, _, _ = cohort(
+            data, n, min(args.orgs, n), d, args.scans_per_hour, args.predict
+        )
         print(f"cohort_{n}x{d:g}d_wall: {wall_c:.1f} s (cpu {cpu_c:.1f} s)")
         print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s")
         wall_n = naive(n, d, args.scans_per_hour)
@@ -121,12 +123,20 @@ def main() -> None:
         print(f"naive_simpy_{n}x{d:g}d_rate: {n * d / wall_n:,.0f} endpoint-days/s")
         print(f"cohort_vs_naive_ratio: {wall_n / wall_c:.1f} x", flush=True)
     n, d = args.endpoints, args.days
-    wall, cpu, events = cohort(data, n, args.orgs, d, args.scans_per_hour, args.predict)
+    wall, cpu, events, ctr = cohort(data, n, args.orgs, d, args.scans_per_hour, args.predict)
     print(f"cohort_{n}x{d:g}d_wall: {wall:.1f} s (cpu {cpu:.1f} s)")
+    if "fold_writer_cpu_ms" in ctr:
+        print(
+            f"cohort_{n}x{d:g}d_fold_writer: cpu {ctr['fold_writer_cpu_ms'] / 1000:.1f} s, "
+            f"simulation waited {ctr['fold_writer_wait_ms'] / 1000:.1f} s for it"
+        )
     print(f"cohort_{n}x{d:g}d_rate: {n * d / wall:,.0f} endpoint-days/s")
     print(f"cohort_{n}x{d:g}d_scans: {events / wall:,.0f} scans/s")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak_rss: {rss:.0f} MB")
+    print(f"peak_rss_fold_writer: {child:.0f} MB (the writer process; 0 when folds ran inline)")
+    print(f"peak_rss_sum: {rss + child:.0f} MB (both peaks added: an upper bound)")
 
 
 if __name__ == "__main__":

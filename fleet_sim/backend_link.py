@@ -7,8 +7,11 @@ history is the store's append-only history, and telemetry lands in the store's a
   (`agent.telemetry.encode_batch` -> `backend.ingest.parse_batch` -> `aggregate` -> `ingest`);
 - cohort mode folds delivered events in numpy into the same `AggregateRow`s (count, distinct
   endpoint sketch exactly as `backend.sketch` builds it, first/last seen) and ingests each fold
-  as columns in one call (`Store.ingest_columns`, one transaction, no object per row). The
-  batch record of a cohort fold carries no events (the rows do).
+  as columns (`Store.ingest_columns`, no object per row) in transactions of at most
+  `_WRITE_CHUNK_ROWS` rows, each its own idempotent batch; `tests/fleet_sim/test_backend_link`
+  holds the fold equal to the wire path on random events. The batch record of a cohort fold
+  carries no events (the rows do). Large fleets fold in a writer process
+  (`fleet_sim.fold_writer`).
 
 A backend outage is a set of time windows during which `is_up(t)` is false: the simulated
 agents then keep their last verified policy and spool telemetry.
@@ -48,6 +51,9 @@ __all__ = ["InProcessLink"]
 _MAX_BATCH = 8 * 1024 * 1024
 _FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once by the fold (bounds its temporaries)
 _WRITE_CHUNK_ROWS = 100_000  # aggregate rows per transaction
+# verdict codes <-> their names' order (the aggregates table sorts verdicts by name)
+_VERDICT_OF_RANK = np.asarray(sorted(range(len(VERDICTS)), key=lambda c: VERDICTS[c].value))
+_VERDICT_RANK = np.argsort(_VERDICT_OF_RANK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,7 @@ class InProcessLink:
     _fold_seq: int = 0
     _sha_raw: list[bytes] = field(default_factory=list)
     _sha_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    _sample_of_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def open(
@@ -257,8 +264,10 @@ class InProcessLink:
         if len(self._sha_raw) != len(self.sha256):
             self._sha_raw = [bytes.fromhex(s) for s in self.sha256]
             rank = np.empty(len(self._sha_raw), np.int64)
-            rank[np.argsort(np.asarray(self.sha256))] = np.arange(len(self._sha_raw))
+            order = np.argsort(np.asarray(self.sha256))
+            rank[order] = np.arange(len(self._sha_raw))
             self._sha_rank = rank
+            self._sample_of_rank = order
         return self._sha_raw, self._sha_rank
 
     def ingest_folded(
@@ -285,6 +294,8 @@ class InProcessLink:
         dtype (the cohort pool keeps them narrow); keys are built in int64 from `day`.
         """
         n = day.size
+        if any(c.size != n for c in (org, sample, model, verdict, ep, t_ms)):
+            raise ValueError("ingest_folded: columns of different lengths")
         if n == 0:
             return 0
         n_models = int(model.max()) + 1
@@ -293,6 +304,7 @@ class InProcessLink:
         per_org = np.cumsum(np.bincount(org, minlength=len(self.org_ids)))
         cuts = np.unique(np.searchsorted(per_org, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
         bounds = [*cuts[1:].tolist(), len(self.org_ids)] if cuts.size else [len(self.org_ids)]
+        raw, sha_rank = self._sha_index()
         parts: list[_FoldPart] = []
         lo = 0
         for hi in bounds:
@@ -312,6 +324,7 @@ class InProcessLink:
                     ep[sel],
                     t_ms[sel],
                     rank,
+                    sha_rank,
                     n_models,
                 )
             )
@@ -325,10 +338,14 @@ class InProcessLink:
         first = np.concatenate([p.first for p in parts])
         last = np.concatenate([p.last for p in parts])
         sketches = [s for p in parts for s in p.sketches]
-        raw, sha_rank = self._sha_index()
-        # the aggregates table's key order (day, org, sha256, model, verdict) for locality
-        by_key = np.lexsort((verdict_s, model_s, sha_rank[sample_s], org_s, day_s))
         n_rows = counts.size
+        # each part's rows come in the table's key order and parts go by org: only a fold
+        # spanning days needs a (stable) sort by day to walk the B-tree in order
+        by_key = (
+            np.argsort(day_s, kind="stable")
+            if n_rows and day_s.min() != day_s.max()
+            else np.arange(n_rows)
+        )
         n_s = len(self.sha256)
         seen = np.flatnonzero(np.bincount(sample, minlength=n_s)).tolist()
         new_samples = [s for s in seen if s not in self._features_sent]
@@ -371,6 +388,7 @@ class InProcessLink:
         ep: npt.NDArray[np.integer[Any]],
         t_ms: npt.NDArray[np.int64],
         rank: npt.NDArray[np.int64],
+        sha_rank: npt.NDArray[np.int64],
         n_models: int,
     ) -> _FoldPart:
         """Fold one org chunk's events (`day` relative to the fold's first) into rows.
@@ -378,11 +396,16 @@ class InProcessLink:
         Two value sorts (SIMD-fast, unlike an argsort) do it: (row, endpoint hash rank) gives
         each row's count (its run length) and its distinct endpoints in hash order (the first
         K join the sketch); (row, time) gives its first and last time (the run's ends). Both
-        runs of a row sit at the same positions, since both sorts order by row first.
+        runs of a row sit at the same positions, since both sorts order by row first. The row
+        key orders rows as the aggregates table does (day, org, sha256 bytes, model, verdict
+        name), so the rows come out in the table's key order.
         """
         n_s = len(self.sha256)
         nv = len(VERDICTS)
-        row = (((day * len(self.org_ids) + org) * n_models + model) * nv + verdict) * n_s + sample
+        v_rank, v_of_rank = _VERDICT_RANK, _VERDICT_OF_RANK
+        row = (
+            ((day * len(self.org_ids) + org) * n_s + sha_rank[sample]) * n_models + model
+        ) * nv + v_rank[verdict]
         n_rank = np.int64(rank.size)
         t0 = int(t_ms.min())
         span = np.int64(int(t_ms.max()) - t0 + 1)
@@ -411,10 +434,12 @@ class InProcessLink:
         del tk, row
         blob = p_hash.astype(">u8").tobytes()
         bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
-        rest, smp = np.divmod(row_key, n_s)
-        rest, vd = np.divmod(rest, nv)
+        rest, vr = np.divmod(row_key, nv)
         rest, mdl = np.divmod(rest, n_models)
+        rest, sr = np.divmod(rest, n_s)
         dy, og = np.divmod(rest, len(self.org_ids))
+        smp = self._sample_of_rank[sr]
+        vd = v_of_rank[vr]
         return _FoldPart(
             day=dy,
             org=og,

@@ -340,9 +340,10 @@ class Fleet:
     ) -> npt.NDArray[np.int32]:
         """The model each endpoint in `eps` must run under policy `policy_version` (0: none).
 
-        `agent.policy.assigned_version` decides, once per endpoint and rollout block (the
-        answers are cached per org and assignment), so a simulated endpoint follows a staged
-        rollout, its halt and its rollback exactly as an agent does. A revoked version is never
+        `agent.policy.assigned_versions` (the agent's rule, vectorized over each endpoint's
+        `canary_bucket`, hashed once per salt) decides, once per org and rollout block, so a
+        simulated endpoint follows a staged rollout, its halt and its rollback exactly as an
+        agent does. A revoked version is never
         assigned: those endpoints get the org's `model_version`.
         """
         models, staged = self._lut(policy_version)
@@ -380,8 +381,8 @@ class Fleet:
         self,
         kind: HealthKind,
         t: npt.NDArray[np.float64],
-        eps: npt.NDArray[np.int64],
-        models: npt.NDArray[np.int64],
+        eps: npt.NDArray[np.integer],
+        models: npt.NDArray[np.integer],
     ) -> None:
         """Count health events the agents report (self-test failure, model error, breaker trip).
 
@@ -394,9 +395,9 @@ class Fleet:
     def report_events(
         self,
         t: npt.NDArray[np.float64],
-        eps: npt.NDArray[np.int64],
-        models: npt.NDArray[np.int64],
-        verdicts: npt.NDArray[np.int64],
+        eps: npt.NDArray[np.integer],
+        models: npt.NDArray[np.integer],
+        verdicts: npt.NDArray[np.integer],
     ) -> None:
         """Count delivered telemetry events into the endpoint-day evidence (when collected)."""
         if self.tally is not None and eps.size:

@@ -100,27 +100,44 @@ class ArmDayTally:
     _seen: dict[tuple[int, int], npt.NDArray[np.bool_]] = field(default_factory=dict)
     _acc: dict[tuple[int, int], I64] = field(default_factory=dict)
 
-    def add(self, t: npt.NDArray[np.float64], ep: I64, model: I64, **counts: I64) -> None:
-        """Count rows at simulated seconds `t` (names from `_COUNTS`, missing ones are 0)."""
+    def add(
+        self,
+        t: npt.NDArray[np.float64],
+        ep: npt.NDArray[np.integer],
+        model: npt.NDArray[np.integer],
+        **counts: npt.NDArray[np.integer] | npt.NDArray[np.bool_] | int,
+    ) -> None:
+        """Count rows at simulated seconds `t` (names from `_COUNTS`, missing ones are 0).
+
+        A count is an array (one entry per row; booleans count the true ones) or an int
+        added for every row.
+        """
         if ep.size == 0:
             return
         unknown = set(counts) - set(_COUNTS)
         if unknown:
             raise ValueError(f"unknown counters {sorted(unknown)}")
-        day = self.epoch_day + (np.asarray(t, np.float64) // DAY_S).astype(np.int64)
-        model = np.asarray(model, np.int64)
-        d0, m0 = int(day.min()), int(model.min())
-        if d0 == int(day.max()) and m0 == int(model.max()):
-            self._add_group(d0, m0, ep, counts)
+        t = np.asarray(t, np.float64)
+        d0, d1 = int(t.min() // DAY_S), int(t.max() // DAY_S)
+        m0, m1 = int(model.min()), int(model.max())
+        if d0 == d1 and m0 == m1:
+            self._add_group(self.epoch_day + d0, m0, ep, counts)
             return
-        n_m = int(model.max()) + 1
-        key = (day - d0) * n_m + model
+        day = (t // DAY_S).astype(np.int64) - d0
+        n_m = m1 + 1
+        key = day * n_m + model
         for k in np.flatnonzero(np.bincount(key)).tolist():
             sel = key == k
-            part = {c: v[sel] for c, v in counts.items()}
-            self._add_group(d0 + k // n_m, k % n_m, ep[sel], part)
+            part = {c: v if isinstance(v, int) else v[sel] for c, v in counts.items()}
+            self._add_group(self.epoch_day + d0 + k // n_m, k % n_m, ep[sel], part)
 
-    def _add_group(self, day: int, model: int, ep: I64, counts: dict[str, I64]) -> None:
+    def _add_group(
+        self,
+        day: int,
+        model: int,
+        ep: npt.NDArray[np.integer],
+        counts: dict[str, npt.NDArray[np.integer] | npt.NDArray[np.bool_] | int],
+    ) -> None:
         k, n = (day, model), self.n_orgs
         seen = self._seen.get(k)
         if seen is None:
@@ -130,23 +147,41 @@ class ArmDayTally:
         if acc is None:
             acc = self._acc[k] = np.zeros((1 + len(_COUNTS), n), np.int64)
         if fresh.size:
-            fresh = np.unique(fresh)
+            fresh = np.sort(fresh)
+            fresh = fresh[np.r_[True, fresh[1:] != fresh[:-1]]]
             seen[fresh] = True
             acc[0] += np.bincount(self.ep_org[fresh], minlength=n)
         org = self.ep_org[ep]
         for i, name in enumerate(_COUNTS, start=1):
             v = counts.get(name)
-            if v is not None:
+            if v is None:
+                continue
+            if isinstance(v, int):
+                acc[i] += np.bincount(org, minlength=n) * v
+            elif v.dtype == np.bool_:
+                acc[i] += np.bincount(org[v], minlength=n)
+            else:
                 acc[i] += np.bincount(org, weights=v, minlength=n).astype(np.int64)
 
-    def add_events(self, t: npt.NDArray[np.float64], ep: I64, model: I64, verdict: I64) -> None:
+    def add_events(
+        self,
+        t: npt.NDArray[np.float64],
+        ep: npt.NDArray[np.integer],
+        model: npt.NDArray[np.integer],
+        verdict: npt.NDArray[np.integer],
+    ) -> None:
         """Count delivered telemetry events (alerts are the verdicts that alert)."""
-        self.add(t, ep, model, events=np.ones(ep.size, np.int64),
-                 alerts=ALERT_CODES[verdict].astype(np.int64))  # fmt: skip
+        self.add(t, ep, model, events=1, alerts=ALERT_CODES[verdict])
 
-    def add_health(self, kind: HealthKind, t: npt.NDArray[np.float64], ep: I64, model: I64) -> None:
+    def add_health(
+        self,
+        kind: HealthKind,
+        t: npt.NDArray[np.float64],
+        ep: npt.NDArray[np.integer],
+        model: npt.NDArray[np.integer],
+    ) -> None:
         """Count one health event of `kind` per entry of `ep`, at seconds `t`."""
-        self.add(t, ep, model, **{kind: np.ones(ep.size, np.int64)})
+        self.add(t, ep, model, **{kind: 1})
 
     def take_columns(self, org_ids: Sequence[str]) -> ArmDayColumns:
         """The increments counted since the last call, as `arm_days` rows (and forget them)."""

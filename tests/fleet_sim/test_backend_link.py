@@ -6,10 +6,12 @@ import datetime as dt
 import sqlite3
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fleet_sim.backend_link as backend_link
+import fleet_sim.fold_writer as fold_writer
 from agent.decision import Reason
 from agent.telemetry import TelemetryEvent
 from agent.verdict_codes import VERDICTS
@@ -111,3 +113,35 @@ def test_cohort_fold_writes_what_the_wire_path_writes(tmp_path_factory, events):
         )
         link.store.close()
     assert got[0] == got[1]
+
+
+def test_a_writer_process_writes_what_the_inline_fold_writes(
+    small_corpus, sim_bundles, tmp_path, monkeypatch
+):
+    """Large fleets fold in a process of their own; the aggregates must not notice."""
+    sc = scenario_from_dict(WORLD)
+    run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "inline")
+    monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)
+    run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "proc")
+    assert run.arms["main"].recorder.counters["fold_writer_cpu_ms"] >= 0  # it did run
+    inline = _aggregates(tmp_path / "inline" / "main" / "backend.sqlite")
+    proc = _aggregates(tmp_path / "proc" / "main" / "backend.sqlite")
+    assert inline
+    assert inline == proc
+    assert not list((tmp_path / "proc" / "main").glob("folds-*"))  # hand-over files removed
+
+
+def test_a_failing_writer_process_fails_the_run_with_its_reason(
+    small_corpus, sim_bundles, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)
+    real = fold_writer.ProcessFoldWriter.submit
+
+    def broken(self, **cols):
+        cols["t_ms"] = cols["t_ms"][:1]  # columns of different lengths: the writer refuses
+        real(self, **cols)
+
+    monkeypatch.setattr(fold_writer.ProcessFoldWriter, "submit", broken)
+    with pytest.raises(fold_writer.FoldWriterError, match="the fold writer failed"):
+        run_scenario(scenario_from_dict(WORLD), corpus=small_corpus, bundles=sim_bundles,
+                     out=tmp_path / "x")  # fmt: skip
