@@ -282,16 +282,14 @@ class InProcessLink:
         t_ms: npt.NDArray[np.int64],
         now: dt.datetime,
     ) -> int:
-        """Fold delivered events into aggregate rows and ingest them (one batch per fold).
+        """Fold delivered events into aggregate rows and ingest them (idempotent batches).
 
-        One sort per org chunk does the fold: events are keyed by (row, endpoint hash rank),
-        so the sorted keys give each row's count and first/last time (its run) and its distinct
-        endpoints in hash order (the run's distinct keys), whose first K are the row's sketch,
-        exactly as `backend.sketch` builds it from the same endpoints. A row's key holds its
-        org, so orgs are folded in chunks of about `_FOLD_CHUNK_EVENTS` events (the sort's
-        day-sized temporaries shrink to a chunk's) and the rows of all chunks go to the store
-        in one call, in key order. The columns other than `day` and `t_ms` may be any integer
-        dtype (the cohort pool keeps them narrow); keys are built in int64 from `day`.
+        Events go in chunks of about `_FOLD_CHUNK_EVENTS` (whole (org, sample) groups, which
+        no row spans, so a heavy org does not make one huge chunk and the sorts' temporaries
+        stay chunk-sized); `_fold_part` turns each into rows, exactly as `backend.sketch` and
+        the wire path would (`tests/fleet_sim/test_backend_link.py`), and the rows go to the
+        store in the table's key order in transactions of `_WRITE_CHUNK_ROWS`. The columns
+        may be any integer dtype (the cohort pool keeps them narrow).
         """
         n = day.size
         if any(c.size != n for c in (org, sample, model, verdict, ep, t_ms)):
@@ -301,22 +299,28 @@ class InProcessLink:
         n_models = int(model.max()) + 1
         day0 = int(day.min())
         rank = self._ranks(int(ep.max()))
-        per_org = np.cumsum(np.bincount(org, minlength=len(self.org_ids)))
-        cuts = np.unique(np.searchsorted(per_org, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
-        bounds = [*cuts[1:].tolist(), len(self.org_ids)] if cuts.size else [len(self.org_ids)]
         raw, sha_rank = self._sha_index()
+        # chunks of whole (org, sample) groups, in the table's order: a row never spans two
+        n_g = len(self.org_ids) * len(self.sha256)
+        group = np.asarray(org, np.int64) * len(self.sha256) + sha_rank[sample]
+        per_group = np.cumsum(np.bincount(group, minlength=n_g))
+        cut = np.unique(np.searchsorted(per_group, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
         parts: list[_FoldPart] = []
-        lo = 0
-        for hi in bounds:
-            if hi <= lo:
-                continue
-            if lo == 0 and hi >= len(self.org_ids):
-                sel: slice | npt.NDArray[np.intp] = slice(None)
-            else:
-                sel = np.flatnonzero((org >= lo) & (org < hi))
+        if cut.size <= 1:
+            chunks: list[slice | npt.NDArray[np.intp]] = [slice(None)]
+        else:
+            chunk = np.searchsorted(cut[1:], group, side="right").astype(np.int16)
+            del group
+            order = np.argsort(chunk, kind="stable")  # a radix sort for 16-bit keys
+            ends = np.cumsum(np.bincount(chunk, minlength=cut.size))
+            del chunk
+            chunks = [
+                order[a:b] for a, b in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True)
+            ]
+        for sel in chunks:
             parts.append(
                 self._fold_part(
-                    day[sel] - day0,
+                    np.asarray(day[sel], np.int64) - day0,
                     org[sel],
                     sample[sel],
                     model[sel],
@@ -328,7 +332,6 @@ class InProcessLink:
                     n_models,
                 )
             )
-            lo = hi
         day_s = np.concatenate([p.day for p in parts]) + day0
         org_s = np.concatenate([p.org for p in parts])
         sample_s = np.concatenate([p.sample for p in parts])
@@ -341,11 +344,12 @@ class InProcessLink:
         n_rows = counts.size
         # each part's rows come in the table's key order and parts go by org: only a fold
         # spanning days needs a (stable) sort by day to walk the B-tree in order
-        by_key = (
-            np.argsort(day_s, kind="stable")
-            if n_rows and day_s.min() != day_s.max()
-            else np.arange(n_rows)
-        )
+        if n_rows and day_s.min() != day_s.max():
+            order = np.argsort(day_s, kind="stable")
+            day_s, org_s, sample_s, model_s, verdict_s, counts, first, last = (
+                a[order] for a in (day_s, org_s, sample_s, model_s, verdict_s, counts, first, last)
+            )
+            sketches = [sketches[i] for i in order.tolist()]
         n_s = len(self.sha256)
         seen = np.flatnonzero(np.bincount(sample, minlength=n_s)).tolist()
         new_samples = [s for s in seen if s not in self._features_sent]
@@ -358,7 +362,7 @@ class InProcessLink:
         org_ids, verdict_names = self.org_ids, [v.value for v in VERDICTS]
         # short transactions: a writer process shares the file with the simulation's writes
         for part, lo in enumerate(range(0, n_rows, _WRITE_CHUNK_ROWS)):
-            k = by_key[lo : lo + _WRITE_CHUNK_ROWS]
+            k = slice(lo, lo + _WRITE_CHUNK_ROWS)
             self.store.ingest_columns(
                 f"sim-fold-{self._fold_seq:06d}-{part:04d}",
                 "sim-cohort",
@@ -368,7 +372,7 @@ class InProcessLink:
                 model_version=model_s[k].tolist(),
                 verdict=[verdict_names[v] for v in verdict_s[k].tolist()],
                 count=counts[k].tolist(),
-                endpoints=[sketches[i] for i in k.tolist()],
+                endpoints=sketches[k],
                 first_seen_ms=first[k].tolist(),
                 last_seen_ms=last[k].tolist(),
                 features=feats if part == 0 else [],
@@ -406,31 +410,32 @@ class InProcessLink:
         row = (
             ((day * len(self.org_ids) + org) * n_s + sha_rank[sample]) * n_models + model
         ) * nv + v_rank[verdict]
-        n_rank = np.int64(rank.size)
+        # (row, rank) and (row, time) packed by shifts: no integer division over the events
+        rb = max(1, int(rank.size - 1).bit_length())
         t0 = int(t_ms.min())
-        span = np.int64(int(t_ms.max()) - t0 + 1)
-        top = int(row.max()) + 1
-        if top >= np.iinfo(np.int64).max // max(int(n_rank), int(span)):
+        tb = max(1, (int(t_ms.max()) - t0).bit_length())
+        if (int(row.max()) + 1).bit_length() + max(rb, tb) > 62:
             raise ValueError("fold key space overflows int64; fold more often")
-        key = np.sort(row * n_rank + rank[ep])
-        row_s = key // n_rank
+        key = np.sort((row << rb) | rank[ep])
+        row_s = key >> rb
         new_row = np.r_[True, row_s[1:] != row_s[:-1]]
         starts = np.flatnonzero(new_row)
         n = key.size
         counts = np.diff(np.r_[starts, n])
         # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
         pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        p_row = (np.cumsum(new_row) - 1)[pair]
+        p_row = row_s[pair]
         p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
         k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
         keep = k_in_row < sketch.K
-        p_hash = self._hash_by_rank[key[pair[keep]] % n_rank]
+        p_hash = self._hash_by_rank[key[pair[keep]] & ((1 << rb) - 1)]
         p_row = p_row[keep]
         row_key = row_s[starts]
         del key, row_s, new_row, pair, k_in_row, keep
-        tk = np.sort(row * span + (t_ms - t0))
-        first = tk[starts] % span + t0
-        last = tk[np.r_[starts[1:], n] - 1] % span + t0
+        tk = np.sort((row << tb) | (t_ms - t0))
+        t_mask = (1 << tb) - 1
+        first = (tk[starts] & t_mask) + t0
+        last = (tk[np.r_[starts[1:], n] - 1] & t_mask) + t0
         del tk, row
         blob = p_hash.astype(">u8").tobytes()
         bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8

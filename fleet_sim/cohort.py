@@ -49,6 +49,7 @@ from agent.decision import Verdict
 from agent.policy import BreakerConfig
 from agent.verdict_codes import ALERT_CODES, BLOCK_CODE
 from fleet_sim._clock import DAY_S
+from fleet_sim._memory import keep_freed_memory
 from fleet_sim.control import Fleet
 from fleet_sim.fold_writer import FoldWriter, ProcessFoldWriter, fold_writer_for
 from fleet_sim.scenario import Action
@@ -134,7 +135,7 @@ class CohortEngine:
         self._flipped = np.zeros(n, bool)  # went on or off at this step's quarter
         self._flips = np.zeros(0, np.int64)
         self._on_since = np.where(self.online, 0.0, np.nan)
-        self._on_idx = np.flatnonzero(self.online).astype(np.int32)
+        self._on_idx = np.flatnonzero(self.online)
         self._n_on = np.bincount(w.ep_org[self.online], minlength=w.n_orgs).astype(np.int64)
         self._checkins = 0
         self._checkins_failed = 0
@@ -257,7 +258,7 @@ class CohortEngine:
         self._on_since[went_on] = t0
         self.online[went_on] = True
         self.online[went_off] = False
-        self._on_idx = np.flatnonzero(self.online).astype(np.int32)
+        self._on_idx = np.flatnonzero(self.online)
         k = w.n_orgs
         self._n_on += np.bincount(w.ep_org[went_on], minlength=k)
         self._n_on -= np.bincount(w.ep_org[went_off], minlength=k)
@@ -287,10 +288,10 @@ class CohortEngine:
             self._parked.setdefault(int(back[0]), []).append(ev)
             return
         order = np.argsort(back, kind="stable")
-        bs = back[order]
+        bs, ev = back[order], _take(ev, order)
         cuts = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
         for a, b in zip(cuts.tolist(), [*cuts[1:].tolist(), bs.size], strict=True):
-            self._parked.setdefault(int(bs[a]), []).append(_take(ev, order[a:b]))
+            self._parked.setdefault(int(bs[a]), []).append({c: v[a:b] for c, v in ev.items()})
 
     def _release_parked(self, q: int, t0: float) -> None:
         """Events parked until quarter `q`: back online ones wait for their next check-in."""
@@ -414,7 +415,9 @@ class CohortEngine:
             self.pol[ch] = v[changed]
             self.tripped[ch] = False
             if self.breakers:
-                for e in np.intersect1d(np.fromiter(self.breakers, np.int64), ch).tolist():
+                hit = np.zeros(self.fleet.world.n_endpoints, bool)
+                hit[ch] = True
+                for e in [e for e in self.breakers if hit[e]]:
                     del self.breakers[e]
             self._set_tables(ch, float(c.min()))
         for k, (_t_start, seen) in fleet.recorder.tracked.items():
@@ -452,7 +455,7 @@ class CohortEngine:
 
     def _encounters(
         self, t0: float
-    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.integer], F64]:
+    ) -> tuple[npt.NDArray[np.int32], I64, npt.NDArray[np.integer], F64]:
         """This step's scans, with a sample and an online endpoint for each.
 
         Per org and category, Poisson counts: splitting one Poisson process by category is
@@ -548,8 +551,8 @@ class CohortEngine:
                 }
             )
             self.events_total += int(ep.size)
-        if due:
-            self._deliver(_cat(due, _EVENT) if len(due) > 1 else due[0], t0, t1)
+        for chunk in due:
+            self._deliver(chunk, t0, t1)
         return int(ep.size)
 
     def _breaker(
@@ -656,6 +659,7 @@ class CohortEngine:
         rec.count("events_delivered", ep.size)
         self.fleet.report_events(got["t"], ep, got["model"], got["verdict"])
         keep = {c: got[c] for c in _DELIVERED}
+        keep["ep"] = keep["ep"].astype(np.int32)  # a day of these waits for the fold
         t = got["t"]
         d0, d1 = int(t.min() // DAY_S), int(t.max() // DAY_S)
         if d0 == d1:
@@ -730,7 +734,8 @@ class CohortEngine:
         if due:  # the last step's events whose check-in came before the end
             self._flipped[self._flips] = False
             self._flips = np.zeros(0, np.int64)
-            self._deliver(_cat(due, _EVENT), t, t)
+            for chunk in due:
+                self._deliver(chunk, t, t)
         pending = self._due_next + [p for parts in self._parked.values() for p in parts]
         left = 0
         if pending:
@@ -755,6 +760,7 @@ def run_cohort(
     progress: Progress | None = None,
 ) -> CohortEngine:
     """Run the cohort engine under SimPy for `days` simulated days."""
+    keep_freed_memory()
     env = simpy.Environment()
     writer = fold_writer_for(fleet.link, fleet.world.ep_org)
     eng = CohortEngine(fleet, rng, writer)

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from backend.store import Store
+from fleet_sim._memory import keep_freed_memory
 from fleet_sim.backend_link import InProcessLink
 
 __all__ = [
@@ -99,6 +100,7 @@ class InlineFoldWriter:
 
 def _serve(setup: Path) -> None:
     """The writer process: open the store, then fold each hand-over file it is sent."""
+    keep_freed_memory()
     meta = json.loads((setup / "setup.json").read_text())
     with np.load(setup / "arrays.npz") as arrays:
         features, ep_org = arrays["features"], arrays["ep_org"]
