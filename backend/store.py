@@ -242,6 +242,7 @@ class Store:
         *,
         synchronous: str = "FULL",
         tracer: Callable[[str, object], None] | None = None,
+        autocheckpoint: bool = True,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
@@ -257,6 +258,9 @@ class Store:
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA cache_size=-65536")
+        self._autocheckpoint = autocheckpoint
+        if not autocheckpoint:  # another connection calls `checkpoint` (see its docstring)
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.executescript(_SCHEMA)
         self._orgs: dict[str, int] = {}
         self._org_names: dict[int, str] = {}
@@ -276,6 +280,16 @@ class Store:
             self._orgs[org_id] = key
             self._org_names[key] = org_id
         self._policy = self._policy_where("1 = 1", ())
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's pages back into the database file, without waiting on any writer.
+
+        A bulk writer in another process can open its store with `autocheckpoint=False` and
+        leave this work to a process with time to spare (the fleet simulator does: its fold
+        writer only appends, the simulation checkpoints hourly).
+        """
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -539,6 +553,8 @@ class Store:
             conn.set_busy_timeout(5000)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA cache_size=-65536")
+            if not self._autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             merge: Any = sketch.merge  # APSW types a scalar function loosely
             conn.create_scalar_function("fw_merge", merge, 2, deterministic=True)
             self._bulk_conn = conn

@@ -49,8 +49,9 @@ from backend.store import Store
 __all__ = ["InProcessLink"]
 
 _MAX_BATCH = 8 * 1024 * 1024
-_FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once by the fold (bounds its temporaries)
+_FOLD_CHUNK_EVENTS = 1_000_000  # events sorted at once by the fold (bounds its temporaries)
 _WRITE_CHUNK_ROWS = 100_000  # aggregate rows per transaction
+_MS_PER_DAY = 86_400_000
 # verdict codes <-> their names' order (the aggregates table sorts verdicts by name)
 _VERDICT_OF_RANK = np.asarray(sorted(range(len(VERDICTS)), key=lambda c: VERDICTS[c].value))
 _VERDICT_RANK = np.argsort(_VERDICT_OF_RANK)
@@ -94,6 +95,7 @@ class InProcessLink:
     _sha_raw: list[bytes] = field(default_factory=list)
     _sha_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _sample_of_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    _sha_rank32: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
 
     @classmethod
     def open(
@@ -267,20 +269,21 @@ class InProcessLink:
             order = np.argsort(np.asarray(self.sha256))
             rank[order] = np.arange(len(self._sha_raw))
             self._sha_rank = rank
+            self._sha_rank32 = rank.astype(np.int32)
             self._sample_of_rank = order
         return self._sha_raw, self._sha_rank
 
     def ingest_folded(
         self,
         *,
-        day: npt.NDArray[np.int64],
-        org: npt.NDArray[np.integer[Any]],
+        ep: npt.NDArray[np.integer[Any]],
         sample: npt.NDArray[np.integer[Any]],
         model: npt.NDArray[np.integer[Any]],
         verdict: npt.NDArray[np.integer[Any]],
-        ep: npt.NDArray[np.integer[Any]],
-        t_ms: npt.NDArray[np.int64],
+        t_ms: npt.NDArray[np.integer[Any]],
+        ep_org: npt.NDArray[np.integer[Any]],
         now: dt.datetime,
+        t_base_ms: int = 0,
     ) -> int:
         """Fold delivered events into aggregate rows and ingest them (idempotent batches).
 
@@ -289,44 +292,47 @@ class InProcessLink:
         stay chunk-sized); `_fold_part` turns each into rows, exactly as `backend.sketch` and
         the wire path would (`tests/fleet_sim/test_backend_link.py`), and the rows go to the
         store in the table's key order in transactions of `_WRITE_CHUNK_ROWS`. The columns
-        may be any integer dtype (the cohort pool keeps them narrow).
+        may be any integer dtype (the cohort pool keeps them narrow); an event's time is
+        `t_base_ms + t_ms` (milliseconds since the epoch), its org `ep_org[ep]`, both worked
+        out a chunk at a time.
         """
-        n = day.size
-        if any(c.size != n for c in (org, sample, model, verdict, ep, t_ms)):
+        n = ep.size
+        if any(c.size != n for c in (sample, model, verdict, t_ms)):
             raise ValueError("ingest_folded: columns of different lengths")
         if n == 0:
             return 0
         n_models = int(model.max()) + 1
-        day0 = int(day.min())
+        day0 = (t_base_ms + int(t_ms.min())) // _MS_PER_DAY
         rank = self._ranks(int(ep.max()))
         raw, sha_rank = self._sha_index()
         # chunks of whole (org, sample) groups, in the table's order: a row never spans two
-        n_g = len(self.org_ids) * len(self.sha256)
-        group = np.asarray(org, np.int64) * len(self.sha256) + sha_rank[sample]
-        per_group = np.cumsum(np.bincount(group, minlength=n_g))
+        n_s = len(self.sha256)
+        group = np.asarray(ep_org, np.int32)[ep] * np.int32(n_s) + self._sha_rank32[sample]
+        per_group = np.cumsum(np.bincount(group, minlength=len(self.org_ids) * n_s))
         cut = np.unique(np.searchsorted(per_group, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
-        parts: list[_FoldPart] = []
         if cut.size <= 1:
             chunks: list[slice | npt.NDArray[np.intp]] = [slice(None)]
         else:
-            chunk = np.searchsorted(cut[1:], group, side="right").astype(np.int16)
-            del group
-            order = np.argsort(chunk, kind="stable")  # a radix sort for 16-bit keys
-            ends = np.cumsum(np.bincount(chunk, minlength=cut.size))
+            chunk_of = np.repeat(
+                np.arange(cut.size, dtype=np.int16), np.diff(np.r_[0, cut[1:], per_group.size])
+            )
+            chunk = chunk_of[group]
+            chunks = [np.flatnonzero(chunk == i) for i in range(cut.size)]
             del chunk
-            chunks = [
-                order[a:b] for a, b in zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True)
-            ]
+        del group
+        parts: list[_FoldPart] = []
         for sel in chunks:
+            e = ep[sel]
+            tm = t_base_ms + np.asarray(t_ms[sel], np.int64)
             parts.append(
                 self._fold_part(
-                    np.asarray(day[sel], np.int64) - day0,
-                    org[sel],
+                    tm // _MS_PER_DAY - day0,
+                    ep_org[e],
                     sample[sel],
                     model[sel],
                     verdict[sel],
-                    ep[sel],
-                    t_ms[sel],
+                    e,
+                    tm,
                     rank,
                     sha_rank,
                     n_models,

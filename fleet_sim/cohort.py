@@ -689,19 +689,9 @@ class CohortEngine:
         parts = [p for d in days for p in self._delivered.pop(d)]
         if not parts:
             return
-        cols = _cat(parts, _DELIVERED)
-        del parts
-        clock = self.fleet.clock
-        t_ms = clock.ms(0) + (cols.pop("t") * 1000).astype(np.int64)
         assert self.writer is not None
-        self.writer.submit(
-            ep=np.asarray(cols["ep"], np.int32),
-            sample=cols["sample"],
-            model=np.asarray(cols["model"], np.int16),
-            verdict=np.asarray(cols["verdict"], np.int8),
-            t_ms=t_ms,
-            now=clock.at(t),
-        )
+        clock = self.fleet.clock
+        self.writer.submit(parts, epoch_ms=clock.ms(0), now=clock.at(t))
 
     def flush(self, t: float) -> None:
         """Everything delivered so far reaches the aggregates (before anyone reads them)."""
@@ -789,6 +779,8 @@ def run_cohort(
         while env.now < horizon:
             eng.sample_adoption(env.now)
             fleet.hourly(env.now)
+            if isinstance(writer, ProcessFoldWriter):
+                fleet.link.store.checkpoint()  # the writer process only appends to the WAL
             yield env.timeout(3600.0)
 
     try:

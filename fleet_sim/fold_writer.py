@@ -5,9 +5,11 @@ rows; sorting them into rows and writing those rows to SQLite takes as long as s
 day. On a machine with a second core, `ProcessFoldWriter` does that work in a process of its
 own, with its own connection to the same SQLite file (WAL: the simulation's other writes wait
 at most one chunk's transaction, see `backend_link._WRITE_CHUNK_ROWS`), while the simulation
-goes on with the next day. The fold itself is the same function either way
-(`InProcessLink.ingest_folded`), and aggregate upserts commute (sums, sketch unions, min and
-max), so the rows written do not depend on which writer wrote them or when.
+goes on with the next day. The writer only appends to the WAL; the simulation, which has time
+to spare, copies it back into the database file hourly (`Store.checkpoint`). The fold itself
+is the same function either way (`InProcessLink.ingest_folded`), and aggregate upserts commute
+(sums, sketch unions, min and max), so the rows written do not depend on which writer wrote
+them or when.
 
 At most one fold is in flight: `submit` waits for the previous one, which bounds memory to two
 days of events. `join` waits for everything submitted (the cohort engine joins before anyone
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,17 +49,33 @@ __all__ = [
 ]
 
 PROCESS_MIN_ENDPOINTS = 200_000  # below this a fold takes well under a second: stay inline
-_MS_PER_DAY = 86_400_000
 _COLS = ("ep", "sample", "model", "verdict", "t_ms")
+
+
+def _ms_offsets(parts: Sequence[Mapping[str, Arr]]) -> tuple[int, Arr]:
+    """Milliseconds after the parts' first (as the store keeps them: truncated), as uint32."""
+    base = min(int(float(p["t"].min()) * 1000) for p in parts)
+    return base, np.concatenate([_ms_part(p["t"], base) for p in parts])
+
+
+def _ms_part(t: Arr, base: int) -> Arr:
+    off = (t * 1000).astype(np.int64) - base
+    return off.astype(np.uint32) if int(off.max()) < 2**32 else off
+
 
 Arr = npt.NDArray[Any]
 
 
 class FoldWriter(Protocol):
-    """Takes a fold's delivered events; `join` returns once they are in the aggregates."""
+    """Takes a fold's delivered events; `join` returns once they are in the aggregates.
+
+    Events come as parts (column dicts: `ep`, `sample`, `model`, `verdict` and `t`, simulated
+    seconds), so nobody builds a day-sized copy just to hand it over; `epoch_ms` is the
+    simulation's second 0 in milliseconds since the Unix epoch.
+    """
 
     def submit(
-        self, *, ep: Arr, sample: Arr, model: Arr, verdict: Arr, t_ms: Arr, now: dt.datetime
+        self, parts: Sequence[Mapping[str, Arr]], *, epoch_ms: int, now: dt.datetime
     ) -> None:
         """Fold these events into the backend's aggregates (now or later, before `join`)."""
         ...
@@ -78,13 +97,15 @@ class InlineFoldWriter:
     ep_org: npt.NDArray[np.int32]
 
     def submit(
-        self, *, ep: Arr, sample: Arr, model: Arr, verdict: Arr, t_ms: Arr, now: dt.datetime
+        self, parts: Sequence[Mapping[str, Arr]], *, epoch_ms: int, now: dt.datetime
     ) -> None:
         """Fold and write now."""
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in ("ep", "sample", "model",
+                                                                  "verdict")}  # fmt: skip
+        base, offsets = _ms_offsets(parts)
         self.link.ingest_folded(
-            day=t_ms // _MS_PER_DAY, org=self.ep_org[ep], sample=sample, model=model,
-            verdict=verdict, ep=ep, t_ms=t_ms, now=now,
-        )  # fmt: skip
+            **cols, t_ms=offsets, t_base_ms=epoch_ms + base, ep_org=self.ep_org, now=now
+        )
 
     def join(self) -> None:
         """Nothing is ever pending."""
@@ -105,7 +126,7 @@ def _serve(setup: Path) -> None:
     with np.load(setup / "arrays.npz") as arrays:
         features, ep_org = arrays["features"], arrays["ep_org"]
     link = InProcessLink(
-        Store(meta["db"], synchronous="NORMAL"),
+        Store(meta["db"], synchronous="NORMAL", autocheckpoint=False),
         tuple(meta["org_names"]),
         features,
         tuple(meta["sha256"]),
@@ -115,15 +136,15 @@ def _serve(setup: Path) -> None:
         job = json.loads(line)
         try:
             where = Path(job["path"])
-            cols = {k: np.load(where / f"{k}.npy") for k in _COLS}
-            shutil.rmtree(where)
+            cols = {k: np.load(where / f"{k}.npy", mmap_mode="r") for k in _COLS}
+            shutil.rmtree(where)  # the mappings keep the data until they go
             before, cpu = link.batches, time.process_time()
-            ep = cols["ep"]
             rows = link.ingest_folded(
-                day=cols["t_ms"] // _MS_PER_DAY, org=ep_org[ep], sample=cols["sample"],
-                model=cols["model"], verdict=cols["verdict"], ep=ep, t_ms=cols["t_ms"],
-                now=dt.datetime.fromisoformat(job["now"]),
+                ep=cols["ep"], sample=cols["sample"], model=cols["model"],
+                verdict=cols["verdict"], t_ms=cols["t_ms"], t_base_ms=int(job["t_base_ms"]),
+                ep_org=ep_org, now=dt.datetime.fromisoformat(job["now"]),
             )  # fmt: skip
+            del cols
             answer: dict[str, object] = {
                 "rows": rows, "batches": link.batches - before,
                 "cpu_s": time.process_time() - cpu,
@@ -170,18 +191,27 @@ class ProcessFoldWriter:
         )
 
     def submit(
-        self, *, ep: Arr, sample: Arr, model: Arr, verdict: Arr, t_ms: Arr, now: dt.datetime
+        self, parts: Sequence[Mapping[str, Arr]], *, epoch_ms: int, now: dt.datetime
     ) -> None:
-        """Hand the events to the writer process (after the previous fold is written)."""
+        """Hand the events to the writer process (after the previous fold is written).
+
+        Each column goes to a plain .npy file part by part (no day-sized copy, no archive,
+        no checksum pass); times go as uint32 milliseconds after the fold's first event.
+        """
         self.join()
         self._seq += 1
         path = Path(self._dir.name) / f"fold-{self._seq:06d}"
         path.mkdir()
-        cols = {"ep": ep, "sample": sample, "model": model, "verdict": verdict, "t_ms": t_ms}
-        for k in _COLS:  # plain .npy files: no archive, no checksum pass over a day of events
-            np.save(path / f"{k}.npy", cols[k])
+        base = min(int(float(p["t"].min()) * 1000) for p in parts)
+        offsets = [_ms_part(p["t"], base) for p in parts]
+        wide = any(o.dtype != np.uint32 for o in offsets)
+        columns: dict[str, list[Arr]] = {k: [p[k] for p in parts] for k in _COLS[:-1]}
+        columns["t_ms"] = [o.astype(np.int64) for o in offsets] if wide else offsets
+        for k, arrays in columns.items():
+            _write_npy(path / f"{k}.npy", arrays)
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps({"path": str(path), "now": now.isoformat()}) + "\n")
+        job = {"path": str(path), "now": now.isoformat(), "t_base_ms": epoch_ms + base}
+        self._proc.stdin.write(json.dumps(job) + "\n")
         self._proc.stdin.flush()
         self._in_flight += 1
 
@@ -218,6 +248,18 @@ class ProcessFoldWriter:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._dir.cleanup()
+
+
+def _write_npy(path: Path, arrays: Sequence[Arr]) -> None:
+    """One .npy file holding `arrays` end to end, written piece by piece."""
+    dtype = arrays[0].dtype
+    n = sum(a.size for a in arrays)
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
+        )
+        for a in arrays:
+            np.ascontiguousarray(a, dtype).tofile(f)
 
 
 def fold_writer_for(link: InProcessLink, ep_org: npt.NDArray[np.int32]) -> FoldWriter:

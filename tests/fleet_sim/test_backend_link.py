@@ -73,8 +73,8 @@ def test_cohort_fold_writes_what_the_wire_path_writes(tmp_path_factory, events):
     fold, wire = links
     arr = np.asarray(events, np.int64)
     fold.ingest_folded(
-        day=(t0 + arr[:, 4]) // 86_400_000, org=ep_org[arr[:, 0]], sample=arr[:, 1],
-        model=arr[:, 2], verdict=arr[:, 3], ep=arr[:, 0], t_ms=t0 + arr[:, 4], now=start,
+        ep=arr[:, 0], sample=arr[:, 1], model=arr[:, 2], verdict=arr[:, 3],
+        t_ms=arr[:, 4].astype(np.uint32), t_base_ms=t0, ep_org=ep_org, now=start,
     )  # fmt: skip
     for ep in sorted({e[0] for e in events}):
         mine = [
@@ -137,9 +137,9 @@ def test_a_failing_writer_process_fails_the_run_with_its_reason(
     monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)
     real = fold_writer.ProcessFoldWriter.submit
 
-    def broken(self, **cols):
-        cols["t_ms"] = cols["t_ms"][:1]  # columns of different lengths: the writer refuses
-        real(self, **cols)
+    def broken(self, parts, **kw):
+        parts = [{**p, "sample": p["sample"][:1]} for p in parts]  # the writer must refuse
+        real(self, parts, **kw)
 
     monkeypatch.setattr(fold_writer.ProcessFoldWriter, "submit", broken)
     with pytest.raises(fold_writer.FoldWriterError, match="the fold writer failed"):
