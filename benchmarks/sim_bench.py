@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,15 +78,63 @@ def naive(endpoints: int, days: float, scans_per_hour: float, seed: int = 1) -> 
 
 def cohort(
     data: Path, endpoints: int, orgs: int, days: float, scans: float, predict: bool
-) -> tuple[float, float, int, dict[str, int]]:
-    """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters."""
+) -> tuple[float, float, int, dict[str, int], float]:
+    """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters, and
+    the wall seconds of its simulation loop alone (first to last step, setup excluded)."""
     corpus, bundles = ensure_assets(data, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
     sc = scenario_from_dict(scenario(endpoints, orgs, days, scans, predict))
+    steps: list[float] = []
+
+    def progress(_arm: str, _t: float, _total: float, _events: int) -> None:
+        steps.append(time.perf_counter())
+
     with tempfile.TemporaryDirectory() as tmp:
         t, cpu = time.perf_counter(), time.process_time()
-        run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp)
+        run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp, progress=progress)
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return wall, cpu, run.events, dict(run.arms["main"].recorder.counters)
+    loop = steps[-1] - steps[0] if len(steps) > 1 else wall
+    return wall, cpu, run.events, dict(run.arms["main"].recorder.counters), loop
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class TreeRss:
+    """Samples this process's and its children's resident memory; keeps the largest sum."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._every = every_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(self._every):
+            total = _rss_mb(me) + sum(_rss_mb(c) for c in _children(me))
+            self.peak_mb = max(self.peak_mb, total)
 
 
 def main() -> None:
@@ -113,17 +162,22 @@ def main() -> None:
     data = Path(args.data)
     n, d = args.compare_endpoints, args.compare_days
     if not args.skip_compare:
-        wall_c, cpu_c, _, _ = cohort(
+        wall_c, cpu_c, _, _, loop_c = cohort(
             data, n, min(args.orgs, n), d, args.scans_per_hour, args.predict
         )
         print(f"cohort_{n}x{d:g}d_wall: {wall_c:.1f} s (cpu {cpu_c:.1f} s)")
-        print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s")
+        print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s (whole run)")
+        print(f"cohort_{n}x{d:g}d_loop: {loop_c:.1f} s, {n * d / loop_c:,.0f} endpoint-days/s")
         wall_n = naive(n, d, args.scans_per_hour)
-        print(f"naive_simpy_{n}x{d:g}d_wall: {wall_n:.1f} s")
+        print(f"naive_simpy_{n}x{d:g}d_wall: {wall_n:.1f} s (its env.run alone)")
         print(f"naive_simpy_{n}x{d:g}d_rate: {n * d / wall_n:,.0f} endpoint-days/s")
-        print(f"cohort_vs_naive_ratio: {wall_n / wall_c:.1f} x", flush=True)
+        print(f"cohort_vs_naive_ratio_whole_run: {wall_n / wall_c:.1f} x")
+        print(f"cohort_vs_naive_ratio_loop: {wall_n / loop_c:.1f} x (loop vs loop)", flush=True)
     n, d = args.endpoints, args.days
-    wall, cpu, events, ctr = cohort(data, n, args.orgs, d, args.scans_per_hour, args.predict)
+    with TreeRss() as tree:
+        wall, cpu, events, ctr, loop = cohort(
+            data, n, args.orgs, d, args.scans_per_hour, args.predict
+        )
     print(f"cohort_{n}x{d:g}d_wall: {wall:.1f} s (cpu {cpu:.1f} s)")
     if "fold_writer_cpu_ms" in ctr:
         print(
@@ -131,12 +185,15 @@ def main() -> None:
             f"simulation waited {ctr['fold_writer_wait_ms'] / 1000:.1f} s for it"
         )
     print(f"cohort_{n}x{d:g}d_rate: {n * d / wall:,.0f} endpoint-days/s")
+    print(f"cohort_{n}x{d:g}d_loop: {loop:.1f} s (setup excluded)")
     print(f"cohort_{n}x{d:g}d_scans: {events / wall:,.0f} scans/s")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak_rss: {rss:.0f} MB")
     print(f"peak_rss_fold_writer: {child:.0f} MB (the writer process; 0 when folds ran inline)")
     print(f"peak_rss_sum: {rss + child:.0f} MB (both peaks added: an upper bound)")
+    if tree.peak_mb:
+        print(f"peak_rss_tree_sampled: {tree.peak_mb:.0f} MB (simulation + writer at once)")
 
 
 if __name__ == "__main__":

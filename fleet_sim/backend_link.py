@@ -307,21 +307,21 @@ class InProcessLink:
         raw, sha_rank = self._sha_index()
         # chunks of whole (org, sample) groups, in the table's order: a row never spans two
         n_s = len(self.sha256)
-        group = np.asarray(ep_org, np.int32)[ep] * np.int32(n_s) + self._sha_rank32[sample]
+        group = np.asarray(ep_org, np.int32)[ep]
+        group *= np.int32(n_s)  # in place: a day of events makes every temporary count
+        group += self._sha_rank32[sample]
         per_group = np.cumsum(np.bincount(group, minlength=len(self.org_ids) * n_s))
         cut = np.unique(np.searchsorted(per_group, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
-        if cut.size <= 1:
-            chunks: list[slice | npt.NDArray[np.intp]] = [slice(None)]
-        else:
-            chunk_of = np.repeat(
-                np.arange(cut.size, dtype=np.int16), np.diff(np.r_[0, cut[1:], per_group.size])
-            )
-            chunk = chunk_of[group]
-            chunks = [np.flatnonzero(chunk == i) for i in range(cut.size)]
-            del chunk
+        chunk_of = np.repeat(
+            np.arange(cut.size, dtype=np.int16), np.diff(np.r_[0, cut[1:], per_group.size])
+        )
+        chunk = chunk_of[group] if cut.size > 1 else None
         del group
         parts: list[_FoldPart] = []
-        for sel in chunks:
+        for i in range(max(1, cut.size)):
+            sel: slice | npt.NDArray[np.intp] = (
+                slice(None) if chunk is None else np.flatnonzero(chunk == i)
+            )
             e = ep[sel]
             tm = t_base_ms + np.asarray(t_ms[sel], np.int64)
             parts.append(

@@ -62,7 +62,7 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Cols = dict[str, npt.NDArray[Any]]
 _EVENT = ("ep", "sample", "model", "verdict", "t", "c")  # c: the check-in that may deliver it
-_DELIVERED = ("ep", "sample", "model", "verdict", "t")
+_DELIVERED = ("ep", "sample", "model", "verdict", "t_ms")
 FOLD_GRACE_S = 43_200.0  # a day is folded at noon of the next (laptops are back by then)
 _Q_PER_DAY = 96
 
@@ -73,6 +73,12 @@ def _cat(parts: list[Cols], names: Sequence[str]) -> Cols:
 
 def _take(cols: Cols, sel: npt.NDArray[np.bool_] | I64) -> Cols:
     return {c: v[sel] for c, v in cols.items()}
+
+
+def _ms(t: F64) -> npt.NDArray[np.unsignedinteger[Any] | np.signedinteger[Any]]:
+    """Milliseconds since second 0, truncated as the store keeps them: uint32 (49 days)."""
+    ms = (t * 1000).astype(np.int64)
+    return ms.astype(np.uint32) if int(ms.max()) < 2**32 else ms
 
 
 def _alias(weights: F64) -> tuple[F64, I64]:
@@ -658,9 +664,15 @@ class CohortEngine:
         ep = got["ep"]
         rec.count("events_delivered", ep.size)
         self.fleet.report_events(got["t"], ep, got["model"], got["verdict"])
-        keep = {c: got[c] for c in _DELIVERED}
-        keep["ep"] = keep["ep"].astype(np.int32)  # a day of these waits for the fold
         t = got["t"]
+        # a day and a half of these waits for the fold: 13 bytes an event
+        keep = {
+            "ep": got["ep"].astype(np.int32),
+            "sample": got["sample"],
+            "model": got["model"],
+            "verdict": got["verdict"],
+            "t_ms": _ms(t),  # ms since second 0
+        }
         d0, d1 = int(t.min() // DAY_S), int(t.max() // DAY_S)
         if d0 == d1:
             self._delivered.setdefault(d0, []).append(keep)

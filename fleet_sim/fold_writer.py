@@ -53,14 +53,9 @@ _COLS = ("ep", "sample", "model", "verdict", "t_ms")
 
 
 def _ms_offsets(parts: Sequence[Mapping[str, Arr]]) -> tuple[int, Arr]:
-    """Milliseconds after the parts' first (as the store keeps them: truncated), as uint32."""
-    base = min(int(float(p["t"].min()) * 1000) for p in parts)
-    return base, np.concatenate([_ms_part(p["t"], base) for p in parts])
-
-
-def _ms_part(t: Arr, base: int) -> Arr:
-    off = (t * 1000).astype(np.int64) - base
-    return off.astype(np.uint32) if int(off.max()) < 2**32 else off
+    """Milliseconds after the parts' first event, and that first event's."""
+    base = min(int(p["t_ms"].min()) for p in parts)
+    return base, np.concatenate([p["t_ms"] - np.uint32(base) for p in parts])
 
 
 Arr = npt.NDArray[Any]
@@ -69,9 +64,9 @@ Arr = npt.NDArray[Any]
 class FoldWriter(Protocol):
     """Takes a fold's delivered events; `join` returns once they are in the aggregates.
 
-    Events come as parts (column dicts: `ep`, `sample`, `model`, `verdict` and `t`, simulated
-    seconds), so nobody builds a day-sized copy just to hand it over; `epoch_ms` is the
-    simulation's second 0 in milliseconds since the Unix epoch.
+    Events come as parts (column dicts: `ep`, `sample`, `model`, `verdict` and `t_ms`,
+    milliseconds since the simulation's second 0 as uint32), so nobody builds a day-sized
+    copy just to hand it over; `epoch_ms` is second 0 in milliseconds since the Unix epoch.
     """
 
     def submit(
@@ -202,13 +197,10 @@ class ProcessFoldWriter:
         self._seq += 1
         path = Path(self._dir.name) / f"fold-{self._seq:06d}"
         path.mkdir()
-        base = min(int(float(p["t"].min()) * 1000) for p in parts)
-        offsets = [_ms_part(p["t"], base) for p in parts]
-        wide = any(o.dtype != np.uint32 for o in offsets)
-        columns: dict[str, list[Arr]] = {k: [p[k] for p in parts] for k in _COLS[:-1]}
-        columns["t_ms"] = [o.astype(np.int64) for o in offsets] if wide else offsets
-        for k, arrays in columns.items():
-            _write_npy(path / f"{k}.npy", arrays)
+        base = min(int(p["t_ms"].min()) for p in parts)
+        for k in _COLS:
+            _write_npy(path / f"{k}.npy", [p[k] - np.uint32(base) if k == "t_ms" else p[k]
+                                           for p in parts])  # fmt: skip
         assert self._proc.stdin is not None
         job = {"path": str(path), "now": now.isoformat(), "t_base_ms": epoch_ms + base}
         self._proc.stdin.write(json.dumps(job) + "\n")
@@ -252,7 +244,7 @@ class ProcessFoldWriter:
 
 def _write_npy(path: Path, arrays: Sequence[Arr]) -> None:
     """One .npy file holding `arrays` end to end, written piece by piece."""
-    dtype = arrays[0].dtype
+    dtype = np.result_type(*arrays)
     n = sum(a.size for a in arrays)
     with path.open("wb") as f:
         np.lib.format.write_array_header_1_0(
