@@ -49,7 +49,7 @@ from backend.store import Store
 __all__ = ["InProcessLink"]
 
 _MAX_BATCH = 8 * 1024 * 1024
-_FOLD_CHUNK_EVENTS = 1_000_000  # events sorted at once by the fold (bounds its temporaries)
+_FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once by the fold (bounds its temporaries)
 _WRITE_CHUNK_ROWS = 100_000  # aggregate rows per transaction
 _MS_PER_DAY = 86_400_000
 # verdict codes <-> their names' order (the aggregates table sorts verdicts by name)
@@ -243,6 +243,11 @@ class InProcessLink:
         return np.asarray(self.features[sample], dtype="<f4").tobytes()
 
     # --- telemetry: cohort mode ----------------------------------------------------------
+
+    def prepare(self, n_endpoints: int) -> None:
+        """Hash the endpoints and index the samples now rather than at the first fold."""
+        self._ranks(n_endpoints - 1)
+        self._sha_index()
 
     def _ranks(self, max_ep: int) -> npt.NDArray[np.int64]:
         """Each endpoint's position in hash order (endpoints 0..max_ep hashed once, cached).

@@ -127,6 +127,7 @@ def _serve(setup: Path) -> None:
         tuple(meta["sha256"]),
     )
     link.org_ids = list(meta["org_ids"])
+    link.prepare(int(ep_org.size))  # while the first day is still being simulated
     for line in sys.stdin:
         job = json.loads(line)
         try:
