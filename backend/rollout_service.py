@@ -256,23 +256,17 @@ def _merge_keys(params: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 def _write_endpoint_days(store: Store, params: Sequence[tuple[Any, ...]]) -> int:
     _ensure(store)
     rows = _merge_keys(params)  # a key twice in one call is one new endpoint-day, not two
-    with store._lock:
-        store._conn.execute("BEGIN IMMEDIATE")
-        try:
-            store._conn.executemany(_ROW_INTO_ARMS, rows)  # before the rows: new keys are absent
-            store._conn.executemany(
-                "INSERT INTO endpoint_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
-                "alerts = alerts + excluded.alerts, "
-                "self_test_failures = self_test_failures + excluded.self_test_failures, "
-                "model_errors = model_errors + excluded.model_errors, "
-                "breaker_trips = breaker_trips + excluded.breaker_trips",
-                rows,
-            )
-            store._conn.execute("COMMIT")
-        except BaseException:
-            store._conn.execute("ROLLBACK")
-            raise
+    with store.write_transaction() as conn:
+        conn.executemany(_ROW_INTO_ARMS, rows)  # before the rows: new keys are absent
+        conn.executemany(
+            "INSERT INTO endpoint_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
+            "alerts = alerts + excluded.alerts, "
+            "self_test_failures = self_test_failures + excluded.self_test_failures, "
+            "model_errors = model_errors + excluded.model_errors, "
+            "breaker_trips = breaker_trips + excluded.breaker_trips",
+            rows,
+        )
     return len(params)
 
 
@@ -313,14 +307,8 @@ def record_arm_day_columns(store: Store, cols: ArmDayColumns) -> int:
         )
     )  # fmt: skip
     _ensure(store)
-    with store._lock:
-        store._conn.execute("BEGIN IMMEDIATE")
-        try:
-            store._conn.executemany(_ADD_ARM_ROW, params)
-            store._conn.execute("COMMIT")
-        except BaseException:
-            store._conn.execute("ROLLBACK")
-            raise
+    with store.write_transaction() as conn:
+        conn.executemany(_ADD_ARM_ROW, params)
     return len(params)
 
 

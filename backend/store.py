@@ -281,6 +281,22 @@ class Store:
             self._org_names[key] = org_id
         self._policy = self._policy_where("1 = 1", ())
 
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE) under the store's lock.
+
+        Committed when the block ends, rolled back when it raises; for the other backend
+        modules that keep their own tables in this database (`backend.rollout_service`).
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
     def checkpoint(self) -> None:
         """Copy the WAL's pages back into the database file, without waiting on any writer.
 

@@ -397,7 +397,7 @@ class CohortEngine:
                     continue
                 if m.self_test_fail_share > 0:
                     eps = idx[sel]
-                    fails = ((eps * 2654435761) % 10_000) / 10_000.0 < m.self_test_fail_share
+                    fails = m.self_test_fails_many(eps)
                     bad = np.zeros(idx.size, bool)
                     bad[np.flatnonzero(sel)[fails]] = True
                     rec.count("self_test_refusals", int(bad.sum()))

@@ -77,7 +77,12 @@ class FleetModel:
 
     def self_test_fails(self, ep: int) -> bool:
         """Deterministic per endpoint: the canary self-test fails on this share of endpoints."""
-        return ((ep * 2654435761) % 10_000) / 10_000.0 < self.self_test_fail_share
+        return bool(self.self_test_fails_many(np.asarray([ep], np.int64))[0])
+
+    def self_test_fails_many(self, eps: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+        """`self_test_fails` for many endpoints (the one place the rule is written)."""
+        h = (np.asarray(eps, np.int64) * 2654435761) % 10_000
+        return np.asarray(h / 10_000.0 < self.self_test_fail_share)
 
 
 @dataclass(frozen=True, slots=True)
