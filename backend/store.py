@@ -41,11 +41,11 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import apsw
 import sqlite_utils
@@ -203,6 +203,18 @@ class StoreStats:
     feature_rows: int
     batches: int
     events: int
+
+
+class _Writer(Protocol):
+    """What `_apply` needs of a connection: the stdlib's and APSW's both have it."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any:
+        """Run one statement."""
+        ...
+
+    def executemany(self, sql: str, params: Any, /) -> Any:
+        """Run one statement per parameter row."""
+        ...
 
 
 @contextlib.contextmanager
@@ -530,35 +542,8 @@ class Store:
             strict=True,
         )
         bulk = self._bulk()
-        if bulk is None:
-            return self._apply(endpoint_id, key, 0, 0, list(params), features, now)
-        now_ms = int(now.timestamp() * 1000)
-        with self._lock:
-            bulk.execute("BEGIN IMMEDIATE")
-            try:
-                fresh = bulk.execute(
-                    "INSERT INTO batches (endpoint_id, key, received_ms, events) "
-                    "VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING RETURNING 1",
-                    (endpoint_id, key, now_ms),
-                ).fetchall()
-                if not fresh:
-                    bulk.execute("ROLLBACK")
-                    return IngestResult(True, 0, 0)
-                bulk.executemany(_UPSERT, params)
-                if features:
-                    bulk.executemany(
-                        "INSERT OR IGNORE INTO features (sha256, schema, vector) VALUES (?, ?, ?)",
-                        features,
-                    )
-                bulk.execute(
-                    "UPDATE endpoints SET last_seen_ms = ? WHERE endpoint_id = ?",
-                    (now_ms, endpoint_id),
-                )
-                bulk.execute("COMMIT")
-            except BaseException:
-                bulk.execute("ROLLBACK")
-                raise
-        return IngestResult(False, 0, n)
+        conn: _Writer = self._conn if bulk is None else bulk
+        return self._apply(endpoint_id, key, 0, 0, params, features, now, conn=conn, rows=n)
 
     def _bulk(self) -> apsw.Connection | None:
         """The APSW connection for bulk folds (opened on first use; None in memory)."""
@@ -588,41 +573,47 @@ class Store:
         key: str,
         events: int,
         dropped_events: int,
-        params: Sequence[tuple[object, ...]],
+        params: Iterable[tuple[object, ...]],
         feats: Sequence[tuple[bytes, str, bytes]],
         now: dt.datetime,
+        *,
+        conn: _Writer | None = None,
+        rows: int | None = None,
     ) -> IngestResult:
+        """The one ingest transaction, on the stdlib connection or (bulk) the APSW one."""
         now_ms = int(now.timestamp() * 1000)
-        conn = self._conn
+        db: _Writer = self._conn if conn is None else conn
+        if rows is None:
+            params = list(params)
+            rows = len(params)
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                cur = conn.execute(
+                fresh = db.execute(
                     "INSERT INTO batches (endpoint_id, key, received_ms, events) "
-                    "VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
                     (endpoint_id, key, now_ms, events),
-                )
-                if cur.rowcount == 0:
-                    conn.execute("ROLLBACK")
+                ).fetchall()
+                if not fresh:
+                    db.execute("ROLLBACK")
                     return IngestResult(True, events, 0)
-                conn.executemany(_UPSERT, params)
+                db.executemany(_UPSERT, params)
                 if feats:
-                    conn.executemany(
+                    db.executemany(
                         "INSERT OR IGNORE INTO features (sha256, schema, vector) VALUES (?, ?, ?)",
                         feats,
                     )
-                conn.execute(
+                db.execute(
                     "UPDATE endpoints SET last_seen_ms = ?, "
                     "spool_dropped_events = max(spool_dropped_events, ?) "
                     "WHERE endpoint_id = ?",
                     (now_ms, dropped_events, endpoint_id),
                 )
-                conn.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-        return IngestResult(False, events, len(params))
+        return IngestResult(False, events, rows)
 
     def aggregates(
         self, *, org_id: str | None = None, day: int | None = None
