@@ -26,7 +26,14 @@ _ORG = {
 }
 _ERR = {
     "type": "object",
-    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "string"},
+        "current_version": {
+            "type": "integer",
+            "description": "on a policy conflict (409): the version now in force",
+        },
+    },
     "required": ["error", "detail"],
 }
 
@@ -238,7 +245,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "responses": {
                         "200": _resp("new policy version", _POLICY),
-                        **_errors(401, 403, 404, 413, 422, 503),
+                        **_errors(401, 403, 404, 409, 413, 422, 503),
                     },
                 }
             },
@@ -268,7 +275,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "responses": {
                         "200": _resp("new policy version", _POLICY),
-                        **_errors(401, 403, 404, 413, 422, 503),
+                        **_errors(401, 403, 404, 409, 413, 422, 503),
                     },
                 }
             },
@@ -350,7 +357,7 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "responses": {
                         "200": _resp("new policy version", _POLICY),
-                        **_errors(401, 403, 404, 413, 422, 503),
+                        **_errors(401, 403, 404, 409, 413, 422, 503),
                     },
                 }
             },
@@ -370,7 +377,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _resp("new policy version", _POLICY),
-                        **_errors(401, 403, 404, 422, 503),
+                        **_errors(401, 403, 404, 409, 422, 503),
                     },
                 }
             },

@@ -42,6 +42,7 @@ from backend.errors import (
     ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
+    PolicyConflictError,
     PublishError,
     UnsupportedMediaError,
 )
@@ -88,9 +89,10 @@ async def _on_backend_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BackendError)
     status = _status_for(exc)
     headers = {"www-authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(
-        {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
-    )
+    body: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc)}
+    if isinstance(exc, PolicyConflictError):
+        body["current_version"] = exc.current_version
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 # --- request bodies (validated at the edge, then turned into plain arguments) ---------------

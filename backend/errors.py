@@ -6,6 +6,7 @@ BackendError
 │   └── ForbiddenError       403  a valid token used outside its org or role
 ├── NotFoundError            404  an org, list entry or policy that does not exist
 ├── ConflictError            409  a name already taken
+│   └── PolicyConflictError  409  the policy changed since it was read (carries the version)
 ├── BatchInvalidError        422  a telemetry batch or request body that does not validate
 ├── PayloadTooLargeError     413  a body over the configured limit
 ├── UnsupportedMediaError    415  a body in a content type the route does not take
@@ -25,6 +26,7 @@ __all__ = [
     "ForbiddenError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PolicyConflictError",
     "PublishError",
     "UnsupportedMediaError",
 ]
@@ -48,6 +50,17 @@ class NotFoundError(BackendError):
 
 class ConflictError(BackendError):
     """The name is already taken."""
+
+
+class PolicyConflictError(ConflictError):
+    """Another change was recorded since this one read the policy (compare-and-set failed).
+
+    `current_version` is the version now in force; the caller re-reads and retries.
+    """
+
+    def __init__(self, message: str, *, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
 
 
 class BatchInvalidError(BackendError):

@@ -54,7 +54,13 @@ from agent.decision import Verdict
 from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch
 from backend import sketch
-from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
+from backend.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    PolicyConflictError,
+    PublishError,
+)
 from backend.ingest import AggregateRow, BatchAggregate, FeatureRow
 
 if TYPE_CHECKING:
@@ -237,6 +243,20 @@ def _gc_paused() -> Iterator[None]:
 def hash_token(token: str) -> str:
     """The stored form of a token: hex sha256 of its UTF-8 bytes."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_next_version(latest: int, proposed: int) -> None:
+    """The compare-and-set of a policy change: `proposed` must follow `latest` exactly.
+
+    Raises:
+        PolicyConflictError: it does not; the message and the error carry `latest`.
+    """
+    if proposed != latest + 1:
+        raise PolicyConflictError(
+            f"policy changed concurrently: version {latest} is current, this change was "
+            f"made against version {proposed - 1}; read the policy again and retry",
+            current_version=latest,
+        )
 
 
 def _iso(t: dt.datetime) -> str:
@@ -742,16 +762,20 @@ class Store:
         rolled back and the previous policy stays current.
 
         Raises:
+            PolicyConflictError: `document.version` is not the stored version + 1 (another
+                change came first); nothing was recorded.
             PublishError: `publish` failed.
         """
         with self._lock:
-            current = self._policy
-            expected = (current.version if current else 0) + 1
-            if document.version != expected:
-                raise ValueError(f"policy version must be {expected}, got {document.version}")
             raw = document.model_dump_json().encode()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                # compare-and-set inside the write transaction: another process may have
+                # appended since this one read the policy
+                latest = self._conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM policy_history"
+                ).fetchone()[0]
+                _check_next_version(int(latest), document.version)
                 self._conn.execute(
                     "INSERT INTO policy_history (version, changed_at, actor, action, document) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -766,6 +790,10 @@ class Store:
                         f"could not publish policy v{document.version}: {exc}"
                     ) from exc
                 self._conn.execute("COMMIT")
+            except PolicyConflictError:
+                self._conn.execute("ROLLBACK")
+                self._policy = self._policy_where("1 = 1", ())  # another process wrote it
+                raise
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

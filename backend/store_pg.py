@@ -49,6 +49,7 @@ from backend.store import (
     Publish,
     StoreStats,
     TokenKind,
+    _check_next_version,
     hash_token,
 )
 
@@ -513,14 +514,17 @@ class PostgresStore:
         rolled back and the previous policy stays current.
 
         Raises:
+            PolicyConflictError: `document.version` is not the stored version + 1 (another
+                change came first); nothing was recorded.
             PublishError: `publish` failed.
         """
         with self._lock, self._conn.transaction():
             self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
-            current = self._policy_where("TRUE", ())
-            expected = (current.version if current else 0) + 1
-            if document.version != expected:
-                raise ValueError(f"policy version must be {expected}, got {document.version}")
+            latest = self._conn.execute(
+                "SELECT coalesce(max(version), 0) FROM policy_history"
+            ).fetchone()
+            assert latest is not None
+            _check_next_version(int(latest[0]), document.version)
             raw = document.model_dump_json().encode()
             self._conn.execute(
                 "INSERT INTO policy_history (version, changed_at, actor, action, document) "

@@ -27,7 +27,13 @@ from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch, encode_batch
 from backend import sketch
 from backend.app import create_app
-from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
+from backend.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    PolicyConflictError,
+    PublishError,
+)
 from backend.ingest import aggregate
 from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store, TokenKind
@@ -211,8 +217,9 @@ def test_postgres_parity_policy_history_reads_as_of_and_rolls_back(store: AnySto
         now=NOW + DAY,
         publish=lambda b, t: published.append(b),
     )
-    with pytest.raises(ValueError, match="version must be 3"):
+    with pytest.raises(PolicyConflictError, match="version 2 is current") as conflict:
         store.append_policy(_policy(5), actor="op", action="x", now=NOW, publish=lambda b, t: None)
+    assert conflict.value.current_version == 2
 
     def fail(raw: bytes, now: dt.datetime) -> None:
         raise OSError("repository is read-only")
