@@ -9,6 +9,7 @@ AgentError
 │   └── SelfTestError            canary vectors do not reproduce their expected scores
 ├── ModelRuntimeError            inference failed or timed out on a loaded model
 ├── PolicyError                  a policy document that does not validate (or rolls back)
+├── QuarantineError              a file cannot be quarantined, restored or deleted
 ├── UpdateRejectedError          signed-update verification failed; the current state stays
 │   ├── MetadataRejectedError    TUF metadata refused: signatures, threshold, rollback, freeze,
 │   │                            mix-and-match, oversized metadata
@@ -32,6 +33,7 @@ __all__ = [
     "MetadataRejectedError",
     "ModelRuntimeError",
     "PolicyError",
+    "QuarantineError",
     "RepositoryUnreachableError",
     "SchemaMismatchError",
     "SelfTestError",
@@ -85,6 +87,10 @@ class ModelRuntimeError(AgentError):
 
 class PolicyError(AgentError):
     """A policy document failed validation; the reason is the message."""
+
+
+class QuarantineError(AgentError):
+    """A file could not be quarantined, restored or deleted; the reason is the message."""
 
 
 class UpdateRejectedError(AgentError):
