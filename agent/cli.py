@@ -6,18 +6,15 @@ become one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import click
 
@@ -26,12 +23,7 @@ from agent.decision import DecisionContext, Mode
 from agent.errors import AgentError, StateError
 from agent.model import load_bundle
 from agent.policy import active_sha256s, read_list_file
-from agent.scan import FileStatus, Scanner, ScanSummary
-
-if TYPE_CHECKING:  # `scan` stays light: the daemon's network stack loads only for run/status
-    from agent.daemon import Notice
-    from agent.telemetry import TelemetryPipe
-    from agent.updater import HTTPXFetcher
+from agent.scan import FileStatus, Scanner, ScanResult, ScanSummary
 
 __all__ = ["main"]
 
@@ -172,6 +164,13 @@ def scan(
     type=click.Path(exists=True, path_type=str),
     help="Folder to scan each cycle (new or changed files, or all after a change).",
 )
+@click.option(
+    "--scan-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between polls of the --watch folders (never delayed by a check-in).",
+)
 @click.option("--once", is_flag=True, help="One check-in and one scan, then exit (tests, cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per decision.")
 def run(
@@ -184,136 +183,64 @@ def run(
     trust_on_first_use: bool,
     interval: float,
     watch: tuple[str, ...],
+    scan_interval: float,
     once: bool,
     as_json: bool,
 ) -> None:
     """Check in for signed updates and policy, install them atomically, and scan.
 
-    Runs until SIGTERM or SIGINT. Offline, it keeps its last verified model and policy.
+    Runs until SIGTERM or SIGINT; check-ins run beside scanning, so a slow or stalled
+    repository never delays a decision. Offline, it keeps its last verified model and policy.
 
     Example: fleetward-agent run --repo-url http://updates.local:8080 --org acme
     --state-dir /var/lib/fleetward --root /etc/fleetward/root.json --watch /srv/incoming
     """
-    from agent.daemon import Agent, AgentConfig
-    from agent.updater import UpdateClient, fetch_trust_anchor
+    from agent import daemon
 
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = open(state_dir / ".lock", "a+b")  # noqa: SIM115 - held for the process lifetime
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise click.ClickException(f"another agent is running on {state_dir}") from None
-    try:
-        anchor = root_file.read_bytes() if root_file else None
-        first_run = not (state_dir / "tuf" / "root_history").is_dir()
-        if anchor is None and trust_on_first_use and first_run:
-            anchor = fetch_trust_anchor(repo_url)
-        pipe = _telemetry_pipe(state_dir, backend_url, enroll_token) if backend_url else None
-        org = pipe.creds.org_id if pipe else org
-        if org is None:
-            raise click.UsageError("give --org, or --backend (the org then comes from enrollment)")
-        endpoint_id = pipe.creds.endpoint_id if pipe else None  # places it in rollout cohorts
-        updater = UpdateClient(
-            state_dir,
-            repo_url,
-            org=org,
-            trust_anchor=anchor,
-            endpoint_id=endpoint_id,
-            fetcher=_repo_fetcher(repo_url, pipe),
-        )
-        agent = Agent(
-            state_dir,
-            org=org,
-            clock=utc_now,
-            updater=updater,
-            on_event=pipe.record if pipe else None,
-            on_notice=_notice_to(pipe),
-            config=AgentConfig(interval_s=interval),
-        )
-        agent.start()
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
+    options = daemon.RunOptions(
+        repo_url=repo_url,
+        state_dir=state_dir,
+        org=org,
+        backend_url=backend_url,
+        enroll_token=enroll_token,
+        root_file=root_file,
+        trust_on_first_use=trust_on_first_use,
+        interval_s=interval,
+        daemon=daemon.DaemonConfig(watch=watch, scan_interval_s=scan_interval, once=once),
+    )
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    rng = random.Random()  # noqa: S311 - jitter, not a secret
     out = _stdout()
-    while True:
-        click.echo("check-in started", err=True)
-        result = agent.check_in()
-        if result.ok:
-            note = "; ".join(result.rejections) or ("updated" if result.changed else "up to date")
-            click.echo(f"check-in ok: {note}", err=True)
-        else:
-            click.echo(f"check-in failed: {result.error_kind}: {result.error}", err=True)
-        if watch:
-            for res in agent.scan(watch, only_changed=True):
-                if as_json:
-                    out.write(json.dumps(res.to_dict()) + "\n")
-                elif res.decision is not None and res.decision.verdict.is_alert:
-                    out.write(
-                        f"{res.to_dict()['path']}: {res.decision.verdict.value.upper()} "
-                        f"({res.decision.reason.value})\n"
-                    )
-            out.flush()
-        if pipe is not None:
-            try:
-                report = pipe.flush(utc_now())
-                click.echo(f"telemetry: {report.sent} sent, {report.pending} pending", err=True)
-            except AgentError as exc:
-                click.echo(f"telemetry failed: {exc}", err=True)
-        if once or stop.wait(agent.next_delay_s(rng)):
-            break
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-    lock.close()
 
+    def on_result(res: ScanResult) -> None:
+        if as_json:
+            out.write(json.dumps(res.to_dict()) + "\n")
+        elif res.decision is not None and res.decision.verdict.is_alert:
+            out.write(
+                f"{res.to_dict()['path']}: {res.decision.verdict.value.upper()} "
+                f"({res.decision.reason.value})\n"
+            )
+        out.flush()
 
-def _telemetry_pipe(state_dir: Path, backend_url: str, enroll_token: str | None) -> TelemetryPipe:
-    """Enroll once (credentials saved in the state dir), then a spool and sender for telemetry."""
-    import httpx
-
-    from agent.telemetry import (
-        Spool,
-        TelemetryPipe,
-        TelemetrySender,
-        enroll,
-        load_credentials,
-        save_credentials,
-    )
-
-    client = httpx.Client(timeout=10)
-    creds = load_credentials(state_dir)
-    if creds is None:
-        if not enroll_token:
-            raise click.UsageError("first run with --backend needs --enroll-token")
-        creds = enroll(client, backend_url, enroll_token)
-        save_credentials(state_dir, creds)
-    sender = TelemetrySender(client, creds.backend_url, creds.token, Spool(state_dir / "spool"))
-    return TelemetryPipe(sender, creds)
-
-
-def _repo_fetcher(repo_url: str, pipe: TelemetryPipe | None) -> HTTPXFetcher | None:
-    """A fetcher carrying this endpoint's token when the repository is the backend's own.
-
-    The backend serves an org's policy target only to that org's endpoints (docs/adr/0003);
-    the token is never sent to any other host.
-    """
-    if pipe is None or not repo_url.startswith(pipe.creds.backend_url.rstrip("/") + "/"):
-        return None
-    import httpx
-
-    from agent.updater import HTTPXFetcher
-
-    client = httpx.Client(
-        timeout=10,
-        follow_redirects=False,
-        headers={"authorization": f"Bearer {pipe.creds.token}"},
-    )
-    return HTTPXFetcher(client)
+    try:
+        daemon.run(
+            options,
+            stop=stop,
+            clock=utc_now,
+            on_line=lambda line: click.echo(line, err=True),
+            on_result=on_result,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stdout() -> TextIO:
@@ -322,21 +249,6 @@ def _stdout() -> TextIO:
     if isinstance(stream, io.TextIOWrapper):
         stream.reconfigure(errors="backslashreplace")
     return stream
-
-
-def _print_notice(notice: Notice) -> None:
-    click.echo(f"{notice.kind.value}: {notice.detail}", err=True)
-
-
-def _notice_to(pipe: TelemetryPipe | None) -> Callable[[Notice], None]:
-    """Print each notice; with telemetry on, also count the health ones for the backend."""
-
-    def on_notice(notice: Notice) -> None:
-        _print_notice(notice)
-        if pipe is not None:
-            pipe.notice(notice)
-
-    return on_notice
 
 
 @main.command()

@@ -13,19 +13,36 @@ Fail-safes it implements:
 
 Telemetry hook: `on_event` receives each `DecisionEvent` (sha256, score, verdict, reason, model
 version, shadow verdicts, feature vector bytes, observed_at); `on_notice` receives `Notice`s.
+
+The run loop (`Daemon`, `run`; `fleetward-agent run` is a thin layer over `run`):
+- decisions first: the calling thread decides (it polls `watch` folders every
+  `scan_interval_s`); check-ins and telemetry flushes run in one background thread, so a
+  stalled mirror or backend never delays a decision. A check-in is bounded anyway (the
+  fetcher's deadline and minimum transfer rate, `agent.updater.UpdateConfig`); the network
+  part of a check-in never holds the agent's lock, only the adoption of its result does.
+- THE SEAM for real-time sources (a fanotify protector, an inotify watcher): pass objects with
+  `run(decide_path, stop)` (the `EventSource` protocol) in `Daemon(sources=...)`. Each runs in
+  its own thread until `stop` is set; `decide_path(path)` scores, decides and reports one file
+  at once and returns its `ScanResult` (thread-safe, never raises for file problems). A
+  verdict cache is valid while `Agent.decision_inputs()` is unchanged (model, policy,
+  breaker). A source that fails is reported once (`on_line`) and the loop goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import random
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,21 +51,36 @@ from agent._internal.install import InstallRecord, StateDir, write_atomic
 from agent.breaker import BreakerState, reset
 from agent.decision import Decision, Mode, Reason, Verdict
 from agent.engine import ShadowScore, ShadowVerdict, effective_mode, evaluate
-from agent.errors import AgentError, BundleRejectedError, PolicyError, StateError
+from agent.errors import (
+    AgentError,
+    BundleRejectedError,
+    PolicyError,
+    RepositoryUnreachableError,
+    StateError,
+)
 from agent.features import extract_features
 from agent.model import LoadedModel, load_bundle
 from agent.policy import EffectivePolicy, resolve_policy
 from agent.scan import FileStatus, ScanResult, iter_files, read_sample
-from agent.updater import UpdateClient, load_installed_policy
+from agent.updater import UpdateClient, UpdateOutcome, load_installed_policy
+
+if TYPE_CHECKING:
+    from agent.telemetry import TelemetryPipe
+    from agent.updater import HTTPXFetcher
 
 __all__ = [
     "Agent",
     "AgentConfig",
     "CheckInResult",
+    "Daemon",
+    "DaemonConfig",
     "DecisionEvent",
+    "EventSource",
     "Notice",
     "NoticeKind",
+    "RunOptions",
     "read_status",
+    "run",
 ]
 
 
@@ -200,6 +232,9 @@ class Agent:
         self.breaker = BreakerState()
         self._status = _Status()
         self._seen: dict[str, tuple[Any, ...]] = {}
+        # Check-ins run beside decisions (agent.daemon.Daemon): the lock guards the in-memory
+        # model, policy, breaker and bookkeeping; the network part of a check-in runs outside.
+        self._lock = threading.RLock()
 
     # --- state ---------------------------------------------------------------------------
 
@@ -261,19 +296,25 @@ class Agent:
     def check_in(self) -> CheckInResult:
         """One update check; never raises for repository or verification problems."""
         now = self.clock()
-        self._status.checkins += 1
-        self._status.last_checkin_at = _iso(now)
+        with self._lock:
+            self._status.checkins += 1
+            self._status.last_checkin_at = _iso(now)
         if self.updater is None:
             return CheckInResult(now, ok=False, changed=False, error_kind="NoUpdater")
         try:
-            outcome = self.updater.check_in(now)
+            outcome = self.updater.check_in(now)  # the network: never under the lock
         except AgentError as exc:
             kind = type(exc).__name__
-            self._error(now, kind, str(exc))
-            offline = kind == "RepositoryUnreachableError"
-            self._notice(now, NoticeKind.OFFLINE if offline else NoticeKind.REJECTED, str(exc))
-            self._save()
+            offline = isinstance(exc, RepositoryUnreachableError)
+            with self._lock:
+                self._error(now, kind, str(exc))
+                self._notice(now, NoticeKind.OFFLINE if offline else NoticeKind.REJECTED, str(exc))
+                self._save()
             return CheckInResult(now, ok=False, changed=False, error_kind=kind, error=str(exc))
+        with self._lock:
+            return self._adopt(outcome, now)
+
+    def _adopt(self, outcome: UpdateOutcome, now: dt.datetime) -> CheckInResult:
         changed = outcome.record != self.record
         if changed:
             self._load(outcome.record, now)
@@ -325,7 +366,29 @@ class Agent:
     def decide_vector(
         self, sha256: str, vector: npt.NDArray[np.float32], now: dt.datetime
     ) -> DecisionEvent:
-        """Score, decide and report one sample given its features (the simulator's entry)."""
+        """Score, decide and report one sample given its features (the simulator's entry).
+
+        Thread-safe: event sources (a real-time protector, a watcher) may call it from their
+        own threads while a check-in runs.
+        """
+        with self._lock:
+            return self._decide_vector(sha256, vector, now)
+
+    def decision_inputs(self) -> tuple[int | None, int | None, bool]:
+        """What a cached decision depends on: (serving model, policy version, breaker tripped).
+
+        A verdict cache (e.g. a fanotify protector's) is valid while this tuple is unchanged.
+        """
+        with self._lock:
+            return (
+                self._status.serving_model_version,
+                self._policy_version(),
+                self.breaker.is_tripped,
+            )
+
+    def _decide_vector(
+        self, sha256: str, vector: npt.NDArray[np.float32], now: dt.datetime
+    ) -> DecisionEvent:
         score, version = self._score(vector, now)
         shadows = []
         if self.shadow is not None:
@@ -389,12 +452,9 @@ class Agent:
         `only_changed` skips files already decided under the same model, policy and breaker.
         """
         now = self.clock()
-        self._status.scans += 1
-        inputs = (
-            self._status.serving_model_version,
-            self._policy_version(),
-            self.breaker.is_tripped,
-        )
+        with self._lock:
+            self._status.scans += 1
+        inputs = self.decision_inputs()
         for path, early in iter_files(paths):
             if early is not None:
                 yield early
@@ -409,7 +469,8 @@ class Agent:
                     continue
                 self._seen[path] = key
             yield self.scan_file(path, now)
-        self._save()
+        with self._lock:
+            self._save()
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -481,3 +542,310 @@ def read_status(state_dir: str | os.PathLike[str], now: dt.datetime) -> dict[str
         "scans": book.get("scans", 0),
         "verdicts": book.get("verdicts", {}),
     }
+
+
+# --- the run loop ----------------------------------------------------------------------------
+
+
+class EventSource(Protocol):
+    """A real-time source of files to decide (fanotify protector, inotify watcher).
+
+    `run` blocks until `stop` is set, calling `decide_path` for each file it wants decided
+    (from its own thread); the result says what was decided.
+    """
+
+    def run(self, decide_path: Callable[[str], ScanResult], stop: threading.Event) -> None:
+        """Feed paths to `decide_path` until `stop` is set."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The run loop's cadence.
+
+    Attributes:
+        watch: folders polled for new or changed files every `scan_interval_s`.
+        scan_interval_s: seconds between polls of `watch` (1 s; decisions never wait on the
+            network, so this alone bounds how long a dropped file waits without a watcher).
+        once: one check-in, one scan, one telemetry flush, then return (tests, cron).
+    """
+
+    watch: tuple[str, ...] = ()
+    scan_interval_s: float = 1.0
+    once: bool = False
+
+
+class Daemon:
+    """Run an `Agent`: scanning in the calling thread, check-ins beside it, sources in theirs.
+
+    Args:
+        agent: a started `Agent`.
+        config: cadence and watched folders.
+        flush: sends telemetry (called after each check-in in the network thread); returns a
+            line to report, or raises `AgentError`.
+        on_result: receives each `ScanResult` decided (from any thread).
+        on_line: receives one-line progress reports ("check-in started", failures).
+        sources: real-time `EventSource`s, each run in its own thread.
+        rng: jitter of the check-in interval.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        config: DaemonConfig | None = None,
+        flush: Callable[[dt.datetime], str] | None = None,
+        on_result: Callable[[ScanResult], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
+        sources: Iterable[EventSource] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.agent = agent
+        self.config = config or DaemonConfig()
+        self._flush = flush
+        self._on_result = on_result
+        self._on_line = on_line
+        self.sources = tuple(sources)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._out = threading.Lock()
+
+    def _say(self, line: str) -> None:
+        if self._on_line is not None:
+            with self._out:
+                self._on_line(line)
+
+    def _report(self, result: ScanResult) -> None:
+        if self._on_result is not None:
+            with self._out:
+                self._on_result(result)
+
+    def decide_path(self, path: str) -> ScanResult:
+        """Decide one file now and report it (the entry for `EventSource`s; thread-safe)."""
+        result = self.agent.scan_file(path, self.agent.clock())
+        self._report(result)
+        return result
+
+    def check_in_once(self) -> CheckInResult:
+        """One check-in, reported as one line when it starts and one when it ends."""
+        self._say("check-in started")
+        result = self.agent.check_in()
+        if result.ok:
+            note = "; ".join(result.rejections) or ("updated" if result.changed else "up to date")
+            self._say(f"check-in ok: {note}")
+        else:
+            self._say(f"check-in failed: {result.error_kind}: {result.error}")
+        return result
+
+    def flush_telemetry(self) -> None:
+        """Send buffered telemetry (if any hook was given), reported as one line."""
+        if self._flush is not None:
+            try:
+                self._say(self._flush(self.agent.clock()))
+            except AgentError as exc:
+                self._say(f"telemetry failed: {exc}")
+
+    def scan_watched(self) -> int:
+        """Decide new or changed files under the watched folders; returns how many."""
+        n = 0
+        for result in self.agent.scan(self.config.watch, only_changed=True):
+            self._report(result)
+            n += 1
+        return n
+
+    def _network_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.check_in_once()
+                self.flush_telemetry()
+            except Exception as exc:  # supervisor: report and go on
+                self._say(f"check-in crashed: {type(exc).__name__}: {exc}")
+            if stop.wait(self.agent.next_delay_s(self._rng)):
+                return
+
+    def _source_loop(self, source: EventSource, stop: threading.Event) -> None:
+        try:
+            source.run(self.decide_path, stop)
+        except Exception as exc:  # supervisor: a failed source is reported, scanning goes on
+            self._say(f"{type(source).__name__} stopped: {type(exc).__name__}: {exc}")
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until `stop` is set (or one round with `config.once`)."""
+        if self.config.once:
+            self.check_in_once()
+            self.scan_watched()
+            self.flush_telemetry()
+            return
+        threads = [
+            threading.Thread(
+                target=self._network_loop, args=(stop,), name="agent-check-in", daemon=True
+            )
+        ]
+        for i, source in enumerate(self.sources):
+            threads.append(
+                threading.Thread(
+                    target=self._source_loop,
+                    args=(source, stop),
+                    name=f"agent-source-{i}",
+                    daemon=True,
+                )
+            )
+        for thread in threads:
+            thread.start()
+        try:
+            while not stop.is_set():
+                if self.config.watch:
+                    try:
+                        self.scan_watched()
+                    except Exception as exc:  # supervisor: report, go on scanning
+                        self._say(f"scan failed: {type(exc).__name__}: {exc}")
+                stop.wait(self.config.scan_interval_s)
+        finally:
+            stop.set()
+            for thread in threads:  # a check-in is bounded by its deadline; do not hang on it
+                thread.join(timeout=1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What `fleetward-agent run` is given (see its help for each option)."""
+
+    repo_url: str
+    state_dir: Path
+    org: str | None = None
+    backend_url: str | None = None
+    enroll_token: str | None = None
+    root_file: Path | None = None
+    trust_on_first_use: bool = False
+    interval_s: float = 300.0
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+
+
+@contextlib.contextmanager
+def _state_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's lock (one agent per state directory)."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateError(f"another agent is running on {state_dir}") from None
+        yield
+
+
+def run(
+    options: RunOptions,
+    *,
+    stop: threading.Event,
+    clock: Callable[[], dt.datetime],
+    on_line: Callable[[str], None] | None = None,
+    on_result: Callable[[ScanResult], None] | None = None,
+    sources: Iterable[EventSource] = (),
+) -> None:
+    """Enroll if asked, start the agent on its state directory and run it until `stop`.
+
+    Raises:
+        StateError: another agent holds the state directory, or it has no usable trust anchor.
+        TransportError: enrollment failed.
+        ValueError: neither an org nor a backend was given, or a first enrollment lacks a token.
+    """
+    from agent.updater import fetch_trust_anchor
+
+    with _state_lock(options.state_dir):
+        anchor = options.root_file.read_bytes() if options.root_file else None
+        first_run = not (options.state_dir / "tuf" / "root_history").is_dir()
+        if anchor is None and options.trust_on_first_use and first_run:
+            anchor = fetch_trust_anchor(options.repo_url)
+        pipe = (
+            _telemetry_pipe(options.state_dir, options.backend_url, options.enroll_token)
+            if options.backend_url
+            else None
+        )
+        org = pipe.creds.org_id if pipe else options.org
+        if org is None:
+            raise ValueError("give --org, or --backend (the org then comes from enrollment)")
+        updater = UpdateClient(
+            options.state_dir,
+            options.repo_url,
+            org=org,
+            trust_anchor=anchor,
+            endpoint_id=pipe.creds.endpoint_id if pipe else None,  # places it in cohorts
+            fetcher=_repo_fetcher(options.repo_url, pipe),
+        )
+
+        def on_notice(notice: Notice) -> None:
+            if on_line is not None:
+                on_line(f"{notice.kind.value}: {notice.detail}")
+            if pipe is not None:
+                pipe.notice(notice)
+
+        agent = Agent(
+            options.state_dir,
+            org=org,
+            clock=clock,
+            updater=updater,
+            on_event=pipe.record if pipe else None,
+            on_notice=on_notice,
+            config=AgentConfig(interval_s=options.interval_s),
+        )
+        agent.start()
+
+        def flush(now: dt.datetime) -> str:
+            assert pipe is not None
+            report = pipe.flush(now)
+            return f"telemetry: {report.sent} sent, {report.pending} pending"
+
+        Daemon(
+            agent,
+            config=options.daemon,
+            flush=flush if pipe is not None else None,
+            on_result=on_result,
+            on_line=on_line,
+            sources=sources,
+        ).run(stop)
+
+
+def _telemetry_pipe(state_dir: Path, backend_url: str, enroll_token: str | None) -> TelemetryPipe:
+    """Enroll once (credentials saved in the state dir), then a spool and sender for telemetry.
+
+    Raises:
+        ValueError: no saved credentials and no enroll token.
+    """
+    import httpx
+
+    from agent.telemetry import (
+        Spool,
+        TelemetryPipe,
+        TelemetrySender,
+        enroll,
+        load_credentials,
+        save_credentials,
+    )
+
+    client = httpx.Client(timeout=10)
+    creds = load_credentials(state_dir)
+    if creds is None:
+        if not enroll_token:
+            raise ValueError("first run with --backend needs --enroll-token")
+        creds = enroll(client, backend_url, enroll_token)
+        save_credentials(state_dir, creds)
+    sender = TelemetrySender(client, creds.backend_url, creds.token, Spool(state_dir / "spool"))
+    return TelemetryPipe(sender, creds)
+
+
+def _repo_fetcher(repo_url: str, pipe: TelemetryPipe | None) -> HTTPXFetcher | None:
+    """A fetcher carrying this endpoint's token when the repository is the backend's own.
+
+    The backend serves an org's policy target only to that org's endpoints (docs/adr/0003);
+    the token is never sent to any other host.
+    """
+    if pipe is None or not repo_url.startswith(pipe.creds.backend_url.rstrip("/") + "/"):
+        return None
+    import httpx
+
+    from agent.updater import HTTPXFetcher
+
+    client = httpx.Client(
+        timeout=10,
+        follow_redirects=False,
+        headers={"authorization": f"Bearer {pipe.creds.token}"},
+    )
+    return HTTPXFetcher(client)

@@ -40,6 +40,7 @@ import math
 import os
 import random as _random
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -785,6 +786,7 @@ class TelemetryPipe:
         self.sender, self.creds, self.max_events = sender, creds, max_events
         self._buffer: list[TelemetryEvent] = []
         self._health: dict[tuple[int, int], list[int]] = {}
+        self._lock = threading.Lock()  # decisions record while the network thread flushes
 
     def notice(self, notice: Any) -> None:
         """Count a daemon `Notice` that reports agent health (others are ignored)."""
@@ -793,8 +795,9 @@ class TelemetryPipe:
         if counter not in HEALTH_COUNTERS or version is None:
             return
         at_ms = TelemetryEvent.ms(notice.at)
-        cell = self._health.setdefault((int(version), at_ms // 86_400_000), [at_ms, 0, 0, 0])
-        cell[1 + HEALTH_COUNTERS.index(counter)] += 1
+        with self._lock:
+            cell = self._health.setdefault((int(version), at_ms // 86_400_000), [at_ms, 0, 0, 0])
+            cell[1 + HEALTH_COUNTERS.index(counter)] += 1
 
     def _take_health(self) -> tuple[HealthCount, ...]:
         rows = [HealthCount(v, c[0], c[1], c[2], c[3]) for (v, _d), c in self._health.items()]
@@ -804,23 +807,23 @@ class TelemetryPipe:
     def record(self, event: Any) -> None:
         """Turn one daemon `DecisionEvent` into a `TelemetryEvent` (pseudonyms only)."""
         shadow = event.shadow[0] if event.shadow else None
-        self._buffer.append(
-            TelemetryEvent(
-                self.creds.org_id,
-                self.creds.endpoint_id,
-                event.sha256,
-                event.model_version or 0,
-                event.score,
-                event.verdict,
-                event.reason,
-                TelemetryEvent.ms(event.observed_at),
-                SCHEMA.name,
-                event.features or None,
-                shadow.model_version if shadow else None,
-                shadow.score if shadow else None,
-                shadow.verdict if shadow else None,
-            )
+        row = TelemetryEvent(
+            self.creds.org_id,
+            self.creds.endpoint_id,
+            event.sha256,
+            event.model_version or 0,
+            event.score,
+            event.verdict,
+            event.reason,
+            TelemetryEvent.ms(event.observed_at),
+            SCHEMA.name,
+            event.features or None,
+            shadow.model_version if shadow else None,
+            shadow.score if shadow else None,
+            shadow.verdict if shadow else None,
         )
+        with self._lock:
+            self._buffer.append(row)
 
     def flush(self, now: dt.datetime) -> FlushReport:
         """Spool the buffered events, then send the spool if the sender is due.
@@ -828,9 +831,11 @@ class TelemetryPipe:
         Raises:
             TransportError: the backend refused the credentials.
         """
-        buffered, self._buffer = self._buffer, []
+        with self._lock:
+            buffered, self._buffer = self._buffer, []
         for batch in make_batches(buffered, max_events=self.max_events):
-            health = self._take_health() if self._health else ()
+            with self._lock:
+                health = self._take_health() if self._health else ()
             try:
                 self.spool_put(batch, health)
             except SpoolFullError:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def test_published_model_and_kill_switch_reach_a_running_agent(tmp_path: Path, b
                 str(repo / "metadata" / "1.root.json"),
                 "--interval",
                 "0.2",
+                "--scan-interval",
+                "0.1",
                 "--watch",
                 str(watch),
                 "--json",
@@ -72,6 +75,14 @@ def test_published_model_and_kill_switch_reach_a_running_agent(tmp_path: Path, b
             cwd=ROOT,
             text=True,
         )
+        lines: list[str] = []
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+
+        def decided(reason: Reason) -> bool:
+            return any(json.loads(x)["reason"] == reason.value for x in list(lines))
+
         try:
 
             def status() -> dict:
@@ -88,11 +99,14 @@ def test_published_model_and_kill_switch_reach_a_running_agent(tmp_path: Path, b
             before = status()["checkins"]
             _wait_for(lambda: status().get("mode") == "off")
             assert status()["checkins"] <= before + 2
+            _wait_for(lambda: decided(Reason.MODE_OFF))  # the running agent applies it
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
+            reader.join(timeout=30)
+            proc.stdout.close()
         assert proc.returncode == 0
-        decisions = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        decisions = [json.loads(line) for line in lines if line.startswith("{")]
         assert decisions[-1]["reason"] == Reason.MODE_OFF.value
         assert {d["model_version"] for d in decisions} >= {1, 2}
 
