@@ -76,6 +76,9 @@ class Reason(StrEnum):
     BREAKER = "breaker"
     SCORE_DETECT = "score_detect"
     SCORE_BELOW = "score_below"
+    DEADLINE = "deadline"
+    """Not a `decide` row: real-time protection answered allow before the decision (fail-open,
+    `agent.protect`); reported with `Verdict.ERROR`."""
 
 
 PRECEDENCE: tuple[Reason, ...] = (
