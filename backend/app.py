@@ -568,6 +568,9 @@ def create_app(
             Mount("/tuf/metadata", app=_Static(root / "metadata")),
             Mount("/tuf/targets", app=_TargetsGate(_Static(root / "targets"), r)),
         ]
+    from backend.console import create_console  # the operator console (backend/console/)
+
+    routes.append(Mount("/console", app=create_console(store, publish, clock)))
     lifespan = None
     if rollout_tick_s is not None and isinstance(store, Store):  # its tables live in SQLite
         from backend.rollout_ticker import tick_lifespan
