@@ -20,7 +20,7 @@ import click
 
 from agent._clock import utc_now
 from agent.decision import DecisionContext, Mode
-from agent.errors import AgentError, StateError
+from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
 from agent.policy import active_sha256s, read_list_file
 from agent.scan import FileStatus, Scanner, ScanResult, ScanSummary
@@ -236,6 +236,9 @@ def run(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    except TrustAnchorError as exc:  # the agent could never update: refuse to run at all
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

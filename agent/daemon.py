@@ -743,17 +743,20 @@ def run(
     """Enroll if asked, start the agent on its state directory and run it until `stop`.
 
     Raises:
-        StateError: another agent holds the state directory, or it has no usable trust anchor.
+        TrustAnchorError: no root, or the shipped or cached root is not a root signed by its
+            own threshold of root keys (checked before enrollment or any check-in).
+        StateError: another agent holds the state directory.
         TransportError: enrollment failed.
         ValueError: neither an org nor a backend was given, or a first enrollment lacks a token.
     """
-    from agent.updater import fetch_trust_anchor
+    from agent.updater import fetch_trust_anchor, verify_trust
 
     with _state_lock(options.state_dir):
         anchor = options.root_file.read_bytes() if options.root_file else None
         first_run = not (options.state_dir / "tuf" / "root_history").is_dir()
         if anchor is None and options.trust_on_first_use and first_run:
             anchor = fetch_trust_anchor(options.repo_url)
+        verify_trust(options.state_dir, anchor)  # refuse a bad or missing root (docs/adr/0004)
         pipe = (
             _telemetry_pipe(options.state_dir, options.backend_url, options.enroll_token)
             if options.backend_url

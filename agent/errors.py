@@ -14,7 +14,9 @@ AgentError
 │   ├── MetadataRejectedError    TUF metadata refused: signatures, threshold, rollback, freeze,
 │   │                            mix-and-match, oversized metadata
 │   └── TargetRejectedError      a target not in signed metadata, too long, or hash mismatch
-├── StateError                   the agent's state directory is unusable (e.g. no trust anchor)
+├── StateError                   the agent's state directory is unusable
+│   └── TrustAnchorError         no trusted root, or one that is not a root signed by its
+│                                own threshold of root keys (the agent refuses to start)
 └── TransportError               the network side (update repository, backend)
     ├── RepositoryUnreachableError   the update repository did not answer (offline)
     └── SpoolFullError           the telemetry spool hit its byte bound
@@ -41,6 +43,7 @@ __all__ = [
     "StateError",
     "TargetRejectedError",
     "TransportError",
+    "TrustAnchorError",
     "UpdateRejectedError",
 ]
 
@@ -111,6 +114,10 @@ class TargetRejectedError(UpdateRejectedError):
 
 class StateError(AgentError):
     """The agent's state directory cannot be used (no trust anchor, unreadable record)."""
+
+
+class TrustAnchorError(StateError):
+    """No trusted root, or a root that its own threshold of root keys does not sign."""
 
 
 class TransportError(AgentError):

@@ -35,6 +35,12 @@ Invariants (each has a named test in tests/test_update_attacks.py or tests/agent
   default). A policy document whose `orgs` names any other org is refused.
 - TUF reads the wall clock itself (python-tuf accepts no reference time); every other check
   uses the `now` handed in.
+- The trust anchor is checked before anything else (`UpdateClient.verify_trust`, called at
+  the agent's start): the root a check-in would bootstrap from (the newest cached root, else
+  the shipped one) and any shipped root must parse as TUF root metadata and carry its own
+  threshold of valid root-key signatures; otherwise the agent refuses to start
+  (`TrustAnchorError`, docs/adr/0004). Expiry is not checked here: an expired root is a
+  valid starting point for root rotation.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Root, TargetFile  # type: ignore[attr-defined]
 from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 from tuf.ngclient import Updater as TUFUpdater  # type: ignore[attr-defined]
 
@@ -63,6 +69,7 @@ from agent.errors import (
     RepositoryUnreachableError,
     StateError,
     TargetRejectedError,
+    TrustAnchorError,
     UpdateRejectedError,
 )
 from agent.model import load_bundle
@@ -88,6 +95,8 @@ __all__ = [
     "fetch_trust_anchor",
     "load_installed_policy",
     "model_target_paths",
+    "verify_root",
+    "verify_trust",
 ]
 
 
@@ -191,6 +200,68 @@ def fetch_trust_anchor(repo_url: str, fetcher: FetcherInterface | None = None) -
         raise RepositoryUnreachableError(f"cannot fetch the trust anchor: {exc}") from exc
 
 
+def verify_root(raw: bytes, *, source: str) -> int:
+    """Check that `raw` is TUF root metadata signed by its own threshold of root keys.
+
+    Returns the root's version. `source` names where the bytes came from, for the message.
+
+    Raises:
+        TrustAnchorError: not JSON, not TUF metadata, not a root, or too few valid signatures.
+    """
+    try:
+        md = Metadata.from_bytes(raw)
+    except tuf_errors.RepositoryError as exc:  # DeserializationError: garbage, [], truncated
+        raise TrustAnchorError(f"{source} is not TUF metadata ({exc})") from exc
+    if not isinstance(md.signed, Root):
+        raise TrustAnchorError(f"{source} is {md.signed.type} metadata, not a root")
+    try:
+        md.verify_delegate(Root.type, md)
+    except tuf_errors.UnsignedMetadataError as exc:
+        raise TrustAnchorError(
+            f"{source} (root v{md.signed.version}) is not signed by its own threshold of root "
+            f"keys: {exc}"
+        ) from exc
+    return int(md.signed.version)
+
+
+_NO_ROOT = "no trusted root: pass the repository's root.json as trust anchor (--root)"
+
+
+def _cached_root(state: StateDir) -> Path | None:
+    """The newest root python-tuf has verified into this state directory, if any."""
+    history = state.tuf / "root_history"
+    versions = []
+    if history.is_dir():
+        for path in history.glob("*.root.json"):
+            head = path.name.split(".", 1)[0]
+            if head.isdigit():
+                versions.append((int(head), path))
+    return max(versions)[1] if versions else None
+
+
+def verify_trust(state_dir: str | os.PathLike[str], trust_anchor: bytes | None) -> int:
+    """Check the shipped trust anchor and the cached root before any check-in; no network.
+
+    Returns the version of the root a check-in would start from (the newest cached root, else
+    the anchor).
+
+    Raises:
+        TrustAnchorError: no root at all, or the shipped or cached root is invalid.
+    """
+    if trust_anchor is not None:
+        anchor_version = verify_root(trust_anchor, source="the trust anchor")
+    cached = _cached_root(StateDir(state_dir))
+    if cached is not None:
+        try:
+            raw = cached.read_bytes()
+        except OSError as exc:
+            raise TrustAnchorError(f"cached root {cached} is unreadable: {exc}") from exc
+        return verify_root(raw, source=f"cached root {cached.name}")
+    if trust_anchor is None:
+        raise TrustAnchorError(_NO_ROOT)
+    return anchor_version
+
+
 def load_installed_policy(state: StateDir, record: InstallRecord) -> PolicyDocumentModel | None:
     """Read back the policy document the record names, re-checking its hash.
 
@@ -248,18 +319,16 @@ class UpdateClient:
         self._refused: dict[tuple[str, str], Rejection] = {}
 
     def _bootstrap(self) -> bytes:
-        history = self.state.tuf / "root_history"
-        versions = []
-        if history.is_dir():
-            for path in history.glob("*.root.json"):
-                head = path.name.split(".", 1)[0]
-                if head.isdigit():
-                    versions.append((int(head), path))
-        if versions:
-            return max(versions)[1].read_bytes()
+        cached = _cached_root(self.state)
+        if cached is not None:
+            return cached.read_bytes()
         if self._anchor is None:
-            raise StateError("no trusted root: pass the repository's root.json as trust anchor")
+            raise TrustAnchorError(_NO_ROOT)
         return self._anchor
+
+    def verify_trust(self) -> int:
+        """`verify_trust` on this client's state directory and trust anchor."""
+        return verify_trust(self.state.root, self._anchor)
 
     def _tuf(self) -> TUFUpdater:
         self.state.ensure()
@@ -272,7 +341,7 @@ class UpdateClient:
                 bootstrap=self._bootstrap(),
             )
         except tuf_errors.RepositoryError as exc:
-            raise StateError(f"trusted root is invalid: {exc}") from exc
+            raise TrustAnchorError(f"trusted root is invalid: {exc}") from exc
 
     def check_in(self, now: dt.datetime) -> UpdateOutcome:
         """Refresh signed metadata, then install the policy and bundles it assigns.

@@ -214,23 +214,3 @@ def test_status_json_has_the_documented_keys(world: World) -> None:
     ):
         assert key in data
     assert data["mode"] == "enforce"
-
-
-def test_run_once_without_trust_anchor_is_refused(tmp_path: Path) -> None:
-    out = CliRunner().invoke(
-        agent_cli,
-        [
-            "run",
-            "--once",
-            "--repo-url",
-            "http://127.0.0.1:9",
-            "--org",
-            ORG,
-            "--state-dir",
-            str(tmp_path / "s"),
-        ],
-    )
-    assert out.exit_code == 0  # the check-in fails and is recorded; the agent still scans
-    assert "StateError" in json.dumps(
-        json.loads((tmp_path / "s" / "status.json").read_text())["last_error"]
-    )
