@@ -1,0 +1,176 @@
+"""The console in a real Chromium (Debian's, driven by Playwright) against a real backend.
+
+The backend is the real app on uvicorn on loopback; the agent in the kill-switch flow is the
+real `fleetward-agent run --once` enrolled with the org's token, checking in over HTTP and
+verifying the signed policy through TUF. Flows: sign in; a page without a session lands on the
+login form; flip an org to `off` (with its confirmation step) and see the agent's next check-in
+report mode off; add an allowlist entry with an expiry; pause and resume a rollout; a form
+whose CSRF field was removed is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.backend.conftest import ROOT, LiveServer
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    yield pg
+    context.close()
+
+
+def sign_in(page: object, server: LiveServer) -> None:
+    page.goto(f"{server.url}/console/")  # type: ignore[attr-defined]
+    page.get_by_label("Admin token").fill(server.admin_token)  # type: ignore[attr-defined]
+    page.keyboard.press("Enter")  # type: ignore[attr-defined]
+    page.wait_for_url(f"{server.url}/console/")  # type: ignore[attr-defined]
+
+
+def test_page_without_session_lands_on_login_and_admin_signs_in(
+    page: object, live_server: LiveServer
+) -> None:
+    p = page
+    errors: list[str] = []
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
+    p.goto(f"{live_server.url}/console/rollouts")  # type: ignore[attr-defined]
+    assert p.url == f"{live_server.url}/console/login"  # type: ignore[attr-defined]
+    sign_in(p, live_server)
+    assert p.locator("h1").inner_text() == "Fleet overview"  # type: ignore[attr-defined]
+    assert p.locator("#endpoints-online").is_visible()  # type: ignore[attr-defined]
+    assert errors == []  # no CSP violation, no script error
+
+
+def agent_run(server: LiveServer, state: Path, enroll_token: str) -> dict[str, object]:
+    run = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "agent", "run", "--once", "--repo-url", f"{server.url}/tuf",
+         "--backend", server.url, "--enroll-token", enroll_token, "--state-dir", str(state),
+         "--root", str(server.repo_dir / "metadata" / "1.root.json")],
+        capture_output=True, cwd=ROOT, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "check-in ok" in run.stderr, run.stderr
+    status = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "agent", "status", "--state-dir", str(state), "--json"],
+        capture_output=True, cwd=ROOT, text=True, check=True,
+    )  # fmt: skip
+    out: dict[str, object] = json.loads(status.stdout)
+    return out
+
+
+def test_kill_switch_flipped_in_the_browser_reaches_an_enrolled_agent(
+    page: object, live_server: LiveServer, tmp_path: Path
+) -> None:
+    s, p = live_server, page
+    with httpx.Client(timeout=30) as client:
+        org, enroll_token = s.create_org(client, "acme")
+        r = client.put(f"{s.url}/v1/admin/mode", json={"mode": "enforce", "org_id": org},
+                       headers=s.admin())  # fmt: skip
+        assert r.status_code == 200, r.text
+    state = tmp_path / "agent"
+    before = agent_run(s, state, enroll_token)
+    assert before["mode"] == "enforce"
+
+    sign_in(p, s)
+    p.goto(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
+    p.get_by_label("New mode for this organization").select_option("off")  # type: ignore[attr-defined]
+    p.get_by_role("button", name="Review change").click()  # type: ignore[attr-defined]
+    assert s.store.current_policy().document.orgs[org].mode.value == "enforce"  # type: ignore[union-attr]
+    p.get_by_role("button", name="Confirm: set off").click()  # type: ignore[attr-defined]
+    p.wait_for_url(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
+    assert "set mode off" in p.get_by_role("status").inner_text()  # type: ignore[attr-defined]
+    assert p.locator("#mode").inner_text() == "off"  # type: ignore[attr-defined]
+
+    after = agent_run(s, state, enroll_token)
+    assert after["mode"] == "off"
+    assert after["policy_version"] == before["policy_version"] + 1  # type: ignore[operator]
+
+
+def test_allowlist_entry_with_expiry_is_added_in_the_browser(
+    page: object, live_server: LiveServer
+) -> None:
+    s, p = live_server, page
+    with httpx.Client(timeout=30) as client:
+        org, _ = s.create_org(client, "acme")
+    sign_in(p, s)
+    p.goto(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
+    sha = "c0ffee" + "00" * 29
+    p.get_by_label("sha256").fill(sha)  # type: ignore[attr-defined]
+    p.get_by_label("Reason").fill("in-house build tool")  # type: ignore[attr-defined]
+    p.get_by_label("Expires (UTC, optional)").fill("2027-01-15T10:00")  # type: ignore[attr-defined]
+    p.get_by_role("button", name="Add entry").click()  # type: ignore[attr-defined]
+    p.wait_for_url(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
+    row = p.locator("#allowlist tbody tr").first  # type: ignore[attr-defined]
+    assert sha in row.inner_text() and "2027-01-15 10:00 UTC" in row.inner_text()
+    entry = s.store.current_policy().document.orgs[org].allowlist[0]  # type: ignore[union-attr]
+    assert (entry.sha256, entry.reason) == (sha, "in-house build tool")
+    assert (
+        entry.expires_at is not None and entry.expires_at.isoformat() == "2027-01-15T10:00:00+00:00"
+    )
+
+
+def test_rollout_is_paused_and_resumed_in_the_browser(
+    page: object, live_server: LiveServer
+) -> None:
+    s, p = live_server, page
+    with httpx.Client(timeout=30, headers=s.admin()) as client:
+        assert client.put(f"{s.url}/v1/admin/model", json={"model_version": 1}).status_code == 200
+        r = client.post(f"{s.url}/v1/admin/rollout", json={"to_version": 2})
+        assert r.status_code == 201, r.text
+    sign_in(p, s)
+    p.goto(f"{s.url}/console/rollouts")  # type: ignore[attr-defined]
+    assert p.locator("#rollout-state").inner_text() == "running"  # type: ignore[attr-defined]
+    p.get_by_role("button", name="Pause").click()  # type: ignore[attr-defined]
+    p.wait_for_url(f"{s.url}/console/rollouts")  # type: ignore[attr-defined]
+    assert p.locator("#rollout-state").inner_text() == "paused"  # type: ignore[attr-defined]
+    p.get_by_role("button", name="Resume").click()  # type: ignore[attr-defined]
+    p.wait_for_url(f"{s.url}/console/rollouts")  # type: ignore[attr-defined]
+    assert p.locator("#rollout-state").inner_text() == "running"  # type: ignore[attr-defined]
+    with httpx.Client(timeout=30, headers=s.admin()) as client:
+        log = client.get(f"{s.url}/v1/admin/rollout/decisions").json()
+    assert [d["action"] for d in log] == ["start", "pause", "resume"]
+    assert "pause" in p.locator("#decision-log").inner_text()  # type: ignore[attr-defined]
+
+
+def test_form_without_its_csrf_field_is_refused_in_the_browser(
+    page: object, live_server: LiveServer
+) -> None:
+    s, p = live_server, page
+    with httpx.Client(timeout=30) as client:
+        org, _ = s.create_org(client, "acme")
+    sign_in(p, s)
+    p.goto(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
+    p.locator("#add-entry input[name=csrf_token]").evaluate("e => e.remove()")  # type: ignore[attr-defined]
+    p.get_by_label("sha256").fill("ab" * 32)  # type: ignore[attr-defined]
+    with p.expect_response(lambda r: r.request.method == "POST") as got:  # type: ignore[attr-defined]
+        p.get_by_role("button", name="Add entry").click()  # type: ignore[attr-defined]
+    assert got.value.status == 403
+    assert "CSRF" in p.locator("main").inner_text()  # type: ignore[attr-defined]
+    assert s.store.current_policy() is None
