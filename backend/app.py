@@ -46,7 +46,7 @@ from backend.errors import (
     PublishError,
     UnsupportedMediaError,
 )
-from backend.ingest import aggregate_columns, parse_columns
+from backend.ingest import aggregate_columns, endpoint_day_rows, parse_columns
 from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from backend.metrics import Metrics
 from backend.store import PolicyRecord, Principal, Store, TokenKind
@@ -251,16 +251,15 @@ class _Routes:
         batch = parse_columns(raw, max_bytes=self.config.max_telemetry_bytes)
         if batch.org_id != principal.org_id or batch.endpoint_id != principal.endpoint_id:
             raise ForbiddenError("a batch may only carry the sending endpoint's own events")
-        result = self.store.ingest_aggregate(aggregate_columns(batch), self.clock())
+        # one transaction: ledger, aggregates, vectors and the rollout gate's evidence
+        result = self.store.ingest_aggregate(
+            aggregate_columns(batch), self.clock(), evidence=endpoint_day_rows(batch)
+        )
         if result.duplicate:
             self.metrics.duplicates_dropped.inc()
         else:
             self.metrics.batches_accepted.inc()
             self.metrics.events_ingested.inc(result.events)
-            if isinstance(self.store, Store):  # the rollout gate's counters live in SQLite
-                from backend.rollout_service import record_columns
-
-                record_columns(self.store, batch)
         return {"duplicate": result.duplicate, "events": result.events}
 
     async def telemetry(self, request: Request) -> Response:

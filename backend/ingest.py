@@ -15,6 +15,10 @@ Why this is lossless for every count-based metric: each event adds exactly 1 to 
 active row (and one shadow row when it carries a shadow verdict), and rows only ever add, so
 any sum over events grouped by a coarsening of the key equals the same sum over rows weighted
 by `count`. `tests/backend/test_aggregation_lossless.py` checks it on random logs.
+
+The rollout gate's evidence comes from the same batch (`endpoint_day_rows`): per day and
+active model version, events, alerts (`agent.decision.Verdict.is_alert`, the one definition)
+and the batch's health counts. The store writes it in the batch's one ingest transaction.
 """
 
 from __future__ import annotations
@@ -33,16 +37,26 @@ from backend.errors import BatchInvalidError, PayloadTooLargeError
 __all__ = [
     "MS_PER_DAY",
     "AggregateRow",
+    "ArmDayRow",
     "BatchAggregate",
     "BatchRow",
+    "EvidenceRow",
     "FeatureRow",
     "aggregate",
     "aggregate_columns",
+    "endpoint_day_rows",
     "parse_batch",
     "parse_columns",
 ]
 
 MS_PER_DAY = 86_400_000
+
+# (day, endpoint_id, model_version, org_id, events, alerts, self_test_failures, model_errors,
+#  breaker_trips): one endpoint's counters for one day under one active model version
+EvidenceRow = tuple[int, str, int, str, int, int, int, int, int]
+# (day, model_version, org_id, endpoint_days, events, alerts, self_test_failures,
+#  model_errors, breaker_trips): an increment of the gate's rollup, without the ledger
+ArmDayRow = tuple[int, int, str, int, int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,3 +265,37 @@ def aggregate_columns(batch: TelemetryColumns) -> BatchAggregate:
         rows,
         [(s, schema, v) for (s, schema), v in features.items()],
     )
+
+
+def endpoint_day_rows(batch: TelemetryColumns) -> list[EvidenceRow]:
+    """The rollout evidence of one batch: a row per (day, active model version) it touches.
+
+    Alerts are the verdicts `agent` calls alerts. Health counts (self-test failures, model
+    errors, breaker trips) add to the row of their day and version; a version with health but
+    no events gets a row of its own, one endpoint-day of exposure, which it was (a canary
+    whose self-test failed was still assigned that day).
+    """
+    alert_values = {v.value for v in Verdict if v.is_alert}
+    acc = Counter(
+        zip(
+            [at // MS_PER_DAY for at in batch.observed_at_ms],
+            batch.model_version,
+            [v in alert_values for v in batch.verdict],
+            strict=True,
+        )
+    )
+    cells: dict[tuple[int, int], list[int]] = {}
+    for (day, version, alert), n in acc.items():
+        cell = cells.setdefault((day, version), [0, 0, 0, 0, 0])
+        cell[0] += n
+        cell[1] += n if alert else 0
+    for h in batch.health:
+        cell = cells.setdefault((h.observed_at_ms // MS_PER_DAY, h.model_version), [0] * 5)
+        cell[2] += h.self_test_failures
+        cell[3] += h.model_errors
+        cell[4] += h.breaker_trips
+    ep, org = batch.endpoint_id, batch.org_id
+    return [
+        (day, ep, version, org, c[0], c[1], c[2], c[3], c[4])
+        for (day, version), c in sorted(cells.items())
+    ]

@@ -1,20 +1,20 @@
 """The rollout controller's shell: its tables, the evidence it reads, the policy it publishes.
 
-`backend.rollout` decides; this module stores and acts. It owns four small tables in the
-backend's SQLite file, created on first use beside (not inside) `backend.store`'s schema so the
-ingest path is untouched:
+`backend.rollout` decides; this module stores and acts. It reads the gate's evidence from
+two tables the store writes in each batch's one ingest transaction (`Store.ingest_aggregate`,
+`backend.ingest.endpoint_day_rows`):
 
 - `endpoint_days` (day, endpoint, model version) -> org, events, alerts, self-test failures,
   model errors, breaker trips: the per-endpoint-day health counters, the ledger behind the
-  rollup. Filled from accepted telemetry batches (`record_batch`) or directly
-  (`record_endpoint_days`). Arms are told apart by the model version actually reported.
+  rollup. Arms are told apart by the model version actually reported.
 - `arm_days` (day, model version, org) -> endpoint-days and the summed counters: the rollup the
   gate reads. The controller ticks hourly and must not scan per-endpoint rows at a million
-  endpoints, so every write to `endpoint_days` adds into `arm_days` in the same transaction (an
-  endpoint-day row seen for the first time adds one endpoint-day to its org's cell, every row
-  adds its counts), and a tick reads days x orgs rows. The simulator writes the rollup alone
-  (`record_arm_day_columns`), without the per-endpoint ledger. A database from before the
-  rollup gets it backfilled from `endpoint_days` when the table is created.
+  endpoints, so every write to `endpoint_days` adds into `arm_days` in the same transaction,
+  and a tick reads days x orgs rows. The simulator writes the rollup alone
+  (`record_arm_day_columns`), without the per-endpoint ledger.
+
+It owns two tables of its own, created on first use:
+
 - `rollouts`: each rollout and its current state (the only mutable row: state moves forward).
 - `rollout_decisions`: every decision and operator action with its figures and time,
   append-only; `rollout status` and the simulator's report read it.
@@ -31,15 +31,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from agent.columns import TelemetryColumns
-from agent.decision import Verdict
 from agent.policy import OrgPolicyModel, PolicyDocumentModel, RolloutModel
-from agent.telemetry import HealthCount, TelemetryBatch
 from backend.admin import Publish
 from backend.errors import ConflictError, NotFoundError
 from backend.ingest import MS_PER_DAY
@@ -59,18 +55,13 @@ from backend.store import Store
 
 __all__ = [
     "ArmDayColumns",
-    "EndpointDayColumns",
     "EndpointDayRow",
     "abort_rollout",
     "decision_log",
-    "endpoint_days_of",
     "gather_evidence",
     "get_rollout",
     "pause_rollout",
     "record_arm_day_columns",
-    "record_batch",
-    "record_columns",
-    "record_endpoint_day_columns",
     "record_endpoint_days",
     "resume_rollout",
     "rollout_status",
@@ -79,12 +70,6 @@ __all__ = [
 ]
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS endpoint_days (
-    day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version INTEGER NOT NULL,
-    org_id TEXT NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
-    self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
-    breaker_trips INTEGER NOT NULL,
-    PRIMARY KEY (day, endpoint_id, model_version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollouts (
     id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rollout_decisions (
@@ -97,45 +82,6 @@ CREATE TRIGGER IF NOT EXISTS rollout_decisions_no_delete
     BEFORE DELETE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
 """
 
-# the rollup of endpoint_days per (day, model, org); created apart so `_ensure` knows when to
-# backfill it from the rows of a database that predates it
-_ARM_DAYS = """
-CREATE TABLE arm_days (
-    day INTEGER NOT NULL, model_version INTEGER NOT NULL, org_id TEXT NOT NULL,
-    endpoint_days INTEGER NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
-    self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
-    breaker_trips INTEGER NOT NULL,
-    PRIMARY KEY (day, model_version, org_id)) WITHOUT ROWID
-"""
-_BACKFILL = """
-INSERT INTO arm_days SELECT day, model_version, org_id, count(*), sum(events), sum(alerts),
-    sum(self_test_failures), sum(model_errors), sum(breaker_trips)
-FROM endpoint_days GROUP BY day, model_version, org_id
-"""
-# one row (day, model, org, endpoint-days, counts...) added into the rollup
-_ADD_ARM_ROW = (
-    "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT DO UPDATE SET endpoint_days = arm_days.endpoint_days + excluded.endpoint_days, "
-    "events = arm_days.events + excluded.events, alerts = arm_days.alerts + excluded.alerts, "
-    "self_test_failures = arm_days.self_test_failures + excluded.self_test_failures, "
-    "model_errors = arm_days.model_errors + excluded.model_errors, "
-    "breaker_trips = arm_days.breaker_trips + excluded.breaker_trips"
-)
-# one endpoint-day row (day, endpoint, model, org, counts...) into the rollup, run before the
-# row is written: it adds an endpoint-day when the key is new, and goes to the org the stored
-# row already has (the upsert into endpoint_days keeps the first org)
-_ROW_INTO_ARMS = (
-    "INSERT INTO arm_days SELECT ?1, ?3, coalesce(o, ?4), o IS NULL, ?5, ?6, ?7, ?8, ?9 FROM "
-    "(SELECT (SELECT org_id FROM endpoint_days "
-    "WHERE day = ?1 AND endpoint_id = ?2 AND model_version = ?3) AS o) WHERE true "
-    "ON CONFLICT DO UPDATE SET endpoint_days = arm_days.endpoint_days + excluded.endpoint_days, "
-    "events = arm_days.events + excluded.events, alerts = arm_days.alerts + excluded.alerts, "
-    "self_test_failures = arm_days.self_test_failures + excluded.self_test_failures, "
-    "model_errors = arm_days.model_errors + excluded.model_errors, "
-    "breaker_trips = arm_days.breaker_trips + excluded.breaker_trips"
-)
-
-_ALERTS = (Verdict.BLOCK.value, Verdict.DETECT.value)
 _ACTIVE = (RolloutState.RUNNING, RolloutState.PAUSED)
 
 
@@ -158,20 +104,7 @@ def _ensure(store: Store) -> None:
     if getattr(store, "_rollout_ready", False):
         return
     with store._lock:
-        conn = store._conn
-        conn.executescript(_SCHEMA)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
-            ).fetchone()
-            if found is None:
-                conn.execute(_ARM_DAYS)
-                conn.execute(_BACKFILL)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        store._conn.executescript(_SCHEMA)
     store._rollout_ready = True  # type: ignore[attr-defined]
 
 
@@ -184,89 +117,27 @@ def _iso(t: dt.datetime) -> str:
 # --- per-endpoint-day counters ---------------------------------------------------------------
 
 
-def endpoint_days_of(batch: TelemetryBatch) -> list[EndpointDayRow]:
-    """Fold one batch's active-model events into endpoint-day rows (alerts = block + detect)."""
-    acc: dict[tuple[int, int], list[int]] = {}
-    for e in batch.events:
-        cell = acc.setdefault((e.observed_at_ms // MS_PER_DAY, e.model_version), [0, 0])
-        cell[0] += 1
-        cell[1] += e.verdict.value in _ALERTS
-    return [
-        EndpointDayRow(day, batch.endpoint_id, version, batch.org_id, n, a)
-        for (day, version), (n, a) in acc.items()
-    ]
+def _evidence_key() -> str:
+    return "evidence-" + secrets.token_hex(12)
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointDayColumns:
-    """Many `EndpointDayRow`s as columns (row i across them): the bulk form, no object per row."""
-
-    day: Sequence[int]
-    endpoint_id: Sequence[str]
-    model_version: Sequence[int]
-    org_id: Sequence[str]
-    events: Sequence[int]
-    alerts: Sequence[int]
-    self_test_failures: Sequence[int]
-    model_errors: Sequence[int]
-    breaker_trips: Sequence[int]
-
-    def __len__(self) -> int:
-        return len(self.day)
+def _evidence_time(rows: Sequence[tuple[Any, ...]], day_at: int) -> dt.datetime:
+    """When evidence written without a batch is recorded: the end of its latest day."""
+    last = max((int(r[day_at]) for r in rows), default=0)
+    return dt.datetime.fromtimestamp((last + 1) * MS_PER_DAY / 1000, dt.UTC)
 
 
 def record_endpoint_days(store: Store, rows: Iterable[EndpointDayRow]) -> int:
-    """Add endpoint-day counters (summing into existing rows); returns rows written."""
+    """Add endpoint-day counters (summing into existing rows); returns rows written.
+
+    One transaction of the store's ingest operation, the same that writes a batch's evidence.
+    """
     params = [
         (int(r.day), str(r.endpoint_id), int(r.model_version), str(r.org_id), int(r.events),
          int(r.alerts), int(r.self_test_failures), int(r.model_errors), int(r.breaker_trips))
         for r in rows
     ]  # fmt: skip
-    return _write_endpoint_days(store, params)
-
-
-def record_endpoint_day_columns(store: Store, cols: EndpointDayColumns) -> int:
-    """`record_endpoint_days` for rows given as columns (one transaction); returns rows written.
-
-    Raises:
-        ValueError: the columns differ in length.
-    """
-    c = cols
-    params = list(
-        zip(
-            c.day, c.endpoint_id, c.model_version, c.org_id, c.events, c.alerts,
-            c.self_test_failures, c.model_errors, c.breaker_trips, strict=True,
-        )
-    )  # fmt: skip
-    return _write_endpoint_days(store, params)
-
-
-def _merge_keys(params: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per (day, endpoint, model): the first row's org, the counts summed."""
-    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for p in params:
-        k = p[:3]
-        was = out.get(k)
-        out[k] = (
-            p if was is None else (*was[:4], *(x + y for x, y in zip(was[4:], p[4:], strict=True)))
-        )
-    return list(out.values())
-
-
-def _write_endpoint_days(store: Store, params: Sequence[tuple[Any, ...]]) -> int:
-    _ensure(store)
-    rows = _merge_keys(params)  # a key twice in one call is one new endpoint-day, not two
-    with store.write_transaction() as conn:
-        conn.executemany(_ROW_INTO_ARMS, rows)  # before the rows: new keys are absent
-        conn.executemany(
-            "INSERT INTO endpoint_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
-            "alerts = alerts + excluded.alerts, "
-            "self_test_failures = self_test_failures + excluded.self_test_failures, "
-            "model_errors = model_errors + excluded.model_errors, "
-            "breaker_trips = breaker_trips + excluded.breaker_trips",
-            rows,
-        )
+    store.record_evidence(_evidence_key(), endpoint_days=params, now=_evidence_time(params, 0))
     return len(params)
 
 
@@ -306,60 +177,8 @@ def record_arm_day_columns(store: Store, cols: ArmDayColumns) -> int:
             c.self_test_failures, c.model_errors, c.breaker_trips, strict=True,
         )
     )  # fmt: skip
-    _ensure(store)
-    with store.write_transaction() as conn:
-        conn.executemany(_ADD_ARM_ROW, params)
+    store.record_evidence(_evidence_key(), arm_days=params, now=_evidence_time(params, 0))
     return len(params)
-
-
-def _with_health(
-    rows: list[EndpointDayRow], endpoint: str, org: str, health: Iterable[HealthCount]
-) -> list[EndpointDayRow]:
-    """Add a batch's health counts to its rows (a version with health but no events gets a row).
-
-    Such a row is one endpoint-day of exposure for that version, which it was: the endpoint was
-    assigned the version that day (a canary whose self-test failed keeps running the old one).
-    """
-    by_key = {(r.day, r.model_version): r for r in rows}
-    for h in health:
-        key = (h.observed_at_ms // MS_PER_DAY, h.model_version)
-        r = by_key.get(key, EndpointDayRow(key[0], endpoint, key[1], org))
-        by_key[key] = replace(
-            r,
-            self_test_failures=r.self_test_failures + h.self_test_failures,
-            model_errors=r.model_errors + h.model_errors,
-            breaker_trips=r.breaker_trips + h.breaker_trips,
-        )
-    return list(by_key.values())
-
-
-def record_batch(store: Store, batch: TelemetryBatch) -> int:
-    """Count an accepted (non-duplicate) batch, events and health, into `endpoint_days`."""
-    rows = _with_health(endpoint_days_of(batch), batch.endpoint_id, batch.org_id, batch.health)
-    return record_endpoint_days(store, rows)
-
-
-def record_columns(store: Store, batch: TelemetryColumns) -> int:
-    """`record_batch` for the columnar batch the telemetry route decodes (`agent.columns`)."""
-    acc = Counter(
-        zip(
-            (at // MS_PER_DAY for at in batch.observed_at_ms),
-            batch.model_version,
-            (v in _ALERTS for v in batch.verdict),
-            strict=True,
-        )
-    )
-    cells: dict[tuple[int, int], list[int]] = {}
-    for (day, version, alert), n in acc.items():
-        cell = cells.setdefault((day, version), [0, 0])
-        cell[0] += n
-        cell[1] += n if alert else 0
-    rows = [
-        EndpointDayRow(day, batch.endpoint_id, version, batch.org_id, n, a)
-        for (day, version), (n, a) in cells.items()
-    ]
-    rows = _with_health(rows, batch.endpoint_id, batch.org_id, batch.health)
-    return record_endpoint_days(store, rows)
 
 
 def _arms(

@@ -61,7 +61,7 @@ from backend.errors import (
     PolicyConflictError,
     PublishError,
 )
-from backend.ingest import AggregateRow, BatchAggregate, FeatureRow
+from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
 
 if TYPE_CHECKING:
     from backend.labels import LabelChange
@@ -108,7 +108,59 @@ CREATE TABLE IF NOT EXISTS aggregates (
 CREATE TABLE IF NOT EXISTS features (
     sha256 BLOB NOT NULL, schema TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (sha256, schema)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS endpoint_days (
+    day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version INTEGER NOT NULL,
+    org_id TEXT NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
+    self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
+    breaker_trips INTEGER NOT NULL,
+    PRIMARY KEY (day, endpoint_id, model_version)) WITHOUT ROWID;
 """
+
+# the rollout gate's rollup of endpoint_days per (day, model, org); created apart so that a
+# database from before it gets it backfilled from its endpoint_days rows
+_ARM_DAYS = """
+CREATE TABLE arm_days (
+    day INTEGER NOT NULL, model_version INTEGER NOT NULL, org_id TEXT NOT NULL,
+    endpoint_days INTEGER NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
+    self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
+    breaker_trips INTEGER NOT NULL,
+    PRIMARY KEY (day, model_version, org_id)) WITHOUT ROWID
+"""
+_BACKFILL = """
+INSERT INTO arm_days SELECT day, model_version, org_id, count(*), sum(events), sum(alerts),
+    sum(self_test_failures), sum(model_errors), sum(breaker_trips)
+FROM endpoint_days GROUP BY day, model_version, org_id
+"""
+_ARM_SUMS = (
+    "ON CONFLICT DO UPDATE SET endpoint_days = arm_days.endpoint_days + excluded.endpoint_days, "
+    "events = arm_days.events + excluded.events, alerts = arm_days.alerts + excluded.alerts, "
+    "self_test_failures = arm_days.self_test_failures + excluded.self_test_failures, "
+    "model_errors = arm_days.model_errors + excluded.model_errors, "
+    "breaker_trips = arm_days.breaker_trips + excluded.breaker_trips"
+)
+# one row (day, model, org, endpoint-days, counts...) added into the rollup
+_ADD_ARM_ROW = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) " + _ARM_SUMS  # noqa: S608
+# one endpoint-day row (day, endpoint, model, org, counts...) into the rollup, run before the
+# row is written: it adds an endpoint-day when the key is new, and goes to the org the stored
+# row already has (the upsert into endpoint_days keeps the first org)
+_ROW_INTO_ARMS = (
+    "INSERT INTO arm_days SELECT ?1, ?3, coalesce(o, ?4), o IS NULL, ?5, ?6, ?7, ?8, ?9 FROM "
+    "(SELECT (SELECT org_id FROM endpoint_days "
+    "WHERE day = ?1 AND endpoint_id = ?2 AND model_version = ?3) AS o) WHERE true "
+    "ON CONFLICT DO UPDATE SET endpoint_days = arm_days.endpoint_days + excluded.endpoint_days, "
+    "events = arm_days.events + excluded.events, alerts = arm_days.alerts + excluded.alerts, "
+    "self_test_failures = arm_days.self_test_failures + excluded.self_test_failures, "
+    "model_errors = arm_days.model_errors + excluded.model_errors, "
+    "breaker_trips = arm_days.breaker_trips + excluded.breaker_trips"
+)
+_ADD_ENDPOINT_DAY = (
+    "INSERT INTO endpoint_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO UPDATE SET events = events + excluded.events, "
+    "alerts = alerts + excluded.alerts, "
+    "self_test_failures = self_test_failures + excluded.self_test_failures, "
+    "model_errors = model_errors + excluded.model_errors, "
+    "breaker_trips = breaker_trips + excluded.breaker_trips"
+)
 
 _UPSERT = """
 INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, endpoints,
@@ -245,6 +297,36 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Fault injection for the crash test (tests/backend/test_ingest_crash.py): when set, every
+# ingest transaction, having written its aggregates and before its evidence, creates this file
+# and sleeps, so the test can kill -9 the process at exactly that point.
+_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST", "")
+
+
+def _pause_for_fault_injection(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    threading.Event().wait(60.0)
+
+
+def _merge_endpoint_days(rows: Sequence[EvidenceRow]) -> list[EvidenceRow]:
+    """One row per (day, endpoint, model): the first row's org, the counts summed.
+
+    A key twice in one write is one new endpoint-day, not two.
+    """
+    out: dict[tuple[int, str, int], EvidenceRow] = {}
+    for r in rows:
+        k = (r[0], r[1], r[2])
+        was = out.get(k)
+        if was is None:
+            out[k] = (int(r[0]), str(r[1]), int(r[2]), str(r[3]), *map(int, r[4:]))  # type: ignore[assignment]
+        else:
+            out[k] = (
+                was[0], was[1], was[2], was[3], was[4] + r[4], was[5] + r[5],
+                was[6] + r[6], was[7] + r[7], was[8] + r[8],
+            )  # fmt: skip
+    return list(out.values())
+
+
 def _check_next_version(latest: int, proposed: int) -> None:
     """The compare-and-set of a policy change: `proposed` must follow `latest` exactly.
 
@@ -294,6 +376,13 @@ class Store:
         if not autocheckpoint:  # another connection calls `checkpoint` (see its docstring)
             conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.executescript(_SCHEMA)
+        with self.write_transaction():
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
+            ).fetchone()
+            if found is None:
+                conn.execute(_ARM_DAYS)
+                conn.execute(_BACKFILL)
         self._orgs: dict[str, int] = {}
         self._org_names: dict[int, str] = {}
         self._principals: dict[str, Principal] = {}
@@ -497,8 +586,18 @@ class Store:
             now,
         )
 
-    def ingest_aggregate(self, batch: BatchAggregate, now: dt.datetime) -> IngestResult:
+    def ingest_aggregate(
+        self,
+        batch: BatchAggregate,
+        now: dt.datetime,
+        *,
+        evidence: Sequence[EvidenceRow] = (),
+    ) -> IngestResult:
         """Apply one folded batch in one transaction, once per idempotency key (the hot path).
+
+        The transaction writes the batch ledger row, the aggregates, the feature vectors and
+        the rollout gate's evidence (`evidence`, from `backend.ingest.endpoint_day_rows`), so
+        a crash leaves all of them or none, and the agent's retry then counts everything once.
 
         Raises:
             NotFoundError: the batch names an org the store does not know.
@@ -513,6 +612,25 @@ class Store:
             params,
             batch.features,
             now,
+            endpoint_days=evidence,
+        )
+
+    def record_evidence(
+        self,
+        key: str,
+        *,
+        endpoint_days: Sequence[EvidenceRow] = (),
+        arm_days: Sequence[ArmDayRow] = (),
+        now: dt.datetime,
+    ) -> IngestResult:
+        """Write rollout evidence alone, once per `key`, through the one ingest transaction.
+
+        For evidence that arrives without aggregates (the simulator's hourly tally, tests).
+        `endpoint_days` rows sum into the per-endpoint ledger and its rollup; `arm_days` rows
+        add into the rollup alone.
+        """
+        return self._apply(
+            "evidence", key, 0, 0, [], [], now, endpoint_days=endpoint_days, arm_days=arm_days
         )
 
     def ingest_columns(
@@ -531,6 +649,7 @@ class Store:
         last_seen_ms: Sequence[int],
         features: Sequence[tuple[bytes, str, bytes]],
         now: dt.datetime,
+        arm_days: Sequence[ArmDayRow] = (),
     ) -> IngestResult:
         """Apply many orgs' aggregate rows, given as columns, in one transaction (bulk path).
 
@@ -563,7 +682,9 @@ class Store:
         )
         bulk = self._bulk()
         conn: _Writer = self._conn if bulk is None else bulk
-        return self._apply(endpoint_id, key, 0, 0, params, features, now, conn=conn, rows=n)
+        return self._apply(
+            endpoint_id, key, 0, 0, params, features, now, conn=conn, rows=n, arm_days=arm_days
+        )
 
     def _bulk(self) -> apsw.Connection | None:
         """The APSW connection for bulk folds (opened on first use; None in memory)."""
@@ -599,8 +720,15 @@ class Store:
         *,
         conn: _Writer | None = None,
         rows: int | None = None,
+        endpoint_days: Sequence[EvidenceRow] = (),
+        arm_days: Sequence[ArmDayRow] = (),
     ) -> IngestResult:
-        """The one ingest transaction, on the stdlib connection or (bulk) the APSW one."""
+        """The one ingest transaction, on the stdlib connection or (bulk) the APSW one.
+
+        Ledger row (the idempotency key), aggregate upserts, feature vectors, rollout evidence
+        (per-endpoint-day ledger and the gate's rollup) and the endpoint's last-seen time:
+        committed together or not at all.
+        """
         now_ms = int(now.timestamp() * 1000)
         db: _Writer = self._conn if conn is None else conn
         if rows is None:
@@ -623,6 +751,14 @@ class Store:
                         "INSERT OR IGNORE INTO features (sha256, schema, vector) VALUES (?, ?, ?)",
                         feats,
                     )
+                if _FAULT_MARKER:
+                    _pause_for_fault_injection(_FAULT_MARKER)
+                if endpoint_days:
+                    merged = _merge_endpoint_days(endpoint_days)
+                    db.executemany(_ROW_INTO_ARMS, merged)  # before the rows: new keys absent
+                    db.executemany(_ADD_ENDPOINT_DAY, merged)
+                if arm_days:
+                    db.executemany(_ADD_ARM_ROW, arm_days)
                 db.execute(
                     "UPDATE endpoints SET last_seen_ms = ?, "
                     "spool_dropped_events = max(spool_dropped_events, ?) "

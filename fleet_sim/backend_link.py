@@ -4,7 +4,9 @@
 operator actions go through `backend.admin` (the same functions as the admin API), the policy
 history is the store's append-only history, and telemetry lands in the store's aggregates:
 - exact mode sends each endpoint's batch through the real wire path
-  (`agent.telemetry.encode_batch` -> `backend.ingest.parse_batch` -> `aggregate` -> `ingest`);
+  (`agent.telemetry.encode_batch` -> `backend.ingest.parse_columns` -> `aggregate_columns` ->
+  `Store.ingest_aggregate`, the HTTP route's one ingest operation; the rollout evidence comes
+  from the simulation's tally, `fleet_sim.rollout.ArmDayTally`, through the same operation);
 - cohort mode folds delivered events in numpy into the same `AggregateRow`s (count, distinct
   endpoint sketch exactly as `backend.sketch` builds it, first/last seen) and ingests each fold
   as columns (`Store.ingest_columns`, no object per row) in transactions of at most
@@ -42,7 +44,7 @@ from agent.policy import (
 from agent.telemetry import TelemetryEvent, encode_batch
 from agent.verdict_codes import VERDICTS
 from backend import admin, sketch
-from backend.ingest import aggregate, parse_batch
+from backend.ingest import aggregate_columns, parse_columns
 from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 
@@ -228,10 +230,9 @@ class InProcessLink:
         if not events:
             return 0
         raw = encode_batch(events, dropped_events=dropped)
-        batch = parse_batch(raw, max_bytes=_MAX_BATCH)
-        rows, feats = aggregate(batch.events)
-        self.store.ingest(batch, rows, feats, now)
-        self.rows_ingested += len(rows)
+        folded = aggregate_columns(parse_columns(raw, max_bytes=_MAX_BATCH))
+        self.store.ingest_aggregate(folded, now)
+        self.rows_ingested += len(folded.rows)
         self.batches += 1
         return len(events)
 

@@ -413,7 +413,7 @@ class Fleet:
 
         Evidence is collected while a rollout is active, and throughout when the scenario asks
         for it (`endpoint_days = true`): the same counters the backend records from agents
-        (`backend.rollout_service.record_batch`); the health totals written are counted as
+        (`backend.ingest.endpoint_day_rows`); the health totals written are counted as
         `backend_self_test_failures`, `backend_model_errors` and `backend_breaker_trips`.
         """
         if self.tally is not None:

@@ -12,13 +12,11 @@ from hypothesis import strategies as st
 from backend.rollout import ArmCounts, Rollout, RolloutConfig
 from backend.rollout_service import (
     ArmDayColumns,
-    EndpointDayColumns,
     EndpointDayRow,
     _arms,
     gather_evidence,
     get_rollout,
     record_arm_day_columns,
-    record_endpoint_day_columns,
     record_endpoint_days,
 )
 from backend.store import Store
@@ -59,27 +57,14 @@ _row = st.builds(
 )
 
 
-def _as_columns(rows: list[EndpointDayRow]) -> EndpointDayColumns:
-    return EndpointDayColumns(
-        *(
-            [getattr(r, f) for r in rows]
-            for f in ("day", "endpoint_id", "model_version", "org_id", "events", "alerts",
-                      "self_test_failures", "model_errors", "breaker_trips")
-        )
-    )  # fmt: skip
-
-
 @settings(max_examples=200, deadline=None)
-@given(calls=st.lists(st.tuples(st.booleans(), st.lists(_row, max_size=12)), max_size=6))
+@given(calls=st.lists(st.lists(_row, max_size=12), max_size=6))
 def test_rollup_equals_the_grouped_endpoint_days_after_any_writes(
-    calls: list[tuple[bool, list[EndpointDayRow]]],
+    calls: list[list[EndpointDayRow]],
 ) -> None:
     store = Store(":memory:")
-    for as_columns, rows in calls:
-        if as_columns:
-            assert record_endpoint_day_columns(store, _as_columns(rows)) == len(rows)
-        else:
-            assert record_endpoint_days(store, rows) == len(rows)
+    for rows in calls:
+        assert record_endpoint_days(store, rows) == len(rows)
     if calls:
         assert _rollup(store) == _ledger_grouped(store)
 
