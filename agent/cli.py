@@ -23,6 +23,8 @@ from agent.decision import DecisionContext, Mode
 from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
 from agent.policy import active_sha256s, read_list_file
+from agent.protect import DENY_VERDICTS
+from agent.quarantine import Quarantine
 from agent.scan import FileStatus, Scanner, ScanResult, ScanSummary
 
 __all__ = ["main"]
@@ -64,6 +66,19 @@ def main() -> None:
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print every file, not only findings and errors."
 )
+@click.option(
+    "--quarantine",
+    "quarantine_blocked",
+    is_flag=True,
+    help="Move blocked and blocklisted files into the state directory's quarantine.",
+)
+@click.option(
+    "--state-dir",
+    default="/var/lib/fleetward",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's state directory (holds the quarantine).",
+)
 def scan(
     paths: tuple[str, ...],
     bundle_dir: str,
@@ -72,12 +87,16 @@ def scan(
     blocklist: str | None,
     mode: str,
     verbose: bool,
+    quarantine_blocked: bool,
+    state_dir: Path,
 ) -> None:
     """Scan files and directories recursively with a model bundle.
 
     Exit codes, as clamscan: 0 nothing found, 1 something blocked or detected, 2 errors only.
 
     Example: fleetward-agent scan /usr/bin ~/Downloads --bundle bundles/v2 --json
+
+    Example: fleetward-agent scan ~/Downloads --bundle bundles/v2 --quarantine
     """
     try:
         model = load_bundle(bundle_dir)
@@ -95,8 +114,21 @@ def scan(
     summary = ScanSummary()
     started = time.perf_counter()
     out = _stdout()
+    vault = Quarantine(state_dir / "quarantine") if quarantine_blocked else None
     for result in Scanner(model, ctx).scan(paths):
         summary.add(result)
+        if vault is not None and result.decision and result.decision.verdict in DENY_VERDICTS:
+            try:
+                rec = vault.quarantine(
+                    result.path,
+                    verdict=result.decision.verdict.value,
+                    reason=result.decision.reason.value,
+                    model_version=result.model_version,
+                    now=now,
+                )
+                click.echo(f"quarantined {rec.original_path} as {rec.id}", err=True)
+            except AgentError as exc:
+                click.echo(f"error: {exc}", err=True)
         if as_json:
             out.write(json.dumps(result.to_dict()) + "\n")
             continue
@@ -171,6 +203,32 @@ def scan(
     type=click.FloatRange(min=0.05),
     help="Seconds between polls of the --watch folders (never delayed by a check-in).",
 )
+@click.option(
+    "--check-in-deadline",
+    type=click.FloatRange(min=0.1),
+    help="Seconds a check-in's downloads may take in all before it is abandoned [300].",
+)
+@click.option(
+    "--min-transfer-rate",
+    type=click.FloatRange(min=0.0),
+    help="Bytes/s each download must average after its first 5 s, 0 for none [4096].",
+)
+@click.option(
+    "--protect",
+    multiple=True,
+    type=click.Path(exists=True, path_type=str),
+    help="Folder or mount whose execs are decided before they run (fanotify; Linux, root).",
+)
+@click.option(
+    "--protect-open", is_flag=True, help="With --protect, decide every open, not only execs."
+)
+@click.option(
+    "--deadline-ms",
+    default=250.0,
+    show_default=True,
+    type=click.FloatRange(min=1, max=60000),
+    help="An exec or open not decided within this is allowed (and reported).",
+)
 @click.option("--once", is_flag=True, help="One check-in and one scan, then exit (tests, cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per decision.")
 def run(
@@ -184,6 +242,11 @@ def run(
     interval: float,
     watch: tuple[str, ...],
     scan_interval: float,
+    check_in_deadline: float | None,
+    min_transfer_rate: float | None,
+    protect: tuple[str, ...],
+    protect_open: bool,
+    deadline_ms: float,
     once: bool,
     as_json: bool,
 ) -> None:
@@ -194,8 +257,15 @@ def run(
 
     Example: fleetward-agent run --repo-url http://updates.local:8080 --org acme
     --state-dir /var/lib/fleetward --root /etc/fleetward/root.json --watch /srv/incoming
+
+    With --protect (Linux, root) an exec in the folder waits for the verdict: block and
+    blocklisted are refused (EPERM) and quarantined. --watch folders are watched on write.
+
+    Example: fleetward-agent run --repo-url http://updates.local:8080 --org acme
+    --state-dir /var/lib/fleetward --protect /home --protect /tmp --deadline-ms 250
     """
     from agent import daemon
+    from agent.realtime import RealtimeOptions
 
     options = daemon.RunOptions(
         repo_url=repo_url,
@@ -207,6 +277,12 @@ def run(
         trust_on_first_use=trust_on_first_use,
         interval_s=interval,
         daemon=daemon.DaemonConfig(watch=watch, scan_interval_s=scan_interval, once=once),
+        realtime=RealtimeOptions(
+            protect=protect, protect_open=protect_open, deadline_ms=deadline_ms, watch=watch
+        ),
+        update=daemon.update_config(
+            deadline_s=check_in_deadline, min_bytes_per_s=min_transfer_rate
+        ),
     )
     stop = threading.Event()
 
@@ -273,11 +349,144 @@ def status(state_dir: Path, as_json: bool) -> None:
         info = read_status(state_dir, utc_now())
     except StateError as exc:
         raise click.ClickException(str(exc)) from exc
+    from agent.realtime import protection_note
+
+    info["protection"] = protection_note(info.get("effective_mode"))
     if as_json:
         click.echo(json.dumps(info, sort_keys=True))
         return
     for key, value in info.items():
         click.echo(f"{key}: {value}")
+
+
+@main.group()
+def quarantine() -> None:
+    """List, restore or delete quarantined files.
+
+    Example: fleetward-agent quarantine list --state-dir /var/lib/fleetward
+    """
+
+
+_STATE_DIR = click.option(
+    "--state-dir",
+    default="/var/lib/fleetward",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's state directory (holds the quarantine).",
+)
+
+
+@quarantine.command("list")
+@_STATE_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per record.")
+def quarantine_list(state_dir: Path, as_json: bool) -> None:
+    """List quarantined files: id, when, verdict, original path.
+
+    Example: fleetward-agent quarantine list --state-dir /var/lib/fleetward --json
+    """
+    try:
+        records = Quarantine(state_dir / "quarantine").list()
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out = _stdout()
+    for r in records:
+        if as_json:
+            out.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
+        else:
+            out.write(f"{r.id}  {r.quarantined_at}  {r.verdict:<11}  {r.original_path}\n")
+    out.flush()
+
+
+@quarantine.command("restore")
+@click.argument("record_id", metavar="ID")
+@_STATE_DIR
+def quarantine_restore(record_id: str, state_dir: Path) -> None:
+    """Put a quarantined file back: same path, bytes, mode, owner and times.
+
+    Example: fleetward-agent quarantine restore 3f2a9c0d1e2b4a5f --state-dir /var/lib/fleetward
+    """
+    try:
+        record = Quarantine(state_dir / "quarantine").restore(record_id)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"restored {record.original_path}")
+
+
+@quarantine.command("delete")
+@click.argument("record_id", metavar="ID")
+@_STATE_DIR
+def quarantine_delete(record_id: str, state_dir: Path) -> None:
+    """Delete a quarantined file for good.
+
+    Example: fleetward-agent quarantine delete 3f2a9c0d1e2b4a5f --state-dir /var/lib/fleetward
+    """
+    try:
+        record = Quarantine(state_dir / "quarantine").delete(record_id)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"deleted {record.id} ({record.original_path})")
+
+
+@main.group()
+def service() -> None:
+    """Install or remove the agent as a systemd service.
+
+    Example: sudo fleetward-agent service install -- --repo-url http://updates.local:8080
+    --org acme --protect /home
+    """
+
+
+_UNIT_DIR = click.option(
+    "--unit-dir",
+    default="/etc/systemd/system",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the unit file goes.",
+)
+
+
+@service.command("install", context_settings={"ignore_unknown_options": True})
+@_UNIT_DIR
+@click.option("--no-start", is_flag=True, help="Only write the unit (no systemctl).")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def service_install(unit_dir: Path, no_start: bool, run_args: tuple[str, ...]) -> None:
+    """Write fleetward-agent.service running `run RUN_ARGS`, then enable and start it.
+
+    The unit restarts on failure, keeps its state in /var/lib/fleetward and holds only the
+    capabilities the agent uses (fanotify, reading and quarantining any file).
+
+    Example: sudo fleetward-agent service install -- --repo-url http://updates.local:8080
+    --org acme --root /etc/fleetward/root.json --protect /home --protect /tmp
+    """
+    from agent.service import install_service
+
+    with click.Context(run) as ctx:  # refuse run options that `run` itself would refuse
+        try:
+            run.parse_args(ctx, [*run_args, "--state-dir", "/var/lib/fleetward"])
+        except click.UsageError as exc:
+            raise click.UsageError(f"run options: {exc.format_message()}") from exc
+    try:
+        path = install_service(run_args, unit_dir=unit_dir, start=not no_start)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {path}" + ("" if no_start else "; enabled and started"))
+
+
+@service.command("uninstall")
+@_UNIT_DIR
+@click.option("--no-stop", is_flag=True, help="Only remove the unit (no systemctl).")
+def service_uninstall(unit_dir: Path, no_stop: bool) -> None:
+    """Stop, disable and remove the service (the state directory stays).
+
+    Example: sudo fleetward-agent service uninstall
+    """
+    from agent.service import uninstall_service
+
+    try:
+        path = uninstall_service(unit_dir=unit_dir, stop=not no_stop)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"removed {path}" if path else "no fleetward-agent service installed")
 
 
 if __name__ == "__main__":

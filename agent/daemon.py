@@ -62,9 +62,10 @@ from agent.features import extract_features
 from agent.model import LoadedModel, load_bundle
 from agent.policy import EffectivePolicy, resolve_policy
 from agent.scan import FileStatus, ScanResult, iter_files, read_sample
-from agent.updater import UpdateClient, UpdateOutcome, load_installed_policy
+from agent.updater import UpdateClient, UpdateConfig, UpdateOutcome, load_installed_policy
 
 if TYPE_CHECKING:
+    from agent.realtime import RealtimeOptions
     from agent.telemetry import TelemetryPipe
     from agent.updater import HTTPXFetcher
 
@@ -81,6 +82,7 @@ __all__ = [
     "RunOptions",
     "read_status",
     "run",
+    "update_config",
 ]
 
 
@@ -716,7 +718,14 @@ class RunOptions:
     root_file: Path | None = None
     trust_on_first_use: bool = False
     interval_s: float = 300.0
+    realtime: RealtimeOptions | None = None  # --protect and on-write --watch (agent.realtime)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+
+
+def update_config(**given: float | None) -> UpdateConfig:
+    """An `UpdateConfig` with the given bounds, the documented defaults for those left None."""
+    return UpdateConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -772,6 +781,7 @@ def run(
             trust_anchor=anchor,
             endpoint_id=pipe.creds.endpoint_id if pipe else None,  # places it in cohorts
             fetcher=_repo_fetcher(options.repo_url, pipe),
+            config=options.update,
         )
 
         def on_notice(notice: Notice) -> None:
@@ -796,6 +806,10 @@ def run(
             report = pipe.flush(now)
             return f"telemetry: {report.sent} sent, {report.pending} pending"
 
+        if options.realtime is not None and not options.daemon.once:
+            from agent.realtime import realtime_sources
+
+            sources = (*sources, *realtime_sources(agent, options.realtime, on_line=on_line))
         Daemon(
             agent,
             config=options.daemon,

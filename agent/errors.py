@@ -19,6 +19,8 @@ AgentError
 │                                own threshold of root keys (the agent refuses to start)
 └── TransportError               the network side (update repository, backend)
     ├── RepositoryUnreachableError   the update repository did not answer (offline)
+    │   └── CheckInTimeoutError      a check-in passed its deadline or a download its minimum
+    │                                rate (a stalled or dripping mirror): abandoned
     └── SpoolFullError           the telemetry spool hit its byte bound
 ```
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "BundleRejectedError",
+    "CheckInTimeoutError",
     "IntegrityError",
     "ManifestError",
     "MetadataRejectedError",
@@ -130,6 +133,10 @@ class TransportError(AgentError):
 
 class RepositoryUnreachableError(TransportError):
     """The update repository could not be reached; the agent runs on, stale."""
+
+
+class CheckInTimeoutError(RepositoryUnreachableError):
+    """A check-in was abandoned: past its deadline, or a download under the minimum rate."""
 
 
 class SpoolFullError(TransportError):

@@ -49,7 +49,7 @@ import datetime as dt
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,11 +59,13 @@ from tuf.api.metadata import Metadata, Root, TargetFile  # type: ignore[attr-def
 from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 from tuf.ngclient import Updater as TUFUpdater  # type: ignore[attr-defined]
 
+from agent._clock import monotonic_s
 from agent._internal.install import BundleRef, InstallRecord, PolicyRef, StateDir
 from agent.bundle import MANIFEST_NAME, MODEL_NAME
 from agent.errors import (
     AgentError,
     BundleRejectedError,
+    CheckInTimeoutError,
     MetadataRejectedError,
     PolicyError,
     RepositoryUnreachableError,
@@ -115,12 +117,21 @@ class UpdateConfig:
         max_policy_bytes: largest policy document accepted (4 MiB).
         timeout_s: HTTP connect/read timeout of the default fetcher (10 s).
         self_test_timeout_s: inference timeout while self-testing a new bundle (1 s).
+        deadline_s: the whole check-in's downloads must finish within this (300 s: a
+            64 MiB bundle at the minimum rate would not, a stalled mirror is cut off);
+            enforced by `HTTPXFetcher`.
+        min_bytes_per_s: each download's average rate once it has run `rate_grace_s`
+            (4096 B/s after 5 s), against mirrors that drip bytes (TUF's slow retrieval).
+        rate_grace_s: how long a download may run before its rate is judged (5 s).
     """
 
     max_bundle_bytes: int = 64 << 20
     max_policy_bytes: int = 4 << 20
     timeout_s: float = 10.0
     self_test_timeout_s: float = 1.0
+    deadline_s: float = 300.0
+    min_bytes_per_s: float = 4096.0
+    rate_grace_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +161,68 @@ class UpdateOutcome:
 
 
 class HTTPXFetcher(FetcherInterface):
-    """python-tuf's fetcher interface over an injected `httpx.Client`."""
+    """python-tuf's fetcher interface over an injected `httpx.Client`, with bounded downloads.
 
-    def __init__(self, client: httpx.Client | None = None, *, timeout_s: float = 10.0) -> None:
+    Every download TUF makes goes through `_fetch`. Within a check-in (`begin_check_in` ...
+    `end_check_in`, called by `UpdateClient.check_in`) each download is held to:
+    - the check-in's deadline: no request starts after it, every read waits at most until it
+      (the request's timeout is cut to the time left), and a download still running then is
+      abandoned;
+    - a minimum transfer rate: once a download has run `rate_grace_s`, its average rate
+      must stay at or above `min_bytes_per_s` (TUF's slow-retrieval attack: a mirror that
+      drips bytes never trips a per-read timeout).
+    Both raise `tuf.api.exceptions.SlowRetrievalError`, a `DownloadError` that the update
+    client reports as `CheckInTimeoutError`.
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client | None = None,
+        *,
+        timeout_s: float = 10.0,
+        monotonic: Callable[[], float] = monotonic_s,
+    ) -> None:
         import httpx
 
         self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self._timeout_s = timeout_s
+        self._monotonic = monotonic
+        self._deadline: float | None = None
+        self._min_bytes_per_s = 0.0
+        self._rate_grace_s = 0.0
+
+    def begin_check_in(
+        self, *, deadline_s: float, min_bytes_per_s: float, rate_grace_s: float
+    ) -> None:
+        """Bound the downloads of the check-in that starts now (see the class docstring)."""
+        self._deadline = self._monotonic() + deadline_s
+        self._min_bytes_per_s = min_bytes_per_s
+        self._rate_grace_s = rate_grace_s
+
+    def end_check_in(self) -> None:
+        """Lift the check-in's bounds (per-read timeouts stay)."""
+        self._deadline = None
+        self._min_bytes_per_s = 0.0
+
+    def _time_left(self, url: str) -> float | None:
+        if self._deadline is None:
+            return None
+        left = self._deadline - self._monotonic()
+        if left <= 0:
+            raise tuf_errors.SlowRetrievalError(f"check-in deadline passed before {url} finished")
+        return left
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         import httpx
 
+        left = self._time_left(url)
+        timeout = min(self._timeout_s, left) if left is not None else self._timeout_s
         try:
-            response = self._client.send(self._client.build_request("GET", url), stream=True)
+            request = self._client.build_request("GET", url, timeout=timeout)
+            response = self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            self._time_left(url)  # past the deadline: say so
+            raise tuf_errors.DownloadError(f"cannot fetch {url}: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise tuf_errors.DownloadError(f"cannot fetch {url}: {exc}") from exc
         if response.status_code != 200:
@@ -171,16 +232,34 @@ class HTTPXFetcher(FetcherInterface):
             )
         return self._chunks(response, url)
 
-    @staticmethod
-    def _chunks(response: httpx.Response, url: str) -> Iterator[bytes]:
+    def _chunks(self, response: httpx.Response, url: str) -> Iterator[bytes]:
         import httpx
 
+        started = self._monotonic()
+        received = 0
         try:
-            yield from response.iter_bytes(64 << 10)
+            for chunk in response.iter_bytes():  # as the network delivers: the rate is checked
+                received += len(chunk)  # between reads, however small they are
+                yield chunk
+                self._check_progress(url, started, received)
+        except httpx.TimeoutException as exc:
+            self._time_left(url)
+            raise tuf_errors.DownloadError(f"download of {url} broke off: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise tuf_errors.DownloadError(f"download of {url} broke off: {exc}") from exc
         finally:
             response.close()
+
+    def _check_progress(self, url: str, started: float, received: int) -> None:
+        self._time_left(url)
+        elapsed = self._monotonic() - started
+        if self._min_bytes_per_s > 0 and elapsed > self._rate_grace_s:
+            rate = received / elapsed
+            if rate < self._min_bytes_per_s:
+                raise tuf_errors.SlowRetrievalError(
+                    f"{url}: {received} bytes in {elapsed:.1f} s, under the minimum "
+                    f"{self._min_bytes_per_s:.0f} B/s"
+                )
 
     def close(self) -> None:
         """Close the underlying client."""
@@ -286,6 +365,8 @@ def _rejected(exc: Exception, target: str) -> AgentError:
     if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
         cls = TargetRejectedError if target else MetadataRejectedError
         return cls(f"{kind}: {exc}", target=target)
+    if isinstance(exc, tuf_errors.SlowRetrievalError):
+        return CheckInTimeoutError(f"check-in abandoned: {exc}")
     if isinstance(exc, tuf_errors.DownloadError):
         status = getattr(exc, "status_code", None)
         return RepositoryUnreachableError(f"{kind}: {exc}", status_code=status)
@@ -350,10 +431,26 @@ class UpdateClient:
         installed state stays as it was for each refused target.
 
         Raises:
+            CheckInTimeoutError: past `config.deadline_s`, or a download under
+                `config.min_bytes_per_s` (with the default `HTTPXFetcher`, or one passed in).
             RepositoryUnreachableError: the repository did not answer (offline).
             MetadataRejectedError: TUF refused the metadata (attack or expired repository).
             StateError: no trust anchor, or the state directory is unusable.
         """
+        bounded = self._fetcher if isinstance(self._fetcher, HTTPXFetcher) else None
+        if bounded is not None:
+            bounded.begin_check_in(
+                deadline_s=self.config.deadline_s,
+                min_bytes_per_s=self.config.min_bytes_per_s,
+                rate_grace_s=self.config.rate_grace_s,
+            )
+        try:
+            return self._check_in(now)
+        finally:
+            if bounded is not None:
+                bounded.end_check_in()
+
+    def _check_in(self, now: dt.datetime) -> UpdateOutcome:
         tuf = self._tuf()
         try:
             tuf.refresh()

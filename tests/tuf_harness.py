@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class RepoServer:
     """Serves repo_dir/metadata and repo_dir/targets only (never keys/), like the backend will.
 
     `extra_bytes[path]` appends that many bytes to a response (endless data); `down` answers
-    every request with 503.
+    every request with 503; `drip_s[file name]` sends that file one byte every so many seconds
+    (a slow-retrieval mirror), setting `dripping` when it starts and `drip_cut` when the client
+    hung up before the end (`drip_sent` counts the bytes that went out).
     """
 
     def __init__(self, repo_dir: Path) -> None:
@@ -41,6 +44,10 @@ class RepoServer:
         self.extra_bytes: dict[str, int] = {}
         self.down = False
         self.requests: list[str] = []
+        self.drip_s: dict[str, float] = {}
+        self.dripping = threading.Event()
+        self.drip_cut = threading.Event()
+        self.drip_sent = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,7 +68,19 @@ class RepoServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                pause = server.drip_s.get(path.name)
+                if pause is None:
+                    self.wfile.write(data)
+                    return
+                server.dripping.set()
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        server.drip_sent += 1
+                        time.sleep(pause)
+                except OSError:  # the client gave up on us
+                    server.drip_cut.set()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
