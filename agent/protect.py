@@ -13,7 +13,9 @@ Threads and the "never worse than no agent" rules:
 - Every queued event has a deadline (`deadline_ms`, default 250 ms): the reader answers allow
   when it passes, counts it, and the worker reports the late decision as `deadline`.
 - Workers decide through the caller's `decide(path)` (the daemon's own scan path, so the same
-  `agent.decision.decide`), reading the very file the kernel opened (`/proc/self/fd/N`).
+  `agent.decision.decide`). The path is checked against the opened file (device, inode, size,
+  mtime) before and after; if it changed meanwhile, the file the kernel opened is decided
+  through `/proc/self/fd/N` instead, so a swapped path cannot smuggle in a verdict.
 - The cache is keyed by (device, inode, size, mtime in ns). A `FAN_MODIFY`/`FAN_CLOSE_WRITE` on
   the file drops its entries; `invalidate()` (policy or model change) drops them all, and a
   decision started before an invalidation is not cached.
@@ -418,24 +420,36 @@ class Protector:
                         ProtectReport(ReportKind.DECIDED, "", item.pid, err, True, error=str(exc))
                     )
 
+    @staticmethod
+    def _same_file(path: str, p: _Pending) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == p.key
+
     def _work(self, p: _Pending) -> None:
         if self._stopping.is_set():
             return
+        proc_path = f"/proc/self/fd/{p.fd}"
         try:
-            path = os.readlink(f"/proc/self/fd/{p.fd}")
+            path = os.readlink(proc_path)
         except OSError:
             path = ""
-        result = self.decide(f"/proc/self/fd/{p.fd}")
-        result = ScanResult(
-            path,
-            result.status,
-            result.note,
-            result.sha256,
-            result.size,
-            result.truncated,
-            result.decision,
-            result.model_version,
-        )
+        result = self.decide(path) if path and self._same_file(path, p) else None
+        if result is None or not self._same_file(path, p):
+            # renamed, replaced or deleted meanwhile: decide the very file the kernel opened
+            result = self.decide(proc_path)
+            result = ScanResult(
+                path,
+                result.status,
+                result.note,
+                result.sha256,
+                result.size,
+                result.truncated,
+                result.decision,
+                result.model_version,
+            )
         deny = result.decision is not None and result.decision.verdict in DENY_VERDICTS
         with self._lock:
             answered_now = self._answer_locked(p, allow=not deny)
