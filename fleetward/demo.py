@@ -200,7 +200,7 @@ def _html(data: dict[str, Any]) -> str:
 
 
 def run_demo(
-    root: Path, *, size: int = 1500, seed: int = 7, endpoints: int | None = None
+    root: Path, *, size: int = 3000, seed: int = 7, endpoints: int | None = None
 ) -> DemoReport:
     """Build what is missing under `root`, simulate the transition, predict it, compare.
 
@@ -241,7 +241,7 @@ def run_demo(
     type=click.Path(file_okay=False),
     help="Where the corpus, bundles and reports go (reused when present).",
 )
-@click.option("--size", default=1500, show_default=True, help="Synthetic samples in the corpus.")
+@click.option("--size", default=3000, show_default=True, help="Synthetic samples in the corpus.")
 @click.option("--endpoints", type=int, default=None, help="Simulated endpoints (default 8000).")
 def demo(out: str, size: int, endpoints: int | None) -> None:
     """Build corpus and v1/v2, simulate the v2 rollout, compare predicted vs simulated FPs.

@@ -1,4 +1,4 @@
-"""The seeded synthetic corpus: benign and malicious families with realistic overlap.
+"""The corpus: seeded synthetic families with realistic overlap, plus real benign files.
 
 No real malware is brought here. Families are generated from byte-level building blocks and
 string vocabularies that overlap on purpose: packed benign installers, admin tools with alarming
@@ -6,6 +6,14 @@ strings, org-specific in-house software (some of it packed with a custom packer)
 that borrows benign strings. Samples come in two eras: era 2 adds new malware (a loader shipped
 through the same commercial protector that some orgs use for their in-house tools, and a Linux
 coin miner), so that a model trained later catches them and makes mistakes of its own.
+
+Benign data is real as well as synthetic. Real files come by default from the Python
+installation fleetward runs in (`sys.base_prefix`, `sys.prefix`) and from any `benign_dirs`;
+`model_store._real` chooses them (sorted walk, size caps, a cap per folder) and each keeps its
+source folder (`SampleRecord.folder`), the unit that held-out evaluation keeps out of training
+whole. Synthetic benign families cover the everyday data an agent meets besides programs
+(`model_store._everyday`: tiny text files, logs, configuration, markup, source code, locale and
+time-zone data, fonts, images, archives).
 
 Every sample's `static-v1` vector is computed once by `agent.features` and cached beside the
 manifest (`features.static-v1.npy`, rows in manifest order).
@@ -16,21 +24,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.features import SCHEMA, extract_features, extract_file
+from agent.features import SCHEMA, extract_features
 from model_store import _synth as syn
+from model_store._everyday import EVERYDAY_BUILDERS
+from model_store._real import default_benign_dirs, select_real_files
 from model_store._vocab import VOCAB
 from model_store.errors import CorpusError
 
 __all__ = [
     "FAMILIES",
     "N_INHOUSE",
+    "REAL_FAMILY",
     "Corpus",
     "Family",
     "SampleRecord",
@@ -41,6 +52,7 @@ __all__ = [
 Rng = np.random.Generator
 Progress = Callable[[int, int], None]
 N_INHOUSE = 24
+REAL_FAMILY = "real_benign"
 _MANIFEST = "samples.jsonl"
 _META = "corpus.json"
 _FEATURES = f"features.{SCHEMA.name}.npy"
@@ -68,6 +80,12 @@ class SampleRecord:
     org_hint: int
     size: int
     path: str
+    folder: str = ""  # real files: the source folder (the unit of leave-folder-out splits)
+
+    @property
+    def is_real(self) -> bool:
+        """True for real files taken from a directory (not generated)."""
+        return bool(self.folder)
 
     @property
     def is_malicious(self) -> bool:
@@ -199,7 +217,7 @@ def _py_script(rng: Rng, _: int) -> bytes:
 
 def _sh_script(rng: Rng, _: int) -> bytes:
     return _script(
-        rng, "#!/bin/sh", VOCAB["shell"], int(rng.integers(10, 300)), VOCAB["sh_downloader"], 0.03
+        rng, "#!/bin/sh", VOCAB["shell"], int(rng.integers(10, 300)), VOCAB["sh_downloader"], 0.01
     )
 
 
@@ -519,6 +537,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("inhouse", 0, 1, 8, _inhouse),
     Family("protected_app", 0, 1, 4, _protected_app),
     Family("electron_app", 0, 1, 3, _electron_app),
+    *(Family(name, 0, 1, w, build) for name, (w, build) in EVERYDAY_BUILDERS.items()),
     Family("packed_dropper", 1, 1, 8, _packed_dropper),
     Family("cred_stealer", 1, 1, 6, _cred_stealer),
     Family("ransomware", 1, 1, 5, _ransomware),
@@ -586,27 +605,43 @@ def make_corpus(
     seed: int = 7,
     size: int = 2000,
     era2_share: float = 0.35,
-    benign_dir: str | os.PathLike[str] | None = None,
-    benign_max: int = 500,
+    benign_dirs: Sequence[str | os.PathLike[str]] = (),
+    python_benign: bool = True,
+    benign_max: int = 2000,
+    benign_per_folder: int = 6,
+    benign_max_bytes: int = 4 << 20,
     progress: Progress | None = None,
 ) -> Corpus:
-    """Generate `size` samples (plus real benign files from `benign_dir`) and cache features.
+    """Generate `size` synthetic samples, add real benign files, and cache every vector.
 
-    The same seed and size give the same corpus byte for byte.
+    Real benign files come from the Python installation (`python_benign`, on by default) and
+    from each of `benign_dirs`: at most `benign_max` of them, `benign_per_folder` per folder,
+    each at most `benign_max_bytes` (see `model_store._real`). The same seed, size and files
+    give the same corpus byte for byte.
 
     Raises:
-        CorpusError: the output directory already holds a different corpus.
+        CorpusError: the output directory already holds a corpus, or a benign dir is missing.
     """
     root = Path(out)
     if (root / _META).exists():
         raise CorpusError(f"{root} already holds a corpus; choose an empty directory")
+    for d in benign_dirs:
+        if not Path(d).is_dir():
+            raise CorpusError(f"benign dir {d} is not a directory")
+    sources = [*(default_benign_dirs() if python_benign else ()), *map(Path, benign_dirs)]
     (root / "samples").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     records: list[SampleRecord] = []
     vectors: list[npt.NDArray[np.float32]] = []
     seen: set[str] = set()
-    extra = list(_real_files(Path(benign_dir), benign_max)) if benign_dir else []
-    total = size + len(extra)
+    real = select_real_files(
+        sources,
+        max_files=benign_max,
+        per_folder=benign_per_folder,
+        max_bytes=benign_max_bytes,
+        exclude=[root],
+    )
+    total = size + len(real)
     for i, (fam, era, org) in enumerate(_plan(rng, size, era2_share)):
         evasive = fam.label == 1 and rng.random() < EVASIVE_SHARE
         data = _evasive(rng, fam.name) if evasive else fam.build(rng, org)
@@ -622,18 +657,20 @@ def make_corpus(
             vectors.append(extract_features(data))
         if progress:
             progress(i + 1, total)
-    for j, path in enumerate(extra):
+    for j, item in enumerate(real):
         try:
-            sha = _sha_file(path)
-            vec = extract_file(path)
+            data = item.path.read_bytes()
         except OSError:
             continue
+        sha = hashlib.sha256(data).hexdigest()
         if sha not in seen:
             seen.add(sha)
             records.append(
-                SampleRecord(sha, "real_benign", 0, 1, -1, path.stat().st_size, str(path.resolve()))
+                SampleRecord(
+                    sha, REAL_FAMILY, 0, 1, -1, len(data), str(item.path), folder=item.folder
+                )
             )
-            vectors.append(vec)
+            vectors.append(extract_features(data))
         if progress:
             progress(size + j + 1, total)
     feats = np.stack(vectors) if vectors else np.zeros((0, SCHEMA.vector_length), np.float32)
@@ -641,41 +678,24 @@ def make_corpus(
         for r in records:
             fh.write(json.dumps(asdict(r), sort_keys=True) + "\n")
     np.save(root / _FEATURES, feats)
+    real_records = [r for r in records if r.is_real]
     meta = {
         "seed": seed,
         "size": size,
         "era2_share": era2_share,
         "schema": SCHEMA.name,
         "samples": len(records),
+        "real_benign": {
+            "sources": [str(s) for s in sources],
+            "files": len(real_records),
+            "folders": len({r.folder for r in real_records}),
+            "max_files": benign_max,
+            "per_folder": benign_per_folder,
+            "max_bytes": benign_max_bytes,
+        },
     }
     (root / _META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return Corpus(root=root, records=tuple(records), features=feats, seed=seed)
-
-
-def _sha_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _real_files(root: Path, limit: int) -> Iterator[Path]:
-    count = 0
-    for dirpath, _dirs, files in os.walk(root, followlinks=False):
-        for name in sorted(files):
-            p = Path(dirpath) / name
-            if p.is_symlink() or not p.is_file():
-                continue
-            try:
-                if p.stat().st_size == 0:
-                    continue
-            except OSError:
-                continue
-            yield p
-            count += 1
-            if count >= limit:
-                return
 
 
 def load_corpus(root: str | os.PathLike[str]) -> Corpus:

@@ -1,0 +1,134 @@
+"""Choosing real benign files from directories, deterministically and without one folder dominating.
+
+The Python installation fleetward runs in (standard library, site-packages, shared objects, data
+files, scripts) is real software that is on every machine fleetward runs on, and it is benign;
+it is the default source. Any other directory joins with `--benign-dir`.
+
+Rules, so that the same files give the same choice: directories and names are walked in sorted
+order, symlinks are never followed, only regular files between `min_bytes` and `max_bytes` are
+taken, each folder (a file's parent directory, the unit the splits hold out whole) gives at most
+`per_folder` files spread over its sorted list and its suffixes, and the offers are taken
+round-robin over file suffixes until `max_files`. Duplicates by content are dropped later, by
+sha256, by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RealFile", "default_benign_dirs", "select_real_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class RealFile:
+    """A chosen file: its path, the folder it counts in, and the source directory it came from."""
+
+    path: Path
+    folder: str
+    source: str
+
+
+def default_benign_dirs() -> tuple[Path, ...]:
+    """`sys.base_prefix` and `sys.prefix` (resolved, deduplicated, sorted)."""
+    return tuple(sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}))
+
+
+def _walk(root: Path, min_bytes: int, max_bytes: int) -> Iterable[tuple[str, list[Path]]]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        keep: list[Path] = []
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            try:
+                st = p.lstat()
+            except OSError:
+                continue
+            if not p.is_file() or p.is_symlink():
+                continue
+            if min_bytes <= st.st_size <= max_bytes:
+                keep.append(p)
+        if keep:
+            yield dirpath, keep
+
+
+def _spread(items: Sequence[Path], k: int) -> list[Path]:
+    """Up to `k` files, taken round-robin over the folder's suffixes, each suffix spread evenly.
+
+    A folder of `.py`, `.pyc` and `.so` files then gives some of each, so the rarer kinds
+    (shared objects, data files) are not crowded out by the common ones.
+    """
+    if len(items) <= k:
+        return list(items)
+    groups: dict[str, list[Path]] = {}
+    for p in items:
+        groups.setdefault(p.suffix, []).append(p)
+    orders = [[g[j] for j in _even_order(len(g))] for g in groups.values()]
+    picked: list[Path] = []
+    rank = 0
+    while len(picked) < k:
+        for order in orders:
+            if rank < len(order) and len(picked) < k:
+                picked.append(order[rank])
+        rank += 1
+    return picked
+
+
+def _even_order(n: int) -> list[int]:
+    """range(n) in an order whose every prefix is spread over it: 0, n/2, n/4, 3n/4, ..."""
+    out: list[int] = []
+    seen: set[int] = set()
+    bits = max(1, (n - 1).bit_length())
+    for i in range(1 << bits):
+        rev = int(format(i, f"0{bits}b")[::-1], 2)
+        j = rev * n >> bits
+        if j not in seen:
+            seen.add(j)
+            out.append(j)
+    out += [j for j in range(n) if j not in seen]
+    return out
+
+
+def select_real_files(
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    max_files: int,
+    per_folder: int,
+    min_bytes: int = 1,
+    max_bytes: int = 4 << 20,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+) -> list[RealFile]:
+    """Pick real files under `roots` by the rules in the module docstring.
+
+    Each folder offers at most `per_folder` files (`_spread`); the offers are then taken
+    round-robin over file suffixes, so that a kind of file that is rare but real (shared
+    objects, archives, data) is not crowded out by the thousands of `.py` and `.pyc` files, and
+    within a suffix over folders. `exclude` lists directories never to take files from.
+    """
+    if max_files <= 0 or per_folder <= 0:
+        return []
+    skip = tuple(str(Path(e).resolve()) for e in exclude)
+    seen: set[str] = set()
+    by_suffix: dict[str, list[tuple[int, int, RealFile]]] = {}
+    n_folder = 0
+    for root in sorted({str(Path(r).resolve()) for r in roots}):
+        for folder, files in _walk(Path(root), min_bytes, max_bytes):
+            if folder in seen or any(folder == s or folder.startswith(s + os.sep) for s in skip):
+                continue
+            seen.add(folder)
+            for rank, p in enumerate(_spread(files, per_folder)):
+                item = RealFile(p, folder, root)
+                by_suffix.setdefault(p.suffix.lower(), []).append((rank, n_folder, item))
+            n_folder += 1
+    queues = [sorted(v, key=lambda t: (t[0], t[1])) for _, v in sorted(by_suffix.items())]
+    chosen: list[RealFile] = []
+    depth = 0
+    while len(chosen) < max_files and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(chosen) < max_files:
+                chosen.append(q[depth][2])
+        depth += 1
+    return sorted(chosen, key=lambda f: str(f.path))
