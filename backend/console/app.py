@@ -36,7 +36,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from backend.console import _actions as act
-from backend.console._plots import bar_plot, day_plot, sweep_plot
+from backend.console._plots import PlotBook
 from backend.console._queries import DaySeries, FleetReader
 from backend.console._session import (
     SecureHeaders,
@@ -54,6 +54,7 @@ _HERE = Path(__file__).parent
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _FLEET = "fleet"  # the fleet-wide default's page; org ids always start with "org_"
 _LISTS = ("allowlist", "blocklist")
+_PLOT_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 _REPORT_CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'none'"
@@ -96,6 +97,7 @@ class _Console:
     reader: FleetReader | None
     templates: jinja2.Environment
     reports_dir: Path | None = None
+    plots: PlotBook = field(default_factory=PlotBook)
     _versions: dict[str, Any] = field(default_factory=dict)
 
     # --- helpers -------------------------------------------------------------------------
@@ -223,7 +225,7 @@ class _Console:
                 days=self.config.plot_days,
                 online_window=dt.timedelta(seconds=self.config.online_window_s),
             )
-            plots = _series_plots(figures.series, figures.versions_today, "fleet")
+            plots = _series_plots(self.plots, None, figures.series, figures.versions_today)
         per_org = figures.per_org if figures else {}
         top = sorted(orgs, key=lambda o: (-per_org.get(o, (0, 0))[0], o))[: self.config.top_orgs]
         assigned: dict[str, int] = {}
@@ -325,7 +327,7 @@ class _Console:
                 days=self.config.plot_days,
                 online_window=dt.timedelta(seconds=self.config.online_window_s),
             )
-            plots = _series_plots(figures.series, figures.versions_today, "org")
+            plots = _series_plots(self.plots, scope, figures.series, figures.versions_today)
         past = None
         if as_of is not None:
             then = act.policy_as_of(self.store, as_of)
@@ -534,7 +536,8 @@ class _Console:
             plots.append(
                 (
                     "Predicted new false-positive alerts per day, by org (top 20)",
-                    bar_plot(
+                    self.plots.bar(
+                        None if viewer.admin else viewer.org_id,
                         "predicted new FP alerts / day",
                         tuple(o["org_id"][-8:] for o in top),
                         tuple(float(o["predicted_new_fp_alerts_per_day"]) for o in top),
@@ -546,7 +549,7 @@ class _Console:
             plots.append(
                 (
                     "Threshold sweep: worst org's new FP alerts per day against recall",
-                    sweep_plot(
+                    self.plots.sweep(
                         [
                             (p["alert_threshold"], p["max_org_fp_per_day"], p["recall"] or 0.0)
                             for p in sweep
@@ -561,6 +564,23 @@ class _Console:
             candidates=report.get("transition_allowlist", []) if viewer.admin else [],
             sweep=sweep if viewer.admin else [],
         )  # fmt: skip
+
+    async def plot(self, request: Request) -> Response:
+        viewer = self.need(request)
+        found = await run_in_threadpool(self.plots.render, str(request.path_params["key"]))
+        if found is None:
+            return Response(status_code=404)
+        owner, svg = found
+        if not viewer.may_see(owner):
+            return Response(status_code=403)
+        return Response(
+            svg,
+            media_type="image/svg+xml",
+            headers={
+                "content-security-policy": _PLOT_CSP,
+                "cache-control": "private, max-age=3600",
+            },
+        )
 
     async def report_page(self, request: Request) -> Response:
         viewer = self.need(request)
@@ -589,18 +609,24 @@ def _parse_utc(raw: str) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-def _series_plots(s: DaySeries, versions: dict[int, int], scope: str) -> list[tuple[str, str]]:
+def _series_plots(
+    book: PlotBook, scope: str | None, s: DaySeries, versions: dict[int, int]
+) -> list[tuple[str, str]]:
+    """(alt text, plot key) of the health plots of a fleet (`scope` None) or one org."""
     if not s.days:
         return []
     labels = tuple(d.strftime("%m-%d") for d in s.days)
     out = [
         (
             "Events per second, daily average",
-            day_plot("events / s", labels, (("events/s", tuple(e / 86_400 for e in s.events)),)),
+            book.day(
+                scope, "events / s", labels, (("events/s", tuple(e / 86_400 for e in s.events)),)
+            ),
         ),
         (
             "Breaker trips and self-test failures per day",
-            day_plot(
+            book.day(
+                scope,
                 "health",
                 labels,
                 (
@@ -614,7 +640,8 @@ def _series_plots(s: DaySeries, versions: dict[int, int], scope: str) -> list[tu
         out.append(
             (
                 "Endpoints reporting each model version today",
-                bar_plot(
+                book.bar(
+                    scope,
                     "model versions in use today",
                     tuple(f"v{v}" for v in versions),
                     tuple(float(n) for n in versions.values()),
@@ -688,6 +715,7 @@ def create_console(
         Route("/rollouts", guarded(c.rollouts), methods=["GET"]),
         Route("/rollouts/{action}", guarded(c.rollout_action), methods=["POST"]),
         Route("/transitions", guarded(c.transitions), methods=["GET"]),
+        Route("/plots/{key:str}.svg", guarded(c.plot), methods=["GET"]),
         Route("/transitions/{name:path}/report", guarded(c.report_page), methods=["GET"]),
         Route("/transitions/{name:path}", guarded(c.transition), methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=_HERE / "static"), name="static"),

@@ -11,6 +11,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     var field = document.getElementById("entry-expires");
     if (!field) { return; }
+    var after = field;
     [1, 7, 30].forEach(function (days) {
       var b = document.createElement("button");
       b.type = "button";
@@ -21,7 +22,8 @@
         field.value = utcLocal(new Date(Date.now() + days * 86400000));
         field.focus();
       });
-      field.insertAdjacentElement("afterend", b);
+      after.insertAdjacentElement("afterend", b);
+      after = b;
     });
   });
 })();
