@@ -16,13 +16,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
+from agent.policy import OrgPolicyModel
 from tests.backend.conftest import ROOT, LiveServer
 
-playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
@@ -31,44 +33,50 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright.sync_playwright() as p:
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
 
 
 @pytest.fixture
-def page(browser: object) -> Iterator[object]:
-    context = browser.new_context()  # type: ignore[attr-defined]
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
     pg = context.new_page()
     pg.set_default_timeout(10_000)
     yield pg
     context.close()
 
 
-def sign_in(page: object, server: LiveServer) -> None:
-    page.goto(f"{server.url}/console/")  # type: ignore[attr-defined]
-    page.get_by_label("Admin token").fill(server.admin_token)  # type: ignore[attr-defined]
-    page.keyboard.press("Enter")  # type: ignore[attr-defined]
-    page.wait_for_url(f"{server.url}/console/")  # type: ignore[attr-defined]
+def sign_in(page: Page, server: LiveServer) -> None:
+    page.goto(f"{server.url}/console/")
+    page.get_by_label("Admin token").fill(server.admin_token)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/console/")
 
 
 def test_page_without_session_lands_on_login_and_admin_signs_in(
-    page: object, live_server: LiveServer
+    page: Page, live_server: LiveServer
 ) -> None:
     p = page
     errors: list[str] = []
-    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
-    p.goto(f"{live_server.url}/console/rollouts")  # type: ignore[attr-defined]
-    assert p.url == f"{live_server.url}/console/login"  # type: ignore[attr-defined]
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    p.goto(f"{live_server.url}/console/rollouts")
+    assert p.url == f"{live_server.url}/console/login"
     sign_in(p, live_server)
-    assert p.locator("h1").inner_text() == "Fleet overview"  # type: ignore[attr-defined]
-    assert p.locator("#endpoints-online").is_visible()  # type: ignore[attr-defined]
+    assert p.locator("h1").inner_text() == "Fleet overview"
+    assert p.locator("#endpoints-online").is_visible()
     assert errors == []  # no CSP violation, no script error
 
 
-def agent_run(server: LiveServer, state: Path, enroll_token: str) -> dict[str, object]:
+def org_policy(server: LiveServer, org: str) -> OrgPolicyModel:
+    record = server.store.current_policy()
+    assert record is not None
+    return record.document.orgs[org]
+
+
+def agent_run(server: LiveServer, state: Path, enroll_token: str) -> dict[str, Any]:
     run = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "agent", "run", "--once", "--repo-url", f"{server.url}/tuf",
          "--backend", server.url, "--enroll-token", enroll_token, "--state-dir", str(state),
@@ -81,12 +89,12 @@ def agent_run(server: LiveServer, state: Path, enroll_token: str) -> dict[str, o
         [sys.executable, "-m", "agent", "status", "--state-dir", str(state), "--json"],
         capture_output=True, cwd=ROOT, text=True, check=True,
     )  # fmt: skip
-    out: dict[str, object] = json.loads(status.stdout)
+    out: dict[str, Any] = json.loads(status.stdout)
     return out
 
 
 def test_kill_switch_flipped_in_the_browser_reaches_an_enrolled_agent(
-    page: object, live_server: LiveServer, tmp_path: Path
+    page: Page, live_server: LiveServer, tmp_path: Path
 ) -> None:
     s, p = live_server, page
     with httpx.Client(timeout=30) as client:
@@ -99,78 +107,76 @@ def test_kill_switch_flipped_in_the_browser_reaches_an_enrolled_agent(
     assert before["mode"] == "enforce"
 
     sign_in(p, s)
-    p.goto(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
-    p.get_by_label("New mode for this organization").select_option("off")  # type: ignore[attr-defined]
-    p.get_by_role("button", name="Review change").click()  # type: ignore[attr-defined]
-    assert s.store.current_policy().document.orgs[org].mode.value == "enforce"  # type: ignore[union-attr]
-    p.get_by_role("button", name="Confirm: set off").click()  # type: ignore[attr-defined]
-    p.wait_for_url(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
-    assert "set mode off" in p.get_by_role("status").inner_text()  # type: ignore[attr-defined]
-    assert p.locator("#mode").inner_text() == "off"  # type: ignore[attr-defined]
+    p.goto(f"{s.url}/console/orgs/{org}")
+    p.get_by_label("New mode for this organization").select_option("off")
+    p.get_by_role("button", name="Review change").click()
+    assert org_policy(s, org).mode == "enforce"  # nothing changed before the confirmation
+    p.get_by_role("button", name="Confirm: set off").click()
+    p.wait_for_url(f"{s.url}/console/orgs/{org}")
+    assert "set mode off" in p.get_by_role("status").inner_text()
+    assert p.locator("#mode").inner_text() == "off"
 
     after = agent_run(s, state, enroll_token)
     assert after["mode"] == "off"
-    assert after["policy_version"] == before["policy_version"] + 1  # type: ignore[operator]
+    assert after["policy_version"] == before["policy_version"] + 1
 
 
 def test_allowlist_entry_with_expiry_is_added_in_the_browser(
-    page: object, live_server: LiveServer
+    page: Page, live_server: LiveServer
 ) -> None:
     s, p = live_server, page
     with httpx.Client(timeout=30) as client:
         org, _ = s.create_org(client, "acme")
     sign_in(p, s)
-    p.goto(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
+    p.goto(f"{s.url}/console/orgs/{org}")
     sha = "c0ffee" + "00" * 29
-    p.get_by_label("sha256").fill(sha)  # type: ignore[attr-defined]
-    p.get_by_label("Reason").fill("in-house build tool")  # type: ignore[attr-defined]
-    p.get_by_label("Expires (UTC, optional)").fill("2027-01-15T10:00")  # type: ignore[attr-defined]
-    p.get_by_role("button", name="Add entry").click()  # type: ignore[attr-defined]
-    p.wait_for_url(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
-    row = p.locator("#allowlist tbody tr").first  # type: ignore[attr-defined]
+    p.get_by_label("sha256").fill(sha)
+    p.get_by_label("Reason").fill("in-house build tool")
+    p.get_by_label("Expires (UTC, optional)").fill("2027-01-15T10:00")
+    p.get_by_role("button", name="Add entry").click()
+    p.wait_for_url(f"{s.url}/console/orgs/{org}")
+    row = p.locator("#allowlist tbody tr").first
     assert sha in row.inner_text() and "2027-01-15 10:00 UTC" in row.inner_text()
-    entry = s.store.current_policy().document.orgs[org].allowlist[0]  # type: ignore[union-attr]
+    entry = org_policy(s, org).allowlist[0]
     assert (entry.sha256, entry.reason) == (sha, "in-house build tool")
     assert (
         entry.expires_at is not None and entry.expires_at.isoformat() == "2027-01-15T10:00:00+00:00"
     )
 
 
-def test_rollout_is_paused_and_resumed_in_the_browser(
-    page: object, live_server: LiveServer
-) -> None:
+def test_rollout_is_paused_and_resumed_in_the_browser(page: Page, live_server: LiveServer) -> None:
     s, p = live_server, page
     with httpx.Client(timeout=30, headers=s.admin()) as client:
         assert client.put(f"{s.url}/v1/admin/model", json={"model_version": 1}).status_code == 200
         r = client.post(f"{s.url}/v1/admin/rollout", json={"to_version": 2})
         assert r.status_code == 201, r.text
     sign_in(p, s)
-    p.goto(f"{s.url}/console/rollouts")  # type: ignore[attr-defined]
-    assert p.locator("#rollout-state").inner_text() == "running"  # type: ignore[attr-defined]
-    p.get_by_role("button", name="Pause").click()  # type: ignore[attr-defined]
-    p.wait_for_url(f"{s.url}/console/rollouts")  # type: ignore[attr-defined]
-    assert p.locator("#rollout-state").inner_text() == "paused"  # type: ignore[attr-defined]
-    p.get_by_role("button", name="Resume").click()  # type: ignore[attr-defined]
-    p.wait_for_url(f"{s.url}/console/rollouts")  # type: ignore[attr-defined]
-    assert p.locator("#rollout-state").inner_text() == "running"  # type: ignore[attr-defined]
+    p.goto(f"{s.url}/console/rollouts")
+    assert p.locator("#rollout-state").inner_text() == "running"
+    p.get_by_role("button", name="Pause").click()
+    p.wait_for_url(f"{s.url}/console/rollouts")
+    assert p.locator("#rollout-state").inner_text() == "paused"
+    p.get_by_role("button", name="Resume").click()
+    p.wait_for_url(f"{s.url}/console/rollouts")
+    assert p.locator("#rollout-state").inner_text() == "running"
     with httpx.Client(timeout=30, headers=s.admin()) as client:
         log = client.get(f"{s.url}/v1/admin/rollout/decisions").json()
     assert [d["action"] for d in log] == ["start", "pause", "resume"]
-    assert "pause" in p.locator("#decision-log").inner_text()  # type: ignore[attr-defined]
+    assert "pause" in p.locator("#decision-log").inner_text()
 
 
 def test_form_without_its_csrf_field_is_refused_in_the_browser(
-    page: object, live_server: LiveServer
+    page: Page, live_server: LiveServer
 ) -> None:
     s, p = live_server, page
     with httpx.Client(timeout=30) as client:
         org, _ = s.create_org(client, "acme")
     sign_in(p, s)
-    p.goto(f"{s.url}/console/orgs/{org}")  # type: ignore[attr-defined]
-    p.locator("#add-entry input[name=csrf_token]").evaluate("e => e.remove()")  # type: ignore[attr-defined]
-    p.get_by_label("sha256").fill("ab" * 32)  # type: ignore[attr-defined]
-    with p.expect_response(lambda r: r.request.method == "POST") as got:  # type: ignore[attr-defined]
-        p.get_by_role("button", name="Add entry").click()  # type: ignore[attr-defined]
+    p.goto(f"{s.url}/console/orgs/{org}")
+    p.locator("#add-entry input[name=csrf_token]").evaluate("e => e.remove()")
+    p.get_by_label("sha256").fill("ab" * 32)
+    with p.expect_response(lambda r: r.request.method == "POST") as got:
+        p.get_by_role("button", name="Add entry").click()
     assert got.value.status == 403
-    assert "CSRF" in p.locator("main").inner_text()  # type: ignore[attr-defined]
+    assert "CSRF" in p.locator("main").inner_text()
     assert s.store.current_policy() is None
