@@ -185,3 +185,54 @@ def test_sigkill_at_each_phase_leaves_the_file_in_place_or_quarantined(
             for p in folder.iterdir():
                 p.unlink()
             folder.rmdir()
+
+
+def test_scan_quarantine_moves_blocked_files_and_the_commands_manage_them(
+    tmp_path: Path, bundles
+) -> None:
+    import hashlib
+    import json
+
+    from click.testing import CliRunner
+
+    from agent.cli import main as agent_cli
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    evil = _sample(folder / "evil.bin", b"\x7fELF synthetic dropper " * 50)
+    keep = folder / "notes.txt"
+    keep.write_text("plain text\n")
+    blocklist = tmp_path / "block.txt"
+    blocklist.write_text(hashlib.sha256(evil.read_bytes()).hexdigest() + " test dropper\n")
+    state = tmp_path / "state"
+    runner = CliRunner()
+    out = runner.invoke(
+        agent_cli,
+        [
+            "scan",
+            str(folder),
+            "--bundle",
+            str(bundles[1]),
+            "--blocklist",
+            str(blocklist),
+            "--quarantine",
+            "--state-dir",
+            str(state),
+        ],
+    )
+    assert out.exit_code == 1, out.output
+    assert not evil.exists() and keep.exists(), out.output
+    listed = runner.invoke(agent_cli, ["quarantine", "list", "--state-dir", str(state), "--json"])
+    [record] = [json.loads(line) for line in listed.output.splitlines()]
+    assert (record["original_path"], record["verdict"]) == (str(evil), "blocklisted")
+    gone = runner.invoke(
+        agent_cli, ["quarantine", "delete", record["id"], "--state-dir", str(state)]
+    )
+    assert gone.exit_code == 0 and Quarantine(state / "quarantine").list() == []
+    missing = runner.invoke(
+        agent_cli, ["quarantine", "restore", record["id"], "--state-dir", str(state)]
+    )
+    assert missing.exit_code == 1
+    assert missing.output.strip().splitlines() == [
+        f"Error: no quarantined file with id '{record['id']}'"
+    ]
