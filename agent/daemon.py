@@ -62,6 +62,7 @@ from agent.features import extract_features
 from agent.model import LoadedModel, load_bundle
 from agent.policy import EffectivePolicy, resolve_policy
 from agent.scan import FileStatus, ScanResult, iter_files, read_sample
+from agent.signature import is_test_signature
 from agent.updater import UpdateClient, UpdateConfig, UpdateOutcome, load_installed_policy
 
 if TYPE_CHECKING:
@@ -366,15 +367,21 @@ class Agent:
         return None, None
 
     def decide_vector(
-        self, sha256: str, vector: npt.NDArray[np.float32], now: dt.datetime
+        self,
+        sha256: str,
+        vector: npt.NDArray[np.float32],
+        now: dt.datetime,
+        *,
+        test_signature: bool = False,
     ) -> DecisionEvent:
         """Score, decide and report one sample given its features (the simulator's entry).
 
+        `test_signature`: the file is the built-in test file (`agent.signature`).
         Thread-safe: event sources (a real-time protector, a watcher) may call it from their
         own threads while a check-in runs.
         """
         with self._lock:
-            return self._decide_vector(sha256, vector, now)
+            return self._decide_vector(sha256, vector, now, test_signature)
 
     def decision_inputs(self) -> tuple[int | None, int | None, bool]:
         """What a cached decision depends on: (serving model, policy version, breaker tripped).
@@ -389,7 +396,11 @@ class Agent:
             )
 
     def _decide_vector(
-        self, sha256: str, vector: npt.NDArray[np.float32], now: dt.datetime
+        self,
+        sha256: str,
+        vector: npt.NDArray[np.float32],
+        now: dt.datetime,
+        test_signature: bool = False,
     ) -> DecisionEvent:
         score, version = self._score(vector, now)
         shadows = []
@@ -409,6 +420,7 @@ class Agent:
             breaker=self.breaker,
             now=now,
             shadow=shadows,
+            test_signature=test_signature,
         )
         self.breaker = ev.breaker
         if ev.breaker_tripped_now:
@@ -437,7 +449,12 @@ class Agent:
             sha, data, size = read_sample(path, max_file_bytes=self.config.max_file_bytes)
         except OSError as exc:
             return ScanResult(path, FileStatus.ERROR, exc.strerror or str(exc))
-        event = self.decide_vector(sha, extract_features(data, total_size=size), now)
+        event = self.decide_vector(
+            sha,
+            extract_features(data, total_size=size),
+            now,
+            test_signature=is_test_signature(data, size),
+        )
         return ScanResult(
             path,
             FileStatus.SCANNED,

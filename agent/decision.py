@@ -10,15 +10,19 @@ Precedence, first match wins (the table `PRECEDENCE` below is the single stateme
 |---|------------------------------------|----------------|-------------------------------|
 | 1 | mode is `off` (kill switch)        | allow          | -                             |
 | 2 | sha256 on the active blocklist     | blocklisted    | detect                        |
-| 3 | sha256 on the active allowlist     | allowlisted    | allowlisted                   |
-| 4 | no score (model error / timeout)   | error (fail-open: the file is allowed) |      |
-| 5 | score >= block threshold           | block          | detect                        |
-| 6 | score >= detect threshold (if set) | detect         | detect                        |
-| 7 | otherwise                          | allow          | allow                         |
+| 3 | built-in test signature (EICAR)    | block          | detect                        |
+| 4 | sha256 on the active allowlist     | allowlisted    | allowlisted                   |
+| 5 | no score (model error / timeout)   | error (fail-open: the file is allowed) |      |
+| 6 | score >= block threshold           | block          | detect                        |
+| 7 | score >= detect threshold (if set) | detect         | detect                        |
+| 8 | otherwise                          | allow          | allow                         |
 
 The blocklist outranks the allowlist: a blocklist entry is an analyst's confirmed verdict, while
 allowlist entries are often generated in bulk (the transition allowlist) and must not shield a
-sample later confirmed malicious.
+sample later confirmed malicious. The built-in test signature (`agent.signature`) sits with
+the blocklist for the same reason and outranks the model entirely, its errors included: the test
+file exists to show that protection works, so neither a bulk allowlist nor a failing model may
+hide it; the kill switch still turns it off like everything else.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Reason(StrEnum):
 
     MODE_OFF = "mode_off"
     BLOCKLIST = "blocklist"
+    TEST_SIGNATURE = "test_signature"
     ALLOWLIST = "allowlist"
     MODEL_ERROR = "model_error"
     SCORE_BLOCK = "score_block"
@@ -84,6 +89,7 @@ class Reason(StrEnum):
 PRECEDENCE: tuple[Reason, ...] = (
     Reason.MODE_OFF,
     Reason.BLOCKLIST,
+    Reason.TEST_SIGNATURE,
     Reason.ALLOWLIST,
     Reason.MODEL_ERROR,
     Reason.SCORE_BLOCK,
@@ -117,14 +123,24 @@ class Decision:
     score: float | None
 
 
-def decide(sha256: str, score: float | None, ctx: DecisionContext) -> Decision:
-    """Apply the precedence table to one file."""
+def decide(
+    sha256: str, score: float | None, ctx: DecisionContext, *, test_signature: bool = False
+) -> Decision:
+    """Apply the precedence table to one file.
+
+    `test_signature` says the file is the EICAR test file (`agent.signature`); callers that
+    hold only a feature vector (rescoring, the simulator) leave it False.
+    """
     if ctx.mode is Mode.OFF:
         return Decision(Verdict.ALLOW, Reason.MODE_OFF, score)
     enforcing = ctx.mode is Mode.ENFORCE and not ctx.breaker_tripped
     if sha256 in ctx.blocklist:
         return Decision(
             Verdict.BLOCKLISTED if enforcing else Verdict.DETECT, Reason.BLOCKLIST, score
+        )
+    if test_signature:
+        return Decision(
+            Verdict.BLOCK if enforcing else Verdict.DETECT, Reason.TEST_SIGNATURE, score
         )
     if sha256 in ctx.allowlist:
         return Decision(Verdict.ALLOWLISTED, Reason.ALLOWLIST, score)

@@ -95,10 +95,14 @@ def evaluate(
     breaker: BreakerState,
     now: dt.datetime,
     shadow: Sequence[ShadowScore] = (),
+    test_signature: bool = False,
 ) -> Evaluation:
-    """Decide one sample, feed the breaker, and compute the shadow verdicts."""
+    """Decide one sample, feed the breaker, and compute the shadow verdicts.
+
+    `test_signature`: the file is the built-in test file (`agent.signature`).
+    """
     ctx = context_for(policy, thresholds, now, breaker_tripped=breaker.is_tripped)
-    decision = decide(sha256, score, ctx)
+    decision = decide(sha256, score, ctx, test_signature=test_signature)
     config = policy.breaker if policy is not None else BreakerConfig()
     after = observe(breaker, decision.verdict, config, now)
     shadows = []
@@ -110,7 +114,7 @@ def evaluate(
             allowlist=ctx.allowlist,
             blocklist=ctx.blocklist,
         )
-        d = decide(sha256, s.score, sctx)
+        d = decide(sha256, s.score, sctx, test_signature=test_signature)
         shadows.append(ShadowVerdict(s.model_version, s.score, d.verdict, d.reason))
     return Evaluation(
         decision=decision,

@@ -26,6 +26,7 @@ from agent.decision import Decision, DecisionContext, Verdict, decide
 from agent.errors import ModelRuntimeError
 from agent.features import CHUNK_BYTES, MAX_BYTES, extract_features
 from agent.model import LoadedModel
+from agent.signature import is_test_signature
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -260,7 +261,9 @@ class Scanner:
                 return ScanResult(path, FileStatus.SKIPPED, "not a regular file")
             return ScanResult(path, FileStatus.ERROR, exc.strerror or str(exc))
         vector = extract_features(data, total_size=size)
-        decision = decide(sha, self.score(vector), self.context)
+        decision = decide(
+            sha, self.score(vector), self.context, test_signature=is_test_signature(data, size)
+        )
         truncated = size > len(data)
         return ScanResult(
             path,
