@@ -16,7 +16,7 @@ from agent.policy import EffectivePolicy, PolicyDocumentModel, resolve_policy
 from backend import admin
 from backend import rollout_service as _rollouts
 from backend.errors import AuthError, BackendError, ConflictError, NotFoundError
-from backend.rollout import Evidence, Rollout
+from backend.rollout import ArmCounts, Evidence, Rollout
 from backend.store import PolicyRecord, Principal, Store, TokenKind
 
 __all__ = [
@@ -144,9 +144,10 @@ def decision_log(store: Store) -> list[dict[str, Any]]:
 
 def org_evidence(store: Store, rollout: Rollout, now: dt.datetime) -> Evidence:
     """Canary vs control counts of the current stage, per org (what the gate reads)."""
-    control = rollout.from_version if rollout.from_version is not None else rollout.to_version
+    if rollout.from_version is None:  # `start_rollout` always records one; nothing to compare
+        return Evidence(ArmCounts(), ArmCounts())
     since = rollout.stage_started_at or rollout.started_at
-    return _rollouts.gather_evidence(store, rollout, since, now, control)
+    return _rollouts.gather_evidence(store, rollout, since, now, rollout.from_version)
 
 
 def pause_rollout(store: Store, now: dt.datetime) -> Rollout:

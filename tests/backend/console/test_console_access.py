@@ -198,3 +198,12 @@ def test_expired_session_cookie_is_refused(console: ConsoleEnv) -> None:
     )
     assert console.client.get("/console/", follow_redirects=False).status_code == 200
     assert json.loads(__import__("base64").b64decode(payload))["who"]["admin"] is True
+
+
+def test_sign_out_needs_the_csrf_token_and_ends_the_session(console: ConsoleEnv) -> None:
+    csrf = console.login()
+    assert console.client.post("/console/logout", data={}).status_code == 403
+    assert console.client.get("/console/", follow_redirects=False).status_code == 200
+    out = console.client.post("/console/logout", data={"csrf_token": csrf}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert console.client.get("/console/", follow_redirects=False).status_code == 303
