@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from agent.telemetry import (
+from agent.telemetry.wire import (
     _MAX_MS,
     _MIN_MS,
     _REASONS,

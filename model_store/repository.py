@@ -41,7 +41,6 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # tuf re-exports f
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from agent.atomic import fsync_dir, write_atomic
 from agent.bundle import MANIFEST_NAME, MODEL_NAME, check_bundle
 from agent.errors import AgentError, BundleRejectedError, PolicyError
 from agent.model import load_bundle
@@ -137,29 +137,9 @@ class RotateResult:
 # --- file helpers ----------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, data, mode=mode)
 
 
 @contextlib.contextmanager
@@ -197,7 +177,7 @@ def _new_key(keys_dir: Path, role: str) -> CryptoSigner:
         fh.write(pem)
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(keys_dir)
+    fsync_dir(keys_dir)
     return CryptoSigner(private, public)
 
 

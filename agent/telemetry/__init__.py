@@ -1,0 +1,54 @@
+"""Telemetry: the event wire format, the on-disk spool, sending with retry, and enrollment.
+
+One job a module: `wire` (the bytes, imported by the backend), `spool` (bounded, crash-safe,
+oldest dropped first), `sender` (retry, backoff, jitter), `client` (enrollment, check-in,
+credentials, and the daemon's `TelemetryPipe`). The public names are re-exported here.
+"""
+
+from agent.telemetry.client import (
+    CheckinInfo,
+    Credentials,
+    TelemetryPipe,
+    check_in,
+    enroll,
+    load_credentials,
+    save_credentials,
+)
+from agent.telemetry.sender import FlushReport, SenderConfig, TelemetrySender
+from agent.telemetry.spool import Spool
+from agent.telemetry.wire import (
+    CONTENT_TYPE,
+    FORMAT_VERSION,
+    HEALTH_COUNTERS,
+    MAX_EVENTS_PER_BATCH,
+    HealthCount,
+    TelemetryBatch,
+    TelemetryEvent,
+    decode_batch,
+    encode_batch,
+    make_batches,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "FORMAT_VERSION",
+    "HEALTH_COUNTERS",
+    "MAX_EVENTS_PER_BATCH",
+    "CheckinInfo",
+    "Credentials",
+    "FlushReport",
+    "HealthCount",
+    "SenderConfig",
+    "Spool",
+    "TelemetryBatch",
+    "TelemetryEvent",
+    "TelemetryPipe",
+    "TelemetrySender",
+    "check_in",
+    "decode_batch",
+    "encode_batch",
+    "enroll",
+    "load_credentials",
+    "make_batches",
+    "save_credentials",
+]
