@@ -180,3 +180,27 @@ def test_form_without_its_csrf_field_is_refused_in_the_browser(
     assert got.value.status == 403
     assert "CSRF" in p.locator("main").inner_text()
     assert s.store.current_policy() is None
+
+
+def test_kill_switch_is_usable_with_the_keyboard_alone(page: Page, live_server: LiveServer) -> None:
+    s, p = live_server, page
+    with httpx.Client(timeout=30) as client:
+        org, _ = s.create_org(client, "acme")
+    sign_in(p, s)
+    p.goto(f"{s.url}/console/orgs/{org}")
+    for _ in range(40):  # Tab through the page until the mode field has the focus
+        p.keyboard.press("Tab")
+        if p.evaluate("document.activeElement.id") == "mode-select":
+            break
+    assert p.evaluate("document.activeElement.id") == "mode-select"
+    assert p.locator("#mode-select").input_value() == "enforce"  # the mode in force
+    p.keyboard.press("End")  # the last option: off
+    assert p.locator("#mode-select").input_value() == "off"
+    p.keyboard.press("Tab")
+    assert p.evaluate("document.activeElement.textContent") == "Review change"
+    p.keyboard.press("Enter")
+    p.wait_for_selector("text=Confirm: set off")
+    p.keyboard.press("Enter")  # the confirmation button has the focus
+    p.wait_for_url(f"{s.url}/console/orgs/{org}")
+    assert p.locator("#mode").inner_text() == "off"
+    assert org_policy(s, org).mode == "off"
