@@ -131,3 +131,33 @@ def test_org_viewer_sees_only_its_row_of_a_transition_report(
     assert acme.org_id in page and "org_aaaa000000000001" not in page
     assert "Allowlist fleet-wide" not in page
     assert console.client.get("/console/transitions/r1/report").status_code == 403
+
+
+def test_rollouts_page_shows_the_gates_tests_with_p_values_and_per_org_evidence(
+    console: ConsoleEnv,
+) -> None:
+    from backend import admin
+    from backend import rollout_service as svc
+    from backend.rollout import RolloutConfig
+
+    org = console.store.create_org("acme", NOW).org_id
+    publish = console.app.state.routes.publish
+    admin.assign_model(console.store, publish, 1, org_id=None, now=NOW)
+    config = RolloutConfig(hold=dt.timedelta(0), min_endpoint_days=5, min_org_endpoint_days=5)
+    svc.start_rollout(console.store, publish, 2, now=NOW, config=config)
+    cols = ArmDayColumns(
+        day=[DAY, DAY], org_id=[org, org], model_version=[2, 1], endpoint_days=[20, 80],
+        events=[2_000, 8_000], alerts=[60, 20], self_test_failures=[0, 0], model_errors=[0, 0],
+        breaker_trips=[0, 0],
+    )  # fmt: skip
+    record_arm_day_columns(console.store, cols)
+    decision = svc.tick_rollout(console.store, publish, now=NOW + dt.timedelta(hours=1))
+    assert decision is not None and decision.action.value == "halt"  # 3.0 vs 0.25 alerts/day
+    console.login()
+    page = console.client.get("/console/rollouts").text
+    assert tile(page, "rollout-state") == "halted"
+    worst = next(t for t in decision.tests if t.worse and t.org_id is None)
+    assert f"p(worse) {worst.p_worse:.4g}" in page
+    assert (
+        f'<a href="/console/orgs/{org}">{org}</a></td><td>20.0</td><td>60</td><td>80.0</td>' in page
+    )
