@@ -21,7 +21,6 @@ from agent.engine import effective_mode
 from agent.protect import ProtectConfig, Protector, ProtectReport, ReportKind
 from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import ScanResult
-from agent.watch import Watcher
 
 if TYPE_CHECKING:
     from agent.daemon import Agent, EventSource
@@ -177,6 +176,8 @@ def realtime_sources(
             say(f"real-time control is unavailable ({why}): scanning and watching instead")
             watch += [p for p in options.protect if p not in watch]
     if watch:
+        from agent.watch import Watcher  # watchdog loads only when something is watched
+
         sources.append(
             Watcher(watch, clock=agent.clock, quarantine=quarantine, on_quarantine=on_quarantine)
         )

@@ -134,6 +134,14 @@ def test_exec_permission_event_waits_for_the_answer(
         os.close(fd)
 
 
+def test_packed_formats_match_the_ctypes_layouts() -> None:
+    meta = fan.EventMetadata(24, 3, 0, 24, fan.FAN_OPEN_EXEC_PERM | (1 << 40), 7, 4242)
+    [event] = fan.iter_events(bytes(meta) * 1)
+    assert (event.mask, event.fd, event.pid) == (meta.mask, 7, 4242)
+    assert fan._RESPONSE.pack(9, fan.FAN_DENY) == bytes(fan.Response(9, fan.FAN_DENY))
+    assert fan._META.size == ctypes.sizeof(fan.EventMetadata)
+
+
 def test_iter_events_rejects_another_metadata_version() -> None:
     meta = fan.EventMetadata(24, 2, 0, 24, fan.FAN_OPEN_PERM, 5, 1)
     with pytest.raises(OSError, match="version"):
