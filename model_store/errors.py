@@ -6,6 +6,7 @@ ModelStoreError
 ├── TrainingError        training, export or ONNX parity failed
 └── RepositoryError      the signed update repository (keys, metadata, publishing)
     ├── BundleRefusedError   a bundle that fails its own checks is never signed
+    │   └── GateRefusedError     ... nor one the release gate refuses (model_store.gate)
     └── PolicyRefusedError   a policy document that does not validate is never signed
 ```
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "BundleRefusedError",
     "CorpusError",
+    "GateRefusedError",
     "ModelStoreError",
     "PolicyRefusedError",
     "RepositoryError",
@@ -45,6 +47,25 @@ class BundleRefusedError(RepositoryError):
         super().__init__(f"bundle refused: {reason}")
         self.reason = reason
         self.bundle = bundle
+
+
+class GateRefusedError(BundleRefusedError):
+    """The release gate failed the bundle and no forced reason was given; nothing was signed.
+
+    `failed` names the failed checks; `report_paths` are the saved HTML and JSON reports.
+    """
+
+    def __init__(
+        self,
+        failed: tuple[str, ...],
+        detail: str,
+        *,
+        bundle: str = "",
+        report_paths: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(f"release gate failed {', '.join(failed)}: {detail}", bundle=bundle)
+        self.failed = failed
+        self.report_paths = report_paths
 
 
 class PolicyRefusedError(RepositoryError):

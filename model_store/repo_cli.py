@@ -12,7 +12,9 @@ from pathlib import Path
 import click
 
 from model_store._clock import utc_now
-from model_store.errors import ModelStoreError
+from model_store.errors import GateRefusedError, ModelStoreError
+from model_store.gate import GateConfig, GateReport
+from model_store.release import backend_surge_predictor
 from model_store.repository import (
     ROLES,
     PublishResult,
@@ -25,6 +27,8 @@ from model_store.repository import (
 )
 
 __all__ = ["repo"]
+
+_DEFAULT_GATE = GateConfig()
 
 
 def _versions(v: RepoVersions) -> str:
@@ -63,16 +67,94 @@ def init_cmd(repo_dir: Path) -> None:
 @repo.command("publish-model")
 @click.argument("repo_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def publish_model_cmd(repo_dir: Path, bundle_dir: Path) -> None:
-    """Self-test a bundle and sign it as models/vN/model.onnx + manifest.json.
+@click.option(
+    "--golden",
+    "golden",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Corpus directory (fleetward corpus make); its held-out split is the golden set.",
+)
+@click.option(
+    "--db",
+    default=None,
+    help="Backend store (SQLite path or postgresql:// URL): also gate the per-org FP surge.",
+)
+@click.option(
+    "--max-org-fp-per-day",
+    type=click.FloatRange(min=0),
+    default=_DEFAULT_GATE.max_org_new_fp_alerts_per_day,
+    show_default=True,
+    help="Per-org budget of predicted new false-positive alerts per day (with --db).",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where gate.html and gate.json go (default: REPO_DIR/gate-reports/vN-<time>).",
+)
+@click.option("--force", is_flag=True, help="Publish even if the gate fails (needs --reason).")
+@click.option("--reason", default=None, help="Why a forced publish ships; signed with it.")
+def publish_model_cmd(
+    repo_dir: Path,
+    bundle_dir: Path,
+    golden: Path,
+    db: str | None,
+    max_org_fp_per_day: float,
+    report_dir: Path | None,
+    force: bool,
+    reason: str | None,
+) -> None:
+    """Gate a bundle, then sign it as models/vN/model.onnx + manifest.json.
 
-    Example: fleetward repo publish-model data/repo data/bundles/v2
+    The release gate checks schema, canaries, FP ceiling, detection floor, score shift against
+    the current model and (with --db) the per-org FP surge. Its HTML and JSON report is saved
+    either way. A refused bundle is signed only with --force --reason "...", and the reason is
+    signed into the targets metadata.
+
+    Example: fleetward repo publish-model data/repo data/bundles/v2 --golden data/corpus
+    --db data/backend.db
     """
+    if force != (reason is not None):
+        raise click.UsageError("--force and --reason go together")
+    if reason is not None and not reason.strip():
+        raise click.UsageError("--reason must not be empty")
+    config = GateConfig(max_org_new_fp_alerts_per_day=max_org_fp_per_day)
     try:
-        result = publish_model(repo_dir, bundle_dir, now=utc_now())
+        result = publish_model(
+            repo_dir,
+            bundle_dir,
+            now=utc_now(),
+            golden=golden,
+            gate_config=config,
+            surge=backend_surge_predictor(db) if db is not None else None,
+            force_reason=reason,
+            report_dir=report_dir,
+        )
+    except GateRefusedError as exc:
+        click.echo(f"report: {', '.join(exc.report_paths)}", err=True)
+        raise click.ClickException(str(exc)) from exc
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
+    if result.gate is not None:
+        _print_gate(result.gate)
+        click.echo(f"report: {', '.join(map(str, result.report_paths))}")
+        if not result.gate.passed:
+            click.echo(f"FORCED past failed {', '.join(result.gate.failed)}: {reason}")
     _published(result)
+
+
+def _print_gate(report: GateReport) -> None:
+    for c in report.checks:
+        value = "-" if c.value is None else f"{c.value:.4g}"
+        bound = "-" if c.bound is None else f"{c.bound:.4g}"
+        status = "pass" if c.passed else "FAIL"
+        click.echo(f"  {status:4} {c.name:21} {value:>9} (bound {bound}): {c.reason}")
+    if report.pair is not None:
+        p = report.pair
+        click.echo(
+            f"  v{p.old_version} -> v{p.new_version}: NFR {p.nfr:.4f} ({p.negative_flips} of "
+            f"{p.samples}), positive flips {p.pfr:.4f}, mean |dscore| {p.mean_abs_score_shift:.4f}"
+        )
 
 
 @repo.command("publish-policy")

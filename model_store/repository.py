@@ -41,6 +41,8 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +63,24 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # tuf re-exports f
 from tuf.api.serialization.json import JSONSerializer
 
 from agent.atomic import fsync_dir, write_atomic
-from agent.bundle import MANIFEST_NAME, MODEL_NAME, check_bundle
+from agent.bundle import MANIFEST_NAME, MODEL_NAME, Manifest, check_bundle, read_manifest
 from agent.errors import AgentError, BundleRejectedError, PolicyError
 from agent.model import load_bundle
 from agent.policy import DEFAULT_POLICY_TARGET, parse_policy, split_policy
 from agent.updater import model_target_paths
-from model_store.errors import BundleRefusedError, PolicyRefusedError, RepositoryError
+from model_store.errors import (
+    BundleRefusedError,
+    GateRefusedError,
+    PolicyRefusedError,
+    RepositoryError,
+)
+from model_store.gate import GateConfig, GateReport
+from model_store.gate_report import write_gate_report
+from model_store.release import GoldenSet, SurgePredictor, load_golden, run_gate
 
 __all__ = [
     "EXPIRY",
+    "GATE_REPORTS_DIR",
     "KEYS_DIR",
     "METADATA_DIR",
     "ROLES",
@@ -92,6 +103,7 @@ __all__ = [
 KEYS_DIR = "keys"
 METADATA_DIR = "metadata"
 TARGETS_DIR = "targets"
+GATE_REPORTS_DIR = "gate-reports"  # never served: the release gate's saved reports
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 ROOT_KEY_COUNT = 3
 ROOT_THRESHOLD = 2
@@ -104,6 +116,7 @@ EXPIRY: Mapping[str, dt.timedelta] = {
 _SERIALIZER = JSONSerializer(compact=False)
 _POLICY_PREFIX = "policies/"
 _LEGACY_POLICY_TARGET = "policy.json"  # one document for every org: never published again
+_MODEL_TARGET = re.compile(r"models/v([0-9]+)/model\.onnx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +131,16 @@ class RepoVersions:
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """What a publish added (target paths) and the role versions it produced."""
+    """What a publish added (target paths), the role versions it produced, and the gate's say.
+
+    `gate` is None when the gate did not run (no golden set, or the same bytes again);
+    `report_paths` are its saved (HTML, JSON) report.
+    """
 
     target_paths: tuple[str, ...]
     versions: RepoVersions
+    gate: GateReport | None = None
+    report_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +310,21 @@ class _Repo:
         self.targets.signed.targets[name] = info
         return info
 
+    def materialise_model(self, version: int | None, into: str) -> Path | None:
+        """Copy published model `version` into directory `into` as a bundle (None: none)."""
+        if version is None:
+            return None
+        out = Path(into) / f"v{version}"
+        out.mkdir()
+        for name, base in zip(
+            model_target_paths(version), (MODEL_NAME, MANIFEST_NAME), strict=True
+        ):
+            data = self.read_target(name)
+            if data is None:
+                raise RepositoryError(f"published model v{version} lacks {name}")
+            (out / base).write_bytes(data)
+        return out
+
     def read_target(self, name: str) -> bytes | None:
         info = self.targets.signed.targets.get(name)
         if info is None:
@@ -371,22 +405,54 @@ def publish_targets(
 
 
 def publish_model(
-    repo_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str], *, now: dt.datetime
+    repo_dir: str | os.PathLike[str],
+    bundle_dir: str | os.PathLike[str],
+    *,
+    now: dt.datetime,
+    golden: GoldenSet | str | os.PathLike[str] | None = None,
+    gate_config: GateConfig | None = None,
+    surge: SurgePredictor | None = None,
+    force_reason: str | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
 ) -> PublishResult:
-    """Check a bundle (schema, integrity, self-test) and sign it as `models/v{N}/...`.
+    """Gate a bundle and sign it as `models/v{N}/...`.
+
+    With `golden` (a corpus directory or a loaded `GoldenSet`) the release gate runs first
+    (`model_store.gate`): against the highest published version below N as the current model
+    and, with `surge` (`model_store.release.backend_surge_predictor`), the per-org predicted
+    false-positive surge. Its HTML and JSON report is saved in `report_dir` (default
+    `repo_dir/gate-reports/vN-<now>`) whatever the outcome. A failed gate refuses the bundle
+    unless `force_reason` says why it ships anyway; the gate's outcome, the failed checks and
+    the reason are then signed into both targets' `custom` metadata (`custom["gate"]`), so the
+    override stays on record with the release. Without `golden` only the bundle's own checks
+    run (schema, integrity, self-test): test harnesses use that; `fleetward repo
+    publish-model` always gates.
 
     Publishing the same bytes again is a no-op that still returns the versions.
 
     Raises:
-        BundleRefusedError: the bundle fails its own checks, or version N is already published
-            with different bytes (versions are immutable: publish N+1 instead).
+        GateRefusedError: the gate failed the bundle and no `force_reason` was given.
+        BundleRefusedError: the bundle fails its own checks (or, gated, cannot be judged at
+            all: unreadable manifest, model bytes not matching it), or version N is already
+            published with different bytes (versions are immutable: publish N+1 instead).
+        CorpusError: `golden` is not a usable corpus.
         RepositoryError: the repository is missing or a key cannot be loaded.
     """
-    try:
-        manifest = check_bundle(bundle_dir)
-        load_bundle(bundle_dir)
-    except BundleRejectedError as exc:
-        raise BundleRefusedError(str(exc), bundle=str(bundle_dir)) from exc
+    if force_reason is not None and not force_reason.strip():
+        raise ValueError("a forced publish needs a non-empty reason")
+    if golden is None:
+        if force_reason is not None or surge is not None:
+            raise ValueError("force_reason and surge need a golden set (the gate does not run)")
+        try:
+            manifest = check_bundle(bundle_dir)
+            load_bundle(bundle_dir)
+        except BundleRejectedError as exc:
+            raise BundleRefusedError(str(exc), bundle=str(bundle_dir)) from exc
+    else:
+        try:
+            manifest = read_manifest(bundle_dir)
+        except AgentError as exc:
+            raise BundleRefusedError(str(exc), bundle=str(bundle_dir)) from exc
     model_name, manifest_name = model_target_paths(manifest.version)
     files = {
         model_name: (Path(bundle_dir) / MODEL_NAME).read_bytes(),
@@ -403,10 +469,69 @@ def publish_model(
                 f"model version {manifest.version} is already published with other bytes",
                 bundle=str(bundle_dir),
             )
+        custom: dict[str, Any] | None = None
+        report = None
+        paths: tuple[Path, ...] = ()
+        if golden is not None:
+            golden_set = golden if isinstance(golden, GoldenSet) else load_golden(golden)
+            with tempfile.TemporaryDirectory(prefix="fleetward-current-") as tmp:
+                current = repo.materialise_model(_current_version(repo, manifest.version), tmp)
+                report = run_gate(
+                    bundle_dir,
+                    golden=golden_set,
+                    now=now,
+                    current_bundle=current,
+                    surge=surge,
+                    config=gate_config,
+                )
+            out = Path(report_dir) if report_dir is not None else _report_dir(base, manifest, now)
+            paths = write_gate_report(report, out, forced_reason=force_reason)
+            if not report.passed and force_reason is None:
+                first = next(c for c in report.checks if not c.passed)
+                raise GateRefusedError(
+                    report.failed,
+                    f"{first.name}: {first.reason} (report: {paths[0]})",
+                    bundle=str(bundle_dir),
+                    report_paths=tuple(map(str, paths)),
+                )
+            custom = {"gate": _gate_record(report, force_reason, paths[1])}
         for name, data in files.items():
-            repo.add_target(name, data)
+            info = repo.add_target(name, data)
+            if custom is not None:
+                info.unrecognized_fields["custom"] = custom
         repo.commit(now, targets=True)
-        return PublishResult(tuple(files), repo.versions())
+        return PublishResult(tuple(files), repo.versions(), report, paths)
+
+
+def _current_version(repo: _Repo, candidate: int) -> int | None:
+    """The highest published model version below `candidate` (None: nothing published)."""
+    found = [
+        int(m.group(1))
+        for name in repo.targets.signed.targets
+        if (m := _MODEL_TARGET.fullmatch(name)) is not None
+    ]
+    below = [v for v in found if v < candidate]
+    return max(below) if below else None
+
+
+def _report_dir(base: Path, manifest: Manifest, now: dt.datetime) -> Path:
+    stamp = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return base / GATE_REPORTS_DIR / f"v{manifest.version}-{stamp}"
+
+
+def _gate_record(report: GateReport, force_reason: str | None, json_path: Path) -> dict[str, Any]:
+    """What the signed targets metadata keeps of the gate: outcome, failures, override."""
+    return {
+        "passed": report.passed,
+        "failed": list(report.failed),
+        "forced": force_reason is not None and not report.passed,
+        "force_reason": force_reason,
+        "current_version": report.current_version,
+        "judged_at": report.now.isoformat(),
+        # canonical JSON (what TUF signs) has no floats: rates travel as decimal strings
+        "nfr": None if report.pair is None else f"{report.pair.nfr:.6f}",
+        "report_sha256": hashlib.sha256(json_path.read_bytes()).hexdigest(),
+    }
 
 
 def publish_policy(

@@ -173,15 +173,20 @@ def test_refresh_resigns_timestamp_and_roles_close_to_expiry(repo: Path) -> None
     assert later.snapshot == after.snapshot + 1 and later.targets == after.targets
 
 
-def test_repo_cli_commands_have_help_with_an_example(tmp_path: Path, bundles) -> None:
+def test_repo_cli_commands_have_help_with_an_example(tmp_path: Path, bundles, small_corpus) -> None:
     runner = CliRunner()
     for cmd in ("init", "publish-model", "publish-policy", "rotate-key", "refresh"):
         out = runner.invoke(fleetward_cli, ["repo", cmd, "--help"])
         assert out.exit_code == 0 and "Example: fleetward repo" in out.output
     repo = tmp_path / "r"
     assert runner.invoke(fleetward_cli, ["repo", "init", str(repo)]).exit_code == 0
+    gated = ["--golden", str(small_corpus.root)]
     out = runner.invoke(fleetward_cli, ["repo", "publish-model", str(repo), str(bundles[1])])
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 2 and "--golden" in out.output  # the command always gates
+    out = runner.invoke(
+        fleetward_cli, ["repo", "publish-model", str(repo), str(bundles[1]), *gated]
+    )
+    assert out.exit_code == 0 and "pass detection_floor" in out.output, out.output
     bad = tmp_path / "p.json"
     bad.write_bytes(policy_bytes(1, mode="maybe"))
     out = runner.invoke(fleetward_cli, ["repo", "publish-policy", str(repo), str(bad)])
