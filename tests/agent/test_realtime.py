@@ -121,6 +121,8 @@ def running_agent(
                 "--protect",
                 str(protected),
                 "--json",
+                "--deadline-ms",
+                "5000",  # a loaded CI machine must not turn a deny into a deadline allow
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -129,6 +131,8 @@ def running_agent(
         )
         agent = AgentProc(proc, state)
         try:
+            # loaded in memory, not only installed on disk (status.json is saved after the load)
+            _wait_for(lambda: agent.status().get("serving_model_version") == 1)
             _wait_for(lambda: agent.status().get("policy_version") == 1)
             _wait_for(lambda: any("real-time protection on" in line for line in agent.lines))
             yield agent, repo
