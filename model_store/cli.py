@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -13,7 +12,13 @@ from rich.table import Table
 from model_store._clock import utc_now
 from model_store.corpus import load_corpus, make_corpus
 from model_store.errors import ModelStoreError
-from model_store.train import TrainResult, congruent_weights, recipe_for_version, train_model
+from model_store.train import (
+    CongruentResult,
+    TrainResult,
+    recipe_for_version,
+    train_congruent,
+    train_model,
+)
 
 __all__ = ["corpus", "model"]
 
@@ -131,14 +136,39 @@ def model_train(
         loaded = load_corpus(corpus_dir)
         recipe = recipe_for_version(version, target_fpr=target_fpr)
         if congruent_with is not None:
-            recipe = dataclasses.replace(
-                recipe, sample_weight=congruent_weights(loaded, congruent_with)
-            )
-        with console.status(f"training v{version}"):
-            result = train_model(loaded, recipe, out, now=utc_now())
+            with console.status(f"training v{version}, congruent and plain"):
+                both = train_congruent(loaded, recipe, out, congruent_with, now=utc_now())
+        else:
+            with console.status(f"training v{version}"):
+                result = train_model(loaded, recipe, out, now=utc_now())
     except ModelStoreError as exc:
         raise click.ClickException(str(exc)) from exc
-    console.print(train_table([result]))
+    if congruent_with is None:
+        console.print(train_table([result]))
+        return
+    console.print(train_table([both.congruent]))
+    console.print(congruent_table(both))
+    console.print(f"{out} holds the congruent model; the plain one was trained for comparison only")
+
+
+def congruent_table(both: CongruentResult) -> Table:
+    """The congruent model beside the plain one: NFR against the reference, TPR and FPR."""
+    table = Table(
+        title=f"regression against v{both.reference_version} ({both.samples} held-out samples)"
+    )
+    for col in ("model", "NFR", "TPR", "FPR"):
+        table.add_column(col, justify="right")
+    for name, r, nfr in (
+        ("plain", both.plain, both.nfr_plain),
+        ("congruent", both.congruent, both.nfr_congruent),
+    ):
+        table.add_row(
+            f"v{r.manifest.version} {name}",
+            f"{nfr:.4f}",
+            f"{r.holdout.tpr:.3f}",
+            f"{r.holdout.fpr:.4f}",
+        )
+    return table
 
 
 def train_table(results: list[TrainResult]) -> Table:

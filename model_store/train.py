@@ -25,7 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from model_store.errors import TrainingError
 __all__ = [
     "MODEL_ID",
     "PARITY_TOLERANCE",
+    "CongruentResult",
     "EvalResult",
     "TrainConfig",
     "TrainResult",
@@ -49,6 +50,7 @@ __all__ = [
     "recipe_for_version",
     "split_of",
     "strictest_threshold",
+    "train_congruent",
     "train_model",
 ]
 
@@ -338,3 +340,67 @@ def congruent_weights(
     alert = scores >= (th.detect if th.detect is not None else th.block)
     right = alert == (corpus.labels == 1)
     return tuple(float(w) for w in np.where(right, boost, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class CongruentResult:
+    """A congruent training run beside the plain one, and each one's NFR against the reference.
+
+    NFR (negative flip rate, Yan et al., CVPR 2021) on the held-out test split (the release
+    gate's golden set): the share of its samples the reference decided right, at its alert
+    threshold, that the new model decides wrong at its own (`model_store.gate`).
+    """
+
+    congruent: TrainResult
+    plain: TrainResult
+    reference_version: int
+    samples: int
+    nfr_congruent: float
+    nfr_plain: float
+
+
+def train_congruent(
+    corpus: Corpus,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    reference_bundle: str | os.PathLike[str],
+    *,
+    now: dt.datetime,
+    boost: float = 4.0,
+) -> CongruentResult:
+    """Train `config` congruent with `reference_bundle` into `out`, and plain for comparison.
+
+    The plain model (same recipe, no weights) is trained into a temporary directory and
+    discarded; only its figures and its NFR are kept (its `bundle_dir` no longer exists).
+
+    Raises:
+        TrainingError: as `train_model`, or the reference bundle does not load.
+    """
+    import tempfile
+
+    from agent.model import load_bundle
+    from model_store.gate import negative_flip_rate
+
+    weights = congruent_weights(corpus, reference_bundle, boost=boost)
+    congruent = train_model(corpus, replace(config, sample_weight=weights), out, now=now)
+    with tempfile.TemporaryDirectory(prefix="fleetward-plain-") as tmp:
+        plain = train_model(corpus, replace(config, sample_weight=()), Path(tmp) / "plain", now=now)
+        test = np.asarray([split_of(r.sha256, r.folder) == "test" for r in corpus.records])
+        malicious = corpus.labels[test] == 1
+
+        def alerts(bundle: str | os.PathLike[str]) -> npt.NDArray[np.bool_]:
+            m = load_bundle(bundle, timeout_s=600.0)
+            th = m.manifest.thresholds
+            scores = m.scorer.score_batch(corpus.features[test])
+            return np.asarray(scores >= (th.detect if th.detect is not None else th.block))
+
+        ref_alert = alerts(reference_bundle)
+        ref_version = load_bundle(reference_bundle, timeout_s=600.0).version
+        return CongruentResult(
+            congruent=congruent,
+            plain=plain,
+            reference_version=ref_version,
+            samples=int(test.sum()),
+            nfr_congruent=negative_flip_rate(malicious, ref_alert, alerts(congruent.bundle_dir)),
+            nfr_plain=negative_flip_rate(malicious, ref_alert, alerts(plain.bundle_dir)),
+        )

@@ -352,3 +352,43 @@ def test_thin_golden_evidence_fails_instead_of_passing():
     for name in ("fp_ceiling_real", "fp_ceiling_synthetic", "detection_floor"):
         check = report.check(name)
         assert not check.passed and check.value is None and "only" in check.reason
+
+
+# --- regression: NFR of congruent training ---------------------------------------------------
+
+
+def test_congruent_training_reports_the_nfr_the_gate_measures_beside_the_plain_ones(
+    small_corpus: Corpus, bundles, golden: GoldenSet, tmp_path: Path
+):
+    from model_store.release import run_gate
+    from model_store.train import recipe_for_version, train_congruent
+
+    recipe = dataclasses.replace(recipe_for_version(2), n_estimators=40)
+    both = train_congruent(small_corpus, recipe, tmp_path / "v2c", bundles[1], now=NOW)
+    assert both.reference_version == 1 and both.samples == golden.features.shape[0]
+    assert not both.plain.bundle_dir.exists() and both.congruent.bundle_dir.is_dir()
+    gated = run_gate(both.congruent.bundle_dir, golden=golden, now=NOW, current_bundle=bundles[1])
+    assert gated.pair is not None and gated.pair.nfr == pytest.approx(both.nfr_congruent)
+    # the weights changed the model: the plain and the congruent one are different trees
+    assert both.plain.manifest.model_sha256 != both.congruent.manifest.model_sha256
+
+
+@pytest.mark.slow
+def test_model_train_congruent_with_prints_its_nfr_beside_the_plain_models(
+    small_corpus: Corpus, bundles, tmp_path: Path
+):
+    out = tmp_path / "v2c"
+    result = CliRunner().invoke(
+        fleetward_cli,
+        ["model", "train", "--corpus", str(small_corpus.root), "--version", "2",
+         "--out", str(out), "--congruent-with", str(bundles[1])],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "regression against v1" in result.output
+    lines = [ln for ln in result.output.splitlines() if "v2 plain" in ln or "v2 congruent" in ln]
+    assert len(lines) == 2, result.output
+    import re
+
+    nfrs = [float(re.search(r"v2 \w+\W+([0-9.]+)", ln).group(1)) for ln in lines]
+    assert all(0.0 <= v <= 1.0 for v in nfrs), lines
+    assert (out / "manifest.json").is_file()
