@@ -192,6 +192,8 @@ class Protector:
         self._queue: queue.Queue[_Pending | object] = queue.Queue(self.config.queue_size)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self.failure = ""
+        """Why the reader stopped on its own (the group is closed then: everything is allowed)."""
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -248,7 +250,7 @@ class Protector:
 
     def stop(self) -> None:
         """Stop answering: the group is closed and the kernel allows whatever is waiting."""
-        if self._fan_fd < 0:
+        if self._wake_w < 0:
             return
         self._stopping.set()
         os.write(self._wake_w, b"x")
@@ -257,8 +259,9 @@ class Protector:
         for t in self._threads:
             t.join(timeout=5)
         with self._lock:
-            os.close(self._fan_fd)  # the kernel answers allow for any event still waiting
-            self._fan_fd = -1
+            if self._fan_fd >= 0:
+                os.close(self._fan_fd)  # the kernel answers allow for any event still waiting
+                self._fan_fd = -1
             for p in self._pending.values():
                 if not p.closed:
                     os.close(p.fd)
@@ -266,6 +269,7 @@ class Protector:
             self._pending.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
 
     def invalidate(self) -> None:
         """Forget every cached verdict (call on each policy or model change)."""
@@ -277,6 +281,17 @@ class Protector:
     # --- the reader: never scores --------------------------------------------------------
 
     def _read_loop(self) -> None:
+        try:
+            self._read_events()
+        except Exception as exc:  # the reader must not die holding marks: fail open
+            self.stats.errors += 1
+            self.failure = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                if self._fan_fd >= 0:
+                    os.close(self._fan_fd)  # the kernel allows what waits, and asks no more
+                    self._fan_fd = -1
+
+    def _read_events(self) -> None:
         poller = select.poll()
         poller.register(self._fan_fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)

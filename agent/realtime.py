@@ -138,6 +138,8 @@ class ProtectSource:
         try:
             inputs = self.agent.decision_inputs()
             while not stop.wait(POLL_S):
+                if protector.failure:  # it failed open; the daemon reports this source stopped
+                    raise RuntimeError(f"real-time protection stopped: {protector.failure}")
                 now = self.agent.decision_inputs()
                 if now != inputs:
                     protector.invalidate()

@@ -288,3 +288,16 @@ def test_sigkill_releases_an_exec_waiting_for_the_answer(tmp_path: Path, bundles
         _kill(proc)
     t.join(10)
     assert codes == [0]
+
+
+def test_reader_failure_fails_open_and_is_recorded(harness: Harness) -> None:
+    evil = _write(harness.dir / "dropper.sh", EVIL)
+    p = harness.start()
+
+    def broken_mode() -> Mode:  # fault injection: the reader's own path raises
+        raise RuntimeError("mode source broke")
+
+    p.mode = broken_mode
+    assert _exec(evil) == 0, "a dead reader must not hold the exec"
+    assert p.failure == "RuntimeError: mode source broke" and p.stats.errors == 1
+    assert _exec(evil) == 0 and evil.exists()
