@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.decision import Mode
 from agent.policy import OrgPolicyModel, PolicyDocumentModel
-from backend.errors import NotFoundError
+from backend.errors import NotFoundError, PolicyConflictError
 from backend.store import PolicyRecord, Store
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
 Publish = Callable[[bytes, dt.datetime], None]
 ListName = str  # "allowlist" | "blocklist"
 _LISTS = ("allowlist", "blocklist")
+_CONFLICT_RETRIES = 3
 
 
 def repository_publisher(repo_dir: str | Path) -> Publish:
@@ -80,11 +81,19 @@ def _apply(
     action: str,
     change: Callable[[OrgPolicyModel], OrgPolicyModel],
 ) -> PolicyRecord:
-    doc = PolicyDocumentModel.model_validate(_next(store, org_id, now, change).model_dump())
     scope = org_id or "fleet"
-    return store.append_policy(
-        doc, actor=actor, action=f"{action} ({scope})", now=now, publish=publish
-    )
+    for attempt in range(_CONFLICT_RETRIES + 1):
+        # another replica may have changed the policy since this process last read it: the
+        # compare-and-set refuses, the store re-reads, and the change is applied to the newest
+        doc = PolicyDocumentModel.model_validate(_next(store, org_id, now, change).model_dump())
+        try:
+            return store.append_policy(
+                doc, actor=actor, action=f"{action} ({scope})", now=now, publish=publish
+            )
+        except PolicyConflictError:
+            if attempt == _CONFLICT_RETRIES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def set_mode(

@@ -3,7 +3,11 @@
 Routes (the OpenAPI document in `backend._openapi` is the contract, served at `/openapi.json`):
 `POST /v1/enroll`, `GET /v1/checkin`, `POST /v1/telemetry` for endpoints; `/v1/admin/...` for
 operators (admin token); the TUF repository's `metadata/` and `targets/` under `/tuf/` (never
-`keys/`); `/metrics`, `/healthz`.
+`keys/`); `/metrics`, `/healthz`; `GET /v1/push`, the push channel (`backend.push`).
+
+Check-in and the TUF metadata answer `If-None-Match` with 304 when nothing changed, so an idle
+fleet costs a few bytes per check-in. The policy a check-in answers from is this process's
+`backend.replica.PolicyFeed`, which follows changes other replicas make to the shared store.
 
 Every domain error maps to one status in `ERROR_STATUS`, the single exception-handler table;
 bad input is a 4xx with a reason and never a 5xx. A telemetry batch is committed before its
@@ -14,6 +18,7 @@ endpoint is refused (403), and check-in answers only the token's own org.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -49,6 +54,8 @@ from backend.errors import (
 from backend.ingest import aggregate_columns, endpoint_day_rows, parse_columns
 from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from backend.metrics import Metrics
+from backend.push import PushConfig, PushHub, PushRoute, feed_lifespan
+from backend.replica import PolicyFeed
 from backend.store import PolicyRecord, Principal, Store, TokenKind
 
 __all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
@@ -173,8 +180,18 @@ class _Routes:
             config,
         )
         self._resolved: dict[tuple[int, str], EffectivePolicy] = {}
-        self._checkins: dict[Principal, bytes] = {}
+        self._checkins: dict[Principal, tuple[bytes, str]] = {}
         self._checkins_version = 0
+        self.feed: PolicyFeed | None = None  # set by `create_app`
+
+    def current_policy(self) -> PolicyRecord | None:
+        """The policy this process answers from (its feed's, which follows other replicas)."""
+        return self.feed.latest() if self.feed is not None else self.store.current_policy()
+
+    def _adopt(self, record: PolicyRecord) -> None:
+        """A change made through this process: answer from it and notify at once."""
+        if self.feed is not None:
+            self.feed.offer(record)
 
     def _principal(self, request: Request, *kinds: TokenKind) -> Principal:
         header = request.headers.get("authorization", "")
@@ -207,19 +224,24 @@ class _Routes:
     async def checkin(self, request: Request) -> Response:
         principal = self._principal(request, TokenKind.ENDPOINT)
         assert principal.org_id is not None
-        record = self.store.current_policy()
+        record = self.current_policy()
         # The answer only changes with the policy: render it once per (policy, endpoint),
         # keeping only the current policy's answers.
         version = record.version if record else 0
         if version != self._checkins_version:
             self._checkins, self._checkins_version = {}, version
-        body_bytes = self._checkins.get(principal)
-        if body_bytes is None:
+        cached = self._checkins.get(principal)
+        if cached is None:
             body_bytes = self._render_checkin(principal, record)
+            etag = '"' + hashlib.blake2b(body_bytes, digest_size=12).hexdigest() + '"'
+            cached = (body_bytes, etag)
             if len(self._checkins) > 200_000:
                 self._checkins.clear()
-            self._checkins[principal] = body_bytes
-        return Response(body_bytes, media_type="application/json")
+            self._checkins[principal] = cached
+        body_bytes, etag = cached
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={"etag": etag})
+        return Response(body_bytes, media_type="application/json", headers={"etag": etag})
 
     def _render_checkin(self, principal: Principal, record: PolicyRecord | None) -> bytes:
         assert principal.org_id is not None
@@ -300,6 +322,7 @@ class _Routes:
                 self.store, self.publish, body.mode, org_id=body.org_id, now=self.clock()
             )
         )
+        self._adopt(record)
         return JSONResponse(_policy_json(record))
 
     async def assign_model(self, request: Request) -> Response:
@@ -314,6 +337,7 @@ class _Routes:
                 now=self.clock(),
             )
         )
+        self._adopt(record)
         return JSONResponse(_policy_json(record))
 
     def _list_name(self, request: Request) -> str:
@@ -339,6 +363,7 @@ class _Routes:
                 expires_at=body.expires_at,
             )
         )
+        self._adopt(record)
         return JSONResponse(_policy_json(record))
 
     async def remove_entry(self, request: Request) -> Response:
@@ -353,13 +378,14 @@ class _Routes:
                 self.store, self.publish, which, sha, org_id=org_id, now=self.clock()
             )
         )
+        self._adopt(record)
         return JSONResponse(_policy_json(record))
 
     async def get_policy(self, request: Request) -> Response:
         self._principal(request, TokenKind.ADMIN)
         as_of = request.query_params.get("as_of")
         if as_of is None:
-            record = self.store.current_policy()
+            record = self.current_policy()
         else:
             try:
                 when = dt.datetime.fromisoformat(as_of)
@@ -529,11 +555,13 @@ def create_app(
     metrics: Metrics | None = None,
     config: AppConfig | None = None,
     rollout_tick_s: float | None = None,
+    push: PushConfig | None = None,
 ) -> Starlette:
     """Build the ASGI app. `publish` defaults to signing into the TUF repository at `repo_dir`.
 
     `rollout_tick_s` (off by default) runs the rollout controller's tick every that many
     seconds for as long as the app serves (`backend.rollout_ticker`), with time from `clock`.
+    `push` bounds the push channels (`backend.push.PushConfig`; its defaults when None).
     """
     if publish is None:
         if repo_dir is None:
@@ -543,6 +571,14 @@ def create_app(
     from backend.rollout_api import ROUTES as rollout_routes  # mounted before /v1/admin/{list}
 
     r = _Routes(store, publish, clock, metrics, config or AppConfig())
+    hub = PushHub(push or PushConfig(), metrics.registry)
+    r.feed = feed = PolicyFeed(store, on_change=hub.on_policy)
+
+    def push_org(request: Request) -> str:
+        principal = r._principal(request, TokenKind.ENDPOINT)
+        assert principal.org_id is not None
+        return principal.org_id
+
     routes: list[Route | Mount] = [
         Route("/healthz", r.healthz, methods=["GET"]),
         Route("/openapi.json", r.openapi, methods=["GET"]),
@@ -550,6 +586,7 @@ def create_app(
         Route("/v1/enroll", r.enroll, methods=["POST"]),
         Route("/v1/checkin", r.checkin, methods=["GET"]),
         Route("/v1/telemetry", r.telemetry, methods=["POST"]),
+        Route("/v1/push", PushRoute(hub, feed, push_org, _on_backend_error), methods=["GET"]),
         Route("/v1/admin/orgs", r.list_orgs, methods=["GET"]),
         Route("/v1/admin/orgs", r.create_org, methods=["POST"]),
         Route("/v1/admin/mode", r.set_mode, methods=["PUT"]),
@@ -575,6 +612,7 @@ def create_app(
         from backend.rollout_ticker import tick_lifespan
 
         lifespan = tick_lifespan(store, publish, clock, rollout_tick_s)
+    lifespan = feed_lifespan(feed, lifespan)
     app = Starlette(
         routes=routes, exception_handlers={BackendError: _on_backend_error}, lifespan=lifespan
     )
@@ -582,6 +620,7 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     app.state.routes = r
+    app.state.push = hub
     return app
 
 

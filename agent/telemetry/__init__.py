@@ -10,8 +10,11 @@ from agent.telemetry.client import (
     Credentials,
     TelemetryPipe,
     check_in,
+    check_in_if_changed,
+    checkin_request,
     enroll,
     load_credentials,
+    parse_checkin,
     save_credentials,
 )
 from agent.telemetry.sender import FlushReport, SenderConfig, TelemetrySender
@@ -45,10 +48,13 @@ __all__ = [
     "TelemetryPipe",
     "TelemetrySender",
     "check_in",
+    "check_in_if_changed",
+    "checkin_request",
     "decode_batch",
     "encode_batch",
     "enroll",
     "load_credentials",
     "make_batches",
+    "parse_checkin",
     "save_credentials",
 ]

@@ -34,8 +34,11 @@ __all__ = [
     "Credentials",
     "TelemetryPipe",
     "check_in",
+    "check_in_if_changed",
+    "checkin_request",
     "enroll",
     "load_credentials",
+    "parse_checkin",
     "save_credentials",
 ]
 
@@ -96,18 +99,49 @@ def enroll(client: httpx.Client, url: str, enroll_token: str) -> Credentials:
         raise TransportError(f"enroll: the answer lacks {exc}") from exc
 
 
+def checkin_request(creds: Credentials, etag: str | None = None) -> tuple[str, dict[str, str]]:
+    """The check-in's URL and headers; with `etag` the backend answers 304 if nothing changed."""
+    headers = {"authorization": f"Bearer {creds.token}"}
+    if etag is not None:
+        headers["if-none-match"] = etag
+    return creds.backend_url + "/v1/checkin", headers
+
+
 def check_in(client: httpx.Client, creds: Credentials) -> CheckinInfo:
     """Ask the backend which policy version and model this endpoint should run.
 
     Raises:
         TransportError: the backend is unreachable or answered with an error.
     """
+    info, _etag = check_in_if_changed(client, creds, None)
+    assert info is not None  # no etag sent: never a 304
+    return info
+
+
+def check_in_if_changed(
+    client: httpx.Client, creds: Credentials, etag: str | None
+) -> tuple[CheckinInfo | None, str | None]:
+    """A conditional check-in: (None, etag) when the answer is still the one tagged `etag`.
+
+    Raises:
+        TransportError: the backend is unreachable or answered with an error.
+    """
+    url, headers = checkin_request(creds, etag)
     try:
-        response = client.get(
-            creds.backend_url + "/v1/checkin", headers={"authorization": f"Bearer {creds.token}"}
-        )
+        response = client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         raise TransportError(f"check-in: {exc}") from exc
+    if response.status_code == 304 and etag is not None:
+        return None, etag
+    return parse_checkin(response), response.headers.get("etag")
+
+
+def parse_checkin(response: httpx.Response) -> CheckinInfo:
+    """Read a (non-304) check-in answer.
+
+    Raises:
+        TransportError: the backend answered with an error or a malformed body.
+    """
     body = _json(response, "check-in")
     try:
         return CheckinInfo(

@@ -1,0 +1,198 @@
+"""Keep one backend process's view of the policy fresh when other processes change it.
+
+Several `fleetward backend serve` processes (replicas) share one store. Each answers check-ins
+from the policy it holds in memory, so each must learn of a change another replica made, and
+fast: the kill switch is a policy change. `PolicyFeed` holds this process's current
+`PolicyRecord` and watches the shared store for a newer version:
+
+- PostgreSQL: a trigger on `policy_history` (installed once, idempotently, under an advisory
+  lock) sends `NOTIFY fleetward_policy, '<schema>:<version>'` when the inserting transaction
+  commits; the feed `LISTEN`s on its own connection, and still reads `max(version)` every
+  `fallback_poll_s` in case a notification was lost with a dropped connection.
+- SQLite (replicas on one host, one file in WAL mode): a read-only connection checks
+  `PRAGMA data_version` (changes when another connection committed anything) and then
+  `max(version)` every `poll_s` (0.2 s): a few microseconds each, no writer is blocked.
+
+A newer version is read back through the store's public `policy_as_of` and handed to
+`on_change(old, new)` on the event loop (the push hub turns it into notices). Changes made
+in this process are offered directly (`offer`), so they do not wait for the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from backend.store import PolicyRecord
+
+__all__ = ["PolicyFeed", "PolicySource"]
+
+log = logging.getLogger(__name__)
+
+_FAR_FUTURE = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+_CHANNEL = "fleetward_policy"
+_TRIGGER_LOCK = 0x66_77_70_75_73_68  # "fwpush": serialises trigger creation across replicas
+_TRIGGER_SQL = f"""
+CREATE OR REPLACE FUNCTION fleetward_policy_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{_CHANNEL}', TG_TABLE_SCHEMA || ':' || NEW.version::text);
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS fleetward_policy_notify ON policy_history;
+CREATE TRIGGER fleetward_policy_notify AFTER INSERT ON policy_history
+    FOR EACH ROW EXECUTE FUNCTION fleetward_policy_notify();
+"""
+
+
+class PolicySource(Protocol):
+    """What the feed needs of a store (both `Store` and `PostgresStore` have it)."""
+
+    def current_policy(self) -> PolicyRecord | None:
+        """The policy this store last saw."""
+
+    def policy_as_of(self, when: dt.datetime) -> PolicyRecord | None:
+        """The latest policy at or before `when` (read from the database)."""
+
+
+OnChange = Callable[[PolicyRecord | None, PolicyRecord], None]
+
+
+class PolicyFeed:
+    """This process's current policy, refreshed from the shared store (see the module doc).
+
+    `run()` is the watching task (started by the app's lifespan); without it, `latest()`
+    falls back to asking the store, so an app served without a lifespan stays correct.
+    """
+
+    def __init__(
+        self,
+        store: PolicySource,
+        *,
+        on_change: OnChange | None = None,
+        poll_s: float = 0.2,
+        fallback_poll_s: float = 1.0,
+    ) -> None:
+        if not 0 < poll_s <= 5 or not 0 < fallback_poll_s <= 60:
+            raise ValueError("poll_s must be in (0, 5] and fallback_poll_s in (0, 60]")
+        self.store = store
+        self.on_change = on_change
+        self.poll_s, self.fallback_poll_s = poll_s, fallback_poll_s
+        self.current: PolicyRecord | None = store.current_policy()
+        self.running = False
+        self.changes_seen = 0
+        self._url: str | None = getattr(store, "url", None)
+        self._schema: str | None = getattr(store, "schema", None)
+        self._path: str | None = getattr(store, "path", None)
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the store is PostgreSQL (LISTEN/NOTIFY), else a SQLite file (polling)."""
+        return self._url is not None
+
+    def latest(self) -> PolicyRecord | None:
+        """The newest policy this process knows of (what a check-in answers from)."""
+        if not self.running:
+            return self.store.current_policy()
+        mine = self.current
+        if self.is_postgres:
+            return mine
+        theirs = self.store.current_policy()  # SQLite: an attribute read, and fresh in-process
+        if theirs is not None and (mine is None or theirs.version > mine.version):
+            return theirs
+        return mine
+
+    def offer(self, record: PolicyRecord) -> None:
+        """Adopt a change made in this process now (call on the event loop)."""
+        old = self.current
+        if old is not None and record.version <= old.version:
+            return
+        self.current = record
+        self.changes_seen += 1
+        if self.on_change is not None:
+            self.on_change(old, record)
+
+    async def _catch_up(self, version: int) -> None:
+        if self.current is not None and version <= self.current.version:
+            return
+        record = await asyncio.to_thread(self.store.policy_as_of, _FAR_FUTURE)
+        if record is not None:
+            self.offer(record)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch the store until `stop` is set (a supervisor loop: failures are logged, retried)."""
+        self.running = True
+        try:
+            while not stop.is_set():
+                try:
+                    if self.is_postgres:
+                        await self._listen(stop)
+                    else:
+                        await self._poll_sqlite(stop)
+                except Exception:  # supervisor: log, wait, watch again
+                    log.exception("policy feed failed; retrying")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+        finally:
+            self.running = False
+
+    async def _poll_sqlite(self, stop: asyncio.Event) -> None:
+        assert self._path is not None
+        if self._path in (":memory:", "") or self._path.startswith("file::memory:"):
+            await stop.wait()  # one connection, one process: nothing else can change it
+            return
+        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=0.5)
+        try:
+            seen = -1
+            while not stop.is_set():
+                data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                if data_version != seen:
+                    seen = data_version
+                    row = conn.execute("SELECT coalesce(max(version), 0) FROM policy_history")
+                    await self._catch_up(int(row.fetchone()[0]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
+        finally:
+            conn.close()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        import psycopg
+
+        assert self._url is not None
+        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        try:
+            if self._schema is not None:
+                await conn.execute(f'SET search_path TO "{self._schema}"')
+            schema = await _scalar(conn, "SELECT current_schema()")
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_TRIGGER_LOCK,))
+                await conn.execute(_TRIGGER_SQL.encode())
+            await conn.execute(f"LISTEN {_CHANNEL}")
+            await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
+            while not stop.is_set():
+                newest = 0
+                gen = conn.notifies(timeout=self.fallback_poll_s, stop_after=1)
+                async for note in gen:
+                    where, _, version = note.payload.rpartition(":")
+                    if where == schema and version.isdigit():
+                        newest = max(newest, int(version))
+                if newest:
+                    await self._catch_up(newest)
+                else:  # quiet, or a lost notification: look anyway
+                    await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
+        finally:
+            await conn.close()
+
+
+_MAX_SQL = "SELECT coalesce(max(version), 0) FROM policy_history"
+
+
+async def _scalar(conn: Any, query: str) -> Any:
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0]

@@ -1,0 +1,193 @@
+"""The push channel (`backend.push`) and conditional check-ins on a real server on loopback.
+
+Notices are read with the agent's own parser (`agent.push.parse_events`) from real SSE streams.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from agent.push import parse_events, push_request
+from backend.app import create_app
+from backend.push import PushConfig, orgs_touched
+from backend.store import Store
+from tests.backend.conftest import NOW, free_port
+
+
+@dataclass
+class Server:
+    url: str
+    admin: dict[str, str]
+
+    def org_endpoint(self, client: httpx.Client, name: str) -> tuple[str, str]:
+        r = client.post(f"{self.url}/v1/admin/orgs", json={"name": name}, headers=self.admin)
+        org_id, enroll = r.json()["org_id"], r.json()["enroll_token"]
+        r = client.post(f"{self.url}/v1/enroll", headers={"authorization": f"Bearer {enroll}"})
+        assert r.status_code == 201, r.text
+        return org_id, r.json()["token"]
+
+    def set_mode(self, client: httpx.Client, mode: str, org_id: str | None = None) -> int:
+        body = {"mode": mode} if org_id is None else {"mode": mode, "org_id": org_id}
+        r = client.put(f"{self.url}/v1/admin/mode", json=body, headers=self.admin)
+        assert r.status_code == 200, r.text
+        return int(r.json()["version"])
+
+
+def _serve(tmp_path: Path, repo_dir: Path, push: PushConfig) -> Iterator[Server]:
+    store = Store(tmp_path / "backend.db", synchronous="NORMAL")
+    token = store.create_admin_token(NOW)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(store, repo_dir, push=push),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    assert server.started
+    try:
+        yield Server(f"http://127.0.0.1:{port}", {"authorization": f"Bearer {token}"})
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, repo_dir: Path) -> Iterator[Server]:
+    yield from _serve(tmp_path, repo_dir, PushConfig(max_channels=3, heartbeat_s=0.5))
+
+
+class Listener:
+    """A push channel read in a thread; announced versions land in `versions`."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.versions: queue.Queue[int] = queue.Queue()
+        self.status: queue.Queue[int] = queue.Queue()
+        self.client = httpx.Client(timeout=httpx.Timeout(5.0, read=10.0))
+        self.url, self.headers = push_request(url, token)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.status.get(timeout=5) == 200
+
+    def _run(self) -> None:
+        try:
+            with self.client.stream("GET", self.url, headers=self.headers) as r:
+                self.status.put(r.status_code)
+                for v in parse_events(r.iter_lines()):
+                    self.versions.put(v)
+        except (httpx.HTTPError, RuntimeError):
+            pass
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def test_a_change_to_one_org_notifies_that_org_and_never_another(server: Server) -> None:
+    with httpx.Client(timeout=10) as client:
+        org_a, token_a = server.org_endpoint(client, "a")
+        _org_b, token_b = server.org_endpoint(client, "b")
+        first = server.set_mode(client, "enforce")
+        a, b = Listener(server.url, token_a), Listener(server.url, token_b)
+        try:
+            assert a.versions.get(timeout=5) == first  # the current version, on connect
+            assert b.versions.get(timeout=5) == first
+            only_a = server.set_mode(client, "off", org_id=org_a)
+            assert a.versions.get(timeout=5) == only_a
+            fleet = server.set_mode(client, "detect_only")
+            assert a.versions.get(timeout=5) == fleet
+            # b's next notice is the fleet-wide change: org a's change never reached it
+            assert b.versions.get(timeout=5) == fleet
+            assert b.versions.empty()
+        finally:
+            a.close()
+            b.close()
+
+
+def test_push_refuses_a_missing_or_revoked_token_with_401_and_an_admin_token_with_403(
+    server: Server,
+) -> None:
+    with httpx.Client(timeout=10) as client:
+        assert client.get(server.url + "/v1/push").status_code == 401
+        bad = client.get(server.url + "/v1/push", headers={"authorization": "Bearer nope"})
+        assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+        assert client.get(server.url + "/v1/push", headers=server.admin).status_code == 403
+
+
+def test_channels_past_the_bound_get_503_with_retry_after_and_show_in_metrics(
+    server: Server,
+) -> None:
+    with httpx.Client(timeout=10) as client:
+        _, token = server.org_endpoint(client, "a")
+        held = [Listener(server.url, token) for _ in range(3)]
+        try:
+            url, headers = push_request(server.url, token)
+            refused = client.get(url, headers=headers)
+            assert refused.status_code == 503
+            assert int(refused.headers["retry-after"]) == 30
+            text = client.get(server.url + "/metrics").text
+            assert "fleetward_push_channels 3.0" in text
+            assert "fleetward_push_refused_total 1.0" in text
+        finally:
+            for listener in held:
+                listener.close()
+        deadline = time.monotonic() + 5  # closed channels are unregistered
+        while "fleetward_push_channels 0.0" not in client.get(server.url + "/metrics").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_checkin_answers_304_while_unchanged_and_200_after_a_policy_change(
+    server: Server,
+) -> None:
+    with httpx.Client(timeout=10) as client:
+        _, token = server.org_endpoint(client, "a")
+        server.set_mode(client, "enforce")
+        auth = {"authorization": f"Bearer {token}"}
+        first = client.get(server.url + "/v1/checkin", headers=auth)
+        etag = first.headers["etag"]
+        again = client.get(server.url + "/v1/checkin", headers={**auth, "if-none-match": etag})
+        assert again.status_code == 304 and again.content == b""
+        server.set_mode(client, "off")
+        changed = client.get(server.url + "/v1/checkin", headers={**auth, "if-none-match": etag})
+        assert changed.status_code == 200 and changed.json()["mode"] == "off"
+        assert changed.headers["etag"] != etag
+
+
+def test_tuf_timestamp_answers_304_to_its_etag(server: Server) -> None:
+    with httpx.Client(timeout=10) as client:
+        url = server.url + "/tuf/metadata/timestamp.json"
+        first = client.get(url)
+        assert first.status_code == 200
+        again = client.get(url, headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304
+
+
+def test_orgs_touched_is_none_for_a_fleet_wide_change_and_the_org_for_an_override() -> None:
+    from agent.decision import Mode
+    from agent.policy import OrgPolicyModel, PolicyDocumentModel
+
+    base = PolicyDocumentModel(version=1, issued_at=NOW, default=OrgPolicyModel(mode=Mode.ENFORCE))
+    org = base.model_copy(update={"version": 2, "orgs": {"o1": OrgPolicyModel(mode=Mode.OFF)}})
+    fleet = org.model_copy(update={"version": 3, "default": OrgPolicyModel(mode=Mode.OFF)})
+    assert orgs_touched(None, base) is None
+    assert orgs_touched(base, org) == frozenset({"o1"})
+    assert orgs_touched(org, fleet) is None
+    assert orgs_touched(org, org.model_copy(update={"version": 4})) == frozenset()
