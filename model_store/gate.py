@@ -48,6 +48,7 @@ __all__ = [
     "PairStats",
     "SchemaFacts",
     "ScoreHistogram",
+    "check_schema",
     "judge",
     "ks_statistic",
     "negative_flip_rate",
@@ -74,11 +75,12 @@ class GateConfig:
         max_alert_fpr_real: ceiling on the alert FPR over golden real benign files (0.01: the
             training recipe targets 0.001 at block and 0.01 at detect on held-out real files).
         max_alert_fpr_synthetic: ceiling on the alert FPR over golden synthetic benign samples,
-            customers' in-house tools included (0.03; v2 measured 0.015 on the test corpus).
+            customers' in-house tools included (0.03; v2 measured 0.009 on the default corpus,
+            seed 7, and 0.015 on the tests' small one).
         min_block_tpr: floor on the block TPR over golden malware, every era (0.6; v1, which
-            never saw era-2 malware, measured 0.81).
+            never saw era-2 malware, measured 0.87 on the default corpus, 0.81 on the small).
         max_mean_abs_score_shift: bound on mean |score_new - score_old| over the golden set
-            against the current model (0.05; v1 -> v2 measured 0.0095).
+            against the current model (0.05; v1 -> v2 measured 0.017 and 0.0095).
         max_org_new_fp_alerts_per_day: per-org budget on predicted new false-positive alerts
             per day (1.0, the transition report's default budget).
         min_real_benign / min_synthetic_benign / min_malware: evidence floors; fewer golden
@@ -193,7 +195,8 @@ class PairStats:
 
     `mean_abs_score_shift` is the gated statistic. The two-sample KS statistic is reported
     but not gated: it is rank-based, and golden scores crowd near 0, so it flags moves of
-    1e-4 as loudly as real ones (v1 -> v2 measured KS 0.67 with mean |Δscore| 0.0095).
+    1e-4 as loudly as real ones (v1 -> v2 measured KS 0.82 with mean |Δscore| 0.017 on the
+    default corpus).
     `nfr` (negative flip rate, Yan et al., CVPR 2021): share of golden samples the old
     version decided right and the new one decides wrong, each at its own alert threshold;
     `pfr` the converse; `flip_share` the share whose alert decision changed.
@@ -364,7 +367,8 @@ def _histogram(golden: GoldenLabels, new: ModelScores, old: ModelScores | None) 
 # --- the checks ------------------------------------------------------------------------------
 
 
-def _schema_check(s: SchemaFacts) -> GateCheck:
+def check_schema(s: SchemaFacts) -> GateCheck:
+    """The `schema` check alone (the shell asks it before scoring anything)."""
     problems = []
     if s.manifest_schema != s.agent_schema:
         problems.append(
@@ -490,7 +494,7 @@ def judge(inputs: GateInputs, config: GateConfig, *, now: dt.datetime) -> GateRe
         if m is not None and m.scores.shape != mal.shape:
             raise ValueError("scores and golden labels differ in length")
     new = inputs.new
-    schema = _schema_check(inputs.schema)
+    schema = check_schema(inputs.schema)
     alert = None if new is None else new.scores >= new.alert_threshold
     blocked = None if new is None else new.scores >= new.block
     pair = _pair(g, inputs.old, new) if new is not None and inputs.old is not None else None

@@ -41,6 +41,7 @@ from model_store.gate import (
     GoldenLabels,
     ModelScores,
     SchemaFacts,
+    check_schema,
     judge,
     surge_pairs,
 )
@@ -98,22 +99,36 @@ def load_golden(corpus_dir: str | os.PathLike[str]) -> GoldenSet:
     records = [r for r, m in zip(corpus.records, mask, strict=True) if m]
     features = corpus.features[mask]
     paths = tuple(corpus.sample_path(r) for r in records)
-    lengths = set()
-    # one real file (if any) and synthetic samples: both kinds of bytes go through the code
-    real_first = [i for i, r in enumerate(records) if r.is_real][:1]
-    synthetic = [i for i, r in enumerate(records) if not r.is_real][: _SCHEMA_PROBES - 1]
-    probes = [*real_first, *synthetic]
+    # generated samples (they live in the corpus) first, then one real file; a real file
+    # whose bytes changed since the corpus was made (a package upgrade) is no probe
+    probes = [i for i, r in enumerate(records) if not r.is_real][:_SCHEMA_PROBES]
+    probes += [i for i, r in enumerate(records) if r.is_real]
+    lengths: set[int] = set()
+    real_probed = False
     for i in probes:
+        record = records[i]
+        if record.is_real and real_probed:
+            break
         try:
-            vec = extract_features(paths[i].read_bytes())
+            data = paths[i].read_bytes()
         except OSError as exc:
+            if record.is_real:
+                continue
             raise CorpusError(f"golden sample {paths[i]} is unreadable: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            if record.is_real:
+                continue
+            raise CorpusError(f"golden sample {paths[i]} changed since the corpus was made")
+        vec = extract_features(data)
         lengths.add(int(vec.shape[0]))
+        real_probed = real_probed or record.is_real
         if vec.shape == features[i].shape and not np.array_equal(vec, features[i]):
             raise CorpusError(
                 f"{corpus_dir}: cached features differ from agent.features for {paths[i].name}; "
                 "the feature code changed since the corpus was made"
             )
+    if not lengths:
+        raise CorpusError(f"{corpus_dir}: no golden sample could be re-extracted")
     if len(lengths) != 1:
         raise CorpusError(f"agent.features produced vectors of lengths {sorted(lengths)}")
     return GoldenSet(
@@ -193,13 +208,9 @@ def run_gate(
         agent_vector_length=golden.agent_vector_length,
     )
     del session
-    fits = (
-        schema.manifest_schema == schema.agent_schema
-        and schema.manifest_vector_length == schema.agent_vector_length
-        and schema.model_input_length in (None, schema.agent_vector_length)
-        and golden.features.shape[1] == schema.agent_vector_length
-        and all(len(c.vector) == schema.agent_vector_length for c in manifest.canaries)
-    )
+    if any(len(c.vector) != manifest.vector_length for c in manifest.canaries):
+        raise _refused(path, "a canary vector's length differs from the manifest's vector_length")
+    fits = check_schema(schema).passed and golden.features.shape[1] == schema.agent_vector_length
     if not fits:
         inputs = GateInputs(manifest.version, schema, golden.labels)
         return judge(inputs, cfg, now=now)

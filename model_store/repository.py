@@ -426,7 +426,8 @@ def publish_model(
     the reason are then signed into both targets' `custom` metadata (`custom["gate"]`), so the
     override stays on record with the release. Without `golden` only the bundle's own checks
     run (schema, integrity, self-test): test harnesses use that; `fleetward repo
-    publish-model` always gates.
+    publish-model` always gates. The repository lock is held from reading the current model
+    to signing, so the model the gate compared with is the one the candidate replaces.
 
     Publishing the same bytes again is a no-op that still returns the versions.
 
