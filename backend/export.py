@@ -65,11 +65,11 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
         ]
     )
     n_agg = 0
-    shas: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
     with pq.ParquetWriter(out / "aggregates.parquet", agg_schema) as w:
         for rows in store.iter_aggregates():
             n_agg += len(rows)
-            shas.update(r.sha256 for r in rows)
+            pairs.update((r.org_id, r.sha256) for r in rows)
             w.write_table(
                 pa.table(
                     {
@@ -88,11 +88,16 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
                 )
             )
     feat_schema = pa.schema(
-        [("sha256", pa.string()), ("schema", pa.string()), ("vector", pa.binary())]
+        [
+            ("org_id", pa.string()),
+            ("sha256", pa.string()),
+            ("schema", pa.string()),
+            ("vector", pa.binary()),
+        ]
     )
     schemas = [schema] if schema is not None else _feature_schemas(store)
     n_feat = 0
-    ordered = sorted(shas)
+    ordered = sorted(pairs)  # vectors are per org: (org_id, sha256)
     with pq.ParquetWriter(out / "features.parquet", feat_schema) as w:
         for name in schemas:
             for i in range(0, len(ordered), 50_000):
@@ -102,7 +107,8 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
                 w.write_table(
                     pa.table(
                         {
-                            "sha256": keys,
+                            "org_id": [k[0] for k in keys],
+                            "sha256": [k[1] for k in keys],
                             "schema": [name] * len(keys),
                             "vector": [found[k] for k in keys],
                         },

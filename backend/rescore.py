@@ -626,8 +626,9 @@ def iter_row_batches(
 ) -> Iterator[RowBatch]:
     """Stream active (non-shadow) aggregate rows first seen before `until`, with their vectors.
 
-    Rows come by sample (`Store.iter_aggregate_columns`), so a batch reads each of its samples'
-    vectors once; orgs, samples and verdicts arrive as `Coded` columns. Memory is bounded by
+    Rows come by sample (`Store.iter_aggregate_columns`), so a batch reads each of its (org,
+    sample) vectors once, each row its own org's; orgs, samples and verdicts arrive as `Coded`
+    columns. Memory is bounded by
     `batch_rows` rows and their distinct samples' vectors.
     """
     verdict_lut = {v.value: VERDICT_CODES[v] for v in VERDICTS}
@@ -642,29 +643,35 @@ def iter_row_batches(
             np.frombuffer(raw, dtype="S32"), return_index=True, return_inverse=True
         )
         shas = tuple(cols.sha256s[i].hex() for i in first.tolist())
-        found = store.feature_vectors(shas, schema)
-        keys = tuple(k for k in shas if k in found)
-        vec_of_sample = np.full(len(shas), -1, dtype=np.int64)
-        vec_of_sample[np.fromiter((k in found for k in shas), bool, len(shas))] = np.arange(
-            len(keys)
-        )
         sample_of_row = sample_of_row.reshape(-1).astype(np.intp)
         verdicts = np.fromiter(map(verdict_lut.__getitem__, cols.verdicts), np.intp, n)
         org_keys, org_of_row = np.unique(np.array(cols.org_keys), return_inverse=True)
+        org_of_row = org_of_row.reshape(-1).astype(np.intp)
         names = dict(cols.org_names)
+        org_names = tuple(names[k] for k in org_keys.tolist())
+        # each row reads the vector its own org reported (per-org vectors); a vector shared
+        # byte for byte by several orgs is decoded and scored once
+        pair_code = org_of_row.astype(np.int64) * len(shas) + sample_of_row
+        pairs, row_pair = np.unique(pair_code, return_inverse=True)
+        pair_keys = [(org_names[p // len(shas)], shas[p % len(shas)]) for p in pairs.tolist()]
+        found = store.feature_vectors(pair_keys, schema)
+        distinct: dict[tuple[str, bytes], int] = {}
+        vec_of_pair = np.full(len(pair_keys), -1, dtype=np.int64)
+        for j, key in enumerate(pair_keys):
+            raw_vec = found.get(key)
+            if raw_vec is not None:
+                vec_of_pair[j] = distinct.setdefault((key[1], raw_vec), len(distinct))
         yield RowBatch(
-            org_ids=Coded(
-                tuple(names[k] for k in org_keys.tolist()), org_of_row.reshape(-1).astype(np.intp)
-            ),
+            org_ids=Coded(org_names, org_of_row),
             sha256s=Coded(shas, sample_of_row),
             first_seen_ms=np.array(cols.first_seen_ms, dtype=np.int64),
             days=np.array(cols.days, dtype=np.int64),
             model_versions=np.array(cols.model_versions, dtype=np.int64),
             counts=np.array(cols.counts, dtype=np.int64),
             verdicts=Coded(VERDICTS, verdicts),
-            vectors=decode_vectors([found[k] for k in keys], vector_length),
-            vec_index=vec_of_sample[sample_of_row],
-            vec_sha256s=keys,
+            vectors=decode_vectors([v for _, v in distinct], vector_length),
+            vec_index=vec_of_pair[row_pair.reshape(-1)],
+            vec_sha256s=tuple(sha for sha, _ in distinct),
         )
 
 

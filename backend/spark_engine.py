@@ -6,7 +6,8 @@ are redone) and every figure from `Tally`, exactly as `run_rescore` does. Spark 
 data:
 - rows: the active aggregate rows first seen before `now`, repartitioned by sha256, so a
   sample's rows, vector and labels meet in one partition;
-- features: a Spark join on (sha256, schema);
+- features: a Spark join on (org_id, sha256) within the schema: each org reads the vectors
+  its own endpoints reported;
 - labels as of each row's time (or `now`, `as_of.labels = "evaluation"`): a Spark join on
   sha256 with `labelled_at <= t`, the latest kept by a window (ties by `seq`, the store's
   order, as `LabelBook` resolves them). Nothing dated after t can reach a row;
@@ -130,9 +131,9 @@ def run_rescore_spark(
     feats = (
         spark.read.parquet(str(src / "features.parquet"))
         .where(F.col("schema") == schema)
-        .select("sha256", "vector")
+        .select("org_id", "sha256", "vector")
     )
-    rows = rows.join(feats, "sha256", "left")
+    rows = rows.join(feats, ["org_id", "sha256"], "left")  # each org reads its own vectors
     labels = spark.read.parquet(str(src / "labels.parquet")).where(
         F.col("labelled_at_us") <= to_us(now)
     )
@@ -226,12 +227,12 @@ def _row_batch(frame: Any, length: int, rules: Sequence[str]) -> tuple[RowBatch,
     from backend.labels import LabelBook, LabelChange, LabelSource, LabelValue
 
     shas = [str(s) for s in frame["sha256"]]
-    vec_of: dict[str, bytes] = {}
-    for sha, vec in zip(shas, frame["vector"], strict=True):
+    orgs = [str(o) for o in frame["org_id"]]
+    vec_of: dict[tuple[str, bytes], int] = {}  # (sample, vector) -> position, each once
+    vec_index = np.full(len(shas), -1, np.int64)
+    for i, (sha, vec) in enumerate(zip(shas, frame["vector"], strict=True)):
         if vec is not None and not (isinstance(vec, float) and np.isnan(vec)):
-            vec_of[sha] = bytes(vec)
-    keys = sorted(vec_of)
-    index = {k: j for j, k in enumerate(keys)}
+            vec_index[i] = vec_of.setdefault((sha, bytes(vec)), len(vec_of))
     books: dict[str, LabelBook] = {}
     for rule in rules:
         chosen: dict[int, LabelChange] = {}
@@ -246,18 +247,17 @@ def _row_batch(frame: Any, length: int, rules: Sequence[str]) -> tuple[RowBatch,
                 lab["family"],
             )
         books[rule] = LabelBook(chosen[s] for s in sorted(chosen))  # store order for ties
-    n = len(shas)
     batch = RowBatch(
-        org_ids=tuple(str(o) for o in frame["org_id"]),
+        org_ids=tuple(orgs),
         sha256s=tuple(shas),
         first_seen_ms=frame["first_seen_ms"].to_numpy(np.int64),
         days=frame["day"].to_numpy(np.int64),
         model_versions=frame["model_version"].to_numpy(np.int64),
         counts=frame["count"].to_numpy(np.int64),
         verdicts=tuple(Verdict(v) for v in frame["verdict"]),
-        vectors=decode_vectors([vec_of[k] for k in keys], length),
-        vec_index=np.fromiter((index.get(s, -1) for s in shas), np.int64, n),
-        vec_sha256s=tuple(keys),
+        vectors=decode_vectors([v for _, v in vec_of], length),
+        vec_index=vec_index,
+        vec_sha256s=tuple(sha for sha, _ in vec_of),
     )
     return batch, books
 
@@ -332,15 +332,15 @@ def predict_transition_spark(
 
     def vectors_of(model: LoadedModel, name: str) -> Any:
         return feats.where(F.col("schema") == model.manifest.feature_schema).select(
-            "sha256", F.col("vector").alias(name)
+            "org_id", "sha256", F.col("vector").alias(name)
         )
 
     pairs = (
         active.groupBy("org_id", "sha256")
         .agg(F.sum("count").alias("count"), F.collect_list("endpoints").alias("sketches"))
         .join(label_now, "sha256", "left")
-        .join(vectors_of(old, "vec_old"), "sha256", "left")
-        .join(vectors_of(new, "vec_new"), "sha256", "left")
+        .join(vectors_of(old, "vec_old"), ["org_id", "sha256"], "left")  # own org's vectors
+        .join(vectors_of(new, "vec_new"), ["org_id", "sha256"], "left")
         .repartition(partitions, "sha256")
     )
     paths = (old_bundle, new_bundle, congruent_bundle)
@@ -419,9 +419,7 @@ def predict_transition_spark(
         (arr("s_c", np.float64), arr("ok_c", bool)) if cong is not None else None,
         malicious=np.asarray([lb == "malicious" for lb in label_col], dtype=bool),
         benign=np.asarray([lb == "benign" for lb in label_col], dtype=bool),
-        without_vectors=len(
-            {s for s, v in zip(pair_set.sha256s, col.get("has_vec", []), strict=True) if not v}
-        ),
+        without_vectors=sum(1 for v in col.get("has_vec", []) if not v),  # (org, sample) pairs
     )
     return _report(
         pair_set,
@@ -460,18 +458,19 @@ def _score_frame(
     from backend.transition import _Pairs, _score_pairs
 
     shas = [str(s) for s in frame["sha256"]]
+    orgs = [str(o) for o in frame["org_id"]]
     part = _Pairs(
-        org_ids=tuple(str(o) for o in frame["org_id"]),
+        org_ids=tuple(orgs),
         sha256s=tuple(shas),
         counts=frame["count"].to_numpy(np.int64),
         sketches=(),
         org_days=(),
     )
 
-    def vectors(column: str, length: int) -> dict[str, Any]:
+    def vectors(column: str, length: int) -> dict[tuple[str, str], Any]:
         found = {
-            sha: bytes(v)
-            for sha, v in zip(shas, frame[column], strict=True)
+            key: bytes(v)
+            for key, v in zip(zip(orgs, shas, strict=True), frame[column], strict=True)
             if v is not None and not (isinstance(v, float) and np.isnan(v))
         }
         keys = sorted(found)
@@ -502,7 +501,7 @@ def _score_frame(
             "count": part.counts,
             "sketch": merged,
             "label": labels,
-            "has_vec": [s in vec_old for s in shas],
+            "has_vec": [k in vec_old for k in zip(orgs, shas, strict=True)],
             "s_old": s_old,
             "ok_old": ok_old,
             "s_new": s_new,

@@ -106,8 +106,8 @@ CREATE TABLE IF NOT EXISTS aggregates (
     first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
     PRIMARY KEY (day, org, sha256, model_version, shadow, verdict)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS features (
-    sha256 BLOB NOT NULL, schema TEXT NOT NULL, vector BLOB NOT NULL,
-    PRIMARY KEY (sha256, schema)) WITHOUT ROWID;
+    org INTEGER NOT NULL, sha256 BLOB NOT NULL, schema TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (org, sha256, schema)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS endpoint_days (
     day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version INTEGER NOT NULL,
     org_id TEXT NOT NULL, events INTEGER NOT NULL, alerts INTEGER NOT NULL,
@@ -327,6 +327,17 @@ def _merge_endpoint_days(rows: Sequence[EvidenceRow]) -> list[EvidenceRow]:
     return list(out.values())
 
 
+def _set_aside_shared_vectors(conn: sqlite3.Connection) -> None:
+    """Rename a features table from before per-org vectors to `features_unowned`.
+
+    Its vectors were shared by every org (the first reporter's won), so no org can be trusted
+    to own them: they stay in the file for an operator to inspect and are never read.
+    """
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(features)")]
+    if cols and "org" not in cols:
+        conn.execute("ALTER TABLE features RENAME TO features_unowned")
+
+
 def _check_next_version(latest: int, proposed: int) -> None:
     """The compare-and-set of a policy change: `proposed` must follow `latest` exactly.
 
@@ -375,6 +386,7 @@ class Store:
         self._autocheckpoint = autocheckpoint
         if not autocheckpoint:  # another connection calls `checkpoint` (see its docstring)
             conn.execute("PRAGMA wal_autocheckpoint=0")
+        _set_aside_shared_vectors(conn)
         conn.executescript(_SCHEMA)
         with self.write_transaction():
             found = conn.execute(
@@ -575,7 +587,7 @@ class Store:
             for r in rows
         ]
         params.sort(key=lambda p: p[:6])
-        feats = [(bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
+        feats = [(org, bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
         return self._apply(
             batch.endpoint_id,
             batch.key,
@@ -610,7 +622,7 @@ class Store:
             batch.events,
             batch.dropped_events,
             params,
-            batch.features,
+            [(org, sha, schema, vec) for sha, schema, vec in batch.features],
             now,
             endpoint_days=evidence,
         )
@@ -647,7 +659,7 @@ class Store:
         endpoints: Sequence[bytes],
         first_seen_ms: Sequence[int],
         last_seen_ms: Sequence[int],
-        features: Sequence[tuple[bytes, str, bytes]],
+        features: Sequence[tuple[str, bytes, str, bytes]],
         now: dt.datetime,
         arm_days: Sequence[ArmDayRow] = (),
     ) -> IngestResult:
@@ -682,8 +694,9 @@ class Store:
         )
         bulk = self._bulk()
         conn: _Writer = self._conn if bulk is None else bulk
+        feats = [(self._org_key(o), sha, schema, vec) for o, sha, schema, vec in features]
         return self._apply(
-            endpoint_id, key, 0, 0, params, features, now, conn=conn, rows=n, arm_days=arm_days
+            endpoint_id, key, 0, 0, params, feats, now, conn=conn, rows=n, arm_days=arm_days
         )
 
     def _bulk(self) -> apsw.Connection | None:
@@ -715,7 +728,7 @@ class Store:
         events: int,
         dropped_events: int,
         params: Iterable[tuple[object, ...]],
-        feats: Sequence[tuple[bytes, str, bytes]],
+        feats: Sequence[tuple[int, bytes, str, bytes]],
         now: dt.datetime,
         *,
         conn: _Writer | None = None,
@@ -748,7 +761,8 @@ class Store:
                 db.executemany(_UPSERT, params)
                 if feats:
                     db.executemany(
-                        "INSERT OR IGNORE INTO features (sha256, schema, vector) VALUES (?, ?, ?)",
+                        "INSERT OR IGNORE INTO features (org, sha256, schema, vector) "
+                        "VALUES (?, ?, ?, ?)",
                         feats,
                     )
                 if _FAULT_MARKER:
@@ -810,12 +824,18 @@ class Store:
             for r in found
         ]
 
-    def feature_vector(self, sha256: str, schema: str) -> bytes | None:
-        """The stored feature vector of a sample, or None."""
+    def feature_vector(self, org_id: str, sha256: str, schema: str) -> bytes | None:
+        """The feature vector `org_id`'s endpoints reported for a sample, or None.
+
+        Vectors are kept per org: another org's report of the same sample is never read here.
+        """
+        org = self._orgs.get(org_id)
+        if org is None:
+            return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT vector FROM features WHERE sha256 = ? AND schema = ?",
-                (bytes.fromhex(sha256), schema),
+                "SELECT vector FROM features WHERE org = ? AND sha256 = ? AND schema = ?",
+                (org, bytes.fromhex(sha256), schema),
             ).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -1133,21 +1153,32 @@ class Store:
             if own:
                 conn.close()
 
-    def feature_vectors(self, sha256s: Sequence[str], schema: str) -> dict[str, bytes]:
-        """The stored vectors of many samples at once (missing samples are left out)."""
-        out: dict[str, bytes] = {}
+    def feature_vectors(
+        self, keys: Iterable[tuple[str, str]], schema: str
+    ) -> dict[tuple[str, str], bytes]:
+        """The stored vectors of many (org id, sample) pairs at once (missing ones left out).
+
+        Each org reads only the vectors its own endpoints reported.
+        """
+        by_org: dict[int, list[bytes]] = {}
+        for org_id, sha in dict.fromkeys(keys):
+            org = self._orgs.get(org_id)
+            if org is not None:
+                by_org.setdefault(org, []).append(bytes.fromhex(sha))
+        out: dict[tuple[str, str], bytes] = {}
         conn, own = self._reader()
         try:
-            keys = [bytes.fromhex(s) for s in dict.fromkeys(sha256s)]
-            for i in range(0, len(keys), 500):
-                part = keys[i : i + 500]
-                marks = ",".join("?" * len(part))
-                for sha, vec in conn.execute(
-                    "SELECT sha256, vector FROM features "  # noqa: S608 - placeholders only
-                    f"WHERE schema = ? AND sha256 IN ({marks})",
-                    [schema, *part],
-                ):
-                    out[sha.hex()] = bytes(vec)
+            for org, shas in by_org.items():
+                name = self._org_names[org]
+                for i in range(0, len(shas), 500):
+                    part = shas[i : i + 500]
+                    marks = ",".join("?" * len(part))
+                    for sha, vec in conn.execute(
+                        "SELECT sha256, vector FROM features "  # noqa: S608 - placeholders only
+                        f"WHERE org = ? AND schema = ? AND sha256 IN ({marks})",
+                        [org, schema, *part],
+                    ):
+                        out[(name, sha.hex())] = bytes(vec)
         finally:
             if own:
                 conn.close()

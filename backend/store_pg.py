@@ -28,7 +28,7 @@ import datetime as dt
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -39,8 +39,9 @@ from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch
 from backend import sketch
 from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
-from backend.ingest import AggregateRow, FeatureRow
+from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
 from backend.store import (
+    _FAULT_MARKER,
     EndpointCredentials,
     IngestResult,
     OrgCreated,
@@ -50,6 +51,8 @@ from backend.store import (
     StoreStats,
     TokenKind,
     _check_next_version,
+    _merge_endpoint_days,
+    _pause_for_fault_injection,
     hash_token,
 )
 
@@ -84,8 +87,20 @@ CREATE TABLE IF NOT EXISTS aggregates (
     first_seen_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
     PRIMARY KEY (day, org, sha256, model_version, shadow, verdict));
 CREATE TABLE IF NOT EXISTS features (
-    sha256 BYTEA NOT NULL, schema TEXT NOT NULL, vector BYTEA NOT NULL,
-    PRIMARY KEY (sha256, schema));
+    org BIGINT NOT NULL, sha256 BYTEA NOT NULL, schema TEXT NOT NULL, vector BYTEA NOT NULL,
+    PRIMARY KEY (org, sha256, schema));
+CREATE TABLE IF NOT EXISTS endpoint_days (
+    day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version BIGINT NOT NULL,
+    org_id TEXT NOT NULL, events BIGINT NOT NULL, alerts BIGINT NOT NULL,
+    self_test_failures BIGINT NOT NULL, model_errors BIGINT NOT NULL,
+    breaker_trips BIGINT NOT NULL,
+    PRIMARY KEY (day, endpoint_id, model_version));
+CREATE TABLE IF NOT EXISTS arm_days (
+    day INTEGER NOT NULL, model_version BIGINT NOT NULL, org_id TEXT NOT NULL,
+    endpoint_days BIGINT NOT NULL, events BIGINT NOT NULL, alerts BIGINT NOT NULL,
+    self_test_failures BIGINT NOT NULL, model_errors BIGINT NOT NULL,
+    breaker_trips BIGINT NOT NULL,
+    PRIMARY KEY (day, model_version, org_id));
 CREATE TABLE IF NOT EXISTS labels (
     id BIGSERIAL PRIMARY KEY, sha256 BYTEA NOT NULL, label TEXT NOT NULL,
     source TEXT NOT NULL, family TEXT NOT NULL DEFAULT '', labelled_at TIMESTAMPTZ NOT NULL,
@@ -110,6 +125,27 @@ ON CONFLICT (day, org, sha256, model_version, shadow, verdict) DO UPDATE SET
                      ELSE fw_merge(a.endpoints, excluded.endpoints) END,
     first_seen_ms = least(a.first_seen_ms, excluded.first_seen_ms),
     last_seen_ms = greatest(a.last_seen_ms, excluded.last_seen_ms)
+"""
+
+# an endpoint-day row summed into the ledger; `inserted` tells whether the key is new (one
+# more endpoint-day for the rollup) under the row lock, so concurrent writers count it once
+_ADD_ENDPOINT_DAY = """
+INSERT INTO endpoint_days AS e VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (day, endpoint_id, model_version) DO UPDATE SET
+    events = e.events + excluded.events, alerts = e.alerts + excluded.alerts,
+    self_test_failures = e.self_test_failures + excluded.self_test_failures,
+    model_errors = e.model_errors + excluded.model_errors,
+    breaker_trips = e.breaker_trips + excluded.breaker_trips
+RETURNING (xmax = 0) AS inserted, org_id
+"""
+_ADD_ARM_ROW = """
+INSERT INTO arm_days AS a VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (day, model_version, org_id) DO UPDATE SET
+    endpoint_days = a.endpoint_days + excluded.endpoint_days,
+    events = a.events + excluded.events, alerts = a.alerts + excluded.alerts,
+    self_test_failures = a.self_test_failures + excluded.self_test_failures,
+    model_errors = a.model_errors + excluded.model_errors,
+    breaker_trips = a.breaker_trips + excluded.breaker_trips
 """
 
 _AGG_COLUMNS = (
@@ -150,6 +186,14 @@ class PostgresStore:
                 self._conn.execute(
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
                 )
+            # vectors from before per-org vectors had no owner: set aside, never read
+            self._conn.execute(
+                "DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_name = 'features') AND NOT "
+                "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = 'features' AND column_name = 'org') THEN "
+                "ALTER TABLE features RENAME TO features_unowned; END IF; END $$"
+            )
             self._conn.execute(_SCHEMA)
         self._orgs: dict[str, int] = {}
         self._org_names: dict[int, str] = {}
@@ -317,7 +361,7 @@ class PostgresStore:
             )
             for r in rows
         ]
-        feats = [(bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
+        feats = [(org, bytes.fromhex(f.sha256), f.schema, f.vector) for f in features]
         return self._apply(
             batch.endpoint_id,
             batch.key,
@@ -328,8 +372,16 @@ class PostgresStore:
             now,
         )
 
-    def ingest_aggregate(self, batch: BatchAggregate, now: dt.datetime) -> IngestResult:
+    def ingest_aggregate(
+        self,
+        batch: BatchAggregate,
+        now: dt.datetime,
+        *,
+        evidence: Sequence[EvidenceRow] = (),
+    ) -> IngestResult:
         """Apply one folded batch in one transaction, once per idempotency key (the hot path).
+
+        Ledger, aggregates, vectors and the rollout evidence commit together.
 
         Raises:
             NotFoundError: the batch names an org the store does not know.
@@ -342,9 +394,70 @@ class PostgresStore:
             batch.events,
             batch.dropped_events,
             params,
-            batch.features,
+            [(org, sha, schema, vec) for sha, schema, vec in batch.features],
             now,
+            endpoint_days=evidence,
         )
+
+    def record_evidence(
+        self,
+        key: str,
+        *,
+        endpoint_days: Sequence[EvidenceRow] = (),
+        arm_days: Sequence[ArmDayRow] = (),
+        now: dt.datetime,
+    ) -> IngestResult:
+        """Write rollout evidence alone, once per `key`, through the one ingest transaction."""
+        return self._apply(
+            "evidence", key, 0, 0, [], [], now, endpoint_days=endpoint_days, arm_days=arm_days
+        )
+
+    def ingest_columns(
+        self,
+        key: str,
+        endpoint_id: str,
+        *,
+        day: Sequence[int],
+        org_id: Sequence[str],
+        sha256: Sequence[bytes],
+        model_version: Sequence[int],
+        verdict: Sequence[str],
+        count: Sequence[int],
+        endpoints: Sequence[bytes],
+        first_seen_ms: Sequence[int],
+        last_seen_ms: Sequence[int],
+        features: Sequence[tuple[str, bytes, str, bytes]],
+        now: dt.datetime,
+        arm_days: Sequence[ArmDayRow] = (),
+    ) -> IngestResult:
+        """Apply many orgs' aggregate rows, given as columns, in one transaction (bulk path).
+
+        Raises:
+            NotFoundError: a row names an org the store does not know.
+            ValueError: the columns differ in length.
+        """
+        n = len(day)
+        cols = (org_id, sha256, model_version, verdict, count, endpoints)
+        if any(len(c) != n for c in (*cols, first_seen_ms, last_seen_ms)):
+            raise ValueError("ingest_columns: columns of different lengths")
+        orgs = {o: self._org_key(o) for o in set(org_id)}
+        params = list(
+            zip(
+                day,
+                [orgs[o] for o in org_id],
+                sha256,
+                model_version,
+                [0] * n,
+                verdict,
+                count,
+                endpoints,
+                first_seen_ms,
+                last_seen_ms,
+                strict=True,
+            )
+        )
+        feats = [(self._org_key(o), sha, schema, vec) for o, sha, schema, vec in features]
+        return self._apply(endpoint_id, key, 0, 0, params, feats, now, arm_days=arm_days)
 
     def _apply(
         self,
@@ -353,9 +466,13 @@ class PostgresStore:
         events: int,
         dropped_events: int,
         params: Sequence[tuple[Any, ...]],
-        feats: Sequence[tuple[bytes, str, bytes]],
+        feats: Sequence[tuple[int, bytes, str, bytes]],
         now: dt.datetime,
+        *,
+        endpoint_days: Sequence[EvidenceRow] = (),
+        arm_days: Sequence[ArmDayRow] = (),
     ) -> IngestResult:
+        """The one ingest transaction: ledger, aggregates, vectors, evidence, last seen."""
         now_ms = int(now.timestamp() * 1000)
         ordered = sorted(params, key=lambda p: p[:6])  # one lock order across processes
         conn = self._conn
@@ -372,10 +489,20 @@ class PostgresStore:
                     c.executemany(_UPSERT, ordered)
                     if feats:
                         c.executemany(
-                            "INSERT INTO features (sha256, schema, vector) VALUES (%s, %s, %s) "
-                            "ON CONFLICT DO NOTHING",
+                            "INSERT INTO features (org, sha256, schema, vector) "
+                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                             sorted(feats),
                         )
+                    if _FAULT_MARKER:
+                        _pause_for_fault_injection(_FAULT_MARKER)
+                    adds: list[ArmDayRow] = list(arm_days)
+                    for r in _merge_endpoint_days(endpoint_days):
+                        c.execute(_ADD_ENDPOINT_DAY, r)
+                        got = c.fetchone()
+                        assert got is not None
+                        adds.append((r[0], r[2], str(got[1]), int(bool(got[0])), *r[4:]))
+                    if adds:
+                        c.executemany(_ADD_ARM_ROW, sorted(adds))
                 conn.execute(
                     "UPDATE endpoints SET last_seen_ms = %s, "
                     "spool_dropped_events = greatest(spool_dropped_events, %s) "
@@ -419,12 +546,15 @@ class PostgresStore:
             found = self._conn.execute(query.encode(), args).fetchall()
         return [self._agg_row(r) for r in found]
 
-    def feature_vector(self, sha256: str, schema: str) -> bytes | None:
-        """The stored feature vector of a sample, or None."""
+    def feature_vector(self, org_id: str, sha256: str, schema: str) -> bytes | None:
+        """The feature vector `org_id`'s endpoints reported for a sample, or None."""
+        org = self._org_lookup(org_id)
+        if org is None:
+            return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT vector FROM features WHERE sha256 = %s AND schema = %s",
-                (bytes.fromhex(sha256), schema),
+                "SELECT vector FROM features WHERE org = %s AND sha256 = %s AND schema = %s",
+                (org, bytes.fromhex(sha256), schema),
             ).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -638,15 +768,24 @@ class PostgresStore:
         for chunk in self._stream(query, args, batch_rows):
             yield [self._agg_row(r) for r in chunk]
 
-    def feature_vectors(self, sha256s: Sequence[str], schema: str) -> dict[str, bytes]:
-        """The stored vectors of many samples at once (missing samples are left out)."""
-        keys = [bytes.fromhex(s) for s in dict.fromkeys(sha256s)]
-        out: dict[str, bytes] = {}
+    def feature_vectors(
+        self, keys: Iterable[tuple[str, str]], schema: str
+    ) -> dict[tuple[str, str], bytes]:
+        """The stored vectors of many (org id, sample) pairs at once (missing ones left out)."""
+        by_org: dict[int, list[bytes]] = {}
+        for org_id, sha in dict.fromkeys(keys):
+            org = self._org_lookup(org_id)
+            if org is not None:
+                by_org.setdefault(org, []).append(bytes.fromhex(sha))
+        out: dict[tuple[str, str], bytes] = {}
         with self._lock:
-            for i in range(0, len(keys), 5000):
-                for sha, vec in self._conn.execute(
-                    "SELECT sha256, vector FROM features WHERE schema = %s AND sha256 = ANY(%s)",
-                    (schema, keys[i : i + 5000]),
-                ):
-                    out[bytes(sha).hex()] = bytes(vec)
+            for org, shas in by_org.items():
+                name = self._org_names[org]
+                for i in range(0, len(shas), 5000):
+                    for sha, vec in self._conn.execute(
+                        "SELECT sha256, vector FROM features "
+                        "WHERE org = %s AND schema = %s AND sha256 = ANY(%s)",
+                        (org, schema, shas[i : i + 5000]),
+                    ):
+                        out[(name, bytes(sha).hex())] = bytes(vec)
         return out

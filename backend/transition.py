@@ -25,7 +25,11 @@ Definitions (also in `TransitionReport.to_dict()["definitions"]`):
 
 Mitigations: (1) the transition allowlist, the negatively flipped samples as `ListEntry` rows
 with an expiry, ready to publish with the policy (only when the feature schema is unchanged:
-the stored vectors then are the ones the new model reads); (2) shadow mode: when the schema
+the stored vectors then are the ones the new model reads). Vectors are per org: each
+(org, sample) pair is scored on the vector that org's own endpoints reported, so one org's
+reports never change another's figures, and `OrgTransition.allowlist_sha256s` is each org's
+own list (publish it to that org's policy; the fleet-wide `transition_allowlist` is the union,
+for a fleet whose orgs trust each other); (2) shadow mode: when the schema
 changed the report recommends a shadow phase, and `predict_from_shadow` computes the same
 prediction from the shadow verdicts that endpoints reported (aggregates with `shadow=True`);
 (3) congruent training (`fleetward model train --congruent-with`): given a congruent candidate,
@@ -101,6 +105,8 @@ class OrgTransition:
     recall_after: float | None
     new_block_encounters: int = 0
     new_detect_encounters: int = 0
+    allowlist_sha256s: tuple[str, ...] = ()
+    """This org's transition allowlist: its own negative flips, from its own vectors."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +289,7 @@ def _per_org(pairs: _Pairs, s: _Scored) -> dict[str, OrgTransition]:
             ),
             new_block_encounters=_wsum(neg_o & s.new_block, pairs.counts),
             new_detect_encounters=_wsum(neg_o & ~s.new_block, pairs.counts),
+            allowlist_sha256s=tuple(sorted({pairs.sha256s[i] for i in np.flatnonzero(neg_o)})),
         )
     return out
 
@@ -353,21 +360,27 @@ def _contexts(
 
 def _score_pairs(
     pairs: _Pairs,
-    vectors: dict[str, npt.NDArray[np.float32]],
+    vectors: dict[tuple[str, str], npt.NDArray[np.float32]],
     model: LoadedModel,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    uniq = sorted(set(pairs.sha256s) & set(vectors))
-    index = {sha: i for i, sha in enumerate(uniq)}
-    mat = (
-        np.stack([vectors[s] for s in uniq])
-        if uniq
-        else np.zeros((0, model.manifest.vector_length), np.float32)
-    )
-    by_sample = score_vectors(model, mat) if uniq else np.zeros(0)
-    pos = np.asarray([index.get(s, -1) for s in pairs.sha256s], dtype=np.int64)
+    """Each (org, sample) pair scored on its own org's vector; each distinct vector once."""
+    distinct: dict[bytes, int] = {}
+    rows: list[npt.NDArray[np.float32]] = []
+    pos = np.full(len(pairs.sha256s), -1, dtype=np.int64)
+    for i, key in enumerate(zip(pairs.org_ids, pairs.sha256s, strict=True)):
+        vec = vectors.get(key)
+        if vec is None:
+            continue
+        raw = vec.tobytes()
+        j = distinct.get(raw)
+        if j is None:
+            j = distinct[raw] = len(rows)
+            rows.append(vec)
+        pos[i] = j
+    by_vector = score_vectors(model, np.stack(rows)) if rows else np.zeros(0)
     ok = pos >= 0
     scores = np.zeros(len(pos), dtype=np.float64)
-    scores[ok] = by_sample[pos[ok]]
+    scores[ok] = by_vector[pos[ok]]
     return scores, ok
 
 
@@ -403,15 +416,16 @@ def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool
 
 
 def _load_vectors(
-    store: Store, sha256s: Sequence[str], model: LoadedModel
-) -> dict[str, npt.NDArray[np.float32]]:
-    out: dict[str, npt.NDArray[np.float32]] = {}
-    uniq = sorted(set(sha256s))
+    store: Store, keys: Sequence[tuple[str, str]], model: LoadedModel
+) -> dict[tuple[str, str], npt.NDArray[np.float32]]:
+    """The vectors of (org, sample) pairs, each read from its own org's reports only."""
+    out: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
+    uniq = sorted(set(keys))
     for i in range(0, len(uniq), 20_000):
         found = store.feature_vectors(uniq[i : i + 20_000], model.manifest.feature_schema)
-        keys = sorted(found)
-        mat = decode_vectors([found[k] for k in keys], model.manifest.vector_length)
-        out.update(zip(keys, mat, strict=True))
+        found_keys = sorted(found)
+        mat = decode_vectors([found[k] for k in found_keys], model.manifest.vector_length)
+        out.update(zip(found_keys, mat, strict=True))
     return out
 
 
@@ -449,8 +463,9 @@ def predict_transition(
     pairs = _load_pairs(store, now, org, shadow=False)
     book = LabelBook(store.iter_labels(until=now))
     schema_changed = _schema_changed(old, new)
-    vec_old = _load_vectors(store, pairs.sha256s, old)
-    vec_new = vec_old if not schema_changed else _load_vectors(store, pairs.sha256s, new)
+    keys = list(zip(pairs.org_ids, pairs.sha256s, strict=True))
+    vec_old = _load_vectors(store, keys, old)
+    vec_new = vec_old if not schema_changed else _load_vectors(store, keys, new)
     labels = [book.label_as_of(s, now) for s in pairs.sha256s]
     scores = _PairScores(
         *_score_pairs(pairs, vec_old, old),
@@ -458,7 +473,7 @@ def predict_transition(
         _score_pairs(pairs, vec_new if not schema_changed else vec_old, cong) if cong else None,
         malicious=np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool),
         benign=np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool),
-        without_vectors=len(set(pairs.sha256s) - set(vec_old)),
+        without_vectors=len(set(keys) - set(vec_old)),
     )
     return _report(
         pairs,

@@ -25,6 +25,7 @@ endpoint only ever adopts a document from this published history.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,7 +90,10 @@ class InProcessLink:
     rows_ingested: int = 0
     batches: int = 0
     _resolved: dict[tuple[int, int], EffectivePolicy] = field(default_factory=dict)
-    _features_sent: set[int] = field(default_factory=set)
+    _features_first: set[int] = field(default_factory=set)
+    _features_sent: set[tuple[str, str]] = field(default_factory=set)
+    _sample_of_sha: dict[str, int] | None = None
+    _vec_sent: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _hash_arr: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     _rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _hash_by_rank: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
@@ -229,7 +233,7 @@ class InProcessLink:
         """One endpoint's batch through the real wire path; returns the events accepted."""
         if not events:
             return 0
-        raw = encode_batch(events, dropped_events=dropped)
+        raw = encode_batch(self._with_org_vectors(events), dropped_events=dropped)
         folded = aggregate_columns(parse_columns(raw, max_bytes=_MAX_BATCH))
         self.store.ingest_aggregate(folded, now)
         self.rows_ingested += len(folded.rows)
@@ -237,11 +241,37 @@ class InProcessLink:
         return len(events)
 
     def features_of(self, sample: int) -> bytes | None:
-        """The sample's vector the first time it is reported by anyone, else None."""
-        if sample in self._features_sent:
+        """The sample's vector the first time anyone reports it, else None.
+
+        Vectors are kept per org, so `send_events` adds it to the first event of each further
+        org that reports the sample.
+        """
+        if sample in self._features_first:
             return None
-        self._features_sent.add(sample)
+        self._features_first.add(sample)
+        return self._vector(sample)
+
+    def _vector(self, sample: int) -> bytes:
         return np.asarray(self.features[sample], dtype="<f4").tobytes()
+
+    def _with_org_vectors(self, events: Sequence[TelemetryEvent]) -> list[TelemetryEvent]:
+        """The events, each (org, sample)'s first one carrying the sample's vector.
+
+        Only for samples whose vector the simulation sends at all (`features_of`).
+        """
+        if self._sample_of_sha is None:
+            self._sample_of_sha = {s: i for i, s in enumerate(self.sha256)}
+        out = []
+        for e in events:
+            key = (e.org_id, e.sha256)
+            if key not in self._features_sent:
+                self._features_sent.add(key)
+                sample = self._sample_of_sha.get(e.sha256)
+                if e.features is None and sample in self._features_first:
+                    vec = self._vector(sample)
+                    e = dataclasses.replace(e, feature_schema=SCHEMA.name, features=vec)
+            out.append(e)
+        return out
 
     # --- telemetry: cohort mode ----------------------------------------------------------
 
@@ -363,15 +393,23 @@ class InProcessLink:
             )
             sketches = [sketches[i] for i in order.tolist()]
         n_s = len(self.sha256)
-        seen = np.flatnonzero(np.bincount(sample, minlength=n_s)).tolist()
-        new_samples = [s for s in seen if s not in self._features_sent]
-        self._features_sent.update(new_samples)
+        org_ids, verdict_names = self.org_ids, [v.value for v in VERDICTS]
+        # vectors are kept per org: each (org, sample) pair's first fold carries it
+        pairs = np.unique(org_s.astype(np.int64) * n_s + sample_s.astype(np.int64))
+        new_pairs = pairs[~np.isin(pairs, self._vec_sent, assume_unique=True)]
+        self._vec_sent = np.union1d(self._vec_sent, new_pairs)
+        vec_of: dict[int, bytes] = {}
         feats = [
-            (raw[s], SCHEMA.name, np.asarray(self.features[s], "<f4").tobytes())
-            for s in new_samples
+            (
+                org_ids[o],
+                raw[s],
+                SCHEMA.name,
+                vec_of.get(s)
+                or vec_of.setdefault(s, np.asarray(self.features[s], "<f4").tobytes()),
+            )
+            for o, s in (divmod(p, n_s) for p in new_pairs.tolist())
         ]
         self._fold_seq += 1
-        org_ids, verdict_names = self.org_ids, [v.value for v in VERDICTS]
         # short transactions: a writer process shares the file with the simulation's writes
         for part, lo in enumerate(range(0, n_rows, _WRITE_CHUNK_ROWS)):
             k = slice(lo, lo + _WRITE_CHUNK_ROWS)

@@ -64,7 +64,7 @@ def test_telemetry_batch_lands_in_aggregates_and_replay_counts_once(
     assert [(r.sha256, r.verdict, r.count, r.distinct_endpoints) for r in rows] == [
         (sha, Verdict.BLOCK, 3, 1)
     ]
-    assert live_server.store.feature_vector(sha, "static-v1") == vector
+    assert live_server.store.feature_vector(creds.org_id, sha, "static-v1") == vector
     assert "fleetward_telemetry_duplicate_batches_total 1.0" in metrics
     assert "fleetward_telemetry_events_ingested_total 3.0" in metrics
 

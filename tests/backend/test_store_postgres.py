@@ -195,9 +195,20 @@ def test_postgres_parity_features_and_dropped_events(store: AnyStore):
     rows, feats = aggregate([ev])
     store.ingest(TelemetryBatch("k1", org, ep, 5, (ev,)), rows, feats, NOW)
     store.ingest(TelemetryBatch("k2", org, ep, 3, (ev,)), rows, feats, NOW)
-    assert store.feature_vector("aa" * 32, "static-v1") == vec
-    assert store.feature_vector("bb" * 32, "static-v1") is None
-    assert store.feature_vectors(["aa" * 32, "bb" * 32, "aa" * 32], "static-v1") == {"aa" * 32: vec}
+    assert store.feature_vector(org, "aa" * 32, "static-v1") == vec
+    assert store.feature_vector(org, "bb" * 32, "static-v1") is None
+    keys = [(org, "aa" * 32), (org, "bb" * 32), (org, "aa" * 32)]
+    assert store.feature_vectors(keys, "static-v1") == {(org, "aa" * 32): vec}
+    # vectors are per org: another org reporting the same sample keeps its own
+    other = store.create_org("globex", NOW).org_id
+    other_ep = store.enroll(other, NOW).endpoint_id
+    planted = bytes(16)
+    ev2 = make_event(other, other_ep, "aa" * 32, features=planted)
+    store.ingest(TelemetryBatch("k3", other, other_ep, 0, (ev2,)), *aggregate([ev2]), NOW)
+    assert store.feature_vector(org, "aa" * 32, "static-v1") == vec
+    assert store.feature_vector(other, "aa" * 32, "static-v1") == planted
+    both = store.feature_vectors([(org, "aa" * 32), (other, "aa" * 32)], "static-v1")
+    assert both == {(org, "aa" * 32): vec, (other, "aa" * 32): planted}
     assert store.endpoint_dropped_events(ep) == 5
     assert store.endpoint_dropped_events("ep_unknown") == 0
     with pytest.raises(NotFoundError):
