@@ -44,9 +44,11 @@ import numpy as np
 import numpy.typing as npt
 import simpy
 
+from agent.adoption import adopt
 from agent.breaker import BreakerState, observe
 from agent.decision import Verdict
 from agent.policy import BreakerConfig
+from agent.telemetry.spool import keep_newest
 from agent.verdict_codes import ALERT_CODES, BLOCK_CODE
 from fleet_sim._clock import DAY_S
 from fleet_sim._memory import keep_freed_memory
@@ -384,35 +386,39 @@ class CohortEngine:
             for uv in vs:
                 sel = v == uv
                 target[sel] = fleet.assigned_models(uv, idx[sel])
-        cur = self.model[idx]
-        want = (target != 0) & (target != cur)
-        install = want.copy()
-        if want.any():
-            for tv in np.flatnonzero(np.bincount(target[want])).tolist():
-                m = fleet.registry[tv]
-                sel = want & (target == tv)
-                if not m.signed:
-                    rec.count("unsigned_refused", int(sel.sum()))
-                    install &= ~sel
-                    continue
-                if m.self_test_fail_share > 0:
-                    eps = idx[sel]
-                    fails = m.self_test_fails_many(eps)
-                    bad = np.zeros(idx.size, bool)
-                    bad[np.flatnonzero(sel)[fails]] = True
-                    rec.count("self_test_refusals", int(bad.sum()))
-                    fleet.report_health(
-                        "self_test_failures", c[bad], idx[bad],
-                        np.full(int(bad.sum()), tv, np.int64),
-                    )  # fmt: skip
-                    self.st_failed[idx[bad]] = True
-                    install &= ~bad
+        signed = np.ones(idx.size, bool)
+        self_test_ok = np.ones(idx.size, bool)
+        for tv in np.flatnonzero(np.bincount(target)).tolist():
+            m = fleet.registry.models.get(tv) if tv else None
+            if m is None:
+                continue
+            sel = target == tv
+            if not m.signed:
+                signed[sel] = False
+            elif m.self_test_fail_share > 0:
+                self_test_ok[sel] = ~m.self_test_fails_many(idx[sel])
+        got = adopt(  # the agent's own rule, over this batch of endpoints
+            policy=self.pol[idx],
+            model=self.model[idx],
+            offered_policy=v,
+            offered_model=target,
+            signed=signed,
+            self_test_ok=self_test_ok,
+        )
+        install, bad = got.install, got.refused_self_test
+        rec.count("unsigned_refused", int(got.refused_unsigned.sum()))
+        rec.count("self_test_refusals", int(bad.sum()))
+        if bad.any():
+            fleet.report_health(
+                "self_test_failures", c[bad], idx[bad], target[bad].astype(np.int64)
+            )
+            self.st_failed[idx[bad]] = True
         rec.count("model_installs", int(install.sum()))
         if install.any():
             unsigned = [tv for tv in np.unique(target[install]).tolist()
                         if not fleet.registry[tv].signed]  # fmt: skip
             rec.count("unsigned_installs", int(np.isin(target[install], unsigned).sum()))
-        changed = (v != self.pol[idx]) | install
+        changed = got.reset_breaker
         switched = None
         if changed.any():
             ch = idx[changed]
@@ -429,7 +435,7 @@ class CohortEngine:
         for k, (_t_start, seen) in fleet.recorder.tracked.items():
             ok = (v >= k) & np.isinf(seen[idx])
             seen[idx[ok]] = c[ok]
-        self.settled[idx] = (v == pub_v[-1]) & ~(want & ~install)
+        self.settled[idx] = (v == pub_v[-1]) & ~(got.wanted & ~install)
         return switched
 
     def _set_tables(self, ch: I64, t: float) -> None:
@@ -684,14 +690,15 @@ class CohortEngine:
                 self._delivered.setdefault(d, []).append(_take(keep, sel))
 
     def _spool_bound(self, got: Cols, over: npt.NDArray[np.bool_], cap: int) -> Cols:
-        """Keep each over-full endpoint's newest `cap` events; count the rest as dropped."""
+        """Keep each over-full endpoint's newest `cap` events; count the rest as dropped.
+
+        The agent's own drop rule (`agent.telemetry.spool.keep_newest`), one spool per endpoint.
+        """
         sel = np.flatnonzero(over)
-        o = sel[np.lexsort((-got["t"][sel], got["ep"][sel]))]  # newest first per endpoint
-        e = got["ep"][o]
-        starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
-        rank = np.arange(o.size) - np.repeat(starts, np.diff(np.r_[starts, o.size]))
         keep = np.ones(got["ep"].size, bool)
-        keep[o[rank >= cap]] = False
+        keep[sel] = keep_newest(
+            np.ones(sel.size, np.int64), cap, order=got["t"][sel], group=got["ep"][sel]
+        )
         self.fleet.recorder.count("events_dropped", int((~keep).sum()))
         return _take(got, keep)
 

@@ -7,10 +7,12 @@ check-in or its next scan, whichever comes first:
   org); each scan draws its sample from the org's mix (in-house, background malware, global by
   Zipf popularity, campaign samples) and is decided by `evaluate` with the endpoint's policy,
   active model thresholds, breaker state and `now`; the event is buffered for telemetry (the
-  buffer is the spool: bounded, oldest dropped first and counted);
-- a check-in (only while online, and only when the backend is up) adopts the latest published
-  policy, installs the assigned model unless it is unsigned or fails this endpoint's self-test,
-  resets the breaker on a new policy or model, and sends the buffer through the real wire path
+  buffer is the spool: bounded, oldest dropped first and counted, by the agent's own rule
+  `agent.telemetry.spool.keep_newest`);
+- a check-in (only while online, and only when the backend is up) adopts its result by the
+  agent's own rule (`agent.adoption.adopt`: the latest published policy, the assigned model
+  unless it is unsigned or fails this endpoint's self-test, a breaker reset on a new policy or
+  model), and sends the buffer through the real wire path
   (`encode_batch` -> `parse_batch` -> `aggregate` -> `Store.ingest`).
 """
 
@@ -22,11 +24,13 @@ import numpy as np
 import numpy.typing as npt
 import simpy
 
+from agent.adoption import adopt
 from agent.breaker import BreakerState, reset
 from agent.decision import decide
 from agent.engine import context_for, evaluate
 from agent.features import SCHEMA
 from agent.telemetry import MAX_EVENTS_PER_BATCH, TelemetryEvent, make_batches
+from agent.telemetry.spool import keep_newest
 from agent.verdict_codes import VERDICT_CODES
 from fleet_sim._clock import DAY_S
 from fleet_sim.control import Fleet
@@ -62,6 +66,7 @@ def run_exact(
     )
     horizon = days * DAY_S
     n = w.n_endpoints
+    cap = w.spec.spool_max_events
     v0 = link.policy_version
     m0 = fleet.policy_model(v0, 0) or reg.baseline
     pol = np.full(n, v0, np.int64)
@@ -120,22 +125,26 @@ def run_exact(
                     rec.count("checkins_failed")
                     continue
                 v = link.policy_version
-                target = fleet.target_model(v, ep)
-                changed = v != pol[ep]
-                if target is not None and target != model[ep]:
-                    m = reg[target]
-                    if not m.signed:
-                        rec.count("unsigned_refused")
-                    elif m.self_test_fails(ep):
-                        rec.count("self_test_refusals")
-                        st_failed[ep] = True
-                        fleet.report_health("self_test_failures", *_one(t, ep, target))
-                    else:
-                        model[ep] = target
-                        rec.count("model_installs")
-                        changed = True
-                if changed:
-                    pol[ep] = v
+                target = fleet.target_model(v, ep) or 0
+                m = reg.models.get(target)
+                got = adopt(
+                    policy=int(pol[ep]),
+                    model=int(model[ep]),
+                    offered_policy=v,
+                    offered_model=target,
+                    signed=m is not None and m.signed,
+                    self_test_ok=m is not None and not m.self_test_fails(ep),
+                )
+                if got.refused_unsigned:
+                    rec.count("unsigned_refused")
+                elif got.refused_self_test:
+                    rec.count("self_test_refusals")
+                    st_failed[ep] = True
+                    fleet.report_health("self_test_failures", *_one(t, ep, target))
+                elif got.install:
+                    rec.count("model_installs")
+                model[ep], pol[ep] = int(got.model), int(got.policy)
+                if got.reset_breaker:
                     breaker = reset()
                 for k, (_t0, seen) in rec.tracked.items():
                     if v >= k and np.isinf(seen[ep]):
@@ -210,10 +219,11 @@ def run_exact(
                     link.features_of(s),
                 )
             )
-            if len(buffer) > w.spec.spool_max_events:
-                buffer.pop(0)
-                dropped += 1
-                rec.count("events_dropped")
+            if len(buffer) > cap:  # the agent's drop rule, event by event
+                n_drop = len(buffer) - int(keep_newest(np.ones(len(buffer)), cap).sum())
+                del buffer[:n_drop]
+                dropped += n_drop
+                rec.count("events_dropped", n_drop)
             total[0] += 1
 
     def operator() -> simpy.events.ProcessGenerator:

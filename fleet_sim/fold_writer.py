@@ -38,6 +38,7 @@ import numpy.typing as npt
 from backend.store import Store
 from fleet_sim._memory import keep_freed_memory
 from fleet_sim.backend_link import InProcessLink
+from fleet_sim.errors import FoldWriterError
 
 __all__ = [
     "PROCESS_MIN_ENDPOINTS",
@@ -150,10 +151,6 @@ def _serve(setup: Path) -> None:
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
     link.store.close()
-
-
-class FoldWriterError(RuntimeError):
-    """The writer process failed to fold or write a day."""
 
 
 @dataclass

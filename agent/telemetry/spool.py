@@ -19,11 +19,42 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from agent.atomic import write_atomic
 from agent.errors import SpoolFullError
 from agent.telemetry.wire import HealthCount, TelemetryEvent, encode_batch
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "keep_newest"]
+
+
+def keep_newest(
+    sizes: npt.ArrayLike,
+    room: int,
+    *,
+    order: npt.ArrayLike | None = None,
+    group: npt.ArrayLike | None = None,
+) -> npt.NDArray[np.bool_]:
+    """The spool's bound, the one drop rule: keep the newest entries that fit in `room`.
+
+    Per `group` (one spool each; all one spool when None), entries are taken newest first by
+    `order` (their position when None; ties keep their positions) while their summed `sizes`
+    stay within `room`; every older entry is dropped. The agent's `Spool` applies it to its
+    batch files in bytes, the simulator's endpoints to their events one by one.
+    """
+    w = np.asarray(sizes, np.int64)
+    n = w.size
+    pos = np.arange(n) if order is None else np.asarray(order)
+    grp = np.zeros(n, np.int64) if group is None else np.asarray(group)
+    o = np.lexsort((-pos, grp))  # per group, newest first
+    g = grp[o]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if n else np.zeros(0, np.int64)
+    total = np.cumsum(w[o])
+    before = np.repeat(total[starts] - w[o][starts], np.diff(np.r_[starts, n]))
+    keep = np.empty(n, bool)
+    keep[o] = (total - before) <= room
+    return keep
 
 
 class Spool:
@@ -87,14 +118,10 @@ class Spool:
                 f"a batch of {size} bytes exceeds the spool bound of {self.max_bytes}"
             )
         files = self.pending()
-        total = sum(p.stat().st_size for p in files)
-        dropped = False
-        while files and total + size > self.max_bytes:
-            oldest = files.pop(0)
-            total -= oldest.stat().st_size
-            self._drop(oldest)
-            dropped = True
-        if dropped:
+        keep = keep_newest([p.stat().st_size for p in files], self.max_bytes - size)
+        for path in (f for f, k in zip(files, keep, strict=True) if not k):
+            self._drop(path)
+        if not keep.all():
             self._write_counters()
         data = encode_batch(
             events, key=uuid.uuid4().hex, dropped_events=self.dropped_events, health=health
