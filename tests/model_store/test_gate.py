@@ -26,6 +26,7 @@ from model_store.corpus import Corpus
 from model_store.errors import BundleRefusedError, GateRefusedError
 from model_store.gate import (
     CHECKS,
+    CanaryFacts,
     GateConfig,
     GateInputs,
     GoldenLabels,
@@ -123,6 +124,7 @@ def test_gate_passes_v2_against_v1_and_signs_its_outcome_with_the_nfr(
     assert saved["pair"]["nfr"] == report.pair.nfr and saved["forced_reason"] is None
     html = result.report_paths[0].read_text()
     assert "data:image/png;base64," in html and "PASSED" in html and "NFR" in html
+    assert "http" not in html.split("<body>")[0] and 'src="http' not in html  # self-contained
 
 
 # --- one refusal per reason --------------------------------------------------------------------
@@ -392,3 +394,45 @@ def test_model_train_congruent_with_prints_its_nfr_beside_the_plain_models(
     nfrs = [float(re.search(r"v2 \w+\W+([0-9.]+)", ln).group(1)) for ln in lines]
     assert all(0.0 <= v <= 1.0 for v in nfrs), lines
     assert (out / "manifest.json").is_file()
+
+
+def _pure_inputs(**kw) -> GateInputs:
+    n = 200
+    golden = GoldenLabels(malicious=np.arange(n) < 40, real=np.arange(n) >= 120)
+    schema = SchemaFacts("static-v1", 669, 669, "static-v1", 669)
+    new = ModelScores(2, np.where(golden.malicious, 0.99, 0.01), 0.5, 0.5)
+    return GateInputs(2, schema, golden, new=new, **kw)
+
+
+def test_org_surge_names_the_orgs_over_budget_worst_first():
+    surge = tuple((f"org{k}", float(k)) for k in range(8))  # org2..org7 exceed 1.0
+    canary = CanaryFacts((0.1,) * 4, (0.1,) * 4, 1e-5)
+    report = judge(_pure_inputs(org_surge=surge, canary=canary), GateConfig(), now=NOW)
+    assert report.failed == ("org_surge",)
+    check = report.check("org_surge")
+    assert check.value == 7.0 and check.reason.startswith("6 org(s) over 1.0")
+    assert "org7 (7.00/day), org6" in check.reason and "and 1 more" in check.reason
+    assert report.worst_orgs[0] == ("org7", 7.0)
+    quiet = judge(_pure_inputs(org_surge=(), canary=canary), GateConfig(), now=NOW)
+    assert quiet.passed and quiet.check("org_surge").value == 0.0
+
+
+def test_too_few_canaries_fail_the_canary_check():
+    canary = CanaryFacts((0.1,) * 3, (0.1,) * 3, 1e-5)
+    report = judge(_pure_inputs(canary=canary), GateConfig(), now=NOW)
+    assert report.failed == ("canary",) and "3 canaries (< 4)" in report.check("canary").reason
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_alert_fpr_real": 1.5},
+        {"min_block_tpr": -0.1},
+        {"max_org_new_fp_alerts_per_day": -1.0},
+        {"max_canary_tolerance": 0.5},
+        {"min_malware": 0},
+    ],
+)
+def test_gate_config_refuses_unbounded_values(bad):
+    with pytest.raises(ValueError):
+        GateConfig(**bad)
