@@ -16,8 +16,9 @@ from pathlib import Path
 
 from agent.decision import Mode
 from agent.policy import OrgPolicyModel, PolicyDocumentModel
-from backend.errors import NotFoundError, PolicyConflictError
+from backend.errors import BatchInvalidError, NotFoundError, PolicyConflictError
 from backend.store import PolicyRecord, Store
+from backend.validation import check_reason, check_sha256
 
 __all__ = [
     "ListName",
@@ -166,13 +167,16 @@ def add_list_entry(
     """Add (or replace) a sha256 on the allowlist or blocklist, optionally expiring.
 
     Raises:
+        BatchInvalidError: the sha256, reason or expiry is not valid.
         NotFoundError: no such org.
         PublishError: the signed policy could not be republished; nothing changed.
     """
     if which not in _LISTS:
         raise ValueError(f"list must be one of {_LISTS}")
+    sha256 = check_sha256(sha256)
+    reason = check_reason(reason)
     if expires_at is not None and expires_at.tzinfo is None:
-        raise ValueError("expires_at must be timezone-aware")
+        raise BatchInvalidError("expires_at: must carry a UTC offset")
     entry = {
         "sha256": sha256.lower(),
         "reason": reason,
@@ -201,11 +205,13 @@ def remove_list_entry(
     """Remove a sha256 from the allowlist or blocklist.
 
     Raises:
+        BatchInvalidError: the sha256 is not 64 hex characters.
         NotFoundError: no such org, or the entry is not on that list.
         PublishError: the signed policy could not be republished; nothing changed.
     """
     if which not in _LISTS:
         raise ValueError(f"list must be one of {_LISTS}")
+    sha256 = check_sha256(sha256)
     current = store.current_policy()
     scope = (
         None

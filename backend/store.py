@@ -62,6 +62,7 @@ from backend.errors import (
     PublishError,
 )
 from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
+from backend.validation import check_org_name
 
 if TYPE_CHECKING:
     from backend.labels import LabelChange
@@ -467,8 +468,10 @@ class Store:
         """Create an organization with a random pseudonymous id and an enroll token.
 
         Raises:
+            BatchInvalidError: the name is blank, too long or holds control characters.
             ConflictError: the name is taken.
         """
+        check_org_name(name)
         with self._lock:
             org_id = "org_" + secrets.token_hex(8)
             try:

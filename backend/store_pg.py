@@ -55,6 +55,7 @@ from backend.store import (
     _pause_for_fault_injection,
     hash_token,
 )
+from backend.validation import check_org_name
 
 if TYPE_CHECKING:
     from backend.ingest import BatchAggregate
@@ -244,8 +245,10 @@ class PostgresStore:
         """Create an organization with a random pseudonymous id and an enroll token.
 
         Raises:
+            BatchInvalidError: the name is blank, too long or holds control characters.
             ConflictError: the name is taken.
         """
+        check_org_name(name)
         with self._lock:
             org_id = "org_" + secrets.token_hex(8)
             try:
