@@ -37,6 +37,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
 from agent import fanotify as fan
 from agent._clock import monotonic_s
 from agent.decision import Mode, Verdict
@@ -192,6 +196,7 @@ class Protector:
         self._queue: queue.Queue[_Pending | object] = queue.Queue(self.config.queue_size)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._observer: BaseObserver | None = None
         self.failure = ""
         """Why the reader stopped on its own (the group is closed then: everything is allowed)."""
 
@@ -206,8 +211,10 @@ class Protector:
     def start(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Mark the paths and start the reader and the workers.
 
-        A mount point is marked as a whole mount; a directory and each directory below it
-        (at start) are marked for events on their children; a file is marked itself.
+        A mount point is marked as a whole mount; a directory and each directory below it are
+        marked for events on their children (folders created later are marked as inotify
+        reports them, within milliseconds; protect a mount point to leave no such window); a
+        file is marked itself.
 
         Raises:
             OSError: fanotify refused (not root, no kernel support) or a path is unusable.
@@ -215,13 +222,17 @@ class Protector:
         self._fan_fd = fan.fanotify_init(
             fan.FAN_CLOEXEC | fan.FAN_NONBLOCK | fan.FAN_CLASS_CONTENT, os.O_RDONLY
         )
+        trees: list[str] = []
         try:
             for path in paths:
-                self._mark(os.path.abspath(os.fspath(path)))
+                if self._mark(os.path.abspath(os.fspath(path))):
+                    trees.append(os.path.abspath(os.fspath(path)))
         except OSError:
             os.close(self._fan_fd)
             self._fan_fd = -1
             raise
+        if trees:
+            self._observer = self._watch_new_folders(trees)
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._threads = [threading.Thread(target=self._read_loop, name="fanotify-reader")]
         self._threads += [
@@ -232,27 +243,57 @@ class Protector:
             t.daemon = True
             t.start()
 
-    def _mark(self, path: str) -> None:
+    def _mark(self, path: str) -> bool:
+        """Mark one path; True when it is a folder tree (not a mount, not a file)."""
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode) and os.path.ismount(path):
             fan.fanotify_mark(self._fan_fd, fan.FAN_MARK_ADD | fan.FAN_MARK_MOUNT, self.mask, path)
             self.stats.marks += 1
-            return
+            return False
         if not stat.S_ISDIR(st.st_mode):
             fan.fanotify_mark(self._fan_fd, fan.FAN_MARK_ADD, self.mask, path)
             self.stats.marks += 1
-            return
+            return False
+        self._mark_tree(path)
+        return True
+
+    def _mark_tree(self, path: str) -> None:
         mask = self.mask | fan.FAN_EVENT_ON_CHILD
         for current, dirs, _ in os.walk(path):
             fan.fanotify_mark(self._fan_fd, fan.FAN_MARK_ADD, mask, current)
             self.stats.marks += 1
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(current, d))]
 
+    def _watch_new_folders(self, trees: list[str]) -> BaseObserver:
+        """Mark folders created (or moved in) under the protected trees as they appear."""
+        protector = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if not event.is_directory or event.event_type not in ("created", "moved"):
+                    return
+                target = event.dest_path if event.event_type == "moved" else event.src_path
+                try:
+                    protector._mark_tree(os.fsdecode(target))
+                except OSError:  # gone again, or the group is closed
+                    pass
+
+        observer = Observer()
+        for tree in trees:
+            observer.schedule(Handler(), tree, recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
     def stop(self) -> None:
         """Stop answering: the group is closed and the kernel allows whatever is waiting."""
         if self._wake_w < 0:
             return
         self._stopping.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
         os.write(self._wake_w, b"x")
         for _ in range(self.config.workers):
             self._queue.put(_STOP)

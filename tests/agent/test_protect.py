@@ -301,3 +301,18 @@ def test_reader_failure_fails_open_and_is_recorded(harness: Harness) -> None:
     assert _exec(evil) == 0, "a dead reader must not hold the exec"
     assert p.failure == "RuntimeError: mode source broke" and p.stats.errors == 1
     assert _exec(evil) == 0 and evil.exists()
+
+
+# watchdog 7 warns when `mkdir -p` outruns its own recursive watch (it re-adds the watch)
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_folder_created_after_start_is_protected_too(harness: Harness) -> None:
+    p = harness.start()
+    marks = p.stats.marks
+    sub = harness.dir / "new" / "deeper"
+    sub.mkdir(parents=True)
+    deadline = time.monotonic() + 5
+    while p.stats.marks < marks + 2:  # both new folders marked, as inotify reported them
+        assert time.monotonic() < deadline, "new folders were not marked"
+        time.sleep(0.01)
+    evil = _write(sub / "dropper.sh", EVIL)
+    assert _exec(evil) == -errno.EPERM
