@@ -107,7 +107,8 @@ def _registry(
         if not (Path(path) / "manifest.json").exists():
             raise ScenarioError(f"model v{b.version}: no bundle at {path}")
         ms = score_catalog(path, corpus.features, cache_dir=cache)
-        scores = np.clip(ms.scores + np.float32(b.score_bias), 0.0, 1.0).astype(np.float32)
+        bias = b.bias_for(ms.thresholds.block, ms.thresholds.detect)
+        scores = np.clip(ms.scores + np.float32(bias), 0.0, 1.0).astype(np.float32)
         models[b.version] = FleetModel(
             b.version, scores, ms.thresholds, b.signed, b.self_test_fail_share, str(path)
         )

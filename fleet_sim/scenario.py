@@ -107,7 +107,21 @@ class ModelBundleModel(_Strict):
     bundle: str = "v1"
     signed: bool = True
     score_bias: float = 0.0
+    # Where `score_bias` is measured from. "zero": added to every score as it is. "block" or
+    # "detect": every score is first lifted by that threshold of the bundle, so a file the model
+    # scores 0 lands at the threshold plus `score_bias`; the outcome then does not hang on
+    # where one training run put its thresholds (score_bias_from = "block" with score_bias = 0
+    # makes every file block: a broken model).
+    score_bias_from: Literal["zero", "block", "detect"] = "zero"
     self_test_fail_share: float = Field(default=0.0, ge=0, le=1)
+
+    def bias_for(self, block: float, detect: float | None) -> float:
+        """The bias to add to this bundle's scores, given its block and detect thresholds."""
+        if self.score_bias_from == "block":
+            return block + self.score_bias
+        if self.score_bias_from == "detect":
+            return (block if detect is None else detect) + self.score_bias
+        return self.score_bias
 
 
 class _ActionBase(_Strict):

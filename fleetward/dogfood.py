@@ -4,8 +4,8 @@ No real malware is brought here (DESIGN.md, "Data"), so the files on this machin
 `/usr/bin`, the Python installation) are the one real corpus there is, and all of it is benign:
 every alert is a false positive. `run_dogfood` reads each file once with the agent's own reader
 and feature code, scores it with every bundle, decides with the agent's own decision code, and
-reports per version and per file format (the `format_*` facts of `agent.features`) the alert
-rate and the worst offenders.
+reports per version, per folder (each path given) and per file format (the `format_*` facts
+of `agent.features`) the block rate, the alert rate and the worst offenders.
 
 The same run then acts as one endpoint of a "dogfood" org: it enrolls against an in-process
 backend (the real Starlette app over a SQLite file, reached through an httpx client), sends the
@@ -74,6 +74,7 @@ class FileFinding:
     file_format: str
     scores: dict[int, float | None]
     verdicts: dict[int, str]
+    folder: str = ""  # the path given on the command line that the file was found under
 
     def is_alert(self, version: int) -> bool:
         """Would this version alert (block, detect) on the file?"""
@@ -86,11 +87,17 @@ class FormatFigures:
 
     files: int
     alerts: int
+    blocks: int = 0
 
     @property
     def fp_rate(self) -> float:
         """Alerts over files (every file is benign)."""
         return self.alerts / self.files if self.files else 0.0
+
+    @property
+    def block_rate(self) -> float:
+        """Blocks over files."""
+        return self.blocks / self.files if self.files else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,8 @@ class VersionFigures:
     files: int
     alerts: int
     by_format: dict[str, FormatFigures]
+    by_folder: dict[str, FormatFigures] = field(default_factory=dict)
+    blocks: int = 0
 
     @property
     def fp_rate(self) -> float:
@@ -137,10 +146,26 @@ class DogfoodResult:
                     "version": v.version,
                     "files": v.files,
                     "alerts": v.alerts,
+                    "blocks": v.blocks,
                     "fp_rate": v.fp_rate,
                     "by_format": {
-                        k: {"files": f.files, "alerts": f.alerts, "fp_rate": f.fp_rate}
+                        k: {
+                            "files": f.files,
+                            "alerts": f.alerts,
+                            "blocks": f.blocks,
+                            "fp_rate": f.fp_rate,
+                        }
                         for k, f in sorted(v.by_format.items())
+                    },
+                    "by_folder": {
+                        k: {
+                            "files": f.files,
+                            "alerts": f.alerts,
+                            "blocks": f.blocks,
+                            "fp_rate": f.fp_rate,
+                            "block_rate": f.block_rate,
+                        }
+                        for k, f in v.by_folder.items()
                     },
                 }
                 for v in self.versions
@@ -153,15 +178,17 @@ class DogfoodResult:
         }
 
 
-def _select(paths: Sequence[str], max_files: int | None) -> tuple[list[str], int, int]:
+def _select(paths: Sequence[str], max_files: int | None) -> tuple[list[tuple[str, str]], int, int]:
+    """(file, the given path it is under) for every regular file, thinned evenly to `max_files`."""
     files, skipped, errors = [], 0, 0
-    for path, early in iter_files(paths):
-        if early is None:
-            files.append(path)
-        elif early.status.value == "error":
-            errors += 1
-        else:
-            skipped += 1
+    for root in paths:
+        for path, early in iter_files([root]):
+            if early is None:
+                files.append((path, root))
+            elif early.status.value == "error":
+                errors += 1
+            else:
+                skipped += 1
     if max_files is not None and len(files) > max_files:
         step = len(files) / max_files  # an even spread over the whole tree, not its first dirs
         files = [files[int(i * step)] for i in range(max_files)]
@@ -181,15 +208,24 @@ def _score_all(model: LoadedModel, vectors: npt.NDArray[np.float32]) -> list[flo
 
 def _figures(findings: Sequence[FileFinding], version: int) -> VersionFigures:
     by: dict[str, list[int]] = {}
+    folders: dict[str, list[int]] = {}
     for f in findings:
-        cell = by.setdefault(f.file_format, [0, 0])
-        cell[0] += 1
-        cell[1] += int(f.is_alert(version))
+        alert = int(f.is_alert(version))
+        block = int(f.verdicts[version] == Verdict.BLOCK.value)
+        for cell in (
+            by.setdefault(f.file_format, [0, 0, 0]),
+            folders.setdefault(f.folder, [0, 0, 0]),
+        ):
+            cell[0] += 1
+            cell[1] += alert
+            cell[2] += block
     return VersionFigures(
         version,
         len(findings),
         sum(c[1] for c in by.values()),
-        {k: FormatFigures(c[0], c[1]) for k, c in by.items()},
+        {k: FormatFigures(c[0], c[1], c[2]) for k, c in by.items()},
+        {k: FormatFigures(c[0], c[1], c[2]) for k, c in folders.items()},
+        sum(c[2] for c in by.values()),
     )
 
 
@@ -216,15 +252,15 @@ def run_dogfood(
         raise ValueError("give at least one bundle")
     models = [load_bundle(b) for b in bundles]
     files, skipped, errors = _select(paths, max_files)
-    kept: list[tuple[str, str, int]] = []
+    kept: list[tuple[str, str, int, str]] = []
     vectors: list[npt.NDArray[np.float32]] = []
-    for i, path in enumerate(files):
+    for i, (path, root) in enumerate(files):
         try:
             sha, data, size = read_sample(path, max_file_bytes=_MAX_FILE_BYTES)
         except OSError:
             errors += 1
             continue
-        kept.append((path, sha, size))
+        kept.append((path, sha, size, root))
         vectors.append(extract_features(data, total_size=size))
         if progress is not None and i % 200 == 0:
             progress(i, len(files))
@@ -233,7 +269,7 @@ def run_dogfood(
     matrix = np.stack(vectors).astype(np.float32)
     scores = {m.version: _score_all(m, matrix) for m in models}
     findings = []
-    for row, (path, sha, size) in enumerate(kept):
+    for row, (path, sha, size, root) in enumerate(kept):
         verdicts = {}
         for m in models:
             ev = evaluate(
@@ -253,6 +289,7 @@ def run_dogfood(
                 file_format(matrix[row]),
                 {m.version: scores[m.version][row] for m in models},
                 verdicts,
+                root,
             )
         )
     old, new = models[0].version, models[-1].version
@@ -303,8 +340,19 @@ def write_dogfood_report(result: DogfoodResult, out: Path) -> tuple[Path, Path]:
     versions = [v.version for v in result.versions]
     formats = sorted({k for v in result.versions for k in v.by_format})
     summary = _table(
-        [(f"v{v.version}", v.files, v.alerts, f"{v.fp_rate:.4%}") for v in result.versions],
-        ["model", "files", "alerts (all false positives)", "FP rate"],
+        [
+            (f"v{v.version}", v.files, v.blocks, v.alerts, f"{v.fp_rate:.4%}")
+            for v in result.versions
+        ],
+        ["model", "files", "blocks", "alerts (all false positives)", "FP rate"],
+    )
+    per_folder = _table(
+        [
+            [folder, result.versions[0].by_folder.get(folder, _EMPTY).files]
+            + [_cell(v.by_folder.get(folder, _EMPTY)) for v in result.versions]
+            for folder in result.paths
+        ],
+        ["folder", "files"] + [f"v{v} blocks, alerts (rates)" for v in versions],
     )
     per_format = _table(
         [
@@ -312,7 +360,7 @@ def write_dogfood_report(result: DogfoodResult, out: Path) -> tuple[Path, Path]:
             + [_cell(v.by_format.get(fmt, _EMPTY)) for v in result.versions]
             for fmt in formats
         ],
-        ["format", "files"] + [f"v{v} alerts (FP rate)" for v in versions],
+        ["format", "files"] + [f"v{v} blocks, alerts (rates)" for v in versions],
     )
     worst = _table(
         [
@@ -352,6 +400,7 @@ td,th{{padding:.2em .6em;text-align:left}}</style></head>
 ({result.skipped} skipped, {result.errors} unreadable). None of them is malware, so every
 alert is a false positive.</p>
 <h2>False-positive rate</h2>{summary}
+<h2>Per folder</h2>{per_folder}
 <h2>Per file format</h2>{per_format}
 <h2>Transition v{versions[0]} -> v{versions[-1]}: prediction beside the scan</h2>{beside}
 <h2>Worst offenders (highest score)</h2>{worst}
@@ -366,7 +415,7 @@ _EMPTY = FormatFigures(0, 0)
 
 
 def _cell(f: FormatFigures) -> str:
-    return f"{f.alerts} ({f.fp_rate:.3%})"
+    return f"{f.blocks} ({f.block_rate:.3%}), {f.alerts} ({f.fp_rate:.3%})"
 
 
 @click.command("dogfood")
@@ -413,7 +462,15 @@ def dogfood(
         raise click.ClickException(str(exc)) from None
     html_path, _ = write_dogfood_report(result, out)
     for v in result.versions:
-        click.echo(f"v{v.version}: {v.alerts}/{v.files} files alert (FP rate {v.fp_rate:.4%})")
+        click.echo(
+            f"v{v.version}: {v.blocks}/{v.files} files block, {v.alerts}/{v.files} alert"
+            f" (FP rate {v.fp_rate:.4%})"
+        )
+        for folder, f in v.by_folder.items():
+            click.echo(
+                f"  {folder}: {f.blocks}/{f.files} block ({f.block_rate:.3%}),"
+                f" {f.alerts} alert ({f.fp_rate:.3%})"
+            )
     if result.prediction is not None:
         click.echo(
             f"predicted new FP alerts/day {result.prediction['predicted_new_fp_per_day']:.0f}; "

@@ -543,7 +543,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("ransomware", 1, 1, 5, _ransomware),
     Family("ps_downloader", 1, 1, 4, _ps_downloader),
     Family("sh_downloader", 1, 1, 3, _sh_downloader),
-    Family("loader_v2", 1, 2, 6, _loader_v2),
+    Family("loader_v2", 1, 2, 12, _loader_v2),
     Family("elf_miner", 1, 2, 4, _elf_miner),
 )
 _BY_NAME = {f.name: f for f in FAMILIES}

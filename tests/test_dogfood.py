@@ -49,7 +49,13 @@ def test_dogfood_measures_fp_rates_and_the_prediction_matches_the_scan(tmp_path,
     assert {"elf", "script"} <= formats
     for v in result.versions:
         assert v.alerts == sum(f.alerts for f in v.by_format.values())
+        assert v.blocks == sum(f.blocks for f in v.by_format.values()) <= v.alerts
         assert 0.0 <= v.fp_rate <= 1.0
+        assert list(v.by_folder) == [str(corpus)]
+        assert (v.by_folder[str(corpus)].files, v.by_folder[str(corpus)].alerts) == (
+            v.files,
+            v.alerts,
+        )
     assert result.telemetry["events_counted"] == result.telemetry["events_sent"]
     assert result.telemetry["batches_pending"] == 0
     assert result.prediction is not None
@@ -66,3 +72,20 @@ def test_dogfood_command_names_a_missing_bundle(tmp_path):
     r = CliRunner().invoke(dogfood, [str(tmp_path), "--data", str(tmp_path / "none")])
     assert r.exit_code == 1
     assert "no bundle at" in r.output and "fleetward demo" in r.output
+
+
+def test_dogfood_reports_each_folder_apart(tmp_path, bundles):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for i in range(3):
+        (a / f"note{i}.txt").write_text(f"meeting notes, item {i}\n")
+    (b / "hello.txt").write_text("hello world\n")
+    result = run_dogfood(
+        [str(a), str(b)], [bundles[1], bundles[2]], now=NOW, workdir=tmp_path, with_backend=False
+    )
+    for v in result.versions:
+        assert {k: f.files for k, f in v.by_folder.items()} == {str(a): 3, str(b): 1}
+        assert sum(f.alerts for f in v.by_folder.values()) == v.alerts
+    data = json.loads(write_dogfood_report(result, tmp_path / "r")[1].read_text())
+    assert data["versions"][0]["by_folder"][str(b)]["files"] == 1
