@@ -478,18 +478,30 @@ class Agent:
             if early is not None:
                 yield early
                 continue
-            if only_changed:
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                key = (st.st_size, st.st_mtime_ns, *inputs)
-                if self._seen.get(path) == key:
-                    continue
-                self._seen[path] = key
+            if only_changed and self.already_decided(path, inputs):
+                continue
             yield self.scan_file(path, now)
         with self._lock:
             self._save()
+
+    def already_decided(
+        self, path: str, inputs: tuple[int | None, int | None, bool] | None = None
+    ) -> bool:
+        """True when `path` is gone or was decided unchanged; otherwise record it as decided.
+
+        Unchanged: same size and mtime, same model, policy and breaker (`inputs`, default now).
+        `scan(only_changed=True)` and the on-write watcher (`agent.realtime`) share it, so a
+        file dropped in a watched folder is decided once, not by both.
+        """
+        try:
+            st = os.stat(path)
+        except OSError:
+            return True
+        key = (st.st_size, st.st_mtime_ns, *(inputs or self.decision_inputs()))
+        if self._seen.get(path) == key:
+            return True
+        self._seen[path] = key
+        return False
 
     # --- bookkeeping ---------------------------------------------------------------------
 

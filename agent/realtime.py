@@ -181,6 +181,12 @@ def realtime_sources(
         from agent.watch import Watcher  # watchdog loads only when something is watched
 
         sources.append(
-            Watcher(watch, clock=agent.clock, quarantine=quarantine, on_quarantine=on_quarantine)
+            Watcher(
+                watch,
+                clock=agent.clock,
+                quarantine=quarantine,
+                on_quarantine=on_quarantine,
+                skip=agent.already_decided,  # decided once, not by the watcher and the scan
+            )
         )
     return sources

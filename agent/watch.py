@@ -72,6 +72,8 @@ class Watcher:
         quarantine: where blocked files go (None: reported and left in place).
         clock: aware UTC time for quarantine records.
         on_quarantine: receives each quarantine record.
+        skip: True for a path that needs no decision (already decided unchanged); the agent's
+            `Agent.already_decided`, shared with its periodic scan.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Watcher:
         debounce_s: float = 0.2,
         quarantine: Quarantine | None = None,
         on_quarantine: Callable[[QuarantineRecord], None] | None = None,
+        skip: Callable[[str], bool] | None = None,
     ) -> None:
         if not 0.01 <= debounce_s <= 5:
             raise ValueError("debounce_s must be within 0.01..5")
@@ -90,6 +93,7 @@ class Watcher:
         self.debounce_s = debounce_s
         self.quarantine = quarantine
         self.on_quarantine = on_quarantine
+        self.skip = skip
         self.stats = WatchStats()
         self._due: dict[str, float] = {}
         self._cond = threading.Condition()
@@ -138,7 +142,7 @@ class Watcher:
             st = os.lstat(path)
         except OSError:
             return  # gone again (a temporary file): nothing to decide
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or (self.skip is not None and self.skip(path)):
             return
         result = decide_path(path)
         self.stats.decided += 1

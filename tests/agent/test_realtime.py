@@ -194,6 +194,7 @@ def test_without_fanotify_it_says_so_once_and_watches_instead(tmp_path: Path, mo
             root = tmp_path
 
         clock = staticmethod(utc_now)
+        already_decided = staticmethod(lambda path: False)
 
     lines: list[str] = []
     # fault injection: the platform answer a macOS or non-root agent would get
@@ -212,3 +213,32 @@ def test_status_note_says_detect_only_and_off_allow_everything() -> None:
     assert "allows every exec and open (mode detect_only)" in protection_note("detect_only")
     assert "allows every exec and open (mode off)" in protection_note("off")
     assert "denies" in protection_note("enforce")
+
+
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_watcher_and_periodic_scan_decide_a_dropped_file_once(tmp_path: Path, bundles) -> None:
+    from agent.daemon import Agent, Daemon, DaemonConfig
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    agent = Agent(tmp_path / "state", org=ORG, clock=utc_now)
+    agent.start()
+    decided: list[str] = []
+    daemon = Daemon(
+        agent,
+        config=DaemonConfig(watch=(str(folder),), scan_interval_s=0.05),
+        on_result=lambda r: decided.append(r.path),
+        sources=realtime_sources(agent, RealtimeOptions(watch=(str(folder),))),
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=daemon.run, args=(stop,))
+    runner.start()
+    try:
+        time.sleep(0.3)  # the watcher's inotify watches are in place
+        (folder / "new.bin").write_bytes(b"\x7fELF" + bytes(range(256)) * 16)
+        _wait_for(lambda: decided, timeout_s=5)
+        time.sleep(0.5)  # ten more polls of the folder
+    finally:
+        stop.set()
+        runner.join(10)
+    assert decided == [str(folder / "new.bin")]
