@@ -1,6 +1,6 @@
 """The fleetward backend: enrollment, signed policy and updates, telemetry aggregates.
 
-Needs the `[backend]` extra (starlette, uvicorn, sqlite-utils, prometheus-client).
+Needs the `[backend]` extra (starlette, uvicorn, prometheus-client).
 """
 
 from __future__ import annotations

@@ -633,12 +633,12 @@ def serve(
 ) -> None:
     """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`).
 
-    `db` is a SQLite path or a `postgresql://` URL (`backend.stores.open_store`).
+    `db` is a SQLite path or a `postgresql://` URL (`backend.store.open_store`).
     `rollout_tick_s`: how often the rollout controller decides on its own (None: never).
     """
     import uvicorn
 
-    from backend.stores import open_store
+    from backend.store import open_store
 
     # PostgresStore has Store's public methods (tests/backend/test_store_postgres.py)
     store = cast(Store, open_store(db, synchronous=synchronous))

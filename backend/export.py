@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backend.stores import AnyStore
+    from backend.store import AnyStore
 
 __all__ = ["ExportResult", "export", "to_us"]
 

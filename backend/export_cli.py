@@ -1,7 +1,7 @@
 """`fleetward export`: write the backend store as Parquet files, the Spark engine's input.
 
 A thin click layer over `backend.export.export`. The store is a SQLite file or a
-`postgresql://` URL (`backend.stores.open_store`); pyarrow comes from the `[spark]` extra and
+`postgresql://` URL (`backend.store.open_store`); pyarrow comes from the `[spark]` extra and
 is imported only when the command runs, so `--help` works without it.
 """
 
@@ -40,7 +40,7 @@ def export(fmt: str, db: str, out: Path, schema: str | None) -> None:
     Example: fleetward export --format parquet --db backend.db --out export/
     """
     from backend.export import export as export_store
-    from backend.stores import open_store
+    from backend.store import open_store
 
     if not db.startswith(("postgresql://", "postgres://")) and not Path(db).is_file():
         raise click.BadParameter(f"no database file at {db}", param_hint="--db")

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from agent.decision import Reason, Verdict  # noqa: E402
 from agent.features import VECTOR_LENGTH  # noqa: E402
 from agent.telemetry import TelemetryEvent, encode_batch  # noqa: E402
-from backend.stores import open_store  # noqa: E402
+from backend.store import open_store  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
 SAMPLES = 200_000

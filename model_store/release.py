@@ -301,7 +301,7 @@ def backend_surge_predictor(
     target = os.fspath(db)
 
     def predict(current: Path, candidate: Path, now: dt.datetime) -> Mapping[str, float]:
-        open_store = _backend_name("open_store", "backend.stores", "backend.store")
+        open_store = _backend_name("open_store", "backend.store")
         predict_transition = _backend_name(
             "predict_transition", "backend.analysis.transition", "backend.transition"
         )

@@ -1,38 +1,85 @@
-"""Open the backend's store from one string: a file path (SQLite) or a `postgresql://` URL.
+"""The backend's store: one Protocol, a SQLite and a PostgreSQL implementation, one opener.
 
 SQLite stays the embedded default; PostgreSQL is for a backend that outgrew one machine
-(DESIGN.md, "Growing past one machine"). Both classes have the same public methods and
-semantics (`tests/backend/test_store_postgres.py` holds them equal), so callers take
-`AnyStore` and never branch on which one they got.
+(DESIGN.md, "Growing past one machine"). `AggregateStore` names every public operation; both
+classes implement all of it with the same semantics (`tests/backend/test_store_postgres.py`
+runs one suite over both), so callers take an `AggregateStore` and never branch on which one
+they got. `open_store` picks the dialect from one string.
+
+- `_base`: what both share (result types, token hashing, the policy compare-and-set);
+- `sqlite`: `Store`, the only module that speaks SQLite's SQL;
+- `postgres`: `PostgresStore` over psycopg 3 (imported only for a `postgresql://` URL).
+
+Decision record: docs/adr/0005-one-store-protocol.md.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
-from backend.store import Store
+from backend.store._base import (
+    AggregateColumns,
+    EndpointCredentials,
+    IngestResult,
+    OrgCreated,
+    PolicyRecord,
+    Principal,
+    Publish,
+    StoreStats,
+    TokenKind,
+    hash_token,
+    is_postgres_url,
+)
+from backend.store._protocol import AggregateStore
+from backend.store.sqlite import Store
 
-if TYPE_CHECKING:
-    from backend.store_pg import PostgresStore
+__all__ = [
+    "AggregateColumns",
+    "AggregateStore",
+    "AnyStore",
+    "EndpointCredentials",
+    "IngestResult",
+    "OrgCreated",
+    "PolicyRecord",
+    "Principal",
+    "Publish",
+    "Store",
+    "StoreStats",
+    "TokenKind",
+    "hash_token",
+    "is_postgres_url",
+    "open_store",
+]
 
-__all__ = ["AnyStore", "open_store"]
-
-AnyStore: TypeAlias = "Store | PostgresStore"
+AnyStore: TypeAlias = AggregateStore  # the name callers used before the Protocol
 
 
-def open_store(target: str | os.PathLike[str], *, synchronous: str = "FULL") -> AnyStore:
+def open_store(target: str | os.PathLike[str], *, synchronous: str = "FULL") -> AggregateStore:
     """The store at `target`: PostgreSQL for a `postgresql://` URL, else a SQLite file.
 
     `synchronous` applies to SQLite only (PostgreSQL commits durably by its own settings).
     psycopg is imported only for a URL, so a SQLite-only install needs no `[postgres]` extra.
+
+    Raises:
+        RuntimeError: a URL was given but psycopg is not installed.
     """
-    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(target):
         try:
-            from backend.store_pg import PostgresStore
+            from backend.store.postgres import PostgresStore
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError(
                 "a postgresql:// store needs psycopg: pip install 'fleetward[postgres]'"
             ) from exc
+        assert isinstance(target, str)
         return PostgresStore(target)
     return Store(target, synchronous=synchronous)
+
+
+def __getattr__(name: str) -> object:
+    """`PostgresStore` on first use, so importing the package never needs psycopg."""
+    if name == "PostgresStore":
+        from backend.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(name)

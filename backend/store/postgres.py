@@ -1,4 +1,4 @@
-"""The backend's PostgreSQL store: `backend.store.Store`'s public methods over psycopg 3.
+"""The backend's PostgreSQL store: every `backend.store.AggregateStore` operation over psycopg 3.
 
 For a fleet past one machine (several backend processes, one database). Same tables, same
 semantics, same return values as the SQLite store; `tests/backend/test_store_postgres.py`
@@ -40,8 +40,9 @@ from agent.telemetry import TelemetryBatch
 from backend import sketch
 from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
 from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
-from backend.store import (
+from backend.store._base import (
     _FAULT_MARKER,
+    AggregateColumns,
     EndpointCredentials,
     IngestResult,
     OrgCreated,
@@ -54,6 +55,7 @@ from backend.store import (
     _merge_endpoint_days,
     _pause_for_fault_injection,
     hash_token,
+    is_postgres_url,
 )
 from backend.validation import check_org_name
 
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from backend.ingest import BatchAggregate
     from backend.labels import LabelChange
 
-__all__ = ["PostgresStore", "is_postgres_url"]
+__all__ = ["PostgresStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
@@ -158,11 +160,6 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SCHEMA_LOCK = 0x66770A  # advisory lock id: one process creates the tables at a time
 
 
-def is_postgres_url(target: object) -> bool:
-    """True when `target` is a `postgresql://` (or `postgres://`) URL, not a file path."""
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
 def _utc(t: dt.datetime) -> dt.datetime:
     if t.tzinfo is None:
         raise ValueError("times must be timezone-aware")
@@ -227,6 +224,9 @@ class PostgresStore:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints its write-ahead log on its own schedule."""
 
     # --- orgs and tokens ---------------------------------------------------------------
 
@@ -770,6 +770,35 @@ class PostgresStore:
         query = _AGG_COLUMNS + (" WHERE " + " AND ".join(where) if where else "") + _KEY_ORDER
         for chunk in self._stream(query, args, batch_rows):
             yield [self._agg_row(r) for r in chunk]
+
+    def iter_aggregate_columns(
+        self, *, shadow: bool, until_ms: int, batch_rows: int = 65_536
+    ) -> Iterator[AggregateColumns]:
+        """Aggregate rows first seen before `until_ms`, by sample, in columnar batches.
+
+        Sorted by sample (then day and org), as the SQLite store returns them, over a
+        server-side cursor: one batch of at most `batch_rows` rows is held at a time.
+        """
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be positive")
+        query = (
+            "SELECT day, org, sha256, model_version, verdict, count, first_seen_ms "
+            "FROM aggregates WHERE shadow = %s AND first_seen_ms < %s "
+            "ORDER BY sha256, day, org, model_version, verdict"
+        )
+        for chunk in self._stream(query, (int(shadow), until_ms), batch_rows):
+            days, orgs, shas, versions, verdicts, counts, first = zip(*chunk, strict=True)
+            keys = tuple(int(k) for k in orgs)
+            yield AggregateColumns(
+                tuple(int(d) for d in days),
+                keys,
+                tuple((k, self._org_name(k)) for k in sorted(set(keys))),
+                tuple(bytes(s) for s in shas),
+                tuple(int(v) for v in versions),
+                tuple(verdicts),
+                tuple(int(c) for c in counts),
+                tuple(int(f) for f in first),
+            )
 
     def feature_vectors(
         self, keys: Iterable[tuple[str, str]], schema: str

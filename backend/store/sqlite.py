@@ -1,4 +1,4 @@
-"""The backend's SQLite store (sqlite-utils, WAL), the only module that speaks SQL.
+"""The backend's SQLite store (WAL), the only module that speaks SQLite's SQL.
 
 It holds orgs, hashed tokens, endpoints, the append-only policy history, the idempotency keys
 of accepted batches, the aggregates and the feature vectors.
@@ -36,19 +36,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
-import hashlib
 import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import apsw
-import sqlite_utils
 
 from agent.decision import Verdict
 from agent.policy import PolicyDocumentModel
@@ -62,25 +58,28 @@ from backend.errors import (
     PublishError,
 )
 from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
+from backend.store._base import (
+    _FAULT_MARKER,
+    AggregateColumns,
+    EndpointCredentials,
+    IngestResult,
+    OrgCreated,
+    PolicyRecord,
+    Principal,
+    Publish,
+    StoreStats,
+    TokenKind,
+    _check_next_version,
+    _merge_endpoint_days,
+    _pause_for_fault_injection,
+    hash_token,
+)
 from backend.validation import check_org_name
 
 if TYPE_CHECKING:
     from backend.labels import LabelChange
 
-__all__ = [
-    "AggregateColumns",
-    "EndpointCredentials",
-    "IngestResult",
-    "OrgCreated",
-    "PolicyRecord",
-    "Principal",
-    "Store",
-    "StoreStats",
-    "TokenKind",
-    "hash_token",
-]
-
-Publish = Callable[[bytes, dt.datetime], None]
+__all__ = ["Store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
@@ -176,94 +175,6 @@ ON CONFLICT DO UPDATE SET
 """
 
 
-class TokenKind(StrEnum):
-    """What a bearer token may do."""
-
-    ADMIN = "admin"
-    ENROLL = "enroll"
-    ENDPOINT = "endpoint"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a request acts as: the token's kind, its org pseudonym and endpoint (if any)."""
-
-    kind: TokenKind
-    org_id: str | None = None
-    endpoint_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrgCreated:
-    """A new organization: its pseudonymous id and its enroll token (shown once)."""
-
-    org_id: str
-    name: str
-    enroll_token: str
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointCredentials:
-    """An enrolled endpoint's pseudonyms and its own token (shown once)."""
-
-    org_id: str
-    endpoint_id: str
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """The outcome of one batch: `duplicate` when its key was already accepted."""
-
-    duplicate: bool
-    events: int
-    rows: int
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRecord:
-    """One entry of the append-only policy history."""
-
-    version: int
-    changed_at: dt.datetime
-    actor: str
-    action: str
-    document: PolicyDocumentModel
-
-
-@dataclass(frozen=True, slots=True)
-class AggregateColumns:
-    """A batch of aggregate rows as columns (one tuple per field, row i across them).
-
-    The bulk-analysis form of `AggregateRow`: no object per row, `sha256s` as the raw 32 bytes
-    of the key, orgs as the store's small integer keys with `org_names` naming those present.
-    Shadow flag, endpoint sketch and last-seen time are left out.
-    """
-
-    days: tuple[int, ...]
-    org_keys: tuple[int, ...]
-    org_names: tuple[tuple[int, str], ...]
-    sha256s: tuple[bytes, ...]
-    model_versions: tuple[int, ...]
-    verdicts: tuple[str, ...]
-    counts: tuple[int, ...]
-    first_seen_ms: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.days)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStats:
-    """Sizes for reports: database bytes (main file + WAL) and row counts."""
-
-    database_bytes: int
-    aggregate_rows: int
-    feature_rows: int
-    batches: int
-    events: int
-
-
 class _Writer(Protocol):
     """What `_apply` needs of a connection: the stdlib's and APSW's both have it."""
 
@@ -293,41 +204,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def hash_token(token: str) -> str:
-    """The stored form of a token: hex sha256 of its UTF-8 bytes."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# Fault injection for the crash test (tests/backend/test_ingest_crash.py): when set, every
-# ingest transaction, having written its aggregates and before its evidence, creates this file
-# and sleeps, so the test can kill -9 the process at exactly that point.
-_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST", "")
-
-
-def _pause_for_fault_injection(marker: str) -> None:
-    Path(marker).write_text(str(os.getpid()))
-    threading.Event().wait(60.0)
-
-
-def _merge_endpoint_days(rows: Sequence[EvidenceRow]) -> list[EvidenceRow]:
-    """One row per (day, endpoint, model): the first row's org, the counts summed.
-
-    A key twice in one write is one new endpoint-day, not two.
-    """
-    out: dict[tuple[int, str, int], EvidenceRow] = {}
-    for r in rows:
-        k = (r[0], r[1], r[2])
-        was = out.get(k)
-        if was is None:
-            out[k] = (int(r[0]), str(r[1]), int(r[2]), str(r[3]), *map(int, r[4:]))  # type: ignore[assignment]
-        else:
-            out[k] = (
-                was[0], was[1], was[2], was[3], was[4] + r[4], was[5] + r[5],
-                was[6] + r[6], was[7] + r[7], was[8] + r[8],
-            )  # fmt: skip
-    return list(out.values())
-
-
 def _set_aside_shared_vectors(conn: sqlite3.Connection) -> None:
     """Rename a features table from before per-org vectors to `features_unowned`.
 
@@ -337,20 +213,6 @@ def _set_aside_shared_vectors(conn: sqlite3.Connection) -> None:
     cols = [r[1] for r in conn.execute("PRAGMA table_info(features)")]
     if cols and "org" not in cols:
         conn.execute("ALTER TABLE features RENAME TO features_unowned")
-
-
-def _check_next_version(latest: int, proposed: int) -> None:
-    """The compare-and-set of a policy change: `proposed` must follow `latest` exactly.
-
-    Raises:
-        PolicyConflictError: it does not; the message and the error carry `latest`.
-    """
-    if proposed != latest + 1:
-        raise PolicyConflictError(
-            f"policy changed concurrently: version {latest} is current, this change was "
-            f"made against version {proposed - 1}; read the policy again and retry",
-            current_version=latest,
-        )
 
 
 def _iso(t: dt.datetime) -> str:
@@ -375,7 +237,8 @@ class Store:
         self.path = str(path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.create_function("fw_merge", 2, sketch.merge, deterministic=True)
-        self.db = sqlite_utils.Database(conn, tracer=tracer)
+        if tracer is not None:  # sees every statement run (sqlite-utils' tracer habit)
+            conn.set_trace_callback(lambda statement: tracer(statement, None))
         self._conn = conn
         self._synchronous = synchronous.upper()
         self._bulk_conn: apsw.Connection | None = None

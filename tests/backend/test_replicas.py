@@ -17,8 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.store import Store
-from backend.stores import open_store
+from backend.store import Store, open_store
 from tests.backend.conftest import NOW, ServerProcess, free_port
 from tests.backend.test_push import Listener
 

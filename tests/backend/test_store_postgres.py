@@ -36,8 +36,7 @@ from backend.errors import (
 )
 from backend.ingest import aggregate
 from backend.labels import LabelChange, LabelSource, LabelValue
-from backend.store import Store, TokenKind
-from backend.stores import AnyStore, open_store
+from backend.store import AnyStore, Store, TokenKind, open_store
 from tests.backend.conftest import NOW, free_port, make_event
 
 PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
@@ -61,7 +60,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
         return
     import psycopg
 
-    from backend.store_pg import PostgresStore
+    from backend.store.postgres import PostgresStore
 
     url = _require_pg_url()
     schema = "t_" + secrets.token_hex(6)
@@ -270,7 +269,7 @@ def test_postgres_parity_labels_are_append_only_and_read_as_of(store: AnyStore):
 def test_postgres_store_serves_the_http_api(tmp_path: Path, repo_dir: Path):
     """`backend serve --db postgresql://...` end to end: enroll, telemetry, aggregates."""
     s = open_store(_require_pg_url())
-    from backend.store_pg import PostgresStore
+    from backend.store.postgres import PostgresStore
 
     assert isinstance(s, PostgresStore)
     admin = {"authorization": f"Bearer {s.create_admin_token(NOW)}"}

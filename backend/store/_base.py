@@ -1,0 +1,178 @@
+"""What both store dialects share: result types, token hashing, the policy compare-and-set.
+
+No SQL here: `backend.store.sqlite` and `backend.store.postgres` each speak their own, and
+`backend.store.AggregateStore` names the operations both offer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from agent.policy import PolicyDocumentModel
+from backend.errors import PolicyConflictError
+from backend.ingest import EvidenceRow
+
+__all__ = [
+    "AggregateColumns",
+    "EndpointCredentials",
+    "IngestResult",
+    "OrgCreated",
+    "PolicyRecord",
+    "Principal",
+    "Publish",
+    "StoreStats",
+    "TokenKind",
+    "hash_token",
+    "is_postgres_url",
+]
+
+Publish = Callable[[bytes, dt.datetime], None]
+
+
+class TokenKind(StrEnum):
+    """What a bearer token may do."""
+
+    ADMIN = "admin"
+    ENROLL = "enroll"
+    ENDPOINT = "endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as: the token's kind, its org pseudonym and endpoint (if any)."""
+
+    kind: TokenKind
+    org_id: str | None = None
+    endpoint_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgCreated:
+    """A new organization: its pseudonymous id and its enroll token (shown once)."""
+
+    org_id: str
+    name: str
+    enroll_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCredentials:
+    """An enrolled endpoint's pseudonyms and its own token (shown once)."""
+
+    org_id: str
+    endpoint_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of one batch: `duplicate` when its key was already accepted."""
+
+    duplicate: bool
+    events: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """One entry of the append-only policy history."""
+
+    version: int
+    changed_at: dt.datetime
+    actor: str
+    action: str
+    document: PolicyDocumentModel
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateColumns:
+    """A batch of aggregate rows as columns (one tuple per field, row i across them).
+
+    The bulk-analysis form of `AggregateRow`: no object per row, `sha256s` as the raw 32 bytes
+    of the key, orgs as the store's small integer keys with `org_names` naming those present.
+    Shadow flag, endpoint sketch and last-seen time are left out.
+    """
+
+    days: tuple[int, ...]
+    org_keys: tuple[int, ...]
+    org_names: tuple[tuple[int, str], ...]
+    sha256s: tuple[bytes, ...]
+    model_versions: tuple[int, ...]
+    verdicts: tuple[str, ...]
+    counts: tuple[int, ...]
+    first_seen_ms: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.days)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Sizes for reports: database bytes (main file + WAL) and row counts."""
+
+    database_bytes: int
+    aggregate_rows: int
+    feature_rows: int
+    batches: int
+    events: int
+
+
+def is_postgres_url(target: object) -> bool:
+    """True when `target` is a `postgresql://` (or `postgres://`) URL, not a file path."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token: hex sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Fault injection for the crash test (tests/backend/test_ingest_crash.py): when set, every
+# ingest transaction, having written its aggregates and before its evidence, creates this file
+# and sleeps, so the test can kill -9 the process at exactly that point.
+_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST", "")
+
+
+def _pause_for_fault_injection(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    threading.Event().wait(60.0)
+
+
+def _merge_endpoint_days(rows: Sequence[EvidenceRow]) -> list[EvidenceRow]:
+    """One row per (day, endpoint, model): the first row's org, the counts summed.
+
+    A key twice in one write is one new endpoint-day, not two.
+    """
+    out: dict[tuple[int, str, int], EvidenceRow] = {}
+    for r in rows:
+        k = (r[0], r[1], r[2])
+        was = out.get(k)
+        if was is None:
+            out[k] = (int(r[0]), str(r[1]), int(r[2]), str(r[3]), *map(int, r[4:]))  # type: ignore[assignment]
+        else:
+            out[k] = (
+                was[0], was[1], was[2], was[3], was[4] + r[4], was[5] + r[5],
+                was[6] + r[6], was[7] + r[7], was[8] + r[8],
+            )  # fmt: skip
+    return list(out.values())
+
+
+def _check_next_version(latest: int, proposed: int) -> None:
+    """The compare-and-set of a policy change: `proposed` must follow `latest` exactly.
+
+    Raises:
+        PolicyConflictError: it does not; the message and the error carry `latest`.
+    """
+    if proposed != latest + 1:
+        raise PolicyConflictError(
+            f"policy changed concurrently: version {latest} is current, this change was "
+            f"made against version {proposed - 1}; read the policy again and retry",
+            current_version=latest,
+        )
