@@ -242,3 +242,42 @@ def test_watcher_and_periodic_scan_decide_a_dropped_file_once(tmp_path: Path, bu
         stop.set()
         runner.join(10)
     assert decided == [str(folder / "new.bin")]
+
+
+def test_deadline_reaches_telemetry_as_an_error_with_reason_deadline(tmp_path: Path) -> None:
+    from agent.daemon import Agent, DecisionEvent
+    from agent.decision import Reason, Verdict
+    from agent.protect import ProtectConfig
+    from agent.realtime import ProtectSource
+
+    folder = tmp_path / "protected"
+    folder.mkdir()
+    script = folder / "slow.sh"
+    script.write_bytes(BENIGN)
+    script.chmod(0o755)
+    events: list[DecisionEvent] = []
+    agent = Agent(tmp_path / "state", org=ORG, clock=utc_now, on_event=events.append)
+    agent.start()
+    source = ProtectSource(
+        agent, (str(folder),), config=ProtectConfig(deadline_ms=50), quarantine=None
+    )
+
+    def slow_decide(path: str):  # a scorer far slower than the deadline
+        time.sleep(0.5)
+        return agent.scan_file(path, utc_now())
+
+    stop = threading.Event()
+    runner = threading.Thread(target=source.run, args=(slow_decide, stop))
+    runner.start()
+    try:
+        _wait_for(lambda: source.protector is not None, timeout_s=5)
+        started = time.monotonic()
+        assert _exec(script) == 0
+        assert time.monotonic() - started < 0.45, "the exec waited for the slow scorer"
+        _wait_for(lambda: any(e.reason is Reason.DEADLINE for e in events), timeout_s=5)
+    finally:
+        stop.set()
+        runner.join(10)
+    [late] = [e for e in events if e.reason is Reason.DEADLINE]
+    assert late.verdict is Verdict.ERROR and late.sha256 == hashlib.sha256(BENIGN).hexdigest()
+    assert source.protector is not None and source.protector.stats.deadline == 1
