@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ __all__ = [
     "ListEntry",
     "OrgPolicyModel",
     "PolicyDocumentModel",
+    "Ring",
+    "RingModel",
     "RolloutAssignment",
     "RolloutModel",
     "active_sha256s",
@@ -183,6 +186,28 @@ class RolloutModel(BaseModel):
     salt: str = Field(min_length=1, max_length=128)
 
 
+class Ring(StrEnum):
+    """An org's update ring, earliest first (Defender's channels: Preview, Staged, Broad, Delay).
+
+    A ringed rollout (`backend.rings`) reaches `preview` orgs first and `delayed` orgs last,
+    never before their `RingModel.delay_h` after `broad` completed.
+    """
+
+    PREVIEW = "preview"
+    STAGED = "staged"
+    BROAD = "broad"
+    DELAYED = "delayed"
+
+
+class RingModel(BaseModel):
+    """An org's ring in signed policy; `delay_h` counts only on `delayed` (hours after broad)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Ring
+    delay_h: float = Field(default=0.0, ge=0.0, le=24.0 * 366)
+
+
 class OrgPolicyModel(BaseModel):
     """One organization's settings; unset fields fall back to the fleet-wide default."""
 
@@ -196,6 +221,7 @@ class OrgPolicyModel(BaseModel):
     thresholds: _Thresholds = Field(default_factory=_Thresholds)
     breaker: _Breaker | None = None
     rollout: RolloutModel | None = None
+    ring: RingModel | None = None
 
 
 class PolicyDocumentModel(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.decision import Mode
-from agent.policy import OrgPolicyModel, PolicyDocumentModel
+from agent.policy import OrgPolicyModel, PolicyDocumentModel, Ring, RingModel
 from backend.errors import BatchInvalidError, NotFoundError, PolicyConflictError
 from backend.store import PolicyRecord, Store
 from backend.validation import check_reason, check_sha256
@@ -28,6 +28,7 @@ __all__ = [
     "remove_list_entry",
     "repository_publisher",
     "set_mode",
+    "set_ring",
 ]
 
 Publish = Callable[[bytes, dt.datetime], None]
@@ -149,6 +150,42 @@ def assign_model(
         lambda p: p.model_copy(
             update={"model_version": model_version, "shadow_model_version": shadow_model_version}
         ),
+    )
+
+
+def set_ring(
+    store: Store,
+    publish: Publish,
+    ring: Ring,
+    *,
+    org_id: str,
+    now: dt.datetime,
+    delay_h: float = 0.0,
+    actor: str = "operator",
+) -> PolicyRecord:
+    """Put an org on an update ring (`backend.rings`); `delay_h` counts on `delayed` only.
+
+    The ring is kept with the org in its signed policy override, so it is stored append-only
+    with its time (either store), readable "as of" any past time, and reaches the org's agents.
+
+    Raises:
+        BatchInvalidError: `delay_h` is given for a ring other than `delayed`, or out of range.
+        NotFoundError: no such org.
+        PublishError: the signed policy could not be republished; nothing changed.
+    """
+    if delay_h and ring is not Ring.DELAYED:
+        raise BatchInvalidError(f"delay_h: only the delayed ring waits, not {ring.value}")
+    if not 0.0 <= delay_h <= 24.0 * 366:
+        raise BatchInvalidError("delay_h: must be between 0 and 8784 hours")
+    model = RingModel(name=ring, delay_h=delay_h)
+    return _apply(
+        store,
+        publish,
+        org_id,
+        now,
+        actor,
+        f"set ring {ring.value}" + (f" +{delay_h:g} h" if delay_h else ""),
+        lambda p: p.model_copy(update={"ring": model}),
     )
 
 

@@ -29,6 +29,18 @@ The test, and why this one:
 - Too few endpoint-days in either arm (`min_endpoint_days`) waits; it never passes. A stage
   also waits until `hold` has passed since it started, whatever the evidence says (but it may
   halt before).
+- Rings (`backend.rings`): a ringed rollout runs the stages once per ring (preview -> staged
+  -> broad -> delayed), each stage's percentage taken of the current ring's orgs' endpoints,
+  so every org of the ring keeps its own control group and the per-org tests judge each org
+  stratum as well as the pooled one. A ring's last stage (the step to 100 %) advances to the
+  next ring instead of completing; the last ring's completes. Entering `delayed`, the stage's
+  clock starts at the earliest delayed org's eligibility, so its hold is never spent waiting.
+- Inconclusive evidence pauses (Argo Rollouts' rule), it does not abort: with
+  `inconclusive_looks` > 0, a stage whose advance look found the canary neither worse nor shown
+  non-inferior, or (ringed) whose orgs with enough endpoint-days to be judged carry less than
+  `min_judged_share` of the ring's endpoint-days (Kayenta fails a canary when half its metrics
+  have no data; thin strata are the same blindness), for `inconclusive_looks` advance looks in
+  a row is PAUSED for an operator. A resume grants another `inconclusive_looks` looks.
 - Multiple comparisons: Bonferroni across the halt tests of one look (orgs x metrics); across
   repeated looks, alpha spending alpha_k = alpha * 6 / (pi^2 k^2) for the k-th look. The series
   sums to alpha, so the family-wise error stays below alpha however many looks are taken,
@@ -48,6 +60,9 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+from agent.policy import Ring
+from backend.rings import RingAssignment, ring_sequence
 
 __all__ = [
     "ArmCounts",
@@ -115,6 +130,8 @@ class RolloutConfig:
     min_org_endpoint_days: float = 10.0
     rollback: bool = True
     tick: dt.timedelta = dt.timedelta(hours=1)
+    inconclusive_looks: int = 0  # 0: wait for evidence indefinitely (never pause)
+    min_judged_share: float = 0.5  # ringed: share of endpoint-days in orgs the gate can judge
 
     def __post_init__(self) -> None:
         s = self.stages
@@ -128,6 +145,10 @@ class RolloutConfig:
             raise ValueError("minimum endpoint-days must be at least 1")
         if self.hold < dt.timedelta(0) or self.tick <= dt.timedelta(0):
             raise ValueError("hold must be >= 0 and tick > 0")
+        if not 0 <= self.inconclusive_looks <= 100:
+            raise ValueError("inconclusive_looks must be in [0, 100]")
+        if not 0.0 <= self.min_judged_share <= 1.0:
+            raise ValueError("min_judged_share must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +209,27 @@ class Rollout:
     stage_looks: int = 0
     reason: str = ""
     evidence_key: str = ""
+    rings: tuple[RingAssignment, ...] = ()  # empty: not ringed (fleet- or org-wide cohorts)
+    ring_index: int = 0
+    broad_done_at: dt.datetime | None = None
+    pause_base_look: int = 0
 
     @property
     def percent(self) -> float:
         """The canary percentage of the current stage."""
         return self.config.stages[self.stage_index]
+
+    @property
+    def ring(self) -> Ring | None:
+        """The current ring of a ringed rollout (None: not ringed)."""
+        seq = ring_sequence(self.rings)
+        return seq[self.ring_index] if seq else None
+
+    @property
+    def is_last_stage(self) -> bool:
+        """True when the next step is the step to 100 % (or there is none)."""
+        nxt = self.stage_index + 1
+        return nxt >= len(self.config.stages) or self.config.stages[nxt] >= 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +287,7 @@ class RolloutDecision:
     look: int = 0
     stage_look: int = 0
     evidence_key: str = ""
+    ring: str | None = None
 
 
 def _rate(count: int, exposure: float) -> float | None:
@@ -318,7 +356,7 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
         d = RolloutDecision(
             rollout.rollout_id, now, action, rollout.stage_index, rollout.percent, reason,
             evidence.canary, evidence.control, look=look, stage_look=stage_look,
-            evidence_key=key,
+            evidence_key=key, ring=rollout.ring.value if rollout.ring else None,
         )  # fmt: skip
         return replace(d, **more)  # type: ignore[arg-type]
 
@@ -387,19 +425,54 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
     a_adv = spent_alpha(cfg.alpha, stage_look)
     ni = compare_rates(Metric.ALERTS, None, c, k, margin=m, alpha=a_adv)
     tests.append(ni)
+    why_not = ""
     if not ni.noninferior:
+        why_not = f"not yet shown no worse than +{m:.0%} (p={ni.p_noninferior:.2e} >= {a_adv:.1e})"
+    elif rollout.rings:
+        # per org stratum: pooled non-inferiority alone may hide orgs too small to be judged
+        total = c.endpoint_days + k.endpoint_days
+        judged = sum(o.canary.endpoint_days + o.control.endpoint_days for o in orgs)
+        share = judged / total if total > 0 else 0.0
+        if share < cfg.min_judged_share:
+            why_not = (
+                f"orgs with >= {cfg.min_org_endpoint_days:g} endpoint-days per arm carry "
+                f"{share:.0%} of the ring's endpoint-days (need {cfg.min_judged_share:.0%})"
+            )
+    if why_not:
+        # Argo Rollouts: inconclusive pauses for an operator, it neither advances nor aborts
+        if (
+            cfg.inconclusive_looks
+            and stage_look - rollout.pause_base_look >= cfg.inconclusive_looks
+        ):
+            return made(
+                RolloutAction.PAUSE,
+                f"inconclusive after {cfg.inconclusive_looks} look(s): {why_not}; paused",
+                tests=tuple(tests),
+                stage_look=stage_look,
+            )
         return made(
             RolloutAction.WAIT,
-            (
-                f"not yet shown no worse than +{m:.0%} "
-                f"(p={ni.p_noninferior:.2e} >= {a_adv:.1e}); collecting more endpoint-days"
-            ),
+            f"{why_not}; collecting more endpoint-days",
             tests=tuple(tests),
             stage_look=stage_look,
             next_decision_at=_next(now, cfg),
         )
-    # the step to 100 % leaves no control group: it is the completion itself
-    last = rollout.stage_index + 1 >= len(cfg.stages) or cfg.stages[rollout.stage_index + 1] >= 100
+    # the step to 100 % leaves no control group: it is the completion itself (of the ring,
+    # when ringed: the next ring starts at the first stage)
+    last = rollout.is_last_stage
+    seq = ring_sequence(rollout.rings)
+    if last and rollout.ring_index + 1 < len(seq):
+        nxt_ring = seq[rollout.ring_index + 1]
+        return made(
+            RolloutAction.ADVANCE,
+            (
+                f"no worse than +{m:.0%} (p={ni.p_noninferior:.2e} < {a_adv:.1e}); ring "
+                f"{seq[rollout.ring_index].value} done, advance to ring {nxt_ring.value} at "
+                f"{cfg.stages[0]:g} %"
+            ),
+            tests=tuple(tests),
+            next_decision_at=_next(now, cfg),
+        )
     return made(
         RolloutAction.COMPLETE if last else RolloutAction.ADVANCE,
         (
@@ -426,10 +499,12 @@ def apply_decision(rollout: Rollout, decision: RolloutDecision) -> Rollout:
             r, looks=decision.look, stage_looks=decision.stage_look,
             evidence_key=decision.evidence_key,
         )  # fmt: skip
+    if a is RolloutAction.ADVANCE and r.rings and r.is_last_stage:
+        return _next_ring(r, decision)
     if a is RolloutAction.ADVANCE:
         return replace(
             r, stage_index=r.stage_index + 1, stage_started_at=now, stage_looks=0,
-            reason=decision.reason,
+            pause_base_look=0, reason=decision.reason,
         )  # fmt: skip
     if a is RolloutAction.COMPLETE:
         return replace(r, state=RolloutState.COMPLETED, reason=decision.reason)
@@ -438,7 +513,31 @@ def apply_decision(rollout: Rollout, decision: RolloutDecision) -> Rollout:
     if a is RolloutAction.PAUSE:
         return replace(r, state=RolloutState.PAUSED, reason=decision.reason)
     if a is RolloutAction.RESUME:
-        return replace(r, state=RolloutState.RUNNING, reason=decision.reason)
+        return replace(
+            r, state=RolloutState.RUNNING, reason=decision.reason, pause_base_look=r.stage_looks
+        )
     if a is RolloutAction.ABORT:
         return replace(r, state=RolloutState.ABORTED, reason=decision.reason)
     return r
+
+
+def _next_ring(r: Rollout, decision: RolloutDecision) -> Rollout:
+    """The rollout in the next ring, at its first stage.
+
+    Leaving the last ring before `delayed` is `broad`'s completion (`broad_done_at`);
+    `delayed`'s first stage starts its clock when its earliest org becomes eligible
+    (`backend.rings.eligible_from`).
+    """
+    seq = ring_sequence(r.rings)
+    nxt = seq[r.ring_index + 1]
+    now = decision.at
+    broad_done = r.broad_done_at
+    start = now
+    if nxt is Ring.DELAYED:
+        broad_done = broad_done or now
+        delays = [a.delay_h for a in r.rings if a.ring is Ring.DELAYED]
+        start = broad_done + dt.timedelta(hours=min(delays))
+    return replace(
+        r, ring_index=r.ring_index + 1, stage_index=0, stage_started_at=start, stage_looks=0,
+        pause_base_look=0, broad_done_at=broad_done, reason=decision.reason,
+    )  # fmt: skip

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from agent.policy import Ring
+from backend import admin
 from backend import rollout_service as svc
 from backend.rollout import Rollout, RolloutConfig
 
@@ -43,6 +45,15 @@ class _StartBody(BaseModel):
     min_endpoint_days: float = Field(default=30.0, ge=1.0, le=1e12)
     rollback: bool = True
     tick_s: float = Field(default=3600.0, gt=0, le=_MAX_SECONDS)
+    rings: bool = False
+    inconclusive_looks: int = Field(default=0, ge=0, le=100)
+
+
+class _RingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ring: Ring
+    delay_h: float = Field(default=0.0, ge=0.0, le=24.0 * 366)
 
 
 class _Empty(BaseModel):
@@ -58,6 +69,7 @@ def _rollout_json(r: Rollout) -> dict[str, Any]:
         "org_id": r.org_id,
         "stage_index": r.stage_index,
         "percent": r.percent,
+        "ring": r.ring.value if r.ring else None,
     }
 
 
@@ -106,15 +118,38 @@ async def _start(request: Request) -> Response:
             min_org_endpoint_days=max(1.0, body.min_endpoint_days / 3),
             rollback=body.rollback,
             tick=dt.timedelta(seconds=body.tick_s),
+            inconclusive_looks=body.inconclusive_looks,
         )
     except ValueError as exc:
         return JSONResponse({"error": "ValidationError", "detail": str(exc)}, status_code=422)
     out = await run_in_threadpool(
         lambda: svc.start_rollout(
-            r.store, r.publish, body.to_version, now=r.clock(), config=config, org_id=body.org_id
-        )
+            r.store,
+            r.publish,
+            body.to_version,
+            now=r.clock(),
+            config=config,
+            org_id=body.org_id,
+            rings=body.rings,
+        )  # fmt: skip
     )
     return JSONResponse(_rollout_json(out), status_code=201)
+
+
+async def _set_ring(request: Request) -> Response:
+    r = _routes(request)
+    body = await r._admin_body(request, _RingBody)
+    org_id = request.path_params["org_id"]
+    record = await run_in_threadpool(
+        lambda: admin.set_ring(
+            r.store, r.publish, body.ring, org_id=org_id, delay_h=body.delay_h, now=r.clock()
+        )
+    )
+    r._adopt(record)
+    return JSONResponse(
+        {"policy_version": record.version, "org_id": org_id, "ring": body.ring.value,
+         "delay_h": body.delay_h}
+    )  # fmt: skip
 
 
 async def _pause(request: Request) -> Response:
@@ -154,6 +189,7 @@ ROUTES: list[Route] = [
     Route("/v1/admin/rollout/resume", _resume, methods=["POST"]),
     Route("/v1/admin/rollout/abort", _abort, methods=["POST"]),
     Route("/v1/admin/rollout/tick", _tick, methods=["POST"]),
+    Route("/v1/admin/orgs/{org_id}/ring", _set_ring, methods=["PUT"]),
 ]
 
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -204,12 +240,23 @@ def openapi_paths() -> dict[str, Any]:
             },
             "min_endpoint_days": {"type": "number", "minimum": 1, "maximum": 1e12},
             "rollback": {"type": "boolean"},
+            "rings": {"type": "boolean"},
+            "inconclusive_looks": {"type": "integer", "minimum": 0, "maximum": 100},
             "tick_s": {
                 "type": "number",
                 "minimum": 0,
                 "exclusiveMinimum": True,
                 "maximum": _MAX_SECONDS,
             },
+        },
+    }
+    ring = {
+        "type": "object",
+        "required": ["ring"],
+        "additionalProperties": False,
+        "properties": {
+            "ring": {"type": "string", "enum": [r.value for r in Ring]},
+            "delay_h": {"type": "number", "minimum": 0, "maximum": 24.0 * 366},
         },
     }
     act = (401, 403, 404, 409)
@@ -227,4 +274,10 @@ def openapi_paths() -> dict[str, Any]:
         "/v1/admin/rollout/resume": {"post": _op("resumeRollout", "resumed", act)},
         "/v1/admin/rollout/abort": {"post": _op("abortRollout", "aborted", (*act, 503))},
         "/v1/admin/rollout/tick": {"post": _op("tickRollout", "decision taken", (*act, 503))},
+        "/v1/admin/orgs/{org_id}/ring": {
+            "parameters": [
+                {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "put": _op("setOrgRing", "ring set", (401, 403, 404, 409, 413, 422, 503), ring),
+        },
     }

@@ -94,9 +94,21 @@ def rollout() -> None:
 @click.option("--min-endpoint-days", default=30.0, show_default=True, type=float)
 @click.option("--tick", default="1h", show_default=True, help="Time between decisions.")
 @click.option("--rollback/--no-rollback", default=True, show_default=True)
+@click.option(
+    "--rings", is_flag=True, help="Run the stages ring by ring: preview, staged, broad, delayed."
+)
+@click.option(
+    "--pause-after",
+    "inconclusive_looks",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Pause after this many inconclusive advance looks in a stage (0: keep waiting).",
+)
 def start_cmd(
     db: Path, repo_dir: Path, to_version: int, stages: str, org_id: str | None, hold: str,
     max_fp_increase: float, alpha: float, min_endpoint_days: float, tick: str, rollback: bool,
+    rings: bool, inconclusive_looks: int,
 ) -> None:  # fmt: skip
     """Start rolling VERSION out in stages, published in signed policy.
 
@@ -112,6 +124,7 @@ def start_cmd(
             min_org_endpoint_days=max(1.0, min_endpoint_days / 3),
             rollback=rollback,
             tick=parse_duration(tick),
+            inconclusive_looks=inconclusive_looks,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -119,7 +132,7 @@ def start_cmd(
     r = _call(
         db,
         lambda s: svc.start_rollout(
-            s, publish, to_version, now=utc_now(), config=config, org_id=org_id
+            s, publish, to_version, now=utc_now(), config=config, org_id=org_id, rings=rings
         ),
     )
     _show(r)

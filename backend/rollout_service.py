@@ -24,6 +24,12 @@ Assignment reaches agents only through signed policy: `start` and each advance w
 or an abort removes it (every endpoint back on `from_version`), completion assigns `to_version`
 to everyone. Agents pick their version with `agent.policy.assigned_version` at their next
 check-in, so a halt stops the spread within one check-in interval.
+
+A ringed rollout (`rings=True`) reads each org's ring from signed policy at the start
+(`backend.rings.ring_plan`) and writes a `rollout` block into every org's own override with the
+percentage `backend.rings.org_percents` gives it at that moment (the fleet default keeps
+`from_version` until the last ring completes); evidence is gathered from the current ring's
+orgs that run the version, and each tick republishes when a `delayed` org becomes eligible.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from agent.policy import OrgPolicyModel, PolicyDocumentModel, RolloutModel
+from agent.policy import OrgPolicyModel, PolicyDocumentModel, Ring, RolloutModel
 from backend.admin import Publish
 from backend.errors import ConflictError, NotFoundError
 from backend.ingest import MS_PER_DAY
+from backend.rings import RingAssignment, org_percents, ring_plan
 from backend.rollout import (
     ArmCounts,
     Evidence,
@@ -217,6 +224,11 @@ def gather_evidence(
     hi = int(now.timestamp() * 1000) // MS_PER_DAY
     can = _arms(store, rollout.to_version, lo, hi, rollout.org_id)
     ctl = _arms(store, control_version, lo, hi, rollout.org_id)
+    if rollout.rings:  # the current ring's orgs that run the version are the strata
+        pct = _ring_percents(rollout, now)
+        keep = {a.org_id for a in rollout.rings if a.ring is rollout.ring and pct[a.org_id] > 0}
+        can = {o: a for o, a in can.items() if o in keep}
+        ctl = {o: a for o, a in ctl.items() if o in keep}
     orgs = sorted(set(can) | set(ctl))
     by_org = tuple(OrgEvidence(o, can.get(o, ArmCounts()), ctl.get(o, ArmCounts())) for o in orgs)
     return Evidence(_sum(can.values()), _sum(ctl.values()), by_org)
@@ -236,12 +248,18 @@ def _to_json(r: Rollout) -> str:
             "stage_started_at": _iso(r.stage_started_at) if r.stage_started_at else None,
             "looks": r.looks, "stage_looks": r.stage_looks, "reason": r.reason,
             "evidence_key": r.evidence_key,
+            "rings": [[a.org_id, a.ring.value, a.delay_h] for a in r.rings],
+            "ring_index": r.ring_index,
+            "broad_done_at": _iso(r.broad_done_at) if r.broad_done_at else None,
+            "pause_base_look": r.pause_base_look,
             "config": {
                 "stages": list(c.stages), "hold_s": c.hold.total_seconds(),
                 "max_fp_increase": c.max_fp_increase, "alpha": c.alpha,
                 "min_endpoint_days": c.min_endpoint_days,
                 "min_org_endpoint_days": c.min_org_endpoint_days, "rollback": c.rollback,
                 "tick_s": c.tick.total_seconds(),
+                "inconclusive_looks": c.inconclusive_looks,
+                "min_judged_share": c.min_judged_share,
             },
         }
     )  # fmt: skip
@@ -253,14 +271,19 @@ def _from_json(raw: str) -> Rollout:
     config = RolloutConfig(
         tuple(c["stages"]), dt.timedelta(seconds=c["hold_s"]), c["max_fp_increase"], c["alpha"],
         c["min_endpoint_days"], c["min_org_endpoint_days"], c["rollback"],
-        dt.timedelta(seconds=c["tick_s"]),
+        dt.timedelta(seconds=c["tick_s"]), c.get("inconclusive_looks", 0),
+        c.get("min_judged_share", 0.5),
     )  # fmt: skip
     stage_at = d["stage_started_at"]
+    broad_at = d.get("broad_done_at")
     return Rollout(
         d["rollout_id"], d["to_version"], d["from_version"], d["org_id"], d["salt"], config,
         dt.datetime.fromisoformat(d["started_at"]), RolloutState(d["state"]), d["stage_index"],
         dt.datetime.fromisoformat(stage_at) if stage_at else None, d["looks"], d["stage_looks"],
         d["reason"], d.get("evidence_key", ""),
+        tuple(RingAssignment(o, Ring(n), h) for o, n, h in d.get("rings", ())),
+        d.get("ring_index", 0), dt.datetime.fromisoformat(broad_at) if broad_at else None,
+        d.get("pause_base_look", 0),
     )  # fmt: skip
 
 
@@ -283,6 +306,7 @@ def _figures(d: RolloutDecision) -> str:
             "control": asdict(d.control),
             "tests": [t.to_dict() for t in d.tests],
             "halted_orgs": list(d.halted_orgs),
+            "ring": d.ring,
             "next_decision_at": _iso(d.next_decision_at) if d.next_decision_at else None,
         }
     )
@@ -361,7 +385,9 @@ def _publish(
             update["model_version"] = assign
         return p.model_copy(update=update)
 
-    if r.org_id is None:
+    if r.rings:
+        nxt = _ringed(doc, r, now, percent=percent, assign=assign)
+    elif r.org_id is None:
         nxt = doc.model_copy(update={"default": change(doc.default)})
     else:
         orgs = dict(doc.orgs)
@@ -375,6 +401,49 @@ def _publish(
         publish=publish,
     )  # fmt: skip
     return rec.version
+
+
+def _ring_percents(r: Rollout, now: dt.datetime) -> dict[str, float]:
+    ring = r.ring
+    assert ring is not None
+    return dict(org_percents(r.rings, ring, r.percent, broad_done_at=r.broad_done_at, now=now))
+
+
+def _ringed(
+    doc: PolicyDocumentModel, r: Rollout, now: dt.datetime, *, percent: float | None,
+    assign: int | None,
+) -> PolicyDocumentModel:  # fmt: skip
+    """The document with each ring org's own `rollout` block (`percent=None`: none at all).
+
+    Completion (`assign`) moves the default to `to_version` and clears the blocks.
+    """
+    per_org = {} if percent is None or assign is not None else _ring_percents(r, now)
+    orgs = dict(doc.orgs)
+    for a in r.rings:
+        p = per_org.get(a.org_id, 0.0)
+        block = (
+            RolloutModel(
+                to_version=r.to_version, from_version=r.from_version, percent=p, salt=r.salt
+            )
+            if p > 0
+            else None
+        )
+        orgs[a.org_id] = orgs.get(a.org_id, OrgPolicyModel()).model_copy(update={"rollout": block})
+    update: dict[str, object] = {"orgs": orgs}
+    if assign is not None:
+        update["default"] = doc.default.model_copy(update={"model_version": assign})
+    return doc.model_copy(update=update)
+
+
+def _published_percents(store: Store, r: Rollout) -> dict[str, float]:
+    cur = store.current_policy()
+    if cur is None:
+        return {}
+    out = {}
+    for a in r.rings:
+        over = cur.document.orgs.get(a.org_id)
+        out[a.org_id] = over.rollout.percent if over and over.rollout else 0.0
+    return out
 
 
 def _control_version(store: Store, org_id: str | None) -> int | None:
@@ -398,11 +467,13 @@ def start_rollout(
     config: RolloutConfig | None = None,
     org_id: str | None = None,
     salt: str | None = None,
+    rings: bool = False,
 ) -> Rollout:
     """Start rolling `to_version` out: publish the first stage's cohort in signed policy.
 
     `salt` picks the cohorts (`agent.policy.in_canary`); by default a fresh random one, so
-    successive rollouts draw different canaries. The simulator passes a seeded one.
+    successive rollouts draw different canaries. The simulator passes a seeded one. `rings`
+    runs the stages ring by ring over the orgs' update rings (fleet-wide only).
 
     Raises:
         NotFoundError: no such org, or no policy (no current version to roll from).
@@ -422,11 +493,21 @@ def start_rollout(
         raise ConflictError(f"model {to_version} is already assigned")
     cfg = config or RolloutConfig()
     salt = salt or secrets.token_hex(8)
-    r = Rollout(0, to_version, base, org_id, salt, cfg, now, stage_started_at=now)
+    plan: tuple[RingAssignment, ...] = ()
+    if rings:
+        if org_id is not None:
+            raise ConflictError("a ringed rollout is fleet-wide: give no org")
+        cur = store.current_policy()
+        plan = ring_plan(cur.document if cur else None, store.org_ids())
+        if not plan:
+            raise NotFoundError("no organizations to roll out to")
+    r = Rollout(0, to_version, base, org_id, salt, cfg, now, stage_started_at=now, rings=plan)
     pv = _publish(store, publish, r, now, f"start v{to_version}", percent=r.percent)
+    where = f" in ring {r.ring.value}" if r.ring else ""
     d = RolloutDecision(
         0, now, RolloutAction.START, 0, r.percent,
-        f"start v{base} -> v{to_version} at {r.percent:g} %", next_decision_at=now + cfg.tick,
+        f"start v{base} -> v{to_version} at {r.percent:g} %{where}",
+        next_decision_at=now + cfg.tick, ring=r.ring.value if r.ring else None,
     )  # fmt: skip
     return _log(store, r, d, pv)
 
@@ -499,7 +580,11 @@ def tick_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> Rollout
     ev = gather_evidence(store, r, r.stage_started_at or r.started_at, now, control)
     d = decide(r, ev, now)
     pv: int | None = None
-    if d.action is RolloutAction.ADVANCE:
+    if d.action is RolloutAction.ADVANCE and r.rings:
+        after = apply_decision(r, d)
+        what = f"advance to ring {after.ring} at {after.percent:g} %"
+        pv = _publish(store, publish, after, now, what, percent=after.percent)
+    elif d.action is RolloutAction.ADVANCE:
         nxt = r.config.stages[r.stage_index + 1]
         pv = _publish(store, publish, r, now, f"advance to {nxt:g} %", percent=nxt)
     elif d.action is RolloutAction.COMPLETE:
@@ -509,8 +594,19 @@ def tick_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> Rollout
             pv = _publish(store, publish, r, now, "halt and roll back", percent=None)
         else:
             pv = None  # the cohort stays where it is; it does not grow
+    elif r.rings and _ring_percents(r, now) != _published_percents(store, r):
+        # a delayed org's delay after broad has passed (or a block was lost): publish its share
+        pv = _publish(store, publish, r, now, "delayed ring eligible", percent=r.percent)
     _log(store, r, d, pv)
     return d
+
+
+def _rings_json(r: Rollout) -> list[dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for a in r.rings:
+        e = out.setdefault(a.ring.value, {"ring": a.ring.value, "orgs": []})
+        e["orgs"].append(a.org_id)
+    return list(out.values())
 
 
 def rollout_status(store: Store, *, now: dt.datetime) -> dict[str, Any]:
@@ -531,6 +627,9 @@ def rollout_status(store: Store, *, now: dt.datetime) -> dict[str, Any]:
         "stage_index": r.stage_index,
         "stages": list(r.config.stages),
         "percent": r.percent,
+        "ring": r.ring.value if r.ring else None,
+        "rings": _rings_json(r),
+        "broad_done_at": _iso(r.broad_done_at) if r.broad_done_at else None,
         "stage_started_at": _iso(r.stage_started_at) if r.stage_started_at else None,
         "hold_s": r.config.hold.total_seconds(),
         "max_fp_increase": r.config.max_fp_increase,
