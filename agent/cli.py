@@ -231,6 +231,7 @@ def scan(
 )
 @click.option("--once", is_flag=True, help="One check-in and one scan, then exit (tests, cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per decision.")
+@click.option("--trace-update", is_flag=True, hidden=True, help="Print each update phase.")
 def run(
     repo_url: str,
     org: str | None,
@@ -249,6 +250,7 @@ def run(
     deadline_ms: float,
     once: bool,
     as_json: bool,
+    trace_update: bool,
 ) -> None:
     """Check in for signed updates and policy, install them atomically, and scan.
 
@@ -283,6 +285,7 @@ def run(
         update=daemon.update_config(
             deadline_s=check_in_deadline, min_bytes_per_s=min_transfer_rate
         ),
+        trace_update=trace_update,
     )
     stop = threading.Event()
 

@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent._internal.install import InstallRecord, StateDir, write_atomic
+from agent.adoption import adopt
 from agent.breaker import BreakerState, reset
 from agent.decision import Decision, Mode, Reason, Verdict
 from agent.engine import ShadowScore, ShadowVerdict, effective_mode, evaluate
@@ -268,7 +269,6 @@ class Agent:
 
     def _load(self, record: InstallRecord, now: dt.datetime) -> None:
         """Bring the in-memory models and policy in line with `record`."""
-        old_policy, old_active = self._policy_version(), self.record.active
         self.record = record
         try:
             doc = load_installed_policy(self.state, record)
@@ -290,8 +290,6 @@ class Agent:
                 self._notice(now, NoticeKind.MODEL_FALLBACK, detail, ref.version)
         if self.active is None and self.fallback is not None:
             self.active, self.fallback = self.fallback, None
-        if self._policy_version() != old_policy or record.active != old_active:
-            self.breaker = reset()
         self._status.serving_model_version = self.active.version if self.active else None
 
     # --- check-in ------------------------------------------------------------------------
@@ -318,9 +316,21 @@ class Agent:
             return self._adopt(outcome, now)
 
     def _adopt(self, outcome: UpdateOutcome, now: dt.datetime) -> CheckInResult:
-        changed = outcome.record != self.record
+        """Take a check-in's result in: the one adoption rule (`agent.adoption.adopt`)."""
+        old, new = self.record, outcome.record
+        rule = adopt(
+            policy=old.policy.version if old.policy else 0,
+            model=old.active.version if old.active else 0,
+            offered_policy=new.policy.version if new.policy else 0,
+            offered_model=outcome.assigned_model or 0,
+            signed=outcome.model_refusal != "unsigned",
+            self_test_ok=outcome.model_refusal != "self_test",
+        )
+        changed = new != old
         if changed:
-            self._load(outcome.record, now)
+            self._load(new, now)
+        if rule.reset_breaker:
+            self.breaker = reset()
             active = self.record.active.version if self.record.active else None
             detail = f"model v{active}, policy v{self._policy_version()}"
             self._notice(now, NoticeKind.UPDATED, detail)
@@ -750,6 +760,7 @@ class RunOptions:
     realtime: RealtimeOptions | None = None  # --protect and on-write --watch (agent.realtime)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    trace_update: bool = False  # one "update phase: PHASE TARGET" line per step (crash tests)
 
 
 def update_config(**given: float | None) -> UpdateConfig:
@@ -812,6 +823,9 @@ def run(
             fetcher=_repo_fetcher(options.repo_url, pipe),
             config=options.update,
         )
+        if options.trace_update and on_line is not None:
+            say = on_line
+            updater.on_phase = lambda phase, target: say(f"update phase: {phase} {target}")
 
         def on_notice(notice: Notice) -> None:
             if on_line is not None:

@@ -145,7 +145,12 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class UpdateOutcome:
-    """The result of a check-in that reached the repository and verified its metadata."""
+    """The result of a check-in that reached the repository and verified its metadata.
+
+    `assigned_model` is the version the verified policy assigns this endpoint (None: none);
+    `model_refusal` says why it was not installed: "unsigned" (TUF did not verify it) or
+    "self_test" (the bundle failed its checks or its canary self-test), for `agent.adoption`.
+    """
 
     checked_at: dt.datetime
     record: InstallRecord
@@ -153,6 +158,8 @@ class UpdateOutcome:
     model_changed: bool
     shadow_changed: bool
     rejections: tuple[Rejection, ...]
+    assigned_model: int | None = None
+    model_refusal: str | None = None
 
     @property
     def is_clean(self) -> bool:
@@ -388,16 +395,24 @@ class UpdateClient:
         trust_anchor: bytes | None = None,
         fetcher: FetcherInterface | None = None,
         config: UpdateConfig | None = None,
+        on_phase: Callable[[str, str], None] | None = None,
     ) -> None:
         self.state = StateDir(state_dir)
         self.repo_url = repo_url.rstrip("/")
         self.org = org
         self.endpoint_id = endpoint_id
         self.config = config or UpdateConfig()
+        # (phase, target) as an install moves on: "download", "verification", "install",
+        # "committed" (the install record names it); the crash harness times its kills by it
+        self.on_phase = on_phase
         self._anchor = trust_anchor
         self._fetcher = fetcher or HTTPXFetcher(timeout_s=self.config.timeout_s)
         # (target name, signed sha256) -> the refusal; a refused target is not downloaded again
         self._refused: dict[tuple[str, str], Rejection] = {}
+
+    def _phase(self, phase: str, target: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(phase, target)
 
     def _bootstrap(self) -> bytes:
         cached = _cached_root(self.state)
@@ -452,6 +467,7 @@ class UpdateClient:
 
     def _check_in(self, now: dt.datetime) -> UpdateOutcome:
         tuf = self._tuf()
+        self._phase("download", "metadata")
         try:
             tuf.refresh()
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
@@ -473,12 +489,15 @@ class UpdateClient:
 
         effective = resolve_policy(doc, self.org) if doc is not None else None
         wanted = assigned_version(effective, self.endpoint_id)
+        model_refusal: str | None = None
         if wanted is not None and (record.active is None or record.active.version != wanted):
             try:
                 record = record.with_active(self._obtain_bundle(tuf, wanted, record))
                 self.state.write_record(record)
+                self._phase("committed", model_target_paths(wanted)[0])
             except (UpdateRejectedError, BundleRejectedError) as exc:
                 rejections.append(self._refusal(exc, model_target_paths(wanted)[0]))
+                model_refusal = "self_test" if isinstance(exc, BundleRejectedError) else "unsigned"
 
         shadow = effective.shadow_model_version if effective else None
         if shadow is None or (record.active is not None and shadow == record.active.version):
@@ -500,6 +519,8 @@ class UpdateClient:
             model_changed=record.active != start.active,
             shadow_changed=record.shadow != start.shadow,
             rejections=tuple(rejections),
+            assigned_model=wanted,
+            model_refusal=model_refusal,
         )
 
     def _refusal(self, exc: AgentError, target: str) -> Rejection:
@@ -549,8 +570,10 @@ class UpdateClient:
         stage = self.state.new_stage()
         try:
             path = stage / "policy.json"
+            self._phase("download", name)
             sha = self._download(tuf, name, path, self.config.max_policy_bytes)
             raw = path.read_bytes()
+            self._phase("verification", name)
             try:
                 new_doc = parse_policy(raw)
                 others = foreign_orgs(new_doc, self.org)
@@ -567,11 +590,13 @@ class UpdateClient:
             except PolicyError as exc:
                 self._refused[(name, sha)] = self._refusal(exc, name)
                 raise
+            self._phase("install", name)
             ref: PolicyRef = self.state.store_policy(raw, new_doc.version, sha)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         record = replace(record, policy=ref)
         self.state.write_record(record)
+        self._phase("committed", name)
         return record, new_doc
 
     def _obtain_bundle(self, tuf: TUFUpdater, version: int, record: InstallRecord) -> BundleRef:
@@ -591,8 +616,10 @@ class UpdateClient:
                     break  # the local copy went bad: fetch it again
         stage = self.state.new_stage()
         try:
+            self._phase("download", model_name)
             sha = self._download(tuf, model_name, stage / MODEL_NAME, self.config.max_bundle_bytes)
             self._download(tuf, manifest_name, stage / MANIFEST_NAME, self.config.max_bundle_bytes)
+            self._phase("verification", model_name)
             try:
                 loaded = load_bundle(stage, timeout_s=self.config.self_test_timeout_s)
                 if loaded.version != version:
@@ -603,6 +630,7 @@ class UpdateClient:
             except BundleRejectedError as exc:
                 self._refused[(model_name, sha)] = self._refusal(exc, model_name)
                 raise
+            self._phase("install", model_name)
             return self.state.commit_stage(stage, version, loaded.manifest.model_sha256)
         finally:
             if stage.exists():

@@ -1,6 +1,13 @@
-"""SIGKILL the agent at random moments of a check-in and inspect what it left behind.
+"""SIGKILL the agent inside an update and inspect what it left behind.
 
-Shared by tests/agent/test_crash_safety.py (about 15 trials) and benchmarks/crash_bench.py (100).
+Each trial runs `fleetward-agent run --once --trace-update` (the agent prints one
+"update phase: PHASE TARGET" line as each step of an install starts: download, verification,
+install, committed), waits for the phase it aims at to begin for the new model, sleeps a random
+fraction of that phase's usual length and sends SIGKILL. The last phase line the agent wrote
+before it died says where the kill landed (`landed`), so a trial that ended before the kill or
+after the commit is counted as such, not as a kill inside the update.
+
+Shared by tests/agent/test_crash_safety.py (15 trials) and benchmarks/crash_bench.py (100).
 """
 
 from __future__ import annotations
@@ -22,12 +29,40 @@ from tests.tuf_harness import ORG, World, policy_bytes
 ROOT = Path(__file__).resolve().parent.parent
 
 
+WINDOW = ("download", "verification", "install")  # the update window: before the commit
+MODEL = "models/v2/model.onnx"
+
+
 @dataclass(frozen=True)
 class TrialResult:
+    aim: str  # the phase the kill was timed for
     delay_s: float
+    phase: str  # where the kill landed: a WINDOW phase, "after commit", or "exited" (no kill)
+    markers: tuple[str, ...]  # the "update phase" lines the agent wrote before it died
     active_version: int | None
     complete: bool  # the active bundle loads and self-tests
     exit_code: int | None
+
+    @property
+    def in_window(self) -> bool:
+        """The kill interrupted the update before its commit point."""
+        return self.phase in WINDOW
+
+
+def landed(markers: tuple[str, ...], exited: bool) -> str:
+    """The phase a kill landed in, from the last "update phase: PHASE TARGET" line it left.
+
+    A kill between the policy's commit and the model's download is inside the window (the
+    update is half done): it counts as "install". After the model's commit: "after commit".
+    """
+    if exited:
+        return "exited"
+    if not markers:
+        return "before update"
+    phase, target = markers[-1].split(" ", 1)
+    if phase == "committed":
+        return "after commit" if target == MODEL else "install"
+    return phase
 
 
 def prepare(world: World, tmp: Path) -> tuple[Path, Path]:
@@ -54,45 +89,83 @@ def inspect(state_dir: Path) -> tuple[int | None, bool]:
     return record.active.version, loaded.version == record.active.version
 
 
-def run_trial(template: Path, anchor: Path, url: str, dest: Path, delay_s: float) -> TrialResult:
+def run_trial(
+    template: Path, anchor: Path, url: str, dest: Path, aim: str, delay_s: float
+) -> TrialResult:
+    """Run `fleetward-agent run --once`, SIGKILL it `delay_s` after the `aim` phase of the model
+    update began, and record where the kill landed and what it left on disk."""
     shutil.copytree(template, dest)
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "agent",
-            "run",
-            "--once",
-            "--repo-url",
-            url,
-            "--org",
-            ORG,
-            "--state-dir",
-            str(dest),
-            "--root",
-            str(anchor),
+            sys.executable, "-m", "agent", "run", "--once", "--trace-update",
+            "--repo-url", url, "--org", ORG, "--state-dir", str(dest), "--root", str(anchor),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert proc.stderr is not None
-    for line in proc.stderr:  # the kill timer starts when the check-in starts
-        if b"check-in started" in line:
+    start = f"update phase: {aim} {MODEL}".encode()
+    for line in proc.stderr:  # the kill timer starts when the aimed phase starts
+        if line.startswith(start):
             break
     time.sleep(delay_s)
+    exited = proc.poll() is not None
     proc.kill()
     code = proc.wait()
+    rest = proc.stderr.read()
     proc.stderr.close()
+    lines = [start.decode(), *rest.decode(errors="replace").splitlines()]
+    markers = tuple(
+        x.removeprefix("update phase: ") for x in lines if x.startswith("update phase: ")
+    )
     version, complete = inspect(dest)
-    return TrialResult(delay_s, version, complete, code)
+    phase = landed(markers, exited)
+    return TrialResult(aim, delay_s, phase, markers, version, complete, code)
+
+
+def calibrate(template: Path, anchor: Path, url: str, dest: Path) -> dict[str, float]:
+    """How long each phase of the model update takes here: one update run to its end, timed
+    by when its phase lines arrive (the kills are then spread over each phase's length)."""
+    shutil.copytree(template, dest)
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "agent", "run", "--once", "--trace-update",
+            "--repo-url", url, "--org", ORG, "--state-dir", str(dest), "--root", str(anchor),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen: dict[str, float] = {}
+    for line in proc.stderr:
+        text = line.decode(errors="replace").strip()
+        for phase in (*WINDOW, "committed"):
+            if text == f"update phase: {phase} {MODEL}":
+                seen[phase] = time.monotonic()
+    proc.stderr.close()
+    assert proc.wait() == 0 and len(seen) == 4, seen
+    ends = dict(zip(WINDOW, (*WINDOW[1:], "committed"), strict=True))
+    return {p: max(seen[ends[p]] - seen[p], 0.001) for p in WINDOW}
 
 
 def run_trials(
-    template: Path, anchor: Path, url: str, work: Path, n: int, seed: int, max_delay_s: float = 0.3
+    template: Path, anchor: Path, url: str, work: Path, n: int, seed: int
 ) -> list[TrialResult]:
+    """`n` trials aimed at the phases of the update window in turn, each killed at a random
+    moment within the first 80 % of that phase's calibrated length."""
+    length = calibrate(template, anchor, url, work / "calibration")
     rng = random.Random(seed)
-    return [
-        run_trial(template, anchor, url, work / f"trial-{i}", rng.uniform(0.0, max_delay_s))
-        for i in range(n)
-    ]
+    out = []
+    for i in range(n):
+        aim = WINDOW[i % len(WINDOW)]
+        delay = rng.uniform(0.0, 0.8 * length[aim])
+        out.append(run_trial(template, anchor, url, work / f"trial-{i}", aim, delay))
+    return out
+
+
+def phase_counts(results: list[TrialResult]) -> dict[str, int]:
+    """Kills per phase, in the order of an update."""
+    order = ("before update", *WINDOW, "after commit", "exited")
+    return {k: sum(1 for r in results if r.phase == k) for k in order}

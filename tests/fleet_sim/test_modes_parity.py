@@ -1,25 +1,45 @@
 """The exact and cohort modes hold the same statistics on the same small world.
 
-Tolerances: counts are Poisson-like, so totals must agree within 4 standard deviations
-(sqrt of the larger count) plus 2 % for the shared non-Poisson structure; adoption within 3
-points; check-ins are deterministic given the world (same schedule, same online law) and must
-agree exactly.
+The statistical test: the two modes draw scans with independent random streams over the same
+world (same endpoints, online spells, check-in schedule, catalog and timeline), so each
+per-org count (encounters, alerts, false-positive alerts, malicious alerts, new false
+positives) is, in each mode, a Poisson count with the same mean. For two independent Poisson
+counts a, b with equal means, a given a + b = n is Binomial(n, 1/2), and over k orgs
+X = sum((a - b)^2 / (a + b)) is approximately chi-square with k degrees of freedom (the
+usual two-sample Poisson test). Only orgs with a + b >= 20 enter (the approximation needs
+counts); a table must have at least 3 such orgs. Each of the five tables is tested at
+alpha = 0.001 / 5 (Bonferroni: the whole test's false-alarm rate is at most 0.1 %).
+
+Check-ins are deterministic given the world and must agree exactly. The kill switch (org-0001,
+at the start of day 2) must, in both modes: find alerts to stop (org-0001 alerted before it),
+reach at least 95 % of org-0001's endpoints within an hour (the tracked policy version),
+leave org-0001 at most 5 % of its daily alerts before it on day 3, and leave the other orgs
+alerting (a per-org switch). `test_parity_test_rejects_a_shifted_mode` shows the statistic
+fails when one mode's counts are inflated by 30 %.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import pytest
+from scipy import stats
 
-from fleet_sim.outcomes import adoption_at, counters
+from fleet_sim.control import Recorder
+from fleet_sim.outcomes import ArmRun, adoption_at, counters, kill_switch_delays
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
+
+ALPHA = 0.001
+TABLES = ("enc", "alerts", "fp_alerts", "mal_alerts", "new_fp")
+MIN_PAIR_COUNT = 20
+KILL_DAY = 2
+KILLED_ORG = 1  # org-0001
+DAY_S = 86_400.0
 
 WORLD = {
     "name": "parity",
     "seed": 21,
-    "days": 3,
+    "days": 4,
     "world": {"orgs": 6, "endpoints": 300, "scans_per_hour": 3.0, "inhouse_share": 0.1},
     "models": {
         "initial": 1,
@@ -28,36 +48,86 @@ WORLD = {
     "campaigns": [{"name": "c", "family": "loader_v2", "start": "1d", "per_endpoint_per_day": 2}],
     "timeline": [
         {"at": "1d6h", "do": "publish_model", "version": 2},
-        {"at": "2d3h", "do": "kill_switch", "org": "org-0001"},
+        {"at": f"{KILL_DAY}d", "do": "kill_switch", "org": "org-0001"},
     ],
 }
 
 
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 4 * math.sqrt(max(a, b, 1.0)) + 0.02 * max(a, b)
+def poisson_parity_p(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """p-value of the chi-square two-sample Poisson test over orgs with enough counts."""
+    n = a + b
+    use = n >= MIN_PAIR_COUNT
+    k = int(use.sum())
+    if k == 0:
+        return 1.0, 0
+    x = float((((a[use] - b[use]) ** 2) / n[use]).sum())
+    return float(stats.chi2.sf(x, df=k)), k
 
 
-def test_exact_and_cohort_agree_on_alerts_adoption_and_events(small_corpus, sim_bundles, tmp_path):
+@pytest.fixture(scope="module")
+def arms(small_corpus, sim_bundles, tmp_path_factory) -> tuple[ArmRun, ArmRun]:
     sc = scenario_from_dict(WORLD)
-    ex = run_scenario(
-        sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "e", mode="exact"
-    )
-    co = run_scenario(
-        sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "c", mode="cohort"
-    )
-    re, rc = ex.arms["main"].recorder, co.arms["main"].recorder
+    tmp = tmp_path_factory.mktemp("parity")
+    ex = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp / "e", mode="exact")
+    co = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp / "c", mode="cohort")
+    return ex.arms["main"], co.arms["main"]
+
+
+@pytest.fixture(scope="module")
+def runs(arms: tuple[ArmRun, ArmRun]) -> tuple[Recorder, Recorder]:
+    return arms[0].recorder, arms[1].recorder
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_per_org_counts_pass_the_two_sample_poisson_test(runs, table: str) -> None:
+    re, rc = runs
+    a = getattr(re, table).sum(axis=0).astype(float)
+    b = getattr(rc, table).sum(axis=0).astype(float)
+    p, k = poisson_parity_p(a, b)
+    assert k >= 3, (table, "too few orgs with counts to test", a, b)
+    assert p >= ALPHA / len(TABLES), (table, p, a.tolist(), b.tolist())
+
+
+def test_parity_test_rejects_a_shifted_mode(runs) -> None:
+    re, _ = runs
+    a = re.enc.sum(axis=0).astype(float)
+    p, k = poisson_parity_p(a, np.round(a * 1.3))
+    assert k >= 3 and p < ALPHA / len(TABLES)
+
+
+def test_check_ins_and_event_flow_agree(runs) -> None:
+    re, rc = runs
     ce, cc = counters(re), counters(rc)
-    assert ce["checkins"] == cc["checkins"]
-    for key in ("events_generated", "events_delivered"):
-        assert _close(ce[key], cc[key]), (key, ce[key], cc[key])
+    assert ce["checkins"] == cc["checkins"] > 0
     assert ce["events_lost"] == cc["events_lost"] == 0
-    # alerts per org per day, summed over days, per org
-    for table in ("alerts", "fp_alerts", "mal_alerts", "new_fp", "enc"):
-        a, b = getattr(re, table).sum(axis=0), getattr(rc, table).sum(axis=0)
-        for o in range(a.size):
-            assert _close(float(a[o]), float(b[o])), (table, o, a[o], b[o])
-    for day in (1.0, 1.5, 2.0, 3.0):
-        assert abs(adoption_at(re, 2, day * 86400) - adoption_at(rc, 2, day * 86400)) <= 0.03
-    # the kill switch zeroes org-0001's alerts in both
-    assert re.alerts[2:, 1].sum() <= re.alerts[2, 1] and rc.alerts[2:, 1].sum() <= rc.alerts[2, 1]
-    assert np.all(re.new_fp[:1] == 0) and np.all(rc.new_fp[:1] == 0)
+    gen_p, _ = poisson_parity_p(
+        np.asarray([ce["events_generated"]], float), np.asarray([cc["events_generated"]], float)
+    )
+    assert gen_p >= ALPHA
+
+
+def test_model_adoption_agrees(runs) -> None:
+    re, rc = runs
+    for day in (1.0, 1.5, 2.0, 4.0):
+        assert abs(adoption_at(re, 2, day * DAY_S) - adoption_at(rc, 2, day * DAY_S)) <= 0.03
+    assert adoption_at(re, 2, 4 * DAY_S) > 0.9  # the publish landed in both
+
+
+@pytest.mark.parametrize("mode", [0, 1], ids=["exact", "cohort"])
+def test_kill_switch_stops_the_org_alerts_in_both_modes(arms, mode: int) -> None:
+    arm: ArmRun = arms[mode]
+    rec = arm.recorder
+    before = rec.alerts[:KILL_DAY].sum(axis=0) / KILL_DAY  # mean alerts a day, per org
+    after = rec.alerts[KILL_DAY + 1]  # the first whole day after the switch
+    assert before[KILLED_ORG] >= 20, "org-0001 had too few alerts for the switch to show"
+    assert after[KILLED_ORG] <= 0.05 * before[KILLED_ORG], (after[KILLED_ORG], before)
+    others = np.arange(rec.alerts.shape[1]) != KILLED_ORG
+    assert after[others].sum() >= 0.5 * before[others].sum()  # only org-0001 was switched off
+    # the signed policy reached org-0001's endpoints online through the hour after the switch
+    assert len(rec.kill_switches) == 1
+    t0, _ = rec.tracked[rec.kill_switches[0]]
+    assert t0 == pytest.approx(KILL_DAY * DAY_S)
+    delay, eligible = kill_switch_delays(rec, arm.world, 0, 3600.0)
+    mine = eligible & (arm.world.ep_org == KILLED_ORG)
+    assert mine.sum() >= 10
+    assert np.mean(delay[mine] <= 3600.0) >= 0.95
