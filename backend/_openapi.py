@@ -68,6 +68,100 @@ _POLICY = {"$ref": "#/components/schemas/PolicyChange"}
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+
+
+def _token_paths() -> dict[str, Any]:
+    """The token lifecycle: enroll tokens with expiry, use limit, rotation; revocation."""
+    info = {
+        "type": "object",
+        "required": ["token_id", "kind", "created_at", "uses"],
+        "properties": {
+            "token_id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["admin", "enroll", "endpoint"]},
+            "endpoint_id": {"type": "string", "nullable": True},
+            "created_at": {"type": "string", "format": "date-time"},
+            "expires_at": _TIME,
+            "max_uses": {"type": "integer", "nullable": True},
+            "uses": {"type": "integer"},
+            "revoked_at": _TIME,
+        },
+    }
+    revoked = {
+        "type": "object",
+        "required": ["revoked"],
+        "properties": {"revoked": {"type": "integer"}},
+    }
+    return {
+        "/v1/admin/orgs/{org_id}/enroll-tokens": {
+            "post": {
+                "operationId": "createEnrollToken",
+                "security": _ADMIN,
+                "parameters": [_path_param("org_id")],
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "expires_at": _TIME,
+                            "max_uses": {"type": "integer", "nullable": True, "minimum": 1},
+                            "rotate": {"type": "boolean"},
+                        },
+                    }
+                ),
+                "responses": {
+                    "201": _resp(
+                        "created (the token is shown once)",
+                        {
+                            "type": "object",
+                            "required": ["org_id", "token_id", "enroll_token"],
+                            "properties": {
+                                "org_id": {"type": "string"},
+                                "token_id": {"type": "string"},
+                                "enroll_token": {"type": "string"},
+                                "expires_at": _TIME,
+                                "max_uses": {"type": "integer", "nullable": True},
+                            },
+                        },
+                    ),
+                    **_errors(401, 403, 404, 413, 422),
+                },
+            }
+        },
+        "/v1/admin/orgs/{org_id}/tokens": {
+            "get": {
+                "operationId": "listTokens",
+                "security": _ADMIN,
+                "parameters": [_path_param("org_id")],
+                "responses": {
+                    "200": _resp("the org's tokens, no secrets", {"type": "array", "items": info}),
+                    **_errors(401, 403, 404),
+                },
+            }
+        },
+        "/v1/admin/tokens/{token_id}": {
+            "delete": {
+                "operationId": "revokeToken",
+                "security": _ADMIN,
+                "parameters": [_path_param("token_id")],
+                "responses": {"200": _resp("revoked", revoked), **_errors(401, 403, 404)},
+            }
+        },
+        "/v1/admin/endpoints/{endpoint_id}/tokens": {
+            "delete": {
+                "operationId": "revokeEndpointTokens",
+                "security": _ADMIN,
+                "parameters": [_path_param("endpoint_id")],
+                "responses": {"200": _resp("revoked", revoked), **_errors(401, 403, 404)},
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict each call)."""
     list_param = {
@@ -95,6 +189,7 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": _rollout_paths()
+        | _token_paths()
         | {
             "/healthz": {
                 "get": {

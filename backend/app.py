@@ -198,7 +198,7 @@ class _Routes:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("a bearer token is required")
-        principal = self.store.authenticate(token.strip())
+        principal = self.store.authenticate(token.strip(), self.clock())
         if principal.kind not in kinds:
             raise ForbiddenError(f"a {principal.kind.value} token cannot do this")
         return principal
@@ -215,7 +215,9 @@ class _Routes:
     async def enroll(self, request: Request) -> Response:
         principal = self._principal(request, TokenKind.ENROLL)
         assert principal.org_id is not None
-        creds = await run_in_threadpool(self.store.enroll, principal.org_id, self.clock())
+        token = request.headers["authorization"].partition(" ")[2].strip()
+        org_id, now = principal.org_id, self.clock()
+        creds = await run_in_threadpool(lambda: self.store.enroll(org_id, now, enroll_token=token))
         return JSONResponse(
             {"org_id": creds.org_id, "endpoint_id": creds.endpoint_id, "token": creds.token},
             status_code=201,
@@ -426,6 +428,82 @@ class _Routes:
         )
 
 
+# --- token lifecycle (operator routes; the rules live in the store) -------------------------
+
+
+class _EnrollTokenBody(_Strict):
+    expires_at: dt.datetime | None = None
+    max_uses: int | None = None
+    rotate: bool = False
+
+
+def _time_json(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+async def _create_enroll_token(request: Request) -> Response:
+    routes: _Routes = request.app.state.routes
+    body = await routes._admin_body(request, _EnrollTokenBody)
+    org_id = str(request.path_params["org_id"])
+    made = await run_in_threadpool(
+        lambda: routes.store.create_enroll_token(
+            org_id,
+            routes.clock(),
+            expires_at=body.expires_at,
+            max_uses=body.max_uses,
+            rotate=body.rotate,
+        )
+    )
+    return JSONResponse(
+        {
+            "org_id": made.org_id,
+            "token_id": made.token_id,
+            "enroll_token": made.token,
+            "expires_at": _time_json(made.expires_at),
+            "max_uses": made.max_uses,
+        },
+        status_code=201,
+    )
+
+
+async def _list_tokens(request: Request) -> Response:
+    routes: _Routes = request.app.state.routes
+    routes._principal(request, TokenKind.ADMIN)
+    org_id = str(request.path_params["org_id"])
+    found = await run_in_threadpool(routes.store.tokens, org_id)
+    return JSONResponse(
+        [
+            {
+                "token_id": t.token_id,
+                "kind": t.kind.value,
+                "endpoint_id": t.endpoint_id,
+                "created_at": t.created_at.isoformat(),
+                "expires_at": _time_json(t.expires_at),
+                "max_uses": t.max_uses,
+                "uses": t.uses,
+                "revoked_at": _time_json(t.revoked_at),
+            }
+            for t in found
+        ]
+    )
+
+
+async def _revoke_token(request: Request) -> Response:
+    routes: _Routes = request.app.state.routes
+    routes._principal(request, TokenKind.ADMIN)
+    token_id = str(request.path_params["token_id"])
+    n = await run_in_threadpool(routes.store.revoke_token, token_id, routes.clock())
+    return JSONResponse({"revoked": n})
+
+
+async def _revoke_endpoint(request: Request) -> Response:
+    routes: _Routes = request.app.state.routes
+    routes._principal(request, TokenKind.ADMIN)
+    endpoint_id = str(request.path_params["endpoint_id"])
+    n = await run_in_threadpool(routes.store.revoke_endpoint, endpoint_id, routes.clock())
+    return JSONResponse({"revoked": n})
+
+
 # --- golden labels (analyst route; the pure part is `backend.labels`) -----------------------
 
 
@@ -592,6 +670,10 @@ def create_app(
         Route("/v1/admin/policy", r.get_policy, methods=["GET"]),
         Route("/v1/admin/aggregates", r.get_aggregates, methods=["GET"]),
         Route("/v1/admin/labels", _post_labels, methods=["POST"]),
+        Route("/v1/admin/orgs/{org_id}/enroll-tokens", _create_enroll_token, methods=["POST"]),
+        Route("/v1/admin/orgs/{org_id}/tokens", _list_tokens, methods=["GET"]),
+        Route("/v1/admin/tokens/{token_id}", _revoke_token, methods=["DELETE"]),
+        Route("/v1/admin/endpoints/{endpoint_id}/tokens", _revoke_endpoint, methods=["DELETE"]),
         *rollout_routes,
         Route("/v1/admin/{list}", r.add_entry, methods=["POST"]),
         Route("/v1/admin/{list}/{sha256}", r.remove_entry, methods=["DELETE"]),

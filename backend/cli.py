@@ -19,7 +19,7 @@ from backend import admin
 from backend._clock import utc_now
 from backend.app import serve
 from backend.errors import BackendError
-from backend.store import PolicyRecord, Store
+from backend.store import EnrollToken, PolicyRecord, Store
 
 __all__ = ["backend"]
 
@@ -231,6 +231,99 @@ def _list_group(which: str) -> click.Group:
         )
 
     return group
+
+
+@backend.group("token")
+def token() -> None:
+    """Enroll tokens (expiry, use limit, rotation) and revocation of any token."""
+
+
+def _with_store(db: Path, call: Callable[[Store], object]) -> object:
+    store = Store(db)
+    try:
+        return call(store)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+@token.command("create-enroll-token")
+@click.argument("org_id")
+@click.option("--expires", default=None, help="ISO time with offset, e.g. 2030-01-01T00:00Z.")
+@click.option("--max-uses", type=int, default=None, help="Endpoints it may enroll at most.")
+@click.option("--rotate", is_flag=True, help="Revoke the org's other enroll tokens.")
+@_DB
+def create_enroll_token(
+    org_id: str, expires: str | None, max_uses: int | None, rotate: bool, db: Path
+) -> None:
+    """Issue an enroll token for an org (printed once), optionally expiring or rotating.
+
+    Example: fleetward backend token create-enroll-token org_1a2b --max-uses 50 --rotate --db f.db
+    """
+    try:
+        expires_at = dt.datetime.fromisoformat(expires) if expires else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expires") from None
+    made = _with_store(
+        db,
+        lambda s: s.create_enroll_token(
+            org_id, utc_now(), expires_at=expires_at, max_uses=max_uses, rotate=rotate
+        ),
+    )
+    assert isinstance(made, EnrollToken)
+    click.echo(
+        json.dumps(
+            {
+                "org_id": made.org_id,
+                "token_id": made.token_id,
+                "enroll_token": made.token,
+                "expires_at": made.expires_at.isoformat() if made.expires_at else None,
+                "max_uses": made.max_uses,
+            }
+        )
+    )
+
+
+@token.command("tokens")
+@click.argument("org_id")
+@_DB
+def tokens(org_id: str, db: Path) -> None:
+    """List an org's tokens (ids, kinds, limits, uses, revocation; never the secrets).
+
+    Example: fleetward backend token tokens org_1a2b --db fleet.db
+    """
+    found = _with_store(db, lambda s: s.tokens(org_id))
+    assert isinstance(found, list)
+    for t in found:
+        state = f"revoked {t.revoked_at.isoformat()}" if t.revoked_at else "active"
+        limits = f"uses {t.uses}" + (f"/{t.max_uses}" if t.max_uses else "")
+        expiry = f" expires {t.expires_at.isoformat()}" if t.expires_at else ""
+        click.echo(f"{t.token_id} {t.kind.value} {t.endpoint_id or '-'} {limits}{expiry} {state}")
+
+
+@token.command("revoke-token")
+@click.argument("token_id")
+@_DB
+def revoke_token(token_id: str, db: Path) -> None:
+    """Revoke a token by its id (from `token tokens`); it is refused at once.
+
+    Example: fleetward backend token revoke-token tok_0123456789abcdef --db fleet.db
+    """
+    _with_store(db, lambda s: s.revoke_token(token_id, utc_now()))
+    click.echo(f"revoked {token_id}")
+
+
+@token.command("revoke-endpoint")
+@click.argument("endpoint_id")
+@_DB
+def revoke_endpoint(endpoint_id: str, db: Path) -> None:
+    """Revoke an endpoint's token: its next check-in or batch gets 401.
+
+    Example: fleetward backend token revoke-endpoint ep_0123456789abcdef01234567 --db fleet.db
+    """
+    n = _with_store(db, lambda s: s.revoke_endpoint(endpoint_id, utc_now()))
+    click.echo(f"revoked {n} token(s) of {endpoint_id}")
 
 
 backend.add_command(_list_group("allowlist"))

@@ -8,6 +8,7 @@ shape of a body (types, unknown fields); what a value may be is decided here.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 
@@ -19,6 +20,7 @@ __all__ = [
     "check_org_name",
     "check_reason",
     "check_sha256",
+    "check_token_limits",
 ]
 
 MAX_NAME_CHARS = 200
@@ -63,3 +65,17 @@ def check_reason(reason: str) -> str:
     if len(reason) > MAX_REASON_CHARS:
         raise BatchInvalidError(f"reason: must be at most {MAX_REASON_CHARS} characters")
     return reason
+
+
+def check_token_limits(
+    expires_at: dt.datetime | None, max_uses: int | None, now: dt.datetime
+) -> None:
+    """An enroll token's limits: an expiry with a UTC offset after `now`, a use limit >= 1.
+
+    Raises:
+        BatchInvalidError: a limit is not valid.
+    """
+    if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
+        raise BatchInvalidError("expires_at: must be a time with a UTC offset, after now")
+    if max_uses is not None and not 1 <= max_uses <= 1_000_000_000:
+        raise BatchInvalidError("max_uses: must be between 1 and 1000000000")

@@ -21,15 +21,18 @@ from typing import TypeAlias
 from backend.store._base import (
     AggregateColumns,
     EndpointCredentials,
+    EnrollToken,
     IngestResult,
     OrgCreated,
     PolicyRecord,
     Principal,
     Publish,
     StoreStats,
+    TokenInfo,
     TokenKind,
     hash_token,
     is_postgres_url,
+    token_id_of,
 )
 from backend.store._protocol import AggregateStore
 from backend.store.sqlite import Store
@@ -39,6 +42,7 @@ __all__ = [
     "AggregateStore",
     "AnyStore",
     "EndpointCredentials",
+    "EnrollToken",
     "IngestResult",
     "OrgCreated",
     "PolicyRecord",
@@ -46,10 +50,12 @@ __all__ = [
     "Publish",
     "Store",
     "StoreStats",
+    "TokenInfo",
     "TokenKind",
     "hash_token",
     "is_postgres_url",
     "open_store",
+    "token_id_of",
 ]
 
 AnyStore: TypeAlias = AggregateStore  # the name callers used before the Protocol

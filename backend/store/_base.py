@@ -16,21 +16,24 @@ from enum import StrEnum
 from pathlib import Path
 
 from agent.policy import PolicyDocumentModel
-from backend.errors import PolicyConflictError
+from backend.errors import AuthError, PolicyConflictError
 from backend.ingest import EvidenceRow
 
 __all__ = [
     "AggregateColumns",
     "EndpointCredentials",
+    "EnrollToken",
     "IngestResult",
     "OrgCreated",
     "PolicyRecord",
     "Principal",
     "Publish",
     "StoreStats",
+    "TokenInfo",
     "TokenKind",
     "hash_token",
     "is_postgres_url",
+    "token_id_of",
 ]
 
 Publish = Callable[[bytes, dt.datetime], None]
@@ -122,6 +125,57 @@ class StoreStats:
     feature_rows: int
     batches: int
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollToken:
+    """A new enroll token (shown once) with its public id and limits."""
+
+    org_id: str
+    token_id: str
+    token: str
+    expires_at: dt.datetime | None
+    max_uses: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What an operator may see of a token: never its secret."""
+
+    token_id: str
+    kind: TokenKind
+    org_id: str | None
+    endpoint_id: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    max_uses: int | None
+    uses: int
+    revoked_at: dt.datetime | None
+
+
+def token_id_of(digest: str) -> str:
+    """A token's public id (for listing and revoking): a prefix of its stored hash."""
+    return "tok_" + digest[:16]
+
+
+def _check_usable(
+    revoked: bool,
+    expires_at: dt.datetime | None,
+    max_uses: int | None,
+    uses: int,
+    now: dt.datetime | None,
+) -> None:
+    """Refuse a revoked token, an expired one (when `now` is known) and a used-up one.
+
+    Raises:
+        AuthError: the token may not act any more; the message says why.
+    """
+    if revoked:
+        raise AuthError("token revoked")
+    if expires_at is not None and now is not None and now >= expires_at:
+        raise AuthError("token expired")
+    if max_uses is not None and uses >= max_uses:
+        raise AuthError("token used up")
 
 
 def is_postgres_url(target: object) -> bool:

@@ -19,12 +19,14 @@ from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow,
 from backend.store._base import (
     AggregateColumns,
     EndpointCredentials,
+    EnrollToken,
     IngestResult,
     OrgCreated,
     PolicyRecord,
     Principal,
     Publish,
     StoreStats,
+    TokenInfo,
 )
 
 if TYPE_CHECKING:
@@ -64,12 +66,38 @@ class AggregateStore(Protocol):
         """A new fleet-wide operator token (shown once)."""
         ...
 
-    def authenticate(self, token: str) -> Principal:
-        """Who `token` acts as."""
+    def authenticate(self, token: str, now: dt.datetime | None = None) -> Principal:
+        """Who `token` acts as; revoked, expired (given `now`) or used-up tokens are refused."""
         ...
 
-    def enroll(self, org_id: str, now: dt.datetime) -> EndpointCredentials:
-        """Register a new endpoint in `org_id` with its own token (shown once)."""
+    def enroll(
+        self, org_id: str, now: dt.datetime, *, enroll_token: str | None = None
+    ) -> EndpointCredentials:
+        """Register a new endpoint in `org_id` (counting `enroll_token`'s use atomically)."""
+        ...
+
+    def create_enroll_token(
+        self,
+        org_id: str,
+        now: dt.datetime,
+        *,
+        expires_at: dt.datetime | None = None,
+        max_uses: int | None = None,
+        rotate: bool = False,
+    ) -> EnrollToken:
+        """A new enroll token with optional expiry and use limit; `rotate` revokes the rest."""
+        ...
+
+    def tokens(self, org_id: str) -> list[TokenInfo]:
+        """The org's enroll and endpoint tokens, without their secrets."""
+        ...
+
+    def revoke_token(self, token_id: str, now: dt.datetime) -> int:
+        """Revoke a token by its public id (refused at once)."""
+        ...
+
+    def revoke_endpoint(self, endpoint_id: str, now: dt.datetime) -> int:
+        """Revoke an endpoint's tokens (its next request gets 401)."""
         ...
 
     # --- the one ingest transaction -------------------------------------------------------

@@ -44,20 +44,24 @@ from backend.store._base import (
     _FAULT_MARKER,
     AggregateColumns,
     EndpointCredentials,
+    EnrollToken,
     IngestResult,
     OrgCreated,
     PolicyRecord,
     Principal,
     Publish,
     StoreStats,
+    TokenInfo,
     TokenKind,
     _check_next_version,
+    _check_usable,
     _merge_endpoint_days,
     _pause_for_fault_injection,
     hash_token,
     is_postgres_url,
+    token_id_of,
 )
-from backend.validation import check_org_name
+from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
     from backend.ingest import BatchAggregate
@@ -72,6 +76,14 @@ CREATE TABLE IF NOT EXISTS orgs (
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, org BIGINT REFERENCES orgs(id),
     endpoint_id TEXT, created_at TIMESTAMPTZ NOT NULL);
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS token_id TEXT;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS max_uses BIGINT;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS uses BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN IF NOT EXISTS revoked_at TIMESTAMPTZ;
+UPDATE tokens SET token_id = 'tok_' || substr(token_hash, 1, 16) WHERE token_id IS NULL;
+CREATE INDEX IF NOT EXISTS tokens_id ON tokens(token_id);
+CREATE INDEX IF NOT EXISTS tokens_org ON tokens(org, kind);
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint_id TEXT PRIMARY KEY, org BIGINT NOT NULL REFERENCES orgs(id),
     enrolled_at TIMESTAMPTZ NOT NULL, last_seen_ms BIGINT,
@@ -231,14 +243,25 @@ class PostgresStore:
     # --- orgs and tokens ---------------------------------------------------------------
 
     def _new_token(
-        self, kind: TokenKind, org: int | None, endpoint_id: str | None, now: dt.datetime
+        self,
+        kind: TokenKind,
+        org: int | None,
+        endpoint_id: str | None,
+        now: dt.datetime,
+        *,
+        expires_at: dt.datetime | None = None,
+        max_uses: int | None = None,
     ) -> str:
         token = f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+        digest = hash_token(token)
         self._conn.execute(
-            "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (hash_token(token), kind.value, org, endpoint_id, _utc(now)),
-        )
+            "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at, token_id, "
+            "expires_at, max_uses, uses) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0)",
+            (
+                digest, kind.value, org, endpoint_id, _utc(now), token_id_of(digest),
+                _utc(expires_at) if expires_at else None, max_uses,
+            ),
+        )  # fmt: skip
         return token
 
     def create_org(self, name: str, now: dt.datetime) -> OrgCreated:
@@ -295,11 +318,11 @@ class PostgresStore:
         with self._lock:
             return self._new_token(TokenKind.ADMIN, None, None, now)
 
-    def authenticate(self, token: str) -> Principal:
-        """Who `token` acts as; verified tokens are cached in memory (they are never reused).
+    def authenticate(self, token: str, now: dt.datetime | None = None) -> Principal:
+        """Who `token` acts as (see `backend.store.sqlite.Store.authenticate`).
 
         Raises:
-            AuthError: the token is unknown.
+            AuthError: the token is unknown, revoked, expired or used up.
         """
         digest = hash_token(token)
         found = self._principals.get(digest)
@@ -307,32 +330,130 @@ class PostgresStore:
             return found
         with self._lock:
             row = self._conn.execute(
-                "SELECT kind, org, endpoint_id FROM tokens WHERE token_hash = %s", (digest,)
+                "SELECT kind, org, endpoint_id, revoked_at, expires_at, max_uses, uses "
+                "FROM tokens WHERE token_hash = %s",
+                (digest,),
             ).fetchone()
         if row is None:
             raise AuthError("unknown token")
+        _check_usable(row[3] is not None, row[4], row[5], int(row[6]), now)
         org = self._org_name(int(row[1])) if row[1] is not None else None
         principal = Principal(TokenKind(row[0]), org, row[2])
-        if len(self._principals) > 200_000:
-            self._principals.clear()
-        self._principals[digest] = principal
+        if principal.kind is not TokenKind.ENROLL:
+            if len(self._principals) > 200_000:
+                self._principals.clear()
+            self._principals[digest] = principal
         return principal
 
-    def enroll(self, org_id: str, now: dt.datetime) -> EndpointCredentials:
-        """Register a new endpoint in `org_id` with a random pseudonym and its own token.
+    def enroll(
+        self, org_id: str, now: dt.datetime, *, enroll_token: str | None = None
+    ) -> EndpointCredentials:
+        """Register a new endpoint in `org_id`, counting `enroll_token`'s use atomically.
 
         Raises:
+            AuthError: `enroll_token` cannot enroll (any more).
             NotFoundError: no such org.
         """
         key = self._org_key(org_id)
         endpoint_id = "ep_" + secrets.token_hex(12)
         with self._lock, self._conn.transaction():
+            if enroll_token is not None:
+                used = self._conn.execute(
+                    "UPDATE tokens SET uses = uses + 1 WHERE token_hash = %s AND kind = %s "
+                    "AND org = %s AND revoked_at IS NULL AND (expires_at IS NULL OR "
+                    "expires_at > %s) AND (max_uses IS NULL OR uses < max_uses)",
+                    (hash_token(enroll_token), TokenKind.ENROLL.value, key, _utc(now)),
+                ).rowcount
+                if used != 1:
+                    raise AuthError("enroll token is revoked, expired or used up")
             self._conn.execute(
                 "INSERT INTO endpoints (endpoint_id, org, enrolled_at) VALUES (%s, %s, %s)",
                 (endpoint_id, key, _utc(now)),
             )
             token = self._new_token(TokenKind.ENDPOINT, key, endpoint_id, now)
         return EndpointCredentials(org_id, endpoint_id, token)
+
+    def create_enroll_token(
+        self,
+        org_id: str,
+        now: dt.datetime,
+        *,
+        expires_at: dt.datetime | None = None,
+        max_uses: int | None = None,
+        rotate: bool = False,
+    ) -> EnrollToken:
+        """A new enroll token for `org_id` (shown once); `rotate` revokes the org's others.
+
+        Raises:
+            BatchInvalidError: `max_uses` below 1 or `expires_at` not after `now`.
+            NotFoundError: no such org.
+        """
+        check_token_limits(expires_at, max_uses, now)
+        key = self._org_key(org_id)
+        with self._lock, self._conn.transaction():
+            if rotate:
+                self._conn.execute(
+                    "UPDATE tokens SET revoked_at = %s WHERE org = %s AND kind = %s "
+                    "AND revoked_at IS NULL",
+                    (_utc(now), key, TokenKind.ENROLL.value),
+                )
+            token = self._new_token(
+                TokenKind.ENROLL, key, None, now, expires_at=expires_at, max_uses=max_uses
+            )
+        return EnrollToken(org_id, token_id_of(hash_token(token)), token, expires_at, max_uses)
+
+    def tokens(self, org_id: str) -> list[TokenInfo]:
+        """The org's enroll and endpoint tokens (never their secrets), oldest first.
+
+        Raises:
+            NotFoundError: no such org.
+        """
+        key = self._org_key(org_id)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT token_id, kind, endpoint_id, created_at, expires_at, max_uses, uses, "
+                "revoked_at FROM tokens WHERE org = %s ORDER BY created_at, token_id",
+                (key,),
+            ).fetchall()
+        return [
+            TokenInfo(
+                r[0], TokenKind(r[1]), org_id, r[2], r[3].astimezone(dt.UTC),
+                r[4].astimezone(dt.UTC) if r[4] else None, r[5], int(r[6]),
+                r[7].astimezone(dt.UTC) if r[7] else None,
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def revoke_token(self, token_id: str, now: dt.datetime) -> int:
+        """Revoke a token by its public id; refused at once (in this process). Returns 1.
+
+        Raises:
+            NotFoundError: no token with that id, or it is already revoked.
+        """
+        return self._revoke("token_id", token_id, now, f"no active token {token_id!r}")
+
+    def revoke_endpoint(self, endpoint_id: str, now: dt.datetime) -> int:
+        """Revoke the tokens of one endpoint; its next request gets 401. Returns how many.
+
+        Raises:
+            NotFoundError: the endpoint has no active token.
+        """
+        return self._revoke(
+            "endpoint_id", endpoint_id, now, f"no active token for endpoint {endpoint_id!r}"
+        )
+
+    def _revoke(self, column: str, value: str, now: dt.datetime, missing: str) -> int:
+        query = sql.SQL(
+            "UPDATE tokens SET revoked_at = %s WHERE {} = %s AND revoked_at IS NULL "
+            "RETURNING token_hash"
+        ).format(sql.Identifier(column))
+        with self._lock, self._conn.transaction():
+            hashes = [r[0] for r in self._conn.execute(query, (_utc(now), value))]
+        if not hashes:
+            raise NotFoundError(missing)
+        for h in hashes:
+            self._principals.pop(h, None)
+        return len(hashes)
 
     # --- telemetry -----------------------------------------------------------------------
 

@@ -62,19 +62,23 @@ from backend.store._base import (
     _FAULT_MARKER,
     AggregateColumns,
     EndpointCredentials,
+    EnrollToken,
     IngestResult,
     OrgCreated,
     PolicyRecord,
     Principal,
     Publish,
     StoreStats,
+    TokenInfo,
     TokenKind,
     _check_next_version,
+    _check_usable,
     _merge_endpoint_days,
     _pause_for_fault_injection,
     hash_token,
+    token_id_of,
 )
-from backend.validation import check_org_name
+from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
     from backend.labels import LabelChange
@@ -115,6 +119,15 @@ CREATE TABLE IF NOT EXISTS endpoint_days (
     breaker_trips INTEGER NOT NULL,
     PRIMARY KEY (day, endpoint_id, model_version)) WITHOUT ROWID;
 """
+
+# the token lifecycle (expiry, use limit, revocation), added to older databases' tables
+_TOKEN_COLUMNS = (
+    ("token_id", "TEXT"),
+    ("expires_at", "TEXT"),
+    ("max_uses", "INTEGER"),
+    ("uses", "INTEGER NOT NULL DEFAULT 0"),
+    ("revoked_at", "TEXT"),
+)
 
 # the rollout gate's rollup of endpoint_days per (day, model, org); created apart so that a
 # database from before it gets it backfilled from its endpoint_days rows
@@ -259,6 +272,16 @@ class Store:
             if found is None:
                 conn.execute(_ARM_DAYS)
                 conn.execute(_BACKFILL)
+            have = {r[1] for r in conn.execute("PRAGMA table_info(tokens)")}
+            for column, decl in _TOKEN_COLUMNS:
+                if column not in have:  # a database from before token lifecycles
+                    conn.execute(f"ALTER TABLE tokens ADD COLUMN {column} {decl}")
+            conn.execute(
+                "UPDATE tokens SET token_id = 'tok_' || substr(token_hash, 1, 16) "
+                "WHERE token_id IS NULL"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS tokens_id ON tokens(token_id)")
+            conn.execute("CREATE INDEX IF NOT EXISTS tokens_org ON tokens(org, kind)")
         self._orgs: dict[str, int] = {}
         self._org_names: dict[int, str] = {}
         self._principals: dict[str, Principal] = {}
@@ -317,14 +340,25 @@ class Store:
     # --- orgs and tokens ---------------------------------------------------------------
 
     def _new_token(
-        self, kind: TokenKind, org: int | None, endpoint_id: str | None, now: dt.datetime
+        self,
+        kind: TokenKind,
+        org: int | None,
+        endpoint_id: str | None,
+        now: dt.datetime,
+        *,
+        expires_at: dt.datetime | None = None,
+        max_uses: int | None = None,
     ) -> str:
         token = f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+        digest = hash_token(token)
         self._conn.execute(
-            "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (hash_token(token), kind.value, org, endpoint_id, _iso(now)),
-        )
+            "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at, token_id, "
+            "expires_at, max_uses, uses) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            (
+                digest, kind.value, org, endpoint_id, _iso(now), token_id_of(digest),
+                _iso(expires_at) if expires_at else None, max_uses,
+            ),
+        )  # fmt: skip
         return token
 
     def create_org(self, name: str, now: dt.datetime) -> OrgCreated:
@@ -367,11 +401,15 @@ class Store:
         with self._lock:
             return self._new_token(TokenKind.ADMIN, None, None, now)
 
-    def authenticate(self, token: str) -> Principal:
-        """Who `token` acts as; verified tokens are cached in memory (they are never reused).
+    def authenticate(self, token: str, now: dt.datetime | None = None) -> Principal:
+        """Who `token` acts as.
+
+        Admin and endpoint tokens are cached in memory once verified; revoking one drops it
+        from the cache, so it is refused at once. Enroll tokens are read every time (they are
+        used rarely, and expire and run out): with `now`, an expired one is refused.
 
         Raises:
-            AuthError: the token is unknown.
+            AuthError: the token is unknown, revoked, expired or used up.
         """
         digest = hash_token(token)
         found = self._principals.get(digest)
@@ -379,10 +417,19 @@ class Store:
             return found
         with self._auth_lock:
             row = self._auth_conn.execute(
-                "SELECT kind, org, endpoint_id FROM tokens WHERE token_hash = ?", (digest,)
+                "SELECT kind, org, endpoint_id, revoked_at, expires_at, max_uses, uses "
+                "FROM tokens WHERE token_hash = ?",
+                (digest,),
             ).fetchone()
         if row is None:
             raise AuthError("unknown token")
+        _check_usable(
+            row[3] is not None,
+            None if row[4] is None else dt.datetime.fromisoformat(row[4]),
+            row[5],
+            int(row[6]),
+            now,
+        )
         if row[1] is not None and row[1] not in self._org_names:  # created by another process
             with self._auth_lock:
                 for key, org_id in self._auth_conn.execute("SELECT id, org_id FROM orgs"):
@@ -390,13 +437,78 @@ class Store:
                     self._org_names[key] = org_id
         org = self._org_names.get(row[1]) if row[1] is not None else None
         principal = Principal(TokenKind(row[0]), org, row[2])
-        if len(self._principals) > 200_000:
-            self._principals.clear()
-        self._principals[digest] = principal
+        if principal.kind is not TokenKind.ENROLL:
+            if len(self._principals) > 200_000:
+                self._principals.clear()
+            self._principals[digest] = principal
         return principal
 
-    def enroll(self, org_id: str, now: dt.datetime) -> EndpointCredentials:
+    def enroll(
+        self, org_id: str, now: dt.datetime, *, enroll_token: str | None = None
+    ) -> EndpointCredentials:
         """Register a new endpoint in `org_id` with a random pseudonym and its own token.
+
+        With `enroll_token`, the token's use is counted in the same transaction, and an
+        expired, revoked or used-up token (or one of another org) enrolls nothing.
+
+        Raises:
+            AuthError: `enroll_token` cannot enroll (any more).
+            NotFoundError: no such org.
+        """
+        key = self._orgs.get(org_id)
+        if key is None:
+            raise NotFoundError(f"no organization {org_id!r}")
+        endpoint_id = "ep_" + secrets.token_hex(12)
+        with self.write_transaction() as conn:
+            if enroll_token is not None:
+                used = conn.execute(
+                    "UPDATE tokens SET uses = uses + 1 WHERE token_hash = ? AND kind = ? "
+                    "AND org = ? AND revoked_at IS NULL AND (expires_at IS NULL OR "
+                    "expires_at > ?) AND (max_uses IS NULL OR uses < max_uses)",
+                    (hash_token(enroll_token), TokenKind.ENROLL.value, key, _iso(now)),
+                ).rowcount
+                if used != 1:
+                    raise AuthError("enroll token is revoked, expired or used up")
+            conn.execute(
+                "INSERT INTO endpoints (endpoint_id, org, enrolled_at) VALUES (?, ?, ?)",
+                (endpoint_id, key, _iso(now)),
+            )
+            token = self._new_token(TokenKind.ENDPOINT, key, endpoint_id, now)
+        return EndpointCredentials(org_id, endpoint_id, token)
+
+    def create_enroll_token(
+        self,
+        org_id: str,
+        now: dt.datetime,
+        *,
+        expires_at: dt.datetime | None = None,
+        max_uses: int | None = None,
+        rotate: bool = False,
+    ) -> EnrollToken:
+        """A new enroll token for `org_id` (shown once); `rotate` revokes the org's others.
+
+        Raises:
+            BatchInvalidError: `max_uses` below 1 or `expires_at` not after `now`.
+            NotFoundError: no such org.
+        """
+        check_token_limits(expires_at, max_uses, now)
+        key = self._orgs.get(org_id)
+        if key is None:
+            raise NotFoundError(f"no organization {org_id!r}")
+        with self.write_transaction() as conn:
+            if rotate:
+                conn.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE org = ? AND kind = ? "
+                    "AND revoked_at IS NULL",
+                    (_iso(now), key, TokenKind.ENROLL.value),
+                )
+            token = self._new_token(
+                TokenKind.ENROLL, key, None, now, expires_at=expires_at, max_uses=max_uses
+            )
+        return EnrollToken(org_id, token_id_of(hash_token(token)), token, expires_at, max_uses)
+
+    def tokens(self, org_id: str) -> list[TokenInfo]:
+        """The org's enroll and endpoint tokens (never their secrets), oldest first.
 
         Raises:
             NotFoundError: no such org.
@@ -404,20 +516,57 @@ class Store:
         key = self._orgs.get(org_id)
         if key is None:
             raise NotFoundError(f"no organization {org_id!r}")
-        endpoint_id = "ep_" + secrets.token_hex(12)
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    "INSERT INTO endpoints (endpoint_id, org, enrolled_at) VALUES (?, ?, ?)",
-                    (endpoint_id, key, _iso(now)),
+            rows = self._conn.execute(
+                "SELECT token_id, kind, endpoint_id, created_at, expires_at, max_uses, uses, "
+                "revoked_at FROM tokens WHERE org = ? ORDER BY created_at, token_id",
+                (key,),
+            ).fetchall()
+        at = dt.datetime.fromisoformat
+        return [
+            TokenInfo(
+                r[0], TokenKind(r[1]), org_id, r[2], at(r[3]), at(r[4]) if r[4] else None,
+                r[5], int(r[6]), at(r[7]) if r[7] else None,
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def revoke_token(self, token_id: str, now: dt.datetime) -> int:
+        """Revoke a token by its public id; refused at once (in this process). Returns 1.
+
+        Raises:
+            NotFoundError: no token with that id, or it is already revoked.
+        """
+        return self._revoke("token_id = ?", token_id, now, f"no active token {token_id!r}")
+
+    def revoke_endpoint(self, endpoint_id: str, now: dt.datetime) -> int:
+        """Revoke the tokens of one endpoint; its next request gets 401. Returns how many.
+
+        Raises:
+            NotFoundError: the endpoint has no active token.
+        """
+        return self._revoke(
+            "endpoint_id = ?", endpoint_id, now, f"no active token for endpoint {endpoint_id!r}"
+        )
+
+    def _revoke(self, where: str, value: str, now: dt.datetime, missing: str) -> int:
+        with self.write_transaction() as conn:
+            hashes = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT token_hash FROM tokens WHERE {where} AND revoked_at IS NULL",  # noqa: S608 - literal
+                    (value,),
                 )
-                token = self._new_token(TokenKind.ENDPOINT, key, endpoint_id, now)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return EndpointCredentials(org_id, endpoint_id, token)
+            ]
+            if not hashes:
+                raise NotFoundError(missing)
+            conn.executemany(
+                "UPDATE tokens SET revoked_at = ? WHERE token_hash = ?",
+                [(_iso(now), h) for h in hashes],
+            )
+        for h in hashes:
+            self._principals.pop(h, None)
+        return len(hashes)
 
     # --- telemetry -----------------------------------------------------------------------
 
