@@ -32,11 +32,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from agent.policy import PolicyDocumentModel
+from backend._clock import monotonic_s
 from backend.errors import BackendError
 from backend.replica import PolicyFeed
 from backend.store import PolicyRecord
@@ -96,6 +97,7 @@ class _Channel:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     version: int = 0
     closed: bool = False
+    notified_s: float = 0.0
 
 
 class PushHub:
@@ -111,6 +113,12 @@ class PushHub:
         )
         self.refused = Counter(
             "fleetward_push_refused", "Push channels refused at the bound", registry=registry
+        )
+        self.delay = Histogram(
+            "fleetward_push_delivery_seconds",
+            "From a policy change reaching this process to its notice written on a channel",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+            registry=registry,
         )
 
     @property
@@ -147,11 +155,11 @@ class PushHub:
             if orgs is None
             else (self._by_org[o] for o in orgs if o in self._by_org)
         )
-        n = 0
+        n, now = 0, monotonic_s()
         for group in groups:
             for channel in group:
                 if version > channel.version:
-                    channel.version = version
+                    channel.version, channel.notified_s = version, now
                     channel.wake.set()
                     n += 1
         return n
@@ -241,6 +249,7 @@ class PushRoute:
                 sent = channel.version
                 await send({"type": "http.response.body", "body": _event(sent), "more_body": True})
                 self.hub.sent.inc()
+                self.hub.delay.observe(monotonic_s() - channel.notified_s)
         with contextlib.suppress(OSError, RuntimeError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 

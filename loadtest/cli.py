@@ -39,6 +39,20 @@ def parse_duration(text: str) -> float:
 @click.option("--processes", default=1, show_default=True, help="Locust worker processes.")
 @click.option("--seed", default=7, show_default=True)
 @click.option(
+    "--agents",
+    type=click.IntRange(1, 20_000),
+    default=None,
+    help="Simulated agents on asyncio (push channels, check-ins, telemetry) instead of locust.",
+)
+@click.option("--replicas", default=1, show_default=True, help="With --agents: local servers.")
+@click.option("--db", default=None, help="With --agents: a postgresql:// URL (default SQLite).")
+@click.option(
+    "--kill-switch-at", type=float, default=None, help="With --agents: seconds in, set mode off."
+)
+@click.option("--telemetry-share", default=1.0, show_default=True, help="With --agents.")
+@click.option("--push/--no-push", default=True, show_default=True, help="With --agents.")
+@click.option("--client-processes", default=1, show_default=True, help="With --agents.")
+@click.option(
     "--out",
     default="loadtest-report",
     show_default=True,
@@ -55,6 +69,13 @@ def loadtest(
     interval: float,
     processes: int,
     seed: int,
+    agents: int | None,
+    replicas: int,
+    db: str | None,
+    kill_switch_at: float | None,
+    telemetry_share: float,
+    push: bool,
+    client_processes: int,
     out: Path,
 ) -> None:
     """Load-test the backend with locust agents and check nothing was lost or doubled.
@@ -62,8 +83,18 @@ def loadtest(
     Exits 1 naming the mismatch when the backend's aggregates disagree with what the users
     had acknowledged.
 
+    With --agents N, N simulated agents hold push channels, check in every --interval
+    seconds (with jitter) and send telemetry; it reports check-in p50/p99, push and
+    kill-switch latency, errors, and the server's CPU and RSS apart from the client's.
+
     Example: fleetward loadtest --users 200 --spawn-rate 50 --duration 60s --out report
+
+    Example: fleetward loadtest --agents 2000 --interval 30 --kill-switch-at 10 --duration 30s
     """
+    if agents is not None:
+        _agents(agents, duration, host, admin_token, orgs, interval, seed, replicas, db,
+                kill_switch_at, telemetry_share, push, client_processes, out)  # fmt: skip
+        return
     try:
         config = LoadtestConfig(
             users=users,
@@ -90,3 +121,61 @@ def loadtest(
     click.echo(f"report: {html_path}")
     if not result.is_consistent:
         raise click.ClickException("; ".join(result.mismatches))
+
+
+def _agents(
+    agents: int,
+    duration: str,
+    host: str | None,
+    admin_token: str | None,
+    orgs: int,
+    interval: float,
+    seed: int,
+    replicas: int,
+    db: str | None,
+    kill_switch_at: float | None,
+    telemetry_share: float,
+    push: bool,
+    client_processes: int,
+    out: Path,
+) -> None:
+    import json
+
+    from loadtest.agents import FleetConfig, run_fleet
+
+    try:
+        config = FleetConfig(
+            agents=agents,
+            duration_s=parse_duration(duration),
+            interval_s=interval,
+            kill_switch_at_s=kill_switch_at,
+            telemetry_share=telemetry_share,
+            push=push,
+            client_processes=client_processes,
+            orgs=orgs,
+            seed=seed,
+            db=db,
+            replicas=replicas,
+            host=host,
+            admin_token=admin_token,
+        )
+        result = run_fleet(config, out)
+    except (ValueError, LoadtestError) as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = result.to_dict()
+    (out / "agents.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    c, k = result.checkin_ms, result.kill_ms
+    click.echo(
+        f"{agents} agents, {result.channels_peak} push channels; {result.checkins_per_s:.0f} "
+        f"check-ins/s, p50/p99 {c['p50']:.0f}/{c['p99']:.0f} ms; "
+        f"errors {sum(result.errors.values())}"
+    )
+    if config.kill_switch_at_s is not None:
+        click.echo(
+            f"kill switch: {result.kill_reached}/{agents} agents off, p50/p99 "
+            f"{k['p50']:.0f}/{k['p99']:.0f} ms"
+        )
+    click.echo(
+        f"server CPU {summary['server_cpu_cores']} cores, RSS {summary['server_rss_mb']} MB; "
+        f"client CPU {summary['client_cpu_cores']} cores; report: {out / 'agents.json'}"
+    )

@@ -93,3 +93,77 @@ def test_short_loopback_run_is_consistent_and_reported(tmp_path):
     assert "data:image/png;base64," in html_path.read_text()
     assert json.loads(json_path.read_text())["consistent"] is True
     assert (tmp_path / "locust.html").exists()
+
+
+# --- agents at scale (`loadtest.agents`) ---------------------------------------------------
+
+
+def test_percentile_is_nearest_rank():
+    from loadtest.agents import percentile
+
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([], 0.5) == 0.0
+
+
+def test_bucket_quantile_reads_a_prometheus_histogram():
+    from loadtest.agents import _bucket_quantile
+
+    text = "\n".join(
+        [
+            'fleetward_http_request_seconds_bucket{le="0.001",route="/v1/checkin"} 90.0',
+            'fleetward_http_request_seconds_bucket{le="0.01",route="/v1/checkin"} 99.0',
+            'fleetward_http_request_seconds_bucket{le="+Inf",route="/v1/checkin"} 100.0',
+            'fleetward_http_request_seconds_bucket{le="0.001",route="/healthz"} 0.0',
+        ]
+    )
+    assert _bucket_quantile(text, "fleetward_http_request_seconds", "/v1/checkin", 0.5) == 1.0
+    assert _bucket_quantile(text, "fleetward_http_request_seconds", "/v1/checkin", 0.99) == 10.0
+
+
+@pytest.mark.slow
+def test_simulated_agents_hear_the_kill_switch_and_report_server_usage_apart(tmp_path):
+    from loadtest.agents import FleetConfig, run_fleet
+
+    config = FleetConfig(
+        agents=30,
+        duration_s=4.0,
+        interval_s=60.0,  # far longer than the run: only a push notice can bring "off" in time
+        ramp_s=1.0,
+        kill_switch_at_s=1.5,
+        telemetry_share=1.0,
+        batch_events=(1, 5),
+        orgs=3,
+    )
+    result = run_fleet(config, tmp_path)
+    assert result.errors == {}
+    assert result.channels_peak == 30
+    assert result.kill_reached == 30  # every agent's check-in answered "off"
+    assert result.push_ms["n"] >= 30  # and each one heard the notice first
+    assert result.telemetry_batches == result.checkins > 0
+    assert result.events >= result.telemetry_batches
+    assert result.server is not None and result.server.cpu_s > 0
+    assert result.client.cpu_s > 0
+    assert result.server_ms["checkin_p99_le"] > 0
+    assert result.server_ms["push_delivery_p99_le"] > 0
+
+
+@pytest.mark.slow
+def test_without_push_the_kill_switch_waits_for_the_next_check_in(tmp_path):
+    from loadtest.agents import FleetConfig, run_fleet
+
+    config = FleetConfig(
+        agents=10,
+        duration_s=3.0,
+        interval_s=600.0,
+        ramp_s=0.5,
+        kill_switch_at_s=1.0,
+        telemetry_share=0.0,
+        push=False,
+        orgs=1,
+    )
+    result = run_fleet(config, tmp_path)
+    assert result.channels_peak == 0
+    assert result.kill_reached < 10  # a 10-minute interval: few if any came by in 2 s

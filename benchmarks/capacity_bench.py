@@ -1,0 +1,125 @@
+"""Fleet capacity and kill-switch propagation, measured with simulated agents on asyncio.
+
+Runs `loadtest.agents.run_fleet` (the backend in `backend serve` subprocesses, the agents in
+this process, both on this machine) three ways and prints one `name: value` per line:
+
+1. kill switch: `--kill-agents` agents hold push channels; the operator sets mode `off`
+   fleet-wide; per agent, the time from the API call to its check-in answering `off`
+   (its effective mode), and to its push notice, p50/p99 (goal p99 <= 2 s);
+2. one server process on SQLite: `--agents` push channels and check-ins every
+   `--interval` s, each followed by a telemetry batch (goal: >= 10,000 channels and
+   >= 333 check-ins/s at check-in p99 <= 50 ms);
+3. the same with two replicas on PostgreSQL (`--pg URL`, or `FLEETWARD_TEST_PG_URL`).
+
+Server CPU and RSS (from /proc of the server processes) are reported apart from this client's.
+The load average is printed before and after: the figures only mean something next to it.
+
+    .venv/bin/python benchmarks/capacity_bench.py [--agents 10000] [--interval 30]
+        [--kill-agents 2000] [--seconds 30] [--pg postgresql://...] [--only kill,sqlite,pg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from loadtest.agents import FleetConfig, FleetResult, run_fleet  # noqa: E402
+
+
+def _print(name: str, r: FleetResult) -> None:
+    d = r.to_dict()
+    c, k, p = r.checkin_ms, r.kill_ms, r.push_ms
+    print(
+        f"{name}: {d['agents']} agents, {d['replicas']} x {d['store']}, "
+        f"channels peak {d['channels_peak']}, {d['checkins_per_s']} check-ins/s "
+        f"(p50/p99 {c['p50']:.0f}/{c['p99']:.0f} ms, {d['not_modified']} answered 304), "
+        f"{d['telemetry_batches']} telemetry batches ({d['events']} events, "
+        f"p99 {r.telemetry_ms['p99']:.0f} ms), errors {sum(r.errors.values())} {r.errors or ''}"
+    )
+    if r.config.kill_switch_at_s is not None:
+        print(
+            f"{name}_kill_switch: {r.kill_reached}/{d['agents']} agents off; effective mode "
+            f"p50/p99/max {k['p50']:.0f}/{k['p99']:.0f}/{k['max']:.0f} ms; push notice "
+            f"p50/p99 {p['p50']:.0f}/{p['p99']:.0f} ms"
+        )
+    print(f"{name}_server_side_ms (histogram bucket bounds): {r.server_ms}")
+    print(
+        f"{name}_cpu: server {d['server_cpu_cores']} cores, RSS {d['server_rss_mb']} MB; "
+        f"client {d['client_cpu_cores']} cores, RSS {d['client_rss_mb']} MB; "
+        f"load average {', '.join(f'{x:.1f}' for x in r.load_average)}"
+    )
+    print(f"{name}_json: {json.dumps(d)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=10_000)
+    ap.add_argument("--interval", type=float, default=30.0, help="check-in interval, seconds")
+    ap.add_argument("--kill-agents", type=int, default=2_000)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--ramp", type=float, default=30.0)
+    ap.add_argument("--telemetry-share", type=float, default=1.0)
+    ap.add_argument("--pg", default=os.environ.get("FLEETWARD_TEST_PG_URL"))
+    ap.add_argument("--only", default="kill,sqlite,pg")
+    ap.add_argument("--client-processes", type=int, default=2)
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    out = Path(tempfile.mkdtemp(prefix="fw-capacity-"))
+    print(f"cores: {os.cpu_count()}")
+    print(f"load_average_before: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if "kill" in only:
+        r = run_fleet(
+            FleetConfig(
+                agents=args.kill_agents,
+                interval_s=300.0,  # the default interval: without push, minutes
+                ramp_s=min(args.ramp, 20.0),
+                duration_s=15.0,
+                kill_switch_at_s=5.0,
+                telemetry_share=0.0,
+                client_processes=args.client_processes,
+            ),
+            out / "kill",
+        )
+        _print("kill", r)
+    base = FleetConfig(
+        agents=args.agents,
+        interval_s=args.interval,
+        ramp_s=args.ramp,
+        duration_s=args.seconds,
+        telemetry_share=args.telemetry_share,
+        client_processes=args.client_processes,
+    )
+    if "sqlite" in only:
+        _print("sqlite_1", run_fleet(base, out / "sqlite"))
+    if "pg" in only:
+        if not args.pg:
+            print("pg_2: skipped (no --pg URL and FLEETWARD_TEST_PG_URL unset)")
+        else:
+            import psycopg
+
+            name = "fw_capacity_" + os.urandom(4).hex()
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            try:
+                url = args.pg.rpartition("/")[0] + "/" + name
+                cfg = FleetConfig(**{**_fields(base), "db": url, "replicas": 2})
+                _print("pg_2", run_fleet(cfg, out / "pg"))
+            finally:
+                with psycopg.connect(args.pg, autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    print(f"load_average_after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def _fields(config: FleetConfig) -> dict[str, object]:
+    return {f: getattr(config, f) for f in config.__dataclass_fields__}
+
+
+if __name__ == "__main__":
+    main()
