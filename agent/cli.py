@@ -6,6 +6,7 @@ become one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import signal
@@ -22,8 +23,6 @@ from agent._clock import utc_now
 from agent.decision import DecisionContext, Mode
 from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
-from agent.policy import active_sha256s, read_list_file
-from agent.protect import DENY_VERDICTS
 from agent.quarantine import Quarantine
 from agent.scan import FileStatus, Scanner, ScanResult, ScanSummary
 
@@ -105,8 +104,8 @@ def scan(
             block_threshold=model.manifest.thresholds.block,
             detect_threshold=model.manifest.thresholds.detect,
             mode=Mode(mode),
-            allowlist=active_sha256s(read_list_file(allowlist), now) if allowlist else frozenset(),
-            blocklist=active_sha256s(read_list_file(blocklist), now) if blocklist else frozenset(),
+            allowlist=_list_file(allowlist, now),
+            blocklist=_list_file(blocklist, now),
         )
     except AgentError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -115,6 +114,8 @@ def scan(
     started = time.perf_counter()
     out = _stdout()
     vault = Quarantine(state_dir / "quarantine") if quarantine_blocked else None
+    if vault is not None:  # the protector's imports (watchdog) only when quarantining
+        from agent.protect import DENY_VERDICTS
     for result in Scanner(model, ctx).scan(paths):
         summary.add(result)
         if vault is not None and result.decision and result.decision.verdict in DENY_VERDICTS:
@@ -323,6 +324,19 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _list_file(path: str | None, now: dt.datetime) -> frozenset[str]:
+    """The active sha256 entries of an allowlist or blocklist file (none without a file).
+
+    `agent.policy` (and pydantic, ~13 MB) is imported only when a list is given: `scan`'s
+    peak memory is a documented figure (benchmarks/agent_bench.py).
+    """
+    if not path:
+        return frozenset()
+    from agent.policy import active_sha256s, read_list_file
+
+    return active_sha256s(read_list_file(path), now)
 
 
 def _stdout() -> TextIO:
