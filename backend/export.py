@@ -117,8 +117,11 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
                 )
     labels: dict[str, list[Any]] = {
         k: []
-        for k in ("seq", "sha256", "label", "source", "family", "labelled_at", "labelled_at_us")
-    }
+        for k in (
+            "seq", "sha256", "label", "source", "family", "labelled_at", "labelled_at_us",
+            "recorded_at", "known_at_us",
+        )
+    }  # fmt: skip
     for seq, c in enumerate(store.iter_labels()):
         for k, v in (
             ("seq", seq),
@@ -128,6 +131,8 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
             ("family", c.family),
             ("labelled_at", c.labelled_at.isoformat()),
             ("labelled_at_us", to_us(c.labelled_at)),
+            ("recorded_at", c.recorded_at.isoformat() if c.recorded_at else None),
+            ("known_at_us", to_us(c.known_at)),
         ):
             labels[k].append(v)
     pq.write_table(pa.table(labels, schema=_LABELS_SCHEMA(pa)), out / "labels.parquet")
@@ -168,6 +173,8 @@ def _LABELS_SCHEMA(pa: Any) -> Any:  # noqa: N802 - a schema constant built once
             ("family", pa.string()),
             ("labelled_at", pa.string()),
             ("labelled_at_us", pa.int64()),
+            ("recorded_at", pa.string()),  # when the backend received it
+            ("known_at_us", pa.int64()),  # max(labelled_at, recorded_at): in force from then
         ]
     )
 

@@ -2,8 +2,13 @@
 
 A label is never overwritten. Every change (a benign verdict reversed later, a feed that
 flags a sample weeks after it was first seen) is stored as its own `LabelChange` with its
-`labelled_at` time, so `label_as_of(sha256, t)` answers what was known at `t`; rescoring and
-transition analysis read labels that way and never leak the future into the past.
+`labelled_at` time (what the label claims) and its `recorded_at` time (when the backend
+received it). A label is *known* from `known_at = max(labelled_at, recorded_at)` on, and by
+default `label_as_of(sha256, t)` answers what was known at `t` (Feast's "as of created time"):
+a label imported today and dated last month changes no past result, so rescoring and
+transition analysis never leak the future into the past, backdated or not. The corrected truth
+(every label from its `labelled_at`, however late it arrived) is the explicit switch
+`corrected=True` (`RescoreConfig.corrected_labels`, `[as_of] corrected_labels = true`).
 
 The pure part lives here: the `LabelChange` value, parsing label files (JSONL or CSV) and the
 `LabelBook` as-of index. `Store` keeps the rows (`Store.append_labels`, `Store.label_as_of`,
@@ -77,12 +82,26 @@ class LabelChange:
     source: LabelSource
     labelled_at: dt.datetime
     family: str = ""
+    recorded_at: dt.datetime | None = None  # when the backend received it (None: not stored)
 
     def __post_init__(self) -> None:
         if not _SHA256.match(self.sha256):
             raise ValueError(f"not a lower-case hex sha256: {self.sha256!r}")
         if self.labelled_at.tzinfo is None:
             raise ValueError("labelled_at must be timezone-aware")
+        if self.recorded_at is not None and self.recorded_at.tzinfo is None:
+            raise ValueError("recorded_at must be timezone-aware")
+
+    @property
+    def known_at(self) -> dt.datetime:
+        """From when the backend knew this label: the later of its date and its arrival."""
+        if self.recorded_at is None or self.recorded_at <= self.labelled_at:
+            return self.labelled_at
+        return self.recorded_at
+
+    def in_force_from(self, *, corrected: bool = False) -> dt.datetime:
+        """`known_at` by default; `labelled_at` for the corrected truth."""
+        return self.labelled_at if corrected else self.known_at
 
     @property
     def is_malicious(self) -> bool:
@@ -166,41 +185,54 @@ def parse_label_file(
 class LabelBook:
     """An in-memory as-of index over label changes (pure; built from any iterable).
 
-    `label_as_of(sha, t)` is the latest change with `labelled_at <= t`; ties at the same
-    instant resolve to the one given last.
+    `label_as_of(sha, t)` is the latest change *known* at `t` (`known_at <= t`); with
+    `corrected=True` the latest with `labelled_at <= t` (the corrected truth, backdated labels
+    reaching into the past). Ties at the same instant resolve to the one given last.
     """
 
     def __init__(self, changes: Iterable[LabelChange] = ()) -> None:
-        self._times: dict[str, list[dt.datetime]] = {}
-        self._changes: dict[str, list[LabelChange]] = {}
-        for c in sorted(changes, key=lambda c: (c.sha256, c.labelled_at)):
-            self._times.setdefault(c.sha256, []).append(c.labelled_at)
-            self._changes.setdefault(c.sha256, []).append(c)
+        given = list(changes)
+        self._index: dict[bool, tuple[dict[str, list[dt.datetime]], dict[str, list[LabelChange]]]]
+        self._index = {}
+        for corrected in (False, True):
+            times: dict[str, list[dt.datetime]] = {}
+            by_sha: dict[str, list[LabelChange]] = {}
+            for c in sorted(given, key=lambda c: (c.sha256, c.in_force_from(corrected=corrected))):
+                times.setdefault(c.sha256, []).append(c.in_force_from(corrected=corrected))
+                by_sha.setdefault(c.sha256, []).append(c)
+            self._index[corrected] = (times, by_sha)
 
     def __len__(self) -> int:
-        return len(self._changes)
+        return len(self._index[False][1])
 
-    def label_as_of(self, sha256: str, when: dt.datetime) -> LabelChange | None:
+    def label_as_of(
+        self, sha256: str, when: dt.datetime, *, corrected: bool = False
+    ) -> LabelChange | None:
         """The label in force for `sha256` at `when`, or None when none was known yet."""
-        times = self._times.get(sha256)
+        times_of, changes_of = self._index[corrected]
+        times = times_of.get(sha256)
         if not times:
             return None
         i = bisect.bisect_right(times, when)
-        return self._changes[sha256][i - 1] if i else None
+        return changes_of[sha256][i - 1] if i else None
 
-    def changes(self, sha256: str) -> tuple[LabelChange, ...]:
-        """Every change of `sha256`, oldest first (the order `label_as_of` searches)."""
-        return tuple(self._changes.get(sha256, ()))
+    def changes(self, sha256: str, *, corrected: bool = False) -> tuple[LabelChange, ...]:
+        """Every change of `sha256` in the order `label_as_of` searches (by in-force time)."""
+        return tuple(self._index[corrected][1].get(sha256, ()))
+
+    def times(self, sha256: str, *, corrected: bool = False) -> tuple[dt.datetime, ...]:
+        """When each of `changes(sha256)` comes into force, ascending."""
+        return tuple(self._index[corrected][0].get(sha256, ()))
 
     def latest(self, sha256: str) -> LabelChange | None:
         """The most recent label of `sha256` regardless of time."""
-        found = self._changes.get(sha256)
+        found = self._index[False][1].get(sha256)
         return found[-1] if found else None
 
     def families(self) -> dict[str, str]:
         """sha256 -> family of its latest label that names one (for breakdowns)."""
         out: dict[str, str] = {}
-        for sha, changes in self._changes.items():
+        for sha, changes in self._index[False][1].items():
             for c in changes:
                 if c.family:
                     out[sha] = c.family

@@ -137,6 +137,7 @@ class _AsOf(BaseModel):
     rule: AsOfRule = AsOfRule.SAMPLE_TIME
     at: dt.datetime | None = None
     labels: AsOfRule = AsOfRule.SAMPLE_TIME
+    corrected_labels: bool = False
 
 
 class RescoreConfigModel(BaseModel):
@@ -163,6 +164,9 @@ class RescoreConfig:
     fixed_at: dt.datetime | None = None
     labels_as_of: AsOfRule = AsOfRule.SAMPLE_TIME
     samples_dir: Path | None = None
+    corrected_labels: bool = False
+    """False (default): labels as known then (`known_at`, a backdated import changes no past
+    result); True: the corrected truth, every label from its `labelled_at`."""
 
     def __post_init__(self) -> None:
         ran = [s in self.stages for s in _ORDER]
@@ -200,6 +204,7 @@ def load_config(path: str | Path) -> RescoreConfig:
             fixed_at=m.as_of.at,
             labels_as_of=m.as_of.labels,
             samples_dir=(base / m.samples_dir).resolve() if m.samples_dir else None,
+            corrected_labels=m.as_of.corrected_labels,
         )
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RescoreConfigError(f"{p}: {exc}") from None
@@ -349,8 +354,9 @@ def _labels(
 ) -> tuple[npt.NDArray[np.int8], Coded[str]]:
     """Per row: its label as of its time (or now) and the family of that label.
 
-    The same search as `LabelBook.label_as_of` (last change at or before the time), over the
-    sample's changes in microseconds, once per labelled sample of the batch.
+    The same search as `LabelBook.label_as_of` (the last change in force at the time: known
+    by then, or labelled by then with `cfg.corrected_labels`), over the sample's changes in
+    microseconds, once per labelled sample of the batch.
     """
     n = len(samples)
     label = np.full(n, -1, dtype=np.int8)
@@ -360,11 +366,15 @@ def _labels(
         return label, Coded(tuple(fam_values), fam)
     at_now = cfg.labels_as_of is AsOfRule.EVALUATION
     now_us = to_us(inputs.now)
+    corrected = cfg.corrected_labels
     for rows in _groups(samples.codes.astype(np.int64)):
-        changes = inputs.labels.changes(samples.values[int(samples.codes[rows[0]])])
+        sha = samples.values[int(samples.codes[rows[0]])]
+        changes = inputs.labels.changes(sha, corrected=corrected)
         if not changes:
             continue
-        edges = np.array([to_us(c.labelled_at) for c in changes], dtype=np.int64)
+        edges = np.array(
+            [to_us(t) for t in inputs.labels.times(sha, corrected=corrected)], dtype=np.int64
+        )
         when = np.full(len(rows), now_us) if at_now else times_us[rows]
         pick = np.searchsorted(edges, when, side="right") - 1
         for k in np.unique(pick[pick >= 0]).tolist():

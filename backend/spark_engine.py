@@ -137,26 +137,30 @@ def run_rescore_spark(
     labels = spark.read.parquet(str(src / "labels.parquet")).where(
         F.col("labelled_at_us") <= to_us(now)
     )
-    # each config may read labels at a different time: one as-of join per distinct rule
-    rules = sorted({c.labels_as_of.value for c in configs})
+    # each config may read labels at a different time, as known then (`known_at_us`) or as
+    # corrected since (`labelled_at_us`): one as-of join per distinct rule
+    rules = sorted({_label_rule(c) for c in configs})
     for rule in rules:
         t_us = (
             F.lit(to_us(now))
-            if rule == AsOfRule.EVALUATION.value
+            if rule.startswith(AsOfRule.EVALUATION.value)
             else F.col("first_seen_ms") * 1000
         )
+        in_force = "labelled_at_us" if rule.endswith("_corrected") else "known_at_us"
         cand = (
             rows.select("rid", "sha256", t_us.alias("t_us"))
             .join(labels.withColumnRenamed("sha256", "l_sha"), F.col("sha256") == F.col("l_sha"))
-            .where(F.col("labelled_at_us") <= F.col("t_us"))
+            .where(F.col(in_force) <= F.col("t_us"))
         )
-        win = Window.partitionBy("rid").orderBy(F.col("labelled_at_us").desc(), F.col("seq").desc())
+        win = Window.partitionBy("rid").orderBy(F.col(in_force).desc(), F.col("seq").desc())
         best = (
             cand.withColumn("n", F.row_number().over(win))
             .where(F.col("n") == 1)
             .select(
                 "rid",
-                F.struct("seq", "label", "source", "family", "labelled_at").alias(f"label_{rule}"),
+                F.struct("seq", "label", "source", "family", "labelled_at", "recorded_at").alias(
+                    f"label_{rule}"
+                ),
             )
         )
         rows = rows.join(best, "rid", "left")
@@ -184,7 +188,7 @@ def run_rescore_spark(
                 run_inputs = RunInputs(
                     inputs.bundles,
                     inputs.timeline,
-                    books[cfg.labels_as_of.value],
+                    books[_label_rule(cfg)],
                     now,
                     inputs.read_sample,
                 )
@@ -198,6 +202,11 @@ def run_rescore_spark(
     for r in out:
         merged[r["config"]] = merged[r["config"]].merge(pickle.loads(r["tally"]))  # noqa: S301 - our own executors' output
     return tuple(t.summary(c.name) for t, c in zip(merged, configs, strict=True))
+
+
+def _label_rule(cfg: RescoreConfig) -> str:
+    """The label join a config needs: its as-of rule, known-then or corrected."""
+    return f"{cfg.labels_as_of.value}_{'corrected' if cfg.corrected_labels else 'known'}"
 
 
 def _executor_inputs(
@@ -245,6 +254,7 @@ def _row_batch(frame: Any, length: int, rules: Sequence[str]) -> tuple[RowBatch,
                 LabelSource(lab["source"]),
                 dt.datetime.fromisoformat(lab["labelled_at"]),
                 lab["family"],
+                dt.datetime.fromisoformat(lab["recorded_at"]) if lab["recorded_at"] else None,
             )
         books[rule] = LabelBook(chosen[s] for s in sorted(chosen))  # store order for ties
     batch = RowBatch(
@@ -318,11 +328,9 @@ def predict_transition_spark(
         .collect()
     }
     labels = spark.read.parquet(str(src / "labels.parquet")).where(
-        F.col("labelled_at_us") <= to_us(now)
+        F.col("known_at_us") <= to_us(now)  # labels as known at `now`, as the local engine
     )
-    latest = Window.partitionBy("sha256").orderBy(
-        F.col("labelled_at_us").desc(), F.col("seq").desc()
-    )
+    latest = Window.partitionBy("sha256").orderBy(F.col("known_at_us").desc(), F.col("seq").desc())
     label_now = (
         labels.withColumn("n", F.row_number().over(latest))
         .where(F.col("n") == 1)
@@ -444,6 +452,7 @@ def _label_change(r: Any) -> Any:
         LabelSource(r["source"]),
         dt.datetime.fromisoformat(r["labelled_at"]),
         r["family"],
+        dt.datetime.fromisoformat(r["recorded_at"]) if r["recorded_at"] else None,
     )
 
 

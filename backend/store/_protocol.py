@@ -225,8 +225,10 @@ class AggregateStore(Protocol):
         """Append label changes (append-only)."""
         ...
 
-    def label_as_of(self, sha256: str, when: dt.datetime) -> LabelChange | None:
-        """The label of `sha256` in force at `when`, or None."""
+    def label_as_of(
+        self, sha256: str, when: dt.datetime, *, corrected: bool = False
+    ) -> LabelChange | None:
+        """The label of `sha256` known at `when` (`corrected`: labelled by `when`), or None."""
         ...
 
     def iter_labels(self, until: dt.datetime | None = None) -> Iterator[LabelChange]:

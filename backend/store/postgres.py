@@ -797,13 +797,14 @@ class PostgresStore:
     def _label_from_row(row: Sequence[Any]) -> LabelChange:
         from backend.labels import LabelChange, LabelSource, LabelValue
 
-        sha, label, source, family, at = row
+        sha, label, source, family, at, rec = row
         return LabelChange(
             bytes(sha).hex(),
             LabelValue(str(label)),
             LabelSource(str(source)),
             at.astimezone(dt.UTC),
             str(family),
+            rec.astimezone(dt.UTC),
         )
 
     def append_labels(self, changes: Sequence[LabelChange], *, now: dt.datetime) -> int:
@@ -827,16 +828,20 @@ class PostgresStore:
             )
         return len(rows)
 
-    def label_as_of(self, sha256: str, when: dt.datetime) -> LabelChange | None:
-        """The label of `sha256` in force at `when` (latest change at or before it), or None."""
+    def label_as_of(
+        self, sha256: str, when: dt.datetime, *, corrected: bool = False
+    ) -> LabelChange | None:
+        """The label of `sha256` known at `when` (`corrected`: labelled by `when`), or None."""
+        from backend.labels import LabelBook
+
         with self._lock:
-            row = self._conn.execute(
-                "SELECT sha256, label, source, family, labelled_at FROM labels "
-                "WHERE sha256 = %s AND labelled_at <= %s "
-                "ORDER BY labelled_at DESC, id DESC LIMIT 1",
-                (bytes.fromhex(sha256), _utc(when)),
-            ).fetchone()
-        return None if row is None else self._label_from_row(row)
+            rows = self._conn.execute(
+                "SELECT sha256, label, source, family, labelled_at, recorded_at FROM labels "
+                "WHERE sha256 = %s ORDER BY id",
+                (bytes.fromhex(sha256),),
+            ).fetchall()
+        book = LabelBook(self._label_from_row(r) for r in rows)
+        return book.label_as_of(sha256, when, corrected=corrected)
 
     def _stream(self, query: str, args: Sequence[object], size: int) -> Iterator[list[Any]]:
         """Rows of `query` in chunks, over a server-side cursor on a connection of its own."""
@@ -851,7 +856,7 @@ class PostgresStore:
 
     def iter_labels(self, until: dt.datetime | None = None) -> Iterator[LabelChange]:
         """Every label change (labelled at or before `until`), by sample then time, streamed."""
-        query = "SELECT sha256, label, source, family, labelled_at FROM labels"
+        query = "SELECT sha256, label, source, family, labelled_at, recorded_at FROM labels"
         args: tuple[object, ...] = ()
         if until is not None:
             query += " WHERE labelled_at <= %s"

@@ -995,7 +995,7 @@ class Store:
     def _label_from_row(row: tuple[object, ...]) -> LabelChange:
         from backend.labels import LabelChange, LabelSource, LabelValue
 
-        sha, label, source, family, at = row
+        sha, label, source, family, at, rec = row
         assert isinstance(sha, bytes)
         return LabelChange(
             sha.hex(),
@@ -1003,6 +1003,7 @@ class Store:
             LabelSource(str(source)),
             dt.datetime.fromisoformat(str(at)),
             str(family),
+            dt.datetime.fromisoformat(str(rec)),
         )
 
     def append_labels(self, changes: Sequence[LabelChange], *, now: dt.datetime) -> int:
@@ -1033,17 +1034,25 @@ class Store:
                 raise
         return len(rows)
 
-    def label_as_of(self, sha256: str, when: dt.datetime) -> LabelChange | None:
-        """The label of `sha256` in force at `when` (latest change at or before it), or None."""
+    def label_as_of(
+        self, sha256: str, when: dt.datetime, *, corrected: bool = False
+    ) -> LabelChange | None:
+        """The label of `sha256` known at `when` (`corrected`: labelled by `when`), or None.
+
+        See `backend.labels`: by default a label counts from when the backend received it,
+        so a backdated import changes no past answer.
+        """
+        from backend.labels import LabelBook
+
         self._ensure_labels()
         with self._lock:
-            row = self._conn.execute(
-                "SELECT sha256, label, source, family, labelled_at FROM labels "
-                "WHERE sha256 = ? AND labelled_at <= ? "
-                "ORDER BY labelled_at DESC, id DESC LIMIT 1",
-                (bytes.fromhex(sha256), _iso(when)),
-            ).fetchone()
-        return None if row is None else self._label_from_row(tuple(row))
+            rows = self._conn.execute(
+                "SELECT sha256, label, source, family, labelled_at, recorded_at FROM labels "
+                "WHERE sha256 = ? ORDER BY id",
+                (bytes.fromhex(sha256),),
+            ).fetchall()
+        book = LabelBook(self._label_from_row(tuple(r)) for r in rows)
+        return book.label_as_of(sha256, when, corrected=corrected)
 
     def _reader(self) -> tuple[sqlite3.Connection, bool]:
         """A connection for a long read: a fresh one on a file, the shared one in memory."""
@@ -1058,7 +1067,7 @@ class Store:
         self._ensure_labels()
         conn, own = self._reader()
         try:
-            sql = "SELECT sha256, label, source, family, labelled_at FROM labels"
+            sql = "SELECT sha256, label, source, family, labelled_at, recorded_at FROM labels"
             args: tuple[object, ...] = ()
             if until is not None:
                 sql += " WHERE labelled_at <= ?"

@@ -260,10 +260,18 @@ def test_postgres_parity_labels_are_append_only_and_read_as_of(store: AnyStore):
     assert first is not None and first.label is LabelValue.BENIGN
     later = store.label_as_of(sha, NOW + 3 * DAY)
     assert later == LabelChange(
-        sha, LabelValue.MALICIOUS, LabelSource.ANALYST, NOW + 3 * DAY, "fam"
+        sha, LabelValue.MALICIOUS, LabelSource.ANALYST, NOW + 3 * DAY, "fam", recorded_at=NOW
     )
     assert [c.sha256 for c in store.iter_labels()] == [sha, sha, "cd" * 32]
     assert len(list(store.iter_labels(until=NOW + DAY))) == 2
+    # a label received later and dated back counts from its arrival, unless corrected
+    store.append_labels(
+        [LabelChange(sha, LabelValue.BENIGN, LabelSource.ANALYST, NOW + 4 * DAY)], now=NOW + 9 * DAY
+    )
+    assert store.label_as_of(sha, NOW + 5 * DAY) == later
+    fixed = store.label_as_of(sha, NOW + 5 * DAY, corrected=True)
+    assert fixed is not None and fixed.label is LabelValue.BENIGN
+    assert fixed.recorded_at == NOW + 9 * DAY
 
 
 def test_postgres_store_serves_the_http_api(tmp_path: Path, repo_dir: Path):
