@@ -197,13 +197,13 @@ _OBJ = {"type": "object"}
 
 
 def _op(op_id: str, ok: str, codes: tuple[int, ...], body: dict[str, Any] | None = None,
-        status: str = "200") -> dict[str, Any]:  # fmt: skip
+        status: str = "200", answer: dict[str, Any] = _OBJ) -> dict[str, Any]:  # fmt: skip
     err = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     out: dict[str, Any] = {
         "operationId": op_id,
         "security": _ADMIN,
         "responses": {
-            status: {"description": ok, "content": {"application/json": {"schema": _OBJ}}},
+            status: {"description": ok, "content": {"application/json": {"schema": answer}}},
             **{str(c): {"description": "error", "content": err} for c in codes},
         },
     }
@@ -268,7 +268,12 @@ def openapi_paths() -> dict[str, Any]:
             ),
         },
         "/v1/admin/rollout/decisions": {
-            "get": _op("listRolloutDecisions", "decision log", (401, 403)),
+            "get": _op(
+                "listRolloutDecisions",
+                "decision log, oldest first (a list, empty before the first rollout)",
+                (401, 403),
+                answer={"type": "array", "items": _OBJ},
+            ),
         },
         "/v1/admin/rollout/pause": {"post": _op("pauseRollout", "paused", act)},
         "/v1/admin/rollout/resume": {"post": _op("resumeRollout", "resumed", act)},

@@ -1,4 +1,7 @@
-"""Fuzzing: schemathesis against `/openapi.json` and random msgpack documents; zero 5xx.
+"""Fuzzing: schemathesis against `/openapi.json` and random msgpack documents.
+
+Every operation with every kind of token (admin, enroll, endpoint, none): no 5xx, and every
+documented response body matches its schema.
 
 Bounded to a few seconds here; `benchmarks/api_fuzz.py` runs the same with many more examples.
 """
@@ -12,6 +15,8 @@ import msgpack
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from agent.telemetry import encode_batch, enroll
 from tests.backend.conftest import LiveServer, make_event
@@ -33,13 +38,9 @@ def _tokens(server: LiveServer) -> dict[str, str]:
     return {"enroll": enroll_token, "endpoint": creds.token, "admin": server.admin_token}
 
 
-def _token_for(path: str, tokens: dict[str, str]) -> str:
-    if path.startswith("/v1/admin"):
-        return tokens["admin"]
-    return tokens["enroll"] if path == "/v1/enroll" else tokens["endpoint"]
-
-
-def test_schemathesis_finds_no_server_errors(live_server: LiveServer) -> None:
+def test_schemathesis_finds_no_server_errors_and_responses_match_the_schema(
+    live_server: LiveServer,
+) -> None:
     tokens = _tokens(live_server)
     schema = schemathesis.openapi.from_url(live_server.url + "/openapi.json")
     failures: list[str] = []
@@ -47,26 +48,31 @@ def test_schemathesis_finds_no_server_errors(live_server: LiveServer) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
-        run = _fuzz_operation(
-            operation, _token_for(operation.path, tokens), live_server.url, failures
-        )
+        run = _fuzz_operation(operation, tokens, live_server.url, failures)
         run()
     assert operations >= 12
     assert failures == []
 
 
-def _fuzz_operation(operation, token: str, base_url: str, failures: list[str]):
+def _fuzz_operation(operation, tokens: dict[str, str], base_url: str, failures: list[str]):
+    """Every example with every kind of token (and none): no 5xx, bodies as documented."""
+
     @settings(
         max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     @given(case=operation.as_strategy())
     def run(case: schemathesis.Case) -> None:
-        for auth in (f"Bearer {token}", None):
-            headers = {"authorization": auth} if auth else {}
+        for kind in ("admin", "enroll", "endpoint", None):
+            headers = {"authorization": f"Bearer {tokens[kind]}"} if kind else {}
             response = case.call(base_url=base_url, headers=headers)
-            if response.status_code >= 500:
+            try:
+                case.validate_response(
+                    response, checks=[not_a_server_error, response_schema_conformance]
+                )
+            except Exception as exc:  # noqa: BLE001 - every check failure is collected
                 failures.append(
-                    f"{case.method} {case.path}: {response.status_code} {response.text[:200]}"
+                    f"{case.method} {case.path} ({kind or 'no'} token): {response.status_code} "
+                    f"{type(exc).__name__}: {str(exc)[:300]}"
                 )
 
     return run
