@@ -218,3 +218,87 @@ def test_endpoint_without_its_token_gets_no_org_policy_and_no_default_instead(
         updater.check_in(utc_now())
     assert refused.value.status_code == 401
     assert StateDir(tmp_path / "agent-a").read_record().policy is None
+
+
+# Operations an org-scoped token may use, and what each must show: only the token's own org.
+# Every other operation in /openapi.json is an operator's (admin token) and must answer 403.
+_ORG_OPERATIONS = {
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/enroll"),
+    ("GET", "/v1/checkin"),
+    ("POST", "/v1/telemetry"),
+}
+
+
+def _fill(path: str, b: Credentials, b_token_id: str) -> str:
+    """An operation's path with org B's ids in every parameter (what an attacker would try)."""
+    values = {
+        "org_id": b.org_id,
+        "endpoint_id": b.endpoint_id,
+        "token_id": b_token_id,
+        "list": "allowlist",
+        "sha256": SHA,
+    }
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    assert "{" not in path, f"no value for a parameter of {path}: extend _fill"
+    return path
+
+
+def test_every_openapi_operation_with_every_org_token_stays_inside_its_org(two_orgs) -> None:
+    server, enroll_tokens, a, b = two_orgs
+    b_tokens = server.store.tokens(b.org_id)
+    b_token_id = next(t.token_id for t in b_tokens if t.endpoint_id == b.endpoint_id)
+    with httpx.Client() as client:
+        spec = client.get(f"{server.url}/openapi.json").json()
+        operations = [
+            (method.upper(), path)
+            for path, item in spec["paths"].items()
+            for method in item
+            if method != "parameters"
+        ]
+        assert len(operations) >= 25
+        tokens = {"enroll": enroll_tokens["a"], "endpoint": a.token}
+        for kind, token in tokens.items():
+            headers = {"authorization": f"Bearer {token}"}
+            for method, path in operations:
+                url = server.url + _fill(path, b, b_token_id)
+                if (method, path) in _ORG_OPERATIONS:
+                    continue  # checked one by one below and in the tests above
+                body = {"org_id": b.org_id, "name": "evil", "mode": "off", "sha256": SHA}
+                r = client.request(
+                    method,
+                    url,
+                    params={"org_id": b.org_id},
+                    json=body if method in ("POST", "PUT") else None,
+                    headers=headers,
+                )
+                assert r.status_code == 403, (kind, method, path, r.status_code, r.text)
+        # the org-scoped operations answer for the token's own org only, whatever is asked
+        seen = client.get(
+            f"{server.url}/v1/checkin",
+            params={"org_id": b.org_id},
+            headers={"authorization": f"Bearer {a.token}"},
+        ).json()
+        assert seen["org_id"] == a.org_id and seen["endpoint_id"] == a.endpoint_id
+        made = client.post(
+            f"{server.url}/v1/enroll",
+            params={"org_id": b.org_id},
+            headers={"authorization": f"Bearer {enroll_tokens['a']}"},
+        ).json()
+        assert made["org_id"] == a.org_id
+        forged = client.post(
+            f"{server.url}/v1/telemetry",
+            content=encode_batch([make_event(b.org_id, b.endpoint_id)]),
+            headers={"authorization": f"Bearer {a.token}", "content-type": "application/msgpack"},
+        )
+        assert forged.status_code == 403
+        metrics = client.get(f"{server.url}/metrics").text
+        assert b.org_id not in metrics and b.endpoint_id not in metrics
+    # org B is untouched: its tokens active, no policy, no aggregates, its endpoint still works
+    assert [t.revoked_at for t in server.store.tokens(b.org_id)] == [None] * len(b_tokens)
+    assert server.store.current_policy() is None
+    assert server.store.aggregates(org_id=b.org_id) == []
+    assert server.store.authenticate(b.token).org_id == b.org_id
+    assert server.store.org_ids() == [a.org_id, b.org_id]
