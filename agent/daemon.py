@@ -648,6 +648,11 @@ class Daemon:
         self.sources = tuple(sources)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._out = threading.Lock()
+        self._wake = threading.Event()  # set by `check_in_soon` (a push notice)
+
+    def check_in_soon(self, version: int | None = None) -> None:
+        """Wake the check-in loop now (a push notice said a newer policy is out)."""
+        self._wake.set()
 
     def _say(self, line: str) -> None:
         if self._on_line is not None:
@@ -699,8 +704,9 @@ class Daemon:
                 self.flush_telemetry()
             except Exception as exc:  # supervisor: report and go on
                 self._say(f"check-in crashed: {type(exc).__name__}: {exc}")
-            if stop.wait(self.agent.next_delay_s(self._rng)):
-                return
+            # a push notice (`check_in_soon`) cuts the wait short; `run` sets it on stop too
+            self._wake.wait(self.agent.next_delay_s(self._rng))
+            self._wake.clear()
 
     def _source_loop(self, source: EventSource, stop: threading.Event) -> None:
         try:
@@ -741,6 +747,7 @@ class Daemon:
                 stop.wait(self.config.scan_interval_s)
         finally:
             stop.set()
+            self._wake.set()
             for thread in threads:  # a check-in is bounded by its deadline; do not hang on it
                 thread.join(timeout=1.0)
 
@@ -853,14 +860,33 @@ def run(
             from agent.realtime import realtime_sources
 
             sources = (*sources, *realtime_sources(agent, options.realtime, on_line=on_line))
-        Daemon(
+        listener = None
+        if pipe is not None and not options.daemon.once:  # the push channel (agent.push)
+            import httpx
+
+            from agent.push import PushListener
+
+            listener = PushListener(
+                httpx.Client(follow_redirects=False),
+                pipe.creds.backend_url,
+                pipe.creds.token,
+                known_version=lambda: agent.policy.policy_version if agent.policy else None,
+                on_version=lambda _version: None,  # bound to the daemon just below
+                rng=random.Random(),  # noqa: S311 - reconnect jitter, not a secret
+                on_line=on_line,
+            )
+            sources = (*sources, listener)
+        daemon = Daemon(
             agent,
             config=options.daemon,
             flush=flush if pipe is not None else None,
             on_result=on_result,
             on_line=on_line,
             sources=sources,
-        ).run(stop)
+        )
+        if listener is not None:
+            listener.on_version = daemon.check_in_soon
+        daemon.run(stop)
 
 
 def _telemetry_pipe(state_dir: Path, backend_url: str, enroll_token: str | None) -> TelemetryPipe:
