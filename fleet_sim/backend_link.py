@@ -40,6 +40,7 @@ from agent.policy import (
     EffectivePolicy,
     OrgPolicyModel,
     PolicyDocumentModel,
+    Ring,
     resolve_policy,
 )
 from agent.telemetry import TelemetryEvent, encode_batch
@@ -179,6 +180,16 @@ class InProcessLink:
         rec = admin.assign_model(
             self.store, self.publish, version, org_id=self._org_id(org), now=now, actor="scenario"
         )
+        return rec.version
+
+    def set_ring(self, org: str, ring: str, delay_h: float, now: dt.datetime) -> int:
+        """Put an org on an update ring: `backend.admin.set_ring`."""
+        org_id = self._org_id(org)
+        assert org_id is not None
+        rec = admin.set_ring(
+            self.store, self.publish, Ring(ring), org_id=org_id, delay_h=delay_h, now=now,
+            actor="scenario",
+        )  # fmt: skip
         return rec.version
 
     def add_allowlist(

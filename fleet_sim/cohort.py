@@ -415,6 +415,7 @@ class CohortEngine:
             self.st_failed[idx[bad]] = True
         rec.count("model_installs", int(install.sum()))
         if install.any():
+            rec.note_installs(idx[install], target[install])
             unsigned = [tv for tv in np.unique(target[install]).tolist()
                         if not fleet.registry[tv].signed]  # fmt: skip
             rec.count("unsigned_installs", int(np.isin(target[install], unsigned).sum()))

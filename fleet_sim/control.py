@@ -42,6 +42,7 @@ from fleet_sim.scenario import (
     PublishModel,
     Revoke,
     ScenarioError,
+    SetRing,
     StartRollout,
 )
 from fleet_sim.world import World
@@ -192,6 +193,8 @@ class Recorder:
     events: list[tuple[float, str]] = field(default_factory=list)
     kill_switches: list[int] = field(default_factory=list)
     rollouts: list[RolloutRecord] = field(default_factory=list)
+    installed: dict[int, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    org_rings: dict[int, str] = field(default_factory=dict)  # world org index -> ring (set_ring)
 
     def __post_init__(self) -> None:
         shape = (self.n_days, self.n_orgs)
@@ -205,6 +208,16 @@ class Recorder:
     def count(self, name: str, n: int = 1) -> None:
         """Add `n` to counter `name`."""
         self.counters[name] = self.counters.get(name, 0) + int(n)
+
+    def note_installs(
+        self, eps: npt.NDArray[np.integer], versions: npt.NDArray[np.integer]
+    ) -> None:
+        """Mark that endpoints `eps` installed `versions` (who ever ran a version, by ring)."""
+        for v in np.unique(versions).tolist():
+            seen = self.installed.get(int(v))
+            if seen is None:
+                seen = self.installed[int(v)] = np.zeros(self.n_endpoints, bool)
+            seen[eps[versions == v]] = True
 
     def track(self, policy_version: int, t: float) -> None:
         """Start timing how fast policy `policy_version` reaches endpoints."""
@@ -302,6 +315,14 @@ class Fleet:
             self.revoked.add(action.version)
             v = self.link.assign_model(action.fallback, None, now)
             rec.events.append((t, f"revoke v{action.version} -> v{action.fallback}"))
+            rec.track(v, t)
+        elif isinstance(action, SetRing):
+            for name in action.orgs:
+                if name not in self.link.org_names:
+                    raise ScenarioError(f"set_ring: no org {name!r} in the world")
+                v = self.link.set_ring(name, action.ring, action.delay_hours, now)
+                rec.org_rings[self.link.org_names.index(name)] = action.ring
+            rec.events.append((t, f"ring {action.ring}: {len(action.orgs)} org(s)"))
             rec.track(v, t)
         elif isinstance(action, BackendOutage):
             self.link.outages.append((t, action.until_s))

@@ -143,6 +143,7 @@ def run_exact(
                     fleet.report_health("self_test_failures", *_one(t, ep, target))
                 elif got.install:
                     rec.count("model_installs")
+                    rec.note_installs(np.asarray([ep]), np.asarray([target]))
                 model[ep], pol[ep] = int(got.model), int(got.policy)
                 if got.reset_breaker:
                     breaker = reset()

@@ -20,10 +20,12 @@ from fleet_sim.scenario import (
     Adoption,
     AlertsPerOrgDay,
     ArmRatio,
+    BackOnPrevious,
     Counter,
     Detection,
     KillSwitchReach,
     Outcome,
+    RingExposure,
     RolloutOutcome,
 )
 from fleet_sim.world import QUARTER_S, World
@@ -38,6 +40,7 @@ __all__ = [
     "org_day_rate",
     "policy_delays",
     "reach",
+    "ring_exposure",
 ]
 
 
@@ -158,6 +161,33 @@ def adoption_at(rec: Recorder, version: int, t: float) -> float:
     return best.get(version, 0) / max(1, sum(best.values()))
 
 
+def ring_exposure(
+    rec: Recorder, world: World, version: int, rings: tuple[str, ...], *, outside: bool = False
+) -> int:
+    """Endpoints on orgs of `rings` (`outside`: of any other ring) that ever installed `version`.
+
+    Orgs never put on a ring are on `broad` (`backend.rings.DEFAULT_RING`).
+    """
+    ran = rec.installed.get(version)
+    if ran is None:
+        return 0
+    org_ring = np.asarray([rec.org_rings.get(o, "broad") for o in range(world.n_orgs)])
+    on = np.isin(org_ring, list(rings)) != outside
+    return int(ran[on[world.ep_org]].sum())
+
+
+def _still_on(rec: Recorder, out: BackOnPrevious) -> tuple[float, str]:
+    halts = [r.halt_s for r in rec.rollouts if r.halt_s is not None]
+    if not halts:
+        return float("nan"), "no halt"
+    t = halts[-1] + out.within_hours * 3600.0
+    after = [(when, c) for when, c in rec.adoption if when >= t - 1e-6]
+    if not after:
+        return float("nan"), "no halt"
+    _when, counts = after[0]
+    return float(counts.get(out.version, 0)), f"on v{out.version} at halt +{out.within_hours:g} h"
+
+
 def _detection(rec: Recorder, from_day: float, to_day: float | None) -> float:
     sl = _days(rec, from_day, to_day)
     mal = rec.mal_enc[sl].sum()
@@ -192,6 +222,9 @@ def _rollout(out: RolloutOutcome, run: ArmRun) -> tuple[float, str]:
     if out.rolled_back is not None:
         want.append("rolled back" if out.rolled_back else "not rolled back")
         ok &= (r.halt_policy_version is not None) == out.rolled_back
+    if out.halted_in_ring is not None:
+        want.append(f"halted in ring {out.halted_in_ring}")
+        ok &= bool(halts) and halts[0].ring == out.halted_in_ring
     if out.halt_reach_minutes is not None:
         want.append(f">= {out.at_least:g} adopt the halt within {out.halt_reach_minutes:g} min")
         v = r.halt_policy_version
@@ -252,6 +285,14 @@ def _one(out: Outcome, arms: Mapping[str, ArmRun]) -> OutcomeResult:
     elif isinstance(out, RolloutOutcome):
         value, bound = _rollout(out, run)
         ok = value >= 1.0
+    elif isinstance(out, RingExposure):
+        value = float(ring_exposure(rec, world, out.version, out.rings, outside=out.outside))
+        ok, bound = _bounded(value, out.at_least, out.at_most)
+        bound += f" endpoints {'outside' if out.outside else 'on'} {'/'.join(out.rings)}"
+    elif isinstance(out, BackOnPrevious):
+        value, bound = _still_on(rec, out)
+        ok = value <= out.at_most and bound != "no halt"
+        bound = f"<= {out.at_most:g} ({bound})"
     else:  # pragma: no cover - the discriminated union is closed
         raise TypeError(type(out).__name__)
     return OutcomeResult(out.name, out.arm, out.check, value, bound, ok)

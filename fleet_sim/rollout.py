@@ -208,6 +208,7 @@ def rollout_config(action: StartRollout) -> RolloutConfig:
         min_org_endpoint_days=action.min_org_endpoint_days,
         rollback=action.rollback,
         tick=dt.timedelta(minutes=action.tick_minutes),
+        inconclusive_looks=action.inconclusive_looks,
     )
 
 
@@ -251,7 +252,7 @@ class ControllerRollout:
         """
         cfg = rollout_config(action)
         r = start_rollout(store, publish, action.version, now=clock.at(t), config=cfg,
-                          org_id=org_id, salt=salt)  # fmt: skip
+                          org_id=org_id, salt=salt, rings=action.rings)  # fmt: skip
         record = RolloutRecord(
             rollout_id=r.rollout_id, to_version=r.to_version, from_version=r.from_version,
             started_s=t, state=r.state.value, start_policy_version=policy_version(),

@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleet_sim.errors import ScenarioError
+
 __all__ = [
     "Action",
     "ArmModel",
@@ -28,6 +30,7 @@ __all__ = [
     "RolloutOutcome",
     "ScenarioError",
     "ScenarioModel",
+    "SetRing",
     "StartRollout",
     "WorldModel",
     "load_scenario",
@@ -35,10 +38,6 @@ __all__ = [
 ]
 
 _OFFSET = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?$")
-
-
-class ScenarioError(ValueError):
-    """A scenario file is missing, malformed or inconsistent; the message names the field."""
 
 
 def parse_offset(value: str | float | int) -> float:
@@ -167,6 +166,21 @@ class StartRollout(_ActionBase):
     tick_minutes: float = Field(default=60.0, gt=0)
     predict: bool = Field(default=True, description="transition prediction at the start")
     org: str | None = None
+    rings: bool = Field(default=False, description="run the stages ring by ring (set_ring)")
+    inconclusive_looks: int = Field(default=0, ge=0, le=100)
+
+
+class SetRing(_ActionBase):
+    """Put orgs (by name) on an update ring through the admin call (`backend.admin.set_ring`).
+
+    `delay_hours` counts only on `delayed`: the hours after `broad` completes before the orgs
+    get a version. Orgs never named are on `broad`.
+    """
+
+    do: Literal["set_ring"]
+    orgs: tuple[str, ...] = Field(min_length=1)
+    ring: Literal["preview", "staged", "broad", "delayed"]
+    delay_hours: float = Field(default=0.0, ge=0, le=8784)
 
 
 class KillSwitch(_ActionBase):
@@ -209,7 +223,7 @@ class BackendOutage(_ActionBase):
 
 
 Action = Annotated[
-    PublishModel | StartRollout | KillSwitch | AllowlistAdd | Revoke | BackendOutage,
+    PublishModel | StartRollout | KillSwitch | AllowlistAdd | Revoke | BackendOutage | SetRing,
     Field(discriminator="do"),
 ]
 
@@ -300,11 +314,47 @@ class RolloutOutcome(_OutcomeBase):
     halted_orgs: Literal["any", "protector"] | None = None
     rolled_back: bool | None = None
     halt_reach_minutes: float | None = None
+    halted_in_ring: Literal["preview", "staged", "broad", "delayed"] | None = None
     at_least: float = 0.99
 
 
+class RingExposure(_OutcomeBase):
+    """Endpoints of the orgs on `rings` that ever installed model `version` (between bounds).
+
+    With `outside = true`, the endpoints of orgs on every other ring instead.
+    """
+
+    check: Literal["ring_exposure"]
+    version: int
+    rings: tuple[Literal["preview", "staged", "broad", "delayed"], ...] = Field(min_length=1)
+    outside: bool = False
+    at_least: float | None = None
+    at_most: float | None = None
+
+
+class BackOnPrevious(_OutcomeBase):
+    """Endpoints still running `version` `within_hours` after the arm's rollout halted.
+
+    Read from the hourly adoption samples (the first at or after the halt plus the window);
+    every endpoint that installed `version` is back on another one when this is 0.
+    """
+
+    check: Literal["back_on_previous"]
+    version: int
+    within_hours: float = Field(gt=0)
+    at_most: float = 0.0
+
+
 Outcome = Annotated[
-    KillSwitchReach | AlertsPerOrgDay | ArmRatio | Adoption | Counter | Detection | RolloutOutcome,
+    KillSwitchReach
+    | AlertsPerOrgDay
+    | ArmRatio
+    | Adoption
+    | Counter
+    | Detection
+    | RolloutOutcome
+    | RingExposure
+    | BackOnPrevious,
     Field(discriminator="check"),
 ]
 
