@@ -145,15 +145,23 @@ class PolicyFeed:
         if self._path in (":memory:", "") or self._path.startswith("file::memory:"):
             await stop.wait()  # one connection, one process: nothing else can change it
             return
-        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=0.5)
+        conn = sqlite3.connect(
+            f"file:{self._path}?mode=ro", uri=True, timeout=0.5, check_same_thread=False
+        )
+        seen = [-1]
+
+        def newest() -> int | None:  # in a worker thread: a busy file never stalls the loop
+            data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            if data_version == seen[0]:
+                return None
+            seen[0] = data_version
+            return int(conn.execute(_MAX_SQL).fetchone()[0])
+
         try:
-            seen = -1
             while not stop.is_set():
-                data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-                if data_version != seen:
-                    seen = data_version
-                    row = conn.execute("SELECT coalesce(max(version), 0) FROM policy_history")
-                    await self._catch_up(int(row.fetchone()[0]))
+                version = await asyncio.to_thread(newest)
+                if version is not None:
+                    await self._catch_up(version)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
         finally:
