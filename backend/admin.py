@@ -17,7 +17,7 @@ from pathlib import Path
 from agent.decision import Mode
 from agent.policy import OrgPolicyModel, PolicyDocumentModel, Ring, RingModel
 from backend.errors import BatchInvalidError, NotFoundError, PolicyConflictError
-from backend.store import PolicyRecord, Store
+from backend.store import AggregateStore, PolicyRecord
 from backend.validation import check_reason, check_sha256
 
 __all__ = [
@@ -49,7 +49,7 @@ def repository_publisher(repo_dir: str | Path) -> Publish:
 
 
 def _next(
-    store: Store,
+    store: AggregateStore,
     org_id: str | None,
     now: dt.datetime,
     change: Callable[[OrgPolicyModel], OrgPolicyModel],
@@ -75,7 +75,7 @@ def _next(
 
 
 def _apply(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     org_id: str | None,
     now: dt.datetime,
@@ -99,7 +99,7 @@ def _apply(
 
 
 def set_mode(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     mode: Mode,
     *,
@@ -125,7 +125,7 @@ def set_mode(
 
 
 def assign_model(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     model_version: int | None,
     *,
@@ -154,7 +154,7 @@ def assign_model(
 
 
 def set_ring(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     ring: Ring,
     *,
@@ -190,7 +190,7 @@ def set_ring(
 
 
 def add_list_entry(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     which: ListName,
     sha256: str,
@@ -230,7 +230,7 @@ def add_list_entry(
 
 
 def remove_list_entry(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     which: ListName,
     sha256: str,

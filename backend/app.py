@@ -23,7 +23,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -56,7 +56,7 @@ from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from backend.metrics import Metrics
 from backend.push import PushConfig, PushHub, PushRoute, feed_lifespan
 from backend.replica import PolicyFeed
-from backend.store import PolicyRecord, Principal, Store, TokenKind
+from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind
 
 __all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
 
@@ -166,7 +166,7 @@ class _Routes:
 
     def __init__(
         self,
-        store: Store,
+        store: AggregateStore,
         publish: admin.Publish,
         clock: Callable[[], dt.datetime],
         metrics: Metrics,
@@ -623,7 +623,7 @@ class _MetricsMiddleware:
 
 
 def create_app(
-    store: Store,
+    store: AggregateStore,
     repo_dir: str | Path | None,
     *,
     publish: admin.Publish | None = None,
@@ -688,7 +688,7 @@ def create_app(
 
     routes.append(Mount("/console", app=create_console(store, publish, clock)))
     lifespan = None
-    if rollout_tick_s is not None and isinstance(store, Store):  # its tables live in SQLite
+    if rollout_tick_s is not None:  # both dialects keep the rollout tables (AggregateStore)
         from backend.rollout_ticker import tick_lifespan
 
         lifespan = tick_lifespan(store, publish, clock, rollout_tick_s)
@@ -722,8 +722,7 @@ def serve(
 
     from backend.store import open_store
 
-    # PostgresStore has Store's public methods (tests/backend/test_store_postgres.py)
-    store = cast(Store, open_store(db, synchronous=synchronous))
+    store = open_store(db, synchronous=synchronous)
     # Ingest decodes and folds in threadpool threads; the event loop answering check-ins needs
     # the GIL back between them. The default 5 ms switch interval let one ingest request hold
     # every check-in waiting; 1 ms keeps the loop's wait short (benchmarks/README.md, Ingest).

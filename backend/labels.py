@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from backend.errors import BatchInvalidError
 
 if TYPE_CHECKING:
-    from backend.store import Store
+    from backend.store import AggregateStore
 
 __all__ = [
     "ImportResult",
@@ -249,7 +249,7 @@ class ImportResult:
 
 
 def import_labels(
-    store: Store, changes: Sequence[LabelChange], *, now: dt.datetime
+    store: AggregateStore, changes: Sequence[LabelChange], *, now: dt.datetime
 ) -> ImportResult:
     """Append `changes` to the store's label history (the CLI and the API route call this)."""
     recorded = store.append_labels(changes, now=now)

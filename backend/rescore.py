@@ -79,7 +79,7 @@ from backend.errors import BatchInvalidError
 from backend.labels import LabelBook
 
 if TYPE_CHECKING:
-    from backend.store import Store
+    from backend.store import AggregateStore
 
 __all__ = [
     "AsOfRule",
@@ -627,7 +627,7 @@ def _sums(codes: npt.NDArray[np.intp], weights: npt.NDArray[np.int64], size: int
 
 
 def iter_row_batches(
-    store: Store,
+    store: AggregateStore,
     *,
     schema: str,
     vector_length: int,
@@ -693,7 +693,7 @@ def _read_sample(root: Path, sha: str) -> bytes | None:
 
 
 def run_rescore(
-    store: Store,
+    store: AggregateStore,
     configs: Sequence[RescoreConfig],
     *,
     now: dt.datetime,

@@ -58,7 +58,7 @@ from backend.rollout import (
     apply_decision,
     decide,
 )
-from backend.store import Store
+from backend.store import AggregateStore
 
 __all__ = [
     "ArmDayColumns",
@@ -76,18 +76,6 @@ __all__ = [
     "tick_rollout",
 ]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rollout_decisions (
-    id INTEGER PRIMARY KEY, rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
-    at TEXT NOT NULL, action TEXT NOT NULL, stage_index INTEGER NOT NULL, percent REAL NOT NULL,
-    reason TEXT NOT NULL, figures TEXT NOT NULL, policy_version INTEGER);
-CREATE TRIGGER IF NOT EXISTS rollout_decisions_append_only
-    BEFORE UPDATE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
-CREATE TRIGGER IF NOT EXISTS rollout_decisions_no_delete
-    BEFORE DELETE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
-"""
 
 _ACTIVE = (RolloutState.RUNNING, RolloutState.PAUSED)
 
@@ -105,14 +93,6 @@ class EndpointDayRow:
     self_test_failures: int = 0
     model_errors: int = 0
     breaker_trips: int = 0
-
-
-def _ensure(store: Store) -> None:
-    if getattr(store, "_rollout_ready", False):
-        return
-    with store._lock:
-        store._conn.executescript(_SCHEMA)
-    store._rollout_ready = True  # type: ignore[attr-defined]
 
 
 def _iso(t: dt.datetime) -> str:
@@ -134,7 +114,7 @@ def _evidence_time(rows: Sequence[tuple[Any, ...]], day_at: int) -> dt.datetime:
     return dt.datetime.fromtimestamp((last + 1) * MS_PER_DAY / 1000, dt.UTC)
 
 
-def record_endpoint_days(store: Store, rows: Iterable[EndpointDayRow]) -> int:
+def record_endpoint_days(store: AggregateStore, rows: Iterable[EndpointDayRow]) -> int:
     """Add endpoint-day counters (summing into existing rows); returns rows written.
 
     One transaction of the store's ingest operation, the same that writes a batch's evidence.
@@ -166,7 +146,7 @@ class ArmDayColumns:
         return len(self.day)
 
 
-def record_arm_day_columns(store: Store, cols: ArmDayColumns) -> int:
+def record_arm_day_columns(store: AggregateStore, cols: ArmDayColumns) -> int:
     """Add increments into the gate's rollup `arm_days` (one transaction); returns rows written.
 
     The simulator's bulk path: no per-endpoint ledger (`endpoint_days`) is written, so the
@@ -189,21 +169,13 @@ def record_arm_day_columns(store: Store, cols: ArmDayColumns) -> int:
 
 
 def _arms(
-    store: Store, version: int, since_day: int, until_day: int, org_id: str | None
+    store: AggregateStore, version: int, since_day: int, until_day: int, org_id: str | None
 ) -> dict[str, ArmCounts]:
     # one `arm_days` row per (day, org) of the version: max is the org's busiest day
-    sql = (
-        "SELECT org_id, max(endpoint_days), sum(endpoint_days), sum(alerts), "
-        "sum(self_test_failures), sum(model_errors), sum(breaker_trips) FROM arm_days "
-        "WHERE model_version = ? AND day >= ? AND day <= ?"
-    )
-    args: list[object] = [version, since_day, until_day]
-    if org_id is not None:
-        sql += " AND org_id = ?"
-        args.append(org_id)
-    with store._lock:
-        found = store._conn.execute(sql + " GROUP BY org_id", args).fetchall()
-    return {r[0]: ArmCounts(int(r[1]), float(r[2]), *(int(x) for x in r[3:])) for r in found}
+    return {
+        r[0]: ArmCounts(r[1], float(r[2]), *r[3:])
+        for r in store.arm_counts(version, since_day, until_day, org_id)
+    }
 
 
 def _sum(arms: Iterable[ArmCounts]) -> ArmCounts:
@@ -216,10 +188,13 @@ def _sum(arms: Iterable[ArmCounts]) -> ArmCounts:
 
 
 def gather_evidence(
-    store: Store, rollout: Rollout, since: dt.datetime, now: dt.datetime, control_version: int
+    store: AggregateStore,
+    rollout: Rollout,
+    since: dt.datetime,
+    now: dt.datetime,
+    control_version: int,
 ) -> Evidence:
     """Canary (`to_version`) vs control (`control_version`) counts, days `since`..`now`."""
-    _ensure(store)
     lo = int(since.timestamp() * 1000) // MS_PER_DAY
     hi = int(now.timestamp() * 1000) // MS_PER_DAY
     can = _arms(store, rollout.to_version, lo, hi, rollout.org_id)
@@ -287,16 +262,10 @@ def _from_json(raw: str) -> Rollout:
     )  # fmt: skip
 
 
-def get_rollout(store: Store, rollout_id: int | None = None) -> Rollout | None:
+def get_rollout(store: AggregateStore, rollout_id: int | None = None) -> Rollout | None:
     """A rollout by id, or (no id) the latest one; None when there is none."""
-    _ensure(store)
-    with store._lock:
-        if rollout_id is None:
-            row = store._conn.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1")
-        else:
-            row = store._conn.execute("SELECT state FROM rollouts WHERE id = ?", (rollout_id,))
-        found = row.fetchone()
-    return None if found is None else _from_json(found[0])
+    found = store.rollout_state(rollout_id)
+    return None if found is None else _from_json(found)
 
 
 def _figures(d: RolloutDecision) -> str:
@@ -312,50 +281,29 @@ def _figures(d: RolloutDecision) -> str:
     )
 
 
-def _log(store: Store, before: Rollout, d: RolloutDecision, policy_version: int | None) -> Rollout:
+def _log(
+    store: AggregateStore, before: Rollout, d: RolloutDecision, policy_version: int | None
+) -> Rollout:
     after = apply_decision(before, d)
-    with store._lock:
-        store._conn.execute("BEGIN IMMEDIATE")
-        try:
-            if before.rollout_id == 0:
-                cur = store._conn.execute(
-                    "INSERT INTO rollouts (created_at, state) VALUES (?, '{}')", (_iso(d.at),)
-                )
-                rid = int(cur.lastrowid or 0)
-                after = replace(after, rollout_id=rid)
-                d = replace(d, rollout_id=rid)
-            store._conn.execute(
-                "UPDATE rollouts SET state = ? WHERE id = ?", (_to_json(after), after.rollout_id)
-            )
-            store._conn.execute(
-                "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
-                "reason, figures, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (after.rollout_id, _iso(d.at), d.action.value, d.stage_index, d.percent,
-                 d.reason, _figures(d), policy_version),
-            )  # fmt: skip
-            store._conn.execute("COMMIT")
-        except BaseException:
-            store._conn.execute("ROLLBACK")
-            raise
-    return after
+    row = (d.action.value, d.stage_index, d.percent, d.reason, _figures(d), policy_version)
+    rid = store.log_rollout_decision(
+        before.rollout_id or None,
+        d.at,
+        lambda rid: _to_json(replace(after, rollout_id=rid)),
+        row,
+    )
+    return replace(after, rollout_id=rid)
 
 
-def decision_log(store: Store, rollout_id: int | None = None) -> list[dict[str, Any]]:
+def decision_log(store: AggregateStore, rollout_id: int | None = None) -> list[dict[str, Any]]:
     """Every logged decision of a rollout (default: the latest), oldest first."""
-    _ensure(store)
     r = get_rollout(store, rollout_id)
     if r is None:
         return []
-    with store._lock:
-        rows = store._conn.execute(
-            "SELECT at, action, stage_index, percent, reason, figures, policy_version "
-            "FROM rollout_decisions WHERE rollout_id = ? ORDER BY id",
-            (r.rollout_id,),
-        ).fetchall()
     return [
         {"at": a, "action": act, "stage_index": si, "percent": p, "reason": why,
          **json.loads(fig), "policy_version": pv}
-        for a, act, si, p, why, fig, pv in rows
+        for a, act, si, p, why, fig, pv in store.rollout_decisions(r.rollout_id)
     ]  # fmt: skip
 
 
@@ -363,7 +311,7 @@ def decision_log(store: Store, rollout_id: int | None = None) -> list[dict[str, 
 
 
 def _publish(
-    store: Store, publish: Publish, r: Rollout, now: dt.datetime, what: str,
+    store: AggregateStore, publish: Publish, r: Rollout, now: dt.datetime, what: str,
     *, percent: float | None, assign: int | None = None,
 ) -> int:  # fmt: skip
     """Write the rollout block (or remove it, `percent=None`) into the rollout's scope."""
@@ -435,7 +383,7 @@ def _ringed(
     return doc.model_copy(update=update)
 
 
-def _published_percents(store: Store, r: Rollout) -> dict[str, float]:
+def _published_percents(store: AggregateStore, r: Rollout) -> dict[str, float]:
     cur = store.current_policy()
     if cur is None:
         return {}
@@ -446,7 +394,7 @@ def _published_percents(store: Store, r: Rollout) -> dict[str, float]:
     return out
 
 
-def _control_version(store: Store, org_id: str | None) -> int | None:
+def _control_version(store: AggregateStore, org_id: str | None) -> int | None:
     cur = store.current_policy()
     if cur is None:
         return None
@@ -459,7 +407,7 @@ def _control_version(store: Store, org_id: str | None) -> int | None:
 
 
 def start_rollout(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     to_version: int,
     *,
@@ -480,7 +428,6 @@ def start_rollout(
         ConflictError: another rollout is running or paused, or `to_version` is already current.
         PublishError: the signed policy could not be republished; nothing started.
     """
-    _ensure(store)
     if org_id is not None and not store.has_org(org_id):
         raise NotFoundError(f"no organization {org_id!r}")
     last = get_rollout(store)
@@ -512,7 +459,7 @@ def start_rollout(
     return _log(store, r, d, pv)
 
 
-def _need(store: Store, states: Sequence[RolloutState], what: str) -> Rollout:
+def _need(store: AggregateStore, states: Sequence[RolloutState], what: str) -> Rollout:
     r = get_rollout(store)
     if r is None:
         raise NotFoundError("no rollout")
@@ -521,7 +468,7 @@ def _need(store: Store, states: Sequence[RolloutState], what: str) -> Rollout:
     return r
 
 
-def pause_rollout(store: Store, *, now: dt.datetime) -> Rollout:
+def pause_rollout(store: AggregateStore, *, now: dt.datetime) -> Rollout:
     """Freeze the rollout at its stage: no decisions, the cohort stays as it is.
 
     Raises:
@@ -532,7 +479,7 @@ def pause_rollout(store: Store, *, now: dt.datetime) -> Rollout:
     return _log(store, r, d, None)
 
 
-def resume_rollout(store: Store, *, now: dt.datetime) -> Rollout:
+def resume_rollout(store: AggregateStore, *, now: dt.datetime) -> Rollout:
     """Resume a paused rollout (the hold of its stage continues).
 
     Raises:
@@ -546,7 +493,7 @@ def resume_rollout(store: Store, *, now: dt.datetime) -> Rollout:
     return _log(store, r, d, None)
 
 
-def abort_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> Rollout:
+def abort_rollout(store: AggregateStore, publish: Publish, *, now: dt.datetime) -> Rollout:
     """Stop the rollout and put every endpoint back on `from_version` (signed policy).
 
     Raises:
@@ -562,7 +509,9 @@ def abort_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> Rollou
     return _log(store, r, d, pv)
 
 
-def tick_rollout(store: Store, publish: Publish, *, now: dt.datetime) -> RolloutDecision | None:
+def tick_rollout(
+    store: AggregateStore, publish: Publish, *, now: dt.datetime
+) -> RolloutDecision | None:
     """One decision point: evaluate the running rollout, log it, publish what it changes.
 
     Returns None when no rollout is running.
@@ -609,7 +558,7 @@ def _rings_json(r: Rollout) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def rollout_status(store: Store, *, now: dt.datetime) -> dict[str, Any]:
+def rollout_status(store: AggregateStore, *, now: dt.datetime) -> dict[str, Any]:
     """The latest rollout: state, stage, cohort sizes, last statistics, next decision time."""
     r = get_rollout(store)
     if r is None:

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.admin import Publish
 from backend.rollout import RolloutDecision
 from backend.rollout_service import tick_rollout
-from backend.store import Store
+from backend.store import AggregateStore
 
 __all__ = ["TickStats", "run_rollout_ticks", "tick_lifespan"]
 
@@ -43,12 +43,12 @@ class TickStats:
         self.last: RolloutDecision | None = None
 
 
-def _tick(store: Store, publish: Publish, now: dt.datetime) -> RolloutDecision | None:
+def _tick(store: AggregateStore, publish: Publish, now: dt.datetime) -> RolloutDecision | None:
     return tick_rollout(store, publish, now=now)
 
 
 async def run_rollout_ticks(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     clock: Callable[[], dt.datetime],
     interval_s: float,
@@ -86,7 +86,7 @@ async def run_rollout_ticks(
 
 
 def tick_lifespan(
-    store: Store,
+    store: AggregateStore,
     publish: Publish,
     clock: Callable[[], dt.datetime],
     interval_s: float,

@@ -17,7 +17,8 @@ from backend import admin
 from backend import rollout_service as _rollouts
 from backend.errors import AuthError, BackendError, ConflictError, NotFoundError
 from backend.rollout import ArmCounts, Evidence, Rollout
-from backend.store import PolicyRecord, Principal, Store, TokenKind
+from backend.store import AggregateStore as Store  # the protocol: either dialect
+from backend.store import PolicyRecord, Principal, TokenKind
 
 __all__ = [
     "AuthError",

@@ -21,6 +21,7 @@ from backend.ingest import EvidenceRow
 
 __all__ = [
     "AggregateColumns",
+    "ArmCountRow",
     "EndpointCredentials",
     "EnrollToken",
     "IngestResult",
@@ -28,6 +29,8 @@ __all__ = [
     "PolicyRecord",
     "Principal",
     "Publish",
+    "RolloutDecisionRow",
+    "RolloutLogRow",
     "StoreStats",
     "TokenInfo",
     "TokenKind",
@@ -37,6 +40,13 @@ __all__ = [
 ]
 
 Publish = Callable[[bytes, dt.datetime], None]
+# (org, busiest day's endpoint-days, endpoint-days, alerts, self-test failures, model errors,
+#  breaker trips): one org's rollup of one model version over a span of days
+ArmCountRow = tuple[str, int, int, int, int, int, int]
+# (action, stage index, percent, reason, figures JSON, policy version): a decision to log
+RolloutDecisionRow = tuple[str, int, float, str, str, int | None]
+# (at ISO, action, stage index, percent, reason, figures JSON, policy version): a logged one
+RolloutLogRow = tuple[str, str, int, float, str, str, int | None]
 
 
 class TokenKind(StrEnum):

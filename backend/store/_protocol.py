@@ -10,7 +10,7 @@ so nothing branches on which dialect it was given.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from agent.policy import PolicyDocumentModel
@@ -18,6 +18,7 @@ from agent.telemetry import TelemetryBatch
 from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
 from backend.store._base import (
     AggregateColumns,
+    ArmCountRow,
     EndpointCredentials,
     EnrollToken,
     IngestResult,
@@ -25,6 +26,8 @@ from backend.store._base import (
     PolicyRecord,
     Principal,
     Publish,
+    RolloutDecisionRow,
+    RolloutLogRow,
     StoreStats,
     TokenInfo,
 )
@@ -217,6 +220,32 @@ class AggregateStore(Protocol):
         publish: Publish,
     ) -> PolicyRecord:
         """Record and publish the next version (compare-and-set on the version)."""
+        ...
+
+    # --- the rollout controller's tables --------------------------------------------------
+
+    def arm_counts(
+        self, version: int, since_day: int, until_day: int, org_id: str | None = None
+    ) -> list[ArmCountRow]:
+        """Per org, the gate's rollup of `version` over a span of days."""
+        ...
+
+    def rollout_state(self, rollout_id: int | None = None) -> str | None:
+        """A rollout's stored state (JSON), or the latest one's."""
+        ...
+
+    def log_rollout_decision(
+        self,
+        rollout_id: int | None,
+        at: dt.datetime,
+        state: Callable[[int], str],
+        decision: RolloutDecisionRow,
+    ) -> int:
+        """Create (no id) or update a rollout and append its decision, in one transaction."""
+        ...
+
+    def rollout_decisions(self, rollout_id: int) -> list[RolloutLogRow]:
+        """A rollout's logged decisions, oldest first."""
         ...
 
     # --- golden labels --------------------------------------------------------------------

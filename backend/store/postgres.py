@@ -28,7 +28,7 @@ import datetime as dt
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -43,6 +43,7 @@ from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
 from backend.store._base import (
     _FAULT_MARKER,
     AggregateColumns,
+    ArmCountRow,
     EndpointCredentials,
     EnrollToken,
     IngestResult,
@@ -50,6 +51,8 @@ from backend.store._base import (
     PolicyRecord,
     Principal,
     Publish,
+    RolloutDecisionRow,
+    RolloutLogRow,
     StoreStats,
     TokenInfo,
     TokenKind,
@@ -116,6 +119,18 @@ CREATE TABLE IF NOT EXISTS arm_days (
     self_test_failures BIGINT NOT NULL, model_errors BIGINT NOT NULL,
     breaker_trips BIGINT NOT NULL,
     PRIMARY KEY (day, model_version, org_id));
+CREATE TABLE IF NOT EXISTS rollouts (
+    id BIGSERIAL PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_decisions (
+    id BIGSERIAL PRIMARY KEY, rollout_id BIGINT NOT NULL REFERENCES rollouts(id),
+    at TIMESTAMPTZ NOT NULL, action TEXT NOT NULL, stage_index INTEGER NOT NULL,
+    percent DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL, figures TEXT NOT NULL,
+    policy_version BIGINT);
+CREATE OR REPLACE FUNCTION fw_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'append-only'; END $$;
+DROP TRIGGER IF EXISTS rollout_decisions_append_only ON rollout_decisions;
+CREATE TRIGGER rollout_decisions_append_only BEFORE UPDATE OR DELETE ON rollout_decisions
+    FOR EACH ROW EXECUTE FUNCTION fw_append_only();
 CREATE TABLE IF NOT EXISTS labels (
     id BIGSERIAL PRIMARY KEY, sha256 BYTEA NOT NULL, label TEXT NOT NULL,
     source TEXT NOT NULL, family TEXT NOT NULL DEFAULT '', labelled_at TIMESTAMPTZ NOT NULL,
@@ -790,6 +805,77 @@ class PostgresStore:
             except Exception as exc:  # the repository is outside our control; report, keep state
                 raise PublishError(f"could not publish policy v{document.version}: {exc}") from exc
         return PolicyRecord(document.version, _utc(now), actor, action, document)
+
+    # --- the rollout controller's tables (backend.rollout_service decides what to write) ------
+
+    def arm_counts(
+        self, version: int, since_day: int, until_day: int, org_id: str | None = None
+    ) -> list[ArmCountRow]:
+        """Per org, the gate's rollup of `version` over days `since_day`..`until_day`."""
+        query = (
+            "SELECT org_id, max(endpoint_days), sum(endpoint_days), sum(alerts), "
+            "sum(self_test_failures), sum(model_errors), sum(breaker_trips) FROM arm_days "
+            "WHERE model_version = %s AND day >= %s AND day <= %s"
+        )
+        args: list[object] = [version, since_day, until_day]
+        if org_id is not None:
+            query += " AND org_id = %s"
+            args.append(org_id)
+        with self._lock:
+            found = self._conn.execute(
+                (query + " GROUP BY org_id ORDER BY org_id").encode(), args
+            ).fetchall()
+        return [(str(r[0]), *(int(x) for x in r[1:])) for r in found]  # type: ignore[misc]
+
+    def rollout_state(self, rollout_id: int | None = None) -> str | None:
+        """A rollout's stored state (JSON) by id, or the latest one's; None when none."""
+        with self._lock:
+            if rollout_id is None:
+                row = self._conn.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1")
+            else:
+                row = self._conn.execute("SELECT state FROM rollouts WHERE id = %s", (rollout_id,))
+            found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def log_rollout_decision(
+        self,
+        rollout_id: int | None,
+        at: dt.datetime,
+        state: Callable[[int], str],
+        decision: RolloutDecisionRow,
+    ) -> int:
+        """In one transaction: create the rollout (no id), store `state(id)`, log the decision."""
+        with self._lock, self._conn.transaction():
+            if rollout_id is None:
+                row = self._conn.execute(
+                    "INSERT INTO rollouts (created_at, state) VALUES (%s, '{}') RETURNING id",
+                    (_utc(at),),
+                ).fetchone()
+                assert row is not None
+                rollout_id = int(row[0])
+            self._conn.execute(
+                "UPDATE rollouts SET state = %s WHERE id = %s", (state(rollout_id), rollout_id)
+            )
+            self._conn.execute(
+                "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
+                "reason, figures, policy_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (rollout_id, _utc(at), *decision),
+            )
+        return rollout_id
+
+    def rollout_decisions(self, rollout_id: int) -> list[RolloutLogRow]:
+        """A rollout's logged decisions, oldest first (`RolloutLogRow`s, times in ISO)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT at, action, stage_index, percent, reason, figures, policy_version "
+                "FROM rollout_decisions WHERE rollout_id = %s ORDER BY id",
+                (rollout_id,),
+            ).fetchall()
+        return [
+            (r[0].astimezone(dt.UTC).isoformat(), r[1], int(r[2]), float(r[3]), r[4], r[5],
+             None if r[6] is None else int(r[6]))
+            for r in rows
+        ]  # fmt: skip
 
     # --- golden labels and streaming reads (rescoring, transition analysis) ----------------
 

@@ -61,6 +61,7 @@ from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow,
 from backend.store._base import (
     _FAULT_MARKER,
     AggregateColumns,
+    ArmCountRow,
     EndpointCredentials,
     EnrollToken,
     IngestResult,
@@ -68,6 +69,8 @@ from backend.store._base import (
     PolicyRecord,
     Principal,
     Publish,
+    RolloutDecisionRow,
+    RolloutLogRow,
     StoreStats,
     TokenInfo,
     TokenKind,
@@ -118,6 +121,16 @@ CREATE TABLE IF NOT EXISTS endpoint_days (
     self_test_failures INTEGER NOT NULL, model_errors INTEGER NOT NULL,
     breaker_trips INTEGER NOT NULL,
     PRIMARY KEY (day, endpoint_id, model_version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_decisions (
+    id INTEGER PRIMARY KEY, rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+    at TEXT NOT NULL, action TEXT NOT NULL, stage_index INTEGER NOT NULL, percent REAL NOT NULL,
+    reason TEXT NOT NULL, figures TEXT NOT NULL, policy_version INTEGER);
+CREATE TRIGGER IF NOT EXISTS rollout_decisions_append_only
+    BEFORE UPDATE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
+CREATE TRIGGER IF NOT EXISTS rollout_decisions_no_delete
+    BEFORE DELETE ON rollout_decisions BEGIN SELECT RAISE(ABORT, 'append-only'); END;
 """
 
 # the token lifecycle (expiry, use limit, revocation), added to older databases' tables
@@ -971,6 +984,76 @@ class Store:
             record = PolicyRecord(document.version, now.astimezone(dt.UTC), actor, action, document)
             self._policy = record
             return record
+
+    # --- the rollout controller's tables (backend.rollout_service decides what to write) ------
+
+    def arm_counts(
+        self, version: int, since_day: int, until_day: int, org_id: str | None = None
+    ) -> list[ArmCountRow]:
+        """Per org, the gate's rollup of `version` over days `since_day`..`until_day`.
+
+        Each row: org, its busiest day's endpoint-days, endpoint-days, alerts, self-test
+        failures, model errors, breaker trips (days x orgs rows read, never endpoint rows).
+        """
+        sql = (
+            "SELECT org_id, max(endpoint_days), sum(endpoint_days), sum(alerts), "
+            "sum(self_test_failures), sum(model_errors), sum(breaker_trips) FROM arm_days "
+            "WHERE model_version = ? AND day >= ? AND day <= ?"
+        )
+        args: list[object] = [version, since_day, until_day]
+        if org_id is not None:
+            sql += " AND org_id = ?"
+            args.append(org_id)
+        with self._lock:
+            found = self._conn.execute(sql + " GROUP BY org_id ORDER BY org_id", args).fetchall()
+        return [(str(r[0]), *(int(x) for x in r[1:])) for r in found]  # type: ignore[misc]
+
+    def rollout_state(self, rollout_id: int | None = None) -> str | None:
+        """A rollout's stored state (JSON) by id, or the latest one's; None when none."""
+        with self._lock:
+            if rollout_id is None:
+                row = self._conn.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1")
+            else:
+                row = self._conn.execute("SELECT state FROM rollouts WHERE id = ?", (rollout_id,))
+            found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def log_rollout_decision(
+        self,
+        rollout_id: int | None,
+        at: dt.datetime,
+        state: Callable[[int], str],
+        decision: RolloutDecisionRow,
+    ) -> int:
+        """In one transaction: create the rollout (no id), store `state(id)`, log the decision.
+
+        The decision log is append-only (triggers refuse updates and deletes). Returns the id.
+        """
+        with self.write_transaction() as conn:
+            if rollout_id is None:
+                cur = conn.execute(
+                    "INSERT INTO rollouts (created_at, state) VALUES (?, '{}')", (_iso(at),)
+                )
+                rollout_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "UPDATE rollouts SET state = ? WHERE id = ?", (state(rollout_id), rollout_id)
+            )
+            conn.execute(
+                "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
+                "reason, figures, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rollout_id, _iso(at), *decision),
+            )
+        return rollout_id
+
+    def rollout_decisions(self, rollout_id: int) -> list[RolloutLogRow]:
+        """A rollout's logged decisions, oldest first (`RolloutLogRow`s)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT at, action, stage_index, percent, reason, figures, policy_version "
+                "FROM rollout_decisions WHERE rollout_id = ? ORDER BY id",
+                (rollout_id,),
+            ).fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
 
     # --- golden labels and streaming reads (rescoring, transition analysis) ----------------
     # Added for `backend.labels`, `backend.rescore` and `backend.transition`; self-contained,

@@ -178,6 +178,7 @@ def test_openapi_document_lists_every_route(live_server: LiveServer) -> None:
         "/v1/admin/policy",
         "/v1/admin/aggregates",
         "/v1/admin/labels",
+        "/v1/admin/orgs/{org_id}/ring",
         "/v1/admin/orgs/{org_id}/enroll-tokens",
         "/v1/admin/orgs/{org_id}/tokens",
         "/v1/admin/tokens/{token_id}",

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -46,7 +47,10 @@ from backend.rollout_service import (
     start_rollout,
     tick_rollout,
 )
-from backend.store import Store
+from backend.store import AggregateStore
+from tests.backend.test_store_postgres import store
+
+__all__ = ["store"]
 
 T0 = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)
 CFG = RolloutConfig(max_fp_increase=0.25, min_endpoint_days=30, min_org_endpoint_days=10)
@@ -201,7 +205,9 @@ def _signed_policy(repo: Path) -> PolicyDocumentModel:
     return parse_policy(raw)
 
 
-def _fleet(store: Store, day: int, org: str, version: int, n: int, alerts_each: int) -> None:
+def _fleet(
+    store: AggregateStore, day: int, org: str, version: int, n: int, alerts_each: int
+) -> None:
     rows = [
         EndpointDayRow(day, f"{org}-{version}-{i}", version, org, 10, alerts_each) for i in range(n)
     ]
@@ -209,8 +215,8 @@ def _fleet(store: Store, day: int, org: str, version: int, n: int, alerts_each: 
 
 
 @pytest.fixture
-def setup(tmp_path: Path, repo_dir: Path) -> tuple[Store, Path, list[str]]:
-    store = Store(tmp_path / "b.db")
+def setup(store: AggregateStore, repo_dir: Path) -> tuple[AggregateStore, Path, list[str]]:
+    """The rollout service over each store dialect (SQLite, PostgreSQL): the gate works on both."""
     orgs = [store.create_org(f"o{i}", T0).org_id for i in range(3)]
     publish = repository_publisher(repo_dir)
     assign_model(store, publish, 1, org_id=None, now=T0)
@@ -218,7 +224,7 @@ def setup(tmp_path: Path, repo_dir: Path) -> tuple[Store, Path, list[str]]:
 
 
 def test_halt_rolls_back_in_signed_policy_and_logs_every_decision(
-    setup: tuple[Store, Path, list[str]],
+    setup: tuple[AggregateStore, Path, list[str]],
 ) -> None:
     store, repo, orgs = setup
     publish = repository_publisher(repo)
@@ -250,12 +256,12 @@ def test_halt_rolls_back_in_signed_policy_and_logs_every_decision(
     status = rollout_status(store, now=T0 + dt.timedelta(hours=3))
     assert status["state"] == "halted" and status["cohort"]["canary_endpoints"] == 60
     assert tick_rollout(store, publish, now=T0 + dt.timedelta(hours=3)) is None
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        store._conn.execute("DELETE FROM rollout_decisions")
+    with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
+        store._conn.execute("DELETE FROM rollout_decisions")  # type: ignore[attr-defined]
 
 
 def test_the_simulators_rollup_alone_drives_the_same_halt(
-    setup: tuple[Store, Path, list[str]],
+    setup: tuple[AggregateStore, Path, list[str]],
 ) -> None:
     store, repo, orgs = setup
     publish = repository_publisher(repo)
@@ -280,7 +286,7 @@ def test_the_simulators_rollup_alone_drives_the_same_halt(
     assert status["cohort"] == {"canary_endpoints": 60, "control_endpoints": 600}
 
 
-def test_good_canary_reaches_100_percent(setup: tuple[Store, Path, list[str]]) -> None:
+def test_good_canary_reaches_100_percent(setup: tuple[AggregateStore, Path, list[str]]) -> None:
     store, repo, orgs = setup
     publish = repository_publisher(repo)
     start_rollout(store, publish, 2, now=T0, config=CFG)
@@ -300,7 +306,9 @@ def test_good_canary_reaches_100_percent(setup: tuple[Store, Path, list[str]]) -
     assert signed.default.rollout is None and signed.default.model_version == 2
 
 
-def test_abort_restores_the_previous_assignment(setup: tuple[Store, Path, list[str]]) -> None:
+def test_abort_restores_the_previous_assignment(
+    setup: tuple[AggregateStore, Path, list[str]],
+) -> None:
     store, repo, _ = setup
     publish = repository_publisher(repo)
     start_rollout(store, publish, 2, now=T0, config=CFG)
