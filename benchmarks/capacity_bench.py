@@ -47,7 +47,8 @@ def _print(name: str, r: FleetResult) -> None:
         print(
             f"{name}_kill_switch: {r.kill_reached}/{d['agents']} agents off; effective mode "
             f"p50/p99/max {k['p50']:.0f}/{k['p99']:.0f}/{k['max']:.0f} ms; push notice "
-            f"p50/p99 {p['p50']:.0f}/{p['p99']:.0f} ms"
+            f"p50/p99 {p['p50']:.0f}/{p['p99']:.0f} ms; the operator's call itself (commit and "
+            f"TUF signing) {r.kill_call_ms} ms"
         )
     print(f"{name}_server_side_ms (histogram bucket bounds): {r.server_ms}")
     print(

@@ -152,6 +152,7 @@ class FleetResult:
     push_ms: dict[str, float]
     kill_ms: dict[str, float]
     kill_reached: int
+    kill_call_ms: float | None
     server: ProcessUsage | None
     client: ProcessUsage
     server_ms: dict[str, float]
@@ -187,6 +188,7 @@ class FleetResult:
             "push_ms": self.push_ms,
             "kill_ms": self.kill_ms,
             "kill_reached": self.kill_reached,
+            "kill_call_ms": self.kill_call_ms,
             "server_side_ms": self.server_ms,
             "server_cpu_cores": round(self.server.cores(self.wall_s), 2) if self.server else None,
             "server_rss_mb": round(self.server.rss_mb, 1) if self.server else None,
@@ -610,8 +612,8 @@ def _client_usage() -> ProcessUsage:
 # --- the run ------------------------------------------------------------------------------
 
 
-def _operator(backend: _Backend, at: float) -> tuple[float, int] | None:
-    """Set mode `off` fleet-wide at monotonic time `at`; (when the call began, new version)."""
+def _operator(backend: _Backend, at: float) -> tuple[float, int, float] | None:
+    """Set mode `off` fleet-wide at monotonic time `at`: (call began, new version, call took)."""
     with httpx.Client(timeout=60, trust_env=False) as client:
         wait = at - monotonic_s()
         if wait > 0:
@@ -627,7 +629,8 @@ def _operator(backend: _Backend, at: float) -> tuple[float, int] | None:
             json={"mode": "off"},
             headers={"authorization": f"Bearer {backend.admin_token}"},
         )
-    return (began, int(r.json()["version"])) if r.status_code == 200 else None
+    took = monotonic_s() - began
+    return (began, int(r.json()["version"]), took) if r.status_code == 200 else None
 
 
 async def _drive(
@@ -710,7 +713,7 @@ def run_fleet(config: FleetConfig, out: Path) -> FleetResult:
     until = steady_from + config.duration_s
     k = config.client_processes
     shards = [backend.creds[i::k] for i in range(k)]
-    kill: tuple[float, int] | None = None
+    kill: tuple[float, int, float] | None = None
     try:
         import concurrent.futures
         import multiprocessing
@@ -760,6 +763,7 @@ def run_fleet(config: FleetConfig, out: Path) -> FleetResult:
         else _summary([]),
         kill_ms=_summary(_after(stats.off_at, kill[0])) if kill else _summary([]),
         kill_reached=len(_after(stats.off_at, kill[0])) if kill else 0,
+        kill_call_ms=round(kill[2] * 1000, 1) if kill else None,
         server=server,
         server_ms=server_ms,
         client=ProcessUsage(stats.cpu_s, max(_client_usage().rss_mb, _children_rss_mb())),
