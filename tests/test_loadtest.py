@@ -167,3 +167,32 @@ def test_without_push_the_kill_switch_waits_for_the_next_check_in(tmp_path):
     result = run_fleet(config, tmp_path)
     assert result.channels_peak == 0
     assert result.kill_reached < 10  # a 10-minute interval: few if any came by in 2 s
+
+
+def test_agents_mode_refuses_a_remote_host_without_an_admin_token_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from loadtest.cli import loadtest
+
+    result = CliRunner().invoke(
+        loadtest,
+        ["--agents", "5", "--host", "http://127.0.0.1:9", "--out", str(tmp_path)],
+        env={"FLEETWARD_ADMIN_TOKEN": ""},
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: a remote host needs an admin token"
+
+
+@pytest.mark.slow
+def test_agents_mode_command_reports_the_kill_switch_and_writes_json(tmp_path):
+    from click.testing import CliRunner
+
+    from loadtest.cli import loadtest
+
+    args = ["--agents", "8", "--interval", "60", "--kill-switch-at", "1", "--duration", "3s"]
+    result = CliRunner().invoke(loadtest, [*args, "--orgs", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "kill switch: 8/8 agents off" in result.output
+    summary = json.loads((tmp_path / "agents.json").read_text())
+    assert summary["agents"] == 8 and summary["errors"] == {}
+    assert summary["server_cpu_cores"] is not None
