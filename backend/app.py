@@ -735,6 +735,7 @@ def serve(
             log_level="warning",
             access_log=False,
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,  # push channels never end on their own: cut them
         )
     finally:
         store.close()
