@@ -13,7 +13,8 @@ Thresholds are calibrated twice, on held-out real benign files and on held-out s
 benign samples, and the stricter (higher) threshold wins: the block threshold at the target
 false-positive rate, `detect` at `detect_fpr_factor` times it. The manifest records the test
 split's false-positive rate on real and on synthetic benign separately, and the TPR on
-synthetic malware.
+synthetic malware. Neither threshold goes below `alert_floor` (0.5): an alert needs the model
+to call a file more likely malicious than not, whatever the calibration sets allow.
 
 A version's recipe says which eras it may learn from: v1 was trained before the era-2 families
 existed, v2 after. v2 is therefore better on recall and makes false positives of its own.
@@ -74,8 +75,8 @@ class TrainConfig:
     target_fpr: float = 0.001
     detect_fpr_factor: float = 10.0
     # An alert needs the model to call a file more likely malicious than not, whatever the
-    # calibration sets allow: a floor under the detect threshold (the block one sits above it).
-    detect_floor: float = 0.5
+    # calibration sets allow: a floor under both thresholds.
+    alert_floor: float = 0.5
     # Customers' in-house software never reaches the vendor's lab: it is seen only in the
     # field, through telemetry, which is exactly where a new version's surprises come from.
     exclude_families: tuple[str, ...] = ("inhouse",)
@@ -242,11 +243,11 @@ def train_model(
         )
     benign_sets = [onnx_scores[calib & (y == 0) & real], onnx_scores[calib & (y == 0) & ~real]]
     block = strictest_threshold(benign_sets, config.target_fpr)
-    block = max(block, config.detect_floor)
+    block = max(block, config.alert_floor)
     detect = min(
         max(
             strictest_threshold(benign_sets, config.target_fpr * config.detect_fpr_factor),
-            config.detect_floor,
+            config.alert_floor,
         ),
         block,
     )

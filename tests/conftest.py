@@ -35,6 +35,20 @@ def trained(
 
 
 @pytest.fixture(scope="session")
+def default_bundles(
+    small_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """v1 and v2 trained with exactly the recipes `fleetward demo` uses ({"v1": dir, "v2": dir})."""
+    root = tmp_path_factory.mktemp("default-bundles")
+    return {
+        f"v{v}": train_model(
+            small_corpus, recipe_for_version(v), root / f"v{v}", now=NOW
+        ).bundle_dir
+        for v in (1, 2)
+    }
+
+
+@pytest.fixture(scope="session")
 def bundles(trained: dict[int, TrainResult]) -> dict[int, Path]:
     """Bundle directories of v1 and v2."""
     return {v: r.bundle_dir for v, r in trained.items()}

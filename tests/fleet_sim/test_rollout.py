@@ -85,9 +85,12 @@ def test_rollout_bad_halts_early_names_the_orgs_and_reports_it(small_corpus, sim
     assert halt["halted_orgs"][0] in html
 
 
-def test_rollout_good_reaches_100_percent(small_corpus, sim_bundles, tmp_path):
-    sc = _shrunk("rollout-good", endpoints=1000, start="2d", days=6)
-    run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path)
+def test_rollout_good_reaches_100_percent(small_corpus, default_bundles, tmp_path):
+    # On the default-recipe models the transition allowlist covers v2's in-house surge only
+    # as far as the four days of v1 showed it to the backend; a smaller world leaves the
+    # canary near the +25 % margin, so this runs the shipped world and timeline.
+    sc = _shrunk("rollout-good", endpoints=4000, start="4d", days=11)
+    run = run_scenario(sc, corpus=small_corpus, bundles=default_bundles, out=tmp_path)
     assert run.passed, [(o.name, o.value, o.bound) for o in run.failed]
     rec = run.arms["main"].recorder.rollouts[0]
     assert [d.action.value for _, d, _ in rec.decisions] == ["advance", "advance", "complete"]
@@ -115,7 +118,12 @@ def test_exact_mode_follows_signed_policy_and_reports_health(small_corpus, sim_b
     assert run.passed, [(o.name, o.value, o.bound) for o in run.failed]
     rec = run.arms["main"].recorder
     halt = rec.rollouts[0].decisions[-1][1]
-    assert halt.canary.breaker_trips > 0 and halt.control.breaker_trips == 0
+    # every canary endpoint trips; a control endpoint trips only when v1 blocks real (background)
+    # malware, which with breaker_max_blocks = 1 a model that catches malware sometimes does
+    canary_rate = halt.canary.breaker_trips / halt.canary.endpoints
+    assert (
+        canary_rate > 0.5 and canary_rate > 20 * halt.control.breaker_trips / halt.control.endpoints
+    )
     # the endpoints that ran v3 are the cohort agent.policy.assigned_version picks
     store = Store(run.stores["main"])
     try:
