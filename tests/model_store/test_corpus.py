@@ -1,0 +1,103 @@
+"""The corpus: real benign files chosen by stated rules, everyday benign families, manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store._everyday import EVERYDAY_BUILDERS
+from model_store._real import default_benign_dirs, select_real_files
+from model_store.corpus import REAL_FAMILY, load_corpus, make_corpus
+from model_store.errors import CorpusError
+
+
+def _tree(root: Path) -> Path:
+    """Three folders: one with many files of two kinds, one small, one holding a duplicate."""
+    big, small, dup = root / "big", root / "small", root / "dup"
+    for d in (big, small, dup):
+        d.mkdir(parents=True)
+    for i in range(20):
+        (big / f"m{i:02d}.py").write_text(f"print({i})\n")
+    for i in range(3):
+        (big / f"lib{i}.so").write_bytes(b"\x7fELF" + bytes([i]) * 100)
+    (small / "a.txt").write_text("alpha\n")
+    (small / "empty").write_bytes(b"")
+    (small / "huge.bin").write_bytes(b"x" * 5000)
+    (dup / "copy.txt").write_text("alpha\n")
+    (root / "link").symlink_to(small / "a.txt")
+    return root
+
+
+def test_real_files_are_capped_per_folder_spread_over_suffixes_and_deterministic(tmp_path):
+    root = _tree(tmp_path / "tree")
+    pick = select_real_files([root], max_files=100, per_folder=4, max_bytes=4096)
+    again = select_real_files([root], max_files=100, per_folder=4, max_bytes=4096)
+    assert pick == again
+    by_folder: dict[str, list[Path]] = {}
+    for f in pick:
+        by_folder.setdefault(f.folder, []).append(f.path)
+        assert f.source == str(root.resolve())
+    assert len(by_folder[str(root / "big")]) == 4
+    assert {p.suffix for p in by_folder[str(root / "big")]} == {".py", ".so"}
+    names = {p.name for p in (f.path for f in pick)}
+    assert "empty" not in names and "huge.bin" not in names and "link" not in names
+    assert len(select_real_files([root], max_files=3, per_folder=4, max_bytes=4096)) == 3
+
+
+def test_corpus_records_real_files_with_their_folder_deduplicated_by_sha256(tmp_path):
+    root = _tree(tmp_path / "tree")
+    corpus = make_corpus(tmp_path / "c", seed=1, size=40, benign_dirs=[root], python_benign=False)
+    real = [r for r in corpus.records if r.is_real]
+    assert real and all(r.family == REAL_FAMILY and r.label == 0 for r in real)
+    assert len({r.sha256 for r in real}) == len(real)
+    alpha = [r for r in real if Path(r.path).read_text(errors="replace") == "alpha\n"]
+    assert len(alpha) == 1  # small/a.txt and dup/copy.txt: one sample
+    meta = json.loads((tmp_path / "c" / "corpus.json").read_text())
+    assert meta["real_benign"]["sources"] == [str(root)]
+    assert meta["real_benign"]["files"] == len(real)
+    loaded = load_corpus(tmp_path / "c")
+    assert [r.folder for r in loaded.records] == [r.folder for r in corpus.records]
+    assert np.array_equal(loaded.features, corpus.features)
+
+
+def test_the_python_installation_is_the_default_real_source():
+    dirs = default_benign_dirs()
+    assert dirs and all(d.is_dir() for d in dirs)
+    picked = select_real_files(dirs, max_files=50, per_folder=2)
+    assert len(picked) == 50 and len({f.folder for f in picked}) >= 25
+
+
+def test_a_missing_benign_dir_is_an_error(tmp_path):
+    with pytest.raises(CorpusError, match="not a directory"):
+        make_corpus(tmp_path / "c", size=10, benign_dirs=[tmp_path / "nope"])
+
+
+@pytest.mark.parametrize(
+    ("family", "magics"),
+    [
+        ("locale_catalog", (b"\xde\x12\x04\x95",)),
+        ("tz_data", (b"TZif2",)),
+        ("font", (b"\0\x01\0\0", b"OTTO", b"wOF2")),
+        ("image", (b"\x89PNG", b"\xff\xd8\xff", b"GIF89a", b"BM", b"\0\0\x01\0", b"<svg")),
+        ("archive", (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"PK\x03\x04")),
+    ],
+)
+def test_everyday_binary_families_carry_their_format_magic(family, magics):
+    rng = np.random.default_rng(0)
+    _, build = EVERYDAY_BUILDERS[family]
+    for _ in range(30):
+        data = build(rng, 0)
+        if family == "archive" and data.endswith(b"\0" * 1024):
+            assert data[257:262] == b"ustar"  # tar
+            continue
+        assert data.startswith(magics), data[:16]
+
+
+def test_tiny_text_covers_empty_and_one_byte_files():
+    rng = np.random.default_rng(0)
+    _, build = EVERYDAY_BUILDERS["tiny_text"]
+    sizes = {len(build(rng, 0)) for _ in range(400)}
+    assert {0, 1} <= sizes and max(sizes) < 400
