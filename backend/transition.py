@@ -59,6 +59,8 @@ from agent.model import LoadedModel
 from agent.policy import EffectivePolicy, ListEntry, resolve_policy
 from backend import sketch
 from backend._analysis import (
+    VERDICTS,
+    decide_batch,
     decode_vectors,
     figure_png,
     html_page,
@@ -210,13 +212,62 @@ def _entry_json(e: ListEntry) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class _Pairs:
-    """What each org saw in its window: one row per (org, sample), count-weighted."""
+    """What each org saw in its window: one row per (org, sample), count-weighted.
+
+    `sketches` holds each pair's merged endpoint sketch; a loader may instead give
+    `sketch_reader`, which returns the sketches of the pairs asked for (only negatively
+    flipped pairs ever need one). `org_index` (each pair's position in `org_days`) is derived
+    when the loader leaves it out.
+    """
 
     org_ids: tuple[str, ...]
     sha256s: tuple[str, ...]
     counts: npt.NDArray[np.int64]
     sketches: tuple[bytes, ...]
     org_days: tuple[tuple[str, int], ...]
+    sketch_reader: Callable[[npt.NDArray[np.intp]], list[bytes]] | None = None
+    org_index: npt.NDArray[np.intp] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _OrgRows:
+    """Pairs grouped by org.
+
+    `index[i]` is pair i's position in `org_days`; `order[starts[k]:starts[k+1]]` are org k's.
+    """
+
+    index: npt.NDArray[np.intp]
+    order: npt.NDArray[np.intp]
+    starts: npt.NDArray[np.intp]
+
+    @classmethod
+    def of(cls, pairs: _Pairs) -> _OrgRows:
+        idx = pairs.org_index
+        if idx is None:
+            pos = {o: k for k, (o, _) in enumerate(pairs.org_days)}
+            idx = np.fromiter((pos[o] for o in pairs.org_ids), np.intp, len(pairs.org_ids))
+        order = np.argsort(idx, kind="stable")
+        counts = np.bincount(idx, minlength=len(pairs.org_days))
+        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
+        return cls(idx, order.astype(np.intp), starts)
+
+    def rows(self, orgs: Sequence[int]) -> npt.NDArray[np.intp]:
+        """The pairs of the orgs at these positions."""
+        parts = [self.order[self.starts[k] : self.starts[k + 1]] for k in orgs]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+
+    def sums(self, mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> list[int]:
+        """Per org: the count-weighted sum over the pairs in `mask` (exact integers)."""
+        k = len(self.starts) - 1
+        sums = np.bincount(self.index[mask], weights=counts[mask], minlength=k)
+        return [int(v) for v in sums.astype(np.int64)]
+
+
+def _pair_sketches(pairs: _Pairs, rows: npt.NDArray[np.intp]) -> dict[int, bytes]:
+    """The merged endpoint sketch of each pair in `rows`."""
+    if pairs.sketch_reader is not None:
+        return dict(zip(rows.tolist(), pairs.sketch_reader(rows), strict=True))
+    return {i: pairs.sketches[i] for i in rows.tolist()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,24 +282,34 @@ class _Scored:
     benign: npt.NDArray[np.bool_]
 
 
+_ALERT_BY_CODE = np.array([v.is_alert for v in VERDICTS], dtype=bool)
+_BLOCK_BY_CODE = np.array([v in _BLOCKING for v in VERDICTS], dtype=bool)
+
+
 def _alerts(
     pairs: _Pairs,
     scores: npt.NDArray[np.float64],
     scored: npt.NDArray[np.bool_],
     contexts: dict[str, DecisionContext],
+    by_org: _OrgRows,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Each pair decided with its org's context (`decide`, score None when unscored).
+
+    Orgs that share a context are decided together by `decide_batch` (one `decide` per
+    distinct case); unscored pairs go through `decide` one by one.
+    """
     n = len(pairs.sha256s)
-    alert = np.zeros(n, dtype=bool)
-    block = np.zeros(n, dtype=bool)
-    for i in range(n):
-        d = decide(
-            pairs.sha256s[i],
-            float(scores[i]) if scored[i] else None,
-            contexts[pairs.org_ids[i]],
-        )
-        alert[i] = d.verdict.is_alert
-        block[i] = d.verdict in _BLOCKING
-    return alert, block
+    codes = np.zeros(n, dtype=np.int8)
+    groups: dict[DecisionContext, list[int]] = {}
+    for k, (org, _) in enumerate(pairs.org_days):
+        groups.setdefault(contexts[org], []).append(k)
+    for ctx, orgs in groups.items():
+        rows = by_org.rows(orgs)
+        ok = rows[scored[rows]]
+        codes[ok] = decide_batch(ctx, pairs.sha256s, ok, scores[ok])
+        for i in rows[~scored[rows]].tolist():
+            codes[i] = VERDICTS.index(decide(pairs.sha256s[i], None, ctx).verdict)
+    return _ALERT_BY_CODE[codes], _BLOCK_BY_CODE[codes]
 
 
 def _wsum(mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> int:
@@ -259,37 +320,38 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _per_org(pairs: _Pairs, s: _Scored) -> dict[str, OrgTransition]:
-    days = dict(pairs.org_days)
-    orgs = np.asarray(pairs.org_ids)
+def _per_org(pairs: _Pairs, s: _Scored, by_org: _OrgRows) -> dict[str, OrgTransition]:
     neg = s.scored & ~s.old_alert & s.new_alert & ~s.malicious
     pos = s.scored & ~s.old_alert & s.new_alert & s.malicious
+    mal = s.malicious & s.scored
+    k = len(pairs.org_days)
+    c = pairs.counts
+    enc, mal_n = by_org.sums(neg, c), by_org.sums(mal, c)
+    mal_old, mal_new = by_org.sums(mal & s.old_alert, c), by_org.sums(mal & s.new_alert, c)
+    new_block, new_detect = by_org.sums(neg & s.new_block, c), by_org.sums(neg & ~s.new_block, c)
+    n_neg = np.bincount(by_org.index[neg], minlength=k).tolist()
+    n_pos = np.bincount(by_org.index[pos], minlength=k).tolist()
+    neg_rows = np.flatnonzero(neg)
+    sketches = _pair_sketches(pairs, neg_rows)
+    rows_of: list[list[int]] = [[] for _ in range(k)]
+    for i, o in zip(neg_rows.tolist(), by_org.index[neg_rows].tolist(), strict=True):
+        rows_of[o].append(i)
     out: dict[str, OrgTransition] = {}
-    for org, n_days in pairs.org_days:
-        mine = orgs == org
-        neg_o, pos_o = neg & mine, pos & mine
-        mal_o = mine & s.malicious & s.scored
-        touched = sketch.sketch_of(
-            h for i in np.flatnonzero(neg_o) for h in _sketch_values(pairs.sketches[i])
-        )
-        enc = _wsum(neg_o, pairs.counts)
+    for o, (org, n_days) in enumerate(pairs.org_days):
+        touched = sketch.sketch_of(h for i in rows_of[o] for h in _sketch_values(sketches[i]))
         out[org] = OrgTransition(
             org_id=org,
-            predicted_new_fp_alerts_per_day=enc / max(days[org], 1),
+            predicted_new_fp_alerts_per_day=enc[o] / max(n_days, 1),
             endpoints_touched=sketch.estimate(touched),
-            negative_flips=int(neg_o.sum()),
-            positive_flips=int(pos_o.sum()),
-            new_fp_encounters=enc,
+            negative_flips=n_neg[o],
+            positive_flips=n_pos[o],
+            new_fp_encounters=enc[o],
             observation_days=n_days,
-            recall_before=_ratio(
-                _wsum(mal_o & s.old_alert, pairs.counts), _wsum(mal_o, pairs.counts)
-            ),
-            recall_after=_ratio(
-                _wsum(mal_o & s.new_alert, pairs.counts), _wsum(mal_o, pairs.counts)
-            ),
-            new_block_encounters=_wsum(neg_o & s.new_block, pairs.counts),
-            new_detect_encounters=_wsum(neg_o & ~s.new_block, pairs.counts),
-            allowlist_sha256s=tuple(sorted({pairs.sha256s[i] for i in np.flatnonzero(neg_o)})),
+            recall_before=_ratio(mal_old[o], mal_n[o]),
+            recall_after=_ratio(mal_new[o], mal_n[o]),
+            new_block_encounters=new_block[o],
+            new_detect_encounters=new_detect[o],
+            allowlist_sha256s=tuple(sorted({pairs.sha256s[i] for i in rows_of[o]})),
         )
     return out
 
@@ -311,12 +373,11 @@ def _sweep(
     s: _Scored,
     contexts_new: dict[str, DecisionContext],
     budget: float,
+    by_org: _OrgRows,
 ) -> tuple[tuple[SweepPoint, ...], float | None]:
     grid = np.unique(np.round(np.quantile(scores_new[s.scored], np.linspace(0.5, 1.0, 21)), 6))
     if grid.size == 0:
         return (), None
-    days = dict(pairs.org_days)
-    orgs = np.asarray(pairs.org_ids)
     points = []
     for t in grid:
         ctxs = {
@@ -329,11 +390,10 @@ def _sweep(
             )
             for org, c in contexts_new.items()
         }
-        alert, _ = _alerts(pairs, scores_new, s.scored, ctxs)
+        alert, _ = _alerts(pairs, scores_new, s.scored, ctxs, by_org)
         neg = s.scored & ~s.old_alert & alert & ~s.malicious
-        per_org = {
-            org: _wsum(neg & (orgs == org), pairs.counts) / max(days[org], 1) for org in days
-        }
+        enc = by_org.sums(neg, pairs.counts)
+        per_org = {org: enc[o] / max(d, 1) for o, (org, d) in enumerate(pairs.org_days)}
         mal = s.scored & s.malicious
         points.append(
             SweepPoint(
@@ -446,6 +506,7 @@ def predict_transition(
     fp_budget_per_day: float = DEFAULT_FP_BUDGET_PER_DAY,
     allowlist_ttl: dt.timedelta = DEFAULT_ALLOWLIST_TTL,
     congruent_bundle: Path | None = None,
+    columnar: bool = True,
 ) -> TransitionReport:
     """Predict the per-org false-positive surge of moving from `old_bundle` to `new_bundle`.
 
@@ -455,25 +516,45 @@ def predict_transition(
     "Per day" is defined in the module docstring (count over the org's observation window
     divided by its days).
 
+    A SQLite store file is read in bulk (`backend.transition_columns`); `columnar=False`, and
+    any other store, read row by row through the store protocol: the reference the bulk read
+    is tested against. Both feed the same decisions and figures.
+
     Raises:
         BundleRejectedError: a bundle does not load or fails its self-test.
     """
     old, new = load_model(old_bundle), load_model(new_bundle)
     cong = load_model(congruent_bundle) if congruent_bundle is not None else None
-    pairs = _load_pairs(store, now, org, shadow=False)
     book = LabelBook(store.iter_labels(until=now))
     schema_changed = _schema_changed(old, new)
-    keys = list(zip(pairs.org_ids, pairs.sha256s, strict=True))
-    vec_old = _load_vectors(store, keys, old)
-    vec_new = vec_old if not schema_changed else _load_vectors(store, keys, new)
-    labels = [book.label_as_of(s, now) for s in pairs.sha256s]
+    from backend.transition_columns import read_pair_columns
+
+    cols = read_pair_columns(store, now, org) if columnar else None
+    if cols is not None:  # the bulk read of a SQLite file (same pairs, same scores)
+        pairs = cols.pairs
+        s_old, s_new = cols.scores(old, old), cols.scores(new, new if schema_changed else old)
+        s_cong = cols.scores(cong, old) if cong else None
+        without_vectors = int((~s_old[1]).sum())
+    else:  # the reference: row by row through the store protocol
+        pairs = _load_pairs(store, now, org, shadow=False)
+        keys = list(zip(pairs.org_ids, pairs.sha256s, strict=True))
+        vec_old = _load_vectors(store, keys, old)
+        vec_new = vec_old if not schema_changed else _load_vectors(store, keys, new)
+        s_old, s_new = _score_pairs(pairs, vec_old, old), _score_pairs(pairs, vec_new, new)
+        s_cong = _score_pairs(pairs, vec_old, cong) if cong else None
+        without_vectors = len(set(keys) - set(vec_old))
+    label_of = {s: book.label_as_of(s, now) for s in set(pairs.sha256s)}
+    labels = [label_of[s] for s in pairs.sha256s]
     scores = _PairScores(
-        *_score_pairs(pairs, vec_old, old),
-        *_score_pairs(pairs, vec_new, new),
-        _score_pairs(pairs, vec_new if not schema_changed else vec_old, cong) if cong else None,
+        *s_old,
+        *s_new,
+        s_cong,
         malicious=np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool),
         benign=np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool),
-        without_vectors=len(set(keys) - set(vec_old)),
+        without_vectors=without_vectors,
+    )
+    no_shadow = cols is not None and not cols.has_shadow_rows(
+        new.version, int(now.timestamp() * 1000)
     )
     return _report(
         pairs,
@@ -482,7 +563,7 @@ def predict_transition(
         new,
         cong,
         _policies(store, dict(pairs.org_days), now),
-        predict_from_shadow(store, new.version, now=now, org=org),
+        {} if no_shadow else predict_from_shadow(store, new.version, now=now, org=org),
         now=now,
         fp_budget_per_day=fp_budget_per_day,
         allowlist_ttl=allowlist_ttl,
@@ -531,11 +612,12 @@ def _report(
     ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
     ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
     scored = ok_old & ok_new
-    old_alert, _ = _alerts(pairs, s_old, scored, ctx_old)
-    new_alert, new_block = _alerts(pairs, s_new, scored, ctx_new)
+    by_org = _OrgRows.of(pairs)
+    old_alert, _ = _alerts(pairs, s_old, scored, ctx_old, by_org)
+    new_alert, new_block = _alerts(pairs, s_new, scored, ctx_new, by_org)
     s = _Scored(old_alert, new_alert, new_block, scored, malicious, benign)
-    per_org = _per_org(pairs, s)
-    sweep, best = _sweep(pairs, s_new, s, ctx_new, fp_budget_per_day)
+    per_org = _per_org(pairs, s, by_org)
+    sweep, best = _sweep(pairs, s_new, s, ctx_new, fp_budget_per_day, by_org)
     mal = scored & malicious
     neg = scored & ~old_alert & new_alert & ~malicious
     notes: list[str] = []
@@ -580,10 +662,14 @@ def _report(
     if cong is not None and scores.congruent is not None:
         s_c, ok_c = scores.congruent
         c_alert, c_block = _alerts(
-            pairs, s_c, ok_c & ok_old, _contexts(orgs, policies, cong.manifest.thresholds, now)
+            pairs,
+            s_c,
+            ok_c & ok_old,
+            _contexts(orgs, policies, cong.manifest.thresholds, now),
+            by_org,
         )
         sc = _Scored(old_alert, c_alert, c_block, ok_c & ok_old, malicious, benign)
-        per_c = _per_org(pairs, sc)
+        per_c = _per_org(pairs, sc, by_org)
         neg_c = sc.scored & ~old_alert & c_alert & ~malicious
         candidates.append(
             CandidateFigures(
@@ -594,9 +680,8 @@ def _report(
                 int(neg_c.sum()),
             )
         )
-    touched = sketch.sketch_of(
-        h for i in np.flatnonzero(neg) for h in _sketch_values(pairs.sketches[i])
-    )
+    neg_sketches = _pair_sketches(pairs, np.flatnonzero(neg))
+    touched = sketch.sketch_of(h for v in neg_sketches.values() for h in _sketch_values(v))
     return TransitionReport(
         old_version=old.version,
         new_version=new.version,
@@ -610,7 +695,7 @@ def _report(
         schema_changed=schema_changed,
         recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
         recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
-        samples_scored=len(set(np.asarray(pairs.sha256s)[scored].tolist())),
+        samples_scored=len({pairs.sha256s[i] for i in np.flatnonzero(scored).tolist()}),
         samples_without_vectors=scores.without_vectors,
         sweep=sweep,
         fp_budget_per_day=fp_budget_per_day,
