@@ -10,6 +10,11 @@ Prints one `name: value unit` per line; with `--store both` one column per store
 
     .venv/bin/python benchmarks/ingest_bench.py [--seconds 10] [--clients 2] [--batch 2000]
         [--store sqlite|postgres|both] [--pg-url postgresql://...] [--checkin-during-ingest]
+        [--endpoints-per-client 50]
+
+`--endpoints-per-client N` makes each client send for N endpoints of its org in turn, so rows
+already counted for one endpoint get another's batch: the distinct-endpoint sketch merge
+(`fw_merge`) runs on the upsert path (`max_distinct_endpoints_per_row` shows it did).
 
 `--pg-url` (default `$FLEETWARD_TEST_PG_URL`, as `.ci/postgres.sh` prints) names a server; the
 benchmark creates a throwaway database on it and drops it afterwards.
@@ -90,20 +95,26 @@ def make_batches(org: str, endpoint: str, n: int, size: int, seed: int) -> list[
 
 def client_proc(
     url: str,
-    token: str,
-    org: str,
-    endpoint: str,
+    endpoints: list[tuple[str, str, str]],
     args: tuple[int, int, int, float],
     q: mp.Queue[tuple[str, int, int, list[float]]],
 ) -> None:
+    """Send batches for `endpoints` ((token, org, endpoint id) each) in turn until time is up."""
     n, size, seed, seconds = args
-    batches = make_batches(org, endpoint, n, size, seed)
-    headers = {"authorization": f"Bearer {token}", "content-type": "application/msgpack"}
+    per = max(1, n // len(endpoints) + 1)
+    queues = [
+        (
+            {"authorization": f"Bearer {token}", "content-type": "application/msgpack"},
+            make_batches(org, endpoint, per, size, seed * 1000 + k),
+        )
+        for k, (token, org, endpoint) in enumerate(endpoints)
+    ]
+    work = [(h, b[i]) for i in range(per) for h, b in queues][:n]
     lat, sent_events, sent_bytes = [], 0, 0
     with httpx.Client(timeout=60) as client:
         q.put(("ready", 0, 0, []))
         start = time.perf_counter()
-        for raw in batches:
+        for headers, raw in work:
             if time.perf_counter() - start > seconds:
                 break
             t = time.perf_counter()
@@ -194,7 +205,10 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
     """One server over `target` (SQLite path or postgresql:// URL); the figures it reached."""
     store = open_store(target)
     orgs = [store.create_org(f"org{i}", NOW).org_id for i in range(20)]
-    writers = [store.enroll(orgs[i % 20], NOW) for i in range(args.clients)]
+    writers = [
+        [store.enroll(orgs[i % 20], NOW) for _ in range(args.endpoints_per_client)]
+        for i in range(args.clients)
+    ]
     agents = [store.enroll(orgs[i % 20], NOW) for i in range(args.agents)]
     store.close()
     port = free_port()
@@ -230,9 +244,7 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
                 target=client_proc,
                 args=(
                     url,
-                    w.token,
-                    w.org_id,
-                    w.endpoint_id,
+                    [(e.token, e.org_id, e.endpoint_id) for e in w],
                     (n_batches, args.batch, i, args.seconds),
                     q,
                 ),
@@ -275,12 +287,17 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
         server.wait()
     store = open_store(target)
     stats = store.stats()
-    in_aggregates = sum(r.count for chunk in store.iter_aggregates() for r in chunk)
+    in_aggregates = 0
+    most_endpoints = 0
+    for chunk in store.iter_aggregates():
+        in_aggregates += sum(r.count for r in chunk)
+        most_endpoints = max([most_endpoints, *(r.distinct_endpoints for r in chunk)])
     store.close()
     return {
         "events_ingested": (events, "events"),
         "events_in_aggregates": (in_aggregates, "events"),
         "aggregate_rows": (stats.aggregate_rows, "rows"),
+        "max_distinct_endpoints_per_row": (most_endpoints, "endpoints"),
         "ingest_events_per_s": (round(events / wall), "events/s"),
         "server_cpu_per_event": (round((cpu1 - cpu0) / events * 1e6, 2), "us"),
         "batch_latency_p50": (round(pct(lat, 50), 1), "ms"),
@@ -315,6 +332,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument(
+        "--endpoints-per-client",
+        type=int,
+        default=1,
+        help="endpoints each client sends for in turn (>1 exercises the sketch merge)",
+    )
     ap.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     ap.add_argument(
         "--checkin-during-ingest",
@@ -347,6 +370,7 @@ def main() -> None:
     print(f"synchronous (sqlite): {args.synchronous}")
     print(f"batch_events: {args.batch} events")
     print(f"client_processes: {args.clients}")
+    print(f"endpoints_per_client: {args.endpoints_per_client}")
     print(f"checkin_agents: {args.agents} agents")
     for key in figures[0]:
         values = [f[key] for f in figures]
