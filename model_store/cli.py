@@ -172,7 +172,11 @@ def congruent_table(both: CongruentResult) -> Table:
 
 
 def train_table(results: list[TrainResult]) -> Table:
-    """Holdout TPR/FPR at the calibrated threshold, one row per version."""
+    """Holdout TPR/FPR at the calibrated threshold, one row per version.
+
+    "FPR real" is on real benign files of folders held out of training (leave-folder-out),
+    "FPR synth" on held-out synthetic benign; each with the number of files it is over.
+    """
     table = Table(title="held-out test split at the calibrated block threshold")
     for col in (
         "version",
@@ -180,8 +184,8 @@ def train_table(results: list[TrainResult]) -> Table:
         "threshold",
         "TPR",
         "FPR",
-        "FPR real (folders held out)",
-        "FPR synthetic",
+        "FPR real",
+        "FPR synth",
         "TPR (all-era test)",
         "ONNX parity",
     ):
