@@ -225,8 +225,19 @@ class InProcessLink:
         )
         return rec.version
 
-    def load_labels(self, labels: npt.NDArray[np.int8], now: dt.datetime) -> int:
-        """Give the backend the catalog's (noisy) golden labels, as a threat feed would."""
+    def load_labels(
+        self,
+        labels: npt.NDArray[np.int8],
+        now: dt.datetime,
+        *,
+        skip: npt.NDArray[np.int64] | None = None,
+    ) -> int:
+        """Give the backend the catalog's (noisy) golden labels, as a threat feed would.
+
+        Samples in `skip` (a zero-day campaign's) get no label at all: the feed does not know
+        them.
+        """
+        unknown = set() if skip is None else {self.sha256[i] for i in skip.tolist()}
         changes = [
             LabelChange(
                 sha,
@@ -235,6 +246,7 @@ class InProcessLink:
                 now,
             )
             for sha, lab in zip(self.sha256, labels.tolist(), strict=True)
+            if sha not in unknown
         ]
         return self.store.append_labels(changes, now=now)
 

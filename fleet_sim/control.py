@@ -235,7 +235,7 @@ class Fleet:
     recorder: Recorder
     tables: DecisionTables
     rollout: RolloutHook | None = None
-    predictor: Callable[[int, int, dt.datetime], list[str]] | None = None
+    predictor: Callable[[int, int, dt.datetime, bool], list[str]] | None = None
     revoked: set[int] = field(default_factory=set)
     flush_hook: Callable[[float], None] | None = None
     rollout_starter: Callable[[StartRollout, float], RolloutHook] | None = None
@@ -292,7 +292,7 @@ class Fleet:
                     raise ScenarioError("allowlist_add source=transition needs the predictor")
                 if self.flush_hook is not None:
                     self.flush_hook(t)
-                shas = self.predictor(action.old, action.new, now)
+                shas = self.predictor(action.old, action.new, now, action.evidence)
                 reason = f"transition v{action.old}->v{action.new}"
             else:
                 shas, reason = list(action.sha256), "scenario"

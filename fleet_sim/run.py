@@ -117,8 +117,8 @@ def _registry(
 
 def _predictor(
     store: Store, registry: ModelRegistry
-) -> Callable[[int, int, dt.datetime], list[str]]:
-    def predict(old: int, new: int, now: dt.datetime) -> list[str]:
+) -> Callable[[int, int, dt.datetime, bool], list[str]]:
+    def predict(old: int, new: int, now: dt.datetime, evidence: bool = True) -> list[str]:
         try:
             mod = importlib.import_module("backend.transition")
         except ImportError as exc:
@@ -126,7 +126,12 @@ def _predictor(
         report = mod.predict_transition(
             store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now
         )
-        return [e.sha256 for e in report.transition_allowlist]
+        flips = [e.sha256 for e in report.transition_allowlist]
+        if not evidence:
+            return flips
+        from backend.transition_allowlist import evidence_allowlist
+
+        return sorted(evidence_allowlist(store, flips, now=now).sha256s)
 
     return predict
 
@@ -227,7 +232,12 @@ def run_arm(
             clock.at(0),
             breaker_max_blocks=world.spec.breaker_max_blocks,
         )
-        link.load_labels(world.catalog.reported_label, clock.at(0))
+        unknown = [c.samples for c, m in zip(world.campaigns, scenario.campaigns, strict=True)
+                   if not m.labelled]  # fmt: skip
+        link.load_labels(
+            world.catalog.reported_label, clock.at(0),
+            skip=np.concatenate(unknown) if unknown else None,
+        )  # fmt: skip
         rec = Recorder(n_days(scenario.days), world.n_orgs, world.n_endpoints)
         fleet = Fleet(
             world=world,

@@ -69,6 +69,9 @@ class CampaignModel(_Strict):
     ramp: str | float = "1d"
     per_endpoint_per_day: float = Field(default=0.2, ge=0)
     target_share: float = Field(default=0.3, gt=0, le=1)
+    labelled: bool = Field(
+        default=True, description="false: a zero-day, unknown to the label feed the backend gets"
+    )
 
     @field_validator("start", "duration", "ramp")
     @classmethod
@@ -200,6 +203,13 @@ class AllowlistAdd(_ActionBase):
     old: int = 1
     new: int = 2
     org: str | None = None
+    evidence: bool = Field(
+        default=True,
+        description=(
+            "transition: only flips with benign evidence (backend.transition_allowlist); "
+            "false takes every flip not labelled malicious (the old rule, for comparison)"
+        ),
+    )
 
 
 class Revoke(_ActionBase):
