@@ -17,10 +17,18 @@ def _run(cmd, **kw):
 def test_corpus_train_and_scan_from_the_command_line(tmp_path):
     corpus = tmp_path / "corpus"
     made = _run(
-        [*FLEETWARD, "corpus", "make", "--out", str(corpus), "--seed", "11", "--size", "300"]
-    )
+        [
+            *FLEETWARD, "corpus", "make", "--out", str(corpus), "--seed", "11", "--size", "300",
+            "--benign-max", "300",
+        ]
+    )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    assert "300 samples" in made.stdout
+    records = [json.loads(line) for line in (corpus / "samples.jsonl").read_text().splitlines()]
+    synthetic = [r for r in records if not r["folder"]]
+    real = [r for r in records if r["folder"]]
+    assert f"{len(records)} samples" in made.stdout
+    assert f"of which {len(real)} real files" in " ".join(made.stdout.split())
+    assert 290 <= len(synthetic) <= 300 and 0 < len(real) <= 300
 
     again = _run([*FLEETWARD, "corpus", "make", "--out", str(corpus), "--size", "10"])
     assert again.returncode != 0 and "already holds a corpus" in again.stderr
@@ -52,7 +60,7 @@ def test_corpus_train_and_scan_from_the_command_line(tmp_path):
         [*AGENT, "scan", str(corpus / "samples"), "--bundle", str(tmp_path / "v2"), "--json"]
     )
     rows = [json.loads(line) for line in scanned.stdout.splitlines()]
-    assert len(rows) == 300
+    assert len(rows) == len(synthetic)  # samples/ holds the generated files; real ones stay put
     labels = {
         json.loads(line)["sha256"]: json.loads(line)["label"]
         for line in (corpus / "samples.jsonl").read_text().splitlines()
@@ -60,8 +68,8 @@ def test_corpus_train_and_scan_from_the_command_line(tmp_path):
     blocked = [r for r in rows if r["verdict"] == "block"]
     assert scanned.returncode == 1 and blocked
     caught = sum(labels[r["sha256"]] for r in blocked)
-    # 300 samples leave ~40 benign for calibration at FPR 0.001: the threshold sits above
-    # the highest of them, so recall is modest, but what is blocked is malware.
+    # 300 synthetic samples leave few benign for calibration at FPR 0.001: the threshold sits
+    # above the highest of them, so recall is modest, but what is blocked is malware.
     assert caught / len(blocked) > 0.9
     assert caught / sum(labels.values()) > 0.3
 
