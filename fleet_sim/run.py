@@ -73,7 +73,7 @@ class SimRun:
 def ensure_assets(
     root: str | Path,
     *,
-    size: int = 2500,
+    size: int = 3000,  # the size `fleetward demo` builds: one set of default assets
     seed: int = 7,
     now: dt.datetime,
     progress: Callable[[str], None] | None = None,
