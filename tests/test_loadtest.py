@@ -129,10 +129,10 @@ def test_simulated_agents_hear_the_kill_switch_and_report_server_usage_apart(tmp
 
     config = FleetConfig(
         agents=30,
-        duration_s=4.0,
-        interval_s=60.0,  # far longer than the run: only a push notice can bring "off" in time
+        duration_s=10.0,  # a margin for a loaded machine: the run ends at its duration
+        interval_s=600.0,  # far longer than the run: only a push notice can bring "off" in time
         ramp_s=1.0,
-        kill_switch_at_s=1.5,
+        kill_switch_at_s=1.0,
         telemetry_share=1.0,
         batch_events=(1, 5),
         orgs=3,
@@ -189,7 +189,9 @@ def test_agents_mode_command_reports_the_kill_switch_and_writes_json(tmp_path):
 
     from loadtest.cli import loadtest
 
-    args = ["--agents", "8", "--interval", "60", "--kill-switch-at", "1", "--duration", "3s"]
+    # an interval far past the run: only the push notice brings "off"; the margin is for a
+    # loaded machine (the run ends at its duration, not when the agents are done)
+    args = ["--agents", "8", "--interval", "600", "--kill-switch-at", "1", "--duration", "10s"]
     result = CliRunner().invoke(loadtest, [*args, "--orgs", "2", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "kill switch: 8/8 agents off" in result.output
