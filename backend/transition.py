@@ -111,6 +111,17 @@ class OrgTransition:
     """This org's transition allowlist: its own negative flips, from its own vectors."""
 
 
+def _org_json(o: OrgTransition) -> dict[str, Any]:
+    """An org's figures plus the 95 % Garwood interval of its predicted new FP alerts/day."""
+    from backend.intervals import rate_interval
+
+    out = asdict(o)
+    if o.observation_days > 0:
+        band = rate_interval(o.new_fp_encounters, o.observation_days)
+        out["predicted_new_fp_alerts_per_day_95"] = [band.low, band.high]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class SweepPoint:
     """The new model alerting at `score >= alert_threshold` (blocking stays at the bundle's)."""
@@ -179,7 +190,7 @@ class TransitionReport:
             "fp_budget_per_day": self.fp_budget_per_day,
             "recommended_alert_threshold": self.recommended_alert_threshold,
             "allowlisted_fp_alerts_per_day_removed": self.allowlisted_fp_alerts_per_day_removed,
-            "per_org": [asdict(o) for o in self.ranked_orgs()],
+            "per_org": [_org_json(o) for o in self.ranked_orgs()],
             "shadow_per_org": [asdict(o) for o in self.shadow_per_org.values()],
             "sweep": [asdict(p) for p in self.sweep],
             "candidates": [asdict(c) for c in self.candidates],

@@ -37,6 +37,7 @@ from fleet_sim.outcomes import org_day_rate
 from fleet_sim.report import figure_png, write_report
 from fleet_sim.run import SimRun, ensure_assets, run_scenario
 from fleet_sim.scenario import ScenarioError, scenario_from_dict
+from fleetward._figures import coverage, interval_of, mitigation_figures, recall
 from model_store.errors import ModelStoreError
 
 __all__ = ["DemoReport", "demo", "predict_at", "run_demo"]
@@ -61,6 +62,18 @@ label_noise = 0.0
 initial = 1
 bundles = [{ version = 1, bundle = "v1" }, { version = 2, bundle = "v2" }]
 
+# a zero-day no label feed knows (era-2 loader), starting half a day before the switch: v2
+# catches it, so its samples are negative flips; the transition allowlist must not take them
+[[campaigns]]
+name = "zero-day"
+family = "loader_v2"
+start = "6d12h"
+duration = "5d"
+ramp = "6h"
+per_endpoint_per_day = 0.1
+target_share = 0.3
+labelled = false
+
 [[arms]]
 name = "no-mitigation"
 timeline = [{ at = "7d", do = "publish_model", version = 2 }]
@@ -73,12 +86,20 @@ timeline = [
 ]
 
 [[outcomes]]
-name = "the transition allowlist removes at least 90% of the new FP alerts"
+name = "the transition allowlist removes at least 95% of the new FP alerts"
 arm = "transition-allowlist"
 check = "arm_ratio"
 versus = "no-mitigation"
 from_day = 8
-at_most = 0.1
+at_most = 0.05
+
+[[outcomes]]
+name = "at a recall cost of at most 1 point (malicious encounters alerted on, zero-day included)"
+arm = "transition-allowlist"
+check = "detection"
+versus = "no-mitigation"
+from_day = 8
+at_least = -0.01
 """
 SWITCH_DAY = 7
 MEASURE_FROM_DAY = 8
@@ -95,6 +116,12 @@ class DemoReport:
     relative_error: float
     html: Path
     json: Path
+    predicted_removal: float | None = None
+    simulated_removal: float | None = None
+    predicted_recall_cost_points: float | None = None
+    simulated_recall_cost_points: float | None = None
+    orgs_inside_interval_share: float | None = None
+    orgs_with_alerts: int = 0
 
 
 def predict_at(
@@ -119,10 +146,16 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
     write_transition_report(report, root / "transition")
     sim_rate = org_day_rate(arm.recorder, arm.recorder.new_fp, MEASURE_FROM_DAY, None)
     mit_rate = org_day_rate(mitigated.recorder, mitigated.recorder.new_fp, MEASURE_FROM_DAY, None)
+    future_days = arm.recorder.n_days - MEASURE_FROM_DAY
+    after = slice(MEASURE_FROM_DAY, None)
+    rec, mrec = arm.recorder, mitigated.recorder
     orgs = []
     for o, name in enumerate(world.org_names):
         pred = report.per_org.get(org_ids[o])
         pred_allow = with_allow.per_org.get(mit_ids[o])
+        band = interval_of(pred, future_days)
+        r0 = recall(rec.mal_alerts[after, o], rec.mal_enc[after, o])
+        r1 = recall(mrec.mal_alerts[after, o], mrec.mal_enc[after, o])
         orgs.append(
             {
                 "org": name,
@@ -135,8 +168,31 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
                 ),
                 "simulated_new_fp_alerts": float(sim_rate[o]),
                 "simulated_new_fp_alerts_with_allowlist": float(mit_rate[o]),
+                "predicted_interval": [band.low, band.high],
+                "simulated_inside_interval": band.contains(float(sim_rate[o])),
+                "simulated_removal": (
+                    1 - float(mit_rate[o]) / float(sim_rate[o]) if sim_rate[o] > 0 else None
+                ),
+                "simulated_recall_cost_points": (
+                    None if r0 is None or r1 is None else 100.0 * (r0 - r1)
+                ),
             }
         )
+    share, counted = coverage(
+        [(interval_of(report.per_org.get(org_ids[o]), future_days), float(sim_rate[o]))
+         for o in range(world.n_orgs)]
+    )  # fmt: skip
+    fig = mitigation_figures(
+        predicted=float(report.fleet_predicted_new_fp_alerts_per_day),
+        predicted_with=float(with_allow.fleet_predicted_new_fp_alerts_per_day),
+        simulated=float(sim_rate.sum()),
+        simulated_with=float(mit_rate.sum()),
+        predicted_recall=(report.recall_after, with_allow.recall_after),
+        simulated_recall=(
+            recall(rec.mal_alerts[after], rec.mal_enc[after]),
+            recall(mrec.mal_alerts[after], mrec.mal_enc[after]),
+        ),
+    )
     predicted = float(report.fleet_predicted_new_fp_alerts_per_day)
     simulated = float(sim_rate.sum())
     return {
@@ -152,6 +208,14 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
         "simulated_new_fp_alerts": simulated,
         "relative_error": abs(predicted - simulated) / simulated if simulated else 0.0,
         "within_10_percent": abs(predicted - simulated) <= 0.1 * max(simulated, 1e-9),
+        "within_3_percent": abs(predicted - simulated) <= 0.03 * max(simulated, 1e-9),
+        "interval": "95 % negative-binomial prediction interval (backend.intervals)",
+        "orgs_inside_interval_share": share,
+        "orgs_with_alerts": counted,
+        "predicted_removal": fig.predicted_removal,
+        "simulated_removal": fig.simulated_removal,
+        "predicted_recall_cost_points": fig.predicted_recall_cost_points,
+        "simulated_recall_cost_points": fig.simulated_recall_cost_points,
         "predicted_new_fp_alerts_with_allowlist": float(
             with_allow.fleet_predicted_new_fp_alerts_per_day
         ),
@@ -189,8 +253,12 @@ def _html(data: dict[str, Any]) -> str:
     table = "".join(
         f"<tr><td>{html.escape(r['org'])}</td><td>{r['endpoints']}</td>"
         f"<td>{'yes' if r['protector'] else ''}</td><td>{r['predicted_new_fp_alerts']:.1f}</td>"
-        f"<td>{r['simulated_new_fp_alerts']:.1f}</td>"
-        f"<td>{r['simulated_new_fp_alerts_with_allowlist']:.1f}</td></tr>"
+        f"<td>{r['predicted_interval'][0]:.1f}-{r['predicted_interval'][1]:.1f}</td>"
+        f"<td>{r['simulated_new_fp_alerts']:.1f}"
+        f"{'' if r['simulated_inside_interval'] else ' (outside)'}</td>"
+        f"<td>{r['simulated_new_fp_alerts_with_allowlist']:.1f}</td>"
+        f"<td>{_pct(r['simulated_removal'])}</td>"
+        f"<td>{_pts(r['simulated_recall_cost_points'])}</td></tr>"
         for r in data["per_org"]
     )
     return (
@@ -207,9 +275,16 @@ def _html(data: dict[str, Any]) -> str:
         f" ({data['transition_allowlist_entries']} entries): predicted"
         f" {data['predicted_new_fp_alerts_with_allowlist']:.1f}, simulated"
         f" {data['simulated_new_fp_alerts_with_allowlist']:.1f}.</p>"
+        f"<p><b>Transition allowlist:</b> new FP alerts removed, predicted"
+        f" {_pct(data['predicted_removal'])}, simulated {_pct(data['simulated_removal'])};"
+        f" recall lost (points), predicted {_pts(data['predicted_recall_cost_points'])},"
+        f" simulated {_pts(data['simulated_recall_cost_points'])}. Orgs whose simulated figure"
+        f" falls inside the predicted 95 % interval: {_pct(data['orgs_inside_interval_share'])}"
+        f" of {data['orgs_with_alerts']}.</p>"
         f"<img src='data:image/png;base64,{img}'/>"
         "<table><tr><th>org</th><th>endpoints</th><th>protector</th><th>predicted</th>"
-        f"<th>simulated</th><th>simulated with allowlist</th></tr>{table}</table>"
+        "<th>95 % interval</th><th>simulated</th><th>simulated with allowlist</th>"
+        f"<th>removed</th><th>recall lost (points)</th></tr>{table}</table>"
         "<p>Details: <a href='transition/transition.html'>transition report</a>,"
         " <a href='simulation/report.html'>simulation report</a>.</p></body></html>"
     )
@@ -246,7 +321,21 @@ def run_demo(
         data["relative_error"],
         hpath,
         jpath,
+        data["predicted_removal"],
+        data["simulated_removal"],
+        data["predicted_recall_cost_points"],
+        data["simulated_recall_cost_points"],
+        data["orgs_inside_interval_share"],
+        data["orgs_with_alerts"],
     )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _pts(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 @click.command()
@@ -280,5 +369,19 @@ def demo(out: str, size: int, endpoints: int | None) -> None:
         f"{r.simulated_with_allowlist:.1f}",
     )
     console.print(table)
-    console.print(f"relative error {100 * r.relative_error:.1f} %")
+    console.print(f"relative error {100 * r.relative_error:.1f} % (goal: within 3 %)")
+    cost = Table(title="transition allowlist: new FP alerts removed and recall it costs")
+    for col in ("", "predicted", "simulated"):
+        cost.add_column(col, justify="right")
+    cost.add_row("FP alerts removed", _pct(r.predicted_removal), _pct(r.simulated_removal))
+    cost.add_row(
+        "recall lost (points)",
+        _pts(r.predicted_recall_cost_points),
+        _pts(r.simulated_recall_cost_points),
+    )
+    console.print(cost)
+    console.print(
+        f"orgs whose simulated new FP alerts/day fall inside the predicted 95 % interval: "
+        f"{_pct(r.orgs_inside_interval_share)} of {r.orgs_with_alerts} (goal: >= 95 %)"
+    )
     console.print(f"written: {r.html} and {r.json}")

@@ -1,0 +1,91 @@
+"""The demo's checks of the transition mitigations: FP removal beside recall cost, and intervals.
+
+Kept apart from `fleetward.demo` (which runs and renders) so the arithmetic is plain functions
+over the simulator's records and the transition reports:
+
+- removal: 1 - (new FP alerts/day with the transition allowlist) / (without), predicted (two
+  `predict_transition` runs: the plain store, and the mitigated arm's store whose policy holds
+  the allowlist in force) and simulated (the two arms' `new_fp` tables from the measuring day);
+- recall cost, in points: detection rate without minus with the allowlist. Simulated: malicious
+  encounters alerted on from the measuring day (the simulator knows the truth, including a
+  zero-day no label feed knows). Predicted: the reports' `recall_after` on the malware the
+  backend knows as labelled, which is all a prediction can see;
+- interval coverage: each org's predicted figure carries `backend.intervals.prediction_interval`
+  on the encounters it rests on (`new_fp_encounters` over `observation_days`, measured over the
+  simulated window's days); the share of orgs whose simulated figure falls inside, over the
+  orgs where either figure is non-zero (an org with no flips and no alerts is inside trivially).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from backend.intervals import RateInterval, prediction_interval
+from backend.transition import OrgTransition
+
+__all__ = ["MitigationFigures", "coverage", "interval_of", "mitigation_figures", "recall"]
+
+
+@dataclass(frozen=True, slots=True)
+class MitigationFigures:
+    """Removal and recall cost of the transition allowlist, predicted beside simulated."""
+
+    predicted_removal: float | None
+    simulated_removal: float | None
+    predicted_recall_cost_points: float | None
+    simulated_recall_cost_points: float | None
+
+
+def _removal(before: float, after: float) -> float | None:
+    return None if before <= 0 else 1.0 - after / before
+
+
+def recall(mal_alerts: npt.NDArray[np.int64], mal_enc: npt.NDArray[np.int64]) -> float | None:
+    """Share of malicious encounters alerted on (None without any)."""
+    enc = int(mal_enc.sum())
+    return None if enc == 0 else float(mal_alerts.sum()) / enc
+
+
+def mitigation_figures(
+    *,
+    predicted: float,
+    predicted_with: float,
+    simulated: float,
+    simulated_with: float,
+    predicted_recall: tuple[float | None, float | None],
+    simulated_recall: tuple[float | None, float | None],
+) -> MitigationFigures:
+    """Removal and recall cost (points) from the fleet figures; recalls are (without, with)."""
+
+    def cost(pair: tuple[float | None, float | None]) -> float | None:
+        a, b = pair
+        return None if a is None or b is None else 100.0 * (a - b)
+
+    return MitigationFigures(
+        _removal(predicted, predicted_with),
+        _removal(simulated, simulated_with),
+        cost(predicted_recall),
+        cost(simulated_recall),
+    )
+
+
+def interval_of(org: OrgTransition | None, future_days: float) -> RateInterval:
+    """The 95 % prediction interval of an org's simulated new FP alerts/day (zero: no flips)."""
+    if org is None or org.observation_days <= 0:
+        return RateInterval(0.0, 0.0, 0.0, 0.95)
+    return prediction_interval(org.new_fp_encounters, org.observation_days, future_days)
+
+
+def coverage(rows: Sequence[tuple[RateInterval, float]]) -> tuple[float | None, int]:
+    """Share of (interval, simulated) rows with the simulated figure inside, and the row count.
+
+    Only rows where the prediction or the simulation is non-zero count.
+    """
+    live = [(i, s) for i, s in rows if i.rate > 0 or s > 0]
+    if not live:
+        return None, 0
+    return sum(i.contains(s) for i, s in live) / len(live), len(live)
