@@ -55,6 +55,37 @@ def scenario(endpoints: int, orgs: int, days: float, scans: float, predict: bool
     }
 
 
+class PredictionTimer:
+    """Wall and CPU seconds spent in `backend.transition.predict_transition` during a run.
+
+    The simulator looks the function up at each rollout start, so wrapping the module's
+    attribute for the duration of a run times every prediction it makes.
+    """
+
+    def __init__(self) -> None:
+        self.calls, self.wall_s, self.cpu_s = 0, 0.0, 0.0
+
+    def __enter__(self) -> PredictionTimer:
+        import backend.transition as mod
+
+        self._mod, self._orig = mod, mod.predict_transition
+
+        def timed(*args, **kwargs):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return self._orig(*args, **kwargs)
+            finally:
+                self.calls += 1
+                self.wall_s += time.perf_counter() - t
+                self.cpu_s += time.process_time() - c
+
+        mod.predict_transition = timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mod.predict_transition = self._orig
+
+
 def naive(endpoints: int, days: float, scans_per_hour: float, seed: int = 1) -> float:
     """One SimPy process per endpoint: exponential waits between scans, a verdict lookup."""
     env = simpy.Environment()
@@ -88,10 +119,16 @@ def cohort(
     def progress(_arm: str, _t: float, _total: float, _events: int) -> None:
         steps.append(time.perf_counter())
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, PredictionTimer() as pt:
         t, cpu = time.perf_counter(), time.process_time()
         run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp, progress=progress)
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    if pt.calls:
+        print(
+            f"transition_prediction_{endpoints}x{days:g}d: {pt.calls} call(s), "
+            f"{pt.wall_s:.1f} s wall (cpu {pt.cpu_s:.1f} s)",
+            flush=True,
+        )
     loop = steps[-1] - steps[0] if len(steps) > 1 else wall
     return wall, cpu, run.events, dict(run.arms["main"].recorder.counters), loop
 
@@ -158,6 +195,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}")
+    print(f"load_average_at_start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"predict_at_rollout_start: {args.predict}")
     data = Path(args.data)
     n, d = args.compare_endpoints, args.compare_days
@@ -168,7 +206,11 @@ def main() -> None:
         print(f"cohort_{n}x{d:g}d_wall: {wall_c:.1f} s (cpu {cpu_c:.1f} s)")
         print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s (whole run)")
         print(f"cohort_{n}x{d:g}d_loop: {loop_c:.1f} s, {n * d / loop_c:,.0f} endpoint-days/s")
+        cpu_n = time.process_time()
         wall_n = naive(n, d, args.scans_per_hour)
+        cpu_n = time.process_time() - cpu_n
+        print(f"naive_simpy_{n}x{d:g}d_cpu: {cpu_n:.1f} s (process creation included)")
+        print(f"cohort_vs_naive_ratio_cpu: {cpu_n / cpu_c:.1f} x (whole cohort run's cpu)")
         print(f"naive_simpy_{n}x{d:g}d_wall: {wall_n:.1f} s (its env.run alone)")
         print(f"naive_simpy_{n}x{d:g}d_rate: {n * d / wall_n:,.0f} endpoint-days/s")
         print(f"cohort_vs_naive_ratio_whole_run: {wall_n / wall_c:.1f} x")
