@@ -81,11 +81,11 @@ class Listener:
     def __init__(self, url: str, token: str) -> None:
         self.versions: queue.Queue[int] = queue.Queue()
         self.status: queue.Queue[int] = queue.Queue()
-        self.client = httpx.Client(timeout=httpx.Timeout(5.0, read=10.0))
+        self.client = httpx.Client(timeout=httpx.Timeout(20.0, read=30.0))
         self.url, self.headers = push_request(url, token)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        assert self.status.get(timeout=5) == 200
+        assert self.status.get(timeout=20) == 200
 
     def _run(self) -> None:
         try:
@@ -107,14 +107,14 @@ def test_a_change_to_one_org_notifies_that_org_and_never_another(server: Server)
         first = server.set_mode(client, "enforce")
         a, b = Listener(server.url, token_a), Listener(server.url, token_b)
         try:
-            assert a.versions.get(timeout=5) == first  # the current version, on connect
-            assert b.versions.get(timeout=5) == first
+            assert a.versions.get(timeout=20) == first  # the current version, on connect
+            assert b.versions.get(timeout=20) == first
             only_a = server.set_mode(client, "off", org_id=org_a)
-            assert a.versions.get(timeout=5) == only_a
+            assert a.versions.get(timeout=20) == only_a
             fleet = server.set_mode(client, "detect_only")
-            assert a.versions.get(timeout=5) == fleet
+            assert a.versions.get(timeout=20) == fleet
             # b's next notice is the fleet-wide change: org a's change never reached it
-            assert b.versions.get(timeout=5) == fleet
+            assert b.versions.get(timeout=20) == fleet
             assert b.versions.empty()
         finally:
             a.close()
@@ -148,7 +148,7 @@ def test_channels_past_the_bound_get_503_with_retry_after_and_show_in_metrics(
         finally:
             for listener in held:
                 listener.close()
-        deadline = time.monotonic() + 5  # closed channels are unregistered
+        deadline = time.monotonic() + 20  # closed channels are unregistered
         while "fleetward_push_channels 0.0" not in client.get(server.url + "/metrics").text:
             assert time.monotonic() < deadline
             time.sleep(0.05)

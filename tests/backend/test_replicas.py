@@ -58,12 +58,12 @@ def _exercise(a: ServerProcess, b: ServerProcess, admin_token: str, enroll: str)
         assert first.status_code == 200, first.text
         listener = Listener(b.url, token)  # the agent holds its channel on replica B
         try:
-            seen = listener.versions.get(timeout=10)
+            seen = listener.versions.get(timeout=20)
             while seen < first.json()["version"]:  # B may have connected before it caught up
-                seen = listener.versions.get(timeout=10)
+                seen = listener.versions.get(timeout=20)
             off = client.put(a.url + "/v1/admin/mode", json={"mode": "off"}, headers=admin)
             assert off.status_code == 200, off.text
-            assert listener.versions.get(timeout=10) == off.json()["version"]
+            assert listener.versions.get(timeout=20) == off.json()["version"]
             answer = client.get(b.url + "/v1/checkin", headers={"authorization": f"Bearer {token}"})
             assert answer.json()["mode"] == "off"
             assert answer.json()["policy_version"] == off.json()["version"]
@@ -71,7 +71,7 @@ def _exercise(a: ServerProcess, b: ServerProcess, admin_token: str, enroll: str)
             back = client.put(b.url + "/v1/admin/mode", json={"mode": "enforce"}, headers=admin)
             assert back.status_code == 200, back.text
             assert back.json()["version"] == off.json()["version"] + 1
-            assert listener.versions.get(timeout=10) == back.json()["version"]
+            assert listener.versions.get(timeout=20) == back.json()["version"]
         finally:
             listener.close()
 
