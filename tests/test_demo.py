@@ -37,6 +37,14 @@ def test_demo_prediction_agrees_and_the_allowlist_prediction_is_computed(
     assert data["transition_allowlist_entries"] > 0
     assert report.predicted_with_allowlist <= 0.1 * report.predicted_new_fp_alerts
     assert report.simulated_with_allowlist <= 0.1 * report.simulated_new_fp_alerts
+    # issue 18: removal beside recall cost (a zero-day the label feed does not know runs
+    # across the switch), and the per-org 95 % intervals are reported with their coverage
+    assert report.simulated_removal is not None and report.simulated_removal >= 0.95
+    assert report.simulated_recall_cost_points is not None
+    assert report.simulated_recall_cost_points <= 1.0
+    assert report.predicted_removal is not None and report.predicted_recall_cost_points == 0.0
+    assert report.orgs_inside_interval_share is not None and report.orgs_with_alerts > 0
+    assert all(lo <= hi for lo, hi in (o["predicted_interval"] for o in data["per_org"]))
     assert data["predicted_new_fp_alerts_with_allowlist"] == pytest.approx(
         sum(o["predicted_new_fp_alerts_with_allowlist"] for o in data["per_org"])
     )
