@@ -23,7 +23,7 @@ from agent._clock import utc_now
 from agent.decision import DecisionContext, Mode
 from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
-from agent.quarantine import Quarantine
+from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import FileStatus, Scanner, ScanResult, ScanSummary
 
 __all__ = ["main"]
@@ -114,6 +114,7 @@ def scan(
     started = time.perf_counter()
     out = _stdout()
     vault = Quarantine(state_dir / "quarantine") if quarantine_blocked else None
+    actions: list[tuple[QuarantineRecord, str]] = []
     if vault is not None:  # the protector's imports (watchdog) only when quarantining
         from agent.protect import DENY_VERDICTS
     for result in Scanner(model, ctx).scan(paths):
@@ -128,6 +129,7 @@ def scan(
                     now=now,
                 )
                 click.echo(f"quarantined {rec.original_path} as {rec.id}", err=True)
+                actions.append((rec, "quarantined"))
             except AgentError as exc:
                 click.echo(f"error: {exc}", err=True)
         if as_json:
@@ -151,6 +153,7 @@ def scan(
         f"{summary.skipped} skipped, {summary.errors} errors",
         err=as_json,
     )
+    _report_actions(state_dir, actions)
     sys.exit(summary.exit_code)
 
 
@@ -427,6 +430,7 @@ def quarantine_restore(record_id: str, state_dir: Path) -> None:
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"restored {record.original_path}")
+    _report_actions(state_dir, [(record, "restored")])
 
 
 @quarantine.command("delete")
@@ -442,6 +446,49 @@ def quarantine_delete(record_id: str, state_dir: Path) -> None:
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"deleted {record.id} ({record.original_path})")
+    _report_actions(state_dir, [(record, "deleted")])
+
+
+def _report_actions(state_dir: Path, actions: list[tuple[QuarantineRecord, str]]) -> None:
+    """Telemetry carries the action, when this state directory has enrolled with a backend.
+
+    The batch goes through its own spool (`spool-actions`: the running agent's spool is not
+    shared between processes) and one short attempt; what is not sent waits for the next
+    action. A failure is one line on stderr, never an error: the action itself is done.
+    """
+    if not actions:
+        return
+    from agent.telemetry import (
+        Action,
+        ActionReport,
+        SenderConfig,
+        Spool,
+        TelemetryPipe,
+        TelemetrySender,
+        load_credentials,
+    )
+
+    try:
+        creds = load_credentials(state_dir)
+    except AgentError as exc:
+        click.echo(f"telemetry: {exc}", err=True)
+        return
+    if creds is None:
+        return
+    import httpx
+
+    now = utc_now()
+    config = SenderConfig(attempts=1, timeout_s=5.0)
+    with httpx.Client(timeout=config.timeout_s) as client:
+        spool = Spool(state_dir / "spool-actions")
+        pipe = TelemetryPipe(
+            TelemetrySender(client, creds.backend_url, creds.token, spool, config), creds
+        )
+        for record, action in actions:
+            pipe.record(ActionReport.of_record(record, Action(action), now))
+        report = pipe.flush(now)
+    if report.error:
+        click.echo(f"telemetry: {report.pending} pending ({report.error})", err=True)
 
 
 @main.group()

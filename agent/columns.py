@@ -20,11 +20,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from agent.telemetry.wire import (
+    _ACTIONS,
     _MAX_MS,
     _MIN_MS,
     _REASONS,
     _SCHEMA_LENGTHS,
     _VERDICTS,
+    Action,
     HealthCount,
     TelemetryEvent,
     _decode_events,
@@ -43,6 +45,7 @@ _NONE: Final = type(None)
 _INT: Final = frozenset({int})
 _SCORE_TYPES: Final = frozenset({float, int, _NONE})
 _OPT_INT: Final = frozenset({int, _NONE})
+_ACTION_NAMES: Final = frozenset(_ACTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,8 @@ class TelemetryColumns:
 
     `sha256` holds 32 raw bytes per event; `verdict`, `reason`, `shadow_verdict` hold the enum
     values (`Verdict.value`, `Reason.value`); scores are as sent (int 0/1 allowed, like the
-    reference decoder, which turns them into floats in `to_events`).
+    reference decoder, which turns them into floats in `to_events`). `action` holds the
+    `Action.value` an event carries, or None for an 11-field event (no action).
     """
 
     key: str
@@ -70,6 +74,7 @@ class TelemetryColumns:
     shadow_score: tuple[float | int | None, ...]
     shadow_verdict: tuple[str | None, ...]
     health: tuple[HealthCount, ...] = ()
+    action: tuple[str | None, ...] = ()
 
     @property
     def size(self) -> int:
@@ -80,6 +85,11 @@ class TelemetryColumns:
     def has_shadow(self) -> bool:
         """True when some event carries a shadow-model verdict."""
         return self.shadow_verdict.count(None) != len(self.shadow_verdict)
+
+    @property
+    def actions(self) -> tuple[str | None, ...]:
+        """The action column, one per event (None: no action), also for batches without any."""
+        return self.action or (None,) * self.size
 
     def to_events(self) -> tuple[TelemetryEvent, ...]:
         """The events as `TelemetryEvent`s (what `decode_batch` returns), for tests and tools."""
@@ -98,6 +108,7 @@ class TelemetryColumns:
                 s_version,
                 _opt_score(s_score, "shadow_score"),
                 None if s_verdict is None else _VERDICTS[s_verdict],
+                Action.NONE if action is None else _ACTIONS[action],
             )
             for (
                 sha,
@@ -111,6 +122,7 @@ class TelemetryColumns:
                 s_version,
                 s_score,
                 s_verdict,
+                action,
             ) in zip(
                 self.sha256,
                 self.model_version,
@@ -123,6 +135,7 @@ class TelemetryColumns:
                 self.shadow_model_version,
                 self.shadow_score,
                 self.shadow_verdict,
+                self.actions,
                 strict=True,
             )
         )
@@ -188,8 +201,16 @@ def decode_columns(raw: bytes) -> TelemetryColumns:
     """
     doc = _unpack(raw)
     key, org, endpoint, dropped, rows = _header(doc)
-    ok = set(map(type, rows)) == {tuple} and set(map(len, rows)) == {11}
-    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if ok else []
+    lengths = set(map(len, rows)) if set(map(type, rows)) == {tuple} else set()
+    ok = bool(lengths) and lengths <= {11, 12}
+    actions: tuple[Any, ...] = ()
+    if ok and lengths != {11}:  # some events carry an action: the rare, slower path
+        actions = tuple(r[11] if len(r) == 12 else None for r in rows)
+        rows_11 = tuple(r[:11] for r in rows)
+        ok = all(type(r[11]) is str and r[11] in _ACTION_NAMES for r in rows if len(r) == 12)
+    else:
+        rows_11 = rows
+    cols: list[tuple[Any, ...]] = list(zip(*rows_11, strict=True)) if ok else []
     try:
         ok = ok and _columns_ok(cols)
     except TypeError:  # an unhashable value (a map) where an enum value belongs
@@ -201,4 +222,6 @@ def decode_columns(raw: bytes) -> TelemetryColumns:
         raise ValueError("events: invalid")  # pragma: no cover - the line above raised
     health = _health(doc)  # after the events, so a bad event is named first, as in decode_batch
     out = TelemetryColumns(key, org, endpoint, dropped, *cols)
-    return replace(out, health=health) if health else out
+    if health or actions:
+        out = replace(out, health=health, action=actions)
+    return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from agent import fanotify
 from agent.decision import Mode, Reason, Verdict
@@ -21,6 +21,8 @@ from agent.engine import effective_mode
 from agent.protect import ProtectConfig, Protector, ProtectReport, ReportKind
 from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import ScanResult
+from agent.telemetry.client import ActionReport
+from agent.telemetry.wire import Action
 
 if TYPE_CHECKING:
     from agent.daemon import Agent, EventSource
@@ -92,8 +94,29 @@ class ProtectSource:
     def _on_report(self, report: ProtectReport) -> None:
         if report.quarantined is not None and self.on_line is not None:
             self.on_line(f"quarantined {report.path} as {report.quarantined.id}")
+        if not report.allowed:
+            self._report_action(report)
         if report.kind is ReportKind.DEADLINE:
             self._report_deadline(report.result)
+
+    def _report_action(self, report: ProtectReport) -> None:
+        """Telemetry carries the action: quarantined, or denied when the file stayed."""
+        on_event, now = (
+            cast(Callable[[object], None] | None, self.agent.on_event),
+            self.agent.clock(),
+        )
+        if on_event is None:
+            return
+        if report.quarantined is not None:
+            on_event(ActionReport.of_record(report.quarantined, Action.QUARANTINED, now))
+            return
+        d, sha = report.result.decision, report.result.sha256
+        if d is not None and sha is not None:
+            on_event(
+                ActionReport(
+                    now, sha, Action.DENIED, d.verdict, d.reason, report.result.model_version
+                )
+            )
 
     def _report_deadline(self, result: ScanResult) -> None:
         from agent.daemon import DecisionEvent
@@ -160,6 +183,9 @@ def realtime_sources(
 
     def on_quarantine(record: QuarantineRecord) -> None:
         say(f"quarantined {record.original_path} as {record.id}")
+        on_event = cast(Callable[[object], None] | None, agent.on_event)
+        if on_event is not None:  # telemetry carries the action (`TelemetryPipe.record`)
+            on_event(ActionReport.of_record(record, Action.QUARANTINED, agent.clock()))
 
     sources: list[EventSource] = []
     watch = list(options.watch)

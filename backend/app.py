@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,6 +285,9 @@ class _Routes:
         else:
             self.metrics.batches_accepted.inc()
             self.metrics.events_ingested.inc(result.events)
+            if batch.action:  # only batches carrying actions have the column
+                for action, n in Counter(a for a in batch.action if a is not None).items():
+                    self.metrics.actions.labels(action).inc(n)
         return {"duplicate": result.duplicate, "events": result.events}
 
     async def telemetry(self, request: Request) -> Response:

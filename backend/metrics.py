@@ -53,6 +53,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.actions = Counter(
+            "fleetward_telemetry_actions",
+            "Actions agents report on decided files (quarantined, restored, deleted, denied)",
+            ["action"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The exposition text for `/metrics`."""

@@ -6,6 +6,7 @@ credentials, and the daemon's `TelemetryPipe`). The public names are re-exported
 """
 
 from agent.telemetry.client import (
+    ActionReport,
     CheckinInfo,
     Credentials,
     TelemetryPipe,
@@ -24,6 +25,7 @@ from agent.telemetry.wire import (
     FORMAT_VERSION,
     HEALTH_COUNTERS,
     MAX_EVENTS_PER_BATCH,
+    Action,
     HealthCount,
     TelemetryBatch,
     TelemetryEvent,
@@ -37,6 +39,8 @@ __all__ = [
     "FORMAT_VERSION",
     "HEALTH_COUNTERS",
     "MAX_EVENTS_PER_BATCH",
+    "Action",
+    "ActionReport",
     "CheckinInfo",
     "Credentials",
     "FlushReport",

@@ -11,25 +11,29 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from agent.atomic import write_atomic
+from agent.decision import Reason, Verdict
 from agent.errors import SpoolFullError, TransportError
 from agent.features import SCHEMA
+from agent.quarantine import QuarantineRecord
 from agent.telemetry.sender import FlushReport, TelemetrySender
 from agent.telemetry.wire import (
     _MAX_HEALTH,
     HEALTH_COUNTERS,
+    Action,
     HealthCount,
     TelemetryEvent,
     make_batches,
 )
 
 __all__ = [
+    "ActionReport",
     "CheckinInfo",
     "Credentials",
     "TelemetryPipe",
@@ -181,6 +185,36 @@ def load_credentials(state_dir: str | os.PathLike[str]) -> Credentials | None:
         raise TransportError(f"unreadable credentials file {path}: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class ActionReport:
+    """Something done to a decided file (quarantined, restored, deleted, denied).
+
+    Given to the telemetry hook (`Agent.on_event`, `TelemetryPipe.record`) beside the
+    `DecisionEvent`s: the pipe sets the action on the buffered event of the same sample, or
+    sends an event of its own (its verdict, reason and model version) when there is none,
+    as for `quarantine restore` long after the decision.
+    """
+
+    observed_at: dt.datetime
+    sha256: str
+    action: Action
+    verdict: Verdict
+    reason: Reason
+    model_version: int | None
+
+    @classmethod
+    def of_record(cls, record: QuarantineRecord, action: Action, now: dt.datetime) -> ActionReport:
+        """The report of `action` on a quarantined file, from its quarantine record."""
+        return cls(
+            now,
+            record.sha256,
+            action,
+            Verdict(record.verdict),
+            Reason(record.reason),
+            record.model_version,
+        )
+
+
 class TelemetryPipe:
     """The daemon's telemetry hook: buffer decisions, spool them as batches, flush to the backend.
 
@@ -216,7 +250,10 @@ class TelemetryPipe:
         return tuple(rows[:_MAX_HEALTH])
 
     def record(self, event: Any) -> None:
-        """Turn one daemon `DecisionEvent` into a `TelemetryEvent` (pseudonyms only)."""
+        """Turn one daemon `DecisionEvent` (or `ActionReport`) into a `TelemetryEvent`."""
+        if isinstance(event, ActionReport):
+            self.record_action(event)
+            return
         shadow = event.shadow[0] if event.shadow else None
         row = TelemetryEvent(
             self.creds.org_id,
@@ -235,6 +272,29 @@ class TelemetryPipe:
         )
         with self._lock:
             self._buffer.append(row)
+
+    def record_action(self, report: ActionReport) -> None:
+        """Carry an action: on the newest buffered event of the sample, else as an event."""
+        with self._lock:
+            for i in range(len(self._buffer) - 1, -1, -1):
+                e = self._buffer[i]
+                if e.sha256 == report.sha256 and e.action is Action.NONE:
+                    self._buffer[i] = replace(e, action=report.action)
+                    return
+            self._buffer.append(
+                TelemetryEvent(
+                    self.creds.org_id,
+                    self.creds.endpoint_id,
+                    report.sha256,
+                    report.model_version or 0,
+                    None,
+                    report.verdict,
+                    report.reason,
+                    TelemetryEvent.ms(report.observed_at),
+                    None,
+                    action=report.action,
+                )
+            )
 
     def flush(self, now: dt.datetime) -> FlushReport:
         """Spool the buffered events, then send the spool if the sender is due.

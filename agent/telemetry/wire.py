@@ -9,7 +9,12 @@ Wire format (msgpack), one batch per request, all events from one endpoint:
      "dropped": <events this endpoint's spool has dropped so far>,
      "events": [[sha256 (32 raw bytes), model_version, score | nil, verdict, reason,
                  observed_at_ms, feature_schema | nil, features (float32 LE bytes) | nil,
-                 shadow_model_version | nil, shadow_score | nil, shadow_verdict | nil], ...]}
+                 shadow_model_version | nil, shadow_score | nil, shadow_verdict | nil
+                 [, action]], ...]}
+
+The twelfth field, `action`, is optional and present only when something was done to the file
+(`Action`: quarantined, restored, deleted, denied): events without it are 11 fields long, so
+the bytes of a batch without actions are unchanged and older batches stay valid.
 
 Events are arrays, not maps: a batch of thousands decodes several times faster. The feature
 vector is optional per event: the backend keeps one vector per (sample, schema), so an agent
@@ -26,6 +31,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 import msgpack
@@ -38,6 +44,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEALTH_COUNTERS",
     "MAX_EVENTS_PER_BATCH",
+    "Action",
     "HealthCount",
     "TelemetryBatch",
     "TelemetryEvent",
@@ -56,6 +63,24 @@ _KEY = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MIN_MS: Final = 946_684_800_000  # 2000-01-01: older timestamps are clock garbage
 _MAX_MS: Final = 4_102_444_800_000  # 2100-01-01
+
+
+class Action(StrEnum):
+    """What the agent did to the file an event is about (issue 16: telemetry carries it).
+
+    `none` is the default and is not sent; `denied` is an exec or open refused without a
+    quarantine (none configured, or it failed); `restored` and `deleted` come from
+    `fleetward-agent quarantine restore|delete`.
+    """
+
+    NONE = "none"
+    QUARANTINED = "quarantined"
+    RESTORED = "restored"
+    DELETED = "deleted"
+    DENIED = "denied"
+
+
+_ACTIONS: Final = {a.value: a for a in Action}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +105,7 @@ class TelemetryEvent:
     shadow_model_version: int | None = None
     shadow_score: float | None = None
     shadow_verdict: Verdict | None = None
+    action: Action = Action.NONE
 
     @property
     def observed_at(self) -> dt.datetime:
@@ -152,8 +178,7 @@ def encode_batch(
     for e in events:
         if e.org_id != org or e.endpoint_id != endpoint:
             raise ValueError("a batch carries the events of exactly one endpoint")
-        rows.append(
-            [
+        row = [
                 bytes.fromhex(e.sha256),
                 e.model_version,
                 e.score,
@@ -165,8 +190,10 @@ def encode_batch(
                 e.shadow_model_version,
                 e.shadow_score,
                 e.shadow_verdict.value if e.shadow_verdict is not None else None,
-            ]
-        )
+        ]  # fmt: skip
+        if e.action is not Action.NONE:
+            row.append(e.action.value)
+        rows.append(row)
     doc = {
         "v": FORMAT_VERSION,
         "key": key or uuid.uuid4().hex,
@@ -269,8 +296,14 @@ def _decode_events(rows: tuple[Any, ...], org: str, endpoint: str) -> tuple[Tele
     events = []
     verdicts, reasons, lengths = _VERDICTS, _REASONS, _SCHEMA_LENGTHS
     for i, row in enumerate(rows):
-        if not isinstance(row, tuple) or len(row) != 11:
-            raise _fail(f"events[{i}]", "must be an array of 11 fields")
+        if not isinstance(row, tuple) or len(row) not in (11, 12):
+            raise _fail(f"events[{i}]", "must be an array of 11 fields (12 with an action)")
+        action = Action.NONE
+        if len(row) == 12:
+            a = _ACTIONS.get(row[11]) if type(row[11]) is str else None
+            if a is None:
+                raise _fail(f"events[{i}]", f"unknown action (one of {', '.join(_ACTIONS)})")
+            action, row = a, row[:11]
         (
             sha,
             version,
@@ -326,6 +359,7 @@ def _decode_events(rows: tuple[Any, ...], org: str, endpoint: str) -> tuple[Tele
                 s_v,
                 _opt_score(s_score, where),
                 sv,
+                action,
             )
         )
     return tuple(events)
@@ -373,6 +407,7 @@ def make_batches(
                     e.shadow_model_version,
                     e.shadow_score,
                     e.shadow_verdict,
+                    e.action,
                 )
             else:
                 seen.add(k)
