@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from agent.decision import Mode
+from agent.policy import Ring
 from backend import admin
 from backend._clock import utc_now
 from backend.app import serve
@@ -114,6 +115,30 @@ def org_create(name: str, db: Path) -> None:
         store.close()
     click.echo(
         json.dumps({"org_id": made.org_id, "name": made.name, "enroll_token": made.enroll_token})
+    )
+
+
+@org.command("set-ring")
+@click.argument("org_id")
+@click.argument("ring", type=click.Choice([r.value for r in Ring]))
+@click.option(
+    "--delay-hours",
+    "delay_h",
+    type=click.FloatRange(min=0.0, max=8784.0),
+    default=0.0,
+    help="On `delayed`: hours after the broad ring completes before this org gets a version.",
+)
+@_DB
+@_REPO
+def set_ring(org_id: str, ring: str, delay_h: float, db: Path, repo_dir: Path) -> None:
+    """Put an org on an update ring (preview, staged, broad, delayed) in signed policy.
+
+    Example: fleetward backend org set-ring 3f2a delayed --delay-hours 48 --db f.db --repo repo
+    """
+    pub = admin.repository_publisher(repo_dir)
+    _run(
+        db,
+        lambda s: admin.set_ring(s, pub, Ring(ring), org_id=org_id, delay_h=delay_h, now=utc_now()),
     )
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,6 +37,7 @@ from backend.rollout_service import (
     tick_rollout,
 )
 from backend.store import Store
+from tests.backend.conftest import LiveServer
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
@@ -334,3 +336,67 @@ def test_an_inconclusive_ringed_rollout_pauses_and_resumes(
     assert _percents(store, orgs) == [50.0, 0.0, 0.0, 0.0]  # paused: the cohort stays
     resumed = resume_rollout(store, now=now)
     assert resumed.state is RolloutState.RUNNING and resumed.ring is Ring.PREVIEW
+
+
+# --- the admin API and the CLI set the same ring -------------------------------------------
+
+
+def test_admin_route_sets_a_ring_and_starts_a_ringed_rollout(live_server: LiveServer) -> None:
+    srv = live_server
+    with httpx.Client() as client:
+        h = srv.admin()
+        org, _ = srv.create_org(client, "early")
+        assert client.put(f"{srv.url}/v1/admin/model", json={"model_version": 1}, headers=h)
+        put = client.put(f"{srv.url}/v1/admin/orgs/{org}/ring", json={"ring": "preview"}, headers=h)
+        assert put.status_code == 200, put.text
+        assert put.json()["ring"] == "preview"
+        bad = client.put(
+            f"{srv.url}/v1/admin/orgs/{org}/ring",
+            json={"ring": "staged", "delay_h": 4},
+            headers=h,
+        )
+        assert bad.status_code == 422 and "only the delayed ring waits" in bad.text
+        assert (
+            client.put(
+                f"{srv.url}/v1/admin/orgs/nobody/ring", json={"ring": "broad"}, headers=h
+            ).status_code
+            == 404
+        )
+        assert client.put(f"{srv.url}/v1/admin/orgs/{org}/ring", json={"ring": "beta"},
+                          headers=h).status_code == 422  # fmt: skip
+        started = client.post(
+            f"{srv.url}/v1/admin/rollout",
+            json={"to_version": 2, "stages": [10, 100], "rings": True},
+            headers=h,
+        )
+        assert started.status_code == 201 and started.json()["ring"] == "preview", started.text
+        assert client.get(f"{srv.url}/v1/admin/rollout", headers=h).json()["rings"] == [
+            {"ring": "preview", "orgs": [org]}
+        ]
+
+
+def test_cli_set_ring_writes_signed_policy_and_fails_in_one_line(
+    tmp_path: Path, repo_dir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from backend.cli import backend
+
+    db = tmp_path / "b.db"
+    store = Store(db)
+    org = store.create_org("late", T0).org_id
+    store.close()
+    run = CliRunner().invoke
+    args = ["--db", str(db), "--repo", str(repo_dir)]
+    ok = run(backend, ["org", "set-ring", org, "delayed", "--delay-hours", "48", *args])
+    assert ok.exit_code == 0, ok.output
+    assert "set ring delayed +48 h" in ok.output
+    store = Store(db)
+    cur = store.current_policy()
+    store.close()
+    assert cur is not None and cur.document.orgs[org].ring == RingModel(
+        name=Ring.DELAYED, delay_h=48
+    )
+    bad = run(backend, ["org", "set-ring", org, "broad", "--delay-hours", "3", *args])
+    assert bad.exit_code != 0 and "only the delayed ring waits" in bad.output
+    assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
