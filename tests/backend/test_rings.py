@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +39,7 @@ from backend.rollout_service import (
     start_rollout,
     tick_rollout,
 )
-from backend.store import Store
+from backend.store import AnyStore, Store, open_store
 from tests.backend.conftest import LiveServer
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
@@ -400,3 +403,45 @@ def test_cli_set_ring_writes_signed_policy_and_fails_in_one_line(
     bad = run(backend, ["org", "set-ring", org, "broad", "--delay-hours", "3", *args])
     assert bad.exit_code != 0 and "only the delayed ring waits" in bad.output
     assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
+    if request.param == "sqlite":
+        s: AnyStore = open_store(tmp_path / "b.db", synchronous="NORMAL")
+        yield s
+        s.close()
+        return
+    import psycopg
+
+    from backend.store.postgres import PostgresStore
+
+    url = os.environ.get("FLEETWARD_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("FLEETWARD_TEST_PG_URL is unset in CI")
+        pytest.skip("FLEETWARD_TEST_PG_URL is unset (run `.ci/postgres.sh` to start a server)")
+    schema = "t_" + secrets.token_hex(6)
+    pg = PostgresStore(url, schema=schema)
+    try:
+        yield pg
+    finally:
+        pg.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")  # noqa: S608 - hex name
+
+
+def test_the_ring_is_kept_with_the_org_in_either_store_and_read_back_as_of(
+    any_store: AnyStore,
+) -> None:
+    def publish(raw: bytes, now: dt.datetime) -> None:
+        return None
+
+    org = any_store.create_org("late", T0).org_id
+    set_ring(any_store, publish, Ring.DELAYED, org_id=org, delay_h=48, now=T0 + H)  # type: ignore[arg-type]
+    set_ring(any_store, publish, Ring.PREVIEW, org_id=org, now=T0 + 3 * H)  # type: ignore[arg-type]
+    cur = any_store.current_policy()
+    then = any_store.policy_as_of(T0 + 2 * H)
+    assert cur is not None and then is not None
+    assert ring_plan(cur.document, [org]) == (RingAssignment(org, Ring.PREVIEW),)
+    assert ring_plan(then.document, [org]) == (RingAssignment(org, Ring.DELAYED, 48.0),)
