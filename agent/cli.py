@@ -522,15 +522,22 @@ def service_install(unit_dir: Path, no_start: bool, run_args: tuple[str, ...]) -
     Example: sudo fleetward-agent service install -- --repo-url http://updates.local:8080
     --org acme --root /etc/fleetward/root.json --protect /home --protect /tmp
     """
-    from agent.service import install_service
+    from agent.service import absolute_paths, install_service
 
     with click.Context(run) as ctx:  # refuse run options that `run` itself would refuse
         try:
             run.parse_args(ctx, [*run_args, "--state-dir", "/var/lib/fleetward"])
         except click.UsageError as exc:
             raise click.UsageError(f"run options: {exc.format_message()}") from exc
+    path_options = {
+        name
+        for p in run.params
+        if isinstance(p, click.Option) and isinstance(p.type, click.Path)
+        for name in p.opts
+    }
+    args = absolute_paths(run_args, path_options, cwd=Path.cwd())
     try:
-        path = install_service(run_args, unit_dir=unit_dir, start=not no_start)
+        path = install_service(args, unit_dir=unit_dir, start=not no_start)
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {path}" + ("" if no_start else "; enabled and started"))

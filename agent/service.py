@@ -17,9 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from agent.atomic import write_atomic
 from agent.errors import StateError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "STATE_DIR",
     "UNIT_DIR",
     "UNIT_NAME",
+    "absolute_paths",
     "install_service",
     "render_unit",
     "uninstall_service",
@@ -50,6 +52,30 @@ def _quote(arg: str) -> str:
     if arg and not any(c in arg for c in " \t\n\"'\\;"):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def absolute_paths(
+    run_args: Sequence[str], path_options: Collection[str], *, cwd: str | os.PathLike[str]
+) -> list[str]:
+    """`run_args` with the value of each option in `path_options` made absolute against `cwd`.
+
+    A service does not run in the installer's folder: `--root root.json` or `--protect .`
+    would name another file or folder there. Both `--opt VALUE` and `--opt=VALUE` are read.
+    """
+    out: list[str] = []
+    absolute = False
+    for arg in run_args:
+        if absolute:
+            out.append(os.path.normpath(os.path.join(cwd, arg)))
+            absolute = False
+            continue
+        name, eq, value = arg.partition("=")
+        if name in path_options and eq:
+            out.append(f"{name}={os.path.normpath(os.path.join(cwd, value))}")
+        else:
+            out.append(arg)
+            absolute = arg in path_options
+    return out
 
 
 def render_unit(run_args: Sequence[str], *, executable: Sequence[str] | None = None) -> str:
@@ -114,7 +140,9 @@ def install_service(
     unit_dir: str | os.PathLike[str] = UNIT_DIR,
     start: bool = True,
 ) -> Path:
-    """Write the unit; with `start`, reload systemd and enable and start it at once.
+    """Write the unit (atomically: `agent.atomic`); with `start`, enable and start it at once.
+
+    Relative paths in `run_args` should be made absolute first (`absolute_paths`).
 
     Raises:
         StateError: the unit cannot be written, or systemctl is missing or fails.
@@ -122,10 +150,7 @@ def install_service(
     path = Path(unit_dir) / UNIT_NAME
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{UNIT_NAME}.tmp")
-        tmp.write_text(render_unit(run_args), encoding="utf-8")
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
+        write_atomic(path, render_unit(run_args).encode(), mode=0o644)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
     if start:

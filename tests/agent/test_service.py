@@ -87,3 +87,24 @@ def test_service_install_refuses_run_options_that_do_not_parse(tmp_path: Path) -
     )
     assert out.exit_code != 0 and "--repo-url" in out.output
     assert not (tmp_path / UNIT_NAME).exists()
+
+
+def test_service_install_makes_relative_run_paths_absolute(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "root.json").write_text("{}")
+    (tmp_path / "in box").mkdir()
+    monkeypatch.chdir(tmp_path)
+    units = tmp_path / "units"
+    args = ["--repo-url", "http://u:8080", "--org", "acme", "--root", "root.json"]
+    args += ["--protect", "in box", "--watch=./in box", "--state-dir", "state/../fw"]
+    out = CliRunner().invoke(
+        agent_cli, ["service", "install", "--unit-dir", str(units), "--no-start", "--", *args]
+    )
+    assert out.exit_code == 0, out.output
+    exec_start = _settings((units / UNIT_NAME).read_text())["ExecStart"]
+    assert exec_start == (
+        f"{sys.executable} -m agent run --repo-url http://u:8080 --org acme "
+        f'--root {tmp_path}/root.json --protect "{tmp_path}/in box" '
+        f'"--watch={tmp_path}/in box" --state-dir {tmp_path}/fw'
+    )
+    assert (units / UNIT_NAME).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in units.iterdir()) == [UNIT_NAME]  # no temp file left behind
