@@ -68,6 +68,7 @@ def _show(r: Rollout) -> None:
     click.echo(
         f"rollout {r.rollout_id}: {r.state.value}, v{r.from_version} -> v{r.to_version}, "
         f"stage {r.stage_index + 1}/{len(r.config.stages)} ({r.percent:g} %)"
+        + (f" in ring {r.ring.value}" if r.ring else "")
     )
 
 
@@ -158,6 +159,7 @@ def status_cmd(db: Path, as_json: bool) -> None:
         f"v{st['to_version']}, {st['percent']:g} % (stage {st['stage_index'] + 1}/"
         f"{len(st['stages'])}), canary {st['cohort']['canary_endpoints']} / control "
         f"{st['cohort']['control_endpoints']} endpoints"
+        + (f", ring {st['ring']}" if st.get("ring") else "")
     )
     last = st["last_decision"]
     if last:

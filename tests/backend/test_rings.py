@@ -445,3 +445,25 @@ def test_the_ring_is_kept_with_the_org_in_either_store_and_read_back_as_of(
     assert cur is not None and then is not None
     assert ring_plan(cur.document, [org]) == (RingAssignment(org, Ring.PREVIEW),)
     assert ring_plan(then.document, [org]) == (RingAssignment(org, Ring.DELAYED, 48.0),)
+
+
+def test_cli_rollout_start_rings_names_the_ring(tmp_path: Path, repo_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from backend.rollout_cli import rollout
+
+    db = tmp_path / "b.db"
+    store = Store(db)
+    org = store.create_org("early", T0).org_id
+    publish = repository_publisher(repo_dir)
+    assign_model(store, publish, 1, org_id=None, now=T0)
+    set_ring(store, publish, Ring.PREVIEW, org_id=org, now=T0)
+    store.close()
+    run = CliRunner().invoke
+    args = ["--db", str(db), "--repo", str(repo_dir)]
+    started = run(rollout, ["start", *args, "--to", "2", "--stages", "10,100", "--rings",
+                            "--pause-after", "3"])  # fmt: skip
+    assert started.exit_code == 0, started.output
+    assert "in ring preview" in started.output
+    status = run(rollout, ["status", "--db", str(db)])
+    assert "ring preview" in status.output, status.output
