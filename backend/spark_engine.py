@@ -158,8 +158,9 @@ def run_rescore_spark(
             .where(F.col("n") == 1)
             .select(
                 "rid",
-                F.struct("seq", "label", "source", "family", "labelled_at", "recorded_at").alias(
-                    f"label_{rule}"
+                *(
+                    F.col(c).alias(f"label_{rule}__{c}")
+                    for c in ("seq", "label", "source", "family", "labelled_at", "recorded_at")
                 ),
             )
         )
@@ -228,46 +229,65 @@ def _executor_inputs(
 def _row_batch(frame: Any, length: int, rules: Sequence[str]) -> tuple[RowBatch, dict[str, Any]]:
     """One Arrow batch of joined rows as the core's `RowBatch`, plus its labels per rule.
 
-    A rule's `LabelBook` holds only the labels that rule's join chose for these rows: for a
-    row at t it answers the latest of them at or before t, which is the one chosen for it.
+    Column operations only (pandas factorize, numpy unique), as the local engine's loader:
+    orgs, samples and verdicts become `Coded` columns, each distinct (sample, vector) is decoded
+    once, and Python objects are built only per distinct label, never per row. A rule's
+    `LabelBook` holds only the labels that rule's join chose for these rows: for a row at t it
+    answers the latest of them at or before t, which is the one chosen for it.
     """
-    from agent.decision import Verdict
+    import pandas as pd
+
+    from agent.verdict_codes import VERDICT_CODES, VERDICTS
     from backend._analysis import decode_vectors
     from backend.labels import LabelBook, LabelChange, LabelSource, LabelValue
+    from backend.rescore import Coded
 
-    shas = [str(s) for s in frame["sha256"]]
-    orgs = [str(o) for o in frame["org_id"]]
-    vec_of: dict[tuple[str, bytes], int] = {}  # (sample, vector) -> position, each once
-    vec_index = np.full(len(shas), -1, np.int64)
-    for i, (sha, vec) in enumerate(zip(shas, frame["vector"], strict=True)):
-        if vec is not None and not (isinstance(vec, float) and np.isnan(vec)):
-            vec_index[i] = vec_of.setdefault((sha, bytes(vec)), len(vec_of))
+    n = len(frame)
+    org_codes, org_values = pd.factorize(frame["org_id"])
+    sha_codes, sha_values = pd.factorize(frame["sha256"])
+    shas = tuple(str(x) for x in sha_values)
+    verdict_lut = {v.value: VERDICT_CODES[v] for v in VERDICTS}
+    verdict_codes = frame["verdict"].map(verdict_lut).to_numpy(np.intp)
+    vec_index = np.full(n, -1, np.int64)
+    has = frame["vector"].notna().to_numpy()
+    distinct_shas: tuple[str, ...] = ()
+    raw: list[bytes] = []
+    if has.any():
+        rows = np.flatnonzero(has)
+        v_codes, v_values = pd.factorize(frame["vector"][has])
+        key = sha_codes[rows].astype(np.int64) * len(v_values) + v_codes
+        uniq, inverse = np.unique(key, return_inverse=True)
+        vec_index[rows] = inverse.reshape(-1)
+        raw = [bytes(v_values[int(k % len(v_values))]) for k in uniq.tolist()]
+        distinct_shas = tuple(shas[int(k // len(v_values))] for k in uniq.tolist())
     books: dict[str, LabelBook] = {}
     for rule in rules:
-        chosen: dict[int, LabelChange] = {}
-        for sha, lab in zip(shas, frame[f"label_{rule}"], strict=True):
-            if lab is None or (isinstance(lab, float) and np.isnan(lab)):
-                continue
-            chosen[int(lab["seq"])] = LabelChange(
-                sha,
-                LabelValue(lab["label"]),
-                LabelSource(lab["source"]),
-                dt.datetime.fromisoformat(lab["labelled_at"]),
-                lab["family"],
-                dt.datetime.fromisoformat(lab["recorded_at"]) if lab["recorded_at"] else None,
+        cols = {c: f"label_{rule}__{c}" for c in
+                ("seq", "label", "source", "family", "labelled_at", "recorded_at")}  # fmt: skip
+        picked = frame.loc[frame[cols["seq"]].notna(), ["sha256", *cols.values()]]
+        picked = picked.drop_duplicates(cols["seq"]).sort_values(cols["seq"])  # store order
+        books[rule] = LabelBook(
+            LabelChange(
+                str(sha),
+                LabelValue(label),
+                LabelSource(source),
+                dt.datetime.fromisoformat(at),
+                family,
+                dt.datetime.fromisoformat(rec) if isinstance(rec, str) and rec else None,
             )
-        books[rule] = LabelBook(chosen[s] for s in sorted(chosen))  # store order for ties
+            for sha, _, label, source, family, at, rec in picked.itertuples(index=False)
+        )
     batch = RowBatch(
-        org_ids=tuple(orgs),
-        sha256s=tuple(shas),
+        org_ids=Coded(tuple(str(o) for o in org_values), org_codes.astype(np.intp)),
+        sha256s=Coded(shas, sha_codes.astype(np.intp)),
         first_seen_ms=frame["first_seen_ms"].to_numpy(np.int64),
         days=frame["day"].to_numpy(np.int64),
         model_versions=frame["model_version"].to_numpy(np.int64),
         counts=frame["count"].to_numpy(np.int64),
-        verdicts=tuple(Verdict(v) for v in frame["verdict"]),
-        vectors=decode_vectors([v for _, v in vec_of], length),
+        verdicts=Coded(VERDICTS, verdict_codes),
+        vectors=decode_vectors(raw, length),
         vec_index=vec_index,
-        vec_sha256s=tuple(sha for sha, _ in vec_of),
+        vec_sha256s=distinct_shas,
     )
     return batch, books
 
