@@ -55,9 +55,9 @@ from backend.errors import (
 from backend.ingest import aggregate_columns, endpoint_day_rows, parse_columns
 from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from backend.metrics import Metrics
-from backend.push import PushConfig, PushHub, PushRoute, feed_lifespan
+from backend.push import Holder, PushConfig, PushHub, PushRoute, feed_lifespan
 from backend.replica import PolicyFeed
-from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind
+from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind, hash_token
 
 __all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
 
@@ -497,6 +497,7 @@ async def _revoke_token(request: Request) -> Response:
     routes._principal(request, TokenKind.ADMIN)
     token_id = str(request.path_params["token_id"])
     n = await run_in_threadpool(routes.store.revoke_token, token_id, routes.clock())
+    request.app.state.push.revoke_token(token_id)  # other replicas: via their PolicyFeed
     return JSONResponse({"revoked": n})
 
 
@@ -505,6 +506,7 @@ async def _revoke_endpoint(request: Request) -> Response:
     routes._principal(request, TokenKind.ADMIN)
     endpoint_id = str(request.path_params["endpoint_id"])
     n = await run_in_threadpool(routes.store.revoke_endpoint, endpoint_id, routes.clock())
+    request.app.state.push.revoke_endpoint(endpoint_id)  # other replicas: via their PolicyFeed
     return JSONResponse({"revoked": n})
 
 
@@ -652,12 +654,13 @@ def create_app(
 
     r = _Routes(store, publish, clock, metrics, config or AppConfig())
     hub = PushHub(push or PushConfig(), metrics.registry)
-    r.feed = feed = PolicyFeed(store, on_change=hub.on_policy)
+    r.feed = feed = PolicyFeed(store, on_change=hub.on_policy, on_revoke=hub.on_revoke)
 
-    def push_org(request: Request) -> str:
+    def push_org(request: Request) -> Holder:
         principal = r._principal(request, TokenKind.ENDPOINT)
         assert principal.org_id is not None
-        return principal.org_id
+        token = request.headers["authorization"].partition(" ")[2].strip()
+        return principal.org_id, hash_token(token), principal.endpoint_id
 
     routes: list[Route | Mount] = [
         Route("/healthz", r.healthz, methods=["GET"]),

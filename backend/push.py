@@ -19,6 +19,10 @@ Guarantees:
   both sides notice a dead peer. On connect the current version is sent at once, so an agent
   that missed a notice while reconnecting checks in.
 
+- Revocation: a channel ends when its token is revoked, through this process (at once) or
+  through another replica (when the feed reads the revocation log: within its poll or
+  NOTIFY latency). A reconnect with the revoked token then gets 401.
+
 Across replicas the notices come from `backend.replica.PolicyFeed`: a change made through
 replica A reaches agents connected to replica B within the feed's poll or NOTIFY latency.
 """
@@ -40,9 +44,10 @@ from agent.policy import PolicyDocumentModel
 from backend._clock import monotonic_s
 from backend.errors import BackendError
 from backend.replica import PolicyFeed
-from backend.store import PolicyRecord
+from backend.store import PolicyRecord, token_id_of
 
 __all__ = [
+    "Holder",
     "PushConfig",
     "PushHub",
     "PushRoute",
@@ -91,9 +96,15 @@ def orgs_touched(
     )
 
 
+Holder = tuple[str, str, str | None]
+"""Who holds a channel: (org id, token hash, endpoint id)."""
+
+
 @dataclass(eq=False, slots=True)
 class _Channel:
     org_id: str
+    token_hash: str = ""
+    endpoint_id: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     version: int = 0
     closed: bool = False
@@ -114,6 +125,10 @@ class PushHub:
         self.refused = Counter(
             "fleetward_push_refused", "Push channels refused at the bound", registry=registry
         )
+        self.revoked = Counter(
+            "fleetward_push_revoked", "Push channels ended because their token was revoked",
+            registry=registry,
+        )  # fmt: skip
         self.delay = Histogram(
             "fleetward_push_delivery_seconds",
             "From a policy change reaching this process to its notice written on a channel",
@@ -126,12 +141,14 @@ class PushHub:
         """How many channels are open."""
         return self._open
 
-    def open(self, org_id: str, version: int) -> _Channel | None:
-        """Register a channel for `org_id`, or None at the bound."""
+    def open(
+        self, org_id: str, version: int, token_hash: str = "", endpoint_id: str | None = None
+    ) -> _Channel | None:
+        """Register a channel for `org_id` (held by `token_hash`), or None at the bound."""
         if self._open >= self.config.max_channels:
             self.refused.inc()
             return None
-        channel = _Channel(org_id, version=version)
+        channel = _Channel(org_id, token_hash, endpoint_id, version=version)
         self._by_org.setdefault(org_id, set()).add(channel)
         self._open += 1
         self.gauge.set(self._open)
@@ -164,6 +181,27 @@ class PushHub:
                     n += 1
         return n
 
+    def end_where(self, holds: Callable[[_Channel], bool]) -> int:
+        """End every open channel for which `holds(channel)`; returns how many."""
+        ended = [c for group in self._by_org.values() for c in group if holds(c) and not c.closed]
+        for channel in ended:
+            channel.closed = True
+            channel.wake.set()
+        self.revoked.inc(len(ended))
+        return len(ended)
+
+    def on_revoke(self, token_hashes: frozenset[str]) -> None:
+        """`PolicyFeed.on_revoke`: end the channels of tokens revoked (by any replica)."""
+        self.end_where(lambda c: c.token_hash in token_hashes)
+
+    def revoke_token(self, token_id: str) -> int:
+        """End the channels of the token with public id `token_id` (revoked here)."""
+        return self.end_where(lambda c: token_id_of(c.token_hash) == token_id)
+
+    def revoke_endpoint(self, endpoint_id: str) -> int:
+        """End the channels of `endpoint_id` (its tokens were revoked here)."""
+        return self.end_where(lambda c: c.endpoint_id == endpoint_id)
+
     def on_policy(self, old: PolicyRecord | None, new: PolicyRecord) -> None:
         """`PolicyFeed.on_change`: notify the orgs whose policy the change touched."""
         self.notify(orgs_touched(old.document if old else None, new.document), new.version)
@@ -176,15 +214,16 @@ def _event(version: int) -> bytes:
 class PushRoute:
     """`GET /v1/push`: the server-sent-events channel (a raw ASGI app; see the module doc).
 
-    `authenticate(request)` returns the endpoint's org id or raises `AuthError` /
-    `ForbiddenError`; `render_error` turns those into the app's error response.
+    `authenticate(request)` returns who holds the channel (`Holder`: org id, token hash,
+    endpoint id) or raises `AuthError` / `ForbiddenError`; `render_error` turns those into
+    the app's error response.
     """
 
     def __init__(
         self,
         hub: PushHub,
         feed: PolicyFeed,
-        authenticate: Callable[[Request], str],
+        authenticate: Callable[[Request], Holder],
         render_error: Callable[[Request, BackendError], Any],
     ) -> None:
         self.hub, self.feed = hub, feed
@@ -194,14 +233,14 @@ class PushRoute:
         """Authenticate, register within the bound, then stream notices until disconnect."""
         request = Request(scope, receive)
         try:
-            org_id = self.authenticate(request)
+            org_id, token_hash, endpoint_id = self.authenticate(request)
         except BackendError as exc:
             response = await self.render_error(request, exc)
             await response(scope, receive, send)
             return
         current = self.feed.latest()
         version = current.version if current else 0
-        channel = self.hub.open(org_id, version)
+        channel = self.hub.open(org_id, version, token_hash, endpoint_id)
         if channel is None:
             retry = str(self.hub.config.retry_after_s)
             body = b'{"error":"ChannelLimitError","detail":"too many push channels open"}'

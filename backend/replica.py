@@ -16,6 +16,14 @@ fast: the kill switch is a policy change. `PolicyFeed` holds this process's curr
 A newer version is read back through the store's public `policy_as_of` and handed to
 `on_change(old, new)` on the event loop (the push hub turns it into notices). Changes made
 in this process are offered directly (`offer`), so they do not wait for the next poll.
+
+Revocations ride the same feed. Each process caches the principals of tokens it accepted,
+so a token revoked through replica A stayed valid on replica B. A revoke now appends the
+token hashes to `token_revocations` (seq order = commit order) in its own transaction; the
+feed reads rows past the last seq it saw (PostgreSQL: a trigger NOTIFYs `<schema>:revoked`;
+SQLite: the same `data_version` poll), drops them from the store's cache
+(`forget_tokens`) and hands them to `on_revoke` (the push hub closes their channels). On
+its first read the feed drops the whole cache, so nothing cached before it ran survives.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import contextlib
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from backend.store import PolicyRecord
@@ -46,6 +54,14 @@ END $$;
 DROP TRIGGER IF EXISTS fleetward_policy_notify ON policy_history;
 CREATE TRIGGER fleetward_policy_notify AFTER INSERT ON policy_history
     FOR EACH ROW EXECUTE FUNCTION fleetward_policy_notify();
+CREATE OR REPLACE FUNCTION fleetward_revoke_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{_CHANNEL}', TG_TABLE_SCHEMA || ':revoked');
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS fleetward_revoke_notify ON token_revocations;
+CREATE TRIGGER fleetward_revoke_notify AFTER INSERT ON token_revocations
+    FOR EACH STATEMENT EXECUTE FUNCTION fleetward_revoke_notify();
 """
 
 
@@ -58,8 +74,12 @@ class PolicySource(Protocol):
     def policy_as_of(self, when: dt.datetime) -> PolicyRecord | None:
         """The latest policy at or before `when` (read from the database)."""
 
+    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
+        """Drop cached principals of `token_hashes` (None: all)."""
+
 
 OnChange = Callable[[PolicyRecord | None, PolicyRecord], None]
+OnRevoke = Callable[[frozenset[str]], None]
 
 
 class PolicyFeed:
@@ -74,13 +94,16 @@ class PolicyFeed:
         store: PolicySource,
         *,
         on_change: OnChange | None = None,
+        on_revoke: OnRevoke | None = None,
         poll_s: float = 0.2,
         fallback_poll_s: float = 1.0,
     ) -> None:
         if not 0 < poll_s <= 5 or not 0 < fallback_poll_s <= 60:
             raise ValueError("poll_s must be in (0, 5] and fallback_poll_s in (0, 60]")
         self.store = store
-        self.on_change = on_change
+        self.on_change, self.on_revoke = on_change, on_revoke
+        self.revoked_seq: int | None = None  # the last revocation seen; None: none read yet
+        self.revocations_seen = 0
         self.poll_s, self.fallback_poll_s = poll_s, fallback_poll_s
         self.current: PolicyRecord | None = store.current_policy()
         self.running = False
@@ -116,6 +139,28 @@ class PolicyFeed:
         if self.on_change is not None:
             self.on_change(old, record)
 
+    def _revocations(self, rows: list[tuple[int, str]]) -> frozenset[str] | None:
+        """Fold rows of `token_revocations` (seq, hash) read past `revoked_seq`.
+
+        Returns the hashes to forget; None on the first read (forget every cached principal).
+        """
+        first = self.revoked_seq is None
+        if rows:
+            self.revoked_seq = max(self.revoked_seq or 0, max(seq for seq, _h in rows))
+        elif first:
+            self.revoked_seq = 0
+        return None if first else frozenset(h for _seq, h in rows)
+
+    def _forget(self, hashes: frozenset[str] | None) -> None:
+        """Drop revoked tokens from the store's cache and close their channels (on the loop)."""
+        if hashes is not None and not hashes:
+            return
+        self.store.forget_tokens(hashes)
+        if hashes is not None:
+            self.revocations_seen += len(hashes)
+            if self.on_revoke is not None:
+                self.on_revoke(hashes)
+
     async def _catch_up(self, version: int) -> None:
         if self.current is not None and version <= self.current.version:
             return
@@ -150,17 +195,23 @@ class PolicyFeed:
         )
         seen = [-1]
 
-        def newest() -> int | None:  # in a worker thread: a busy file never stalls the loop
+        def newest() -> tuple[int, list[tuple[int, str]]] | None:  # in a worker thread
             data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
             if data_version == seen[0]:
                 return None
             seen[0] = data_version
-            return int(conn.execute(_MAX_SQL).fetchone()[0])
+            if self.revoked_seq is None:  # first read: start at the end, forget everything
+                rows = [(int(conn.execute(_LAST_REVOKED_SQL).fetchone()[0]), "")]
+            else:
+                rows = conn.execute(_REVOKED_SQL, (self.revoked_seq,)).fetchall()
+            return int(conn.execute(_MAX_SQL).fetchone()[0]), rows
 
         try:
             while not stop.is_set():
-                version = await asyncio.to_thread(newest)
-                if version is not None:
+                found = await asyncio.to_thread(newest)
+                if found is not None:
+                    version, rows = found
+                    self._forget(self._revocations(rows))
                     await self._catch_up(version)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
@@ -180,23 +231,38 @@ class PolicyFeed:
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_TRIGGER_LOCK,))
                 await conn.execute(_TRIGGER_SQL.encode())
             await conn.execute(f"LISTEN {_CHANNEL}")
+            await self._pg_revocations(conn)
             await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
             while not stop.is_set():
-                newest = 0
+                newest, revoked = 0, False
                 gen = conn.notifies(timeout=self.fallback_poll_s, stop_after=1)
                 async for note in gen:
                     where, _, version = note.payload.rpartition(":")
                     if where == schema and version.isdigit():
                         newest = max(newest, int(version))
+                    revoked |= where == schema and version == "revoked"
                 if newest:
                     await self._catch_up(newest)
-                else:  # quiet, or a lost notification: look anyway
+                if not newest and not revoked:  # quiet, or a lost notification: look anyway
                     await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
+                    await self._pg_revocations(conn)
+                elif revoked:
+                    await self._pg_revocations(conn)
         finally:
             await conn.close()
 
+    async def _pg_revocations(self, conn: Any) -> None:
+        if self.revoked_seq is None:
+            rows = [(int(await _scalar(conn, _LAST_REVOKED_SQL)), "")]
+        else:
+            cur = await conn.execute(_REVOKED_SQL.replace("?", "%s"), (self.revoked_seq,))
+            rows = [(int(seq), str(h)) for seq, h in await cur.fetchall()]
+        self._forget(self._revocations(rows))
+
 
 _MAX_SQL = "SELECT coalesce(max(version), 0) FROM policy_history"
+_LAST_REVOKED_SQL = "SELECT coalesce(max(seq), 0) FROM token_revocations"
+_REVOKED_SQL = "SELECT seq, token_hash FROM token_revocations WHERE seq > ? ORDER BY seq"
 
 
 async def _scalar(conn: Any, query: str) -> Any:

@@ -103,6 +103,10 @@ class AggregateStore(Protocol):
         """Revoke an endpoint's tokens (its next request gets 401)."""
         ...
 
+    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
+        """Drop cached principals of `token_hashes` (None: all): revoked by another process."""
+        ...
+
     # --- the one ingest transaction -------------------------------------------------------
 
     def ingest(

@@ -72,6 +72,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStore"]
 
+_REVOKE_LOCK = 0x66_77_72_65_76_6B  # "fwrevk": serialises revocations (see `_revoke`)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
     id BIGSERIAL PRIMARY KEY, org_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
@@ -87,6 +89,8 @@ ALTER TABLE tokens ADD COLUMN IF NOT EXISTS revoked_at TIMESTAMPTZ;
 UPDATE tokens SET token_id = 'tok_' || substr(token_hash, 1, 16) WHERE token_id IS NULL;
 CREATE INDEX IF NOT EXISTS tokens_id ON tokens(token_id);
 CREATE INDEX IF NOT EXISTS tokens_org ON tokens(org, kind);
+CREATE TABLE IF NOT EXISTS token_revocations (
+    seq BIGSERIAL PRIMARY KEY, token_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint_id TEXT PRIMARY KEY, org BIGINT NOT NULL REFERENCES orgs(id),
     enrolled_at TIMESTAMPTZ NOT NULL, last_seen_ms BIGINT,
@@ -463,12 +467,27 @@ class PostgresStore:
             "RETURNING token_hash"
         ).format(sql.Identifier(column))
         with self._lock, self._conn.transaction():
+            # one revoker at a time, so the log's seq order is its commit order: a replica
+            # reading `seq > last` never skips a row that commits late (backend.replica)
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REVOKE_LOCK,))
             hashes = [r[0] for r in self._conn.execute(query, (_utc(now), value))]
+            with self._conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO token_revocations (token_hash) VALUES (%s)",
+                    [(h,) for h in hashes],
+                )
         if not hashes:
             raise NotFoundError(missing)
-        for h in hashes:
-            self._principals.pop(h, None)
+        self.forget_tokens(hashes)
         return len(hashes)
+
+    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
+        """Drop cached principals of `token_hashes` (None: all), e.g. revoked by another process."""
+        if token_hashes is None:
+            self._principals.clear()
+            return
+        for h in token_hashes:
+            self._principals.pop(h, None)
 
     # --- telemetry -----------------------------------------------------------------------
 

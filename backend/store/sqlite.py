@@ -92,6 +92,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
     id INTEGER PRIMARY KEY, org_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS token_revocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, token_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, org INTEGER REFERENCES orgs(id),
     endpoint_id TEXT, created_at TEXT NOT NULL);
@@ -577,9 +579,21 @@ class Store:
                 "UPDATE tokens SET revoked_at = ? WHERE token_hash = ?",
                 [(_iso(now), h) for h in hashes],
             )
-        for h in hashes:
-            self._principals.pop(h, None)
+            # the log other replicas' feeds read (backend.replica): writes are serialised,
+            # so seq order is commit order
+            conn.executemany(
+                "INSERT INTO token_revocations (token_hash) VALUES (?)", [(h,) for h in hashes]
+            )
+        self.forget_tokens(hashes)
         return len(hashes)
+
+    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
+        """Drop cached principals of `token_hashes` (None: all), e.g. revoked by another process."""
+        if token_hashes is None:
+            self._principals.clear()
+            return
+        for h in token_hashes:
+            self._principals.pop(h, None)
 
     # --- telemetry -----------------------------------------------------------------------
 

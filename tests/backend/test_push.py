@@ -81,6 +81,7 @@ class Listener:
     def __init__(self, url: str, token: str) -> None:
         self.versions: queue.Queue[int] = queue.Queue()
         self.status: queue.Queue[int] = queue.Queue()
+        self.ended = threading.Event()  # the server ended the stream (or it broke)
         self.client = httpx.Client(timeout=httpx.Timeout(20.0, read=30.0))
         self.url, self.headers = push_request(url, token)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -95,9 +96,38 @@ class Listener:
                     self.versions.put(v)
         except (httpx.HTTPError, RuntimeError):
             pass
+        finally:
+            self.ended.set()
 
     def close(self) -> None:
         self.client.close()
+
+
+def test_revoking_a_token_ends_its_open_channel_and_refuses_a_reconnect(server: Server) -> None:
+    with httpx.Client(timeout=10) as client:
+        org_id, token = server.org_endpoint(client, "revoked")
+        _other_org, other_token = server.org_endpoint(client, "kept")
+        held, kept = Listener(server.url, token), Listener(server.url, other_token)
+        try:
+            held.versions.get(timeout=20)
+            kept.versions.get(timeout=20)
+            listed = client.get(
+                f"{server.url}/v1/admin/orgs/{org_id}/tokens", headers=server.admin
+            ).json()
+            (endpoint_token,) = [t for t in listed if t["kind"] == "endpoint"]
+            r = client.delete(
+                f"{server.url}/v1/admin/tokens/{endpoint_token['token_id']}", headers=server.admin
+            )
+            assert r.status_code == 200, r.text
+            assert held.ended.wait(timeout=20), "the revoked token's channel stayed open"
+            assert not kept.ended.is_set()  # another endpoint's channel is untouched
+            url, headers = push_request(server.url, token)
+            assert client.get(url, headers=headers).status_code == 401
+            metrics = client.get(f"{server.url}/metrics").text
+            assert "fleetward_push_revoked_total 1.0" in metrics
+        finally:
+            held.close()
+            kept.close()
 
 
 def test_a_change_to_one_org_notifies_that_org_and_never_another(server: Server) -> None:

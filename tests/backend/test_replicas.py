@@ -4,13 +4,16 @@ Real processes on loopback: on one SQLite file (WAL) and on one PostgreSQL datab
 `FLEETWARD_TEST_PG_URL`, from `.ci/postgres.sh`; skipped cleanly when unset outside CI). A
 change made through replica A must reach an agent's push channel held on replica B, and B's
 check-in must answer from it; a change made through B afterwards must not be refused as a
-conflict because B had not written the previous one itself.
+conflict because B had not written the previous one itself. A token revoked through A must
+be refused by B (which had cached it) within `REVOKE_BOUND_S`, and B's open channel for it
+must end.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from tests.backend.conftest import NOW, ServerProcess, free_port
 from tests.backend.test_push import Listener
 
 PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
+# The design latency is the feed's SQLite poll (0.2 s) or one NOTIFY; the bound is one
+# second, plus a margin for a shared, loaded 2-core machine (each poll is one HTTP request).
+REVOKE_BOUND_S = 2.0
 
 
 def _prepare(target: str, tmp_path: Path, repo_dir: Path) -> tuple[str, str, str]:
@@ -76,6 +82,43 @@ def _exercise(a: ServerProcess, b: ServerProcess, admin_token: str, enroll: str)
             listener.close()
 
 
+def _revoke_across(a: ServerProcess, b: ServerProcess, admin_token: str, enroll: str) -> None:
+    admin = {"authorization": f"Bearer {admin_token}"}
+    with httpx.Client(timeout=20) as client:
+        tokens = []
+        for _ in range(2):
+            r = client.post(a.url + "/v1/enroll", headers={"authorization": f"Bearer {enroll}"})
+            assert r.status_code == 201, r.text
+            tokens.append((r.json()["endpoint_id"], r.json()["token"]))
+        (gone_id, gone), (_kept_id, kept) = tokens
+        for _eid, token in tokens:  # B accepts both, so it holds both in its principal cache
+            bearer = {"authorization": f"Bearer {token}"}
+            assert client.get(b.url + "/v1/checkin", headers=bearer).status_code == 200
+        held, other = Listener(b.url, gone), Listener(b.url, kept)
+        try:
+            held.versions.get(timeout=20)
+            other.versions.get(timeout=20)
+            r = client.delete(a.url + f"/v1/admin/endpoints/{gone_id}/tokens", headers=admin)
+            assert r.status_code == 200, r.text
+            revoked_at = time.monotonic()
+            statuses = []
+            while time.monotonic() - revoked_at < REVOKE_BOUND_S:
+                r = client.get(b.url + "/v1/checkin", headers={"authorization": f"Bearer {gone}"})
+                statuses.append(r.status_code)
+                if r.status_code == 401:
+                    break
+            took = time.monotonic() - revoked_at
+            assert statuses[-1] == 401, f"B still accepts the revoked token: {statuses[-5:]}"
+            print(f"revocation reached replica B after {took:.3f} s ({len(statuses)} polls)")
+            assert held.ended.wait(timeout=REVOKE_BOUND_S), "B's channel for it stayed open"
+            assert not other.ended.is_set()
+            bearer = {"authorization": f"Bearer {kept}"}
+            assert client.get(b.url + "/v1/checkin", headers=bearer).status_code == 200
+        finally:
+            held.close()
+            other.close()
+
+
 @pytest.mark.slow
 def test_sqlite_replicas_see_each_others_policy_changes_and_push_across(
     tmp_path: Path, repo_dir: Path
@@ -85,6 +128,17 @@ def test_sqlite_replicas_see_each_others_policy_changes_and_push_across(
     admin_token, _org, enroll = _prepare(db, tmp_path, repo_dir)
     for a, b in _replicas(db, repo_dir):
         _exercise(a, b, admin_token, enroll)
+
+
+@pytest.mark.slow
+def test_sqlite_token_revoked_through_one_replica_is_refused_by_the_other_within_the_bound(
+    tmp_path: Path, repo_dir: Path
+) -> None:
+    db = str(tmp_path / "shared.db")
+    Store(db).close()
+    admin_token, _org, enroll = _prepare(db, tmp_path, repo_dir)
+    for a, b in _replicas(db, repo_dir):
+        _revoke_across(a, b, admin_token, enroll)
 
 
 @pytest.fixture
@@ -113,3 +167,12 @@ def test_postgres_replicas_see_each_others_policy_changes_and_push_across(
     admin_token, _org, enroll = _prepare(pg_database, tmp_path, repo_dir)
     for a, b in _replicas(pg_database, repo_dir):
         _exercise(a, b, admin_token, enroll)
+
+
+@pytest.mark.slow
+def test_postgres_token_revoked_through_one_replica_is_refused_by_the_other_within_the_bound(
+    pg_database: str, tmp_path: Path, repo_dir: Path
+) -> None:
+    admin_token, _org, enroll = _prepare(pg_database, tmp_path, repo_dir)
+    for a, b in _replicas(pg_database, repo_dir):
+        _revoke_across(a, b, admin_token, enroll)
