@@ -132,8 +132,13 @@ def _block_histograms(
         last = min(first + per_chunk, n_blocks)
         piece = arr[first * _BLOCK : last * _BLOCK]
         full = piece.size // _BLOCK
-        idx = piece[: full * _BLOCK].reshape(full, _BLOCK).astype(np.intp)
-        idx += (np.arange(full, dtype=np.intp) * 256)[:, None]
+        idx = np.empty((full, _BLOCK), dtype=np.intp)  # block * 256 + byte, in one pass
+        np.add(
+            piece[: full * _BLOCK].reshape(full, _BLOCK),
+            (np.arange(full, dtype=np.intp) * 256)[:, None],
+            out=idx,
+            casting="unsafe",
+        )
         counts = np.bincount(idx.ravel(), minlength=full * 256).reshape(full, 16, 16)
         nibble_hist[first : first + full] = counts.sum(axis=2)
         byte_counts += counts.reshape(full, 256).sum(axis=0)
@@ -200,12 +205,95 @@ def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
     acc.total_len += int(lengths.sum())
     acc.max_len = max(acc.max_len, int(lengths.max()))
     acc.long_count += int((lengths >= 100).sum())
-    counts = count_bytes(chars)
+    counts = _pair_byte_counts(chars) if chars.size >= _PAIR_SLICE else count_bytes(chars)
     acc.char_counts = counts if acc.char_counts is None else acc.char_counts + counts
     # Strings joined by newlines, lower-cased: markers cannot span two strings.
-    joined = np.insert(chars, np.cumsum(lengths)[:-1], np.uint8(10)).tobytes().lower()
-    found = np.asarray([sum(joined.count(nd) for nd in needles) for needles in _MARKERS.values()])
+    joined = np.insert(chars, np.cumsum(lengths)[:-1], np.uint8(10))
+    del chars
+    upper = joined - np.uint8(0x41)  # 'A'..'Z' -> 0..25, everything else wraps above
+    upper = np.less(upper, 26, out=upper.view(bool)).view(np.uint8)
+    upper <<= 5
+    joined |= upper  # what `bytes.lower` does: ASCII only, +0x20 on 'A'..'Z'
+    del upper
+    found = _count_markers(joined)
     acc.markers = found if acc.markers is None else acc.markers + found
+
+
+def _pair_byte_counts(arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Occurrences of each byte value, counted two bytes at a time (half the bincount work).
+
+    Byte pairs read as uint16 are counted in slices (bounded temporaries, as in `count_bytes`);
+    a byte value's count is its row sum plus its column sum in the 256 x 256 pair table.
+    """
+    n = arr.size // 2 * 2
+    pairs = arr[:n].view(np.uint16)
+    table = np.zeros(1 << 16, dtype=np.int64)
+    for start in range(0, pairs.size, _PAIR_SLICE):
+        table += np.bincount(pairs[start : start + _PAIR_SLICE], minlength=1 << 16)
+    square = table.reshape(256, 256)
+    out: npt.NDArray[np.int64] = square.sum(axis=0) + square.sum(axis=1)
+    if n < arr.size:
+        out[arr[-1]] += 1
+    return out
+
+
+_PAIR_SLICE: Final = 128 * 1024
+
+
+def _needle_table() -> list[tuple[int, int, npt.NDArray[np.uint8], bool]]:
+    """(marker group, first-bigram code, needle bytes, can overlap itself) per needle."""
+    table = []
+    for group, needles in enumerate(_MARKERS.values()):
+        for nd in needles:
+            border = any(nd[:k] == nd[-k:] for k in range(1, len(nd)))
+            table.append((group, nd[0] << 8 | nd[1], np.frombuffer(nd, dtype=np.uint8), border))
+    return table
+
+
+_NEEDLES: Final = _needle_table()
+_FIRST_BIGRAM = np.zeros(1 << 16, dtype=bool)
+_FIRST_BIGRAM[[code for _, code, _, _ in _NEEDLES]] = True
+
+
+def _count_markers(text: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Per marker group, the sum over its needles of `bytes.count` in `text` (equal counts).
+
+    One pass finds every position where some needle's first two bytes start (a table lookup
+    on the byte pairs); each needle is then checked only there, a byte at a time over the
+    candidates. `bytes.count` counts non-overlapping matches from the left: the same greedy
+    count is taken for the needles that can overlap themselves (`/usr/` in `/usr/usr/`).
+    """
+    found = np.zeros(len(_MARKERS), dtype=np.int64)
+    n = text.size
+    if n < 2:
+        return found
+    pairs = text[:-1].astype(np.uint16)
+    pairs <<= 8
+    pairs |= text[1:]
+    cand = np.flatnonzero(np.take(_FIRST_BIGRAM, pairs))
+    if cand.size == 0:
+        return found
+    codes = pairs[cand]
+    del pairs
+    order = np.argsort(codes, kind="stable")  # by needle start, positions ascending within
+    codes, cand = codes[order], cand[order]
+    for group, code, needle, border in _NEEDLES:
+        lo, hi = np.searchsorted(codes, [code, code + 1])
+        pos = cand[lo:hi]
+        size = needle.size
+        pos = pos[pos <= n - size]
+        for k in range(2, size):
+            if pos.size == 0:
+                break
+            pos = pos[text[pos + k] == needle[k]]
+        count = int(pos.size)
+        if border and count > 1 and bool((np.diff(pos) < size).any()):
+            count, end = 0, -1
+            for p in pos.tolist():
+                if p >= end:
+                    count, end = count + 1, p + size
+        found[group] += count
+    return found
 
 
 def _string_features(arr: npt.NDArray[np.uint8]) -> list[float]:
