@@ -8,9 +8,10 @@ org's in-house tools, now and then malware); each encounter is decided with
 apply a policy change at once) and sent through `backend.ingest.aggregate` + `Store.ingest`.
 
 Timeline (days from START): v1 active for `PRE_DAYS` days, with a policy history that matters
-(an allowlist entry that expires, an org in detect_only for two days, a blocklist entry), shadow
-v2 on every endpoint during the last `SHADOW_DAYS` of them; at ROLLOUT every endpoint moves to v2
-for `POST_DAYS` days, and era-2 malware not seen before shows up.
+(an allowlist entry that expires, an org in detect_only for two days, a blocklist entry, an
+org with a detect threshold below block), shadow v2 on every endpoint during the last
+`SHADOW_DAYS` of them; at ROLLOUT every endpoint moves to v2 for `POST_DAYS` days, and era-2
+malware not seen before shows up.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class History:
     malicious: set[str] = field(default_factory=set)
     allow_sha: str = ""
     block_sha: str = ""
+    detect_override: float = 0.0
     events: list[TelemetryEvent] = field(default_factory=list)
 
 
@@ -100,16 +102,38 @@ def build_history(root: Path, corpus: Corpus, bundles: dict[int, Path], seed: in
 
     # policy history (admin functions, no-op publisher)
     admin.set_mode(store, _nop, Mode.ENFORCE, org_id=None, now=START)
+    # a per-org detect threshold below block for org 2 (the default bundles calibrate detect
+    # at block, so their `detect` band is empty): placed at the 80th percentile of v1 and v2
+    # scores below block on what org 2 runs, so the history records `score_detect` verdicts
+    pool = benign + inhouse[2]
+    below = [
+        float(m.scorer.score(h.vectors[s]))
+        for m in models.values()
+        for s in pool
+        if float(m.scorer.score(h.vectors[s])) < m.manifest.thresholds.block
+    ]
+    # midway between two distinct scores, so that no sample sits on the threshold
+    below = sorted(set(below))
+    i = int(0.8 * len(below))
+    h.detect_override = (below[i - 1] + below[i]) / 2
+    admin._apply(
+        store, _nop, orgs[2], START, "operator", "set detect threshold",
+        lambda p: p.model_copy(
+            update={"thresholds": p.thresholds.model_copy(update={"detect": h.detect_override})}
+        ),
+    )  # fmt: skip
     admin.add_list_entry(
         store, _nop, "allowlist", h.allow_sha, org_id=None, now=START + dt.timedelta(days=1),
         reason="vendor confirmed", expires_at=START + dt.timedelta(days=3, hours=12),
     )  # fmt: skip
-    admin.set_mode(store, _nop, Mode.DETECT_ONLY, org_id=orgs[3], now=START + dt.timedelta(days=2))
-    admin.set_mode(store, _nop, Mode.ENFORCE, org_id=orgs[3], now=START + dt.timedelta(days=4))
+    # changes in time order: a version issued earlier than the one before it would win over it
+    # (the newest version in force at an instant is the highest one dated at or before it)
     admin.add_list_entry(
         store, _nop, "blocklist", h.block_sha, org_id=orgs[1], now=START + dt.timedelta(days=2),
         reason="test",
     )  # fmt: skip
+    admin.set_mode(store, _nop, Mode.DETECT_ONLY, org_id=orgs[3], now=START + dt.timedelta(days=2))
+    admin.set_mode(store, _nop, Mode.ENFORCE, org_id=orgs[3], now=START + dt.timedelta(days=4))
     admin.assign_model(
         store, _nop, 1, shadow_model_version=2, org_id=None,
         now=ROLLOUT - dt.timedelta(days=SHADOW_DAYS),
