@@ -75,6 +75,46 @@ def _path_param(name: str) -> dict[str, Any]:
 _TIME = {"type": "string", "format": "date-time", "nullable": True}
 
 
+def _push_paths() -> dict[str, Any]:
+    """`GET /v1/push`: the server-sent-events notice channel (`backend.push`)."""
+    stream = (
+        'Server-sent events: `event: policy` with `data: {"policy_version": N}` at once and '
+        "on each change to the token's org's policy, `: ping` comments between; the stream "
+        "ends cleanly after the server's channel lifetime (the agent reconnects with jitter) "
+        "or when the token is revoked."
+    )
+    event = {  # OpenAPI 3.0: the schema of a text/event-stream describes each event
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["policy"]},
+            "data": {"type": "string", "pattern": '^\\{"policy_version": [0-9]+\\}$'},
+        },
+    }
+    refused = {
+        "description": "too many channels open; retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    return {
+        "/v1/push": {
+            "get": {
+                "operationId": "push",
+                "security": [{"bearer": []}],
+                "description": "Hold a notice channel for the endpoint token's org.",
+                "responses": {
+                    "200": {
+                        "description": stream,
+                        "content": {"text/event-stream": {"schema": event}},
+                    },
+                    "503": refused,
+                    **_errors(401, 403),
+                },
+            }
+        }
+    }
+
+
 def _token_paths() -> dict[str, Any]:
     """The token lifecycle: enroll tokens with expiry, use limit, rotation; revocation."""
     info = {
@@ -190,6 +230,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": _rollout_paths()
         | _token_paths()
+        | _push_paths()
         | {
             "/healthz": {
                 "get": {

@@ -16,8 +16,11 @@ Guarantees:
   with `Retry-After` (seconds, jittered by the agent). The count is the gauge
   `fleetward_push_channels` on `/metrics`, with notices sent and channels refused.
 - A comment line every `heartbeat_s` keeps idle proxies from closing the channel and lets
-  both sides notice a dead peer. On connect the current version is sent at once, so an agent
-  that missed a notice while reconnecting checks in.
+  both sides notice a dead peer. A channel ends cleanly after `lifetime_s` (1 h): the agent
+  reconnects with jitter, so after a scale-out the channels spread over the new replicas,
+  and a probe (or a test client) with a short lifetime reads a complete response. On
+  connect the current version is sent at once, so an agent that missed a notice while
+  reconnecting checks in.
 
 - Revocation: a channel ends when its token is revoked, through this process (at once) or
   through another replica (when the feed reads the revocation log: within its poll or
@@ -66,17 +69,21 @@ class PushConfig:
         max_channels: open channels at most (20,000; each holds one socket and one task).
         heartbeat_s: seconds between keep-alive comments on an idle channel (25 s).
         retry_after_s: the `Retry-After` a refused agent is told (30 s).
+        lifetime_s: seconds after which a channel ends cleanly and the agent reconnects (1 h).
     """
 
     max_channels: int = 20_000
     heartbeat_s: float = 25.0
     retry_after_s: int = 30
+    lifetime_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_channels <= 1_000_000:
             raise ValueError("max_channels must be 1..1000000")
         if not 0 < self.heartbeat_s <= 3600 or not 1 <= self.retry_after_s <= 3600:
             raise ValueError("heartbeat_s must be in (0, 3600] and retry_after_s 1..3600")
+        if not 0 < self.lifetime_s <= 86_400:
+            raise ValueError("lifetime_s must be in (0, 86400]")
 
 
 def orgs_touched(
@@ -274,12 +281,19 @@ class PushRoute:
         sent = channel.version
         await send({"type": "http.response.body", "body": _event(sent), "more_body": True})
         heartbeat = self.hub.config.heartbeat_s
+        ends_s = monotonic_s() + self.hub.config.lifetime_s
         while not channel.closed:
+            left = ends_s - monotonic_s()
+            if left <= 0:
+                break
             try:
-                async with asyncio.timeout(heartbeat):
+                async with asyncio.timeout(min(heartbeat, left)):
                     await channel.wake.wait()
             except TimeoutError:
-                await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                if heartbeat < left:
+                    await send(
+                        {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+                    )
                 continue
             channel.wake.clear()
             if channel.closed:

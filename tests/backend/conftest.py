@@ -22,6 +22,7 @@ from agent.decision import Reason, Verdict
 from agent.telemetry import TelemetryEvent
 from backend._clock import utc_now
 from backend.app import create_app
+from backend.push import PushConfig
 from backend.store import Store
 from model_store.repository import init_repository
 
@@ -64,8 +65,10 @@ def live_server(tmp_path: Path, repo_dir: Path) -> Iterator[LiveServer]:
     store = Store(tmp_path / "backend.db", synchronous="NORMAL")
     admin_token = store.create_admin_token(NOW)
     port = free_port()
+    # push channels end after half a second, so clients that read a whole response (the
+    # schemathesis and org-isolation tests) get one instead of an endless stream
     config = uvicorn.Config(
-        create_app(store, repo_dir),
+        create_app(store, repo_dir, push=PushConfig(lifetime_s=0.5)),
         host="127.0.0.1",
         port=port,
         log_level="warning",

@@ -170,6 +170,7 @@ def test_openapi_document_lists_every_route(live_server: LiveServer) -> None:
         "/v1/enroll",
         "/v1/checkin",
         "/v1/telemetry",
+        "/v1/push",
         "/v1/admin/orgs",
         "/v1/admin/mode",
         "/v1/admin/model",

@@ -13,6 +13,7 @@ from agent._clock import utc_now
 from agent._internal.install import StateDir
 from agent.errors import RepositoryUnreachableError
 from agent.policy import policy_target
+from agent.push import parse_events
 from agent.telemetry import Credentials, encode_batch, enroll
 from agent.updater import HTTPXFetcher, UpdateClient, load_installed_policy
 from tests.backend.conftest import LiveServer, make_event
@@ -228,6 +229,7 @@ _ORG_OPERATIONS = {
     ("POST", "/v1/enroll"),
     ("GET", "/v1/checkin"),
     ("POST", "/v1/telemetry"),
+    ("GET", "/v1/push"),
 }
 
 
@@ -302,3 +304,27 @@ def test_every_openapi_operation_with_every_org_token_stays_inside_its_org(two_o
     assert server.store.aggregates(org_id=b.org_id) == []
     assert server.store.authenticate(b.token).org_id == b.org_id
     assert server.store.org_ids() == [a.org_id, b.org_id]
+
+
+def test_push_channel_opens_for_an_endpoint_token_and_only_on_its_own_org(two_orgs) -> None:
+    server, enroll_tokens, a, b = two_orgs
+    with httpx.Client(timeout=10) as client:
+        for token in (enroll_tokens["a"], server.admin_token):
+            r = client.get(
+                f"{server.url}/v1/push",
+                params={"org_id": b.org_id},
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 403, r.text
+        assert client.get(f"{server.url}/v1/push").status_code == 401
+        # org a's endpoint asking for org b's channel gets its own (the token decides); the
+        # live server ends channels after half a second, so this is a whole response
+        r = client.get(
+            f"{server.url}/v1/push",
+            params={"org_id": b.org_id},
+            headers={"authorization": f"Bearer {a.token}"},
+        )
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream"
+        assert list(parse_events(r.text.splitlines())) == [0]
+        assert b.org_id not in r.text and b.endpoint_id not in r.text

@@ -221,3 +221,19 @@ def test_orgs_touched_is_none_for_a_fleet_wide_change_and_the_org_for_an_overrid
     assert orgs_touched(base, org) == frozenset({"o1"})
     assert orgs_touched(org, fleet) is None
     assert orgs_touched(org, org.model_copy(update={"version": 4})) == frozenset()
+
+
+def test_a_channel_ends_cleanly_after_its_lifetime_with_the_current_version(
+    tmp_path: Path, repo_dir: Path
+) -> None:
+    for server in _serve(tmp_path, repo_dir, PushConfig(heartbeat_s=0.1, lifetime_s=0.6)):
+        with httpx.Client(timeout=10) as client:
+            _org, token = server.org_endpoint(client, "short")
+            url, headers = push_request(server.url, token)
+            started = time.monotonic()
+            r = client.get(url, headers=headers)  # a whole response: the stream ends by itself
+            took = time.monotonic() - started
+        assert r.status_code == 200
+        assert list(parse_events(r.text.splitlines())) == [0]
+        assert r.text.count(": ping") >= 2  # heartbeats while it lasted
+        assert took >= 0.6
