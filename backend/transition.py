@@ -245,11 +245,15 @@ class _OrgRows:
     """Pairs grouped by org.
 
     `index[i]` is pair i's position in `org_days`; `order[starts[k]:starts[k+1]]` are org k's.
+    `samples[sample_index[i]]` is pair i's sample (each distinct sample once, for
+    `decide_batch`'s list lookups).
     """
 
     index: npt.NDArray[np.intp]
     order: npt.NDArray[np.intp]
     starts: npt.NDArray[np.intp]
+    samples: tuple[str, ...]
+    sample_index: npt.NDArray[np.intp]
 
     @classmethod
     def of(cls, pairs: _Pairs) -> _OrgRows:
@@ -260,7 +264,11 @@ class _OrgRows:
         order = np.argsort(idx, kind="stable")
         counts = np.bincount(idx, minlength=len(pairs.org_days))
         starts = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
-        return cls(idx, order.astype(np.intp), starts)
+        code: dict[str, int] = {}
+        sample_index = np.fromiter(
+            (code.setdefault(s, len(code)) for s in pairs.sha256s), np.intp, len(pairs.sha256s)
+        )
+        return cls(idx, order.astype(np.intp), starts, tuple(code), sample_index)
 
     def rows(self, orgs: Sequence[int]) -> npt.NDArray[np.intp]:
         """The pairs of the orgs at these positions."""
@@ -317,7 +325,7 @@ def _alerts(
     for ctx, orgs in groups.items():
         rows = by_org.rows(orgs)
         ok = rows[scored[rows]]
-        codes[ok] = decide_batch(ctx, pairs.sha256s, ok, scores[ok])
+        codes[ok] = decide_batch(ctx, by_org.samples, by_org.sample_index[ok], scores[ok])
         for i in rows[~scored[rows]].tolist():
             codes[i] = VERDICTS.index(decide(pairs.sha256s[i], None, ctx).verdict)
     return _ALERT_BY_CODE[codes], _BLOCK_BY_CODE[codes]
