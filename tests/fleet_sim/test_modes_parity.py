@@ -14,8 +14,10 @@ Check-ins are deterministic given the world and must agree exactly. The kill swi
 at the start of day 2) must, in both modes: find alerts to stop (org-0001 alerted before it),
 reach at least 95 % of org-0001's endpoints within an hour (the tracked policy version),
 leave org-0001 at most 5 % of its daily alerts before it on day 3, and leave the other orgs
-alerting (a per-org switch). `test_parity_test_rejects_a_shifted_mode` shows the statistic
-fails when one mode's counts are inflated by 30 %.
+alerting (a per-org switch). The calibrated default models alert on little but malware, so the
+world sets 1 % of scans to malware (`malware_share`): org-0001 then raises some 40 alerts a
+day before the switch, twice the 20 the check needs. `test_parity_test_rejects_a_shifted_mode`
+shows the statistic fails when one mode's counts are inflated by 30 %.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ WORLD = {
     "name": "parity",
     "seed": 21,
     "days": 4,
-    "world": {"orgs": 6, "endpoints": 300, "scans_per_hour": 3.0, "inhouse_share": 0.1},
+    "world": {
+        "orgs": 6,
+        "endpoints": 300,
+        "scans_per_hour": 3.0,
+        "inhouse_share": 0.1,
+        "malware_share": 0.01,
+    },
     "models": {
         "initial": 1,
         "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
