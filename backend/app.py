@@ -719,11 +719,13 @@ def serve(
     port: int = 8080,
     synchronous: str = "FULL",
     rollout_tick_s: float | None = 60.0,
+    push: PushConfig | None = None,
 ) -> None:
     """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`).
 
     `db` is a SQLite path or a `postgresql://` URL (`backend.store.open_store`).
     `rollout_tick_s`: how often the rollout controller decides on its own (None: never).
+    `push`: the push channels' bound and heartbeat (`backend.push.PushConfig`).
     """
     import uvicorn
 
@@ -736,7 +738,7 @@ def serve(
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     try:
         uvicorn.run(
-            create_app(store, repo_dir, rollout_tick_s=rollout_tick_s),
+            create_app(store, repo_dir, rollout_tick_s=rollout_tick_s, push=push),
             host=host,
             port=port,
             log_level="warning",

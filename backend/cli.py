@@ -20,9 +20,12 @@ from backend import admin
 from backend._clock import utc_now
 from backend.app import serve
 from backend.errors import BackendError
+from backend.push import PushConfig
 from backend.store import EnrollToken, PolicyRecord, Store
 
 __all__ = ["backend"]
+
+_PUSH_DEFAULTS = PushConfig()
 
 _DB = click.option(
     "--db",
@@ -81,16 +84,38 @@ def backend() -> None:
     show_default=True,
     help="Run the rollout controller's tick every N seconds (0: only on request).",
 )
+@click.option(
+    "--max-push-channels",
+    type=click.IntRange(1, 1_000_000),
+    default=_PUSH_DEFAULTS.max_channels,
+    show_default=True,
+    help="Open push channels (GET /v1/push) at most; past that, 503 with Retry-After.",
+)
+@click.option(
+    "--push-heartbeat-s",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=_PUSH_DEFAULTS.heartbeat_s,
+    show_default=True,
+    help="Seconds between keep-alives on an idle push channel (below your proxy's read timeout).",
+)
 def serve_cmd(
-    db: str, repo_dir: Path, host: str, port: int, synchronous: str, rollout_tick_s: float
+    db: str,
+    repo_dir: Path,
+    host: str,
+    port: int,
+    synchronous: str,
+    rollout_tick_s: float,
+    max_push_channels: int,
+    push_heartbeat_s: float,
 ) -> None:
     """Serve the API, the TUF repository (/tuf/) and /metrics; tick rollouts on an interval.
 
     Example: fleetward backend serve --db fleet.db --repo repo --port 8080
-    (or --db postgresql://fleetward@db.internal/fleetward)
+    (or --db postgresql://fleetward@db.internal/fleetward --max-push-channels 50000)
     """
+    push = PushConfig(max_channels=max_push_channels, heartbeat_s=push_heartbeat_s)
     serve(db, repo_dir, host=host, port=port, synchronous=synchronous,
-          rollout_tick_s=rollout_tick_s or None)  # fmt: skip
+          rollout_tick_s=rollout_tick_s or None, push=push)  # fmt: skip
 
 
 @backend.group("org")

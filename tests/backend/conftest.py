@@ -99,6 +99,7 @@ class ServerProcess:
     repo_dir: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()  # more `backend serve` options
 
     @property
     def url(self) -> str:
@@ -120,6 +121,7 @@ class ServerProcess:
                 str(self.port),
                 "--synchronous",
                 "NORMAL",
+                *self.extra,
             ],
             env=env,
             stdout=subprocess.DEVNULL,

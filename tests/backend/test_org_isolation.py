@@ -306,7 +306,9 @@ def test_every_openapi_operation_with_every_org_token_stays_inside_its_org(two_o
     assert server.store.org_ids() == [a.org_id, b.org_id]
 
 
-def test_push_channel_opens_for_an_endpoint_token_and_only_on_its_own_org(two_orgs) -> None:
+def test_push_channel_opens_for_an_endpoint_token_and_only_on_its_own_org(
+    two_orgs: tuple[LiveServer, dict[str, str], Credentials, Credentials],
+) -> None:
     server, enroll_tokens, a, b = two_orgs
     with httpx.Client(timeout=10) as client:
         for token in (enroll_tokens["a"], server.admin_token):

@@ -20,7 +20,7 @@ from agent.push import parse_events, push_request
 from backend.app import create_app
 from backend.push import PushConfig, orgs_touched
 from backend.store import Store
-from tests.backend.conftest import NOW, free_port
+from tests.backend.conftest import NOW, ServerProcess, free_port
 
 
 @dataclass
@@ -237,3 +237,30 @@ def test_a_channel_ends_cleanly_after_its_lifetime_with_the_current_version(
         assert list(parse_events(r.text.splitlines())) == [0]
         assert r.text.count(": ping") >= 2  # heartbeats while it lasted
         assert took >= 0.6
+
+
+@pytest.mark.slow
+def test_backend_serve_bounds_push_channels_and_heartbeats_as_its_options_say(
+    tmp_path: Path, repo_dir: Path
+) -> None:
+    db = tmp_path / "served.db"
+    store = Store(db, synchronous="NORMAL")
+    made = store.create_org("served", NOW)
+    token = store.enroll(made.org_id, NOW, enroll_token=made.enroll_token).token
+    store.close()
+    options = ("--max-push-channels", "1", "--push-heartbeat-s", "0.2")
+    proc = ServerProcess(db, repo_dir, free_port(), extra=options)
+    proc.start()
+    try:
+        url, headers = push_request(proc.url, token)
+        with httpx.Client(timeout=10) as client, client.stream("GET", url, headers=headers) as held:
+            assert held.status_code == 200
+            lines = held.iter_lines()
+            pings = 0
+            while pings < 2:  # the 25 s default would not send one within the read timeout
+                pings += next(lines) == ": ping"
+            second = client.get(url, headers=headers)  # past --max-push-channels 1
+            assert second.status_code == 503
+            assert second.headers["retry-after"].isdigit()
+    finally:
+        proc.stop()
