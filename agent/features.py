@@ -205,7 +205,7 @@ def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
     acc.total_len += int(lengths.sum())
     acc.max_len = max(acc.max_len, int(lengths.max()))
     acc.long_count += int((lengths >= 100).sum())
-    counts = _pair_byte_counts(chars) if chars.size >= _PAIR_SLICE else count_bytes(chars)
+    counts = _pair_byte_counts(chars) if chars.size >= _PAIR_MIN else count_bytes(chars)
     acc.char_counts = counts if acc.char_counts is None else acc.char_counts + counts
     # Strings joined by newlines, lower-cased: markers cannot span two strings.
     joined = np.insert(chars, np.cumsum(lengths)[:-1], np.uint8(10))
@@ -238,6 +238,7 @@ def _pair_byte_counts(arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
 
 
 _PAIR_SLICE: Final = 128 * 1024
+_PAIR_MIN: Final = 128 * 1024  # below this, the 64 Ki pair table costs more than it saves
 
 
 def _needle_table() -> list[tuple[int, int, npt.NDArray[np.uint8], bool]]:
@@ -251,6 +252,8 @@ def _needle_table() -> list[tuple[int, int, npt.NDArray[np.uint8], bool]]:
 
 
 _NEEDLES: Final = _needle_table()
+_NEEDLE_BOUNDS: Final = np.asarray([c + d for _, c, _, _ in _NEEDLES for d in (0, 1)])
+_SMALL_TEXT: Final = 32 * 1024
 _FIRST_BIGRAM = np.zeros(1 << 16, dtype=bool)
 _FIRST_BIGRAM[[code for _, code, _, _ in _NEEDLES]] = True
 
@@ -263,10 +266,11 @@ def _count_markers(text: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     candidates. `bytes.count` counts non-overlapping matches from the left: the same greedy
     count is taken for the needles that can overlap themselves (`/usr/` in `/usr/usr/`).
     """
-    found = np.zeros(len(_MARKERS), dtype=np.int64)
     n = text.size
-    if n < 2:
-        return found
+    if n < _SMALL_TEXT:  # below this, 39 passes of `bytes.count` cost less than the setup
+        raw = text.tobytes()
+        return np.asarray([sum(raw.count(nd) for nd in group) for group in _MARKERS.values()])
+    found = np.zeros(len(_MARKERS), dtype=np.int64)
     pairs = text[:-1].astype(np.uint16)
     pairs <<= 8
     pairs |= text[1:]
@@ -277,8 +281,10 @@ def _count_markers(text: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     del pairs
     order = np.argsort(codes, kind="stable")  # by needle start, positions ascending within
     codes, cand = codes[order], cand[order]
-    for group, code, needle, border in _NEEDLES:
-        lo, hi = np.searchsorted(codes, [code, code + 1])
+    bounds = np.searchsorted(codes, _NEEDLE_BOUNDS).tolist()
+    for (group, _, needle, border), lo, hi in zip(_NEEDLES, bounds[::2], bounds[1::2], strict=True):
+        if lo == hi:
+            continue
         pos = cand[lo:hi]
         size = needle.size
         pos = pos[pos <= n - size]

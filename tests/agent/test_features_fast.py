@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -31,9 +32,17 @@ PREFIXES = [
 
 
 def _same(data: bytes, total_size: int | None = None) -> bool:
-    new = features.extract_features(data, total_size=total_size)
     old = oracle.extract_features(data, total_size=total_size)
-    return new.dtype == old.dtype == np.float32 and np.array_equal(new, old)
+    # the default thresholds keep small inputs on the simple paths; zero sends every input
+    # through the vectorised ones too (pair counts in many slices, the pair-table search)
+    with (
+        patch.object(features, "_SMALL_TEXT", 0),
+        patch.object(features, "_PAIR_MIN", 0),
+        patch.object(features, "_PAIR_SLICE", 512),
+    ):
+        fast = features.extract_features(data, total_size=total_size)
+    new = features.extract_features(data, total_size=total_size)
+    return all(v.dtype == np.float32 and np.array_equal(v, old) for v in (new, fast))
 
 
 def _case(draw: st.DrawFn, text: bytes) -> bytes:
@@ -84,13 +93,16 @@ def test_elf_pe_script_and_text_shapes_give_bit_identical_vectors(data: bytes, r
 def test_marker_counts_equal_bytes_count(data: bytes) -> None:
     joined = data.replace(b"\n", b" ").lower()
     want = [sum(joined.count(nd) for nd in group) for group in features._MARKERS.values()]
-    got = features._count_markers(np.frombuffer(joined, dtype=np.uint8))
+    with patch.object(features, "_SMALL_TEXT", 0):
+        got = features._count_markers(np.frombuffer(joined, dtype=np.uint8))
     assert got.tolist() == want
 
 
 def test_a_planted_self_overlap_is_counted_as_bytes_count_does() -> None:
     text = np.frombuffer(b"/usr/usr/usr/ mzmz | sh| sh", dtype=np.uint8)
-    found = dict(zip(features._MARKERS, features._count_markers(text).tolist(), strict=True))
+    with patch.object(features, "_SMALL_TEXT", 0):
+        counts = features._count_markers(text).tolist()
+    found = dict(zip(features._MARKERS, counts, strict=True))
     assert found["paths"] == b"/usr/usr/usr/".count(b"/usr/") == 2
     assert found["mz"] == 2 and found["shell"] == 2
 
