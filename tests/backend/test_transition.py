@@ -141,9 +141,11 @@ def test_congruent_candidate_is_reported_beside_the_plain_one(history: History, 
     assert "congruent" in congruent.name
     assert plain.nfr is not None and congruent.nfr is not None
     assert congruent.recall is not None
-    assert (
-        congruent.fleet_predicted_new_fp_alerts_per_day
-        <= plain.fleet_predicted_new_fp_alerts_per_day
-    )
+    # what congruent training optimises (it up-weights what v1 decided right): the negative
+    # flip rate on the fleet's labelled encounters. The surge (new false positives on
+    # unlabelled in-house software) is not what it targets and may go either way.
+    assert congruent.nfr <= plain.nfr
     html = write_transition_report(report, tmp_path / "out").read_text()
     assert "plain vs congruent" in html
+    for c in (plain, congruent):  # each candidate's row carries its NFR
+        assert f"<td>{c.name}</td><td>{c.nfr:.4f}</td>" in html
