@@ -245,9 +245,7 @@ class PolicyFeed:
                     await self._catch_up(newest)
                 if not newest and not revoked:  # quiet, or a lost notification: look anyway
                     await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
-                    await self._pg_revocations(conn)
-                elif revoked:
-                    await self._pg_revocations(conn)
+                await self._pg_revocations(conn)  # one indexed read; a lost NOTIFY costs nothing
         finally:
             await conn.close()
 
