@@ -11,8 +11,9 @@ and republishes it signed through `publish` in one step. The HTTP admin routes a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.decision import Mode
 from agent.policy import OrgPolicyModel, PolicyDocumentModel, Ring, RingModel
@@ -20,9 +21,13 @@ from backend.errors import BatchInvalidError, NotFoundError, PolicyConflictError
 from backend.store import AggregateStore, PolicyRecord
 from backend.validation import check_reason, check_sha256
 
+if TYPE_CHECKING:
+    from backend.transition_allowlist import AllowlistCandidate
+
 __all__ = [
     "ListName",
     "Publish",
+    "add_allowlist_candidates",
     "add_list_entry",
     "assign_model",
     "remove_list_entry",
@@ -227,6 +232,51 @@ def add_list_entry(
         return OrgPolicyModel.model_validate({**p.model_dump(), which: [*kept, entry]})
 
     return _apply(store, publish, org_id, now, actor, f"{which} add {sha256}", change)
+
+
+def add_allowlist_candidates(
+    store: AggregateStore,
+    publish: Publish,
+    candidates: Iterable[AllowlistCandidate],
+    *,
+    now: dt.datetime,
+    actor: str = "fleetward-transition",
+) -> list[PolicyRecord]:
+    """Apply transition allowlist candidates by their scope, one policy change per scope.
+
+    A fleet-scoped candidate (`org_id` None: fleet-level evidence) goes on the fleet-wide
+    allowlist; an org-scoped one (one org's own evidence) only on that org's allowlist, so
+    one org's flip never shields a sample in another org. Entries replace same-sha256 ones.
+
+    Raises:
+        BatchInvalidError: an entry's sha256 or reason is not valid.
+        NotFoundError: a candidate names an org that does not exist.
+        PublishError: the signed policy could not be republished.
+    """
+    by_scope: dict[str | None, dict[str, dict[str, object]]] = {}
+    for c in candidates:
+        e = c.entry
+        sha = check_sha256(e.sha256).lower()
+        by_scope.setdefault(c.org_id, {})[sha] = {
+            "sha256": sha,
+            "reason": check_reason(e.reason),
+            "author": e.author,
+            "created_at": e.created_at,
+            "expires_at": e.expires_at,
+        }
+    records = []
+    for org_id in sorted(by_scope, key=lambda o: (o is not None, o or "")):
+        new = by_scope[org_id]
+
+        def change(p: OrgPolicyModel, new: dict[str, dict[str, object]] = new) -> OrgPolicyModel:
+            kept = [e.model_dump() for e in p.allowlist if e.sha256 not in new]
+            return OrgPolicyModel.model_validate(
+                {**p.model_dump(), "allowlist": [*kept, *new.values()]}
+            )
+
+        action = f"transition allowlist add {len(new)}"
+        records.append(_apply(store, publish, org_id, now, actor, action, change))
+    return records
 
 
 def remove_list_entry(

@@ -69,6 +69,7 @@ from backend._analysis import (
     score_vectors,
 )
 from backend.labels import LabelBook
+from backend.transition_allowlist import AllowlistCandidate
 
 if TYPE_CHECKING:
     from backend.ingest import AggregateRow
@@ -168,6 +169,21 @@ class TransitionReport:
     candidates: tuple[CandidateFigures, ...] = ()
     notes: tuple[str, ...] = ()
 
+    def allowlist_candidates(self) -> tuple[AllowlistCandidate, ...]:
+        """The raw transition allowlist as org-scoped candidates: each org's own flips.
+
+        A flip is derived from one org's vectors, so it is a candidate for that org only
+        (`backend.admin.add_allowlist_candidates` applies it there); the fleet-wide
+        `transition_allowlist` union is never applied as is.
+        """
+        entry_of = {e.sha256: e for e in self.transition_allowlist}
+        return tuple(
+            AllowlistCandidate(entry_of[sha], o.org_id)
+            for o in sorted(self.per_org.values(), key=lambda o: o.org_id)
+            for sha in o.allowlist_sha256s
+            if sha in entry_of
+        )
+
     def ranked_orgs(self) -> list[OrgTransition]:
         """Orgs by predicted surge, largest first."""
         return sorted(
@@ -195,6 +211,10 @@ class TransitionReport:
             "sweep": [asdict(p) for p in self.sweep],
             "candidates": [asdict(c) for c in self.candidates],
             "transition_allowlist": [_entry_json(e) for e in self.transition_allowlist],
+            "allowlist_candidates": [
+                {**_entry_json(c.entry), "scope": c.scope, "org_id": c.org_id}
+                for c in self.allowlist_candidates()
+            ],
             "notes": list(self.notes),
             "definitions": {
                 "per_day": "encounters over the org's observation window (first to last "
@@ -526,6 +546,7 @@ def predict_transition(
     allowlist_ttl: dt.timedelta = DEFAULT_ALLOWLIST_TTL,
     congruent_bundle: Path | None = None,
     columnar: bool = True,
+    corrected_labels: bool = False,
 ) -> TransitionReport:
     """Predict the per-org false-positive surge of moving from `old_bundle` to `new_bundle`.
 
@@ -534,6 +555,10 @@ def predict_transition(
     sample once per version with batched onnxruntime; decides with the agent's own functions.
     "Per day" is defined in the module docstring (count over the org's observation window
     divided by its days).
+
+    Labels are those the backend knew at `now` (`known_at`, the default: what an operator
+    deciding at `now` had); `corrected_labels=True` reads the corrected truth instead, every
+    label from its `labelled_at` (backdated labels included), as `backend.labels` defines it.
 
     A SQLite store file is read in bulk (`backend.transition_columns`); `columnar=False`, and
     any other store, read row by row through the store protocol: the reference the bulk read
@@ -562,7 +587,7 @@ def predict_transition(
         s_old, s_new = _score_pairs(pairs, vec_old, old), _score_pairs(pairs, vec_new, new)
         s_cong = _score_pairs(pairs, vec_old, cong) if cong else None
         without_vectors = len(set(keys) - set(vec_old))
-    label_of = {s: book.label_as_of(s, now) for s in set(pairs.sha256s)}
+    label_of = {s: book.label_as_of(s, now, corrected=corrected_labels) for s in set(pairs.sha256s)}
     labels = [label_of[s] for s in pairs.sha256s]
     scores = _PairScores(
         *s_old,
@@ -582,7 +607,11 @@ def predict_transition(
         new,
         cong,
         _policies(store, dict(pairs.org_days), now),
-        {} if no_shadow else predict_from_shadow(store, new.version, now=now, org=org),
+        {}
+        if no_shadow
+        else predict_from_shadow(
+            store, new.version, now=now, org=org, corrected_labels=corrected_labels
+        ),
         now=now,
         fp_budget_per_day=fp_budget_per_day,
         allowlist_ttl=allowlist_ttl,
@@ -727,7 +756,12 @@ def _report(
 
 
 def predict_from_shadow(
-    store: Store, new_version: int, *, now: dt.datetime, org: str | None = None
+    store: Store,
+    new_version: int,
+    *,
+    now: dt.datetime,
+    org: str | None = None,
+    corrected_labels: bool = False,
 ) -> dict[str, OrgTransition]:
     """The same per-org prediction from shadow telemetry of `new_version` (mitigation 2).
 
@@ -744,7 +778,11 @@ def predict_from_shadow(
         for r in batch
     )
     return _shadow_from_rows(
-        rows, lambda: LabelBook(store.iter_labels(until=now)), new_version, now
+        rows,
+        lambda: LabelBook(store.iter_labels(until=now)),
+        new_version,
+        now,
+        corrected=corrected_labels,
     )
 
 
@@ -753,8 +791,13 @@ def _shadow_from_rows(
     labels: Callable[[], LabelBook],
     new_version: int,
     now: dt.datetime,
+    *,
+    corrected: bool = False,
 ) -> dict[str, OrgTransition]:
-    """`predict_from_shadow` over aggregate rows (active and shadow, first seen before `now`)."""
+    """`predict_from_shadow` over aggregate rows (active and shadow, first seen before `now`).
+
+    Labels as known at `now`, or with `corrected` as labelled by `now`.
+    """
     shadow_alerts: dict[tuple[str, str, int], list[Any]] = {}
     active_alerts: dict[tuple[str, str, int], int] = {}
     span: dict[str, list[int]] = {}
@@ -778,7 +821,7 @@ def _shadow_from_rows(
     flips: dict[str, set[str]] = {o: set() for o in span}
     hashes: dict[str, list[int]] = {o: [] for o in span}
     for (o, sha, day), (count, sk) in shadow_alerts.items():
-        lb = book.label_as_of(sha, now)
+        lb = book.label_as_of(sha, now, corrected=corrected)
         extra = count - active_alerts.get((o, sha, day), 0)
         if extra <= 0 or (lb is not None and lb.is_malicious):
             continue

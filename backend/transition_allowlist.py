@@ -19,6 +19,13 @@ this order; the first that holds is the entry's reason:
   software, present since before the campaign season of the new version.
 Anything else is refused and listed with why (`refused`), so an operator can label it.
 
+Scope (`AllowlistCandidate.org_id`): only fleet-level evidence (`label`, `prevalent`) yields a
+fleet-wide entry (`org_id=None`). `established` is one org's own evidence, so it yields one
+entry per org whose own aggregates satisfy it, applied to that org's policy only: otherwise an
+attacker could enrol a few endpoints in org A, report a malicious sample for a few days, and get
+it allowlisted for org B. `backend.admin.add_allowlist_candidates` applies candidates by scope;
+every consumer (CLI, console, simulator, demo) goes through it.
+
 The evidence is read from the aggregates as of `now` (first seen, days, distinct endpoints by
 merging the rows' sketches, orgs), the labels through `LabelBook` as of `now`: adding rows from
 after `now` changes nothing.
@@ -36,6 +43,7 @@ from backend.labels import LabelBook, LabelValue
 from backend.store import Store
 
 __all__ = [
+    "AllowlistCandidate",
     "AllowlistConfig",
     "AllowlistDecision",
     "FlipEvidence",
@@ -85,16 +93,45 @@ class FlipEvidence:
 
 
 @dataclass(frozen=True, slots=True)
-class AllowlistDecision:
-    """The entries admitted (with their rule as reason) and the flips refused, with why."""
+class AllowlistCandidate:
+    """One admitted entry and where it may apply: `org_id` None is fleet-wide, else that org."""
 
-    entries: tuple[ListEntry, ...]
+    entry: ListEntry
+    org_id: str | None
+
+    @property
+    def scope(self) -> str:
+        """Either "fleet" or "org"."""
+        return "fleet" if self.org_id is None else "org"
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistDecision:
+    """The candidates admitted (rule as reason, with their scope) and the flips refused."""
+
+    candidates: tuple[AllowlistCandidate, ...]
     refused: tuple[tuple[str, str], ...]
 
     @property
+    def entries(self) -> tuple[ListEntry, ...]:
+        """Every admitted entry, whatever its scope (one per candidate)."""
+        return tuple(c.entry for c in self.candidates)
+
+    @property
     def sha256s(self) -> frozenset[str]:
-        """The admitted sha256s."""
-        return frozenset(e.sha256 for e in self.entries)
+        """The sha256s admitted for any scope (not an allowlist to apply: see `for_org`)."""
+        return frozenset(c.entry.sha256 for c in self.candidates)
+
+    @property
+    def fleet_sha256s(self) -> frozenset[str]:
+        """The sha256s admitted fleet-wide (fleet-level evidence)."""
+        return frozenset(c.entry.sha256 for c in self.candidates if c.org_id is None)
+
+    def for_org(self, org_id: str) -> frozenset[str]:
+        """The sha256s this decision allowlists for `org_id`: fleet-wide plus its own."""
+        return frozenset(
+            c.entry.sha256 for c in self.candidates if c.org_id is None or c.org_id == org_id
+        )
 
 
 def _at(ms: int) -> dt.datetime:
@@ -139,22 +176,25 @@ def gather_flip_evidence(
 
 def _rule(
     ev: FlipEvidence | None, label: LabelValue | None, now: dt.datetime, cfg: AllowlistConfig
-) -> tuple[str | None, str]:
-    """(rule that admits, None when refused; and why)."""
+) -> tuple[str | None, list[tuple[str | None, str]] | str]:
+    """(rule that admits and its [(scope org or None for fleet, why)], or (None, why refused))."""
     if label is LabelValue.MALICIOUS:
         return None, "labelled malicious"
     if label is LabelValue.BENIGN:
-        return "label", "labelled benign"
+        return "label", [(None, "labelled benign")]
     if ev is None:
         return None, "no aggregates before now"
     old = now - ev.first_seen >= cfg.min_age
     if old and ev.orgs >= cfg.min_orgs and ev.endpoints >= cfg.min_endpoints:
-        return "prevalent", f"{ev.orgs} orgs, {ev.endpoints} endpoints"
+        return "prevalent", [(None, f"{ev.orgs} orgs, {ev.endpoints} endpoints")]
+    local: list[tuple[str | None, str]] = []
     for org, n in sorted(ev.org_endpoints.items()):
         days = ev.org_days.get(org, 0)
         since = ev.org_first_seen.get(org, now)
         if n >= cfg.min_org_endpoints and days >= cfg.min_days and now - since >= cfg.min_age:
-            return "established", f"{n} endpoints on {days} days in {org}"
+            local.append((org, f"{n} endpoints on {days} days in {org}"))
+    if local:  # one org's own evidence: an entry for that org only
+        return "established", local
     age_h = (now - ev.first_seen).total_seconds() / 3600
     return None, (
         f"no benign evidence: {ev.orgs} org(s), {ev.endpoints} endpoint(s), first seen "
@@ -170,18 +210,29 @@ def admit_flips(
     now: dt.datetime,
     config: AllowlistConfig | None = None,
     author: str = "fleetward-transition",
+    corrected_labels: bool = False,
 ) -> AllowlistDecision:
-    """Apply the benign-evidence rules (module docstring) to the negative flips `flips`."""
+    """Apply the benign-evidence rules (module docstring) to the negative flips `flips`.
+
+    Labels are those known at `now` (`corrected_labels`: labelled by `now`, backdated ones
+    included; see `backend.labels`). Each admitted flip becomes one fleet-wide candidate
+    (`label`, `prevalent`) or one candidate per org whose own evidence holds (`established`).
+    """
     cfg = config or AllowlistConfig()
-    entries, refused = [], []
+    candidates: list[AllowlistCandidate] = []
+    refused: list[tuple[str, str]] = []
     for sha in sorted(set(flips)):
-        change = labels.label_as_of(sha, now)
+        change = labels.label_as_of(sha, now, corrected=corrected_labels)
         rule, why = _rule(evidence.get(sha), change.label if change else None, now, cfg)
         if rule is None:
+            assert isinstance(why, str)
             refused.append((sha, why))
-        else:
-            entries.append(ListEntry(sha, f"transition, {rule}: {why}", author, now, now + cfg.ttl))
-    return AllowlistDecision(tuple(entries), tuple(refused))
+            continue
+        assert isinstance(why, list)
+        for org, text in why:
+            entry = ListEntry(sha, f"transition, {rule}: {text}", author, now, now + cfg.ttl)
+            candidates.append(AllowlistCandidate(entry, org))
+    return AllowlistDecision(tuple(candidates), tuple(refused))
 
 
 def evidence_allowlist(
@@ -190,12 +241,16 @@ def evidence_allowlist(
     *,
     now: dt.datetime,
     config: AllowlistConfig | None = None,
+    corrected_labels: bool = False,
 ) -> AllowlistDecision:
     """The transition allowlist for the negative flips `flips` (e.g. a report's allowlist).
 
-    Reads the evidence and the labels as of `now` from `store`, then `admit_flips`.
+    Reads the evidence and the labels as of `now` from `store` (known at `now` by default;
+    `corrected_labels`: every label from its `labelled_at`), then `admit_flips`.
     """
     flips = sorted(set(flips))
     evidence = gather_flip_evidence(store, flips, now=now)
     labels = LabelBook(store.iter_labels(until=now))
-    return admit_flips(flips, evidence, labels, now=now, config=config)
+    return admit_flips(
+        flips, evidence, labels, now=now, config=config, corrected_labels=corrected_labels
+    )

@@ -29,7 +29,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,9 @@ from backend import admin, sketch
 from backend.ingest import aggregate_columns, parse_columns
 from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
+
+if TYPE_CHECKING:
+    from backend.transition_allowlist import AllowlistCandidate
 
 __all__ = ["InProcessLink"]
 
@@ -224,6 +227,29 @@ class InProcessLink:
             publish=self.publish,
         )
         return rec.version
+
+    def add_allowlist_candidates(
+        self, candidates: Sequence[AllowlistCandidate], org: str | None, now: dt.datetime
+    ) -> int:
+        """Apply transition allowlist candidates by scope: `backend.admin.add_allowlist_candidates`.
+
+        With `org` (the scenario action's), only what applies to that org: its own candidates
+        and the fleet-wide ones, all put on its own policy. Returns the policy version after.
+        """
+        org_id = self._org_id(org)
+        if org_id is not None:
+            candidates = [
+                dataclasses.replace(c, org_id=org_id)
+                for c in candidates
+                if c.org_id is None or c.org_id == org_id
+            ]
+        if candidates:
+            admin.add_allowlist_candidates(
+                self.store, self.publish, candidates, now=now, actor="scenario"
+            )
+        current = self.store.current_policy()
+        assert current is not None
+        return current.version
 
     def load_labels(
         self,

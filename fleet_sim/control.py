@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,9 @@ from fleet_sim.scenario import (
     StartRollout,
 )
 from fleet_sim.world import World
+
+if TYPE_CHECKING:
+    from backend.transition_allowlist import AllowlistCandidate
 
 __all__ = [
     "DecisionTables",
@@ -235,7 +238,7 @@ class Fleet:
     recorder: Recorder
     tables: DecisionTables
     rollout: RolloutHook | None = None
-    predictor: Callable[[int, int, dt.datetime, bool], list[str]] | None = None
+    predictor: Callable[[int, int, dt.datetime, bool], Sequence[AllowlistCandidate]] | None = None
     revoked: set[int] = field(default_factory=set)
     flush_hook: Callable[[float], None] | None = None
     rollout_starter: Callable[[StartRollout, float], RolloutHook] | None = None
@@ -292,13 +295,19 @@ class Fleet:
                     raise ScenarioError("allowlist_add source=transition needs the predictor")
                 if self.flush_hook is not None:
                     self.flush_hook(t)
-                shas = self.predictor(action.old, action.new, now, action.evidence)
-                reason = f"transition v{action.old}->v{action.new}"
+                cands = self.predictor(action.old, action.new, now, action.evidence)
+                # each candidate applied by its own scope (org-local evidence: that org only)
+                v = self.link.add_allowlist_candidates(cands, action.org, now)
+                scopes = sorted({c.org_id or "fleet" for c in cands})
+                rec.events.append(
+                    (t, f"allowlist +{len(cands)} transition candidates ({', '.join(scopes)})")
+                )
+                rec.count("allowlist_entries", len(cands))
             else:
-                shas, reason = list(action.sha256), "scenario"
-            v = self.link.add_allowlist(shas, action.org, now, reason)
-            rec.events.append((t, f"allowlist +{len(shas)} ({action.org or 'fleet'})"))
-            rec.count("allowlist_entries", len(shas))
+                shas = list(action.sha256)
+                v = self.link.add_allowlist(shas, action.org, now, "scenario")
+                rec.events.append((t, f"allowlist +{len(shas)} ({action.org or 'fleet'})"))
+                rec.count("allowlist_entries", len(shas))
             rec.track(v, t)
         elif isinstance(action, StartRollout):
             if self.rollout_starter is None:

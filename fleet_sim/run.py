@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -40,6 +41,9 @@ from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world
 from model_store.corpus import Corpus, load_corpus, make_corpus
 from model_store.train import recipe_for_version, train_model
+
+if TYPE_CHECKING:
+    from backend.transition_allowlist import AllowlistCandidate
 
 __all__ = ["SimRun", "ensure_assets", "run_scenario"]
 
@@ -117,8 +121,16 @@ def _registry(
 
 def _predictor(
     store: Store, registry: ModelRegistry
-) -> Callable[[int, int, dt.datetime, bool], list[str]]:
-    def predict(old: int, new: int, now: dt.datetime, evidence: bool = True) -> list[str]:
+) -> Callable[[int, int, dt.datetime, bool], Sequence[AllowlistCandidate]]:
+    """The transition allowlist candidates, each with its scope (fleet or one org).
+
+    Without `evidence`, each org's raw flips, scoped to that org; with it, the benign-evidence
+    rules' candidates (`backend.transition_allowlist`: fleet-wide only on fleet-level evidence).
+    """
+
+    def predict(
+        old: int, new: int, now: dt.datetime, evidence: bool = True
+    ) -> Sequence[AllowlistCandidate]:
         try:
             mod = importlib.import_module("backend.transition")
         except ImportError as exc:
@@ -126,12 +138,12 @@ def _predictor(
         report = mod.predict_transition(
             store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now
         )
-        flips = [e.sha256 for e in report.transition_allowlist]
         if not evidence:
-            return flips
+            return tuple(report.allowlist_candidates())
         from backend.transition_allowlist import evidence_allowlist
 
-        return sorted(evidence_allowlist(store, flips, now=now).sha256s)
+        flips = [e.sha256 for e in report.transition_allowlist]
+        return evidence_allowlist(store, flips, now=now).candidates
 
     return predict
 

@@ -561,7 +561,7 @@ class _Console:
         return self.page(
             request, "transition.html", title=f"Transition forecast {name}", name=name,
             report=report, per_org=per_org, plots=plots,
-            candidates=report.get("transition_allowlist", []) if viewer.admin else [],
+            candidates=report.get("allowlist_candidates", []) if viewer.admin else [],
             sweep=sweep if viewer.admin else [],
         )  # fmt: skip
 

@@ -85,7 +85,7 @@ def test_plots_are_svg_images_behind_the_session_and_scoped_to_their_org(
 def _report() -> TransitionReport:
     a, b = "org_aaaa000000000001", "org_bbbb000000000002"
     orgs = {
-        a: OrgTransition(a, 4.5, 12, 3, 1, 45, 10, 0.9, 0.95),
+        a: OrgTransition(a, 4.5, 12, 3, 1, 45, 10, 0.9, 0.95, allowlist_sha256s=("ef" * 32,)),
         b: OrgTransition(b, 0.25, 2, 1, 0, 5, 20, None, None),
     }
     entry = ListEntry("ef" * 32, "transition v1->v2 negative flip", "fleetward-transition",
@@ -111,7 +111,10 @@ def test_saved_transition_report_shows_per_org_forecast_sweep_and_candidates(
     assert 'href="/console/transitions/v1-to-v2"' in listing
     page = console.client.get("/console/transitions/v1-to-v2").text
     assert page.index("org_aaaa000000000001") < page.index("org_bbbb000000000002")
-    assert "<td>4.50</td>" in page and "ef" * 32 in page and "Allowlist fleet-wide" in page
+    assert "<td>4.50</td>" in page and "ef" * 32 in page
+    # org a's own flip is offered for org a's allowlist only, never fleet-wide
+    assert 'action="/console/orgs/org_aaaa000000000001/lists/add"' in page
+    assert "Allowlist for org_aaaa000000000001" in page and "Allowlist fleet-wide" not in page
     assert len(re.findall(r"/console/plots/[0-9a-f]+\.svg", page)) == 2
     saved = console.client.get("/console/transitions/v1-to-v2/report")
     assert saved.status_code == 200 and "Transition v1 -&gt; v2" in saved.text
@@ -129,7 +132,7 @@ def test_org_viewer_sees_only_its_row_of_a_transition_report(
     console.login(acme.enroll_token)
     page = console.client.get("/console/transitions/r1").text
     assert acme.org_id in page and "org_aaaa000000000001" not in page
-    assert "Allowlist fleet-wide" not in page
+    assert "Allowlist fleet-wide" not in page and "Allowlist for" not in page
     assert console.client.get("/console/transitions/r1/report").status_code == 403
 
 
