@@ -16,6 +16,12 @@ active row (and one shadow row when it carries a shadow verdict), and rows only 
 any sum over events grouped by a coarsening of the key equals the same sum over rows weighted
 by `count`. `tests/backend/test_aggregation_lossless.py` checks it on random logs.
 
+Actions (`agent.telemetry.Action`): an event may say what the agent did to the file. A
+`quarantined` or `denied` action rides on the decision's own event and changes nothing here. A
+`restored` or `deleted` event is not a decision (an operator acted on a quarantined file, maybe
+long after): it is counted by `/metrics` and left out of the aggregates and the rollout
+evidence (`decisions_only`), so a restore never adds a block verdict or an alert.
+
 The rollout gate's evidence comes from the same batch (`endpoint_day_rows`): per day and
 active model version, events, alerts (`agent.decision.Verdict.is_alert`, the one definition)
 and the batch's health counts. The store writes it in the batch's one ingest transaction.
@@ -25,12 +31,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.columns import TelemetryColumns, decode_columns
 from agent.decision import Verdict
-from agent.telemetry import TelemetryBatch, TelemetryEvent, decode_batch
+from agent.telemetry import Action, TelemetryBatch, TelemetryEvent, decode_batch
 from backend import sketch
 from backend.errors import BatchInvalidError, PayloadTooLargeError
 
@@ -44,12 +50,14 @@ __all__ = [
     "FeatureRow",
     "aggregate",
     "aggregate_columns",
+    "decisions_only",
     "endpoint_day_rows",
     "parse_batch",
     "parse_columns",
 ]
 
 MS_PER_DAY = 86_400_000
+_NOT_DECISIONS = frozenset({Action.RESTORED.value, Action.DELETED.value})
 
 # (day, endpoint_id, model_version, org_id, events, alerts, self_test_failures, model_errors,
 #  breaker_trips): one endpoint's counters for one day under one active model version
@@ -116,6 +124,8 @@ def aggregate(events: Sequence[TelemetryEvent]) -> tuple[list[AggregateRow], lis
     hashes: dict[str, int] = {}
     features: dict[tuple[str, str], bytes] = {}
     for e in events:
+        if e.action.value in _NOT_DECISIONS:
+            continue
         h = hashes.get(e.endpoint_id)
         if h is None:
             h = hashes[e.endpoint_id] = sketch.endpoint_hash(e.endpoint_id)
@@ -220,8 +230,44 @@ def _fold(
     return [(k[0], k[1], k[2], shadow, k[3], c, first[k], last[k]) for k, c in counts.items()]
 
 
+def decisions_only(batch: TelemetryColumns) -> TelemetryColumns:
+    """The batch without its `restored` and `deleted` events (the batch itself when none)."""
+    if not batch.action or _NOT_DECISIONS.isdisjoint(batch.action):
+        return batch
+    keep = [i for i, a in enumerate(batch.action) if a not in _NOT_DECISIONS]
+
+    def pick(column: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(column[i] for i in keep)
+
+    return replace(
+        batch,
+        sha256=pick(batch.sha256),
+        model_version=pick(batch.model_version),
+        score=pick(batch.score),
+        verdict=pick(batch.verdict),
+        reason=pick(batch.reason),
+        observed_at_ms=pick(batch.observed_at_ms),
+        feature_schema=pick(batch.feature_schema),
+        features=pick(batch.features),
+        shadow_model_version=pick(batch.shadow_model_version),
+        shadow_score=pick(batch.shadow_score),
+        shadow_verdict=pick(batch.shadow_verdict),
+        action=pick(batch.action),
+    )
+
+
 def aggregate_columns(batch: TelemetryColumns) -> BatchAggregate:
-    """Fold one batch's columns into key-ordered rows; equal to `aggregate` on its events."""
+    """Fold one batch's columns into key-ordered rows; equal to `aggregate` on its events.
+
+    `restored` and `deleted` events are left out (`decisions_only`); `events` counts them.
+    """
+    received, batch = batch.size, decisions_only(batch)
+    endpoints = sketch.sketch_of([sketch.endpoint_hash(batch.endpoint_id)])
+    if batch.size == 0:
+        return BatchAggregate(
+            batch.key, batch.org_id, batch.endpoint_id, batch.dropped_events, received,
+            endpoints, [], [],
+        )  # fmt: skip
     at = batch.observed_at_ms
     sha, version, verdict = batch.sha256, batch.model_version, batch.verdict
     s_version, s_verdict = batch.shadow_model_version, batch.shadow_verdict
@@ -260,8 +306,8 @@ def aggregate_columns(batch: TelemetryColumns) -> BatchAggregate:
         batch.org_id,
         batch.endpoint_id,
         batch.dropped_events,
-        batch.size,
-        sketch.sketch_of([sketch.endpoint_hash(batch.endpoint_id)]),
+        received,
+        endpoints,
         rows,
         [(s, schema, v) for (s, schema), v in features.items()],
     )
@@ -273,8 +319,10 @@ def endpoint_day_rows(batch: TelemetryColumns) -> list[EvidenceRow]:
     Alerts are the verdicts `agent` calls alerts. Health counts (self-test failures, model
     errors, breaker trips) add to the row of their day and version; a version with health but
     no events gets a row of its own, one endpoint-day of exposure, which it was (a canary
-    whose self-test failed was still assigned that day).
+    whose self-test failed was still assigned that day). `restored` and `deleted` events are
+    not decisions and are left out.
     """
+    batch = decisions_only(batch)
     alert_values = {v.value for v in Verdict if v.is_alert}
     acc = Counter(
         zip(

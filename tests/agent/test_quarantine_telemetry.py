@@ -23,6 +23,7 @@ from agent._clock import utc_now
 from agent.columns import decode_columns
 from agent.decision import Reason, Verdict
 from agent.telemetry import Action, TelemetryEvent, decode_batch, encode_batch
+from backend.ingest import aggregate, aggregate_columns, endpoint_day_rows
 from model_store.repository import init_repository, publish_model, publish_policy
 from tests.agent.test_realtime import EVIL, ROOT, AgentProc, _cli, _exec, _policy, _wait_for
 from tests.backend.conftest import LiveServer, live_server, repo_dir  # noqa: F401 - fixtures
@@ -46,6 +47,21 @@ def test_an_action_round_trips_and_a_batch_without_actions_keeps_its_11_field_by
     plain = msgpack.unpackb(encode_batch([_event()], key="k" * 16))
     assert [len(row) for row in plain["events"]] == [11]  # old format: no twelfth field
     assert decode_columns(encode_batch([_event()], key="k" * 16)).actions == (None,)
+
+
+def test_restored_and_deleted_events_stay_out_of_aggregates_and_rollout_evidence() -> None:
+    decision = _event()
+    acted = [decision, _event(Action.RESTORED), _event(Action.DELETED, "cd" * 32)]
+    alone = decode_columns(encode_batch([decision], key="k" * 16))
+    mixed = decode_columns(encode_batch(acted, key="k" * 16))
+    assert aggregate_columns(mixed).rows == aggregate_columns(alone).rows
+    assert aggregate_columns(mixed).events == 3  # received, counted in the ledger
+    assert endpoint_day_rows(mixed) == endpoint_day_rows(alone)  # one alert, not two
+    assert [r.count for r in aggregate(acted)[0]] == [1]
+    only = decode_columns(encode_batch(acted[1:], key="k" * 16))
+    assert aggregate_columns(only).rows == [] and endpoint_day_rows(only) == []
+    quarantined = decode_columns(encode_batch([_event(Action.QUARANTINED)], key="k" * 16))
+    assert aggregate_columns(quarantined).rows == aggregate_columns(alone).rows  # a decision
 
 
 @pytest.mark.parametrize("bad", ["quarantine", "", 7, None, b"deleted", {"a": 1}])
