@@ -16,11 +16,12 @@ active row (and one shadow row when it carries a shadow verdict), and rows only 
 any sum over events grouped by a coarsening of the key equals the same sum over rows weighted
 by `count`. `tests/backend/test_aggregation_lossless.py` checks it on random logs.
 
-Actions (`agent.telemetry.Action`): an event may say what the agent did to the file. A
-`quarantined` or `denied` action rides on the decision's own event and changes nothing here. A
-`restored` or `deleted` event is not a decision (an operator acted on a quarantined file, maybe
-long after): it is counted by `/metrics` and left out of the aggregates and the rollout
-evidence (`decisions_only`), so a restore never adds a block verdict or an alert.
+Actions (`agent.telemetry.Action`): an event may say what the agent did to the file
+(`quarantined`, `denied`, `restored`, `deleted`). An action event is never a decision: the agent
+reports the decision on its own event and the action on another, so whenever a flush falls
+between them nothing is counted twice. Action events are counted by `/metrics` and left out of
+the aggregates and the rollout evidence (`decisions_only`), so a restore never adds a block
+verdict or an alert.
 
 The rollout gate's evidence comes from the same batch (`endpoint_day_rows`): per day and
 active model version, events, alerts (`agent.decision.Verdict.is_alert`, the one definition)
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 MS_PER_DAY = 86_400_000
-_NOT_DECISIONS = frozenset({Action.RESTORED.value, Action.DELETED.value})
+_NOT_DECISIONS = frozenset(a.value for a in Action if a is not Action.NONE)
 
 # (day, endpoint_id, model_version, org_id, events, alerts, self_test_failures, model_errors,
 #  breaker_trips): one endpoint's counters for one day under one active model version
@@ -231,7 +232,7 @@ def _fold(
 
 
 def decisions_only(batch: TelemetryColumns) -> TelemetryColumns:
-    """The batch without its `restored` and `deleted` events (the batch itself when none)."""
+    """The batch without its action events (the batch itself when it has none)."""
     if not batch.action or _NOT_DECISIONS.isdisjoint(batch.action):
         return batch
     keep = [i for i, a in enumerate(batch.action) if a not in _NOT_DECISIONS]

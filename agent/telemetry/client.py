@@ -11,7 +11,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -274,13 +274,13 @@ class TelemetryPipe:
             self._buffer.append(row)
 
     def record_action(self, report: ActionReport) -> None:
-        """Carry an action: on the newest buffered event of the sample, else as an event."""
+        """Carry an action as an event of its own, never on the decision's event.
+
+        An action is not a decision: the backend leaves every action event out of the
+        aggregates and the rollout evidence. Riding on the decision's buffered event would
+        count the decision twice whenever a flush fell between the decision and its action.
+        """
         with self._lock:
-            for i in range(len(self._buffer) - 1, -1, -1):
-                e = self._buffer[i]
-                if e.sha256 == report.sha256 and e.action is Action.NONE:
-                    self._buffer[i] = replace(e, action=report.action)
-                    return
             self._buffer.append(
                 TelemetryEvent(
                     self.creds.org_id,

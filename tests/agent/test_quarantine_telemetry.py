@@ -49,7 +49,7 @@ def test_an_action_round_trips_and_a_batch_without_actions_keeps_its_11_field_by
     assert decode_columns(encode_batch([_event()], key="k" * 16)).actions == (None,)
 
 
-def test_restored_and_deleted_events_stay_out_of_aggregates_and_rollout_evidence() -> None:
+def test_action_events_stay_out_of_aggregates_and_rollout_evidence() -> None:
     decision = _event()
     acted = [decision, _event(Action.RESTORED), _event(Action.DELETED, "cd" * 32)]
     alone = decode_columns(encode_batch([decision], key="k" * 16))
@@ -60,8 +60,9 @@ def test_restored_and_deleted_events_stay_out_of_aggregates_and_rollout_evidence
     assert [r.count for r in aggregate(acted)[0]] == [1]
     only = decode_columns(encode_batch(acted[1:], key="k" * 16))
     assert aggregate_columns(only).rows == [] and endpoint_day_rows(only) == []
-    quarantined = decode_columns(encode_batch([_event(Action.QUARANTINED)], key="k" * 16))
-    assert aggregate_columns(quarantined).rows == aggregate_columns(alone).rows  # a decision
+    quarantined = decode_columns(encode_batch([decision, _event(Action.QUARANTINED)], key="k" * 16))
+    assert aggregate_columns(quarantined).rows == aggregate_columns(alone).rows  # not a decision
+    assert endpoint_day_rows(quarantined) == endpoint_day_rows(alone)
 
 
 @pytest.mark.parametrize("bad", ["quarantine", "", 7, None, b"deleted", {"a": 1}])
