@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +20,9 @@ from agent.errors import AgentError
 from backend._clock import utc_now
 from backend.errors import BackendError
 from backend.store import Store
+
+if TYPE_CHECKING:
+    from backend.transition import TransitionReport
 
 __all__ = ["find_bundle", "rescore", "transition"]
 
@@ -127,6 +131,21 @@ def _need_db(db: Path | None) -> Path:
 )
 @click.option("--fp-budget", default=1.0, show_default=True, help="Per-org new FP alerts/day.")
 @click.option("--allowlist-days", default=30, show_default=True, help="Allowlist entry lifetime.")
+@click.option(
+    "--corrected-labels",
+    is_flag=True,
+    help="Read the corrected labels (each from its labelled_at, backdated ones included); "
+    "default: the labels the backend knew at --now.",
+)
+@click.option(
+    "--apply-allowlist",
+    "apply_repo",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Publish the evidence allowlist to the policy through this TUF repository: each "
+    "entry by its scope (one org's own evidence to that org only; fleet-wide only on a "
+    "benign label or multi-org prevalence).",
+)
 @_DB
 @_NOW
 @_ENGINE
@@ -141,6 +160,8 @@ def transition(
     congruent: Path | None,
     fp_budget: float,
     allowlist_days: int,
+    corrected_labels: bool,
+    apply_repo: Path | None,
     db: Path | None,
     now: str | None,
     engine: str,
@@ -155,6 +176,10 @@ def transition(
     Example: fleetward transition --from 1 --to 2 --db backend.db --bundles data/bundles --out rep
 
     On Spark: fleetward transition --engine spark --export export/ --from 1 --to 2 --out rep
+
+    Labels are those known at --now unless --corrected-labels. --apply-allowlist REPO adds
+    the flips with benign evidence to the signed policy, each by its scope:
+    fleetward transition --from 1 --to 2 --db backend.db --out rep --apply-allowlist repo
     """
     from backend.transition import predict_transition, write_transition_report
 
@@ -162,6 +187,11 @@ def transition(
     old_bundle, new_bundle = find_bundle(bundles_dir, old), find_bundle(bundles_dir, new)
     if engine == "spark":
         from backend.spark_engine import predict_transition_spark, spark_session
+
+        if corrected_labels or apply_repo is not None:
+            raise click.UsageError(
+                "--corrected-labels and --apply-allowlist need the local engine (--db)"
+            )
 
         try:
             report = predict_transition_spark(
@@ -189,7 +219,10 @@ def transition(
                 fp_budget_per_day=fp_budget,
                 allowlist_ttl=ttl,
                 congruent_bundle=congruent,
+                corrected_labels=corrected_labels,
             )
+            if apply_repo is not None:
+                applied = _apply_allowlist(store, report, apply_repo, when, corrected_labels)
         except (BackendError, AgentError) as exc:
             raise click.ClickException(str(exc)) from None
         finally:
@@ -213,6 +246,28 @@ def transition(
     )
     for note in report.notes:
         console.print(f"- {note}")
+    if apply_repo is not None:
+        console.print(applied)
+
+
+def _apply_allowlist(
+    store: Store, report: TransitionReport, repo: Path, now: dt.datetime, corrected: bool
+) -> str:
+    """Publish the report's flips that have benign evidence, each by its scope; a summary."""
+    from backend import admin
+    from backend.transition_allowlist import evidence_allowlist
+
+    flips = [e.sha256 for e in report.transition_allowlist]
+    got = evidence_allowlist(store, flips, now=now, corrected_labels=corrected)
+    admin.add_allowlist_candidates(
+        store, admin.repository_publisher(repo), got.candidates, now=now, actor="operator"
+    )
+    orgs = sorted({c.org_id for c in got.candidates if c.org_id is not None})
+    return (
+        f"allowlisted {len(got.fleet_sha256s)} fleet-wide and "
+        f"{sum(c.org_id is not None for c in got.candidates)} org-only entries "
+        f"({len(orgs)} org(s)); refused {len(got.refused)} flip(s) without benign evidence"
+    )
 
 
 @click.command("rescore")
