@@ -28,8 +28,11 @@ with an expiry, ready to publish with the policy (only when the feature schema i
 the stored vectors then are the ones the new model reads). Vectors are per org: each
 (org, sample) pair is scored on the vector that org's own endpoints reported, so one org's
 reports never change another's figures, and `OrgTransition.allowlist_sha256s` is each org's
-own list (publish it to that org's policy; the fleet-wide `transition_allowlist` is the union,
-for a fleet whose orgs trust each other); (2) shadow mode: when the schema
+own list. `TransitionReport.allowlist_candidates()` scopes each flip to its org; the
+fleet-wide `transition_allowlist` is only the union for display and is never applied as is: an
+entry goes fleet-wide only on fleet-level evidence (`backend.transition_allowlist`), applied
+by scope through `backend.admin.add_allowlist_candidates`. Labels are those known at `now`
+unless `corrected_labels` (`backend.labels`); (2) shadow mode: when the schema
 changed the report recommends a shadow phase, and `predict_from_shadow` computes the same
 prediction from the shadow verdicts that endpoints reported (aggregates with `shadow=True`);
 (3) congruent training (`fleetward model train --congruent-with`): given a congruent candidate,
