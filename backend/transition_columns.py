@@ -9,9 +9,9 @@ This module reads the same facts from a SQLite store file in bulk instead:
 
 - pairs: one `GROUP BY org, sample` query, in the (org id, sample) order the reference path
   sorts into, with sample hex strings shared per distinct sample;
-- vectors: one scan of the org's `features` rows for a schema, each distinct vector kept and
-  scored once, every pair pointing at its own org's vector (the per-org rule holds: a pair is
-  only ever matched with a row of its own org);
+- vectors: one scan of the org's `org_vectors` references for a schema, then each distinct
+  vector read once by digest and scored once, every pair pointing at its own org's vector (the
+  per-org rule holds: a pair is only ever matched with a reference of its own org);
 - sketches: read and merged only for the pairs asked for (the negatively flipped ones).
 
 It returns `None` for a store it cannot read this way (PostgreSQL, in-memory SQLite): the
@@ -109,8 +109,9 @@ class PairColumns:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Per pair the row of its own org's vector in the matrix of distinct vectors (-1: none).
 
-        One scan of the schema's rows; each distinct vector is kept once (the pairs point at
-        it), so memory follows the distinct vectors, not the pairs.
+        One scan of the schema's (org, sample) -> digest references, then each distinct vector
+        read once by its digest (vectors are stored once by content), so reading and memory
+        follow the distinct vectors, not the pairs.
         """
         n_samples = len(self.samples)
         rank = {s: i for i, s in enumerate(self.samples)}
@@ -120,27 +121,42 @@ class PairColumns:
         distinct: dict[bytes, int] = {}
         keys: list[int] = []
         which: list[int] = []
-        sql = "SELECT org, sha256, vector FROM features WHERE schema = ?"
+        sql = "SELECT org, sha256, digest FROM org_vectors WHERE schema = ?"
         args: list[object] = [schema]
         if self.org_key is not None:
             sql += " AND org = ?"
             args.append(self.org_key)
+        found: dict[bytes, bytes] = {}
         with _connect(self.path) as conn:
             cur = conn.execute(sql, args)
             while chunk := cur.fetchmany(_CHUNK):
-                for org, sha, vec in chunk:
+                for org, sha, digest in chunk:
                     r = rank.get(sha)
                     if r is not None:
                         keys.append(org * n_samples + r)
-                        which.append(distinct.setdefault(vec, len(distinct)))
+                        which.append(distinct.setdefault(digest, len(distinct)))
+            digests = list(distinct)
+            for i in range(0, len(digests), 500):
+                part = digests[i : i + 500]
+                marks = ",".join("?" * len(part))
+                found.update(
+                    conn.execute(
+                        f"SELECT digest, vector FROM vectors WHERE digest IN ({marks})",  # noqa: S608 - placeholders only
+                        part,
+                    )
+                )
+        # a reference whose vector row is absent cannot be scored (-1), like a missing one
+        present = np.asarray([d in found for d in digests], dtype=bool)
+        renumber = np.where(present, np.cumsum(present) - 1, -1).astype(np.int64)
         pos = np.full(len(want), -1, dtype=np.int64)
         if keys:
             k = np.asarray(keys, dtype=np.int64)
             at = np.searchsorted(sorted_want, k)
             hit = at < len(sorted_want)
             hit[hit] = sorted_want[at[hit]] == k[hit]
-            pos[order[at[hit]]] = np.asarray(which, dtype=np.int64)[hit]
-        return pos, decode_vectors(list(distinct), length)
+            pos[order[at[hit]]] = renumber[np.asarray(which, dtype=np.int64)[hit]]
+        vectors = [bytes(found[d]) for d in digests if d in found]
+        return pos, decode_vectors(vectors, length)
 
     def has_shadow_rows(self, version: int, until_ms: int) -> bool:
         """Whether any shadow row of `version` was first seen before `until_ms`."""

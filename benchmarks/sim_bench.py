@@ -123,6 +123,8 @@ def cohort(
         t, cpu = time.perf_counter(), time.process_time()
         run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp, progress=progress)
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        db = sorted(Path(tmp).rglob("backend.sqlite*"))
+        print(f"store_bytes_{endpoints}x{days:g}d: {sum(f.stat().st_size for f in db):,}")
     if pt.calls:
         print(
             f"transition_prediction_{endpoints}x{days:g}d: {pt.calls} call(s), "
@@ -233,6 +235,8 @@ def main() -> None:
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak_rss: {rss:.0f} MB")
     print(f"peak_rss_fold_writer: {child:.0f} MB (the writer process; 0 when folds ran inline)")
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"cpu_children: {kids.ru_utime + kids.ru_stime:.1f} s (the fold writer process)")
     print(f"peak_rss_sum: {rss + child:.0f} MB (both peaks added: an upper bound)")
     if tree.peak_mb:
         print(f"peak_rss_tree_sampled: {tree.peak_mb:.0f} MB (simulation + writer at once)")

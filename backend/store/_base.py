@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -135,6 +135,7 @@ class StoreStats:
     feature_rows: int
     batches: int
     events: int
+    vector_rows: int = 0  # distinct stored vectors (feature_rows counts each org's references)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,32 @@ def _merge_endpoint_days(rows: Sequence[EvidenceRow]) -> list[EvidenceRow]:
                 was[6] + r[6], was[7] + r[7], was[8] + r[8],
             )  # fmt: skip
     return list(out.values())
+
+
+def _vector_digest(vector: bytes) -> bytes:
+    """The key a vector is stored under once: sha256 of its float32 bytes."""
+    return hashlib.sha256(vector).digest()
+
+
+def _vector_refs(
+    feats: Iterable[tuple[int, bytes, str, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[int, bytes, str, bytes]]]:
+    """Split reported (org, sample, schema, vector) rows into distinct vectors and references.
+
+    Returns the distinct vectors as (digest, vector) and each org's reference to one as
+    (org, sample, schema, digest). A fleet reports few distinct vectors for many (org, sample)
+    pairs: each is hashed and stored once, while every org keeps its own reference (first one
+    wins per org, sample and schema), so no org's report can change which vector another org's
+    analyses read.
+    """
+    digests: dict[bytes, bytes] = {}
+    refs: list[tuple[int, bytes, str, bytes]] = []
+    for org, sha, schema, vec in feats:
+        d = digests.get(vec)
+        if d is None:
+            d = digests[vec] = _vector_digest(vec)
+        refs.append((org, sha, schema, d))
+    return sorted((d, v) for v, d in digests.items()), refs
 
 
 def _check_next_version(latest: int, proposed: int) -> None:

@@ -60,6 +60,7 @@ from backend.store._base import (
     _check_usable,
     _merge_endpoint_days,
     _pause_for_fault_injection,
+    _vector_refs,
     hash_token,
     is_postgres_url,
     token_id_of,
@@ -108,8 +109,9 @@ CREATE TABLE IF NOT EXISTS aggregates (
     count BIGINT NOT NULL, endpoints BYTEA NOT NULL,
     first_seen_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
     PRIMARY KEY (day, org, sha256, model_version, shadow, verdict));
-CREATE TABLE IF NOT EXISTS features (
-    org BIGINT NOT NULL, sha256 BYTEA NOT NULL, schema TEXT NOT NULL, vector BYTEA NOT NULL,
+CREATE TABLE IF NOT EXISTS vectors (digest BYTEA PRIMARY KEY, vector BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS org_vectors (
+    org BIGINT NOT NULL, sha256 BYTEA NOT NULL, schema TEXT NOT NULL, digest BYTEA NOT NULL,
     PRIMARY KEY (org, sha256, schema));
 CREATE TABLE IF NOT EXISTS endpoint_days (
     day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version BIGINT NOT NULL,
@@ -224,6 +226,16 @@ class PostgresStore:
                 "ALTER TABLE features RENAME TO features_unowned; END IF; END $$"
             )
             self._conn.execute(_SCHEMA)
+            # per-org copies from before vectors were stored once: each org keeps its vector
+            self._conn.execute(
+                "DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_name = 'features') THEN "
+                "INSERT INTO vectors (digest, vector) SELECT sha256(vector), vector "
+                "FROM features ON CONFLICT DO NOTHING; "
+                "INSERT INTO org_vectors (org, sha256, schema, digest) "
+                "SELECT org, sha256, schema, sha256(vector) FROM features ON CONFLICT DO NOTHING; "
+                "DROP TABLE features; END IF; END $$"
+            )
         self._orgs: dict[str, int] = {}
         self._org_names: dict[int, str] = {}
         self._principals: dict[str, Principal] = {}
@@ -646,10 +658,16 @@ class PostgresStore:
                 with conn.cursor() as c:
                     c.executemany(_UPSERT, ordered)
                     if feats:
+                        distinct, refs = _vector_refs(feats)
                         c.executemany(
-                            "INSERT INTO features (org, sha256, schema, vector) "
+                            "INSERT INTO vectors (digest, vector) VALUES (%s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            distinct,
+                        )
+                        c.executemany(
+                            "INSERT INTO org_vectors (org, sha256, schema, digest) "
                             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            sorted(feats),
+                            sorted(refs),
                         )
                     if _FAULT_MARKER:
                         _pause_for_fault_injection(_FAULT_MARKER)
@@ -711,7 +729,8 @@ class PostgresStore:
             return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT vector FROM features WHERE org = %s AND sha256 = %s AND schema = %s",
+                "SELECT v.vector FROM org_vectors o JOIN vectors v ON v.digest = o.digest "
+                "WHERE o.org = %s AND o.sha256 = %s AND o.schema = %s",
                 (org, bytes.fromhex(sha256), schema),
             ).fetchone()
         return None if row is None else bytes(row[0])
@@ -729,14 +748,17 @@ class PostgresStore:
         """Table sizes (with indexes and TOAST) and row counts."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT (SELECT count(*) FROM aggregates), (SELECT count(*) FROM features), "
+                "SELECT (SELECT count(*) FROM aggregates), (SELECT count(*) FROM org_vectors), "
                 "(SELECT count(*) FROM batches), (SELECT coalesce(sum(events), 0) FROM batches), "
+                "(SELECT count(*) FROM vectors), "
                 "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
                 " JOIN pg_namespace n ON n.oid = c.relnamespace "
                 " WHERE c.relkind = 'r' AND n.nspname = current_schema())"
             ).fetchone()
         assert row is not None
-        return StoreStats(int(row[4] or 0), int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+        return StoreStats(
+            int(row[5] or 0), int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])
+        )
 
     # --- policy history --------------------------------------------------------------------
 
@@ -1046,8 +1068,9 @@ class PostgresStore:
                 name = self._org_names[org]
                 for i in range(0, len(shas), 5000):
                     for sha, vec in self._conn.execute(
-                        "SELECT sha256, vector FROM features "
-                        "WHERE org = %s AND schema = %s AND sha256 = ANY(%s)",
+                        "SELECT o.sha256, v.vector FROM org_vectors o "
+                        "JOIN vectors v ON v.digest = o.digest "
+                        "WHERE o.org = %s AND o.schema = %s AND o.sha256 = ANY(%s)",
                         (org, schema, shas[i : i + 5000]),
                     ):
                         out[(name, bytes(sha).hex())] = bytes(vec)

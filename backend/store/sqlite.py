@@ -10,10 +10,10 @@ Layout choices, for locality and size:
   Orgs are small integers and sha256s 32 raw bytes inside the key.
 - One transaction per batch: the idempotency key insert, then one `executemany` upsert
   (`INSERT ... ON CONFLICT DO UPDATE`) of the batch's pre-aggregated rows, then the feature
-  vectors (`INSERT OR IGNORE`). A replayed key finds its row and the transaction rolls back
-  having changed nothing, so a batch counts once however often it is retried. The commit
-  happens before the caller answers 2xx; `synchronous=FULL` (the default) makes it survive
-  power loss too, `NORMAL` only a crash of the process.
+  vectors (`INSERT OR IGNORE`; see `vectors` below). A replayed key finds its row and the
+  transaction rolls back having changed nothing, so a batch counts once however often it is
+  retried. The commit happens before the caller answers 2xx; `synchronous=FULL` (the default)
+  makes it survive power loss too, `NORMAL` only a crash of the process.
 - Distinct endpoints merge through a registered SQL function (`fw_merge`, see
   `backend.sketch`), so the upsert stays one statement. The common case, an endpoint the row
   already counts, is decided in SQL without calling back into Python: sketches are sorted
@@ -24,6 +24,10 @@ Layout choices, for locality and size:
   writes the same rows about 2.5x faster than the stdlib driver; it shares the store's lock, so
   the two connections never write at once in one process. An in-memory store has no file to
   share and stays on the stdlib connection.
+- Feature vectors are stored once by content (`vectors`, keyed by the sha256 of the float32
+  bytes) and referenced per (org, sample, schema) (`org_vectors`, first report wins): a fleet
+  reports a few thousand distinct vectors for a million (org, sample) pairs, and one org's
+  report can never change the reference another org's analyses read.
 - `policy_history` is append-only: each operator change stores the whole signed document with
   its time, so `policy_as_of(t)` is one indexed lookup.
 
@@ -78,6 +82,8 @@ from backend.store._base import (
     _check_usable,
     _merge_endpoint_days,
     _pause_for_fault_injection,
+    _vector_digest,
+    _vector_refs,
     hash_token,
     token_id_of,
 )
@@ -114,8 +120,9 @@ CREATE TABLE IF NOT EXISTS aggregates (
     shadow INTEGER NOT NULL, verdict TEXT NOT NULL, count INTEGER NOT NULL, endpoints BLOB NOT NULL,
     first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
     PRIMARY KEY (day, org, sha256, model_version, shadow, verdict)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS features (
-    org INTEGER NOT NULL, sha256 BLOB NOT NULL, schema TEXT NOT NULL, vector BLOB NOT NULL,
+CREATE TABLE IF NOT EXISTS vectors (digest BLOB PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS org_vectors (
+    org INTEGER NOT NULL, sha256 BLOB NOT NULL, schema TEXT NOT NULL, digest BLOB NOT NULL,
     PRIMARY KEY (org, sha256, schema)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS endpoint_days (
     day INTEGER NOT NULL, endpoint_id TEXT NOT NULL, model_version INTEGER NOT NULL,
@@ -243,6 +250,26 @@ def _set_aside_shared_vectors(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE features RENAME TO features_unowned")
 
 
+def _move_org_vectors(conn: sqlite3.Connection) -> None:
+    """Move a per-org `features` table (one vector copy per org) into `vectors` + `org_vectors`.
+
+    Each org keeps exactly the vector it had; equal vectors are then stored once. Runs in the
+    caller's transaction, after the new tables exist.
+    """
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'features'").fetchone() is None:
+        return
+    conn.create_function("fw_vector_digest", 1, _vector_digest, deterministic=True)
+    conn.execute(
+        "INSERT OR IGNORE INTO vectors (digest, vector) "
+        "SELECT fw_vector_digest(vector), vector FROM features"
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO org_vectors (org, sha256, schema, digest) "
+        "SELECT org, sha256, schema, fw_vector_digest(vector) FROM features"
+    )
+    conn.execute("DROP TABLE features")
+
+
 def _iso(t: dt.datetime) -> str:
     if t.tzinfo is None:
         raise ValueError("times must be timezone-aware")
@@ -281,6 +308,7 @@ class Store:
         _set_aside_shared_vectors(conn)
         conn.executescript(_SCHEMA)
         with self.write_transaction():
+            _move_org_vectors(conn)
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
             ).fetchone()
@@ -802,10 +830,14 @@ class Store:
                     return IngestResult(True, events, 0)
                 db.executemany(_UPSERT, params)
                 if feats:
+                    distinct, refs = _vector_refs(feats)
                     db.executemany(
-                        "INSERT OR IGNORE INTO features (org, sha256, schema, vector) "
+                        "INSERT OR IGNORE INTO vectors (digest, vector) VALUES (?, ?)", distinct
+                    )
+                    db.executemany(
+                        "INSERT OR IGNORE INTO org_vectors (org, sha256, schema, digest) "
                         "VALUES (?, ?, ?, ?)",
-                        feats,
+                        refs,
                     )
                 if _FAULT_MARKER:
                     _pause_for_fault_injection(_FAULT_MARKER)
@@ -876,7 +908,8 @@ class Store:
             return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT vector FROM features WHERE org = ? AND sha256 = ? AND schema = ?",
+                "SELECT v.vector FROM org_vectors o JOIN vectors v ON v.digest = o.digest "
+                "WHERE o.org = ? AND o.sha256 = ? AND o.schema = ?",
                 (org, bytes.fromhex(sha256), schema),
             ).fetchone()
         return None if row is None else bytes(row[0])
@@ -894,14 +927,15 @@ class Store:
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             agg = self._conn.execute("SELECT count(*) FROM aggregates").fetchone()[0]
-            feat = self._conn.execute("SELECT count(*) FROM features").fetchone()[0]
+            feat = self._conn.execute("SELECT count(*) FROM org_vectors").fetchone()[0]
+            vecs = self._conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
             nb, ne = self._conn.execute(
                 "SELECT count(*), coalesce(sum(events), 0) FROM batches"
             ).fetchone()
         size = sum(
             Path(self.path + s).stat().st_size for s in ("", "-wal") if Path(self.path + s).exists()
         )
-        return StoreStats(size, int(agg), int(feat), int(nb), int(ne))
+        return StoreStats(size, int(agg), int(feat), int(nb), int(ne), int(vecs))
 
     # --- policy history --------------------------------------------------------------------
 
@@ -1295,8 +1329,9 @@ class Store:
                     part = shas[i : i + 500]
                     marks = ",".join("?" * len(part))
                     for sha, vec in conn.execute(
-                        "SELECT sha256, vector FROM features "  # noqa: S608 - placeholders only
-                        f"WHERE org = ? AND schema = ? AND sha256 IN ({marks})",
+                        "SELECT o.sha256, v.vector FROM org_vectors o "  # noqa: S608 - placeholders only
+                        "JOIN vectors v ON v.digest = o.digest "
+                        f"WHERE o.org = ? AND o.schema = ? AND o.sha256 IN ({marks})",
                         [org, schema, *part],
                     ):
                         out[(name, sha.hex())] = bytes(vec)

@@ -42,7 +42,8 @@ def _counts(db: Path) -> dict[str, int]:
             "arm_day_events": "SELECT coalesce(sum(events), 0) FROM arm_days",
             "arm_day_alerts": "SELECT coalesce(sum(alerts), 0) FROM arm_days",
             "arm_endpoint_days": "SELECT coalesce(sum(endpoint_days), 0) FROM arm_days",
-            "features": "SELECT count(*) FROM features",
+            "org_vectors": "SELECT count(*) FROM org_vectors",
+            "vectors": "SELECT count(*) FROM vectors",
         }
         return {k: int(conn.execute(sql).fetchone()[0]) for k, sql in q.items()}
     finally:
@@ -117,5 +118,6 @@ def test_kill_9_between_aggregates_and_evidence_leaves_every_table_consistent(
         "arm_day_events": 40,
         "arm_day_alerts": alerts,
         "arm_endpoint_days": 1,
-        "features": 5,
+        "org_vectors": 5,
+        "vectors": 1,  # the five samples reported one vector: stored once
     }

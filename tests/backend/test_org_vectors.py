@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,41 @@ def test_org_a_vector_cannot_change_org_b_transition_report_or_allowlist(
     assert planted in mine.per_org[attacker].allowlist_sha256s
     assert planted not in mine.per_org[victim].allowlist_sha256s
     store.close()
+
+
+def test_per_org_features_table_moves_into_shared_vectors_keeping_each_orgs_vector(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "old.db"
+    now = ROLLOUT
+    store = Store(db)
+    a, b = (store.create_org(n, now).org_id for n in ("acme", "globex"))
+    keys = {a: store._org_key(a), b: store._org_key(b)}
+    store.close()
+    vec, other = np.arange(4, dtype="<f4").tobytes(), np.ones(4, dtype="<f4").tobytes()
+    s1, s2 = bytes.fromhex("aa" * 32), bytes.fromhex("bb" * 32)
+    with sqlite3.connect(db) as conn:  # the layout before vectors were stored once
+        conn.execute("DROP TABLE org_vectors")
+        conn.execute("DROP TABLE vectors")
+        conn.execute(
+            "CREATE TABLE features (org INTEGER NOT NULL, sha256 BLOB NOT NULL, "
+            "schema TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (org, sha256, schema)) "
+            "WITHOUT ROWID"
+        )
+        conn.executemany(
+            "INSERT INTO features VALUES (?, ?, 'static-v1', ?)",
+            [(keys[a], s1, vec), (keys[b], s1, other), (keys[a], s2, vec), (keys[b], s2, vec)],
+        )
+    store = Store(db)
+    try:
+        got = store.feature_vectors([(a, s1.hex()), (b, s1.hex()), (a, s2.hex()), (b, s2.hex())],
+                                    "static-v1")  # fmt: skip
+        assert got == {(a, s1.hex()): vec, (b, s1.hex()): other, (a, s2.hex()): vec,
+                       (b, s2.hex()): vec}  # fmt: skip
+        stats = store.stats()
+        assert (stats.feature_rows, stats.vector_rows) == (4, 2)
+    finally:
+        store.close()
+    with sqlite3.connect(db) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "features" not in names and {"vectors", "org_vectors"} <= names

@@ -214,6 +214,86 @@ def test_postgres_parity_features_and_dropped_events(store: AnyStore):
         store.ingest(_batch("org_nope", ep, [ev]), rows, feats, NOW)
 
 
+def test_postgres_parity_equal_vectors_stored_once_while_each_org_keeps_its_reference(
+    store: AnyStore,
+) -> None:
+    a, b = (store.create_org(n, NOW).org_id for n in ("acme", "globex"))
+    ep_a, ep_b = store.enroll(a, NOW).endpoint_id, store.enroll(b, NOW).endpoint_id
+    vec, other = bytes(range(16)), bytes(range(16, 32))
+    s1, s2 = "aa" * 32, "bb" * 32
+    # both orgs report the same vector for one sample, and for a second sample too
+    for org, ep, key in ((a, ep_a, "ka"), (b, ep_b, "kb")):
+        evs = [make_event(org, ep, s, features=vec) for s in (s1, s2)]
+        store.ingest(TelemetryBatch(key, org, ep, 0, tuple(evs)), *aggregate(evs), NOW)
+    got = store.stats()
+    assert (got.feature_rows, got.vector_rows) == (4, 1)  # four references, one stored vector
+    # org A reports a different vector for s1 (HTTP path) and then through the bulk fold:
+    # A keeps its first one, and B's reference is not touched either way
+    ev = make_event(a, ep_a, s1, features=other)
+    store.ingest(TelemetryBatch("ka2", a, ep_a, 0, (ev,)), *aggregate([ev]), NOW)
+    store.ingest_columns(
+        "fold-1", "sim", day=[0], org_id=[a], sha256=[bytes.fromhex(s1)], model_version=[1],
+        verdict=["allow"], count=[1], endpoints=[sketch.sketch_of([1])], first_seen_ms=[0],
+        last_seen_ms=[0], features=[(a, bytes.fromhex(s1), "static-v1", other)], now=NOW,
+    )  # fmt: skip
+    assert store.feature_vector(a, s1, "static-v1") == vec
+    assert store.feature_vector(b, s1, "static-v1") == vec
+    # a third org whose first report is the other vector: its own reference, one more vector
+    c = store.create_org("initech", NOW).org_id
+    ep_c = store.enroll(c, NOW).endpoint_id
+    ev = make_event(c, ep_c, s1, features=other)
+    store.ingest(TelemetryBatch("kc", c, ep_c, 0, (ev,)), *aggregate([ev]), NOW)
+    pairs = [(a, s1), (b, s1), (c, s1), (a, s2), (b, s2)]
+    assert store.feature_vectors(pairs, "static-v1") == {
+        (a, s1): vec, (b, s1): vec, (c, s1): other, (a, s2): vec, (b, s2): vec,
+    }  # fmt: skip
+    got = store.stats()
+    assert (got.feature_rows, got.vector_rows) == (5, 2)
+
+
+def test_postgres_per_org_features_table_moves_into_shared_vectors_at_open() -> None:
+    import psycopg
+
+    from backend.store.postgres import PostgresStore
+
+    url = _require_pg_url()
+    schema = "t_" + secrets.token_hex(6)
+    pg = PostgresStore(url, schema=schema)
+    try:
+        a, b = (pg.create_org(n, NOW).org_id for n in ("acme", "globex"))
+        ka, kb = pg._org_key(a), pg._org_key(b)
+    finally:
+        pg.close()
+    vec, other = bytes(range(16)), bytes(16)
+    s1, s2 = bytes.fromhex("aa" * 32), bytes.fromhex("bb" * 32)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:  # the layout before, per-org copies
+            conn.execute(f"SET search_path TO {schema}")
+            conn.execute("DROP TABLE org_vectors, vectors")
+            conn.execute(
+                "CREATE TABLE features (org BIGINT NOT NULL, sha256 BYTEA NOT NULL, "
+                "schema TEXT NOT NULL, vector BYTEA NOT NULL, PRIMARY KEY (org, sha256, schema))"
+            )
+            with conn.cursor() as c:
+                c.executemany(
+                    "INSERT INTO features VALUES (%s, %s, 'static-v1', %s)",
+                    [(ka, s1, vec), (kb, s1, other), (ka, s2, vec), (kb, s2, vec)],
+                )
+        pg = PostgresStore(url, schema=schema)
+        try:
+            pairs = [(a, s1.hex()), (b, s1.hex()), (a, s2.hex()), (b, s2.hex())]
+            assert pg.feature_vectors(pairs, "static-v1") == {
+                (a, s1.hex()): vec, (b, s1.hex()): other, (a, s2.hex()): vec, (b, s2.hex()): vec,
+            }  # fmt: skip
+            got = pg.stats()
+            assert (got.feature_rows, got.vector_rows) == (4, 2)
+        finally:
+            pg.close()
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")  # noqa: S608 - hex name
+
+
 def test_postgres_parity_policy_history_reads_as_of_and_rolls_back(store: AnyStore):
     published: list[bytes] = []
     assert store.current_policy() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -51,17 +52,23 @@ def _randomise(h: History, db: Path, seed: int) -> None:
         store.ingest(TelemetryBatch(f"rnd-{seed}-{b}", org, ep, 0, tuple(events)), rows, feats, t)
     store.close()
     with sqlite3.connect(db) as conn:
-        keys = conn.execute("SELECT org, sha256, vector FROM features").fetchall()
+        keys = conn.execute(
+            "SELECT o.org, o.sha256, v.vector FROM org_vectors o "
+            "JOIN vectors v ON v.digest = o.digest ORDER BY o.org, o.sha256"
+        ).fetchall()
         pick = rng.choice(len(keys), size=12, replace=False).tolist()
         for i in pick[:6]:  # an org's own, different vector for a sample others report too
             org, sha, vec = keys[i]
             other = np.frombuffer(vec, "<f4") + rng.normal(0, 2.0, len(vec) // 4).astype("<f4")
+            raw = other.astype("<f4").tobytes()
+            digest = hashlib.sha256(raw).digest()
+            conn.execute("INSERT OR IGNORE INTO vectors VALUES (?, ?)", (digest, raw))
             conn.execute(
-                "UPDATE features SET vector = ? WHERE org = ? AND sha256 = ?",
-                (other.astype("<f4").tobytes(), org, sha),
+                "UPDATE org_vectors SET digest = ? WHERE org = ? AND sha256 = ?",
+                (digest, org, sha),
             )
         for i in pick[6:]:  # pairs whose vector is missing (they cannot be scored)
-            conn.execute("DELETE FROM features WHERE org = ? AND sha256 = ?", keys[i][:2])
+            conn.execute("DELETE FROM org_vectors WHERE org = ? AND sha256 = ?", keys[i][:2])
 
 
 @pytest.mark.parametrize("seed", [11, 12])
