@@ -35,6 +35,7 @@ __all__ = [
     "Store",
     "TokenKind",
     "abort_rollout",
+    "add_allowlist_candidates",
     "add_list_entry",
     "authenticate",
     "current_policy",
@@ -110,6 +111,39 @@ def add_list_entry(
         expires_at=expires_at,
         actor=actor,
     )
+
+
+def add_allowlist_candidates(
+    store: Store,
+    publish: Publish,
+    candidates: list[dict[str, Any]],
+    *,
+    now: dt.datetime,
+    actor: str,
+) -> PolicyRecord | None:
+    """Apply saved transition allowlist candidates by scope: `admin.add_allowlist_candidates`.
+
+    Each candidate is a report's `allowlist_candidates` row: the entry, and `org_id` (None for
+    fleet-wide). Returns the last policy written (None when there was nothing to apply).
+    """
+    from agent.policy import ListEntry
+    from backend.transition_allowlist import AllowlistCandidate
+
+    def when(v: object) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(str(v)) if v else None
+
+    cands = [
+        AllowlistCandidate(
+            ListEntry(
+                str(c["sha256"]), str(c.get("reason", "")), str(c.get("author", "")),
+                when(c.get("created_at")) or now, when(c.get("expires_at")),
+            ),
+            c.get("org_id"),
+        )
+        for c in candidates
+    ]  # fmt: skip
+    records = admin.add_allowlist_candidates(store, publish, cands, now=now, actor=actor)
+    return records[-1] if records else None
 
 
 def remove_list_entry(

@@ -417,6 +417,38 @@ class _Console:
             ),
         )  # fmt: skip
 
+    async def allowlist_candidate(self, request: Request) -> Response:
+        """Allowlist one candidate of a saved transition report, by the scope the report gives.
+
+        The scope is read from the saved report, not from the form: an org's own flip goes on
+        that org's allowlist only, fleet-wide only on fleet-level evidence.
+        """
+        got = await self.action_form(request)
+        if isinstance(got, Response):
+            return got
+        viewer, form = got
+        name = str(request.path_params["name"])
+        back = f"/transitions/{name}"
+        where = self._report_dir(name)
+        if where is None:
+            return self.not_found(request, f"no saved report {name!r}")
+        report = json.loads((where / "transition.json").read_text())
+        sha, org = form.get("sha256", "").strip().lower(), form.get("org_id", "") or None
+        chosen = [
+            c
+            for c in report.get("allowlist_candidates", [])
+            if c.get("sha256") == sha and c.get("org_id") == org
+        ]
+        if not chosen:
+            return self.not_found(request, "no such allowlist candidate in this report")
+        return await self._do(
+            request,
+            back,
+            lambda now: act.add_allowlist_candidates(
+                self.store, self.publish, chosen, now=now, actor=_actor(viewer)
+            ),
+        )
+
     async def remove_entry(self, request: Request) -> Response:
         got = await self.action_form(request)
         if isinstance(got, Response):
@@ -717,6 +749,11 @@ def create_console(
         Route("/transitions", guarded(c.transitions), methods=["GET"]),
         Route("/plots/{key:str}.svg", guarded(c.plot), methods=["GET"]),
         Route("/transitions/{name:path}/report", guarded(c.report_page), methods=["GET"]),
+        Route(
+            "/transitions/{name:path}/allowlist",
+            guarded(c.allowlist_candidate),
+            methods=["POST"],
+        ),
         Route("/transitions/{name:path}", guarded(c.transition), methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=_HERE / "static"), name="static"),
     ]

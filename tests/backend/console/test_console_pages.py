@@ -113,7 +113,8 @@ def test_saved_transition_report_shows_per_org_forecast_sweep_and_candidates(
     assert page.index("org_aaaa000000000001") < page.index("org_bbbb000000000002")
     assert "<td>4.50</td>" in page and "ef" * 32 in page
     # org a's own flip is offered for org a's allowlist only, never fleet-wide
-    assert 'action="/console/orgs/org_aaaa000000000001/lists/add"' in page
+    assert 'action="/console/transitions/v1-to-v2/allowlist"' in page
+    assert 'name="org_id" value="org_aaaa000000000001"' in page
     assert "Allowlist for org_aaaa000000000001" in page and "Allowlist fleet-wide" not in page
     assert len(re.findall(r"/console/plots/[0-9a-f]+\.svg", page)) == 2
     saved = console.client.get("/console/transitions/v1-to-v2/report")
@@ -164,3 +165,34 @@ def test_rollouts_page_shows_the_gates_tests_with_p_values_and_per_org_evidence(
     assert (
         f'<a href="/console/orgs/{org}">{org}</a></td><td>20.0</td><td>60</td><td>80.0</td>' in page
     )
+
+
+def test_allowlisting_a_candidate_applies_it_to_its_own_org_only(
+    console: ConsoleEnv, tmp_path: Path
+) -> None:
+    acme = console.store.create_org("acme", NOW).org_id
+    globex = console.store.create_org("globex", NOW).org_id
+    sha = "ef" * 32
+    flip = OrgTransition(acme, 2.0, 3, 1, 0, 20, 10, None, None, allowlist_sha256s=(sha,))
+    quiet = OrgTransition(globex, 0.0, 0, 0, 0, 0, 10, None, None)
+    write_transition_report(
+        dataclasses.replace(_report(), per_org={acme: flip, globex: quiet}),
+        tmp_path / "reports" / "r2",
+    )
+    csrf = console.login()
+    assert f"Allowlist for {acme}" in console.client.get("/console/transitions/r2").text
+    # the scope comes from the saved report: asking for globex finds no such candidate
+    forged = console.client.post(
+        "/console/transitions/r2/allowlist",
+        data={"sha256": sha, "org_id": globex, "csrf_token": csrf},
+    )
+    assert forged.status_code == 404 and console.store.current_policy() is None
+    console.client.post(
+        "/console/transitions/r2/allowlist",
+        data={"sha256": sha, "org_id": acme, "csrf_token": csrf},
+    )
+    record = console.store.current_policy()
+    assert record is not None
+    doc = record.document
+    assert [e.sha256 for e in doc.orgs[acme].allowlist] == [sha]
+    assert not doc.default.allowlist and globex not in doc.orgs
