@@ -3,8 +3,9 @@
 `export(store, out_dir)` writes one Parquet file per table, streamed in bounded batches:
 `aggregates` (active and shadow rows with their distinct-endpoint sketches, which the
 transition analysis merges; rescoring weighs by `count`),
-`features` (sha256, schema, vector bytes), `labels` (the append-only history with `seq`, its
-order in the store, so ties at one instant resolve as `LabelBook` does) and `policy_history`
+`features` (org_id, sha256, schema, vector bytes: one row per org's own vector), `labels`
+(the append-only history with `seq`, its order in the store, so ties at one instant resolve as
+`LabelBook` does) and `policy_history`
 (each signed document as JSON with its time). Times travel as integer microseconds since the
 epoch (UTC) beside the ISO form, so engines compare instants, never strings.
 """
