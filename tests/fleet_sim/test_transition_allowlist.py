@@ -82,3 +82,26 @@ def test_the_old_rule_allowlists_the_zero_day_and_loses_recall(run: SimRun) -> N
     lost = _recall(run, "none") - _recall(run, "naive")
     print(f"naive: removed {removed:.3f}, recall lost {lost * 100:.2f} points")
     assert lost > 0.01  # the measurement can see what the evidence rule prevents
+
+
+@pytest.mark.slow
+def test_simulated_allowlists_go_fleet_wide_only_on_fleet_level_evidence(run: SimRun) -> None:
+    from backend.store import Store
+
+    def policy(arm: str) -> tuple[list[str], dict[str, list[str]]]:
+        store = Store(run.stores[arm])
+        record = store.current_policy()
+        store.close()
+        assert record is not None
+        doc = record.document
+        return [e.reason for e in doc.default.allowlist], {
+            o: [e.reason for e in p.allowlist] for o, p in doc.orgs.items() if p.allowlist
+        }
+
+    fleet, per_org = policy("evidence")
+    assert fleet or per_org
+    assert all(", label:" in r or ", prevalent:" in r for r in fleet)
+    assert all(", established:" in r and o in r for o, rs in per_org.items() for r in rs)
+    # the old rule: every flip comes from one org's vectors, so it stays in that org
+    naive_fleet, naive_orgs = policy("naive")
+    assert not naive_fleet and len(naive_orgs) > 1
