@@ -508,13 +508,15 @@ class Protector:
             )
         deny = result.decision is not None and result.decision.verdict in DENY_VERDICTS
         with self._lock:
-            answered_now = self._answer_locked(p, allow=not deny)
-            allowed = not deny if answered_now else True
+            # cached before the kernel is answered: the next exec of the file, which the answer
+            # lets happen, must find the verdict (the reader looks it up without the lock)
             if p.generation == self._generation and result.status is FileStatus.SCANNED:
                 if len(self._cache) >= self.config.cache_size:
                     self._cache.clear()
                 dev, ino, size, mtime_ns = p.key
                 self._cache[(dev, ino)] = (size, mtime_ns, not deny)
+            answered_now = self._answer_locked(p, allow=not deny)
+            allowed = not deny if answered_now else True
             self._close_locked(p)
         record, error = None, ""
         if deny and allowed is False and self.quarantine is not None and path:

@@ -190,12 +190,32 @@ def test_cached_verdict_serves_repeat_execs_and_a_rewrite_drops_it(harness: Harn
 
 def test_policy_change_invalidates_cached_verdicts(harness: Harness) -> None:
     script = _write(harness.dir / "tool.sh", BENIGN)
-    p = harness.start()
+    # a deadline the first decision cannot miss on a loaded machine: a deadline allow comes
+    # back before the decision is cached, and the second exec would then be decided afresh
+    p = harness.start(deadline_ms=60_000)
     assert _exec(script) == 0
+    assert p.stats.deadline == 0
     harness.ctx = DecisionContext(block_threshold=1.1, blocklist=frozenset({_sha(BENIGN)}))
     assert _exec(script) == 0, "the cached allow answers until the change is announced"
+    assert p.stats.cache_hits == 1
     p.invalidate()
     assert _exec(script) == -errno.EPERM
+
+
+def test_a_verdict_is_cached_before_the_kernel_is_answered(harness: Harness) -> None:
+    script = _write(harness.dir / "tool.sh", BENIGN)
+    p = harness.start(deadline_ms=60_000)
+    respond = p._respond
+
+    def slow_respond(fd: int, allow: bool) -> None:  # a worker descheduled after answering
+        respond(fd, allow)
+        time.sleep(0.5)
+
+    p._respond = slow_respond  # type: ignore[method-assign]
+    assert _exec(script) == 0
+    harness.ctx = DecisionContext(block_threshold=1.1, blocklist=frozenset({_sha(BENIGN)}))
+    assert _exec(script) == 0, "the exec the answer let happen found the verdict in the cache"
+    assert p.stats.cache_hits == 1
 
 
 def test_agent_never_blocks_its_own_opens(harness: Harness) -> None:
