@@ -135,6 +135,24 @@ def predict_at(
         store.close()
 
 
+def _allowlist_in_force(store_path: str | Path) -> dict[str, int]:
+    """The transition entries an arm published, by scope: fleet-wide and org-only."""
+    store = Store(store_path)
+    try:
+        record = store.current_policy()
+    finally:
+        store.close()
+    if record is None:
+        return {"fleet": 0, "org": 0}
+    doc = record.document
+    return {
+        "fleet": sum(e.reason.startswith("transition") for e in doc.default.allowlist),
+        "org": sum(
+            e.reason.startswith("transition") for p in doc.orgs.values() for e in p.allowlist
+        ),
+    }
+
+
 def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
     arm = sim.arms["no-mitigation"]
     mitigated = sim.arms["transition-allowlist"]
@@ -221,6 +239,7 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
         ),
         "simulated_new_fp_alerts_with_allowlist": float(mit_rate.sum()),
         "transition_allowlist_entries": len(report.transition_allowlist),
+        "transition_allowlist_in_force": _allowlist_in_force(sim.stores["transition-allowlist"]),
         "per_org": orgs,
         "outcomes": [o.to_dict() for o in sim.outcomes],
     }
@@ -272,7 +291,9 @@ def _html(data: dict[str, Any]) -> str:
         f"<p><b>Fleet, new FP alerts per day:</b> predicted {data['predicted_new_fp_alerts']:.1f},"
         f" simulated {data['simulated_new_fp_alerts']:.1f}"
         f" (relative error {100 * data['relative_error']:.1f} %). With the transition allowlist"
-        f" ({data['transition_allowlist_entries']} entries): predicted"
+        f" ({data['transition_allowlist_entries']} candidate flips; in force"
+        f" {data['transition_allowlist_in_force']['fleet']} fleet-wide and"
+        f" {data['transition_allowlist_in_force']['org']} org-only entries): predicted"
         f" {data['predicted_new_fp_alerts_with_allowlist']:.1f}, simulated"
         f" {data['simulated_new_fp_alerts_with_allowlist']:.1f}.</p>"
         f"<p><b>Transition allowlist:</b> new FP alerts removed, predicted"

@@ -35,6 +35,8 @@ def test_demo_prediction_agrees_and_the_allowlist_prediction_is_computed(
         report.simulated_new_fp_alerts,
     )
     assert data["transition_allowlist_entries"] > 0
+    in_force = data["transition_allowlist_in_force"]  # each entry by its evidence's scope
+    assert in_force["fleet"] + in_force["org"] > 0
     assert report.predicted_with_allowlist <= 0.1 * report.predicted_new_fp_alerts
     assert report.simulated_with_allowlist <= 0.1 * report.simulated_new_fp_alerts
     # issue 18: removal beside recall cost (a zero-day the label feed does not know runs
