@@ -14,6 +14,10 @@ what happens in it, not to the fleet's size:
    rollout cohort) assigns unless it is unsigned or fails the endpoint's self-test, and resets
    its breaker on a new policy or model. Settled endpoints leave that set until the next
    publication (an install still refused stays in it and retries at each check-in).
+   Push (ADR 0006): at a publication, each endpoint holding a push channel and online then
+   is woken after its notice latency (`World.push_latency`, the exact mode's draws) and, if
+   still online with the backend up, adopts by the same rule; a wake-up comes before the
+   step's periodic check-ins unless one of those came between the publication and it.
 3. Encounters: per org, Poisson(rate x step x online endpoints) scans (plus campaign scans on
    target orgs), each given a uniform time in the step and a uniform online endpoint of the org
    (the same law as one Poisson process per online endpoint, which the exact mode runs). Global
@@ -83,6 +87,21 @@ def _ms(t: F64) -> npt.NDArray[np.unsignedinteger[Any] | np.signedinteger[Any]]:
     return ms.astype(np.uint32) if int(ms.max()) < 2**32 else ms
 
 
+def _rounds(idx: I64, sel: npt.NDArray[np.bool_]) -> list[I64]:
+    """Positions of `idx[sel]` in rounds where each endpoint appears at most once, in order.
+
+    Two notices to one endpoint in a step wake it twice; `adopt` takes one offer per endpoint.
+    """
+    rest = np.flatnonzero(sel)
+    out: list[I64] = []
+    while rest.size:
+        _, first = np.unique(idx[rest], return_index=True)
+        first.sort()
+        out.append(rest[first])
+        rest = np.delete(rest, first)
+    return out
+
+
 def _alias(weights: F64) -> tuple[F64, I64]:
     """Walker's alias table (Vose's construction) for drawing index i with p ~ weights[i]."""
     n = weights.size
@@ -137,6 +156,8 @@ class CohortEngine:
         self._iv = w.ep_checkin_s
         self._ph = w.ep_phase_s
         self._unsettled = np.zeros(0, np.int64)
+        self._n_noticed = len(self.fleet.link.published)  # earlier ones need no notice
+        self._push: list[tuple[I64, F64, F64]] = []  # (endpoints, publication, wake-up) times
         self._refresh_tables()
         # online state, updated at the quarters where it can change
         self.online = np.asarray(w.online(0.0))
@@ -337,13 +358,31 @@ class CohortEngine:
             self._n_published = len(link.published)
             self.settled[:] = False
             self._unsettled = np.arange(w.n_endpoints, dtype=np.int64)
-        u = self._unsettled
-        if u.size == 0:
-            return None
-        idx = u[self.online[u]]
-        c = self._next_checkin(idx, t0)
         sw_time: F64 | None = None
         sw_prev = np.zeros(0, np.int32)
+
+        def note(sw: tuple[I64, F64, npt.NDArray[np.int32]] | None) -> None:
+            nonlocal sw_time, sw_prev
+            if sw is None:
+                return
+            if sw_time is None:
+                sw_time = np.full(w.n_endpoints, -np.inf)
+                sw_prev = np.zeros(w.n_endpoints, np.int32)
+            ch, when, prev = sw
+            first = np.isneginf(sw_time[ch])  # keep each endpoint's first switch
+            sw_time[ch[first]] = when[first]
+            sw_prev[ch[first]] = prev[first]
+
+        wake = self._push_due(t0, t1)
+        if wake is not None:
+            p_idx, p_tp, p_td = wake
+            early = p_td <= self._next_checkin(p_idx, p_tp)
+            for r in _rounds(p_idx, early):
+                note(self._adopt(p_idx[r], p_td[r], pub_v, pub_t))
+        u = self._unsettled
+        u = u[~self.settled[u]]
+        idx = u[self.online[u]]
+        c = self._next_checkin(idx, t0)
         while idx.size:
             due = c < t1
             idx, c = idx[due], c[due]
@@ -358,19 +397,53 @@ class CohortEngine:
             else:
                 go, cg = idx[up], c[up]
             if go.size:
-                sw = self._adopt(go, cg, pub_v, pub_t)
-                if sw is not None:
-                    if sw_time is None:
-                        sw_time = np.full(w.n_endpoints, -np.inf)
-                        sw_prev = np.zeros(w.n_endpoints, np.int32)
-                    ch, when, prev = sw
-                    first = np.isneginf(sw_time[ch])  # keep each endpoint's first switch
-                    sw_time[ch[first]] = when[first]
-                    sw_prev[ch[first]] = prev[first]
+                note(self._adopt(go, cg, pub_v, pub_t))
             more = ~self.settled[idx]
             idx, c = idx[more], nxt[more]
+        if wake is not None:  # wake-ups that a periodic check-in came before
+            for r in _rounds(p_idx, ~early):
+                note(self._adopt(p_idx[r], p_td[r], pub_v, pub_t))
         self._unsettled = u[~self.settled[u]]
         return None if sw_time is None else (sw_time, sw_prev)
+
+    def _push_due(self, t0: float, t1: float) -> tuple[I64, F64, F64] | None:
+        """Push wake-ups in [t0, t1) that find their endpoint online and the backend up.
+
+        New publications (all made at or after `t0`) first queue a wake-up for each endpoint
+        holding a channel and online at the publication. Returns (endpoints, publication
+        times, wake-up times), in time order, or None.
+        """
+        fleet, w = self.fleet, self.fleet.world
+        link = fleet.link
+        while self._n_noticed < len(link.published):
+            j = self._n_noticed
+            self._n_noticed += 1
+            tp = fleet.clock.seconds(link.published[j][1])
+            eps = np.flatnonzero(w.ep_push)
+            eps = eps[w.online(tp, eps)]
+            if eps.size:
+                self._push.append((eps, np.full(eps.size, tp), tp + w.push_latency(j, eps)))
+        if not self._push:
+            return None
+        parts, keep = [], []
+        for eps, tp_, td in self._push:
+            now = td < t1
+            parts.append((eps[now], tp_[now], td[now]))
+            if not now.all():
+                keep.append((eps[~now], tp_[~now], td[~now]))
+        self._push = keep
+        idx = np.concatenate([p[0] for p in parts])
+        tp_all = np.concatenate([p[1] for p in parts])
+        td_all = np.concatenate([p[2] for p in parts])
+        ok = self.online[idx]  # every wake-up here falls in this step's quarter
+        for a, b in link.outages:
+            ok &= ~((td_all >= a) & (td_all < b))
+        if not ok.any():
+            return None
+        order = np.argsort(td_all[ok], kind="stable")
+        idx, tp_all, td_all = idx[ok][order], tp_all[ok][order], td_all[ok][order]
+        self.fleet.recorder.count("push_wakeups", idx.size)
+        return idx, tp_all, td_all
 
     def _adopt(
         self, idx: I64, c: F64, pub_v: I64, pub_t: F64

@@ -13,7 +13,11 @@ check-in or its next scan, whichever comes first:
   agent's own rule (`agent.adoption.adopt`: the latest published policy, the assigned model
   unless it is unsigned or fails this endpoint's self-test, a breaker reset on a new policy or
   model), and sends the buffer through the real wire path
-  (`encode_batch` -> `parse_batch` -> `aggregate` -> `Store.ingest`).
+  (`encode_batch` -> `parse_batch` -> `aggregate` -> `Store.ingest`);
+- push (ADR 0006): at each policy publication, every endpoint that holds a push channel and is
+  online gets a wake-up event after its notice latency (`World.push_latency`); if it is still
+  online and the backend is up then, it adopts by the same rule as at a check-in (telemetry
+  still rides the periodic check-ins).
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ def run_exact(
     base = reg[reg.baseline]
     ih_sets = {k: v for k, v in cat.inhouse.items()}
     max_events = min(1000, MAX_EVENTS_PER_BATCH)
+    breakers: list[BreakerState] = [reset()] * n
+    n_noticed = [len(link.published)]  # publications before the run need no notice
 
     def draw_sample(org: int, t: float, u: float, campaign_share: list[float]) -> int:
         # campaign_share: cumulative shares of the campaigns in the current total rate
@@ -99,11 +105,57 @@ def run_exact(
         g = min(int(np.searchsorted(cdf, rng.random(), side="right")), cat.global_idx.size - 1)
         return int(cat.global_idx[g])
 
+    def adopt_now(ep: int, t: float) -> None:
+        """A successful check-in (or push wake-up) at `t`: the agent's adoption rule."""
+        v = link.policy_version
+        target = fleet.target_model(v, ep) or 0
+        m = reg.models.get(target)
+        got = adopt(
+            policy=int(pol[ep]),
+            model=int(model[ep]),
+            offered_policy=v,
+            offered_model=target,
+            signed=m is not None and m.signed,
+            self_test_ok=m is not None and not m.self_test_fails(ep),
+        )
+        if got.refused_unsigned:
+            rec.count("unsigned_refused")
+        elif got.refused_self_test:
+            rec.count("self_test_refusals")
+            st_failed[ep] = True
+            fleet.report_health("self_test_failures", *_one(t, ep, target))
+        elif got.install:
+            rec.count("model_installs")
+            rec.note_installs(np.asarray([ep]), np.asarray([target]))
+        model[ep], pol[ep] = int(got.model), int(got.policy)
+        if got.reset_breaker:
+            breakers[ep] = reset()
+        for k, (_t0, seen) in rec.tracked.items():
+            if v >= k and np.isinf(seen[ep]):
+                seen[ep] = t
+
+    def wake(ep: int, t: float) -> simpy.events.ProcessGenerator:
+        yield env.timeout(t - env.now)
+        if w.online_one(ep, t) and link.is_up(t):
+            rec.count("push_wakeups")
+            adopt_now(ep, t)
+
+    def notice() -> None:
+        """Push: schedule the wake-ups of the publications made since the last call."""
+        while n_noticed[0] < len(link.published):
+            j = n_noticed[0]
+            n_noticed[0] += 1
+            tp = clock.seconds(link.published[j][1])
+            eps = np.flatnonzero(w.ep_push)
+            eps = eps[w.online(tp, eps)]
+            for ep, td in zip(eps.tolist(), (tp + w.push_latency(j, eps)).tolist(), strict=True):
+                if td < horizon:
+                    env.process(wake(ep, td))
+
     def endpoint(ep: int) -> simpy.events.ProcessGenerator:
         org = int(w.ep_org[ep])
         ep_id = w.endpoint_id(ep)
         org_id = link.org_ids[org]
-        breaker: BreakerState = reset()
         buffer: list[TelemetryEvent] = []
         dropped = 0
         camp = [c for c in w.campaigns if c.targets[org]]
@@ -124,32 +176,7 @@ def run_exact(
                 if not link.is_up(t):
                     rec.count("checkins_failed")
                     continue
-                v = link.policy_version
-                target = fleet.target_model(v, ep) or 0
-                m = reg.models.get(target)
-                got = adopt(
-                    policy=int(pol[ep]),
-                    model=int(model[ep]),
-                    offered_policy=v,
-                    offered_model=target,
-                    signed=m is not None and m.signed,
-                    self_test_ok=m is not None and not m.self_test_fails(ep),
-                )
-                if got.refused_unsigned:
-                    rec.count("unsigned_refused")
-                elif got.refused_self_test:
-                    rec.count("self_test_refusals")
-                    st_failed[ep] = True
-                    fleet.report_health("self_test_failures", *_one(t, ep, target))
-                elif got.install:
-                    rec.count("model_installs")
-                    rec.note_installs(np.asarray([ep]), np.asarray([target]))
-                model[ep], pol[ep] = int(got.model), int(got.policy)
-                if got.reset_breaker:
-                    breaker = reset()
-                for k, (_t0, seen) in rec.tracked.items():
-                    if v >= k and np.isinf(seen[ep]):
-                        seen[ep] = t
+                adopt_now(ep, t)
                 if buffer:
                     fleet.report_events(
                         np.asarray([e.observed_at_ms for e in buffer], np.float64) / 1000.0
@@ -181,13 +208,13 @@ def run_exact(
             mdl = reg[int(model[ep])]
             score = float(mdl.scores[s])
             res = evaluate(
-                shas[s], score, policy=eff, thresholds=mdl.thresholds, breaker=breaker, now=now
+                shas[s], score, policy=eff, thresholds=mdl.thresholds, breaker=breakers[ep], now=now
             )
             if res.breaker_tripped_now:
                 rec.count("breaker_trips")
                 fleet.report_health("breaker_trips", *_one(t, ep, int(model[ep])))
                 rec.events.append((t, f"breaker tripped on {ep_id}"))
-            breaker = res.breaker
+            breakers[ep] = res.breaker
             verdict = res.decision.verdict
             d = fleet.day_of(t)
             label = labels[s]
@@ -232,12 +259,14 @@ def run_exact(
             if act.at_s > env.now:
                 yield env.timeout(act.at_s - env.now)
             fleet.apply(act, env.now)
+            notice()
 
     def hourly() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
             counts = np.bincount(model)
             rec.adoption.append((env.now, {v: int(c) for v, c in enumerate(counts.tolist()) if c}))
             fleet.hourly(env.now)
+            notice()
             if progress is not None:
                 progress(env.now, total[0])
             yield env.timeout(3600.0)

@@ -100,6 +100,19 @@ class WorldModel(_Strict):
     era2_popularity: float = Field(default=1.0, ge=0, le=1)
     spool_max_events: int = Field(default=5000, ge=1)
     breaker_max_blocks: int | None = Field(default=None, ge=1)
+    # Push (ADR 0006): a share of endpoints holds a notice channel; an online one adopts a new
+    # policy within a latency drawn uniformly from `push_latency_s` of its publication (the
+    # notice wakes a check-in); the others, and offline ones, adopt at their next check-in.
+    push: bool = True
+    push_share: float = Field(default=1.0, ge=0, le=1)
+    push_latency_s: tuple[float, float] = (0.2, 5.0)
+
+    @field_validator("push_latency_s")
+    @classmethod
+    def _latency(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError("push_latency_s must be [low, high] with 0 <= low <= high")
+        return v
 
 
 class ModelBundleModel(_Strict):

@@ -16,6 +16,9 @@ their statistics together.
   commercial protector, the seed of the v2 FP surge), background era-1 malware, and campaigns
   of one malicious family hitting a share of orgs from a start time with a ramp.
 - Label noise: `reported_label` flips a share of the true labels (what an analyst feed says).
+- Push: a `push_share` of endpoints holds a notice channel (`ep_push`); the notice latency of
+  each publication is drawn per endpoint from a stream of its own (`push_latency`), so both
+  modes see the same latencies and the rest of the world does not move when push is toggled.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class World:
     ep_spell_start: F64
     ep_spell_end: F64
     ep_hash_bucket: npt.NDArray[np.float32]
+    ep_push: B
     catalog: Catalog
     campaigns: tuple[Campaign, ...]
     _cdf_cache: dict[int, F64] = field(default_factory=dict, compare=False, repr=False)
@@ -140,6 +144,12 @@ class World:
         start, end = self.spec.workday_hours
         local = (int(t // QUARTER_S) + int(self.ep_shift_q[ep])) % _Q_PER_DAY
         return start * 4 <= local < end * 4
+
+    def push_latency(self, publication: int, idx: I64) -> F64:
+        """Notice latency (s) of publication number `publication` to endpoints `idx`."""
+        lo, hi = self.spec.push_latency_s
+        rng = np.random.default_rng([self.seed, 0x9057, publication])
+        return np.asarray(rng.uniform(lo, hi, self.n_endpoints)[idx], np.float64)
 
     def global_cdf(self, day: int) -> F64:
         """Cumulative popularity of the global samples on `day` (era-2 rising with drift)."""
@@ -257,6 +267,8 @@ def build_world(
     spell_end = np.where(has_spell, start_q + length, np.inf)
     bucket = (rng.random(n_ep) * 100.0).astype(np.float32)
     resolved = tuple(_campaign(c, cat, rng, n_orgs) for c in campaigns)
+    push_rng = np.random.default_rng([seed, 0x9057])  # its own stream: the world stays put
+    push = (push_rng.random(n_ep) < spec.push_share) & spec.push
     return World(
         seed=seed,
         spec=spec,
@@ -274,6 +286,7 @@ def build_world(
         ep_spell_start=spell_start,
         ep_spell_end=spell_end,
         ep_hash_bucket=bucket,
+        ep_push=np.asarray(push, dtype=bool),
         catalog=cat,
         campaigns=resolved,
     )
