@@ -89,13 +89,10 @@ def inspect(state_dir: Path) -> tuple[int | None, bool]:
     return record.active.version, loaded.version == record.active.version
 
 
-def run_trial(
-    template: Path, anchor: Path, url: str, dest: Path, aim: str, delay_s: float
-) -> TrialResult:
-    """Run `fleetward-agent run --once`, SIGKILL it `delay_s` after the `aim` phase of the model
-    update began, and record where the kill landed and what it left on disk."""
+def _start_update(template: Path, anchor: Path, url: str, dest: Path) -> subprocess.Popen[bytes]:
+    """Copy the frozen state to `dest` and start one traced `run --once` on it (stderr piped)."""
     shutil.copytree(template, dest)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable, "-m", "agent", "run", "--once", "--trace-update",
             "--repo-url", url, "--org", ORG, "--state-dir", str(dest), "--root", str(anchor),
@@ -104,6 +101,14 @@ def run_trial(
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )  # fmt: skip
+
+
+def run_trial(
+    template: Path, anchor: Path, url: str, dest: Path, aim: str, delay_s: float
+) -> TrialResult:
+    """Run `fleetward-agent run --once`, SIGKILL it `delay_s` after the `aim` phase of the model
+    update began, and record where the kill landed and what it left on disk."""
+    proc = _start_update(template, anchor, url, dest)
     assert proc.stderr is not None
     start = f"update phase: {aim} {MODEL}".encode()
     for line in proc.stderr:  # the kill timer starts when the aimed phase starts
@@ -127,16 +132,7 @@ def run_trial(
 def calibrate(template: Path, anchor: Path, url: str, dest: Path) -> dict[str, float]:
     """How long each phase of the model update takes here: one update run to its end, timed
     by when its phase lines arrive (the kills are then spread over each phase's length)."""
-    shutil.copytree(template, dest)
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "agent", "run", "--once", "--trace-update",
-            "--repo-url", url, "--org", ORG, "--state-dir", str(dest), "--root", str(anchor),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )  # fmt: skip
+    proc = _start_update(template, anchor, url, dest)
     assert proc.stderr is not None
     seen: dict[str, float] = {}
     for line in proc.stderr:
