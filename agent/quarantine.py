@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent._internal.install import fsync_dir, write_atomic
+from agent.atomic import fsync_dir, write_atomic
 from agent.errors import QuarantineError
 
 __all__ = ["PHASES", "Quarantine", "QuarantineRecord"]
