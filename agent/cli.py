@@ -6,6 +6,7 @@ become one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -13,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -342,6 +344,15 @@ def _list_file(path: str | None, now: dt.datetime) -> frozenset[str]:
     return active_sha256s(read_list_file(path), now)
 
 
+@contextlib.contextmanager
+def _user_error() -> Iterator[None]:
+    """An `AgentError` inside ends the command with its one-line message and a non-zero exit."""
+    try:
+        yield
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _stdout() -> TextIO:
     """Stdout that escapes what it cannot encode (file names are not always UTF-8)."""
     stream = sys.stdout
@@ -404,10 +415,8 @@ def quarantine_list(state_dir: Path, as_json: bool) -> None:
 
     Example: fleetward-agent quarantine list --state-dir /var/lib/fleetward --json
     """
-    try:
+    with _user_error():
         records = Quarantine(state_dir / "quarantine").list()
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
     out = _stdout()
     for r in records:
         if as_json:
@@ -425,10 +434,8 @@ def quarantine_restore(record_id: str, state_dir: Path) -> None:
 
     Example: fleetward-agent quarantine restore 3f2a9c0d1e2b4a5f --state-dir /var/lib/fleetward
     """
-    try:
+    with _user_error():
         record = Quarantine(state_dir / "quarantine").restore(record_id)
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"restored {record.original_path}")
     _report_actions(state_dir, [(record, "restored")])
 
@@ -441,10 +448,8 @@ def quarantine_delete(record_id: str, state_dir: Path) -> None:
 
     Example: fleetward-agent quarantine delete 3f2a9c0d1e2b4a5f --state-dir /var/lib/fleetward
     """
-    try:
+    with _user_error():
         record = Quarantine(state_dir / "quarantine").delete(record_id)
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"deleted {record.id} ({record.original_path})")
     _report_actions(state_dir, [(record, "deleted")])
 
@@ -536,10 +541,8 @@ def service_install(unit_dir: Path, no_start: bool, run_args: tuple[str, ...]) -
         for name in p.opts
     }
     args = absolute_paths(run_args, path_options, cwd=Path.cwd())
-    try:
+    with _user_error():
         path = install_service(args, unit_dir=unit_dir, start=not no_start)
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {path}" + ("" if no_start else "; enabled and started"))
 
 
@@ -553,10 +556,8 @@ def service_uninstall(unit_dir: Path, no_stop: bool) -> None:
     """
     from agent.service import uninstall_service
 
-    try:
+    with _user_error():
         path = uninstall_service(unit_dir=unit_dir, stop=not no_stop)
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"removed {path}" if path else "no fleetward-agent service installed")
 
 
