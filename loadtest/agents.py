@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from agent.decision import Reason, Verdict
+from agent.decision import DecisionContext, Mode, decide
 from agent.features import VECTOR_LENGTH
 from agent.push import PushConfig, backoff_s, parse_events, push_request
 from agent.telemetry import (
@@ -60,6 +60,7 @@ from loadtest.run import LoadtestError
 __all__ = ["FleetConfig", "FleetResult", "ProcessUsage", "percentile", "run_fleet"]
 
 _ROOT = Path(__file__).resolve().parents[1]
+_BLOCK_AT = 0.97  # the simulated agents' block threshold: ~3% of the synthetic scores block
 _PER_POOL = 8  # agents sharing one connection pool (httpcore scans its pool per request)
 
 
@@ -373,6 +374,8 @@ class _SimAgent:
 
     def _events(self) -> list[TelemetryEvent]:
         lo, hi = self.config.batch_events
+        # The agent's own precedence table (`agent.decision.decide`), block at 0.97.
+        ctx = DecisionContext(block_threshold=_BLOCK_AT, mode=Mode(self.mode))
         now_ms = TelemetryEvent.ms(utc_now())
         out = []
         for i in range(self.rng.randint(lo, hi)):
@@ -380,12 +383,7 @@ class _SimAgent:
             scope = "global" if self.rng.random() < 0.7 else self.creds.org_id
             sha = hashlib.sha256(f"{scope}:{rank}".encode()).hexdigest()
             score = struct.unpack(">H", bytes.fromhex(sha[:4]))[0] / 65536.0
-            if score < 0.97:
-                verdict, reason = Verdict.ALLOW, Reason.SCORE_BELOW
-            elif self.mode == "detect_only":
-                verdict, reason = Verdict.DETECT, Reason.DETECT_ONLY
-            else:
-                verdict, reason = Verdict.BLOCK, Reason.SCORE_BLOCK
+            decision = decide(sha, score, ctx)
             vector = None
             if sha not in self.seen:
                 self.seen.add(sha)
@@ -397,8 +395,8 @@ class _SimAgent:
                     sha,
                     1,
                     score,
-                    verdict,
-                    reason,
+                    decision.verdict,
+                    decision.reason,
                     now_ms - i,
                     features=vector,
                 )
@@ -445,7 +443,6 @@ def _free_port() -> int:
 
 
 def _start_local(work: Path, config: FleetConfig) -> _Backend:
-    from agent.decision import Mode
     from backend import admin
     from backend.store import open_store
     from model_store.repository import init_repository

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from agent.decision import Reason, Verdict
+from agent.decision import DecisionContext, Mode, decide
 from agent.features import VECTOR_LENGTH
 from agent.telemetry import TelemetryEvent, encode_batch
 from loadtest._clock import utc_now
@@ -43,6 +43,7 @@ __all__ = ["AgentUser", "OperatorUser"]
 _CONFIG: dict[str, Any] = json.loads(
     Path(os.environ["FLEETWARD_LOADTEST_CONFIG"]).read_text(encoding="utf-8")
 )
+_BLOCK_AT = 0.97  # the simulated agents' block threshold: ~3% of the synthetic scores block
 _USER_IDS = itertools.count()
 _ACKS: list[Any] = []  # the open ack file of this process, opened on first use
 _VECTORS: list[bytes] = []
@@ -152,17 +153,14 @@ class AgentUser(FastHttpUser):
 
     def _events(self) -> list[TelemetryEvent]:
         lo, hi = _CONFIG["batch_events"]
+        # The agent's own precedence table (`agent.decision.decide`), block at 0.97.
+        ctx = DecisionContext(block_threshold=_BLOCK_AT, mode=Mode(self.mode))
         now_ms = TelemetryEvent.ms(utc_now())
         out = []
         for i in range(self.rng.randint(lo, hi)):
             sha = _sample(self.org_id, self.rng)
             score = _score(sha)
-            if score < 0.97:
-                verdict, reason = Verdict.ALLOW, Reason.SCORE_BELOW
-            elif self.mode == "detect_only":
-                verdict, reason = Verdict.DETECT, Reason.DETECT_ONLY
-            else:
-                verdict, reason = Verdict.BLOCK, Reason.SCORE_BLOCK
+            decision = decide(sha, score, ctx)
             vector = None
             if sha not in self.seen:
                 self.seen.add(sha)
@@ -174,8 +172,8 @@ class AgentUser(FastHttpUser):
                     sha,
                     1,
                     score,
-                    verdict,
-                    reason,
+                    decision.verdict,
+                    decision.reason,
                     now_ms - i,
                     features=vector,
                 )
