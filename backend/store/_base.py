@@ -1,4 +1,4 @@
-"""What both store dialects share: result types, token hashing, the policy compare-and-set.
+"""What both store dialects share: result types, token cache, ingest front doors, policy CAS.
 
 No SQL here: `backend.store.sqlite` and `backend.store.postgres` each speak their own, and
 `backend.store.AggregateStore` names the operations both offer.
@@ -9,15 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent.policy import PolicyDocumentModel
 from backend.errors import AuthError, PolicyConflictError
-from backend.ingest import EvidenceRow
+from backend.ingest import ArmDayRow, BatchAggregate, EvidenceRow
 
 __all__ = [
     "AggregateColumns",
@@ -266,4 +268,103 @@ def _check_next_version(latest: int, proposed: int) -> None:
             f"policy changed concurrently: version {latest} is current, this change was "
             f"made against version {proposed - 1}; read the policy again and retry",
             current_version=latest,
+        )
+
+
+def _new_token_secret(kind: TokenKind) -> str:
+    """A fresh bearer token of `kind`: a kind prefix and 32 random bytes, URL-safe."""
+    return f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+
+
+class _StoreCommon:
+    """The dialect-free half of both stores: the principal cache and the ingest front doors.
+
+    Each dialect keeps its SQL in `_apply` and `_org_key`; what surrounds them is written once.
+    """
+
+    _principals: dict[str, Principal]
+    # bumped by every `forget_tokens`: an `authenticate` that read its row before a revocation
+    # committed must not put the principal into the cache after the revoker dropped it
+    _forgets: int = 0
+
+    if TYPE_CHECKING:
+
+        def _org_key(self, org_id: str) -> int: ...
+
+        def _apply(
+            self,
+            endpoint_id: str,
+            key: str,
+            events: int,
+            dropped_events: int,
+            params: Sequence[tuple[Any, ...]],
+            feats: Sequence[tuple[int, bytes, str, bytes]],
+            now: dt.datetime,
+            *,
+            endpoint_days: Sequence[EvidenceRow] = (),
+            arm_days: Sequence[ArmDayRow] = (),
+        ) -> IngestResult: ...
+
+    def _remember(self, digest: str, principal: Principal, forgets_seen: int) -> None:
+        """Cache a verified admin or endpoint principal, unless a revocation came in between."""
+        if principal.kind is TokenKind.ENROLL or self._forgets != forgets_seen:
+            return
+        if len(self._principals) > 200_000:
+            self._principals.clear()
+        self._principals[digest] = principal
+
+    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
+        """Drop cached principals of `token_hashes` (None: all), e.g. revoked by another process."""
+        self._forgets += 1
+        if token_hashes is None:
+            self._principals.clear()
+            return
+        for h in token_hashes:
+            self._principals.pop(h, None)
+
+    def ingest_aggregate(
+        self,
+        batch: BatchAggregate,
+        now: dt.datetime,
+        *,
+        evidence: Sequence[EvidenceRow] = (),
+    ) -> IngestResult:
+        """Apply one folded batch in one transaction, once per idempotency key (the hot path).
+
+        The transaction writes the batch ledger row, the aggregates, the feature vectors and
+        the rollout gate's evidence (`evidence`, from `backend.ingest.endpoint_day_rows`), so
+        a crash leaves all of them or none, and the agent's retry then counts everything once.
+
+        Raises:
+            NotFoundError: the batch names an org the store does not know.
+        """
+        org, ep = self._org_key(batch.org_id), batch.endpoints
+        params = [(d, org, s, v, sh, vd, c, ep, f, la) for d, s, v, sh, vd, c, f, la in batch.rows]
+        return self._apply(
+            batch.endpoint_id,
+            batch.key,
+            batch.events,
+            batch.dropped_events,
+            params,
+            [(org, sha, schema, vec) for sha, schema, vec in batch.features],
+            now,
+            endpoint_days=evidence,
+        )
+
+    def record_evidence(
+        self,
+        key: str,
+        *,
+        endpoint_days: Sequence[EvidenceRow] = (),
+        arm_days: Sequence[ArmDayRow] = (),
+        now: dt.datetime,
+    ) -> IngestResult:
+        """Write rollout evidence alone, once per `key`, through the one ingest transaction.
+
+        For evidence that arrives without aggregates (the simulator's hourly tally, tests).
+        `endpoint_days` rows sum into the per-endpoint ledger and its rollup; `arm_days` rows
+        add into the rollup alone.
+        """
+        return self._apply(
+            "evidence", key, 0, 0, [], [], now, endpoint_days=endpoint_days, arm_days=arm_days
         )

@@ -59,7 +59,9 @@ from backend.store._base import (
     _check_next_version,
     _check_usable,
     _merge_endpoint_days,
+    _new_token_secret,
     _pause_for_fault_injection,
+    _StoreCommon,
     _vector_refs,
     hash_token,
     is_postgres_url,
@@ -68,7 +70,6 @@ from backend.store._base import (
 from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
-    from backend.ingest import BatchAggregate
     from backend.labels import LabelChange
 
 __all__ = ["PostgresStore"]
@@ -199,7 +200,7 @@ def _utc(t: dt.datetime) -> dt.datetime:
     return t.astimezone(dt.UTC)
 
 
-class PostgresStore:
+class PostgresStore(_StoreCommon):
     """The backend's state in one PostgreSQL database (optionally one schema of it)."""
 
     def __init__(self, url: str, *, schema: str | None = None) -> None:
@@ -283,7 +284,7 @@ class PostgresStore:
         expires_at: dt.datetime | None = None,
         max_uses: int | None = None,
     ) -> str:
-        token = f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+        token = _new_token_secret(kind)
         digest = hash_token(token)
         self._conn.execute(
             "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at, token_id, "
@@ -359,6 +360,7 @@ class PostgresStore:
         found = self._principals.get(digest)
         if found is not None:
             return found
+        forgets_seen = self._forgets
         with self._lock:
             row = self._conn.execute(
                 "SELECT kind, org, endpoint_id, revoked_at, expires_at, max_uses, uses "
@@ -370,10 +372,7 @@ class PostgresStore:
         _check_usable(row[3] is not None, row[4], row[5], int(row[6]), now)
         org = self._org_name(int(row[1])) if row[1] is not None else None
         principal = Principal(TokenKind(row[0]), org, row[2])
-        if principal.kind is not TokenKind.ENROLL:
-            if len(self._principals) > 200_000:
-                self._principals.clear()
-            self._principals[digest] = principal
+        self._remember(digest, principal, forgets_seen)
         return principal
 
     def enroll(
@@ -493,14 +492,6 @@ class PostgresStore:
         self.forget_tokens(hashes)
         return len(hashes)
 
-    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
-        """Drop cached principals of `token_hashes` (None: all), e.g. revoked by another process."""
-        if token_hashes is None:
-            self._principals.clear()
-            return
-        for h in token_hashes:
-            self._principals.pop(h, None)
-
     # --- telemetry -----------------------------------------------------------------------
 
     def ingest(
@@ -540,46 +531,6 @@ class PostgresStore:
             params,
             feats,
             now,
-        )
-
-    def ingest_aggregate(
-        self,
-        batch: BatchAggregate,
-        now: dt.datetime,
-        *,
-        evidence: Sequence[EvidenceRow] = (),
-    ) -> IngestResult:
-        """Apply one folded batch in one transaction, once per idempotency key (the hot path).
-
-        Ledger, aggregates, vectors and the rollout evidence commit together.
-
-        Raises:
-            NotFoundError: the batch names an org the store does not know.
-        """
-        org, ep = self._org_key(batch.org_id), batch.endpoints
-        params = [(d, org, s, v, sh, vd, c, ep, f, la) for d, s, v, sh, vd, c, f, la in batch.rows]
-        return self._apply(
-            batch.endpoint_id,
-            batch.key,
-            batch.events,
-            batch.dropped_events,
-            params,
-            [(org, sha, schema, vec) for sha, schema, vec in batch.features],
-            now,
-            endpoint_days=evidence,
-        )
-
-    def record_evidence(
-        self,
-        key: str,
-        *,
-        endpoint_days: Sequence[EvidenceRow] = (),
-        arm_days: Sequence[ArmDayRow] = (),
-        now: dt.datetime,
-    ) -> IngestResult:
-        """Write rollout evidence alone, once per `key`, through the one ingest transaction."""
-        return self._apply(
-            "evidence", key, 0, 0, [], [], now, endpoint_days=endpoint_days, arm_days=arm_days
         )
 
     def ingest_columns(

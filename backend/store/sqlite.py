@@ -61,7 +61,7 @@ from backend.errors import (
     PolicyConflictError,
     PublishError,
 )
-from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
+from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
 from backend.store._base import (
     _FAULT_MARKER,
     AggregateColumns,
@@ -81,7 +81,9 @@ from backend.store._base import (
     _check_next_version,
     _check_usable,
     _merge_endpoint_days,
+    _new_token_secret,
     _pause_for_fault_injection,
+    _StoreCommon,
     _vector_digest,
     _vector_refs,
     hash_token,
@@ -276,7 +278,7 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
 
-class Store:
+class Store(_StoreCommon):
     """The backend's state in one SQLite file (or `:memory:`)."""
 
     def __init__(
@@ -392,7 +394,7 @@ class Store:
         expires_at: dt.datetime | None = None,
         max_uses: int | None = None,
     ) -> str:
-        token = f"fw{kind.value[:2]}_{secrets.token_urlsafe(32)}"
+        token = _new_token_secret(kind)
         digest = hash_token(token)
         self._conn.execute(
             "INSERT INTO tokens (token_hash, kind, org, endpoint_id, created_at, token_id, "
@@ -458,6 +460,7 @@ class Store:
         found = self._principals.get(digest)
         if found is not None:
             return found
+        forgets_seen = self._forgets
         with self._auth_lock:
             row = self._auth_conn.execute(
                 "SELECT kind, org, endpoint_id, revoked_at, expires_at, max_uses, uses "
@@ -480,10 +483,7 @@ class Store:
                     self._org_names[key] = org_id
         org = self._org_names.get(row[1]) if row[1] is not None else None
         principal = Principal(TokenKind(row[0]), org, row[2])
-        if principal.kind is not TokenKind.ENROLL:
-            if len(self._principals) > 200_000:
-                self._principals.clear()
-            self._principals[digest] = principal
+        self._remember(digest, principal, forgets_seen)
         return principal
 
     def enroll(
@@ -615,14 +615,6 @@ class Store:
         self.forget_tokens(hashes)
         return len(hashes)
 
-    def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
-        """Drop cached principals of `token_hashes` (None: all), e.g. revoked by another process."""
-        if token_hashes is None:
-            self._principals.clear()
-            return
-        for h in token_hashes:
-            self._principals.pop(h, None)
-
     # --- telemetry -----------------------------------------------------------------------
 
     def ingest(
@@ -666,53 +658,6 @@ class Store:
             params,
             feats,
             now,
-        )
-
-    def ingest_aggregate(
-        self,
-        batch: BatchAggregate,
-        now: dt.datetime,
-        *,
-        evidence: Sequence[EvidenceRow] = (),
-    ) -> IngestResult:
-        """Apply one folded batch in one transaction, once per idempotency key (the hot path).
-
-        The transaction writes the batch ledger row, the aggregates, the feature vectors and
-        the rollout gate's evidence (`evidence`, from `backend.ingest.endpoint_day_rows`), so
-        a crash leaves all of them or none, and the agent's retry then counts everything once.
-
-        Raises:
-            NotFoundError: the batch names an org the store does not know.
-        """
-        org, ep = self._org_key(batch.org_id), batch.endpoints
-        params = [(d, org, s, v, sh, vd, c, ep, f, la) for d, s, v, sh, vd, c, f, la in batch.rows]
-        return self._apply(
-            batch.endpoint_id,
-            batch.key,
-            batch.events,
-            batch.dropped_events,
-            params,
-            [(org, sha, schema, vec) for sha, schema, vec in batch.features],
-            now,
-            endpoint_days=evidence,
-        )
-
-    def record_evidence(
-        self,
-        key: str,
-        *,
-        endpoint_days: Sequence[EvidenceRow] = (),
-        arm_days: Sequence[ArmDayRow] = (),
-        now: dt.datetime,
-    ) -> IngestResult:
-        """Write rollout evidence alone, once per `key`, through the one ingest transaction.
-
-        For evidence that arrives without aggregates (the simulator's hourly tally, tests).
-        `endpoint_days` rows sum into the per-endpoint ledger and its rollup; `arm_days` rows
-        add into the rollup alone.
-        """
-        return self._apply(
-            "evidence", key, 0, 0, [], [], now, endpoint_days=endpoint_days, arm_days=arm_days
         )
 
     def ingest_columns(
