@@ -20,6 +20,8 @@ from click.testing import CliRunner
 from tuf.api.metadata import Metadata
 
 from agent.bundle import Canary, read_manifest, write_bundle
+from agent.decision import decide
+from agent.engine import context_for
 from agent.model import ONNXScorer, load_bundle
 from fleetward.cli import main as fleetward_cli
 from model_store.corpus import Corpus
@@ -90,11 +92,15 @@ def _refusal(repo: Path, bundle: Path, golden: GoldenSet, **kw) -> GateRefusedEr
     return info.value
 
 
-def _golden_scores(bundle: Path, golden: GoldenSet) -> tuple[np.ndarray, float, float]:
+def _golden_scores(bundle: Path, golden: GoldenSet) -> tuple[np.ndarray, float, np.ndarray]:
+    """Scores, block threshold, and which golden samples alert by the agent's own rule
+    (`agent.decision.decide`, no policy): an oracle independent of the gate's vectorised one."""
     m = load_bundle(bundle, timeout_s=600)
     th = m.manifest.thresholds
     scores = m.scorer.score_batch(golden.features).astype(np.float64)
-    return scores, th.block, th.detect if th.detect is not None else th.block
+    ctx = context_for(None, th, NOW)
+    alerts = np.array([decide("", float(s), ctx).verdict.is_alert for s in scores], dtype=bool)
+    return scores, th.block, alerts
 
 
 # --- passing, and what it records --------------------------------------------------------------
@@ -111,7 +117,7 @@ def test_gate_passes_v2_against_v1_and_signs_its_outcome_with_the_nfr(
     s1, _, a1 = _golden_scores(bundles[1], golden)
     s2, _, a2 = _golden_scores(bundles[2], golden)
     mal = golden.malicious
-    old_right, new_right = (s1 >= a1) == mal, (s2 >= a2) == mal
+    old_right, new_right = a1 == mal, a2 == mal
     assert report.pair is not None
     assert report.pair.nfr == pytest.approx(np.mean(old_right & ~new_right))
     assert report.pair.negative_flips == int(np.sum(old_right & ~new_right))
