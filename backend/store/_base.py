@@ -208,7 +208,10 @@ _FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST", "")
 
 
 def _pause_for_fault_injection(marker: str) -> None:
-    Path(marker).write_text(str(os.getpid()))
+    # written aside and renamed: the test must never see the marker without its pid
+    aside = Path(marker + ".tmp")
+    aside.write_text(str(os.getpid()))
+    aside.replace(marker)
     threading.Event().wait(60.0)
 
 
