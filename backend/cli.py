@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -21,7 +22,7 @@ from backend._clock import utc_now
 from backend.app import serve
 from backend.errors import BackendError
 from backend.push import PushConfig
-from backend.store import EnrollToken, PolicyRecord, Store
+from backend.store import PolicyRecord, Store
 
 __all__ = ["backend"]
 
@@ -42,16 +43,22 @@ _REPO = click.option(
     help="TUF repository directory (from `fleetward repo init`).",
 )
 _ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-wide when omitted.")
+T = TypeVar("T")
 
 
-def _run(db: Path, call: Callable[[Store], PolicyRecord]) -> None:
+def _with_store(db: Path, call: Callable[[Store], T]) -> T:
+    """`call` on the store at `db`, closed after; a backend error is a one-line CLI error."""
     store = Store(db)
     try:
-        record = call(store)
+        return call(store)
     except BackendError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+def _run(db: Path, call: Callable[[Store], PolicyRecord]) -> None:
+    record = _with_store(db, call)
     click.echo(f"policy v{record.version}: {record.action}")
 
 
@@ -131,13 +138,7 @@ def org_create(name: str, db: Path) -> None:
 
     Example: fleetward backend org create acme --db fleet.db
     """
-    store = Store(db)
-    try:
-        made = store.create_org(name, utc_now())
-    except BackendError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
+    made = _with_store(db, lambda s: s.create_org(name, utc_now()))
     click.echo(
         json.dumps({"org_id": made.org_id, "name": made.name, "enroll_token": made.enroll_token})
     )
@@ -288,16 +289,6 @@ def token() -> None:
     """Enroll tokens (expiry, use limit, rotation) and revocation of any token."""
 
 
-def _with_store(db: Path, call: Callable[[Store], object]) -> object:
-    store = Store(db)
-    try:
-        return call(store)
-    except BackendError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
-
-
 @token.command("create-enroll-token")
 @click.argument("org_id")
 @click.option("--expires", default=None, help="ISO time with offset, e.g. 2030-01-01T00:00Z.")
@@ -321,7 +312,6 @@ def create_enroll_token(
             org_id, utc_now(), expires_at=expires_at, max_uses=max_uses, rotate=rotate
         ),
     )
-    assert isinstance(made, EnrollToken)
     click.echo(
         json.dumps(
             {
@@ -344,7 +334,6 @@ def tokens(org_id: str, db: Path) -> None:
     Example: fleetward backend token tokens org_1a2b --db fleet.db
     """
     found = _with_store(db, lambda s: s.tokens(org_id))
-    assert isinstance(found, list)
     for t in found:
         state = f"revoked {t.revoked_at.isoformat()}" if t.revoked_at else "active"
         limits = f"uses {t.uses}" + (f"/{t.max_uses}" if t.max_uses else "")
