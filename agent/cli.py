@@ -22,7 +22,7 @@ from typing import TextIO
 import click
 
 from agent._clock import utc_now
-from agent.decision import DecisionContext, Mode
+from agent.decision import DENY_VERDICTS, DecisionContext, Mode
 from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
 from agent.quarantine import Quarantine, QuarantineRecord
@@ -117,8 +117,6 @@ def scan(
     out = _stdout()
     vault = Quarantine(state_dir / "quarantine") if quarantine_blocked else None
     actions: list[tuple[QuarantineRecord, str]] = []
-    if vault is not None:  # the protector's imports (watchdog) only when quarantining
-        from agent.protect import DENY_VERDICTS
     for result in Scanner(model, ctx).scan(paths):
         summary.add(result)
         if vault is not None and result.decision and result.decision.verdict in DENY_VERDICTS:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "DENY_VERDICTS",
     "PRECEDENCE",
     "Decision",
     "DecisionContext",
@@ -58,6 +59,9 @@ class Verdict(StrEnum):
 
 
 _ALERTS = frozenset({Verdict.BLOCK, Verdict.DETECT, Verdict.BLOCKLISTED})
+
+DENY_VERDICTS: frozenset[Verdict] = frozenset({Verdict.BLOCK, Verdict.BLOCKLISTED})
+"""The verdicts that stop a file: real-time protection denies it, watching quarantines it."""
 
 
 class Mode(StrEnum):

@@ -43,21 +43,18 @@ from watchdog.observers.api import BaseObserver
 
 from agent import fanotify as fan
 from agent._clock import monotonic_s
-from agent.decision import Mode, Verdict
+from agent.decision import DENY_VERDICTS, Mode
 from agent.errors import QuarantineError
 from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import FileStatus, ScanResult
 
 __all__ = [
-    "DENY_VERDICTS",
     "ProtectConfig",
     "ProtectReport",
     "ProtectStats",
     "Protector",
     "ReportKind",
 ]
-
-DENY_VERDICTS = frozenset({Verdict.BLOCK, Verdict.BLOCKLISTED})
 """The verdicts that deny an exec or open; every other verdict allows."""
 
 _READ_BYTES = 24 * 1024

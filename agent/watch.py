@@ -29,14 +29,12 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from agent._clock import monotonic_s
-from agent.decision import Verdict
+from agent.decision import DENY_VERDICTS
 from agent.errors import QuarantineError
 from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import FileStatus, ScanResult
 
 __all__ = ["WatchStats", "Watcher"]
-
-_DENY = frozenset({Verdict.BLOCK, Verdict.BLOCKLISTED})
 
 
 @dataclass(slots=True)
@@ -151,7 +149,7 @@ class Watcher:
             self.quarantine is None
             or result.status is not FileStatus.SCANNED
             or d is None
-            or d.verdict not in _DENY
+            or d.verdict not in DENY_VERDICTS
         ):
             return
         try:
