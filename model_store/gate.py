@@ -36,6 +36,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from agent.decision import DecisionContext
+from agent.verdict_codes import ALERT_CODES, BLOCK_CODE, decide_batch
+
 __all__ = [
     "CHECKS",
     "CanaryFacts",
@@ -167,10 +170,18 @@ class ModelScores:
     block: float
     detect: float | None
 
-    @property
-    def alert_threshold(self) -> float:
-        """The lowest score that alerts: detect when set, else block."""
-        return self.block if self.detect is None else self.detect
+    def verdict_codes(self) -> npt.NDArray[np.int8]:
+        """Each golden sample's verdict under these thresholds, by the agent's one `decide`.
+
+        No lists and no policy on a golden set, so the sample's identity cannot matter.
+        """
+        ctx = DecisionContext(block_threshold=self.block, detect_threshold=self.detect)
+        rows = np.zeros(self.scores.size, dtype=np.intp)
+        return decide_batch(ctx, ("",), rows, self.scores)
+
+    def alerts(self) -> npt.NDArray[np.bool_]:
+        """Which golden samples the model alerts on (`Verdict.is_alert`)."""
+        return ALERT_CODES[self.verdict_codes()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +339,8 @@ def ks_statistic(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> floa
 
 
 def _pair(golden: GoldenLabels, old: ModelScores, new: ModelScores) -> PairStats:
-    old_alert = old.scores >= old.alert_threshold
-    new_alert = new.scores >= new.alert_threshold
+    old_alert = old.alerts()
+    new_alert = new.alerts()
     mal = golden.malicious
     n = int(mal.size)
     neg = int(np.count_nonzero((old_alert == mal) & (new_alert != mal)))
@@ -495,8 +506,9 @@ def judge(inputs: GateInputs, config: GateConfig, *, now: dt.datetime) -> GateRe
             raise ValueError("scores and golden labels differ in length")
     new = inputs.new
     schema = check_schema(inputs.schema)
-    alert = None if new is None else new.scores >= new.alert_threshold
-    blocked = None if new is None else new.scores >= new.block
+    codes = None if new is None else new.verdict_codes()
+    alert = None if codes is None else ALERT_CODES[codes]
+    blocked = None if codes is None else codes == BLOCK_CODE
     pair = _pair(g, inputs.old, new) if new is not None and inputs.old is not None else None
     checks = (
         schema,
