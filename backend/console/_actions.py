@@ -15,10 +15,11 @@ from agent.decision import Mode
 from agent.policy import EffectivePolicy, PolicyDocumentModel, resolve_policy
 from backend import admin
 from backend import rollout_service as _rollouts
-from backend.errors import AuthError, BackendError, ConflictError, NotFoundError
+from backend.errors import AuthError, BackendError, BatchInvalidError, ConflictError, NotFoundError
 from backend.rollout import ArmCounts, Evidence, Rollout
 from backend.store import AggregateStore as Store  # the protocol: either dialect
 from backend.store import PolicyRecord, Principal, TokenKind
+from backend.validation import check_sha256
 
 __all__ = [
     "AuthError",
@@ -41,6 +42,7 @@ __all__ = [
     "current_policy",
     "decision_log",
     "get_rollout",
+    "is_sha256",
     "org_evidence",
     "org_ids",
     "pause_rollout",
@@ -53,6 +55,15 @@ __all__ = [
 ]
 
 Publish = admin.Publish
+
+
+def is_sha256(value: str) -> bool:
+    """A valid sample id by the API's own check (`backend.validation.check_sha256`)."""
+    try:
+        check_sha256(value)
+    except BatchInvalidError:
+        return False
+    return True
 
 
 def authenticate(store: Store, token: str) -> Principal:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,7 +50,6 @@ from backend.console._session import (
 __all__ = ["ConsoleConfig", "create_console"]
 
 _HERE = Path(__file__).parent
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _FLEET = "fleet"  # the fleet-wide default's page; org ids always start with "org_"
 _LISTS = ("allowlist", "blocklist")
 _PLOT_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
@@ -398,7 +396,7 @@ class _Console:
         back = f"/orgs/{org_id}"
         if which not in _LISTS:
             return self.not_found(request, f"no list {which!r}")
-        if not _SHA256.match(sha):
+        if not act.is_sha256(sha):
             return self.redirect(request, back, "error: sha256 must be 64 hex characters")
         try:
             scope = self._scope(org_id)
@@ -457,7 +455,7 @@ class _Console:
         org_id = str(request.path_params["org_id"])
         which = form.get("which", "")
         sha = form.get("sha256", "").strip().lower()
-        if which not in _LISTS or not _SHA256.match(sha):
+        if which not in _LISTS or not act.is_sha256(sha):
             return self.not_found(request, "no such list entry")
         try:
             scope = self._scope(org_id)
