@@ -272,6 +272,13 @@ def _move_org_vectors(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE features")
 
 
+def _agg_row(r: Sequence[Any], names: dict[int, str]) -> AggregateRow:
+    """An `aggregates` table row (its columns in table order) as an `AggregateRow`."""
+    return AggregateRow(
+        r[0], names[r[1]], r[2].hex(), r[3], bool(r[4]), Verdict(r[5]), r[6], r[7], r[8], r[9]
+    )
+
+
 def _iso(t: dt.datetime) -> str:
     if t.tzinfo is None:
         raise ValueError("times must be timezone-aware")
@@ -827,21 +834,7 @@ class Store(_StoreCommon):
         with self._lock:
             found = self._conn.execute(sql, args).fetchall()
         names = self._org_names
-        return [
-            AggregateRow(
-                r[0],
-                names[r[1]],
-                r[2].hex(),
-                r[3],
-                bool(r[4]),
-                Verdict(r[5]),
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-            )
-            for r in found
-        ]
+        return [_agg_row(r, names) for r in found]
 
     def feature_vector(self, org_id: str, sha256: str, schema: str) -> bytes | None:
         """The feature vector `org_id`'s endpoints reported for a sample, or None.
@@ -1193,21 +1186,7 @@ class Store(_StoreCommon):
         try:
             cur = conn.execute(sql, args)
             while chunk := cur.fetchmany(batch_rows):
-                yield [
-                    AggregateRow(
-                        r[0],
-                        names[r[1]],
-                        r[2].hex(),
-                        r[3],
-                        bool(r[4]),
-                        Verdict(r[5]),
-                        r[6],
-                        r[7],
-                        r[8],
-                        r[9],
-                    )
-                    for r in chunk
-                ]
+                yield [_agg_row(r, names) for r in chunk]
         finally:
             if own:
                 conn.close()
