@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.bundle import Thresholds
-from agent.decision import DecisionContext, Verdict, decide
+from agent.decision import DENY_VERDICTS, DecisionContext, decide
 from agent.engine import context_for
 from agent.model import LoadedModel
 from agent.policy import EffectivePolicy, ListEntry, resolve_policy
@@ -93,7 +93,7 @@ __all__ = [
 DEFAULT_ALLOWLIST_TTL = dt.timedelta(days=30)
 DEFAULT_FP_BUDGET_PER_DAY = 1.0
 ALLOWLIST_AUTHOR = "fleetward-transition"
-_BLOCKING = frozenset({Verdict.BLOCK, Verdict.BLOCKLISTED})
+_BLOCKING = DENY_VERDICTS  # the one deny set (agent.decision)
 
 
 @dataclass(frozen=True, slots=True)
