@@ -26,12 +26,10 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import hashlib
 import os
 import random
 import resource
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
@@ -43,7 +41,6 @@ from typing import Any
 
 import httpx
 
-from agent.decision import DecisionContext, Mode, decide
 from agent.features import VECTOR_LENGTH
 from agent.push import PushConfig, backoff_s, parse_events, push_request
 from agent.telemetry import (
@@ -55,12 +52,12 @@ from agent.telemetry import (
     parse_checkin,
 )
 from loadtest._clock import monotonic_s, utc_now
+from loadtest._wire import synthetic_events
 from loadtest.run import LoadtestError
 
 __all__ = ["FleetConfig", "FleetResult", "ProcessUsage", "percentile", "run_fleet"]
 
 _ROOT = Path(__file__).resolve().parents[1]
-_BLOCK_AT = 0.97  # the simulated agents' block threshold: ~3% of the synthetic scores block
 _PER_POOL = 8  # agents sharing one connection pool (httpcore scans its pool per request)
 
 
@@ -374,34 +371,11 @@ class _SimAgent:
 
     def _events(self) -> list[TelemetryEvent]:
         lo, hi = self.config.batch_events
-        # The agent's own precedence table (`agent.decision.decide`), block at 0.97.
-        ctx = DecisionContext(block_threshold=_BLOCK_AT, mode=Mode(self.mode))
-        now_ms = TelemetryEvent.ms(utc_now())
-        out = []
-        for i in range(self.rng.randint(lo, hi)):
-            rank = min(int(self.rng.paretovariate(1.1)), 50_000)
-            scope = "global" if self.rng.random() < 0.7 else self.creds.org_id
-            sha = hashlib.sha256(f"{scope}:{rank}".encode()).hexdigest()
-            score = struct.unpack(">H", bytes.fromhex(sha[:4]))[0] / 65536.0
-            decision = decide(sha, score, ctx)
-            vector = None
-            if sha not in self.seen:
-                self.seen.add(sha)
-                vector = _vector(self.rng)
-            out.append(
-                TelemetryEvent(
-                    self.creds.org_id,
-                    self.creds.endpoint_id,
-                    sha,
-                    1,
-                    score,
-                    decision.verdict,
-                    decision.reason,
-                    now_ms - i,
-                    features=vector,
-                )
-            )
-        return out
+        return synthetic_events(
+            org_id=self.creds.org_id, endpoint_id=self.creds.endpoint_id, mode=self.mode,
+            count=self.rng.randint(lo, hi), now_ms=TelemetryEvent.ms(utc_now()), rng=self.rng,
+            seen=self.seen, vector=_vector,
+        )  # fmt: skip
 
     async def _telemetry(self) -> None:
         events = self._events()
@@ -443,6 +417,7 @@ def _free_port() -> int:
 
 
 def _start_local(work: Path, config: FleetConfig) -> _Backend:
+    from agent.decision import Mode
     from backend import admin
     from backend.store import open_store
     from model_store.repository import init_repository

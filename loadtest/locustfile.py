@@ -19,12 +19,10 @@ allowlist entries.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
 import random
-import struct
 import uuid
 from array import array
 from pathlib import Path
@@ -33,17 +31,16 @@ from typing import Any, ClassVar
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from agent.decision import DecisionContext, Mode, decide
 from agent.features import VECTOR_LENGTH
 from agent.telemetry import TelemetryEvent, encode_batch
 from loadtest._clock import utc_now
+from loadtest._wire import sample, synthetic_events
 
 __all__ = ["AgentUser", "OperatorUser"]
 
 _CONFIG: dict[str, Any] = json.loads(
     Path(os.environ["FLEETWARD_LOADTEST_CONFIG"]).read_text(encoding="utf-8")
 )
-_BLOCK_AT = 0.97  # the simulated agents' block threshold: ~3% of the synthetic scores block
 _USER_IDS = itertools.count()
 _ACKS: list[Any] = []  # the open ack file of this process, opened on first use
 _VECTORS: list[bytes] = []
@@ -69,17 +66,6 @@ def _vector(rng: random.Random) -> bytes:
             array("f", (seeded.random() for _ in range(VECTOR_LENGTH))).tobytes() for _ in range(32)
         )
     return _VECTORS[rng.randrange(len(_VECTORS))]
-
-
-def _sample(org_id: str, rng: random.Random) -> str:
-    """A sample sha256: Zipf-like popularity, 70 % fleet-wide software, 30 % org-specific."""
-    rank = min(int(rng.paretovariate(1.1)), 50_000)
-    scope = "global" if rng.random() < 0.7 else org_id
-    return hashlib.sha256(f"{scope}:{rank}".encode()).hexdigest()
-
-
-def _score(sha256: str) -> float:
-    return float(struct.unpack(">H", bytes.fromhex(sha256[:4]))[0]) / 65536.0
 
 
 class AgentUser(FastHttpUser):
@@ -153,32 +139,11 @@ class AgentUser(FastHttpUser):
 
     def _events(self) -> list[TelemetryEvent]:
         lo, hi = _CONFIG["batch_events"]
-        # The agent's own precedence table (`agent.decision.decide`), block at 0.97.
-        ctx = DecisionContext(block_threshold=_BLOCK_AT, mode=Mode(self.mode))
-        now_ms = TelemetryEvent.ms(utc_now())
-        out = []
-        for i in range(self.rng.randint(lo, hi)):
-            sha = _sample(self.org_id, self.rng)
-            score = _score(sha)
-            decision = decide(sha, score, ctx)
-            vector = None
-            if sha not in self.seen:
-                self.seen.add(sha)
-                vector = _vector(self.rng)
-            out.append(
-                TelemetryEvent(
-                    self.org_id,
-                    self.endpoint_id,
-                    sha,
-                    1,
-                    score,
-                    decision.verdict,
-                    decision.reason,
-                    now_ms - i,
-                    features=vector,
-                )
-            )
-        return out
+        return synthetic_events(
+            org_id=self.org_id, endpoint_id=self.endpoint_id, mode=self.mode,
+            count=self.rng.randint(lo, hi), now_ms=TelemetryEvent.ms(utc_now()), rng=self.rng,
+            seen=self.seen, vector=_vector,
+        )  # fmt: skip
 
     def _post(self, raw: bytes, key: str, n: int, *, replay: bool) -> None:
         headers = {**self._auth(), "content-type": "application/msgpack"}
@@ -259,7 +224,7 @@ class OperatorUser(FastHttpUser):
     def allowlist(self) -> None:
         """POST /v1/admin/allowlist for one org's popular sample."""
         org = self.rng.choice(_CONFIG["orgs"])["org_id"]
-        sha = _sample(org, self.rng)
+        sha = sample(org, self.rng)
         self.client.post(
             "/v1/admin/allowlist",
             json={"sha256": sha, "reason": "loadtest: known good", "org_id": org},
