@@ -584,8 +584,12 @@ def _client_usage() -> ProcessUsage:
 # --- the run ------------------------------------------------------------------------------
 
 
-def _operator(backend: _Backend, at: float) -> tuple[float, int, float] | None:
-    """Set mode `off` fleet-wide at monotonic time `at`: (call began, new version, call took)."""
+def _operator(backend: _Backend, at: float) -> tuple[float, int, float]:
+    """Set mode `off` fleet-wide at monotonic time `at`: (call began, new version, call took).
+
+    Raises:
+        LoadtestError: the backend refused the change (its status and answer in the message).
+    """
     with httpx.Client(timeout=60, trust_env=False) as client:
         wait = at - monotonic_s()
         if wait > 0:
@@ -602,7 +606,11 @@ def _operator(backend: _Backend, at: float) -> tuple[float, int, float] | None:
             headers={"authorization": f"Bearer {backend.admin_token}"},
         )
     took = monotonic_s() - began
-    return (began, int(r.json()["version"]), took) if r.status_code == 200 else None
+    if r.status_code != 200:
+        raise LoadtestError(
+            f"the operator's kill switch call was refused: HTTP {r.status_code} {r.text[:200]}"
+        )
+    return (began, int(r.json()["version"]), took)
 
 
 async def _drive(
@@ -695,8 +703,6 @@ def run_fleet(config: FleetConfig, out: Path) -> FleetResult:
             futures = [pool.submit(_shard, shard, config, started, until) for shard in shards]
             if config.kill_switch_at_s is not None:
                 kill = _operator(backend, steady_from + config.kill_switch_at_s)
-                if kill is None:
-                    raise LoadtestError("the operator's kill switch call was refused")
             stats = _Stats()
             for future in futures:
                 stats.merge(future.result())
