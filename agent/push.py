@@ -9,10 +9,10 @@ A forged or replayed notice can at most cause one extra (verified) check-in.
 - `parse_events` (pure) turns SSE lines into announced versions; `push_request` builds the
   request (URL and the endpoint's bearer token). The load test's simulated agents use both.
 - `PushListener` is an `agent.daemon.EventSource`: it holds the channel in its own thread,
-  calls `on_version(N)` when N is newer than `known_version()`, and reconnects with capped
-  exponential backoff and full jitter from a seeded `random.Random` (honouring a 503's
-  `Retry-After`). While the channel is down the daemon's ordinary (conditional) check-ins go
-  on: polling is the fallback, never switched off.
+  calls `on_version(N)` when N is newer than `known_version()`, and reconnects after the
+  agent's one backoff (`agent.backoff.jittered_backoff_s`, capped, doubling, jittered from a
+  seeded `random.Random`), honouring a 503's `Retry-After`. While the channel is down the
+  daemon's ordinary (conditional) check-ins go on: polling is the fallback, never switched off.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from agent.backoff import jittered_backoff_s
 
 if TYPE_CHECKING:
     import httpx
@@ -38,7 +40,7 @@ class PushConfig:
 
     Attributes:
         min_backoff_s: first reconnect delay cap (1 s); doubles per failure.
-        max_backoff_s: reconnect delay cap (60 s); a full-jitter draw in [0, cap].
+        max_backoff_s: reconnect delay cap (60 s); the wait is drawn in [cap/2, cap].
         read_timeout_s: silence after which the channel is deemed dead (90 s: the backend
             writes a keep-alive every 25 s).
         max_retry_after_s: the most a 503's `Retry-After` is obeyed (300 s).
@@ -100,9 +102,10 @@ def _version(data: str) -> int | None:
 
 
 def backoff_s(failures: int, config: PushConfig, rng: random.Random) -> float:
-    """Full-jitter backoff: uniform in [0, min(max, min * 2**(failures-1))]."""
-    cap = min(config.max_backoff_s, config.min_backoff_s * 2 ** max(0, min(failures - 1, 30)))
-    return rng.uniform(0, cap)
+    """The reconnect wait: `agent.backoff.jittered_backoff_s` within `config`'s bounds."""
+    return jittered_backoff_s(
+        failures, initial_s=config.min_backoff_s, max_s=config.max_backoff_s, rng=rng
+    )
 
 
 class PushListener:

@@ -4,7 +4,7 @@ Why not locust: a locust user is a greenlet that blocks between requests; a flee
 agents each holding a push channel needs one cheap coroutine per agent. Each simulated agent:
 
 - holds the push channel (`agent.push.push_request` / `parse_events`, the daemon's parser),
-  reconnecting with the agent's own full-jitter backoff (`agent.push.backoff_s`);
+  reconnecting with the agent's own jittered backoff (`agent.push.backoff_s`);
 - checks in every `interval_s` +- `jitter` (first one at a random phase, so the fleet is
   spread), conditionally (`agent.telemetry.checkin_request` with the last ETag, 304 when
   unchanged, `parse_checkin` otherwise), and at once when a notice names a newer version;

@@ -1,8 +1,9 @@
 """Sending the spool to the backend: retry with backoff and jitter, and back off across rounds.
 
 Each POST is retried with exponential backoff and jitter by stamina (honouring `Retry-After` on
-429/503); when a round gives up, the sender backs off across rounds too (`is_due(now)`), so a
-dead backend costs a bounded number of attempts per hour.
+429/503); when a round gives up, the sender backs off across rounds too (`is_due(now)`, the
+agent's one formula `agent.backoff.jittered_backoff_s`), so a dead backend costs a bounded
+number of attempts per hour.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import stamina
 
+from agent.backoff import jittered_backoff_s
 from agent.errors import TransportError
 from agent.telemetry.spool import Spool
 from agent.telemetry.wire import CONTENT_TYPE
@@ -66,7 +68,8 @@ class TelemetrySender:
     """Sends the spool to the backend through an injected `httpx.Client`.
 
     `flush(now)` sends the pending batches oldest first; after a round that gave up it waits
-    `round_backoff` (doubling, with jitter, up to the max) before `is_due` says try again.
+    `round_backoff` (doubling, with jitter, up to the max; `agent.backoff`) before `is_due`
+    says try again.
     """
 
     client: httpx.Client
@@ -151,9 +154,11 @@ class TelemetrySender:
             self._failures, self._next_due = 0, None
         else:
             self._failures += 1
-            base = min(
-                self.config.round_backoff_max_s,
-                self.config.round_backoff_initial_s * 2 ** (self._failures - 1),
+            wait_s = jittered_backoff_s(
+                self._failures,
+                initial_s=self.config.round_backoff_initial_s,
+                max_s=self.config.round_backoff_max_s,
+                rng=self.rng,
             )
-            self._next_due = now + dt.timedelta(seconds=base * (0.5 + self.rng.random()))
+            self._next_due = now + dt.timedelta(seconds=wait_s)
         return FlushReport(sent, rejected, len(self.spool.pending()), self.attempts - start, error)

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 import stamina
 
+from agent.backoff import jittered_backoff_s
 from agent.decision import Reason, Verdict
 from agent.errors import SpoolFullError, TransportError
 from agent.telemetry import (
@@ -203,12 +204,31 @@ def test_sender_keeps_everything_while_backend_fails_and_backs_off(
             rounds += 1
         report = sender.flush(now)
         assert report.sent == 0 and report.pending == 5
-    assert rounds <= 8, "exponential backoff across rounds"
+    # The rounds' waits come from agent.backoff (uniform in [cap/2, cap], cap doubling from
+    # 30 s to 900 s): replaying the sender's seeded draws gives the exact round count, and even
+    # the floors (15, 30, 60, 120, 240, 450, 450, ... s) on minute ticks allow 11 rounds at most.
+    assert rounds == _replayed_rounds(SenderConfig(), seed=1, minutes=60) <= 11
     assert backend.attempts == 3 * rounds, "each round: one batch, three attempts, then stop"
     backend.script = [200]
     later = NOW + dt.timedelta(hours=3)
     assert sender.flush(later).sent == 5
     assert len(set(backend.keys)) == 5 and sender.spool.pending() == []
+
+
+def _replayed_rounds(config: SenderConfig, *, seed: int, minutes: int) -> int:
+    import random
+
+    rng, due_s, rounds = random.Random(seed), 0.0, 0
+    for minute in range(minutes):
+        if minute * 60 >= due_s:
+            rounds += 1
+            due_s = minute * 60 + jittered_backoff_s(
+                rounds,
+                initial_s=config.round_backoff_initial_s,
+                max_s=config.round_backoff_max_s,
+                rng=rng,
+            )
+    return rounds
 
 
 def test_sender_retries_within_a_round_until_success(tmp_path: Path) -> None:
