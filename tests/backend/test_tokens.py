@@ -107,7 +107,8 @@ def test_api_revocation_gives_401_at_the_next_request(live_server: LiveServer) -
         r = client.delete(f"{url}/v1/admin/tokens/{ep_token['token_id']}", headers=admin)
         assert r.status_code == 200 and r.json() == {"revoked": 1}
         assert client.get(f"{url}/v1/checkin", headers=bearer).status_code == 401
-        assert client.delete(f"{url}/v1/admin/tokens/tok_unknown", headers=admin).status_code == 404
+        unknown = client.delete(f"{url}/v1/admin/tokens/tok_unknown", headers=admin)
+        assert unknown.status_code == 404 and "tok_unknown" in unknown.json()["detail"]
         r = client.post(f"{url}/v1/admin/orgs/{org}/enroll-tokens", json={"max_uses": 0},
                         headers=admin)  # fmt: skip
         assert r.status_code == 422
@@ -134,3 +135,17 @@ def test_cli_issues_lists_and_revokes_tokens(tmp_path: Path) -> None:
     with pytest.raises(AuthError):
         s.authenticate(creds.token)
     s.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "unknown"), [("revoke-token", "tok_unknown"), ("revoke-endpoint", "ep_unknown")]
+)
+def test_cli_revoke_of_an_unknown_id_says_so_in_one_line_and_exits_1(
+    tmp_path: Path, command: str, unknown: str
+) -> None:
+    db = tmp_path / "b.db"
+    Store(db).close()
+    refused = CliRunner().invoke(main, ["backend", "token", command, unknown, "--db", str(db)])
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.strip().count("\n") == 0 and unknown in refused.output
+    assert refused.output.startswith("Error: ")  # not "revoked ..."
