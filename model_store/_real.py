@@ -10,6 +10,10 @@ taken, each folder (a file's parent directory, the unit the splits hold out whol
 `per_folder` files spread over its sorted list and its suffixes, and the offers are taken
 round-robin over file suffixes until `max_files`. Duplicates by content are dropped later, by
 sha256, by the caller.
+
+A folder is named by its source and its path inside it (`python/lib/python3.11/json`), not by
+where the source sits on this machine: the splits hash that name, so a clone, a virtualenv or an
+installation at another path holds out the same folders and trains the same model.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RealFile", "default_benign_dirs", "select_real_files"]
+__all__ = ["RealFile", "default_benign_dirs", "select_real_files", "source_label"]
 
 
 @dataclass(frozen=True, slots=True)
 class RealFile:
-    """A chosen file: its path, the folder it counts in, and the source directory it came from."""
+    """A chosen file: its path, the folder it counts in, and the source it came from.
+
+    The folder is named as the module docstring says (source label, then the path inside it).
+    """
 
     path: Path
     folder: str
@@ -35,6 +42,20 @@ class RealFile:
 def default_benign_dirs() -> tuple[Path, ...]:
     """`sys.base_prefix` and `sys.prefix` (resolved, deduplicated, sorted)."""
     return tuple(sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}))
+
+
+def source_label(root: str | os.PathLike[str]) -> str:
+    """The location-free name of a source directory.
+
+    `python` for the installation, `python-env` for the virtualenv it runs in, and the absolute
+    path for any other directory (a user's own folder is where it is).
+    """
+    r = Path(root).resolve()
+    if r == Path(sys.base_prefix).resolve():
+        return "python"
+    if r == Path(sys.prefix).resolve():
+        return "python-env"
+    return str(r)
 
 
 def _walk(root: Path, min_bytes: int, max_bytes: int) -> Iterable[tuple[str, list[Path]]]:
@@ -114,13 +135,15 @@ def select_real_files(
     seen: set[str] = set()
     by_suffix: dict[str, list[tuple[int, int, RealFile]]] = {}
     n_folder = 0
-    for root in sorted({str(Path(r).resolve()) for r in roots}):
+    labelled = {source_label(r): str(Path(r).resolve()) for r in roots}
+    for label, root in sorted(labelled.items()):
         for folder, files in _walk(Path(root), min_bytes, max_bytes):
             if folder in seen or any(folder == s or folder.startswith(s + os.sep) for s in skip):
                 continue
             seen.add(folder)
+            name = "/".join((label, *Path(folder).relative_to(root).parts))
             for rank, p in enumerate(_spread(files, per_folder)):
-                item = RealFile(p, folder, root)
+                item = RealFile(p, name, root)
                 by_suffix.setdefault(p.suffix.lower(), []).append((rank, n_folder, item))
             n_folder += 1
     queues = [sorted(v, key=lambda t: (t[0], t[1])) for _, v in sorted(by_suffix.items())]
@@ -131,4 +154,4 @@ def select_real_files(
             if depth < len(q) and len(chosen) < max_files:
                 chosen.append(q[depth][2])
         depth += 1
-    return sorted(chosen, key=lambda f: str(f.path))
+    return sorted(chosen, key=lambda f: (f.folder, f.path.name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,12 @@ def test_tiny_text_covers_empty_and_one_byte_files():
     _, build = EVERYDAY_BUILDERS["tiny_text"]
     sizes = {len(build(rng, 0)) for _ in range(400)}
     assert {0, 1} <= sizes and max(sizes) < 400
+
+
+def test_real_folders_are_named_without_the_installation_s_location():
+    picked = select_real_files([sys.base_prefix, sys.prefix], max_files=40, per_folder=2)
+    assert picked
+    labels = {"python"} | ({"python-env"} if sys.prefix != sys.base_prefix else set())
+    assert {f.folder.split("/")[0] for f in picked} <= labels
+    assert not any(f.folder.startswith("/") for f in picked)
+    assert [f.folder for f in picked] == sorted(f.folder for f in picked)
