@@ -118,35 +118,65 @@ def _entropy_bits(counts: npt.NDArray[np.float64]) -> float:
 def _block_histograms(
     arr: npt.NDArray[np.uint8],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Per-block (1024 bytes) byte counts reduced to high-nibble counts, plus the byte counts.
+    """Per-block (1024 bytes) high-nibble counts, plus the file's byte counts.
 
-    One bincount per chunk serves both the byte histogram and the byte-entropy histogram;
-    temporaries stay bounded by `CHUNK_BYTES` whatever the file size.
+    The byte counts come two bytes at a time (`_pair_byte_counts`); the nibble counts of whole
+    blocks from bit planes (`_nibble_counts`), `_NIBBLE_PIECE` bytes at a time so that
+    temporaries stay bounded whatever the file size; a trailing partial block is counted alone.
     """
     n = arr.size
     n_blocks = -(-n // _BLOCK)
-    nibble_hist = np.zeros((n_blocks, 16), dtype=np.int64)
-    byte_counts = np.zeros(256, dtype=np.int64)
-    per_chunk = CHUNK_BYTES // 4 // _BLOCK  # 256 KiB: the intp index array stays at 2 MiB
-    for first in range(0, n_blocks, per_chunk):
-        last = min(first + per_chunk, n_blocks)
-        piece = arr[first * _BLOCK : last * _BLOCK]
-        full = piece.size // _BLOCK
-        idx = np.empty((full, _BLOCK), dtype=np.intp)  # block * 256 + byte, in one pass
-        np.add(
-            piece[: full * _BLOCK].reshape(full, _BLOCK),
-            (np.arange(full, dtype=np.intp) * 256)[:, None],
-            out=idx,
-            casting="unsafe",
-        )
-        counts = np.bincount(idx.ravel(), minlength=full * 256).reshape(full, 16, 16)
-        nibble_hist[first : first + full] = counts.sum(axis=2)
-        byte_counts += counts.reshape(full, 256).sum(axis=0)
-        if full < last - first:  # trailing partial block
-            rest = count_bytes(piece[full * _BLOCK :])
-            nibble_hist[first + full] = rest.reshape(16, 16).sum(axis=1)
-            byte_counts += rest
+    full = n // _BLOCK
+    nibble_hist = np.empty((n_blocks, 16), dtype=np.int64)
+    step = _NIBBLE_PIECE // _BLOCK
+    for first in range(0, full, step):
+        last = min(first + step, full)
+        nibble_hist[first:last] = _nibble_counts(arr[first * _BLOCK : last * _BLOCK])
+    if full < n_blocks:
+        nibble_hist[full] = np.bincount(arr[full * _BLOCK :] >> 4, minlength=16)
+    byte_counts = _pair_byte_counts(arr) if n >= _PAIR_MIN else count_bytes(arr)
     return nibble_hist, byte_counts
+
+
+_NIBBLE_PIECE: Final = 256 * 1024  # about 1 MiB of temporaries per piece
+_M8: Final = np.uint64(0x00FF00FF00FF00FF)
+_SUM16: Final = np.uint64(0x0001000100010001)
+_POPCOUNT8: Final = np.asarray([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _nibble_counts(blocks: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """How often each high nibble (0..15) occurs in each whole 1024-byte block of `blocks`.
+
+    Bit k (4..7) of every byte is packed into a plane, one bit per byte (a block is 16 words of
+    64 bits); a nibble value is one AND-combination of the four planes and their complements,
+    and its count in a block is the popcount of that block's 16 words: no per-byte index array
+    and no `np.bincount` (which widens every byte to an 8-byte index first).
+    """
+    n_blocks = blocks.size // _BLOCK
+    planes = np.empty((4, 2, blocks.size // 64), dtype=np.uint64)  # [bit - 4, clear/set]
+    for k in range(4):
+        packed = np.packbits(blocks & np.uint8(0x10 << k), bitorder="little")
+        planes[k, 1] = packed.view(np.uint64)
+        np.invert(planes[k, 1], out=planes[k, 0])
+    low = (planes[1][:, None] & planes[0][None, :]).reshape(4, -1)  # value bits 5, 4
+    high = (planes[3][:, None] & planes[2][None, :]).reshape(4, -1)  # value bits 7, 6
+    combos = (high[:, None] & low[None, :]).reshape(16, n_blocks, 16)  # [value, block, word]
+    per_block = _block_popcounts(combos)
+    out: npt.NDArray[np.int64] = per_block.T.astype(np.int64)
+    return out
+
+
+def _block_popcounts(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Set bits in each row of 16 words (`words` shaped (..., 16)), at most 1024 per row."""
+    if not hasattr(np, "bitwise_count"):  # numpy < 2: a table of byte popcounts
+        per_byte = np.take(_POPCOUNT8, words.view(np.uint8))
+        summed: npt.NDArray[np.uint64] = per_byte.sum(axis=-1, dtype=np.uint64)
+        return summed
+    lanes = np.bitwise_count(words).view(np.uint64)  # 8 byte lanes of <= 64 per word
+    pair = lanes[..., 0] + lanes[..., 1]  # byte lanes <= 128: no carry
+    pair = (pair & _M8) + ((pair >> np.uint64(8)) & _M8)  # 16-bit lanes <= 256
+    total: npt.NDArray[np.uint64] = (pair * _SUM16) >> np.uint64(48)  # the 4 lanes' sum
+    return total
 
 
 def _byte_entropy_hist(nibble_hist: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
@@ -179,37 +209,39 @@ class _StringStats:
 
 
 def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
-    """Add the printable runs of one chunk (that starts and ends on a run boundary) to `acc`."""
+    """Add the printable runs of one chunk (that starts and ends on a run boundary) to `acc`.
+
+    `starts[i]` says a run of `MIN_STRING` printables starts at i: a long-enough run of L bytes
+    is exactly a run of L - MIN_STRING + 1 in `starts`, so the lengths come from the edges of
+    `starts` alone. The strings are gathered with the one byte after each (never printable, a
+    run being maximal) as separator: no needle spans it, and only printable counts are used.
+    """
     n_bytes = arr.size
-    if n_bytes < MIN_STRING:
+    span = n_bytes - MIN_STRING + 1
+    if span <= 0:
         return
-    mask = (arr >= 0x20) & (arr < 0x7F)
-    # starts5[i]: a run of MIN_STRING printables starts at i; dilating it marks every byte
-    # of every long-enough run, with a handful of boolean passes and no per-run loop.
-    starts5 = mask[: n_bytes - MIN_STRING + 1].copy()
+    mask = np.less(arr - np.uint8(0x20), 0x7F - 0x20)  # 0x20 <= byte < 0x7F, in two passes
+    starts = mask[:span].copy()
     for k in range(1, MIN_STRING):
-        starts5 &= mask[k : n_bytes - MIN_STRING + 1 + k]
+        starts &= mask[k : span + k]
     del mask
-    inside = np.zeros(n_bytes, dtype=bool)
-    for k in range(MIN_STRING):
-        inside[k : k + starts5.size] |= starts5
-    del starts5
-    edges = np.flatnonzero(inside[1:] != inside[:-1]) + 1
-    bounds = np.concatenate(([0], edges, [n_bytes]))
-    lengths = np.diff(bounds)[(0 if inside[0] else 1) :: 2]
-    if lengths.size == 0:
+    edges = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+    if edges.size == 0 and not starts[0]:
         return
-    chars = arr[inside]
-    del inside
+    bounds = np.concatenate(([0], edges, [span]))
+    lengths = np.diff(bounds)[(0 if starts[0] else 1) :: 2] + (MIN_STRING - 1)
+    keep = np.zeros(n_bytes, dtype=bool)  # each string and the byte after it
+    for k in range(MIN_STRING + 1):
+        keep[k : k + span] |= starts[: n_bytes - k]
+    del starts
+    joined = arr[keep]
+    del keep
     acc.count += int(lengths.size)
     acc.total_len += int(lengths.sum())
     acc.max_len = max(acc.max_len, int(lengths.max()))
     acc.long_count += int((lengths >= 100).sum())
-    counts = _pair_byte_counts(chars) if chars.size >= _PAIR_MIN else count_bytes(chars)
+    counts = _pair_byte_counts(joined) if joined.size >= _PAIR_MIN else count_bytes(joined)
     acc.char_counts = counts if acc.char_counts is None else acc.char_counts + counts
-    # Strings joined by newlines, lower-cased: markers cannot span two strings.
-    joined = np.insert(chars, np.cumsum(lengths)[:-1], np.uint8(10))
-    del chars
     upper = joined - np.uint8(0x41)  # 'A'..'Z' -> 0..25, everything else wraps above
     upper = np.less(upper, 26, out=upper.view(bool)).view(np.uint8)
     upper <<= 5

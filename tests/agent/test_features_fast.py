@@ -98,6 +98,38 @@ def test_marker_counts_equal_bytes_count(data: bytes) -> None:
     assert got.tolist() == want
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 9000), st.integers(1, 256), st.integers(0, 2**32 - 1), st.booleans())
+def test_block_histograms_equal_a_bincount_per_block(
+    size: int, alphabet: int, seed: int, table_popcount: bool
+) -> None:
+    """Bit-plane nibble counts (numpy 2 popcount, or the byte table numpy 1 falls back to)."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, alphabet, size, dtype=np.uint8) ^ np.uint8(rng.integers(0, 256))
+    blocks = [arr[i : i + 1024] for i in range(0, arr.size, 1024)]
+    want_nibbles = [np.bincount(b >> 4, minlength=16).tolist() for b in blocks]
+    with patch.object(features, "_NIBBLE_PIECE", 2048), patch.object(features, "_PAIR_MIN", 0):
+        if table_popcount:
+            with patch.object(features, "np", _NumpyWithout("bitwise_count")):
+                nibbles, counts = features._block_histograms(arr)
+        else:
+            nibbles, counts = features._block_histograms(arr)
+    assert nibbles.tolist() == want_nibbles
+    assert counts.tolist() == np.bincount(arr, minlength=256).tolist()
+
+
+class _NumpyWithout:
+    """numpy as the module sees it, minus one attribute (numpy 1.x has no bitwise_count)."""
+
+    def __init__(self, missing: str) -> None:
+        self._missing = missing
+
+    def __getattr__(self, name: str) -> object:
+        if name == self._missing:
+            raise AttributeError(name)
+        return getattr(np, name)
+
+
 def test_a_planted_self_overlap_is_counted_as_bytes_count_does() -> None:
     text = np.frombuffer(b"/usr/usr/usr/ mzmz | sh| sh", dtype=np.uint8)
     with patch.object(features, "_SMALL_TEXT", 0):
