@@ -43,6 +43,7 @@ from watchdog.observers.api import BaseObserver
 
 from agent import fanotify as fan
 from agent._clock import monotonic_s
+from agent._heap import set_malloc_thresholds
 from agent.decision import DENY_VERDICTS, Mode
 from agent.errors import QuarantineError
 from agent.quarantine import Quarantine, QuarantineRecord
@@ -71,6 +72,9 @@ class ProtectConfig:
         workers: threads deciding in parallel (1..16).
         protect_open: also hold `FAN_OPEN_PERM` (every open, not only exec).
         cache_size: verdicts kept; the cache is emptied when it fills (16..10**7).
+        fixed_malloc_thresholds: at start, fix the process's malloc thresholds so that a
+            decision's temporaries are reused instead of faulted in anew each time
+            (`agent._heap`: about 2 ms less per 1 MiB file decided, at most 8 MiB kept).
     """
 
     deadline_ms: float = 250.0
@@ -78,6 +82,7 @@ class ProtectConfig:
     workers: int = 1
     protect_open: bool = False
     cache_size: int = 100_000
+    fixed_malloc_thresholds: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.deadline_ms <= 60_000:
@@ -219,6 +224,8 @@ class Protector:
         self._fan_fd = fan.fanotify_init(
             fan.FAN_CLOEXEC | fan.FAN_NONBLOCK | fan.FAN_CLASS_CONTENT, os.O_RDONLY
         )
+        if self.config.fixed_malloc_thresholds:
+            set_malloc_thresholds()
         trees: list[str] = []
         try:
             for path in paths:
