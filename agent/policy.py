@@ -189,7 +189,7 @@ class RolloutModel(BaseModel):
 class Ring(StrEnum):
     """An org's update ring, earliest first (Defender's channels: Preview, Staged, Broad, Delay).
 
-    A ringed rollout (`backend.rings`) reaches `preview` orgs first and `delayed` orgs last,
+    A ringed rollout (`backend.rollout.rings`) reaches `preview` orgs first and `delayed` orgs last,
     never before their `RingModel.delay_h` after `broad` completed.
     """
 

@@ -42,7 +42,7 @@ def decide_batch(
     score only through `score >= block_threshold` and `score >= detect_threshold`; rows equal on
     those four facts take the same branch of `decide`. So `decide` itself runs once per distinct
     case, on a real row of that case, and its verdict is broadcast to the case's rows; no verdict
-    rule is restated here (`tests/backend/test__analysis.py` holds this equal to per-row
+    rule is restated here (`tests/backend/analysis/test__base.py` holds this equal to per-row
     `decide` on random inputs).
     """
     n = len(scores)

@@ -13,7 +13,7 @@ __all__ = ["openapi_document"]
 
 
 def _rollout_paths() -> dict[str, Any]:
-    from backend.rollout_api import openapi_paths
+    from backend.rollout.api import openapi_paths
 
     return openapi_paths()
 

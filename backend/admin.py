@@ -22,7 +22,7 @@ from backend.store import AggregateStore, PolicyRecord
 from backend.validation import check_reason, check_sha256
 
 if TYPE_CHECKING:
-    from backend.transition_allowlist import AllowlistCandidate
+    from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = [
     "ListName",
@@ -168,7 +168,7 @@ def set_ring(
     delay_h: float = 0.0,
     actor: str = "operator",
 ) -> PolicyRecord:
-    """Put an org on an update ring (`backend.rings`); `delay_h` counts on `delayed` only.
+    """Put an org on an update ring (`backend.rollout.rings`); `delay_h` counts on `delayed` only.
 
     The ring is kept with the org in its signed policy override, so it is stored append-only
     with its time (either store), readable "as of" any past time, and reaches the org's agents.

@@ -510,7 +510,7 @@ async def _revoke_endpoint(request: Request) -> Response:
     return JSONResponse({"revoked": n})
 
 
-# --- golden labels (analyst route; the pure part is `backend.labels`) -----------------------
+# --- golden labels (analyst route; the pure part is `backend.analysis.labels`) --------------
 
 
 class _LabelsBody(_Strict):
@@ -518,7 +518,7 @@ class _LabelsBody(_Strict):
 
 
 async def _post_labels(request: Request) -> Response:
-    from backend.labels import import_labels, parse_label_record
+    from backend.analysis.labels import import_labels, parse_label_record
 
     routes: _Routes = request.app.state.routes
     body = await routes._admin_body(request, _LabelsBody)
@@ -642,7 +642,7 @@ def create_app(
     """Build the ASGI app. `publish` defaults to signing into the TUF repository at `repo_dir`.
 
     `rollout_tick_s` (off by default) runs the rollout controller's tick every that many
-    seconds for as long as the app serves (`backend.rollout_ticker`), with time from `clock`.
+    seconds for as long as the app serves (`backend.rollout.ticker`), with time from `clock`.
     `push` bounds the push channels (`backend.push.PushConfig`; its defaults when None).
     """
     if publish is None:
@@ -650,7 +650,7 @@ def create_app(
             raise ValueError("give repo_dir or publish")
         publish = admin.repository_publisher(repo_dir)
     metrics = metrics or Metrics()
-    from backend.rollout_api import ROUTES as rollout_routes  # mounted before /v1/admin/{list}
+    from backend.rollout.api import ROUTES as rollout_routes  # mounted before /v1/admin/{list}
 
     r = _Routes(store, publish, clock, metrics, config or AppConfig())
     hub = PushHub(push or PushConfig(), metrics.registry)
@@ -696,7 +696,7 @@ def create_app(
     routes.append(Mount("/console", app=create_console(store, publish, clock)))
     lifespan = None
     if rollout_tick_s is not None:  # both dialects keep the rollout tables (AggregateStore)
-        from backend.rollout_ticker import tick_lifespan
+        from backend.rollout.ticker import tick_lifespan
 
         lifespan = tick_lifespan(store, publish, clock, rollout_tick_s)
     lifespan = feed_lifespan(feed, lifespan)

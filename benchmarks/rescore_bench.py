@@ -4,7 +4,7 @@ Builds a store with `--rows` aggregate rows: Zipf(1.1) draws from `--samples` di
 over `--orgs` orgs and 30 days, four recorded verdicts, each (org, sample) pair with its own
 `static-v1` vector (vectors are per org; a real vector of a small synthetic corpus with noise),
 a policy history with an expiring allowlist; trains a small model (or uses `--bundle`), then
-runs `backend.rescore.run_rescore` with a baseline and a threshold experiment over the same
+runs `backend.analysis.rescore.run_rescore` with a baseline and a threshold experiment over the same
 rows. Prints `cores: N`, aggregate rows per minute and distinct samples per minute apart
 (`rescore_rows_per_min`, `rescore_distinct_samples_per_min`: the rows and the distinct samples
 among them, each over the same wall time, per config), and peak memory.
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.decision import Mode, Verdict  # noqa: E402
 from agent.telemetry import TelemetryBatch  # noqa: E402
 from backend import admin, sketch  # noqa: E402
-from backend._analysis import ThresholdOverride  # noqa: E402
+from backend.analysis._base import ThresholdOverride  # noqa: E402
+from backend.analysis.rescore import RescoreConfig, Stage, run_rescore  # noqa: E402
 from backend.ingest import MS_PER_DAY, AggregateRow, FeatureRow  # noqa: E402
-from backend.rescore import RescoreConfig, Stage, run_rescore  # noqa: E402
 from backend.store import Store  # noqa: E402
 from model_store.corpus import make_corpus  # noqa: E402
 from model_store.train import recipe_for_version, train_model  # noqa: E402
@@ -140,8 +140,8 @@ def main() -> None:
         summaries = run_rescore(store, [base, exp], now=now, batch_rows=args.batch_rows)
         elapsed = time.perf_counter() - t1
         if args.engine == "spark":
-            from backend.export import export
-            from backend.spark_engine import run_rescore_spark, spark_session
+            from backend.analysis.export import export
+            from backend.analysis.spark import run_rescore_spark, spark_session
 
             t2 = time.perf_counter()
             out = export(store, Path(tmp) / "export")

@@ -56,7 +56,7 @@ def scenario(endpoints: int, orgs: int, days: float, scans: float, predict: bool
 
 
 class PredictionTimer:
-    """Wall and CPU seconds spent in `backend.transition.predict_transition` during a run.
+    """Wall and CPU seconds spent in `backend.analysis.transition.predict_transition` during a run.
 
     The simulator looks the function up at each rollout start, so wrapping the module's
     attribute for the duration of a run times every prediction it makes.
@@ -66,7 +66,7 @@ class PredictionTimer:
         self.calls, self.wall_s, self.cpu_s = 0, 0.0, 0.0
 
     def __enter__(self) -> PredictionTimer:
-        import backend.transition as mod
+        import backend.analysis.transition as mod
 
         self._mod, self._orig = mod, mod.predict_transition
 

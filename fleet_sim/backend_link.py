@@ -46,12 +46,12 @@ from agent.policy import (
 from agent.telemetry import TelemetryEvent, encode_batch
 from agent.verdict_codes import VERDICTS
 from backend import admin, sketch
+from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.ingest import aggregate_columns, parse_columns
-from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 
 if TYPE_CHECKING:
-    from backend.transition_allowlist import AllowlistCandidate
+    from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = ["InProcessLink"]
 

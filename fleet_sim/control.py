@@ -30,7 +30,7 @@ from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
 from agent.policy import EffectivePolicy, RolloutAssignment, assigned_versions, canary_bucket
 from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
-from backend.rollout_service import record_arm_day_columns
+from backend.rollout.service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
 from fleet_sim.backend_link import InProcessLink
 from fleet_sim.rollout import ArmDayTally, HealthKind, RolloutRecord
@@ -48,7 +48,7 @@ from fleet_sim.scenario import (
 from fleet_sim.world import World
 
 if TYPE_CHECKING:
-    from backend.transition_allowlist import AllowlistCandidate
+    from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = [
     "DecisionTables",

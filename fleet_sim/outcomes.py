@@ -166,7 +166,7 @@ def ring_exposure(
 ) -> int:
     """Endpoints on orgs of `rings` (`outside`: of any other ring) that ever installed `version`.
 
-    Orgs never put on a ring are on `broad` (`backend.rings.DEFAULT_RING`).
+    Orgs never put on a ring are on `broad` (`backend.rollout.rings.DEFAULT_RING`).
     """
     ran = rec.installed.get(version)
     if ran is None:

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from backend.rollout import RolloutDecision  # noqa: E402
+from backend.rollout.core import RolloutDecision  # noqa: E402
 from fleet_sim._clock import DAY_S  # noqa: E402
 from fleet_sim.outcomes import ArmRun, counters, kill_switch_delays  # noqa: E402
 from fleet_sim.rollout import RolloutRecord  # noqa: E402

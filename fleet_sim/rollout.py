@@ -1,22 +1,22 @@
 """The real rollout controller in the simulated fleet (issue 8 driven by issue 7's world).
 
 The simulator does not stage rollouts itself. A `start_rollout` action calls
-`backend.rollout_service.start_rollout`, which writes the stage's `rollout` block into signed
+`backend.rollout.service.start_rollout`, which writes the stage's `rollout` block into signed
 policy; simulated endpoints adopt that policy at their check-ins and pick their model with
 `agent.policy.assigned_version` (`control.Fleet.assigned_models`), so a halt or an advance
 reaches an endpoint exactly when its next check-in does, as in the field.
 
 Evidence reaches the controller in the backend's own rollup: per (day, org, model version)
 endpoint-days, events, alerts, self-test failures, model errors and breaker trips
-(`backend.rollout_service.arm_days`, which real agents' batches update through their
+(`backend.rollout.service.arm_days`, which real agents' batches update through their
 per-endpoint rows). `ArmDayTally` counts them from the fleet as telemetry is delivered (and as
 health events happen), each (day, endpoint, version) once, and `control.Fleet.hourly` writes
 the increments with `record_arm_day_columns` before each `tick_rollout`, every simulated hour;
 a million endpoints cost a few thousand rows an hour instead of a row per endpoint.
 
 Beside the decisions, the hook keeps the transition report's per-org prediction made at the
-start (`backend.transition.predict_transition` on the aggregates so far), so the report can set
-what the canary stage measured beside what was predicted.
+start (`backend.analysis.transition.predict_transition` on the aggregates so far), so the
+report can set what the canary stage measured beside what was predicted.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 from agent.verdict_codes import ALERT_CODES
 from backend.admin import Publish
-from backend.rollout import RolloutAction, RolloutConfig, RolloutDecision, RolloutState
-from backend.rollout_service import (
+from backend.rollout.core import RolloutAction, RolloutConfig, RolloutDecision, RolloutState
+from backend.rollout.service import (
     ArmDayColumns,
     get_rollout,
     start_rollout,
@@ -88,7 +88,7 @@ class RolloutRecord:
 class ArmDayTally:
     """Per (day, org, model version) evidence, each (day, endpoint, version) counted once.
 
-    What the backend's `arm_days` rollup holds (`backend.rollout_service`): endpoint-days (an
+    What the backend's `arm_days` rollup holds (`backend.rollout.service`): endpoint-days (an
     endpoint counts once per day and version, the first time it reports anything for it),
     events, alerts and health counts. A bitmap of the endpoints seen per (day, version) tells
     a first report from a later one, so nothing per endpoint is written.
@@ -214,7 +214,7 @@ def rollout_config(action: StartRollout) -> RolloutConfig:
 
 @dataclass
 class ControllerRollout:
-    """The `control.RolloutHook` that runs `backend.rollout_service` against the fleet.
+    """The `control.RolloutHook` that runs `backend.rollout.service` against the fleet.
 
     The fleet writes the endpoint-day evidence before each `tick` (`control.Fleet.hourly`);
     the hook only asks the controller to decide when its tick interval has passed.

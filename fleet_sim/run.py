@@ -43,7 +43,7 @@ from model_store.corpus import Corpus, load_corpus, make_corpus
 from model_store.train import recipe_for_version, train_model
 
 if TYPE_CHECKING:
-    from backend.transition_allowlist import AllowlistCandidate
+    from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = ["SimRun", "ensure_assets", "run_scenario"]
 
@@ -125,14 +125,15 @@ def _predictor(
     """The transition allowlist candidates, each with its scope (fleet or one org).
 
     Without `evidence`, each org's raw flips, scoped to that org; with it, the benign-evidence
-    rules' candidates (`backend.transition_allowlist`: fleet-wide only on fleet-level evidence).
+    rules' candidates (`backend.analysis.transition_allowlist`: fleet-wide only on fleet-level
+    evidence).
     """
 
     def predict(
         old: int, new: int, now: dt.datetime, evidence: bool = True
     ) -> Sequence[AllowlistCandidate]:
         try:
-            mod = importlib.import_module("backend.transition")
+            mod = importlib.import_module("backend.analysis.transition")
         except ImportError as exc:
             raise ScenarioError(f"the transition predictor is not available: {exc}") from exc
         report = mod.predict_transition(
@@ -140,7 +141,7 @@ def _predictor(
         )
         if not evidence:
             return tuple(report.allowlist_candidates())
-        from backend.transition_allowlist import evidence_allowlist
+        from backend.analysis.transition_allowlist import evidence_allowlist
 
         flips = [e.sha256 for e in report.transition_allowlist]
         return evidence_allowlist(store, flips, now=now).candidates
@@ -152,7 +153,7 @@ def _forecast(
     store: Store, registry: ModelRegistry, old: int, new: int, now: dt.datetime
 ) -> dict[str, float]:
     """The transition report's predicted new FP alerts per day per org id (empty: no data)."""
-    from backend.transition import predict_transition
+    from backend.analysis.transition import predict_transition
 
     report = predict_transition(
         store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now

@@ -163,7 +163,7 @@ class PublishModel(_ActionBase):
 
 
 class StartRollout(_ActionBase):
-    """Start the backend's rollout controller (`backend.rollout_service.start_rollout`).
+    """Start the backend's rollout controller (`backend.rollout.service.start_rollout`).
 
     Cohorts by stable endpoint hash travel in signed policy; the controller advances after
     `stage_hours` (the hold) when the canary is shown no worse than `max_fp_increase`, and
@@ -219,7 +219,7 @@ class AllowlistAdd(_ActionBase):
     evidence: bool = Field(
         default=True,
         description=(
-            "transition: only flips with benign evidence (backend.transition_allowlist); "
+            "transition: only flips with benign evidence (backend.analysis.transition_allowlist); "
             "false takes every flip not labelled malicious (the old rule, for comparison)"
         ),
     )

@@ -71,7 +71,7 @@ def report_and_predict(
     """Send the first version's decisions (the last as shadow) and predict old -> new.
 
     Returns the telemetry figures and the prediction for the dogfood org (None when
-    `backend.transition` is not available).
+    `backend.analysis.transition` is not available).
     """
     import httpx
 
@@ -129,7 +129,7 @@ def report_and_predict(
             "events_counted": counted,
         }
         try:
-            from backend.transition import predict_transition
+            from backend.analysis.transition import predict_transition
         except ImportError:
             return telemetry, None
         report = predict_transition(

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from backend.analysis.transition import OrgTransition
 from backend.intervals import RateInterval, prediction_interval
-from backend.transition import OrgTransition
 
 __all__ = ["MitigationFigures", "coverage", "interval_of", "mitigation_figures", "recall"]
 

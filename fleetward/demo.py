@@ -31,8 +31,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from backend.analysis.transition import (
+    TransitionReport,
+    predict_transition,
+    write_transition_report,
+)
 from backend.store import Store
-from backend.transition import TransitionReport, predict_transition, write_transition_report
 from fleet_sim.outcomes import org_day_rate
 from fleet_sim.report import figure_png, write_report
 from fleet_sim.run import SimRun, ensure_assets, run_scenario

@@ -10,7 +10,7 @@ of `agent.features`) the block rate, the alert rate and the worst offenders.
 The same run then acts as one endpoint of a "dogfood" org: it enrolls against an in-process
 backend (the real Starlette app over a SQLite file, reached through an httpx client), sends the
 decisions of the first version as telemetry (the second version as its shadow) through the
-agent's spool and sender, and asks `backend.transition.predict_transition` for that org's
+agent's spool and sender, and asks `backend.analysis.transition.predict_transition` for that org's
 predicted new false-positive alerts of moving from the first version to the second. The scan's
 own count of files that alert under the new version and not the old sits beside it; they use the
 same features and decision code, so they agree unless the prediction is wrong.

@@ -302,9 +302,7 @@ def backend_surge_predictor(
 
     def predict(current: Path, candidate: Path, now: dt.datetime) -> Mapping[str, float]:
         open_store = _backend_name("open_store", "backend.store")
-        predict_transition = _backend_name(
-            "predict_transition", "backend.analysis.transition", "backend.transition"
-        )
+        predict_transition = _backend_name("predict_transition", "backend.analysis")
         store = open_store(target)
         try:
             kwargs: dict[str, Any] = {"now": now}

@@ -129,7 +129,7 @@ class HealthCount:
     """Agent health events about one model version on one day, carried beside the events.
 
     The rollout controller compares canary and control on these as well as on alerts
-    (`backend.rollout`), so they name the version they concern: the candidate that failed its
+    (`backend.rollout.core`), so they name the version they concern: the candidate that failed its
     self-test, the active model for run-time errors and breaker trips. `observed_at_ms` is the
     first such event's time (its UTC day is the one counted). Optional on the wire (`health`):
     batches without it, and backends that ignore it, work as before.

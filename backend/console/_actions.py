@@ -14,9 +14,9 @@ from typing import Any
 from agent.decision import Mode
 from agent.policy import EffectivePolicy, PolicyDocumentModel, resolve_policy
 from backend import admin
-from backend import rollout_service as _rollouts
 from backend.errors import AuthError, BackendError, BatchInvalidError, ConflictError, NotFoundError
-from backend.rollout import ArmCounts, Evidence, Rollout
+from backend.rollout import service as _rollouts
+from backend.rollout.core import ArmCounts, Evidence, Rollout
 from backend.store import AggregateStore as Store  # the protocol: either dialect
 from backend.store import PolicyRecord, Principal, TokenKind
 from backend.validation import check_sha256
@@ -138,7 +138,7 @@ def add_allowlist_candidates(
     fleet-wide). Returns the last policy written (None when there was nothing to apply).
     """
     from agent.policy import ListEntry
-    from backend.transition_allowlist import AllowlistCandidate
+    from backend.analysis.transition_allowlist import AllowlistCandidate
 
     def when(v: object) -> dt.datetime | None:
         return dt.datetime.fromisoformat(str(v)) if v else None

@@ -33,7 +33,7 @@ from backend.store._base import (
 )
 
 if TYPE_CHECKING:
-    from backend.labels import LabelChange
+    from backend.analysis.labels import LabelChange
 
 __all__ = ["AggregateStore"]
 

@@ -70,7 +70,7 @@ from backend.store._base import (
 from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
-    from backend.labels import LabelChange
+    from backend.analysis.labels import LabelChange
 
 __all__ = ["PostgresStore"]
 
@@ -873,7 +873,7 @@ class PostgresStore(_StoreCommon):
 
     @staticmethod
     def _label_from_row(row: Sequence[Any]) -> LabelChange:
-        from backend.labels import LabelChange, LabelSource, LabelValue
+        from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 
         sha, label, source, family, at, rec = row
         return LabelChange(
@@ -910,7 +910,7 @@ class PostgresStore(_StoreCommon):
         self, sha256: str, when: dt.datetime, *, corrected: bool = False
     ) -> LabelChange | None:
         """The label of `sha256` known at `when` (`corrected`: labelled by `when`), or None."""
-        from backend.labels import LabelBook
+        from backend.analysis.labels import LabelBook
 
         with self._lock:
             rows = self._conn.execute(

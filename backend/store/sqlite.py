@@ -92,7 +92,7 @@ from backend.store._base import (
 from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
-    from backend.labels import LabelChange
+    from backend.analysis.labels import LabelChange
 
 __all__ = ["Store"]
 
@@ -358,7 +358,7 @@ class Store(_StoreCommon):
         """One write transaction (BEGIN IMMEDIATE) under the store's lock.
 
         Committed when the block ends, rolled back when it raises; for the other backend
-        modules that keep their own tables in this database (`backend.rollout_service`).
+        modules that keep their own tables in this database (`backend.rollout.service`).
         """
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -1042,9 +1042,10 @@ class Store(_StoreCommon):
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
     # --- golden labels and streaming reads (rescoring, transition analysis) ----------------
-    # Added for `backend.labels`, `backend.rescore` and `backend.transition`; self-contained,
-    # no change to the ingest path above. Streaming reads open their own read connection (WAL
-    # lets readers run beside the writer), so a long scan never holds the store's lock.
+    # Added for `backend.analysis.labels`, `backend.analysis.rescore` and
+    # `backend.analysis.transition`; self-contained, no change to the ingest path above. Streaming
+    # reads open their own read connection (WAL lets readers run beside the writer), so a long scan
+    # never holds the store's lock.
 
     _LABELS_SCHEMA = """
     CREATE TABLE IF NOT EXISTS labels (
@@ -1062,7 +1063,7 @@ class Store(_StoreCommon):
 
     @staticmethod
     def _label_from_row(row: tuple[object, ...]) -> LabelChange:
-        from backend.labels import LabelChange, LabelSource, LabelValue
+        from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 
         sha, label, source, family, at, rec = row
         assert isinstance(sha, bytes)
@@ -1108,10 +1109,10 @@ class Store(_StoreCommon):
     ) -> LabelChange | None:
         """The label of `sha256` known at `when` (`corrected`: labelled by `when`), or None.
 
-        See `backend.labels`: by default a label counts from when the backend received it,
+        See `backend.analysis.labels`: by default a label counts from when the backend received it,
         so a backdated import changes no past answer.
         """
-        from backend.labels import LabelBook
+        from backend.analysis.labels import LabelBook
 
         self._ensure_labels()
         with self._lock:

@@ -32,8 +32,8 @@ from agent.model import LoadedModel, load_bundle
 from agent.policy import resolve_policy
 from agent.telemetry import TelemetryBatch, TelemetryEvent
 from backend import admin
+from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.ingest import aggregate
-from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import Store
 from model_store.corpus import Corpus
 

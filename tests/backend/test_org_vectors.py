@@ -18,10 +18,10 @@ import numpy as np
 from agent.decision import Reason, Verdict
 from agent.features import SCHEMA
 from agent.telemetry import TelemetryBatch, TelemetryEvent
-from backend._analysis import load_model, score_vectors
+from backend.analysis._base import load_model, score_vectors
+from backend.analysis.transition import predict_transition
 from backend.ingest import aggregate
 from backend.store import Store
-from backend.transition import predict_transition
 from tests.backend.history import ROLLOUT, History, copy_store, history
 
 __all__ = ["history"]

@@ -26,6 +26,7 @@ from agent.decision import Verdict
 from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch, encode_batch
 from backend import sketch
+from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.app import create_app
 from backend.errors import (
     AuthError,
@@ -35,7 +36,6 @@ from backend.errors import (
     PublishError,
 )
 from backend.ingest import aggregate
-from backend.labels import LabelChange, LabelSource, LabelValue
 from backend.store import AnyStore, Store, TokenKind, open_store
 from tests.backend.conftest import NOW, free_port, make_event
 

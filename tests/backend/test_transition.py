@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agent.policy import read_list_file
-from backend.transition import (
+from backend.analysis.transition import (
     check_transition,
     predict_transition,
     write_transition_report,
@@ -81,7 +81,7 @@ def test_threshold_sweep_meets_the_budget(history: History):
 def test_no_future_leak_in_transition_prediction(history: History, tmp_path: Path):
     before = predict_transition(history.store, history.bundles[1], history.bundles[2], now=ROLLOUT)
     store = copy_store(history, tmp_path / "copy.db")
-    from backend.labels import LabelChange, LabelSource, LabelValue
+    from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 
     late = ROLLOUT + dt.timedelta(seconds=1)
     flips = [e.sha256 for e in before.transition_allowlist]

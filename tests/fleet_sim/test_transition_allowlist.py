@@ -1,8 +1,8 @@
 """The transition allowlist in the simulator, where the truth is known: FP removed, recall lost.
 
 One seeded world, three arms after a week on v1: v2 with no mitigation, v2 with the
-evidence-based transition allowlist (`backend.transition_allowlist`), and v2 with the old rule
-(every flip not labelled malicious). A zero-day campaign (era-2 loader, unknown to the label
+evidence-based transition allowlist (`backend.analysis.transition_allowlist`), and v2 with the old
+rule (every flip not labelled malicious). A zero-day campaign (era-2 loader, unknown to the label
 feed) starts two days before the switch: v2 catches it, so its samples are negative flips.
 """
 

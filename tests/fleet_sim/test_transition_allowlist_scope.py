@@ -16,9 +16,9 @@ from agent.bundle import Thresholds
 from agent.decision import Reason, Verdict, decide
 from agent.engine import context_for
 from agent.telemetry import TelemetryBatch, TelemetryEvent
+from backend.analysis.transition_allowlist import evidence_allowlist
 from backend.ingest import aggregate
 from backend.store import Store
-from backend.transition_allowlist import evidence_allowlist
 from fleet_sim.backend_link import InProcessLink
 
 NOW = dt.datetime(2026, 11, 9, tzinfo=dt.UTC)

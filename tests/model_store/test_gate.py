@@ -245,12 +245,8 @@ def test_refuses_a_score_shift_beyond_its_bound(repo_v1: Path, bundles, golden: 
 
 
 def test_refuses_a_per_org_surge_over_budget(bundles, golden: GoldenSet, history, tmp_path: Path):
+    from backend.analysis import predict_transition
     from model_store.release import backend_surge_predictor
-
-    try:  # backend/ is being restructured: its public re-export first
-        from backend import predict_transition  # type: ignore[attr-defined]
-    except ImportError:
-        from backend.transition import predict_transition
     from tests.backend.history import ROLLOUT
 
     expected = predict_transition(history.store, bundles[1], bundles[2], now=ROLLOUT).per_org

@@ -11,8 +11,13 @@ import re
 from pathlib import Path
 
 from agent.policy import ListEntry
-from backend.rollout_service import ArmDayColumns, record_arm_day_columns
-from backend.transition import OrgTransition, SweepPoint, TransitionReport, write_transition_report
+from backend.analysis.transition import (
+    OrgTransition,
+    SweepPoint,
+    TransitionReport,
+    write_transition_report,
+)
+from backend.rollout.service import ArmDayColumns, record_arm_day_columns
 from tests.backend.conftest import NOW
 from tests.backend.console.conftest import ConsoleEnv
 
@@ -141,8 +146,8 @@ def test_rollouts_page_shows_the_gates_tests_with_p_values_and_per_org_evidence(
     console: ConsoleEnv,
 ) -> None:
     from backend import admin
-    from backend import rollout_service as svc
-    from backend.rollout import RolloutConfig
+    from backend.rollout import service as svc
+    from backend.rollout.core import RolloutConfig
 
     org = console.store.create_org("acme", NOW).org_id
     publish = console.app.state.routes.publish

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.policy import Ring
 from backend import admin
-from backend import rollout_service as svc
+from backend.rollout import service as svc
 from tests.backend.conftest import NOW
 from tests.backend.console.conftest import ConsoleEnv
 

@@ -1,0 +1,1064 @@
+"""Transition analysis: the false-positive surge a model version change would cause, per org.
+
+A new version is better on average and still makes mistakes of its own; after an update a
+customer can be flooded with new alerts on software only they run. Before a rollout,
+`predict_transition` scores every sample each organization has seen (the aggregates and the
+stored feature vectors) under the old and the new version, decides both with the org's current
+policy through `agent.engine.context_for` / `agent.decision.decide`, and weights each flip by
+how often the org encountered the sample.
+
+Definitions (also in `TransitionReport.to_dict()["definitions"]`):
+- negative flip: a sample an org saw that the old version does not alert on and the new one
+  does (block, detect or blocklisted), and that is not labelled malicious as of `now`;
+- positive flip: the same change on a sample labelled malicious as of `now`;
+- observation window of an org: the UTC days from its first to its last active (non-shadow)
+  aggregate row before `now`, inclusive;
+- predicted new false-positive alerts per day: the org's encounters of negatively flipped
+  samples over its observation window (sum of aggregate counts) divided by the window's days.
+  It assumes the coming days look like the window and every endpoint runs the new version;
+- endpoints touched: distinct endpoints (from the aggregates' sketches) that reported a
+  negatively flipped sample in the window;
+- recall on historical attacks: share of encounters of samples labelled malicious as of `now`
+  that alert, count-weighted;
+- NFR (negative flip rate, Yan et al. 2021): share of labelled encounters the old version got
+  right and the new one gets wrong.
+
+Mitigations: (1) the transition allowlist, the negatively flipped samples as `ListEntry` rows
+with an expiry, ready to publish with the policy (only when the feature schema is unchanged:
+the stored vectors then are the ones the new model reads). Vectors are per org: each
+(org, sample) pair is scored on the vector that org's own endpoints reported, so one org's
+reports never change another's figures, and `OrgTransition.allowlist_sha256s` is each org's
+own list. `TransitionReport.allowlist_candidates()` scopes each flip to its org; the
+fleet-wide `transition_allowlist` is only the union for display and is never applied as is: an
+entry goes fleet-wide only on fleet-level evidence (`backend.analysis.transition_allowlist`),
+applied by scope through `backend.admin.add_allowlist_candidates`. Labels are those known at `now`
+unless `corrected_labels` (`backend.analysis.labels`); (2) shadow mode: when the schema
+changed the report recommends a shadow phase, and `predict_from_shadow` computes the same
+prediction from the shadow verdicts that endpoints reported (aggregates with `shadow=True`);
+(3) congruent training (`fleetward model train --congruent-with`): given a congruent candidate,
+the report sets its NFR and recall beside the plain one's.
+
+The store is only read at the edge (`_load_pairs`); the prediction itself is `_predict` over
+arrays and frozen values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.bundle import Thresholds
+from agent.decision import DENY_VERDICTS, DecisionContext, decide
+from agent.engine import context_for
+from agent.model import LoadedModel
+from agent.policy import EffectivePolicy, ListEntry, resolve_policy
+from backend import sketch
+from backend.analysis._base import (
+    VERDICTS,
+    decide_batch,
+    decode_vectors,
+    load_model,
+    score_vectors,
+)
+from backend.analysis.labels import LabelBook
+from backend.analysis.transition_allowlist import AllowlistCandidate
+from backend.report import figure_png, html_page, html_table
+
+if TYPE_CHECKING:
+    from backend.ingest import AggregateRow
+    from backend.store import Store
+
+__all__ = [
+    "CandidateFigures",
+    "OrgTransition",
+    "SweepPoint",
+    "TransitionCheck",
+    "TransitionReport",
+    "check_transition",
+    "predict_from_shadow",
+    "predict_transition",
+    "write_transition_report",
+]
+
+DEFAULT_ALLOWLIST_TTL = dt.timedelta(days=30)
+DEFAULT_FP_BUDGET_PER_DAY = 1.0
+ALLOWLIST_AUTHOR = "fleetward-transition"
+_BLOCKING = DENY_VERDICTS  # the one deny set (agent.decision)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgTransition:
+    """One organization's predicted change (see the module docstring for definitions)."""
+
+    org_id: str
+    predicted_new_fp_alerts_per_day: float
+    endpoints_touched: int
+    negative_flips: int
+    positive_flips: int
+    new_fp_encounters: int
+    observation_days: int
+    recall_before: float | None
+    recall_after: float | None
+    new_block_encounters: int = 0
+    new_detect_encounters: int = 0
+    allowlist_sha256s: tuple[str, ...] = ()
+    """This org's transition allowlist: its own negative flips, from its own vectors."""
+
+
+def _org_json(o: OrgTransition) -> dict[str, Any]:
+    """An org's figures plus the 95 % Garwood interval of its predicted new FP alerts/day."""
+    from backend.intervals import rate_interval
+
+    out = asdict(o)
+    if o.observation_days > 0:
+        band = rate_interval(o.new_fp_encounters, o.observation_days)
+        out["predicted_new_fp_alerts_per_day_95"] = [band.low, band.high]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    """The new model alerting at `score >= alert_threshold` (blocking stays at the bundle's)."""
+
+    alert_threshold: float
+    max_org_fp_per_day: float
+    fleet_fp_per_day: float
+    orgs_over_budget: int
+    recall: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateFigures:
+    """NFR, recall and predicted surge of one new-version candidate against the old version."""
+
+    name: str
+    nfr: float | None
+    recall: float | None
+    fleet_predicted_new_fp_alerts_per_day: float
+    negative_flips: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionReport:
+    """The prediction for one old -> new version change; `to_dict()` is the JSON twin."""
+
+    old_version: int
+    new_version: int
+    now: dt.datetime
+    per_org: dict[str, OrgTransition]
+    fleet_predicted_new_fp_alerts_per_day: float
+    fleet_endpoints_touched: int
+    transition_allowlist: tuple[ListEntry, ...]
+    schema_changed: bool
+    recall_before: float | None
+    recall_after: float | None
+    samples_scored: int
+    samples_without_vectors: int
+    sweep: tuple[SweepPoint, ...]
+    fp_budget_per_day: float
+    recommended_alert_threshold: float | None
+    allowlisted_fp_alerts_per_day_removed: float
+    shadow_per_org: dict[str, OrgTransition] = field(default_factory=dict)
+    candidates: tuple[CandidateFigures, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def allowlist_candidates(self) -> tuple[AllowlistCandidate, ...]:
+        """The raw transition allowlist as org-scoped candidates: each org's own flips.
+
+        A flip is derived from one org's vectors, so it is a candidate for that org only
+        (`backend.admin.add_allowlist_candidates` applies it there); the fleet-wide
+        `transition_allowlist` union is never applied as is.
+        """
+        entry_of = {e.sha256: e for e in self.transition_allowlist}
+        return tuple(
+            AllowlistCandidate(entry_of[sha], o.org_id)
+            for o in sorted(self.per_org.values(), key=lambda o: o.org_id)
+            for sha in o.allowlist_sha256s
+            if sha in entry_of
+        )
+
+    def ranked_orgs(self) -> list[OrgTransition]:
+        """Orgs by predicted surge, largest first."""
+        return sorted(
+            self.per_org.values(), key=lambda o: (-o.predicted_new_fp_alerts_per_day, o.org_id)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the report."""
+        return {
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "now": self.now.isoformat(),
+            "schema_changed": self.schema_changed,
+            "fleet_predicted_new_fp_alerts_per_day": self.fleet_predicted_new_fp_alerts_per_day,
+            "fleet_endpoints_touched": self.fleet_endpoints_touched,
+            "recall_before": self.recall_before,
+            "recall_after": self.recall_after,
+            "samples_scored": self.samples_scored,
+            "samples_without_vectors": self.samples_without_vectors,
+            "fp_budget_per_day": self.fp_budget_per_day,
+            "recommended_alert_threshold": self.recommended_alert_threshold,
+            "allowlisted_fp_alerts_per_day_removed": self.allowlisted_fp_alerts_per_day_removed,
+            "per_org": [_org_json(o) for o in self.ranked_orgs()],
+            "shadow_per_org": [asdict(o) for o in self.shadow_per_org.values()],
+            "sweep": [asdict(p) for p in self.sweep],
+            "candidates": [asdict(c) for c in self.candidates],
+            "transition_allowlist": [_entry_json(e) for e in self.transition_allowlist],
+            "allowlist_candidates": [
+                {**_entry_json(c.entry), "scope": c.scope, "org_id": c.org_id}
+                for c in self.allowlist_candidates()
+            ],
+            "notes": list(self.notes),
+            "definitions": {
+                "per_day": "encounters over the org's observation window (first to last "
+                "active aggregate day before now, inclusive) divided by its days",
+                "negative_flip": "old version no alert, new version alert, not labelled "
+                "malicious as of now",
+                "positive_flip": "old version no alert, new version alert, labelled malicious",
+                "nfr": "share of labelled encounters the old version got right and the new "
+                "one gets wrong",
+            },
+        }
+
+
+def _entry_json(e: ListEntry) -> dict[str, Any]:
+    return {
+        "sha256": e.sha256,
+        "reason": e.reason,
+        "author": e.author,
+        "created_at": e.created_at.isoformat(),
+        "expires_at": e.expires_at.isoformat() if e.expires_at else None,
+    }
+
+
+# --- the pure core ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pairs:
+    """What each org saw in its window: one row per (org, sample), count-weighted.
+
+    `sketches` holds each pair's merged endpoint sketch; a loader may instead give
+    `sketch_reader`, which returns the sketches of the pairs asked for (only negatively
+    flipped pairs ever need one). `org_index` (each pair's position in `org_days`) is derived
+    when the loader leaves it out.
+    """
+
+    org_ids: tuple[str, ...]
+    sha256s: tuple[str, ...]
+    counts: npt.NDArray[np.int64]
+    sketches: tuple[bytes, ...]
+    org_days: tuple[tuple[str, int], ...]
+    sketch_reader: Callable[[npt.NDArray[np.intp]], list[bytes]] | None = None
+    org_index: npt.NDArray[np.intp] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _OrgRows:
+    """Pairs grouped by org.
+
+    `index[i]` is pair i's position in `org_days`; `order[starts[k]:starts[k+1]]` are org k's.
+    `samples[sample_index[i]]` is pair i's sample (each distinct sample once, for
+    `decide_batch`'s list lookups).
+    """
+
+    index: npt.NDArray[np.intp]
+    order: npt.NDArray[np.intp]
+    starts: npt.NDArray[np.intp]
+    samples: tuple[str, ...]
+    sample_index: npt.NDArray[np.intp]
+
+    @classmethod
+    def of(cls, pairs: _Pairs) -> _OrgRows:
+        idx = pairs.org_index
+        if idx is None:
+            pos = {o: k for k, (o, _) in enumerate(pairs.org_days)}
+            idx = np.fromiter((pos[o] for o in pairs.org_ids), np.intp, len(pairs.org_ids))
+        order = np.argsort(idx, kind="stable")
+        counts = np.bincount(idx, minlength=len(pairs.org_days))
+        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
+        code: dict[str, int] = {}
+        sample_index = np.fromiter(
+            (code.setdefault(s, len(code)) for s in pairs.sha256s), np.intp, len(pairs.sha256s)
+        )
+        return cls(idx, order.astype(np.intp), starts, tuple(code), sample_index)
+
+    def rows(self, orgs: Sequence[int]) -> npt.NDArray[np.intp]:
+        """The pairs of the orgs at these positions."""
+        parts = [self.order[self.starts[k] : self.starts[k + 1]] for k in orgs]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+
+    def sums(self, mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> list[int]:
+        """Per org: the count-weighted sum over the pairs in `mask` (exact integers)."""
+        k = len(self.starts) - 1
+        sums = np.bincount(self.index[mask], weights=counts[mask], minlength=k)
+        return [int(v) for v in sums.astype(np.int64)]
+
+
+def _pair_sketches(pairs: _Pairs, rows: npt.NDArray[np.intp]) -> dict[int, bytes]:
+    """The merged endpoint sketch of each pair in `rows`."""
+    if pairs.sketch_reader is not None:
+        return dict(zip(rows.tolist(), pairs.sketch_reader(rows), strict=True))
+    return {i: pairs.sketches[i] for i in rows.tolist()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """Per pair: old and new alert flags, new verdict kind, label flags."""
+
+    old_alert: npt.NDArray[np.bool_]
+    new_alert: npt.NDArray[np.bool_]
+    new_block: npt.NDArray[np.bool_]
+    scored: npt.NDArray[np.bool_]
+    malicious: npt.NDArray[np.bool_]
+    benign: npt.NDArray[np.bool_]
+
+
+_ALERT_BY_CODE = np.array([v.is_alert for v in VERDICTS], dtype=bool)
+_BLOCK_BY_CODE = np.array([v in _BLOCKING for v in VERDICTS], dtype=bool)
+
+
+def _alerts(
+    pairs: _Pairs,
+    scores: npt.NDArray[np.float64],
+    scored: npt.NDArray[np.bool_],
+    contexts: dict[str, DecisionContext],
+    by_org: _OrgRows,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Each pair decided with its org's context (`decide`, score None when unscored).
+
+    Orgs that share a context are decided together by `decide_batch` (one `decide` per
+    distinct case); unscored pairs go through `decide` one by one.
+    """
+    n = len(pairs.sha256s)
+    codes = np.zeros(n, dtype=np.int8)
+    groups: dict[DecisionContext, list[int]] = {}
+    for k, (org, _) in enumerate(pairs.org_days):
+        groups.setdefault(contexts[org], []).append(k)
+    for ctx, orgs in groups.items():
+        rows = by_org.rows(orgs)
+        ok = rows[scored[rows]]
+        codes[ok] = decide_batch(ctx, by_org.samples, by_org.sample_index[ok], scores[ok])
+        for i in rows[~scored[rows]].tolist():
+            codes[i] = VERDICTS.index(decide(pairs.sha256s[i], None, ctx).verdict)
+    return _ALERT_BY_CODE[codes], _BLOCK_BY_CODE[codes]
+
+
+def _wsum(mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> int:
+    return int(counts[mask].sum())
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _per_org(pairs: _Pairs, s: _Scored, by_org: _OrgRows) -> dict[str, OrgTransition]:
+    neg = s.scored & ~s.old_alert & s.new_alert & ~s.malicious
+    pos = s.scored & ~s.old_alert & s.new_alert & s.malicious
+    mal = s.malicious & s.scored
+    k = len(pairs.org_days)
+    c = pairs.counts
+    enc, mal_n = by_org.sums(neg, c), by_org.sums(mal, c)
+    mal_old, mal_new = by_org.sums(mal & s.old_alert, c), by_org.sums(mal & s.new_alert, c)
+    new_block, new_detect = by_org.sums(neg & s.new_block, c), by_org.sums(neg & ~s.new_block, c)
+    n_neg = np.bincount(by_org.index[neg], minlength=k).tolist()
+    n_pos = np.bincount(by_org.index[pos], minlength=k).tolist()
+    neg_rows = np.flatnonzero(neg)
+    sketches = _pair_sketches(pairs, neg_rows)
+    rows_of: list[list[int]] = [[] for _ in range(k)]
+    for i, o in zip(neg_rows.tolist(), by_org.index[neg_rows].tolist(), strict=True):
+        rows_of[o].append(i)
+    out: dict[str, OrgTransition] = {}
+    for o, (org, n_days) in enumerate(pairs.org_days):
+        touched = sketch.sketch_of(h for i in rows_of[o] for h in _sketch_values(sketches[i]))
+        out[org] = OrgTransition(
+            org_id=org,
+            predicted_new_fp_alerts_per_day=enc[o] / max(n_days, 1),
+            endpoints_touched=sketch.estimate(touched),
+            negative_flips=n_neg[o],
+            positive_flips=n_pos[o],
+            new_fp_encounters=enc[o],
+            observation_days=n_days,
+            recall_before=_ratio(mal_old[o], mal_n[o]),
+            recall_after=_ratio(mal_new[o], mal_n[o]),
+            new_block_encounters=new_block[o],
+            new_detect_encounters=new_detect[o],
+            allowlist_sha256s=tuple(sorted({pairs.sha256s[i] for i in rows_of[o]})),
+        )
+    return out
+
+
+def _sketch_values(raw: bytes) -> list[int]:
+    return [int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8)]
+
+
+def _nfr(s: _Scored, counts: npt.NDArray[np.int64]) -> float | None:
+    labelled = s.scored & (s.malicious | s.benign)
+    old_right = np.where(s.malicious, s.old_alert, ~s.old_alert)
+    new_right = np.where(s.malicious, s.new_alert, ~s.new_alert)
+    return _ratio(_wsum(labelled & old_right & ~new_right, counts), _wsum(labelled, counts))
+
+
+def _sweep(
+    pairs: _Pairs,
+    scores_new: npt.NDArray[np.float64],
+    s: _Scored,
+    contexts_new: dict[str, DecisionContext],
+    budget: float,
+    by_org: _OrgRows,
+) -> tuple[tuple[SweepPoint, ...], float | None]:
+    grid = np.unique(np.round(np.quantile(scores_new[s.scored], np.linspace(0.5, 1.0, 21)), 6))
+    if grid.size == 0:
+        return (), None
+    points = []
+    for t in grid:
+        ctxs = {
+            org: DecisionContext(
+                block_threshold=max(float(t), c.block_threshold),
+                detect_threshold=float(t),
+                mode=c.mode,
+                allowlist=c.allowlist,
+                blocklist=c.blocklist,
+            )
+            for org, c in contexts_new.items()
+        }
+        alert, _ = _alerts(pairs, scores_new, s.scored, ctxs, by_org)
+        neg = s.scored & ~s.old_alert & alert & ~s.malicious
+        enc = by_org.sums(neg, pairs.counts)
+        per_org = {org: enc[o] / max(d, 1) for o, (org, d) in enumerate(pairs.org_days)}
+        mal = s.scored & s.malicious
+        points.append(
+            SweepPoint(
+                alert_threshold=float(t),
+                max_org_fp_per_day=max(per_org.values(), default=0.0),
+                fleet_fp_per_day=sum(per_org.values()),
+                orgs_over_budget=sum(1 for v in per_org.values() if v > budget),
+                recall=_ratio(_wsum(mal & alert, pairs.counts), _wsum(mal, pairs.counts)),
+            )
+        )
+    ok = [p for p in points if p.orgs_over_budget == 0]
+    best = min(ok, key=lambda p: p.alert_threshold).alert_threshold if ok else None
+    return tuple(points), best
+
+
+def _contexts(
+    orgs: Iterable[str],
+    policies: dict[str, EffectivePolicy | None],
+    th: Thresholds,
+    now: dt.datetime,
+) -> dict[str, DecisionContext]:
+    return {org: context_for(policies.get(org), th, now) for org in orgs}
+
+
+def _score_pairs(
+    pairs: _Pairs,
+    vectors: dict[tuple[str, str], npt.NDArray[np.float32]],
+    model: LoadedModel,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each (org, sample) pair scored on its own org's vector; each distinct vector once."""
+    distinct: dict[bytes, int] = {}
+    rows: list[npt.NDArray[np.float32]] = []
+    pos = np.full(len(pairs.sha256s), -1, dtype=np.int64)
+    for i, key in enumerate(zip(pairs.org_ids, pairs.sha256s, strict=True)):
+        vec = vectors.get(key)
+        if vec is None:
+            continue
+        raw = vec.tobytes()
+        j = distinct.get(raw)
+        if j is None:
+            j = distinct[raw] = len(rows)
+            rows.append(vec)
+        pos[i] = j
+    by_vector = score_vectors(model, np.stack(rows)) if rows else np.zeros(0)
+    ok = pos >= 0
+    scores = np.zeros(len(pos), dtype=np.float64)
+    scores[ok] = by_vector[pos[ok]]
+    return scores, ok
+
+
+# --- the edge: reading the store -------------------------------------------------------------
+
+
+def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool) -> _Pairs:
+    acc: dict[tuple[str, str], list[Any]] = {}
+    span: dict[str, list[int]] = {}
+    for batch in store.iter_aggregates(
+        org_id=org, shadow=shadow, until_ms=int(now.timestamp() * 1000)
+    ):
+        for r in batch:
+            cell = acc.get((r.org_id, r.sha256))
+            if cell is None:
+                acc[(r.org_id, r.sha256)] = [r.count, r.endpoints]
+            else:
+                cell[0] += r.count
+                cell[1] = sketch.merge(cell[1], r.endpoints)
+            d = span.get(r.org_id)
+            if d is None:
+                span[r.org_id] = [r.day, r.day]
+            else:
+                d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
+    keys = sorted(acc)
+    return _Pairs(
+        org_ids=tuple(k[0] for k in keys),
+        sha256s=tuple(k[1] for k in keys),
+        counts=np.asarray([acc[k][0] for k in keys], dtype=np.int64),
+        sketches=tuple(acc[k][1] for k in keys),
+        org_days=tuple((o, d[1] - d[0] + 1) for o, d in sorted(span.items())),
+    )
+
+
+def _load_vectors(
+    store: Store, keys: Sequence[tuple[str, str]], model: LoadedModel
+) -> dict[tuple[str, str], npt.NDArray[np.float32]]:
+    """The vectors of (org, sample) pairs, each read from its own org's reports only."""
+    out: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
+    uniq = sorted(set(keys))
+    for i in range(0, len(uniq), 20_000):
+        found = store.feature_vectors(uniq[i : i + 20_000], model.manifest.feature_schema)
+        found_keys = sorted(found)
+        mat = decode_vectors([found[k] for k in found_keys], model.manifest.vector_length)
+        out.update(zip(found_keys, mat, strict=True))
+    return out
+
+
+def _policies(
+    store: Store, orgs: Iterable[str], now: dt.datetime
+) -> dict[str, EffectivePolicy | None]:
+    record = store.policy_as_of(now)
+    return {o: resolve_policy(record.document, o) if record else None for o in orgs}
+
+
+def predict_transition(
+    store: Store,
+    old_bundle: Path,
+    new_bundle: Path,
+    *,
+    now: dt.datetime,
+    org: str | None = None,
+    fp_budget_per_day: float = DEFAULT_FP_BUDGET_PER_DAY,
+    allowlist_ttl: dt.timedelta = DEFAULT_ALLOWLIST_TTL,
+    congruent_bundle: Path | None = None,
+    columnar: bool = True,
+    corrected_labels: bool = False,
+) -> TransitionReport:
+    """Predict the per-org false-positive surge of moving from `old_bundle` to `new_bundle`.
+
+    Reads the active aggregates first seen before `now` (one org, or all), the stored feature
+    vectors, the labels as of `now` and the policy in force at `now`; scores each distinct
+    sample once per version with batched onnxruntime; decides with the agent's own functions.
+    "Per day" is defined in the module docstring (count over the org's observation window
+    divided by its days).
+
+    Labels are those the backend knew at `now` (`known_at`, the default: what an operator
+    deciding at `now` had); `corrected_labels=True` reads the corrected truth instead, every
+    label from its `labelled_at` (backdated labels included), as `backend.analysis.labels`
+    defines it.
+
+    A SQLite store file is read in bulk (`backend.analysis.transition_columns`); `columnar=False`,
+    and any other store, read row by row through the store protocol: the reference the bulk read is
+    tested against. Both feed the same decisions and figures.
+
+    Raises:
+        BundleRejectedError: a bundle does not load or fails its self-test.
+    """
+    old, new = load_model(old_bundle), load_model(new_bundle)
+    cong = load_model(congruent_bundle) if congruent_bundle is not None else None
+    book = LabelBook(store.iter_labels(until=now))
+    schema_changed = _schema_changed(old, new)
+    from backend.analysis.transition_columns import read_pair_columns
+
+    cols = read_pair_columns(store, now, org) if columnar else None
+    if cols is not None:  # the bulk read of a SQLite file (same pairs, same scores)
+        pairs = cols.pairs
+        s_old, s_new = cols.scores(old, old), cols.scores(new, new if schema_changed else old)
+        s_cong = cols.scores(cong, old) if cong else None
+        without_vectors = int((~s_old[1]).sum())
+    else:  # the reference: row by row through the store protocol
+        pairs = _load_pairs(store, now, org, shadow=False)
+        keys = list(zip(pairs.org_ids, pairs.sha256s, strict=True))
+        vec_old = _load_vectors(store, keys, old)
+        vec_new = vec_old if not schema_changed else _load_vectors(store, keys, new)
+        s_old, s_new = _score_pairs(pairs, vec_old, old), _score_pairs(pairs, vec_new, new)
+        s_cong = _score_pairs(pairs, vec_old, cong) if cong else None
+        without_vectors = len(set(keys) - set(vec_old))
+    label_of = {s: book.label_as_of(s, now, corrected=corrected_labels) for s in set(pairs.sha256s)}
+    labels = [label_of[s] for s in pairs.sha256s]
+    scores = _PairScores(
+        *s_old,
+        *s_new,
+        s_cong,
+        malicious=np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool),
+        benign=np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool),
+        without_vectors=without_vectors,
+    )
+    no_shadow = cols is not None and not cols.has_shadow_rows(
+        new.version, int(now.timestamp() * 1000)
+    )
+    return _report(
+        pairs,
+        scores,
+        old,
+        new,
+        cong,
+        _policies(store, dict(pairs.org_days), now),
+        {}
+        if no_shadow
+        else predict_from_shadow(
+            store, new.version, now=now, org=org, corrected_labels=corrected_labels
+        ),
+        now=now,
+        fp_budget_per_day=fp_budget_per_day,
+        allowlist_ttl=allowlist_ttl,
+    )
+
+
+def _schema_changed(old: LoadedModel, new: LoadedModel) -> bool:
+    return (old.manifest.feature_schema, old.manifest.vector_length) != (
+        new.manifest.feature_schema,
+        new.manifest.vector_length,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _PairScores:
+    """Per pair: each version's score and whether it could be scored, and the label flags."""
+
+    old: npt.NDArray[np.float64]
+    ok_old: npt.NDArray[np.bool_]
+    new: npt.NDArray[np.float64]
+    ok_new: npt.NDArray[np.bool_]
+    congruent: tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]] | None
+    malicious: npt.NDArray[np.bool_]
+    benign: npt.NDArray[np.bool_]
+    without_vectors: int
+
+
+def _report(
+    pairs: _Pairs,
+    scores: _PairScores,
+    old: LoadedModel,
+    new: LoadedModel,
+    cong: LoadedModel | None,
+    policies: dict[str, EffectivePolicy | None],
+    shadow: dict[str, OrgTransition],
+    *,
+    now: dt.datetime,
+    fp_budget_per_day: float,
+    allowlist_ttl: dt.timedelta,
+) -> TransitionReport:
+    """Decisions, per-org and fleet figures from scored pairs: what every engine shares."""
+    schema_changed = _schema_changed(old, new)
+    s_old, ok_old, s_new, ok_new = scores.old, scores.ok_old, scores.new, scores.ok_new
+    malicious, benign = scores.malicious, scores.benign
+    orgs = [o for o, _ in pairs.org_days]
+    ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
+    ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
+    scored = ok_old & ok_new
+    by_org = _OrgRows.of(pairs)
+    old_alert, _ = _alerts(pairs, s_old, scored, ctx_old, by_org)
+    new_alert, new_block = _alerts(pairs, s_new, scored, ctx_new, by_org)
+    s = _Scored(old_alert, new_alert, new_block, scored, malicious, benign)
+    per_org = _per_org(pairs, s, by_org)
+    sweep, best = _sweep(pairs, s_new, s, ctx_new, fp_budget_per_day, by_org)
+    mal = scored & malicious
+    neg = scored & ~old_alert & new_alert & ~malicious
+    notes: list[str] = []
+    allow: tuple[ListEntry, ...] = ()
+    removed = 0.0
+    if schema_changed:
+        notes.append(
+            f"feature schema changed ({old.manifest.feature_schema} -> "
+            f"{new.manifest.feature_schema}): the transition allowlist does not apply; run the "
+            "new version in shadow mode first and predict from its shadow verdicts"
+        )
+    else:
+        shas = sorted({pairs.sha256s[i] for i in np.flatnonzero(neg)})
+        allow = tuple(
+            ListEntry(
+                sha256=sha,
+                reason=f"transition v{old.version}->v{new.version}: new alert on a sample "
+                "seen before and not known malicious",
+                author=ALLOWLIST_AUTHOR,
+                created_at=now,
+                expires_at=now + allowlist_ttl,
+            )
+            for sha in shas
+        )
+        removed = sum(o.predicted_new_fp_alerts_per_day for o in per_org.values())
+        notes.append(
+            f"the transition allowlist ({len(allow)} sample(s), expiring after "
+            f"{allowlist_ttl.days} days) removes {removed:.2f} predicted new false-positive "
+            "alerts per day; it shields only these exact sha256s, none labelled malicious as "
+            "of now, so its recall cost on new malware is zero unless one of them is later "
+            "confirmed malicious (check_transition measures it after the rollout)"
+        )
+    candidates = [
+        CandidateFigures(
+            f"v{new.version}",
+            _nfr(s, pairs.counts),
+            _ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
+            sum(o.predicted_new_fp_alerts_per_day for o in per_org.values()),
+            int(neg.sum()),
+        )
+    ]
+    if cong is not None and scores.congruent is not None:
+        s_c, ok_c = scores.congruent
+        c_alert, c_block = _alerts(
+            pairs,
+            s_c,
+            ok_c & ok_old,
+            _contexts(orgs, policies, cong.manifest.thresholds, now),
+            by_org,
+        )
+        sc = _Scored(old_alert, c_alert, c_block, ok_c & ok_old, malicious, benign)
+        per_c = _per_org(pairs, sc, by_org)
+        neg_c = sc.scored & ~old_alert & c_alert & ~malicious
+        candidates.append(
+            CandidateFigures(
+                f"v{cong.version} (congruent)",
+                _nfr(sc, pairs.counts),
+                _ratio(_wsum(mal & c_alert, pairs.counts), _wsum(mal, pairs.counts)),
+                sum(o.predicted_new_fp_alerts_per_day for o in per_c.values()),
+                int(neg_c.sum()),
+            )
+        )
+    neg_sketches = _pair_sketches(pairs, np.flatnonzero(neg))
+    touched = sketch.sketch_of(h for v in neg_sketches.values() for h in _sketch_values(v))
+    return TransitionReport(
+        old_version=old.version,
+        new_version=new.version,
+        now=now,
+        per_org=per_org,
+        fleet_predicted_new_fp_alerts_per_day=sum(
+            o.predicted_new_fp_alerts_per_day for o in per_org.values()
+        ),
+        fleet_endpoints_touched=sketch.estimate(touched),
+        transition_allowlist=allow,
+        schema_changed=schema_changed,
+        recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
+        recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
+        samples_scored=len({pairs.sha256s[i] for i in np.flatnonzero(scored).tolist()}),
+        samples_without_vectors=scores.without_vectors,
+        sweep=sweep,
+        fp_budget_per_day=fp_budget_per_day,
+        recommended_alert_threshold=best,
+        allowlisted_fp_alerts_per_day_removed=removed,
+        shadow_per_org=shadow,
+        candidates=tuple(candidates),
+        notes=tuple(notes),
+    )
+
+
+def predict_from_shadow(
+    store: Store,
+    new_version: int,
+    *,
+    now: dt.datetime,
+    org: str | None = None,
+    corrected_labels: bool = False,
+) -> dict[str, OrgTransition]:
+    """The same per-org prediction from shadow telemetry of `new_version` (mitigation 2).
+
+    Endpoints running the candidate in shadow report its verdicts as `shadow=True` aggregate
+    rows beside their active rows. Per (org, sample, day): new false-positive encounters =
+    shadow alert encounters minus active alert encounters (at least 0), for samples not
+    labelled malicious as of `now`; per day = their sum over the org's shadow window (first to
+    last day with shadow rows, inclusive) divided by its days. Works whatever the feature
+    schema, since the endpoints computed the new model's features themselves.
+    """
+    rows = (
+        r
+        for batch in store.iter_aggregates(org_id=org, until_ms=int(now.timestamp() * 1000))
+        for r in batch
+    )
+    return _shadow_from_rows(
+        rows,
+        lambda: LabelBook(store.iter_labels(until=now)),
+        new_version,
+        now,
+        corrected=corrected_labels,
+    )
+
+
+def _shadow_from_rows(
+    rows: Iterable[AggregateRow],
+    labels: Callable[[], LabelBook],
+    new_version: int,
+    now: dt.datetime,
+    *,
+    corrected: bool = False,
+) -> dict[str, OrgTransition]:
+    """`predict_from_shadow` over aggregate rows (active and shadow, first seen before `now`).
+
+    Labels as known at `now`, or with `corrected` as labelled by `now`.
+    """
+    shadow_alerts: dict[tuple[str, str, int], list[Any]] = {}
+    active_alerts: dict[tuple[str, str, int], int] = {}
+    span: dict[str, list[int]] = {}
+    for r in rows:
+        key = (r.org_id, r.sha256, r.day)
+        if r.shadow:
+            if r.model_version != new_version:
+                continue
+            d = span.setdefault(r.org_id, [r.day, r.day])
+            d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
+            if r.verdict.is_alert:
+                cell = shadow_alerts.setdefault(key, [0, b""])
+                cell[0] += r.count
+                cell[1] = sketch.merge(cell[1], r.endpoints)
+        elif r.verdict.is_alert:
+            active_alerts[key] = active_alerts.get(key, 0) + r.count
+    if not span:
+        return {}
+    book = labels()
+    enc: dict[str, int] = dict.fromkeys(span, 0)
+    flips: dict[str, set[str]] = {o: set() for o in span}
+    hashes: dict[str, list[int]] = {o: [] for o in span}
+    for (o, sha, day), (count, sk) in shadow_alerts.items():
+        lb = book.label_as_of(sha, now, corrected=corrected)
+        extra = count - active_alerts.get((o, sha, day), 0)
+        if extra <= 0 or (lb is not None and lb.is_malicious):
+            continue
+        enc[o] += extra
+        flips[o].add(sha)
+        hashes[o].extend(_sketch_values(sk))
+    return {
+        o: OrgTransition(
+            org_id=o,
+            predicted_new_fp_alerts_per_day=enc[o] / (d[1] - d[0] + 1),
+            endpoints_touched=sketch.estimate(sketch.sketch_of(hashes[o])),
+            negative_flips=len(flips[o]),
+            positive_flips=0,
+            new_fp_encounters=enc[o],
+            observation_days=d[1] - d[0] + 1,
+            recall_before=None,
+            recall_after=None,
+        )
+        for o, d in sorted(span.items())
+    }
+
+
+# --- checking a prediction after the fact -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionCheck:
+    """What actually happened after the rollout, beside the prediction."""
+
+    actual_new_fp_alerts_per_day: dict[str, float]
+    fleet_actual_new_fp_alerts_per_day: float
+    malicious_encounters_after: int
+    malicious_encounters_allowlisted: int
+
+    @property
+    def allowlist_recall_cost(self) -> float:
+        """Share of post-transition malicious encounters the transition allowlist would shield."""
+        if not self.malicious_encounters_after:
+            return 0.0
+        return self.malicious_encounters_allowlisted / self.malicious_encounters_after
+
+
+def check_transition(
+    report: TransitionReport,
+    store: Store,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    labels_as_of: dt.datetime,
+) -> TransitionCheck:
+    """Measure, after a rollout, the new false-positive alerts the report predicted.
+
+    Actual new false-positive alerts of an org: encounters in active rows of
+    `report.new_version` first seen in [since, until) that alert, on samples not labelled
+    malicious as of `labels_as_of` and on which the old version raised no alert in that org
+    before `since`; per day = over the days of [since, until). Also measures what the
+    transition allowlist would cost: the malicious encounters of that period on its samples.
+    """
+    book = LabelBook(store.iter_labels(until=labels_as_of))
+    shielded = {e.sha256 for e in report.transition_allowlist}
+    since_ms, until_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+    old_alerts: set[tuple[str, str]] = set()
+    for batch in store.iter_aggregates(shadow=False, until_ms=since_ms):
+        for r in batch:
+            if r.model_version == report.old_version and r.verdict.is_alert:
+                old_alerts.add((r.org_id, r.sha256))
+    days = max((until - since) / dt.timedelta(days=1), 1e-9)
+    per_org: dict[str, float] = {}
+    mal_total = mal_allow = 0
+    for batch in store.iter_aggregates(shadow=False, until_ms=until_ms):
+        for r in batch:
+            if r.first_seen_ms < since_ms or r.model_version != report.new_version:
+                continue
+            lb = book.label_as_of(r.sha256, labels_as_of)
+            if lb is not None and lb.is_malicious:
+                mal_total += r.count
+                mal_allow += r.count if r.sha256 in shielded else 0
+            elif r.verdict.is_alert and (r.org_id, r.sha256) not in old_alerts:
+                per_org[r.org_id] = per_org.get(r.org_id, 0.0) + r.count / days
+    return TransitionCheck(per_org, sum(per_org.values()), mal_total, mal_allow)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def write_transition_report(report: TransitionReport, out_dir: str | Path) -> Path:
+    """Write `transition.html` (with plots), `transition.json` and the allowlist file.
+
+    `transition_allowlist.json` is a JSON list of entries in the form `agent.policy`'s
+    `read_list_file` and the admin API take. Returns the HTML path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transition.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (out / "transition_allowlist.json").write_text(
+        json.dumps([_entry_json(e) for e in report.transition_allowlist], indent=2)
+    )
+    page = out / "transition.html"
+    page.write_text(_html(report))
+    return page
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _html(r: TransitionReport) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranked = r.ranked_orgs()
+    images = []
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    top = ranked[:30]
+    ax.bar([o.org_id[-8:] for o in top], [o.predicted_new_fp_alerts_per_day for o in top])
+    ax.set_ylabel("predicted new FP alerts / day")
+    ax.set_title(f"v{r.old_version} -> v{r.new_version}: predicted surge per org")
+    ax.tick_params(axis="x", rotation=70, labelsize=7)
+    images.append(figure_png(fig))
+    if r.sweep:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([p.max_org_fp_per_day for p in r.sweep], [p.recall or 0 for p in r.sweep], "o-")
+        ax.axvline(r.fp_budget_per_day, color="r", ls="--", label="per-org FP budget")
+        ax.set_xlabel("worst org: new FP alerts / day")
+        ax.set_ylabel("recall on historical attacks")
+        ax.set_title("threshold sweep (new version)")
+        ax.legend()
+        images.append(figure_png(fig))
+    summary = html_table(
+        ["", "value"],
+        [
+            ("schema changed", r.schema_changed),
+            ("fleet predicted new FP alerts/day", _fmt(r.fleet_predicted_new_fp_alerts_per_day, 2)),
+            ("fleet endpoints touched", r.fleet_endpoints_touched),
+            ("recall before / after", f"{_fmt(r.recall_before)} / {_fmt(r.recall_after)}"),
+            ("samples scored", r.samples_scored),
+            ("samples without stored vectors", r.samples_without_vectors),
+            ("transition allowlist entries", len(r.transition_allowlist)),
+            (
+                "FP alerts/day the allowlist removes",
+                _fmt(r.allowlisted_fp_alerts_per_day_removed, 2),
+            ),
+            ("recommended alert threshold (budget)", _fmt(r.recommended_alert_threshold, 4)),
+        ],
+    )
+    orgs = html_table(
+        [
+            "rank",
+            "org",
+            "new FP alerts/day",
+            "endpoints",
+            "neg flips",
+            "pos flips",
+            "window days",
+            "recall before",
+            "recall after",
+        ],
+        [
+            (
+                i + 1,
+                o.org_id,
+                _fmt(o.predicted_new_fp_alerts_per_day, 2),
+                o.endpoints_touched,
+                o.negative_flips,
+                o.positive_flips,
+                o.observation_days,
+                _fmt(o.recall_before),
+                _fmt(o.recall_after),
+            )
+            for i, o in enumerate(ranked)
+        ],
+    )
+    sections = [("Summary", summary), ("Organizations ranked by predicted surge", orgs)]
+    if r.candidates:
+        sections.append(
+            (
+                "Candidates (plain vs congruent)",
+                html_table(
+                    ["candidate", "NFR", "recall", "fleet new FP/day", "negative flips"],
+                    [
+                        (
+                            c.name,
+                            _fmt(c.nfr, 4),
+                            _fmt(c.recall),
+                            _fmt(c.fleet_predicted_new_fp_alerts_per_day, 2),
+                            c.negative_flips,
+                        )
+                        for c in r.candidates
+                    ],
+                ),
+            )
+        )
+    if r.shadow_per_org:
+        sections.append(
+            (
+                "Prediction from shadow telemetry",
+                html_table(
+                    ["org", "new FP alerts/day", "endpoints", "samples"],
+                    [
+                        (
+                            o.org_id,
+                            _fmt(o.predicted_new_fp_alerts_per_day, 2),
+                            o.endpoints_touched,
+                            o.negative_flips,
+                        )
+                        for o in r.shadow_per_org.values()
+                    ],
+                ),
+            )
+        )
+    sections.append(
+        (
+            f"Threshold sweep (per-org budget {r.fp_budget_per_day:g} new FP/day)",
+            html_table(
+                [
+                    "alert threshold",
+                    "worst org FP/day",
+                    "fleet FP/day",
+                    "orgs over budget",
+                    "recall",
+                ],
+                [
+                    (
+                        _fmt(p.alert_threshold, 4),
+                        _fmt(p.max_org_fp_per_day, 2),
+                        _fmt(p.fleet_fp_per_day, 2),
+                        p.orgs_over_budget,
+                        _fmt(p.recall),
+                    )
+                    for p in r.sweep
+                ],
+            ),
+        )
+    )
+    sections.append(("Notes", "".join(f"<p>{n}</p>" for n in r.notes)))
+    return html_page(f"Transition v{r.old_version} -> v{r.new_version}", sections, images)

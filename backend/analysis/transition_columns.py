@@ -1,0 +1,287 @@
+"""The transition prediction's columnar read: what each org saw, straight from SQLite.
+
+`backend.analysis.transition.predict_transition` needs, per (org, sample) seen before `now`, the
+summed count and the org's observation window, each pair's vector scored under both versions, and
+the merged endpoint sketch of the pairs that flip. Read row by row through the store protocol
+(`iter_aggregates`, one `AggregateRow` per row and a sketch merge per row, then one vector
+per pair held in a dict) that took minutes at a million endpoints and a vector copy per pair.
+This module reads the same facts from a SQLite store file in bulk instead:
+
+- pairs: one `GROUP BY org, sample` query, in the (org id, sample) order the reference path
+  sorts into, with sample hex strings shared per distinct sample;
+- vectors: one scan of the org's `org_vectors` references for a schema, then each distinct
+  vector read once by digest and scored once, every pair pointing at its own org's vector (the
+  per-org rule holds: a pair is only ever matched with a reference of its own org);
+- sketches: read and merged only for the pairs asked for (the negatively flipped ones).
+
+It returns `None` for a store it cannot read this way (PostgreSQL, in-memory SQLite): the caller
+then takes the reference path. The decisions and figures are the one core in
+`backend.analysis.transition` either way; `tests/backend/analysis/test_transition_columns.py` holds
+the two reads' reports equal on random histories.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from backend import sketch
+from backend.analysis._base import decode_vectors, score_vectors
+from backend.analysis.transition import _Pairs
+from backend.store import Store
+
+if TYPE_CHECKING:
+    from agent.model import LoadedModel
+
+__all__ = ["PairColumns", "read_pair_columns"]
+
+_CHUNK = 65_536
+
+
+@contextmanager
+def _connect(path: str) -> Iterator[sqlite3.Connection]:
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, check_same_thread=False)) as conn:
+        yield conn
+
+
+def _is_file_store(store: object) -> bool:
+    path = getattr(store, "path", None)
+    return (
+        isinstance(store, Store)
+        and isinstance(path, str)
+        and path not in ("", ":memory:")
+        and not path.startswith("file:")
+        and Path(path).is_file()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PairColumns:
+    """The pairs of one prediction and the means to score them; see `read_pair_columns`."""
+
+    pairs: _Pairs
+    path: str
+    org_keys: npt.NDArray[np.int64]
+    """Per pair: the store's integer key of its org."""
+    sample_rank: npt.NDArray[np.int64]
+    """Per pair: the rank of its sample among `samples` (sorted raw sha256s)."""
+    samples: tuple[bytes, ...]
+    org_key: int | None
+    vectors: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = field(
+        default_factory=dict
+    )
+    """Per schema: each pair's row in the matrix of distinct vectors, and the matrix."""
+
+    def scores(
+        self, model: LoadedModel, vectors_of: LoadedModel
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Each pair's score under `model`, on its own org's vector of `vectors_of`'s schema.
+
+        Returns the scores and whether each pair had a vector (unscored pairs score 0).
+
+        Raises:
+            ValueError: a stored vector does not hold the schema's length.
+        """
+        schema = vectors_of.manifest.feature_schema
+        got = self.vectors.get(schema)
+        if got is None:
+            got = self.vectors[schema] = self._read_vectors(
+                schema, vectors_of.manifest.vector_length
+            )
+        pos, mat = got
+        by_vector = score_vectors(model, mat) if len(mat) else np.zeros(0)
+        ok = pos >= 0
+        scores = np.zeros(len(pos), dtype=np.float64)
+        scores[ok] = by_vector[pos[ok]]
+        return scores, ok
+
+    def _read_vectors(
+        self, schema: str, length: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Per pair the row of its own org's vector in the matrix of distinct vectors (-1: none).
+
+        One scan of the schema's (org, sample) -> digest references, then each distinct vector
+        read once by its digest (vectors are stored once by content), so reading and memory
+        follow the distinct vectors, not the pairs.
+        """
+        n_samples = len(self.samples)
+        rank = {s: i for i, s in enumerate(self.samples)}
+        want = self.org_keys * n_samples + self.sample_rank
+        order = np.argsort(want, kind="stable")
+        sorted_want = want[order]
+        distinct: dict[bytes, int] = {}
+        keys: list[int] = []
+        which: list[int] = []
+        sql = "SELECT org, sha256, digest FROM org_vectors WHERE schema = ?"
+        args: list[object] = [schema]
+        if self.org_key is not None:
+            sql += " AND org = ?"
+            args.append(self.org_key)
+        found: dict[bytes, bytes] = {}
+        with _connect(self.path) as conn:
+            cur = conn.execute(sql, args)
+            while chunk := cur.fetchmany(_CHUNK):
+                for org, sha, digest in chunk:
+                    r = rank.get(sha)
+                    if r is not None:
+                        keys.append(org * n_samples + r)
+                        which.append(distinct.setdefault(digest, len(distinct)))
+            digests = list(distinct)
+            for i in range(0, len(digests), 500):
+                part = digests[i : i + 500]
+                marks = ",".join("?" * len(part))
+                found.update(
+                    conn.execute(
+                        f"SELECT digest, vector FROM vectors WHERE digest IN ({marks})",  # noqa: S608 - placeholders only
+                        part,
+                    )
+                )
+        # a reference whose vector row is absent cannot be scored (-1), like a missing one
+        present = np.asarray([d in found for d in digests], dtype=bool)
+        renumber = np.where(present, np.cumsum(present) - 1, -1).astype(np.int64)
+        pos = np.full(len(want), -1, dtype=np.int64)
+        if keys:
+            k = np.asarray(keys, dtype=np.int64)
+            at = np.searchsorted(sorted_want, k)
+            hit = at < len(sorted_want)
+            hit[hit] = sorted_want[at[hit]] == k[hit]
+            pos[order[at[hit]]] = renumber[np.asarray(which, dtype=np.int64)[hit]]
+        vectors = [bytes(found[d]) for d in digests if d in found]
+        return pos, decode_vectors(vectors, length)
+
+    def has_shadow_rows(self, version: int, until_ms: int) -> bool:
+        """Whether any shadow row of `version` was first seen before `until_ms`."""
+        sql = (
+            "SELECT 1 FROM aggregates WHERE shadow = 1 AND model_version = ? AND first_seen_ms < ?"
+        )
+        args: list[object] = [version, until_ms]
+        if self.org_key is not None:
+            sql += " AND org = ?"
+            args.append(self.org_key)
+        with _connect(self.path) as conn:
+            return conn.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+
+def _sketch_reader(
+    path: str,
+    until_ms: int,
+    org_keys: npt.NDArray[np.int64],
+    sample_rank: npt.NDArray[np.int64],
+    samples: tuple[bytes, ...],
+) -> Any:
+    cache: dict[int, bytes] = {}
+
+    def read(rows: npt.NDArray[np.intp]) -> list[bytes]:
+        need = [i for i in rows.tolist() if i not in cache]
+        if need:
+            where = {(int(org_keys[i]), samples[int(sample_rank[i])]): i for i in need}
+            merged: dict[int, bytes] = {}
+            with _connect(path) as conn:
+                conn.execute(
+                    "CREATE TEMP TABLE want (org INTEGER NOT NULL, sha256 BLOB NOT NULL, "
+                    "PRIMARY KEY (org, sha256)) WITHOUT ROWID"
+                )
+                conn.executemany("INSERT INTO want VALUES (?, ?)", list(where))
+                cur = conn.execute(
+                    "SELECT a.org, a.sha256, a.endpoints FROM aggregates a "
+                    "JOIN want w ON w.org = a.org AND w.sha256 = a.sha256 "
+                    "WHERE a.shadow = 0 AND a.first_seen_ms < ? "
+                    "ORDER BY a.day, a.org, a.sha256, a.model_version, a.verdict",
+                    (until_ms,),
+                )
+                for org, sha, endpoints in cur:
+                    i = where[(org, sha)]
+                    merged[i] = sketch.merge(merged.get(i), endpoints)
+            for i in need:
+                cache[i] = merged.get(i, b"")
+        return [cache[i] for i in rows.tolist()]
+
+    return read
+
+
+def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairColumns | None:
+    """The (org, sample) pairs of active rows first seen before `now`, read in bulk.
+
+    The same pairs, counts and observation windows as the reference row-by-row read
+    (`backend.analysis.transition._load_pairs`), in the same order. `None` when `store` is not a
+    SQLite store file (the caller then reads row by row).
+    """
+    if not _is_file_store(store):
+        return None
+    path = str(getattr(store, "path"))  # noqa: B009 - checked by _is_file_store
+    until_ms = int(now.timestamp() * 1000)
+    with _connect(path) as conn:
+        org_key: int | None = None
+        if org is not None:
+            row = conn.execute("SELECT id FROM orgs WHERE org_id = ?", (org,)).fetchone()
+            if row is None:
+                org_key = -1
+            else:
+                org_key = int(row[0])
+        sql = (
+            "SELECT o.org_id, a.org, a.sha256, sum(a.count), min(a.day), max(a.day) "
+            "FROM aggregates a JOIN orgs o ON o.id = a.org "
+            "WHERE a.shadow = 0 AND a.first_seen_ms < ?"
+        )
+        args: list[object] = [until_ms]
+        if org_key is not None:
+            sql += " AND a.org = ?"
+            args.append(org_key)
+        cur = conn.execute(sql + " GROUP BY o.org_id, a.sha256 ORDER BY o.org_id, a.sha256", args)
+        names: dict[str, str] = {}
+        hexes: dict[bytes, str] = {}
+        org_ids: list[str] = []
+        sha256s: list[str] = []
+        raw_shas: list[bytes] = []
+        keys: list[int] = []
+        counts: list[int] = []
+        lo: list[int] = []
+        hi: list[int] = []
+        while chunk := cur.fetchmany(_CHUNK):
+            for org_id, key, sha, count, d0, d1 in chunk:
+                org_ids.append(names.setdefault(org_id, org_id))
+                h = hexes.get(sha)
+                if h is None:
+                    h = hexes[sha] = sha.hex()
+                sha256s.append(h)
+                raw_shas.append(sha)
+                keys.append(key)
+                counts.append(count)
+                lo.append(d0)
+                hi.append(d1)
+    n = len(org_ids)
+    samples = tuple(sorted(hexes))
+    rank = {s: i for i, s in enumerate(samples)}
+    sample_rank = np.fromiter((rank[s] for s in raw_shas), np.int64, n)
+    del raw_shas
+    org_keys = np.asarray(keys, dtype=np.int64)
+    first = np.ones(n, dtype=bool)
+    if n:
+        first[1:] = org_keys[1:] != org_keys[:-1]
+    starts = np.flatnonzero(first)
+    org_index = (np.cumsum(first) - 1).astype(np.intp)
+    days_lo = np.minimum.reduceat(np.asarray(lo, dtype=np.int64), starts) if n else lo
+    days_hi = np.maximum.reduceat(np.asarray(hi, dtype=np.int64), starts) if n else hi
+    org_days = tuple(
+        (org_ids[s], int(b) - int(a) + 1)
+        for s, a, b in zip(starts.tolist(), days_lo, days_hi, strict=True)
+    )
+    pairs = _Pairs(
+        org_ids=tuple(org_ids),
+        sha256s=tuple(sha256s),
+        counts=np.asarray(counts, dtype=np.int64),
+        sketches=(),
+        org_days=org_days,
+        sketch_reader=_sketch_reader(path, until_ms, org_keys, sample_rank, samples),
+        org_index=org_index,
+    )
+    return PairColumns(pairs, path, org_keys, sample_rank, samples, org_key)
