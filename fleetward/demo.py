@@ -31,11 +31,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from backend.analysis.transition import (
-    TransitionReport,
-    predict_transition,
-    write_transition_report,
-)
+from backend.analysis import TransitionReport, predict_transition, write_transition_report
 from backend.store import Store
 from fleet_sim.outcomes import org_day_rate
 from fleet_sim.report import figure_png, write_report

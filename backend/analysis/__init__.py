@@ -23,6 +23,12 @@ from backend.analysis.labels import (
     parse_label_file,
     parse_label_record,
 )
+from backend.analysis.pages import (
+    rescore_page,
+    transition_page,
+    write_rescore_report,
+    write_transition_report,
+)
 from backend.analysis.rescore import (
     AsOfRule,
     RescoreConfig,
@@ -31,7 +37,6 @@ from backend.analysis.rescore import (
     Stage,
     load_config,
     run_rescore,
-    write_rescore_report,
 )
 from backend.analysis.spark import predict_transition_spark, run_rescore_spark, spark_session
 from backend.analysis.transition import (
@@ -42,7 +47,6 @@ from backend.analysis.transition import (
     check_transition,
     predict_from_shadow,
     predict_transition,
-    write_transition_report,
 )
 from backend.analysis.transition_allowlist import (
     AllowlistCandidate,
@@ -87,9 +91,11 @@ __all__ = [
     "predict_from_shadow",
     "predict_transition",
     "predict_transition_spark",
+    "rescore_page",
     "run_rescore",
     "run_rescore_spark",
     "spark_session",
+    "transition_page",
     "write_rescore_report",
     "write_transition_report",
 ]

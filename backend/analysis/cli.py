@@ -187,7 +187,8 @@ def transition(
     the flips with benign evidence to the signed policy, each by its scope:
     fleetward transition --from 1 --to 2 --db backend.db --out rep --apply-allowlist repo
     """
-    from backend.analysis.transition import predict_transition, write_transition_report
+    from backend.analysis.pages import write_transition_report
+    from backend.analysis.transition import predict_transition
 
     when, ttl = _when(now), dt.timedelta(days=allowlist_days)
     old_bundle, new_bundle = find_bundle(bundles_dir, old), find_bundle(bundles_dir, new)
@@ -318,7 +319,8 @@ def rescore(
     On Spark: fleetward rescore --engine spark --export export/ --baseline base.toml
     --experiment v2.toml --out r --spark-master spark://host:7077
     """
-    from backend.analysis.rescore import load_config, run_rescore, write_rescore_report
+    from backend.analysis.pages import write_rescore_report
+    from backend.analysis.rescore import load_config, run_rescore
 
     if engine == "spark":
         from backend.analysis.spark import run_rescore_spark, spark_session

@@ -44,7 +44,6 @@ verdict still comes from `agent.decision.decide`, called once per (context, case
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,7 +73,6 @@ from backend.analysis._base import (
 )
 from backend.analysis.labels import LabelBook
 from backend.errors import BatchInvalidError
-from backend.report import figure_png, html_page, html_table
 
 if TYPE_CHECKING:
     from backend.store import AggregateStore
@@ -95,7 +93,6 @@ __all__ = [
     "rescore_batch",
     "run_rescore",
     "verdict_codes",
-    "write_rescore_report",
 ]
 
 DEFAULT_BATCH_ROWS = 65_536
@@ -729,141 +726,3 @@ def run_rescore(
         if on_batch is not None:
             on_batch(batch, results)
     return tuple(t.summary(c.name) for t, c in zip(tallies, configs, strict=True))
-
-
-# --- the report ----------------------------------------------------------------------------------
-
-
-def _delta(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else b - a
-
-
-def _f(x: float | None, d: int = 4) -> str:
-    return "-" if x is None else f"{x:.{d}f}"
-
-
-def write_rescore_report(
-    baseline: RescoreSummary, experiment: RescoreSummary, out_dir: str | Path
-) -> Path:
-    """Write `rescore.html` (plots inline) and `rescore.json`, baseline vs experiment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "baseline": baseline.to_dict(),
-        "experiment": experiment.to_dict(),
-        "delta": {
-            "recall": _delta(baseline.recall, experiment.recall),
-            "fp_rate": _delta(baseline.fp_rate, experiment.fp_rate),
-            "alerts_per_org": {
-                o: dict(experiment.alerts_per_org).get(o, 0)
-                - dict(baseline.alerts_per_org).get(o, 0)
-                for o in sorted(
-                    set(dict(baseline.alerts_per_org)) | set(dict(experiment.alerts_per_org))
-                )
-            },
-        },
-    }
-    (out / "rescore.json").write_text(json.dumps(doc, indent=2))
-    images = []
-    orgs = sorted(set(dict(baseline.alerts_per_org)) | set(dict(experiment.alerts_per_org)))
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    x = np.arange(len(orgs))
-    ax.bar(
-        x - 0.2,
-        [dict(baseline.alerts_per_org_per_day).get(o, 0) for o in orgs],
-        0.4,
-        label=baseline.name,
-    )
-    ax.bar(
-        x + 0.2,
-        [dict(experiment.alerts_per_org_per_day).get(o, 0) for o in orgs],
-        0.4,
-        label=experiment.name,
-    )
-    ax.set_xticks(x, [o[-8:] for o in orgs], rotation=70, fontsize=7)
-    ax.set_ylabel("alerts / day")
-    ax.legend()
-    images.append(figure_png(fig))
-    fams = sorted({f for f, _, _ in baseline.families} | {f for f, _, _ in experiment.families})
-    rate = {
-        s.name: {f: (a / e if e else 0.0) for f, e, a in s.families} for s in (baseline, experiment)
-    }
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    x = np.arange(len(fams))
-    ax.bar(x - 0.2, [rate[baseline.name].get(f, 0) for f in fams], 0.4, label=baseline.name)
-    ax.bar(x + 0.2, [rate[experiment.name].get(f, 0) for f in fams], 0.4, label=experiment.name)
-    ax.set_xticks(x, fams, rotation=70, fontsize=7)
-    ax.set_ylabel("alert rate per encounter")
-    ax.legend()
-    images.append(figure_png(fig))
-    headline = html_table(
-        ["", baseline.name, experiment.name, "delta"],
-        [
-            (
-                "rescored recall",
-                _f(baseline.recall),
-                _f(experiment.recall),
-                _f(_delta(baseline.recall, experiment.recall)),
-            ),
-            (
-                "FP rate",
-                _f(baseline.fp_rate, 5),
-                _f(experiment.fp_rate, 5),
-                _f(_delta(baseline.fp_rate, experiment.fp_rate), 5),
-            ),
-            ("encounters", baseline.encounters, experiment.encounters, ""),
-            (
-                "rescored encounters",
-                baseline.rescored_encounters,
-                experiment.rescored_encounters,
-                "",
-            ),
-            (
-                "agreement with recorded verdicts",
-                _f(baseline.agreement_with_recorded),
-                _f(experiment.agreement_with_recorded),
-                "",
-            ),
-        ],
-    )
-    per_org = html_table(
-        ["org", f"{baseline.name} alerts", f"{experiment.name} alerts", "delta"],
-        [
-            (
-                o,
-                dict(baseline.alerts_per_org).get(o, 0),
-                dict(experiment.alerts_per_org).get(o, 0),
-                dict(experiment.alerts_per_org).get(o, 0) - dict(baseline.alerts_per_org).get(o, 0),
-            )
-            for o in orgs
-        ],
-    )
-    fam_b = {f: (e, a) for f, e, a in baseline.families}
-    fam_e = {f: (e, a) for f, e, a in experiment.families}
-    per_fam = html_table(
-        ["family", "encounters", f"{baseline.name} alerts", f"{experiment.name} alerts", "delta"],
-        [
-            (
-                f,
-                fam_b.get(f, (0, 0))[0],
-                fam_b.get(f, (0, 0))[1],
-                fam_e.get(f, (0, 0))[1],
-                fam_e.get(f, (0, 0))[1] - fam_b.get(f, (0, 0))[1],
-            )
-            for f in fams
-        ],
-    )
-    page = out / "rescore.html"
-    page.write_text(
-        html_page(
-            f"Rescore: {baseline.name} vs {experiment.name}",
-            [("Headline", headline), ("Alerts per org", per_org), ("Per family", per_fam)],
-            images,
-        )
-    )
-    return page

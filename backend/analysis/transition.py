@@ -45,8 +45,6 @@ arrays and frozen values.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,7 +68,6 @@ from backend.analysis._base import (
 )
 from backend.analysis.labels import LabelBook
 from backend.analysis.transition_allowlist import AllowlistCandidate
-from backend.report import figure_png, html_page, html_table
 
 if TYPE_CHECKING:
     from backend.ingest import AggregateRow
@@ -85,7 +82,6 @@ __all__ = [
     "check_transition",
     "predict_from_shadow",
     "predict_transition",
-    "write_transition_report",
 ]
 
 DEFAULT_ALLOWLIST_TTL = dt.timedelta(days=30)
@@ -904,161 +900,3 @@ def check_transition(
             elif r.verdict.is_alert and (r.org_id, r.sha256) not in old_alerts:
                 per_org[r.org_id] = per_org.get(r.org_id, 0.0) + r.count / days
     return TransitionCheck(per_org, sum(per_org.values()), mal_total, mal_allow)
-
-
-# --- the report --------------------------------------------------------------------------------
-
-
-def write_transition_report(report: TransitionReport, out_dir: str | Path) -> Path:
-    """Write `transition.html` (with plots), `transition.json` and the allowlist file.
-
-    `transition_allowlist.json` is a JSON list of entries in the form `agent.policy`'s
-    `read_list_file` and the admin API take. Returns the HTML path.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "transition.json").write_text(json.dumps(report.to_dict(), indent=2))
-    (out / "transition_allowlist.json").write_text(
-        json.dumps([_entry_json(e) for e in report.transition_allowlist], indent=2)
-    )
-    page = out / "transition.html"
-    page.write_text(_html(report))
-    return page
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _html(r: TransitionReport) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ranked = r.ranked_orgs()
-    images = []
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    top = ranked[:30]
-    ax.bar([o.org_id[-8:] for o in top], [o.predicted_new_fp_alerts_per_day for o in top])
-    ax.set_ylabel("predicted new FP alerts / day")
-    ax.set_title(f"v{r.old_version} -> v{r.new_version}: predicted surge per org")
-    ax.tick_params(axis="x", rotation=70, labelsize=7)
-    images.append(figure_png(fig))
-    if r.sweep:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([p.max_org_fp_per_day for p in r.sweep], [p.recall or 0 for p in r.sweep], "o-")
-        ax.axvline(r.fp_budget_per_day, color="r", ls="--", label="per-org FP budget")
-        ax.set_xlabel("worst org: new FP alerts / day")
-        ax.set_ylabel("recall on historical attacks")
-        ax.set_title("threshold sweep (new version)")
-        ax.legend()
-        images.append(figure_png(fig))
-    summary = html_table(
-        ["", "value"],
-        [
-            ("schema changed", r.schema_changed),
-            ("fleet predicted new FP alerts/day", _fmt(r.fleet_predicted_new_fp_alerts_per_day, 2)),
-            ("fleet endpoints touched", r.fleet_endpoints_touched),
-            ("recall before / after", f"{_fmt(r.recall_before)} / {_fmt(r.recall_after)}"),
-            ("samples scored", r.samples_scored),
-            ("samples without stored vectors", r.samples_without_vectors),
-            ("transition allowlist entries", len(r.transition_allowlist)),
-            (
-                "FP alerts/day the allowlist removes",
-                _fmt(r.allowlisted_fp_alerts_per_day_removed, 2),
-            ),
-            ("recommended alert threshold (budget)", _fmt(r.recommended_alert_threshold, 4)),
-        ],
-    )
-    orgs = html_table(
-        [
-            "rank",
-            "org",
-            "new FP alerts/day",
-            "endpoints",
-            "neg flips",
-            "pos flips",
-            "window days",
-            "recall before",
-            "recall after",
-        ],
-        [
-            (
-                i + 1,
-                o.org_id,
-                _fmt(o.predicted_new_fp_alerts_per_day, 2),
-                o.endpoints_touched,
-                o.negative_flips,
-                o.positive_flips,
-                o.observation_days,
-                _fmt(o.recall_before),
-                _fmt(o.recall_after),
-            )
-            for i, o in enumerate(ranked)
-        ],
-    )
-    sections = [("Summary", summary), ("Organizations ranked by predicted surge", orgs)]
-    if r.candidates:
-        sections.append(
-            (
-                "Candidates (plain vs congruent)",
-                html_table(
-                    ["candidate", "NFR", "recall", "fleet new FP/day", "negative flips"],
-                    [
-                        (
-                            c.name,
-                            _fmt(c.nfr, 4),
-                            _fmt(c.recall),
-                            _fmt(c.fleet_predicted_new_fp_alerts_per_day, 2),
-                            c.negative_flips,
-                        )
-                        for c in r.candidates
-                    ],
-                ),
-            )
-        )
-    if r.shadow_per_org:
-        sections.append(
-            (
-                "Prediction from shadow telemetry",
-                html_table(
-                    ["org", "new FP alerts/day", "endpoints", "samples"],
-                    [
-                        (
-                            o.org_id,
-                            _fmt(o.predicted_new_fp_alerts_per_day, 2),
-                            o.endpoints_touched,
-                            o.negative_flips,
-                        )
-                        for o in r.shadow_per_org.values()
-                    ],
-                ),
-            )
-        )
-    sections.append(
-        (
-            f"Threshold sweep (per-org budget {r.fp_budget_per_day:g} new FP/day)",
-            html_table(
-                [
-                    "alert threshold",
-                    "worst org FP/day",
-                    "fleet FP/day",
-                    "orgs over budget",
-                    "recall",
-                ],
-                [
-                    (
-                        _fmt(p.alert_threshold, 4),
-                        _fmt(p.max_org_fp_per_day, 2),
-                        _fmt(p.fleet_fp_per_day, 2),
-                        p.orgs_over_budget,
-                        _fmt(p.recall),
-                    )
-                    for p in r.sweep
-                ],
-            ),
-        )
-    )
-    sections.append(("Notes", "".join(f"<p>{n}</p>" for n in r.notes)))
-    return html_page(f"Transition v{r.old_version} -> v{r.new_version}", sections, images)

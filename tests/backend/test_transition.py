@@ -9,11 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agent.policy import read_list_file
-from backend.analysis.transition import (
-    check_transition,
-    predict_transition,
-    write_transition_report,
-)
+from backend.analysis import check_transition, predict_transition, write_transition_report
 from fleetward.cli import main
 from tests.backend.history import END, ROLLOUT, SHADOW_DAYS, History, copy_store, history
 

@@ -11,12 +11,7 @@ import re
 from pathlib import Path
 
 from agent.policy import ListEntry
-from backend.analysis.transition import (
-    OrgTransition,
-    SweepPoint,
-    TransitionReport,
-    write_transition_report,
-)
+from backend.analysis import OrgTransition, SweepPoint, TransitionReport, write_transition_report
 from backend.rollout.service import ArmDayColumns, record_arm_day_columns
 from tests.backend.conftest import NOW
 from tests.backend.console.conftest import ConsoleEnv
