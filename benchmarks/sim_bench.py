@@ -108,10 +108,12 @@ def naive(endpoints: int, days: float, scans_per_hour: float, seed: int = 1) -> 
 
 
 def cohort(
-    data: Path, endpoints: int, orgs: int, days: float, scans: float, predict: bool
+    data: Path, endpoints: int, orgs: int, days: float, scans: float, predict: bool, workers: int
 ) -> tuple[float, float, int, dict[str, int], float]:
     """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters, and
-    the wall seconds of its simulation loop alone (first to last step, setup excluded)."""
+    the wall seconds of its simulation loop alone (first to last step, setup excluded).
+
+    CPU is the whole process tree's: this process, its shard workers and its fold writer."""
     corpus, bundles = ensure_assets(data, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
     sc = scenario_from_dict(scenario(endpoints, orgs, days, scans, predict))
     steps: list[float] = []
@@ -120,9 +122,17 @@ def cohort(
         steps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as tmp, PredictionTimer() as pt:
-        t, cpu = time.perf_counter(), time.process_time()
-        run = run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp, progress=progress)
-        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        t, cpu, kids = time.perf_counter(), time.process_time(), _children_cpu()
+        run = run_scenario(
+            sc, corpus=corpus, bundles=bundles, out=tmp, progress=progress, workers=workers
+        )
+        wall, own = time.perf_counter() - t, time.process_time() - cpu
+        kids = _children_cpu() - kids
+        cpu = own + kids
+        print(
+            f"cohort_{endpoints}x{days:g}d_cpu: coordinator {own:.1f} s, shard workers and "
+            f"fold writer {kids:.1f} s"
+        )
         db = sorted(Path(tmp).rglob("backend.sqlite*"))
         print(f"store_bytes_{endpoints}x{days:g}d: {sum(f.stat().st_size for f in db):,}")
     if pt.calls:
@@ -135,10 +145,26 @@ def cohort(
     return wall, cpu, run.events, dict(run.arms["main"].recorder.counters), loop
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (the forked workers' world) split between sharers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -153,10 +179,15 @@ def _children(pid: int) -> list[int]:
 
 
 class TreeRss:
-    """Samples this process's and its children's resident memory; keeps the largest sum."""
+    """Samples this process's and its children's resident memory; keeps the largest sums.
+
+    `peak_mb` adds resident sets (pages shared by forked workers counted in each);
+    `peak_pss_mb` adds proportional set sizes (each shared page counted once in all).
+    """
 
     def __init__(self, every_s: float = 0.2) -> None:
         self.peak_mb = 0.0
+        self.peak_pss_mb = 0.0
         self._stop = threading.Event()
         self._every = every_s
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -172,8 +203,9 @@ class TreeRss:
     def _run(self) -> None:
         me = os.getpid()
         while not self._stop.wait(self._every):
-            total = _rss_mb(me) + sum(_rss_mb(c) for c in _children(me))
-            self.peak_mb = max(self.peak_mb, total)
+            tree = [me, *_children(me)]
+            self.peak_mb = max(self.peak_mb, sum(_rss_mb(p) for p in tree))
+            self.peak_pss_mb = max(self.peak_pss_mb, sum(_pss_mb(p) for p in tree))
 
 
 def main() -> None:
@@ -195,15 +227,22 @@ def main() -> None:
     ap.add_argument(
         "--skip-compare", action="store_true", help="skip the 100k cohort + naive comparison"
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes, each simulating a shard of the orgs (default: the core count)",
+    )
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}")
     print(f"load_average_at_start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"predict_at_rollout_start: {args.predict}")
+    print(f"workers: {args.workers}")
     data = Path(args.data)
     n, d = args.compare_endpoints, args.compare_days
     if not args.skip_compare:
         wall_c, cpu_c, _, _, loop_c = cohort(
-            data, n, min(args.orgs, n), d, args.scans_per_hour, args.predict
+            data, n, min(args.orgs, n), d, args.scans_per_hour, args.predict, args.workers
         )
         print(f"cohort_{n}x{d:g}d_wall: {wall_c:.1f} s (cpu {cpu_c:.1f} s)")
         print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s (whole run)")
@@ -220,7 +259,7 @@ def main() -> None:
     n, d = args.endpoints, args.days
     with TreeRss() as tree:
         wall, cpu, events, ctr, loop = cohort(
-            data, n, args.orgs, d, args.scans_per_hour, args.predict
+            data, n, args.orgs, d, args.scans_per_hour, args.predict, args.workers
         )
     print(f"cohort_{n}x{d:g}d_wall: {wall:.1f} s (cpu {cpu:.1f} s)")
     if "fold_writer_cpu_ms" in ctr:
@@ -234,12 +273,20 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak_rss: {rss:.0f} MB")
-    print(f"peak_rss_fold_writer: {child:.0f} MB (the writer process; 0 when folds ran inline)")
+    print(f"peak_rss_children: {child:.0f} MB (the largest child: a shard worker or the writer)")
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"cpu_children: {kids.ru_utime + kids.ru_stime:.1f} s (the fold writer process)")
+    print(f"cpu_children: {kids.ru_utime + kids.ru_stime:.1f} s (shard workers, fold writer)")
     print(f"peak_rss_sum: {rss + child:.0f} MB (both peaks added: an upper bound)")
     if tree.peak_mb:
-        print(f"peak_rss_tree_sampled: {tree.peak_mb:.0f} MB (simulation + writer at once)")
+        print(
+            f"peak_rss_tree_sampled: {tree.peak_mb:.0f} MB (every process at once, shared "
+            "pages counted in each)"
+        )
+        print(
+            f"peak_pss_tree_sampled: {tree.peak_pss_mb:.0f} MB (every process at once, "
+            "shared pages counted once)"
+        )
+    print(f"load_average_at_end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

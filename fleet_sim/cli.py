@@ -6,6 +6,7 @@ Exit status: 0 when every outcome passed, 1 when one failed (each failed outcome
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import click
 from rich.console import Console
@@ -55,6 +56,15 @@ def sim() -> None:
     default=None,
     help="Admin token of the --backend server (or $FLEETWARD_ADMIN_TOKEN), to create the orgs.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help=(
+        "Worker processes for the cohort mode, each simulating a shard of the orgs (default: "
+        "the core count). Results are identical for any number; the exact mode uses one."
+    ),
+)
 @click.option("--data", default="fleetward-data", show_default=True, help="Corpus and bundles.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
 def run(
@@ -65,12 +75,16 @@ def run(
     orgs: int | None,
     backend_url: str | None,
     admin_token: str | None,
+    workers: int | None,
     data: str,
     out: str,
 ) -> None:
     """Run SCENARIO, write report.html and report.json to --out, exit 1 if an outcome fails.
 
     Example: fleetward sim run scenarios/kill-switch.toml --out runs/kill-switch
+
+    Example: fleetward sim run scenarios/rollout-good.toml --endpoints 1000000 --workers 2
+    --out runs/rollout-1m
 
     Example: fleetward sim run scenarios/kill-switch.toml --endpoints 200 --days 1
     --backend http://127.0.0.1:8080 --admin-token $TOKEN --out runs/ks-http
@@ -115,6 +129,7 @@ def run(
                 mode=mode,
                 progress=progress,
                 remote=remote,
+                workers=workers or os.cpu_count() or 1,
             )
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,9 +1,11 @@
 """Cohort mode: endpoints as numpy array state, encounters drawn per org and time step.
 
-SimPy drives time: one process applies the scenario's operator actions at their exact times,
-one advances the fleet in 15-minute steps (the world's grid, so online state is exact within a
-step), one calls the rollout hook every simulated hour. The work of a step is proportional to
-what happens in it, not to the fleet's size:
+SimPy drives time (`fleet_sim.shard.run_cohort`): one process applies the scenario's operator
+actions at their exact times, one advances the fleet in 15-minute steps (the world's grid, so
+online state is exact within a step), one calls the rollout hook every simulated hour. An
+engine holds the endpoints of a range of orgs (a shard; the whole fleet with one worker) and
+draws each random-stream block's encounters from that block's own stream (`rng_blocks`). The
+work of a step is proportional to what happens in it, not to the fleet's size:
 
 1. Online state: only the endpoints whose state can change at this quarter (laptops whose
    workday starts or ends, offline spells that start or end) are re-evaluated with
@@ -33,20 +35,20 @@ what happens in it, not to the fleet's size:
    re-checked when its step comes (an endpoint gone offline parks its events until it is back;
    an outage pushes them to the next check-in). At delivery the spool bound keeps each
    endpoint's newest events and counts the others dropped (what the agent's spool would have
-   kept). Delivered events are folded into the backend's aggregates once a day, a day after
-   the day they belong to (`FOLD_GRACE_S`), so nearly every aggregate row is written once;
-   later stragglers merge into their rows at the next fold.
+   kept). Delivered events wait for the fold (`take_delivered`), which puts them into the
+   backend's aggregates once a day, a day after the day they belong to (`FOLD_GRACE_S`), so
+   nearly every aggregate row is written once; later stragglers merge into their rows at the
+   next fold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import simpy
 
 from agent.adoption import adopt
 from agent.breaker import BreakerState, observe
@@ -55,15 +57,11 @@ from agent.policy import BreakerConfig
 from agent.telemetry.spool import keep_newest
 from agent.verdict_codes import ALERT_CODES, BLOCK_CODE
 from fleet_sim._clock import DAY_S
-from fleet_sim._memory import keep_freed_memory
 from fleet_sim.control import Fleet
-from fleet_sim.fold_writer import FoldWriter, ProcessFoldWriter, fold_writer_for
-from fleet_sim.scenario import Action
 from fleet_sim.world import QUARTER_S
 
-__all__ = ["FOLD_GRACE_S", "CohortEngine", "run_cohort"]
+__all__ = ["FOLD_GRACE_S", "RNG_BLOCKS", "CohortEngine", "rng_blocks"]
 
-Progress = Callable[[float, int], None]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Cols = dict[str, npt.NDArray[Any]]
@@ -71,6 +69,7 @@ _EVENT = ("ep", "sample", "model", "verdict", "t", "c")  # c: the check-in that 
 _DELIVERED = ("ep", "sample", "model", "verdict", "t_ms")
 FOLD_GRACE_S = 43_200.0  # a day is folded at noon of the next (laptops are back by then)
 _Q_PER_DAY = 96
+RNG_BLOCKS = 16  # random-stream blocks of orgs (`rng_blocks`): at most this many useful workers
 
 
 def _cat(parts: list[Cols], names: Sequence[str]) -> Cols:
@@ -119,13 +118,39 @@ def _alias(weights: F64) -> tuple[F64, I64]:
     return prob, alias
 
 
+def rng_blocks(org_first: I64, org_size: I64, n_blocks: int = RNG_BLOCKS) -> list[tuple[int, int]]:
+    """The world's random-stream blocks: contiguous org ranges of about equal endpoint counts.
+
+    Each block draws its encounters from a stream of its own (`(seed, 1, block)`), so the
+    numbers an org draws depend on the world and the seed only, never on which worker runs
+    it; a worker runs whole blocks (`fleet_sim.shard`). A per-org stream would cost a few
+    numpy calls per org and step (thousands a step); a block's draws are one call per
+    category for all its orgs.
+    """
+    n_orgs = int(org_size.size)
+    total = int(org_size.sum())
+    k = max(1, min(n_blocks, n_orgs))
+    mid = org_first + org_size / 2.0
+    blk = np.minimum((mid * k // max(total, 1)).astype(np.int64), k - 1)
+    blk = np.maximum.accumulate(blk)  # contiguous (endpoints are sorted by org)
+    cuts = np.flatnonzero(np.r_[True, blk[1:] != blk[:-1]]).tolist()
+    return list(zip(cuts, [*cuts[1:], n_orgs], strict=True))
+
+
 @dataclass
 class CohortEngine:
-    """Array state of every endpoint and the step function."""
+    """Array state of the endpoints of orgs [`org_lo`, `org_hi`) and the step function.
+
+    The engine reads and writes only its own orgs' endpoints (an engine per org shard, see
+    `fleet_sim.shard`); its encounter draws come from one stream per random-stream block
+    (`rng_blocks`), seeded by `seed` and the block's index.
+    """
 
     fleet: Fleet
-    rng: np.random.Generator
-    writer: FoldWriter | None = None
+    seed: tuple[int, ...]
+    org_lo: int = 0
+    org_hi: int = -1  # -1: every org
+    v0: int | None = None  # the policy version at the start (None: ask the link's store)
     step_s: float = QUARTER_S
     pol: npt.NDArray[np.int32] = field(init=False)
     model: npt.NDArray[np.int32] = field(init=False)
@@ -143,7 +168,20 @@ class CohortEngine:
             raise ValueError("the cohort engine steps on the world's 15-minute grid")
         w = self.fleet.world
         n = w.n_endpoints
-        v0 = self.fleet.link.policy_version
+        if self.org_hi < 0:
+            self.org_hi = w.n_orgs
+        o_lo, o_hi = self.org_lo, self.org_hi
+        self.e_lo = int(w.org_first[o_lo]) if o_lo < w.n_orgs else n
+        self.e_hi = int(w.org_first[o_hi - 1] + w.org_size[o_hi - 1]) if o_hi > o_lo else self.e_lo
+        own = np.zeros(n, bool)
+        own[self.e_lo : self.e_hi] = True
+        self._blocks = [
+            (a, b, np.random.default_rng([*self.seed, i]))
+            for i, (a, b) in enumerate(rng_blocks(w.org_first, w.org_size))
+            if o_lo <= a and b <= o_hi
+        ]
+        self.trip_log: list[tuple[float, int]] = []  # (first trip time, endpoints) per step
+        v0 = self.fleet.link.policy_version if self.v0 is None else self.v0
         self.pol = np.full(n, v0, np.int32)
         m0 = self.fleet.policy_model(v0, 0) or self.fleet.registry.baseline
         self.model = np.full(n, m0, np.int32)
@@ -160,7 +198,7 @@ class CohortEngine:
         self._push: list[tuple[I64, F64, F64]] = []  # (endpoints, publication, wake-up) times
         self._refresh_tables()
         # online state, updated at the quarters where it can change
-        self.online = np.asarray(w.online(0.0))
+        self.online = np.asarray(w.online(0.0)) & own
         self._flipped = np.zeros(n, bool)  # went on or off at this step's quarter
         self._flips = np.zeros(0, np.int64)
         self._on_since = np.where(self.online, 0.0, np.nan)
@@ -168,11 +206,13 @@ class CohortEngine:
         self._n_on = np.bincount(w.ep_org[self.online], minlength=w.n_orgs).astype(np.int64)
         self._checkins = 0
         self._checkins_failed = 0
-        laptops = np.flatnonzero(~w.ep_server)
+        laptops = np.flatnonzero(~w.ep_server & own)
         self._by_shift = {
             int(s): laptops[w.ep_shift_q[laptops] == s] for s in np.unique(w.ep_shift_q[laptops])
         }
-        self._spell_edges = self._edges(w.ep_spell_start, w.ep_spell_end)
+        self._spell_edges = self._edges(
+            np.where(own, w.ep_spell_start, np.nan), np.where(own, w.ep_spell_end, np.nan)
+        )
         never = float(2**40)
         self._spell_q0 = np.where(
             np.isfinite(w.ep_spell_start), np.rint(w.ep_spell_start / QUARTER_S), never
@@ -357,7 +397,7 @@ class CohortEngine:
         if len(link.published) != self._n_published:  # a new policy: everyone has news
             self._n_published = len(link.published)
             self.settled[:] = False
-            self._unsettled = np.arange(w.n_endpoints, dtype=np.int64)
+            self._unsettled = np.arange(self.e_lo, self.e_hi, dtype=np.int64)
         sw_time: F64 | None = None
         sw_prev = np.zeros(0, np.int32)
 
@@ -419,7 +459,7 @@ class CohortEngine:
             j = self._n_noticed
             self._n_noticed += 1
             tp = fleet.clock.seconds(link.published[j][1])
-            eps = np.flatnonzero(w.ep_push)
+            eps = np.flatnonzero(w.ep_push[self.e_lo : self.e_hi]) + self.e_lo
             eps = eps[w.online(tp, eps)]
             if eps.size:
                 self._push.append((eps, np.full(eps.size, tp), tp + w.push_latency(j, eps)))
@@ -505,15 +545,19 @@ class CohortEngine:
                 hit[ch] = True
                 for e in [e for e in self.breakers if hit[e]]:
                     del self.breakers[e]
-            self._set_tables(ch, float(c.min()))
+            self._set_tables(ch, c[changed])
         for k, (_t_start, seen) in fleet.recorder.tracked.items():
             ok = (v >= k) & np.isinf(seen[idx])
             seen[idx[ok]] = c[ok]
         self.settled[idx] = (v == pub_v[-1]) & ~(got.wanted & ~install)
         return switched
 
-    def _set_tables(self, ch: I64, t: float) -> None:
-        """Point endpoints `ch` at the decision table of their (policy, org, model)."""
+    def _set_tables(self, ch: I64, c: F64) -> None:
+        """Point endpoints `ch` (switching at times `c`) at their (policy, org, model) table.
+
+        A table first needed now is built as of its org's first switch among `ch`: a time
+        of the org's own, whichever shard runs it.
+        """
         fleet, w = self.fleet, self.fleet.world
         o_ch, m_ch, v_ch = w.ep_org[ch], self.model[ch], self.pol[ch]
         n_m = int(m_ch.max()) + 1
@@ -523,9 +567,11 @@ class CohortEngine:
             pv, mv = divmod(k, n_m)
             sel = vm == k
             orgs = o_ch[sel]
+            t_org = np.full(w.n_orgs, np.inf)
+            np.minimum.at(t_org, orgs, c[sel])
             per_org = np.zeros(w.n_orgs, np.int32)
             for o in np.flatnonzero(np.bincount(orgs, minlength=w.n_orgs)).tolist():
-                per_org[o] = fleet.table(pv, o, mv, t)
+                per_org[o] = fleet.table(pv, o, mv, float(t_org[o]))
             self.tbl[ch[sel]] = per_org[orgs]
         if len(fleet.tables.verdict) != before:
             self._refresh_tables()
@@ -545,49 +591,72 @@ class CohortEngine:
         """This step's scans, with a sample and an online endpoint for each.
 
         Per org and category, Poisson counts: splitting one Poisson process by category is
-        exact, and it spares a category draw per scan.
+        exact, and it spares a category draw per scan. Each random-stream block draws for its
+        own orgs from its own stream, in a fixed order (`rng_blocks`).
         """
-        w, rng = self.fleet.world, self.rng
+        w = self.fleet.world
         n_on = self._n_on
         on_start = np.concatenate([[0], np.cumsum(n_on)[:-1]])
         dt = self.step_s
-        lam = w.base_rate_per_s * dt * n_on
-        orgs_n = np.arange(w.n_orgs, dtype=np.int32)
+        prob, alias = self._global_alias(int(t0 // DAY_S))
+        camps = [(c, cs, w.campaign_rate(c, t0)) for c, cs in
+                 zip(w.campaigns, self._camp_samples, strict=True)]  # fmt: skip
         orgs: list[npt.NDArray[np.int32]] = []
         samples: list[npt.NDArray[Any]] = []
-        # global software: Walker's alias table of the day's popularity
-        org = np.repeat(orgs_n, rng.poisson(lam * self._p_glob))
-        prob, alias = self._global_alias(int(t0 // DAY_S))
-        x = rng.random(org.size) * prob.size
-        i = x.astype(np.int64)
-        orgs.append(org)
-        samples.append(self._glob_idx[np.where(x - i < prob[i], i, alias[i])])
-        # the org's in-house software, uniform within its set
-        org = np.repeat(orgs_n, rng.poisson(lam * self._p_ih))
-        if org.size:
-            k = self._org_ih[org]
-            u = rng.random(org.size)
-            orgs.append(org)
-            samples.append(self._ih_all[self._ih_start[k] + (u * self._ih_len[k]).astype(np.int64)])
-        # background malware, uniform
-        org = np.repeat(orgs_n, rng.poisson(lam * self._p_mal))
-        if org.size:
-            mi = self._mal_idx
-            orgs.append(org)
-            samples.append(mi[(rng.random(org.size) * mi.size).astype(np.int64)])
-        for c, cs in zip(w.campaigns, self._camp_samples, strict=True):
-            rate = w.campaign_rate(c, t0)
-            if rate <= 0:
+        eps: list[I64] = []
+        ts: list[F64] = []
+        for lo, hi, rng in self._blocks:
+            nb = n_on[lo:hi]
+            if not nb.any():
                 continue
-            org = np.repeat(orgs_n, rng.poisson(rate * dt * np.where(c.targets, n_on, 0)))
+            lam = w.base_rate_per_s * dt * nb
+            orgs_n = np.arange(lo, hi, dtype=np.int32)
+            b_orgs: list[npt.NDArray[np.int32]] = []
+            b_samples: list[npt.NDArray[Any]] = []
+            # global software: Walker's alias table of the day's popularity
+            org = np.repeat(orgs_n, rng.poisson(lam * self._p_glob[lo:hi]))
+            x = rng.random(org.size) * prob.size
+            i = x.astype(np.int64)
+            b_orgs.append(org)
+            b_samples.append(self._glob_idx[np.where(x - i < prob[i], i, alias[i])])
+            # the org's in-house software, uniform within its set
+            org = np.repeat(orgs_n, rng.poisson(lam * self._p_ih[lo:hi]))
+            if org.size:
+                k = self._org_ih[org]
+                u = rng.random(org.size)
+                b_orgs.append(org)
+                b_samples.append(
+                    self._ih_all[self._ih_start[k] + (u * self._ih_len[k]).astype(np.int64)]
+                )
+            # background malware, uniform
+            org = np.repeat(orgs_n, rng.poisson(lam * self._p_mal[lo:hi]))
+            if org.size:
+                mi = self._mal_idx
+                b_orgs.append(org)
+                b_samples.append(mi[(rng.random(org.size) * mi.size).astype(np.int64)])
+            for c, cs, rate in camps:
+                if rate <= 0:
+                    continue
+                org = np.repeat(orgs_n, rng.poisson(rate * dt * np.where(c.targets[lo:hi], nb, 0)))
+                b_orgs.append(org)
+                b_samples.append(cs[(rng.random(org.size) * cs.size).astype(np.int64)])
+            org = np.concatenate(b_orgs) if len(b_orgs) > 1 else b_orgs[0]
+            pick = on_start[org] + (rng.random(org.size) * n_on[org]).astype(np.int64)
             orgs.append(org)
-            samples.append(cs[(rng.random(org.size) * cs.size).astype(np.int64)])
-        org = np.concatenate(orgs) if len(orgs) > 1 else orgs[0]
-        sample = np.concatenate(samples) if len(samples) > 1 else samples[0]
-        pick = on_start[org] + (rng.random(org.size) * n_on[org]).astype(np.int64)
-        ep = self._on_idx[pick]
-        t = t0 + rng.random(org.size) * dt
-        return org, ep, sample, t
+            samples.append(np.concatenate(b_samples) if len(b_samples) > 1 else b_samples[0])
+            eps.append(self._on_idx[pick])
+            ts.append(t0 + rng.random(org.size) * dt)
+        if not orgs:
+            return (np.zeros(0, np.int32), np.zeros(0, np.int64),
+                    np.zeros(0, self._narrow_sample), np.zeros(0))  # fmt: skip
+        if len(orgs) == 1:
+            return orgs[0], eps[0], samples[0], ts[0]
+        return (
+            np.concatenate(orgs),
+            np.concatenate(eps),
+            np.concatenate(samples),
+            np.concatenate(ts),
+        )
 
     # --- the step -------------------------------------------------------------------------
 
@@ -674,7 +743,7 @@ class CohortEngine:
         if not trips:
             return
         rec.count("breaker_trips", len(trips))
-        rec.events.append((min(trips.values()), f"breaker tripped on {len(trips)} endpoint(s)"))
+        self.trip_log.append((min(trips.values()), len(trips)))
         tr = np.asarray(list(trips), np.int64)
         fleet.report_health(
             "breaker_trips", np.asarray(list(trips.values()), np.float64), tr,
@@ -776,25 +845,14 @@ class CohortEngine:
         self.fleet.recorder.count("events_dropped", int((~keep).sum()))
         return _take(got, keep)
 
-    def fold(self, t: float, *, upto_day: int | None = None) -> None:
-        """Fold the delivered events of days <= `upto_day` (all: None) into the aggregates."""
+    def take_delivered(self, upto_day: int | None = None) -> list[Cols]:
+        """The delivered events of days <= `upto_day` (all: None), for the fold (forgotten here)."""
         days = sorted(d for d in self._delivered if upto_day is None or d <= upto_day)
-        parts = [p for d in days for p in self._delivered.pop(d)]
-        if not parts:
-            return
-        assert self.writer is not None
-        clock = self.fleet.clock
-        self.writer.submit(parts, epoch_ms=clock.ms(0), now=clock.at(t))
-
-    def flush(self, t: float) -> None:
-        """Everything delivered so far reaches the aggregates (before anyone reads them)."""
-        self.fold(t)
-        assert self.writer is not None
-        self.writer.join()
+        return [p for d in days for p in self._delivered.pop(d)]
 
     def sample_adoption(self, t: float) -> None:
-        """Record how many endpoints run each model version."""
-        counts = np.bincount(self.model)
+        """Record how many of this engine's endpoints run each model version."""
+        counts = np.bincount(self.model[self.e_lo : self.e_hi])
         self.fleet.recorder.adoption.append(
             (t, {v: int(c) for v, c in enumerate(counts.tolist()) if c})
         )
@@ -807,8 +865,11 @@ class CohortEngine:
                 del self.breakers[e]
 
     def finish(self, t: float) -> None:
-        """End of run: count check-ins and what is still spooled, fold the rest, adoption."""
-        rec, w = self.fleet.recorder, self.fleet.world
+        """End of run: count check-ins and what is still spooled, sample adoption.
+
+        What was delivered and not yet folded stays for `take_delivered`.
+        """
+        rec = self.fleet.recorder
         on = self._on_idx
         self._checkins += self._n_ci(on, self._on_since[on], t)
         rec.count("checkins", self._checkins)
@@ -823,68 +884,11 @@ class CohortEngine:
         left = 0
         if pending:
             ep = np.concatenate([p["ep"] for p in pending])
-            per = np.bincount(ep, minlength=w.n_endpoints)
-            cap = w.spec.spool_max_events
+            per = np.bincount(ep)
+            cap = self.fleet.world.spec.spool_max_events
             dropped = int(np.maximum(per - cap, 0).sum())
             rec.count("events_dropped", dropped)
             left = int(ep.size) - dropped
         rec.count("events_pending_at_end", left)
         rec.count("self_test_failed_endpoints", int(self.st_failed.sum()))
-        self.flush(t)
         self.sample_adoption(t)
-
-
-def run_cohort(
-    fleet: Fleet,
-    actions: Sequence[Action],
-    *,
-    days: float,
-    rng: np.random.Generator,
-    progress: Progress | None = None,
-) -> CohortEngine:
-    """Run the cohort engine under SimPy for `days` simulated days."""
-    keep_freed_memory()
-    env = simpy.Environment()
-    writer = fold_writer_for(fleet.link, fleet.world.ep_org)
-    eng = CohortEngine(fleet, rng, writer)
-    fleet.flush_hook = eng.flush
-    horizon = days * DAY_S
-
-    def operator() -> simpy.events.ProcessGenerator:
-        for act in actions:
-            if act.at_s > env.now:
-                yield env.timeout(act.at_s - env.now)
-            fleet.apply(act, env.now)
-
-    def stepper() -> simpy.events.ProcessGenerator:
-        while env.now < horizon:
-            t0 = env.now
-            yield env.timeout(eng.step_s)
-            eng.step(t0)
-            if progress is not None:
-                progress(env.now, eng.events_total)
-            if env.now % DAY_S == FOLD_GRACE_S:
-                eng.fold(env.now, upto_day=int(env.now // DAY_S) - 1)
-            if env.now % DAY_S == 0:
-                eng.prune_breakers(env.now)
-
-    def hourly() -> simpy.events.ProcessGenerator:
-        while env.now < horizon:
-            eng.sample_adoption(env.now)
-            fleet.hourly(env.now)
-            if isinstance(writer, ProcessFoldWriter):
-                fleet.link.store.checkpoint()  # the writer process only appends to the WAL
-            yield env.timeout(3600.0)
-
-    try:
-        env.process(operator())
-        env.process(stepper())
-        env.process(hourly())
-        env.run(until=horizon + 1e-6)
-        eng.finish(horizon)
-        if isinstance(writer, ProcessFoldWriter):  # wall-clock figures for the benchmark
-            fleet.recorder.count("fold_writer_cpu_ms", round(writer.cpu_s * 1000))
-            fleet.recorder.count("fold_writer_wait_ms", round(writer.wait_s * 1000))
-    finally:
-        writer.close()
-    return eng

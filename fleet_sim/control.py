@@ -198,6 +198,7 @@ class Recorder:
     rollouts: list[RolloutRecord] = field(default_factory=list)
     installed: dict[int, npt.NDArray[np.bool_]] = field(default_factory=dict)
     org_rings: dict[int, str] = field(default_factory=dict)  # world org index -> ring (set_ring)
+    track_log: list[tuple[int, float]] = field(default_factory=list)  # every `track` call
 
     def __post_init__(self) -> None:
         shape = (self.n_days, self.n_orgs)
@@ -225,6 +226,7 @@ class Recorder:
     def track(self, policy_version: int, t: float) -> None:
         """Start timing how fast policy `policy_version` reaches endpoints."""
         self.tracked[policy_version] = (t, np.full(self.n_endpoints, np.inf))
+        self.track_log.append((policy_version, t))
 
 
 @dataclass

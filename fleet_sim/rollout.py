@@ -183,6 +183,20 @@ class ArmDayTally:
         """Count one health event of `kind` per entry of `ep`, at seconds `t`."""
         self.add(t, ep, model, **{kind: 1})
 
+    def take_counts(self) -> dict[tuple[int, int], I64]:
+        """The increments counted since the last take, per (day, model): (counter, org) arrays.
+
+        A shard's counts (`fleet_sim.shard`), which `put_counts` adds into the fleet's tally.
+        """
+        acc, self._acc = self._acc, {}
+        return acc
+
+    def put_counts(self, counts: dict[tuple[int, int], I64]) -> None:
+        """Add counts taken from another tally over other endpoints (`take_counts`)."""
+        for k, a in counts.items():
+            have = self._acc.get(k)
+            self._acc[k] = a.copy() if have is None else have + a
+
     def take_columns(self, org_ids: Sequence[str]) -> ArmDayColumns:
         """The increments counted since the last call, as `arm_days` rows (and forget them)."""
         acc, self._acc = self._acc, {}

@@ -228,6 +228,7 @@ def run_arm(
     mode: str,
     progress: Progress | None = None,
     remote: RemoteBackend | None = None,
+    workers: int = 1,
 ) -> tuple[ArmRun, Path, int]:
     """Run one arm; returns its records, its store path and the encounters simulated."""
     arm_dir = out / arm
@@ -265,7 +266,6 @@ def run_arm(
         if scenario.endpoint_days:
             fleet.tally = ArmDayTally(clock.epoch_day, world.ep_org, world.n_orgs)
         fleet.rollout_starter = _rollout_starter(fleet, store, registry)
-        rng = np.random.default_rng([scenario.seed, 1])
         actions = scenario.actions(arm)
         total = scenario.days * 86_400.0
 
@@ -274,13 +274,16 @@ def run_arm(
                 progress(arm, t, total, events)
 
         if mode == "cohort":
-            from fleet_sim.cohort import run_cohort
+            from fleet_sim.shard import run_cohort
 
-            eng = run_cohort(fleet, actions, days=scenario.days, rng=rng, progress=tick)
-            events = eng.events_total
+            events = run_cohort(
+                fleet, actions, days=scenario.days, seed=(scenario.seed, 1), workers=workers,
+                progress=tick,
+            )  # fmt: skip
         elif mode == "exact":
             from fleet_sim.exact import run_exact
 
+            rng = np.random.default_rng([scenario.seed, 1])
             events = run_exact(fleet, actions, days=scenario.days, rng=rng, progress=tick)
         else:
             raise ScenarioError(f"unknown mode {mode!r} (cohort or exact)")
@@ -303,11 +306,14 @@ def run_scenario(
     mode: str = "cohort",
     progress: Progress | None = None,
     remote: RemoteBackend | None = None,
+    workers: int = 1,
 ) -> SimRun:
     """Run every arm of `scenario` and check its outcomes.
 
     With `remote`, every simulated endpoint also enrolls with, checks in with and sends its
     telemetry to that running server over HTTP (exact mode only; `fleet_sim.http_link`).
+    The cohort mode splits the fleet by org over `workers` processes (`fleet_sim.shard`),
+    with the same results for any number; the exact mode runs in one process.
 
     Raises:
         ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode, a
@@ -340,6 +346,7 @@ def run_scenario(
             mode=mode,
             progress=progress,
             remote=remote,
+            workers=workers,
         )
         arms[arm.name], stores[arm.name] = run, db
         events += n
