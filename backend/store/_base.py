@@ -251,13 +251,15 @@ def _vector_refs(
     analyses read.
     """
     digests: dict[bytes, bytes] = {}
-    refs: list[tuple[int, bytes, str, bytes]] = []
+    refs: dict[tuple[int, bytes, str], bytes] = {}
     for org, sha, schema, vec in feats:
+        if (org, sha, schema) in refs:
+            continue
         d = digests.get(vec)
         if d is None:
             d = digests[vec] = _vector_digest(vec)
-        refs.append((org, sha, schema, d))
-    return sorted((d, v) for v, d in digests.items()), refs
+        refs[org, sha, schema] = d
+    return sorted((d, v) for v, d in digests.items()), [(*k, d) for k, d in refs.items()]
 
 
 def _check_next_version(latest: int, proposed: int) -> None:

@@ -4,9 +4,12 @@ For a fleet past one machine (several backend processes, one database). Same tab
 semantics, same return values as the SQLite store; `tests/backend/test_store_postgres.py`
 runs one suite against both and holds them equal. What differs, and why:
 
-- The aggregate upsert is `INSERT ... ON CONFLICT (day, org, sha256, model_version, shadow,
-  verdict) DO UPDATE`, with the batch's rows sorted by that key so that concurrent batches
-  lock rows in one order (no deadlocks between backend processes).
+- The aggregate upsert is `INSERT ... SELECT ... FROM unnest(...) ORDER BY <key> ON CONFLICT
+  (day, org, sha256, model_version, shadow, verdict) DO UPDATE`: the batch's rows travel as
+  one binary array per column, so a batch is one statement and one round trip per table
+  (aggregates, vectors, per-org references, endpoint-days, the gate's rollup) instead of one
+  per row, and the sort makes concurrent batches lock rows in one order (no deadlocks between
+  backend processes). A statement may touch a row once, so repeated keys are summed first.
 - The distinct-endpoint sketch merges inside the statement through `fw_merge(a, b)`, a
   `LANGUAGE sql` function created with the schema: the union of both sketches' 8-byte values,
   distinct, smallest `sketch.K` kept, concatenated in order. `bytea` compares as unsigned
@@ -18,8 +21,10 @@ runs one suite against both and holds them equal. What differs, and why:
 - Org and policy caches are re-read on a miss, because another process may have written them.
 - `schema` puts every table in one PostgreSQL schema (tests use a fresh one each).
 
-One connection (autocommit, explicit transactions) behind a lock serves the writers; long
-reads (`iter_aggregates`, `iter_labels`) open their own connection with a server-side cursor.
+One connection (autocommit, explicit transactions) behind a lock serves the writers; token
+lookups that miss the cache have a connection and lock of their own (a check-in never waits
+for an ingest transaction); long reads (`iter_aggregates`, `iter_labels`) open their own
+connection with a server-side cursor.
 """
 
 from __future__ import annotations
@@ -152,10 +157,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 """.replace("__K__", str(sketch.K))
 
+# Each write below is one statement over the batch's rows passed as arrays (`unnest`): one
+# round trip, one plan, no per-row Python in the driver. `ORDER BY` the key makes every writer
+# take its row locks in one order (no deadlocks between backend processes); the caller passes
+# keys that are unique within one call, as `ON CONFLICT DO UPDATE` requires.
 _UPSERT = """
 INSERT INTO aggregates AS a (day, org, sha256, model_version, shadow, verdict, count,
                              endpoints, first_seen_ms, last_seen_ms)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::bytea[], %b::bigint[], %b::smallint[],
+                     %b::text[], %b::bigint[], %b::bytea[], %b::bigint[], %b::bigint[])
+ORDER BY 1, 2, 3, 4, 5, 6
 ON CONFLICT (day, org, sha256, model_version, shadow, verdict) DO UPDATE SET
     count = a.count + excluded.count,
     endpoints = CASE WHEN a.endpoints = excluded.endpoints THEN a.endpoints
@@ -163,20 +174,34 @@ ON CONFLICT (day, org, sha256, model_version, shadow, verdict) DO UPDATE SET
     first_seen_ms = least(a.first_seen_ms, excluded.first_seen_ms),
     last_seen_ms = greatest(a.last_seen_ms, excluded.last_seen_ms)
 """
-
-# an endpoint-day row summed into the ledger; `inserted` tells whether the key is new (one
-# more endpoint-day for the rollup) under the row lock, so concurrent writers count it once
-_ADD_ENDPOINT_DAY = """
-INSERT INTO endpoint_days AS e VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+_ADD_VECTORS = """
+INSERT INTO vectors (digest, vector) SELECT * FROM unnest(%b::bytea[], %b::bytea[]) ORDER BY 1
+ON CONFLICT DO NOTHING
+"""
+_ADD_ORG_VECTORS = """
+INSERT INTO org_vectors (org, sha256, schema, digest)
+SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::text[], %b::bytea[]) ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+# endpoint-day rows summed into the ledger; `inserted` tells whether a key is new (one more
+# endpoint-day for the rollup) under the row lock, so concurrent writers count it once
+_ADD_ENDPOINT_DAYS = """
+INSERT INTO endpoint_days AS e
+SELECT * FROM unnest(%b::integer[], %b::text[], %b::bigint[], %b::text[], %b::bigint[],
+                     %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])
+ORDER BY 1, 2, 3
 ON CONFLICT (day, endpoint_id, model_version) DO UPDATE SET
     events = e.events + excluded.events, alerts = e.alerts + excluded.alerts,
     self_test_failures = e.self_test_failures + excluded.self_test_failures,
     model_errors = e.model_errors + excluded.model_errors,
     breaker_trips = e.breaker_trips + excluded.breaker_trips
-RETURNING (xmax = 0) AS inserted, org_id
+RETURNING day, endpoint_id, model_version, (xmax = 0) AS inserted, org_id
 """
-_ADD_ARM_ROW = """
-INSERT INTO arm_days AS a VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+_ADD_ARM_ROWS = """
+INSERT INTO arm_days AS a
+SELECT * FROM unnest(%b::integer[], %b::bigint[], %b::text[], %b::bigint[], %b::bigint[],
+                     %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])
+ORDER BY 1, 2, 3
 ON CONFLICT (day, model_version, org_id) DO UPDATE SET
     endpoint_days = a.endpoint_days + excluded.endpoint_days,
     events = a.events + excluded.events, alerts = a.alerts + excluded.alerts,
@@ -198,6 +223,41 @@ def _utc(t: dt.datetime) -> dt.datetime:
     if t.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     return t.astimezone(dt.UTC)
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """`rows` turned into `width` columns (lists), the parameters of an `unnest` write."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+def _coalesce_rows(params: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Aggregate rows (table column order) with each key once: repeats summed and merged.
+
+    What applying the repeats one after the other would leave, so that one set-based upsert
+    (which may touch a row only once) writes what a row-by-row one did.
+    """
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for p in params:
+        k = tuple(p[:6])
+        was = out.get(k)
+        if was is None:
+            out[k] = tuple(p)
+        else:
+            ends = was[7] if was[7] == p[7] else sketch.merge(was[7], p[7])
+            out[k] = (*k, was[6] + p[6], ends, min(was[8], p[8]), max(was[9], p[9]))
+    return list(out.values())
+
+
+def _sum_arm_rows(rows: Iterable[ArmDayRow]) -> list[ArmDayRow]:
+    """Rollup increments with each (day, model, org) once, their counts summed."""
+    out: dict[tuple[int, int, str], list[int]] = {}
+    for r in rows:
+        cell = out.setdefault((r[0], r[1], r[2]), [0] * 6)
+        for i in range(6):
+            cell[i] += int(r[3 + i])
+    return [(d, v, o, *c) for (d, v, o), c in out.items()]  # type: ignore[misc]
 
 
 class PostgresStore(_StoreCommon):
@@ -240,7 +300,11 @@ class PostgresStore(_StoreCommon):
         self._orgs: dict[str, int] = {}
         self._org_names: dict[int, str] = {}
         self._principals: dict[str, Principal] = {}
-        self._reload_orgs()
+        self._reload_orgs(self._conn)
+        # Token lookups that miss the cache read through a connection and lock of their own,
+        # so a check-in never waits for the ingest transaction holding the writer's.
+        self._auth_conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._auth_lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = psycopg.connect(self.url, autocommit=True)
@@ -251,8 +315,8 @@ class PostgresStore(_StoreCommon):
             )
         return conn
 
-    def _reload_orgs(self) -> None:
-        for key, org_id in self._conn.execute("SELECT id, org_id FROM orgs"):
+    def _reload_orgs(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        for key, org_id in conn.execute("SELECT id, org_id FROM orgs"):
             self._orgs[org_id] = int(key)
             self._org_names[int(key)] = org_id
 
@@ -260,13 +324,22 @@ class PostgresStore(_StoreCommon):
         name = self._org_names.get(key)
         if name is None:
             with self._lock:
-                self._reload_orgs()
+                self._reload_orgs(self._conn)
             name = self._org_names[key]
         return name
 
+    def _reader(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The token-lookup connection (opened on first use); call with `_auth_lock` held."""
+        if self._auth_conn is None or self._auth_conn.closed:
+            self._auth_conn = self._connect()
+        return self._auth_conn
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         with self._lock:
+            with self._auth_lock:
+                if self._auth_conn is not None:
+                    self._auth_conn.close()
             self._conn.close()
 
     def checkpoint(self) -> None:
@@ -335,7 +408,7 @@ class PostgresStore(_StoreCommon):
         key = self._orgs.get(org_id)
         if key is None:
             with self._lock:
-                self._reload_orgs()
+                self._reload_orgs(self._conn)
             key = self._orgs.get(org_id)
         return key
 
@@ -361,12 +434,15 @@ class PostgresStore(_StoreCommon):
         if found is not None:
             return found
         forgets_seen = self._forgets
-        with self._lock:
-            row = self._conn.execute(
+        with self._auth_lock:
+            reader = self._reader()
+            row = reader.execute(
                 "SELECT kind, org, endpoint_id, revoked_at, expires_at, max_uses, uses "
                 "FROM tokens WHERE token_hash = %s",
                 (digest,),
             ).fetchone()
+            if row is not None and row[1] is not None and int(row[1]) not in self._org_names:
+                self._reload_orgs(reader)  # an org another process created
         if row is None:
             raise AuthError("unknown token")
         _check_usable(row[3] is not None, row[4], row[5], int(row[6]), now)
@@ -528,7 +604,7 @@ class PostgresStore(_StoreCommon):
             batch.key,
             len(batch.events),
             batch.dropped_events,
-            params,
+            _coalesce_rows(params),
             feats,
             now,
         )
@@ -562,7 +638,7 @@ class PostgresStore(_StoreCommon):
         if any(len(c) != n for c in (*cols, first_seen_ms, last_seen_ms)):
             raise ValueError("ingest_columns: columns of different lengths")
         orgs = {o: self._org_key(o) for o in set(org_id)}
-        params = list(
+        params = _coalesce_rows(
             zip(
                 day,
                 [orgs[o] for o in org_id],
@@ -578,7 +654,7 @@ class PostgresStore(_StoreCommon):
             )
         )
         feats = [(self._org_key(o), sha, schema, vec) for o, sha, schema, vec in features]
-        return self._apply(endpoint_id, key, 0, 0, params, feats, now, arm_days=arm_days)
+        return self._apply(endpoint_id, key, 0, 0, params, feats, now, rows=n, arm_days=arm_days)
 
     def _apply(
         self,
@@ -590,12 +666,16 @@ class PostgresStore(_StoreCommon):
         feats: Sequence[tuple[int, bytes, str, bytes]],
         now: dt.datetime,
         *,
+        rows: int | None = None,
         endpoint_days: Sequence[EvidenceRow] = (),
         arm_days: Sequence[ArmDayRow] = (),
     ) -> IngestResult:
-        """The one ingest transaction: ledger, aggregates, vectors, evidence, last seen."""
+        """The one ingest transaction: ledger, aggregates, vectors, evidence, last seen.
+
+        Each table takes one statement over all of the batch's rows (`unnest` of arrays sent
+        in binary), whatever the number of rows: `params` must hold each aggregate key once.
+        """
         now_ms = int(now.timestamp() * 1000)
-        ordered = sorted(params, key=lambda p: p[:6])  # one lock order across processes
         conn = self._conn
         with self._lock:
             with conn.transaction() as tx:
@@ -607,36 +687,31 @@ class PostgresStore(_StoreCommon):
                 if cur.rowcount == 0:
                     raise psycopg.Rollback(tx)
                 with conn.cursor() as c:
-                    c.executemany(_UPSERT, ordered)
+                    if params:
+                        c.execute(_UPSERT, _columns(params, 10))
                     if feats:
                         distinct, refs = _vector_refs(feats)
-                        c.executemany(
-                            "INSERT INTO vectors (digest, vector) VALUES (%s, %s) "
-                            "ON CONFLICT DO NOTHING",
-                            distinct,
-                        )
-                        c.executemany(
-                            "INSERT INTO org_vectors (org, sha256, schema, digest) "
-                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            sorted(refs),
-                        )
+                        c.execute(_ADD_VECTORS, _columns(distinct, 2))
+                        c.execute(_ADD_ORG_VECTORS, _columns(refs, 4))
                     if _FAULT_MARKER:
                         _pause_for_fault_injection(_FAULT_MARKER)
                     adds: list[ArmDayRow] = list(arm_days)
-                    for r in _merge_endpoint_days(endpoint_days):
-                        c.execute(_ADD_ENDPOINT_DAY, r)
-                        got = c.fetchone()
-                        assert got is not None
-                        adds.append((r[0], r[2], str(got[1]), int(bool(got[0])), *r[4:]))
+                    merged = _merge_endpoint_days(endpoint_days)
+                    if merged:
+                        c.execute(_ADD_ENDPOINT_DAYS, _columns(merged, 9))
+                        found = {(r[0], r[1], r[2]): (r[3], r[4]) for r in c.fetchall()}
+                        for r in merged:
+                            inserted, org = found[(r[0], r[1], r[2])]
+                            adds.append((r[0], r[2], str(org), int(bool(inserted)), *r[4:]))
                     if adds:
-                        c.executemany(_ADD_ARM_ROW, sorted(adds))
+                        c.execute(_ADD_ARM_ROWS, _columns(_sum_arm_rows(adds), 9))
                 conn.execute(
                     "UPDATE endpoints SET last_seen_ms = %s, "
                     "spool_dropped_events = greatest(spool_dropped_events, %s) "
                     "WHERE endpoint_id = %s",
                     (now_ms, dropped_events, endpoint_id),
                 )
-                return IngestResult(False, events, len(params))
+                return IngestResult(False, events, len(params) if rows is None else rows)
         return IngestResult(True, events, 0)
 
     def _agg_row(self, r: Sequence[Any]) -> AggregateRow:
