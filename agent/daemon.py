@@ -775,6 +775,28 @@ def update_config(**given: float | None) -> UpdateConfig:
     return UpdateConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 
 
+# Fault injection for the crash test (tests/agent/test_crash_safety.py): with `--trace-update`,
+# this variable set to "PHASE TARGET=MARKER" makes the agent, on reaching that update phase,
+# write its pid to the MARKER file (aside, then renamed) and wait, so the test's SIGKILL lands
+# at exactly that point of the update.
+_FAULT_PAUSE_ENV = "FLEETWARD_FAULT_PAUSE_UPDATE"
+
+
+def _phase_tracer(say: Callable[[str], None], pause: str) -> Callable[[str, str], None]:
+    """An `on_phase` that prints "update phase: PHASE TARGET" and pauses where `pause` says."""
+    aim, _, marker = pause.partition("=")
+
+    def on_phase(phase: str, target: str) -> None:
+        say(f"update phase: {phase} {target}")
+        if marker and f"{phase} {target}" == aim:
+            aside = Path(marker + ".tmp")
+            aside.write_text(str(os.getpid()))
+            aside.replace(marker)
+            threading.Event().wait(60.0)
+
+    return on_phase
+
+
 @contextlib.contextmanager
 def _state_lock(state_dir: Path) -> Iterator[None]:
     """Hold the state directory's lock (one agent per state directory)."""
@@ -831,8 +853,7 @@ def run(
             config=options.update,
         )
         if options.trace_update and on_line is not None:
-            say = on_line
-            updater.on_phase = lambda phase, target: say(f"update phase: {phase} {target}")
+            updater.on_phase = _phase_tracer(on_line, os.environ.get(_FAULT_PAUSE_ENV, ""))
 
         def on_notice(notice: Notice) -> None:
             if on_line is not None:

@@ -515,6 +515,7 @@ class UpdateClient:
         if wanted is not None and (record.active is None or record.active.version != wanted):
             try:
                 record = record.with_active(self._obtain_bundle(tuf, wanted, record))
+                self._phase("record", model_target_paths(wanted)[0])  # in place, not yet named
                 self.state.write_record(record)
                 self._phase("committed", model_target_paths(wanted)[0])
             except (UpdateRejectedError, BundleRejectedError) as exc:

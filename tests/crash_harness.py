@@ -7,11 +7,17 @@ fraction of that phase's usual length and sends SIGKILL. The last phase line the
 before it died says where the kill landed (`landed`), so a trial that ended before the kill or
 after the commit is counted as such, not as a kill inside the update.
 
-Shared by tests/agent/test_crash_safety.py (15 trials) and benchmarks/crash_bench.py (100).
+`run_trials` (random timing) serves benchmarks/crash_bench.py (100 trials). The test
+(tests/agent/test_crash_safety.py) makes every kill count instead: `paused_trial` starts the
+agent with a fault-injection hook (`FLEETWARD_FAULT_PAUSE_UPDATE`) that stops it at one named
+update phase and writes its pid to a marker, and kills it there; `dripped_trial` serves the
+model one byte at a time and kills the agent mid-download, with part of the file written.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import shutil
 import subprocess
@@ -24,7 +30,7 @@ from agent._internal.install import StateDir
 from agent.errors import AgentError
 from agent.model import load_bundle
 from model_store.repository import publish_model, publish_policy
-from tests.tuf_harness import ORG, World, policy_bytes
+from tests.tuf_harness import ORG, RepoServer, World, policy_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +68,8 @@ def landed(markers: tuple[str, ...], exited: bool) -> str:
     phase, target = markers[-1].split(" ", 1)
     if phase == "committed":
         return "after commit" if target == MODEL else "install"
+    if phase == "record":  # the bundle is in place, the install record not yet switched
+        return "install"
     return phase
 
 
@@ -89,7 +97,9 @@ def inspect(state_dir: Path) -> tuple[int | None, bool]:
     return record.active.version, loaded.version == record.active.version
 
 
-def _start_update(template: Path, anchor: Path, url: str, dest: Path) -> subprocess.Popen[bytes]:
+def _start_update(
+    template: Path, anchor: Path, url: str, dest: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Copy the frozen state to `dest` and start one traced `run --once` on it (stderr piped)."""
     shutil.copytree(template, dest)
     return subprocess.Popen(
@@ -100,7 +110,74 @@ def _start_update(template: Path, anchor: Path, url: str, dest: Path) -> subproc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[bytes], first: str, dest: Path, aim: str) -> TrialResult:
+    """SIGKILL `proc`, then read where it was (its phase lines) and what it left in `dest`."""
+    exited = proc.poll() is not None
+    proc.kill()
+    code = proc.wait()
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
+    proc.stderr.close()
+    lines = [first, *rest.decode(errors="replace").splitlines()]
+    markers = tuple(
+        x.removeprefix("update phase: ") for x in lines if x.startswith("update phase: ")
+    )
+    version, complete = inspect(dest)
+    return TrialResult(aim, 0.0, landed(markers, exited), markers, version, complete, code)
+
+
+def update_phases(template: Path, anchor: Path, url: str, dest: Path) -> list[str]:
+    """The "PHASE TARGET" steps of one whole update, in order (where a kill may be aimed)."""
+    proc = _start_update(template, anchor, url, dest)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = err.decode(errors="replace").splitlines()
+    return [x.removeprefix("update phase: ") for x in lines if x.startswith("update phase: ")]
+
+
+def paused_trial(template: Path, anchor: Path, url: str, dest: Path, point: str) -> TrialResult:
+    """Stop the agent at update step `point` ("PHASE TARGET") by the fault hook, SIGKILL it
+    there, and check the kill landed there: the marker holds the killed process's pid."""
+    marker = dest.with_name(dest.name + ".paused")
+    proc = _start_update(
+        template, anchor, url, dest, {"FLEETWARD_FAULT_PAUSE_UPDATE": f"{point}={marker}"}
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), f"the agent never reached {point!r} (exit {proc.poll()})"
+    assert marker.read_text() == str(proc.pid)
+    result = _finish(proc, "", dest, point)
+    assert result.markers[-1] == point, result.markers  # nothing ran past the pause
+    return result
+
+
+def dripped_trial(
+    template: Path, anchor: Path, server: RepoServer, dest: Path, min_bytes: int = 256
+) -> tuple[TrialResult, int, int]:
+    """Serve the new model one byte at a time, SIGKILL the agent once `min_bytes` of it went
+    out, and return the result with the bytes sent and the file's size (the kill landed
+    mid-download when 0 < sent < size and the server saw the client hang up)."""
+    (model,) = (server.repo_dir / "targets" / "models" / "v2").glob("*.model.onnx")
+    server.drip_sent = 0
+    server.dripping.clear()
+    server.drip_cut.clear()
+    server.drip_s[model.name] = 0.001
+    try:
+        proc = _start_update(template, anchor, server.url, dest)
+        deadline = time.monotonic() + 60
+        while server.drip_sent < min_bytes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sent = server.drip_sent
+        result = _finish(proc, "", dest, f"download {MODEL}")
+        assert server.drip_cut.wait(10), "the server never saw the agent hang up"
+    finally:
+        del server.drip_s[model.name]
+    return result, sent, model.stat().st_size
 
 
 def run_trial(
@@ -115,18 +192,7 @@ def run_trial(
         if line.startswith(start):
             break
     time.sleep(delay_s)
-    exited = proc.poll() is not None
-    proc.kill()
-    code = proc.wait()
-    rest = proc.stderr.read()
-    proc.stderr.close()
-    lines = [start.decode(), *rest.decode(errors="replace").splitlines()]
-    markers = tuple(
-        x.removeprefix("update phase: ") for x in lines if x.startswith("update phase: ")
-    )
-    version, complete = inspect(dest)
-    phase = landed(markers, exited)
-    return TrialResult(aim, delay_s, phase, markers, version, complete, code)
+    return dataclasses.replace(_finish(proc, start.decode(), dest, aim), delay_s=delay_s)
 
 
 def calibrate(template: Path, anchor: Path, url: str, dest: Path) -> dict[str, float]:
