@@ -37,7 +37,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -283,8 +288,10 @@ class Protector:
                     pass
 
         observer = Observer()
-        for tree in trees:
-            observer.schedule(Handler(), tree, recursive=True)
+        for tree in trees:  # folder events only: an exec or a read must not wake this thread
+            observer.schedule(
+                Handler(), tree, recursive=True, event_filter=[DirCreatedEvent, DirMovedEvent]
+            )
         observer.daemon = True
         observer.start()
         return observer
@@ -356,6 +363,8 @@ class Protector:
 
     def _expire(self, now_s: float) -> int | None:
         """Answer allow for every queued event past its deadline; ms until the next one."""
+        if not self._deadlines:  # only this (the reader) thread adds to or pops from them
+            return None
         with self._lock:
             while self._deadlines:
                 when, _, p = self._deadlines[0]
@@ -371,44 +380,46 @@ class Protector:
         return None
 
     def _on_event(self, event: fan.Event) -> None:
-        if event.fd == fan.FAN_NOFD:
-            if event.mask & fan.FAN_Q_OVERFLOW:
+        mask, fd, pid = event
+        if fd == fan.FAN_NOFD:
+            if mask & fan.FAN_Q_OVERFLOW:
                 self.invalidate()  # writes may have gone unseen
             return
-        if not event.is_permission:
-            self._forget(event.fd)
-            os.close(event.fd)
+        if not mask & fan.PERMISSION_EVENTS:
+            self._forget(fd)
+            os.close(fd)
             return
-        self.stats.events += 1
-        if event.pid == self._pid:
-            self.stats.own += 1
-            self._reply_now(event.fd, allow=True)
+        stats = self.stats
+        stats.events += 1
+        if pid == self._pid:
+            stats.own += 1
+            self._reply_now(fd, allow=True)
             return
         try:
-            st = os.fstat(event.fd)
+            st = os.fstat(fd)
         except OSError:
-            self._reply_now(event.fd, allow=True)
+            self._reply_now(fd, allow=True)
             return
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         passthrough = self.mode() is not Mode.ENFORCE
-        if not passthrough:
+        if not passthrough:  # the hot path: a cache hit is answered here, without the lock
             cached = self._cache.get((st.st_dev, st.st_ino))
-            if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns):
-                self.stats.cache_hits += 1
-                self._reply_now(event.fd, allow=cached[2])
+            if cached is not None and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                stats.cache_hits += 1
+                self._reply_now(fd, allow=cached[2])
                 return
         if not stat.S_ISREG(st.st_mode):
-            self._reply_now(event.fd, allow=True)
+            self._reply_now(fd, allow=True)
             return
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             p = _Pending(
-                event.fd,
-                event.pid,
+                fd,
+                pid,
                 key,
                 self._generation,
                 monotonic_s() + self.config.deadline_ms / 1000.0,
             )
-            self._pending[event.fd] = p
+            self._pending[fd] = p
             if passthrough:
                 self.stats.passthrough += 1
                 self._answer_locked(p, allow=True)

@@ -336,3 +336,30 @@ def test_folder_created_after_start_is_protected_too(harness: Harness) -> None:
         time.sleep(0.01)
     evil = _write(sub / "dropper.sh", EVIL)
     assert _exec(evil) == -errno.EPERM
+
+
+def _inotify_masks(inode: int) -> list[int]:
+    """The kernel's inotify masks on `inode` held by this process (from /proc/self/fdinfo)."""
+    masks = []
+    for info in Path("/proc/self/fdinfo").iterdir():
+        try:
+            lines = info.read_text().splitlines()
+        except OSError:  # the descriptor closed meanwhile
+            continue
+        for line in lines:
+            if line.startswith("inotify ") and f" ino:{inode:x} " in line:
+                field = next(f for f in line.split() if f.startswith("mask:"))
+                masks.append(int(field.removeprefix("mask:"), 16))
+    return masks
+
+
+def test_new_folder_watch_is_not_woken_by_execs_or_reads(harness: Harness) -> None:
+    """The inotify watch that finds new folders asks for folder events only: an exec (open,
+    read, close of the file) must not wake a Python thread that competes with the reader."""
+    harness.start()
+    masks = _inotify_masks(harness.dir.stat().st_ino)
+    assert masks, "no inotify watch on the protected folder"
+    in_access, in_close_nowrite, in_open, in_create = 0x1, 0x10, 0x20, 0x100
+    for mask in masks:
+        assert mask & in_create
+        assert not mask & (in_access | in_open | in_close_nowrite), hex(mask)
