@@ -1,6 +1,7 @@
 """The backend's HTTP surface: a small Starlette app over `Store`, `ingest` and `admin`.
 
-Routes (the OpenAPI document in `backend._openapi` is the contract, served at `/openapi.json`):
+Routes (declared once in `backend.api` and `backend.rollout.api`: the handlers parse and answer
+with those declarations, and `backend._openapi` generates `/openapi.json` from them):
 `POST /v1/enroll`, `GET /v1/checkin`, `POST /v1/telemetry` for endpoints; `/v1/admin/...` for
 operators (admin token); the TUF repository's `metadata/` and `targets/` under `/tuf/` (never
 `keys/`); `/metrics`, `/healthz`; `GET /v1/push`, the push channel (`backend.push`).
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -37,9 +38,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent.decision import Mode
 from agent.policy import DEFAULT_POLICY_TARGET, EffectivePolicy, policy_target, resolve_policy
-from backend import admin
+from backend import admin, api
 from backend._clock import monotonic_s, utc_now
 from backend._openapi import openapi_document
+from backend._operation import ErrorBody, Operation
 from backend.errors import (
     AuthError,
     BackendError,
@@ -97,48 +99,17 @@ async def _on_backend_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BackendError)
     status = _status_for(exc)
     headers = {"www-authenticate": "Bearer"} if status == 401 else None
-    body: dict[str, Any] = {"error": type(exc).__name__, "detail": str(exc)}
-    if isinstance(exc, PolicyConflictError):
-        body["current_version"] = exc.current_version
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-# --- request bodies (validated at the edge, then turned into plain arguments) ---------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _OrgBody(_Strict):
-    name: str  # what a name may be is `backend.validation`'s rule, shared with the CLI
-
-
-class _ModeBody(_Strict):
-    mode: Mode
-    org_id: str | None = None
-
-
-class _ModelBody(_Strict):
-    model_version: int | None = Field(ge=1, lt=2**31)
-    shadow_model_version: int | None = Field(default=None, ge=1, lt=2**31)
-    org_id: str | None = None
-
-
-class _EntryBody(_Strict):
-    sha256: str  # checked in the core (`backend.validation`), as on the command line
-    reason: str = ""
-    expires_at: dt.datetime | None = None
-    org_id: str | None = None
-
-
-def _parse(model: type[M], raw: bytes) -> M:
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise BatchInvalidError(f"{where}: {first['msg']}") from None
+    body = ErrorBody(
+        error=type(exc).__name__,
+        detail=str(exc),
+        current_version=exc.current_version if isinstance(exc, PolicyConflictError) else None,
+    )
+    return Response(
+        body.model_dump_json(exclude_none=True),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -154,12 +125,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _policy_json(record: PolicyRecord) -> dict[str, Any]:
-    return {
-        "version": record.version,
-        "changed_at": record.changed_at.isoformat(),
-        "action": record.action,
-    }
+def _policy_change(record: PolicyRecord) -> api.PolicyChange:
+    return api.PolicyChange(
+        version=record.version, changed_at=record.changed_at, action=record.action
+    )
 
 
 class _Routes:
@@ -184,6 +153,8 @@ class _Routes:
         self._checkins: dict[Principal, tuple[bytes, str]] = {}
         self._checkins_version = 0
         self.feed: PolicyFeed | None = None  # set by `create_app`
+        self.operations: tuple[Operation, ...] = ()  # what `create_app` mounted
+        self._document: bytes | None = None
 
     def current_policy(self) -> PolicyRecord | None:
         """The policy this process answers from (its feed's, which follows other replicas)."""
@@ -193,6 +164,15 @@ class _Routes:
         """A change made through this process: answer from it and notify at once."""
         if self.feed is not None:
             self.feed.offer(record)
+
+    def authorize(self, request: Request, op: Operation) -> Principal:
+        """The caller, if its token is of a kind `op` declares.
+
+        Raises:
+            AuthError: no bearer token, or an unknown one.
+            ForbiddenError: the token's kind may not call `op`.
+        """
+        return self._principal(request, *op.tokens)
 
     def _principal(self, request: Request, *kinds: TokenKind) -> Principal:
         header = request.headers.get("authorization", "")
@@ -205,27 +185,27 @@ class _Routes:
         return principal
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return api.HEALTHZ.reply(api.Health(status="ok"))
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        if self._document is None:  # generated once, from the operations mounted
+            self._document = json.dumps(openapi_document(self.operations)).encode()
+        return Response(self._document, media_type="application/json")
 
     async def metrics_page(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def enroll(self, request: Request) -> Response:
-        principal = self._principal(request, TokenKind.ENROLL)
+        principal = self.authorize(request, api.ENROLL)
         assert principal.org_id is not None
         token = request.headers["authorization"].partition(" ")[2].strip()
         org_id, now = principal.org_id, self.clock()
         creds = await run_in_threadpool(lambda: self.store.enroll(org_id, now, enroll_token=token))
-        return JSONResponse(
-            {"org_id": creds.org_id, "endpoint_id": creds.endpoint_id, "token": creds.token},
-            status_code=201,
-        )
+        made = api.Enrolled(org_id=creds.org_id, endpoint_id=creds.endpoint_id, token=creds.token)
+        return api.ENROLL.reply(made, 201)
 
     async def checkin(self, request: Request) -> Response:
-        principal = self._principal(request, TokenKind.ENDPOINT)
+        principal = self.authorize(request, api.CHECKIN)
         assert principal.org_id is not None
         record = self.current_policy()
         # The answer only changes with the policy: render it once per (policy, endpoint),
@@ -248,15 +228,15 @@ class _Routes:
 
     def _render_checkin(self, principal: Principal, record: PolicyRecord | None) -> bytes:
         assert principal.org_id is not None
-        body: dict[str, Any] = {
-            "org_id": principal.org_id,
-            "endpoint_id": principal.endpoint_id,
-            "policy_version": 0,
-            "mode": Mode.ENFORCE.value,
-            "model_version": None,
-            "shadow_model_version": None,
-            "tuf_url": "/tuf/",
-        }
+        body = api.Checkin(
+            org_id=principal.org_id,
+            endpoint_id=principal.endpoint_id,
+            policy_version=0,
+            mode=Mode.ENFORCE,
+            model_version=None,
+            shadow_model_version=None,
+            tuf_url="/tuf/",
+        )
         if record is not None:
             key = (record.version, principal.org_id)
             eff = self._resolved.get(key)
@@ -264,15 +244,17 @@ class _Routes:
                 if len(self._resolved) > 100_000:
                     self._resolved.clear()
                 eff = self._resolved[key] = resolve_policy(record.document, principal.org_id)
-            body.update(
-                policy_version=eff.policy_version,
-                mode=eff.mode.value,
-                model_version=eff.model_version,
-                shadow_model_version=eff.shadow_model_version,
+            body = body.model_copy(
+                update={
+                    "policy_version": eff.policy_version,
+                    "mode": eff.mode,
+                    "model_version": eff.model_version,
+                    "shadow_model_version": eff.shadow_model_version,
+                }
             )
-        return bytes(JSONResponse(body).body)
+        return api.CHECKIN.dump(body)
 
-    def _ingest(self, raw: bytes, principal: Principal) -> dict[str, Any]:
+    def _ingest(self, raw: bytes, principal: Principal) -> api.TelemetryAck:
         batch = parse_columns(raw, max_bytes=self.config.max_telemetry_bytes)
         if batch.org_id != principal.org_id or batch.endpoint_id != principal.endpoint_id:
             raise ForbiddenError("a batch may only carry the sending endpoint's own events")
@@ -288,51 +270,56 @@ class _Routes:
             if batch.action:  # only batches carrying actions have the column
                 for action, n in Counter(a for a in batch.action if a is not None).items():
                     self.metrics.actions.labels(action).inc(n)
-        return {"duplicate": result.duplicate, "events": result.events}
+        return api.TelemetryAck(duplicate=result.duplicate, events=result.events)
 
     async def telemetry(self, request: Request) -> Response:
         try:
-            principal = self._principal(request, TokenKind.ENDPOINT)
+            principal = self.authorize(request, api.TELEMETRY)
             media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if media != "application/msgpack":
+            if media != api.TELEMETRY.body_media:
                 raise UnsupportedMediaError("telemetry must be sent as application/msgpack")
             raw = await _read_body(request, self.config.max_telemetry_bytes)
             body = await run_in_threadpool(self._ingest, raw, principal)
         except BackendError as exc:
             self.metrics.batches_rejected.labels(type(exc).__name__).inc()
             raise
-        return JSONResponse(body)
+        return api.TELEMETRY.reply(body)
 
     # --- operator routes -----------------------------------------------------------------
 
-    async def _admin_body(self, request: Request, model: type[M]) -> M:
-        self._principal(request, TokenKind.ADMIN)
-        return _parse(model, await _read_body(request, self.config.max_json_bytes))
+    async def admin_body(self, request: Request, op: Operation, model: type[M]) -> M:
+        """Authorize the caller for `op`, then read and validate its JSON body as `model`.
+
+        Raises:
+            AuthError, ForbiddenError: see `authorize`.
+            PayloadTooLargeError: the body is over `AppConfig.max_json_bytes`.
+            BatchInvalidError: the body does not validate.
+        """
+        self.authorize(request, op)
+        return op.parse_body(model, await _read_body(request, self.config.max_json_bytes))
 
     async def list_orgs(self, request: Request) -> Response:
-        self._principal(request, TokenKind.ADMIN)
-        return JSONResponse(await run_in_threadpool(self.store.org_ids))
+        self.authorize(request, api.LIST_ORGS)
+        return api.LIST_ORGS.reply(api.OrgIds(await run_in_threadpool(self.store.org_ids)))
 
     async def create_org(self, request: Request) -> Response:
-        body = await self._admin_body(request, _OrgBody)
+        body = await self.admin_body(request, api.CREATE_ORG, api.OrgBody)
         made = await run_in_threadpool(self.store.create_org, body.name, self.clock())
-        return JSONResponse(
-            {"org_id": made.org_id, "name": made.name, "enroll_token": made.enroll_token},
-            status_code=201,
-        )
+        out = api.OrgMade(org_id=made.org_id, name=made.name, enroll_token=made.enroll_token)
+        return api.CREATE_ORG.reply(out, 201)
 
     async def set_mode(self, request: Request) -> Response:
-        body = await self._admin_body(request, _ModeBody)
+        body = await self.admin_body(request, api.SET_MODE, api.ModeBody)
         record = await run_in_threadpool(
             lambda: admin.set_mode(
                 self.store, self.publish, body.mode, org_id=body.org_id, now=self.clock()
             )
         )
         self._adopt(record)
-        return JSONResponse(_policy_json(record))
+        return api.SET_MODE.reply(_policy_change(record))
 
     async def assign_model(self, request: Request) -> Response:
-        body = await self._admin_body(request, _ModelBody)
+        body = await self.admin_body(request, api.ASSIGN_MODEL, api.ModelBody)
         record = await run_in_threadpool(
             lambda: admin.assign_model(
                 self.store,
@@ -344,19 +331,11 @@ class _Routes:
             )
         )
         self._adopt(record)
-        return JSONResponse(_policy_json(record))
-
-    def _list_name(self, request: Request) -> str:
-        which = str(request.path_params["list"])
-        if which not in ("allowlist", "blocklist"):
-            raise NotFoundError(f"no list {which!r}")
-        return which
+        return api.ASSIGN_MODEL.reply(_policy_change(record))
 
     async def add_entry(self, request: Request) -> Response:
-        which = self._list_name(request)
-        body = await self._admin_body(request, _EntryBody)
-        if body.expires_at is not None and body.expires_at.tzinfo is None:
-            raise BatchInvalidError("expires_at: must carry a UTC offset")
+        which = api.ADD_LIST_ENTRY.parse_path(api.ListPath, request.path_params).list
+        body = await self.admin_body(request, api.ADD_LIST_ENTRY, api.EntryBody)
         record = await run_in_threadpool(
             lambda: admin.add_list_entry(
                 self.store,
@@ -370,84 +349,60 @@ class _Routes:
             )
         )
         self._adopt(record)
-        return JSONResponse(_policy_json(record))
+        return api.ADD_LIST_ENTRY.reply(_policy_change(record))
 
     async def remove_entry(self, request: Request) -> Response:
-        which = self._list_name(request)
-        self._principal(request, TokenKind.ADMIN)
+        op = api.REMOVE_LIST_ENTRY
+        which = op.parse_path(api.ListPath, request.path_params).list
+        self.authorize(request, op)
         sha = str(request.path_params["sha256"])
-        org_id = request.query_params.get("org_id")
+        org_id = op.parse_query(api.RemoveEntryQuery, request.query_params).org_id
         record = await run_in_threadpool(
             lambda: admin.remove_list_entry(
                 self.store, self.publish, which, sha, org_id=org_id, now=self.clock()
             )
         )
         self._adopt(record)
-        return JSONResponse(_policy_json(record))
+        return api.REMOVE_LIST_ENTRY.reply(_policy_change(record))
 
     async def get_policy(self, request: Request) -> Response:
-        self._principal(request, TokenKind.ADMIN)
-        as_of = request.query_params.get("as_of")
+        op = api.GET_POLICY
+        self.authorize(request, op)
+        as_of = op.parse_query(api.PolicyQuery, request.query_params).as_of
         if as_of is None:
             record = self.current_policy()
         else:
-            try:
-                when = dt.datetime.fromisoformat(as_of)
-            except ValueError:
-                raise BatchInvalidError("as_of: not an ISO 8601 time") from None
-            if when.tzinfo is None:
-                raise BatchInvalidError("as_of: must carry a UTC offset")
-            record = await run_in_threadpool(self.store.policy_as_of, when)
+            record = await run_in_threadpool(self.store.policy_as_of, as_of)
         if record is None:
             raise NotFoundError("no policy in force at that time")
-        return JSONResponse(
-            {**_policy_json(record), "document": json.loads(record.document.model_dump_json())}
+        out = api.PolicyAt(
+            version=record.version,
+            changed_at=record.changed_at,
+            action=record.action,
+            document=record.document,
         )
+        return op.reply(out)
 
     async def get_aggregates(self, request: Request) -> Response:
-        self._principal(request, TokenKind.ADMIN)
-        raw_day = request.query_params.get("day")
-        if raw_day is not None and not raw_day.isdigit():
-            raise BatchInvalidError("day: must be a non-negative integer (days since 1970-01-01)")
-        day = int(raw_day) if raw_day is not None and int(raw_day) < 2**31 else None
+        op = api.AGGREGATES
+        self.authorize(request, op)
+        query = op.parse_query(api.AggregateQuery, request.query_params)
         rows = await run_in_threadpool(
-            lambda: self.store.aggregates(org_id=request.query_params.get("org_id"), day=day)
+            lambda: self.store.aggregates(org_id=query.org_id, day=query.day)
         )
-        return JSONResponse(
-            [
-                {
-                    "day": r.day,
-                    "org_id": r.org_id,
-                    "sha256": r.sha256,
-                    "model_version": r.model_version,
-                    "shadow": r.shadow,
-                    "verdict": r.verdict.value,
-                    "count": r.count,
-                    "distinct_endpoints": r.distinct_endpoints,
-                    "first_seen_ms": r.first_seen_ms,
-                    "last_seen_ms": r.last_seen_ms,
-                }
-                for r in rows
-            ]
+        return op.reply(
+            api.AggregateRows(
+                [api.AggregateOut.model_validate(r, from_attributes=True) for r in rows]
+            )
         )
 
 
 # --- token lifecycle (operator routes; the rules live in the store) -------------------------
 
 
-class _EnrollTokenBody(_Strict):
-    expires_at: dt.datetime | None = None
-    max_uses: int | None = None
-    rotate: bool = False
-
-
-def _time_json(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
-
-
 async def _create_enroll_token(request: Request) -> Response:
     routes: _Routes = request.app.state.routes
-    body = await routes._admin_body(request, _EnrollTokenBody)
+    body = await routes.admin_body(request, api.CREATE_ENROLL_TOKEN, api.EnrollTokenBody)
     org_id = str(request.path_params["org_id"])
     made = await run_in_threadpool(
         lambda: routes.store.create_enroll_token(
@@ -458,80 +413,64 @@ async def _create_enroll_token(request: Request) -> Response:
             rotate=body.rotate,
         )
     )
-    return JSONResponse(
-        {
-            "org_id": made.org_id,
-            "token_id": made.token_id,
-            "enroll_token": made.token,
-            "expires_at": _time_json(made.expires_at),
-            "max_uses": made.max_uses,
-        },
-        status_code=201,
+    out = api.EnrollTokenCreated(
+        org_id=made.org_id,
+        token_id=made.token_id,
+        enroll_token=made.token,
+        expires_at=made.expires_at,
+        max_uses=made.max_uses,
     )
+    return api.CREATE_ENROLL_TOKEN.reply(out, 201)
 
 
 async def _list_tokens(request: Request) -> Response:
     routes: _Routes = request.app.state.routes
-    routes._principal(request, TokenKind.ADMIN)
+    routes.authorize(request, api.LIST_TOKENS)
     org_id = str(request.path_params["org_id"])
     found = await run_in_threadpool(routes.store.tokens, org_id)
-    return JSONResponse(
-        [
-            {
-                "token_id": t.token_id,
-                "kind": t.kind.value,
-                "endpoint_id": t.endpoint_id,
-                "created_at": t.created_at.isoformat(),
-                "expires_at": _time_json(t.expires_at),
-                "max_uses": t.max_uses,
-                "uses": t.uses,
-                "revoked_at": _time_json(t.revoked_at),
-            }
-            for t in found
-        ]
+    return api.LIST_TOKENS.reply(
+        api.TokenList([api.TokenInfo.model_validate(t, from_attributes=True) for t in found])
     )
 
 
 async def _revoke_token(request: Request) -> Response:
     routes: _Routes = request.app.state.routes
-    routes._principal(request, TokenKind.ADMIN)
+    routes.authorize(request, api.REVOKE_TOKEN)
     token_id = str(request.path_params["token_id"])
     n = await run_in_threadpool(routes.store.revoke_token, token_id, routes.clock())
     request.app.state.push.revoke_token(token_id)  # other replicas: via their PolicyFeed
-    return JSONResponse({"revoked": n})
+    return api.REVOKE_TOKEN.reply(api.Revoked(revoked=n))
 
 
 async def _revoke_endpoint(request: Request) -> Response:
     routes: _Routes = request.app.state.routes
-    routes._principal(request, TokenKind.ADMIN)
+    routes.authorize(request, api.REVOKE_ENDPOINT_TOKENS)
     endpoint_id = str(request.path_params["endpoint_id"])
     n = await run_in_threadpool(routes.store.revoke_endpoint, endpoint_id, routes.clock())
     request.app.state.push.revoke_endpoint(endpoint_id)  # other replicas: via their PolicyFeed
-    return JSONResponse({"revoked": n})
+    return api.REVOKE_ENDPOINT_TOKENS.reply(api.Revoked(revoked=n))
 
 
 # --- golden labels (analyst route; the pure part is `backend.analysis.labels`) --------------
-
-
-class _LabelsBody(_Strict):
-    labels: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
 
 
 async def _post_labels(request: Request) -> Response:
     from backend.analysis.labels import import_labels, parse_label_record
 
     routes: _Routes = request.app.state.routes
-    body = await routes._admin_body(request, _LabelsBody)
+    body = await routes.admin_body(request, api.POST_LABELS, api.LabelsBody)
     now = routes.clock()
     changes = [
-        parse_label_record(item, default_time=now, where=f"labels.{i}")
+        parse_label_record(
+            item.model_dump(exclude_none=True), default_time=now, where=f"labels.{i}"
+        )
         for i, item in enumerate(body.labels)
     ]
     result = await run_in_threadpool(import_labels, routes.store, changes, now=now)
-    return JSONResponse(
-        {"recorded": result.recorded, "samples": result.samples, "malicious": result.malicious},
-        status_code=201,
+    out = api.LabelsRecorded(
+        recorded=result.recorded, samples=result.samples, malicious=result.malicious
     )
+    return api.POST_LABELS.reply(out, 201)
 
 
 class _Static:
@@ -657,34 +596,38 @@ def create_app(
     r.feed = feed = PolicyFeed(store, on_change=hub.on_policy, on_revoke=hub.on_revoke)
 
     def push_org(request: Request) -> Holder:
-        principal = r._principal(request, TokenKind.ENDPOINT)
+        principal = r.authorize(request, api.PUSH)
         assert principal.org_id is not None
         token = request.headers["authorization"].partition(" ")[2].strip()
         return principal.org_id, hash_token(token), principal.endpoint_id
 
-    routes: list[Route | Mount] = [
-        Route("/healthz", r.healthz, methods=["GET"]),
-        Route("/openapi.json", r.openapi, methods=["GET"]),
-        Route("/metrics", r.metrics_page, methods=["GET"]),
-        Route("/v1/enroll", r.enroll, methods=["POST"]),
-        Route("/v1/checkin", r.checkin, methods=["GET"]),
-        Route("/v1/telemetry", r.telemetry, methods=["POST"]),
-        Route("/v1/push", PushRoute(hub, feed, push_org, _on_backend_error), methods=["GET"]),
-        Route("/v1/admin/orgs", r.list_orgs, methods=["GET"]),
-        Route("/v1/admin/orgs", r.create_org, methods=["POST"]),
-        Route("/v1/admin/mode", r.set_mode, methods=["PUT"]),
-        Route("/v1/admin/model", r.assign_model, methods=["PUT"]),
-        Route("/v1/admin/policy", r.get_policy, methods=["GET"]),
-        Route("/v1/admin/aggregates", r.get_aggregates, methods=["GET"]),
-        Route("/v1/admin/labels", _post_labels, methods=["POST"]),
-        Route("/v1/admin/orgs/{org_id}/enroll-tokens", _create_enroll_token, methods=["POST"]),
-        Route("/v1/admin/orgs/{org_id}/tokens", _list_tokens, methods=["GET"]),
-        Route("/v1/admin/tokens/{token_id}", _revoke_token, methods=["DELETE"]),
-        Route("/v1/admin/endpoints/{endpoint_id}/tokens", _revoke_endpoint, methods=["DELETE"]),
+    push_route = PushRoute(hub, feed, push_org, _on_backend_error)
+    # mounted in this order: the rollout routes before the `/v1/admin/{list}` catch-all
+    handlers: list[tuple[Operation, Any]] = [
+        (api.HEALTHZ, r.healthz),
+        (api.OPENAPI, r.openapi),
+        (api.METRICS, r.metrics_page),
+        (api.ENROLL, r.enroll),
+        (api.CHECKIN, r.checkin),
+        (api.TELEMETRY, r.telemetry),
+        (api.PUSH, push_route),
+        (api.LIST_ORGS, r.list_orgs),
+        (api.CREATE_ORG, r.create_org),
+        (api.SET_MODE, r.set_mode),
+        (api.ASSIGN_MODEL, r.assign_model),
+        (api.GET_POLICY, r.get_policy),
+        (api.AGGREGATES, r.get_aggregates),
+        (api.POST_LABELS, _post_labels),
+        (api.CREATE_ENROLL_TOKEN, _create_enroll_token),
+        (api.LIST_TOKENS, _list_tokens),
+        (api.REVOKE_TOKEN, _revoke_token),
+        (api.REVOKE_ENDPOINT_TOKENS, _revoke_endpoint),
         *rollout_routes,
-        Route("/v1/admin/{list}", r.add_entry, methods=["POST"]),
-        Route("/v1/admin/{list}/{sha256}", r.remove_entry, methods=["DELETE"]),
+        (api.ADD_LIST_ENTRY, r.add_entry),
+        (api.REMOVE_LIST_ENTRY, r.remove_entry),
     ]
+    r.operations = tuple(op for op, _ in handlers)
+    routes: list[Route | Mount] = [op.route(handler) for op, handler in handlers]
     if repo_dir is not None:
         root = Path(repo_dir)
         routes += [

@@ -1,37 +1,60 @@
-"""The `/v1/admin/rollout...` routes and their OpenAPI entries (operator token required).
+"""The `/v1/admin/rollout...` routes: their declarations (`OPERATIONS`) and handlers.
 
 Kept beside `backend.app` rather than inside it so the rollout controller's HTTP surface lives
-with its service (`backend.rollout.service`); `backend.app` mounts `ROUTES` before its
-`/v1/admin/{list}` catch-all, and `backend._openapi` merges `openapi_paths()`.
+with its service (`backend.rollout.service`). `backend.app` mounts `ROUTES` before its
+`/v1/admin/{list}` catch-all; `backend._openapi` documents them from the same `Operation`s
+(their request and response models) the handlers parse and answer with.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
 from agent.policy import Ring
 from backend import admin
+from backend._operation import Operation, Reply, Time
+from backend.errors import BatchInvalidError
 from backend.rollout import service as svc
-from backend.rollout.core import Rollout, RolloutConfig
+from backend.rollout.core import Rollout, RolloutAction, RolloutConfig, RolloutState
+from backend.store import TokenKind
 
 if TYPE_CHECKING:
     from backend.app import _Routes
 
-__all__ = ["ROUTES", "openapi_paths"]
+__all__ = [
+    "OPERATIONS",
+    "ROUTES",
+    "ArmCountsOut",
+    "Cohort",
+    "DecisionLog",
+    "DecisionOut",
+    "NoRollout",
+    "RingBody",
+    "RingOrgs",
+    "RingSet",
+    "RolloutOut",
+    "RolloutStatus",
+    "RolloutStatusOut",
+    "StartBody",
+    "TickOut",
+]
 
 
 _MAX_VERSION = 2**31 - 1  # stored as SQLite/Postgres integers: bigger values are refused (422)
 _MAX_SECONDS = 366 * 86_400.0
+_ADMIN = (TokenKind.ADMIN,)
 
 
-class _StartBody(BaseModel):
+class StartBody(BaseModel):
+    """`POST /v1/admin/rollout`: the target version and the gate's settings."""
+
     model_config = ConfigDict(extra="forbid")
 
     to_version: int = Field(ge=1, le=_MAX_VERSION)
@@ -49,7 +72,9 @@ class _StartBody(BaseModel):
     inconclusive_looks: int = Field(default=0, ge=0, le=100)
 
 
-class _RingBody(BaseModel):
+class RingBody(BaseModel):
+    """`PUT /v1/admin/orgs/{org_id}/ring`."""
+
     model_config = ConfigDict(extra="forbid")
 
     ring: Ring
@@ -60,17 +85,162 @@ class _Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _rollout_json(r: Rollout) -> dict[str, Any]:
-    return {
-        "rollout_id": r.rollout_id,
-        "state": r.state.value,
-        "to_version": r.to_version,
-        "from_version": r.from_version,
-        "org_id": r.org_id,
-        "stage_index": r.stage_index,
-        "percent": r.percent,
-        "ring": r.ring.value if r.ring else None,
-    }
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RolloutOut(_Out):
+    """A rollout after an operator's action."""
+
+    rollout_id: int
+    state: RolloutState
+    to_version: int
+    from_version: int | None
+    org_id: str | None
+    stage_index: int
+    percent: float
+    ring: Ring | None
+
+
+class ArmCountsOut(_Out):
+    """One arm's exposure and event counts (`backend.rollout.core.ArmCounts`)."""
+
+    endpoints: int = 0
+    endpoint_days: float = 0.0
+    alerts: int = 0
+    self_test_failures: int = 0
+    model_errors: int = 0
+    breaker_trips: int = 0
+
+
+class DecisionOut(_Out):
+    """One logged decision or operator action, with the figures it was taken on."""
+
+    at: Time
+    action: RolloutAction
+    stage_index: int
+    percent: float
+    reason: str
+    canary: ArmCountsOut = ArmCountsOut()
+    control: ArmCountsOut = ArmCountsOut()
+    tests: list[dict[str, Any]] = Field(default=[], description="rate tests (RateTest.to_dict)")
+    halted_orgs: list[str] = []
+    ring: str | None = None
+    next_decision_at: Time | None = None
+    policy_version: int | None
+
+
+class DecisionLog(RootModel[list[DecisionOut]]):
+    """The latest rollout's decisions, oldest first (empty before the first rollout)."""
+
+
+class RingOrgs(_Out):
+    """The orgs of one ring."""
+
+    ring: Ring
+    orgs: list[str]
+
+
+class Cohort(_Out):
+    """Cohort sizes at the last evaluation."""
+
+    canary_endpoints: int
+    control_endpoints: int
+
+
+class RolloutStatus(_Out):
+    """The latest rollout: state, stage, cohorts, last decision, next decision time."""
+
+    rollout_id: int
+    state: RolloutState
+    to_version: int
+    from_version: int | None
+    org_id: str | None
+    stage_index: int
+    stages: list[float]
+    percent: float
+    ring: Ring | None
+    rings: list[RingOrgs]
+    broad_done_at: Time | None
+    stage_started_at: Time | None
+    hold_s: float
+    max_fp_increase: float
+    looks: int
+    reason: str
+    cohort: Cohort
+    last_decision: DecisionOut | None
+    next_decision_at: Time | None
+    decisions: int
+    as_of: Time
+
+
+class NoRollout(_Out):
+    """Before the first rollout."""
+
+    rollout: None
+
+
+class RolloutStatusOut(RootModel[RolloutStatus | NoRollout]):
+    """The latest rollout, or `{"rollout": null}`."""
+
+
+class TickOut(_Out):
+    """What a tick decided (`action` null: nothing to decide)."""
+
+    action: RolloutAction | None
+    reason: str | None = None
+    percent: float | None = None
+    halted_orgs: list[str] = []
+
+
+class RingSet(_Out):
+    """An org's ring, set."""
+
+    policy_version: int
+    org_id: str
+    ring: Ring
+    delay_h: float
+
+
+_ACT = (404, 409)
+STATUS = Operation(
+    "GET", "/v1/admin/rollout", "getRollout", "The latest rollout's status.", _ADMIN,
+    {200: Reply("rollout status", RolloutStatusOut)},
+)  # fmt: skip
+START = Operation(
+    "POST", "/v1/admin/rollout", "startRollout", "Start a staged rollout.", _ADMIN,
+    {201: Reply("rollout started", RolloutOut)}, errors=(*_ACT, 413, 422, 503), body=StartBody,
+)  # fmt: skip
+DECISIONS = Operation(
+    "GET", "/v1/admin/rollout/decisions", "listRolloutDecisions",
+    "The latest rollout's decision log, oldest first.", _ADMIN,
+    {200: Reply("decision log (a list, empty before the first rollout)", DecisionLog)},
+)  # fmt: skip
+
+
+def _action(path: str, op_id: str, summary: str, answer: type[BaseModel], *more: int) -> Operation:
+    return Operation(
+        "POST", path, op_id, summary, _ADMIN, {200: Reply(summary, answer)},
+        errors=(*_ACT, 413, 422, *more), body=_Empty, body_required=False,
+    )  # fmt: skip
+
+
+PAUSE = _action("/v1/admin/rollout/pause", "pauseRollout", "Pause the rollout.", RolloutOut)
+RESUME = _action("/v1/admin/rollout/resume", "resumeRollout", "Resume it.", RolloutOut)
+ABORT = _action("/v1/admin/rollout/abort", "abortRollout", "Abort it.", RolloutOut, 503)
+TICK = _action("/v1/admin/rollout/tick", "tickRollout", "Decide now.", TickOut, 503)
+SET_RING = Operation(
+    "PUT", "/v1/admin/orgs/{org_id}/ring", "setOrgRing", "Put an org in an update ring.",
+    _ADMIN, {200: Reply("ring set", RingSet)}, errors=(404, 409, 413, 422, 503), body=RingBody,
+)  # fmt: skip
+
+
+def _rollout_out(r: Rollout) -> RolloutOut:
+    return RolloutOut(
+        rollout_id=r.rollout_id, state=r.state, to_version=r.to_version,
+        from_version=r.from_version, org_id=r.org_id, stage_index=r.stage_index,
+        percent=r.percent, ring=r.ring,
+    )  # fmt: skip
 
 
 def _routes(request: Request) -> _Routes:
@@ -78,36 +248,23 @@ def _routes(request: Request) -> _Routes:
     return routes
 
 
-async def _empty_body(request: Request) -> _Routes:
-    r = _routes(request)
-    if await request.body():
-        await r._admin_body(request, _Empty)
-    else:
-        r._principal(request, *_admin_kinds())
-    return r
-
-
-def _admin_kinds() -> tuple[Any, ...]:
-    from backend.store import TokenKind
-
-    return (TokenKind.ADMIN,)
-
-
 async def _status(request: Request) -> Response:
     r = _routes(request)
-    r._principal(request, *_admin_kinds())
-    return JSONResponse(await run_in_threadpool(svc.rollout_status, r.store, now=r.clock()))
+    r.authorize(request, STATUS)
+    found = await run_in_threadpool(svc.rollout_status, r.store, now=r.clock())
+    return STATUS.reply(RolloutStatusOut.model_validate(found))
 
 
 async def _decisions(request: Request) -> Response:
     r = _routes(request)
-    r._principal(request, *_admin_kinds())
-    return JSONResponse(await run_in_threadpool(svc.decision_log, r.store))
+    r.authorize(request, DECISIONS)
+    log = await run_in_threadpool(svc.decision_log, r.store)
+    return DECISIONS.reply(DecisionLog.model_validate(log))
 
 
 async def _start(request: Request) -> Response:
     r = _routes(request)
-    body = await r._admin_body(request, _StartBody)
+    body = await r.admin_body(request, START, StartBody)
     try:
         config = RolloutConfig(
             stages=tuple(body.stages),
@@ -121,7 +278,7 @@ async def _start(request: Request) -> Response:
             inconclusive_looks=body.inconclusive_looks,
         )
     except ValueError as exc:
-        return JSONResponse({"error": "ValidationError", "detail": str(exc)}, status_code=422)
+        raise BatchInvalidError(str(exc)) from None
     out = await run_in_threadpool(
         lambda: svc.start_rollout(
             r.store,
@@ -133,156 +290,65 @@ async def _start(request: Request) -> Response:
             rings=body.rings,
         )  # fmt: skip
     )
-    return JSONResponse(_rollout_json(out), status_code=201)
+    return START.reply(_rollout_out(out), 201)
 
 
 async def _set_ring(request: Request) -> Response:
     r = _routes(request)
-    body = await r._admin_body(request, _RingBody)
-    org_id = request.path_params["org_id"]
+    body = await r.admin_body(request, SET_RING, RingBody)
+    org_id = str(request.path_params["org_id"])
     record = await run_in_threadpool(
         lambda: admin.set_ring(
             r.store, r.publish, body.ring, org_id=org_id, delay_h=body.delay_h, now=r.clock()
         )
     )
     r._adopt(record)
-    return JSONResponse(
-        {"policy_version": record.version, "org_id": org_id, "ring": body.ring.value,
-         "delay_h": body.delay_h}
-    )  # fmt: skip
+    return SET_RING.reply(
+        RingSet(policy_version=record.version, org_id=org_id, ring=body.ring, delay_h=body.delay_h)
+    )
 
 
 async def _pause(request: Request) -> Response:
-    r = await _empty_body(request)
+    r = _routes(request)
+    await r.admin_body(request, PAUSE, _Empty)
     out = await run_in_threadpool(lambda: svc.pause_rollout(r.store, now=r.clock()))
-    return JSONResponse(_rollout_json(out))
+    return PAUSE.reply(_rollout_out(out))
 
 
 async def _resume(request: Request) -> Response:
-    r = await _empty_body(request)
+    r = _routes(request)
+    await r.admin_body(request, RESUME, _Empty)
     out = await run_in_threadpool(lambda: svc.resume_rollout(r.store, now=r.clock()))
-    return JSONResponse(_rollout_json(out))
+    return RESUME.reply(_rollout_out(out))
 
 
 async def _abort(request: Request) -> Response:
-    r = await _empty_body(request)
+    r = _routes(request)
+    await r.admin_body(request, ABORT, _Empty)
     out = await run_in_threadpool(lambda: svc.abort_rollout(r.store, r.publish, now=r.clock()))
-    return JSONResponse(_rollout_json(out))
+    return ABORT.reply(_rollout_out(out))
 
 
 async def _tick(request: Request) -> Response:
-    r = await _empty_body(request)
+    r = _routes(request)
+    await r.admin_body(request, TICK, _Empty)
     d = await run_in_threadpool(lambda: svc.tick_rollout(r.store, r.publish, now=r.clock()))
     if d is None:
-        return JSONResponse({"action": None})
-    return JSONResponse(
-        {"action": d.action.value, "reason": d.reason, "percent": d.percent,
-         "halted_orgs": list(d.halted_orgs)}
+        return TICK.reply(TickOut(action=None))
+    return TICK.reply(
+        TickOut(action=d.action, reason=d.reason, percent=d.percent,
+                halted_orgs=list(d.halted_orgs))
     )  # fmt: skip
 
 
-ROUTES: list[Route] = [
-    Route("/v1/admin/rollout", _status, methods=["GET"]),
-    Route("/v1/admin/rollout", _start, methods=["POST"]),
-    Route("/v1/admin/rollout/decisions", _decisions, methods=["GET"]),
-    Route("/v1/admin/rollout/pause", _pause, methods=["POST"]),
-    Route("/v1/admin/rollout/resume", _resume, methods=["POST"]),
-    Route("/v1/admin/rollout/abort", _abort, methods=["POST"]),
-    Route("/v1/admin/rollout/tick", _tick, methods=["POST"]),
-    Route("/v1/admin/orgs/{org_id}/ring", _set_ring, methods=["PUT"]),
-]
-
-_ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
-_OBJ = {"type": "object"}
-
-
-def _op(op_id: str, ok: str, codes: tuple[int, ...], body: dict[str, Any] | None = None,
-        status: str = "200", answer: dict[str, Any] = _OBJ) -> dict[str, Any]:  # fmt: skip
-    err = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    out: dict[str, Any] = {
-        "operationId": op_id,
-        "security": _ADMIN,
-        "responses": {
-            status: {"description": ok, "content": {"application/json": {"schema": answer}}},
-            **{str(c): {"description": "error", "content": err} for c in codes},
-        },
-    }
-    if body is not None:
-        out["requestBody"] = {
-            "required": True, "content": {"application/json": {"schema": body}},
-        }  # fmt: skip
-    return out
-
-
-def openapi_paths() -> dict[str, Any]:
-    """The OpenAPI path items of the rollout routes."""
-    start = {
-        "type": "object",
-        "required": ["to_version"],
-        "additionalProperties": False,
-        "properties": {
-            "to_version": {"type": "integer", "minimum": 1, "maximum": _MAX_VERSION},
-            "stages": {
-                "type": "array",
-                "items": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 100},
-                "minItems": 1,
-                "maxItems": 20,
-            },
-            "org_id": {"type": "string", "nullable": True},
-            "hold_s": {"type": "number", "minimum": 0, "maximum": _MAX_SECONDS},
-            "max_fp_increase": {"type": "number", "minimum": 0, "maximum": 10},
-            "alpha": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMinimum": True,
-                "maximum": 0.5,
-                "exclusiveMaximum": True,
-            },
-            "min_endpoint_days": {"type": "number", "minimum": 1, "maximum": 1e12},
-            "rollback": {"type": "boolean"},
-            "rings": {"type": "boolean"},
-            "inconclusive_looks": {"type": "integer", "minimum": 0, "maximum": 100},
-            "tick_s": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMinimum": True,
-                "maximum": _MAX_SECONDS,
-            },
-        },
-    }
-    ring = {
-        "type": "object",
-        "required": ["ring"],
-        "additionalProperties": False,
-        "properties": {
-            "ring": {"type": "string", "enum": [r.value for r in Ring]},
-            "delay_h": {"type": "number", "minimum": 0, "maximum": 24.0 * 366},
-        },
-    }
-    act = (401, 403, 404, 409)
-    return {
-        "/v1/admin/rollout": {
-            "get": _op("getRollout", "rollout status", (401, 403)),
-            "post": _op(
-                "startRollout", "rollout started", (*act, 413, 422, 503), start, status="201"
-            ),
-        },
-        "/v1/admin/rollout/decisions": {
-            "get": _op(
-                "listRolloutDecisions",
-                "decision log, oldest first (a list, empty before the first rollout)",
-                (401, 403),
-                answer={"type": "array", "items": _OBJ},
-            ),
-        },
-        "/v1/admin/rollout/pause": {"post": _op("pauseRollout", "paused", act)},
-        "/v1/admin/rollout/resume": {"post": _op("resumeRollout", "resumed", act)},
-        "/v1/admin/rollout/abort": {"post": _op("abortRollout", "aborted", (*act, 503))},
-        "/v1/admin/rollout/tick": {"post": _op("tickRollout", "decision taken", (*act, 503))},
-        "/v1/admin/orgs/{org_id}/ring": {
-            "parameters": [
-                {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "put": _op("setOrgRing", "ring set", (401, 403, 404, 409, 413, 422, 503), ring),
-        },
-    }
+ROUTES: tuple[tuple[Operation, Callable[[Request], Awaitable[Response]]], ...] = (
+    (STATUS, _status),
+    (START, _start),
+    (DECISIONS, _decisions),
+    (PAUSE, _pause),
+    (RESUME, _resume),
+    (ABORT, _abort),
+    (TICK, _tick),
+    (SET_RING, _set_ring),
+)
+OPERATIONS: tuple[Operation, ...] = tuple(op for op, _ in ROUTES)

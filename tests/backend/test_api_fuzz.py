@@ -1,7 +1,10 @@
 """Fuzzing: schemathesis against `/openapi.json` and random msgpack documents.
 
-Every operation with every kind of token (admin, enroll, endpoint, none): no 5xx, and every
-documented response body matches its schema.
+Every operation with every kind of token (admin, enroll, endpoint, none): no 5xx, every status
+and content type is a documented one, and every response body matches its schema (the schema
+generated from the pydantic model the handler answers with, `backend._openapi`). The test also
+checks the fuzzing reached the success answers of each kind of token, so the body checks ran on
+more than error bodies.
 
 Bounded to a few seconds here; `benchmarks/api_fuzz.py` runs the same with many more examples.
 """
@@ -16,7 +19,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from agent.telemetry import encode_batch, enroll
 from tests.backend.conftest import LiveServer, make_event
@@ -44,17 +51,38 @@ def test_schemathesis_finds_no_server_errors_and_responses_match_the_schema(
     tokens = _tokens(live_server)
     schema = schemathesis.openapi.from_url(live_server.url + "/openapi.json")
     failures: list[str] = []
+    answered: set[tuple[str, str | None, int]] = set()
     operations = 0
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
-        run = _fuzz_operation(operation, tokens, live_server.url, failures)
+        run = _fuzz_operation(operation, tokens, live_server.url, failures, answered)
         run()
-    assert operations >= 12
+    documented = httpx.get(live_server.url + "/openapi.json").json()["paths"]
+    # schemathesis leaves out the document's own location, GET /openapi.json
+    assert operations == sum(len(item) for item in documented.values()) - 1 >= 27
     assert failures == []
+    ok = {(label, kind) for label, kind, status in answered if 200 <= status < 300}
+    for kind, must in {
+        "admin": {"GET /v1/admin/orgs", "POST /v1/admin/orgs", "GET /v1/admin/rollout"},
+        "enroll": {"POST /v1/enroll"},
+        "endpoint": {"GET /v1/checkin", "GET /v1/push"},
+        None: {"GET /healthz", "GET /metrics"},
+    }.items():
+        assert {(label, kind) for label in must} <= ok, (kind, sorted(ok))
+    assert len({label for label, kind in ok if kind == "admin"}) >= 12, sorted(ok)
+    refused = {(label, kind) for label, kind, status in answered if status in (401, 403)}
+    assert ("POST /v1/admin/orgs", "endpoint") in refused
+    assert ("GET /v1/checkin", None) in refused
 
 
-def _fuzz_operation(operation, tokens: dict[str, str], base_url: str, failures: list[str]):
+def _fuzz_operation(
+    operation,
+    tokens: dict[str, str],
+    base_url: str,
+    failures: list[str],
+    answered: set[tuple[str, str | None, int]],
+):
     """Every example with every kind of token (and none): no 5xx, bodies as documented."""
 
     @settings(
@@ -65,9 +93,16 @@ def _fuzz_operation(operation, tokens: dict[str, str], base_url: str, failures: 
         for kind in ("admin", "enroll", "endpoint", None):
             headers = {"authorization": f"Bearer {tokens[kind]}"} if kind else {}
             response = case.call(base_url=base_url, headers=headers)
+            answered.add((f"{case.method} {operation.path}", kind, response.status_code))
             try:
                 case.validate_response(
-                    response, checks=[not_a_server_error, response_schema_conformance]
+                    response,
+                    checks=[
+                        not_a_server_error,
+                        status_code_conformance,
+                        content_type_conformance,
+                        response_schema_conformance,
+                    ],
                 )
             except Exception as exc:  # noqa: BLE001 - every check failure is collected
                 failures.append(

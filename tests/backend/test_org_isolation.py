@@ -225,6 +225,7 @@ def test_endpoint_without_its_token_gets_no_org_policy_and_no_default_instead(
 # Every other operation in /openapi.json is an operator's (admin token) and must answer 403.
 _ORG_OPERATIONS = {
     ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
     ("GET", "/metrics"),
     ("POST", "/v1/enroll"),
     ("GET", "/v1/checkin"),
