@@ -58,8 +58,15 @@ def figure_png(fig: Any, *, dpi: int = 90, tight: bool = True) -> str:
 
 
 def figure_svg(fig: Any) -> bytes:
-    """A matplotlib figure as SVG bytes with no timestamp, so equal inputs give equal bytes."""
-    return _save(fig, "svg", bbox_inches="tight", metadata={"Date": None})
+    """A matplotlib figure as SVG bytes; equal figures give equal bytes (cacheable).
+
+    No timestamp in the metadata, and a fixed salt for the ids matplotlib hashes (clip paths,
+    glyphs), which it salts with a random uuid by default.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "fleetward"}):
+        return _save(fig, "svg", bbox_inches="tight", metadata={"Date": None})
 
 
 def image_tag(png_b64: str, alt: str = "plot") -> str:
@@ -82,18 +89,21 @@ def html_page(
     images: Sequence[str] = (),
     *,
     intro: str = "",
+    extra_css: str = "",
 ) -> str:
     """A self-contained page: escaped title, `intro` html, (heading, html) sections, PNG images.
 
     Section bodies and `intro` are HTML as given (build them with `html_table`, `image_tag`
-    or `html.escape`); `images` are base64 PNGs (`figure_png`) shown after the sections.
+    or `html.escape`); a section whose heading is empty has no heading of its own. `images`
+    are base64 PNGs (`figure_png`) shown after the sections; `extra_css` adds page styles.
     """
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{intro}"
+        f"</title><style>{_CSS}{extra_css}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"{intro}"
     ]
     for heading, content in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>{content}")
+        parts.append(f"<h2>{html.escape(heading)}</h2>{content}" if heading else content)
     for img in images:
         parts.append(f"<p>{image_tag(img)}</p>")
     parts.append("</body></html>")

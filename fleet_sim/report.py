@@ -1,5 +1,7 @@
 """The run report: one self-contained HTML page (plots inlined as base64 PNG) and its JSON twin.
 
+The page and its figures are drawn with the project's one report kit, `backend.report`.
+
 Plots: alerts per org per day (the largest orgs and the protector orgs), model adoption over
 time, and the kill-switch propagation CDF. The JSON carries everything the page shows, with the
 scenario's seed, so a run can be compared or re-run.
@@ -7,37 +9,24 @@ scenario's seed, so a run can be compared or re-run.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from backend.report import figure, figure_png, html_page, image_tag
+from backend.rollout.core import RolloutDecision
+from fleet_sim._clock import DAY_S
+from fleet_sim.outcomes import ArmRun, counters, kill_switch_delays
+from fleet_sim.rollout import RolloutRecord
+from fleet_sim.run import SimRun
+from fleet_sim.world import World
 
-from backend.rollout.core import RolloutDecision  # noqa: E402
-from fleet_sim._clock import DAY_S  # noqa: E402
-from fleet_sim.outcomes import ArmRun, counters, kill_switch_delays  # noqa: E402
-from fleet_sim.rollout import RolloutRecord  # noqa: E402
-from fleet_sim.run import SimRun  # noqa: E402
-from fleet_sim.world import World  # noqa: E402
-
-__all__ = ["figure_png", "report_dict", "write_report"]
-
-
-def figure_png(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG string (the figure is closed)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+__all__ = ["report_dict", "write_report"]
 
 
 def _stage_start(r: RolloutRecord, t: float) -> float:
@@ -198,7 +187,7 @@ def report_dict(run: SimRun) -> dict[str, Any]:
 
 def _plots(run: SimRun) -> list[tuple[str, str]]:
     out = []
-    fig, axes = plt.subplots(1, len(run.arms), figsize=(6 * len(run.arms), 3.6), squeeze=False)
+    fig, axes = figure(6 * len(run.arms), 3.6, ncols=len(run.arms), squeeze=False)
     for ax, (name, arm) in zip(axes[0], run.arms.items(), strict=True):
         rec, w = arm.recorder, arm.world
         days = np.arange(rec.n_days)
@@ -210,7 +199,7 @@ def _plots(run: SimRun) -> list[tuple[str, str]]:
         ax.set_xlabel("day")
         ax.legend(fontsize=6)
     out.append(("Alerts per org over time (dashed: protector orgs)", figure_png(fig)))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = figure(7, 3.6)
     for name, arm in run.arms.items():
         versions = sorted({v for _, c in arm.recorder.adoption for v in c})
         for v in versions:
@@ -221,7 +210,7 @@ def _plots(run: SimRun) -> list[tuple[str, str]]:
     ax.set_xlabel("day")
     ax.legend(fontsize=7)
     out.append(("Rollout adoption", figure_png(fig)))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = figure(7, 3.6)
     drawn = False
     for name, arm in run.arms.items():
         for i in range(len(arm.recorder.kill_switches)):
@@ -235,9 +224,9 @@ def _plots(run: SimRun) -> list[tuple[str, str]]:
         ax.set_title("kill-switch propagation CDF (endpoints online throughout)")
         ax.set_xlabel("minutes after the switch")
         ax.legend(fontsize=7)
-        out.append(("Kill-switch propagation", figure_png(fig)))
-    else:
-        plt.close(fig)
+    png = figure_png(fig)  # closes the figure, drawn or not
+    if drawn:
+        out.append(("Kill-switch propagation", png))
     return out
 
 
@@ -295,9 +284,9 @@ def write_report(run: SimRun, out: str | Path) -> tuple[Path, Path]:
         f"<td>{html.escape(o.arm)}</td><td>{o.value:.4g}</td><td>{html.escape(o.bound)}</td></tr>"
         for o in run.outcomes
     )
-    imgs = "".join(
-        f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b64}'/>"
-        for t, b64 in _plots(run)
+    outcomes = (
+        "<table><tr><th></th><th>outcome</th><th>arm</th><th>value</th>"
+        f"<th>bound</th></tr>{rows}</table>"
     )
     counters_html = "".join(
         f"<h3>{html.escape(n)}</h3><pre>{html.escape(json.dumps(a['counters'], indent=1))}</pre>"
@@ -305,18 +294,21 @@ def write_report(run: SimRun, out: str | Path) -> tuple[Path, Path]:
     )
     rollout_html = "".join(_rollout_html(n, a["rollouts"]) for n, a in data["arms"].items())
     sc = run.scenario
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>fleet_sim: {html.escape(sc.name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
-        f"<h1>{html.escape(sc.name)}</h1><p>{html.escape(sc.description)}</p>"
+    intro = (
+        f"<p>{html.escape(sc.description)}</p>"
         f"<p>mode {run.mode}, seed {sc.seed}, {sc.world.endpoints} endpoints, "
         f"{sc.world.orgs} orgs, {sc.days:g} days, {run.events} scans, "
         f"{run.wall_s:.1f} s wall</p>"
-        "<h2>Outcomes</h2><table><tr><th></th><th>outcome</th><th>arm</th><th>value</th>"
-        f"<th>bound</th></tr>{rows}</table>{rollout_html}{imgs}<h2>Counters</h2>{counters_html}"
-        "</body></html>"
+    )
+    page = html_page(
+        f"fleet_sim: {sc.name}",
+        [
+            ("Outcomes", outcomes),
+            ("", rollout_html),  # its own headings, one per rollout
+            *((title, image_tag(png)) for title, png in _plots(run)),
+            ("Counters", counters_html),
+        ],
+        intro=intro,
     )
     hpath = base / "report.html"
     hpath.write_text(page, encoding="utf-8")

@@ -32,9 +32,10 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.analysis import TransitionReport, predict_transition, write_transition_report
+from backend.report import figure, figure_png, html_page, image_tag
 from backend.store import Store
 from fleet_sim.outcomes import org_day_rate
-from fleet_sim.report import figure_png, write_report
+from fleet_sim.report import write_report
 from fleet_sim.run import SimRun, ensure_assets, run_scenario
 from fleet_sim.scenario import ScenarioError, scenario_from_dict
 from fleetward._figures import coverage, interval_of, mitigation_figures, recall
@@ -246,16 +247,12 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
 
 
 def _html(data: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     rows = [
         r for r in data["per_org"] if r["predicted_new_fp_alerts"] or r["simulated_new_fp_alerts"]
     ]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = figure(10, 3.8)
     x = np.arange(len(rows))
     ax.bar(x - 0.27, [r["predicted_new_fp_alerts"] for r in rows], 0.27, label="predicted")
     ax.bar(x, [r["simulated_new_fp_alerts"] for r in rows], 0.27, label="simulated")
@@ -280,11 +277,7 @@ def _html(data: dict[str, Any]) -> str:
         f"<td>{_pts(r['simulated_recall_cost_points'])}</td></tr>"
         for r in data["per_org"]
     )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>fleetward demo</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
-        "<h1>v1 &rarr; v2: predicted vs simulated false-positive surge</h1>"
+    intro = (
         f"<p>{data['endpoints']} simulated endpoints in {data['orgs']} orgs (seed {data['seed']});"
         f" v2 published fleet-wide on day {data['switch_day']}; simulated figures are the mean"
         f" per day from day {data['measured_from_day']}.</p>"
@@ -302,12 +295,20 @@ def _html(data: dict[str, Any]) -> str:
         f" simulated {_pts(data['simulated_recall_cost_points'])}. Orgs whose simulated figure"
         f" falls inside the predicted 95 % interval: {_pct(data['orgs_inside_interval_share'])}"
         f" of {data['orgs_with_alerts']}.</p>"
-        f"<img src='data:image/png;base64,{img}'/>"
+    )
+    per_org = (
         "<table><tr><th>org</th><th>endpoints</th><th>protector</th><th>predicted</th>"
         "<th>95 % interval</th><th>simulated</th><th>simulated with allowlist</th>"
         f"<th>removed</th><th>recall lost (points)</th></tr>{table}</table>"
-        "<p>Details: <a href='transition/transition.html'>transition report</a>,"
-        " <a href='simulation/report.html'>simulation report</a>.</p></body></html>"
+    )
+    details = (
+        "<p><a href='transition/transition.html'>transition report</a>,"
+        " <a href='simulation/report.html'>simulation report</a>.</p>"
+    )
+    return html_page(
+        "v1 -> v2: predicted vs simulated false-positive surge",
+        [("Per org, new FP alerts per day", image_tag(img) + per_org), ("Details", details)],
+        intro=intro,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from agent.errors import AgentError
 from agent.features import FEATURE_NAMES, extract_features
 from agent.model import LoadedModel, load_bundle
 from agent.scan import iter_files, read_sample
+from backend.report import html_page, html_table
 
 __all__ = [
     "DogfoodResult",
@@ -323,14 +324,6 @@ def _fields(result: DogfoodResult) -> dict[str, Any]:
     return {name: getattr(result, name) for name in DogfoodResult.__dataclass_fields__}
 
 
-def _table(rows: Iterable[Sequence[object]], head: Sequence[str]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
-    )
-    return f"<table><tr>{th}</tr>{body}</table>"
-
-
 def write_dogfood_report(result: DogfoodResult, out: Path) -> tuple[Path, Path]:
     """Write `dogfood.html` and `dogfood.json` under `out`; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -339,30 +332,31 @@ def write_dogfood_report(result: DogfoodResult, out: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     versions = [v.version for v in result.versions]
     formats = sorted({k for v in result.versions for k in v.by_format})
-    summary = _table(
+    summary = html_table(
+        ["model", "files", "blocks", "alerts (all false positives)", "FP rate"],
         [
             (f"v{v.version}", v.files, v.blocks, v.alerts, f"{v.fp_rate:.4%}")
             for v in result.versions
         ],
-        ["model", "files", "blocks", "alerts (all false positives)", "FP rate"],
     )
-    per_folder = _table(
+    per_folder = html_table(
+        ["folder", "files"] + [f"v{v} blocks, alerts (rates)" for v in versions],
         [
             [folder, result.versions[0].by_folder.get(folder, _EMPTY).files]
             + [_cell(v.by_folder.get(folder, _EMPTY)) for v in result.versions]
             for folder in result.paths
         ],
-        ["folder", "files"] + [f"v{v} blocks, alerts (rates)" for v in versions],
     )
-    per_format = _table(
+    per_format = html_table(
+        ["format", "files"] + [f"v{v} blocks, alerts (rates)" for v in versions],
         [
             [fmt, result.versions[0].by_format.get(fmt, _EMPTY).files]
             + [_cell(v.by_format.get(fmt, _EMPTY)) for v in result.versions]
             for fmt in formats
         ],
-        ["format", "files"] + [f"v{v} blocks, alerts (rates)" for v in versions],
     )
-    worst = _table(
+    worst = html_table(
+        ["path", "format", "bytes"] + [f"v{v} score, verdict" for v in versions],
         [
             [w.path, w.file_format, w.size]
             + [
@@ -371,13 +365,13 @@ def write_dogfood_report(result: DogfoodResult, out: Path) -> tuple[Path, Path]:
             ]
             for w in result.worst
         ],
-        ["path", "format", "bytes"] + [f"v{v} score, verdict" for v in versions],
     )
     pred = result.prediction
     if pred is None:
         beside = "<p>No backend prediction in this run.</p>"
     else:
-        beside = _table(
+        beside = html_table(
+            [f"v{versions[0]} -> v{versions[-1]} for org {pred['org_id']}", "value"],
             [
                 ("new alerts per day, predicted by the backend", pred["predicted_new_fp_per_day"]),
                 ("files newly alerting, found by the scan", result.scan_new_alerts),
@@ -389,23 +383,24 @@ def write_dogfood_report(result: DogfoodResult, out: Path) -> tuple[Path, Path]:
                     ),
                 ),
             ],
-            [f"v{versions[0]} -> v{versions[-1]} for org {pred['org_id']}", "value"],
         )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>fleetward dogfood</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}
-td,th{{padding:.2em .6em;text-align:left}}</style></head>
-<body><h1>Dogfood: model versions on this machine's benign files</h1>
-<p>{result.files_scanned} files scanned under {html.escape(", ".join(result.paths))}
-({result.skipped} skipped, {result.errors} unreadable). None of them is malware, so every
-alert is a false positive.</p>
-<h2>False-positive rate</h2>{summary}
-<h2>Per folder</h2>{per_folder}
-<h2>Per file format</h2>{per_format}
-<h2>Transition v{versions[0]} -> v{versions[-1]}: prediction beside the scan</h2>{beside}
-<h2>Worst offenders (highest score)</h2>{worst}
-</body></html>
-"""
+    intro = (
+        f"<p>{result.files_scanned} files scanned under {html.escape(', '.join(result.paths))}"
+        f" ({result.skipped} skipped, {result.errors} unreadable). None of them is malware, so"
+        " every alert is a false positive.</p>"
+    )
+    page = html_page(
+        "Dogfood: model versions on this machine's benign files",
+        [
+            ("False-positive rate", summary),
+            ("Per folder", per_folder),
+            ("Per file format", per_format),
+            (f"Transition v{versions[0]} -> v{versions[-1]}: prediction beside the scan", beside),
+            ("Worst offenders (highest score)", worst),
+        ],
+        intro=intro,
+        extra_css="td,th{text-align:left}",
+    )
     html_path = out / "dogfood.html"
     html_path.write_text(page, encoding="utf-8")
     return html_path, json_path

@@ -2,18 +2,18 @@
 
 Locust writes its own `locust.html`; this page holds what locust cannot know: events ingested
 per second as the backend counted them, the database's size over time, and the consistency
-check. Plots are matplotlib PNGs embedded as base64 so the page is one self-contained file.
+check. The page and its plots come from `backend.report`: matplotlib PNGs embedded as base64,
+so the page is one self-contained file.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from backend.report import figure, figure_png, html_page, image_tag
 from loadtest.run import LoadtestResult, Sample
 
 __all__ = ["plot_png", "write_report"]
@@ -23,12 +23,7 @@ def plot_png(
     title: str, ylabel: str, series: Sequence[tuple[str, Sequence[float], Sequence[float]]]
 ) -> str:
     """One line plot as a base64 PNG (the Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
+    fig, ax = figure(7, 3)
     for label, xs, ys in series:
         ax.plot(list(xs), list(ys), label=label)
     ax.set_title(title)
@@ -37,11 +32,7 @@ def plot_png(
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_png(fig)
 
 
 def _rates(samples: Sequence[Sample]) -> tuple[list[float], list[float]]:
@@ -65,10 +56,6 @@ def _checkin_history(result: LoadtestResult) -> list[tuple[str, list[float], lis
         ]
         out.append((f"p{p[:-1]}", [x for x, _ in pts], [y for _, y in pts]))
     return out
-
-
-def _img(b64: str) -> str:
-    return f'<img alt="" src="data:image/png;base64,{b64}">'
 
 
 def write_report(result: LoadtestResult, out: Path) -> tuple[Path, Path]:
@@ -107,12 +94,7 @@ def write_report(result: LoadtestResult, out: Path) -> tuple[Path, Path]:
         for r in result.per_route
     )
     db = f"{result.database_bytes / 1e6:.1f} MB" if result.database_bytes is not None else "n/a"
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>fleetward load test</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
-td,th{{padding:.2em .6em;text-align:right}} .ok{{color:#060}} .bad{{color:#a00}}</style></head>
-<body><h1>fleetward load test</h1>
-<p>{data["users"]} users (1 operator), spawn rate {data["spawn_rate"]}/s,
+    intro = f"""<p>{data["users"]} users (1 operator), spawn rate {data["spawn_rate"]}/s,
 {data["duration_s"]:.0f} s against {html.escape(result.host)} on {data["cores"]} cores.
 Locust's own report: <a href="locust.html">locust.html</a>.</p>
 <table>
@@ -126,13 +108,21 @@ Locust's own report: <a href="locust.html">locust.html</a>.</p>
 <td>{result.batches_acknowledged} / {result.replays_acknowledged}</td></tr>
 <tr><th>database size at the end</th><td>{db}</td></tr>
 </table>
-<h2>Consistency</h2>{verdict}
-<h2>Routes</h2>
-<table><tr><th>route</th><th>requests</th><th>failures</th><th>req/s</th><th>p50 ms</th>
-<th>p95 ms</th><th>p99 ms</th></tr>{routes}</table>
-<h2>Over time</h2>{"".join(_img(p) for p in plots)}
-</body></html>
 """
+    routes_table = (
+        "<table><tr><th>route</th><th>requests</th><th>failures</th><th>req/s</th>"
+        f"<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>{routes}</table>"
+    )
+    page = html_page(
+        "fleetward load test",
+        [
+            ("Consistency", verdict),
+            ("Routes", routes_table),
+            ("Over time", "".join(image_tag(p) for p in plots)),
+        ],
+        intro=intro,
+        extra_css=".ok{color:#060}.bad{color:#a00}",
+    )
     html_path = out / "fleetward.html"
     html_path.write_text(page, encoding="utf-8")
     return html_path, json_path

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
+
+from backend.report import figure, figure_svg
 
 __all__ = ["PlotBook"]
 
@@ -24,22 +25,8 @@ _LOCK = threading.Lock()  # pyplot's state machine is not thread-safe
 Series = tuple[tuple[str, tuple[float, ...]], ...]
 
 
-def _svg(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _figure(width: float, height: float) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height))
+    fig, ax = figure(width, height)
     ax.spines[["top", "right"]].set_visible(False)
     ax.tick_params(labelsize=7)
     return fig, ax
@@ -58,7 +45,7 @@ def _day_plot(title: str, labels: tuple[str, ...], series: Series) -> bytes:
         ax.set_ylim(bottom=0)
         if len(series) > 1:
             ax.legend(fontsize=7, frameon=False)
-        return _svg(fig)
+        return figure_svg(fig)
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,7 +56,7 @@ def _bar_plot(title: str, labels: tuple[str, ...], values: tuple[float, ...], yl
         ax.set_xticks(range(len(labels)), labels, rotation=60 if len(labels) > 6 else 0)
         ax.set_title(title, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=7)
-        return _svg(fig)
+        return figure_svg(fig)
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,7 +69,7 @@ def _sweep_plot(points: tuple[tuple[float, float, float], ...], budget: float) -
         ax.set_ylabel("recall", fontsize=7)
         ax.set_title("threshold sweep (new version)", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
-        return _svg(fig)
+        return figure_svg(fig)
 
 
 _KINDS: dict[str, Any] = {"day": _day_plot, "bar": _bar_plot, "sweep": _sweep_plot}
