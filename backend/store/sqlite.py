@@ -28,6 +28,9 @@ Layout choices, for locality and size:
   bytes) and referenced per (org, sample, schema) (`org_vectors`, first report wins): a fleet
   reports a few thousand distinct vectors for a million (org, sample) pairs, and one org's
   report can never change the reference another org's analyses read.
+- The writer checkpoints the WAL every `_WAL_AUTOCHECKPOINT_PAGES` (8,192) pages rather than
+  SQLite's 1,000: a batch dirties a few hundred scattered pages, and rarer checkpoints copy
+  each hot page once for many batches instead of inside every third batch's request.
 - `policy_history` is append-only: each operator change stores the whole signed document with
   its time, so `policy_as_of(t)` is one indexed lookup.
 
@@ -212,6 +215,16 @@ ON CONFLICT DO UPDATE SET
 """
 
 
+# The writer copies the WAL back into the database (a checkpoint, with its fsyncs) once the WAL
+# holds this many pages, instead of SQLite's default 1,000. A telemetry batch's upserts dirty
+# pages all over the aggregates B-tree (a few hundred 4 KiB pages for 2,000 events), so at 1,000
+# the writer checkpointed every second or third batch, inside that batch's request, and copied
+# the same hot pages again each time. At 8,192 (a WAL of at most about 32 MiB) a checkpoint
+# copies each of those pages once for many batches: the ingest benchmark's batch latency p50
+# fell about a quarter.
+_WAL_AUTOCHECKPOINT_PAGES = 8192
+
+
 class _Writer(Protocol):
     """What `_apply` needs of a connection: the stdlib's and APSW's both have it."""
 
@@ -314,6 +327,8 @@ class Store(_StoreCommon):
         self._autocheckpoint = autocheckpoint
         if not autocheckpoint:  # another connection calls `checkpoint` (see its docstring)
             conn.execute("PRAGMA wal_autocheckpoint=0")
+        else:
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
         _set_aside_shared_vectors(conn)
         conn.executescript(_SCHEMA)
         with self.write_transaction():
@@ -732,6 +747,8 @@ class Store(_StoreCommon):
             conn.execute("PRAGMA cache_size=-65536")
             if not self._autocheckpoint:
                 conn.execute("PRAGMA wal_autocheckpoint=0")
+            else:
+                conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
             merge: Any = sketch.merge  # APSW types a scalar function loosely
             conn.create_scalar_function("fw_merge", merge, 2, deterministic=True)
             self._bulk_conn = conn
