@@ -247,6 +247,7 @@ class Fleet:
     tally: ArmDayTally | None = None
     keep_evidence: bool = False
     evidence_rows: int = 0
+    own_orgs: tuple[int, int] | None = None  # the orgs this view simulates (a shard); None: all
     _ctx_cache: dict[tuple[int, int, int], int] = field(default_factory=dict)
     _luts: dict[int, tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]] = field(
         default_factory=dict
@@ -255,7 +256,7 @@ class Fleet:
         default_factory=dict
     )
     _full: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
-    _salts: dict[str, npt.NDArray[np.int16]] = field(default_factory=dict)
+    _salts: dict[tuple[str, int], npt.NDArray[np.int16]] = field(default_factory=dict)
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
         """Decision table index for an endpoint of `org` on `model` under `policy_version`."""
@@ -354,21 +355,21 @@ class Fleet:
         key = (org, eff.rollout, eff.model_version)
         arr = self._cohorts.get(key)
         if arr is None:
-            w = self.world
-            first = int(w.org_first[org])
-            buckets = self._buckets(eff.rollout.salt)[first : first + int(w.org_size[org])]
+            buckets = self._buckets(eff.rollout.salt, org)
             arr = self._cohorts[key] = assigned_versions(eff, buckets).astype(np.int32)
         return arr
 
-    def _buckets(self, salt: str) -> npt.NDArray[np.int16]:
-        """Every endpoint's `canary_bucket` for `salt` (hashed once per salt: stages share it)."""
-        hit = self._salts.get(salt)
+    def _buckets(self, salt: str, org: int) -> npt.NDArray[np.int16]:
+        """The `canary_bucket` of each endpoint of `org` for `salt` (hashed once per salt and
+        org: stages share it, and a shard hashes only its own orgs' endpoints)."""
+        hit = self._salts.get((salt, org))
         if hit is None:
             w = self.world
-            hit = self._salts[salt] = np.fromiter(
-                (canary_bucket(salt, w.endpoint_id(e)) for e in range(w.n_endpoints)),
+            first, size = int(w.org_first[org]), int(w.org_size[org])
+            hit = self._salts[salt, org] = np.fromiter(
+                (canary_bucket(salt, w.endpoint_id(e)) for e in range(first, first + size)),
                 np.int16,
-                count=w.n_endpoints,
+                count=size,
             )
         return hit
 
@@ -403,7 +404,8 @@ class Fleet:
             models, staged = self._lut(policy_version)
             w = self.world
             hit = models[w.ep_org]
-            for o in np.flatnonzero(staged).tolist():
+            lo, hi = (0, w.n_orgs) if self.own_orgs is None else self.own_orgs
+            for o in (np.flatnonzero(staged[lo:hi]) + lo).tolist():
                 a = int(w.org_first[o])
                 hit[a : a + int(w.org_size[o])] = self._cohort(policy_version, o)
             self._full[policy_version] = hit

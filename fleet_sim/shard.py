@@ -153,6 +153,7 @@ class Shard:
             recorder=own,
             tables=DecisionTables(w.catalog.sha256, w.catalog.label, fleet.registry),
             revoked=set(fleet.revoked),
+            own_orgs=(org_lo, org_hi),
         )
         self._tally_gen = 0
         self._new_tally(fleet.tally is not None)
