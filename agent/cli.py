@@ -270,6 +270,7 @@ def run(
     Example: fleetward-agent run --repo-url http://updates.local:8080 --org acme
     --state-dir /var/lib/fleetward --protect /home --protect /tmp --deadline-ms 250
     """
+    _skip_httpx_cli()
     from agent import daemon
     from agent.realtime import RealtimeOptions
 
@@ -327,6 +328,16 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _skip_httpx_cli() -> None:
+    """Keep httpx's own command line (rich and pygments: 70 modules, ~4 MB) out of the agent.
+
+    `import httpx` also imports `httpx._main` whenever its CLI extras are installed (they are,
+    wherever `fleetward[all]` is). A None entry in `sys.modules` makes that import fail as it
+    does without the extras, and httpx then defines a stub `main`; the agent never calls it.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _list_file(path: str | None, now: dt.datetime) -> frozenset[str]:
