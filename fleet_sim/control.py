@@ -360,8 +360,10 @@ class Fleet:
         return arr
 
     def _buckets(self, salt: str, org: int) -> npt.NDArray[np.int16]:
-        """The `canary_bucket` of each endpoint of `org` for `salt` (hashed once per salt and
-        org: stages share it, and a shard hashes only its own orgs' endpoints)."""
+        """The `canary_bucket` of each endpoint of `org` for `salt`.
+
+        Hashed once per salt and org: stages share it, and a shard hashes only its own orgs'.
+        """
         hit = self._salts.get((salt, org))
         if hit is None:
             w = self.world
