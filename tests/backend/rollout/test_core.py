@@ -250,7 +250,21 @@ def test_halt_rolls_back_in_signed_policy_and_logs_every_decision(
     log = decision_log(store)
     assert [x["action"] for x in log] == ["start", "wait", "halt"]
     halt = log[-1]
-    assert halt["halted_orgs"] == [orgs[2]] and halt["tests"][0]["p_worse"] >= 0
+    assert halt["halted_orgs"] == [orgs[2]]
+    # the logged tests carry exactly the evidence reported above (alerts over endpoint-days,
+    # canary vs control) and say why: org 2's alert rate is 9x its control's, the others' 1x
+    alerts = {t["org_id"]: t for t in halt["tests"] if t["metric"] == "alerts"}
+    keys = ("canary_count", "canary_endpoint_days", "control_count", "control_endpoint_days")
+    figures = {k: (*(t[x] for x in keys), t["rate_ratio"]) for k, t in alerts.items()}
+    assert figures == {
+        None: (220, 60, 600, 600, round(220 / 60, 4)),  # logged to 4 decimals
+        orgs[0]: (20, 20, 200, 200, 1.0),
+        orgs[1]: (20, 20, 200, 200, 1.0),
+        orgs[2]: (180, 20, 200, 200, 9.0),
+    }
+    assert {k for k, t in alerts.items() if t["worse"]} == {None, orgs[2]}
+    assert all(t["p_worse"] < t["alpha"] for t in alerts.values() if t["worse"])
+    assert all(t["p_worse"] >= t["alpha"] for t in (alerts[orgs[0]], alerts[orgs[1]]))
     assert halt["at"] == (T0 + dt.timedelta(hours=2)).isoformat()
     assert halt["policy_version"] == signed.version
     status = rollout_status(store, now=T0 + dt.timedelta(hours=3))
