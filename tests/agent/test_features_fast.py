@@ -139,7 +139,21 @@ def test_a_planted_self_overlap_is_counted_as_bytes_count_does() -> None:
     assert found["mz"] == 2 and found["shell"] == 2
 
 
-def _python_files() -> dict[str, list[Path]]:
+def _past_the_cap(folder: Path) -> Path:
+    """A file of real ELF bytes (this installation's extension modules, end to end, repeated)
+    past `features.MAX_BYTES`, so the cap is crossed however this Python was built."""
+    parts = sorted(Path(sys.base_prefix).glob("lib/python3*/lib-dynload/*.so"))
+    assert parts, "no extension modules to build a big file from"
+    path = folder / "big.so"
+    with path.open("wb") as out:
+        written, i = 0, 0
+        while written <= features.MAX_BYTES + (1 << 20):
+            written += out.write(parts[i % len(parts)].read_bytes())
+            i += 1
+    return path
+
+
+def _python_files(folder: Path) -> dict[str, list[Path]]:
     """Real files of this Python installation, a few per format (deterministic)."""
     base = Path(sys.base_prefix)
     venv = Path(sys.prefix)
@@ -150,13 +164,15 @@ def _python_files() -> dict[str, list[Path]]:
         "text": sorted((base / "lib").glob("python3*/*.py"))[:6]
         + sorted((base / "lib").glob("python3*/site-packages/*.dist-info/LICENSE*"))[:3],
     }
-    big = sorted((base / "lib").glob("libpython3*.so.1.0"))[:1]  # past the 16 MiB cap
+    big = sorted((base / "lib").glob("libpython3*.so.1.0"))[:1]  # a shared build has it
     picks["big"] = [p for p in big if p.stat().st_size > features.MAX_BYTES]
+    picks["big"].append(_past_the_cap(folder))  # a static build has none: never an empty list
     return {kind: [p for p in paths if p.is_file()] for kind, paths in picks.items()}
 
 
-def test_real_files_of_every_shape_give_bit_identical_vectors() -> None:
-    files = _python_files()
+def test_real_files_of_every_shape_give_bit_identical_vectors(tmp_path: Path) -> None:
+    files = _python_files(tmp_path)
+    assert files["big"] and all(p.stat().st_size > features.MAX_BYTES for p in files["big"])
     seen = set()
     for paths in files.values():
         for path in paths:
