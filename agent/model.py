@@ -42,6 +42,11 @@ class ONNXScorer:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        # No arena and no memory-pattern plan: a run allocates what it needs and frees it, so a
+        # larger model's peak is not held for the agent's lifetime (for the test bundles the
+        # session's ~18 MB is onnxruntime's own code, which no option moves).
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
         self._session = ort.InferenceSession(
             model_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
         )
