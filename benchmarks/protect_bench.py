@@ -136,13 +136,15 @@ def _us(x: float) -> str:
     return f"{x * 1e6:.0f} us"
 
 
-def _report(name: str, protected: np.ndarray, plain: np.ndarray) -> None:
+def _report(name: str, protected: np.ndarray, plain: np.ndarray) -> float:
+    """Print one figure; the overhead p50 in seconds."""
     extra = protected - plain
     print(
         f"{name}: exec p50 {_us(float(np.median(protected)))} vs plain "
         f"{_us(float(np.median(plain)))}; overhead p50 {_us(float(np.median(extra)))} "
         f"p99 {_us(float(np.percentile(extra, 99)))}"
     )
+    return float(np.median(extra))
 
 
 def _copies(src: Path, folder: Path, n: int, pad_to: int = 0, tag: str = "c") -> list[Path]:
@@ -170,6 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     bundle = _bundle(args)
     print(f"cores: {os.cpu_count()}")
+    print(f"load_average_start: {_load()}")
     true = Path(shutil.which("true") or "/bin/true")
     with tempfile.TemporaryDirectory(prefix="protect-bench-") as tmp:
         prot, plain = Path(tmp) / "protected", Path(tmp) / "plain"
@@ -189,13 +192,14 @@ def main() -> None:
             fp, fq = _pairs([prot / "true"] * n, [plain / "true"] * n)
         finally:
             _stop(floor)
-        _report("floor_bare_responder", fp, fq)
+        floor_s = _report("floor_bare_responder", fp, fq)
 
         agent = _start(_AGENT, str(bundle), str(prot), "0")
         try:
             _exec_s(prot / "true")  # first seen once, then cached
             cp, cq = _pairs([prot / "true"] * n, [plain / "true"] * n)
-            _report("protected_cached", cp, cq)
+            cached_s = _report("protected_cached", cp, cq)
+            print(f"cached_over_floor: {cached_s / floor_s:.2f}x (p50 overheads, this run)")
             m = max(n // 4, 20)
             firsts = _copies(true, prot, m, tag="f")
             sp, sq = _pairs(firsts, [plain / "true"] * m)
@@ -246,6 +250,12 @@ def main() -> None:
             f"open_events_answered: {rate:,.0f} /s (cached; same loop unprotected "
             f"{plain_rate:,.0f} opens/s)"
         )
+    print(f"load_average_end: {_load()}")
+
+
+def _load() -> str:
+    """1, 5 and 15 minute load averages: on a shared machine they say what a figure is worth."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _full_agent_rss_mb(bundle: Path, tmp: Path, true: Path) -> float:
