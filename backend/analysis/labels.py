@@ -32,18 +32,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from backend.errors import BatchInvalidError
-
-if TYPE_CHECKING:
-    from backend.store import AggregateStore
 
 __all__ = [
     "ImportResult",
     "LabelBook",
     "LabelChange",
     "LabelFileError",
+    "LabelSink",
     "LabelSource",
     "LabelValue",
     "import_labels",
@@ -248,8 +246,20 @@ class ImportResult:
     malicious: int
 
 
+class LabelSink(Protocol):
+    """Where `import_labels` appends: every `backend.store.AggregateStore` is one.
+
+    Stated here rather than imported, so the store (which builds `LabelChange`s and
+    `LabelBook`s) and this module do not depend on each other.
+    """
+
+    def append_labels(self, changes: Sequence[LabelChange], *, now: dt.datetime) -> int:
+        """Append label changes (append-only); the number recorded."""
+        ...
+
+
 def import_labels(
-    store: AggregateStore, changes: Sequence[LabelChange], *, now: dt.datetime
+    store: LabelSink, changes: Sequence[LabelChange], *, now: dt.datetime
 ) -> ImportResult:
     """Append `changes` to the store's label history (the CLI and the API route call this)."""
     recorded = store.append_labels(changes, now=now)

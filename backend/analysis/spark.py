@@ -326,12 +326,12 @@ def predict_transition_spark(
     from backend.analysis._base import PolicyTimeline
     from backend.analysis.labels import LabelBook
     from backend.analysis.transition import (
-        _Pairs,
         _PairScores,
         _report,
         _schema_changed,
         _shadow_from_rows,
     )
+    from backend.analysis.transition_columns import OrgSamplePairs
     from backend.ingest import AggregateRow
 
     src = Path(export_dir)
@@ -436,7 +436,7 @@ def predict_transition_spark(
     def arr(name: str, dtype: Any) -> Any:
         return np.asarray(col.get(name, []), dtype=dtype)
 
-    pair_set = _Pairs(
+    pair_set = OrgSamplePairs(
         org_ids=tuple(col.get("org_id", [])),
         sha256s=tuple(col.get("sha256", [])),
         counts=arr("count", np.int64),
@@ -489,11 +489,12 @@ def _score_frame(
 
     from backend import sketch
     from backend.analysis._base import decode_vectors
-    from backend.analysis.transition import _Pairs, _score_pairs
+    from backend.analysis.transition import _score_pairs
+    from backend.analysis.transition_columns import OrgSamplePairs
 
     shas = [str(s) for s in frame["sha256"]]
     orgs = [str(o) for o in frame["org_id"]]
-    part = _Pairs(
+    part = OrgSamplePairs(
         org_ids=tuple(orgs),
         sha256s=tuple(shas),
         counts=frame["count"].to_numpy(np.int64),

@@ -68,6 +68,7 @@ from backend.analysis._base import (
 )
 from backend.analysis.labels import LabelBook
 from backend.analysis.transition_allowlist import AllowlistCandidate
+from backend.analysis.transition_columns import OrgSamplePairs, read_pair_columns
 
 if TYPE_CHECKING:
     from backend.ingest import AggregateRow
@@ -239,25 +240,6 @@ def _entry_json(e: ListEntry) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Pairs:
-    """What each org saw in its window: one row per (org, sample), count-weighted.
-
-    `sketches` holds each pair's merged endpoint sketch; a loader may instead give
-    `sketch_reader`, which returns the sketches of the pairs asked for (only negatively
-    flipped pairs ever need one). `org_index` (each pair's position in `org_days`) is derived
-    when the loader leaves it out.
-    """
-
-    org_ids: tuple[str, ...]
-    sha256s: tuple[str, ...]
-    counts: npt.NDArray[np.int64]
-    sketches: tuple[bytes, ...]
-    org_days: tuple[tuple[str, int], ...]
-    sketch_reader: Callable[[npt.NDArray[np.intp]], list[bytes]] | None = None
-    org_index: npt.NDArray[np.intp] | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _OrgRows:
     """Pairs grouped by org.
 
@@ -273,7 +255,7 @@ class _OrgRows:
     sample_index: npt.NDArray[np.intp]
 
     @classmethod
-    def of(cls, pairs: _Pairs) -> _OrgRows:
+    def of(cls, pairs: OrgSamplePairs) -> _OrgRows:
         idx = pairs.org_index
         if idx is None:
             pos = {o: k for k, (o, _) in enumerate(pairs.org_days)}
@@ -299,7 +281,7 @@ class _OrgRows:
         return [int(v) for v in sums.astype(np.int64)]
 
 
-def _pair_sketches(pairs: _Pairs, rows: npt.NDArray[np.intp]) -> dict[int, bytes]:
+def _pair_sketches(pairs: OrgSamplePairs, rows: npt.NDArray[np.intp]) -> dict[int, bytes]:
     """The merged endpoint sketch of each pair in `rows`."""
     if pairs.sketch_reader is not None:
         return dict(zip(rows.tolist(), pairs.sketch_reader(rows), strict=True))
@@ -323,7 +305,7 @@ _BLOCK_BY_CODE = np.array([v in _BLOCKING for v in VERDICTS], dtype=bool)
 
 
 def _alerts(
-    pairs: _Pairs,
+    pairs: OrgSamplePairs,
     scores: npt.NDArray[np.float64],
     scored: npt.NDArray[np.bool_],
     contexts: dict[str, DecisionContext],
@@ -356,7 +338,7 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _per_org(pairs: _Pairs, s: _Scored, by_org: _OrgRows) -> dict[str, OrgTransition]:
+def _per_org(pairs: OrgSamplePairs, s: _Scored, by_org: _OrgRows) -> dict[str, OrgTransition]:
     neg = s.scored & ~s.old_alert & s.new_alert & ~s.malicious
     pos = s.scored & ~s.old_alert & s.new_alert & s.malicious
     mal = s.malicious & s.scored
@@ -404,7 +386,7 @@ def _nfr(s: _Scored, counts: npt.NDArray[np.int64]) -> float | None:
 
 
 def _sweep(
-    pairs: _Pairs,
+    pairs: OrgSamplePairs,
     scores_new: npt.NDArray[np.float64],
     s: _Scored,
     contexts_new: dict[str, DecisionContext],
@@ -455,7 +437,7 @@ def _contexts(
 
 
 def _score_pairs(
-    pairs: _Pairs,
+    pairs: OrgSamplePairs,
     vectors: dict[tuple[str, str], npt.NDArray[np.float32]],
     model: LoadedModel,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
@@ -483,7 +465,7 @@ def _score_pairs(
 # --- the edge: reading the store -------------------------------------------------------------
 
 
-def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool) -> _Pairs:
+def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool) -> OrgSamplePairs:
     acc: dict[tuple[str, str], list[Any]] = {}
     span: dict[str, list[int]] = {}
     for batch in store.iter_aggregates(
@@ -502,7 +484,7 @@ def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool
             else:
                 d[0], d[1] = min(d[0], r.day), max(d[1], r.day)
     keys = sorted(acc)
-    return _Pairs(
+    return OrgSamplePairs(
         org_ids=tuple(k[0] for k in keys),
         sha256s=tuple(k[1] for k in keys),
         counts=np.asarray([acc[k][0] for k in keys], dtype=np.int64),
@@ -569,8 +551,6 @@ def predict_transition(
     cong = load_model(congruent_bundle) if congruent_bundle is not None else None
     book = LabelBook(store.iter_labels(until=now))
     schema_changed = _schema_changed(old, new)
-    from backend.analysis.transition_columns import read_pair_columns
-
     cols = read_pair_columns(store, now, org) if columnar else None
     if cols is not None:  # the bulk read of a SQLite file (same pairs, same scores)
         pairs = cols.pairs
@@ -638,7 +618,7 @@ class _PairScores:
 
 
 def _report(
-    pairs: _Pairs,
+    pairs: OrgSamplePairs,
     scores: _PairScores,
     old: LoadedModel,
     new: LoadedModel,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +35,12 @@ import numpy.typing as npt
 
 from backend import sketch
 from backend.analysis._base import decode_vectors, score_vectors
-from backend.analysis.transition import _Pairs
 from backend.store import Store
 
 if TYPE_CHECKING:
     from agent.model import LoadedModel
 
-__all__ = ["PairColumns", "read_pair_columns"]
+__all__ = ["OrgSamplePairs", "PairColumns", "read_pair_columns"]
 
 _CHUNK = 65_536
 
@@ -65,10 +64,29 @@ def _is_file_store(store: object) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class OrgSamplePairs:
+    """What each org saw in its window: one row per (org, sample), count-weighted.
+
+    `sketches` holds each pair's merged endpoint sketch; a loader may instead give
+    `sketch_reader`, which returns the sketches of the pairs asked for (only negatively
+    flipped pairs ever need one). `org_index` (each pair's position in `org_days`) is derived
+    when the loader leaves it out.
+    """
+
+    org_ids: tuple[str, ...]
+    sha256s: tuple[str, ...]
+    counts: npt.NDArray[np.int64]
+    sketches: tuple[bytes, ...]
+    org_days: tuple[tuple[str, int], ...]
+    sketch_reader: Callable[[npt.NDArray[np.intp]], list[bytes]] | None = None
+    org_index: npt.NDArray[np.intp] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PairColumns:
     """The pairs of one prediction and the means to score them; see `read_pair_columns`."""
 
-    pairs: _Pairs
+    pairs: OrgSamplePairs
     path: str
     org_keys: npt.NDArray[np.int64]
     """Per pair: the store's integer key of its org."""
@@ -275,7 +293,7 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         (org_ids[s], int(b) - int(a) + 1)
         for s, a, b in zip(starts.tolist(), days_lo, days_hi, strict=True)
     )
-    pairs = _Pairs(
+    pairs = OrgSamplePairs(
         org_ids=tuple(org_ids),
         sha256s=tuple(sha256s),
         counts=np.asarray(counts, dtype=np.int64),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.concurrency import run_in_threadpool
@@ -23,10 +23,7 @@ from backend._operation import Operation, Reply, Time
 from backend.errors import BatchInvalidError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutAction, RolloutConfig, RolloutState
-from backend.store import TokenKind
-
-if TYPE_CHECKING:
-    from backend.app import _Routes
+from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind
 
 __all__ = [
     "OPERATIONS",
@@ -243,8 +240,29 @@ def _rollout_out(r: Rollout) -> RolloutOut:
     )  # fmt: skip
 
 
-def _routes(request: Request) -> _Routes:
-    routes: _Routes = request.app.state.routes
+M = TypeVar("M", bound=BaseModel)
+
+
+class _AppRoutes(Protocol):
+    """What these handlers use of the app's request state (`backend.app`'s `app.state.routes`).
+
+    Stated here rather than imported, so `backend.app`, which mounts `ROUTES`, and this module
+    do not depend on each other.
+    """
+
+    store: AggregateStore
+    publish: admin.Publish
+    clock: Callable[[], dt.datetime]
+
+    def authorize(self, request: Request, op: Operation) -> Principal: ...
+
+    async def admin_body(self, request: Request, op: Operation, model: type[M]) -> M: ...
+
+    def _adopt(self, record: PolicyRecord) -> None: ...
+
+
+def _routes(request: Request) -> _AppRoutes:
+    routes: _AppRoutes = request.app.state.routes
     return routes
 
 
