@@ -234,13 +234,26 @@ def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
     if edges.size == 0 and not starts[0]:
         return
     bounds = np.concatenate(([0], edges, [span]))
-    lengths = np.diff(bounds)[(0 if starts[0] else 1) :: 2] + (MIN_STRING - 1)
-    keep = np.zeros(n_bytes, dtype=bool)  # each string and the byte after it
-    for k in range(MIN_STRING + 1):
-        keep[k : k + span] |= starts[: n_bytes - k]
+    first = 0 if starts[0] else 1
+    lengths = np.diff(bounds)[first::2] + (MIN_STRING - 1)
+    extents = lengths + 1  # each string and the byte after it
+    begins = bounds[first::2][: lengths.size]
+    if begins[-1] + lengths[-1] == n_bytes:
+        extents[-1] -= 1  # the last string ends the chunk
+    total = int(extents.sum())
+    if total < _GATHER_BELOW * n_bytes:  # sparse strings (binaries): gather by index
+        offsets = np.cumsum(extents) - extents
+        idx = np.repeat(begins - offsets, extents)
+        idx += np.arange(total)
+        joined = arr[idx]
+        del idx
+    else:  # dense (text): one boolean mask over the chunk costs less than 8-byte indices
+        keep = np.zeros(n_bytes, dtype=bool)
+        for k in range(MIN_STRING + 1):
+            keep[k : k + span] |= starts[: n_bytes - k]
+        joined = arr[keep]
+        del keep
     del starts
-    joined = arr[keep]
-    del keep
     acc.count += int(lengths.size)
     acc.total_len += int(lengths.sum())
     acc.max_len = max(acc.max_len, int(lengths.max()))
@@ -254,6 +267,9 @@ def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
     del upper
     found = _count_markers(joined)
     acc.markers = found if acc.markers is None else acc.markers + found
+
+
+_GATHER_BELOW: Final = 0.25  # strings under this share of a chunk are gathered by index
 
 
 def _pair_byte_counts(arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:

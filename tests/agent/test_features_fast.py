@@ -34,11 +34,13 @@ PREFIXES = [
 def _same(data: bytes, total_size: int | None = None) -> bool:
     old = oracle.extract_features(data, total_size=total_size)
     # the default thresholds keep small inputs on the simple paths; zero sends every input
-    # through the vectorised ones too (pair counts in many slices, the pair-table search)
+    # through the vectorised ones too (pair counts in many slices, the pair-table search),
+    # and strings are gathered by index however dense they are
     with (
         patch.object(features, "_SMALL_TEXT", 0),
         patch.object(features, "_PAIR_MIN", 0),
         patch.object(features, "_PAIR_SLICE", 512),
+        patch.object(features, "_GATHER_BELOW", 2.0),
     ):
         fast = features.extract_features(data, total_size=total_size)
     new = features.extract_features(data, total_size=total_size)
