@@ -873,7 +873,7 @@ class PostgresStore(_StoreCommon):
                 raise PublishError(f"could not publish policy v{document.version}: {exc}") from exc
         return PolicyRecord(document.version, _utc(now), actor, action, document)
 
-    # --- the rollout controller's tables (backend.rollout_service decides what to write) ------
+    # --- the rollout controller's tables (backend.rollout.service decides what to write) ------
 
     def arm_counts(
         self, version: int, since_day: int, until_day: int, org_id: str | None = None

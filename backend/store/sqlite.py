@@ -988,7 +988,7 @@ class Store(_StoreCommon):
             self._policy = record
             return record
 
-    # --- the rollout controller's tables (backend.rollout_service decides what to write) ------
+    # --- the rollout controller's tables (backend.rollout.service decides what to write) ------
 
     def arm_counts(
         self, version: int, since_day: int, until_day: int, org_id: str | None = None
