@@ -1,9 +1,11 @@
 """The long fuzzing run: schemathesis against `/openapi.json` of a real server, plus random msgpack.
 
 The suite runs a bounded version (`tests/backend/test_api_fuzz.py`, a dozen examples per
-operation); this one runs hundreds per operation, each with and without the right bearer token,
-against `python -m backend serve` on loopback, and counts every 5xx. Prints one
-`name: value` per line; exits non-zero when any 5xx was seen.
+operation); this one runs hundreds per operation, each with every kind of bearer token (admin,
+enroll, endpoint) and none, against `python -m backend serve` on loopback, and counts every 5xx
+and every answer outside the document (undocumented status or content type, a body that does
+not match the schema generated from its response model). Prints one `name: value` per line;
+exits non-zero when any 5xx or violation was seen.
 
     .venv/bin/python benchmarks/api_fuzz_bench.py [--examples 300] [--msgpack 2000]
 """
@@ -26,6 +28,11 @@ import msgpack
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,21 +63,35 @@ class Tally:
         self.requests = 0
         self.examples = 0
         self.errors: list[str] = []
+        self.violations: list[str] = []
 
 
-def fuzz_operation(operation: Any, token: str, url: str, examples: int, tally: Tally) -> None:
+_CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def fuzz_operation(
+    operation: Any, tokens: dict[str, str], url: str, examples: int, tally: Tally
+) -> None:
     @settings(
         max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     @given(case=operation.as_strategy())
     def run(case: Any) -> None:
         tally.examples += 1
-        for auth in (f"Bearer {token}", None):
-            response = case.call(base_url=url, headers={"authorization": auth} if auth else {})
+        for kind in (*tokens, None):
+            headers = {"authorization": f"Bearer {tokens[kind]}"} if kind else {}
+            response = case.call(base_url=url, headers=headers)
             tally.requests += 1
             if response.status_code >= 500:
                 tally.errors.append(
                     f"{case.method} {case.path}: {response.status_code} {response.text[:200]}"
+                )
+            try:
+                case.validate_response(response, checks=_CHECKS)
+            except Exception as exc:  # noqa: BLE001 - every violation is counted and shown
+                tally.violations.append(
+                    f"{case.method} {case.path} ({kind or 'no'} token): "
+                    f"{response.status_code} {str(exc).splitlines()[0][:200]}"
                 )
 
     run()
@@ -170,15 +191,8 @@ def main() -> None:
                 continue
             operations += 1
             path = operation.path
-            token = (
-                tokens["admin"]
-                if path.startswith("/v1/admin")
-                else tokens["enroll"]
-                if path == "/v1/enroll"
-                else tokens["endpoint"]
-            )
             try:
-                fuzz_operation(operation, token, url, args.examples, tally)
+                fuzz_operation(operation, tokens, url, args.examples, tally)
             except Exception as exc:
                 if not type(exc).__module__.startswith("schemathesis"):
                     raise  # transport errors and the like: the server is in trouble
@@ -200,9 +214,12 @@ def main() -> None:
     print(f"server_errors_5xx: {len(tally.errors)}")
     for line in tally.errors[:10]:
         print(f"  5xx: {line}")
+    print(f"answers_outside_the_document: {len(tally.violations)}")
+    for line in tally.violations[:10]:
+        print(f"  violation: {line}")
     print(f"server_alive_after: {alive}")
     print(f"seconds: {time.perf_counter() - started:.0f} s")
-    sys.exit(1 if tally.errors or not alive else 0)
+    sys.exit(1 if tally.errors or tally.violations or not alive else 0)
 
 
 if __name__ == "__main__":
