@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from backend import api
@@ -56,7 +57,7 @@ def test_every_route_is_documented_and_every_documented_operation_is_a_route(
         (method, route.path)
         for route in app.routes
         if isinstance(route, Route)
-        for method in (route.methods or ()) - {"HEAD"}
+        for method in (route.methods or set()) - {"HEAD"}
     }
     assert _operations_of(document) == served
     assert len(served) >= 28
@@ -159,6 +160,16 @@ def test_an_operation_declared_twice_is_refused() -> None:
     twin = Operation("GET", "/healthz", "healthz2", "again", (), {200: Reply("ok", api.Health)})
     with pytest.raises(ValueError, match="declared twice"):
         openapi_document((api.HEALTHZ, twin))
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    document = openapi_document(ALL)
+    assert document["openapi"] == "3.1.0"
+    validate(document)  # raises on any structural error
+    broken = openapi_document(ALL)
+    broken["paths"]["/healthz"]["get"]["responses"]["200"].pop("description")
+    with pytest.raises(Exception, match="description"):
+        validate(broken)
 
 
 def test_operations_with_tokens_document_bearer_security_and_their_kinds() -> None:
