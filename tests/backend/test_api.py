@@ -1,9 +1,10 @@
-"""`backend.api`: the telemetry body's documented model agrees with the agent's wire format.
+"""`backend.api`: the documented wire models agree with the agent's side of the wire.
 
 `POST /v1/telemetry` is validated by `agent.columns.decode_columns` (for speed), so the
 `TelemetryBatchDocument` in `/openapi.json` is documentation; these tests hold it to the agent:
 every batch the agent encodes fits it, and at each bound the model states, the model and the
-reference decoder accept and refuse the same documents.
+reference decoder accept and refuse the same documents. And every check-in answer the document
+allows is one the agent reads, field for field.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import httpx
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.decision import Reason, Verdict
+from agent.decision import Mode, Reason, Verdict
 from agent.features import SCHEMA
+from agent.telemetry import parse_checkin
 from agent.telemetry.wire import (
     Action,
     HealthCount,
@@ -26,6 +29,7 @@ from agent.telemetry.wire import (
     decode_batch,
     encode_batch,
 )
+from backend import api
 from backend.api import TelemetryBatchDocument
 
 _MIN_MS = TelemetryEvent.ms(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
@@ -137,3 +141,27 @@ def test_model_and_agent_decoder_agree_at_each_documented_bound(
     except ValidationError:
         model_accepts = False
     assert (decoder_accepts, model_accepts) == (accepted, accepted)
+
+
+_VERSIONS = st.none() | st.integers(1, 2**31 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    answer=st.builds(
+        api.Checkin,
+        org_id=st.text(min_size=1, max_size=20),
+        endpoint_id=st.none() | st.text(min_size=1, max_size=20),
+        policy_version=st.integers(0, 2**31 - 1),
+        mode=st.sampled_from(Mode),
+        model_version=_VERSIONS,
+        shadow_model_version=_VERSIONS,
+        tuf_url=st.just("/tuf/"),
+    )
+)
+def test_the_agent_reads_every_documented_checkin_answer(answer: api.Checkin) -> None:
+    response = httpx.Response(200, content=api.CHECKIN.dump(answer))
+    info = parse_checkin(response)
+    assert (info.policy_version, info.mode) == (answer.policy_version, answer.mode.value)
+    assert info.model_version == answer.model_version
+    assert info.shadow_model_version == answer.shadow_model_version
