@@ -8,12 +8,12 @@ history is the store's append-only history, and telemetry lands in the store's a
   `Store.ingest_aggregate`, the HTTP route's one ingest operation; the rollout evidence comes
   from the simulation's tally, `fleet_sim.rollout.ArmDayTally`, through the same operation);
 - cohort mode folds delivered events in numpy into the same `AggregateRow`s (count, distinct
-  endpoint sketch exactly as `backend.sketch` builds it, first/last seen) and ingests each fold
-  as columns (`Store.ingest_columns`, no object per row) in transactions of at most
-  `_WRITE_CHUNK_ROWS` rows, each its own idempotent batch; `tests/fleet_sim/test_backend_link`
-  holds the fold equal to the wire path on random events. The batch record of a cohort fold
-  carries no events (the rows do). Large fleets fold in a writer process
-  (`fleet_sim.fold_writer`).
+  endpoint sketch exactly as `backend.sketch` builds it, first/last seen; `fleet_sim.fold`,
+  each shard its own events) and writes each fold as columns (`write_rows`:
+  `Store.ingest_columns`, no object per row) in transactions of at most `_WRITE_CHUNK_ROWS`
+  rows, each its own idempotent batch; `tests/fleet_sim/test_backend_link` holds the fold
+  equal to the wire path on random events. The batch record of a cohort fold carries no
+  events (the rows do). Large fleets write in a writer process (`fleet_sim.fold_writer`).
 
 A backend outage is a set of time windows during which `is_up(t)` is false: the simulated
 agents then keep their last verified policy and spool telemetry.
@@ -29,6 +29,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,38 +46,21 @@ from agent.policy import (
 )
 from agent.telemetry import TelemetryEvent, encode_batch
 from agent.verdict_codes import VERDICTS
-from backend import admin, sketch
+from backend import admin
 from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.ingest import aggregate_columns, parse_columns
 from backend.store import Store
+from fleet_sim.fold import EventFolder, FoldedRows
 
 if TYPE_CHECKING:
     from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = ["InProcessLink"]
 
+Arr = npt.NDArray[Any]
+
 _MAX_BATCH = 8 * 1024 * 1024
-_FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once by the fold (bounds its temporaries)
 _WRITE_CHUNK_ROWS = 100_000  # aggregate rows per transaction
-_MS_PER_DAY = 86_400_000
-# verdict codes <-> their names' order (the aggregates table sorts verdicts by name)
-_VERDICT_OF_RANK = np.asarray(sorted(range(len(VERDICTS)), key=lambda c: VERDICTS[c].value))
-_VERDICT_RANK = np.argsort(_VERDICT_OF_RANK)
-
-
-@dataclass(frozen=True, slots=True)
-class _FoldPart:
-    """One org chunk's folded rows: the row's key columns, count, times and sketch."""
-
-    day: npt.NDArray[np.int64]
-    org: npt.NDArray[np.integer[Any]]
-    sample: npt.NDArray[np.integer[Any]]
-    model: npt.NDArray[np.integer[Any]]
-    verdict: npt.NDArray[np.integer[Any]]
-    count: npt.NDArray[np.intp]
-    first: npt.NDArray[np.int64]
-    last: npt.NDArray[np.int64]
-    sketches: list[bytes]
 
 
 @dataclass
@@ -98,14 +82,11 @@ class InProcessLink:
     _features_sent: set[tuple[str, str]] = field(default_factory=set)
     _sample_of_sha: dict[str, int] | None = None
     _vec_sent: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    _hash_arr: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
-    _rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    _hash_by_rank: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     _fold_seq: int = 0
-    _sha_raw: list[bytes] = field(default_factory=list)
-    _sha_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    _sample_of_rank: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    _sha_rank32: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    _folder: EventFolder | None = None
+    _org_obj: Arr = field(default_factory=lambda: np.zeros(0, object))
+    _sha_obj: Arr = field(default_factory=lambda: np.zeros(0, object))
+    _verdict_obj: Arr = field(default_factory=lambda: np.zeros(0, object))
 
     @classmethod
     def open(
@@ -326,37 +307,22 @@ class InProcessLink:
 
     def prepare(self, n_endpoints: int) -> None:
         """Hash the endpoints and index the samples now rather than at the first fold."""
-        self._ranks(n_endpoints - 1)
-        self._sha_index()
+        self.folder().ranks(n_endpoints - 1)
+        self._objects()
 
-    def _ranks(self, max_ep: int) -> npt.NDArray[np.int64]:
-        """Each endpoint's position in hash order (endpoints 0..max_ep hashed once, cached).
+    def folder(self) -> EventFolder:
+        """The fold over every endpoint (the inline and writer-process path; shards have theirs)."""
+        if self._folder is None:
+            self._folder = EventFolder(self.sha256, len(self.org_ids))
+        return self._folder
 
-        A row's sketch keeps its K smallest endpoint hashes, so ordering a row's endpoints by
-        this rank orders them by hash: one integer sort then yields every row's sketch.
-        """
-        have = self._hash_arr.size
-        if max_ep >= have:
-            new = [sketch.endpoint_hash(f"sim{e:08d}") for e in range(have, max_ep + 1)]
-            self._hash_arr = np.concatenate([self._hash_arr, np.asarray(new, np.uint64)])
-            rank = np.empty(self._hash_arr.size, np.int64)
-            by_rank = np.argsort(self._hash_arr, kind="stable")
-            rank[by_rank] = np.arange(self._hash_arr.size)
-            self._rank = rank
-            self._hash_by_rank = self._hash_arr[by_rank]
-        return self._rank
-
-    def _sha_index(self) -> tuple[list[bytes], npt.NDArray[np.int64]]:
-        """Each sample's raw sha256 and its position in byte order (computed once)."""
-        if len(self._sha_raw) != len(self.sha256):
-            self._sha_raw = [bytes.fromhex(s) for s in self.sha256]
-            rank = np.empty(len(self._sha_raw), np.int64)
-            order = np.argsort(np.asarray(self.sha256))
-            rank[order] = np.arange(len(self._sha_raw))
-            self._sha_rank = rank
-            self._sha_rank32 = rank.astype(np.int32)
-            self._sample_of_rank = order
-        return self._sha_raw, self._sha_rank
+    def _objects(self) -> tuple[Arr, Arr, Arr]:
+        """Org ids, raw sha256s and verdict names as object arrays (one `take` per column)."""
+        if self._org_obj.size != len(self.org_ids) or self._sha_obj.size != len(self.sha256):
+            self._org_obj = np.asarray(self.org_ids, object)
+            self._sha_obj = np.asarray([bytes.fromhex(s) for s in self.sha256], object)
+            self._verdict_obj = np.asarray([v.value for v in VERDICTS], object)
+        return self._org_obj, self._sha_obj, self._verdict_obj
 
     def ingest_folded(
         self,
@@ -370,94 +336,47 @@ class InProcessLink:
         now: dt.datetime,
         t_base_ms: int = 0,
     ) -> int:
-        """Fold delivered events into aggregate rows and ingest them (idempotent batches).
+        """Fold delivered events into aggregate rows (`fleet_sim.fold`) and write them.
 
-        Events go in chunks of about `_FOLD_CHUNK_EVENTS` (whole (org, sample) groups, which
-        no row spans, so a heavy org does not make one huge chunk and the sorts' temporaries
-        stay chunk-sized); `_fold_part` turns each into rows, exactly as `backend.sketch` and
-        the wire path would (`tests/fleet_sim/test_backend_link.py`), and the rows go to the
-        store in the table's key order in transactions of `_WRITE_CHUNK_ROWS`. The columns
-        may be any integer dtype (the cohort pool keeps them narrow); an event's time is
-        `t_base_ms + t_ms` (milliseconds since the epoch), its org `ep_org[ep]`, both worked
-        out a chunk at a time.
+        An event's time is `t_base_ms + t_ms` (milliseconds since the epoch), its org
+        `ep_org[ep]`; the columns may be any integer dtype (the cohort pool keeps them narrow).
         """
-        n = ep.size
-        if any(c.size != n for c in (sample, model, verdict, t_ms)):
-            raise ValueError("ingest_folded: columns of different lengths")
-        if n == 0:
+        rows = self.folder().fold(
+            ep=ep, sample=sample, model=model, verdict=verdict, t_ms=t_ms, ep_org=ep_org,
+            t_base_ms=t_base_ms,
+        )  # fmt: skip
+        return self.write_rows(rows, now)
+
+    def write_rows(self, rows: FoldedRows, now: dt.datetime) -> int:
+        """Write folded rows (in the table's key order) as idempotent batches.
+
+        In transactions of at most `_WRITE_CHUNK_ROWS` rows (`Store.ingest_columns`, no object
+        per row), each its own batch; the first carries the feature vector of each (org,
+        sample) pair never folded before (vectors are kept per org). Returns the rows written.
+        """
+        rows.check()
+        n_rows = len(rows)
+        if n_rows == 0:
             return 0
-        n_models = int(model.max()) + 1
-        day0 = (t_base_ms + int(t_ms.min())) // _MS_PER_DAY
-        rank = self._ranks(int(ep.max()))
-        raw, sha_rank = self._sha_index()
-        # chunks of whole (org, sample) groups, in the table's order: a row never spans two
+        org_obj, sha_obj, verdict_obj = self._objects()
         n_s = len(self.sha256)
-        group = np.asarray(ep_org, np.int32)[ep]
-        group *= np.int32(n_s)  # in place: a day of events makes every temporary count
-        group += self._sha_rank32[sample]
-        per_group = np.cumsum(np.bincount(group, minlength=len(self.org_ids) * n_s))
-        cut = np.unique(np.searchsorted(per_group, np.arange(0, n, _FOLD_CHUNK_EVENTS), "right"))
-        chunk_of = np.repeat(
-            np.arange(cut.size, dtype=np.int16), np.diff(np.r_[0, cut[1:], per_group.size])
-        )
-        chunk = chunk_of[group] if cut.size > 1 else None
-        del group
-        parts: list[_FoldPart] = []
-        for i in range(max(1, cut.size)):
-            sel: slice | npt.NDArray[np.intp] = (
-                slice(None) if chunk is None else np.flatnonzero(chunk == i)
-            )
-            e = ep[sel]
-            tm = t_base_ms + np.asarray(t_ms[sel], np.int64)
-            parts.append(
-                self._fold_part(
-                    tm // _MS_PER_DAY - day0,
-                    ep_org[e],
-                    sample[sel],
-                    model[sel],
-                    verdict[sel],
-                    e,
-                    tm,
-                    rank,
-                    sha_rank,
-                    n_models,
-                )
-            )
-        day_s = np.concatenate([p.day for p in parts]) + day0
-        org_s = np.concatenate([p.org for p in parts])
-        sample_s = np.concatenate([p.sample for p in parts])
-        model_s = np.concatenate([p.model for p in parts])
-        verdict_s = np.concatenate([p.verdict for p in parts])
-        counts = np.concatenate([p.count for p in parts])
-        first = np.concatenate([p.first for p in parts])
-        last = np.concatenate([p.last for p in parts])
-        sketches = [s for p in parts for s in p.sketches]
-        n_rows = counts.size
-        # each part's rows come in the table's key order and parts go by org: only a fold
-        # spanning days needs a (stable) sort by day to walk the B-tree in order
-        if n_rows and day_s.min() != day_s.max():
-            order = np.argsort(day_s, kind="stable")
-            day_s, org_s, sample_s, model_s, verdict_s, counts, first, last = (
-                a[order] for a in (day_s, org_s, sample_s, model_s, verdict_s, counts, first, last)
-            )
-            sketches = [sketches[i] for i in order.tolist()]
-        n_s = len(self.sha256)
-        org_ids, verdict_names = self.org_ids, [v.value for v in VERDICTS]
-        # vectors are kept per org: each (org, sample) pair's first fold carries it
-        pairs = np.unique(org_s.astype(np.int64) * n_s + sample_s.astype(np.int64))
+        pairs = np.unique(rows.org.astype(np.int64) * n_s + rows.sample.astype(np.int64))
         new_pairs = pairs[~np.isin(pairs, self._vec_sent, assume_unique=True)]
         self._vec_sent = np.union1d(self._vec_sent, new_pairs)
-        vec_of: dict[int, bytes] = {}
-        feats = [
-            (
-                org_ids[o],
-                raw[s],
-                SCHEMA.name,
-                vec_of.get(s)
-                or vec_of.setdefault(s, np.asarray(self.features[s], "<f4").tobytes()),
+        p_org, p_sample = np.divmod(new_pairs, n_s)
+        vecs: dict[int, bytes] = {}
+        for x in np.unique(p_sample).tolist():
+            vecs[x] = np.asarray(self.features[x], "<f4").tobytes()
+        feats = list(
+            zip(
+                org_obj[p_org].tolist(),
+                sha_obj[p_sample].tolist(),
+                repeat(SCHEMA.name),
+                [vecs[x] for x in p_sample.tolist()],
+                strict=False,
             )
-            for o, s in (divmod(p, n_s) for p in new_pairs.tolist())
-        ]
+        )
+        sketches = rows.sketch_list()
         self._fold_seq += 1
         # short transactions: a writer process shares the file with the simulation's writes
         for part, lo in enumerate(range(0, n_rows, _WRITE_CHUNK_ROWS)):
@@ -465,95 +384,18 @@ class InProcessLink:
             self.store.ingest_columns(
                 f"sim-fold-{self._fold_seq:06d}-{part:04d}",
                 "sim-cohort",
-                day=day_s[k].tolist(),
-                org_id=[org_ids[o] for o in org_s[k].tolist()],
-                sha256=[raw[x] for x in sample_s[k].tolist()],
-                model_version=model_s[k].tolist(),
-                verdict=[verdict_names[v] for v in verdict_s[k].tolist()],
-                count=counts[k].tolist(),
+                day=rows.day[k].tolist(),
+                org_id=org_obj[rows.org[k]].tolist(),
+                sha256=sha_obj[rows.sample[k]].tolist(),
+                model_version=rows.model[k].tolist(),
+                verdict=verdict_obj[rows.verdict[k]].tolist(),
+                count=rows.count[k].tolist(),
                 endpoints=sketches[k],
-                first_seen_ms=first[k].tolist(),
-                last_seen_ms=last[k].tolist(),
+                first_seen_ms=rows.first[k].tolist(),
+                last_seen_ms=rows.last[k].tolist(),
                 features=feats if part == 0 else [],
                 now=now,
             )
             self.batches += 1
         self.rows_ingested += n_rows
         return n_rows
-
-    def _fold_part(
-        self,
-        day: npt.NDArray[np.int64],
-        org: npt.NDArray[np.integer[Any]],
-        sample: npt.NDArray[np.integer[Any]],
-        model: npt.NDArray[np.integer[Any]],
-        verdict: npt.NDArray[np.integer[Any]],
-        ep: npt.NDArray[np.integer[Any]],
-        t_ms: npt.NDArray[np.int64],
-        rank: npt.NDArray[np.int64],
-        sha_rank: npt.NDArray[np.int64],
-        n_models: int,
-    ) -> _FoldPart:
-        """Fold one org chunk's events (`day` relative to the fold's first) into rows.
-
-        Two value sorts (SIMD-fast, unlike an argsort) do it: (row, endpoint hash rank) gives
-        each row's count (its run length) and its distinct endpoints in hash order (the first
-        K join the sketch); (row, time) gives its first and last time (the run's ends). Both
-        runs of a row sit at the same positions, since both sorts order by row first. The row
-        key orders rows as the aggregates table does (day, org, sha256 bytes, model, verdict
-        name), so the rows come out in the table's key order.
-        """
-        n_s = len(self.sha256)
-        nv = len(VERDICTS)
-        v_rank, v_of_rank = _VERDICT_RANK, _VERDICT_OF_RANK
-        row = (
-            ((day * len(self.org_ids) + org) * n_s + sha_rank[sample]) * n_models + model
-        ) * nv + v_rank[verdict]
-        # (row, rank) and (row, time) packed by shifts: no integer division over the events
-        rb = max(1, int(rank.size - 1).bit_length())
-        t0 = int(t_ms.min())
-        tb = max(1, (int(t_ms.max()) - t0).bit_length())
-        if (int(row.max()) + 1).bit_length() + max(rb, tb) > 62:
-            raise ValueError("fold key space overflows int64; fold more often")
-        key = np.sort((row << rb) | rank[ep])
-        row_s = key >> rb
-        new_row = np.r_[True, row_s[1:] != row_s[:-1]]
-        starts = np.flatnonzero(new_row)
-        n = key.size
-        counts = np.diff(np.r_[starts, n])
-        # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
-        pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        p_row = row_s[pair]
-        p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
-        k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
-        keep = k_in_row < sketch.K
-        p_hash = self._hash_by_rank[key[pair[keep]] & ((1 << rb) - 1)]
-        p_row = p_row[keep]
-        row_key = row_s[starts]
-        del key, row_s, new_row, pair, k_in_row, keep
-        tk = np.sort((row << tb) | (t_ms - t0))
-        t_mask = (1 << tb) - 1
-        first = (tk[starts] & t_mask) + t0
-        last = (tk[np.r_[starts[1:], n] - 1] & t_mask) + t0
-        del tk, row
-        blob = p_hash.astype(">u8").tobytes()
-        bounds = np.r_[np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]]), p_row.size] * 8
-        rest, vr = np.divmod(row_key, nv)
-        rest, mdl = np.divmod(rest, n_models)
-        rest, sr = np.divmod(rest, n_s)
-        dy, og = np.divmod(rest, len(self.org_ids))
-        smp = self._sample_of_rank[sr]
-        vd = v_of_rank[vr]
-        return _FoldPart(
-            day=dy,
-            org=og,
-            sample=smp,
-            model=mdl,
-            verdict=vd,
-            count=counts,
-            first=first,
-            last=last,
-            sketches=[
-                blob[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-            ],
-        )

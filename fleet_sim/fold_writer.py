@@ -1,18 +1,18 @@
-"""Where the cohort mode's daily folds are computed and written: inline, or in a writer process.
+"""Where the cohort mode's folded rows are written: inline, or in a writer process.
 
 A day of a million endpoints is about 13 million delivered events and 800 thousand aggregate
-rows; sorting them into rows and writing those rows to SQLite takes as long as simulating the
-day. On a machine with a second core, `ProcessFoldWriter` does that work in a process of its
-own, with its own connection to the same SQLite file (WAL: the simulation's other writes wait
-at most one chunk's transaction, see `backend_link._WRITE_CHUNK_ROWS`), while the simulation
-goes on with the next day. The writer only appends to the WAL; the simulation, which has time
-to spare, copies it back into the database file hourly (`Store.checkpoint`). The fold itself
-is the same function either way (`InProcessLink.ingest_folded`), and aggregate upserts commute
-(sums, sketch unions, min and max), so the rows written do not depend on which writer wrote
-them or when.
+rows. The shards fold their own events into rows (`fleet_sim.fold`, numpy, in parallel);
+writing those rows to SQLite takes longer than simulating the day. On a machine with a second
+core, `ProcessFoldWriter` writes in a process of its own, with its own connection to the same
+SQLite file (WAL: the simulation's other writes wait at most one chunk's transaction, see
+`backend_link._WRITE_CHUNK_ROWS`), while the simulation goes on with the next day. The writer
+only appends to the WAL; the simulation, which has time to spare, copies it back into the
+database file hourly (`Store.checkpoint`). The write is the same function either way
+(`InProcessLink.write_rows`), and aggregate upserts commute (sums, sketch unions, min and max),
+so the rows written do not depend on which writer wrote them or when.
 
 At most one fold is in flight: `submit` waits for the previous one, which bounds memory to two
-days of events. `join` waits for everything submitted (the cohort engine joins before anyone
+days of rows. `join` waits for everything submitted (the cohort engine joins before anyone
 reads the aggregates: the transition prediction, the end of the run); a failure in the writer
 process is raised there, in the simulation's process.
 """
@@ -27,18 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from backend.store import Store
 from fleet_sim._memory import keep_freed_memory
 from fleet_sim.backend_link import InProcessLink
 from fleet_sim.errors import FoldWriterError
+from fleet_sim.fold import FoldedRows
 
 __all__ = [
     "PROCESS_MIN_ENDPOINTS",
@@ -50,30 +49,17 @@ __all__ = [
 ]
 
 PROCESS_MIN_ENDPOINTS = 200_000  # below this a fold takes well under a second: stay inline
-_COLS = ("ep", "sample", "model", "verdict", "t_ms")
-
-
-def _ms_offsets(parts: Sequence[Mapping[str, Arr]]) -> tuple[int, Arr]:
-    """Milliseconds after the parts' first event, and that first event's."""
-    base = min(int(p["t_ms"].min()) for p in parts)
-    return base, np.concatenate([p["t_ms"] - np.uint32(base) for p in parts])
-
-
-Arr = npt.NDArray[Any]
+_COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last", "ends")
 
 
 class FoldWriter(Protocol):
-    """Takes a fold's delivered events; `join` returns once they are in the aggregates.
+    """Takes a fold's rows; `join` returns once they are in the aggregates.
 
-    Events come as parts (column dicts: `ep`, `sample`, `model`, `verdict` and `t_ms`,
-    milliseconds since the simulation's second 0 as uint32), so nobody builds a day-sized
-    copy just to hand it over; `epoch_ms` is second 0 in milliseconds since the Unix epoch.
+    Rows come as `fleet_sim.fold.FoldedRows`, in the aggregates table's key order.
     """
 
-    def submit(
-        self, parts: Sequence[Mapping[str, Arr]], *, epoch_ms: int, now: dt.datetime
-    ) -> None:
-        """Fold these events into the backend's aggregates (now or later, before `join`)."""
+    def submit(self, rows: FoldedRows, *, now: dt.datetime) -> None:
+        """Write these rows into the backend's aggregates (now or later, before `join`)."""
         ...
 
     def join(self) -> None:
@@ -90,18 +76,10 @@ class InlineFoldWriter:
     """Folds in the simulation's own process, at once."""
 
     link: InProcessLink
-    ep_org: npt.NDArray[np.int32]
 
-    def submit(
-        self, parts: Sequence[Mapping[str, Arr]], *, epoch_ms: int, now: dt.datetime
-    ) -> None:
-        """Fold and write now."""
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in ("ep", "sample", "model",
-                                                                  "verdict")}  # fmt: skip
-        base, offsets = _ms_offsets(parts)
-        self.link.ingest_folded(
-            **cols, t_ms=offsets, t_base_ms=epoch_ms + base, ep_org=self.ep_org, now=now
-        )
+    def submit(self, rows: FoldedRows, *, now: dt.datetime) -> None:
+        """Write now."""
+        self.link.write_rows(rows, now)
 
     def join(self) -> None:
         """Nothing is ever pending."""
@@ -116,11 +94,11 @@ class InlineFoldWriter:
 
 
 def _serve(setup: Path) -> None:
-    """The writer process: open the store, then fold each hand-over file it is sent."""
+    """The writer process: open the store, then write each hand-over it is sent."""
     keep_freed_memory()
     meta = json.loads((setup / "setup.json").read_text())
     with np.load(setup / "arrays.npz") as arrays:
-        features, ep_org = arrays["features"], arrays["ep_org"]
+        features = arrays["features"]
     link = InProcessLink(
         Store(meta["db"], synchronous="NORMAL", autocheckpoint=False),
         tuple(meta["org_names"]),
@@ -128,20 +106,18 @@ def _serve(setup: Path) -> None:
         tuple(meta["sha256"]),
     )
     link.org_ids = list(meta["org_ids"])
-    link.prepare(int(ep_org.size))  # while the first day is still being simulated
     for line in sys.stdin:
         job = json.loads(line)
         try:
             where = Path(job["path"])
-            cols = {k: np.load(where / f"{k}.npy", mmap_mode="r") for k in _COLS}
-            shutil.rmtree(where)  # the mappings keep the data until they go
+            cols = {k: np.load(where / f"{k}.npy") for k in _COLS}
+            blob = (where / "sketches.bin").read_bytes()
+            shutil.rmtree(where)
             before, cpu = link.batches, time.process_time()
-            rows = link.ingest_folded(
-                ep=cols["ep"], sample=cols["sample"], model=cols["model"],
-                verdict=cols["verdict"], t_ms=cols["t_ms"], t_base_ms=int(job["t_base_ms"]),
-                ep_org=ep_org, now=dt.datetime.fromisoformat(job["now"]),
-            )  # fmt: skip
-            del cols
+            rows = link.write_rows(
+                FoldedRows(**cols, sketches=blob), dt.datetime.fromisoformat(job["now"])
+            )
+            del cols, blob
             answer: dict[str, object] = {
                 "rows": rows, "batches": link.batches - before,
                 "cpu_s": time.process_time() - cpu,
@@ -158,7 +134,6 @@ class ProcessFoldWriter:
     """Folds in a writer process of its own (one fold in flight at a time)."""
 
     link: InProcessLink
-    ep_org: npt.NDArray[np.int32]
     _proc: subprocess.Popen[str] = field(init=False)
     _dir: tempfile.TemporaryDirectory[str] = field(init=False)
     _in_flight: int = 0
@@ -175,7 +150,7 @@ class ProcessFoldWriter:
             "org_ids": list(self.link.org_ids), "sha256": list(self.link.sha256),
         }  # fmt: skip
         (setup / "setup.json").write_text(json.dumps(meta))
-        np.savez(setup / "arrays.npz", features=self.link.features, ep_org=self.ep_org)
+        np.savez(setup / "arrays.npz", features=self.link.features)
         self._proc = subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
             [sys.executable, "-m", "fleet_sim.fold_writer", str(setup)],
             stdin=subprocess.PIPE,
@@ -183,24 +158,21 @@ class ProcessFoldWriter:
             text=True,
         )
 
-    def submit(
-        self, parts: Sequence[Mapping[str, Arr]], *, epoch_ms: int, now: dt.datetime
-    ) -> None:
-        """Hand the events to the writer process (after the previous fold is written).
+    def submit(self, rows: FoldedRows, *, now: dt.datetime) -> None:
+        """Hand the rows to the writer process (after the previous fold is written).
 
-        Each column goes to a plain .npy file part by part (no day-sized copy, no archive,
-        no checksum pass); times go as uint32 milliseconds after the fold's first event.
+        Each column goes to a plain .npy file (no archive, no checksum pass), the sketches
+        to one file of bytes.
         """
         self.join()
         self._seq += 1
         path = Path(self._dir.name) / f"fold-{self._seq:06d}"
         path.mkdir()
-        base = min(int(p["t_ms"].min()) for p in parts)
         for k in _COLS:
-            _write_npy(path / f"{k}.npy", [p[k] - np.uint32(base) if k == "t_ms" else p[k]
-                                           for p in parts])  # fmt: skip
+            np.save(path / f"{k}.npy", getattr(rows, k))
+        (path / "sketches.bin").write_bytes(rows.sketches)
         assert self._proc.stdin is not None
-        job = {"path": str(path), "now": now.isoformat(), "t_base_ms": epoch_ms + base}
+        job = {"path": str(path), "now": now.isoformat()}
         self._proc.stdin.write(json.dumps(job) + "\n")
         self._proc.stdin.flush()
         self._in_flight += 1
@@ -240,23 +212,11 @@ class ProcessFoldWriter:
         self._dir.cleanup()
 
 
-def _write_npy(path: Path, arrays: Sequence[Arr]) -> None:
-    """One .npy file holding `arrays` end to end, written piece by piece."""
-    dtype = np.result_type(*arrays)
-    n = sum(a.size for a in arrays)
-    with path.open("wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
-        )
-        for a in arrays:
-            np.ascontiguousarray(a, dtype).tofile(f)
-
-
-def fold_writer_for(link: InProcessLink, ep_org: npt.NDArray[np.int32]) -> FoldWriter:
+def fold_writer_for(link: InProcessLink, n_endpoints: int) -> FoldWriter:
     """A writer process for large fleets on a machine with a spare core, else inline."""
-    if ep_org.size >= PROCESS_MIN_ENDPOINTS and (os.cpu_count() or 1) > 1:
-        return ProcessFoldWriter(link, ep_org)
-    return InlineFoldWriter(link, ep_org)
+    if n_endpoints >= PROCESS_MIN_ENDPOINTS and (os.cpu_count() or 1) > 1:
+        return ProcessFoldWriter(link)
+    return InlineFoldWriter(link)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ workers, by construction rather than by tuning:
   control plane exactly as one process would at that point of the SimPy schedule.
 - Evidence: at the hourly barrier each shard hands over its per (day, model) x org counts,
   which are summed (orgs are disjoint) into the fleet's tally before the controller ticks.
-- Folds: at the fold times each shard hands over its delivered events; a fold is a function
-  of the multiset of events (value sorts, `InProcessLink.ingest_folded`), so the aggregates
-  do not depend on how the events were split.
+- Folds: at the fold times each shard folds its own delivered events into aggregate rows
+  (`fleet_sim.fold`, in parallel); a fold is a function of the multiset of events (value
+  sorts) and rows hold their org, so the shards' rows, joined in org order, are the rows one
+  process folds, and the one writer (`fleet_sim.fold_writer`) writes them.
 - Records: per-org arrays and counters are summed, per-endpoint arrays combined, breaker trips
   merged per step, events ordered by time (`merge_records`), once at the end.
 
@@ -49,6 +50,7 @@ from fleet_sim._memory import keep_freed_memory
 from fleet_sim.cohort import FOLD_GRACE_S, CohortEngine, rng_blocks
 from fleet_sim.control import DecisionTables, Fleet, Recorder
 from fleet_sim.errors import SimError
+from fleet_sim.fold import EventFolder, FoldedRows
 from fleet_sim.fold_writer import ProcessFoldWriter, fold_writer_for
 from fleet_sim.rollout import ArmDayTally
 from fleet_sim.scenario import Action
@@ -68,6 +70,7 @@ Progress = Callable[[float, int], None]
 Cols = dict[str, npt.NDArray[Any]]
 Counts = dict[tuple[int, int], npt.NDArray[np.int64]]
 _SUMMED = ("enc", "mal_enc", "alerts", "fp_alerts", "new_fp", "mal_alerts")
+_DELIVERED = ("ep", "sample", "model", "verdict", "t_ms")
 
 
 class ShardWorkerError(SimError):
@@ -122,7 +125,7 @@ class ShardResult:
     recorder: Recorder
     trips: list[tuple[float, int]]
     events_total: int
-    parts: list[Cols]
+    rows: FoldedRows
 
 
 class Shard:
@@ -158,6 +161,18 @@ class Shard:
         self._tally_gen = 0
         self._new_tally(fleet.tally is not None)
         self.engine = CohortEngine(self.fleet, seed, org_lo, org_hi, v0=v0)
+        self._folder = EventFolder(w.catalog.sha256, w.n_orgs, e_lo=self.engine.e_lo)
+        self._epoch_ms = fleet.clock.ms(0)
+
+    def _fold(self, parts: list[Cols]) -> FoldedRows:
+        """This shard's delivered events as aggregate rows (in the table's key order)."""
+        if not parts:
+            return FoldedRows.concat([])
+        c = {k: np.concatenate([p[k] for p in parts]) for k in _DELIVERED}
+        return self._folder.fold(
+            ep=c["ep"], sample=c["sample"], model=c["model"], verdict=c["verdict"],
+            t_ms=c["t_ms"], ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms,
+        )  # fmt: skip
 
     def _new_tally(self, on: bool) -> None:
         f = self.fleet
@@ -179,15 +194,17 @@ class Shard:
 
     def advance(
         self, s: ShardSync, t0: float, fold_upto: int | None, prune: bool
-    ) -> tuple[int, list[Cols]]:
-        """Sync, step through [t0, t0 + step), hand over a fold's events, prune breakers."""
+    ) -> tuple[int, FoldedRows | None]:
+        """Sync, step through [t0, t0 + step), fold days <= `fold_upto`, prune breakers."""
         self.sync(s)
         n = self.engine.step(t0)
         t1 = t0 + self.engine.step_s
-        parts = self.engine.take_delivered(fold_upto) if fold_upto is not None else []
+        rows = None
+        if fold_upto is not None:
+            rows = self._fold(self.engine.take_delivered(fold_upto))
         if prune:
             self.engine.prune_breakers(t1)
-        return n, parts
+        return n, rows
 
     def hourly(self, s: ShardSync, t: float) -> Counts:
         """Sample adoption; hand over the evidence counted since the last hour."""
@@ -196,17 +213,18 @@ class Shard:
         tally = self.fleet.tally
         return {} if tally is None else tally.take_counts()
 
-    def take(self, s: ShardSync) -> list[Cols]:
-        """Every delivered event not yet handed over (before someone reads the aggregates)."""
+    def take(self, s: ShardSync) -> FoldedRows:
+        """Every delivered event not yet folded, folded (before someone reads the aggregates)."""
         self.sync(s)
-        return self.engine.take_delivered(None)
+        return self._fold(self.engine.take_delivered(None))
 
     def finish(self, s: ShardSync, t: float) -> ShardResult:
         """End of run: the engine's closing counts, the records and the last events."""
         self.sync(s)
         self.engine.finish(t)
         e = self.engine
-        return ShardResult(self.fleet.recorder, e.trip_log, e.events_total, e.take_delivered())
+        rows = self._fold(e.take_delivered())
+        return ShardResult(self.fleet.recorder, e.trip_log, e.events_total, rows)
 
 
 # --- drivers: the same calls, in this process or over a pipe ------------------------------
@@ -431,17 +449,18 @@ def run_cohort(
     keep_freed_memory()
     env = simpy.Environment()
     shards = _open_shards(fleet, seed, workers)
-    writer = fold_writer_for(fleet.link, fleet.world.ep_org)  # after the fork: see above
+    writer = fold_writer_for(fleet.link, fleet.world.n_endpoints)  # after the fork: see above
     clock = fleet.clock
     horizon = days * DAY_S
     events = 0
 
-    def fold(parts: list[Cols], t: float) -> None:
-        if parts:
-            writer.submit(parts, epoch_ms=clock.ms(0), now=clock.at(t))
+    def fold(parts: Sequence[FoldedRows | None], t: float) -> None:
+        rows = FoldedRows.concat([p for p in parts if p is not None])
+        if len(rows):
+            writer.submit(rows, now=clock.at(t))
 
     def flush(t: float) -> None:
-        fold([p for got in shards.call("take") for p in got], t)
+        fold(shards.call("take"), t)
         writer.join()
 
     fleet.flush_hook = flush
@@ -464,7 +483,7 @@ def run_cohort(
             if progress is not None:
                 progress(now, events)
             if upto is not None:
-                fold([p for _, parts in got for p in parts], now)
+                fold([rows for _, rows in got], now)
 
     def hourly() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
@@ -483,7 +502,7 @@ def run_cohort(
         env.process(hourly())
         env.run(until=horizon + 1e-6)
         results: list[ShardResult] = shards.call("finish", horizon)
-        fold([p for r in results for p in r.parts], horizon)
+        fold([r.rows for r in results], horizon)
         writer.join()
         merge_records(fleet.recorder, results)
         events = sum(r.events_total for r in results)

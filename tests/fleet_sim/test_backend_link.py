@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fleet_sim.backend_link as backend_link
+import fleet_sim.fold as fold
 import fleet_sim.fold_writer as fold_writer
 from agent.decision import Reason
 from agent.telemetry import TelemetryEvent
@@ -34,8 +35,14 @@ def test_fold_in_org_chunks_writes_the_same_aggregates(
     sc = scenario_from_dict(WORLD)
     run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "one")
     # the chunk size is a memory knob with no public setting; a tiny one forces many chunks
-    monkeypatch.setattr(backend_link, "_FOLD_CHUNK_EVENTS", 50)
+    monkeypatch.setattr(fold, "FOLD_CHUNK_EVENTS", 50)
+    parts = []
+    real = fold.EventFolder._fold_part
+    monkeypatch.setattr(
+        fold.EventFolder, "_fold_part", lambda self, *a: parts.append(1) or real(self, *a)
+    )
     run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "many")
+    assert len(parts) > 50  # the tiny chunks did happen
     one = _aggregates(tmp_path / "one" / "main" / "backend.sqlite")
     many = _aggregates(tmp_path / "many" / "main" / "backend.sqlite")
     assert one
@@ -137,9 +144,8 @@ def test_a_failing_writer_process_fails_the_run_with_its_reason(
     monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)
     real = fold_writer.ProcessFoldWriter.submit
 
-    def broken(self, parts, **kw):
-        parts = [{**p, "sample": p["sample"][:1]} for p in parts]  # the writer must refuse
-        real(self, parts, **kw)
+    def broken(self, rows, **kw):
+        real(self, dataclasses.replace(rows, sample=rows.sample[:1]), **kw)  # must be refused
 
     monkeypatch.setattr(fold_writer.ProcessFoldWriter, "submit", broken)
     with pytest.raises(fold_writer.FoldWriterError, match="the fold writer failed"):
