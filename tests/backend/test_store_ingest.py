@@ -21,7 +21,8 @@ import pytest
 
 from agent.decision import Verdict
 from backend import sketch
-from backend.store import AnyStore, open_store
+from backend.ingest import BatchAggregate
+from backend.store import AnyStore, Store, open_store
 from tests.backend.conftest import NOW
 
 PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
@@ -169,3 +170,45 @@ def test_a_token_lookup_does_not_wait_for_the_ingest_writer(store: AnyStore) -> 
         answered = done.wait(10.0)
     worker.join()
     assert answered, "authenticate waited for the writer's lock"
+
+
+def _vector_fold(store: AnyStore, key: str, org: str, vector: bytes, **kw: Any) -> Any:
+    return store.ingest_columns(
+        key,
+        "sim",
+        **{c: [] for c in _COLUMNS},
+        features=[(org, bytes(range(32)), "static-v1", vector)],
+        now=NOW,
+        **kw,
+    )
+
+
+def test_a_rolled_back_write_leaves_its_vector_to_be_written_by_the_retry(
+    store: AnyStore,
+) -> None:
+    org = store.create_org("acme", NOW).org_id
+    sha, vector = bytes(range(32)), b"\x07" * 16
+    batch = BatchAggregate("k", org, "ep_1", 0, 1, b"", [], [(sha, "static-v1", vector)])
+    bad: Any = [("not a day", "ep_1", 1, org, 1, 0, 0, 0, 0)]
+    with pytest.raises(ValueError):  # fails after the vectors, inside the transaction
+        store.ingest_aggregate(batch, NOW, evidence=bad)
+    assert store.feature_vector(org, sha.hex(), "static-v1") is None
+    assert not store.ingest_aggregate(batch, NOW).duplicate  # the agent's retry
+    assert store.feature_vector(org, sha.hex(), "static-v1") == vector
+
+
+def test_a_reference_already_stored_is_not_written_again_and_other_orgs_keep_their_own() -> None:
+    statements: list[str] = []
+    store = Store(":memory:", tracer=lambda sql, _: statements.append(sql))
+    acme, globex = (store.create_org(n, NOW).org_id for n in ("acme", "globex"))
+    mine, theirs = b"\x01" * 16, b"\x02" * 16
+    _vector_fold(store, "k1", acme, mine)
+    written = sum("INTO org_vectors" in s for s in statements)
+    _vector_fold(store, "k2", acme, theirs)  # the same sample again: first report stands
+    assert sum("INTO org_vectors" in s for s in statements) == written
+    _vector_fold(store, "k3", globex, theirs)
+    assert sum("INTO org_vectors" in s for s in statements) > written
+    sha = bytes(range(32)).hex()
+    assert store.feature_vector(acme, sha, "static-v1") == mine
+    assert store.feature_vector(globex, sha, "static-v1") == theirs
+    store.close()
