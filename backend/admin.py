@@ -1,8 +1,11 @@
 """Operator actions: the kill switch, allow/blocklists, model assignment.
 
 Each function reads the current policy document from the store, builds the next one (version
-+1, `issued_at = now`), and hands it to `Store.append_policy`, which records it append-only
-and republishes it signed through `publish` in one step. The HTTP admin routes and the
++1, `issued_at = now`), and hands it to `Store.append_policy`, which records it append-only,
+commits, and then signs it into the repository through `publish`: the repository never
+announces a version the store does not hold. A version recorded but not yet published (the
+process died in between, or `publish` failed) is published by the next change or by
+`publish_pending`, which `backend serve` runs at start. The HTTP admin routes and the
 `fleetward backend` commands call these same functions.
 
 `org_id=None` means fleet-wide (the document's `default`); otherwise the org's override.
@@ -30,6 +33,7 @@ __all__ = [
     "add_allowlist_candidates",
     "add_list_entry",
     "assign_model",
+    "publish_pending",
     "remove_list_entry",
     "repository_publisher",
     "set_mode",
@@ -51,6 +55,18 @@ def repository_publisher(repo_dir: str | Path) -> Publish:
         publish_policy(repo_dir, raw, now=now)
 
     return publish
+
+
+def publish_pending(store: AggregateStore, publish: Publish, *, now: dt.datetime) -> int | None:
+    """Publish the newest recorded policy version if it is not published yet.
+
+    `backend serve` calls it at start: a process killed between a change's COMMIT and its
+    publication left that version recorded only. Returns the version published, or None.
+
+    Raises:
+        PublishError: the signed policy could not be published; it stays pending.
+    """
+    return store.publish_pending_policy(publish, now)
 
 
 def _next(
@@ -116,7 +132,7 @@ def set_mode(
 
     Raises:
         NotFoundError: no such org.
-        PublishError: the signed policy could not be republished; nothing changed.
+        PublishError: the version is recorded but not yet published (see the module doc).
     """
     return _apply(
         store,
@@ -143,7 +159,7 @@ def assign_model(
 
     Raises:
         NotFoundError: no such org.
-        PublishError: the signed policy could not be republished; nothing changed.
+        PublishError: the version is recorded but not yet published (see the module doc).
     """
     return _apply(
         store,
@@ -176,7 +192,7 @@ def set_ring(
     Raises:
         BatchInvalidError: `delay_h` is given for a ring other than `delayed`, or out of range.
         NotFoundError: no such org.
-        PublishError: the signed policy could not be republished; nothing changed.
+        PublishError: the version is recorded but not yet published (see the module doc).
     """
     if delay_h and ring is not Ring.DELAYED:
         raise BatchInvalidError(f"delay_h: only the delayed ring waits, not {ring.value}")
@@ -211,7 +227,7 @@ def add_list_entry(
     Raises:
         BatchInvalidError: the sha256, reason or expiry is not valid.
         NotFoundError: no such org.
-        PublishError: the signed policy could not be republished; nothing changed.
+        PublishError: the version is recorded but not yet published (see the module doc).
     """
     if which not in _LISTS:
         raise ValueError(f"list must be one of {_LISTS}")
@@ -294,7 +310,7 @@ def remove_list_entry(
     Raises:
         BatchInvalidError: the sha256 is not 64 hex characters.
         NotFoundError: no such org, or the entry is not on that list.
-        PublishError: the signed policy could not be republished; nothing changed.
+        PublishError: the version is recorded but not yet published (see the module doc).
     """
     if which not in _LISTS:
         raise ValueError(f"list must be one of {_LISTS}")

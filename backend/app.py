@@ -675,6 +675,10 @@ def serve(
     from backend.store import open_store
 
     store = open_store(db, synchronous=synchronous)
+    try:  # a change killed between its COMMIT and its publication is published now
+        admin.publish_pending(store, admin.repository_publisher(repo_dir), now=utc_now())
+    except PublishError as exc:  # serve anyway: the next change publishes it too
+        print(f"warning: {exc}", file=sys.stderr)
     # Ingest decodes and folds in threadpool threads; the event loop answering check-ins needs
     # the GIL back between them. The default 5 ms switch interval let one ingest request hold
     # every check-in waiting; 1 ms keeps the loop's wait short (benchmarks/README.md, Ingest).

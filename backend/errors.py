@@ -10,7 +10,7 @@ BackendError
 ├── BatchInvalidError        422  a telemetry batch or request body that does not validate
 ├── PayloadTooLargeError     413  a body over the configured limit
 ├── UnsupportedMediaError    415  a body in a content type the route does not take
-└── PublishError             503  the signed policy could not be republished (nothing changed)
+└── PublishError             503  the change is recorded; its signed publication failed (retried)
 ```
 
 Core code (`store.py`, `ingest.py`, `admin.py`) raises these and never builds HTTP responses.
@@ -76,7 +76,11 @@ class PayloadTooLargeError(BackendError):
 
 
 class PublishError(BackendError):
-    """Republishing the signed policy failed; the change was not recorded."""
+    """Signing the recorded policy into the repository failed.
+
+    The change is recorded (publication follows the COMMIT) and stays pending: the next change,
+    or `backend.admin.publish_pending` at the next start, publishes the newest version.
+    """
 
 
 class UnsupportedMediaError(BackendError):

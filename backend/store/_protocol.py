@@ -223,7 +223,11 @@ class AggregateStore(Protocol):
         now: dt.datetime,
         publish: Publish,
     ) -> PolicyRecord:
-        """Record and publish the next version (compare-and-set on the version)."""
+        """Record the next version (compare-and-set on the version), commit, then publish."""
+        ...
+
+    def publish_pending_policy(self, publish: Publish, now: dt.datetime) -> int | None:
+        """Publish the newest recorded version if not yet published; its version or None."""
         ...
 
     # --- the rollout controller's tables --------------------------------------------------

@@ -47,6 +47,7 @@ from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
 from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
 from backend.store._base import (
     _FAULT_MARKER,
+    _PUBLISH_FAULT_MARKER,
     AggregateColumns,
     ArmCountRow,
     EndpointCredentials,
@@ -67,6 +68,7 @@ from backend.store._base import (
     _new_token_secret,
     _pause_for_fault_injection,
     _StoreCommon,
+    _vector_refs,
     hash_token,
     is_postgres_url,
     token_id_of,
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _REVOKE_LOCK = 0x66_77_72_65_76_6B  # "fwrevk": serialises revocations (see `_revoke`)
+_PUBLISH_LOCK = 0x66_77_70_75_62_6C  # "fwpubl": one policy publisher at a time (all replicas)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
@@ -105,6 +108,8 @@ CREATE TABLE IF NOT EXISTS policy_history (
     version BIGINT PRIMARY KEY, changed_at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, document TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS policy_history_time ON policy_history(changed_at);
+CREATE TABLE IF NOT EXISTS policy_published (
+    version BIGINT PRIMARY KEY, published_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     endpoint_id TEXT NOT NULL, key TEXT NOT NULL, received_ms BIGINT NOT NULL,
     events BIGINT NOT NULL, PRIMARY KEY (endpoint_id, key));
@@ -676,7 +681,6 @@ class PostgresStore(_StoreCommon):
         """
         now_ms = int(now.timestamp() * 1000)
         conn = self._conn
-        written = False
         with self._lock:
             with conn.transaction() as tx:
                 cur = conn.execute(
@@ -689,10 +693,9 @@ class PostgresStore(_StoreCommon):
                 with conn.cursor() as c:
                     if params:
                         c.execute(_UPSERT, _columns(params, 10))
-                    distinct, refs = self._vectors_to_write(feats)
-                    if distinct:
+                    if feats:
+                        distinct, refs = _vector_refs(feats)
                         c.execute(_ADD_VECTORS, _columns(distinct, 2))
-                    if refs:
                         c.execute(_ADD_ORG_VECTORS, _columns(refs, 4))
                     if _FAULT_MARKER:
                         _pause_for_fault_injection(_FAULT_MARKER)
@@ -712,9 +715,6 @@ class PostgresStore(_StoreCommon):
                     "WHERE endpoint_id = %s",
                     (now_ms, dropped_events, endpoint_id),
                 )
-                written = True
-            if written:  # committed
-                self._vectors_stored(refs)
                 return IngestResult(False, events, len(params) if rows is None else rows)
         return IngestResult(True, events, 0)
 
@@ -848,15 +848,17 @@ class PostgresStore(_StoreCommon):
         now: dt.datetime,
         publish: Publish,
     ) -> PolicyRecord:
-        """Record `document` as the next policy version and publish it, atomically.
+        """Record `document` as the next policy version, commit it, then publish it.
 
-        The history row and the publication succeed together: if `publish` fails the row is
-        rolled back and the previous policy stays current.
+        Publication follows the COMMIT (`publish_pending_policy`), so the repository never
+        announces a version the store does not hold. A crash or a failed `publish` after the
+        COMMIT leaves the version recorded and unpublished; the next change, or the next
+        start (`backend.admin.publish_pending`), publishes the newest recorded version.
 
         Raises:
             PolicyConflictError: `document.version` is not the stored version + 1 (another
                 change came first); nothing was recorded.
-            PublishError: `publish` failed.
+            PublishError: `publish` failed; the version is recorded, publication pending.
         """
         with self._lock, self._conn.transaction():
             self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
@@ -871,11 +873,43 @@ class PostgresStore(_StoreCommon):
                 "VALUES (%s, %s, %s, %s, %s)",
                 (document.version, _utc(now), actor, action, raw.decode()),
             )
-            try:
-                publish(raw, now)
-            except Exception as exc:  # the repository is outside our control; report, keep state
-                raise PublishError(f"could not publish policy v{document.version}: {exc}") from exc
+        if _PUBLISH_FAULT_MARKER:
+            _pause_for_fault_injection(_PUBLISH_FAULT_MARKER)
+        self.publish_pending_policy(publish, now)
         return PolicyRecord(document.version, _utc(now), actor, action, document)
+
+    def publish_pending_policy(self, publish: Publish, now: dt.datetime) -> int | None:
+        """Publish the newest recorded policy version unless it is published already.
+
+        Publishers are serialised across replicas (an advisory lock held across `publish`), so
+        versions reach the repository in order; the version is marked published only once
+        `publish` returned. Returns the version published now, or None when none was pending.
+
+        Raises:
+            PublishError: `publish` failed; it stays pending.
+        """
+        with self._lock, self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
+            row = self._conn.execute(
+                "SELECT version, document FROM policy_history WHERE version > "
+                "(SELECT coalesce(max(version), 0) FROM policy_published) "
+                "ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            version = int(row[0])
+            try:
+                publish(str(row[1]).encode(), now)
+            except Exception as exc:  # the repository is outside our control: report
+                raise PublishError(
+                    f"policy v{version} is recorded but could not be published ({exc}); "
+                    "the next change or the next start publishes it"
+                ) from exc
+            self._conn.execute(
+                "INSERT INTO policy_published (version, published_at) VALUES (%s, %s)",
+                (version, _utc(now)),
+            )
+        return version
 
     # --- the rollout controller's tables (backend.rollout.service decides what to write) ------
 

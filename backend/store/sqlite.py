@@ -67,6 +67,7 @@ from backend.errors import (
 from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
 from backend.store._base import (
     _FAULT_MARKER,
+    _PUBLISH_FAULT_MARKER,
     AggregateColumns,
     ArmCountRow,
     EndpointCredentials,
@@ -88,6 +89,7 @@ from backend.store._base import (
     _pause_for_fault_injection,
     _StoreCommon,
     _vector_digest,
+    _vector_refs,
     hash_token,
     token_id_of,
 )
@@ -115,6 +117,8 @@ CREATE TABLE IF NOT EXISTS policy_history (
     version INTEGER PRIMARY KEY, changed_at TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, document TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS policy_history_time ON policy_history(changed_at);
+CREATE TABLE IF NOT EXISTS policy_published (
+    version INTEGER PRIMARY KEY, published_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     endpoint_id TEXT NOT NULL, key TEXT NOT NULL, received_ms INTEGER NOT NULL,
     events INTEGER NOT NULL, PRIMARY KEY (endpoint_id, key)) WITHOUT ROWID;
@@ -797,12 +801,11 @@ class Store(_StoreCommon):
                     db.execute("ROLLBACK")
                     return IngestResult(True, events, 0)
                 db.executemany(_UPSERT, params)
-                distinct, refs = self._vectors_to_write(feats)
-                if distinct:
+                if feats:
+                    distinct, refs = _vector_refs(feats)
                     db.executemany(
                         "INSERT OR IGNORE INTO vectors (digest, vector) VALUES (?, ?)", distinct
                     )
-                if refs:
                     db.executemany(
                         "INSERT OR IGNORE INTO org_vectors (org, sha256, schema, digest) "
                         "VALUES (?, ?, ?, ?)",
@@ -826,7 +829,6 @@ class Store(_StoreCommon):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            self._vectors_stored(refs)
         return IngestResult(False, events, rows)
 
     def aggregates(
@@ -944,15 +946,17 @@ class Store(_StoreCommon):
         now: dt.datetime,
         publish: Publish,
     ) -> PolicyRecord:
-        """Record `document` as the next policy version and publish it, atomically.
+        """Record `document` as the next policy version, commit it, then publish it.
 
-        The history row and the publication succeed together: if `publish` fails the row is
-        rolled back and the previous policy stays current.
+        Publication follows the COMMIT (`publish_pending_policy`), so the repository never
+        announces a version the store does not hold. A crash or a failed `publish` after the
+        COMMIT leaves the version recorded and unpublished; the next change, or the next
+        start (`backend.admin.publish_pending`), publishes the newest recorded version.
 
         Raises:
             PolicyConflictError: `document.version` is not the stored version + 1 (another
                 change came first); nothing was recorded.
-            PublishError: `publish` failed.
+            PublishError: `publish` failed; the version is recorded, publication pending.
         """
         with self._lock:
             raw = document.model_dump_json().encode()
@@ -969,14 +973,6 @@ class Store(_StoreCommon):
                     "VALUES (?, ?, ?, ?, ?)",
                     (document.version, _iso(now), actor, action, raw.decode()),
                 )
-                try:
-                    publish(raw, now)
-                except (
-                    Exception
-                ) as exc:  # the repository is outside our control; report, keep state
-                    raise PublishError(
-                        f"could not publish policy v{document.version}: {exc}"
-                    ) from exc
                 self._conn.execute("COMMIT")
             except PolicyConflictError:
                 self._conn.execute("ROLLBACK")
@@ -987,7 +983,48 @@ class Store(_StoreCommon):
                 raise
             record = PolicyRecord(document.version, now.astimezone(dt.UTC), actor, action, document)
             self._policy = record
-            return record
+        if _PUBLISH_FAULT_MARKER:
+            _pause_for_fault_injection(_PUBLISH_FAULT_MARKER)
+        self.publish_pending_policy(publish, now)
+        return record
+
+    def publish_pending_policy(self, publish: Publish, now: dt.datetime) -> int | None:
+        """Publish the newest recorded policy version unless it is published already.
+
+        Writers are serialised (the write lock is held across `publish`), so versions reach
+        the repository in order; the version is marked published only once `publish` returned.
+        Returns the version published now, or None when there was nothing to publish.
+
+        Raises:
+            PublishError: `publish` failed; it stays pending.
+        """
+        published: int | None = None
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT version, document FROM policy_history WHERE version > "
+                    "(SELECT coalesce(max(version), 0) FROM policy_published) "
+                    "ORDER BY version DESC LIMIT 1"
+                ).fetchone()
+                if row is not None:
+                    try:
+                        publish(str(row[1]).encode(), now)
+                    except Exception as exc:  # the repository is outside our control: report
+                        raise PublishError(
+                            f"policy v{row[0]} is recorded but could not be published ({exc}); "
+                            "the next change or the next start publishes it"
+                        ) from exc
+                    self._conn.execute(
+                        "INSERT INTO policy_published (version, published_at) VALUES (?, ?)",
+                        (int(row[0]), _iso(now)),
+                    )
+                    published = int(row[0])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return published
 
     # --- the rollout controller's tables (backend.rollout.service decides what to write) ------
 

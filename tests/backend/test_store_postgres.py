@@ -294,35 +294,48 @@ def test_postgres_per_org_features_table_moves_into_shared_vectors_at_open() -> 
             conn.execute(f"DROP SCHEMA {schema} CASCADE")  # noqa: S608 - hex name
 
 
-def test_postgres_parity_policy_history_reads_as_of_and_rolls_back(store: AnyStore):
+def test_postgres_parity_policy_history_reads_as_of_and_publishes_after_commit(store: AnyStore):
     published: list[bytes] = []
-    assert store.current_policy() is None
-    store.append_policy(
-        _policy(1), actor="op", action="init", now=NOW, publish=lambda b, t: published.append(b)
-    )
-    store.append_policy(
-        _policy(2, "detect_only"),
-        actor="op",
-        action="mode",
-        now=NOW + DAY,
-        publish=lambda b, t: published.append(b),
-    )
-    with pytest.raises(PolicyConflictError, match="version 2 is current") as conflict:
-        store.append_policy(_policy(5), actor="op", action="x", now=NOW, publish=lambda b, t: None)
-    assert conflict.value.current_version == 2
+
+    def ok(raw: bytes, now: dt.datetime) -> None:
+        published.append(raw)
 
     def fail(raw: bytes, now: dt.datetime) -> None:
         raise OSError("repository is read-only")
 
-    with pytest.raises(PublishError):
+    def versions() -> list[int]:
+        return [PolicyDocumentModel.model_validate_json(b).version for b in published]
+
+    assert store.current_policy() is None
+    assert store.publish_pending_policy(ok, NOW) is None  # nothing recorded, nothing to do
+    store.append_policy(_policy(1), actor="op", action="init", now=NOW, publish=ok)
+    store.append_policy(
+        _policy(2, "detect_only"), actor="op", action="mode", now=NOW + DAY, publish=ok
+    )
+    with pytest.raises(PolicyConflictError, match="version 2 is current") as conflict:
+        store.append_policy(_policy(5), actor="op", action="x", now=NOW, publish=ok)
+    assert conflict.value.current_version == 2
+    assert versions() == [1, 2]
+
+    # publication follows the COMMIT: a failed publish leaves v3 recorded, announced nowhere
+    with pytest.raises(PublishError, match="v3 is recorded but could not be published"):
         store.append_policy(_policy(3), actor="op", action="x", now=NOW + 2 * DAY, publish=fail)
     current = store.current_policy()
-    assert current is not None and current.version == 2 and current.changed_at == NOW + DAY
+    assert current is not None and current.version == 3 and current.changed_at == NOW + 2 * DAY
+    assert versions() == [1, 2]
+    assert store.publish_pending_policy(ok, NOW + 3 * DAY) == 3  # at start, say
+    assert store.publish_pending_policy(ok, NOW + 3 * DAY) is None  # once
+    assert versions() == [1, 2, 3]
+    # a pending version that a newer one supersedes is never published: only the newest
+    with pytest.raises(PublishError):
+        store.append_policy(_policy(4), actor="op", action="x", now=NOW + 4 * DAY, publish=fail)
+    store.append_policy(_policy(5), actor="op", action="x", now=NOW + 5 * DAY, publish=ok)
+    assert versions() == [1, 2, 3, 5]
+
     assert store.policy_as_of(NOW - DAY) is None
     as_of = store.policy_as_of(NOW + DAY / 2)
     assert as_of is not None and as_of.version == 1 and as_of.document.default.mode == "enforce"
-    assert [p.version for p in store.policy_history()] == [1, 2]
-    assert len(published) == 2
+    assert [p.version for p in store.policy_history()] == [1, 2, 3, 4, 5]
 
 
 def test_postgres_parity_labels_are_append_only_and_read_as_of(store: AnyStore):
