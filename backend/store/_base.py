@@ -313,6 +313,38 @@ class _StoreCommon:
             arm_days: Sequence[ArmDayRow] = (),
         ) -> IngestResult: ...
 
+    # (org, sample, schema) references and vector digests this store has seen committed: rows
+    # in `org_vectors` and `vectors` are never changed or removed, so a write may skip them
+    _vectors_seen: tuple[set[tuple[int, bytes, str]], set[bytes]] | None = None
+
+    def _vectors_to_write(
+        self, feats: Iterable[tuple[int, bytes, str, bytes]]
+    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[int, bytes, str, bytes]]]:
+        """`_vector_refs` of the reports, without the rows already known to be stored.
+
+        An endpoint sends a sample's vector the first time it reports the sample, so the
+        same (org, sample) vector arrives from every endpoint of the org; once one is stored,
+        the others need neither hashing nor a round trip to the database. Call with the
+        store's write lock held, and `_vectors_stored` once the transaction committed.
+        """
+        if self._vectors_seen is None:
+            self._vectors_seen = (set(), set())
+        refs_seen, digests_seen = self._vectors_seen
+        distinct, refs = _vector_refs(f for f in feats if f[:3] not in refs_seen)
+        return [d for d in distinct if d[0] not in digests_seen], refs
+
+    def _vectors_stored(self, refs: Iterable[tuple[int, bytes, str, bytes]]) -> None:
+        """Remember committed references and their vectors (bounded: forgets all past 100k)."""
+        if self._vectors_seen is None:
+            self._vectors_seen = (set(), set())
+        refs_seen, digests_seen = self._vectors_seen
+        if len(refs_seen) > 100_000 or len(digests_seen) > 100_000:
+            refs_seen.clear()
+            digests_seen.clear()
+        for org, sha, schema, digest in refs:
+            refs_seen.add((org, sha, schema))
+            digests_seen.add(digest)
+
     def _remember(self, digest: str, principal: Principal, forgets_seen: int) -> None:
         """Cache a verified admin or endpoint principal, unless a revocation came in between."""
         if principal.kind is TokenKind.ENROLL or self._forgets != forgets_seen:

@@ -68,7 +68,6 @@ from backend.store._base import (
     _new_token_secret,
     _pause_for_fault_injection,
     _StoreCommon,
-    _vector_refs,
     hash_token,
     is_postgres_url,
     token_id_of,
@@ -681,6 +680,7 @@ class PostgresStore(_StoreCommon):
         """
         now_ms = int(now.timestamp() * 1000)
         conn = self._conn
+        written = False
         with self._lock:
             with conn.transaction() as tx:
                 cur = conn.execute(
@@ -693,9 +693,10 @@ class PostgresStore(_StoreCommon):
                 with conn.cursor() as c:
                     if params:
                         c.execute(_UPSERT, _columns(params, 10))
-                    if feats:
-                        distinct, refs = _vector_refs(feats)
+                    distinct, refs = self._vectors_to_write(feats)
+                    if distinct:
                         c.execute(_ADD_VECTORS, _columns(distinct, 2))
+                    if refs:
                         c.execute(_ADD_ORG_VECTORS, _columns(refs, 4))
                     if _FAULT_MARKER:
                         _pause_for_fault_injection(_FAULT_MARKER)
@@ -715,6 +716,9 @@ class PostgresStore(_StoreCommon):
                     "WHERE endpoint_id = %s",
                     (now_ms, dropped_events, endpoint_id),
                 )
+                written = True
+            if written:  # committed
+                self._vectors_stored(refs)
                 return IngestResult(False, events, len(params) if rows is None else rows)
         return IngestResult(True, events, 0)
 

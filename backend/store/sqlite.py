@@ -89,7 +89,6 @@ from backend.store._base import (
     _pause_for_fault_injection,
     _StoreCommon,
     _vector_digest,
-    _vector_refs,
     hash_token,
     token_id_of,
 )
@@ -801,11 +800,12 @@ class Store(_StoreCommon):
                     db.execute("ROLLBACK")
                     return IngestResult(True, events, 0)
                 db.executemany(_UPSERT, params)
-                if feats:
-                    distinct, refs = _vector_refs(feats)
+                distinct, refs = self._vectors_to_write(feats)
+                if distinct:
                     db.executemany(
                         "INSERT OR IGNORE INTO vectors (digest, vector) VALUES (?, ?)", distinct
                     )
+                if refs:
                     db.executemany(
                         "INSERT OR IGNORE INTO org_vectors (org, sha256, schema, digest) "
                         "VALUES (?, ?, ?, ?)",
@@ -829,6 +829,7 @@ class Store(_StoreCommon):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._vectors_stored(refs)
         return IngestResult(False, events, rows)
 
     def aggregates(
