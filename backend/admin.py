@@ -69,14 +69,25 @@ def publish_pending(store: AggregateStore, publish: Publish, *, now: dt.datetime
     return store.publish_pending_policy(publish, now)
 
 
-def _next(
-    store: AggregateStore,
-    org_id: str | None,
-    now: dt.datetime,
-    change: Callable[[OrgPolicyModel], OrgPolicyModel],
-) -> PolicyDocumentModel:
-    if org_id is not None and not store.has_org(org_id):
-        raise NotFoundError(f"no organization {org_id!r}")
+_DocumentChange = Callable[[PolicyDocumentModel], PolicyDocumentModel]
+
+
+def _scoped(
+    org_id: str | None, change: Callable[[OrgPolicyModel], OrgPolicyModel]
+) -> _DocumentChange:
+    """`change` applied to the fleet default (`org_id` None) or to that org's override."""
+
+    def apply(doc: PolicyDocumentModel) -> PolicyDocumentModel:
+        if org_id is None:
+            return doc.model_copy(update={"default": change(doc.default)})
+        orgs = dict(doc.orgs)
+        orgs[org_id] = change(orgs.get(org_id, OrgPolicyModel()))
+        return doc.model_copy(update={"orgs": orgs})
+
+    return apply
+
+
+def _next(store: AggregateStore, now: dt.datetime, change: _DocumentChange) -> PolicyDocumentModel:
     current = store.current_policy()
     doc = (
         current.document
@@ -86,13 +97,7 @@ def _next(
         )
     )
     version = current.version + 1 if current else 1
-    if org_id is None:
-        return doc.model_copy(
-            update={"version": version, "issued_at": now, "default": change(doc.default)}
-        )
-    orgs = dict(doc.orgs)
-    orgs[org_id] = change(orgs.get(org_id, OrgPolicyModel()))
-    return doc.model_copy(update={"version": version, "issued_at": now, "orgs": orgs})
+    return change(doc).model_copy(update={"version": version, "issued_at": now})
 
 
 def _apply(
@@ -104,15 +109,28 @@ def _apply(
     action: str,
     change: Callable[[OrgPolicyModel], OrgPolicyModel],
 ) -> PolicyRecord:
-    scope = org_id or "fleet"
+    if org_id is not None and not store.has_org(org_id):
+        raise NotFoundError(f"no organization {org_id!r}")
+    return _apply_document(
+        store, publish, now, actor, f"{action} ({org_id or 'fleet'})", _scoped(org_id, change)
+    )
+
+
+def _apply_document(
+    store: AggregateStore,
+    publish: Publish,
+    now: dt.datetime,
+    actor: str,
+    action: str,
+    change: _DocumentChange,
+) -> PolicyRecord:
+    """One policy version: `change` applied to the newest document, compare-and-set."""
     for attempt in range(_CONFLICT_RETRIES + 1):
         # another replica may have changed the policy since this process last read it: the
         # compare-and-set refuses, the store re-reads, and the change is applied to the newest
-        doc = PolicyDocumentModel.model_validate(_next(store, org_id, now, change).model_dump())
+        doc = PolicyDocumentModel.model_validate(_next(store, now, change).model_dump())
         try:
-            return store.append_policy(
-                doc, actor=actor, action=f"{action} ({scope})", now=now, publish=publish
-            )
+            return store.append_policy(doc, actor=actor, action=action, now=now, publish=publish)
         except PolicyConflictError:
             if attempt == _CONFLICT_RETRIES:
                 raise
@@ -257,17 +275,18 @@ def add_allowlist_candidates(
     *,
     now: dt.datetime,
     actor: str = "fleetward-transition",
-) -> list[PolicyRecord]:
-    """Apply transition allowlist candidates by their scope, one policy change per scope.
+) -> PolicyRecord | None:
+    """Apply transition allowlist candidates by their scope, as one policy version.
 
     A fleet-scoped candidate (`org_id` None: fleet-level evidence) goes on the fleet-wide
     allowlist; an org-scoped one (one org's own evidence) only on that org's allowlist, so
     one org's flip never shields a sample in another org. Entries replace same-sha256 ones.
+    Every scope changes in the one version, or none does. Returns it (None: no candidates).
 
     Raises:
-        BatchInvalidError: an entry's sha256 or reason is not valid.
-        NotFoundError: a candidate names an org that does not exist.
-        PublishError: the signed policy could not be republished.
+        BatchInvalidError: an entry's sha256 or reason is not valid; nothing changed.
+        NotFoundError: a candidate names an org that does not exist; nothing changed.
+        PublishError: the version is recorded but not yet published (see the module doc).
     """
     by_scope: dict[str | None, dict[str, dict[str, object]]] = {}
     for c in candidates:
@@ -280,19 +299,33 @@ def add_allowlist_candidates(
             "created_at": e.created_at,
             "expires_at": e.expires_at,
         }
-    records = []
-    for org_id in sorted(by_scope, key=lambda o: (o is not None, o or "")):
-        new = by_scope[org_id]
+    if not by_scope:
+        return None
+    scopes = sorted(by_scope, key=lambda o: (o is not None, o or ""))
+    for org_id in scopes:
+        if org_id is not None and not store.has_org(org_id):
+            raise NotFoundError(f"no organization {org_id!r}")
 
-        def change(p: OrgPolicyModel, new: dict[str, dict[str, object]] = new) -> OrgPolicyModel:
+    def add(new: dict[str, dict[str, object]]) -> Callable[[OrgPolicyModel], OrgPolicyModel]:
+        def change(p: OrgPolicyModel) -> OrgPolicyModel:
             kept = [e.model_dump() for e in p.allowlist if e.sha256 not in new]
             return OrgPolicyModel.model_validate(
                 {**p.model_dump(), "allowlist": [*kept, *new.values()]}
             )
 
-        action = f"transition allowlist add {len(new)}"
-        records.append(_apply(store, publish, org_id, now, actor, action, change))
-    return records
+        return change
+
+    changes = [_scoped(org_id, add(by_scope[org_id])) for org_id in scopes]
+
+    def change_all(doc: PolicyDocumentModel) -> PolicyDocumentModel:
+        for change in changes:
+            doc = change(doc)
+        return doc
+
+    count = sum(len(v) for v in by_scope.values())
+    where = ", ".join(o or "fleet" for o in scopes)
+    action = f"transition allowlist add {count} ({where})"
+    return _apply_document(store, publish, now, actor, action, change_all)
 
 
 def remove_list_entry(

@@ -135,7 +135,7 @@ def add_allowlist_candidates(
     """Apply saved transition allowlist candidates by scope: `admin.add_allowlist_candidates`.
 
     Each candidate is a report's `allowlist_candidates` row: the entry, and `org_id` (None for
-    fleet-wide). Returns the last policy written (None when there was nothing to apply).
+    fleet-wide). Returns the one policy version written (None when there was nothing to apply).
     """
     from agent.policy import ListEntry
     from backend.analysis.transition_allowlist import AllowlistCandidate
@@ -153,8 +153,7 @@ def add_allowlist_candidates(
         )
         for c in candidates
     ]  # fmt: skip
-    records = admin.add_allowlist_candidates(store, publish, cands, now=now, actor=actor)
-    return records[-1] if records else None
+    return admin.add_allowlist_candidates(store, publish, cands, now=now, actor=actor)
 
 
 def remove_list_entry(
