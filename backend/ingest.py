@@ -59,6 +59,7 @@ __all__ = [
 
 MS_PER_DAY = 86_400_000
 _NOT_DECISIONS = frozenset(a.value for a in Action if a is not Action.NONE)
+_ALERT_VALUES = frozenset(v.value for v in Verdict if v.is_alert)
 
 # (day, endpoint_id, model_version, org_id, events, alerts, self_test_failures, model_errors,
 #  breaker_trips): one endpoint's counters for one day under one active model version
@@ -324,20 +325,28 @@ def endpoint_day_rows(batch: TelemetryColumns) -> list[EvidenceRow]:
     not decisions and are left out.
     """
     batch = decisions_only(batch)
-    alert_values = {v.value for v in Verdict if v.is_alert}
-    acc = Counter(
-        zip(
-            [at // MS_PER_DAY for at in batch.observed_at_ms],
-            batch.model_version,
-            [v in alert_values for v in batch.verdict],
-            strict=True,
-        )
-    )
     cells: dict[tuple[int, int], list[int]] = {}
-    for (day, version, alert), n in acc.items():
-        cell = cells.setdefault((day, version), [0, 0, 0, 0, 0])
-        cell[0] += n
-        cell[1] += n if alert else 0
+    at, versions, verdicts = batch.observed_at_ms, batch.model_version, batch.verdict
+    if (
+        at
+        and min(at) // MS_PER_DAY == max(at) // MS_PER_DAY
+        and versions.count(versions[0]) == len(versions)
+    ):  # the usual batch: one day, one model (C-level counts, no per-event Python)
+        alerts = sum(verdicts.count(v) for v in _ALERT_VALUES)
+        cells[at[0] // MS_PER_DAY, versions[0]] = [len(at), alerts, 0, 0, 0]
+    else:
+        acc = Counter(
+            zip(
+                [t // MS_PER_DAY for t in at],
+                versions,
+                [v in _ALERT_VALUES for v in verdicts],
+                strict=True,
+            )
+        )
+        for (day, version, alert), n in acc.items():
+            cell = cells.setdefault((day, version), [0, 0, 0, 0, 0])
+            cell[0] += n
+            cell[1] += n if alert else 0
     for h in batch.health:
         cell = cells.setdefault((h.observed_at_ms // MS_PER_DAY, h.model_version), [0] * 5)
         cell[2] += h.self_test_failures

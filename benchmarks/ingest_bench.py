@@ -237,7 +237,8 @@ def run_one(target: str, tmp: Path, args: argparse.Namespace) -> dict[str, objec
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        n_batches = int(args.seconds * 150_000 / args.batch / args.clients) + 5
+        # enough batches for 300k events/s (the run still ends after `--seconds`)
+        n_batches = int(args.seconds * 300_000 / args.batch / args.clients) + 5
         q: mp.Queue[tuple[str, int, int, list[float]]] = mp.Queue()
         procs = [
             mp.Process(
