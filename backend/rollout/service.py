@@ -281,9 +281,26 @@ def _figures(d: RolloutDecision) -> str:
     )
 
 
+def _read(store: AggregateStore) -> tuple[Rollout | None, str | None]:
+    """The latest rollout and the stored state it was read from (what `_log` compares)."""
+    raw = store.rollout_state()
+    return (None if raw is None else _from_json(raw)), raw
+
+
 def _log(
-    store: AggregateStore, before: Rollout, d: RolloutDecision, policy_version: int | None
+    store: AggregateStore,
+    before: Rollout,
+    d: RolloutDecision,
+    policy_version: int | None,
+    *,
+    read: str | None,
 ) -> Rollout:
+    """Store the state after `d` and log `d`, if the stored state is still `read`.
+
+    `read` is the stored state `before` was decided from (for a new rollout, the latest
+    rollout's). Two replicas deciding on one state: the first logs, the second gets
+    ConflictError (409) and nothing of it is logged.
+    """
     after = apply_decision(before, d)
     row = (d.action.value, d.stage_index, d.percent, d.reason, _figures(d), policy_version)
     rid = store.log_rollout_decision(
@@ -291,8 +308,18 @@ def _log(
         d.at,
         lambda rid: _to_json(replace(after, rollout_id=rid)),
         row,
+        expected=read,
     )
     return replace(after, rollout_id=rid)
+
+
+def _check_unchanged(store: AggregateStore, r: Rollout, read: str | None) -> None:
+    """Refuse to publish for a decision another replica already overtook (see `_log`)."""
+    if store.rollout_state(r.rollout_id) != read:
+        raise ConflictError(
+            f"rollout {r.rollout_id}: another decision was logged since this one read the "
+            "rollout; read it again"
+        )
 
 
 def decision_log(store: AggregateStore, rollout_id: int | None = None) -> list[dict[str, Any]]:
@@ -425,12 +452,14 @@ def start_rollout(
 
     Raises:
         NotFoundError: no such org, or no policy (no current version to roll from).
-        ConflictError: another rollout is running or paused, or `to_version` is already current.
-        PublishError: the signed policy could not be republished; nothing started.
+        ConflictError: another rollout is running or paused, or `to_version` is already current,
+            or another replica started one meanwhile.
+        PublishError: the first stage is recorded in policy but not yet published (it is
+            published by the next change or at the next start); the start is not logged.
     """
     if org_id is not None and not store.has_org(org_id):
         raise NotFoundError(f"no organization {org_id!r}")
-    last = get_rollout(store)
+    last, read = _read(store)
     if last is not None and last.state in _ACTIVE:
         raise ConflictError(f"rollout {last.rollout_id} is {last.state.value}; abort it first")
     base = _control_version(store, org_id)
@@ -449,6 +478,8 @@ def start_rollout(
         if not plan:
             raise NotFoundError("no organizations to roll out to")
     r = Rollout(0, to_version, base, org_id, salt, cfg, now, stage_started_at=now, rings=plan)
+    if store.rollout_state() != read:
+        raise ConflictError("another rollout was started meanwhile; read it again")
     pv = _publish(store, publish, r, now, f"start v{to_version}", percent=r.percent)
     where = f" in ring {r.ring.value}" if r.ring else ""
     d = RolloutDecision(
@@ -456,16 +487,18 @@ def start_rollout(
         f"start v{base} -> v{to_version} at {r.percent:g} %{where}",
         next_decision_at=now + cfg.tick, ring=r.ring.value if r.ring else None,
     )  # fmt: skip
-    return _log(store, r, d, pv)
+    return _log(store, r, d, pv, read=read)
 
 
-def _need(store: AggregateStore, states: Sequence[RolloutState], what: str) -> Rollout:
-    r = get_rollout(store)
+def _need(
+    store: AggregateStore, states: Sequence[RolloutState], what: str
+) -> tuple[Rollout, str | None]:
+    r, read = _read(store)
     if r is None:
         raise NotFoundError("no rollout")
     if r.state not in states:
         raise ConflictError(f"cannot {what} rollout {r.rollout_id}: it is {r.state.value}")
-    return r
+    return r, read
 
 
 def pause_rollout(store: AggregateStore, *, now: dt.datetime) -> Rollout:
@@ -474,9 +507,9 @@ def pause_rollout(store: AggregateStore, *, now: dt.datetime) -> Rollout:
     Raises:
         NotFoundError: no rollout. ConflictError: it is not running.
     """
-    r = _need(store, (RolloutState.RUNNING,), "pause")
+    r, read = _need(store, (RolloutState.RUNNING,), "pause")
     d = RolloutDecision(r.rollout_id, now, RolloutAction.PAUSE, r.stage_index, r.percent, "paused")
-    return _log(store, r, d, None)
+    return _log(store, r, d, None, read=read)
 
 
 def resume_rollout(store: AggregateStore, *, now: dt.datetime) -> Rollout:
@@ -485,28 +518,31 @@ def resume_rollout(store: AggregateStore, *, now: dt.datetime) -> Rollout:
     Raises:
         NotFoundError: no rollout. ConflictError: it is not paused.
     """
-    r = _need(store, (RolloutState.PAUSED,), "resume")
+    r, read = _need(store, (RolloutState.PAUSED,), "resume")
     d = RolloutDecision(
         r.rollout_id, now, RolloutAction.RESUME, r.stage_index, r.percent, "resumed",
         next_decision_at=now + r.config.tick,
     )  # fmt: skip
-    return _log(store, r, d, None)
+    return _log(store, r, d, None, read=read)
 
 
 def abort_rollout(store: AggregateStore, publish: Publish, *, now: dt.datetime) -> Rollout:
     """Stop the rollout and put every endpoint back on `from_version` (signed policy).
 
     Raises:
-        NotFoundError: no rollout. ConflictError: it already ended.
-        PublishError: the rollback could not be published; the rollout stays as it was.
+        NotFoundError: no rollout. ConflictError: it already ended, or another decision
+            was logged meanwhile.
+        PublishError: the rollback is recorded in policy but not yet published (the next
+            change or the next start publishes it); the abort is not logged.
     """
-    r = _need(store, _ACTIVE, "abort")
+    r, read = _need(store, _ACTIVE, "abort")
+    _check_unchanged(store, r, read)
     pv = _publish(store, publish, r, now, "abort", percent=None)
     d = RolloutDecision(
         r.rollout_id, now, RolloutAction.ABORT, r.stage_index, r.percent,
         f"aborted by operator; back to v{r.from_version}",
     )  # fmt: skip
-    return _log(store, r, d, pv)
+    return _log(store, r, d, pv, read=read)
 
 
 def tick_rollout(
@@ -517,10 +553,13 @@ def tick_rollout(
     Returns None when no rollout is running.
 
     Raises:
-        PublishError: the policy change could not be published; the decision is not logged
-            and the next tick decides again.
+        ConflictError: another replica logged a decision since this tick read the rollout;
+            nothing of this tick is logged.
+        PublishError: the policy change is recorded but not yet published (the next change
+            or the next start publishes it); the decision is not logged and the next tick
+            decides again.
     """
-    r = get_rollout(store)
+    r, read = _read(store)
     if r is None or r.state is not RolloutState.RUNNING:
         return None
     control = r.from_version if r.from_version is not None else _control_version(store, r.org_id)
@@ -529,6 +568,8 @@ def tick_rollout(
     ev = gather_evidence(store, r, r.stage_started_at or r.started_at, now, control)
     d = decide(r, ev, now)
     pv: int | None = None
+    if d.action is not RolloutAction.WAIT:
+        _check_unchanged(store, r, read)  # a replica that lost the race publishes nothing
     if d.action is RolloutAction.ADVANCE and r.rings:
         after = apply_decision(r, d)
         what = f"advance to ring {after.ring} at {after.percent:g} %"
@@ -546,7 +587,7 @@ def tick_rollout(
     elif r.rings and _ring_percents(r, now) != _published_percents(store, r):
         # a delayed org's delay after broad has passed (or a block was lost): publish its share
         pv = _publish(store, publish, r, now, "delayed ring eligible", percent=r.percent)
-    _log(store, r, d, pv)
+    _log(store, r, d, pv, read=read)
     return d
 
 

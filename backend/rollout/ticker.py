@@ -9,7 +9,8 @@ own simulated time, never see a wall-clock ticker.
 
 A tick that fails (the store is busy, the policy cannot be signed) is logged and counted, and the
 next interval decides again: the controller is idempotent per look, and a failed publish logs
-no decision (`tick_rollout`).
+no decision (`tick_rollout`). Replicas tick on their own: when two decide on one look, the
+second one's log is refused (a compare-and-set on the rollout's state) and it logs nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from backend.admin import Publish
+from backend.errors import ConflictError
 from backend.rollout.core import RolloutDecision
 from backend.rollout.service import tick_rollout
 from backend.store import AggregateStore
@@ -74,6 +76,8 @@ async def run_rollout_ticks(
         decision: RolloutDecision | None = None
         try:
             decision = await run_in_threadpool(_tick, store, publish, clock())
+        except ConflictError:  # another replica logged this look's decision first: fine
+            log.info("rollout tick: another replica decided first")
         except Exception:  # a supervisor loop: log, count, decide again next interval
             stats.failures += 1
             log.exception("rollout tick failed")

@@ -248,8 +248,13 @@ class AggregateStore(Protocol):
         at: dt.datetime,
         state: Callable[[int], str],
         decision: RolloutDecisionRow,
+        *,
+        expected: str | None,
     ) -> int:
-        """Create (no id) or update a rollout and append its decision, in one transaction."""
+        """Create (no id) or update a rollout and append its decision, in one transaction.
+
+        Compare-and-set: the stored state must still be `expected` (ConflictError if not).
+        """
         ...
 
     def rollout_decisions(self, rollout_id: int) -> list[RolloutLogRow]:

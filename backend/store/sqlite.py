@@ -1066,12 +1066,30 @@ class Store(_StoreCommon):
         at: dt.datetime,
         state: Callable[[int], str],
         decision: RolloutDecisionRow,
+        *,
+        expected: str | None,
     ) -> int:
         """In one transaction: create the rollout (no id), store `state(id)`, log the decision.
 
-        The decision log is append-only (triggers refuse updates and deletes). Returns the id.
+        Compare-and-set: `expected` is the stored state the decision was made from (for a new
+        rollout, the latest rollout's; None: there was none). The decision log is append-only
+        (triggers refuse updates and deletes). Returns the id.
+
+        Raises:
+            ConflictError: the stored state is no longer `expected` (another replica decided
+                first); nothing was written.
         """
         with self.write_transaction() as conn:
+            if rollout_id is None:
+                found = conn.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1")
+            else:
+                found = conn.execute("SELECT state FROM rollouts WHERE id = ?", (rollout_id,))
+            now_stored = found.fetchone()
+            if (None if now_stored is None else str(now_stored[0])) != expected:
+                raise ConflictError(
+                    f"rollout {rollout_id or 'start'}: another decision was logged since this "
+                    "one read the rollout; read it again"
+                )
             if rollout_id is None:
                 cur = conn.execute(
                     "INSERT INTO rollouts (created_at, state) VALUES (?, '{}')", (_iso(at),)
