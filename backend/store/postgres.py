@@ -701,7 +701,8 @@ class PostgresStore(_StoreCommon):
         """The one ingest transaction: ledger, aggregates, vectors, evidence, last seen.
 
         Each table takes one statement over all of the batch's rows (`unnest` of one array
-        literal per column), whatever the number of rows: `params` must hold each aggregate key once.
+        literal per column), whatever the number of rows: `params` must hold each aggregate
+        key once.
         """
         now_ms = int(now.timestamp() * 1000)
         conn = self._conn

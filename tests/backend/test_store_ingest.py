@@ -212,3 +212,11 @@ def test_a_reference_already_stored_is_not_written_again_and_other_orgs_keep_the
     assert store.feature_vector(acme, sha, "static-v1") == mine
     assert store.feature_vector(globex, sha, "static-v1") == theirs
     store.close()
+
+
+def test_text_with_quotes_backslashes_braces_and_null_is_stored_as_sent(store: AnyStore) -> None:
+    names = ['ep "quoted"', "ep\\back\\slash", "NULL", "a,b{c} d", "", "ep_ü"]
+    rows: list[Any] = [(DAY, n, 1, "org_x", 1, 0, 0, 0, 0) for n in names]
+    store.record_evidence("odd-names", endpoint_days=rows, now=NOW)
+    got = _rows(store, "SELECT endpoint_id FROM endpoint_days")
+    assert sorted(r[0] for r in got) == sorted(names)
