@@ -69,8 +69,8 @@ def test_schemathesis_finds_no_server_errors_and_responses_match_the_schema(
         "endpoint": {"GET /v1/checkin", "GET /v1/push"},
         None: {"GET /healthz", "GET /metrics"},
     }.items():
-        assert {(label, kind) for label in must} <= ok, (kind, sorted(ok))
-    assert len({label for label, kind in ok if kind == "admin"}) >= 12, sorted(ok)
+        assert {(label, kind) for label in must} <= ok, (kind, sorted(ok, key=str))
+    assert len({label for label, kind in ok if kind == "admin"}) >= 12, sorted(ok, key=str)
     refused = {(label, kind) for label, kind, status in answered if status in (401, 403)}
     assert ("POST /v1/admin/orgs", "endpoint") in refused
     assert ("GET /v1/checkin", None) in refused
@@ -85,8 +85,14 @@ def _fuzz_operation(
 ):
     """Every example with every kind of token (and none): no 5xx, bodies as documented."""
 
+    # derandomized: the same examples on every run, so what the coverage asserts below can
+    # reach does not depend on the draw (the outside fuzzing probes draw afresh)
     @settings(
-        max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy())
     def run(case: schemathesis.Case) -> None:
