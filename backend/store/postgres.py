@@ -21,7 +21,8 @@ runs one suite against both and holds them equal. What differs, and why:
 - Org and policy caches are re-read on a miss, because another process may have written them.
 - `schema` puts every table in one PostgreSQL schema (tests use a fresh one each).
 
-One connection (autocommit, explicit transactions) behind a lock serves the writers; token
+One connection (autocommit, explicit transactions) behind a lock serves the other writers;
+ingest transactions run on up to four connections of their own, side by side; token
 lookups that miss the cache have a connection and lock of their own (a check-in never waits
 for an ingest transaction); long reads (`iter_aggregates`, `iter_labels`) open their own
 connection with a server-side cursor.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import queue
 import re
 import secrets
 import threading
@@ -214,6 +216,9 @@ ON CONFLICT (day, model_version, org_id) DO UPDATE SET
     breaker_trips = a.breaker_trips + excluded.breaker_trips
 """
 
+# concurrent ingest transactions (each on its own connection); every write sorts its rows by
+# the table's key and the tables come in one order, so they wait on each other, never deadlock
+_INGEST_CONNECTIONS = 4
 _hex = operator.methodcaller("hex")  # bytes, bytearray and memoryview alike
 
 _AGG_COLUMNS = (
@@ -333,6 +338,12 @@ class PostgresStore(_StoreCommon):
         # so a check-in never waits for the ingest transaction holding the writer's.
         self._auth_conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._auth_lock = threading.Lock()
+        # Ingest transactions take connections of their own (up to `_INGEST_CONNECTIONS`), so
+        # batches commit side by side: PostgreSQL overlaps one's WAL flush with another's
+        # work, where one connection made each batch wait for the previous one's flush.
+        self._ingest_idle: queue.LifoQueue[psycopg.Connection[tuple[Any, ...]]] = queue.LifoQueue()
+        self._ingest_opened = 0
+        self._ingest_lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = psycopg.connect(self.url, autocommit=True)
@@ -362,12 +373,34 @@ class PostgresStore(_StoreCommon):
             self._auth_conn = self._connect()
         return self._auth_conn
 
+    def _ingest_conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """An idle ingest connection, a new one while fewer than the cap are open, else wait."""
+        while True:
+            try:
+                conn = self._ingest_idle.get_nowait()
+            except queue.Empty:
+                with self._ingest_lock:
+                    if self._ingest_opened < _INGEST_CONNECTIONS:
+                        self._ingest_opened += 1
+                        try:
+                            return self._connect()
+                        except BaseException:
+                            self._ingest_opened -= 1
+                            raise
+                conn = self._ingest_idle.get()
+            if not conn.closed:
+                return conn
+            with self._ingest_lock:  # lost (server restart): open another in its place
+                self._ingest_opened -= 1
+
     def close(self) -> None:
         """Close the connections."""
         with self._lock:
             with self._auth_lock:
                 if self._auth_conn is not None:
                     self._auth_conn.close()
+            while not self._ingest_idle.empty():
+                self._ingest_idle.get_nowait().close()
             self._conn.close()
 
     def checkpoint(self) -> None:
@@ -705,9 +738,9 @@ class PostgresStore(_StoreCommon):
         key once.
         """
         now_ms = int(now.timestamp() * 1000)
-        conn = self._conn
+        conn = self._ingest_conn()
         written = False
-        with self._lock:
+        try:
             with conn.transaction() as tx:
                 cur = conn.execute(
                     "INSERT INTO batches (endpoint_id, key, received_ms, events) "
@@ -743,9 +776,11 @@ class PostgresStore(_StoreCommon):
                     (now_ms, dropped_events, endpoint_id),
                 )
                 written = True
-            if written:  # committed
-                self._vectors_stored(refs)
-                return IngestResult(False, events, len(params) if rows is None else rows)
+        finally:
+            self._ingest_idle.put(conn)
+        if written:  # committed
+            self._vectors_stored(refs)
+            return IngestResult(False, events, len(params) if rows is None else rows)
         return IngestResult(True, events, 0)
 
     def _agg_row(self, r: Sequence[Any]) -> AggregateRow:

@@ -220,3 +220,37 @@ def test_text_with_quotes_backslashes_braces_and_null_is_stored_as_sent(store: A
     store.record_evidence("odd-names", endpoint_days=rows, now=NOW)
     got = _rows(store, "SELECT endpoint_id FROM endpoint_days")
     assert sorted(r[0] for r in got) == sorted(names)
+
+
+def test_concurrent_batches_over_the_same_rows_all_count_and_never_deadlock(
+    store: AnyStore,
+) -> None:
+    org = store.create_org("acme", NOW).org_id
+    endpoints = [store.enroll(org, NOW).endpoint_id for _ in range(4)]
+    shas = [bytes([i]) * 32 for i in range(40)]
+    errors: list[BaseException] = []
+
+    def send(n: int, ep: str) -> None:
+        rng = random.Random(n)
+        try:
+            for b in range(8):
+                picked = sorted(rng.sample(range(40), 25))  # overlapping rows, several per batch
+                rows = [(DAY, shas[i], 3, 0, "allow", 2, 1_000 + b, 2_000 + b) for i in picked]
+                batch = BatchAggregate(
+                    f"b-{n}-{b}", org, ep, 0, 50, sketch.sketch_of([n]), rows, []
+                )
+                evidence = [(DAY, ep, 3, org, 50, 1, 0, 0, 0)]
+                store.ingest_aggregate(batch, NOW, evidence=evidence)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n, ep)) for n, ep in enumerate(endpoints)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(r.count for r in store.aggregates(org_id=org)) == 4 * 8 * 25 * 2
+    assert max(r.distinct_endpoints for r in store.aggregates(org_id=org)) == 4
+    rollup = _rows(store, "SELECT endpoint_days, events, alerts FROM arm_days")
+    assert rollup == [(4, 4 * 8 * 50, 4 * 8)]
