@@ -12,6 +12,10 @@ agents each holding a push channel needs one cheap coroutine per agent. Each sim
   `agent.telemetry.TelemetryEvent` / `encode_batch` (Zipf-popular samples, a feature vector
   with a sample the agent reports for the first time).
 
+The transport is one aiohttp session per client process (the `[load]` extra): the bytes
+sent and the answers parsed are the agent's own, but httpx's per-request CPU (~1 ms: h11, anyio,
+httpcore's pool scan) had made the client, not the server, the thing measured.
+
 An optional operator flips the kill switch at `kill_switch_at_s` and each agent records when
 its notice arrived and when its effective mode (its check-in's answer) became `off`.
 
@@ -37,7 +41,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -55,10 +59,12 @@ from loadtest._clock import monotonic_s, utc_now
 from loadtest._wire import synthetic_events
 from loadtest.run import LoadtestError
 
+if TYPE_CHECKING:  # the `[load]` extra; imported when agents run
+    import aiohttp
+
 __all__ = ["FleetConfig", "FleetResult", "ProcessUsage", "percentile", "run_fleet"]
 
 _ROOT = Path(__file__).resolve().parents[1]
-_PER_POOL = 8  # agents sharing one connection pool (httpcore scans its pool per request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,29 +266,44 @@ def _vector(rng: random.Random) -> bytes:
     return _VECTORS[rng.randrange(len(_VECTORS))]
 
 
+@dataclass(frozen=True, slots=True)
+class _Transport:
+    """The one aiohttp session a client process's agents share, and what it raises."""
+
+    session: aiohttp.ClientSession
+    errors: tuple[type[BaseException], ...]
+    stream_timeout: aiohttp.ClientTimeout
+
+
 class _SimAgent:
+    """One simulated endpoint: its push channel, its check-ins and its telemetry.
+
+    The bytes it sends and the answers it parses are the agent's own (`push_request`,
+    `parse_events`, `checkin_request`, `parse_checkin`, `encode_batch`); only the transport
+    is aiohttp's, shared by every agent of the process (see `_drive`).
+    """
+
     def __init__(
         self,
         creds: Credentials,
-        client: httpx.AsyncClient,
-        push_client: httpx.AsyncClient,
+        transport: _Transport,
         config: FleetConfig,
         stats: _Stats,
         rng: random.Random,
     ) -> None:
-        self.creds, self.client, self.config, self.stats, self.rng = (
-            creds,
-            client,
-            config,
-            stats,
-            rng,
-        )
-        self.push_client = push_client
+        self.creds, self.config, self.stats, self.rng = creds, config, stats, rng
+        self.session, self.errors = transport.session, transport.errors
+        self.stream_timeout = transport.stream_timeout
         self.etag: str | None = None
         self.version = 0
         self.mode = "enforce"
         self.wake = asyncio.Event()
         self.seen: set[str] = set()
+        self.telemetry_url = creds.backend_url + "/v1/telemetry"
+        self.telemetry_headers = {
+            "authorization": f"Bearer {creds.token}",
+            "content-type": CONTENT_TYPE,
+        }
 
     async def run(self, until: float) -> None:
         tasks = [asyncio.create_task(self._checkins(until))]
@@ -302,9 +323,9 @@ class _SimAgent:
         while monotonic_s() < until:
             counted = False
             try:
-                async with self.push_client.stream("GET", url, headers=headers, timeout=None) as r:
-                    if r.status_code != 200:
-                        self.stats.errors[f"push HTTP {r.status_code}"] += 1
+                async with self.session.get(url, headers=headers, timeout=self.stream_timeout) as r:
+                    if r.status != 200:
+                        self.stats.errors[f"push HTTP {r.status}"] += 1
                     else:
                         failures, counted = 0, True
                         self.stats.open_channels += 1
@@ -312,12 +333,13 @@ class _SimAgent:
                             self.stats.channels_peak, self.stats.open_channels
                         )
                         block: list[str] = []
-                        async for line in r.aiter_lines():
+                        async for raw in r.content:  # one SSE line at a time
+                            line = raw.decode("utf-8", "replace").rstrip("\r\n")
                             block.append(line)
                             if line == "":
                                 self._heard(list(parse_events(block)))
                                 block = []
-            except (httpx.HTTPError, OSError) as exc:
+            except self.errors as exc:
                 self.stats.errors[f"push {type(exc).__name__}"] += 1
             finally:
                 if counted:
@@ -350,21 +372,24 @@ class _SimAgent:
         url, headers = checkin_request(self.creds, self.etag)
         started = monotonic_s()
         try:
-            r = await self.client.get(url, headers=headers)
-        except httpx.HTTPError as exc:
+            async with self.session.get(url, headers=headers) as r:
+                status, body = r.status, await r.read()
+                etag, media = r.headers.get("etag"), r.headers.get("content-type", "")
+        except self.errors as exc:
             self.stats.errors[f"check-in {type(exc).__name__}"] += 1
             return
         done = monotonic_s()
-        if r.status_code == 304:
+        if status == 304:
             self.stats.not_modified += 1
-        elif r.status_code == 200:
-            info = parse_checkin(r)
-            self.etag, self.version = r.headers.get("etag"), info.policy_version
+        elif status == 200:
+            # the agent's own parser reads an httpx.Response: build one from the bytes read
+            info = parse_checkin(httpx.Response(200, headers={"content-type": media}, content=body))
+            self.etag, self.version = etag, info.policy_version
             if info.mode == "off" and self.mode != "off":
                 self.stats.off_at.append(done)
             self.mode = info.mode
         else:
-            self.stats.errors[f"check-in HTTP {r.status_code}"] += 1
+            self.stats.errors[f"check-in HTTP {status}"] += 1
             return
         self.stats.checkin_s.append(done - started)
         self.stats.checkin_at.append(done)
@@ -380,17 +405,18 @@ class _SimAgent:
     async def _telemetry(self) -> None:
         events = self._events()
         raw = encode_batch(events)
-        headers = {"authorization": f"Bearer {self.creds.token}", "content-type": CONTENT_TYPE}
         started = monotonic_s()
         try:
-            r = await self.client.post(
-                self.creds.backend_url + "/v1/telemetry", content=raw, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            async with self.session.post(
+                self.telemetry_url, data=raw, headers=self.telemetry_headers
+            ) as r:
+                status = r.status
+                await r.read()
+        except self.errors as exc:
             self.stats.errors[f"telemetry {type(exc).__name__}"] += 1
             return
-        if r.status_code != 200:
-            self.stats.errors[f"telemetry HTTP {r.status_code}"] += 1
+        if status != 200:
+            self.stats.errors[f"telemetry HTTP {status}"] += 1
             return
         self.stats.telemetry_s.append(monotonic_s() - started)
         self.stats.batches += 1
@@ -618,32 +644,32 @@ async def _drive(
 ) -> _Stats:
     stats = _Stats()
     rng = random.Random(f"{config.seed}:{creds[0].endpoint_id if creds else ''}")  # noqa: S311
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=_PER_POOL * 2)
-    tls = ssl.create_default_context()  # built once: loading the CA store costs ~0.1 s a client
-    pools = -(-len(creds) // _PER_POOL)
-    clients = [
-        httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=25.0,  # the server keeps an idle connection 30 s
-            ),
-            trust_env=False,
-            verify=tls,
-        )
-        for _ in range(pools * 2)  # check-ins and telemetry; push channels apart
-    ]
+    import aiohttp
+
+    # One session for every agent of this process: aiohttp's pool hands out a kept-alive
+    # connection in O(1) and parses with its C parser. httpx (h11 and anyio on every call,
+    # httpcore scanning its pool) cost ~1 ms of CPU a request, so the client, not the server,
+    # was what the bench measured (benchmarks/README.md, Fleet capacity).
+    connector = aiohttp.TCPConnector(
+        limit=0,  # no cap: every agent's push channel holds a connection of its own
+        keepalive_timeout=25.0,  # the server keeps an idle connection 30 s: close first
+        ssl=ssl.create_default_context(),  # built once (loading the CA store costs ~0.1 s)
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=30.0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        auto_decompress=False,
+    )
+    transport = _Transport(
+        session,
+        (aiohttp.ClientError, TimeoutError, OSError),
+        aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=None),
+    )
     agents = [
-        _SimAgent(
-            c,
-            clients[i // _PER_POOL],
-            clients[pools + i // _PER_POOL],
-            config,
-            stats,
-            random.Random(rng.random()),  # noqa: S311
-        )
-        for i, c in enumerate(creds)
+        _SimAgent(c, transport, config, stats, random.Random(rng.random()))  # noqa: S311
+        for c in creds
     ]
     tasks = []
     try:
@@ -654,8 +680,7 @@ async def _drive(
                 await asyncio.sleep(max(0.0, started + step * (i + 1) - monotonic_s()))
         await asyncio.gather(*tasks)
     finally:
-        for client in clients:
-            await client.aclose()
+        await session.close()
     return stats
 
 
