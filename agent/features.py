@@ -213,13 +213,18 @@ class _StringStats:
     markers: npt.NDArray[np.int64] | None = None
 
 
-def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
+def _string_chunk(
+    arr: npt.NDArray[np.uint8],
+    acc: _StringStats,
+    arr_counts: npt.NDArray[np.int64] | None = None,
+) -> None:
     """Add the printable runs of one chunk (that starts and ends on a run boundary) to `acc`.
 
     `starts[i]` says a run of `MIN_STRING` printables starts at i: a long-enough run of L bytes
     is exactly a run of L - MIN_STRING + 1 in `starts`, so the lengths come from the edges of
     `starts` alone. The strings are gathered with the one byte after each (never printable, a
     run being maximal) as separator: no needle spans it, and only printable counts are used.
+    Given `arr_counts` (the chunk's byte counts), mostly-string text counts what lies outside.
     """
     n_bytes = arr.size
     span = n_bytes - MIN_STRING + 1
@@ -258,7 +263,18 @@ def _string_chunk(arr: npt.NDArray[np.uint8], acc: _StringStats) -> None:
     acc.total_len += int(lengths.sum())
     acc.max_len = max(acc.max_len, int(lengths.max()))
     acc.long_count += int((lengths >= 100).sum())
-    counts = _pair_byte_counts(joined) if joined.size >= _PAIR_MIN else count_bytes(joined)
+    outside = n_bytes - total
+    if arr_counts is not None and outside < _GATHER_BELOW * n_bytes:
+        gap_starts = np.concatenate(([0], begins + extents))
+        gaps = np.concatenate((begins, [n_bytes])) - gap_starts
+        idx = np.repeat(gap_starts - (np.cumsum(gaps) - gaps), gaps)
+        idx += np.arange(outside)
+        counts = arr_counts - count_bytes(arr[idx])  # what is not a string or a separator
+        del idx
+    elif joined.size >= _PAIR_MIN:
+        counts = _pair_byte_counts(joined)
+    else:
+        counts = count_bytes(joined)
     acc.char_counts = counts if acc.char_counts is None else acc.char_counts + counts
     upper = joined - np.uint8(0x41)  # 'A'..'Z' -> 0..25, everything else wraps above
     upper = np.less(upper, 26, out=upper.view(bool)).view(np.uint8)
@@ -355,11 +371,14 @@ def _count_markers(text: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     return found
 
 
-def _string_features(arr: npt.NDArray[np.uint8]) -> list[float]:
+def _string_features(
+    arr: npt.NDArray[np.uint8], arr_counts: npt.NDArray[np.int64] | None = None
+) -> list[float]:
     """Statistics of printable runs of at least `MIN_STRING` bytes (EMBER's strings).
 
     The file is cut into chunks of about `CHUNK_BYTES`, each cut moved forward to the next
     non-printable byte so that no string spans two chunks; temporaries stay bounded.
+    `arr_counts`, the byte counts of all of `arr`, serve when it is a single chunk.
     """
     acc = _StringStats()
     start, n = 0, arr.size
@@ -369,7 +388,8 @@ def _string_features(arr: npt.NDArray[np.uint8]) -> list[float]:
             tail = arr[stop : stop + 4096]
             nonprint = (tail < 0x20) | (tail >= 0x7F)
             stop += int(np.argmax(nonprint)) if nonprint.any() else tail.size
-        _string_chunk(arr[start:stop], acc)
+        whole = start == 0 and stop == n
+        _string_chunk(arr[start:stop], acc, arr_counts if whole else None)
         start = stop
     if acc.count == 0 or acc.char_counts is None or acc.markers is None:
         return [0.0] * (6 + 0x7F - 0x20 + len(_MARKERS))
@@ -472,7 +492,7 @@ def extract_features(data: bytes, *, total_size: int | None = None) -> npt.NDArr
         [
             byte_hist,
             _byte_entropy_hist(nibble_hist),
-            np.asarray(_string_features(arr), dtype=np.float64),
+            np.asarray(_string_features(arr, counts), dtype=np.float64),
             np.asarray(general, dtype=np.float64),
             np.asarray(_header_features(facts, size), dtype=np.float64),
             np.asarray(_line_features(data, facts), dtype=np.float64),
