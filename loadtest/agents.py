@@ -652,7 +652,9 @@ async def _drive(
     # was what the bench measured (benchmarks/README.md, Fleet capacity).
     connector = aiohttp.TCPConnector(
         limit=0,  # no cap: every agent's push channel holds a connection of its own
-        keepalive_timeout=25.0,  # the server keeps an idle connection 30 s: close first
+        # The server closes a connection idle 30 s; a request written on it as it closes is
+        # reset. Close ours at 15 s: the margin must hold while a loaded client lags seconds.
+        keepalive_timeout=15.0,
         ssl=ssl.create_default_context(),  # built once (loading the CA store costs ~0.1 s)
     )
     session = aiohttp.ClientSession(

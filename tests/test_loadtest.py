@@ -151,6 +151,21 @@ def test_simulated_agents_hear_the_kill_switch_and_report_server_usage_apart(tmp
 
 
 @pytest.mark.slow
+def test_simulated_agents_check_in_conditionally_one_full_answer_each(tmp_path):
+    from loadtest.agents import FleetConfig, run_fleet
+
+    config = FleetConfig(
+        agents=6, duration_s=3.0, interval_s=0.5, ramp_s=0.5, telemetry_share=0.0, orgs=2
+    )
+    result = run_fleet(config, tmp_path)
+    assert result.errors == {}
+    assert result.checkins >= 3 * config.agents  # several check-ins each in 3 s
+    # the policy never changed: each agent's first answer is in full, every later one a 304
+    # to the ETag it kept (read from the transport's headers)
+    assert result.not_modified == result.checkins - config.agents
+
+
+@pytest.mark.slow
 def test_without_push_the_kill_switch_waits_for_the_next_check_in(tmp_path):
     from loadtest.agents import FleetConfig, run_fleet
 
