@@ -6,7 +6,9 @@ on the 2-core VMs this project runs on, a step's gathers and arithmetic took twi
 with the memory kept (`python benchmarks/sim_bench.py`, see `benchmarks/README.md`). Raising
 glibc's mmap and trim thresholds keeps such blocks in the heap for reuse; day-sized arrays (a
 fold's columns) stay above the mmap threshold and still go back to the system when freed.
-Elsewhere than glibc this does nothing.
+Elsewhere than glibc this does nothing. A shard worker folds a day's events now and then, and
+keeping what that fold freed would hold hundreds of megabytes per worker until the end, so it
+gives it back after each fold (`trim_freed_memory`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "trim_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -40,3 +42,16 @@ def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 
         return False
     _done = bool(ok)
     return _done
+
+
+def trim_freed_memory() -> bool:
+    """Give the heap's free memory back to the system now (glibc's `malloc_trim`)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc
+        return False

@@ -32,7 +32,11 @@ Arr = npt.NDArray[Any]
 
 @dataclass(frozen=True, slots=True)
 class FoldedRows:
-    """Aggregate rows as columns; row i's sketch is `sketches[ends[i-1]:ends[i]]`."""
+    """Aggregate rows as columns; row i's sketch is `sketches[start[i]:start[i] + size[i]]`.
+
+    The sketches stay one blob (reordering or joining rows moves two integer columns, never
+    the bytes); `sketch_list` cuts it once, for the store.
+    """
 
     day: npt.NDArray[np.int64]
     org: Arr
@@ -43,7 +47,8 @@ class FoldedRows:
     first: npt.NDArray[np.int64]
     last: npt.NDArray[np.int64]
     sketches: bytes
-    ends: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+    size: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return int(self.count.size)
@@ -51,15 +56,15 @@ class FoldedRows:
     def check(self) -> None:
         """Raise ValueError unless every column (and the sketch ends) has one entry per row."""
         n = len(self)
-        if any(getattr(self, c).size != n for c in (*_COLS, "ends")):
+        if any(getattr(self, c).size != n for c in (*_COLS, "start", "size")):
             raise ValueError("folded rows: columns of different lengths")
-        if n and int(self.ends[-1]) != len(self.sketches):
-            raise ValueError("folded rows: sketch bytes do not match their ends")
+        if n and int((self.start + self.size).max()) > len(self.sketches):
+            raise ValueError("folded rows: a sketch lies past the sketch bytes")
 
     def sketch_list(self) -> list[bytes]:
         """Each row's sketch as its own bytes."""
-        b, ends = self.sketches, self.ends.tolist()
-        return [b[a:e] for a, e in zip([0, *ends[:-1]], ends, strict=True)]
+        b = self.sketches
+        return [b[a : a + n] for a, n in zip(self.start.tolist(), self.size.tolist(), strict=True)]
 
     @staticmethod
     def concat(parts: Sequence[FoldedRows]) -> FoldedRows:
@@ -78,33 +83,35 @@ class FoldedRows:
             rows = _rows(
                 {c: np.concatenate([getattr(p, c) for p in parts]) for c in _COLS},
                 b"".join(p.sketches for p in parts),
-                np.concatenate([p.ends + o for p, o in zip(parts, offs, strict=True)]),
+                np.concatenate([p.start + o for p, o in zip(parts, offs, strict=True)]),
+                np.concatenate([p.size for p in parts]),
             )
         if rows.day.min() == rows.day.max():
             return rows
         order = np.argsort(rows.day, kind="stable")
-        lens = np.diff(np.r_[0, rows.ends])[order]
-        starts = (rows.ends - np.diff(np.r_[0, rows.ends]))[order].tolist()
-        blob = rows.sketches
         return _rows(
             {c: getattr(rows, c)[order] for c in _COLS},
-            b"".join(blob[a : a + n] for a, n in zip(starts, lens.tolist(), strict=True)),
-            np.cumsum(lens),
+            rows.sketches,
+            rows.start[order],
+            rows.size[order],
         )
 
 
 _COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last")
 
 
-def _rows(cols: dict[str, Arr], sketches: bytes, ends: npt.NDArray[np.int64]) -> FoldedRows:
+def _rows(
+    cols: dict[str, Arr], sketches: bytes, start: npt.NDArray[np.int64], size: npt.NDArray[np.int64]
+) -> FoldedRows:
     return FoldedRows(
         day=cols["day"], org=cols["org"], sample=cols["sample"], model=cols["model"],
         verdict=cols["verdict"], count=cols["count"], first=cols["first"], last=cols["last"],
-        sketches=sketches, ends=ends,
+        sketches=sketches, start=start, size=size,
     )  # fmt: skip
 
 
-_EMPTY = _rows({c: np.zeros(0, np.int64) for c in _COLS}, b"", np.zeros(0, np.int64))
+_NONE = np.zeros(0, np.int64)
+_EMPTY = _rows({c: _NONE for c in _COLS}, b"", _NONE, _NONE)
 
 
 class EventFolder:
@@ -252,7 +259,7 @@ class EventFolder:
         first = (tk[starts] & t_mask) + t0
         last = (tk[np.r_[starts[1:], n] - 1] & t_mask) + t0
         del tk, row
-        ends = np.r_[np.flatnonzero(p_row[1:] != p_row[:-1]) + 1, p_row.size] * 8
+        bounds = np.r_[0, np.flatnonzero(p_row[1:] != p_row[:-1]) + 1, p_row.size] * 8
         rest, vr = np.divmod(row_key, nv)
         rest, mdl = np.divmod(rest, n_models)
         rest, sr = np.divmod(rest, n_s)
@@ -267,5 +274,6 @@ class EventFolder:
             first=first,
             last=last,
             sketches=p_hash.astype(">u8").tobytes(),
-            ends=ends.astype(np.int64),
+            start=bounds[:-1].astype(np.int64),
+            size=np.diff(bounds).astype(np.int64),
         )

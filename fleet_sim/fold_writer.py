@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 PROCESS_MIN_ENDPOINTS = 200_000  # below this a fold takes well under a second: stay inline
-_COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last", "ends")
+_COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last", "start", "size")
 
 
 class FoldWriter(Protocol):

@@ -24,6 +24,7 @@ import numpy as np
 from backend.errors import BackendError
 from backend.store import Store
 from fleet_sim._clock import SimClock, wall_s
+from fleet_sim._memory import trim_freed_memory
 from fleet_sim.backend_link import InProcessLink
 from fleet_sim.control import (
     DecisionTables,
@@ -158,7 +159,10 @@ def _forecast(
     report = predict_transition(
         store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now
     )
-    return {o: t.predicted_new_fp_alerts_per_day for o, t in report.per_org.items()}
+    forecast = {o: t.predicted_new_fp_alerts_per_day for o, t in report.per_org.items()}
+    del report
+    trim_freed_memory()  # the prediction read every aggregate row so far; the run goes on
+    return forecast
 
 
 def _rollout_starter(

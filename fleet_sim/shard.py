@@ -46,7 +46,7 @@ import simpy
 
 from agent.policy import PolicyDocumentModel
 from fleet_sim._clock import DAY_S
-from fleet_sim._memory import keep_freed_memory
+from fleet_sim._memory import keep_freed_memory, trim_freed_memory
 from fleet_sim.cohort import FOLD_GRACE_S, CohortEngine, rng_blocks
 from fleet_sim.control import DecisionTables, Fleet, Recorder
 from fleet_sim.errors import SimError
@@ -169,10 +169,14 @@ class Shard:
         if not parts:
             return FoldedRows.concat([])
         c = {k: np.concatenate([p[k] for p in parts]) for k in _DELIVERED}
-        return self._folder.fold(
+        del parts
+        rows = self._folder.fold(
             ep=c["ep"], sample=c["sample"], model=c["model"], verdict=c["verdict"],
             t_ms=c["t_ms"], ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms,
         )  # fmt: skip
+        del c
+        trim_freed_memory()  # the fold's temporaries: a day's worth, not needed until the next
+        return rows
 
     def _new_tally(self, on: bool) -> None:
         f = self.fleet
