@@ -9,7 +9,10 @@ page faults cost more than the arithmetic (2-3 ms of a 1 MiB decision, measured 
 8 MiB kept free at its top) remove those faults and also bound what the heap keeps: the
 dynamic threshold would rise to the 16 MiB of the largest prefix read and keep twice that.
 
-Linux with glibc only; elsewhere (`mallopt` missing) nothing changes.
+`release_free_memory` gives back the free pages inside the heap (`malloc_trim`), which the
+trim threshold never reaches: a model swap frees a whole onnxruntime session in its middle.
+
+Linux with glibc only; elsewhere (`mallopt`, `malloc_trim` missing) nothing changes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "set_malloc_thresholds"]
+__all__ = [
+    "MMAP_THRESHOLD_BYTES",
+    "TRIM_THRESHOLD_BYTES",
+    "release_free_memory",
+    "set_malloc_thresholds",
+]
 
 MMAP_THRESHOLD_BYTES = 4 << 20
 """Blocks below this come from the heap (and go back to it on free)."""
@@ -48,3 +56,20 @@ def set_malloc_thresholds(
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold_bytes)
     )
+
+
+def release_free_memory() -> bool:
+    """Return the heap's free pages to the kernel (glibc `malloc_trim(0)`, ~0.5 ms, GIL free).
+
+    False where that is not possible.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # a libc without malloc_trim
+        return False
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    malloc_trim(0)
+    return True

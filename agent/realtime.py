@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from agent import fanotify
+from agent._heap import release_free_memory
 from agent.decision import Mode, Reason, Verdict
 from agent.engine import effective_mode
 from agent.protect import ProtectConfig, Protector, ProtectReport, ReportKind
@@ -167,6 +168,7 @@ class ProtectSource:
                 if now != inputs:
                     protector.invalidate()
                     inputs = now
+                    release_free_memory()  # a model swap freed a whole session: give it back
         finally:
             protector.stop()
 

@@ -51,3 +51,30 @@ def test_fixed_thresholds_remove_the_page_faults_of_a_1mb_extraction() -> None:
     assert fixed["fixed"] is True
     assert free["faults_per_call"] > 200, free  # the churn is there without the setting
     assert fixed["faults_per_call"] < 20, fixed
+
+
+_FRAGMENTED = """
+import json
+from agent._heap import release_free_memory
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+keep, junk = [], []
+for i in range(20000):  # 4 KiB blocks from malloc, a kept one every tenth: the heap cannot
+    (keep if i % 10 == 0 else junk).append(bytearray(4000))  # shrink from its top
+del junk
+before = rss_kb()
+released = release_free_memory()
+print(json.dumps({"released": released, "freed_kb": before - rss_kb()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_release_free_memory_returns_free_pages_inside_the_heap() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _FRAGMENTED], capture_output=True, text=True, check=True, timeout=60
+    )
+    result = json.loads(out.stdout)
+    assert result["released"] is True
+    assert result["freed_kb"] > 20_000, result  # ~70 MB were free between the kept blocks
