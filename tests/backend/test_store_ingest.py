@@ -254,3 +254,21 @@ def test_concurrent_batches_over_the_same_rows_all_count_and_never_deadlock(
     assert max(r.distinct_endpoints for r in store.aggregates(org_id=org)) == 4
     rollup = _rows(store, "SELECT endpoint_days, events, alerts FROM arm_days")
     assert rollup == [(4, 4 * 8 * 50, 4 * 8)]
+
+
+def test_an_endpoint_a_row_already_counts_leaves_it_and_a_straddling_one_is_merged(
+    store: AnyStore,
+) -> None:
+    org = store.create_org("acme", NOW).org_id
+    a, b = 0x0000_0001_0000_0002, 0x0000_0003_0000_0004
+    straddling = 0x0000_0002_0000_0003  # a's last 4 bytes + b's first 4: not an element
+    sent = [[a, b], [b], [a, b], [straddling], [straddling]]
+    for i, hashes in enumerate(sent):
+        row = (DAY, bytes(32), 1, 0, "allow", 1, 10, 20)
+        batch = BatchAggregate(f"k-{i}", org, "ep", 0, 1, sketch.sketch_of(hashes), [row], [])
+        store.ingest_aggregate(batch, NOW)
+        if i == 2:
+            assert store.aggregates()[0].endpoints == sketch.sketch_of([a, b])
+    (stored,) = store.aggregates()
+    assert stored.endpoints == sketch.sketch_of([a, b, straddling])
+    assert (stored.count, stored.distinct_endpoints) == (5, 3)
