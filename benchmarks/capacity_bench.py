@@ -56,6 +56,16 @@ def _print(name: str, r: FleetResult) -> None:
         f"client {d['client_cpu_cores']} cores, RSS {d['client_rss_mb']} MB; "
         f"load average {', '.join(f'{x:.1f}' for x in r.load_average)}"
     )
+    if r.checkins and r.server is not None:
+        # CPU seconds, not wall time: the figure a loaded machine changes least. Each check-in
+        # carries its share of everything else (telemetry, channel heartbeats, connects).
+        print(
+            f"{name}_cpu_per_checkin: server {1000 * r.server.cpu_s / r.checkins:.2f} ms, "
+            f"client {1000 * r.client.cpu_s / r.checkins:.2f} ms "
+            f"(cores for 333 check-ins/s at this mix: server "
+            f"{0.333 * r.server.cpu_s / r.checkins:.2f}, client "
+            f"{0.333 * r.client.cpu_s / r.checkins:.2f})"
+        )
     print(f"{name}_json: {json.dumps(d)}")
 
 
