@@ -63,8 +63,8 @@ def _print(name: str, r: FleetResult) -> None:
             f"{name}_cpu_per_checkin: server {1000 * r.server.cpu_s / r.checkins:.2f} ms, "
             f"client {1000 * r.client.cpu_s / r.checkins:.2f} ms "
             f"(cores for 333 check-ins/s at this mix: server "
-            f"{0.333 * r.server.cpu_s / r.checkins:.2f}, client "
-            f"{0.333 * r.client.cpu_s / r.checkins:.2f})"
+            f"{333 * r.server.cpu_s / r.checkins:.2f}, client "
+            f"{333 * r.client.cpu_s / r.checkins:.2f})"
         )
     print(f"{name}_json: {json.dumps(d)}")
 
