@@ -1,20 +1,24 @@
 """Rescoring as a PySpark job over Parquet exports, through the local engine's own core.
 
 Not a second implementation: every verdict comes from `backend.analysis.rescore.rescore_batch`
-(which calls `agent.decision.decide` via `agent.engine` contexts, and `agent.features` when features
-are redone) and every figure from `Tally`, exactly as `run_rescore` does. Spark only moves data:
-- rows: the active aggregate rows first seen before `now`, repartitioned by sha256, so a
-  sample's rows, vector and labels meet in one partition;
-- features: a Spark join on (org_id, sha256) within the schema: each org reads the vectors
-  its own endpoints reported;
-- labels as of each row's time (or `now`, `as_of.labels = "evaluation"`): a Spark join on
-  sha256 with `labelled_at <= t`, the latest kept by a window (ties by `seq`, the store's
-  order, as `LabelBook` resolves them). Nothing dated after t can reach a row;
-- policy history: a handful of signed documents, broadcast; each partition rebuilds the
-  `PolicyTimeline` and reads the policy as of each row's time through `ContextCache`;
-- `mapInPandas` turns each Arrow batch into a `RowBatch`, runs every config and emits one
-  pickled `Tally` per config; the driver merges them (`Tally.merge`) into summaries.
+(which calls `agent.decision.decide` via `agent.engine` contexts) and every figure from `Tally`,
+exactly as `run_rescore` does. Spark only moves data, and never the vectors through the JVM
+(decoding, shuffling and handing 2.6 KB per (org, sample) pair to Python cost ~20x the
+local engine's time):
+- pair scores: `features.parquet` is read row group by row group with pyarrow in the executors
+  (`_score_row_groups`), each org's vector scored where it is read by every (bundle, vector
+  source) the configs use (`score_vectors`; for FEATURE_EXTRACTION the features of the sample's
+  bytes when `samples_dir` has them, as `rescore_batch` would); only the scores travel;
+- rows: the active aggregate rows first seen before `now`, with the labels labelled by `now`
+  and the pair scores, repartitioned by sha256 (the one shuffle, of narrow records) and sorted
+  so that a partition reads its labels (in store order), then its pair scores, then its rows;
+- each partition builds a `LabelBook` of its samples' labels (so `rescore_batch` resolves
+  labels as of each row's time exactly as the local engine does: nothing dated after t can
+  reach a row), the `PolicyTimeline` from the broadcast policy history, and feeds
+  `rescore_batch` batches of `batch_rows` rows whose score cache already holds their scores;
+  one pickled `Tally` per config comes back and the driver merges them (`Tally.merge`).
 ONNX sessions are loaded once per Python worker (module-level cache): one per executor.
+Executors open `features.parquet` by the driver's path, as Spark's own reader does.
 
 `run_rescore_spark` returns the same `RescoreSummary` values as `run_rescore` on the store the
 export came from, and `predict_transition_spark` the same `TransitionReport` as
@@ -26,18 +30,21 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from backend.analysis.export import to_us
 from backend.analysis.rescore import (
-    AsOfRule,
+    DEFAULT_BATCH_ROWS,
     RescoreConfig,
     RescoreSummary,
     RowBatch,
     RunInputs,
+    Stage,
     Tally,
     rescore_batch,
 )
@@ -101,13 +108,20 @@ def run_rescore_spark(
     now: dt.datetime,
     spark: Any = None,
     partitions: int = 8,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> tuple[RescoreSummary, ...]:
     """Run every config over the exported rows on Spark; the same figures as `run_rescore`.
+
+    Two Python stages, one shuffle of narrow rows. Vectors never pass through the JVM:
+    `_score_row_groups` reads `features.parquet` row group by row group with pyarrow in the
+    executors and emits only each (org, sample) pair's score per (bundle, vector source), the
+    values `rescore_batch` would compute from that vector. Then labels, pair scores and rows
+    meet in partitions by sha256, labels first, then scores, then rows (one sort by `kind`),
+    and `_rescore_partition` runs the configs over batches of `batch_rows` rows.
 
     Raises:
         BundleRejectedError: a configured bundle does not load or fails its self-test.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F  # noqa: N812 - the PySpark idiom
 
     from agent.features import SCHEMA
@@ -121,92 +135,250 @@ def run_rescore_spark(
     if len(schemas) > 1:
         raise ValueError(f"bundles of one run must share a feature schema, got {sorted(schemas)}")
     schema, length = schemas.pop() if schemas else (SCHEMA.name, SCHEMA.vector_length)
+    keys = _score_keys(configs)
     now_ms = int(now.timestamp() * 1000)
     rows = (
         spark.read.parquet(str(src / "aggregates.parquet"))
         .where((~F.col("shadow")) & (F.col("first_seen_ms") < now_ms))
-        .withColumn("rid", F.monotonically_increasing_id())
-    )
-    feats = (
-        spark.read.parquet(str(src / "features.parquet"))
-        .where(F.col("schema") == schema)
-        .select("org_id", "sha256", "vector")
-    )
-    rows = rows.join(feats, ["org_id", "sha256"], "left")  # each org reads its own vectors
-    labels = spark.read.parquet(str(src / "labels.parquet")).where(
-        F.col("labelled_at_us") <= to_us(now)
-    )
-    # each config may read labels at a different time, as known then (`known_at_us`) or as
-    # corrected since (`labelled_at_us`): one as-of join per distinct rule
-    rules = sorted({_label_rule(c) for c in configs})
-    for rule in rules:
-        t_us = (
-            F.lit(to_us(now))
-            if rule.startswith(AsOfRule.EVALUATION.value)
-            else F.col("first_seen_ms") * 1000
+        .select(
+            F.lit(_ROWS).alias("kind"),
+            "org_id", "sha256", "first_seen_ms", "day", "model_version", "count", "verdict",
         )
-        in_force = "labelled_at_us" if rule.endswith("_corrected") else "known_at_us"
-        cand = (
-            rows.select("rid", "sha256", t_us.alias("t_us"))
-            .join(labels.withColumnRenamed("sha256", "l_sha"), F.col("sha256") == F.col("l_sha"))
-            .where(F.col(in_force) <= F.col("t_us"))
+    )  # fmt: skip
+    labels = (
+        spark.read.parquet(str(src / "labels.parquet"))
+        .where(F.col("labelled_at_us") <= to_us(now))  # as the local engine reads them
+        .select(
+            F.lit(_LABELS).alias("kind"),
+            "sha256", "seq", "label", "source", "family", "labelled_at", "recorded_at",
         )
-        win = Window.partitionBy("rid").orderBy(F.col(in_force).desc(), F.col("seq").desc())
-        best = (
-            cand.withColumn("n", F.row_number().over(win))
-            .where(F.col("n") == 1)
-            .select(
-                "rid",
-                *(
-                    F.col(c).alias(f"label_{rule}__{c}")
-                    for c in ("seq", "label", "source", "family", "labelled_at", "recorded_at")
-                ),
-            )
+    )  # fmt: skip
+    groups = _row_groups(src / "features.parquet")
+    score_cols = ", ".join(f"s{j} double" for j in range(len(keys)))
+    pair_scores = (
+        spark.sparkContext.parallelize(groups, max(len(groups), 1))
+        .toDF("path string, row_group long")
+        .mapInArrow(
+            lambda it: _score_row_groups(it, schema, length, keys),
+            f"org_id string, sha256 string{', ' if keys else ''}{score_cols}",
         )
-        rows = rows.join(best, "rid", "left")
+        .withColumn("kind", F.lit(_SCORES))
+    )
     policies = [
         (r["changed_at"], r["document"])
         for r in spark.read.parquet(str(src / "policy_history.parquet"))
         .orderBy("version")
         .collect()
     ]
-    rows = rows.repartition(partitions, "sha256").sortWithinPartitions("sha256", "rid")
-    n_configs = len(configs)
-    frozen_configs = tuple(configs)
+    stream = (
+        labels.unionByName(pair_scores, allowMissingColumns=True)
+        .unionByName(rows, allowMissingColumns=True)
+        .repartition(partitions, "sha256")
+        .sortWithinPartitions("kind", "seq")  # labels (in store order), then scores, then rows
+    )
+    frozen = tuple(configs)
 
-    def partition(frames: Iterator[Any]) -> Iterator[Any]:
-        import pandas as pd
+    def partition(batches: Iterator[Any]) -> Iterator[Any]:
+        return _rescore_partition(batches, frozen, paths, keys, policies, now, length, batch_rows)
 
-        inputs, contexts = _executor_inputs(paths, policies, now)
-        tallies = [Tally() for _ in range(n_configs)]
-        for frame in frames:
-            if len(frame) == 0:
-                continue
-            batch, books = _row_batch(frame, length, rules)
-            cache: dict[tuple[str, str], Any] = {}
-            for tally, cfg in zip(tallies, frozen_configs, strict=True):
-                run_inputs = RunInputs(
-                    inputs.bundles,
-                    inputs.timeline,
-                    books[_label_rule(cfg)],
-                    now,
-                    inputs.read_sample,
-                )
-                tally.add(batch, rescore_batch(batch, cfg, run_inputs, contexts, cache))
-        yield pd.DataFrame(
-            {"config": list(range(n_configs)), "tally": [pickle.dumps(t) for t in tallies]}
-        )
-
-    out = rows.mapInPandas(partition, schema="config long, tally binary").collect()
+    out = stream.mapInArrow(partition, "config long, tally binary").collect()
     merged = [Tally() for _ in configs]
     for r in out:
         merged[r["config"]] = merged[r["config"]].merge(pickle.loads(r["tally"]))  # noqa: S301 - our own executors' output
     return tuple(t.summary(c.name) for t, c in zip(merged, configs, strict=True))
 
 
-def _label_rule(cfg: RescoreConfig) -> str:
-    """The label join a config needs: its as-of rule, known-then or corrected."""
-    return f"{cfg.labels_as_of.value}_{'corrected' if cfg.corrected_labels else 'known'}"
+_LABELS, _SCORES, _ROWS = 0, 1, 2  # the order records reach a partition
+
+
+def _source(cfg: RescoreConfig) -> str:
+    """Where `rescore_batch` takes a config's vectors from (its `_features`' second value)."""
+    if Stage.FEATURE_EXTRACTION not in cfg.stages or cfg.samples_dir is None:
+        return "stored"
+    return f"extracted:{cfg.samples_dir}"
+
+
+def _score_keys(configs: Sequence[RescoreConfig]) -> tuple[tuple[Path, str], ...]:
+    """Every (bundle, vector source) a config scores with: one score column each."""
+    return tuple(sorted({(p, _source(c)) for c in configs if c.rescoring for _, p in c.models}))
+
+
+def _row_groups(path: Path) -> list[tuple[str, int]]:
+    """(file, row group) of a Parquet file or directory: the units vector scoring runs on."""
+    import pyarrow.parquet as pq
+
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return [(str(f), g) for f in files for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
+
+
+def _vector_matrix(column: Any, length: int) -> npt.NDArray[np.float32]:
+    """An Arrow binary column of float32 vectors as an (n, length) array, without copying.
+
+    Raises:
+        ValueError: a vector does not hold `length` floats.
+    """
+    import pyarrow as pa
+
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, length), dtype=np.float32)
+    wide = pa.types.is_large_binary(column.type)
+    offsets = np.frombuffer(
+        column.buffers()[1], dtype=np.int64 if wide else np.int32, count=n + 1,
+        offset=column.offset * (8 if wide else 4),
+    )  # fmt: skip
+    if column.null_count or np.any(np.diff(offsets) != 4 * length):
+        raise ValueError(f"stored vectors do not all hold {length} floats")
+    raw = np.frombuffer(column.buffers()[2], dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    return raw.view("<f4").reshape(n, length)
+
+
+def _score_row_groups(
+    tasks: Iterator[Any], schema: str, length: int, keys: Sequence[tuple[Path, str]]
+) -> Iterator[Any]:
+    """Each (org, sample) vector of the given row groups scored under every key.
+
+    The score of key (bundle, "stored") is `score_vectors` over the stored vector; for
+    (bundle, "extracted:DIR") it is the score of the features extracted from DIR's copy of the
+    sample when there is one, else of the stored vector: what `rescore_batch` scores a row's
+    vector with (`_features`).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from agent.features import extract_features
+    from backend.analysis._base import score_vectors
+    from backend.analysis.rescore import _read_sample
+
+    extracted: dict[tuple[str, str], npt.NDArray[np.float32] | None] = {}
+    for task in tasks:
+        for file, group in zip(
+            task.column("path").to_pylist(), task.column("row_group").to_pylist(), strict=True
+        ):
+            table = pq.ParquetFile(file).read_row_group(
+                group, columns=["org_id", "sha256", "schema", "vector"]
+            )
+            table = table.filter(pc.equal(table.column("schema"), schema))
+            if table.num_rows == 0:
+                continue
+            stored = _vector_matrix(table.column("vector").combine_chunks(), length)
+            shas = table.column("sha256").to_pylist()
+            out = {c: table.column(c).combine_chunks() for c in ("org_id", "sha256")}
+            for j, (path, source) in enumerate(keys):
+                vectors = stored
+                if source != "stored":
+                    root = source.removeprefix("extracted:")
+                    vectors = stored.copy()
+                    for i, sha in enumerate(shas):
+                        if (root, sha) not in extracted:
+                            data = _read_sample(Path(root), sha)
+                            extracted[root, sha] = None if data is None else extract_features(data)
+                        found = extracted[root, sha]
+                        if found is not None:
+                            vectors[i] = found
+                out[f"s{j}"] = pa.array(score_vectors(_bundle(path), vectors))
+            yield pa.RecordBatch.from_pydict(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _ScoreSlots:
+    """One partition's pair scores: a lookup by (org, sample) and one slot per distinct value.
+
+    Pairs of one sample whose scores agree under every key share a slot (a row's vector
+    matters to `rescore_batch` only through those scores and its sample), as the local engine
+    shares one vector among the orgs that reported the same bytes.
+    """
+
+    pairs: Any  # pandas MultiIndex (org_id, sha256)
+    slot_of_pair: npt.NDArray[np.intp]
+    slot_sha256s: npt.NDArray[np.object_]
+    slot_scores: npt.NDArray[np.float64]  # (slots, keys)
+
+    @classmethod
+    def from_batches(cls, batches: Sequence[Any], n_keys: int) -> _ScoreSlots:
+        import pandas as pd
+        import pyarrow as pa
+
+        cols = ["org_id", "sha256", *(f"s{j}" for j in range(n_keys))]
+        frame = (
+            pa.Table.from_batches([b.select(cols) for b in batches]).to_pandas()
+            if batches
+            else pd.DataFrame({c: [] for c in cols})
+        )
+        pairs = pd.MultiIndex.from_arrays([frame["org_id"], frame["sha256"]])
+        if not pairs.is_unique:
+            raise ValueError("the export holds two vectors for one (org, sample, schema)")
+        slot_of_pair, slots = pd.MultiIndex.from_arrays([frame[c] for c in cols[1:]]).factorize()
+        uniq = slots.to_frame(index=False)
+        return cls(
+            pairs,
+            slot_of_pair.astype(np.intp),
+            uniq.iloc[:, 0].to_numpy(object),
+            uniq.iloc[:, 1:].to_numpy(np.float64).reshape(len(uniq), n_keys),
+        )
+
+
+def _rescore_partition(
+    batches: Iterator[Any],
+    configs: Sequence[RescoreConfig],
+    paths: Sequence[Path],
+    keys: Sequence[tuple[Path, str]],
+    policies: Sequence[tuple[str, str]],
+    now: dt.datetime,
+    length: int,
+    batch_rows: int,
+) -> Iterator[Any]:
+    """Run every config over one partition's records (labels, then pair scores, then rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from backend.analysis.labels import LabelBook
+
+    shared, contexts = _executor_inputs(paths, policies, now)
+    tallies = [Tally() for _ in configs]
+    parts: dict[int, list[Any]] = {_LABELS: [], _SCORES: [], _ROWS: []}
+    pending = 0
+    scores: _ScoreSlots | None = None
+    inputs = shared
+
+    def run(rows: Any) -> None:
+        assert scores is not None
+        batch, cache = _row_batch(rows, scores, keys, length)
+        for tally, cfg in zip(tallies, configs, strict=True):
+            tally.add(batch, rescore_batch(batch, cfg, inputs, contexts, cache))
+
+    for record_batch in batches:
+        kinds = record_batch.column("kind")
+        for kind in sorted(pc.unique(kinds).to_pylist()):
+            part = record_batch.filter(pc.equal(kinds, kind))
+            if kind != _ROWS:
+                parts[kind].append(part)
+                continue
+            if scores is None:
+                scores = _ScoreSlots.from_batches(parts[_SCORES], len(keys))
+                book = LabelBook(_label_changes(parts[_LABELS]))
+                inputs = RunInputs(shared.bundles, shared.timeline, book, now, _no_sample)
+                parts[_SCORES] = parts[_LABELS] = []
+            parts[_ROWS].append(part)
+            pending += part.num_rows
+            if pending >= batch_rows:
+                run(pa.Table.from_batches(parts[_ROWS]))
+                parts[_ROWS], pending = [], 0
+    if parts[_ROWS]:
+        run(pa.Table.from_batches(parts[_ROWS]))
+    yield pa.RecordBatch.from_pydict(
+        {
+            "config": list(range(len(configs))),
+            "tally": [pickle.dumps(t) for t in tallies],
+        },
+        schema=pa.schema([("config", pa.int64()), ("tally", pa.binary())]),
+    )
+
+
+def _no_sample(root: Path, sha: str) -> bytes | None:
+    """Extracted features are already in the pair scores (`_score_row_groups`)."""
+    return None
 
 
 def _executor_inputs(
@@ -215,80 +387,90 @@ def _executor_inputs(
     from agent.policy import PolicyDocumentModel
     from backend.analysis._base import ContextCache, PolicyTimeline
     from backend.analysis.labels import LabelBook
-    from backend.analysis.rescore import _read_sample
 
     timeline = PolicyTimeline(
         (dt.datetime.fromisoformat(t), PolicyDocumentModel.model_validate_json(d))
         for t, d in policies
     )
     bundles = {p: _bundle(p) for p in paths}
-    return RunInputs(bundles, timeline, LabelBook(), now, _read_sample), ContextCache(timeline)
+    return RunInputs(bundles, timeline, LabelBook(), now, _no_sample), ContextCache(timeline)
 
 
-def _row_batch(frame: Any, length: int, rules: Sequence[str]) -> tuple[RowBatch, dict[str, Any]]:
-    """One Arrow batch of joined rows as the core's `RowBatch`, plus its labels per rule.
+def _label_changes(batches: Sequence[Any]) -> Iterator[Any]:
+    """A partition's label records as `LabelChange`s, in the store's order (`seq`)."""
+    from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 
-    Column operations only (pandas factorize, numpy unique), as the local engine's loader:
-    orgs, samples and verdicts become `Coded` columns, each distinct (sample, vector) is decoded
-    once, and Python objects are built only per distinct label, never per row. A rule's
-    `LabelBook` holds only the labels that rule's join chose for these rows: for a row at t it
-    answers the latest of them at or before t, which is the one chosen for it.
-    """
-    import pandas as pd
-
-    from agent.verdict_codes import VERDICT_CODES, VERDICTS
-    from backend.analysis._base import decode_vectors
-    from backend.analysis.labels import LabelBook, LabelChange, LabelSource, LabelValue
-    from backend.analysis.rescore import Coded
-
-    n = len(frame)
-    org_codes, org_values = pd.factorize(frame["org_id"])
-    sha_codes, sha_values = pd.factorize(frame["sha256"])
-    shas = tuple(str(x) for x in sha_values)
-    verdict_lut = {v.value: VERDICT_CODES[v] for v in VERDICTS}
-    verdict_codes = frame["verdict"].map(verdict_lut).to_numpy(np.intp)
-    vec_index = np.full(n, -1, np.int64)
-    has = frame["vector"].notna().to_numpy()
-    distinct_shas: tuple[str, ...] = ()
-    raw: list[bytes] = []
-    if has.any():
-        rows = np.flatnonzero(has)
-        v_codes, v_values = pd.factorize(frame["vector"][has])
-        key = sha_codes[rows].astype(np.int64) * len(v_values) + v_codes
-        uniq, inverse = np.unique(key, return_inverse=True)
-        vec_index[rows] = inverse.reshape(-1)
-        raw = [bytes(v_values[int(k % len(v_values))]) for k in uniq.tolist()]
-        distinct_shas = tuple(shas[int(k // len(v_values))] for k in uniq.tolist())
-    books: dict[str, LabelBook] = {}
-    for rule in rules:
-        cols = {c: f"label_{rule}__{c}" for c in
-                ("seq", "label", "source", "family", "labelled_at", "recorded_at")}  # fmt: skip
-        picked = frame.loc[frame[cols["seq"]].notna(), ["sha256", *cols.values()]]
-        picked = picked.drop_duplicates(cols["seq"]).sort_values(cols["seq"])  # store order
-        books[rule] = LabelBook(
-            LabelChange(
-                str(sha),
+    for b in batches:
+        cols = [
+            b.column(c).to_pylist()
+            for c in ("sha256", "label", "source", "family", "labelled_at", "recorded_at")
+        ]
+        for sha, label, source, family, at, rec in zip(*cols, strict=True):
+            yield LabelChange(
+                sha,
                 LabelValue(label),
                 LabelSource(source),
                 dt.datetime.fromisoformat(at),
                 family,
-                dt.datetime.fromisoformat(rec) if isinstance(rec, str) and rec else None,
+                dt.datetime.fromisoformat(rec) if rec else None,
             )
-            for sha, _, label, source, family, at, rec in picked.itertuples(index=False)
-        )
+
+
+def _row_batch(
+    rows: Any, scores: _ScoreSlots, keys: Sequence[tuple[Path, str]], length: int
+) -> tuple[RowBatch, dict[tuple[str, str], npt.NDArray[np.float64]]]:
+    """Joined rows as the core's `RowBatch`, with the scores of its vectors as a score cache.
+
+    Column operations only (Arrow dictionary encoding, numpy): orgs, samples and verdicts
+    become `Coded` columns; each row's (org, sample) pair finds its slot, and the batch's
+    distinct slots are its vectors. The returned cache holds, per key, what `rescore_batch`
+    stores under (bundle sha256, source) after scoring those vectors, so it scores nothing;
+    the vectors themselves are never read and stand as a zero-copy placeholder.
+    """
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    from agent.decision import Verdict
+    from agent.verdict_codes import VERDICT_CODES, VERDICTS
+    from backend.analysis.rescore import Coded
+
+    def coded(name: str) -> tuple[list[str], npt.NDArray[np.intp]]:
+        enc = pc.dictionary_encode(rows.column(name)).combine_chunks()
+        return enc.dictionary.to_pylist(), enc.indices.to_numpy().astype(np.intp)
+
+    orgs, org_codes = coded("org_id")
+    shas, sha_codes = coded("sha256")
+    verdict_names, verdict_of_row = coded("verdict")
+    lut = np.array([VERDICT_CODES[Verdict(v)] for v in verdict_names], dtype=np.intp)
+    pos = scores.pairs.get_indexer(
+        pd.MultiIndex.from_arrays([np.asarray(orgs, object)[org_codes],
+                                   np.asarray(shas, object)[sha_codes]])
+    )  # fmt: skip
+    has = pos >= 0
+    slots, local = np.unique(scores.slot_of_pair[pos[has]], return_inverse=True)
+    vec_index = np.full(len(pos), -1, dtype=np.int64)
+    vec_index[has] = local.reshape(-1)
+    cache = {
+        (_bundle(path).manifest.model_sha256, source): scores.slot_scores[slots, j]
+        for j, (path, source) in enumerate(keys)
+    }
+
+    def ints(name: str) -> npt.NDArray[np.int64]:
+        return np.asarray(rows.column(name).to_numpy(), dtype=np.int64)
+
     batch = RowBatch(
-        org_ids=Coded(tuple(str(o) for o in org_values), org_codes.astype(np.intp)),
-        sha256s=Coded(shas, sha_codes.astype(np.intp)),
-        first_seen_ms=frame["first_seen_ms"].to_numpy(np.int64),
-        days=frame["day"].to_numpy(np.int64),
-        model_versions=frame["model_version"].to_numpy(np.int64),
-        counts=frame["count"].to_numpy(np.int64),
-        verdicts=Coded(VERDICTS, verdict_codes),
-        vectors=decode_vectors(raw, length),
+        org_ids=Coded(tuple(orgs), org_codes),
+        sha256s=Coded(tuple(shas), sha_codes),
+        first_seen_ms=ints("first_seen_ms"),
+        days=ints("day"),
+        model_versions=ints("model_version"),
+        counts=ints("count"),
+        verdicts=Coded(VERDICTS, lut[verdict_of_row]),
+        vectors=np.broadcast_to(np.zeros(length, dtype=np.float32), (len(slots), length)),
         vec_index=vec_index,
-        vec_sha256s=distinct_shas,
+        vec_sha256s=tuple(str(s) for s in scores.slot_sha256s[slots]),
     )
-    return batch, books
+    return batch, cache
 
 
 def predict_transition_spark(

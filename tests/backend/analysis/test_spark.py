@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +100,29 @@ def test_spark_transition_reproduces_the_local_engine(
     assert on_spark == local  # and every fleet figure, the sweep and the allowlist
     assert sum(o.negative_flips for o in local.per_org.values()) > 0  # something to predict
     assert local.shadow_per_org
+
+
+def test_spark_engine_extracts_features_as_the_local_engine(
+    history: History, exported: ExportResult, spark: Any, tmp_path: Path
+) -> None:
+    """FEATURE_EXTRACTION: a sample found under `samples_dir` is scored on its extracted
+    features (here: malicious bytes under benign samples' names), the others on their stored
+    vectors, on both engines alike."""
+    from backend.analysis.spark import run_rescore_spark
+
+    shas = sorted({r.sha256 for rows in history.store.iter_aggregates() for r in rows})
+    bad = [r for r in history.corpus.records if r.label == 1]
+    planted = [s for s in shas if s not in history.malicious][: len(bad)]
+    for sha, record in zip(planted[::2], bad, strict=False):  # half of them, the rest stored
+        (tmp_path / sha).write_bytes(history.corpus.sample_path(record).read_bytes())
+    b2 = history.bundles[2]
+    stored = RescoreConfig("stored", ALL, ((1, b2), (2, b2)))
+    redone = dataclasses.replace(
+        stored, name="extracted", stages=ALL | {Stage.FEATURE_EXTRACTION}, samples_dir=tmp_path
+    )
+    local = run_rescore(history.store, [stored, redone], now=NOW, batch_rows=97)
+    on_spark = run_rescore_spark(
+        exported.out_dir, [stored, redone], now=NOW, spark=spark, partitions=2
+    )
+    assert on_spark == local
+    assert local[1].verdicts != local[0].verdicts  # the planted bytes changed verdicts
