@@ -352,20 +352,21 @@ def main() -> None:
     if which != "sqlite" and not args.pg_url:
         ap.error("--store postgres needs --pg-url or FLEETWARD_TEST_PG_URL")
     stores = ["sqlite", "postgres"] if which == "both" else [which]
-    tmp = Path(tempfile.mkdtemp(prefix="fw-bench-"))
     figures: list[dict[str, object]] = []
-    for kind in stores:
-        if kind == "sqlite":
-            figures.append(run_one(str(tmp / "bench.db"), tmp, args))
-            continue
-        import psycopg
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as where:  # removed afterwards
+        tmp = Path(where)
+        for kind in stores:
+            if kind == "sqlite":
+                figures.append(run_one(str(tmp / "bench.db"), tmp, args))
+                continue
+            import psycopg
 
-        target, name = _pg_database(args.pg_url)
-        try:
-            figures.append(run_one(target, tmp, args))
-        finally:
-            with psycopg.connect(args.pg_url, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            target, name = _pg_database(args.pg_url)
+            try:
+                figures.append(run_one(target, tmp, args))
+            finally:
+                with psycopg.connect(args.pg_url, autocommit=True) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     print(f"cores: {os.cpu_count()}")
     print(f"store: {' | '.join(stores)}")
     print(f"synchronous (sqlite): {args.synchronous}")
