@@ -40,6 +40,7 @@ from agent.decision import Mode
 from agent.policy import DEFAULT_POLICY_TARGET, EffectivePolicy, policy_target, resolve_policy
 from backend import admin, api
 from backend._clock import monotonic_s, utc_now
+from backend._gc import start_freezer
 from backend._openapi import openapi_document
 from backend._operation import ErrorBody, Operation
 from backend.errors import (
@@ -683,6 +684,9 @@ def serve(
     # the GIL back between them. The default 5 ms switch interval let one ingest request hold
     # every check-in waiting; 1 ms keeps the loop's wait short (benchmarks/README.md, Ingest).
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    # Push channels are long-lived heap: frozen, full collections stop walking them (a 0.5 s
+    # pause every ~30 s at 10,000 channels; backend._gc).
+    freezer = start_freezer()
     try:
         uvicorn.run(
             create_app(store, repo_dir, rollout_tick_s=rollout_tick_s, push=push),
@@ -694,4 +698,5 @@ def serve(
             timeout_graceful_shutdown=5,  # push channels never end on their own: cut them
         )
     finally:
+        freezer.set()
         store.close()
