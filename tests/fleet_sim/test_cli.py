@@ -67,3 +67,14 @@ def test_invalid_scenario_is_a_one_line_error(sim_data, tmp_path):
         main, ["sim", "run", str(path), "--data", str(sim_data), "--out", str(tmp_path / "o")]
     )
     assert r.exit_code != 0 and "endpointz" in r.output
+
+
+def test_sim_run_refuses_zero_workers_in_one_line(tmp_path):
+    r = CliRunner().invoke(
+        main,
+        ["sim", "run", str(SCENARIOS / "kill-switch.toml"), "--workers", "0",
+         "--out", str(tmp_path / "x")],
+    )  # fmt: skip
+    assert r.exit_code == 2
+    assert "--workers" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
