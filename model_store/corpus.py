@@ -40,6 +40,7 @@ from model_store.errors import CorpusError
 
 __all__ = [
     "FAMILIES",
+    "FIELD_ONLY_FAMILIES",
     "N_INHOUSE",
     "REAL_FAMILY",
     "Corpus",
@@ -52,6 +53,10 @@ __all__ = [
 Rng = np.random.Generator
 Progress = Callable[[int, int], None]
 N_INHOUSE = 24
+# Families a vendor never has in its lab: customers' in-house software is met only in the field,
+# through telemetry. Training, calibration and the release gate's golden set leave them out; the
+# transition report and the simulator are where they show.
+FIELD_ONLY_FAMILIES: tuple[str, ...] = ("inhouse",)
 REAL_FAMILY = "real_benign"
 _MANIFEST = "samples.jsonl"
 _META = "corpus.json"

@@ -95,10 +95,13 @@ def build_history(root: Path, corpus: Corpus, bundles: dict[int, Path], seed: in
     }
     mal_old = [r.sha256 for r in recs if r.label == 1 and r.era == 1][:60]
     mal_new = [r.sha256 for r in recs if r.label == 1 and r.era == 2]
-    # a benign sample v1 blocks or alerts on, allowlisted for two days (then it expires)
+    # a benign sample v1 blocks or alerts on, allowlisted for two days (then it expires), and
+    # one blocklisted for org 1: the two most popular benign samples (Zipf ranks 1 and 2), so
+    # that endpoints meet them inside and outside those windows whatever the corpus draw
     s1 = {s: float(models[1].scorer.score(h.vectors[s])) for s in benign}
     h.allow_sha = max(benign, key=lambda s: s1[s])
-    h.block_sha = benign[7]
+    h.block_sha = next(s for s in benign if s != h.allow_sha)
+    benign = [h.allow_sha, h.block_sha, *(s for s in benign if s not in (h.allow_sha, h.block_sha))]
 
     # policy history (admin functions, no-op publisher)
     admin.set_mode(store, _nop, Mode.ENFORCE, org_id=None, now=START)

@@ -48,15 +48,19 @@ def test_org_a_vector_cannot_change_org_b_transition_report_or_allowlist(
     store = copy_store(history, tmp_path / "copy.db")
     before = _report(store, history, victim)
     full = predict_transition(store, history.bundles[1], history.bundles[2], now=ROLLOUT)
-    # a vector that flips (v1 quiet, v2 alerts), and one both versions leave alone
-    flip_vec = history.vectors[full.transition_allowlist[0].sha256]
+    # a vector that flips (v1 quiet, v2 alerts) at the bundles' own thresholds (some entries
+    # flip only under org 2's lower detect threshold), and one both versions leave alone
     old, new = load_model(history.bundles[1]), load_model(history.bundles[2])
+    low, new_low = (
+        min(t for t in (m.manifest.thresholds.detect, m.manifest.thresholds.block) if t)
+        for m in (old, new)
+    )
+    flips = np.stack([history.vectors[e.sha256] for e in full.transition_allowlist])
+    flips = flips[(score_vectors(old, flips) < low) & (score_vectors(new, flips) >= new_low)]
+    assert flips.shape[0], "no sample flips at the bundles' thresholds"
+    flip_vec = flips[0]
     shas = sorted(history.vectors)
     mat = np.stack([history.vectors[s] for s in shas]).astype(np.float32)
-    low = min(
-        (t for t in (old.manifest.thresholds.detect, old.manifest.thresholds.block) if t),
-        default=1.0,
-    )
     quiet = np.flatnonzero(
         (score_vectors(old, mat) < low * 0.5) & (score_vectors(new, mat) < low * 0.5)
     )

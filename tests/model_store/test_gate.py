@@ -208,15 +208,18 @@ def test_a_manifest_cannot_loosen_the_canary_tolerance_past_the_gates_bound(
 def test_refuses_a_bundle_over_the_false_positive_ceiling(
     repo_v1: Path, bundles, golden: GoldenSet, tmp_path: Path
 ):
+    s2, _, _ = _golden_scores(bundles[2], golden)
+    benign = ~golden.malicious
+    # a detect threshold that alerts on a tenth of the golden synthetic benign samples
+    low = float(np.quantile(s2[benign & ~golden.real], 0.9))
+
     def lower(data):
-        data["thresholds"]["detect"] = 0.02  # alerts on far more benign files
+        data["thresholds"]["detect"] = low
 
     bad = _tampered(bundles[2], tmp_path / "fp", thresholds=lower)
     exc = _refusal(repo_v1, bad, golden)
-    s2, _, _ = _golden_scores(bundles[2], golden)
-    benign = ~golden.malicious
-    fpr_real = np.mean(s2[benign & golden.real] >= 0.02)
-    fpr_synthetic = np.mean(s2[benign & ~golden.real] >= 0.02)
+    fpr_real = np.mean(s2[benign & golden.real] >= low)
+    fpr_synthetic = np.mean(s2[benign & ~golden.real] >= low)
     assert fpr_synthetic > GateConfig().max_alert_fpr_synthetic  # the tamper did bite
     expected = ("fp_ceiling_real",) if fpr_real > GateConfig().max_alert_fpr_real else ()
     assert exc.failed == (*expected, "fp_ceiling_synthetic")
