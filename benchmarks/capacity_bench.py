@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -81,8 +82,15 @@ def main() -> None:
     ap.add_argument("--only", default="kill,sqlite,pg")
     ap.add_argument("--client-processes", type=int, default=2)
     args = ap.parse_args()
-    only = set(args.only.split(","))
     out = Path(tempfile.mkdtemp(prefix="fw-capacity-"))
+    try:
+        _run(args, out)
+    finally:  # databases, TUF repositories, server logs: ~40 MB a run
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, out: Path) -> None:
+    only = set(args.only.split(","))
     print(f"cores: {os.cpu_count()}")
     print(f"load_average_before: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if "kill" in only:
