@@ -160,17 +160,7 @@ def run_rescore_spark(
             "sha256", "seq", "label", "source", "family", "labelled_at", "recorded_at",
         )
     )  # fmt: skip
-    groups = _row_groups(src / "features.parquet")
-    score_cols = ", ".join(f"s{j} double" for j in range(len(keys)))
-    pair_scores = (
-        spark.sparkContext.parallelize(groups, max(len(groups), 1))
-        .toDF("path string, row_group long")
-        .mapInArrow(
-            lambda it: _score_row_groups(it, schema, length, keys),
-            f"org_id string, sha256 string{', ' if keys else ''}{score_cols}",
-        )
-        .withColumn("kind", F.lit(_SCORES))
-    )
+    pair_scores = _pair_scores(spark, src, schema, length, keys).withColumn("kind", F.lit(_SCORES))
     policies = [
         (r["changed_at"], r["document"])
         for r in spark.read.parquet(str(src / "policy_history.parquet"))
@@ -193,6 +183,25 @@ def run_rescore_spark(
     for r in out:
         merged[r["config"]] = merged[r["config"]].merge(pickle.loads(r["tally"]))  # noqa: S301 - our own executors' output
     return tuple(t.summary(c.name) for t, c in zip(merged, configs, strict=True))
+
+
+def _pair_scores(
+    spark: Any, src: Path, schema: str, length: int, keys: Sequence[tuple[Path, str]]
+) -> Any:
+    """(org_id, sha256, s0, s1, ...): every stored `schema` vector scored under each key.
+
+    One task per row group of `features.parquet` (`_score_row_groups`); no shuffle.
+    """
+    groups = _row_groups(src / "features.parquet")
+    score_cols = "".join(f", s{j} double" for j in range(len(keys)))
+    return (
+        spark.sparkContext.parallelize(groups, max(len(groups), 1))
+        .toDF("path string, row_group long")
+        .mapInArrow(
+            lambda it: _score_row_groups(it, schema, length, keys),
+            f"org_id string, sha256 string{score_cols}",
+        )
+    )
 
 
 _LABELS, _SCORES, _ROWS = 0, 1, 2  # the order records reach a partition
@@ -559,28 +568,43 @@ def predict_transition_spark(
         .where(F.col("n") == 1)
         .select("sha256", "label")
     )
-    feats = spark.read.parquet(str(src / "features.parquet"))
-
-    def vectors_of(model: LoadedModel, name: str) -> Any:
-        return feats.where(F.col("schema") == model.manifest.feature_schema).select(
-            "org_id", "sha256", F.col("vector").alias(name)
-        )
-
+    # each (org, sample) pair scored where its vectors are read (`_score_row_groups`): the
+    # congruent bundle reads the old schema's vectors, as `predict_transition` scores them
+    on_old = [(old_bundle, "stored")]
+    on_old += [(new_bundle, "stored")] if not changed else []
+    on_old += [(congruent_bundle, "stored")] if congruent_bundle is not None else []
+    old_scores = _pair_scores(
+        spark, src, old.manifest.feature_schema, old.manifest.vector_length, on_old
+    ).select(
+        "org_id",
+        "sha256",
+        F.col("s0").alias("s_old"),
+        *([] if changed else [F.col("s1").alias("s_new")]),
+        *([F.col(f"s{len(on_old) - 1}").alias("s_c")] if congruent_bundle is not None else []),
+    )
     pairs = (
         active.groupBy("org_id", "sha256")
         .agg(F.sum("count").alias("count"), F.collect_list("endpoints").alias("sketches"))
         .join(label_now, "sha256", "left")
-        .join(vectors_of(old, "vec_old"), ["org_id", "sha256"], "left")  # own org's vectors
-        .join(vectors_of(new, "vec_new"), ["org_id", "sha256"], "left")
-        .repartition(partitions, "sha256")
+        .join(old_scores, ["org_id", "sha256"], "left")  # own org's vectors
     )
-    paths = (old_bundle, new_bundle, congruent_bundle)
-    lengths = (old.manifest.vector_length, new.manifest.vector_length)
+    if changed:
+        new_scores = _pair_scores(
+            spark,
+            src,
+            new.manifest.feature_schema,
+            new.manifest.vector_length,
+            [(new_bundle, "stored")],
+        ).select("org_id", "sha256", F.col("s0").alias("s_new"))
+        pairs = pairs.join(new_scores, ["org_id", "sha256"], "left")
+    if congruent_bundle is None:
+        pairs = pairs.withColumn("s_c", F.lit(None).cast("double"))
+    pairs = pairs.repartition(partitions, "sha256")
 
     def partition(frames: Iterator[Any]) -> Iterator[Any]:
         for frame in frames:
             if len(frame) > 0:
-                yield _score_frame(frame, paths, lengths, changed)
+                yield _pairs_frame(frame)
 
     out_schema = (
         "org_id string, sha256 string, count long, sketch binary, label string, has_vec boolean,"
@@ -679,44 +703,16 @@ def _label_change(r: Any) -> Any:
     )
 
 
-def _score_frame(
-    frame: Any, paths: tuple[Path, Path, Path | None], lengths: tuple[int, int], changed: bool
-) -> Any:
-    """One Arrow batch of pairs, scored by each version with the local engine's `_score_pairs`."""
+def _pairs_frame(frame: Any) -> Any:
+    """One Arrow batch of scored pairs: merged endpoint sketches, labels and score flags.
+
+    A pair without a vector in a version's schema is not scored by it (score 0, not ok), as
+    `_score_pairs` leaves it.
+    """
     import pandas as pd
 
     from backend import sketch
-    from backend.analysis._base import decode_vectors
-    from backend.analysis.transition import _score_pairs
-    from backend.analysis.transition_columns import OrgSamplePairs
 
-    shas = [str(s) for s in frame["sha256"]]
-    orgs = [str(o) for o in frame["org_id"]]
-    part = OrgSamplePairs(
-        org_ids=tuple(orgs),
-        sha256s=tuple(shas),
-        counts=frame["count"].to_numpy(np.int64),
-        sketches=(),
-        org_days=(),
-    )
-
-    def vectors(column: str, length: int) -> dict[tuple[str, str], Any]:
-        found = {
-            key: bytes(v)
-            for key, v in zip(zip(orgs, shas, strict=True), frame[column], strict=True)
-            if v is not None and not (isinstance(v, float) and np.isnan(v))
-        }
-        keys = sorted(found)
-        return dict(zip(keys, decode_vectors([found[k] for k in keys], length), strict=True))
-
-    vec_old = vectors("vec_old", lengths[0])
-    vec_new = vectors("vec_new", lengths[1]) if changed else vec_old
-    s_old, ok_old = _score_pairs(part, vec_old, _bundle(paths[0]))
-    s_new, ok_new = _score_pairs(part, vec_new, _bundle(paths[1]))
-    if paths[2] is not None:
-        s_c, ok_c = _score_pairs(part, vec_new if not changed else vec_old, _bundle(paths[2]))
-    else:
-        s_c, ok_c = np.zeros(len(shas)), np.zeros(len(shas), dtype=bool)
     merged = []
     for group in frame["sketches"]:
         acc = b""
@@ -727,19 +723,16 @@ def _score_frame(
         None if lb is None or (isinstance(lb, float) and np.isnan(lb)) else str(lb)
         for lb in frame["label"]
     ]
-    return pd.DataFrame(
-        {
-            "org_id": list(part.org_ids),
-            "sha256": shas,
-            "count": part.counts,
-            "sketch": merged,
-            "label": labels,
-            "has_vec": [k in vec_old for k in zip(orgs, shas, strict=True)],
-            "s_old": s_old,
-            "ok_old": ok_old,
-            "s_new": s_new,
-            "ok_new": ok_new,
-            "s_c": s_c,
-            "ok_c": ok_c,
-        }
-    )
+    out = {
+        "org_id": [str(o) for o in frame["org_id"]],
+        "sha256": [str(s) for s in frame["sha256"]],
+        "count": frame["count"].to_numpy(np.int64),
+        "sketch": merged,
+        "label": labels,
+        "has_vec": frame["s_old"].notna().to_numpy(bool),
+    }
+    for name in ("old", "new", "c"):
+        col = frame[f"s_{name}"]
+        out[f"s_{name}"] = col.fillna(0.0).to_numpy(np.float64)
+        out[f"ok_{name}"] = col.notna().to_numpy(bool)
+    return pd.DataFrame(out)

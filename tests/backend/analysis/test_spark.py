@@ -126,3 +126,22 @@ def test_spark_engine_extracts_features_as_the_local_engine(
     )
     assert on_spark == local
     assert local[1].verdicts != local[0].verdicts  # the planted bytes changed verdicts
+
+
+@pytest.mark.parametrize("candidate", [1, 2])
+def test_spark_transition_with_a_congruent_candidate_reproduces_the_local_engine(
+    history: History, exported: ExportResult, spark: Any, candidate: int
+) -> None:
+    """The congruent candidate is scored on the old schema's vectors on both engines (as each
+    of the two versions in turn, so its scores differ from one of theirs)."""
+    from backend.analysis.spark import predict_transition_spark
+    from backend.analysis.transition import predict_transition
+
+    b1, b2 = history.bundles[1], history.bundles[2]
+    cand = history.bundles[candidate]
+    local = predict_transition(history.store, b1, b2, now=NOW, congruent_bundle=cand)
+    on_spark = predict_transition_spark(
+        exported.out_dir, b1, b2, now=NOW, spark=spark, partitions=2, congruent_bundle=cand
+    )
+    assert on_spark == local
+    assert local != predict_transition(history.store, b1, b2, now=NOW)  # the candidate counts
