@@ -14,7 +14,10 @@ among them, each over the same wall time, per config), and peak memory.
 
 `--engine spark` also exports the store as Parquet and runs `run_rescore_spark` on the same
 configs (session start excluded, export timed apart), checks it agrees, and prints its
-figures beside the local engine's.
+figures beside the local engine's: wall seconds, the load average before each run, and the CPU
+seconds of the whole process tree (this process, the Spark JVM and its Python workers), the
+figure to read on a loaded machine. `--spark-runs 2` repeats the job in the same session (the
+second run without JVM and worker warm-up).
 """
 
 from __future__ import annotations
@@ -44,6 +47,38 @@ from model_store.corpus import make_corpus  # noqa: E402
 from model_store.train import recipe_for_version, train_model  # noqa: E402
 
 START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds used by this process and every live descendant (and their reaped children).
+
+    Linux /proc only (0.0 elsewhere); Spark's JVM and Python workers are descendants.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent_of: dict[int, list[tuple[int, float]]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+        parent_of.setdefault(int(fields[1]), []).append((int(entry), cpu))
+    me = os.getpid()
+    total = sum(c for kids in parent_of.values() for pid, c in kids if pid == me)
+    stack = [me]
+    while stack:
+        for pid, cpu in parent_of.get(stack.pop(), []):
+            total += cpu
+            stack.append(pid)
+    return total
+
+
+def load() -> str:
+    """The 1-minute load average, as printed beside each figure."""
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def build(
@@ -125,6 +160,7 @@ def main() -> None:
         help="spark: also run the PySpark engine over a Parquet export, beside the local figure",
     )
     ap.add_argument("--spark-master", default="local[2]")
+    ap.add_argument("--spark-runs", type=int, default=1, help="repeat the Spark job in one session")
     args = ap.parse_args()
     spark_s = export_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,9 +172,12 @@ def main() -> None:
         base = RescoreConfig("baseline", stages, ((1, bundle),))
         exp = RescoreConfig("strict", stages, ((1, bundle),), ThresholdOverride(block=0.99))
         now = START + dt.timedelta(days=40)
-        t1 = time.perf_counter()
+        local_load = load()
+        c1, t1 = tree_cpu_s(), time.perf_counter()
         summaries = run_rescore(store, [base, exp], now=now, batch_rows=args.batch_rows)
         elapsed = time.perf_counter() - t1
+        local_cpu = tree_cpu_s() - c1
+        spark_runs: list[tuple[float, float, str]] = []
         if args.engine == "spark":
             from backend.analysis.export import export
             from backend.analysis.spark import run_rescore_spark, spark_session
@@ -148,11 +187,14 @@ def main() -> None:
             export_s = time.perf_counter() - t2
             spark = spark_session(args.spark_master)
             spark.sparkContext.setLogLevel("ERROR")
-            t3 = time.perf_counter()
-            on_spark = run_rescore_spark(out.out_dir, [base, exp], now=now, spark=spark)
-            spark_s = time.perf_counter() - t3
+            for _ in range(args.spark_runs):
+                before = load()
+                c3, t3 = tree_cpu_s(), time.perf_counter()
+                on_spark = run_rescore_spark(out.out_dir, [base, exp], now=now, spark=spark)
+                spark_runs.append((time.perf_counter() - t3, tree_cpu_s() - c3, before))
+                assert on_spark == summaries, "the engines disagree"
+            spark_s = spark_runs[0][0]
             spark.stop()
-            assert on_spark == summaries, "the engines disagree"
         store.close()
     assert summaries[0].encounters > 0
     print(f"cores: {os.cpu_count()}")
@@ -161,14 +203,20 @@ def main() -> None:
     print(f"orgs: {args.orgs}")
     print("configs: 2")
     print(f"rescore_s: {elapsed:.2f}")
+    print(f"rescore_cpu_s: {local_cpu:.1f}")
+    print(f"rescore_load_avg: {local_load}")
     print(f"rescore_rows_per_min: {n_rows / elapsed * 60:,.0f}")
     print(f"rescore_distinct_samples_per_min: {distinct / elapsed * 60:,.0f}")
     if spark_s:
         print(f"export_s: {export_s:.2f}")
         print(f"spark_master: {args.spark_master}")
-        print(f"spark_rescore_s: {spark_s:.2f}")
-        print(f"spark_rescore_rows_per_min: {n_rows / spark_s * 60:,.0f}")
-        print(f"spark_rescore_distinct_samples_per_min: {distinct / spark_s * 60:,.0f}")
+        for i, (wall_s, cpu_s, before) in enumerate(spark_runs):
+            tag = "spark_rescore" if i == 0 else f"spark_rescore_run{i + 1}"
+            print(f"{tag}_s: {wall_s:.2f}")
+            print(f"{tag}_cpu_s: {cpu_s:.1f}")
+            print(f"{tag}_load_avg: {before}")
+            print(f"{tag}_rows_per_min: {n_rows / wall_s * 60:,.0f}")
+            print(f"{tag}_distinct_samples_per_min: {distinct / wall_s * 60:,.0f}")
     print(f"peak_rss_mb: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 
 
