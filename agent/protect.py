@@ -48,9 +48,9 @@ from watchdog.observers.api import BaseObserver
 
 from agent import fanotify as fan
 from agent._clock import monotonic_s
-from agent._heap import set_malloc_thresholds
 from agent.decision import DENY_VERDICTS, Mode
 from agent.errors import QuarantineError
+from agent.heap import set_malloc_thresholds
 from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import FileStatus, ScanResult
 
@@ -79,7 +79,7 @@ class ProtectConfig:
         cache_size: verdicts kept; the cache is emptied when it fills (16..10**7).
         fixed_malloc_thresholds: at start, fix the process's malloc thresholds so that a
             decision's temporaries are reused instead of faulted in anew each time
-            (`agent._heap`: about 2 ms less per 1 MiB file decided, at most 8 MiB kept).
+            (`agent.heap`: about 2 ms less per 1 MiB file decided, at most 8 MiB kept).
     """
 
     deadline_ms: float = 250.0

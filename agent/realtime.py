@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from agent import fanotify
-from agent._heap import release_free_memory
 from agent.decision import Mode, Reason, Verdict
 from agent.engine import effective_mode
+from agent.heap import release_free_memory
 from agent.protect import ProtectConfig, Protector, ProtectReport, ReportKind
 from agent.quarantine import Quarantine, QuarantineRecord
 from agent.scan import ScanResult

@@ -13,45 +13,26 @@ gives it back after each fold (`trim_freed_memory`).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
+from agent.heap import release_free_memory, set_malloc_thresholds
 
 __all__ = ["keep_freed_memory", "trim_freed_memory"]
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
 _done = False
 
 
 def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """Raise glibc's mmap and trim thresholds for this process; True when it applied."""
+    """Raise glibc's mmap and trim thresholds for this process once; True when it applied.
+
+    The binding is the agent's (`agent.heap`); the simulator only picks larger thresholds.
+    """
     global _done
-    if _done:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        ok = int(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) == 1
-        ok = int(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)) == 1 and ok
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    _done = bool(ok)
+    if not _done:
+        _done = set_malloc_thresholds(
+            mmap_threshold_bytes=mmap_threshold, trim_threshold_bytes=trim_threshold
+        )
     return _done
 
 
 def trim_freed_memory() -> bool:
     """Give the heap's free memory back to the system now (glibc's `malloc_trim`)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).malloc_trim(0))
-    except (OSError, AttributeError):  # not glibc
-        return False
+    return release_free_memory()

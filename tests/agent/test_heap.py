@@ -17,7 +17,7 @@ import pytest
 _PROBE = """
 import json, resource, sys
 import numpy as np
-from agent._heap import set_malloc_thresholds
+from agent.heap import set_malloc_thresholds
 from agent.features import extract_features
 fixed = set_malloc_thresholds() if sys.argv[1] == "1" else False
 rng = np.random.default_rng(7)
@@ -55,7 +55,7 @@ def test_fixed_thresholds_remove_the_page_faults_of_a_1mb_extraction() -> None:
 
 _FRAGMENTED = """
 import json
-from agent._heap import release_free_memory
+from agent.heap import release_free_memory
 def rss_kb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
