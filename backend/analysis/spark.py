@@ -160,16 +160,20 @@ def run_rescore_spark(
             "sha256", "seq", "label", "source", "family", "labelled_at", "recorded_at",
         )
     )  # fmt: skip
-    pair_scores = _pair_scores(spark, src, schema, length, keys).withColumn("kind", F.lit(_SCORES))
     policies = [
         (r["changed_at"], r["document"])
         for r in spark.read.parquet(str(src / "policy_history.parquet"))
         .orderBy("version")
         .collect()
     ]
+    records = labels
+    if keys:  # configs that only re-read the recorded verdicts read no vectors
+        scored = _pair_scores(spark, src, schema, length, keys)
+        records = records.unionByName(
+            scored.withColumn("kind", F.lit(_SCORES)), allowMissingColumns=True
+        )
     stream = (
-        labels.unionByName(pair_scores, allowMissingColumns=True)
-        .unionByName(rows, allowMissingColumns=True)
+        records.unionByName(rows, allowMissingColumns=True)
         .repartition(partitions, "sha256")
         .sortWithinPartitions("kind", "seq")  # labels (in store order), then scores, then rows
     )

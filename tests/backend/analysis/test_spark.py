@@ -145,3 +145,18 @@ def test_spark_transition_with_a_congruent_candidate_reproduces_the_local_engine
     )
     assert on_spark == local
     assert local != predict_transition(history.store, b1, b2, now=NOW)  # the candidate counts
+
+
+def test_spark_engine_reads_no_vectors_for_recorded_verdicts_only(
+    history: History, exported: ExportResult, spark: Any
+) -> None:
+    """Configs that rescore nothing skip the scoring stage and still equal the local engine."""
+    from backend.analysis.spark import run_rescore_spark
+
+    configs = [
+        RescoreConfig("as-recorded", frozenset()),
+        RescoreConfig("labels-today", frozenset(), labels_as_of=AsOfRule.EVALUATION),
+    ]
+    local = run_rescore(history.store, configs, now=NOW, batch_rows=97)
+    assert run_rescore_spark(exported.out_dir, configs, now=NOW, spark=spark) == local
+    assert local[0].encounters > 0 and local[0].rescored_encounters == 0
