@@ -200,6 +200,8 @@ def test_kill_switch_is_usable_with_the_keyboard_alone(page: Page, live_server: 
     assert p.evaluate("document.activeElement.textContent") == "Review change"
     p.keyboard.press("Enter")
     p.wait_for_selector("text=Confirm: set off")
+    # autofocus lands after the text shows on a loaded machine: wait for it, or Enter is lost
+    p.wait_for_function("document.activeElement.textContent === 'Confirm: set off'")
     p.keyboard.press("Enter")  # the confirmation button has the focus
     p.wait_for_url(f"{s.url}/console/orgs/{org}")
     assert p.locator("#mode").inner_text() == "off"
