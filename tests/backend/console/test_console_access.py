@@ -79,8 +79,10 @@ def test_form_post_without_or_with_a_wrong_csrf_token_is_refused_and_changes_not
     org = console.store.create_org("acme", NOW).org_id
     csrf = console.login()
     url = f"/console/orgs/{org}/mode"
+    wrong = ("y" if csrf[0] == "x" else "x") + csrf[1:]  # differs from csrf whatever it starts with
+    assert wrong != csrf
     for data in ({"mode": "off", "confirm": "yes"},
-                 {"mode": "off", "confirm": "yes", "csrf_token": "x" + csrf[1:]}):  # fmt: skip
+                 {"mode": "off", "confirm": "yes", "csrf_token": wrong}):  # fmt: skip
         r = console.client.post(url, data=data, follow_redirects=False)
         assert r.status_code == 403
     assert console.store.current_policy() is None
