@@ -145,18 +145,10 @@ class Cohort(_Out):
     control_endpoints: int
 
 
-class RolloutStatus(_Out):
+class RolloutStatus(RolloutOut):
     """The latest rollout: state, stage, cohorts, last decision, next decision time."""
 
-    rollout_id: int
-    state: RolloutState
-    to_version: int
-    from_version: int | None
-    org_id: str | None
-    stage_index: int
     stages: list[float]
-    percent: float
-    ring: Ring | None
     rings: list[RingOrgs]
     broad_done_at: Time | None
     stage_started_at: Time | None
