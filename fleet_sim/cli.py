@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleet_sim._clock import wall_s
+from fleet_sim.errors import SimError
 from fleet_sim.http_link import RemoteBackend
 from fleet_sim.report import write_report
 from fleet_sim.run import ensure_assets, run_scenario
@@ -22,6 +23,12 @@ from fleet_sim.scenario import ScenarioError, load_scenario
 __all__ = ["sim"]
 
 console = Console(stderr=True)
+
+
+class _EngineError(click.ClickException):
+    """Spark cannot run (missing pyspark or Java, master unreachable): one line, exit 2."""
+
+    exit_code = 2
 
 
 @click.group()
@@ -62,8 +69,24 @@ def sim() -> None:
     default=None,
     help=(
         "Worker processes for the cohort mode, each simulating a shard of the orgs (default: "
-        "the core count). Results are identical for any number; the exact mode uses one."
+        "the core count; with --engine spark, the cluster's cores). Results are identical for "
+        "any number; the exact mode uses one."
     ),
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help=(
+        "Where the cohort mode's shards run: local worker processes, or Spark tasks (one "
+        "barrier job, a task per shard, each writing its aggregates as Parquet under --out)."
+    ),
+)
+@click.option(
+    "--spark-master",
+    default=None,
+    help="Spark master URL for --engine spark (default local[*]; e.g. spark://host:7077).",
 )
 @click.option("--data", default="fleetward-data", show_default=True, help="Corpus and bundles.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
@@ -76,6 +99,8 @@ def run(
     backend_url: str | None,
     admin_token: str | None,
     workers: int | None,
+    engine: str,
+    spark_master: str | None,
     data: str,
     out: str,
 ) -> None:
@@ -88,6 +113,9 @@ def run(
 
     Example: fleetward sim run scenarios/kill-switch.toml --endpoints 200 --days 1
     --backend http://127.0.0.1:8080 --admin-token $TOKEN --out runs/ks-http
+
+    Example: fleetward sim run scenarios/rollout-good.toml --engine spark
+    --spark-master spark://10.0.0.5:7077 --out runs/rollout-spark
     """
     remote = None
     if backend_url is not None:
@@ -95,6 +123,18 @@ def run(
             raise click.ClickException("--backend needs --admin-token (or $FLEETWARD_ADMIN_TOKEN)")
         remote = RemoteBackend(backend_url, admin_token)
     mode = mode or ("exact" if remote is not None else "cohort")
+    if spark_master is not None and engine != "spark":
+        raise click.UsageError("--spark-master needs --engine spark")
+    if engine == "spark" and mode != "cohort":
+        raise click.UsageError("--engine spark runs the cohort mode (not exact, not --backend)")
+    shards = None
+    if engine == "spark":
+        from fleet_sim.spark_engine import SparkEngine, SparkEngineError
+
+        try:
+            shards = SparkEngine.start(spark_master or "local[*]")
+        except SparkEngineError as exc:
+            raise _EngineError(str(exc)) from None
     try:
         sc = load_scenario(scenario, endpoints=endpoints, days=days, orgs=orgs)
         corpus, bundles = ensure_assets(
@@ -129,10 +169,16 @@ def run(
                 mode=mode,
                 progress=progress,
                 remote=remote,
-                workers=workers or os.cpu_count() or 1,
+                workers=workers or (shards.slots if shards else os.cpu_count()) or 1,
+                engine=shards,
             )
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
+    except SimError as exc:  # a shard worker or the Spark job failed
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if shards is not None:
+            shards.stop()
     html_path, json_path = write_report(result, out)
     for o in result.outcomes:
         mark = "[green]PASS[/]" if o.passed else "[red]FAIL[/]"

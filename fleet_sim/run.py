@@ -45,6 +45,7 @@ from model_store.train import recipe_for_version, train_model
 
 if TYPE_CHECKING:
     from backend.analysis.transition_allowlist import AllowlistCandidate
+    from fleet_sim.shard import ShardEngine
 
 __all__ = ["SimRun", "ensure_assets", "run_scenario"]
 
@@ -233,6 +234,7 @@ def run_arm(
     progress: Progress | None = None,
     remote: RemoteBackend | None = None,
     workers: int = 1,
+    engine: ShardEngine | None = None,
 ) -> tuple[ArmRun, Path, int]:
     """Run one arm; returns its records, its store path and the encounters simulated."""
     arm_dir = out / arm
@@ -282,7 +284,7 @@ def run_arm(
 
             events = run_cohort(
                 fleet, actions, days=scenario.days, seed=(scenario.seed, 1), workers=workers,
-                progress=tick,
+                progress=tick, engine=engine, out=arm_dir,
             )  # fmt: skip
         elif mode == "exact":
             from fleet_sim.exact import run_exact
@@ -311,13 +313,15 @@ def run_scenario(
     progress: Progress | None = None,
     remote: RemoteBackend | None = None,
     workers: int = 1,
+    engine: ShardEngine | None = None,
 ) -> SimRun:
     """Run every arm of `scenario` and check its outcomes.
 
     With `remote`, every simulated endpoint also enrolls with, checks in with and sends its
     telemetry to that running server over HTTP (exact mode only; `fleet_sim.http_link`).
     The cohort mode splits the fleet by org over `workers` processes (`fleet_sim.shard`),
-    with the same results for any number; the exact mode runs in one process.
+    with the same results for any number; the exact mode runs in one process. `engine` runs
+    those shards elsewhere (`fleet_sim.spark_engine.SparkEngine`), with the same results.
 
     Raises:
         ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode, a
@@ -351,6 +355,7 @@ def run_scenario(
             progress=progress,
             remote=remote,
             workers=workers,
+            engine=engine,
         )
         arms[arm.name], stores[arm.name] = run, db
         events += n

@@ -27,7 +27,9 @@ workers, by construction rather than by tuning:
 `workers=1` runs the same code with one shard in this process, so there is no second path to
 drift. Workers are forked after the world is built (they share its arrays copy-on-write), and
 before the fold writer process is started (so none of them holds the writer's pipe); they never
-touch the coordinator's store connection.
+touch the coordinator's store connection. Another `ShardEngine` may run the shards elsewhere
+(`fleet_sim.spark_engine`: Spark tasks running `serve_shard` over a socket); the coordinator only
+sees `ShardDriver`s.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -58,11 +61,14 @@ from fleet_sim.world import QUARTER_S
 
 __all__ = [
     "Shard",
+    "ShardDriver",
+    "ShardEngine",
     "ShardResult",
     "ShardSync",
     "ShardWorkerError",
     "merge_records",
     "run_cohort",
+    "serve_shard",
     "shard_ranges",
 ]
 
@@ -234,6 +240,31 @@ class Shard:
 # --- drivers: the same calls, in this process or over a pipe ------------------------------
 
 
+class ShardDriver(Protocol):
+    """The coordinator's handle on one shard: call a `Shard` method, then take its answer."""
+
+    def send(self, method: str, *args: Any) -> None:
+        """Start `method(*args)` on the shard."""
+
+    def recv(self) -> Any:
+        """The answer to the last `send` (raises `ShardWorkerError` when the shard failed)."""
+
+    def close(self) -> None:
+        """Stop the shard."""
+
+
+class ShardEngine(Protocol):
+    """Where shards run when not in this machine's processes (e.g. `SparkEngine`)."""
+
+    def open(
+        self, fleet: Fleet, seed: tuple[int, ...], workers: int, out: Path
+    ) -> list[ShardDriver]:
+        """Start the shards of `fleet` (whole org blocks, `shard_ranges`), in org order.
+
+        `out` is the arm's output directory, for whatever the shards write.
+        """
+
+
 class _Local:
     """One shard in this process."""
 
@@ -250,8 +281,12 @@ class _Local:
         pass
 
 
-def _serve(conn: Connection, others: list[Connection], make: Callable[[], Shard]) -> None:
-    """A worker process: build the shard, then answer calls until told to stop."""
+def serve_shard(conn: Connection, others: list[Connection], make: Callable[[], object]) -> None:
+    """A worker process: build the shard, then answer calls until told to stop.
+
+    `make` returns a `Shard` or an object with its methods; `others` are connections to close
+    first (the coordinator's ends of other workers' pipes a fork copied).
+    """
     for c in others:  # the coordinator's ends of the other workers' pipes
         c.close()
     keep_freed_memory()
@@ -282,7 +317,7 @@ class _Remote:
     def __init__(self, make: Callable[[], Shard], others: list[Connection]) -> None:
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, others, make), daemon=True)
+        self.proc = ctx.Process(target=serve_shard, args=(child, others, make), daemon=True)
         self.proc.start()
         child.close()
 
@@ -319,7 +354,7 @@ class _Shards:
     """The coordinator's side: every shard, and what each has been told."""
 
     fleet: Fleet
-    drivers: list[_Local | _Remote]
+    drivers: Sequence[ShardDriver]
     _docs_sent: int = 0
     _tracks_sent: int = 0
     _tally: ArmDayTally | None = None
@@ -441,18 +476,24 @@ def run_cohort(
     seed: tuple[int, ...],
     workers: int = 1,
     progress: Progress | None = None,
+    engine: ShardEngine | None = None,
+    out: Path | None = None,
 ) -> int:
     """Run the cohort mode under SimPy for `days` simulated days; returns the encounters.
 
-    `workers` shards run the endpoints (in forked processes when more than one); the
-    records (`fleet.recorder`) and the backend's aggregates are the same for any `workers`.
+    `workers` shards run the endpoints (in forked processes when more than one, or where
+    `engine` runs them, writing under `out`); the records (`fleet.recorder`) and the backend's
+    aggregates are the same for any `workers` and engine.
 
     Raises:
         ShardWorkerError: a worker process failed.
     """
     keep_freed_memory()
     env = simpy.Environment()
-    shards = _open_shards(fleet, seed, workers)
+    if engine is None:
+        shards = _open_shards(fleet, seed, workers)
+    else:
+        shards = _Shards(fleet, engine.open(fleet, seed, workers, out or Path(".")))
     writer = fold_writer_for(fleet.link, fleet.world.n_endpoints)  # after the fork: see above
     clock = fleet.clock
     horizon = days * DAY_S
