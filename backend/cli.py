@@ -22,7 +22,7 @@ from backend._clock import utc_now
 from backend.app import serve
 from backend.errors import BackendError
 from backend.push import PushConfig
-from backend.store import PolicyRecord, Store
+from backend.store import AggregateStore, PolicyRecord, open_store
 
 __all__ = ["backend"]
 
@@ -32,8 +32,7 @@ _DB = click.option(
     "--db",
     "db",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database file (created if missing).",
+    help="SQLite database file (created if missing) or a postgresql:// URL.",
 )
 _REPO = click.option(
     "--repo",
@@ -46,9 +45,12 @@ _ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-
 T = TypeVar("T")
 
 
-def _with_store(db: Path, call: Callable[[Store], T]) -> T:
-    """`call` on the store at `db`, closed after; a backend error is a one-line CLI error."""
-    store = Store(db)
+def _with_store(db: str, call: Callable[[AggregateStore], T]) -> T:
+    """`call` on the store at `db` (a SQLite file or a `postgresql://` URL), closed after.
+
+    A backend error is a one-line CLI error.
+    """
+    store = open_store(db)
     try:
         return call(store)
     except BackendError as exc:
@@ -57,7 +59,7 @@ def _with_store(db: Path, call: Callable[[Store], T]) -> T:
         store.close()
 
 
-def _run(db: Path, call: Callable[[Store], PolicyRecord]) -> None:
+def _run(db: str, call: Callable[[AggregateStore], PolicyRecord]) -> None:
     record = _with_store(db, call)
     click.echo(f"policy v{record.version}: {record.action}")
 
@@ -133,7 +135,7 @@ def org() -> None:
 @org.command("create")
 @click.argument("name")
 @_DB
-def org_create(name: str, db: Path) -> None:
+def org_create(name: str, db: str) -> None:
     """Create an organization and print its pseudonymous id and enroll token.
 
     Example: fleetward backend org create acme --db fleet.db
@@ -156,7 +158,7 @@ def org_create(name: str, db: Path) -> None:
 )
 @_DB
 @_REPO
-def set_ring(org_id: str, ring: str, delay_h: float, db: Path, repo_dir: Path) -> None:
+def set_ring(org_id: str, ring: str, delay_h: float, db: str, repo_dir: Path) -> None:
     """Put an org on an update ring (preview, staged, broad, delayed) in signed policy.
 
     Example: fleetward backend org set-ring 3f2a delayed --delay-hours 48 --db f.db --repo repo
@@ -170,16 +172,12 @@ def set_ring(org_id: str, ring: str, delay_h: float, db: Path, repo_dir: Path) -
 
 @backend.command("create-admin-token")
 @_DB
-def create_admin_token(db: Path) -> None:
+def create_admin_token(db: str) -> None:
     """Print a new operator token for the /v1/admin routes (shown once, stored hashed).
 
     Example: fleetward backend create-admin-token --db fleet.db
     """
-    store = Store(db)
-    try:
-        click.echo(store.create_admin_token(utc_now()))
-    finally:
-        store.close()
+    click.echo(_with_store(db, lambda s: s.create_admin_token(utc_now())))
 
 
 @backend.command("set-mode")
@@ -187,7 +185,7 @@ def create_admin_token(db: Path) -> None:
 @_DB
 @_REPO
 @_ORG
-def set_mode(mode: str, db: Path, repo_dir: Path, org_id: str | None) -> None:
+def set_mode(mode: str, db: str, repo_dir: Path, org_id: str | None) -> None:
     """Set the mode (`off` is the kill switch) and republish the signed policy.
 
     Example: fleetward backend set-mode off --db fleet.db --repo repo
@@ -205,7 +203,7 @@ def set_mode(mode: str, db: Path, repo_dir: Path, org_id: str | None) -> None:
 @_REPO
 @_ORG
 def assign_model(
-    version: int, shadow: int | None, db: Path, repo_dir: Path, org_id: str | None
+    version: int, shadow: int | None, db: str, repo_dir: Path, org_id: str | None
 ) -> None:
     """Assign the model version agents should run, and republish the signed policy.
 
@@ -238,7 +236,7 @@ def _list_group(which: str) -> click.Group:
     @_REPO
     @_ORG
     def add(
-        sha256: str, reason: str, expires: str | None, db: Path, repo_dir: Path, org_id: str | None
+        sha256: str, reason: str, expires: str | None, db: str, repo_dir: Path, org_id: str | None
     ) -> None:
         """Add an entry, optionally expiring.
 
@@ -270,7 +268,7 @@ def _list_group(which: str) -> click.Group:
     @_DB
     @_REPO
     @_ORG
-    def remove(sha256: str, db: Path, repo_dir: Path, org_id: str | None) -> None:
+    def remove(sha256: str, db: str, repo_dir: Path, org_id: str | None) -> None:
         """Remove an entry.
 
         Example: fleetward backend blocklist remove <sha256> --db fleet.db --repo repo
@@ -296,7 +294,7 @@ def token() -> None:
 @click.option("--rotate", is_flag=True, help="Revoke the org's other enroll tokens.")
 @_DB
 def create_enroll_token(
-    org_id: str, expires: str | None, max_uses: int | None, rotate: bool, db: Path
+    org_id: str, expires: str | None, max_uses: int | None, rotate: bool, db: str
 ) -> None:
     """Issue an enroll token for an org (printed once), optionally expiring or rotating.
 
@@ -328,7 +326,7 @@ def create_enroll_token(
 @token.command("tokens")
 @click.argument("org_id")
 @_DB
-def tokens(org_id: str, db: Path) -> None:
+def tokens(org_id: str, db: str) -> None:
     """List an org's tokens (ids, kinds, limits, uses, revocation; never the secrets).
 
     Example: fleetward backend token tokens org_1a2b --db fleet.db
@@ -344,7 +342,7 @@ def tokens(org_id: str, db: Path) -> None:
 @token.command("revoke-token")
 @click.argument("token_id")
 @_DB
-def revoke_token(token_id: str, db: Path) -> None:
+def revoke_token(token_id: str, db: str) -> None:
     """Revoke a token by its id (from `token tokens`); it is refused at once.
 
     Example: fleetward backend token revoke-token tok_0123456789abcdef --db fleet.db
@@ -356,7 +354,7 @@ def revoke_token(token_id: str, db: Path) -> None:
 @token.command("revoke-endpoint")
 @click.argument("endpoint_id")
 @_DB
-def revoke_endpoint(endpoint_id: str, db: Path) -> None:
+def revoke_endpoint(endpoint_id: str, db: str) -> None:
     """Revoke an endpoint's token: its next check-in or batch gets 401.
 
     Example: fleetward backend token revoke-endpoint ep_0123456789abcdef01234567 --db fleet.db

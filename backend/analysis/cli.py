@@ -25,7 +25,7 @@ from agent.errors import AgentError
 from backend._clock import utc_now
 from backend.analysis.labels import import_labels, parse_label_file
 from backend.errors import BackendError
-from backend.store import Store
+from backend.store import Store, open_store
 
 if TYPE_CHECKING:
     from backend.analysis.transition import TransitionReport
@@ -372,10 +372,9 @@ def labels() -> None:
     "--db",
     "db",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database file of the backend.",
+    help="The backend's SQLite database file or postgresql:// URL.",
 )
-def labels_import(file: Path, db: Path) -> None:
+def labels_import(file: Path, db: str) -> None:
     """Append the labels in FILE (JSONL, or CSV with a header) to the label history.
 
     Fields: sha256, label (malicious|benign), source (analyst|feed|customer_report),
@@ -384,7 +383,7 @@ def labels_import(file: Path, db: Path) -> None:
     Example: fleetward labels import labels.jsonl --db backend.db
     """
     now = utc_now()
-    store = Store(db)
+    store = open_store(db)
     try:
         result = import_labels(store, parse_label_file(file, default_time=now), now=now)
     except BackendError as exc:

@@ -20,7 +20,7 @@ from backend.admin import repository_publisher
 from backend.errors import BackendError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutConfig
-from backend.store import Store
+from backend.store import AggregateStore, open_store
 
 __all__ = ["parse_duration", "rollout"]
 
@@ -30,8 +30,7 @@ _DB = click.option(
     "--db",
     "db",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database file of the backend.",
+    help="The backend's SQLite database file or postgresql:// URL.",
 )
 _REPO = click.option(
     "--repo",
@@ -54,8 +53,8 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "h"])
 
 
-def _call(db: Path, fn: Callable[[Store], T]) -> T:
-    store = Store(db)
+def _call(db: str, fn: Callable[[AggregateStore], T]) -> T:
+    store = open_store(db)
     try:
         return fn(store)
     except BackendError as exc:
@@ -107,7 +106,7 @@ def rollout() -> None:
     help="Pause after this many inconclusive advance looks in a stage (0: keep waiting).",
 )
 def start_cmd(
-    db: Path, repo_dir: Path, to_version: int, stages: str, org_id: str | None, hold: str,
+    db: str, repo_dir: Path, to_version: int, stages: str, org_id: str | None, hold: str,
     max_fp_increase: float, alpha: float, min_endpoint_days: float, tick: str, rollback: bool,
     rings: bool, inconclusive_looks: int,
 ) -> None:  # fmt: skip
@@ -142,7 +141,7 @@ def start_cmd(
 @rollout.command("status")
 @_DB
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(db: Path, as_json: bool) -> None:
+def status_cmd(db: str, as_json: bool) -> None:
     """Show stage, cohort sizes, the last statistics and the next decision time.
 
     Example: fleetward rollout status --db b.db --json
@@ -170,7 +169,7 @@ def status_cmd(db: Path, as_json: bool) -> None:
 
 @rollout.command("pause")
 @_DB
-def pause_cmd(db: Path) -> None:
+def pause_cmd(db: str) -> None:
     """Freeze the running rollout at its stage.
 
     Example: fleetward rollout pause --db b.db
@@ -180,7 +179,7 @@ def pause_cmd(db: Path) -> None:
 
 @rollout.command("resume")
 @_DB
-def resume_cmd(db: Path) -> None:
+def resume_cmd(db: str) -> None:
     """Resume a paused rollout.
 
     Example: fleetward rollout resume --db b.db
@@ -191,7 +190,7 @@ def resume_cmd(db: Path) -> None:
 @rollout.command("abort")
 @_DB
 @_REPO
-def abort_cmd(db: Path, repo_dir: Path) -> None:
+def abort_cmd(db: str, repo_dir: Path) -> None:
     """Stop the rollout and put every endpoint back on the previous version.
 
     Example: fleetward rollout abort --db b.db --repo repo
@@ -203,7 +202,7 @@ def abort_cmd(db: Path, repo_dir: Path) -> None:
 @rollout.command("tick")
 @_DB
 @_REPO
-def tick_cmd(db: Path, repo_dir: Path) -> None:
+def tick_cmd(db: str, repo_dir: Path) -> None:
     """Take one decision now (a scheduler or `backend serve` calls this every tick).
 
     Example: fleetward rollout tick --db b.db --repo repo
