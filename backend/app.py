@@ -19,6 +19,7 @@ endpoint is refused (403), and check-in answers only the token's own org.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import sys
@@ -59,7 +60,7 @@ from backend.ingest import aggregate_columns, endpoint_day_rows, parse_columns
 from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from backend.metrics import Metrics
 from backend.push import Holder, PushConfig, PushHub, PushRoute, feed_lifespan
-from backend.replica import PolicyFeed
+from backend.replica import PolicyFeed, served_policy_version
 from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind, hash_token
 
 __all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
@@ -594,7 +595,10 @@ def create_app(
 
     r = _Routes(store, publish, clock, metrics, config or AppConfig())
     hub = PushHub(push or PushConfig(), metrics.registry)
-    r.feed = feed = PolicyFeed(store, on_change=hub.on_policy, on_revoke=hub.on_revoke)
+    served = None if repo_dir is None else functools.partial(served_policy_version, repo_dir)
+    r.feed = feed = PolicyFeed(
+        store, on_change=hub.on_policy, on_revoke=hub.on_revoke, served_version=served
+    )
 
     def push_org(request: Request) -> Holder:
         principal = r.authorize(request, api.PUSH)

@@ -27,7 +27,8 @@ Guarantees:
   NOTIFY latency). A reconnect with the revoked token then gets 401.
 
 Across replicas the notices come from `backend.replica.PolicyFeed`: a change made through
-replica A reaches agents connected to replica B within the feed's poll or NOTIFY latency.
+replica A reaches agents connected to replica B within the feed's poll or NOTIFY latency,
+and only once it is signed into the repository B serves (never at the COMMIT alone).
 """
 
 from __future__ import annotations

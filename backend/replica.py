@@ -3,19 +3,27 @@
 Several `fleetward backend serve` processes (replicas) share one store. Each answers check-ins
 from the policy it holds in memory, so each must learn of a change another replica made, and
 fast: the kill switch is a policy change. `PolicyFeed` holds this process's current
-`PolicyRecord` and watches the shared store for a newer version:
+`PolicyRecord` and watches the shared store for a newer *published* version:
 
-- PostgreSQL: a trigger on `policy_history` (installed once, idempotently, under an advisory
-  lock) sends `NOTIFY fleetward_policy, '<schema>:<version>'` when the inserting transaction
-  commits; the feed `LISTEN`s on its own connection, and still reads `max(version)` every
-  `fallback_poll_s` in case a notification was lost with a dropped connection.
+- PostgreSQL: a trigger on `policy_published` (installed once, idempotently, under an
+  advisory lock) sends `NOTIFY fleetward_policy, '<schema>:<version>'` when the transaction
+  that marks a version published commits; the feed `LISTEN`s on its own connection, and
+  still reads the newest published version every `fallback_poll_s` in case a notification
+  was lost with a dropped connection.
 - SQLite (replicas on one host, one file in WAL mode): a read-only connection checks
-  `PRAGMA data_version` (changes when another connection committed anything) and then
-  `max(version)` every `poll_s` (0.2 s): a few microseconds each, no writer is blocked.
+  `PRAGMA data_version` (changes when another connection committed anything) and then the
+  newest published version every `poll_s` (0.2 s): microseconds each, no writer is blocked.
 
-A newer version is read back through the store's public `policy_as_of` and handed to
+Published, not committed: a change is COMMITted first and signed into the TUF repository
+after (`Store.append_policy`), so an agent told "version N is out" at the COMMIT could fetch
+and find N-1, and then wait a whole polling interval. The feed therefore follows
+`policy_published` (written once `publish` returned), and with `served_version` (the version
+the TUF repository this process serves carries, `served_policy_version`) it never goes past
+what its own repository serves either: every notice it causes, and every check-in answer, is
+fetchable and verifiable from this replica. A version read back is handed to
 `on_change(old, new)` on the event loop (the push hub turns it into notices). Changes made
-in this process are offered directly (`offer`), so they do not wait for the next poll.
+in this process are offered directly (`offer`, after their publication), so they do not wait
+for the next poll.
 
 Revocations ride the same feed. Each process caches the principals of tokens it accepted,
 so a token revoked through replica A stayed valid on replica B. A revoke now appends the
@@ -31,18 +39,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
+from agent.policy import DEFAULT_POLICY_TARGET, PolicyDocumentModel
 from backend.store import PolicyRecord
 
-__all__ = ["PolicyFeed", "PolicySource"]
+__all__ = ["PolicyFeed", "PolicySource", "served_policy_version"]
 
 log = logging.getLogger(__name__)
 
-_FAR_FUTURE = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
 _CHANNEL = "fleetward_policy"
 _TRIGGER_LOCK = 0x66_77_70_75_73_68  # "fwpush": serialises trigger creation across replicas
 _TRIGGER_SQL = f"""
@@ -52,7 +62,8 @@ BEGIN
     RETURN NEW;
 END $$;
 DROP TRIGGER IF EXISTS fleetward_policy_notify ON policy_history;
-CREATE TRIGGER fleetward_policy_notify AFTER INSERT ON policy_history
+DROP TRIGGER IF EXISTS fleetward_policy_notify ON policy_published;
+CREATE TRIGGER fleetward_policy_notify AFTER INSERT ON policy_published
     FOR EACH ROW EXECUTE FUNCTION fleetward_policy_notify();
 CREATE OR REPLACE FUNCTION fleetward_revoke_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -71,15 +82,54 @@ class PolicySource(Protocol):
     def current_policy(self) -> PolicyRecord | None:
         """The policy this store last saw."""
 
-    def policy_as_of(self, when: dt.datetime) -> PolicyRecord | None:
-        """The latest policy at or before `when` (read from the database)."""
-
     def forget_tokens(self, token_hashes: Iterable[str] | None) -> None:
         """Drop cached principals of `token_hashes` (None: all)."""
 
 
 OnChange = Callable[[PolicyRecord | None, PolicyRecord], None]
 OnRevoke = Callable[[frozenset[str]], None]
+_Read = Callable[[int], Awaitable[PolicyRecord | None]]
+
+
+def served_policy_version(repo_dir: str | Path) -> int:
+    """The policy version the TUF repository at `repo_dir` serves now (0: none).
+
+    Follows the chain an agent's updater follows (timestamp -> its snapshot -> its targets ->
+    the fleet default policy target), reading the versioned files a client fetches, so the
+    answer is what a fetch from this directory would verify, never a half-written publication
+    (the repository writes the timestamp last). Signatures are not checked here: the agent
+    checks them; this only asks how far publication has got.
+    """
+    meta = Path(repo_dir) / "metadata"
+    try:
+        stamp = json.loads((meta / "timestamp.json").read_bytes())
+        snap_v = stamp["signed"]["meta"]["snapshot.json"]["version"]
+        snap = json.loads((meta / f"{snap_v}.snapshot.json").read_bytes())
+        targets_v = snap["signed"]["meta"]["targets.json"]["version"]
+        targets = json.loads((meta / f"{targets_v}.targets.json").read_bytes())
+        info = targets["signed"]["targets"].get(DEFAULT_POLICY_TARGET)
+        if info is None:
+            return 0
+        folder, _, name = DEFAULT_POLICY_TARGET.rpartition("/")
+        stored = Path(repo_dir) / "targets" / folder / f"{info['hashes']['sha256']}.{name}"
+        return int(json.loads(stored.read_bytes())["version"])
+    except FileNotFoundError:
+        return 0
+
+
+def _record(row: tuple[Any, ...]) -> PolicyRecord:
+    """A `policy_history` row (either dialect) as a `PolicyRecord`."""
+    version, changed_at, actor, action, document = row
+    at = (
+        changed_at if isinstance(changed_at, dt.datetime) else dt.datetime.fromisoformat(changed_at)
+    )
+    return PolicyRecord(
+        int(version),
+        at.astimezone(dt.UTC),
+        str(actor),
+        str(action),
+        PolicyDocumentModel.model_validate_json(document),
+    )
 
 
 class PolicyFeed:
@@ -87,6 +137,8 @@ class PolicyFeed:
 
     `run()` is the watching task (started by the app's lifespan); without it, `latest()`
     falls back to asking the store, so an app served without a lifespan stays correct.
+    `served_version()` (optional, called in a worker thread) is the policy version the TUF
+    repository this process serves carries: the feed never adopts a newer one.
     """
 
     def __init__(
@@ -97,6 +149,7 @@ class PolicyFeed:
         on_revoke: OnRevoke | None = None,
         poll_s: float = 0.2,
         fallback_poll_s: float = 1.0,
+        served_version: Callable[[], int] | None = None,
     ) -> None:
         if not 0 < poll_s <= 5 or not 0 < fallback_poll_s <= 60:
             raise ValueError("poll_s must be in (0, 5] and fallback_poll_s in (0, 60]")
@@ -106,8 +159,11 @@ class PolicyFeed:
         self.revocations_seen = 0
         self.poll_s, self.fallback_poll_s = poll_s, fallback_poll_s
         self.current: PolicyRecord | None = store.current_policy()
+        self.served_version = served_version
         self.running = False
         self.changes_seen = 0
+        self._synced = False  # the first read replaces `current` (it may be unpublished)
+        self._behind = 0  # a published version this process's repository does not serve yet
         self._url: str | None = getattr(store, "url", None)
         self._schema: str | None = getattr(store, "schema", None)
         self._path: str | None = getattr(store, "path", None)
@@ -118,16 +174,10 @@ class PolicyFeed:
         return self._url is not None
 
     def latest(self) -> PolicyRecord | None:
-        """The newest policy this process knows of (what a check-in answers from)."""
+        """The newest published policy this process knows of (what a check-in answers from)."""
         if not self.running:
             return self.store.current_policy()
-        mine = self.current
-        if self.is_postgres:
-            return mine
-        theirs = self.store.current_policy()  # SQLite: an attribute read, and fresh in-process
-        if theirs is not None and (mine is None or theirs.version > mine.version):
-            return theirs
-        return mine
+        return self.current
 
     def offer(self, record: PolicyRecord) -> None:
         """Adopt a change made in this process now (call on the event loop)."""
@@ -161,12 +211,26 @@ class PolicyFeed:
             if self.on_revoke is not None:
                 self.on_revoke(hashes)
 
-    async def _catch_up(self, version: int) -> None:
-        if self.current is not None and version <= self.current.version:
+    async def _catch_up(self, published: int, read: _Read) -> None:
+        """Adopt the newest version that is published and that this process's repository serves."""
+        known = self.current.version if self.current is not None else 0
+        if self._synced and published <= known:
             return
-        record = await asyncio.to_thread(self.store.policy_as_of, _FAR_FUTURE)
-        if record is not None:
+        target = published
+        if self.served_version is not None and published > 0:
+            target = min(published, await asyncio.to_thread(self.served_version))
+        self._behind = published if target < published else 0
+        if target <= 0 or (self._synced and target <= known):
+            self._synced = self._synced or target <= 0
+            return
+        record = await read(target)
+        if record is None:
+            return
+        if not self._synced and self.current is not None and record.version < known:
+            self.current = record  # what this process held had not been published: no notice
+        else:
             self.offer(record)
+        self._synced = True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch the store until `stop` is set (a supervisor loop: failures are logged, retried)."""
@@ -197,7 +261,7 @@ class PolicyFeed:
 
         def newest() -> tuple[int, list[tuple[int, str]]] | None:  # in a worker thread
             data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            if data_version == seen[0]:
+            if data_version == seen[0] and not self._behind:
                 return None
             seen[0] = data_version
             if self.revoked_seq is None:  # first read: start at the end, forget everything
@@ -206,13 +270,20 @@ class PolicyFeed:
                 rows = conn.execute(_REVOKED_SQL, (self.revoked_seq,)).fetchall()
             return int(conn.execute(_MAX_SQL).fetchone()[0]), rows
 
+        def record(version: int) -> PolicyRecord | None:  # in a worker thread
+            row = conn.execute(_RECORD_SQL, (version,)).fetchone()
+            return None if row is None else _record(tuple(row))
+
+        async def read(version: int) -> PolicyRecord | None:
+            return await asyncio.to_thread(record, version)
+
         try:
             while not stop.is_set():
                 found = await asyncio.to_thread(newest)
                 if found is not None:
                     version, rows = found
                     self._forget(self._revocations(rows))
-                    await self._catch_up(version)
+                    await self._catch_up(version, read)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
         finally:
@@ -231,8 +302,14 @@ class PolicyFeed:
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_TRIGGER_LOCK,))
                 await conn.execute(_TRIGGER_SQL.encode())
             await conn.execute(f"LISTEN {_CHANNEL}")
+
+            async def read(version: int) -> PolicyRecord | None:
+                cur = await conn.execute(_RECORD_SQL.replace("?", "%s"), (version,))
+                row = await cur.fetchone()
+                return None if row is None else _record(tuple(row))
+
             await self._pg_revocations(conn)
-            await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
+            await self._catch_up(int(await _scalar(conn, _MAX_SQL)), read)
             while not stop.is_set():
                 newest, revoked = 0, False
                 gen = conn.notifies(timeout=self.fallback_poll_s, stop_after=1)
@@ -242,9 +319,9 @@ class PolicyFeed:
                         newest = max(newest, int(version))
                     revoked |= where == schema and version == "revoked"
                 if newest:
-                    await self._catch_up(newest)
+                    await self._catch_up(newest, read)
                 if not newest and not revoked:  # quiet, or a lost notification: look anyway
-                    await self._catch_up(int(await _scalar(conn, _MAX_SQL)))
+                    await self._catch_up(int(await _scalar(conn, _MAX_SQL)), read)
                 await self._pg_revocations(conn)  # one indexed read; a lost NOTIFY costs nothing
         finally:
             await conn.close()
@@ -258,7 +335,10 @@ class PolicyFeed:
         self._forget(self._revocations(rows))
 
 
-_MAX_SQL = "SELECT coalesce(max(version), 0) FROM policy_history"
+_MAX_SQL = "SELECT coalesce(max(version), 0) FROM policy_published"
+_RECORD_SQL = (
+    "SELECT version, changed_at, actor, action, document FROM policy_history WHERE version = ?"
+)
 _LAST_REVOKED_SQL = "SELECT coalesce(max(seq), 0) FROM token_revocations"
 _REVOKED_SQL = "SELECT seq, token_hash FROM token_revocations WHERE seq > ? ORDER BY seq"
 

@@ -7,12 +7,19 @@ check-in must answer from it; a change made through B afterwards must not be ref
 conflict because B had not written the previous one itself. A token revoked through A must
 be refused by B (which had cached it) within `REVOKE_BOUND_S`, and B's open channel for it
 must end.
+
+A replica announces only what an agent can fetch and verify from it: a change another
+replica has COMMITted but not yet signed into the TUF repository (held there by the
+`FLEETWARD_FAULT_PAUSE_PUBLISH` hook) causes no notice and no check-in answer on B; every
+notice B sends is followed by a TUF fetch from B that verifies exactly that version.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +27,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.decision import Mode
+from backend._clock import utc_now
+from backend.admin import repository_publisher, set_mode
+from backend.replica import served_policy_version
 from backend.store import Store, open_store
 from tests.backend.conftest import NOW, ServerProcess, free_port
+from tests.backend.test_policy_publish_crash import _served_policy
 from tests.backend.test_push import Listener
 
 PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
@@ -119,6 +131,129 @@ def _revoke_across(a: ServerProcess, b: ServerProcess, admin_token: str, enroll:
             other.close()
 
 
+class _PausedChange:
+    """Replica A with the publication fault hook, and a policy change caught at its pause.
+
+    `start()` launches A with `FLEETWARD_FAULT_PAUSE_PUBLISH`; `change(mode)` sends the change
+    to A in a thread and returns once A's marker file (holding A's pid) shows the change is
+    COMMITted and its signing has not begun. The answer never comes (A is killed there).
+    """
+
+    def __init__(self, db: str, repo_dir: Path, tmp_path: Path) -> None:
+        self.server = ServerProcess(Path(db), repo_dir, free_port())
+        self.server.db = db  # type: ignore[assignment]  # a URL passes through as a string
+        self.marker = tmp_path / "paused"
+        self.answers: list[object] = []
+
+    def start(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        with monkeypatch.context() as env:
+            env.setenv("FLEETWARD_FAULT_PAUSE_PUBLISH", str(self.marker))
+            self.server.start()
+
+    def change(self, admin: dict[str, str], mode: str) -> None:
+        def put() -> None:
+            try:
+                self.answers.append(
+                    httpx.put(
+                        self.server.url + "/v1/admin/mode",
+                        json={"mode": mode},
+                        headers=admin,
+                        timeout=60,
+                    )
+                )
+            except httpx.TransportError as exc:
+                self.answers.append(exc)
+
+        threading.Thread(target=put, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not self.marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.marker.exists(), f"the change never reached the fault point: {self.answers}"
+        assert self.server.proc is not None
+        assert self.marker.read_text() == str(self.server.proc.pid)  # A paused, nobody else
+
+
+def _notices_are_fetchable(
+    listener: Listener, b: ServerProcess, repo_dir: Path, client_dir: Path, *, for_s: float
+) -> list[int]:
+    """Each notice B sends within `for_s`, fetched and verified from B through TUF at once."""
+    heard: list[int] = []
+    until = time.monotonic() + for_s
+    while (left := until - time.monotonic()) > 0:
+        try:
+            version = listener.versions.get(timeout=left)
+        except queue.Empty:
+            break
+        served = _served_policy(b.url, repo_dir, client_dir)["version"]
+        assert served == version, f"B announced v{version}; an agent fetching from B got v{served}"
+        heard.append(version)
+    return heard
+
+
+def _announce_only_published(
+    db: str, repo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin_token, _org, enroll = _prepare(db, tmp_path, repo_dir)
+    admin = {"authorization": f"Bearer {admin_token}"}
+    client_dir = tmp_path / "agent"
+    b = ServerProcess(Path(db), repo_dir, free_port())
+    b.db = db  # type: ignore[assignment]
+    a = _PausedChange(db, repo_dir, tmp_path)
+    try:
+        b.start()
+        a.start(monkeypatch)
+        with httpx.Client(timeout=20) as client:
+            first = client.put(b.url + "/v1/admin/mode", json={"mode": "enforce"}, headers=admin)
+            assert first.status_code == 200, first.text
+            r = client.post(b.url + "/v1/enroll", headers={"authorization": f"Bearer {enroll}"})
+            bearer = {"authorization": f"Bearer {r.json()['token']}"}
+            listener = Listener(b.url, r.json()["token"])  # the agent's channel, on B
+            try:
+                assert listener.versions.get(timeout=20) == 1
+                a.change(admin, "off")  # v2 COMMITted through A; A pauses before signing it
+                # B's feed polls every 0.2 s (SQLite) or hears a NOTIFY: well past either
+                heard = _notices_are_fetchable(listener, b, repo_dir, client_dir, for_s=2.0)
+                assert heard == [], f"B announced {heard} before v2 was signed"
+                assert (
+                    client.get(b.url + "/v1/checkin", headers=bearer).json()["policy_version"] == 1
+                )  # B's check-in answers what B's repository serves
+                a.server.kill9()
+                again = client.put(b.url + "/v1/admin/mode", json={"mode": "detect_only"},
+                                   headers=admin)  # fmt: skip
+                assert again.status_code == 200, again.text
+                assert again.json()["version"] == 3
+                heard = _notices_are_fetchable(listener, b, repo_dir, client_dir, for_s=3.0)
+                assert heard == [3]
+            finally:
+                listener.close()
+    finally:
+        a.server.stop()  # killed above unless the test failed first
+        b.stop()
+
+
+def test_served_policy_version_is_what_the_repository_chain_reaches(repo_dir: Path) -> None:
+    assert served_policy_version(repo_dir) == 0  # initialised, no policy signed yet
+    store = Store(":memory:")
+    try:
+        for mode in (Mode.ENFORCE, Mode.OFF):
+            record = set_mode(
+                store, repository_publisher(repo_dir), mode, org_id=None, now=utc_now()
+            )
+            assert served_policy_version(repo_dir) == record.version
+    finally:
+        store.close()
+    assert served_policy_version(repo_dir) == 2
+
+
+@pytest.mark.slow
+def test_sqlite_replica_announces_a_version_only_once_it_serves_it_signed(
+    tmp_path: Path, repo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "shared.db")
+    Store(db).close()
+    _announce_only_published(db, repo_dir, tmp_path, monkeypatch)
+
+
 @pytest.mark.slow
 def test_sqlite_replicas_see_each_others_policy_changes_and_push_across(
     tmp_path: Path, repo_dir: Path
@@ -176,3 +311,10 @@ def test_postgres_token_revoked_through_one_replica_is_refused_by_the_other_with
     admin_token, _org, enroll = _prepare(pg_database, tmp_path, repo_dir)
     for a, b in _replicas(pg_database, repo_dir):
         _revoke_across(a, b, admin_token, enroll)
+
+
+@pytest.mark.slow
+def test_postgres_replica_announces_a_version_only_once_it_serves_it_signed(
+    pg_database: str, tmp_path: Path, repo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _announce_only_published(pg_database, repo_dir, tmp_path, monkeypatch)
