@@ -597,7 +597,11 @@ def create_app(
     hub = PushHub(push or PushConfig(), metrics.registry)
     served = None if repo_dir is None else functools.partial(served_policy_version, repo_dir)
     r.feed = feed = PolicyFeed(
-        store, on_change=hub.on_policy, on_revoke=hub.on_revoke, served_version=served
+        store,
+        on_change=hub.on_policy,
+        on_revoke=hub.on_revoke,
+        served_version=served,
+        publish_pending=lambda: admin.publish_pending(store, publish, now=clock()),
     )
 
     def push_org(request: Request) -> Holder:

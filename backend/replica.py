@@ -25,6 +25,15 @@ fetchable and verifiable from this replica. A version read back is handed to
 in this process are offered directly (`offer`, after their publication), so they do not wait
 for the next poll.
 
+Reconciliation: a process killed between a change's COMMIT and its publication (or a
+`publish` that failed) leaves a version recorded and unannounced until the next change. So
+every `reconcile_s` (2 s) each feed compares the newest committed version with the newest
+published one; a version it finds pending on two looks in a row (so at least `reconcile_s`
+old: a replica in the middle of publishing it is not raced) it publishes itself through
+`publish_pending` (serialised across replicas by the store, which re-checks under its
+lock), and the publication is then announced like any other. `backend serve` also publishes
+at start (`backend.admin.publish_pending`), before it answers anything.
+
 Revocations ride the same feed. Each process caches the principals of tokens it accepted,
 so a token revoked through replica A stayed valid on replica B. A revoke now appends the
 token hashes to `token_revocations` (seq order = commit order) in its own transaction; the
@@ -47,6 +56,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.policy import DEFAULT_POLICY_TARGET, PolicyDocumentModel
+from backend._clock import monotonic_s
 from backend.store import PolicyRecord
 
 __all__ = ["PolicyFeed", "PolicySource", "served_policy_version"]
@@ -139,6 +149,8 @@ class PolicyFeed:
     falls back to asking the store, so an app served without a lifespan stays correct.
     `served_version()` (optional, called in a worker thread) is the policy version the TUF
     repository this process serves carries: the feed never adopts a newer one.
+    `publish_pending()` (optional, called in a worker thread) publishes the newest recorded
+    version if it is pending; the feed calls it when reconciliation finds one (module doc).
     """
 
     def __init__(
@@ -150,9 +162,13 @@ class PolicyFeed:
         poll_s: float = 0.2,
         fallback_poll_s: float = 1.0,
         served_version: Callable[[], int] | None = None,
+        publish_pending: Callable[[], object] | None = None,
+        reconcile_s: float = 2.0,
     ) -> None:
         if not 0 < poll_s <= 5 or not 0 < fallback_poll_s <= 60:
             raise ValueError("poll_s must be in (0, 5] and fallback_poll_s in (0, 60]")
+        if not 0 < reconcile_s <= 600:
+            raise ValueError("reconcile_s must be in (0, 600]")
         self.store = store
         self.on_change, self.on_revoke = on_change, on_revoke
         self.revoked_seq: int | None = None  # the last revocation seen; None: none read yet
@@ -160,6 +176,10 @@ class PolicyFeed:
         self.poll_s, self.fallback_poll_s = poll_s, fallback_poll_s
         self.current: PolicyRecord | None = store.current_policy()
         self.served_version = served_version
+        self.publish_pending, self.reconcile_s = publish_pending, reconcile_s
+        self.reconciled = 0  # versions this feed found pending and published
+        self._reconcile_at = 0.0  # monotonic seconds of the next look
+        self._pending_seen: int | None = None  # the pending version the last look found
         self.running = False
         self.changes_seen = 0
         self._synced = False  # the first read replaces `current` (it may be unpublished)
@@ -232,6 +252,23 @@ class PolicyFeed:
             self.offer(record)
         self._synced = True
 
+    async def _reconcile(self, counts: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+        """Publish a version found committed and unpublished on two looks in a row."""
+        if self.publish_pending is None or monotonic_s() < self._reconcile_at:
+            return
+        self._reconcile_at = monotonic_s() + self.reconcile_s
+        committed, published = await counts()
+        pending = committed if committed > published else None
+        if pending is not None and pending == self._pending_seen:
+            try:
+                await asyncio.to_thread(self.publish_pending)
+            except Exception:  # supervisor: the repository may be down; look again later
+                log.exception("policy v%d is still unpublished; retrying", pending)
+            else:
+                self.reconciled += 1
+                log.warning("published policy v%d, left pending by its writer", pending)
+        self._pending_seen = pending
+
     async def run(self, stop: asyncio.Event) -> None:
         """Watch the store until `stop` is set (a supervisor loop: failures are logged, retried)."""
         self.running = True
@@ -277,6 +314,13 @@ class PolicyFeed:
         async def read(version: int) -> PolicyRecord | None:
             return await asyncio.to_thread(record, version)
 
+        def counts() -> tuple[int, int]:  # in a worker thread
+            committed, published = conn.execute(_COUNTS_SQL).fetchone()
+            return int(committed), int(published)
+
+        async def look() -> tuple[int, int]:
+            return await asyncio.to_thread(counts)
+
         try:
             while not stop.is_set():
                 found = await asyncio.to_thread(newest)
@@ -284,6 +328,7 @@ class PolicyFeed:
                     version, rows = found
                     self._forget(self._revocations(rows))
                     await self._catch_up(version, read)
+                await self._reconcile(look)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
         finally:
@@ -308,6 +353,12 @@ class PolicyFeed:
                 row = await cur.fetchone()
                 return None if row is None else _record(tuple(row))
 
+            async def look() -> tuple[int, int]:
+                cur = await conn.execute(_COUNTS_SQL)
+                row = await cur.fetchone()
+                assert row is not None
+                return int(row[0]), int(row[1])
+
             await self._pg_revocations(conn)
             await self._catch_up(int(await _scalar(conn, _MAX_SQL)), read)
             while not stop.is_set():
@@ -323,6 +374,7 @@ class PolicyFeed:
                 if not newest and not revoked:  # quiet, or a lost notification: look anyway
                     await self._catch_up(int(await _scalar(conn, _MAX_SQL)), read)
                 await self._pg_revocations(conn)  # one indexed read; a lost NOTIFY costs nothing
+                await self._reconcile(look)
         finally:
             await conn.close()
 
@@ -336,6 +388,10 @@ class PolicyFeed:
 
 
 _MAX_SQL = "SELECT coalesce(max(version), 0) FROM policy_published"
+_COUNTS_SQL = (
+    "SELECT (SELECT coalesce(max(version), 0) FROM policy_history), "
+    "(SELECT coalesce(max(version), 0) FROM policy_published)"
+)
 _RECORD_SQL = (
     "SELECT version, changed_at, actor, action, document FROM policy_history WHERE version = ?"
 )
