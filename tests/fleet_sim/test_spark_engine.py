@@ -23,6 +23,7 @@ import backend.store.sqlite as sqlite_store
 from fleet_sim.fold import FoldedRows
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
+from fleet_sim.shard import ShardWorkerError
 from fleet_sim.spark_engine import SparkEngine, read_folded_rows, write_folded_rows
 from fleetward.cli import main
 from tests.fleet_sim.test_shard import SCENARIO, _Ids, _outcome
@@ -84,6 +85,36 @@ def test_spark_tasks_give_the_local_engines_records_aggregates_and_outcomes(
     with sqlite3.connect(tmp_path / "spark" / "main" / "backend.sqlite") as conn:
         (stored,) = conn.execute("SELECT sum(count) FROM aggregates").fetchone()
     assert set(by_shard) == {0, 1} and sum(by_shard.values()) == stored > 0
+
+
+class _FailingShard(SparkEngine):
+    """Asks shard 1 for a method it does not have once the tasks are up (a failing task)."""
+
+    jobs: list[Any]
+
+    def open(self, fleet, seed, workers, out):
+        drivers = super().open(fleet, seed, workers, out)
+        self.jobs = [d._job for d in drivers]
+        drivers[1].send("no_such_method")
+        try:
+            drivers[1].recv()
+        finally:
+            for d in drivers:
+                d.close()
+        return drivers
+
+
+@pytest.mark.slow
+def test_a_failing_shard_task_fails_the_run_and_ends_the_spark_job(
+    small_corpus, sim_bundles, tmp_path, sim_spark
+):
+    sc = scenario_from_dict({**SCENARIO, "days": 0.25})
+    engine = _FailingShard(sim_spark)
+    with pytest.raises(ShardWorkerError, match="Spark shard task failed: AttributeError"):
+        run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=2,
+                     engine=engine)  # fmt: skip
+    (job,) = set(engine.jobs)
+    assert not job.thread.is_alive() and job.error is None  # both tasks returned
 
 
 def test_folded_rows_survive_parquet_with_their_dtypes_and_sketches(tmp_path):
