@@ -315,8 +315,8 @@ class Fleet:
         elif isinstance(action, StartRollout):
             if self.rollout_starter is None:
                 raise ScenarioError("start_rollout needs the rollout controller")
-            if self.flush_hook is not None:
-                self.flush_hook(t)  # the transition prediction reads the aggregates so far
+            # the starter folds what was delivered so far (`flush_hook`) only when it runs the
+            # transition prediction, the one reader of the aggregates at that point
             self.rollout = self.rollout_starter(action, t)
             rec.rollouts.append(self.rollout.record)
             if self.tally is None:

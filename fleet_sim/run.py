@@ -182,6 +182,8 @@ def _rollout_starter(
         old = cur.document.default.model_version if cur is not None else None
         prediction: dict[str, float] = {}
         if action.predict and old is not None and old != action.version:
+            if fleet.flush_hook is not None:  # the prediction reads the aggregates so far
+                fleet.flush_hook(t)
             prediction = _forecast(store, registry, old, action.version, now)
         try:
             return ControllerRollout.begin(

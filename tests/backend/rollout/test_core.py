@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tuf.api.metadata import Metadata, Targets
 
@@ -359,3 +359,41 @@ def test_admin_rollout_routes_start_report_and_abort(live_server: object) -> Non
         log = client.get(f"{url}/v1/admin/rollout/decisions", headers=h).json()
         assert [x["action"] for x in log] == ["start", "pause", "resume", "wait", "abort"]
         assert client.get(f"{url}/v1/admin/rollout").status_code == 401
+
+
+@settings(deadline=None)  # the first example imports scipy
+@given(
+    n=st.integers(1, 20_000),
+    k_share=st.floats(0.0, 1.0),
+    p=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 0.5, 1e-9, 1 - 1e-9])),
+)
+def test_binomial_tails_equal_scipy_binomtest_bit_for_bit(n: int, k_share: float, p: float) -> None:
+    from scipy.stats import binomtest
+
+    from backend.rollout.core import binomial_tails
+
+    k = min(n, int(k_share * (n + 1)))
+    greater, less = binomial_tails(k, n, p)
+    assert greater == binomtest(k, n, p, alternative="greater").pvalue
+    assert less == binomtest(k, n, p, alternative="less").pvalue
+
+
+def test_binomial_tails_do_not_import_scipy_stats() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from backend.rollout.core import binomial_tails\n"
+        "assert binomial_tails(3, 10, 0.2)[0] > 0\n"
+        "print('scipy.stats' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_binomial_tails_reject_impossible_counts() -> None:
+    from backend.rollout.core import binomial_tails
+
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        binomial_tails(11, 10, 0.5)
