@@ -8,6 +8,11 @@ A forged or replayed notice can at most cause one extra (verified) check-in.
 
 - `parse_events` (pure) turns SSE lines into announced versions; `push_request` builds the
   request (URL and the endpoint's bearer token). The load test's simulated agents use both.
+- `bounded_lines` (pure) cuts the stream into lines of at most `MAX_LINE_CHARS`: a notice is
+  about 40 bytes, and a server (or anyone on the path) that sends one endless line would
+  otherwise grow the agent's memory without bound (an outside probe measured 150 MB/s) until
+  the kernel kills it, protection included. An over-long line ends the channel; an event
+  whose data outgrows the same bound is dropped.
 - `PushListener` is an `agent.daemon.EventSource`: it holds the channel in its own thread,
   calls `on_version(N)` when N is newer than `known_version()`, and reconnects after the
   agent's one backoff (`agent.backoff.jittered_backoff_s`, capped, doubling, jittered from a
@@ -29,9 +34,18 @@ from agent.backoff import jittered_backoff_s
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["PushConfig", "PushListener", "backoff_s", "parse_events", "push_request"]
+__all__ = [
+    "MAX_LINE_CHARS",
+    "PushConfig",
+    "PushListener",
+    "backoff_s",
+    "bounded_lines",
+    "parse_events",
+    "push_request",
+]
 
 PUSH_PATH = "/v1/push"
+MAX_LINE_CHARS = 4096  # per line, and per event's data: a notice is `{"policy_version": N}`
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +80,45 @@ def push_request(backend_url: str, token: str) -> tuple[str, dict[str, str]]:
     }
 
 
+def bounded_lines(chunks: Iterable[str], max_chars: int = MAX_LINE_CHARS) -> Iterator[str]:
+    """The SSE lines (ended by CR, LF or CRLF) of a stream of text chunks, without their ends.
+
+    Raises:
+        ValueError: a line grew past `max_chars` before it ended.
+    """
+    buf = ""
+    for chunk in chunks:
+        buf += chunk
+        while True:
+            cut = min((i for i in (buf.find("\r"), buf.find("\n")) if i >= 0), default=-1)
+            if cut < 0 or (buf[cut] == "\r" and cut == len(buf) - 1):
+                break  # no end yet, or a CR whose LF may be in the next chunk
+            line, rest = buf[:cut], buf[cut + 1 :]
+            if buf[cut] == "\r" and rest.startswith("\n"):
+                rest = rest[1:]
+            buf = rest
+            yield line
+        if len(buf) > max_chars:
+            raise ValueError(f"push channel line over {max_chars} characters")
+    if buf:
+        yield buf.rstrip("\r")
+
+
 def parse_events(lines: Iterable[str]) -> Iterator[int]:
     """Yield the version of each complete `policy` event in an SSE line stream.
 
     Comments (keep-alives), unknown events and malformed data are skipped: the notice is a
     hint, so nothing in it is worth failing over.
     """
-    event, data = "message", list[str]()
+    event, data, size = "message", list[str](), 0
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
-            if event == "policy" and data:
+            if event == "policy" and data and size <= MAX_LINE_CHARS:
                 version = _version("\n".join(data))
                 if version is not None:
                     yield version
-            event, data = "message", []
+            event, data, size = "message", [], 0
             continue
         if line.startswith(":"):
             continue
@@ -88,8 +126,9 @@ def parse_events(lines: Iterable[str]) -> Iterator[int]:
         value = value.removeprefix(" ")
         if name == "event":
             event = value
-        elif name == "data":
+        elif name == "data" and size <= MAX_LINE_CHARS:  # past it the event is dropped
             data.append(value)
+            size += len(value) + 1
 
 
 def _version(data: str) -> int | None:
@@ -193,7 +232,7 @@ class PushListener:
                     if stop.is_set():
                         return None
                 self.connects += 1
-                for version in parse_events(r.iter_lines()):
+                for version in parse_events(bounded_lines(r.iter_text())):
                     self.notices += 1
                     known = self.known_version()
                     if known is None or version > known:
@@ -201,6 +240,9 @@ class PushListener:
         except (httpx.HTTPError, OSError, RuntimeError) as exc:
             if not stop.is_set():
                 self._say(f"push channel lost: {type(exc).__name__}")
+            return -1
+        except ValueError as exc:  # bounded_lines: not a notice stream; polling goes on
+            self._say(f"push channel refused: {exc}")
             return -1
         finally:
             with self._lock:

@@ -7,6 +7,7 @@ loopback (`tests.backend.test_push`'s server: uvicorn in a thread, a real TUF re
 from __future__ import annotations
 
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.push import PushConfig, PushListener, backoff_s, parse_events, push_request
+from agent.push import (
+    MAX_LINE_CHARS,
+    PushConfig,
+    PushListener,
+    backoff_s,
+    bounded_lines,
+    parse_events,
+    push_request,
+)
 from agent.updater import HTTPXFetcher
 from backend.push import PushConfig as ServerPushConfig
 from model_store.repository import init_repository
@@ -164,3 +173,77 @@ def test_fetcher_gets_an_unchanged_timestamp_as_304_and_hands_tuf_the_kept_bytes
     b"".join(fetcher.fetch(server.url + "/tuf/metadata/1.root.json"))
     assert statuses[-2:] == [200, 200]
     client.close()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["event: policy\n", 'data: {"policy_version": 7}\n', "\n"],
+        ["event: policy\r\ndata: {", '"policy_version": 7}\r', "\n\r\n"],  # CRLF split
+        ["event: pol", "icy\rdata: ", '{"policy_version": 7}\r\r'],  # bare CR ends
+    ],
+)
+def test_bounded_lines_splits_lf_cr_and_crlf_across_chunks(chunks):
+    assert list(parse_events(bounded_lines(chunks))) == [7]
+
+
+def test_bounded_lines_refuses_a_line_past_the_bound_before_it_ends():
+    endless = iter(["event: policy\ndata: "] + ["A" * 1000] * 10_000)
+    with pytest.raises(ValueError, match="over 4096"):
+        for _ in bounded_lines(endless):
+            pass
+    assert len(list(endless)) > 9_000  # refused early, not after reading it all
+
+
+def test_an_event_whose_data_outgrows_the_bound_is_dropped():
+    lines = ["event: policy"] + ["data: 1"] * (MAX_LINE_CHARS // 4) + [""]
+    lines += ["event: policy", 'data: {"policy_version": 8}', ""]
+    assert list(parse_events(lines)) == [8]
+
+
+class _EndlessPush:
+    """A push endpoint that never ends its first line (an endless-data attack on the channel)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent = 0
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with self.sock:
+            conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+            conn.sendall(b"event: policy\ndata: ")
+            try:
+                while self.sent < (64 << 20) and not self.done.is_set():
+                    conn.sendall(b"A" * 65536)
+                    self.sent += 65536
+            except OSError:
+                pass
+        self.done.set()
+
+
+def test_listener_hangs_up_on_an_endless_line_instead_of_buffering_it():
+    evil = _EndlessPush()
+    said: list[str] = []
+    client = httpx.Client()
+    listener = PushListener(
+        client,
+        f"http://127.0.0.1:{evil.port}",
+        "tok",
+        known_version=lambda: 1,
+        on_version=lambda v: None,
+        rng=random.Random(1),
+        on_line=said.append,
+    )
+    stop = threading.Event()
+    assert listener._listen_once(stop) == -1  # back off; the check-ins go on polling
+    client.close()
+    evil.done.wait(10)
+    assert evil.sent > MAX_LINE_CHARS  # the attack landed: the line went past the bound
+    assert evil.sent < (16 << 20)  # and the agent hung up long before the server's 64 MiB
+    assert said == [f"push channel refused: push channel line over {MAX_LINE_CHARS} characters"]
