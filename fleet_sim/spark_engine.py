@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import re
 import secrets
 import shutil
 import socket
@@ -75,6 +76,11 @@ __all__ = [
 
 CONNECT_TIMEOUT_S = 300.0  # every task must have connected by then (cluster start, queueing)
 _PROBE_TIMEOUT_S = 5.0
+# the master URLs Spark knows (spark-submit prints a Java stack trace for any other)
+_MASTER = re.compile(
+    r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]|yarn|"
+    r"(spark|k8s|mesos)://\S+"
+)
 _ROW_COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last")
 
 
@@ -341,11 +347,18 @@ def _java_home_ok() -> bool:
 
 
 def _probe_master(master: str) -> None:
-    """Fail fast on a standalone master nobody answers at (Spark itself retries for minutes).
+    """Fail fast on a master URL of no known form or a standalone master nobody answers at.
+
+    (Spark itself prints a Java stack trace for the first and retries for minutes on the second.)
 
     Raises:
-        SparkEngineError: no master answers at any of the URL's host:port pairs.
+        SparkEngineError: a URL of no known form, or no master answers at any of its host:port
+            pairs.
     """
+    if _MASTER.fullmatch(master) is None:
+        raise SparkEngineError(
+            f"bad Spark master URL {master!r} (local[N], spark://host:port, yarn, k8s://...)"
+        )
     if not master.startswith("spark://"):
         return
     reasons = []

@@ -167,6 +167,13 @@ def test_unreachable_spark_master_is_a_one_line_error_with_exit_2(sim_data, tmp_
     assert not (tmp_path / "o").exists()
 
 
+def test_unknown_spark_master_url_is_a_one_line_error_with_exit_2(sim_data, tmp_path):
+    r = _sim_run(sim_data, tmp_path / "o", "--engine", "spark", "--spark-master", "bogus://x")
+    assert r.exit_code == 2, r.output
+    line = _one_error_line(r)
+    assert "bad Spark master URL 'bogus://x'" in line or "needs" in line
+
+
 def test_missing_java_is_a_one_line_error_with_exit_2(sim_data, tmp_path, monkeypatch):
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
