@@ -18,7 +18,13 @@ from agent.telemetry.client import (
     parse_checkin,
     save_credentials,
 )
-from agent.telemetry.sender import FlushReport, SenderConfig, TelemetrySender
+from agent.telemetry.sender import (
+    MAX_ANSWER_BYTES,
+    FlushReport,
+    SenderConfig,
+    TelemetrySender,
+    send_bounded,
+)
 from agent.telemetry.spool import Spool
 from agent.telemetry.wire import (
     CONTENT_TYPE,
@@ -38,6 +44,7 @@ __all__ = [
     "CONTENT_TYPE",
     "FORMAT_VERSION",
     "HEALTH_COUNTERS",
+    "MAX_ANSWER_BYTES",
     "MAX_EVENTS_PER_BATCH",
     "Action",
     "ActionReport",
@@ -61,4 +68,5 @@ __all__ = [
     "make_batches",
     "parse_checkin",
     "save_credentials",
+    "send_bounded",
 ]

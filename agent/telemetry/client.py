@@ -22,7 +22,7 @@ from agent.decision import Reason, Verdict
 from agent.errors import SpoolFullError, TransportError
 from agent.features import SCHEMA
 from agent.quarantine import QuarantineRecord
-from agent.telemetry.sender import FlushReport, TelemetrySender
+from agent.telemetry.sender import FlushReport, TelemetrySender, send_bounded
 from agent.telemetry.wire import (
     _MAX_HEALTH,
     HEALTH_COUNTERS,
@@ -89,8 +89,13 @@ def enroll(client: httpx.Client, url: str, enroll_token: str) -> Credentials:
         TransportError: the backend is unreachable or refused the token.
     """
     try:
-        response = client.post(
-            url.rstrip("/") + "/v1/enroll", headers={"authorization": f"Bearer {enroll_token}"}
+        response = send_bounded(
+            client,
+            client.build_request(
+                "POST",
+                url.rstrip("/") + "/v1/enroll",
+                headers={"authorization": f"Bearer {enroll_token}"},
+            ),
         )
     except httpx.HTTPError as exc:
         raise TransportError(f"enroll: {exc}") from exc
@@ -132,7 +137,7 @@ def check_in_if_changed(
     """
     url, headers = checkin_request(creds, etag)
     try:
-        response = client.get(url, headers=headers)
+        response = send_bounded(client, client.build_request("GET", url, headers=headers))
     except httpx.HTTPError as exc:
         raise TransportError(f"check-in: {exc}") from exc
     if response.status_code == 304 and etag is not None:

@@ -4,6 +4,13 @@ Each POST is retried with exponential backoff and jitter by stamina (honouring `
 429/503); when a round gives up, the sender backs off across rounds too (`is_due(now)`, the
 agent's one formula `agent.backoff.jittered_backoff_s`), so a dead backend costs a bounded
 number of attempts per hour.
+
+Every answer the agent reads from the backend outside TUF (enrollment, check-in, telemetry
+acknowledgements) goes through `send_bounded`: at most `MAX_ANSWER_BYTES` of body are read. The
+answers are JSON of well under 1 KiB, and httpx otherwise reads a body whole: one that never
+ends (a broken or hostile backend, or anyone on the path of a plain-HTTP URL) would grow the
+agent's memory without bound. TUF's own downloads are bounded by python-tuf and
+`agent.updater.HTTPXFetcher`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,42 @@ from agent.errors import TransportError
 from agent.telemetry.spool import Spool
 from agent.telemetry.wire import CONTENT_TYPE
 
-__all__ = ["FlushReport", "SenderConfig", "TelemetrySender"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "FlushReport",
+    "SenderConfig",
+    "TelemetrySender",
+    "send_bounded",
+]
+
+
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+def send_bounded(
+    client: httpx.Client, request: httpx.Request, *, max_bytes: int = MAX_ANSWER_BYTES
+) -> httpx.Response:
+    """Send `request` and return its answer with at most `max_bytes` of body read.
+
+    Raises:
+        httpx.HTTPError: as `httpx.Client.send`.
+        TransportError: the body goes on past `max_bytes` (the connection is closed).
+    """
+    response = client.send(request, stream=True)
+    body = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise TransportError(
+                    f"{request.method} {request.url.path}: the answer is over {max_bytes} bytes",
+                    status_code=response.status_code,
+                )
+    finally:
+        response.close()
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=bytes(body), request=request
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +130,19 @@ class TelemetrySender:
 
     def _post(self, data: bytes) -> httpx.Response:
         self.attempts += 1
+        request = self.client.build_request(
+            "POST",
+            self.url.rstrip("/") + "/v1/telemetry",
+            content=data,
+            timeout=self.config.timeout_s,
+            headers={"content-type": CONTENT_TYPE, "authorization": f"Bearer {self.token}"},
+        )
         try:
-            response = self.client.post(
-                self.url.rstrip("/") + "/v1/telemetry",
-                content=data,
-                timeout=self.config.timeout_s,
-                headers={"content-type": CONTENT_TYPE, "authorization": f"Bearer {self.token}"},
-            )
+            response = send_bounded(self.client, request)
         except httpx.TransportError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        except TransportError as exc:  # an endless answer: a broken backend, tried again later
+            raise _Retryable(str(exc)) from exc
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
         return response

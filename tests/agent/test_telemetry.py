@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ from agent.backoff import jittered_backoff_s
 from agent.decision import Reason, Verdict
 from agent.errors import SpoolFullError, TransportError
 from agent.telemetry import (
+    MAX_ANSWER_BYTES,
     Credentials,
     SenderConfig,
     Spool,
@@ -23,6 +26,7 @@ from agent.telemetry import (
     TelemetrySender,
     decode_batch,
     encode_batch,
+    enroll,
     load_credentials,
     make_batches,
     save_credentials,
@@ -277,3 +281,74 @@ def test_credentials_are_saved_private_and_read_back(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_credentials(tmp_path / "state") == creds
     assert load_credentials(tmp_path / "nothing") is None
+
+
+class _EndlessAnswers:
+    """A loopback HTTP server whose every answer is `200` with a body that never ends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.sent: list[int] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1 << 20)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n[")
+                sent = 0
+                try:
+                    while sent < (64 << 20):
+                        conn.sendall(b"0," * 32768)
+                        sent += 65536
+                except OSError:
+                    pass
+                self.sent.append(sent)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def endless() -> Iterator[_EndlessAnswers]:
+    server = _EndlessAnswers()
+    yield server
+    server.close()
+
+
+def test_enroll_refuses_an_endless_answer_in_one_line_without_reading_it(endless) -> None:
+    with httpx.Client(timeout=10) as client, pytest.raises(TransportError) as info:
+        enroll(client, endless.url, "fwen_token")
+    assert str(info.value) == f"POST /v1/enroll: the answer is over {MAX_ANSWER_BYTES} bytes"
+    _wait_for(lambda: len(endless.sent) == 1)
+    assert MAX_ANSWER_BYTES < endless.sent[0] < (16 << 20)  # it landed, and was cut short
+
+
+def test_sender_counts_an_endless_acknowledgement_as_a_failed_round_and_keeps_the_batch(
+    tmp_path: Path, endless
+) -> None:
+    import random
+
+    with httpx.Client(timeout=10) as client:
+        sender = TelemetrySender(
+            client, endless.url, "tok", Spool(tmp_path / "spool"), SenderConfig(), random.Random(1)
+        )
+        sender.spool.put([_event(0)])
+        report = sender.flush(NOW)
+    assert report.sent == 0 and report.pending == 1
+    assert report.error == f"POST /v1/telemetry: the answer is over {MAX_ANSWER_BYTES} bytes"
+    _wait_for(lambda: len(endless.sent) == 3)  # stamina's three attempts in tests
+    assert all(MAX_ANSWER_BYTES < n < (16 << 20) for n in endless.sent)
+
+
+def _wait_for(done: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if done():
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the server's connection did not end")
