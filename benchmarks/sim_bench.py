@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from fleet_sim.run import ensure_assets, run_scenario
+from fleet_sim.run import default_workers, ensure_assets, run_scenario
 from fleet_sim.scenario import scenario_from_dict
 
 
@@ -134,7 +134,7 @@ def cohort(
     days: float,
     scans: float,
     predict: bool,
-    workers: int,
+    workers: int | None,
     engine: Any = None,
 ) -> tuple[float, float, int, dict[str, int], float]:
     """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters, and
@@ -165,6 +165,8 @@ def cohort(
         if engine is not None:  # the JVM and its Python workers live on: read them in /proc
             kids = _tree_cpu() - tree0 - own
         cpu = own + kids
+        shards = workers or default_workers(endpoints)
+        print(f"cohort_{endpoints}x{days:g}d_workers: {shards}")
         print(
             f"cohort_{endpoints}x{days:g}d_cpu: coordinator {own:.1f} s, shard workers and "
             f"fold writer {kids:.1f} s"
@@ -286,8 +288,9 @@ def main() -> None:
     ap.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="worker processes, each simulating a shard of the orgs (default: the core count)",
+        default=None,
+        help="worker processes, each simulating a shard of the orgs (default: the core count, "
+        "one below fleet_sim.run.SHARDS_MIN_ENDPOINTS)",
     )
     ap.add_argument("--engine", choices=["local", "spark"], default="local")
     ap.add_argument("--spark-master", default=None, help="default: local[WORKERS]")
@@ -295,16 +298,17 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}")
     print(f"load_average_at_start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"predict_at_rollout_start: {args.predict}")
-    print(f"workers: {args.workers}")
+    print(f"workers: {args.workers or 'auto (fleet_sim.run.default_workers)'}")
     print(f"engine: {args.engine}")
     engine = None
     if args.engine == "spark":
         from fleet_sim.spark_engine import SparkEngine
 
         t = time.perf_counter()
-        engine = SparkEngine.start(args.spark_master or f"local[{args.workers}]")
+        engine = SparkEngine.start(args.spark_master or f"local[{args.workers or os.cpu_count()}]")
         engine.spark.sparkContext.parallelize([0], 1).count()  # JVM and a Python worker up
         print(f"spark_session_start: {time.perf_counter() - t:.1f} s ({engine.slots} slots)")
+        args.workers = args.workers or engine.slots  # as `fleetward sim run --engine spark`
     data = Path(args.data)
     n, d = args.compare_endpoints, args.compare_days
     if not args.skip_compare:

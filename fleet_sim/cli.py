@@ -6,7 +6,6 @@ Exit status: 0 when every outcome passed, 1 when one failed (each failed outcome
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import click
 from rich.console import Console
@@ -69,8 +68,8 @@ def sim() -> None:
     default=None,
     help=(
         "Worker processes for the cohort mode, each simulating a shard of the orgs (default: "
-        "the core count; with --engine spark, the cluster's cores). Results are identical for "
-        "any number; the exact mode uses one."
+        "the core count, one below 250,000 endpoints; with --engine spark, the cluster's "
+        "cores). Results are identical for any number; the exact mode uses one."
     ),
 )
 @click.option(
@@ -169,7 +168,7 @@ def run(
                 mode=mode,
                 progress=progress,
                 remote=remote,
-                workers=workers or (shards.slots if shards else os.cpu_count()) or 1,
+                workers=workers or (shards.slots if shards else None),
                 engine=shards,
             )
     except ScenarioError as exc:

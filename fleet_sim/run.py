@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -47,9 +48,15 @@ if TYPE_CHECKING:
     from backend.analysis.transition_allowlist import AllowlistCandidate
     from fleet_sim.shard import ShardEngine
 
-__all__ = ["SimRun", "ensure_assets", "run_scenario"]
+__all__ = ["SHARDS_MIN_ENDPOINTS", "SimRun", "default_workers", "ensure_assets", "run_scenario"]
 
 Progress = Callable[[str, float, float, int], None]
+
+# Below this many endpoints one shard in this process beats forked workers: each worker
+# builds its own decision tables and canary buckets, and every step and hourly barrier is a
+# round trip over a pipe, which at 100k endpoints cost ~3 s more CPU than the half of the
+# steps a second worker takes off (benchmarks/README.md, "Fixed costs at 100k").
+SHARDS_MIN_ENDPOINTS = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,16 @@ def ensure_assets(
             train_model(corpus, recipe_for_version(version), out, now=now)
         bundles[f"v{version}"] = out
     return corpus, bundles
+
+
+def default_workers(n_endpoints: int, cores: int | None = None) -> int:
+    """The shard count when none is asked for (results are the same for any count).
+
+    One below `SHARDS_MIN_ENDPOINTS`, else the core count (`cores`, default `os.cpu_count()`).
+    """
+    if n_endpoints < SHARDS_MIN_ENDPOINTS:
+        return 1
+    return max(1, cores if cores is not None else os.cpu_count() or 1)
 
 
 def _registry(
@@ -235,10 +252,13 @@ def run_arm(
     mode: str,
     progress: Progress | None = None,
     remote: RemoteBackend | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     engine: ShardEngine | None = None,
 ) -> tuple[ArmRun, Path, int]:
-    """Run one arm; returns its records, its store path and the encounters simulated."""
+    """Run one arm; returns its records, its store path and the encounters simulated.
+
+    `workers` None: `default_workers` for the world's size.
+    """
     arm_dir = out / arm
     if arm_dir.exists():
         shutil.rmtree(arm_dir)
@@ -285,7 +305,8 @@ def run_arm(
             from fleet_sim.shard import run_cohort
 
             events = run_cohort(
-                fleet, actions, days=scenario.days, seed=(scenario.seed, 1), workers=workers,
+                fleet, actions, days=scenario.days, seed=(scenario.seed, 1),
+                workers=default_workers(world.n_endpoints) if workers is None else workers,
                 progress=tick, engine=engine, out=arm_dir,
             )  # fmt: skip
         elif mode == "exact":
@@ -314,7 +335,7 @@ def run_scenario(
     mode: str = "cohort",
     progress: Progress | None = None,
     remote: RemoteBackend | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     engine: ShardEngine | None = None,
 ) -> SimRun:
     """Run every arm of `scenario` and check its outcomes.
@@ -322,7 +343,8 @@ def run_scenario(
     With `remote`, every simulated endpoint also enrolls with, checks in with and sends its
     telemetry to that running server over HTTP (exact mode only; `fleet_sim.http_link`).
     The cohort mode splits the fleet by org over `workers` processes (`fleet_sim.shard`),
-    with the same results for any number; the exact mode runs in one process. `engine` runs
+    with the same results for any number (None: `default_workers` for the world's size); the
+    exact mode runs in one process. `engine` runs
     those shards elsewhere (`fleet_sim.spark_engine.SparkEngine`), with the same results.
 
     Raises:
