@@ -287,29 +287,42 @@ def _read(store: AggregateStore) -> tuple[Rollout | None, str | None]:
     return (None if raw is None else _from_json(raw)), raw
 
 
+_PolicyWrite = tuple[PolicyDocumentModel, str, str]  # document, actor, action
+
+
 def _log(
     store: AggregateStore,
     before: Rollout,
     d: RolloutDecision,
-    policy_version: int | None,
+    policy: _PolicyWrite | None,
     *,
     read: str | None,
+    publish: Publish | None = None,
 ) -> Rollout:
-    """Store the state after `d` and log `d`, if the stored state is still `read`.
+    """Store the state after `d`, log `d` and record its policy, if the state is still `read`.
 
     `read` is the stored state `before` was decided from (for a new rollout, the latest
-    rollout's). Two replicas deciding on one state: the first logs, the second gets
-    ConflictError (409) and nothing of it is logged.
+    rollout's). The state, the log row and the policy version `d` writes are one transaction
+    (`log_rollout_decision`): two replicas deciding on one state, the first writes all three,
+    the second gets ConflictError (409) and writes nothing, neither state nor policy; a crash
+    leaves both or neither, so the signed policy is never a stage ahead of the logged state.
+    The policy is published after the COMMIT (PublishError: recorded and logged, publication
+    pending; every replica's reconciliation publishes it within seconds, `backend.replica`).
     """
     after = apply_decision(before, d)
-    row = (d.action.value, d.stage_index, d.percent, d.reason, _figures(d), policy_version)
+    version = None if policy is None else policy[0].version
+    row = (d.action.value, d.stage_index, d.percent, d.reason, _figures(d), version)
     rid = store.log_rollout_decision(
         before.rollout_id or None,
         d.at,
         lambda rid: _to_json(replace(after, rollout_id=rid)),
         row,
         expected=read,
+        policy=policy,
     )
+    if policy is not None:
+        assert publish is not None, "a decision that writes policy needs a publisher"
+        store.publish_pending_policy(publish, d.at)
     return replace(after, rollout_id=rid)
 
 
@@ -337,11 +350,14 @@ def decision_log(store: AggregateStore, rollout_id: int | None = None) -> list[d
 # --- policy -------------------------------------------------------------------------------
 
 
-def _publish(
-    store: AggregateStore, publish: Publish, r: Rollout, now: dt.datetime, what: str,
+def _policy(
+    store: AggregateStore, r: Rollout, now: dt.datetime, what: str,
     *, percent: float | None, assign: int | None = None,
-) -> int:  # fmt: skip
-    """Write the rollout block (or remove it, `percent=None`) into the rollout's scope."""
+) -> _PolicyWrite:  # fmt: skip
+    """The next policy version: the rollout block (or none, `percent=None`) in its scope.
+
+    Only built here; `_log` records it in the decision's own transaction.
+    """
     current = store.current_policy()
     if current is None:
         raise NotFoundError("no policy yet: assign a model before starting a rollout")
@@ -370,12 +386,7 @@ def _publish(
         nxt = doc.model_copy(update={"orgs": orgs})
     nxt = nxt.model_copy(update={"version": current.version + 1, "issued_at": now})
     valid = PolicyDocumentModel.model_validate(nxt.model_dump())
-    scope = r.org_id or "fleet"
-    rec = store.append_policy(
-        valid, actor="rollout-controller", action=f"rollout {what} ({scope})", now=now,
-        publish=publish,
-    )  # fmt: skip
-    return rec.version
+    return valid, "rollout-controller", f"rollout {what} ({r.org_id or 'fleet'})"
 
 
 def _ring_percents(r: Rollout, now: dt.datetime) -> dict[str, float]:
@@ -454,8 +465,10 @@ def start_rollout(
         NotFoundError: no such org, or no policy (no current version to roll from).
         ConflictError: another rollout is running or paused, or `to_version` is already current,
             or another replica started one meanwhile.
-        PublishError: the first stage is recorded in policy but not yet published (it is
-            published by the next change or at the next start); the start is not logged.
+        PolicyConflictError: the policy changed between this call's read and its write;
+            nothing was written (call again).
+        PublishError: the start is logged and its first stage recorded in policy, not yet
+            published (the replicas' reconciliation publishes it within seconds).
     """
     if org_id is not None and not store.has_org(org_id):
         raise NotFoundError(f"no organization {org_id!r}")
@@ -480,14 +493,14 @@ def start_rollout(
     r = Rollout(0, to_version, base, org_id, salt, cfg, now, stage_started_at=now, rings=plan)
     if store.rollout_state() != read:
         raise ConflictError("another rollout was started meanwhile; read it again")
-    pv = _publish(store, publish, r, now, f"start v{to_version}", percent=r.percent)
+    pv = _policy(store, r, now, f"start v{to_version}", percent=r.percent)
     where = f" in ring {r.ring.value}" if r.ring else ""
     d = RolloutDecision(
         0, now, RolloutAction.START, 0, r.percent,
         f"start v{base} -> v{to_version} at {r.percent:g} %{where}",
         next_decision_at=now + cfg.tick, ring=r.ring.value if r.ring else None,
     )  # fmt: skip
-    return _log(store, r, d, pv, read=read)
+    return _log(store, r, d, pv, read=read, publish=publish)
 
 
 def _need(
@@ -532,17 +545,17 @@ def abort_rollout(store: AggregateStore, publish: Publish, *, now: dt.datetime) 
     Raises:
         NotFoundError: no rollout. ConflictError: it already ended, or another decision
             was logged meanwhile.
-        PublishError: the rollback is recorded in policy but not yet published (the next
-            change or the next start publishes it); the abort is not logged.
+        PublishError: the abort is logged and the rollback recorded in policy, not yet
+            published (the replicas' reconciliation publishes it within seconds).
     """
     r, read = _need(store, _ACTIVE, "abort")
     _check_unchanged(store, r, read)
-    pv = _publish(store, publish, r, now, "abort", percent=None)
+    pv = _policy(store, r, now, "abort", percent=None)
     d = RolloutDecision(
         r.rollout_id, now, RolloutAction.ABORT, r.stage_index, r.percent,
         f"aborted by operator; back to v{r.from_version}",
     )  # fmt: skip
-    return _log(store, r, d, pv, read=read)
+    return _log(store, r, d, pv, read=read, publish=publish)
 
 
 def tick_rollout(
@@ -553,11 +566,11 @@ def tick_rollout(
     Returns None when no rollout is running.
 
     Raises:
-        ConflictError: another replica logged a decision since this tick read the rollout;
-            nothing of this tick is logged.
-        PublishError: the policy change is recorded but not yet published (the next change
-            or the next start publishes it); the decision is not logged and the next tick
-            decides again.
+        ConflictError: another replica logged a decision since this tick read the rollout
+            (or, as PolicyConflictError, the policy changed since); nothing of this tick is
+            written, neither its decision nor its policy.
+        PublishError: the decision is logged and its policy recorded in one transaction, not
+            yet published (the replicas' reconciliation publishes it within seconds).
     """
     r, read = _read(store)
     if r is None or r.state is not RolloutState.RUNNING:
@@ -567,27 +580,27 @@ def tick_rollout(
         raise NotFoundError("rollout has no control version")
     ev = gather_evidence(store, r, r.stage_started_at or r.started_at, now, control)
     d = decide(r, ev, now)
-    pv: int | None = None
+    pv: _PolicyWrite | None = None
     if d.action is not RolloutAction.WAIT:
-        _check_unchanged(store, r, read)  # a replica that lost the race publishes nothing
+        _check_unchanged(store, r, read)  # an early out; the write's compare-and-set decides
     if d.action is RolloutAction.ADVANCE and r.rings:
         after = apply_decision(r, d)
         what = f"advance to ring {after.ring} at {after.percent:g} %"
-        pv = _publish(store, publish, after, now, what, percent=after.percent)
+        pv = _policy(store, after, now, what, percent=after.percent)
     elif d.action is RolloutAction.ADVANCE:
         nxt = r.config.stages[r.stage_index + 1]
-        pv = _publish(store, publish, r, now, f"advance to {nxt:g} %", percent=nxt)
+        pv = _policy(store, r, now, f"advance to {nxt:g} %", percent=nxt)
     elif d.action is RolloutAction.COMPLETE:
-        pv = _publish(store, publish, r, now, "complete", percent=None, assign=r.to_version)
+        pv = _policy(store, r, now, "complete", percent=None, assign=r.to_version)
     elif d.action is RolloutAction.HALT:
         if r.config.rollback:
-            pv = _publish(store, publish, r, now, "halt and roll back", percent=None)
+            pv = _policy(store, r, now, "halt and roll back", percent=None)
         else:
             pv = None  # the cohort stays where it is; it does not grow
     elif r.rings and _ring_percents(r, now) != _published_percents(store, r):
         # a delayed org's delay after broad has passed (or a block was lost): publish its share
-        pv = _publish(store, publish, r, now, "delayed ring eligible", percent=r.percent)
-    _log(store, r, d, pv, read=read)
+        pv = _policy(store, r, now, "delayed ring eligible", percent=r.percent)
+    _log(store, r, d, pv, read=read, publish=publish)
     return d
 
 

@@ -250,10 +250,13 @@ class AggregateStore(Protocol):
         decision: RolloutDecisionRow,
         *,
         expected: str | None,
+        policy: tuple[PolicyDocumentModel, str, str] | None = None,
     ) -> int:
         """Create (no id) or update a rollout and append its decision, in one transaction.
 
         Compare-and-set: the stored state must still be `expected` (ConflictError if not).
+        `policy` (document, actor, action), if given, is recorded as the next policy version
+        in the same transaction (PolicyConflictError if it does not follow); not published.
         """
         ...
 

@@ -1018,15 +1018,21 @@ class PostgresStore(_StoreCommon):
         decision: RolloutDecisionRow,
         *,
         expected: str | None,
+        policy: tuple[PolicyDocumentModel, str, str] | None = None,
     ) -> int:
         """In one transaction: create the rollout (no id), store `state(id)`, log the decision.
 
         Compare-and-set on `expected`, the stored state the decision was made from (for a new
-        rollout, the latest rollout's; None: there was none).
+        rollout, the latest rollout's; None: there was none). `policy` (document, actor,
+        action): the policy version the decision writes, recorded in the same transaction
+        (compare-and-set on its version, as `append_policy`), so the policy can never be a
+        stage ahead of (or behind) the logged state; the caller publishes it after.
 
         Raises:
             ConflictError: the stored state is no longer `expected` (another replica decided
                 first); nothing was written.
+            PolicyConflictError: `policy` does not follow the stored policy version (another
+                change came first); nothing was written.
         """
         with self._lock, self._conn.transaction():
             self._conn.execute("LOCK TABLE rollouts IN EXCLUSIVE MODE")  # readers go on
@@ -1052,6 +1058,19 @@ class PostgresStore(_StoreCommon):
             self._conn.execute(
                 "UPDATE rollouts SET state = %s WHERE id = %s", (state(rollout_id), rollout_id)
             )
+            if policy is not None:  # lock order: rollouts, then policy_history (never reversed)
+                document, actor, action = policy
+                self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
+                latest = self._conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM policy_history"
+                ).fetchone()
+                assert latest is not None
+                _check_next_version(int(latest[0]), document.version)
+                self._conn.execute(
+                    "INSERT INTO policy_history (version, changed_at, actor, action, document) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (document.version, _utc(at), actor, action, document.model_dump_json()),
+                )
             self._conn.execute(
                 "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
                 "reason, figures, policy_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",

@@ -1068,6 +1068,7 @@ class Store(_StoreCommon):
         decision: RolloutDecisionRow,
         *,
         expected: str | None,
+        policy: tuple[PolicyDocumentModel, str, str] | None = None,
     ) -> int:
         """In one transaction: create the rollout (no id), store `state(id)`, log the decision.
 
@@ -1075,10 +1076,38 @@ class Store(_StoreCommon):
         rollout, the latest rollout's; None: there was none). The decision log is append-only
         (triggers refuse updates and deletes). Returns the id.
 
+        `policy` (document, actor, action): the policy version the decision writes, recorded
+        in the same transaction (compare-and-set on its version, as `append_policy`), so the
+        policy can never be a stage ahead of (or behind) the logged state. Not published
+        here: the caller calls `publish_pending_policy` after.
+
         Raises:
             ConflictError: the stored state is no longer `expected` (another replica decided
                 first); nothing was written.
+            PolicyConflictError: `policy` does not follow the stored policy version (another
+                change came first); nothing was written.
         """
+        try:
+            rid = self._log_rollout_decision(rollout_id, at, state, decision, expected, policy)
+        except PolicyConflictError:
+            with self._lock:
+                self._policy = self._policy_where("1 = 1", ())  # another process wrote it
+            raise
+        if policy is not None:
+            document, actor, action = policy
+            self._policy = PolicyRecord(document.version, at.astimezone(dt.UTC), actor, action,
+                                        document)  # fmt: skip
+        return rid
+
+    def _log_rollout_decision(
+        self,
+        rollout_id: int | None,
+        at: dt.datetime,
+        state: Callable[[int], str],
+        decision: RolloutDecisionRow,
+        expected: str | None,
+        policy: tuple[PolicyDocumentModel, str, str] | None,
+    ) -> int:
         with self.write_transaction() as conn:
             if rollout_id is None:
                 found = conn.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1")
@@ -1098,6 +1127,17 @@ class Store(_StoreCommon):
             conn.execute(
                 "UPDATE rollouts SET state = ? WHERE id = ?", (state(rollout_id), rollout_id)
             )
+            if policy is not None:
+                document, actor, action = policy
+                latest = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM policy_history"
+                ).fetchone()[0]
+                _check_next_version(int(latest), document.version)
+                conn.execute(
+                    "INSERT INTO policy_history (version, changed_at, actor, action, document) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (document.version, _iso(at), actor, action, document.model_dump_json()),
+                )
             conn.execute(
                 "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
                 "reason, figures, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
