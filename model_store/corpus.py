@@ -34,7 +34,7 @@ import numpy.typing as npt
 from agent.features import SCHEMA, extract_features
 from model_store import _synth as syn
 from model_store._everyday import EVERYDAY_BUILDERS
-from model_store._real import default_benign_dirs, select_real_files
+from model_store._real import default_benign_dirs, is_native_binary, select_real_files
 from model_store._vocab import VOCAB
 from model_store.errors import CorpusError
 
@@ -615,13 +615,15 @@ def make_corpus(
     benign_max: int = 2000,
     benign_per_folder: int = 6,
     benign_max_bytes: int = 4 << 20,
+    benign_native_max: int = 1000,
     progress: Progress | None = None,
 ) -> Corpus:
     """Generate `size` synthetic samples, add real benign files, and cache every vector.
 
     Real benign files come from the Python installation (`python_benign`, on by default) and
     from each of `benign_dirs`: at most `benign_max` of them, `benign_per_folder` per folder,
-    each at most `benign_max_bytes` (see `model_store._real`). The same seed, size and files
+    each at most `benign_max_bytes`, plus up to `benign_native_max` native binaries (ELF, PE,
+    Mach-O) past the per-folder cap (see `model_store._real`). The same seed, size and files
     give the same corpus byte for byte.
 
     Raises:
@@ -645,6 +647,7 @@ def make_corpus(
         per_folder=benign_per_folder,
         max_bytes=benign_max_bytes,
         exclude=[root],
+        native_max=benign_native_max,
     )
     total = size + len(real)
     for i, (fam, era, org) in enumerate(_plan(rng, size, era2_share)):
@@ -697,6 +700,8 @@ def make_corpus(
             "max_files": benign_max,
             "per_folder": benign_per_folder,
             "max_bytes": benign_max_bytes,
+            "native_max": benign_native_max,
+            "native_files": sum(1 for r in real_records if is_native_binary(r.path)),
         },
     }
     (root / _META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

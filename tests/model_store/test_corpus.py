@@ -48,6 +48,35 @@ def test_real_files_are_capped_per_folder_spread_over_suffixes_and_deterministic
     assert len(select_real_files([root], max_files=3, per_folder=4, max_bytes=4096)) == 3
 
 
+def test_native_binaries_join_past_the_per_folder_cap_up_to_native_max(tmp_path):
+    """A folder of shared objects gives all of them, not six: the real compiled code the models
+    must learn is benign (dogfooding found system codec and compression libraries blocked)."""
+    root = tmp_path / "tree"
+    libs = root / "lib-dynload"
+    libs.mkdir(parents=True)
+    for i in range(20):
+        (libs / f"_mod{i:02d}.cpython-311-x86_64-linux-gnu.so").write_bytes(
+            b"\x7fELF" + bytes([i]) * 100
+        )
+        (libs / f"mod{i:02d}.py").write_text(f"x = {i}\n")
+    (libs / "fake.so").write_bytes(b"not native at all")
+    (libs / "Hello.class").write_bytes(b"\xca\xfe\xba\xbe" + b"\0" * 50)
+    (libs / "launcher.exe").write_bytes(b"MZ" + b"\0" * 100)
+
+    def native(path: Path) -> bool:
+        return path.read_bytes()[:4] == b"\x7fELF" or path.name == "launcher.exe"
+
+    capped = select_real_files([root], max_files=100, per_folder=6)
+    assert len(capped) == 6
+    pick = select_real_files([root], max_files=100, per_folder=6, native_max=100)
+    assert {f.path for f in capped} <= {f.path for f in pick}
+    added = {f.path for f in pick} - {f.path for f in capped}
+    assert added and all(native(p) for p in added)  # never fake.so nor the Java class
+    assert sum(native(f.path) for f in pick) == 21  # every ELF and the PE launcher
+    assert pick == select_real_files([root], max_files=100, per_folder=6, native_max=100)
+    assert len(select_real_files([root], max_files=100, per_folder=6, native_max=5)) == 11
+
+
 def test_corpus_records_real_files_with_their_folder_deduplicated_by_sha256(tmp_path):
     root = _tree(tmp_path / "tree")
     corpus = make_corpus(tmp_path / "c", seed=1, size=40, benign_dirs=[root], python_benign=False)
