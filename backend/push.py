@@ -14,7 +14,9 @@ Guarantees:
   override notifies that org's channels only, a fleet-wide change notifies every org.
 - Bounded: at most `PushConfig.max_channels` channels are open; past that a request gets 503
   with `Retry-After` (seconds, jittered by the agent). The count is the gauge
-  `fleetward_push_channels` on `/metrics`, with notices sent and channels refused.
+  `fleetward_push_channels` on `/metrics` and the bound `fleetward_push_channels_limit`,
+  with notices sent and channels refused. Each replica has its own bound and its own count
+  (its `/metrics` shows them): behind a balancer the fleet holds the sum.
 - A comment line every `heartbeat_s` keeps idle proxies from closing the channel and lets
   both sides notice a dead peer. A channel ends cleanly after `lifetime_s` (1 h): the agent
   reconnects with jitter, so after a scale-out the channels spread over the new replicas,
@@ -127,6 +129,12 @@ class PushHub:
         self._by_org: dict[str, set[_Channel]] = {}
         self._open = 0
         self.gauge = Gauge("fleetward_push_channels", "Push channels open now", registry=registry)
+        self.limit = Gauge(
+            "fleetward_push_channels_limit",
+            "Push channels this process opens at most (PushConfig.max_channels)",
+            registry=registry,
+        )
+        self.limit.set(config.max_channels)
         self.sent = Counter(
             "fleetward_push_notices", "Policy notices written to push channels", registry=registry
         )

@@ -42,6 +42,7 @@ from tests.backend.test_push import Listener
 PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
 # The design latency is the feed's SQLite poll (0.2 s) or one NOTIFY; the bound is one
 # second, plus a margin for a shared, loaded 2-core machine (each poll is one HTTP request).
+# Revocations and policy changes ride the same feed, so they share the bound.
 REVOKE_BOUND_S = 2.0
 
 
@@ -288,6 +289,78 @@ def test_sqlite_replica_announces_a_version_only_once_it_serves_it_signed(
     db = str(tmp_path / "shared.db")
     Store(db).close()
     _announce_only_published(db, repo_dir, tmp_path, monkeypatch)
+
+
+def _metric(text: str, name: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+@pytest.mark.slow
+def test_each_replica_bounds_and_reports_its_own_push_channels(
+    tmp_path: Path, repo_dir: Path
+) -> None:
+    """The channel bound is per process: B full refuses (503) while A still accepts.
+
+    Each replica's `/metrics` shows its own open count and its own limit; a policy change
+    made through A reaches B's channels, and a token revoked through A ends B's channel,
+    both within the one propagation bound.
+    """
+    db = str(tmp_path / "shared.db")
+    Store(db).close()
+    admin_token, _org, enroll = _prepare(db, tmp_path, repo_dir)
+    admin = {"authorization": f"Bearer {admin_token}"}
+    a = ServerProcess(Path(db), repo_dir, free_port(), extra=("--max-push-channels", "5"))
+    b = ServerProcess(Path(db), repo_dir, free_port(), extra=("--max-push-channels", "2"))
+    listeners: list[Listener] = []
+    try:
+        a.start()
+        b.start()
+        with httpx.Client(timeout=20) as client:
+            first = client.put(a.url + "/v1/admin/mode", json={"mode": "enforce"}, headers=admin)
+            assert first.status_code == 200, first.text
+            tokens = []
+            for _ in range(3):
+                r = client.post(a.url + "/v1/enroll", headers={"authorization": f"Bearer {enroll}"})
+                assert r.status_code == 201, r.text
+                tokens.append((r.json()["endpoint_id"], r.json()["token"]))
+            listeners += [Listener(b.url, t) for _e, t in tokens[:2]]  # B is full now
+            for listener in listeners:  # B may have connected them before it caught up
+                while listener.versions.get(timeout=20) < 1:
+                    pass
+            refused = client.get(b.url + "/v1/push",
+                                 headers={"authorization": f"Bearer {tokens[2][1]}"})  # fmt: skip
+            assert refused.status_code == 503 and int(refused.headers["retry-after"]) > 0
+            listeners.append(Listener(a.url, tokens[2][1]))  # A has room: its own bound
+            assert listeners[-1].versions.get(timeout=20) == 1
+            on_a, on_b = client.get(a.url + "/metrics").text, client.get(b.url + "/metrics").text
+            assert (_metric(on_a, "fleetward_push_channels"),
+                    _metric(on_a, "fleetward_push_channels_limit"),
+                    _metric(on_a, "fleetward_push_refused_total")) == (1, 5, 0)  # fmt: skip
+            assert (_metric(on_b, "fleetward_push_channels"),
+                    _metric(on_b, "fleetward_push_channels_limit"),
+                    _metric(on_b, "fleetward_push_refused_total")) == (2, 2, 1)  # fmt: skip
+
+            off = client.put(a.url + "/v1/admin/mode", json={"mode": "off"}, headers=admin)
+            changed_at = time.monotonic()
+            for listener in listeners[:2]:  # B's channels, told by B's feed
+                assert listener.versions.get(timeout=REVOKE_BOUND_S) == off.json()["version"]
+            print(f"policy change reached B's channels after {time.monotonic() - changed_at:.3f} s")
+            gone_id = tokens[0][0]
+            r = client.delete(a.url + f"/v1/admin/endpoints/{gone_id}/tokens", headers=admin)
+            assert r.status_code == 200, r.text
+            assert listeners[0].ended.wait(timeout=REVOKE_BOUND_S), "B kept a revoked channel"
+            assert not listeners[1].ended.is_set()
+            deadline = time.monotonic() + REVOKE_BOUND_S
+            while _metric(client.get(b.url + "/metrics").text, "fleetward_push_channels") != 1:
+                assert time.monotonic() < deadline, "B still counts the revoked channel"
+                time.sleep(0.05)
+            assert _metric(client.get(b.url + "/metrics").text, "fleetward_push_revoked_total") == 1
+    finally:
+        for listener in listeners:
+            listener.close()
+        a.stop()
+        b.stop()
 
 
 @pytest.mark.slow
