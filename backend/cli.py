@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -45,12 +46,25 @@ _ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-
 T = TypeVar("T")
 
 
+def _open(db: str) -> AggregateStore:
+    """The store at `db`; one that cannot be opened is a one-line CLI error, not a traceback."""
+    try:
+        return open_store(db)
+    except (sqlite3.Error, OSError, RuntimeError) as exc:
+        raise click.ClickException(f"cannot open the store {db}: {exc}") from None
+    except Exception as exc:  # psycopg's, without importing psycopg where SQLite is used
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise click.ClickException(f"cannot open the store {db}: {first}") from None
+
+
 def _with_store(db: str, call: Callable[[AggregateStore], T]) -> T:
     """`call` on the store at `db` (a SQLite file or a `postgresql://` URL), closed after.
 
     A backend error is a one-line CLI error.
     """
-    store = open_store(db)
+    store = _open(db)
     try:
         return call(store)
     except BackendError as exc:

@@ -1,4 +1,5 @@
-"""The operator commands take the `--db postgresql://...` that `backend serve` takes.
+"""The operator commands take the `--db postgresql://...` that `backend serve` takes, and say in
+one line when a store cannot be opened.
 
 An outside probe found that `fleetward backend org create` and `create-admin-token` opened a
 `postgresql://` URL as a SQLite file name and died with a traceback, so a PostgreSQL backend
@@ -72,3 +73,16 @@ def test_operator_commands_act_on_a_postgresql_store(
         assert policy is not None and policy.document.default.mode is Mode.DETECT_ONLY
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "db",
+    ["/nonexistent-fleetward-dir/fleet.db", "postgresql://postgres@127.0.0.1:1/nowhere"],
+    ids=["sqlite-missing-dir", "postgres-refused"],
+)
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_1(db: str) -> None:
+    result = CliRunner().invoke(main, ["backend", "org", "create", "acme", "--db", db])
+    assert result.exit_code == 1
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot open the store {db}: ")
