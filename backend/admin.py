@@ -4,9 +4,10 @@ Each function reads the current policy document from the store, builds the next 
 +1, `issued_at = now`), and hands it to `Store.append_policy`, which records it append-only,
 commits, and then signs it into the repository through `publish`: the repository never
 announces a version the store does not hold. A version recorded but not yet published (the
-process died in between, or `publish` failed) is published by the next change or by
-`publish_pending`, which `backend serve` runs at start. The HTTP admin routes and the
-`fleetward backend` commands call these same functions.
+process died in between, or `publish` failed) is published by the next change, by
+`publish_pending`, which `backend serve` runs at start, and by every serving replica's
+reconciliation, which calls it when it finds a version pending (`backend.replica`). The HTTP
+admin routes and the `fleetward backend` commands call these same functions.
 
 `org_id=None` means fleet-wide (the document's `default`); otherwise the org's override.
 """

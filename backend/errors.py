@@ -78,8 +78,9 @@ class PayloadTooLargeError(BackendError):
 class PublishError(BackendError):
     """Signing the recorded policy into the repository failed.
 
-    The change is recorded (publication follows the COMMIT) and stays pending: the next change,
-    or `backend.admin.publish_pending` at the next start, publishes the newest version.
+    The change is recorded (publication follows the COMMIT) and stays pending: every serving
+    replica's reconciliation (`backend.replica`, within seconds), the next change, or
+    `backend.admin.publish_pending` at the next start publishes the newest version.
     """
 
 
