@@ -228,6 +228,8 @@ class CohortEngine:
         sets = [w.catalog.inhouse[k] for k in ih_keys]
         self._ih_all = (np.concatenate(sets) if sets else np.zeros(0, np.int64)).astype(ns)
         self._glob_idx = w.catalog.global_idx.astype(ns)
+        self._org_range = np.arange(w.n_orgs, dtype=np.int32)
+        self._org_tables: dict[tuple[int, int], npt.NDArray[np.int32]] = {}  # `_set_tables`
         self._mal_idx = w.catalog.malware_idx.astype(ns)
         self._camp_samples = [c.samples.astype(ns) for c in w.campaigns]
         self._ih_start = np.cumsum([0] + [s.size for s in sets])[:-1].astype(np.int64)
@@ -556,7 +558,8 @@ class CohortEngine:
         """Point endpoints `ch` (switching at times `c`) at their (policy, org, model) table.
 
         A table first needed now is built as of its org's first switch among `ch`: a time
-        of the org's own, whichever shard runs it.
+        of the org's own, whichever shard runs it. Each (policy, model)'s per-org table
+        indices are kept here, so only an org's first switch to a pair asks `Fleet.table`.
         """
         fleet, w = self.fleet, self.fleet.world
         o_ch, m_ch, v_ch = w.ep_org[ch], self.model[ch], self.pol[ch]
@@ -567,11 +570,17 @@ class CohortEngine:
             pv, mv = divmod(k, n_m)
             sel = vm == k
             orgs = o_ch[sel]
-            t_org = np.full(w.n_orgs, np.inf)
-            np.minimum.at(t_org, orgs, c[sel])
-            per_org = np.zeros(w.n_orgs, np.int32)
-            for o in np.flatnonzero(np.bincount(orgs, minlength=w.n_orgs)).tolist():
-                per_org[o] = fleet.table(pv, o, mv, float(t_org[o]))
+            per_org = self._org_tables.get((pv, mv))
+            if per_org is None:
+                per_org = self._org_tables[pv, mv] = np.full(w.n_orgs, -1, np.int32)
+            new = np.zeros(w.n_orgs, bool)
+            new[orgs] = True
+            new &= per_org < 0
+            if new.any():
+                t_org = np.full(w.n_orgs, np.inf)
+                np.minimum.at(t_org, orgs, c[sel])
+                for o in np.flatnonzero(new).tolist():
+                    per_org[o] = fleet.table(pv, o, mv, float(t_org[o]))
             self.tbl[ch[sel]] = per_org[orgs]
         if len(fleet.tables.verdict) != before:
             self._refresh_tables()
@@ -592,71 +601,70 @@ class CohortEngine:
 
         Per org and category, Poisson counts: splitting one Poisson process by category is
         exact, and it spares a category draw per scan. Each random-stream block draws for its
-        own orgs from its own stream, in a fixed order (`rng_blocks`).
+        own orgs from its own stream, in a fixed order (`rng_blocks`): per category its counts
+        and a uniform per scan, then a uniform per scan for the endpoint and one for the time.
+        Only the draws are made block by block; turning uniforms into samples, endpoints and
+        times is done once for all blocks (elementwise, so the numbers are the same).
         """
         w = self.fleet.world
         n_on = self._n_on
-        on_start = np.concatenate([[0], np.cumsum(n_on)[:-1]])
         dt = self.step_s
-        prob, alias = self._global_alias(int(t0 // DAY_S))
-        camps = [(c, cs, w.campaign_rate(c, t0)) for c, cs in
-                 zip(w.campaigns, self._camp_samples, strict=True)]  # fmt: skip
-        orgs: list[npt.NDArray[np.int32]] = []
-        samples: list[npt.NDArray[Any]] = []
-        eps: list[I64] = []
-        ts: list[F64] = []
+        lam = w.base_rate_per_s * dt * n_on
+        rates = [lam * self._p_glob, lam * self._p_ih, lam * self._p_mal]
+        pools: list[npt.NDArray[Any]] = [self._glob_idx, self._ih_all, self._mal_idx]
+        for c, cs in zip(w.campaigns, self._camp_samples, strict=True):
+            rate = w.campaign_rate(c, t0)
+            if rate > 0:
+                rates.append(rate * dt * np.where(c.targets, n_on, 0))
+                pools.append(cs)
+        seg_orgs: list[npt.NDArray[np.int32]] = []  # each (block, category) segment's orgs
+        seg_counts: list[I64] = []  # and its scans per org
+        seg_cat: list[int] = []
+        seg_n: list[int] = []
+        u_sample: list[F64] = []
+        u_pick: list[F64] = []
+        u_t: list[F64] = []
         for lo, hi, rng in self._blocks:
-            nb = n_on[lo:hi]
-            if not nb.any():
+            if not n_on[lo:hi].any():
                 continue
-            lam = w.base_rate_per_s * dt * nb
-            orgs_n = np.arange(lo, hi, dtype=np.int32)
-            b_orgs: list[npt.NDArray[np.int32]] = []
-            b_samples: list[npt.NDArray[Any]] = []
-            # global software: Walker's alias table of the day's popularity
-            org = np.repeat(orgs_n, rng.poisson(lam * self._p_glob[lo:hi]))
-            x = rng.random(org.size) * prob.size
-            i = x.astype(np.int64)
-            b_orgs.append(org)
-            b_samples.append(self._glob_idx[np.where(x - i < prob[i], i, alias[i])])
-            # the org's in-house software, uniform within its set
-            org = np.repeat(orgs_n, rng.poisson(lam * self._p_ih[lo:hi]))
-            if org.size:
-                k = self._org_ih[org]
-                u = rng.random(org.size)
-                b_orgs.append(org)
-                b_samples.append(
-                    self._ih_all[self._ih_start[k] + (u * self._ih_len[k]).astype(np.int64)]
-                )
-            # background malware, uniform
-            org = np.repeat(orgs_n, rng.poisson(lam * self._p_mal[lo:hi]))
-            if org.size:
-                mi = self._mal_idx
-                b_orgs.append(org)
-                b_samples.append(mi[(rng.random(org.size) * mi.size).astype(np.int64)])
-            for c, cs, rate in camps:
-                if rate <= 0:
-                    continue
-                org = np.repeat(orgs_n, rng.poisson(rate * dt * np.where(c.targets[lo:hi], nb, 0)))
-                b_orgs.append(org)
-                b_samples.append(cs[(rng.random(org.size) * cs.size).astype(np.int64)])
-            org = np.concatenate(b_orgs) if len(b_orgs) > 1 else b_orgs[0]
-            pick = on_start[org] + (rng.random(org.size) * n_on[org]).astype(np.int64)
-            orgs.append(org)
-            samples.append(np.concatenate(b_samples) if len(b_samples) > 1 else b_samples[0])
-            eps.append(self._on_idx[pick])
-            ts.append(t0 + rng.random(org.size) * dt)
-        if not orgs:
+            orgs_n = self._org_range[lo:hi]
+            n_block = 0
+            for cat, r in enumerate(rates):
+                counts = rng.poisson(r[lo:hi])
+                n = int(counts.sum())
+                u_sample.append(rng.random(n))
+                seg_orgs.append(orgs_n)
+                seg_counts.append(counts)
+                seg_cat.append(cat)
+                seg_n.append(n)
+                n_block += n
+            u_pick.append(rng.random(n_block))
+            u_t.append(rng.random(n_block))
+        if not seg_orgs:
             return (np.zeros(0, np.int32), np.zeros(0, np.int64),
                     np.zeros(0, self._narrow_sample), np.zeros(0))  # fmt: skip
-        if len(orgs) == 1:
-            return orgs[0], eps[0], samples[0], ts[0]
-        return (
-            np.concatenate(orgs),
-            np.concatenate(eps),
-            np.concatenate(samples),
-            np.concatenate(ts),
-        )
+        org = np.repeat(np.concatenate(seg_orgs), np.concatenate(seg_counts))
+        u = np.concatenate(u_sample)
+        cat_of = np.repeat(np.asarray(seg_cat, np.int8), seg_n)
+        sample: npt.NDArray[np.integer] = np.empty(org.size, self._narrow_sample)
+        for cat in np.flatnonzero(np.bincount(cat_of, minlength=len(rates))).tolist():
+            sel = cat_of == cat
+            if cat == 0:  # global software: Walker's alias table of the day's popularity
+                prob, alias = self._global_alias(int(t0 // DAY_S))
+                x = u[sel] * prob.size
+                i = x.astype(np.int64)
+                sample[sel] = self._glob_idx[np.where(x - i < prob[i], i, alias[i])]
+            elif cat == 1:  # the org's in-house software, uniform within its set
+                k = self._org_ih[org[sel]]
+                sample[sel] = self._ih_all[
+                    self._ih_start[k] + (u[sel] * self._ih_len[k]).astype(np.int64)
+                ]
+            else:  # background malware, then each active campaign's samples: uniform
+                pool = pools[cat]
+                sample[sel] = pool[(u[sel] * pool.size).astype(np.int64)]
+        on_start = np.concatenate([[0], np.cumsum(n_on)[:-1]])
+        pick = on_start[org] + (np.concatenate(u_pick) * n_on[org]).astype(np.int64)
+        return org, self._on_idx[pick], sample, t0 + np.concatenate(u_t) * dt
 
     # --- the step -------------------------------------------------------------------------
 
