@@ -591,6 +591,7 @@ def create_app(
             raise ValueError("give repo_dir or publish")
         publish = admin.repository_publisher(repo_dir)
     metrics = metrics or Metrics()
+    metrics.ingest_waiting.set_function(store.ingest_waiting)
     from backend.rollout.api import ROUTES as rollout_routes  # mounted before /v1/admin/{list}
 
     r = _Routes(store, publish, clock, metrics, config or AppConfig())

@@ -6,7 +6,7 @@ sharing counters, and `/metrics` shows exactly this backend's numbers.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -57,6 +57,12 @@ class Metrics:
             "fleetward_telemetry_actions",
             "Actions agents report on decided files (quarantined, restored, deleted, denied)",
             ["action"],
+            registry=self.registry,
+        )
+
+        self.ingest_waiting = Gauge(
+            "fleetward_ingest_batches_waiting",
+            "Telemetry batches queued for the next group commit (PostgreSQL; 0 on SQLite)",
             registry=self.registry,
         )
 

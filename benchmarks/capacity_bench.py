@@ -52,19 +52,30 @@ def _print(name: str, r: FleetResult) -> None:
             f"TUF signing) {r.kill_call_ms} ms"
         )
     print(f"{name}_server_side_ms (histogram bucket bounds): {r.server_ms}")
+    db = r.database.cpu_s if r.database else 0.0
+    db_text = f" + PostgreSQL {d['database_cpu_cores']} cores" if r.database else ""
     print(
-        f"{name}_cpu: server {d['server_cpu_cores']} cores, RSS {d['server_rss_mb']} MB; "
-        f"client {d['client_cpu_cores']} cores, RSS {d['client_rss_mb']} MB; "
+        f"{name}_cpu: server {d['server_cpu_cores']} cores{db_text}, RSS {d['server_rss_mb']} "
+        f"MB; client {d['client_cpu_cores']} cores, RSS {d['client_rss_mb']} MB; "
         f"load average {', '.join(f'{x:.1f}' for x in r.load_average)}"
     )
     if r.checkins and r.server is not None:
         # CPU seconds, not wall time: the figure a loaded machine changes least. Each check-in
         # carries its share of everything else (telemetry, channel heartbeats, connects).
+        # The server's figure includes PostgreSQL's processes (its database's backends and
+        # the shared WAL writer, checkpointer, ...) when the database is on this machine.
+        server = r.server.cpu_s + db
+        split = (
+            f" (backend processes {1000 * r.server.cpu_s / r.checkins:.2f} + PostgreSQL "
+            f"{1000 * db / r.checkins:.2f})"
+            if r.database
+            else ""
+        )
         print(
-            f"{name}_cpu_per_checkin: server {1000 * r.server.cpu_s / r.checkins:.2f} ms, "
+            f"{name}_cpu_per_checkin: server {1000 * server / r.checkins:.2f} ms{split}, "
             f"client {1000 * r.client.cpu_s / r.checkins:.2f} ms "
             f"(cores for 333 check-ins/s at this mix: server "
-            f"{333 * r.server.cpu_s / r.checkins:.2f}, client "
+            f"{333 * server / r.checkins:.2f}, client "
             f"{333 * r.client.cpu_s / r.checkins:.2f})"
         )
     print(f"{name}_json: {json.dumps(d)}")

@@ -163,6 +163,7 @@ class FleetResult:
     server_ms: dict[str, float]
     load_average: tuple[float, float, float]
     cores: int | None = field(default_factory=os.cpu_count)
+    database: ProcessUsage | None = None
 
     @property
     def checkins_per_s(self) -> float:
@@ -199,6 +200,9 @@ class FleetResult:
             "server_rss_mb": round(self.server.rss_mb, 1) if self.server else None,
             "client_cpu_cores": round(self.client.cores(self.wall_s), 2),
             "client_rss_mb": round(self.client.rss_mb, 1),
+            "database_cpu_cores": round(self.database.cores(self.wall_s), 2)
+            if self.database
+            else None,
         }
 
 
@@ -599,6 +603,44 @@ def _proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _database_pids(url: str) -> dict[int, tuple[str, str | None]]:
+    """PostgreSQL's processes (pid: backend type, database), when the server is this machine's."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT pid, backend_type, datname FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid()"
+            ).fetchall()
+    except psycopg.Error:
+        return {}
+    return {int(pid): (str(kind), name) for pid, kind, name in rows}
+
+
+def _database_cpu_s(url: str, since: dict[int, float] | None) -> tuple[float, dict[int, float]]:
+    """CPU seconds of the run's PostgreSQL processes, read from /proc.
+
+    Its database's backends whole, and the server's shared processes (WAL writer,
+    checkpointer, ...) counted from `since`. Returns (CPU seconds, the shared processes'
+    CPU now: the next call's `since`).
+    """
+    name = url.rpartition("/")[2].partition("?")[0]
+    shared: dict[int, float] = {}
+    total = 0.0
+    for pid, (kind, datname) in _database_pids(url).items():
+        try:
+            cpu = _proc_cpu_s(pid)
+        except OSError:  # gone, or another machine's server
+            continue
+        if kind == "client backend":
+            total += cpu if datname == name else 0.0
+        else:
+            shared[pid] = cpu
+            total += cpu - since.get(pid, cpu) if since is not None else 0.0
+    return total, shared
+
+
 def _children_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -724,6 +766,8 @@ def run_fleet(config: FleetConfig, out: Path) -> FleetResult:
     work = Path(tempfile.mkdtemp(prefix="fleet-", dir=out))
     backend = _remote(config) if config.host else _start_local(work, config)
     server0 = [_proc_cpu_s(p.pid) for p in backend.procs]
+    local_pg = config.db is not None and config.host is None
+    database0 = _database_cpu_s(config.db, None)[1] if local_pg and config.db else {}
     started = monotonic_s() + 0.5
     steady_from = started + config.ramp_s
     until = steady_from + config.duration_s
@@ -752,6 +796,12 @@ def run_fleet(config: FleetConfig, out: Path) -> FleetResult:
             else None
         )
         server_ms = _server_side(backend.urls)
+        # the backends live as long as the servers' connections: read them before the stop
+        database = (
+            ProcessUsage(_database_cpu_s(config.db, database0)[0], 0.0)
+            if local_pg and config.db
+            else None
+        )
     finally:
         _stop(backend)
     steady = [
@@ -782,4 +832,5 @@ def run_fleet(config: FleetConfig, out: Path) -> FleetResult:
         server_ms=server_ms,
         client=ProcessUsage(stats.cpu_s, max(_client_usage().rss_mb, _children_rss_mb())),
         load_average=os.getloadavg(),
+        database=database,
     )

@@ -208,12 +208,16 @@ _FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST", "")
 # The same for policy publication (tests/backend/test_policy_publish_crash.py): after the new
 # version's COMMIT and before it is signed into the repository.
 _PUBLISH_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_PUBLISH", "")
+# The same for group commit on PostgreSQL (tests/backend/test_ingest_group.py): only a
+# transaction applying two or more batches pauses (after its aggregates), and the marker names
+# the group's batches, so the test knows its kill landed inside a group.
+_GROUP_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST_GROUP", "")
 
 
-def _pause_for_fault_injection(marker: str) -> None:
+def _pause_for_fault_injection(marker: str, detail: str = "") -> None:
     # written aside and renamed: the test must never see the marker without its pid
     aside = Path(marker + ".tmp")
-    aside.write_text(str(os.getpid()))
+    aside.write_text(str(os.getpid()) + (f"\n{detail}" if detail else ""))
     aside.replace(marker)
     threading.Event().wait(60.0)
 
@@ -344,6 +348,10 @@ class _StoreCommon:
         for org, sha, schema, digest in refs:
             refs_seen.add((org, sha, schema))
             digests_seen.add(digest)
+
+    def ingest_waiting(self) -> int:
+        """Telemetry batches queued for a group commit that has not begun (0: no grouping)."""
+        return 0
 
     def _remember(self, digest: str, principal: Principal, forgets_seen: int) -> None:
         """Cache a verified admin or endpoint principal, unless a revocation came in between."""

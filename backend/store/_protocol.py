@@ -125,6 +125,10 @@ class AggregateStore(Protocol):
         """One batch: ledger, aggregates, vectors and rollout evidence in one transaction."""
         ...
 
+    def ingest_waiting(self) -> int:
+        """Batches queued for a group commit that has not begun (`/metrics`; 0 on SQLite)."""
+        ...
+
     def ingest_columns(
         self,
         key: str,

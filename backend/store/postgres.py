@@ -24,6 +24,11 @@ runs one suite against both and holds them equal. What differs, and why:
 - Org and policy caches are re-read on a miss, because another process may have written them.
 - `schema` puts every table in one PostgreSQL schema (tests use a fresh one each).
 
+- The HTTP route's batches commit in groups (`backend.store._group`): batches that arrive
+  while one of this process's ingest transactions commits share the next one, in pipeline
+  mode (two round trips a group). Every batch of an org upserts the same hot rows, and one
+  transaction per batch made them queue on each other's row locks until each COMMIT.
+
 One connection (autocommit, explicit transactions) behind a lock serves the other writers;
 ingest transactions run on up to four connections of their own, side by side; token
 lookups that miss the cache have a connection and lock of their own (a check-in never waits
@@ -34,12 +39,14 @@ connection with a server-side cursor.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import operator
 import queue
 import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -50,9 +57,10 @@ from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch
 from backend import sketch
 from backend.errors import AuthError, ConflictError, NotFoundError, PublishError
-from backend.ingest import AggregateRow, ArmDayRow, EvidenceRow, FeatureRow
+from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
 from backend.store._base import (
     _FAULT_MARKER,
+    _GROUP_FAULT_MARKER,
     _PUBLISH_FAULT_MARKER,
     AggregateColumns,
     ArmCountRow,
@@ -78,6 +86,7 @@ from backend.store._base import (
     is_postgres_url,
     token_id_of,
 )
+from backend.store._group import GroupCommit
 from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
@@ -206,6 +215,32 @@ ON CONFLICT (day, endpoint_id, model_version) DO UPDATE SET
     breaker_trips = e.breaker_trips + excluded.breaker_trips
 RETURNING day, endpoint_id, model_version, (xmax = 0) AS inserted, org_id
 """
+# The same ledger write with its rollup increment in one statement (no round trip between
+# them, so a pipelined transaction never waits): each key's `inserted` joins its input row.
+_ADD_EVIDENCE = (
+    """
+WITH e AS (
+"""
+    + _ADD_ENDPOINT_DAYS.strip().replace("\n", "\n    ")
+    + """
+)
+INSERT INTO arm_days AS a
+SELECT day, model_version, e.org_id, sum(e.inserted::integer), sum(u.events), sum(u.alerts),
+       sum(u.self_test_failures), sum(u.model_errors), sum(u.breaker_trips)
+FROM e JOIN unnest(%s::integer[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
+                   %s::bigint[], %s::bigint[], %s::bigint[])
+    AS u(day, endpoint_id, model_version, events, alerts, self_test_failures, model_errors,
+         breaker_trips) USING (day, endpoint_id, model_version)
+GROUP BY day, model_version, e.org_id
+ORDER BY 1, 2, 3
+ON CONFLICT (day, model_version, org_id) DO UPDATE SET
+    endpoint_days = a.endpoint_days + excluded.endpoint_days,
+    events = a.events + excluded.events, alerts = a.alerts + excluded.alerts,
+    self_test_failures = a.self_test_failures + excluded.self_test_failures,
+    model_errors = a.model_errors + excluded.model_errors,
+    breaker_trips = a.breaker_trips + excluded.breaker_trips
+"""
+)
 _ADD_ARM_ROWS = """
 INSERT INTO arm_days AS a
 SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[],
@@ -219,6 +254,27 @@ ON CONFLICT (day, model_version, org_id) DO UPDATE SET
     breaker_trips = a.breaker_trips + excluded.breaker_trips
 """
 
+# The group path's ledger: every batch of the group in one statement, in key order (the lock
+# order); RETURNING names the keys that were new, and only their rows are written after it.
+_ADD_BATCHES = """
+INSERT INTO batches (endpoint_id, key, received_ms, events)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) ORDER BY 1, 2
+ON CONFLICT DO NOTHING RETURNING endpoint_id, key
+"""
+# last seen of the group's endpoints, their rows locked in key order first (no deadlock with
+# another replica's group naming the same endpoints)
+_TOUCH_ENDPOINTS = """
+WITH locked AS (SELECT endpoint_id FROM endpoints WHERE endpoint_id = ANY(%s::text[])
+                ORDER BY endpoint_id FOR UPDATE)
+UPDATE endpoints AS e SET last_seen_ms = u.seen,
+    spool_dropped_events = greatest(e.spool_dropped_events, u.dropped)
+FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(endpoint_id, seen, dropped)
+WHERE e.endpoint_id = u.endpoint_id AND (SELECT count(*) FROM locked) >= 0
+"""
+# Batches queued while a group commits join the next group; past this many they wait for
+# the one after (bounds one transaction's size and its locks).
+_GROUP_MAX_BATCHES = 128
+
 # concurrent ingest transactions (each on its own connection); every write sorts its rows by
 # the table's key and the tables come in one order, so they wait on each other, never deadlock
 _INGEST_CONNECTIONS = 4
@@ -231,6 +287,10 @@ _AGG_COLUMNS = (
 _KEY_ORDER = " ORDER BY day, org, sha256, model_version, shadow, verdict"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SCHEMA_LOCK = 0x66770A  # advisory lock id: one process creates the tables at a time
+
+
+def _ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
@@ -296,6 +356,20 @@ def _sum_arm_rows(rows: Iterable[ArmDayRow]) -> list[ArmDayRow]:
     return [(d, v, o, *c) for (d, v, o), c in out.items()]  # type: ignore[misc]
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """One acknowledged-on-commit telemetry batch, ready for a group's transaction."""
+
+    endpoint_id: str
+    key: str
+    events: int
+    dropped_events: int
+    params: list[tuple[Any, ...]]
+    feats: list[tuple[int, bytes, str, bytes]]
+    evidence: Sequence[EvidenceRow]
+    now: dt.datetime
+
+
 class PostgresStore(_StoreCommon):
     """The backend's state in one PostgreSQL database (optionally one schema of it)."""
 
@@ -347,6 +421,11 @@ class PostgresStore(_StoreCommon):
         self._ingest_idle: queue.LifoQueue[psycopg.Connection[tuple[Any, ...]]] = queue.LifoQueue()
         self._ingest_opened = 0
         self._ingest_lock = threading.Lock()
+        # The HTTP route's batches commit in groups (backend.store._group): a group of one is
+        # `_apply` itself; two or more share one transaction (`_apply_group`).
+        self._group: GroupCommit[_Pending, IngestResult] = GroupCommit(
+            self._apply_group, self._apply_pending, max_items=_GROUP_MAX_BATCHES
+        )
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = psycopg.connect(self.url, autocommit=True)
@@ -720,6 +799,144 @@ class PostgresStore(_StoreCommon):
         feats = [(self._org_key(o), sha, schema, vec) for o, sha, schema, vec in features]
         return self._apply(endpoint_id, key, 0, 0, params, feats, now, rows=n, arm_days=arm_days)
 
+    def ingest_aggregate(
+        self,
+        batch: BatchAggregate,
+        now: dt.datetime,
+        *,
+        evidence: Sequence[EvidenceRow] = (),
+    ) -> IngestResult:
+        """Apply one folded batch once per idempotency key; return once it is committed.
+
+        Batches arriving while another transaction of this process commits share the next
+        transaction (group commit, `backend.store._group`): the same rows as one transaction
+        per batch, a hot row written once per group instead of once per batch. A batch whose
+        group failed is applied alone, so its error is its own.
+
+        Raises:
+            NotFoundError: the batch names an org the store does not know (before it queues).
+        """
+        org, ep = self._org_key(batch.org_id), batch.endpoints
+        params = [(d, org, s, v, sh, vd, c, ep, f, la) for d, s, v, sh, vd, c, f, la in batch.rows]
+        return self._group.submit(
+            _Pending(
+                batch.endpoint_id,
+                batch.key,
+                batch.events,
+                batch.dropped_events,
+                params,
+                [(org, sha, schema, vec) for sha, schema, vec in batch.features],
+                evidence,
+                now,
+            )
+        )
+
+    def ingest_waiting(self) -> int:
+        """Telemetry batches queued for the next group commit."""
+        return self._group.waiting
+
+    def _apply_pending(self, p: _Pending) -> IngestResult:
+        return self._apply(
+            p.endpoint_id, p.key, p.events, p.dropped_events, p.params, p.feats, p.now,
+            endpoint_days=p.evidence,
+        )  # fmt: skip
+
+    def _apply_group(self, group: Sequence[_Pending]) -> list[IngestResult]:
+        """Two or more batches in one transaction: what applying each in turn would leave.
+
+        The ledger takes every key in one statement and says which were new; the rows of the
+        new batches are merged (`_coalesce_rows`, `_merge_endpoint_days`) and written as one
+        batch's would be, each table in key order. A key twice in one group counts once.
+        """
+        first: dict[tuple[str, str], int] = {}
+        for i, p in enumerate(group):
+            first.setdefault((p.endpoint_id, p.key), i)
+        ledger = sorted(
+            (group[i].endpoint_id, group[i].key, _ms(group[i].now), group[i].events)
+            for i in first.values()
+        )
+        conn = self._ingest_conn()
+        try:
+            # pipeline mode: BEGIN and the ledger go out together, then every other write and
+            # the COMMIT together: two round trips a group, whatever it holds
+            with conn.pipeline() as pipe, conn.transaction(), conn.cursor() as c:
+                c.execute(_ADD_BATCHES, _arrays(ledger, "ttii"))
+                inserted = {(str(r[0]), str(r[1])) for r in c.fetchall()}
+                new = [
+                    i
+                    for i, p in enumerate(group)
+                    if first[p.endpoint_id, p.key] == i and (p.endpoint_id, p.key) in inserted
+                ]
+                refs: list[tuple[int, bytes, str, bytes]] = []
+                if new:
+                    picked = [group[i] for i in new]
+                    marker = _FAULT_MARKER or (_GROUP_FAULT_MARKER if len(picked) > 1 else "")
+                    refs = self._write_rows(
+                        c,
+                        _coalesce_rows(itertools.chain.from_iterable(p.params for p in picked)),
+                        list(itertools.chain.from_iterable(p.feats for p in picked)),
+                        list(itertools.chain.from_iterable(p.evidence for p in picked)),
+                        (),
+                        fault=(marker, " ".join(sorted(p.key for p in picked))),
+                        sync=pipe.sync,
+                    )
+                    seen: dict[str, tuple[int, int]] = {}
+                    for p in picked:
+                        was = seen.get(p.endpoint_id, (0, 0))
+                        seen[p.endpoint_id] = (
+                            max(was[0], _ms(p.now)),
+                            max(was[1], p.dropped_events),
+                        )
+                    touched = sorted((e, *v) for e, v in seen.items())
+                    ids = _arrays(touched, "tii")
+                    c.execute(_TOUCH_ENDPOINTS, [ids[0], *ids])
+        finally:
+            self._ingest_idle.put(conn)
+        self._vectors_stored(refs)  # committed
+        fresh = set(new)
+        return [
+            IngestResult(False, p.events, len(p.params))
+            if i in fresh
+            else IngestResult(True, p.events, 0)
+            for i, p in enumerate(group)
+        ]
+
+    def _write_rows(
+        self,
+        c: psycopg.Cursor[tuple[Any, ...]],
+        params: Sequence[tuple[Any, ...]],
+        feats: Sequence[tuple[int, bytes, str, bytes]],
+        endpoint_days: Sequence[EvidenceRow],
+        arm_days: Sequence[ArmDayRow],
+        *,
+        fault: tuple[str, str] = (_FAULT_MARKER, ""),
+        sync: Callable[[], None] | None = None,
+    ) -> list[tuple[int, bytes, str, bytes]]:
+        """Aggregates, vectors and evidence of one transaction (each key once in `params`).
+
+        Reads no result back, so in pipeline mode the statements go out together. `sync`
+        (the pipeline's) runs before a fault-injection pause. Returns the vector references
+        written (for `_vectors_stored` after the COMMIT).
+        """
+        if params:
+            c.execute(_UPSERT, _arrays(params, "iibiitibii"))
+        distinct, refs = self._vectors_to_write(feats)
+        if distinct:
+            c.execute(_ADD_VECTORS, _arrays(distinct, "bb"))
+        if refs:
+            c.execute(_ADD_ORG_VECTORS, _arrays(refs, "ibtb"))
+        if fault[0]:
+            if sync is not None:  # the writes so far executed, not just queued
+                sync()
+            _pause_for_fault_injection(*fault)
+        merged = _merge_endpoint_days(endpoint_days)
+        if merged:
+            ledger = _arrays(merged, "ititiiiii")
+            c.execute(_ADD_EVIDENCE, [*ledger, *ledger[:3], *ledger[4:]])
+        if arm_days:
+            c.execute(_ADD_ARM_ROWS, _arrays(_sum_arm_rows(arm_days), "iitiiiiii"))
+        return refs
+
     def _apply(
         self,
         endpoint_id: str,
@@ -740,7 +957,7 @@ class PostgresStore(_StoreCommon):
         literal per column), whatever the number of rows: `params` must hold each aggregate
         key once.
         """
-        now_ms = int(now.timestamp() * 1000)
+        now_ms = _ms(now)
         conn = self._ingest_conn()
         written = False
         try:
@@ -753,25 +970,7 @@ class PostgresStore(_StoreCommon):
                 if cur.rowcount == 0:
                     raise psycopg.Rollback(tx)
                 with conn.cursor() as c:
-                    if params:
-                        c.execute(_UPSERT, _arrays(params, "iibiitibii"))
-                    distinct, refs = self._vectors_to_write(feats)
-                    if distinct:
-                        c.execute(_ADD_VECTORS, _arrays(distinct, "bb"))
-                    if refs:
-                        c.execute(_ADD_ORG_VECTORS, _arrays(refs, "ibtb"))
-                    if _FAULT_MARKER:
-                        _pause_for_fault_injection(_FAULT_MARKER)
-                    adds: list[ArmDayRow] = list(arm_days)
-                    merged = _merge_endpoint_days(endpoint_days)
-                    if merged:
-                        c.execute(_ADD_ENDPOINT_DAYS, _arrays(merged, "ititiiiii"))
-                        found = {(r[0], r[1], r[2]): (r[3], r[4]) for r in c.fetchall()}
-                        for r in merged:
-                            inserted, org = found[(r[0], r[1], r[2])]
-                            adds.append((r[0], r[2], str(org), int(bool(inserted)), *r[4:]))
-                    if adds:
-                        c.execute(_ADD_ARM_ROWS, _arrays(_sum_arm_rows(adds), "iitiiiiii"))
+                    refs = self._write_rows(c, params, feats, endpoint_days, arm_days)
                 conn.execute(
                     "UPDATE endpoints SET last_seen_ms = %s, "
                     "spool_dropped_events = greatest(spool_dropped_events, %s) "
