@@ -187,6 +187,11 @@ class PolicyFeed:
         self._url: str | None = getattr(store, "url", None)
         self._schema: str | None = getattr(store, "schema", None)
         self._path: str | None = getattr(store, "path", None)
+        # an in-memory SQLite store has one connection in one process: no replica, no feed to
+        # run, and its own record is the only one (as before the feed existed)
+        self._alone = self._path is not None and (
+            self._path in (":memory:", "") or self._path.startswith("file::memory:")
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -195,7 +200,7 @@ class PolicyFeed:
 
     def latest(self) -> PolicyRecord | None:
         """The newest published policy this process knows of (what a check-in answers from)."""
-        if not self.running:
+        if not self.running or self._alone:
             return self.store.current_policy()
         return self.current
 
@@ -288,7 +293,7 @@ class PolicyFeed:
 
     async def _poll_sqlite(self, stop: asyncio.Event) -> None:
         assert self._path is not None
-        if self._path in (":memory:", "") or self._path.startswith("file::memory:"):
+        if self._alone:
             await stop.wait()  # one connection, one process: nothing else can change it
             return
         conn = sqlite3.connect(

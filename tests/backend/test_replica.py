@@ -116,3 +116,14 @@ def test_reconciliation_tries_again_after_a_failed_publication(tmp_path: Path) -
         assert len(calls) == 2 and feed.reconciled == 1
     finally:
         store.close()
+
+
+def test_an_in_memory_store_answers_from_its_own_record_while_the_feed_runs() -> None:
+    store = Store(":memory:")
+    try:
+        feed = PolicyFeed(store)
+        feed.running = True  # as under the app's lifespan; nothing else can write this store
+        record = set_mode(store, lambda raw, now: None, Mode.OFF, org_id=None, now=NOW)
+        assert feed.latest() == record  # a console or rollout change, never offered
+    finally:
+        store.close()
