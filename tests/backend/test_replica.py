@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
+import time
 from pathlib import Path
 
 from agent.decision import Mode
@@ -19,6 +21,9 @@ from backend.errors import PublishError
 from backend.replica import PolicyFeed
 from backend.store import PolicyRecord, Store
 from tests.backend.conftest import NOW
+from tests.backend.test_replicas import pg_database
+
+__all__ = ["pg_database"]
 
 
 def _store(tmp_path: Path, versions: int) -> Store:
@@ -126,4 +131,63 @@ def test_an_in_memory_store_answers_from_its_own_record_while_the_feed_runs() ->
         record = set_mode(store, lambda raw, now: None, Mode.OFF, org_id=None, now=NOW)
         assert feed.latest() == record  # a console or rollout change, never offered
     finally:
+        store.close()
+
+
+_FEED_QUERIES = (
+    "SELECT seq, token_hash FROM token_revocations%",
+    "SELECT (SELECT coalesce(max(version), 0) FROM policy_history)%",
+)
+
+
+def test_a_notice_lost_with_the_feeds_connection_is_caught_up_on_reconnect(
+    pg_database: str,
+) -> None:
+    """PostgreSQL does not queue a NOTIFY for a listener that was disconnected.
+
+    The feed's own connection is terminated by the server (`pg_terminate_backend`), a change
+    is committed and published while it is gone, and the feed must still announce it: it
+    reconnects and reads the newest published version before it listens again.
+    """
+    import psycopg
+
+    from backend.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_database)
+    noop = lambda raw, now: None  # noqa: E731 - signing is not under test here
+    set_mode(store, noop, Mode.ENFORCE, org_id=None, now=NOW)
+    seen: list[int] = []
+    feed = PolicyFeed(store, on_change=lambda old, new: seen.append(new.version))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    runner = threading.Thread(target=loop.run_until_complete, args=(feed.run(stop),))
+    runner.start()
+
+    def feed_pids(conn: psycopg.Connection[tuple[int]]) -> list[int]:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND (query LIKE %s OR query LIKE %s)",
+            _FEED_QUERIES,
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    try:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            deadline = time.monotonic() + 20
+            while not (feed.running and feed._synced and feed_pids(admin)):
+                assert time.monotonic() < deadline, "the feed never connected"
+                time.sleep(0.02)
+            (pid,) = feed_pids(admin)
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            record = set_mode(store, noop, Mode.OFF, org_id=None, now=NOW)  # NOTIFY: nobody
+            deadline = time.monotonic() + 10
+            while record.version not in seen:
+                assert time.monotonic() < deadline, f"the lost notice was never caught up: {seen}"
+                time.sleep(0.02)
+            assert pid not in feed_pids(admin)  # the kill landed: a new connection answered
+            assert feed.current is not None and feed.current.version == record.version
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(timeout=20)
+        loop.close()
         store.close()
