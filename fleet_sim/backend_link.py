@@ -9,9 +9,11 @@ history is the store's append-only history, and telemetry lands in the store's a
   from the simulation's tally, `fleet_sim.rollout.ArmDayTally`, through the same operation);
 - cohort mode folds delivered events in numpy into the same `AggregateRow`s (count, distinct
   endpoint sketch exactly as `backend.sketch` builds it, first/last seen; `fleet_sim.fold`,
-  each shard its own events) and writes each fold as columns (`write_rows`:
-  `Store.ingest_columns`, no object per row) in transactions of at most `_WRITE_CHUNK_ROWS`
-  rows, each its own idempotent batch; `tests/fleet_sim/test_backend_link` holds the fold
+  each shard its own events) and writes each fold as integer codes into the org, sample and
+  verdict tables (`write_rows`: `Store.ingest_encoded`, each org mapped once, a new day's rows
+  appended rather than merged) in transactions of at most `_WRITE_CHUNK_ROWS` rows, each its
+  own idempotent batch; the per-org feature vectors of the pairs folded wait until someone is
+  about to read the store (`write_vectors`); `tests/fleet_sim/test_backend_link` holds the fold
   equal to the wire path on random events. The batch record of a cohort fold carries no
   events (the rows do). Large fleets write in a writer process (`fleet_sim.fold_writer`).
 
@@ -29,7 +31,6 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,15 +50,13 @@ from agent.verdict_codes import VERDICTS
 from backend import admin
 from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.ingest import aggregate_columns, parse_columns
-from backend.store import Store
+from backend.store import EncodedAggregates, Store
 from fleet_sim.fold import EventFolder, FoldedRows
 
 if TYPE_CHECKING:
     from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = ["InProcessLink"]
-
-Arr = npt.NDArray[Any]
 
 _MAX_BATCH = 8 * 1024 * 1024
 _WRITE_CHUNK_ROWS = 100_000  # aggregate rows per transaction
@@ -81,12 +80,12 @@ class InProcessLink:
     _features_first: set[int] = field(default_factory=set)
     _features_sent: set[tuple[str, str]] = field(default_factory=set)
     _sample_of_sha: dict[str, int] | None = None
-    _vec_sent: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    _pairs_pending: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    _pairs_written: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    _vector_seq: int = 0
     _fold_seq: int = 0
     _folder: EventFolder | None = None
-    _org_obj: Arr = field(default_factory=lambda: np.zeros(0, object))
-    _sha_obj: Arr = field(default_factory=lambda: np.zeros(0, object))
-    _verdict_obj: Arr = field(default_factory=lambda: np.zeros(0, object))
+    _sha_raw: list[bytes] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -308,7 +307,7 @@ class InProcessLink:
     def prepare(self, n_endpoints: int) -> None:
         """Hash the endpoints and index the samples now rather than at the first fold."""
         self.folder().ranks(n_endpoints - 1)
-        self._objects()
+        self._tables()
 
     def folder(self) -> EventFolder:
         """The fold over every endpoint (the inline and writer-process path; shards have theirs)."""
@@ -316,13 +315,15 @@ class InProcessLink:
             self._folder = EventFolder(self.sha256, len(self.org_ids))
         return self._folder
 
-    def _objects(self) -> tuple[Arr, Arr, Arr]:
-        """Org ids, raw sha256s and verdict names as object arrays (one `take` per column)."""
-        if self._org_obj.size != len(self.org_ids) or self._sha_obj.size != len(self.sha256):
-            self._org_obj = np.asarray(self.org_ids, object)
-            self._sha_obj = np.asarray([bytes.fromhex(s) for s in self.sha256], object)
-            self._verdict_obj = np.asarray([v.value for v in VERDICTS], object)
-        return self._org_obj, self._sha_obj, self._verdict_obj
+    def _tables(self) -> tuple[list[bytes], list[str]]:
+        """The samples' raw sha256s and the verdict names (the encoded rows' code tables)."""
+        if len(self._sha_raw) != len(self.sha256):
+            self._sha_raw = [bytes.fromhex(s) for s in self.sha256]
+        n_pairs = len(self.org_ids) * len(self.sha256)
+        if self._pairs_pending.size != n_pairs:  # (org, sample) pairs, org-major
+            self._pairs_pending = np.zeros(n_pairs, bool)
+            self._pairs_written = np.zeros(n_pairs, bool)
+        return self._sha_raw, [v.value for v in VERDICTS]
 
     def ingest_folded(
         self,
@@ -336,7 +337,7 @@ class InProcessLink:
         now: dt.datetime,
         t_base_ms: int = 0,
     ) -> int:
-        """Fold delivered events into aggregate rows (`fleet_sim.fold`) and write them.
+        """Fold delivered events into aggregate rows (`fleet_sim.fold`); write them and vectors.
 
         An event's time is `t_base_ms + t_ms` (milliseconds since the epoch), its org
         `ep_org[ep]`; the columns may be any integer dtype (the cohort pool keeps them narrow).
@@ -345,57 +346,85 @@ class InProcessLink:
             ep=ep, sample=sample, model=model, verdict=verdict, t_ms=t_ms, ep_org=ep_org,
             t_base_ms=t_base_ms,
         )  # fmt: skip
-        return self.write_rows(rows, now)
+        written = self.write_rows(rows, now)
+        self.write_vectors(now)
+        return written
 
     def write_rows(self, rows: FoldedRows, now: dt.datetime) -> int:
         """Write folded rows (in the table's key order) as idempotent batches.
 
-        In transactions of at most `_WRITE_CHUNK_ROWS` rows (`Store.ingest_columns`, no object
-        per row), each its own batch; the first carries the feature vector of each (org,
-        sample) pair never folded before (vectors are kept per org). Returns the rows written.
+        In transactions of at most `_WRITE_CHUNK_ROWS` rows (`Store.ingest_encoded`: codes
+        into the org, sample and verdict tables, no object per row until the driver binds
+        it), each its own batch. The feature vectors of the (org, sample) pairs the rows
+        report wait for `write_vectors`. Returns the rows written.
         """
         rows.check()
         n_rows = len(rows)
         if n_rows == 0:
             return 0
-        org_obj, sha_obj, verdict_obj = self._objects()
-        n_s = len(self.sha256)
-        pairs = np.unique(rows.org.astype(np.int64) * n_s + rows.sample.astype(np.int64))
-        new_pairs = pairs[~np.isin(pairs, self._vec_sent, assume_unique=True)]
-        self._vec_sent = np.union1d(self._vec_sent, new_pairs)
-        p_org, p_sample = np.divmod(new_pairs, n_s)
-        vecs: dict[int, bytes] = {}
-        for x in np.unique(p_sample).tolist():
-            vecs[x] = np.asarray(self.features[x], "<f4").tobytes()
-        feats = list(
-            zip(
-                org_obj[p_org].tolist(),
-                sha_obj[p_sample].tolist(),
-                repeat(SCHEMA.name),
-                [vecs[x] for x in p_sample.tolist()],
-                strict=False,
-            )
-        )
-        sketches = rows.sketch_list()
+        shas, verdicts = self._tables()
+        n_s = len(shas)
+        self._pairs_pending[rows.org.astype(np.int64) * n_s + rows.sample] = True
         self._fold_seq += 1
         # short transactions: a writer process shares the file with the simulation's writes
         for part, lo in enumerate(range(0, n_rows, _WRITE_CHUNK_ROWS)):
-            k = slice(lo, lo + _WRITE_CHUNK_ROWS)
-            self.store.ingest_columns(
-                f"sim-fold-{self._fold_seq:06d}-{part:04d}",
-                "sim-cohort",
-                day=rows.day[k].tolist(),
-                org_id=org_obj[rows.org[k]].tolist(),
-                sha256=sha_obj[rows.sample[k]].tolist(),
-                model_version=rows.model[k].tolist(),
-                verdict=verdict_obj[rows.verdict[k]].tolist(),
-                count=rows.count[k].tolist(),
-                endpoints=sketches[k],
-                first_seen_ms=rows.first[k].tolist(),
-                last_seen_ms=rows.last[k].tolist(),
-                features=feats if part == 0 else [],
-                now=now,
+            hi = min(lo + _WRITE_CHUNK_ROWS, n_rows)
+            k = slice(lo, hi)
+            encoded = EncodedAggregates(
+                orgs=self.org_ids, sha256s=shas, verdicts=verdicts, day=rows.day[k],
+                org=rows.org[k], sha256=rows.sample[k], model_version=rows.model[k],
+                verdict=rows.verdict[k], count=rows.count[k], endpoints=rows.sketch_list(lo, hi),
+                first_seen_ms=rows.first[k], last_seen_ms=rows.last[k],
+            )  # fmt: skip
+            self.store.ingest_encoded(
+                f"sim-fold-{self._fold_seq:06d}-{part:04d}", "sim-cohort", encoded, now=now
             )
             self.batches += 1
         self.rows_ingested += n_rows
         return n_rows
+
+    def write_vectors(self, now: dt.datetime) -> int:
+        """Write the vector of each (org, sample) pair folded since the last call, as one batch.
+
+        Vectors are kept per org (`org_vectors`, keyed org first), so a fold's new pairs land
+        all over that table; written only before someone reads the store (the prediction, the
+        end of the run) they go in as a few sorted passes instead of one scattered pass per
+        simulated day. Each distinct vector goes once. Returns the references written.
+        """
+        shas, verdicts = self._tables()
+        n_s = len(shas)
+        fresh = self._pairs_pending & ~self._pairs_written
+        self._pairs_written |= fresh
+        self._pairs_pending[:] = False
+        p_org, p_sample = np.divmod(np.flatnonzero(fresh), n_s)
+        if not p_org.size:
+            return 0
+        samples, vec_index = np.unique(p_sample, return_inverse=True)
+        none = np.zeros(0, np.int64)
+        self._vector_seq += 1
+        self.store.ingest_encoded(
+            f"sim-vectors-{self._vector_seq:06d}",
+            "sim-cohort",
+            EncodedAggregates(
+                orgs=self.org_ids,
+                sha256s=shas,
+                verdicts=verdicts,
+                day=none,
+                org=none,
+                sha256=none,
+                model_version=none,
+                verdict=none,
+                count=none,
+                endpoints=(),
+                first_seen_ms=none,
+                last_seen_ms=none,
+                schema=SCHEMA.name,
+                vectors=[self._vector(x) for x in samples.tolist()],
+                vec_org=p_org,
+                vec_sha256=p_sample,
+                vec_index=vec_index,
+            ),  # fmt: skip
+            now=now,
+        )
+        self.batches += 1
+        return int(p_org.size)

@@ -12,9 +12,10 @@ database file hourly (`Store.checkpoint`). The write is the same function either
 so the rows written do not depend on which writer wrote them or when.
 
 At most one fold is in flight: `submit` waits for the previous one, which bounds memory to two
-days of rows. `join` waits for everything submitted (the cohort engine joins before anyone
-reads the aggregates: the transition prediction, the end of the run); a failure in the writer
-process is raised there, in the simulation's process.
+days of rows. `join` has the feature vectors of the pairs folded so far written
+(`InProcessLink.write_vectors`) and waits for everything submitted (the cohort engine joins
+before anyone reads the store: the transition prediction, the end of the run); a failure in the
+writer process is raised there, in the simulation's process.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ class FoldWriter(Protocol):
         ...
 
     def join(self) -> None:
-        """Wait until every submitted fold is written; raise the writer's failure, if any."""
+        """Write the vectors the folds reported and wait until everything submitted is written.
+
+        Raises the writer's failure, if any.
+        """
         ...
 
     def close(self) -> None:
@@ -76,13 +80,17 @@ class InlineFoldWriter:
     """Folds in the simulation's own process, at once."""
 
     link: InProcessLink
+    _now: dt.datetime | None = None
 
     def submit(self, rows: FoldedRows, *, now: dt.datetime) -> None:
         """Write now."""
         self.link.write_rows(rows, now)
+        self._now = now
 
     def join(self) -> None:
-        """Nothing is ever pending."""
+        """Write the vectors reported since the last join (rows are never pending)."""
+        if self._now is not None:
+            self.link.write_vectors(self._now)
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -91,6 +99,19 @@ class InlineFoldWriter:
 # --- the writer process -----------------------------------------------------------------------
 # A child `python -m fleet_sim.fold_writer` (not multiprocessing: it would re-import the caller's
 # main module) reads one JSON line per fold from stdin and answers one JSON line on stdout.
+
+
+def _write_job(link: InProcessLink, job: dict[str, str]) -> int:
+    """One hand-over: a fold's rows (`path`), or a join's vectors; returns the rows written."""
+    now = dt.datetime.fromisoformat(job["now"])
+    if "path" not in job:
+        link.write_vectors(now)
+        return 0
+    where = Path(job["path"])
+    cols = {k: np.load(where / f"{k}.npy") for k in _COLS}
+    blob = (where / "sketches.bin").read_bytes()
+    shutil.rmtree(where)
+    return link.write_rows(FoldedRows(**cols, sketches=blob), now)
 
 
 def _serve(setup: Path) -> None:
@@ -108,17 +129,11 @@ def _serve(setup: Path) -> None:
     link.org_ids = list(meta["org_ids"])
     for line in sys.stdin:
         job = json.loads(line)
+        answer: dict[str, object]
         try:
-            where = Path(job["path"])
-            cols = {k: np.load(where / f"{k}.npy") for k in _COLS}
-            blob = (where / "sketches.bin").read_bytes()
-            shutil.rmtree(where)
             before, cpu = link.batches, time.process_time()
-            rows = link.write_rows(
-                FoldedRows(**cols, sketches=blob), dt.datetime.fromisoformat(job["now"])
-            )
-            del cols, blob
-            answer: dict[str, object] = {
+            rows = _write_job(link, job)
+            answer = {
                 "rows": rows, "batches": link.batches - before,
                 "cpu_s": time.process_time() - cpu,
             }  # fmt: skip
@@ -138,6 +153,7 @@ class ProcessFoldWriter:
     _dir: tempfile.TemporaryDirectory[str] = field(init=False)
     _in_flight: int = 0
     _seq: int = 0
+    _now: dt.datetime | None = None
     cpu_s: float = 0.0
     wait_s: float = 0.0
 
@@ -164,25 +180,34 @@ class ProcessFoldWriter:
         Each column goes to a plain .npy file (no archive, no checksum pass), the sketches
         to one file of bytes.
         """
-        self.join()
+        self._wait()
+        self._now = now
         self._seq += 1
         path = Path(self._dir.name) / f"fold-{self._seq:06d}"
         path.mkdir()
         for k in _COLS:
             np.save(path / f"{k}.npy", getattr(rows, k))
         (path / "sketches.bin").write_bytes(rows.sketches)
-        assert self._proc.stdin is not None
-        job = {"path": str(path), "now": now.isoformat()}
-        self._proc.stdin.write(json.dumps(job) + "\n")
-        self._proc.stdin.flush()
-        self._in_flight += 1
+        self._send({"path": str(path), "now": now.isoformat()})
 
     def join(self) -> None:
-        """Wait for the folds in flight; count their rows and batches on the link.
+        """Have the vectors written, wait for everything in flight; count rows and batches.
 
         Raises:
             FoldWriterError: the writer process failed or died.
         """
+        if self._now is not None:
+            self._send({"now": self._now.isoformat()})
+        self._wait()
+
+    def _send(self, job: dict[str, str]) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(job) + "\n")
+        self._proc.stdin.flush()
+        self._in_flight += 1
+
+    def _wait(self) -> None:
+        """Wait for the jobs in flight (see `join`)."""
         assert self._proc.stdout is not None
         while self._in_flight:
             waited = time.perf_counter()

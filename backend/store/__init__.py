@@ -7,6 +7,7 @@ runs one suite over both), so callers take an `AggregateStore` and never branch 
 they got. `open_store` picks the dialect from one string.
 
 - `_base`: what both share (result types, token hashing, the policy compare-and-set);
+- `_encoded`: aggregate rows as integer codes into small tables (`Store.ingest_encoded`);
 - `sqlite`: `Store`, the only module that speaks SQLite's SQL;
 - `postgres`: `PostgresStore` over psycopg 3 (imported only for a `postgresql://` URL).
 
@@ -34,6 +35,7 @@ from backend.store._base import (
     is_postgres_url,
     token_id_of,
 )
+from backend.store._encoded import EncodedAggregates
 from backend.store._protocol import AggregateStore
 from backend.store.sqlite import Store
 
@@ -41,6 +43,7 @@ __all__ = [
     "AggregateColumns",
     "AggregateStore",
     "AnyStore",
+    "EncodedAggregates",
     "EndpointCredentials",
     "EnrollToken",
     "IngestResult",

@@ -29,6 +29,15 @@ def _aggregates(path):
         return conn.execute("SELECT * FROM aggregates ORDER BY 1, 2, 3, 4, 5, 6").fetchall()
 
 
+def _org_vectors(path):
+    """Each org's (sample, schema, vector) references, vectors by content."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT o.org, o.sha256, o.schema, v.vector FROM org_vectors o "
+            "JOIN vectors v ON v.digest = o.digest ORDER BY 1, 2, 3"
+        ).fetchall()
+
+
 def test_fold_in_org_chunks_writes_the_same_aggregates(
     small_corpus, sim_bundles, tmp_path, monkeypatch
 ):
@@ -135,6 +144,10 @@ def test_a_writer_process_writes_what_the_inline_fold_writes(
     proc = _aggregates(tmp_path / "proc" / "main" / "backend.sqlite")
     assert inline
     assert inline == proc
+    vectors = _org_vectors(tmp_path / "inline" / "main" / "backend.sqlite")
+    assert vectors  # every (org, sample) pair folded has its org's vector
+    assert len(vectors) == len({(r[1], r[2]) for r in inline})
+    assert vectors == _org_vectors(tmp_path / "proc" / "main" / "backend.sqlite")
     assert not list((tmp_path / "proc" / "main").glob("folds-*"))  # hand-over files removed
 
 
