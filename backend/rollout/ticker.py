@@ -76,8 +76,9 @@ async def run_rollout_ticks(
         decision: RolloutDecision | None = None
         try:
             decision = await run_in_threadpool(_tick, store, publish, clock())
-        except ConflictError:  # another replica logged this look's decision first: fine
-            log.info("rollout tick: another replica decided first")
+        except ConflictError as exc:  # another replica decided first, or the policy changed
+            # since this tick read it: nothing of the tick was written; the next one re-reads
+            log.info("rollout tick: %s", exc)
         except Exception:  # a supervisor loop: log, count, decide again next interval
             stats.failures += 1
             log.exception("rollout tick failed")
