@@ -524,13 +524,28 @@ class _TargetsGate:
 
 
 _LABELS = ("/v1/admin/allowlist", "/v1/admin/blocklist", "/tuf/")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
-def _route_label(path: str) -> str:
+def _route_label(scope: Scope) -> str:
+    """The route template a request matched (`/console/orgs/{org_id}`), never the raw path.
+
+    The path is client-chosen: labelling by it let anyone add time series to the unauthenticated
+    `/metrics` without bound (`/v1/admin/AAA`, `/etc/passwd`, ...) and printed organizations'
+    ids there (`/console/orgs/org_...`). A request no route matched is `other`; inside a mount
+    that matched nothing further (static files, the TUF repository) it is the mount's path.
+    """
+    path = str(scope["path"])
     for prefix in _LABELS:
         if path.startswith(prefix):
             return prefix.rstrip("/")
-    return path if path.count("/") <= 3 and len(path) <= 40 else "other"
+    route = scope.get("route")
+    root = str(scope.get("root_path", ""))
+    if isinstance(route, Mount):
+        return root or "other"
+    if isinstance(route, Route):
+        return root + route.path
+    return "other"
 
 
 class _MetricsMiddleware:
@@ -558,9 +573,10 @@ class _MetricsMiddleware:
             key = (scope["path"], scope["method"], status[0])
             children = self._children.get(key)
             if children is None:  # `labels()` takes a lock and builds a key: once per triple
-                label = _route_label(scope["path"])
+                label = _route_label(scope)
+                method = scope["method"] if scope["method"] in _METHODS else "other"
                 children = (
-                    self.metrics.requests.labels(label, scope["method"], str(status[0])),
+                    self.metrics.requests.labels(label, method, str(status[0])),
                     self.metrics.latency.labels(label),
                 )
                 if len(self._children) < 10_000:  # paths are client-chosen: bound the cache
