@@ -45,6 +45,7 @@ class GroupStats:
 @dataclass
 class _Slot(Generic[T, R]):
     item: T
+    wake: threading.Condition  # on the committer's one lock: this item's thread alone waits on it
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
@@ -66,7 +67,7 @@ class GroupCommit(Generic[T, R]):
             raise ValueError("max_items and leaders must be positive")
         self._apply_group, self._apply_one = apply_group, apply_one
         self._max_items, self._leaders = max_items, leaders
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: deque[_Slot[T, R]] = deque()
         self._running = 0
         self.stats = GroupStats()
@@ -79,29 +80,34 @@ class GroupCommit(Generic[T, R]):
     def submit(self, item: T) -> R:
         """Apply `item` in some group's transaction; return once that transaction committed.
 
+        A thread waits on its own item's condition: a finished group wakes its items' threads
+        and the next queued one (to lead the next group), never every waiting thread.
+
         Raises:
             Exception: whatever applying `item` alone raised (its group's error is not its own).
         """
-        slot: _Slot[T, R] = _Slot(item)
-        with self._cv:
+        with self._lock:
+            slot: _Slot[T, R] = _Slot(item, threading.Condition(self._lock))
             self._queue.append(slot)
             while not slot.done:
                 if slot.taken or self._running >= self._leaders:
-                    self._cv.wait()
+                    slot.wake.wait()
                     continue
-                group = [
-                    self._queue.popleft() for _ in range(min(self._max_items, len(self._queue)))
-                ]
+                n = min(self._max_items, len(self._queue))
+                group = [self._queue.popleft() for _ in range(n)]
                 for s in group:
                     s.taken = True
                 self._running += 1
-                self._cv.release()
+                self._lock.release()
                 try:
                     self._run(group)
                 finally:
-                    self._cv.acquire()
+                    self._lock.acquire()
                     self._running -= 1
-                    self._cv.notify_all()
+                    for s in group:
+                        s.wake.notify()
+                    if self._queue:  # the next group's leader
+                        self._queue[0].wake.notify()
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]  # R itself may be None-able
@@ -137,7 +143,7 @@ class GroupCommit(Generic[T, R]):
         slot.done = True
 
     def _count(self, n: int, *, fallback: bool) -> None:
-        with self._cv:
+        with self._lock:
             self.stats.groups += 1
             self.stats.items += n
             self.stats.fallbacks += int(fallback)
