@@ -34,7 +34,7 @@ PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
 DAY = 20_758
 SHAS = [bytes([i]) * 32 for i in range(12)]
 
-pytestmark = pytest.mark.skipif(
+needs_pg = pytest.mark.skipif(
     not PG_URL and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
     reason="FLEETWARD_TEST_PG_URL is unset (run `.ci/postgres.sh` to start a server)",
 )
@@ -148,6 +148,7 @@ def _count(store: Any, query: str) -> Any:
     return store._conn.execute(query).fetchone()
 
 
+@needs_pg
 def test_queued_batches_commit_as_one_group_and_each_counts_once(schema: str) -> None:
     store = _store(schema)
     try:
@@ -177,6 +178,7 @@ def test_queued_batches_commit_as_one_group_and_each_counts_once(schema: str) ->
         store.close()
 
 
+@needs_pg
 def test_a_bad_batch_in_a_group_fails_alone_and_the_others_commit(schema: str) -> None:
     store = _store(schema)
     try:
@@ -204,6 +206,7 @@ def test_a_bad_batch_in_a_group_fails_alone_and_the_others_commit(schema: str) -
         store.close()
 
 
+@needs_pg
 def test_two_replicas_racing_the_same_batch_keys_count_each_key_once(schema: str) -> None:
     replicas = [_store(schema), _store(schema)]
     try:
@@ -277,6 +280,8 @@ def _waiting(url: str) -> float:
     return float(line.split()[1])
 
 
+@needs_pg
+@pytest.mark.slow  # two server starts: ~14 s on the loaded 2-core machine
 def test_kill_9_inside_a_group_loses_no_acknowledged_batch(
     tmp_path: Path, repo_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
