@@ -107,13 +107,10 @@ def evaluate(
     after = observe(breaker, decision.verdict, config, now)
     shadows = []
     for s in shadow:
-        sctx = DecisionContext(
-            block_threshold=s.thresholds.block,
-            detect_threshold=s.thresholds.detect,
-            mode=ctx.mode,
-            allowlist=ctx.allowlist,
-            blocklist=ctx.blocklist,
-        )
+        # the shadow model judged as it would be if it were active: the same policy (mode,
+        # lists, the org's threshold overrides), its own thresholds where the policy sets none,
+        # and never the breaker (a shadow verdict reaches telemetry only)
+        sctx = context_for(policy, s.thresholds, now)
         d = decide(sha256, s.score, sctx, test_signature=test_signature)
         shadows.append(ShadowVerdict(s.model_version, s.score, d.verdict, d.reason))
     return Evaluation(
