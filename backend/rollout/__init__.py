@@ -24,6 +24,7 @@ from backend.rollout.core import (
     binomial_tails,
     compare_rates,
     decide,
+    holm_named,
     spent_alpha,
 )
 from backend.rollout.rings import (
@@ -78,6 +79,7 @@ __all__ = [
     "eligible_from",
     "gather_evidence",
     "get_rollout",
+    "holm_named",
     "org_percents",
     "pause_rollout",
     "record_arm_day_columns",

@@ -29,12 +29,16 @@ from backend.admin import assign_model, repository_publisher
 from backend.rollout.core import (
     ArmCounts,
     Evidence,
+    Metric,
     OrgEvidence,
+    RateTest,
     Rollout,
     RolloutAction,
     RolloutConfig,
     RolloutState,
+    compare_rates,
     decide,
+    holm_named,
 )
 from backend.rollout.service import (
     ArmDayColumns,
@@ -120,6 +124,37 @@ def test_per_org_surge_halts_and_names_the_org() -> None:
     assert d.action is RolloutAction.HALT
     assert d.halted_orgs == ("org_bad",)
     assert "org_bad" in d.reason
+
+
+def _org_test(org: str, canary_alerts: int) -> RateTest:
+    return compare_rates(
+        Metric.ALERTS, org, _arm(5, canary_alerts), _arm(500, 100), margin=0.5, alpha=0.05
+    )
+
+
+def test_holm_names_the_strong_org_and_not_a_nominally_worse_one() -> None:
+    # The rollout fleet's halt at salt 18: p 5e-7 (surged), 0.037 (surged), 0.040 (innocent)
+    # among 8 orgs. Nominal 0.05 named all three; Holm's second step needs p < 0.05 / 7.
+    tests = [_org_test("strong", 12), _org_test("weak", 5)]
+    tests += [_org_test(f"quiet{i}", 1) for i in range(6)]
+    assert [t.p_worse < 1e-4 for t in tests[:2]] == [True, False]
+    assert 0.05 / 7 < tests[1].p_worse < 0.05
+    named = holm_named(tests, 0.05)
+    assert [t.org_id for t in named] == ["strong"]
+
+
+def test_holm_names_every_org_past_its_step() -> None:
+    tests = [_org_test("a", 12), _org_test("b", 13), _org_test("c", 1)]
+    assert [t.org_id for t in holm_named(tests, 0.05)] == ["b", "a"]
+
+
+def test_holm_names_the_largest_contributor_when_none_passes_a_step() -> None:
+    tests = [_org_test("weak", 5)] + [_org_test(f"q{i}", 1) for i in range(7)]
+    assert [t.org_id for t in holm_named(tests, 0.05)] == ["weak"]
+
+
+def test_holm_names_nobody_when_no_org_is_nominally_worse() -> None:
+    assert holm_named([_org_test(f"q{i}", 1) for i in range(4)], 0.05) == []
 
 
 def test_breaker_trips_in_canary_halt() -> None:
