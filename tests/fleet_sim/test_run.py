@@ -41,3 +41,36 @@ def test_run_scenario_passes_asked_workers_and_picks_by_size_when_none(
     run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=asked)
     assert seen == [used]
     assert run.events > 0
+
+
+@pytest.mark.parametrize("predict", [False, True])
+def test_rollout_start_folds_delivered_events_only_for_the_prediction(
+    small_corpus, sim_bundles, tmp_path, monkeypatch, predict
+) -> None:
+    takes: list[int] = []
+    real = shard.Shard.take
+
+    def spy(self, s):
+        takes.append(1)
+        return real(self, s)
+
+    monkeypatch.setattr(shard.Shard, "take", spy)
+    sc = scenario_from_dict(
+        {
+            "name": "flush",
+            "seed": 2,
+            "days": 0.5,
+            "world": {"orgs": 20, "endpoints": 300, "scans_per_hour": 4.0},
+            "models": {
+                "initial": 1,
+                "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
+            },
+            "timeline": [
+                {"at": "6h", "do": "start_rollout", "version": 2, "stages": [10, 100],
+                 "stage_hours": 3, "predict": predict},
+            ],
+        }
+    )  # fmt: skip
+    run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=1)
+    assert run.arms["main"].recorder.rollouts  # the rollout started
+    assert len(takes) == (1 if predict else 0)
