@@ -930,11 +930,21 @@ class PostgresStore(_StoreCommon):
                 sync()
             _pause_for_fault_injection(*fault)
         merged = _merge_endpoint_days(endpoint_days)
-        if merged:
+        if merged and not arm_days:  # the route's case: one statement, nothing read back
             ledger = _arrays(merged, "ititiiiii")
             c.execute(_ADD_EVIDENCE, [*ledger, *ledger[:3], *ledger[4:]])
-        if arm_days:
-            c.execute(_ADD_ARM_ROWS, _arrays(_sum_arm_rows(arm_days), "iitiiiiii"))
+            return refs
+        # rollup rows of their own too: summed with the ledger's into one statement, so the
+        # rollup's rows are locked once, in key order, as every other writer locks them
+        adds: list[ArmDayRow] = list(arm_days)
+        if merged:
+            c.execute(_ADD_ENDPOINT_DAYS, _arrays(merged, "ititiiiii"))
+            found = {(r[0], r[1], r[2]): (r[3], r[4]) for r in c.fetchall()}
+            for r in merged:
+                inserted, org = found[(r[0], r[1], r[2])]
+                adds.append((r[0], r[2], str(org), int(bool(inserted)), *r[4:]))
+        if adds:
+            c.execute(_ADD_ARM_ROWS, _arrays(_sum_arm_rows(adds), "iitiiiiii"))
         return refs
 
     def _apply(
