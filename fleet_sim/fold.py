@@ -11,7 +11,7 @@ function of the multiset of events (value sorts), so events split by org (a shar
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from backend import sketch
 
 __all__ = ["FOLD_CHUNK_EVENTS", "EventFolder", "FoldedRows"]
 
-FOLD_CHUNK_EVENTS = 2_000_000  # events sorted at once (bounds the sorts' temporaries)
+FOLD_CHUNK_EVENTS = 1_000_000  # events sorted at once (bounds the sorts' temporaries)
 _MS_PER_DAY = 86_400_000
 # verdict codes <-> their names' order (the aggregates table sorts verdicts by name)
 _VERDICT_OF_RANK = np.asarray(sorted(range(len(VERDICTS)), key=lambda c: VERDICTS[c].value))
@@ -39,7 +39,7 @@ class FoldedRows:
     the bytes); `sketch_list` cuts it once, for the store.
     """
 
-    day: npt.NDArray[np.int64]
+    day: Arr
     org: Arr
     sample: Arr
     model: Arr
@@ -49,7 +49,7 @@ class FoldedRows:
     last: npt.NDArray[np.int64]
     sketches: bytes
     start: npt.NDArray[np.int64]
-    size: npt.NDArray[np.int64]
+    size: Arr
 
     def __len__(self) -> int:
         return int(self.count.size)
@@ -76,35 +76,48 @@ class FoldedRows:
         Parts never share a row (rows hold their org, and parts split by org); only rows of
         several days need a (stable) sort by day to walk the table's B-tree in order.
         """
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return _EMPTY
-        if len(parts) == 1:
-            rows = parts[0]
-        else:
-            offs = np.cumsum([0, *[len(p.sketches) for p in parts[:-1]]]).tolist()
-            rows = _rows(
-                {c: np.concatenate([getattr(p, c) for p in parts]) for c in _COLS},
-                b"".join(p.sketches for p in parts),
-                np.concatenate([p.start + o for p, o in zip(parts, offs, strict=True)]),
-                np.concatenate([p.size for p in parts]),
-            )
-        if rows.day.min() == rows.day.max():
-            return rows
-        order = np.argsort(rows.day, kind="stable")
-        return _rows(
-            {c: getattr(rows, c)[order] for c in _COLS},
-            rows.sketches,
-            rows.start[order],
-            rows.size[order],
-        )
+        return _join([p for p in parts if len(p)])
+
+
+def _join(parts: list[FoldedRows]) -> FoldedRows:
+    """`FoldedRows.concat` of `parts`, emptying the list.
+
+    Column by column, each part's copy of a column is let go once the column is joined (when
+    nobody else holds the parts, as in `EventFolder.fold_parts`), so joining a day's rows
+    holds one column twice, not every one.
+    """
+    if not parts:
+        return _EMPTY
+    if len(parts) == 1:
+        rows = parts.pop()
+    else:
+        blobs = [p.sketches for p in parts]
+        offs = np.cumsum([0, *[len(b) for b in blobs[:-1]]]).tolist()
+        cols = [{c: getattr(p, c) for c in _ALL} for p in parts]
+        parts.clear()
+        for d, o in zip(cols, offs, strict=True):
+            d["start"] = d["start"] + o
+        joined = {c: np.concatenate([d.pop(c) for d in cols]) for c in _ALL}
+        rows = _rows(joined, b"".join(blobs), joined["start"], joined["size"])
+        del blobs, joined
+    if rows.day.min() == rows.day.max():
+        return rows
+    order = np.argsort(rows.day, kind="stable")
+    return _rows(
+        {c: getattr(rows, c)[order] for c in _COLS},
+        rows.sketches,
+        rows.start[order],
+        rows.size[order],
+    )
 
 
 _COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last")
+_ALL = (*_COLS, "start", "size")
+_EVENT_COLS = ("ep", "sample", "model", "verdict", "t_ms")
 
 
 def _rows(
-    cols: dict[str, Arr], sketches: bytes, start: npt.NDArray[np.int64], size: npt.NDArray[np.int64]
+    cols: dict[str, Arr], sketches: bytes, start: npt.NDArray[np.int64], size: Arr
 ) -> FoldedRows:
     return FoldedRows(
         day=cols["day"], org=cols["org"], sample=cols["sample"], model=cols["model"],
@@ -115,6 +128,10 @@ def _rows(
 
 _NONE = np.zeros(0, np.int64)
 _EMPTY = _rows({c: _NONE for c in _COLS}, b"", _NONE, _NONE)
+
+
+def _joined(cols: list[npt.NDArray[np.integer[Any]]]) -> npt.NDArray[np.integer[Any]]:
+    return cols[0] if len(cols) == 1 else np.concatenate(cols)
 
 
 def _endpoint_hashes(lo: int, hi: int) -> npt.NDArray[np.uint64]:
@@ -184,40 +201,77 @@ class EventFolder:
         Raises:
             ValueError: the columns differ in length, or the key space overflows.
         """
-        n = ep.size
-        if any(c.size != n for c in (sample, model, verdict, t_ms)):
+        cols = {"ep": ep, "sample": sample, "model": model, "verdict": verdict, "t_ms": t_ms}
+        return self.fold_parts([cols], ep_org=ep_org, t_base_ms=t_base_ms)
+
+    def fold_parts(
+        self,
+        parts: Sequence[Mapping[str, npt.NDArray[np.integer[Any]]]],
+        *,
+        ep_org: npt.NDArray[np.integer[Any]],
+        t_base_ms: int = 0,
+    ) -> FoldedRows:
+        """Events given in parts (each a mapping of `fold`'s five columns) into rows.
+
+        The rows `fold` makes of the parts joined, without joining them: a simulated day of a
+        million endpoints is about 180 MB of events, and a joined copy would double that at the
+        fold, the run's memory peak. Each chunk gathers its own events from every part.
+
+        Raises:
+            ValueError: a part's columns differ in length, or the key space overflows.
+        """
+        parts = [p for p in parts if p["ep"].size]
+        if any(p[c].size != p["ep"].size for p in parts for c in _EVENT_COLS):
             raise ValueError("fold: columns of different lengths")
-        if n == 0:
+        if not parts:
             return _EMPTY
-        n_models = int(model.max()) + 1
-        day0 = (t_base_ms + int(t_ms.min())) // _MS_PER_DAY
-        rank = self.ranks(int(ep.max()))
+        n_models = max(int(p["model"].max()) for p in parts) + 1
+        day0 = (t_base_ms + min(int(p["t_ms"].min()) for p in parts)) // _MS_PER_DAY
+        rank = self.ranks(max(int(p["ep"].max()) for p in parts))
         n_s = self.n_samples
-        group = np.asarray(ep_org, np.int32)[ep]
-        group *= np.int32(n_s)  # in place: a day of events makes every temporary count
-        group += self.sha_rank32[sample]
+        org32 = np.asarray(ep_org, np.int32)
+        ends = np.cumsum([p["ep"].size for p in parts])
+        n = int(ends[-1])
+        group = np.empty(n, np.int32)  # filled part by part: a day of events makes every
+        for p, a, b in zip(parts, np.r_[0, ends[:-1]], ends, strict=True):  # temporary count
+            g = group[a:b]
+            np.take(org32, p["ep"], out=g)
+            g *= np.int32(n_s)
+            g += self.sha_rank32[p["sample"]]
         per_group = np.cumsum(np.bincount(group, minlength=self.n_orgs * n_s))
         step = FOLD_CHUNK_EVENTS  # read at each call: a test makes it tiny
         cut = np.unique(np.searchsorted(per_group, np.arange(0, n, step), "right"))
+        del per_group
         chunk_of = np.repeat(
-            np.arange(cut.size, dtype=np.int32), np.diff(np.r_[0, cut[1:], per_group.size])
+            np.arange(cut.size, dtype=np.int16 if cut.size < 2**15 else np.int32),
+            np.diff(np.r_[0, cut[1:], self.n_orgs * n_s]),
         )
         chunk = chunk_of[group] if cut.size > 1 else None
-        del group
-        parts: list[FoldedRows] = []
+        del group, g, chunk_of  # g: a view that would keep `group` alive
+        out: list[FoldedRows] = []
         for i in range(max(1, cut.size)):
-            sel: slice | npt.NDArray[np.intp] = (
-                slice(None) if chunk is None else np.flatnonzero(chunk == i)
-            )
-            e = ep[sel]
-            tm = t_base_ms + np.asarray(t_ms[sel], np.int64)
-            parts.append(
+            if chunk is None:
+                c = {k: _joined([p[k] for p in parts]) for k in _EVENT_COLS}
+            else:
+                sel = np.flatnonzero(chunk == i)
+                at = np.searchsorted(sel, ends)  # sel[at[j-1]:at[j]] falls in part j
+                picks = [
+                    (p, sel[a:b] - (e - p["ep"].size))
+                    for p, a, b, e in zip(parts, np.r_[0, at[:-1]], at, ends, strict=True)
+                    if b > a
+                ]
+                del sel
+                c = {k: np.concatenate([p[k][s] for p, s in picks]) for k in _EVENT_COLS}
+            e = c["ep"]
+            tm = t_base_ms + np.asarray(c["t_ms"], np.int64)
+            out.append(
                 self._fold_part(
-                    tm // _MS_PER_DAY - day0, ep_org[e], sample[sel], model[sel], verdict[sel],
+                    tm // _MS_PER_DAY - day0, ep_org[e], c["sample"], c["model"], c["verdict"],
                     rank[np.asarray(e, np.int64) - self.e_lo], tm, n_models, day0,
                 )
             )  # fmt: skip
-        return FoldedRows.concat(parts)
+            del c, e, tm
+        return _join(out)
 
     def _fold_part(
         self,
@@ -277,16 +331,16 @@ class EventFolder:
         rest, mdl = np.divmod(rest, n_models)
         rest, sr = np.divmod(rest, n_s)
         dy, og = np.divmod(rest, n_o)
-        return FoldedRows(
-            day=dy + day0,
-            org=og,
-            sample=self.sample_of_rank[sr],
-            model=mdl,
-            verdict=_VERDICT_OF_RANK[vr],
-            count=counts,
+        return FoldedRows(  # narrow columns: two days of rows wait in memory, for the writer
+            day=(dy + day0).astype(np.int32),
+            org=og.astype(np.int32),
+            sample=self.sample_of_rank[sr].astype(np.int32),
+            model=mdl.astype(np.int16),
+            verdict=_VERDICT_OF_RANK[vr].astype(np.int8),
+            count=counts.astype(np.int32),
             first=first,
             last=last,
             sketches=p_hash.astype(">u8").tobytes(),
             start=bounds[:-1].astype(np.int64),
-            size=np.diff(bounds).astype(np.int64),
+            size=np.diff(bounds).astype(np.int32),
         )

@@ -76,7 +76,6 @@ Progress = Callable[[float, int], None]
 Cols = dict[str, npt.NDArray[Any]]
 Counts = dict[tuple[int, int], npt.NDArray[np.int64]]
 _SUMMED = ("enc", "mal_enc", "alerts", "fp_alerts", "new_fp", "mal_alerts")
-_DELIVERED = ("ep", "sample", "model", "verdict", "t_ms")
 
 
 class ShardWorkerError(SimError):
@@ -172,15 +171,11 @@ class Shard:
 
     def _fold(self, parts: list[Cols]) -> FoldedRows:
         """This shard's delivered events as aggregate rows (in the table's key order)."""
-        if not parts:
-            return FoldedRows.concat([])
-        c = {k: np.concatenate([p[k] for p in parts]) for k in _DELIVERED}
+        # the parts as they are: a joined copy of a day's events would double them at the fold
+        rows = self._folder.fold_parts(
+            parts, ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms
+        )
         del parts
-        rows = self._folder.fold(
-            ep=c["ep"], sample=c["sample"], model=c["model"], verdict=c["verdict"],
-            t_ms=c["t_ms"], ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms,
-        )  # fmt: skip
-        del c
         trim_freed_memory()  # the fold's temporaries: a day's worth, not needed until the next
         return rows
 
