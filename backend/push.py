@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -249,7 +250,9 @@ class PushRoute:
         """Authenticate, register within the bound, then stream notices until disconnect."""
         request = Request(scope, receive)
         try:
-            org_id, token_hash, endpoint_id = self.authenticate(request)
+            # In a worker thread: a token's first request to this process reads the store, which
+            # on a busy PostgreSQL blocked every channel and check-in of the loop for seconds.
+            org_id, token_hash, endpoint_id = await run_in_threadpool(self.authenticate, request)
         except BackendError as exc:
             response = await self.render_error(request, exc)
             await response(scope, receive, send)

@@ -271,3 +271,51 @@ def test_backend_serve_bounds_push_channels_and_heartbeats_as_its_options_say(
             assert second.headers["retry-after"].isdigit()
     finally:
         proc.stop()
+
+
+def test_a_slow_token_lookup_does_not_stall_the_event_loop() -> None:
+    """The channel's token lookup (a store read on a token's first request) runs off the loop.
+
+    On the loop, a PostgreSQL short of CPU held every other channel and check-in of the
+    process for seconds during a 10,000-agent ramp (issue 19's capacity runs).
+    """
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+    from starlette.responses import JSONResponse
+
+    from backend.errors import AuthError
+    from backend.push import PushHub, PushRoute
+
+    def slow_lookup(request: object) -> tuple[str, str, str | None]:
+        time.sleep(0.5)  # a blocking store read
+        raise AuthError("unknown token")
+
+    async def render(request: object, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": type(exc).__name__}, status_code=401)
+
+    hub = PushHub(PushConfig(), CollectorRegistry())
+    route = PushRoute(hub, None, slow_lookup, render)  # type: ignore[arg-type]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def main() -> float:
+        scope = {"type": "http", "method": "GET", "path": "/v1/push", "headers": [],
+                 "query_string": b""}  # fmt: skip
+        task = asyncio.create_task(route(scope, receive, send))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        worst, last = 0.0, loop.time()
+        while not task.done():
+            await asyncio.sleep(0.01)
+            worst, last = max(worst, loop.time() - last), loop.time()
+        await task
+        return worst
+
+    worst_gap = asyncio.run(main())
+    assert sent and sent[0]["status"] == 401  # the lookup ran and its answer went out
+    assert worst_gap < 0.25, f"the loop stalled {worst_gap:.2f} s during the lookup"
