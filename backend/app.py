@@ -44,6 +44,7 @@ from backend._clock import monotonic_s, utc_now
 from backend._gc import start_freezer
 from backend._openapi import openapi_document
 from backend._operation import ErrorBody, Operation
+from backend._routing import method_not_allowed, not_found, path_routes
 from backend.errors import (
     AuthError,
     BackendError,
@@ -653,7 +654,8 @@ def create_app(
         (api.REMOVE_LIST_ENTRY, r.remove_entry),
     ]
     r.operations = tuple(op for op, _ in handlers)
-    routes: list[Route | Mount] = [op.route(handler) for op, handler in handlers]
+    # one route per path: a wrong method is 405 naming the path's methods (backend._routing)
+    routes: list[Route | Mount] = [*path_routes(handlers)]
     if repo_dir is not None:
         root = Path(repo_dir)
         routes += [
@@ -670,7 +672,13 @@ def create_app(
         lifespan = tick_lifespan(store, publish, clock, rollout_tick_s)
     lifespan = feed_lifespan(feed, lifespan)
     app = Starlette(
-        routes=routes, exception_handlers={BackendError: _on_backend_error}, lifespan=lifespan
+        routes=routes,
+        exception_handlers={
+            BackendError: _on_backend_error,
+            404: not_found,
+            405: method_not_allowed,
+        },
+        lifespan=lifespan,
     )
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.state.store = store
