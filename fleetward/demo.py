@@ -38,7 +38,14 @@ from fleet_sim.outcomes import org_day_rate
 from fleet_sim.report import write_report
 from fleet_sim.run import SimRun, ensure_assets, run_scenario
 from fleet_sim.scenario import ScenarioError, scenario_from_dict
-from fleetward._figures import coverage, interval_of, mitigation_figures, recall
+from fleetward._figures import (
+    COVERAGE_ALPHA,
+    coverage,
+    coverage_p_value,
+    interval_of,
+    mitigation_figures,
+    recall,
+)
 from model_store.errors import ModelStoreError
 
 __all__ = ["DemoReport", "demo", "predict_at", "run_demo"]
@@ -123,6 +130,7 @@ class DemoReport:
     simulated_recall_cost_points: float | None = None
     orgs_inside_interval_share: float | None = None
     orgs_with_alerts: int = 0
+    coverage_p_value: float | None = None
 
 
 def predict_at(
@@ -231,6 +239,11 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
         "interval": "95 % negative-binomial prediction interval (backend.intervals)",
         "orgs_inside_interval_share": share,
         "orgs_with_alerts": counted,
+        "coverage_p_value": coverage_p_value(share, counted),
+        "coverage_test": (
+            "one-sided binomial: P(at least this many orgs outside their 95 % intervals"
+            f" | intervals exact); below {COVERAGE_ALPHA} the intervals are too narrow"
+        ),
         "predicted_removal": fig.predicted_removal,
         "simulated_removal": fig.simulated_removal,
         "predicted_recall_cost_points": fig.predicted_recall_cost_points,
@@ -294,7 +307,7 @@ def _html(data: dict[str, Any]) -> str:
         f" recall lost (points), predicted {_pts(data['predicted_recall_cost_points'])},"
         f" simulated {_pts(data['simulated_recall_cost_points'])}. Orgs whose simulated figure"
         f" falls inside the predicted 95 % interval: {_pct(data['orgs_inside_interval_share'])}"
-        f" of {data['orgs_with_alerts']}.</p>"
+        f" of {data['orgs_with_alerts']} ({_coverage_verdict(data['coverage_p_value'])}).</p>"
     )
     per_org = (
         "<table><tr><th>org</th><th>endpoints</th><th>protector</th><th>predicted</th>"
@@ -349,7 +362,16 @@ def run_demo(
         data["simulated_recall_cost_points"],
         data["orgs_inside_interval_share"],
         data["orgs_with_alerts"],
+        data["coverage_p_value"],
     )
+
+
+def _coverage_verdict(p: float | None) -> str:
+    """What the coverage says about the intervals, by the binomial test it was put to."""
+    if p is None:
+        return "no org to judge"
+    fits = "consistent with" if p >= COVERAGE_ALPHA else "too many outside for"
+    return f"{fits} 95 % intervals: binomial p = {p:.2f}, alpha {COVERAGE_ALPHA}"
 
 
 def _pct(x: float | None) -> str:
@@ -404,6 +426,7 @@ def demo(out: str, size: int, endpoints: int | None) -> None:
     console.print(cost)
     console.print(
         f"orgs whose simulated new FP alerts/day fall inside the predicted 95 % interval: "
-        f"{_pct(r.orgs_inside_interval_share)} of {r.orgs_with_alerts} (goal: >= 95 %)"
+        f"{_pct(r.orgs_inside_interval_share)} of {r.orgs_with_alerts}"
+        f" ({_coverage_verdict(r.coverage_p_value)})"
     )
     console.print(f"written: {r.html} and {r.json}")

@@ -10,7 +10,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from scipy.stats import binom
 
+from fleetward._figures import COVERAGE_ALPHA
 from fleetward.demo import MEASURE_FROM_DAY, SCENARIO, SWITCH_DAY, predict_at, run_demo
 
 ENDPOINTS = 1500
@@ -75,6 +77,13 @@ def test_demo_prediction_agrees_and_the_allowlist_prediction_is_computed(
     assert report.simulated_recall_cost_points <= 1.0
     assert report.predicted_removal is not None and report.predicted_recall_cost_points == 0.0
     assert report.orgs_inside_interval_share is not None and report.orgs_with_alerts > 0
+    # the intervals hold by a stated test: one-sided binomial on the count outside, alpha 0.01
+    outside = round(report.orgs_with_alerts * (1 - report.orgs_inside_interval_share))
+    assert report.coverage_p_value == pytest.approx(
+        float(binom.sf(outside - 1, report.orgs_with_alerts, 0.05))
+    )
+    assert report.coverage_p_value >= COVERAGE_ALPHA, (outside, report.orgs_with_alerts)
+    assert data["coverage_p_value"] == report.coverage_p_value
     assert all(lo <= hi for lo, hi in (o["predicted_interval"] for o in data["per_org"]))
     assert data["predicted_new_fp_alerts_with_allowlist"] == pytest.approx(
         sum(o["predicted_new_fp_alerts_with_allowlist"] for o in data["per_org"])
