@@ -15,14 +15,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 from starlette.responses import Response
 from starlette.routing import Route
 
 from backend.errors import BatchInvalidError, NotFoundError
 from backend.store import TokenKind
 
-__all__ = ["JSON", "ErrorBody", "Operation", "Reply", "Time"]
+__all__ = ["JSON", "ErrorBody", "Integral", "Operation", "Reply", "Time"]
 
 JSON = "application/json"
 M = TypeVar("M", bound=BaseModel)
@@ -33,6 +40,18 @@ Time = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """A time in an answer, as `isoformat()` writes it (`+00:00`, the form the API always used)."""
+
+
+def _integral(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integral = BeforeValidator(_integral)
+"""An integer of a strict request body as JSON Schema has it: `3.0` is one, `"3"` is not.
+
+Put it after the bounds, `Annotated[int, Field(ge=1), Integral]`, so the schema states them
+as `minimum`/`maximum` (before them, pydantic writes its own `ge` keys).
+"""
 
 
 class ErrorBody(BaseModel):
@@ -87,6 +106,7 @@ class Operation:
     query: type[BaseModel] | None = None
     path_params: type[BaseModel] | None = None
     error_headers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    max_body_bytes: int | None = None  # None: the app's `AppConfig.max_json_bytes`
 
     def route(self, endpoint: Callable[..., Any]) -> Route:
         """The Starlette route of this operation, answered by `endpoint`."""

@@ -24,6 +24,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend._operation import JSON, ErrorBody, Operation
+from backend.errors import BatchInvalidError
 
 __all__ = ["PathRoute", "method_not_allowed", "not_found", "path_routes"]
 
@@ -67,6 +68,9 @@ class PathRoute(Route):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             scope.setdefault(_MISMATCH, f"{where}: {first['msg']}")
+            return Match.NONE, {}
+        except BatchInvalidError as exc:  # a `backend.validation` rule (a malformed sha256)
+            scope.setdefault(_MISMATCH, str(exc))
             return Match.NONE, {}
         return match, child
 

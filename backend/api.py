@@ -7,14 +7,15 @@ and what `backend._openapi.openapi_document` turns into `/openapi.json`. The rol
 declare theirs beside their handlers (`backend.rollout.api`). So the document and the
 validation cannot drift: there is one declaration for both.
 
-Pydantic here checks the shape of a body (types, unknown fields, bounds the storage needs);
-what a value may be (a name, a sha256, a token limit) is `backend.validation`'s rule, shared
-with the command line.
+Pydantic here checks the shape of a body (types, unknown fields, bounds the storage needs)
+and carries every rule the server checks a value against (a name, a sha256, a token limit, a
+label): the rule itself is `backend.validation`'s (or the enum's), shared with the command
+line, and the fields here use its patterns and bounds, so `/openapi.json` states it. A body
+the document allows is never refused for its value (an outside fuzzer checks this).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
@@ -22,8 +23,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 from agent.decision import Mode, Reason, Verdict
 from agent.policy import PolicyDocumentModel
 from agent.telemetry.wire import CONTENT_TYPE, FORMAT_VERSION, MAX_EVENTS_PER_BATCH, Action
-from backend._operation import Operation, Reply, Time
+from backend._operation import Integral, Operation, Reply, Time
 from backend.store import TokenKind
+from backend.validation import MAX_USES, HexSha256, OrgName
+from backend.validation import Reason as ReasonText
 
 __all__ = [
     "ADD_LIST_ENTRY",
@@ -59,6 +62,7 @@ __all__ = [
     "LabelItem",
     "LabelsBody",
     "LabelsRecorded",
+    "ListEntryPath",
     "ListPath",
     "ModeBody",
     "ModelBody",
@@ -82,12 +86,18 @@ _ENDPOINT = (TokenKind.ENDPOINT,)
 _MIN_MS = 946_684_800_000  # 2000-01-01
 _MAX_MS = 4_102_444_800_000  # 2100-01-01
 _MAX_HEALTH = 64
+_MODEL_VERSION = Annotated[int, Field(ge=1, lt=2**31), Integral]
+_SHA256_HEX = Annotated[HexSha256, Field(description="64 hex characters (backend.validation)")]
 
 
 class _Body(BaseModel):
-    """A request body: unknown fields are refused (422)."""
+    """A request body: unknown fields and values of another JSON type are refused (422).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict, as the schema is: `0` is no time, `false` no number, `"3"` no integer (`3.0` is
+    one in JSON Schema: `backend._operation.Integral`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class _Params(BaseModel):
@@ -108,7 +118,7 @@ class _Out(BaseModel):
 class OrgBody(_Body):
     """`POST /v1/admin/orgs`."""
 
-    name: str = Field(description="1 to 200 printable characters (backend.validation)")
+    name: OrgName = Field(description="no control characters, not only spaces")
 
 
 class ModeBody(_Body):
@@ -121,16 +131,16 @@ class ModeBody(_Body):
 class ModelBody(_Body):
     """`PUT /v1/admin/model`: the assigned (and shadow) model version."""
 
-    model_version: int | None = Field(ge=1, lt=2**31)
-    shadow_model_version: int | None = Field(default=None, ge=1, lt=2**31)
+    model_version: _MODEL_VERSION | None
+    shadow_model_version: _MODEL_VERSION | None = None
     org_id: str | None = Field(default=None, description="org pseudonym; null = fleet-wide")
 
 
 class EntryBody(_Body):
     """`POST /v1/admin/{list}`: one allowlist or blocklist entry."""
 
-    sha256: str = Field(description="64 hex characters (checked in backend.validation)")
-    reason: str = ""
+    sha256: _SHA256_HEX
+    reason: ReasonText = ""
     expires_at: AwareDatetime | None = None
     org_id: str | None = Field(default=None, description="org pseudonym; null = fleet-wide")
 
@@ -139,6 +149,12 @@ class ListPath(_Params):
     """The `{list}` path parameter: anything else is 404."""
 
     list: Literal["allowlist", "blocklist"]
+
+
+class ListEntryPath(ListPath):
+    """`/v1/admin/{list}/{sha256}`: a path naming no list, or no sha256, is 404."""
+
+    sha256: _SHA256_HEX
 
 
 class RemoveEntryQuery(_Params):
@@ -163,27 +179,42 @@ class AggregateQuery(_Params):
 class EnrollTokenBody(_Body):
     """`POST /v1/admin/orgs/{org_id}/enroll-tokens`."""
 
-    expires_at: dt.datetime | None = None  # offset and future: backend.validation
-    max_uses: int | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="must be after the server's now (a rule relative to its clock, which the "
+        "schema cannot state: an earlier time is refused with 422)",
+    )
+    max_uses: Annotated[int, Field(ge=1, le=MAX_USES), Integral] | None = None
     rotate: bool = Field(default=False, description="revoke the org's other enroll tokens")
+
+
+_MAX_LABELS = 1_000
+_MAX_FAMILY = 200
+# A body of _MAX_LABELS labels at their longest, every character \u-escaped, fits under the
+# route's body limit, so a body the schema allows is never refused as too large (413).
+_MAX_LABELS_BYTES = 4 * 1024 * 1024
 
 
 class LabelItem(BaseModel):
     """One golden label (`backend.analysis.labels.parse_label_record` reads it)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, strict=True)
 
-    sha256: str
-    label: str = Field(description="malicious | benign (or 1 | 0)")
-    source: str | None = Field(default=None, description="analyst | feed | customer_report")
-    labelled_at: str | None = Field(default=None, description="ISO 8601 with offset")
-    family: str | None = None
+    sha256: _SHA256_HEX
+    label: Literal["malicious", "benign", "1", "0"] = Field(description="1 is malicious, 0 benign")
+    # backend.analysis.labels.LabelSource's values (a test holds them equal; importing the
+    # analysis package here would load it into every process that serves the API)
+    source: Literal["analyst", "feed", "customer_report"] | None = Field(
+        default=None, description="absent: analyst"
+    )
+    labelled_at: AwareDatetime | None = Field(default=None, description="absent: now")
+    family: str | None = Field(default=None, max_length=_MAX_FAMILY)
 
 
 class LabelsBody(_Body):
     """`POST /v1/admin/labels`."""
 
-    labels: list[LabelItem] = Field(min_length=1, max_length=10_000)
+    labels: list[LabelItem] = Field(min_length=1, max_length=_MAX_LABELS)
 
 
 _SHA_BYTES = Annotated[bytes, Field(min_length=32, max_length=32, description="raw sha256")]
@@ -515,6 +546,7 @@ POST_LABELS = Operation(
     {201: Reply("label changes recorded", LabelsRecorded)},
     errors=(413, 422),
     body=LabelsBody,
+    max_body_bytes=_MAX_LABELS_BYTES,
 )
 CREATE_ENROLL_TOKEN = Operation(
     "POST",
@@ -573,7 +605,7 @@ REMOVE_LIST_ENTRY = Operation(
     {200: Reply("new policy version", PolicyChange)},
     errors=(404, 409, 422, 503),
     query=RemoveEntryQuery,
-    path_params=ListPath,
+    path_params=ListEntryPath,
 )
 
 OPERATIONS: tuple[Operation, ...] = (

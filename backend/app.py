@@ -299,7 +299,8 @@ class _Routes:
             BatchInvalidError: the body does not validate.
         """
         self.authorize(request, op)
-        return op.parse_body(model, await _read_body(request, self.config.max_json_bytes))
+        limit = max(op.max_body_bytes or 0, self.config.max_json_bytes)
+        return op.parse_body(model, await _read_body(request, limit))
 
     async def list_orgs(self, request: Request) -> Response:
         self.authorize(request, api.LIST_ORGS)
@@ -356,9 +357,9 @@ class _Routes:
 
     async def remove_entry(self, request: Request) -> Response:
         op = api.REMOVE_LIST_ENTRY
-        which = op.parse_path(api.ListPath, request.path_params).list
+        path = op.parse_path(api.ListEntryPath, request.path_params)
+        which, sha = path.list, path.sha256
         self.authorize(request, op)
-        sha = str(request.path_params["sha256"])
         org_id = op.parse_query(api.RemoveEntryQuery, request.query_params).org_id
         record = await run_in_threadpool(
             lambda: admin.remove_list_entry(

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from agent.policy import Ring
 from backend import admin
-from backend._operation import Operation, Reply, Time
+from backend._operation import Integral, Operation, Reply, Time
 from backend.errors import BatchInvalidError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutAction, RolloutConfig, RolloutState
@@ -32,7 +32,9 @@ __all__ = [
     "Cohort",
     "DecisionLog",
     "DecisionOut",
+    "DelayedRing",
     "NoRollout",
+    "PromptRing",
     "RingBody",
     "RingOrgs",
     "RingSet",
@@ -47,39 +49,81 @@ __all__ = [
 _MAX_VERSION = 2**31 - 1  # stored as SQLite/Postgres integers: bigger values are refused (422)
 _MAX_SECONDS = 366 * 86_400.0
 _ADMIN = (TokenKind.ADMIN,)
+_MIN_TICK_S = 1e-3  # a tick is a timedelta: far below a microsecond it is zero, and refused
+
+
+def _increasing(stages: list[float]) -> list[float]:
+    """The stages in increasing order (the schema states them unique; order is not a rule)."""
+    if len(set(stages)) != len(stages):
+        raise ValueError("stages must be distinct")
+    return sorted(stages)
+
+
+_STAGES = Annotated[
+    list[Annotated[float, Field(gt=0.0, le=100.0)]],
+    AfterValidator(_increasing),
+    Field(
+        default=[1.0, 5.0, 25.0, 100.0],
+        min_length=1,
+        max_length=20,
+        json_schema_extra={"uniqueItems": True},
+        description="distinct percentages, taken in increasing order",
+    ),
+]
 
 
 class StartBody(BaseModel):
     """`POST /v1/admin/rollout`: the target version and the gate's settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    to_version: int = Field(ge=1, le=_MAX_VERSION)
-    stages: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(
-        default=[1.0, 5.0, 25.0, 100.0], min_length=1, max_length=20
-    )
+    to_version: Annotated[int, Field(ge=1, le=_MAX_VERSION), Integral]
+    stages: _STAGES
     org_id: str | None = None
     hold_s: float = Field(default=86_400.0, ge=0, le=_MAX_SECONDS)
     max_fp_increase: float = Field(default=0.25, ge=0.0, le=10.0)
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     min_endpoint_days: float = Field(default=30.0, ge=1.0, le=1e12)
     rollback: bool = True
-    tick_s: float = Field(default=3600.0, gt=0, le=_MAX_SECONDS)
+    tick_s: float = Field(default=3600.0, ge=_MIN_TICK_S, le=_MAX_SECONDS)
     rings: bool = False
-    inconclusive_looks: int = Field(default=0, ge=0, le=100)
+    inconclusive_looks: Annotated[int, Field(ge=0, le=100), Integral] = 0
 
 
-class RingBody(BaseModel):
-    """`PUT /v1/admin/orgs/{org_id}/ring`."""
+def _no_wait(delay_h: float) -> float:
+    if delay_h != 0:
+        raise ValueError("only the delayed ring waits (backend.admin.set_ring)")
+    return delay_h
 
-    model_config = ConfigDict(extra="forbid")
 
-    ring: Ring
+class DelayedRing(BaseModel):
+    """The `delayed` ring: it waits `delay_h` hours after `broad` completed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ring: Literal[Ring.DELAYED]
     delay_h: float = Field(default=0.0, ge=0.0, le=24.0 * 366)
 
 
+class PromptRing(BaseModel):
+    """Any other ring: only the delayed ring waits (`backend.admin.set_ring`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ring: Literal[Ring.PREVIEW, Ring.STAGED, Ring.BROAD]
+    delay_h: Annotated[
+        float,
+        AfterValidator(_no_wait),
+        WithJsonSchema({"type": "number", "minimum": 0, "maximum": 0}),
+    ] = Field(default=0.0, description="only the delayed ring waits")
+
+
+class RingBody(RootModel[Annotated[DelayedRing | PromptRing, Field(discriminator="ring")]]):
+    """`PUT /v1/admin/orgs/{org_id}/ring`: a ring, and for `delayed` its wait."""
+
+
 class _Empty(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Out(BaseModel):
@@ -305,7 +349,7 @@ async def _start(request: Request) -> Response:
 
 async def _set_ring(request: Request) -> Response:
     r = _routes(request)
-    body = await r.admin_body(request, SET_RING, RingBody)
+    body = (await r.admin_body(request, SET_RING, RingBody)).root
     org_id = str(request.path_params["org_id"])
     record = await run_in_threadpool(
         lambda: admin.set_ring(
