@@ -25,7 +25,7 @@ from agent.errors import AgentError
 from backend._clock import utc_now
 from backend.analysis.labels import import_labels, parse_label_file
 from backend.errors import BackendError
-from backend.store import Store, open_store
+from backend.store import AggregateStore, is_postgres_url, open_store
 
 if TYPE_CHECKING:
     from backend.analysis.transition import TransitionReport
@@ -66,8 +66,8 @@ _DB = click.option(
     "--db",
     "db",
     default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The backend's SQLite database (with --engine spark: exported to OUT/export first).",
+    help="The backend's SQLite database file or postgresql:// URL (with --engine spark: "
+    "exported to OUT/export first).",
 )
 _NOW = click.option("--now", default=None, help="Evaluation time (ISO 8601 with offset).")
 _ENGINE = click.option(
@@ -92,25 +92,37 @@ _EXPORT = click.option(
 )
 
 
-def _spark_input(db: Path | None, export_dir: Path | None, out: Path) -> Path:
+def _spark_input(db: str | None, export_dir: Path | None, out: Path) -> Path:
     """The Parquet export the Spark engine reads: `export_dir`, else `db` exported under OUT."""
     if export_dir is not None:
         return export_dir
     if db is None:
-        raise click.UsageError("--engine spark needs --export DIR or --db FILE")
+        raise click.UsageError("--engine spark needs --export DIR or --db FILE|URL")
     from backend.analysis.export import export
 
-    store = Store(db)
+    store = _open(db)
     try:
         return export(store, out / "export").out_dir
     finally:
         store.close()
 
 
-def _need_db(db: Path | None) -> Path:
+def _open(db: str | None) -> AggregateStore:
+    """The store at `--db`, SQLite file or `postgresql://` URL, as every command opens it.
+
+    Raises:
+        click.UsageError: no `--db`.
+        click.BadParameter: no SQLite file there (opening would create an empty one).
+        click.ClickException: the store cannot be opened (one line).
+    """
     if db is None:
         raise click.UsageError("Missing option '--db'.")
-    return db
+    if not is_postgres_url(db) and not Path(db).is_file():
+        raise click.BadParameter(f"no database file at {db}", param_hint="--db")
+    try:
+        return open_store(db)
+    except (BackendError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("transition")
@@ -168,7 +180,7 @@ def transition(
     allowlist_days: int,
     corrected_labels: bool,
     apply_repo: Path | None,
-    db: Path | None,
+    db: str | None,
     now: str | None,
     engine: str,
     spark_master: str,
@@ -215,7 +227,7 @@ def transition(
         except (BackendError, AgentError) as exc:
             raise click.ClickException(str(exc)) from None
     else:
-        store = Store(_need_db(db))
+        store = _open(db)
         try:
             report = predict_transition(
                 store,
@@ -258,7 +270,7 @@ def transition(
 
 
 def _apply_allowlist(
-    store: Store, report: TransitionReport, repo: Path, now: dt.datetime, corrected: bool
+    store: AggregateStore, report: TransitionReport, repo: Path, now: dt.datetime, corrected: bool
 ) -> str:
     """Publish the report's flips that have benign evidence, each by its scope; a summary."""
     from backend import admin
@@ -304,7 +316,7 @@ def rescore(
     experiment: Path,
     out: Path,
     batch_rows: int,
-    db: Path | None,
+    db: str | None,
     now: str | None,
     engine: str,
     spark_master: str,
@@ -336,7 +348,7 @@ def rescore(
         except (BackendError, AgentError) as exc:
             raise click.ClickException(str(exc)) from None
     else:
-        store = Store(_need_db(db))
+        store = _open(db)
         try:
             configs = [load_config(baseline), load_config(experiment)]
             base, exp = run_rescore(store, configs, now=_when(now), batch_rows=batch_rows)

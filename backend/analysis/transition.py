@@ -72,7 +72,7 @@ from backend.analysis.transition_columns import OrgSamplePairs, read_pair_column
 
 if TYPE_CHECKING:
     from backend.ingest import AggregateRow
-    from backend.store import Store
+    from backend.store import AggregateStore
 
 __all__ = [
     "CandidateFigures",
@@ -465,7 +465,9 @@ def _score_pairs(
 # --- the edge: reading the store -------------------------------------------------------------
 
 
-def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool) -> OrgSamplePairs:
+def _load_pairs(
+    store: AggregateStore, now: dt.datetime, org: str | None, *, shadow: bool
+) -> OrgSamplePairs:
     acc: dict[tuple[str, str], list[Any]] = {}
     span: dict[str, list[int]] = {}
     for batch in store.iter_aggregates(
@@ -494,7 +496,7 @@ def _load_pairs(store: Store, now: dt.datetime, org: str | None, *, shadow: bool
 
 
 def _load_vectors(
-    store: Store, keys: Sequence[tuple[str, str]], model: LoadedModel
+    store: AggregateStore, keys: Sequence[tuple[str, str]], model: LoadedModel
 ) -> dict[tuple[str, str], npt.NDArray[np.float32]]:
     """The vectors of (org, sample) pairs, each read from its own org's reports only."""
     out: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
@@ -508,14 +510,14 @@ def _load_vectors(
 
 
 def _policies(
-    store: Store, orgs: Iterable[str], now: dt.datetime
+    store: AggregateStore, orgs: Iterable[str], now: dt.datetime
 ) -> dict[str, EffectivePolicy | None]:
     record = store.policy_as_of(now)
     return {o: resolve_policy(record.document, o) if record else None for o in orgs}
 
 
 def predict_transition(
-    store: Store,
+    store: AggregateStore,
     old_bundle: Path,
     new_bundle: Path,
     *,
@@ -734,7 +736,7 @@ def _report(
 
 
 def predict_from_shadow(
-    store: Store,
+    store: AggregateStore,
     new_version: int,
     *,
     now: dt.datetime,
@@ -844,7 +846,7 @@ class TransitionCheck:
 
 def check_transition(
     report: TransitionReport,
-    store: Store,
+    store: AggregateStore,
     *,
     since: dt.datetime,
     until: dt.datetime,

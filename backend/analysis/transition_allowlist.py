@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from agent.policy import ListEntry
 from backend import sketch
 from backend.analysis.labels import LabelBook, LabelValue
-from backend.store import Store
+from backend.store import AggregateStore
 
 __all__ = [
     "AllowlistCandidate",
@@ -139,7 +139,7 @@ def _at(ms: int) -> dt.datetime:
 
 
 def gather_flip_evidence(
-    store: Store, sha256s: Iterable[str], *, now: dt.datetime
+    store: AggregateStore, sha256s: Iterable[str], *, now: dt.datetime
 ) -> dict[str, FlipEvidence]:
     """The evidence of each sample in `sha256s`, from active aggregates before `now`."""
     want = set(sha256s)
@@ -236,7 +236,7 @@ def admit_flips(
 
 
 def evidence_allowlist(
-    store: Store,
+    store: AggregateStore,
     flips: Iterable[str],
     *,
     now: dt.datetime,
