@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from backend.store import Store
-from fleet_sim._memory import keep_freed_memory
+from fleet_sim._memory import keep_freed_memory, trim_freed_memory
 from fleet_sim.backend_link import InProcessLink
 from fleet_sim.errors import FoldWriterError
 from fleet_sim.fold import FoldedRows
@@ -139,6 +139,7 @@ def _serve(setup: Path) -> None:
             }  # fmt: skip
         except Exception as exc:  # reported to the simulation, which raises it
             answer = {"error": f"{type(exc).__name__}: {exc}"}
+        trim_freed_memory()  # a day of rows, not needed again until the next hand-over
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
     link.store.close()
