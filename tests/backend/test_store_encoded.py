@@ -8,6 +8,7 @@ file store (APSW connection) and in memory (stdlib connection) alike.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import numpy as np
 import pytest
@@ -198,3 +199,13 @@ def test_codes_out_of_range_and_unknown_orgs_are_refused(tmp_path) -> None:
         assert _table(store) == []
     finally:
         store.close()
+
+
+def test_a_new_file_takes_the_page_size_and_an_existing_one_keeps_its_own(tmp_path) -> None:
+    path = tmp_path / "a.sqlite"
+    Store(path, page_size=16384).close()
+    Store(path, page_size=4096).close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
+    with pytest.raises(ValueError, match="power of two"):
+        Store(tmp_path / "b.sqlite", page_size=1000)
