@@ -8,8 +8,9 @@ SQLite file (WAL: the simulation's other writes wait at most one chunk's transac
 `backend_link._WRITE_CHUNK_ROWS`), while the simulation goes on with the next day. The writer
 only appends to the WAL; the simulation, which has time to spare, copies it back into the
 database file hourly (`Store.checkpoint`). The write is the same function either way
-(`InProcessLink.write_rows`), and aggregate upserts commute (sums, sketch unions, min and max),
-so the rows written do not depend on which writer wrote them or when.
+(`InProcessLink.write_rows`). A new day's rows are appended (`Store.ingest_encoded`) and an
+older day's are upserted, and upserts commute (sums, sketch unions, min and max), so the
+aggregates do not depend on which writer wrote them or when.
 
 At most one fold is in flight: `submit` waits for the previous one, which bounds memory to two
 days of rows. `join` has the feature vectors of the pairs folded so far written
