@@ -48,9 +48,20 @@ def corpus() -> None:
     is_flag=True,
     help="Do not take real benign files from the Python installation fleetward runs in.",
 )
-@click.option("--benign-max", default=2000, show_default=True, help="At most this many real files.")
+@click.option(
+    "--benign-max",
+    default=2000,
+    show_default=True,
+    help="At most this many real files by the per-folder rule (native binaries come on top).",
+)
 @click.option(
     "--benign-per-folder", default=6, show_default=True, help="At most this many per folder."
+)
+@click.option(
+    "--benign-native-max",
+    default=1000,
+    show_default=True,
+    help="At most this many native binaries (ELF, PE, Mach-O) past the per-folder rule.",
 )
 def corpus_make(
     out: str,
@@ -60,6 +71,7 @@ def corpus_make(
     no_python_benign: bool,
     benign_max: int,
     benign_per_folder: int,
+    benign_native_max: int,
 ) -> None:
     """Generate a seeded corpus (synthetic malware, real and synthetic benign), features cached.
 
@@ -79,6 +91,7 @@ def corpus_make(
                 python_benign=not no_python_benign,
                 benign_max=benign_max,
                 benign_per_folder=benign_per_folder,
+                benign_native_max=benign_native_max,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except ModelStoreError as exc:
