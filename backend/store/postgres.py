@@ -215,6 +215,15 @@ ON CONFLICT (day, endpoint_id, model_version) DO UPDATE SET
     breaker_trips = e.breaker_trips + excluded.breaker_trips
 RETURNING day, endpoint_id, model_version, (xmax = 0) AS inserted, org_id
 """
+# an arm-day rollup row meeting a stored one adds to each of its sums
+_ARM_SUM_SET = """
+ON CONFLICT (day, model_version, org_id) DO UPDATE SET
+    endpoint_days = a.endpoint_days + excluded.endpoint_days,
+    events = a.events + excluded.events, alerts = a.alerts + excluded.alerts,
+    self_test_failures = a.self_test_failures + excluded.self_test_failures,
+    model_errors = a.model_errors + excluded.model_errors,
+    breaker_trips = a.breaker_trips + excluded.breaker_trips
+"""
 # The same ledger write with its rollup increment in one statement (no round trip between
 # them, so a pipelined transaction never waits): each key's `inserted` joins its input row.
 _ADD_EVIDENCE = (
@@ -232,27 +241,17 @@ FROM e JOIN unnest(%s::integer[], %s::text[], %s::bigint[], %s::bigint[], %s::bi
     AS u(day, endpoint_id, model_version, events, alerts, self_test_failures, model_errors,
          breaker_trips) USING (day, endpoint_id, model_version)
 GROUP BY day, model_version, e.org_id
-ORDER BY 1, 2, 3
-ON CONFLICT (day, model_version, org_id) DO UPDATE SET
-    endpoint_days = a.endpoint_days + excluded.endpoint_days,
-    events = a.events + excluded.events, alerts = a.alerts + excluded.alerts,
-    self_test_failures = a.self_test_failures + excluded.self_test_failures,
-    model_errors = a.model_errors + excluded.model_errors,
-    breaker_trips = a.breaker_trips + excluded.breaker_trips
-"""
+ORDER BY 1, 2, 3"""
+    + _ARM_SUM_SET
 )
-_ADD_ARM_ROWS = """
+_ADD_ARM_ROWS = (
+    """
 INSERT INTO arm_days AS a
 SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::text[], %s::bigint[], %s::bigint[],
                      %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
-ORDER BY 1, 2, 3
-ON CONFLICT (day, model_version, org_id) DO UPDATE SET
-    endpoint_days = a.endpoint_days + excluded.endpoint_days,
-    events = a.events + excluded.events, alerts = a.alerts + excluded.alerts,
-    self_test_failures = a.self_test_failures + excluded.self_test_failures,
-    model_errors = a.model_errors + excluded.model_errors,
-    breaker_trips = a.breaker_trips + excluded.breaker_trips
-"""
+ORDER BY 1, 2, 3"""
+    + _ARM_SUM_SET
+)
 
 # The group path's ledger: every batch of the group in one statement, in key order (the lock
 # order); RETURNING names the keys that were new, and only their rows are written after it.

@@ -206,10 +206,8 @@ _ADD_ENDPOINT_DAY = (
     "breaker_trips = breaker_trips + excluded.breaker_trips"
 )
 
-_UPSERT = """
-INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, endpoints,
-                        first_seen_ms, last_seen_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+# a row meeting a stored one adds its count, unions the sketches, widens first and last seen
+_MERGE_SET = """
 ON CONFLICT DO UPDATE SET
     count = count + excluded.count,
     endpoints = CASE WHEN instr(endpoints, excluded.endpoints) % 8 = 1 THEN endpoints
@@ -217,21 +215,24 @@ ON CONFLICT DO UPDATE SET
     first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
     last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)
 """
+_UPSERT = (
+    """
+INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, endpoints,
+                        first_seen_ms, last_seen_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    + _MERGE_SET
+)
 
 
 # the bulk form's rows (`ingest_encoded`, never shadow): merged like `_UPSERT`, or appended
 # where no stored row can share the key
-_MERGE_ROW = """
+_MERGE_ROW = (
+    """
 INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, endpoints,
                         first_seen_ms, last_seen_ms)
-VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
-ON CONFLICT DO UPDATE SET
-    count = count + excluded.count,
-    endpoints = CASE WHEN instr(endpoints, excluded.endpoints) % 8 = 1 THEN endpoints
-                     ELSE fw_merge(endpoints, excluded.endpoints) END,
-    first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
-    last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)
-"""
+VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"""
+    + _MERGE_SET
+)
 _APPEND_ROW = """
 INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, endpoints,
                         first_seen_ms, last_seen_ms)
