@@ -1137,22 +1137,31 @@ class PostgresStore(_StoreCommon):
             PublishError: `publish` failed; the version is recorded, publication pending.
         """
         with self._lock, self._conn.transaction():
-            self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
-            latest = self._conn.execute(
-                "SELECT coalesce(max(version), 0) FROM policy_history"
-            ).fetchone()
-            assert latest is not None
-            _check_next_version(int(latest[0]), document.version)
-            raw = document.model_dump_json().encode()
-            self._conn.execute(
-                "INSERT INTO policy_history (version, changed_at, actor, action, document) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (document.version, _utc(now), actor, action, raw.decode()),
-            )
+            self._record_next_policy(document, now, actor, action)
         if _PUBLISH_FAULT_MARKER:
             _pause_for_fault_injection(_PUBLISH_FAULT_MARKER)
         self.publish_pending_policy(publish, now)
         return PolicyRecord(document.version, _utc(now), actor, action, document)
+
+    def _record_next_policy(
+        self, document: PolicyDocumentModel, at: dt.datetime, actor: str, action: str
+    ) -> None:
+        """Record `document` as the next policy version (inside the caller's transaction).
+
+        Compare-and-set: the table is locked and the stored newest version checked, so two
+        writers (operator changes, rollout decisions, other replicas) never both record one.
+        """
+        self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
+        latest = self._conn.execute(
+            "SELECT coalesce(max(version), 0) FROM policy_history"
+        ).fetchone()
+        assert latest is not None
+        _check_next_version(int(latest[0]), document.version)
+        self._conn.execute(
+            "INSERT INTO policy_history (version, changed_at, actor, action, document) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (document.version, _utc(at), actor, action, document.model_dump_json()),
+        )
 
     def publish_pending_policy(self, publish: Publish, now: dt.datetime) -> int | None:
         """Publish the newest recorded policy version unless it is published already.
@@ -1268,17 +1277,7 @@ class PostgresStore(_StoreCommon):
             )
             if policy is not None:  # lock order: rollouts, then policy_history (never reversed)
                 document, actor, action = policy
-                self._conn.execute("LOCK TABLE policy_history IN EXCLUSIVE MODE")
-                latest = self._conn.execute(
-                    "SELECT coalesce(max(version), 0) FROM policy_history"
-                ).fetchone()
-                assert latest is not None
-                _check_next_version(int(latest[0]), document.version)
-                self._conn.execute(
-                    "INSERT INTO policy_history (version, changed_at, actor, action, document) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (document.version, _utc(at), actor, action, document.model_dump_json()),
-                )
+                self._record_next_policy(document, at, actor, action)
             self._conn.execute(
                 "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
                 "reason, figures, policy_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
