@@ -27,7 +27,6 @@ import datetime as dt
 import io
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from backend.errors import BatchInvalidError
+from backend.validation import check_sha256
 
 __all__ = [
     "ImportResult",
@@ -48,8 +48,6 @@ __all__ = [
     "parse_label_file",
     "parse_label_record",
 ]
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LabelValue(StrEnum):
@@ -83,8 +81,11 @@ class LabelChange:
     recorded_at: dt.datetime | None = None  # when the backend received it (None: not stored)
 
     def __post_init__(self) -> None:
-        if not _SHA256.match(self.sha256):
-            raise ValueError(f"not a lower-case hex sha256: {self.sha256!r}")
+        try:  # the project's one sha256 rule (`backend.validation`), stored lower-case
+            if check_sha256(self.sha256) != self.sha256:
+                raise ValueError(f"sha256 must be lower-case: {self.sha256!r}")
+        except BatchInvalidError as exc:
+            raise ValueError(f"{exc}: {self.sha256!r}") from None
         if self.labelled_at.tzinfo is None:
             raise ValueError("labelled_at must be timezone-aware")
         if self.recorded_at is not None and self.recorded_at.tzinfo is None:
@@ -130,7 +131,9 @@ def parse_label_record(item: Any, *, default_time: dt.datetime, where: str = "")
     if not isinstance(item, dict):
         raise LabelFileError(f"{prefix}a label must be an object")
     try:
-        sha = str(item["sha256"]).strip().lower()
+        # surrounding blanks are a file's formatting (a CSV cell `, abc…`); anything else
+        # that is not 64 hex digits is refused here, not stored as a label that never matches
+        sha = check_sha256(str(item["sha256"]).strip())
         raw_label = str(item["label"]).strip().lower()
         raw_label = {"1": "malicious", "0": "benign"}.get(raw_label, raw_label)
         label = LabelValue(raw_label)
@@ -143,7 +146,7 @@ def parse_label_record(item: Any, *, default_time: dt.datetime, where: str = "")
         return LabelChange(sha, label, source, at.astimezone(dt.UTC), family)
     except KeyError as exc:
         raise LabelFileError(f"{prefix}missing field {exc.args[0]!r}") from None
-    except ValueError as exc:
+    except (ValueError, BatchInvalidError) as exc:
         raise LabelFileError(f"{prefix}{exc}") from None
 
 

@@ -81,6 +81,45 @@ def test_bad_label_lines_are_refused_with_their_line(tmp_path: Path, line: str):
         parse_label_file(p, default_time=T0)
 
 
+def test_label_change_refuses_a_sha256_with_a_trailing_newline():
+    # `re.match` with `$` let "<64 hex>\n" through: a label that never matches a sample
+    with pytest.raises(ValueError, match="64 hex"):
+        LabelChange(SHA + "\n", LabelValue.MALICIOUS, LabelSource.ANALYST, T0)
+    with pytest.raises(ValueError, match="lower-case"):
+        LabelChange(SHA.upper(), LabelValue.MALICIOUS, LabelSource.ANALYST, T0)
+
+
+@pytest.mark.parametrize("bad", [SHA[:-1], SHA + "a", SHA[:-1] + "g", "٠" * 64, ""])
+def test_label_row_with_a_mistyped_sha256_is_refused_naming_the_row(tmp_path: Path, bad: str):
+    p = tmp_path / "l.csv"
+    p.write_text(f"sha256,label\n{SHA},malicious\n{bad},benign\n")
+    with pytest.raises(LabelFileError) as info:
+        parse_label_file(p, default_time=T0)
+    # the message of `backend.validation.check_sha256`, the rule the HTTP API applies too
+    assert str(info.value) == f"{p}:3: sha256: must be 64 hex characters"
+
+
+def test_label_file_sha256_is_stored_lower_case_without_its_blanks(tmp_path: Path):
+    p = tmp_path / "l.csv"
+    p.write_text(f"sha256,label\n  {SHA.upper()} ,malicious\n")
+    (only,) = parse_label_file(p, default_time=T0)
+    assert only.sha256 == SHA
+
+
+def test_labels_import_command_refuses_a_mistyped_sha256_in_one_line(tmp_path: Path):
+    p = tmp_path / "l.jsonl"
+    good = json.dumps({"sha256": SHA, "label": "malicious"})
+    p.write_text(good + "\n" + json.dumps({"sha256": SHA[:-1], "label": "benign"}) + "\n")
+    db = tmp_path / "b.db"
+    result = CliRunner().invoke(main, ["labels", "import", str(p), "--db", str(db)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {p}:2: sha256: must be 64 hex characters\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    store = Store(db)
+    assert list(store.iter_labels()) == []  # nothing of the file is recorded
+    store.close()
+
+
 def test_labels_import_command(tmp_path: Path):
     p = tmp_path / "l.jsonl"
     p.write_text(json.dumps({"sha256": SHA, "label": "malicious"}) + "\n")
@@ -110,3 +149,12 @@ def test_analyst_route_records_labels(live_server):
         assert bad.status_code == 422 and "labels.0" in bad.json()["detail"]
     assert live_server.store.label_as_of(SHA, dt.datetime(2100, 1, 1, tzinfo=dt.UTC)) is not None
     assert "/v1/admin/labels" in httpx.get(f"{live_server.url}/openapi.json").json()["paths"]
+
+
+def test_analyst_route_refuses_a_mistyped_sha256_in_one_line(live_server):
+    body = {"labels": [{"sha256": SHA, "label": "benign"}, {"sha256": SHA[:-1], "label": "benign"}]}
+    r = httpx.post(f"{live_server.url}/v1/admin/labels", json=body, headers=live_server.admin())
+    assert r.status_code == 422
+    # the API model's HexSha256 runs the same `check_sha256` (same message) before the route
+    assert r.json()["detail"] == "sha256: must be 64 hex characters"
+    assert live_server.store.label_as_of(SHA, dt.datetime(2100, 1, 1, tzinfo=dt.UTC)) is None
