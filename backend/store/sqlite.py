@@ -1053,20 +1053,9 @@ class Store(_StoreCommon):
             PublishError: `publish` failed; the version is recorded, publication pending.
         """
         with self._lock:
-            raw = document.model_dump_json().encode()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                # compare-and-set inside the write transaction: another process may have
-                # appended since this one read the policy
-                latest = self._conn.execute(
-                    "SELECT coalesce(max(version), 0) FROM policy_history"
-                ).fetchone()[0]
-                _check_next_version(int(latest), document.version)
-                self._conn.execute(
-                    "INSERT INTO policy_history (version, changed_at, actor, action, document) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (document.version, _iso(now), actor, action, raw.decode()),
-                )
+                self._record_next_policy(document, now, actor, action)
                 self._conn.execute("COMMIT")
             except PolicyConflictError:
                 self._conn.execute("ROLLBACK")
@@ -1081,6 +1070,26 @@ class Store(_StoreCommon):
             _pause_for_fault_injection(_PUBLISH_FAULT_MARKER)
         self.publish_pending_policy(publish, now)
         return record
+
+    def _record_next_policy(
+        self, document: PolicyDocumentModel, at: dt.datetime, actor: str, action: str
+    ) -> None:
+        """Record `document` as the next policy version (inside the caller's transaction).
+
+        Compare-and-set: the caller holds the write lock (BEGIN IMMEDIATE), and the stored
+        newest version is checked, so two writers (operator changes, rollout decisions, other
+        processes) never both record one. `append_policy` and `log_rollout_decision` call it.
+
+        Raises:
+            PolicyConflictError: `document.version` is not the stored version + 1.
+        """
+        latest = self._conn.execute("SELECT coalesce(max(version), 0) FROM policy_history")
+        _check_next_version(int(latest.fetchone()[0]), document.version)
+        self._conn.execute(
+            "INSERT INTO policy_history (version, changed_at, actor, action, document) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (document.version, _iso(at), actor, action, document.model_dump_json()),
+        )
 
     def publish_pending_policy(self, publish: Publish, now: dt.datetime) -> int | None:
         """Publish the newest recorded policy version unless it is published already.
@@ -1222,15 +1231,7 @@ class Store(_StoreCommon):
             )
             if policy is not None:
                 document, actor, action = policy
-                latest = conn.execute(
-                    "SELECT coalesce(max(version), 0) FROM policy_history"
-                ).fetchone()[0]
-                _check_next_version(int(latest), document.version)
-                conn.execute(
-                    "INSERT INTO policy_history (version, changed_at, actor, action, document) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (document.version, _iso(at), actor, action, document.model_dump_json()),
-                )
+                self._record_next_policy(document, at, actor, action)  # `conn` is self._conn
             conn.execute(
                 "INSERT INTO rollout_decisions (rollout_id, at, action, stage_index, percent, "
                 "reason, figures, policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -69,3 +69,41 @@ def test_stale_policy_change_is_refused_and_records_nothing(tmp_path: Path) -> N
     assert err.value.current_version == 2
     assert [r.version for r in store.policy_history()] == [1, 2]
     store.close()
+
+
+@pytest.mark.parametrize("module", ["sqlite", "postgres"])
+def test_each_store_writes_policy_versions_only_in_record_next_policy(module: str) -> None:
+    """Operator changes and rollout decisions record a version through one compare-and-set.
+
+    `append_policy` and `log_rollout_decision` each wrote the version check and the INSERT out
+    (a fix to one could miss the other); both now call `_record_next_policy`.
+    """
+    import ast
+    import importlib
+    import inspect
+
+    source = inspect.getsource(importlib.import_module(f"backend.store.{module}"))
+    writers = {
+        node.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef)
+        and any(
+            isinstance(c, ast.Constant)
+            and isinstance(c.value, str)
+            and "INSERT INTO policy_history" in c.value
+            for c in ast.walk(node)
+        )
+    }
+    assert writers == {"_record_next_policy"}
+    callers = {
+        node.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef)
+        and any(
+            isinstance(c, ast.Attribute) and c.attr == "_record_next_policy" for c in ast.walk(node)
+        )
+    }
+    assert {"append_policy"} <= callers and callers & {
+        "log_rollout_decision",
+        "_log_rollout_decision",
+    }
