@@ -12,7 +12,17 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    RootModel,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +33,7 @@ from backend._operation import Integral, Operation, Reply, Time
 from backend.errors import BatchInvalidError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutAction, RolloutConfig, RolloutState
+from backend.rollout.rings import check_ring_name
 from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind
 
 __all__ = [
@@ -123,7 +134,29 @@ class RingBody(RootModel[PromptRing | DelayedRing]):
 
     A plain union (`anyOf`): the branches' `ring` values do not overlap, and schemathesis'
     negative data for a discriminated `oneOf` produced bodies that are valid ones.
+
+    A refused body is refused in the words of the branch its `ring` names: an unknown ring
+    lists every ring (`backend.rollout.rings.check_ring_name`), a known one gives that
+    branch's first error (the union's first error was the other branch's list of rings).
     """
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_in_the_named_branch(
+        cls, data: Any, handler: ModelWrapValidatorHandler[RingBody]
+    ) -> RingBody:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, dict) or "ring" not in data:
+                raise
+            ring = check_ring_name(data["ring"])  # raises, listing every ring, when unknown
+            branch = (DelayedRing if ring is Ring.DELAYED else PromptRing).__name__
+            for err in exc.errors():
+                if err["loc"][:1] == (branch,):
+                    where = ".".join(str(p) for p in err["loc"][1:]) or "body"
+                    raise BatchInvalidError(f"{where}: {err['msg']}") from None
+            raise
 
 
 class _Empty(BaseModel):

@@ -20,6 +20,7 @@ from backend.admin import repository_publisher
 from backend.errors import BackendError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutConfig
+from backend.rollout.rings import RING_ORDER
 from backend.store import AggregateStore, open_store
 
 __all__ = ["parse_duration", "rollout"]
@@ -95,7 +96,9 @@ def rollout() -> None:
 @click.option("--tick", default="1h", show_default=True, help="Time between decisions.")
 @click.option("--rollback/--no-rollback", default=True, show_default=True)
 @click.option(
-    "--rings", is_flag=True, help="Run the stages ring by ring: preview, staged, broad, delayed."
+    "--rings",
+    is_flag=True,
+    help=f"Run the stages ring by ring: {', '.join(r.value for r in RING_ORDER)}.",
 )
 @click.option(
     "--pause-after",

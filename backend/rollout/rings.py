@@ -27,11 +27,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.policy import PolicyDocumentModel, Ring
+from backend.errors import BatchInvalidError
 
 __all__ = [
     "DEFAULT_RING",
     "RING_ORDER",
     "RingAssignment",
+    "check_ring_name",
     "eligible_from",
     "org_percents",
     "ring_plan",
@@ -40,6 +42,18 @@ __all__ = [
 
 RING_ORDER: tuple[Ring, ...] = (Ring.PREVIEW, Ring.STAGED, Ring.BROAD, Ring.DELAYED)
 DEFAULT_RING = Ring.BROAD
+
+
+def check_ring_name(name: object) -> Ring:
+    """The ring called `name`; the one message that lists the rings (all of `RING_ORDER`).
+
+    Raises:
+        BatchInvalidError: `name` is not a ring's name.
+    """
+    for ring in RING_ORDER:
+        if name == ring.value:
+            return ring
+    raise BatchInvalidError(f"ring: must be one of {', '.join(r.value for r in RING_ORDER)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from agent.policy import OrgPolicyModel, PolicyDocumentModel, Ring, RingModel
 from backend.admin import assign_model, repository_publisher, set_ring
 from backend.errors import BatchInvalidError, ConflictError
+from backend.rollout.api import RingBody
 from backend.rollout.core import (
     ArmCounts,
     Evidence,
@@ -28,7 +29,14 @@ from backend.rollout.core import (
     apply_decision,
     decide,
 )
-from backend.rollout.rings import RingAssignment, org_percents, ring_plan, ring_sequence
+from backend.rollout.rings import (
+    RING_ORDER,
+    RingAssignment,
+    check_ring_name,
+    org_percents,
+    ring_plan,
+    ring_sequence,
+)
 from backend.rollout.service import (
     EndpointDayRow,
     decision_log,
@@ -341,6 +349,45 @@ def test_an_inconclusive_ringed_rollout_pauses_and_resumes(
     assert resumed.state is RolloutState.RUNNING and resumed.ring is Ring.PREVIEW
 
 
+# --- the ring names: one list, one message -------------------------------------------------
+
+
+def test_ring_order_holds_every_ring_once() -> None:
+    assert sorted(RING_ORDER) == sorted(Ring) and len(set(RING_ORDER)) == len(RING_ORDER)
+
+
+@pytest.mark.parametrize("body", ['{"ring": "beta"}', '{"ring": "Delayed", "delay_h": 4}',
+                                  '{"ring": 3}', '{"ring": null}'])  # fmt: skip
+def test_unknown_ring_is_refused_with_a_message_listing_every_ring_delayed_included(
+    body: str,
+) -> None:
+    with pytest.raises(BatchInvalidError) as info:
+        RingBody.model_validate_json(body)
+    assert str(info.value) == "ring: must be one of " + ", ".join(r.value for r in RING_ORDER)
+    assert all(r.value in str(info.value) for r in Ring)
+    with pytest.raises(BatchInvalidError, match="delayed"):
+        check_ring_name("beta")
+    assert [check_ring_name(r.value) for r in Ring] == list(Ring)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"ring": "delayed", "delay_h": -1}', "delay_h: Input should be greater than or equal"),
+        ('{"ring": "delayed", "wait": 1}', "wait: Extra inputs are not permitted"),
+        ('{"ring": "broad", "delay_h": 2}', "delay_h: Value error, only the delayed ring waits"),
+    ],
+)
+def test_known_ring_with_a_bad_field_is_refused_in_that_rings_words(
+    body: str, message: str
+) -> None:
+    # the union's first error was the other branch's: "ring: Input should be preview,
+    # staged or broad" for a delayed ring with a bad wait
+    with pytest.raises(BatchInvalidError) as info:
+        RingBody.model_validate_json(body)
+    assert str(info.value).startswith(message), str(info.value)
+
+
 # --- the admin API and the CLI set the same ring -------------------------------------------
 
 
@@ -365,8 +412,9 @@ def test_admin_route_sets_a_ring_and_starts_a_ringed_rollout(live_server: LiveSe
             ).status_code
             == 404
         )
-        assert client.put(f"{srv.url}/v1/admin/orgs/{org}/ring", json={"ring": "beta"},
-                          headers=h).status_code == 422  # fmt: skip
+        beta = client.put(f"{srv.url}/v1/admin/orgs/{org}/ring", json={"ring": "beta"}, headers=h)
+        assert beta.status_code == 422
+        assert beta.json()["detail"] == "ring: must be one of preview, staged, broad, delayed"
         started = client.post(
             f"{srv.url}/v1/admin/rollout",
             json={"to_version": 2, "stages": [10, 100], "rings": True},
@@ -400,6 +448,8 @@ def test_cli_set_ring_writes_signed_policy_and_fails_in_one_line(
     assert cur is not None and cur.document.orgs[org].ring == RingModel(
         name=Ring.DELAYED, delay_h=48
     )
+    unknown = run(backend, ["org", "set-ring", org, "beta", *args])
+    assert unknown.exit_code == 2 and all(f"'{r.value}'" in unknown.output for r in Ring)
     bad = run(backend, ["org", "set-ring", org, "broad", "--delay-hours", "3", *args])
     assert bad.exit_code != 0 and "only the delayed ring waits" in bad.output
     assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
