@@ -28,7 +28,7 @@ import numpy.typing as npt
 from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
-from agent.policy import EffectivePolicy, RolloutAssignment, assigned_versions, canary_bucket
+from agent.policy import EffectivePolicy, RolloutAssignment, assigned_versions, canary_buckets
 from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
 from backend.rollout.service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
@@ -368,11 +368,7 @@ class Fleet:
         if hit is None:
             w = self.world
             first, size = int(w.org_first[org]), int(w.org_size[org])
-            hit = self._salts[salt, org] = np.fromiter(
-                (canary_bucket(salt, w.endpoint_id(e)) for e in range(first, first + size)),
-                np.int16,
-                count=size,
-            )
+            hit = self._salts[salt, org] = canary_buckets(salt, w.endpoint_ids(first, first + size))
         return hit
 
     def assigned_models(

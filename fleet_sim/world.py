@@ -125,6 +125,10 @@ class World:
         """The pseudonym endpoint `ep` uses in telemetry."""
         return f"sim{ep:08d}"
 
+    def endpoint_ids(self, first: int, stop: int) -> list[str]:
+        """`endpoint_id` of endpoints [`first`, `stop`), in order."""
+        return [f"sim{ep:08d}" for ep in range(first, stop)]
+
     def online(self, t: float, idx: I64 | slice | None = None) -> B:
         """Which endpoints (all, or `idx`) are online at simulated second `t`."""
         sel = slice(None) if idx is None else idx
