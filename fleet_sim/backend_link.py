@@ -373,7 +373,8 @@ class InProcessLink:
             encoded = EncodedAggregates(
                 orgs=self.org_ids, sha256s=shas, verdicts=verdicts, day=rows.day[k],
                 org=rows.org[k], sha256=rows.sample[k], model_version=rows.model[k],
-                verdict=rows.verdict[k], count=rows.count[k], endpoints=rows.sketch_list(lo, hi),
+                verdict=rows.verdict[k], count=rows.count[k], sketches=rows.sketches,
+                sketch_start=rows.start[k], sketch_size=rows.size[k],
                 first_seen_ms=rows.first[k], last_seen_ms=rows.last[k],
             )  # fmt: skip
             self.store.ingest_encoded(

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import apsw
 import numpy as np
+import numpy.typing as npt
 
 from agent.decision import Verdict
 from agent.policy import PolicyDocumentModel
@@ -93,7 +94,7 @@ from backend.store._base import (
     hash_token,
     token_id_of,
 )
-from backend.store._encoded import EncodedAggregates
+from backend.store._encoded import EncodedAggregates, Packed
 from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
@@ -238,6 +239,98 @@ INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count,
                         first_seen_ms, last_seen_ms)
 VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
 """
+
+
+def _int_sql(v: int) -> str:
+    """An integer as SQL text (-2**63 has no literal: 2**63 would read as a real)."""
+    return f"({v + 1} - 1)" if v == -(2**63) else f"({v})"
+
+
+def _unpack_sql(packed: Packed, lo: int) -> tuple[list[str], str]:
+    """Each packed column's SQL expression, and the joins that set words 1.. beside word 0.
+
+    Word 0 is the statement's `carray(?1) AS w0`, bound from row `lo` on; words 1.. are the
+    staged tables `temp.fw_w1`.. (rowid = row + 1), looked up by rowid (`_stage_words`).
+    """
+    exprs = []
+    for f in packed.fields:
+        w = f"w{f.word}.value"
+        if f.bits == 64:
+            exprs.append(w)
+        elif f.bits == 0:
+            exprs.append(_int_sql(f.offset))
+        else:
+            mask = (1 << f.bits) - 1
+            exprs.append(f"((({w} >> {f.shift}) & {mask}) + {_int_sql(f.offset)})")
+    joins = "".join(
+        f" CROSS JOIN temp.fw_w{k} AS w{k} ON w{k}.rowid = w0.rowid + {lo}"
+        for k in range(1, len(packed.words))
+    )
+    return exprs, joins
+
+
+def _packed_rows_sql(packed: Packed, lo: int, *, merge: bool) -> str:
+    """Insert packed aggregate rows (`EncodedAggregates.packed`; ?1 word 0, ?2 the sketches).
+
+    CROSS JOIN keeps word 0 the outer loop, so rows go in the order given: key order.
+    """
+    (day, org, sha, version, verdict, count, start, size, first, last), joins = _unpack_sql(
+        packed, lo
+    )
+    return (
+        "INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, "  # noqa: S608 - generated from integers only
+        "endpoints, first_seen_ms, last_seen_ms) "
+        f"SELECT {day}, {org}, s.value, {version}, 0, v.value, {count}, "
+        f"coalesce(substr(?2, {start} + 1, {size}), x''), {first}, {last} "
+        f"FROM carray(?1) AS w0{joins} "
+        f"CROSS JOIN temp.fw_sha256 AS s ON s.code = {sha} "
+        f"CROSS JOIN temp.fw_verdict AS v ON v.code = {verdict} WHERE true"
+        + (_MERGE_SET if merge else "")
+    )
+
+
+def _packed_refs_sql(packed: Packed) -> str:
+    """Insert packed vector references (`EncodedAggregates.packed_refs`; ?2 the schema)."""
+    (org, sha, vec), joins = _unpack_sql(packed, 0)
+    return (
+        "INSERT OR IGNORE INTO org_vectors (org, sha256, schema, digest) "  # noqa: S608 - generated from integers only
+        f"SELECT {org}, s.value, ?2, g.value FROM carray(?1) AS w0{joins} "
+        f"CROSS JOIN temp.fw_sha256 AS s ON s.code = {sha} "
+        f"CROSS JOIN temp.fw_digest AS g ON g.code = {vec}"
+    )
+
+
+def _fill_codes(db: apsw.Connection, table: str, values: Sequence[Any]) -> None:
+    """A code table (code INTEGER PRIMARY KEY = position in `values`) in temp, refilled."""
+    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (code INTEGER PRIMARY KEY, value)")
+    db.execute(f"DELETE FROM temp.{table}")  # noqa: S608 - a fixed name
+    if values:
+        db.execute(
+            f"INSERT INTO temp.{table} SELECT rowid - 1, value FROM carray(?)",  # noqa: S608 - a fixed name
+            (apsw.carray(tuple(values)),),
+        )
+
+
+def _stage_words(db: apsw.Connection, packed: Packed | None) -> None:
+    """Copy words 1.. into temp tables `fw_w1`.. (rowid = row + 1); None empties them.
+
+    carray's rowid is not indexed (joining two carrays on it scans the inner one for every
+    row), so all but the first word go through a rowid table, each copied in C.
+    """
+    if packed is None:
+        for (name,) in db.execute(
+            "SELECT name FROM temp.sqlite_master WHERE name GLOB 'fw_w[0-9]*'"
+        ).fetchall():
+            db.execute(f"DELETE FROM temp.{name}")  # noqa: S608 - our own table
+        return
+    for k, word in enumerate(packed.words[1:], 1):
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS fw_w{k} (value INTEGER)")
+        db.execute(f"DELETE FROM temp.fw_w{k}")  # noqa: S608 - a fixed name
+        db.execute(
+            f"INSERT INTO temp.fw_w{k} (rowid, value) SELECT rowid, value FROM carray(?)",  # noqa: S608 - a fixed name
+            (apsw.carray(word),),
+        )
+
 
 # The writer copies the WAL back into the database (a checkpoint, with its fsyncs) once the WAL
 # holds this many pages, instead of SQLite's default 1,000. A telemetry batch's upserts dirty
@@ -793,22 +886,66 @@ class Store(_StoreCommon):
         if not rows.is_key_ordered(org_keys):
             raise ValueError("ingest_encoded: rows must strictly increase in the table's key")
         digests = [_vector_digest(v) for v in rows.vectors]
+        bulk = self._bulk()
+        n = len(rows)
+        if bulk is None:
+            return self._ingest_encoded_by_row(key, endpoint_id, rows, org_keys, digests, now)
+        blob, start, size = rows.sketch_blob()
+        packed = rows.packed(org_keys, start, size)
+        refs, used_idx = rows.packed_refs(org_keys)
+        used = sorted({(digests[i], rows.vectors[i]) for i in used_idx})
+        with self._lock:
+            if not self._claim_batch(bulk, endpoint_id, key, int(now.timestamp() * 1000), 0):
+                return IngestResult(True, 0, 0)
+            try:
+                last = bulk.execute("SELECT max(day) FROM aggregates").fetchall()[0][0]
+                cut = 0 if last is None else int(np.searchsorted(rows.day, last, "right"))
+                if n or used_idx:
+                    _fill_codes(bulk, "fw_sha256", rows.sha256s)
+                if n:
+                    _fill_codes(bulk, "fw_verdict", rows.verdicts)
+                    _stage_words(bulk, packed)
+                    if cut:
+                        bulk.execute(_packed_rows_sql(packed, 0, merge=True), (
+                            apsw.carray(packed.words[0], stop=cut), blob))  # fmt: skip
+                    if cut < n:
+                        bulk.execute(_packed_rows_sql(packed, cut, merge=False), (
+                            apsw.carray(packed.words[0], start=cut), blob))  # fmt: skip
+                    _stage_words(bulk, None)
+                if used:
+                    bulk.executemany(
+                        "INSERT OR IGNORE INTO vectors (digest, vector) VALUES (?, ?)", used
+                    )
+                if used_idx:
+                    _fill_codes(bulk, "fw_digest", digests)
+                    _stage_words(bulk, refs)
+                    bulk.execute(_packed_refs_sql(refs), (
+                        apsw.carray(refs.words[0]), rows.schema))  # fmt: skip
+                    _stage_words(bulk, None)
+                bulk.execute("COMMIT")
+            except BaseException:
+                bulk.execute("ROLLBACK")
+                raise
+        return IngestResult(False, 0, n)
+
+    def _ingest_encoded_by_row(
+        self,
+        key: str,
+        endpoint_id: str,
+        rows: EncodedAggregates,
+        org_keys: npt.NDArray[np.int64],
+        digests: Sequence[bytes],
+        now: dt.datetime,
+    ) -> IngestResult:
+        """`ingest_encoded` on the stdlib connection (an in-memory store): a tuple per row."""
+        db = self._conn
         refs, used_idx = rows.vector_refs(org_keys, digests)
         used = sorted({(digests[i], rows.vectors[i]) for i in used_idx})
-        bulk = self._bulk()
-        db: _Writer = self._conn if bulk is None else bulk
         n = len(rows)
         with self._lock:
-            db.execute("BEGIN IMMEDIATE")
+            if not self._claim_batch(db, endpoint_id, key, int(now.timestamp() * 1000), 0):
+                return IngestResult(True, 0, 0)
             try:
-                fresh = db.execute(
-                    "INSERT INTO batches (endpoint_id, key, received_ms, events) "
-                    "VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING RETURNING 1",
-                    (endpoint_id, key, int(now.timestamp() * 1000)),
-                ).fetchall()
-                if not fresh:
-                    db.execute("ROLLBACK")
-                    return IngestResult(True, 0, 0)
                 last = db.execute("SELECT max(day) FROM aggregates").fetchall()[0][0]
                 cut = 0 if last is None else int(np.searchsorted(rows.day, last, "right"))
                 if cut:
@@ -831,6 +968,29 @@ class Store(_StoreCommon):
                 raise
         return IngestResult(False, 0, n)
 
+    @staticmethod
+    def _claim_batch(
+        db: _Writer, endpoint_id: str, key: str, received_ms: int, events: int
+    ) -> bool:
+        """Open the write transaction and record the batch's idempotency key in it.
+
+        False when the key is already recorded: the transaction is then rolled back, and the
+        batch must change nothing. Run under the store's lock; the caller commits.
+        """
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            fresh = db.execute(
+                "INSERT INTO batches (endpoint_id, key, received_ms, events) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                (endpoint_id, key, received_ms, events),
+            ).fetchall()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if not fresh:
+            db.execute("ROLLBACK")
+        return bool(fresh)
+
     def _bulk(self) -> apsw.Connection | None:
         """The APSW connection for bulk folds (opened on first use; None in memory)."""
         if self._bulk_conn is None and not (
@@ -840,6 +1000,7 @@ class Store(_StoreCommon):
             conn.set_busy_timeout(5000)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")  # the packed rows' staging tables
             if not self._autocheckpoint:
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             else:
@@ -882,16 +1043,9 @@ class Store(_StoreCommon):
             params = list(params)
             rows = len(params)
         with self._lock:
-            db.execute("BEGIN IMMEDIATE")
+            if not self._claim_batch(db, endpoint_id, key, now_ms, events):
+                return IngestResult(True, events, 0)
             try:
-                fresh = db.execute(
-                    "INSERT INTO batches (endpoint_id, key, received_ms, events) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-                    (endpoint_id, key, now_ms, events),
-                ).fetchall()
-                if not fresh:
-                    db.execute("ROLLBACK")
-                    return IngestResult(True, events, 0)
                 db.executemany(_UPSERT, params)
                 distinct, refs = self._vectors_to_write(feats)
                 if distinct:

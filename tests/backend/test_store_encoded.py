@@ -2,7 +2,9 @@
 
 Rows of a day after the table's last day go in as plain appends, the rest merge; either way
 the aggregates and vectors must equal what the column path writes for the same rows, on a
-file store (APSW connection) and in memory (stdlib connection) alike.
+file store (APSW connection: rows packed into int64 words bound as arrays) and in memory
+(stdlib connection: a tuple per row) alike, with the sketches as one bytes object per row or
+as one blob, and integers anywhere in SQLite's 64-bit range.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
+import apsw
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,6 +21,8 @@ from hypothesis import strategies as st
 from backend import sketch
 from backend.errors import NotFoundError
 from backend.store import EncodedAggregates, Store
+from backend.store._encoded import pack
+from backend.store.sqlite import _fill_codes, _packed_rows_sql, _stage_words
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 SHAS = [bytes([200 - 40 * i]) * 32 for i in range(4)]  # codes not in byte order
@@ -34,16 +39,29 @@ def _key(r: Row, org_keys: list[int]) -> tuple[object, ...]:
 
 
 def _encoded(
-    rows: list[Row], orgs: list[str], vectors: list[tuple[int, int, int]] = ()
+    rows: list[Row],
+    orgs: list[str],
+    vectors: list[tuple[int, int, int]] = (),
+    *,
+    one_blob: bool = False,
 ) -> EncodedAggregates:
     def col(i: int) -> np.ndarray:
         return np.asarray([r[i] for r in rows], np.int64).reshape(-1)
 
     vec = np.asarray(vectors, np.int64).reshape(-1, 3)
+    sketches = [sketch.sketch_of(r[6]) for r in rows]
+    blob = {}
+    if one_blob:  # backwards in the blob after 3 bytes of something else, as a fold's may be
+        at = np.cumsum([3] + [len(b) for b in reversed(sketches)])[:-1][::-1]
+        blob = dict(
+            sketches=b"xyz" + b"".join(reversed(sketches)),
+            sketch_start=np.asarray(at, np.int64).reshape(-1),
+            sketch_size=np.asarray([len(b) for b in sketches], np.int32).reshape(-1),
+        )
     return EncodedAggregates(
         orgs=orgs, sha256s=SHAS, verdicts=VERDICTS, day=col(0), org=col(1), sha256=col(2),
         model_version=col(3), verdict=col(4), count=col(5),
-        endpoints=[sketch.sketch_of(r[6]) for r in rows], first_seen_ms=col(7),
+        endpoints=() if one_blob else sketches, **blob, first_seen_ms=col(7),
         last_seen_ms=col(7) + 10, schema=SCHEMA, vectors=VECTORS, vec_org=vec[:, 0],
         vec_sha256=vec[:, 1], vec_index=vec[:, 2],
     )  # fmt: skip
@@ -90,11 +108,11 @@ row = st.tuples(
     st.integers(20_000, 20_002),
     st.integers(0, 1),
     st.integers(0, 3),
-    st.integers(1, 2),
+    st.sampled_from([1, 2, 2**40]),
     st.integers(0, 2),
-    st.integers(1, 50),
-    st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=80),
-    st.integers(0, 10**9),
+    st.integers(1, 2**40),
+    st.lists(st.integers(0, 2**64 - 1), max_size=80),  # no endpoint: an empty sketch
+    st.one_of(st.integers(0, 10**9), st.integers(-(2**63), 2**63 - 11)),  # +10: last seen
 )
 ref = st.tuples(st.integers(0, 1), st.integers(0, 3), st.integers(0, 2))
 
@@ -103,8 +121,11 @@ ref = st.tuples(st.integers(0, 1), st.integers(0, 3), st.integers(0, 2))
 @given(
     folds=st.lists(st.lists(row, min_size=1, max_size=12), min_size=1, max_size=4),
     refs=st.lists(st.lists(ref, max_size=6), min_size=4, max_size=4),
+    one_blob=st.booleans(),
 )
-def test_encoded_rows_write_what_the_column_path_writes(tmp_path_factory, folds, refs) -> None:
+def test_encoded_rows_write_what_the_column_path_writes(
+    tmp_path_factory, folds, refs, one_blob
+) -> None:
     where = tmp_path_factory.mktemp("enc")
     stores = [_open(str(where / "enc.sqlite")), _open(":memory:"), _open(str(where / "col.sqlite"))]
     try:
@@ -116,7 +137,7 @@ def test_encoded_rows_write_what_the_column_path_writes(tmp_path_factory, folds,
                     _columns(store, f"fold-{i}", rows, orgs, fold_refs)
                 else:
                     got = store.ingest_encoded(
-                        f"fold-{i}", "sim", _encoded(rows, orgs, fold_refs),
+                        f"fold-{i}", "sim", _encoded(rows, orgs, fold_refs, one_blob=one_blob),
                         now=NOW,
                     )  # fmt: skip
                     assert (got.duplicate, got.rows) == (False, len(rows))
@@ -209,3 +230,63 @@ def test_a_new_file_takes_the_page_size_and_an_existing_one_keeps_its_own(tmp_pa
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
     with pytest.raises(ValueError, match="power of two"):
         Store(tmp_path / "b.sqlite", page_size=1000)
+
+
+@given(
+    cols=st.integers(1, 12).flatmap(
+        lambda n: st.lists(
+            st.lists(
+                st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-5, 2**20)),
+                min_size=n,
+                max_size=n,
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+)
+def test_packed_words_give_back_every_column(cols) -> None:
+    arrays = [np.asarray(c, np.int64) for c in cols]
+    packed = pack(arrays)
+    assert len(packed.words) <= len(arrays)
+    assert all(w.dtype == np.int64 and w.size == arrays[0].size for w in packed.words)
+    for c, f in zip(arrays, packed.fields, strict=True):
+        w = [int(x) for x in packed.words[f.word]]
+        got = w if f.bits == 64 else [((x >> f.shift) & ((1 << f.bits) - 1)) + f.offset for x in w]
+        assert got == c.tolist()
+    narrow = sum((max(c) - min(c)).bit_length() <= 20 for c in cols)
+    assert len(packed.words) <= len(arrays) - narrow + (narrow + 2) // 3  # 3 narrow a word
+
+
+def test_pack_refuses_values_sqlite_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="64-bit"):
+        pack([np.asarray([2**63], np.uint64)])
+
+
+def test_the_staged_words_are_looked_up_by_rowid_not_scanned() -> None:
+    """carray's rowid has no index: a word joined to another carray would be scanned per row."""
+    conn = apsw.Connection(":memory:")
+    conn.execute(
+        "CREATE TABLE aggregates (day, org, sha256, model_version, shadow, verdict, count, "
+        "endpoints, first_seen_ms, last_seen_ms)"
+    )
+    wide = np.asarray([0, 2**61, -(2**62)], np.int64)  # each of these needs a word
+    packed = pack([np.arange(3), np.arange(3), np.zeros(3, np.int64), np.ones(3, np.int64),
+                   np.zeros(3, np.int64), np.arange(3), np.zeros(3, np.int64),
+                   np.zeros(3, np.int64), wide, wide])  # fmt: skip
+    assert len(packed.words) == 3
+    _fill_codes(conn, "fw_sha256", [b"s"])
+    _fill_codes(conn, "fw_verdict", ["allow"])
+    _stage_words(conn, packed)
+    sql = _packed_rows_sql(packed, 1, merge=False)
+    plan = [
+        r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, (apsw.carray(packed.words[0]), b""))
+    ]
+    assert plan[0].startswith("SCAN w0 VIRTUAL TABLE")
+    assert sorted(p.split(" USING")[0] for p in plan[1:]) == [
+        "SEARCH s", "SEARCH v", "SEARCH w1", "SEARCH w2"
+    ]  # fmt: skip
+    assert all("INTEGER PRIMARY KEY (rowid=?)" in p for p in plan[1:])
+    conn.execute(sql, (apsw.carray(packed.words[0], start=1), b""))
+    got = conn.execute("SELECT day, count, first_seen_ms, last_seen_ms FROM aggregates").fetchall()
+    assert got == [(1, 1, 2**61, 2**61), (2, 2, -(2**62), -(2**62))]
