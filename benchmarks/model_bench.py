@@ -1,6 +1,6 @@
 """Model figures on a real machine: FP rates on system folders never trained on, TPR, small files.
 
-Usage: python benchmarks/model_bench.py [--data DIR] [--max-files 3000] [FOLDER ...]
+Usage: python benchmarks/model_bench.py [--data DIR] [--max-files 3000] [--name-files N] [DIR ...]
 
 Builds the corpus and the v1/v2 bundles with the defaults `fleetward demo` uses (timing each
 step) into --data (a fresh temporary directory unless given; an existing one is reused and its
@@ -11,7 +11,8 @@ build times are not printed), then prints, with the machine's core count:
   evenly over the folder. Files under a training source (the Python installation, any
   --benign-dir) and files whose sha256 is in the corpus are left out, so every figure is on files
   the models never saw. Every file there is benign: each alert is a false positive. Goal: at most
-  0.1 % blocks and 1 % alerts.
+  0.1 % blocks and 1 % alerts. Each alerted file is named (score, path; up to --name-files per
+  folder and version), so a block can be traced to its file.
 - TPR at the block threshold on the held-out (test) split of synthetic malware: all, era 1,
   era 2. Goal: v2 >= 0.90, v1 >= 0.80, and v2 above v1 on era 2.
 - the verdict of `hello world`, an empty file, a 1-byte file, the README and the EICAR test
@@ -62,15 +63,15 @@ def _build(data: Path) -> dict[str, float]:
 
 def _folder_vectors(
     folder: str, max_files: int, skip_roots: list[str], known: set[str]
-) -> tuple[npt.NDArray[np.float32], int, int]:
-    """Vectors of up to `max_files` files spread over `folder`; (vectors, left out, unreadable)."""
+) -> tuple[npt.NDArray[np.float32], list[str], int, int]:
+    """Up to `max_files` files spread over `folder`: (vectors, paths, left out, unreadable)."""
     files = [p for p, early in iter_files([folder]) if early is None]
     inside = [p for p in files if not any(p == r or p.startswith(r + os.sep) for r in skip_roots)]
     left_out = len(files) - len(inside)
     if len(inside) > max_files:
         step = len(inside) / max_files
         inside = [inside[int(i * step)] for i in range(max_files)]
-    vectors, errors = [], 0
+    vectors, paths, errors = [], [], 0
     for p in inside:
         try:
             sha, data, size = read_sample(p, max_file_bytes=256 << 20)
@@ -81,20 +82,27 @@ def _folder_vectors(
             left_out += 1
             continue
         vectors.append(extract_features(data, total_size=size))
-    return np.stack(vectors), left_out, errors
+        paths.append(p)
+    return np.stack(vectors), paths, left_out, errors
 
 
-def _rates(model: LoadedModel, x: npt.NDArray[np.float32]) -> tuple[int, int]:
+def _alerts(
+    model: LoadedModel, x: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
+    """Per file: blocked, alerted (block or detect), and the score."""
     scores = model.scorer.score_batch(x)
     th = model.manifest.thresholds
     detect = th.detect if th.detect is not None else th.block
-    return int((scores >= th.block).sum()), int((scores >= min(detect, th.block)).sum())
+    return scores >= th.block, scores >= min(detect, th.block), scores
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=None, help="Corpus and bundles (built when missing).")
     ap.add_argument("--max-files", type=int, default=3000, help="Files per folder at most.")
+    ap.add_argument(
+        "--name-files", type=int, default=20, help="Alerted files named per folder and version."
+    )
     ap.add_argument("folders", nargs="*", default=list(FOLDERS))
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}")
@@ -120,10 +128,15 @@ def main() -> None:
             note = " (training sources inside it left out)"
         else:
             note = ""
-        x, left_out, errors = _folder_vectors(folder, args.max_files, sources, known)
-        parts = []
+        x, paths, left_out, errors = _folder_vectors(folder, args.max_files, sources, known)
+        parts, named = [], []
         for v, m in models.items():
-            blocks, alerts = _rates(m, x)
+            blocked, alerted, scores = _alerts(m, x)
+            blocks, alerts = int(blocked.sum()), int(alerted.sum())
+            named += [
+                f"  v{v} {'block' if blocked[i] else 'detect'} {scores[i]:.3f} {paths[i]}"
+                for i in np.flatnonzero(alerted)[: args.name_files]
+            ]
             parts.append(
                 f"v{v} blocks {blocks} ({100 * blocks / len(x):.2f} %), "
                 f"alerts {alerts} ({100 * alerts / len(x):.2f} %)"
@@ -132,6 +145,8 @@ def main() -> None:
             f"folder {folder}: {len(x)} files, {left_out} left out as seen in training,"
             f" {errors} unreadable{note}; " + "; ".join(parts)
         )
+        for line in named:
+            print(line)
     _tpr(corpus, models)
     _small_files(models)
 
