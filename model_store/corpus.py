@@ -13,7 +13,9 @@ installation fleetward runs in (`sys.base_prefix`, `sys.prefix`) and from any `b
 source folder (`SampleRecord.folder`), the unit that held-out evaluation keeps out of training
 whole. Synthetic benign families cover the everyday data an agent meets besides programs
 (`model_store._everyday`: tiny text files, logs, configuration, markup, source code, locale and
-time-zone data, fonts, images, archives).
+time-zone data, fonts, images, archives) and the package maintainer scripts a Debian-family
+machine holds by the hundred (`model_store._maintainer`), the last drawn after the plan from a
+stream of their own (`SUPPLEMENT_FAMILIES`), so adding them redrew no other sample.
 
 Every sample's `static-v1` vector is computed once by `agent.features` and cached beside the
 manifest (`features.static-v1.npy`, rows in manifest order).
@@ -22,6 +24,7 @@ manifest (`features.static-v1.npy`, rows in manifest order).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +37,7 @@ import numpy.typing as npt
 from agent.features import SCHEMA, extract_features
 from model_store import _synth as syn
 from model_store._everyday import EVERYDAY_BUILDERS
+from model_store._maintainer import maintainer_script
 from model_store._real import default_benign_dirs, is_native_binary, select_real_files
 from model_store._vocab import VOCAB
 from model_store.errors import CorpusError
@@ -43,6 +47,7 @@ __all__ = [
     "FIELD_ONLY_FAMILIES",
     "N_INHOUSE",
     "REAL_FAMILY",
+    "SUPPLEMENT_FAMILIES",
     "Corpus",
     "Family",
     "SampleRecord",
@@ -551,7 +556,13 @@ FAMILIES: tuple[Family, ...] = (
     Family("loader_v2", 1, 2, 12, _loader_v2),
     Family("elf_miner", 1, 2, 4, _elf_miner),
 )
-_BY_NAME = {f.name: f for f in FAMILIES}
+# Benign families added after the plan, from a stream of their own (`weight` is their share of
+# `size`): a family joins without redrawing any planned sample, so held-out malware and every
+# figure pinned on a seed's draw stay comparable before and after it joined.
+SUPPLEMENT_FAMILIES: tuple[Family, ...] = (
+    Family("maintainer_script", 0, 1, 0.04, maintainer_script),
+)
+_BY_NAME = {f.name: f for f in (*FAMILIES, *SUPPLEMENT_FAMILIES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,7 +629,11 @@ def make_corpus(
     benign_native_max: int = 1000,
     progress: Progress | None = None,
 ) -> Corpus:
-    """Generate `size` synthetic samples, add real benign files, and cache every vector.
+    """Generate `size` synthetic samples, add supplements and real benign files, cache vectors.
+
+    The `size` samples follow the family plan; each of `SUPPLEMENT_FAMILIES` then adds its
+    share of `size` from a stream of its own (seeded by `seed`), so they leave the plan's
+    draw as it was.
 
     Real benign files come from the Python installation (`python_benign`, on by default) and
     from each of `benign_dirs`: at most `benign_max` of them, `benign_per_folder` per folder,
@@ -649,10 +664,16 @@ def make_corpus(
         exclude=[root],
         native_max=benign_native_max,
     )
-    total = size + len(real)
-    for i, (fam, era, org) in enumerate(_plan(rng, size, era2_share)):
-        evasive = fam.label == 1 and rng.random() < EVASIVE_SHARE
-        data = _evasive(rng, fam.name) if evasive else fam.build(rng, org)
+    supplement_rng = np.random.default_rng([seed, 1])
+    supplement = [(f, 1, -1) for f in SUPPLEMENT_FAMILIES for _ in range(round(f.weight * size))]
+    total = size + len(supplement) + len(real)
+    # The plan is drawn lazily, between its samples' builds, as it always was.
+    for i, (fam, era, org) in enumerate(itertools.chain(_plan(rng, size, era2_share), supplement)):
+        if i < size:
+            evasive = fam.label == 1 and rng.random() < EVASIVE_SHARE
+            data = _evasive(rng, fam.name) if evasive else fam.build(rng, org)
+        else:
+            data = fam.build(supplement_rng, org)
         sha = hashlib.sha256(data).hexdigest()
         if sha not in seen:
             seen.add(sha)
@@ -680,7 +701,7 @@ def make_corpus(
             )
             vectors.append(extract_features(data))
         if progress:
-            progress(size + j + 1, total)
+            progress(size + len(supplement) + j + 1, total)
     feats = np.stack(vectors) if vectors else np.zeros((0, SCHEMA.vector_length), np.float32)
     with open(root / _MANIFEST, "w", encoding="utf-8") as fh:
         for r in records:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agent.features import FEATURE_NAMES, extract_features
+from model_store import corpus as corpus_module
 from model_store._everyday import EVERYDAY_BUILDERS
+from model_store._maintainer import maintainer_script
 from model_store._real import default_benign_dirs, select_real_files
 from model_store.corpus import REAL_FAMILY, load_corpus, make_corpus
 from model_store.errors import CorpusError
@@ -140,3 +144,33 @@ def test_real_folders_are_named_without_the_installation_s_location():
     assert {f.folder.split("/")[0] for f in picked} <= labels
     assert not any(f.folder.startswith("/") for f in picked)
     assert [f.folder for f in picked] == sorted(f.folder for f in picked)
+
+
+def test_maintainer_scripts_are_valid_sh_with_debhelper_sections_and_escaped_versions(tmp_path):
+    rng = np.random.default_rng(0)
+    scripts = [maintainer_script(rng, 0) for _ in range(200)]
+    for i, data in enumerate(scripts):
+        facts = extract_features(data)
+        assert facts[FEATURE_NAMES.index("script_sh")] == 1.0, data[:40]
+        path = tmp_path / f"s{i}"
+        path.write_bytes(data)
+        shell = "bash" if data.split(b"\n", 1)[0].endswith(b"bash") else "sh"
+        checked = subprocess.run([shell, "-n", str(path)], capture_output=True, check=False)
+        assert checked.returncode == 0, (checked.stderr, data.decode())
+    text = b"\n".join(scripts)
+    assert b"# Automatically added by dh_" in text and b"dpkg-maintscript-helper " in text
+    assert b"\\+" in text and b"\\~" in text  # dh_installdeb's escaped versions
+    sizes = sorted(len(s) for s in scripts)
+    assert sizes[10] < 400 and sizes[-10] > 1500  # a few lines up to a few KB
+    assert len(set(scripts)) == len(scripts)
+
+
+def test_supplement_families_join_without_redrawing_the_planned_samples(tmp_path, monkeypatch):
+    with_supplement = make_corpus(tmp_path / "a", seed=5, size=200, python_benign=False)
+    monkeypatch.setattr(corpus_module, "SUPPLEMENT_FAMILIES", ())
+    without = make_corpus(tmp_path / "b", seed=5, size=200, python_benign=False)
+    added = [r for r in with_supplement.records if r.family == "maintainer_script"]
+    assert len(added) == round(0.04 * 200) and all(r.label == 0 for r in added)
+    kept = [r for r in with_supplement.records if r.family != "maintainer_script"]
+    assert kept == list(without.records)
+    assert not any(r.family == "maintainer_script" for r in without.records)
