@@ -890,7 +890,11 @@ class Store(_StoreCommon):
         n = len(rows)
         if bulk is None:
             return self._ingest_encoded_by_row(key, endpoint_id, rows, org_keys, digests, now)
-        blob, start, size = rows.sketch_blob()
+        whole, start, size = rows.sketch_blob()
+        blob = memoryview(whole)
+        if n:  # SQLite copies a bound blob: bind only the bytes these rows' sketches span
+            lo = int(start.min())
+            blob, start = blob[lo : int((start + size).max())], start - lo
         packed = rows.packed(org_keys, start, size)
         refs, used_idx = rows.packed_refs(org_keys)
         used = sorted({(digests[i], rows.vectors[i]) for i in used_idx})
