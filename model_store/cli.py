@@ -35,7 +35,12 @@ def corpus() -> None:
     "--out", required=True, type=click.Path(file_okay=False), help="Empty output directory."
 )
 @click.option("--seed", default=7, show_default=True, help="Generator seed.")
-@click.option("--size", default=3000, show_default=True, help="Number of synthetic samples.")
+@click.option(
+    "--size",
+    default=3000,
+    show_default=True,
+    help="Synthetic samples drawn from the family plan (maintainer scripts add 4 % on top).",
+)
 @click.option(
     "--benign-dir",
     "benign_dirs",
