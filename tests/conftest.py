@@ -27,12 +27,16 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     location (`model_store._real`). FLEETWARD_TEST_CORPUS_SEED changes the synthetic seed, to
     see which assertions hold only for one draw.
 
-    Native binaries stay capped per folder like every other file (`benign_native_max=0`; the
-    shipped default takes up to 1,000 past the cap, and `tests/test_shipped_scenarios.py` and
-    `tests/model_store` pass on that corpus too). With them the transition fixture's draw
-    changes, and two of its statistical assertions fail on some draws
-    (`test_congruent_candidate_is_reported_beside_the_plain_one` at seed 3,
-    `test_prediction_matches_the_surge_the_rollout_produced` at seed 5): an open item.
+    Native binaries stay capped per folder like every other file (`benign_native_max=0`);
+    the shipped default takes up to 1,000 past the cap (148 more files here, about 1.5 s more
+    CPU for this fixture and the two models trained on it). FLEETWARD_TEST_NATIVE_MAX=1000 runs
+    the suite on that corpus. It is not the default because `tests/test_demo.py` then fails at
+    seed 3: its check that the demo's two-Poisson-rate test has power (a simulation a fifth
+    above or below the prediction must be refused at alpha 0.001) gives p = 0.012: with them
+    the demo's v2 makes fewer new false positives, and that test has fewer counts to work
+    with. The transition tests (`tests/backend/analysis/test_transition.py`) no longer need the
+    pin: their assertions are stated tests or hold by construction, and they passed on either
+    corpus at seeds 1-9.
     """
     seed = int(os.environ.get("FLEETWARD_TEST_CORPUS_SEED", "3"))
     return make_corpus(
@@ -41,7 +45,7 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         size=800,
         python_benign=False,
         benign_dirs=[sys.base_prefix],
-        benign_native_max=0,
+        benign_native_max=int(os.environ.get("FLEETWARD_TEST_NATIVE_MAX", "0")),
     )
 
 
