@@ -354,9 +354,9 @@ class InProcessLink:
         """Write folded rows (in the table's key order) as idempotent batches.
 
         In transactions of at most `_WRITE_CHUNK_ROWS` rows (`Store.ingest_encoded`: codes
-        into the org, sample and verdict tables, no object per row until the driver binds
-        it), each its own batch. The feature vectors of the (org, sample) pairs the rows
-        report wait for `write_vectors`. Returns the rows written.
+        into the org, sample and verdict tables, the sketches as the fold's one blob, no
+        Python object per row), each its own batch. The feature vectors of the (org, sample)
+        pairs the rows report wait for `write_vectors`. Returns the rows written.
         """
         rows.check()
         n_rows = len(rows)
