@@ -4,8 +4,9 @@ The suite runs a bounded version (`tests/backend/test_api_fuzz.py`, a dozen exam
 operation); this one runs hundreds per operation, each with every kind of bearer token (admin,
 enroll, endpoint) and none, against `python -m backend serve` on loopback, and counts every 5xx
 and every answer outside the document (undocumented status or content type, a body that does
-not match the schema generated from its response model). Prints one `name: value` per line;
-exits non-zero when any 5xx or violation was seen.
+not match the schema generated from its response model). `GET /v1/push` (a channel that lasts
+an hour) is fuzzed the same way but read only to its status and first bytes (`fuzz_push`).
+Prints one `name: value` per line; exits non-zero when any 5xx or violation was seen.
 
     .venv/bin/python benchmarks/api_fuzz_bench.py [--examples 300] [--msgpack 2000]
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 import msgpack
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,6 +66,7 @@ class Tally:
         self.examples = 0
         self.errors: list[str] = []
         self.violations: list[str] = []
+        self.push_statuses: dict[int, int] = {}  # GET /v1/push answers by status
 
 
 _CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -95,6 +98,72 @@ def fuzz_operation(
                 )
 
     run()
+
+
+# header values a client can send (Latin-1 without control characters) and query parameters
+# (requests refuses a value that starts with white space: stripped)
+_header_text = st.text(
+    st.characters(codec="latin-1", exclude_categories=("Cc",)), min_size=0, max_size=60
+).map(str.strip)
+_query = st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=4)
+_push_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        name: _header_text
+        for name in ("last-event-id", "accept", "cache-control", "if-none-match", "user-agent")
+    },
+)
+
+
+def fuzz_push(
+    operation: Any, tokens: dict[str, str], url: str, examples: int, tally: Tally
+) -> None:
+    """`GET /v1/push`: fuzzed query and headers, each answer read to its status and first bytes.
+
+    The document declares no parameter for it (the token is its only input), so schemathesis
+    alone would send one request again and again: random query parameters, the headers an SSE
+    client or a proxy sends (`Last-Event-ID`, `Accept`, ...) with random values, and a random
+    bearer token go with each case. The channel lasts an hour on `backend serve`, so
+    `case.call` (which reads the whole body) cannot be used: the request is streamed, the
+    status and the first chunk read (a 200 sends its `event: policy` at once), and the channel
+    closed. Counted as `fuzz_operation` counts: a 5xx is an error; a status the document does
+    not list, or a 200 that is not an event stream starting with the policy event, is an
+    answer outside the document.
+    """
+    documented = {str(code) for code in operation.definition.raw.get("responses", {})}
+    session = requests.Session()  # what `case.call` sends with: it sends what h11 would refuse
+
+    @settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(case=operation.as_strategy(), query=_query, extra=_push_headers, bogus=_header_text)
+    def run(case: Any, query: dict[str, str], extra: dict[str, str], bogus: str) -> None:
+        tally.examples += 1
+        for kind in (*tokens, "random", None):
+            headers = dict(extra)
+            if kind is not None:
+                headers["authorization"] = f"Bearer {tokens.get(kind, bogus)}"
+            kw = case.as_transport_kwargs(base_url=url, headers=headers)
+            kw["params"] = {**(kw.get("params") or {}), **query}
+            with session.request(**kw, stream=True, timeout=(10.0, 5.0)) as r:
+                first = next(r.iter_content(chunk_size=None), b"")
+            tally.requests += 1
+            tally.push_statuses[r.status_code] = tally.push_statuses.get(r.status_code, 0) + 1
+            what = f"GET /v1/push ({kind or 'no'} token): {r.status_code}"
+            if r.status_code >= 500:
+                tally.errors.append(f"{what} {first[:200]!r}")
+            elif str(r.status_code) not in documented:
+                tally.violations.append(f"{what}: status not in the document")
+            elif r.status_code == 200 and (
+                not r.headers.get("content-type", "").startswith("text/event-stream")
+                or not first.startswith(b"event: policy")
+            ):
+                tally.violations.append(f"{what}: {r.headers.get('content-type')} {first[:80]!r}")
+
+    try:
+        run()
+    finally:
+        session.close()
 
 
 msgpack_values = st.recursive(
@@ -191,12 +260,11 @@ def main() -> None:
                 rejected.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
                 continue
             path = operation.path
-            if path == "/v1/push":  # a channel lasts an hour on `backend serve`: the suite's
-                skipped.append(path)  # test_api_fuzz fuzzes it with a half-second lifetime
-                continue
             operations += 1
+            # a push channel lasts an hour on `backend serve`: read to its first bytes only
+            fuzz = fuzz_push if path == "/v1/push" else fuzz_operation
             try:
-                fuzz_operation(operation, tokens, url, args.examples, tally)
+                fuzz(operation, tokens, url, args.examples, tally)
             except Exception as exc:
                 if not type(exc).__module__.startswith("schemathesis"):
                     raise  # transport errors and the like: the server is in trouble
@@ -215,6 +283,8 @@ def main() -> None:
     for line in rejected:
         print(f"  rejected: {line}")
     print(f"examples: {tally.examples}")
+    by_status = " ".join(f"{k}={v}" for k, v in sorted(tally.push_statuses.items()))
+    print(f"push_requests_by_status: {by_status}")
     print(f"requests: {tally.requests}")
     print(f"server_errors_5xx: {len(tally.errors)}")
     for line in tally.errors[:10]:
