@@ -390,7 +390,12 @@ def _pts(x: float | None) -> str:
     type=click.Path(file_okay=False),
     help="Where the corpus, bundles and reports go (reused when present).",
 )
-@click.option("--size", default=3000, show_default=True, help="Synthetic samples in the corpus.")
+@click.option(
+    "--size",
+    default=3000,
+    show_default=True,
+    help="Synthetic samples drawn from the family plan (maintainer scripts add 4 % on top).",
+)
 @click.option("--endpoints", type=int, default=None, help="Simulated endpoints (default 8000).")
 def demo(out: str, size: int, endpoints: int | None) -> None:
     """Build corpus and v1/v2, simulate the v2 rollout, compare predicted vs simulated FPs.

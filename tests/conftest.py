@@ -18,7 +18,7 @@ NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    """800 synthetic samples (seed 3) plus real benign files of the base Python installation.
+    """800 synthetic samples (seed 3, plus 4 % maintainer scripts) and the base Python's real files.
 
     Not the virtualenv: its files hold the clone's own path (script shebangs, the editable
     install's finder) and whatever versions pip resolved that day, so the models, and every
