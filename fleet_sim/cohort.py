@@ -213,7 +213,8 @@ class CohortEngine:
         self.online = np.asarray(w.online(0.0)) & own
         self._flipped = np.zeros(n, bool)  # went on or off at this step's quarter
         self._flips = np.zeros(0, np.int64)
-        self._on_since = np.where(self.online, 0.0, np.nan)
+        # per-endpoint state below is kept for this engine's endpoints only (index - e_lo)
+        self._on_since = np.where(self.online[self.e_lo : self.e_hi], 0.0, np.nan)
         self._on_idx = np.flatnonzero(self.online)
         self._n_on = np.bincount(w.ep_org[self.online], minlength=w.n_orgs).astype(np.int64)
         self._checkins = 0
@@ -226,12 +227,9 @@ class CohortEngine:
             np.where(own, w.ep_spell_start, np.nan), np.where(own, w.ep_spell_end, np.nan)
         )
         never = float(2**40)
-        self._spell_q0 = np.where(
-            np.isfinite(w.ep_spell_start), np.rint(w.ep_spell_start / QUARTER_S), never
-        ).astype(np.int64)
-        self._spell_q1 = np.where(
-            np.isfinite(w.ep_spell_end), np.rint(w.ep_spell_end / QUARTER_S), never
-        ).astype(np.int64)
+        s0, s1 = w.ep_spell_start[self.e_lo : self.e_hi], w.ep_spell_end[self.e_lo : self.e_hi]
+        self._spell_q0 = np.where(np.isfinite(s0), np.rint(s0 / QUARTER_S), never).astype(np.int64)
+        self._spell_q1 = np.where(np.isfinite(s1), np.rint(s1 / QUARTER_S), never).astype(np.int64)
         # sample catalog, in the narrow dtype the pending events keep
         ns = np.int16 if w.catalog.size < 2**15 else np.int32
         self._narrow_sample = ns
@@ -347,9 +345,9 @@ class CohortEngine:
         self._flips = np.concatenate([went_on, went_off])
         self._flipped[self._flips] = True
         if went_off.size:
-            self._checkins += self._n_ci(went_off, self._on_since[went_off], t0)
-            self._on_since[went_off] = np.nan
-        self._on_since[went_on] = t0
+            self._checkins += self._n_ci(went_off, self._on_since[went_off - self.e_lo], t0)
+            self._on_since[went_off - self.e_lo] = np.nan
+        self._on_since[went_on - self.e_lo] = t0
         self.online[went_on] = True
         self.online[went_off] = False
         self._on_idx = np.flatnonzero(self.online[self.e_lo : self.e_hi]) + self.e_lo
@@ -368,7 +366,7 @@ class CohortEngine:
         nxt = np.full(eps.size, q + 1, np.int64)
         lap = ~w.ep_server[eps]
         shift = w.ep_shift_q[eps].astype(np.int64)
-        q0, q1 = self._spell_q0[eps], self._spell_q1[eps]
+        q0, q1 = self._spell_q0[eps - self.e_lo], self._spell_q1[eps - self.e_lo]
         for _ in range(3):
             nxt = np.where((q0 <= nxt) & (nxt < q1), q1, nxt)
             local = (nxt + shift) % _Q_PER_DAY
@@ -413,9 +411,10 @@ class CohortEngine:
         """Check-ins in [t0, t1) of endpoints that have news.
 
         Returns each endpoint's first switch time in the step (-inf: none, so every encounter
-        is after it) and the table it used before, or None when no endpoint switched.
+        is after it) and the table it used before, by index - `e_lo`, or None when no endpoint
+        switched.
         """
-        fleet, w = self.fleet, self.fleet.world
+        fleet = self.fleet
         link = fleet.link
         pub_v = np.asarray([v for v, _ in link.published], np.int64)
         pub_t = np.asarray([fleet.clock.seconds(when) for _, when in link.published])
@@ -431,12 +430,13 @@ class CohortEngine:
             if sw is None:
                 return
             if sw_time is None:
-                sw_time = np.full(w.n_endpoints, -np.inf)
-                sw_prev = np.zeros(w.n_endpoints, np.int32)
+                sw_time = np.full(self.e_hi - self.e_lo, -np.inf)
+                sw_prev = np.zeros(self.e_hi - self.e_lo, np.int32)
             ch, when, prev = sw
-            first = np.isneginf(sw_time[ch])  # keep each endpoint's first switch
-            sw_time[ch[first]] = when[first]
-            sw_prev[ch[first]] = prev[first]
+            k = ch - self.e_lo
+            first = np.isneginf(sw_time[k])  # keep each endpoint's first switch
+            sw_time[k[first]] = when[first]
+            sw_prev[k[first]] = prev[first]
 
         wake = self._push_due(t0, t1)
         if wake is not None:
@@ -566,9 +566,9 @@ class CohortEngine:
             self.pol[ch] = v[changed]
             self.tripped[ch] = False
             if self.breakers:
-                hit = np.zeros(self.fleet.world.n_endpoints, bool)
-                hit[ch] = True
-                for e in [e for e in self.breakers if hit[e]]:
+                hit = np.zeros(self.e_hi - self.e_lo, bool)
+                hit[ch - self.e_lo] = True
+                for e in [e for e in self.breakers if hit[e - self.e_lo]]:
                     del self.breakers[e]
             self._set_tables(ch, c[changed])
         for k, (_t_start, seen) in fleet.recorder.tracked.items():
@@ -709,9 +709,10 @@ class CohortEngine:
             tb = self._eff_tbl(ep)
             if sw is not None:
                 sw_time, sw_prev = sw
-                before = t < sw_time[ep]
+                k = ep - self.e_lo
+                before = t < sw_time[k]
                 if before.any():
-                    tb = np.where(before, sw_prev[ep], tb)
+                    tb = np.where(before, sw_prev[k], tb)
             verdict = self._V[tb, sample]
             blocks = np.flatnonzero(verdict == BLOCK_CODE)
             if blocks.size:
@@ -782,9 +783,9 @@ class CohortEngine:
         )  # fmt: skip
         self.tripped[tr] = True
         self._any_tripped = True
-        trip_t = np.full(fleet.world.n_endpoints, np.inf)
-        trip_t[tr] = list(trips.values())
-        after = np.flatnonzero(t > trip_t[ep])
+        trip_t = np.full(self.e_hi - self.e_lo, np.inf)
+        trip_t[tr - self.e_lo] = list(trips.values())
+        after = np.flatnonzero(t > trip_t[ep - self.e_lo])
         if after.size:
             tb[after] = self._twin[tb[after]]
             verdict[after] = self._V[tb[after], sample[after]]
@@ -902,7 +903,7 @@ class CohortEngine:
         """
         rec = self.fleet.recorder
         on = self._on_idx
-        self._checkins += self._n_ci(on, self._on_since[on], t)
+        self._checkins += self._n_ci(on, self._on_since[on - self.e_lo], t)
         rec.count("checkins", self._checkins)
         rec.count("checkins_failed", self._checkins_failed)
         due, self._due_next = self._due_next, []
