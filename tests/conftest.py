@@ -36,7 +36,9 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     the demo's v2 makes fewer new false positives, and that test has fewer counts to work
     with. The transition tests (`tests/backend/analysis/test_transition.py`) no longer need the
     pin: their assertions are stated tests or hold by construction, and they passed on either
-    corpus at seeds 1-9.
+    corpus at seeds 1-9. On the native corpus at seed 3, `tests/model_store`, `tests/fleet_sim`,
+    `tests/backend/analysis`, the shipped scenarios, dogfood and the CLI end-to-end tests pass
+    (Dec 2 2026): `test_demo` is the one that holds the pin.
     """
     seed = int(os.environ.get("FLEETWARD_TEST_CORPUS_SEED", "3"))
     return make_corpus(
