@@ -50,7 +50,7 @@ __all__ = [
     "split_policy",
 ]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -65,7 +65,7 @@ class ListEntry:
     expires_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
-        if not _SHA256.match(self.sha256):
+        if not _SHA256.fullmatch(self.sha256):
             raise ValueError(f"not a lower-case hex sha256: {self.sha256!r}")
         if self.created_at.tzinfo is None or (self.expires_at and self.expires_at.tzinfo is None):
             raise ValueError("list entry times must be timezone-aware")
