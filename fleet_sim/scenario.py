@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.policy import Ring
 from fleet_sim.errors import ScenarioError
 
 __all__ = [
@@ -195,7 +196,7 @@ class SetRing(_ActionBase):
 
     do: Literal["set_ring"]
     orgs: tuple[str, ...] = Field(min_length=1)
-    ring: Literal["preview", "staged", "broad", "delayed"]
+    ring: Ring
     delay_hours: float = Field(default=0.0, ge=0, le=8784)
 
 
@@ -337,7 +338,7 @@ class RolloutOutcome(_OutcomeBase):
     halted_orgs: Literal["any", "protector"] | None = None
     rolled_back: bool | None = None
     halt_reach_minutes: float | None = None
-    halted_in_ring: Literal["preview", "staged", "broad", "delayed"] | None = None
+    halted_in_ring: Ring | None = None
     at_least: float = 0.99
 
 
@@ -349,7 +350,7 @@ class RingExposure(_OutcomeBase):
 
     check: Literal["ring_exposure"]
     version: int
-    rings: tuple[Literal["preview", "staged", "broad", "delayed"], ...] = Field(min_length=1)
+    rings: tuple[Ring, ...] = Field(min_length=1)
     outside: bool = False
     at_least: float | None = None
     at_most: float | None = None
