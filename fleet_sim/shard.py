@@ -367,6 +367,7 @@ class _Shards:
     _tally: ArmDayTally | None = None
     _tally_gen: int = 0
     _events: int = field(default=0)
+    _closed: bool = False
 
     def __post_init__(self) -> None:
         self._docs_sent = len(self.fleet.link.published)
@@ -400,6 +401,10 @@ class _Shards:
         return [d.recv() for d in self.drivers]
 
     def close(self) -> None:
+        """Stop every shard (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         for d in self.drivers:
             d.close()
 
@@ -556,6 +561,7 @@ def run_cohort(
         env.process(hourly())
         env.run(until=horizon + 1e-6)
         results: list[ShardResult] = shards.call("finish", horizon)
+        shards.close()  # the workers' memory goes before the last rows are joined and written
         fold([r.rows for r in results], horizon)
         writer.join()
         merge_records(fleet.recorder, results)
