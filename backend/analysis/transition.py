@@ -263,6 +263,8 @@ class _OrgRows:
         order = np.argsort(idx, kind="stable")
         counts = np.bincount(idx, minlength=len(pairs.org_days))
         starts = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
+        if pairs.samples is not None and pairs.sample_index is not None:
+            return cls(idx, order.astype(np.intp), starts, pairs.samples, pairs.sample_index)
         code: dict[str, int] = {}
         sample_index = np.fromiter(
             (code.setdefault(s, len(code)) for s in pairs.sha256s), np.intp, len(pairs.sha256s)
@@ -325,8 +327,18 @@ def _alerts(
         rows = by_org.rows(orgs)
         ok = rows[scored[rows]]
         codes[ok] = decide_batch(ctx, by_org.samples, by_org.sample_index[ok], scores[ok])
-        for i in rows[~scored[rows]].tolist():
-            codes[i] = VERDICTS.index(decide(pairs.sha256s[i], None, ctx).verdict)
+        unscored = rows[~scored[rows]]
+        if len(unscored):  # without a score the verdict depends on the sample only
+            present, inverse = np.unique(by_org.sample_index[unscored], return_inverse=True)
+            per_sample = np.fromiter(
+                (
+                    VERDICTS.index(decide(by_org.samples[j], None, ctx).verdict)
+                    for j in present.tolist()
+                ),
+                np.int8,
+                len(present),
+            )
+            codes[unscored] = per_sample[inverse.reshape(-1)]
     return _ALERT_BY_CODE[codes], _BLOCK_BY_CODE[codes]
 
 
@@ -567,14 +579,16 @@ def predict_transition(
         s_old, s_new = _score_pairs(pairs, vec_old, old), _score_pairs(pairs, vec_new, new)
         s_cong = _score_pairs(pairs, vec_old, cong) if cong else None
         without_vectors = len(set(keys) - set(vec_old))
-    label_of = {s: book.label_as_of(s, now, corrected=corrected_labels) for s in set(pairs.sha256s)}
-    labels = [label_of[s] for s in pairs.sha256s]
+    by_sample = _OrgRows.of(pairs)  # each distinct sample's label is looked up once
+    labels = [book.label_as_of(s, now, corrected=corrected_labels) for s in by_sample.samples]
+    mal_of = np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool)
+    benign_of = np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool)
     scores = _PairScores(
         *s_old,
         *s_new,
         s_cong,
-        malicious=np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool),
-        benign=np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool),
+        malicious=mal_of[by_sample.sample_index],
+        benign=benign_of[by_sample.sample_index],
         without_vectors=without_vectors,
     )
     no_shadow = cols is not None and not cols.has_shadow_rows(
@@ -595,6 +609,7 @@ def predict_transition(
         now=now,
         fp_budget_per_day=fp_budget_per_day,
         allowlist_ttl=allowlist_ttl,
+        by_org=by_sample,
     )
 
 
@@ -631,8 +646,12 @@ def _report(
     now: dt.datetime,
     fp_budget_per_day: float,
     allowlist_ttl: dt.timedelta,
+    by_org: _OrgRows | None = None,
 ) -> TransitionReport:
-    """Decisions, per-org and fleet figures from scored pairs: what every engine shares."""
+    """Decisions, per-org and fleet figures from scored pairs: what every engine shares.
+
+    `by_org` is `_OrgRows.of(pairs)` when the caller has it already.
+    """
     schema_changed = _schema_changed(old, new)
     s_old, ok_old, s_new, ok_new = scores.old, scores.ok_old, scores.new, scores.ok_new
     malicious, benign = scores.malicious, scores.benign
@@ -640,7 +659,7 @@ def _report(
     ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
     ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
     scored = ok_old & ok_new
-    by_org = _OrgRows.of(pairs)
+    by_org = by_org if by_org is not None else _OrgRows.of(pairs)
     old_alert, _ = _alerts(pairs, s_old, scored, ctx_old, by_org)
     new_alert, new_block = _alerts(pairs, s_new, scored, ctx_new, by_org)
     s = _Scored(old_alert, new_alert, new_block, scored, malicious, benign)
@@ -723,7 +742,7 @@ def _report(
         schema_changed=schema_changed,
         recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
         recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
-        samples_scored=len({pairs.sha256s[i] for i in np.flatnonzero(scored).tolist()}),
+        samples_scored=len(np.unique(by_org.sample_index[scored])),
         samples_without_vectors=scores.without_vectors,
         sweep=sweep,
         fp_budget_per_day=fp_budget_per_day,

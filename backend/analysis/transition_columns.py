@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +70,9 @@ class OrgSamplePairs:
 
     `sketches` holds each pair's merged endpoint sketch; a loader may instead give
     `sketch_reader`, which returns the sketches of the pairs asked for (only negatively
-    flipped pairs ever need one). `org_index` (each pair's position in `org_days`) is derived
-    when the loader leaves it out.
+    flipped pairs ever need one). `org_index` (each pair's position in `org_days`) and
+    `samples`/`sample_index` (the distinct samples and each pair's) are derived when the loader
+    leaves them out; a loader that has them saves a pass over every pair.
     """
 
     org_ids: tuple[str, ...]
@@ -80,6 +82,9 @@ class OrgSamplePairs:
     org_days: tuple[tuple[str, int], ...]
     sketch_reader: Callable[[npt.NDArray[np.intp]], list[bytes]] | None = None
     org_index: npt.NDArray[np.intp] | None = None
+    samples: tuple[str, ...] | None = None
+    """Each distinct sample once; with `sample_index`, `sha256s[i] == samples[sample_index[i]]`."""
+    sample_index: npt.NDArray[np.intp] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,24 +141,37 @@ class PairColumns:
         want = self.org_keys * n_samples + self.sample_rank
         order = np.argsort(want, kind="stable")
         sorted_want = want[order]
+        rank_get = rank.get
         distinct: dict[bytes, int] = {}
-        keys: list[int] = []
-        which: list[int] = []
         sql = "SELECT org, sha256, digest FROM org_vectors WHERE schema = ?"
         args: list[object] = [schema]
         if self.org_key is not None:
             sql += " AND org = ?"
             args.append(self.org_key)
         found: dict[bytes, bytes] = {}
+        key_parts: list[npt.NDArray[np.int64]] = []
+        which_parts: list[npt.NDArray[np.int64]] = []
         with _connect(self.path) as conn:
             cur = conn.execute(sql, args)
             while chunk := cur.fetchmany(_CHUNK):
-                for org, sha, digest in chunk:
-                    r = rank.get(sha)
-                    if r is not None:
-                        keys.append(org * n_samples + r)
-                        which.append(distinct.setdefault(digest, len(distinct)))
-            digests = list(distinct)
+                # columns of the chunk, converted in C (no Python statement per row)
+                orgs_c, shas_c, digests_c = zip(*chunk, strict=True)
+                r = np.fromiter(map(rank_get, shas_c, repeat(-1)), np.int64, len(chunk))
+                for d in dict.fromkeys(digests_c):
+                    distinct.setdefault(d, len(distinct))
+                w = np.fromiter(map(distinct.__getitem__, digests_c), np.int64, len(chunk))
+                ok = r >= 0  # a reference to a sample no pair holds is skipped
+                key_parts.append(np.fromiter(orgs_c, np.int64, len(chunk))[ok] * n_samples + r[ok])
+                which_parts.append(w[ok])
+            empty = np.zeros(0, dtype=np.int64)
+            keys = np.concatenate(key_parts) if key_parts else empty
+            codes = np.concatenate(which_parts) if which_parts else empty
+            by_code = list(distinct)
+            referenced = np.unique(codes)  # digests a pair's sample refers to, read once each
+            digests = [by_code[j] for j in referenced.tolist()]
+            renumber_refs = np.full(len(by_code), -1, dtype=np.int64)
+            renumber_refs[referenced] = np.arange(len(referenced))
+            which = renumber_refs[codes]
             for i in range(0, len(digests), 500):
                 part = digests[i : i + 500]
                 marks = ",".join("?" * len(part))
@@ -167,12 +185,11 @@ class PairColumns:
         present = np.asarray([d in found for d in digests], dtype=bool)
         renumber = np.where(present, np.cumsum(present) - 1, -1).astype(np.int64)
         pos = np.full(len(want), -1, dtype=np.int64)
-        if keys:
-            k = np.asarray(keys, dtype=np.int64)
-            at = np.searchsorted(sorted_want, k)
+        if len(keys):
+            at = np.searchsorted(sorted_want, keys)
             hit = at < len(sorted_want)
-            hit[hit] = sorted_want[at[hit]] == k[hit]
-            pos[order[at[hit]]] = renumber[np.asarray(which, dtype=np.int64)[hit]]
+            hit[hit] = sorted_want[at[hit]] == keys[hit]
+            pos[order[at[hit]]] = renumber[which[hit]]
         vectors = [bytes(found[d]) for d in digests if d in found]
         return pos, decode_vectors(vectors, length)
 
@@ -246,7 +263,7 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
             else:
                 org_key = int(row[0])
         sql = (
-            "SELECT o.org_id, a.org, a.sha256, sum(a.count), min(a.day), max(a.day) "
+            "SELECT a.org, a.sha256, sum(a.count), min(a.day), max(a.day) "
             "FROM aggregates a JOIN orgs o ON o.id = a.org "
             "WHERE a.shadow = 0 AND a.first_seen_ms < ?"
         )
@@ -255,51 +272,58 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
             sql += " AND a.org = ?"
             args.append(org_key)
         cur = conn.execute(sql + " GROUP BY o.org_id, a.sha256 ORDER BY o.org_id, a.sha256", args)
-        names: dict[str, str] = {}
-        hexes: dict[bytes, str] = {}
-        org_ids: list[str] = []
-        sha256s: list[str] = []
-        raw_shas: list[bytes] = []
-        keys: list[int] = []
-        counts: list[int] = []
-        lo: list[int] = []
-        hi: list[int] = []
+        code: dict[bytes, int] = {}  # raw sha256 -> code in order of first sight
+        key_parts: list[npt.NDArray[np.int64]] = []
+        code_parts: list[npt.NDArray[np.int64]] = []
+        count_parts: list[npt.NDArray[np.int64]] = []
+        lo_parts: list[npt.NDArray[np.int64]] = []
+        hi_parts: list[npt.NDArray[np.int64]] = []
         while chunk := cur.fetchmany(_CHUNK):
-            for org_id, key, sha, count, d0, d1 in chunk:
-                org_ids.append(names.setdefault(org_id, org_id))
-                h = hexes.get(sha)
-                if h is None:
-                    h = hexes[sha] = sha.hex()
-                sha256s.append(h)
-                raw_shas.append(sha)
-                keys.append(key)
-                counts.append(count)
-                lo.append(d0)
-                hi.append(d1)
-    n = len(org_ids)
-    samples = tuple(sorted(hexes))
-    rank = {s: i for i, s in enumerate(samples)}
-    sample_rank = np.fromiter((rank[s] for s in raw_shas), np.int64, n)
-    del raw_shas
-    org_keys = np.asarray(keys, dtype=np.int64)
+            # columns of the chunk, converted in C (no Python statement per row)
+            keys_c, shas_c, counts_c, lo_c, hi_c = zip(*chunk, strict=True)
+            for sha in dict.fromkeys(shas_c):
+                code.setdefault(sha, len(code))
+            m = len(chunk)
+            key_parts.append(np.fromiter(keys_c, np.int64, m))
+            code_parts.append(np.fromiter(map(code.__getitem__, shas_c), np.int64, m))
+            count_parts.append(np.fromiter(counts_c, np.int64, m))
+            lo_parts.append(np.fromiter(lo_c, np.int64, m))
+            hi_parts.append(np.fromiter(hi_c, np.int64, m))
+        name_of = dict(conn.execute("SELECT id, org_id FROM orgs").fetchall())
+
+    def cat(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    org_keys, first_code, counts = cat(key_parts), cat(code_parts), cat(count_parts)
+    lo, hi = cat(lo_parts), cat(hi_parts)
+    n = len(org_keys)
+    samples = tuple(sorted(code))
+    by_first = list(code)
+    rank_of_code = np.fromiter(
+        map({s: i for i, s in enumerate(samples)}.__getitem__, by_first), np.int64, len(by_first)
+    )
+    sample_rank = rank_of_code[first_code] if n else np.zeros(0, dtype=np.int64)
+    hexes = tuple(s.hex() for s in samples)
     first = np.ones(n, dtype=bool)
     if n:
         first[1:] = org_keys[1:] != org_keys[:-1]
     starts = np.flatnonzero(first)
     org_index = (np.cumsum(first) - 1).astype(np.intp)
-    days_lo = np.minimum.reduceat(np.asarray(lo, dtype=np.int64), starts) if n else lo
-    days_hi = np.maximum.reduceat(np.asarray(hi, dtype=np.int64), starts) if n else hi
+    days_lo = np.minimum.reduceat(lo, starts) if n else lo
+    days_hi = np.maximum.reduceat(hi, starts) if n else hi
+    org_names = [str(name_of[int(k)]) for k in org_keys[starts].tolist()]
     org_days = tuple(
-        (org_ids[s], int(b) - int(a) + 1)
-        for s, a, b in zip(starts.tolist(), days_lo, days_hi, strict=True)
+        (o, int(b) - int(a) + 1) for o, a, b in zip(org_names, days_lo, days_hi, strict=True)
     )
     pairs = OrgSamplePairs(
-        org_ids=tuple(org_ids),
-        sha256s=tuple(sha256s),
-        counts=np.asarray(counts, dtype=np.int64),
+        org_ids=tuple(map(org_names.__getitem__, org_index.tolist())),
+        sha256s=tuple(map(hexes.__getitem__, sample_rank.tolist())),
+        counts=counts,
         sketches=(),
         org_days=org_days,
         sketch_reader=_sketch_reader(path, until_ms, org_keys, sample_rank, samples),
         org_index=org_index,
+        samples=hexes,
+        sample_index=sample_rank.astype(np.intp),
     )
     return PairColumns(pairs, path, org_keys, sample_rank, samples, org_key)

@@ -1,0 +1,116 @@
+"""The transition prediction alone, on the store a simulated run holds at its rollout start.
+
+Inside `sim_bench.py --predict` the prediction (`backend.analysis.transition.predict_transition`)
+runs on the coordinator while the shards wait, so its CPU is on the run's critical path. Timing
+it inside the run mixes it with the simulation and the fold writer; this bench captures the store
+at the moment the simulator calls the prediction (a SQLite backup of the file plus the call's
+arguments), then times the call alone on that copy, as often as asked, and prints a digest of the
+report's JSON so two trees can be checked to give the same report.
+
+Usage:
+  .venv/bin/python benchmarks/transition_bench.py capture DIR [--endpoints 1000000] [--days 30]
+  .venv/bin/python benchmarks/transition_bench.py time DIR [--repeat 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import hashlib
+import json
+import os
+import pstats
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sim_bench  # noqa: E402
+
+from backend.store import Store  # noqa: E402
+from fleet_sim.run import ensure_assets, run_scenario  # noqa: E402
+from fleet_sim.scenario import scenario_from_dict  # noqa: E402
+
+
+class _Captured(Exception):
+    """Raised out of the run once the store is captured (the rest of the run is not needed)."""
+
+
+def capture(out: Path, endpoints: int, orgs: int, days: float, data: Path, workers: int) -> None:
+    import backend.analysis.transition as mod
+
+    out.mkdir(parents=True, exist_ok=True)
+
+    def grab(store: Store, old: Path, new: Path, *, now: dt.datetime, **kw: object) -> None:
+        with sqlite3.connect(store.path) as src, sqlite3.connect(out / "store.sqlite") as dst:
+            src.backup(dst)
+        meta = {"old": str(old), "new": str(new), "now": now.isoformat(), "kw": sorted(kw)}
+        (out / "call.json").write_text(json.dumps(meta))
+        raise _Captured
+
+    mod.predict_transition = grab  # type: ignore[assignment]
+    corpus, bundles = ensure_assets(data, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    sc = scenario_from_dict(sim_bench.scenario(endpoints, orgs, days, 1.0, True))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp, workers=workers)
+        except _Captured:
+            print(f"captured: {out / 'store.sqlite'} ({(out / 'store.sqlite').stat().st_size:,} B)")
+            return
+    raise SystemExit("the run made no prediction")
+
+
+def time_call(src: Path, repeat: int, profile: bool) -> None:
+    from backend.analysis.transition import predict_transition
+
+    meta = json.loads((src / "call.json").read_text())
+    store = Store(str(src / "store.sqlite"))
+    now = dt.datetime.fromisoformat(meta["now"])
+    for _ in range(repeat):
+        prof = cProfile.Profile(time.process_time) if profile else None
+        t, c = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
+        report = predict_transition(store, Path(meta["old"]), Path(meta["new"]), now=now)
+        if prof:
+            prof.disable()
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        digest = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
+        print(
+            f"transition_prediction_alone: {wall:.2f} s wall, cpu {cpu:.2f} s, "
+            f"load {os.getloadavg()[0]:.1f}, report sha256 {digest[:16]}",
+            flush=True,
+        )
+        if prof:
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
+            prof = None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("capture")
+    c.add_argument("dir", type=Path)
+    c.add_argument("--endpoints", type=int, default=1_000_000)
+    c.add_argument("--orgs", type=int, default=1000)
+    c.add_argument("--days", type=float, default=30)
+    c.add_argument("--data", type=Path, default=Path("fleetward-data"))
+    c.add_argument("--workers", type=int, default=2)
+    t = sub.add_parser("time")
+    t.add_argument("dir", type=Path)
+    t.add_argument("--repeat", type=int, default=1)
+    t.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    print(f"cores: {os.cpu_count()}")
+    if args.cmd == "capture":
+        capture(args.dir, args.endpoints, args.orgs, args.days, args.data, args.workers)
+    else:
+        time_call(args.dir, args.repeat, args.profile)
+
+
+if __name__ == "__main__":
+    main()

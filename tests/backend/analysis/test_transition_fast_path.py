@@ -1,0 +1,94 @@
+"""The prediction's batch decisions and per-sample shortcuts equal the plain per-pair ones.
+
+`backend.analysis.transition` decides every (org, sample) pair through `decide_batch` (one
+`decide` per distinct case), decides unscored pairs once per distinct sample, and takes the
+distinct samples from the bulk read when it has them. Here, on random pairs, orgs, contexts,
+list memberships and missing scores, the flags it derives equal `agent.decision.decide` called
+pair by pair, whether or not the read supplied the sample codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.decision import DENY_VERDICTS, DecisionContext, Mode, decide
+from backend.analysis.transition import _alerts, _OrgRows
+from backend.analysis.transition_columns import OrgSamplePairs
+
+_SHAS = [f"{i:064x}" for i in range(12)]
+_Case = tuple[
+    OrgSamplePairs,
+    OrgSamplePairs,
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+    dict[str, DecisionContext],
+]
+
+
+@st.composite
+def _cases(draw: st.DrawFn) -> _Case:
+    n_orgs = draw(st.integers(1, 5))
+    orgs = [f"org-{k}" for k in range(n_orgs)]
+    keys = sorted(
+        draw(
+            st.sets(
+                st.tuples(st.sampled_from(orgs), st.sampled_from(_SHAS)), min_size=1, max_size=40
+            )
+        )
+    )
+    seen = sorted({o for o, _ in keys})
+    n = len(keys)
+    grid = [0.0, 0.2, 0.5, 0.7, 0.9, 1.0]
+    scores = np.asarray(draw(st.lists(st.sampled_from(grid), min_size=n, max_size=n)))
+    scored = np.asarray(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+    subset = st.frozensets(st.sampled_from(_SHAS), max_size=4)
+    ctx_pool = [
+        DecisionContext(
+            block_threshold=draw(st.sampled_from(grid)),
+            detect_threshold=draw(st.sampled_from([None, *grid])),
+            mode=draw(st.sampled_from(list(Mode))),
+            allowlist=draw(subset),
+            blocklist=draw(subset),
+        )
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    contexts = {o: draw(st.sampled_from(ctx_pool)) for o in seen}
+    org_ids = tuple(o for o, _ in keys)
+    sha256s = tuple(s for _, s in keys)
+    org_days = tuple((o, 1) for o in seen)
+    counts = np.ones(n, dtype=np.int64)
+    plain = OrgSamplePairs(org_ids, sha256s, counts, (), org_days)
+    samples = tuple(sorted(set(sha256s), reverse=True))  # any table order will do
+    index = np.asarray([samples.index(s) for s in sha256s], dtype=np.intp)
+    coded = OrgSamplePairs(
+        org_ids, sha256s, counts, (), org_days, samples=samples, sample_index=index
+    )
+    return plain, coded, scores, scored, contexts
+
+
+@settings(max_examples=150, deadline=None)
+@given(_cases())
+def test_batch_decisions_equal_decide_pair_by_pair(case: _Case) -> None:
+    plain, coded, scores, scored, contexts = case
+    want_alert, want_block = [], []
+    for i, (org, sha) in enumerate(zip(plain.org_ids, plain.sha256s, strict=True)):
+        v = decide(sha, float(scores[i]) if scored[i] else None, contexts[org]).verdict
+        want_alert.append(v.is_alert)
+        want_block.append(v in DENY_VERDICTS)
+    for pairs in (plain, coded):
+        alert, block = _alerts(pairs, scores, scored, contexts, _OrgRows.of(pairs))
+        assert alert.tolist() == want_alert
+        assert block.tolist() == want_block
+
+
+@settings(max_examples=80, deadline=None)
+@given(_cases())
+def test_supplied_sample_codes_name_the_same_samples_as_derived_ones(case: _Case) -> None:
+    plain, coded, *_ = case
+    a, b = _OrgRows.of(plain), _OrgRows.of(coded)
+    assert [a.samples[j] for j in a.sample_index] == list(plain.sha256s)
+    assert [b.samples[j] for j in b.sample_index] == list(plain.sha256s)
+    assert a.index.tolist() == b.index.tolist() and a.order.tolist() == b.order.tolist()
