@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+
 import numpy as np
 import pytest
 
@@ -11,8 +14,10 @@ from model_store.train import (
     PARITY_TOLERANCE,
     calibrate_threshold,
     evaluate,
+    recipe_for_version,
     split_of,
     strictest_threshold,
+    train_model,
 )
 
 
@@ -128,3 +133,18 @@ def test_real_files_are_split_by_folder_synthetic_by_sample(small_corpus):
     assert len(by_folder) >= 10
     assert all(len(s) == 1 for s in by_folder.values())  # leave-folder-out
     assert {next(iter(s)) for s in by_folder.values()} == {"train", "calib", "test"}
+
+
+def test_min_samples_leaf_reaches_the_trees(small_corpus, tmp_path):
+    """The leaf bound is the recipe's (20 by default); one above half the training set allows no
+    split, so every tree is a single leaf and the exported model scores every vector alike."""
+    assert recipe_for_version(1).min_samples_leaf == recipe_for_version(2).min_samples_leaf == 20
+    n = len(small_corpus.records)
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    scores = {}
+    for leaf in (1, n):
+        recipe = dataclasses.replace(recipe_for_version(1), n_estimators=5, min_samples_leaf=leaf)
+        result = train_model(small_corpus, recipe, tmp_path / f"leaf{leaf}", now=now)
+        assert result.manifest.extra["recipe"]["min_samples_leaf"] == leaf
+        scores[leaf] = load_bundle(result.bundle_dir).scorer.score_batch(small_corpus.features)
+    assert np.ptp(scores[n]) < 1e-6 < np.ptp(scores[1])
