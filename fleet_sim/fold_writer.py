@@ -44,6 +44,7 @@ from fleet_sim.fold import FoldedRows
 
 __all__ = [
     "PROCESS_MIN_ENDPOINTS",
+    "STORE_BUSY_TIMEOUT_MS",
     "FoldWriter",
     "FoldWriterError",
     "InlineFoldWriter",
@@ -52,6 +53,11 @@ __all__ = [
 ]
 
 PROCESS_MIN_ENDPOINTS = 200_000  # below this a fold takes well under a second: stay inline
+# The coordinator's store and the writer process's take turns on one file: a day's write holds
+# the write lock for seconds on a loaded machine, and the coordinator's policy change (a kill
+# switch at 1M endpoints) failed with "database is locked" at the server's 5 s. Both sides
+# belong to one run, so the wait is bounded by the other's write, not by a client's patience.
+STORE_BUSY_TIMEOUT_MS = 600_000
 _COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last", "start", "size")
 
 
@@ -123,7 +129,12 @@ def _serve(setup: Path) -> None:
     with np.load(setup / "arrays.npz") as arrays:
         features = arrays["features"]
     link = InProcessLink(
-        Store(meta["db"], synchronous="NORMAL", autocheckpoint=False),
+        Store(
+            meta["db"],
+            synchronous="NORMAL",
+            autocheckpoint=False,
+            busy_timeout_ms=STORE_BUSY_TIMEOUT_MS,
+        ),
         tuple(meta["org_names"]),
         features,
         tuple(meta["sha256"]),

@@ -425,7 +425,11 @@ class Store(_StoreCommon):
     """The backend's state in one SQLite file (or `:memory:`).
 
     `page_size` (bytes) applies only when the file is new: the simulator's scratch store,
-    written in bulk, uses 16 KiB pages; the backend keeps SQLite's default.
+    written in bulk, uses 16 KiB pages; the backend keeps SQLite's default. `busy_timeout_ms`
+    is how long a write waits for another connection's write lock before it fails with
+    "database is locked": 5 s suits a server answering requests; the simulator's coordinator
+    and its fold writer process take turns on one file, and a day's write under load can hold
+    the lock longer than that, so they wait longer.
     """
 
     def __init__(
@@ -436,6 +440,7 @@ class Store(_StoreCommon):
         tracer: Callable[[str, object], None] | None = None,
         autocheckpoint: bool = True,
         page_size: int | None = None,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
@@ -443,7 +448,10 @@ class Store(_StoreCommon):
             page_size < 512 or page_size > 65536 or page_size & (page_size - 1)
         ):
             raise ValueError("page_size must be a power of two from 512 to 65536")
+        if busy_timeout_ms < 0:
+            raise ValueError("busy_timeout_ms must be >= 0")
         self.path = str(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.create_function("fw_merge", 2, sketch.merge, deterministic=True)
         if tracer is not None:  # sees every statement run (sqlite-utils' tracer habit)
@@ -456,7 +464,7 @@ class Store(_StoreCommon):
             conn.execute(f"PRAGMA page_size={page_size}")  # append ~15 % faster at 16 KiB
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         conn.execute("PRAGMA cache_size=-65536")
         self._autocheckpoint = autocheckpoint
         if not autocheckpoint:  # another connection calls `checkpoint` (see its docstring)
@@ -1007,7 +1015,7 @@ class Store(_StoreCommon):
             self.path in (":memory:", "") or self.path.startswith("file::memory:")
         ):
             conn = apsw.Connection(self.path)
-            conn.set_busy_timeout(5000)
+            conn.set_busy_timeout(self._busy_timeout_ms)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA temp_store=MEMORY")  # the packed rows' staging tables
