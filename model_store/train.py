@@ -200,6 +200,12 @@ def _to_onnx(model: object, n_features: int) -> bytes:
         options={id(model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
+    # skl2onnx lists the opsets in a set's order, which follows the process's string hash seed;
+    # sorted, one model gives the same bytes (and `model_sha256`) in every process.
+    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in opsets:
+        onx.opset_import.add(domain=domain, version=version)
     return bytes(onx.SerializeToString())
 
 

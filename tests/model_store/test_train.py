@@ -6,12 +6,15 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
+import onnx
 import pytest
+from sklearn.ensemble import GradientBoostingClassifier
 
 from agent.features import SCHEMA
 from agent.model import load_bundle
 from model_store.train import (
     PARITY_TOLERANCE,
+    _to_onnx,
     calibrate_threshold,
     evaluate,
     recipe_for_version,
@@ -148,3 +151,16 @@ def test_min_samples_leaf_reaches_the_trees(small_corpus, tmp_path):
         assert result.manifest.extra["recipe"]["min_samples_leaf"] == leaf
         scores[leaf] = load_bundle(result.bundle_dir).scorer.score_batch(small_corpus.features)
     assert np.ptp(scores[n]) < 1e-6 < np.ptp(scores[1])
+
+
+def test_exported_opsets_are_sorted_so_one_model_has_one_sha256(trained):
+    """skl2onnx lists opsets in a set's order (it differed between two trainings of one recipe on
+    one corpus); the export sorts them by domain, so `model_sha256` names the model alone."""
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 4)).astype(np.float32)
+    tiny = GradientBoostingClassifier(n_estimators=3, random_state=0).fit(X, X[:, 0] > 0.5)
+    models = [onnx.load_from_string(_to_onnx(tiny, 4))]
+    models += [onnx.load(str(r.bundle_dir / "model.onnx")) for r in trained.values()]
+    for model in models:
+        domains = [o.domain for o in model.opset_import]
+        assert domains == sorted(domains) and set(domains) == {"", "ai.onnx.ml"}
