@@ -15,6 +15,9 @@ Server CPU and RSS (from /proc of the server processes; with PostgreSQL on this 
 processes' CPU too, added to the server's CPU per check-in) are reported apart from this
 client's.
 The load average is printed before and after: the figures only mean something next to it.
+So is each part's steal time (`<run>_machine`, from /proc/stat): on a virtual machine the
+host's other guests take CPU that no load average shows, and the same code then measures
+slower servers and longer tails.
 
 The default interval, 28 s, offers 357 check-ins/s from 10,000 agents: at 30 s the offer is
 exactly the goal's 333/s, and the jitter and the window's edges measure it a little under.
@@ -32,6 +35,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,24 +123,46 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(steal, busy, total) jiffies of all CPUs since boot (/proc/stat; zeros elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0, 0, 0
+    t = [int(x) for x in fields[:8]] + [0] * (8 - len(fields[:8]))
+    # user nice system idle iowait irq softirq steal: busy is what ran on this machine's CPUs
+    return t[7], t[0] + t[1] + t[2] + t[5] + t[6], sum(t)
+
+
+def _part(name: str, run: Callable[[], FleetResult]) -> None:
+    steal0, busy0, total0 = _cpu_ticks()
+    r = run()
+    steal1, busy1, total1 = _cpu_ticks()
+    _print(name, r)
+    if total1 > total0:
+        cores = os.cpu_count() or 1
+        print(
+            f"{name}_machine: steal {100 * (steal1 - steal0) / (total1 - total0):.1f} % of CPU "
+            f"time; every process together {cores * (busy1 - busy0) / (total1 - total0):.2f} "
+            f"cores over the whole part (start-up and ramp included)"
+        )
+
+
 def _run(args: argparse.Namespace, out: Path) -> None:
     only = set(args.only.split(","))
     print(f"cores: {os.cpu_count()}")
     print(f"load_average_before: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if "kill" in only:
-        r = run_fleet(
-            FleetConfig(
-                agents=args.kill_agents,
-                interval_s=300.0,  # the default interval: without push, minutes
-                ramp_s=min(args.ramp, 20.0),
-                duration_s=15.0,
-                kill_switch_at_s=5.0,
-                telemetry_share=0.0,
-                client_processes=args.client_processes,
-            ),
-            out / "kill",
+        kill = FleetConfig(
+            agents=args.kill_agents,
+            interval_s=300.0,  # the default interval: without push, minutes
+            ramp_s=min(args.ramp, 20.0),
+            duration_s=15.0,
+            kill_switch_at_s=5.0,
+            telemetry_share=0.0,
+            client_processes=args.client_processes,
         )
-        _print("kill", r)
+        _part("kill", lambda: run_fleet(kill, out / "kill"))
     base = FleetConfig(
         agents=args.agents,
         interval_s=args.interval,
@@ -146,7 +172,7 @@ def _run(args: argparse.Namespace, out: Path) -> None:
         client_processes=args.client_processes,
     )
     if "sqlite" in only:
-        _print("sqlite_1", run_fleet(base, out / "sqlite"))
+        _part("sqlite_1", lambda: run_fleet(base, out / "sqlite"))
     if "pg" in only:
         if not args.pg:
             print("pg_2: skipped (no --pg URL and FLEETWARD_TEST_PG_URL unset)")
@@ -159,7 +185,7 @@ def _run(args: argparse.Namespace, out: Path) -> None:
             try:
                 url = args.pg.rpartition("/")[0] + "/" + name
                 cfg = FleetConfig(**{**_fields(base), "db": url, "replicas": 2})
-                _print("pg_2", run_fleet(cfg, out / "pg"))
+                _part("pg_2", lambda: run_fleet(cfg, out / "pg"))
             finally:
                 with psycopg.connect(args.pg, autocommit=True) as conn:
                     conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
