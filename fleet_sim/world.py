@@ -81,6 +81,9 @@ class Campaign:
     rate_per_s: float
 
 
+_endpoint_id = "sim{:08d}".format  # the pseudonym of endpoint ep: one format, both forms
+
+
 @dataclass(frozen=True, slots=True)
 class World:
     """Array state of the whole world (endpoints sorted by org)."""
@@ -123,11 +126,11 @@ class World:
 
     def endpoint_id(self, ep: int) -> str:
         """The pseudonym endpoint `ep` uses in telemetry."""
-        return f"sim{ep:08d}"
+        return _endpoint_id(ep)
 
     def endpoint_ids(self, first: int, stop: int) -> list[str]:
         """`endpoint_id` of endpoints [`first`, `stop`), in order."""
-        return [f"sim{ep:08d}" for ep in range(first, stop)]
+        return list(map(_endpoint_id, range(first, stop)))
 
     def online(self, t: float, idx: I64 | slice | None = None) -> B:
         """Which endpoints (all, or `idx`) are online at simulated second `t`."""
