@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from backend.errors import BatchInvalidError
 
@@ -128,23 +130,38 @@ def check_token_limits(
 
 
 # The rules as pydantic types for the HTTP models (`backend.api`): the check is the function
-# above (so the API and the command line refuse with the same message: it raises
-# `BatchInvalidError`, which passes through pydantic to the 422 handler) and the schema is
-# built from the same constants.
+# above (so the API and the command line refuse by the same rule, in the same words) and the
+# schema is built from the same constants. Inside a model the rule's `BatchInvalidError` becomes
+# a pydantic error, so the 422 names where the value was (`labels.1.sha256: must be 64 hex
+# characters`, not a bare `sha256: ...` that leaves the client to guess which of its rows).
+
+
+def _in_model(check: Callable[[str], str]) -> AfterValidator:
+    def validate(value: str) -> str:
+        try:
+            return check(value)
+        except BatchInvalidError as exc:
+            # the rule's words without its own field prefix: pydantic's location replaces it
+            rule = str(exc).split(": ", 1)[-1]
+            raise PydanticCustomError("fleetward_rule", "{rule}", {"rule": rule}) from None
+
+    return AfterValidator(validate)
+
+
 OrgName = Annotated[
     str,
-    AfterValidator(check_org_name),
+    _in_model(check_org_name),
     WithJsonSchema(
         {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": NAME_PATTERN}
     ),
 ]
 HexSha256 = Annotated[
     str,
-    AfterValidator(check_sha256),
+    _in_model(check_sha256),
     WithJsonSchema({"type": "string", "pattern": SHA256_PATTERN}),
 ]
 Reason = Annotated[
     str,
-    AfterValidator(check_reason),
+    _in_model(check_reason),
     WithJsonSchema({"type": "string", "maxLength": MAX_REASON_CHARS}),
 ]

@@ -155,6 +155,6 @@ def test_analyst_route_refuses_a_mistyped_sha256_in_one_line(live_server):
     body = {"labels": [{"sha256": SHA, "label": "benign"}, {"sha256": SHA[:-1], "label": "benign"}]}
     r = httpx.post(f"{live_server.url}/v1/admin/labels", json=body, headers=live_server.admin())
     assert r.status_code == 422
-    # the API model's HexSha256 runs the same `check_sha256` (same message) before the route
-    assert r.json()["detail"] == "sha256: must be 64 hex characters"
+    # the API model's HexSha256 runs the same `check_sha256` (same words), and names the row
+    assert r.json()["detail"] == "labels.1.sha256: must be 64 hex characters"
     assert live_server.store.label_as_of(SHA, dt.datetime(2100, 1, 1, tzinfo=dt.UTC)) is None
