@@ -37,6 +37,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import multiprocessing as mp
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -73,6 +75,7 @@ __all__ = [
 ]
 
 Progress = Callable[[float, int], None]
+_POSTED_MAX = 64  # calls sent ahead of their answers (`_Shards.post`): a pipe holds them all
 Cols = dict[str, npt.NDArray[Any]]
 Counts = dict[tuple[int, int], npt.NDArray[np.int64]]
 _SUMMED = ("enc", "mal_enc", "alerts", "fp_alerts", "new_fp", "mal_alerts")
@@ -84,30 +87,48 @@ class ShardWorkerError(SimError):
 
 def shard_ranges(org_first: npt.NDArray[np.int64], org_size: npt.NDArray[np.int64],
                  workers: int) -> list[tuple[int, int]]:  # fmt: skip
-    """Org ranges for `workers` shards: whole random-stream blocks, about equal endpoints.
+    """Org ranges for `workers` shards: whole random-stream blocks, the largest shard smallest.
 
-    Fewer shards than `workers` when the world has fewer blocks (`cohort.RNG_BLOCKS`).
+    A step's and a fold's cost follow the endpoints about evenly (shard CPU per endpoint within
+    a few per cent at 1M), and every shard waits for the slowest at each barrier, so the split
+    minimises the largest shard's endpoint count over the contiguous splits of the blocks
+    (exactly: a block is one org when orgs are large, and the world's largest org alone can be
+    a quarter of the fleet). Fewer shards than `workers` when the world has fewer blocks
+    (`cohort.RNG_BLOCKS`).
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
     blocks = rng_blocks(org_first, org_size)
     k = min(workers, len(blocks))
-    size = np.asarray([int(org_size[a:b].sum()) for a, b in blocks], np.float64)
-    ends = np.cumsum(size)
-    total = float(ends[-1]) if ends.size else 0.0
-    out: list[tuple[int, int]] = []
-    start = 0
-    for i in range(k):
-        if i == k - 1:
-            stop = len(blocks)
-        else:
-            # the block where this shard's share of endpoints ends, leaving a block for each
-            # shard still to come
-            stop = int(np.searchsorted(ends, total * (i + 1) / k, side="left")) + 1
-            stop = max(start + 1, min(stop, len(blocks) - (k - 1 - i)))
-        out.append((blocks[start][0], blocks[stop - 1][1]))
-        start = stop
-    return out
+    cuts = _balanced_cuts([int(org_size[a:b].sum()) for a, b in blocks], k)
+    return [(blocks[a][0], blocks[b - 1][1]) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def _balanced_cuts(size: list[int], k: int) -> list[int]:
+    """Cut points 0 = c0 < c1 < ... < ck = len(size) minimising the largest part's sum.
+
+    A linear-partition dynamic programme (blocks are few: O(n^2 k)); among equal optima the
+    earliest cuts win, so the split is a function of the sizes alone.
+    """
+    n = len(size)
+    pre = [0]
+    for x in size:
+        pre.append(pre[-1] + x)
+    inf = float("inf")
+    # best[j][i]: the least largest part splitting the first i blocks into j parts
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    arg = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0
+    for j in range(1, k + 1):
+        for i in range(j, n - (k - j) + 1):
+            for m in range(j - 1, i):
+                cost = max(best[j - 1][m], pre[i] - pre[m])
+                if cost < best[j][i]:
+                    best[j][i], arg[j][i] = cost, m
+    cuts = [n]
+    for j in range(k, 0, -1):
+        cuts.append(arg[j][cuts[-1]])
+    return cuts[::-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +152,12 @@ class ShardResult:
     trips: list[tuple[float, int]]
     events_total: int
     rows: FoldedRows
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _clocks() -> tuple[float, float]:
+    """Wall and this thread's CPU seconds (for the benchmark's figures, never for results)."""
+    return time.perf_counter(), time.thread_time()
 
 
 class Shard:
@@ -169,9 +196,29 @@ class Shard:
         self._folder = EventFolder(w.catalog.sha256, w.n_orgs, e_lo=self.engine.e_lo)
         self._epoch_ms = fleet.clock.ms(0)
         self._trim_due = False
+        self.timing: dict[str, float] = {}  # wall-clock seconds per kind of work, for benchmarks
+        self._idle_from: float | None = None
+
+    def _clocked(self, kind: str, since: tuple[float, float]) -> None:
+        """Add the wall and CPU seconds since `since` (`_clocks`) to `kind`'s figures."""
+        t, (wall, cpu) = self.timing, _clocks()
+        t[kind] = t.get(kind, 0.0) + wall - since[0]
+        t[f"{kind}_cpu"] = t.get(f"{kind}_cpu", 0.0) + cpu - since[1]
+
+    def _begin(self) -> tuple[float, float]:
+        """A call starts: the time since the last one ended counts as idle."""
+        since = _clocks()
+        if self._idle_from is not None:
+            self.timing["idle"] = self.timing.get("idle", 0.0) + since[0] - self._idle_from
+        return since
+
+    def _end(self, kind: str, since: tuple[float, float]) -> None:
+        self._clocked(kind, since)
+        self._idle_from = time.perf_counter()
 
     def _fold(self, parts: list[Cols]) -> FoldedRows:
         """This shard's delivered events as aggregate rows (in the table's key order)."""
+        since = _clocks()
         # the parts as they are: a joined copy of a day's events would double them at the fold
         rows = self._folder.fold_parts(
             parts, ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms
@@ -180,6 +227,7 @@ class Shard:
         trim_freed_memory()  # the fold's temporaries: a day's worth, not needed until the next
         # the rows themselves are freed once handed over, after this call: trim at the next one
         self._trim_due = True
+        self._clocked("fold", since)
         return rows
 
     def _new_tally(self, on: bool) -> None:
@@ -212,35 +260,47 @@ class Shard:
         self, s: ShardSync, t0: float, fold_upto: int | None, prune: bool
     ) -> tuple[int, FoldedRows | None]:
         """Sync, step through [t0, t0 + step), fold days <= `fold_upto`, prune breakers."""
+        since = self._begin()
         self.sync(s)
+        stepped = _clocks()
         n = self.engine.step(t0)
+        self._clocked("step", stepped)
         t1 = t0 + self.engine.step_s
         rows = None
         if fold_upto is not None:
             rows = self._fold(self.engine.take_delivered(fold_upto))
         if prune:
             self.engine.prune_breakers(t1)
+        self._end("advance", since)
         return n, rows
 
     def hourly(self, s: ShardSync, t: float) -> Counts:
         """Sample adoption; hand over the evidence counted since the last hour."""
+        since = self._begin()
         self.sync(s)
         self.engine.sample_adoption(t)
         tally = self.fleet.tally
-        return {} if tally is None else tally.take_counts()
+        counts = {} if tally is None else tally.take_counts()
+        self._end("hourly", since)
+        return counts
 
     def take(self, s: ShardSync) -> FoldedRows:
         """Every delivered event not yet folded, folded (before someone reads the aggregates)."""
+        since = self._begin()
         self.sync(s)
-        return self._fold(self.engine.take_delivered(None))
+        rows = self._fold(self.engine.take_delivered(None))
+        self._end("take", since)
+        return rows
 
     def finish(self, s: ShardSync, t: float) -> ShardResult:
         """End of run: the engine's closing counts, the records and the last events."""
+        since = self._begin()
         self.sync(s)
         self.engine.finish(t)
         e = self.engine
         rows = self._fold(e.take_delivered())
-        return ShardResult(self.fleet.recorder, e.trip_log, e.events_total, rows)
+        self._end("finish", since)
+        return ShardResult(self.fleet.recorder, e.trip_log, e.events_total, rows, self.timing)
 
 
 # --- drivers: the same calls, in this process or over a pipe ------------------------------
@@ -272,17 +332,17 @@ class ShardEngine(Protocol):
 
 
 class _Local:
-    """One shard in this process."""
+    """One shard in this process (answers queue up as a pipe's would)."""
 
     def __init__(self, shard: Shard) -> None:
         self._shard = shard
+        self._results: deque[Any] = deque()
 
     def send(self, method: str, *args: Any) -> None:
-        self._result = getattr(self._shard, method)(*args)
+        self._results.append(getattr(self._shard, method)(*args))
 
     def recv(self) -> Any:
-        result, self._result = self._result, None  # held by the caller only (see `Shard.sync`)
-        return result
+        return self._results.popleft()  # held by the caller only (see `Shard.sync`)
 
     def close(self) -> None:
         pass
@@ -332,7 +392,10 @@ class _Remote:
         self.recv()
 
     def send(self, method: str, *args: Any) -> None:
-        self.conn.send((method, args))
+        try:
+            self.conn.send((method, args))
+        except OSError:  # the worker is gone, after a failure it reported: `recv` raises it
+            pass
 
     def recv(self) -> Any:
         try:
@@ -368,6 +431,8 @@ class _Shards:
     _tally_gen: int = 0
     _events: int = field(default=0)
     _closed: bool = False
+    waited: dict[str, float] = field(default_factory=dict)  # wall s in `recv`, per method
+    _posted: deque[tuple[str, Callable[[list[Any]], None]]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self._docs_sent = len(self.fleet.link.published)
@@ -394,11 +459,42 @@ class _Shards:
         )
 
     def call(self, method: str, *args: Any) -> list[Any]:
-        """Call `method` on every shard (all at once), with a fresh sync first."""
+        """Call `method` on every shard (all at once), with a fresh sync first; their answers.
+
+        The answers to posted calls are taken first, in order.
+        """
+        self._drain()
         s = self._sync()
         for d in self.drivers:
             d.send(method, s, *args)
-        return [d.recv() for d in self.drivers]
+        return self._answers(method)
+
+    def post(self, method: str, on_answers: Callable[[list[Any]], None], *args: Any) -> None:
+        """Start `method` on every shard as `call` does, without waiting for the answers.
+
+        A shard works through its calls in order, so the coordinator goes on with the SimPy
+        schedule (and its own work) while the shards step; `on_answers` gets the answers at
+        the next `call` (or once `_POSTED_MAX` calls are waiting). Only for calls whose answers
+        are small (a pipe holds thousands: a worker never blocks handing them back, so it
+        always reads the next call) and whose answers nothing needs before the next `call`.
+        """
+        if len(self._posted) >= _POSTED_MAX:
+            self._drain()
+        s = self._sync()
+        for d in self.drivers:
+            d.send(method, s, *args)
+        self._posted.append((method, on_answers))
+
+    def _drain(self) -> None:
+        while self._posted:
+            method, on_answers = self._posted.popleft()
+            on_answers(self._answers(method))
+
+    def _answers(self, method: str) -> list[Any]:
+        since = time.perf_counter()
+        got = [d.recv() for d in self.drivers]
+        self.waited[method] = self.waited.get(method, 0.0) + time.perf_counter() - since
+        return got
 
     def close(self) -> None:
         """Stop every shard (once; later calls do nothing)."""
@@ -480,6 +576,22 @@ def merge_records(rec: Recorder, results: Sequence[ShardResult]) -> None:
     rec.events[:] = sorted(events, key=lambda e: e[0])
 
 
+def _count_timing(
+    rec: Recorder, waited: dict[str, float], timing: Sequence[dict[str, float]]
+) -> None:
+    """Wall-clock figures for the benchmark (large runs only: they differ run to run).
+
+    `shard_wait_<method>_ms`: the coordinator waiting for the shards' answers;
+    `shard<i>_<kind>_ms`: shard i's wall (and `_cpu`) time per kind of work (`advance`
+    includes `step` and `fold`; `idle`: between calls, waiting for the coordinator).
+    """
+    for method, s in sorted(waited.items()):
+        rec.count(f"shard_wait_{method}_ms", round(s * 1000))
+    for i, t in enumerate(timing):
+        for kind, s in sorted(t.items()):
+            rec.count(f"shard{i}_{kind}_ms", round(s * 1000))
+
+
 def run_cohort(
     fleet: Fleet,
     actions: Sequence[Action],
@@ -528,21 +640,26 @@ def run_cohort(
                 yield env.timeout(act.at_s - env.now)
             fleet.apply(act, env.now)
 
-    def stepper() -> simpy.events.ProcessGenerator:
+    def counted(got: list[tuple[int, FoldedRows | None]]) -> None:
         nonlocal events
+        events += sum(n for n, _ in got)
+
+    def stepper() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
             t0 = env.now
             yield env.timeout(QUARTER_S)
             now = env.now
             upto = int(now // DAY_S) - 1 if now % DAY_S == FOLD_GRACE_S else None
-            got = shards.call("advance", t0, upto, now % DAY_S == 0)
-            events += sum(n for n, _ in got)
-            if progress is not None:
-                progress(now, events)
-            if upto is not None:
+            if upto is None:  # nothing but counts to hand back: the shards go on meanwhile
+                shards.post("advance", counted, t0, upto, now % DAY_S == 0)
+            else:
+                got = shards.call("advance", t0, upto, now % DAY_S == 0)
+                counted(got)
                 fold([rows for _, rows in got], now)
                 del got  # a day of rows, handed over: kept, glibc would hold it till the next
                 trim_freed_memory()
+            if progress is not None:
+                progress(now, events)  # the encounters of the steps answered so far
 
     def hourly() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
@@ -569,6 +686,7 @@ def run_cohort(
         if isinstance(writer, ProcessFoldWriter):  # wall-clock figures for the benchmark
             fleet.recorder.count("fold_writer_cpu_ms", round(writer.cpu_s * 1000))
             fleet.recorder.count("fold_writer_wait_ms", round(writer.wait_s * 1000))
+            _count_timing(fleet.recorder, shards.waited, [r.timing for r in results])
     finally:
         writer.close()
         shards.close()

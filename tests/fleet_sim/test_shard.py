@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 
@@ -13,7 +14,7 @@ from fleet_sim.cohort import rng_blocks
 from fleet_sim.report import report_dict
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
-from fleet_sim.shard import shard_ranges
+from fleet_sim.shard import Shard, ShardWorkerError, shard_ranges
 
 # a world that exercises every fleet-wide path: a staged rollout with the transition prediction
 # at its start (a flush) and a block-storming candidate (breaker trips, health evidence, the
@@ -126,3 +127,39 @@ def test_shards_are_whole_contiguous_blocks_covering_every_org(workers):
     starts = {a for a, _ in blocks}
     assert all(lo in starts and lo < hi for lo, hi in ranges)
     assert len(ranges) == min(workers, len(blocks))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shard_split_minimises_the_largest_shard_over_every_contiguous_split(seed):
+    rng = np.random.default_rng(seed)
+    size = np.sort((rng.pareto(1.2, 40) + 1.0) * 100).astype(np.int64)[::-1].copy()
+    first = np.r_[0, np.cumsum(size)[:-1]]
+    blocks = rng_blocks(first, size)
+    block_size = [int(size[a:b].sum()) for a, b in blocks]
+    for workers in (2, 3, 4):
+        got = max(int(size[a:b].sum()) for a, b in shard_ranges(first, size, workers))
+        best = min(
+            max(sum(block_size[a:b]) for a, b in zip((0, *cuts), (*cuts, len(blocks)), strict=True))
+            for cuts in itertools.combinations(range(1, len(blocks)), workers - 1)
+        )
+        assert got == best
+
+
+def test_a_failing_worker_surfaces_as_shard_worker_error_with_its_message(
+    small_corpus, sim_bundles, tmp_path, monkeypatch
+):
+    real = Shard.advance
+    failed = []
+
+    def failing(self, s, t0, fold_upto, prune):
+        # the second shard, at a step whose answer the coordinator does not wait for
+        if self.engine.e_lo > 0 and t0 == 7200.0 and fold_upto is None:
+            failed.append(t0)  # in the worker's copy: the message below proves it ran there
+            raise RuntimeError(f"injected at t0={t0:g}")
+        return real(self, s, t0, fold_upto, prune)
+
+    monkeypatch.setattr(Shard, "advance", failing)
+    sc = scenario_from_dict({**SCENARIO, "days": 0.25})
+    with pytest.raises(ShardWorkerError, match=r"failed: RuntimeError: injected at t0=7200$"):
+        run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=2)
+    assert failed == []  # it failed in the worker process, not in this one
