@@ -14,7 +14,12 @@ workers, by construction rather than by tuning:
   barrier) the coordinator sends every shard what changed in the control plane (`ShardSync`:
   new signed policy documents and their publication times, outages, revocations, the policy
   versions whose spread is timed, the evidence tally's generation), so a shard sees the
-  control plane exactly as one process would at that point of the SimPy schedule.
+  control plane exactly as one process would at that point of the SimPy schedule. A call
+  whose answer is only counts (a step that folds nothing, an hourly barrier with no evidence
+  to hand over) is posted (`_Shards.post`): the coordinator goes on with the schedule and
+  takes the answers, in order, at the next call that needs one, so the shards work through
+  an hour's steps (a day's, outside a rollout) without a round trip each. What a shard is
+  sent, and in which order, is the same either way.
 - Evidence: at the hourly barrier each shard hands over its per (day, model) x org counts,
   which are summed (orgs are disjoint) into the fleet's tally before the controller ticks.
 - Folds: at the fold times each shard folds its own delivered events into aggregate rows
@@ -576,6 +581,10 @@ def merge_records(rec: Recorder, results: Sequence[ShardResult]) -> None:
     rec.events[:] = sorted(events, key=lambda e: e[0])
 
 
+def _ignored(_answers: list[Any]) -> None:
+    pass
+
+
 def _count_timing(
     rec: Recorder, waited: dict[str, float], timing: Sequence[dict[str, float]]
 ) -> None:
@@ -663,9 +672,10 @@ def run_cohort(
 
     def hourly() -> simpy.events.ProcessGenerator:
         while env.now < horizon:
-            counts = shards.call("hourly", env.now)
-            if fleet.tally is not None:
-                for c in counts:
+            if fleet.tally is None:  # no evidence to hand over (the shards' tallies are off)
+                shards.post("hourly", _ignored, env.now)
+            else:
+                for c in shards.call("hourly", env.now):
                     fleet.tally.put_counts(c)
             fleet.hourly(env.now)
             if isinstance(writer, ProcessFoldWriter):

@@ -45,6 +45,7 @@ import secrets
 import shutil
 import socket
 import threading
+from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -299,11 +300,11 @@ class _TaskDriver:
     def __init__(self, conn: Connection, job: _Job) -> None:
         self.conn = conn
         self._job = job
-        self._method = ""
+        self._methods: deque[str] = deque()  # sent, not yet answered (`_Shards.post`), in order
         self._closed = False
 
     def send(self, method: str, *args: Any) -> None:
-        self._method = method
+        self._methods.append(method)
         try:
             self.conn.send((method, args))
         except OSError as exc:
@@ -315,14 +316,15 @@ class _TaskDriver:
         except (EOFError, OSError):
             self._job.thread.join(timeout=10)
             raise self._job.failed() or ShardWorkerError("a Spark shard task exited") from None
+        method = self._methods.popleft() if self._methods else ""
         if status == "error":
             raise ShardWorkerError(f"a Spark shard task failed: {value}")
-        if self._method == "advance":
+        if method == "advance":
             n, path = value
             return n, None if path is None else read_folded_rows(Path(path))
-        if self._method == "take":
+        if method == "take":
             return _rows_at(value)
-        if self._method == "finish":
+        if method == "finish":
             result, path = value
             return dataclasses.replace(result, rows=_rows_at(path))
         return value

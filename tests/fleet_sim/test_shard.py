@@ -90,10 +90,12 @@ class _Ids:
         return self.token_hex(nbytes)
 
 
+@pytest.mark.parametrize("evidence", ["throughout", "rollout"])
 def test_one_two_and_three_workers_give_identical_records_aggregates_and_outcomes(
-    small_corpus, sim_bundles, tmp_path, monkeypatch
+    small_corpus, sim_bundles, tmp_path, monkeypatch, evidence
 ):
-    sc = scenario_from_dict(SCENARIO)
+    # evidence during the rollout only: the hourly barriers before and after it are posted
+    sc = scenario_from_dict({**SCENARIO, "endpoint_days": evidence == "throughout"})
     got = {}
     for workers in (1, 2, 3):
         monkeypatch.setattr(sqlite_store, "secrets", _Ids())
