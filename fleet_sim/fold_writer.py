@@ -6,18 +6,28 @@ writing those rows to SQLite takes about a second of CPU a day (`Store.ingest_en
 arrays), which the simulation need not wait for. On a machine with a second core,
 `ProcessFoldWriter` writes in a process of its own, with its own connection to the same
 SQLite file (WAL: the simulation's other writes wait at most one chunk's transaction, see
-`backend_link._WRITE_CHUNK_ROWS`), while the simulation goes on with the next day. The writer
-only appends to the WAL; the simulation, which has time to spare, copies it back into the
-database file hourly (`Store.checkpoint`). The write is the same function either way
-(`InProcessLink.write_rows`). A new day's rows are appended (`Store.ingest_encoded`) and an
-older day's are upserted, and upserts commute (sums, sketch unions, min and max), so the
-aggregates do not depend on which writer wrote them or when.
+`backend_link._WRITE_CHUNK_ROWS`), while the simulation goes on with the next day. The write is
+the same function either way (`InProcessLink.write_rows`). A new day's rows are appended
+(`Store.ingest_encoded`) and an older day's are upserted, and upserts commute (sums, sketch
+unions, min and max), so the aggregates do not depend on which writer wrote them or when.
+
+The writer process also does what would otherwise wait at the simulation's barriers or its end:
+after each fold it writes the feature vectors of the pairs that fold reported first
+(`InProcessLink.write_vectors`: the same references whenever written, first report wins, one
+vector per sample) and copies the WAL back into the database file (`Store.checkpoint`,
+PASSIVE, never waiting on a reader), so `join` and the store's close find little left.
+
+Not a thread: APSW carries its own SQLite library beside the one the stdlib's `sqlite3` links,
+and two copies of SQLite in one process cannot see each other's locks (POSIX locks belong to the
+process, and each copy keeps its own table of them), so an APSW write in one thread beside a
+stdlib connection in another corrupts the file or fails ("locking protocol"); the simulation's
+store speaks through the stdlib. Across processes the locks work.
 
 At most one fold is in flight: `submit` waits for the previous one, which bounds memory to two
-days of rows. `join` has the feature vectors of the pairs folded so far written
-(`InProcessLink.write_vectors`) and waits for everything submitted (the cohort engine joins
-before anyone reads the store: the transition prediction, the end of the run); a failure in the
-writer process is raised there, in the simulation's process.
+days of rows. `join` has the feature vectors of the pairs folded so far written and waits for
+everything submitted (the cohort engine joins before anyone reads the store: the transition
+prediction, the end of the run); a failure in the writer process is raised there (or at the
+next `submit`), in the simulation's process.
 """
 
 from __future__ import annotations
@@ -30,11 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from backend.store import Store
 from fleet_sim._memory import keep_freed_memory, trim_freed_memory
@@ -104,13 +116,34 @@ class InlineFoldWriter:
         """Nothing to stop."""
 
 
+def _own_link(
+    db: str,
+    org_names: Sequence[str],
+    org_ids: Sequence[str],
+    features: npt.NDArray[np.float32],
+    sha256: Sequence[str],
+) -> InProcessLink:
+    """A writer's link: a `Store` of its own (its own connections) on the run's file.
+
+    The store checkpoints its own WAL past the autocheckpoint size; the writer also calls
+    `Store.checkpoint` after each job.
+    """
+    store = Store(db, synchronous="NORMAL", busy_timeout_ms=STORE_BUSY_TIMEOUT_MS)
+    link = InProcessLink(store, tuple(org_names), features, tuple(sha256))
+    link.org_ids = list(org_ids)
+    return link
+
+
 # --- the writer process -----------------------------------------------------------------------
 # A child `python -m fleet_sim.fold_writer` (not multiprocessing: it would re-import the caller's
 # main module) reads one JSON line per fold from stdin and answers one JSON line on stdout.
 
 
 def _write_job(link: InProcessLink, job: dict[str, str]) -> int:
-    """One hand-over: a fold's rows (`path`), or a join's vectors; returns the rows written."""
+    """One hand-over: a fold's rows (`path`) and their new pairs' vectors, or a join's vectors.
+
+    Returns the rows written.
+    """
     now = dt.datetime.fromisoformat(job["now"])
     if "path" not in job:
         link.write_vectors(now)
@@ -119,7 +152,9 @@ def _write_job(link: InProcessLink, job: dict[str, str]) -> int:
     cols = {k: np.load(where / f"{k}.npy") for k in _COLS}
     blob = (where / "sketches.bin").read_bytes()
     shutil.rmtree(where)
-    return link.write_rows(FoldedRows(**cols, sketches=blob), now)
+    written = link.write_rows(FoldedRows(**cols, sketches=blob), now)
+    link.write_vectors(now)  # here, not at the join: the simulation does not wait for them
+    return written
 
 
 def _serve(setup: Path) -> None:
@@ -128,33 +163,31 @@ def _serve(setup: Path) -> None:
     meta = json.loads((setup / "setup.json").read_text())
     with np.load(setup / "arrays.npz") as arrays:
         features = arrays["features"]
-    link = InProcessLink(
-        Store(
-            meta["db"],
-            synchronous="NORMAL",
-            autocheckpoint=False,
-            busy_timeout_ms=STORE_BUSY_TIMEOUT_MS,
-        ),
-        tuple(meta["org_names"]),
-        features,
-        tuple(meta["sha256"]),
-    )
-    link.org_ids = list(meta["org_ids"])
+    link = _own_link(meta["db"], meta["org_names"], meta["org_ids"], features, meta["sha256"])
+    cpu = time.process_time()
+    failed = ""  # a checkpoint's failure, answered to the next job
     for line in sys.stdin:
         job = json.loads(line)
         answer: dict[str, object]
         try:
-            before, cpu = link.batches, time.process_time()
+            if failed:
+                raise FoldWriterError(failed)
+            before = link.batches
             rows = _write_job(link, job)
             answer = {
                 "rows": rows, "batches": link.batches - before,
-                "cpu_s": time.process_time() - cpu,
+                "cpu_s": time.process_time() - cpu,  # since the last answer: checkpoint too
             }  # fmt: skip
         except Exception as exc:  # reported to the simulation, which raises it
             answer = {"error": f"{type(exc).__name__}: {exc}"}
-        trim_freed_memory()  # a day of rows, not needed again until the next hand-over
+        cpu = time.process_time()
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
+        try:  # after the answer: the simulation waits for the rows, not for this copy
+            link.store.checkpoint()
+        except Exception as exc:
+            failed = f"checkpoint: {type(exc).__name__}: {exc}"
+        trim_freed_memory()  # a day of rows, not needed again until the next hand-over
     link.store.close()
 
 
@@ -252,8 +285,14 @@ class ProcessFoldWriter:
 
 
 def fold_writer_for(link: InProcessLink, n_endpoints: int) -> FoldWriter:
-    """A writer process for large fleets on a machine with a spare core, else inline."""
-    if n_endpoints >= PROCESS_MIN_ENDPOINTS and (os.cpu_count() or 1) > 1:
+    """A writer process for large fleets on a machine with a spare core, else inline.
+
+    Inline too when the store is in memory (no file for a second connection).
+    """
+    path = link.store.path
+    if (os.cpu_count() or 1) < 2 or path in (":memory:", "") or path.startswith("file::memory:"):
+        return InlineFoldWriter(link)
+    if n_endpoints >= PROCESS_MIN_ENDPOINTS:
         return ProcessFoldWriter(link)
     return InlineFoldWriter(link)
 
