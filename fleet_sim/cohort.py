@@ -80,10 +80,13 @@ def _take(cols: Cols, sel: npt.NDArray[np.bool_] | I64) -> Cols:
     return {c: v[sel] for c, v in cols.items()}
 
 
-def _ms(t: F64) -> npt.NDArray[np.unsignedinteger[Any] | np.signedinteger[Any]]:
-    """Milliseconds since second 0, truncated as the store keeps them: uint32 (49 days)."""
-    ms = (t * 1000).astype(np.int64)
-    return ms.astype(np.uint32) if int(ms.max()) < 2**32 else ms
+def _ms(t: F64, t_max: float) -> npt.NDArray[np.unsignedinteger[Any] | np.signedinteger[Any]]:
+    """Milliseconds since second 0, truncated as the store keeps them: uint32 (49 days).
+
+    `t_max` is `t.max()` (>= 0): rounding is monotonic, so the largest product is its product.
+    """
+    ms = np.multiply(t, 1000)
+    return ms.astype(np.uint32) if t_max * 1000 < 2**32 else ms.astype(np.int64)
 
 
 def _may_exceed(ep: npt.NDArray[np.integer], cap: int) -> bool:
@@ -95,12 +98,15 @@ def _may_exceed(ep: npt.NDArray[np.integer], cap: int) -> bool:
     return int(np.bincount(ep & 0xFFFF, minlength=1 << 16).max()) > cap
 
 
-def _rounds(idx: I64, sel: npt.NDArray[np.bool_]) -> list[I64]:
+def _rounds(idx: I64, sel: npt.NDArray[np.bool_], distinct: bool = False) -> list[I64]:
     """Positions of `idx[sel]` in rounds where each endpoint appears at most once, in order.
 
     Two notices to one endpoint in a step wake it twice; `adopt` takes one offer per endpoint.
+    `distinct`: no endpoint appears twice in `idx` (one round, no sort).
     """
     rest = np.flatnonzero(sel)
+    if distinct:
+        return [rest] if rest.size else []
     out: list[I64] = []
     while rest.size:
         _, first = np.unique(idx[rest], return_index=True)
@@ -189,6 +195,8 @@ class CohortEngine:
             for i, (a, b) in enumerate(rng_blocks(w.org_first, w.org_size))
             if o_lo <= a and b <= o_hi
         ]
+        self._block_lo = np.asarray([a for a, _b, _r in self._blocks], np.int64)
+        self._block_hi = np.asarray([b for _a, b, _r in self._blocks], np.int64)
         self.trip_log: list[tuple[float, int]] = []  # (first trip time, endpoints) per step
         v0 = self.fleet.link.policy_version if self.v0 is None else self.v0
         self.pol = np.full(n, v0, np.int32)
@@ -205,7 +213,11 @@ class CohortEngine:
         self._phiv = np.stack(
             [w.ep_phase_s[self.e_lo : self.e_hi], w.ep_checkin_s[self.e_lo : self.e_hi]], axis=1
         )
-        self._unsettled = np.zeros(0, np.int64)
+        # online endpoints that have news (unsettled), sorted; an offline one joins when it
+        # comes back (`_flip`), so a step looks only at these, not at every unsettled one
+        self._pending = np.zeros(0, np.int64)
+        self._went_on = np.zeros(0, np.int64)  # came online at this step's quarter
+        self._pub: tuple[I64, F64] = (np.zeros(0, np.int64), np.zeros(0))
         self._n_noticed = len(self.fleet.link.published)  # earlier ones need no notice
         self._push: list[tuple[I64, F64, F64]] = []  # (endpoints, publication, wake-up) times
         self._refresh_tables()
@@ -215,7 +227,7 @@ class CohortEngine:
         self._flips = np.zeros(0, np.int64)
         # per-endpoint state below is kept for this engine's endpoints only (index - e_lo)
         self._on_since = np.where(self.online[self.e_lo : self.e_hi], 0.0, np.nan)
-        self._on_idx = np.flatnonzero(self.online)
+        self._on_loc = np.flatnonzero(self.online[self.e_lo : self.e_hi])  # online, - e_lo
         self._n_on = np.bincount(w.ep_org[self.online], minlength=w.n_orgs).astype(np.int64)
         self._checkins = 0
         self._checkins_failed = 0
@@ -248,12 +260,15 @@ class CohortEngine:
         self._p_ih, self._p_mal, self._p_glob = shares[:, 0], shares[:, 1], shares[:, 2]
         self._org_ih = np.asarray([ih_pos.get(int(k), -1) for k in w.org_inhouse], np.int64)
         self._alias_day = -1
-        self._alias_tbl = (np.ones(1), np.zeros(1, np.int64))
+        self._alias_tbl: tuple[F64, npt.NDArray[Any]] = (np.ones(1), np.zeros(1, ns))
         # telemetry: pending (due next step, parked while offline) and delivered per day
         self._due_next: list[Cols] = []
         self._parked: dict[int, list[Cols]] = {}  # by the quarter its endpoint may be back
         self._delivered: dict[int, list[Cols]] = {}
         self._any_tripped = False
+        # encounters per (day, org x 8 codes: malicious, alert, new false positive), summed
+        # into the recorder's per-day arrays at the end (`_record_codes`)
+        self._codes = np.zeros((self.fleet.recorder.n_days, 8 * w.n_orgs), np.int64)
 
     @staticmethod
     def _edges(start: F64, end: F64) -> dict[int, I64]:
@@ -278,9 +293,11 @@ class CohortEngine:
         )
         # what the recorder counts of an encounter, per (table, sample): label, alert, new FP
         label = self.fleet.world.catalog.label.astype(np.int8)
-        self._code3 = (
-            label[None, :] * 4 + ALERT_CODES[self._V] * 2 + (self._NEW & (label == 0)[None, :])
-        ).astype(np.int8)
+        code3 = label[None, :] * 4 + ALERT_CODES[self._V] * 2 + (self._NEW & (label == 0)[None, :])
+        # flat forms, read with one index per encounter (table x samples + sample)
+        self._n_samples = int(self._V.shape[1])
+        self._V_flat = self._V.ravel()
+        self._code3_flat = code3.astype(np.int8).ravel()
 
     def _eff_tbl(self, eps: npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
         base: npt.NDArray[np.int32] = self.tbl[eps]
@@ -295,7 +312,12 @@ class CohortEngine:
 
     def _n_ci(self, eps: npt.NDArray[np.integer], a: F64 | float, b: F64 | float) -> int:
         """Check-ins of endpoints `eps` in [a, b): k >= 0 with a <= phase + k * interval < b."""
-        ph, iv = self._phase_interval(eps)
+        return self._n_ci_loc(np.asarray(eps) - self.e_lo, a, b)
+
+    def _n_ci_loc(self, k: npt.NDArray[np.integer], a: F64 | float, b: F64 | float) -> int:
+        """`_n_ci` of endpoints `k` + `e_lo`."""
+        both = self._phiv.take(k, axis=0)
+        ph, iv = both[:, 0], both[:, 1]
         return int((np.ceil((b - ph) / iv) - np.ceil((a - ph) / iv)).sum())
 
     def _next_checkin(self, eps: npt.NDArray[np.integer], t: F64 | float) -> F64:
@@ -327,7 +349,7 @@ class CohortEngine:
         if spell is not None:
             cand.append(spell)
         self._flipped[self._flips] = False
-        self._flips = np.zeros(0, np.int64)
+        self._flips = self._went_on = np.zeros(0, np.int64)
         if cand:
             if len(cand) > 1:
                 idx = np.sort(np.concatenate(cand))
@@ -343,6 +365,7 @@ class CohortEngine:
     def _flip(self, went_on: I64, went_off: I64, t0: float) -> None:
         w = self.fleet.world
         self._flips = np.concatenate([went_on, went_off])
+        self._went_on = went_on
         self._flipped[self._flips] = True
         if went_off.size:
             self._checkins += self._n_ci(went_off, self._on_since[went_off - self.e_lo], t0)
@@ -350,7 +373,7 @@ class CohortEngine:
         self._on_since[went_on - self.e_lo] = t0
         self.online[went_on] = True
         self.online[went_off] = False
-        self._on_idx = np.flatnonzero(self.online[self.e_lo : self.e_hi]) + self.e_lo
+        self._on_loc = np.flatnonzero(self.online[self.e_lo : self.e_hi])
         k = w.n_orgs
         self._n_on += np.bincount(w.ep_org[went_on], minlength=k)
         self._n_on -= np.bincount(w.ep_org[went_off], minlength=k)
@@ -403,7 +426,7 @@ class CohortEngine:
         for a, b in self.fleet.link.outages:
             lo, hi = max(a, t0), min(b, t1)
             if lo < hi:
-                self._checkins_failed += self._n_ci(self._on_idx, lo, hi)
+                self._checkins_failed += self._n_ci_loc(self._on_loc, lo, hi)
 
     # --- 2. check-ins with news -----------------------------------------------------------------
 
@@ -416,12 +439,22 @@ class CohortEngine:
         """
         fleet = self.fleet
         link = fleet.link
-        pub_v = np.asarray([v for v, _ in link.published], np.int64)
-        pub_t = np.asarray([fleet.clock.seconds(when) for _, when in link.published])
         if len(link.published) != self._n_published:  # a new policy: everyone has news
             self._n_published = len(link.published)
+            self._pub = (
+                np.asarray([v for v, _ in link.published], np.int64),
+                np.asarray([fleet.clock.seconds(when) for _, when in link.published]),
+            )
             self.settled[:] = False
-            self._unsettled = np.arange(self.e_lo, self.e_hi, dtype=np.int64)
+            self._pending = self._on_loc + self.e_lo
+        elif self._went_on.size:  # endpoints back online with news join
+            back = self._went_on[~self.settled[self._went_on]]
+            if back.size:
+                self._pending = np.sort(np.concatenate([self._pending, back]))
+        pub_v, pub_t = self._pub
+        wake = self._push_due(t0, t1)
+        if wake is None and not self._pending.size:
+            return None
         sw_time: F64 | None = None
         sw_prev = np.zeros(0, np.int32)
 
@@ -438,15 +471,16 @@ class CohortEngine:
             sw_time[k[first]] = when[first]
             sw_prev[k[first]] = prev[first]
 
-        wake = self._push_due(t0, t1)
         if wake is not None:
             p_idx, p_tp, p_td = wake
             early = p_td <= self._next_checkin(p_idx, p_tp)
-            for r in _rounds(p_idx, early):
+            distinct = self._distinct(p_idx)  # (one publication's wake-ups: one round)
+            for r in _rounds(p_idx, early, distinct):
                 note(self._adopt(p_idx[r], p_td[r], pub_v, pub_t))
-        u = self._unsettled
-        u = u[~self.settled[u]]
-        idx = u[self.online[u]]
+        u = self._pending
+        if u.size:  # (went offline at this quarter: out; settled by a wake-up: out)
+            u = u[self.online[u] & ~self.settled[u]]
+        idx = u
         c = self._next_checkin(idx, t0)
         while idx.size:
             due = c < t1
@@ -466,10 +500,16 @@ class CohortEngine:
             more = ~self.settled[idx]
             idx, c = idx[more], nxt[more]
         if wake is not None:  # wake-ups that a periodic check-in came before
-            for r in _rounds(p_idx, ~early):
+            for r in _rounds(p_idx, ~early, distinct):
                 note(self._adopt(p_idx[r], p_td[r], pub_v, pub_t))
-        self._unsettled = u[~self.settled[u]]
+        self._pending = u[~self.settled[u]]
         return None if sw_time is None else (sw_time, sw_prev)
+
+    def _distinct(self, eps: I64) -> bool:
+        """True when no endpoint appears twice in `eps` (this engine's): one pass, no sort."""
+        mark = np.zeros(self.e_hi - self.e_lo, bool)
+        mark[eps - self.e_lo] = True
+        return int(np.count_nonzero(mark)) == eps.size
 
     def _push_due(self, t0: float, t1: float) -> tuple[I64, F64, F64] | None:
         """Push wake-ups in [t0, t1) that find their endpoint online and the backend up.
@@ -610,10 +650,12 @@ class CohortEngine:
 
     # --- 3. encounters ------------------------------------------------------------------------
 
-    def _global_alias(self, day: int) -> tuple[F64, I64]:
+    def _global_alias(self, day: int) -> tuple[F64, npt.NDArray[Any]]:
+        """The day's alias table of the global samples: (probability, alias's sample) by slot."""
         if day != self._alias_day:
             cdf = self.fleet.world.global_cdf(day)
-            self._alias_tbl = _alias(np.diff(np.r_[0.0, cdf]))
+            prob, alias = _alias(np.diff(np.r_[0.0, cdf]))
+            self._alias_tbl = (prob, self._glob_idx[alias])
             self._alias_day = day
         return self._alias_tbl
 
@@ -627,7 +669,10 @@ class CohortEngine:
         own orgs from its own stream, in a fixed order (`rng_blocks`): per category its counts
         and a uniform per scan, then a uniform per scan for the endpoint and one for the time.
         Only the draws are made block by block; turning uniforms into samples, endpoints and
-        times is done once for all blocks (elementwise, so the numbers are the same).
+        times is done once for all blocks (elementwise, so the numbers are the same): every
+        scan is first read as a global one (the bulk, ~95 %), then the few scans of the other
+        categories, found from their segments' offsets without a pass over all scans, are
+        read again by their own law.
         """
         w = self.fleet.world
         n_on = self._n_on
@@ -642,52 +687,74 @@ class CohortEngine:
                 pools.append(cs)
         seg_orgs: list[npt.NDArray[np.int32]] = []  # each (block, category) segment's orgs
         seg_counts: list[I64] = []  # and its scans per org
-        seg_cat: list[int] = []
-        seg_n: list[int] = []
+        minor: list[tuple[int, int, int]] = []  # (first scan, scans, category), category > 0
         u_sample: list[F64] = []
         u_pick: list[F64] = []
         u_t: list[F64] = []
-        for lo, hi, rng in self._blocks:
-            if not n_on[lo:hi].any():
+        n_glob = off = 0
+        add = np.add.reduce
+        on_start = np.cumsum(n_on)  # where each org's online endpoints start in `_on_loc`
+        on_blocks = (
+            on_start[self._block_hi - 1] - on_start[self._block_lo] + n_on[self._block_lo]
+        ).tolist()
+        on_start -= n_on
+        for (lo, hi, rng), n_on_block in zip(self._blocks, on_blocks, strict=True):
+            if not n_on_block:
                 continue
             orgs_n = self._org_range[lo:hi]
             n_block = 0
             for cat, r in enumerate(rates):
                 counts = rng.poisson(r[lo:hi])
-                n = int(counts.sum())
+                n = int(add(counts))
                 u_sample.append(rng.random(n))
                 seg_orgs.append(orgs_n)
                 seg_counts.append(counts)
-                seg_cat.append(cat)
-                seg_n.append(n)
+                if cat == 0:
+                    n_glob += n
+                elif n:
+                    minor.append((off + n_block, n, cat))
                 n_block += n
             u_pick.append(rng.random(n_block))
             u_t.append(rng.random(n_block))
+            off += n_block
         if not seg_orgs:
             return (np.zeros(0, np.int32), np.zeros(0, np.int64),
                     np.zeros(0, self._narrow_sample), np.zeros(0))  # fmt: skip
         org = np.repeat(np.concatenate(seg_orgs), np.concatenate(seg_counts))
         u = np.concatenate(u_sample)
-        cat_of = np.repeat(np.asarray(seg_cat, np.int8), seg_n)
-        sample: npt.NDArray[np.integer] = np.empty(org.size, self._narrow_sample)
-        for cat in np.flatnonzero(np.bincount(cat_of, minlength=len(rates))).tolist():
-            sel = cat_of == cat
-            if cat == 0:  # global software: Walker's alias table of the day's popularity
-                prob, alias = self._global_alias(int(t0 // DAY_S))
-                x = u[sel] * prob.size
-                i = x.astype(np.int64)
-                sample[sel] = self._glob_idx[np.where(x - i < prob[i], i, alias[i])]
-            elif cat == 1:  # the org's in-house software, uniform within its set
-                k = self._org_ih[org[sel]]
-                sample[sel] = self._ih_all[
-                    self._ih_start[k] + (u[sel] * self._ih_len[k]).astype(np.int64)
-                ]
-            else:  # background malware, then each active campaign's samples: uniform
-                pool = pools[cat]
-                sample[sel] = pool[(u[sel] * pool.size).astype(np.int64)]
-        on_start = np.concatenate([[0], np.cumsum(n_on)[:-1]])
-        pick = on_start[org] + (np.concatenate(u_pick) * n_on[org]).astype(np.int64)
-        return org, self._on_idx[pick], sample, t0 + np.concatenate(u_t) * dt
+        if n_glob:  # global software: Walker's alias table of the day's popularity
+            prob, alias_sample = self._global_alias(int(t0 // DAY_S))
+            x = u * prob.size
+            i = x.astype(np.int64)
+            x -= i
+            sample = np.where(x < prob[i], self._glob_idx[i], alias_sample[i])
+        else:
+            sample = np.empty(org.size, self._narrow_sample)
+        if minor:
+            m_off, m_n, m_cat = (np.asarray(a, np.int64) for a in zip(*minor, strict=True))
+            n_minor = int(m_n.sum())
+            pos = np.arange(n_minor) + np.repeat(m_off - (np.cumsum(m_n) - m_n), m_n)
+            cat_of = np.repeat(m_cat, m_n)
+            for cat in np.unique(m_cat).tolist():
+                at = pos[cat_of == cat] if len(minor) > 1 else pos
+                if cat == 1:  # the org's in-house software, uniform within its set
+                    k = self._org_ih[org[at]]
+                    sample[at] = self._ih_all[
+                        self._ih_start[k] + (u[at] * self._ih_len[k]).astype(np.int64)
+                    ]
+                else:  # background malware, then each active campaign's samples: uniform
+                    pool = pools[cat]
+                    sample[at] = pool[(u[at] * pool.size).astype(np.int64)]
+        up = np.concatenate(u_pick)
+        up *= n_on[org]
+        pick = up.astype(np.int64)
+        pick += on_start[org]
+        t = np.concatenate(u_t)
+        t *= dt
+        t += t0
+        ep = self._on_loc[pick]
+        ep += self.e_lo
+        return org, ep, sample, t
 
     # --- the step -------------------------------------------------------------------------
 
@@ -713,19 +780,16 @@ class CohortEngine:
                 before = t < sw_time[k]
                 if before.any():
                     tb = np.where(before, sw_prev[k], tb)
-            verdict = self._V[tb, sample]
+            flat = tb * self._n_samples
+            flat += sample  # (table, sample) as one index into the tables' flat forms
+            verdict = self._V_flat.take(flat)
             blocks = np.flatnonzero(verdict == BLOCK_CODE)
             if blocks.size:
-                self._breaker(blocks, ep, t, tb, sample, verdict)
-            code = org * 8 + self._code3[tb, sample]
-            b = np.bincount(code, minlength=8 * w.n_orgs).reshape(w.n_orgs, 8)
+                self._breaker(blocks, ep, t, tb, flat, verdict)
+            code = org * 8
+            code += self._code3_flat.take(flat)
             day = fleet.day_of(t0)
-            rec.enc[day] += b.sum(axis=1)
-            rec.mal_enc[day] += b[:, 4:].sum(axis=1)
-            rec.alerts[day] += b[:, [2, 3, 6, 7]].sum(axis=1)
-            rec.fp_alerts[day] += b[:, [2, 3]].sum(axis=1)
-            rec.mal_alerts[day] += b[:, [6, 7]].sum(axis=1)
-            rec.new_fp[day] += b[:, [1, 3]].sum(axis=1)
+            self._codes[day] += np.bincount(code, minlength=8 * w.n_orgs)
             rec.count("events_generated", ep.size)
             self._due_next.append(
                 {
@@ -748,9 +812,13 @@ class CohortEngine:
         ep: npt.NDArray[np.integer],
         t: F64,
         tb: npt.NDArray[np.int32],
-        sample: npt.NDArray[np.integer],
+        flat: npt.NDArray[np.integer],
         verdict: npt.NDArray[np.int8],
     ) -> None:
+        """Feed each endpoint's blocks to its breaker; re-decide what came after a trip.
+
+        `tb`, `flat` (table x samples + sample) and `verdict` are updated in place.
+        """
         fleet, rec = self.fleet, self.fleet.recorder
         order = blocks[np.lexsort((t[blocks], ep[blocks]))]
         b_ep, b_t = ep[order].tolist(), t[order].tolist()
@@ -762,7 +830,7 @@ class CohortEngine:
             while j < len(b_ep) and b_ep[j] == e:
                 j += 1
             if not self.tripped[e]:
-                eff = fleet.link.effective(int(self.pol[e]), int(fleet.world.ep_org[e]))
+                eff = fleet.effective(int(self.pol[e]), int(fleet.world.ep_org[e]))
                 cfg: BreakerConfig = eff.breaker
                 state = self.breakers.get(e, BreakerState())
                 for x in range(i, j):
@@ -787,8 +855,11 @@ class CohortEngine:
         trip_t[tr - self.e_lo] = list(trips.values())
         after = np.flatnonzero(t > trip_t[ep - self.e_lo])
         if after.size:
-            tb[after] = self._twin[tb[after]]
-            verdict[after] = self._V[tb[after], sample[after]]
+            n_s = self._n_samples
+            tb_after = self._twin[tb[after]]
+            tb[after] = tb_after
+            flat[after] = tb_after * n_s + flat[after] % n_s
+            verdict[after] = self._V_flat[flat[after]]
 
     # --- 6. telemetry -------------------------------------------------------------------------
 
@@ -803,8 +874,8 @@ class CohortEngine:
         outages = self.fleet.link.outages
         q = int(round(t0 / QUARTER_S))
         while due["ep"].size:
-            later = due["c"] >= t1  # a check-in interval longer than a step
-            if later.any():
+            if due["c"].max() >= t1:  # a check-in interval longer than a step
+                later = due["c"] >= t1
                 self._due_next.append(_take(due, later))
                 due = _take(due, ~later)
             ep, c = due["ep"], due["c"]
@@ -822,8 +893,10 @@ class CohortEngine:
                     self._park(_take(due, ~on), q)
                     due = _take(due, on)
                 c = due["c"]
-            down = np.zeros(c.size, bool)
-            for a, b in outages:
+            # outages that can hold any of these check-ins (all in [c.min(), t1))
+            hit = [(a, b) for a, b in outages if a < t1 and b > c.min()] if c.size else []
+            down = np.zeros(c.size if hit else 0, bool)
+            for a, b in hit:
                 down |= (c >= a) & (c < b)
             if not down.any():
                 self._arrive(due)
@@ -846,15 +919,16 @@ class CohortEngine:
         rec.count("events_delivered", ep.size)
         self.fleet.report_events(got["t"], ep, got["model"], got["verdict"])
         t = got["t"]
+        t_max = float(t.max())
         # a day and a half of these waits for the fold: 13 bytes an event
         keep = {
             "ep": got["ep"].astype(np.int32),
             "sample": got["sample"],
             "model": got["model"],
             "verdict": got["verdict"],
-            "t_ms": _ms(t),  # ms since second 0
+            "t_ms": _ms(t, t_max),  # ms since second 0
         }
-        d0, d1 = int(t.min() // DAY_S), int(t.max() // DAY_S)
+        d0, d1 = int(t.min() // DAY_S), int(t_max // DAY_S)
         if d0 == d1:
             self._delivered.setdefault(d0, []).append(keep)
             return
@@ -902,8 +976,8 @@ class CohortEngine:
         What was delivered and not yet folded stays for `take_delivered`.
         """
         rec = self.fleet.recorder
-        on = self._on_idx
-        self._checkins += self._n_ci(on, self._on_since[on - self.e_lo], t)
+        on = self._on_loc
+        self._checkins += self._n_ci_loc(on, self._on_since[on], t)
         rec.count("checkins", self._checkins)
         rec.count("checkins_failed", self._checkins_failed)
         due, self._due_next = self._due_next, []
@@ -924,3 +998,16 @@ class CohortEngine:
         rec.count("events_pending_at_end", left)
         rec.count("self_test_failed_endpoints", int(self.st_failed.sum()))
         self.sample_adoption(t)
+        self._record_codes()
+
+    def _record_codes(self) -> None:
+        """Add the encounters counted per (day, org, code) to the recorder's per-day arrays."""
+        rec = self.fleet.recorder
+        b = self._codes.reshape(rec.n_days, -1, 8)
+        rec.enc += b.sum(axis=2)
+        rec.mal_enc += b[:, :, 4:].sum(axis=2)
+        rec.alerts += b[:, :, [2, 3, 6, 7]].sum(axis=2)
+        rec.fp_alerts += b[:, :, [2, 3]].sum(axis=2)
+        rec.mal_alerts += b[:, :, [6, 7]].sum(axis=2)
+        rec.new_fp += b[:, :, [1, 3]].sum(axis=2)
+        self._codes[...] = 0

@@ -257,23 +257,38 @@ class Fleet:
     )
     _full: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
     _salts: dict[tuple[str, int], npt.NDArray[np.int16]] = field(default_factory=dict)
+    _defaults: dict[int, EffectivePolicy] = field(default_factory=dict)
+
+    def effective(self, policy_version: int, org: int) -> EffectivePolicy:
+        """Policy `policy_version` as org `org` (world index) obeys it (`link.effective`).
+
+        The orgs the policy document names no override for all obey its default: that is
+        resolved once per version, not once per org (a thousand orgs, each publication).
+        """
+        link = self.link
+        if link.org_ids[org] in link.docs[policy_version].orgs:
+            return link.effective(policy_version, org)
+        eff = self._defaults.get(policy_version)
+        if eff is None:
+            eff = self._defaults[policy_version] = link.effective(policy_version, org)
+        return eff
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
         """Decision table index for an endpoint of `org` on `model` under `policy_version`."""
         key = (policy_version, org, model)
         idx = self._ctx_cache.get(key)
         if idx is None:
-            eff = self.link.effective(policy_version, org) if policy_version > 0 else None
+            eff = self.effective(policy_version, org) if policy_version > 0 else None
             idx = self._ctx_cache[key] = self.tables.index(model, eff, self.clock.at(t))
         return idx
 
     def policy_model(self, policy_version: int, org: int) -> int | None:
         """The model the policy assigns to `org` (None: keep what runs)."""
-        return self.link.effective(policy_version, org).model_version
+        return self.effective(policy_version, org).model_version
 
     def mode_of(self, policy_version: int, org: int) -> Mode:
         """The policy's mode for `org`."""
-        return self.link.effective(policy_version, org).mode
+        return self.effective(policy_version, org).mode
 
     def apply(self, action: Action, t: float) -> None:
         """Carry out one operator action at simulated second `t`.
@@ -343,14 +358,14 @@ class Fleet:
     def _lut(self, policy_version: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
         hit = self._luts.get(policy_version)
         if hit is None:
-            effs = [self.link.effective(policy_version, o) for o in range(self.world.n_orgs)]
+            effs = [self.effective(policy_version, o) for o in range(self.world.n_orgs)]
             models = np.asarray([e.model_version or 0 for e in effs], np.int32)
             staged = np.asarray([e.rollout is not None for e in effs], bool)
             hit = self._luts[policy_version] = (models, staged)
         return hit
 
     def _cohort(self, policy_version: int, org: int) -> npt.NDArray[np.int32]:
-        eff = self.link.effective(policy_version, org)
+        eff = self.effective(policy_version, org)
         assert eff.rollout is not None
         key = (org, eff.rollout, eff.model_version)
         arr = self._cohorts.get(key)
