@@ -75,7 +75,8 @@ class PredictionTimer:
     """Wall and CPU seconds spent in `backend.analysis.transition.predict_transition` during a run.
 
     The simulator looks the function up at each rollout start, so wrapping the module's
-    attribute for the duration of a run times every prediction it makes.
+    attribute for the duration of a run times every prediction it makes. CPU is the calling
+    thread's own: the prediction runs in a thread beside the simulation (`fleet_sim.run`).
     """
 
     def __init__(self) -> None:
@@ -87,13 +88,13 @@ class PredictionTimer:
         self._mod, self._orig = mod, mod.predict_transition
 
         def timed(*args, **kwargs):
-            t, c = time.perf_counter(), time.process_time()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return self._orig(*args, **kwargs)
             finally:
                 self.calls += 1
                 self.wall_s += time.perf_counter() - t
-                self.cpu_s += time.process_time() - c
+                self.cpu_s += time.thread_time() - c
 
         mod.predict_transition = timed
         return self

@@ -38,7 +38,7 @@ from fleet_sim.control import (
 from fleet_sim.fold_writer import STORE_BUSY_TIMEOUT_MS
 from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
-from fleet_sim.rollout import ArmDayTally, ControllerRollout
+from fleet_sim.rollout import ArmDayTally, ControllerRollout, PendingPrediction
 from fleet_sim.scenario import ScenarioError, ScenarioModel, StartRollout
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world
@@ -184,9 +184,40 @@ def _forecast(
     return forecast
 
 
+def _forecast_beside(
+    store: Store, registry: ModelRegistry, old: int, new: int, now: dt.datetime
+) -> PendingPrediction:
+    """`_forecast` in a thread, on a snapshot of the store taken before this returns.
+
+    The snapshot (`Store.snapshot`: one read transaction) holds the store as it is at the call,
+    so the folds, policies and evidence the run writes meanwhile cannot reach the prediction:
+    its result is the one `_forecast` would give here.
+    """
+    snap = store.snapshot()
+
+    def compute() -> dict[str, float]:
+        try:
+            return _forecast(snap, registry, old, new, now)
+        finally:
+            snap.close()
+
+    try:
+        return PendingPrediction(compute, snap.interrupt)
+    except BaseException:
+        snap.close()  # no thread started: nothing else closes it
+        raise
+
+
 def _rollout_starter(
-    fleet: Fleet, store: Store, registry: ModelRegistry
+    fleet: Fleet,
+    store: Store,
+    registry: ModelRegistry,
+    pending: list[PendingPrediction] | None = None,
 ) -> Callable[[StartRollout, float], ControllerRollout]:
+    """Starts a rollout; with `pending`, its prediction runs beside the run (added to the list).
+
+    Without, the prediction runs inline while the simulation waits (the reference).
+    """
     link = fleet.link
 
     def start(action: StartRollout, t: float) -> ControllerRollout:
@@ -199,12 +230,17 @@ def _rollout_starter(
         cur = store.current_policy()
         old = cur.document.default.model_version if cur is not None else None
         prediction: dict[str, float] = {}
+        beside: PendingPrediction | None = None
         if action.predict and old is not None and old != action.version:
             if fleet.flush_hook is not None:  # the prediction reads the aggregates so far
                 fleet.flush_hook(t)
-            prediction = _forecast(store, registry, old, action.version, now)
+            if pending is None:
+                prediction = _forecast(store, registry, old, action.version, now)
+            else:  # its snapshot is taken here, before the rollout writes its first policy
+                beside = _forecast_beside(store, registry, old, action.version, now)
+                pending.append(beside)
         try:
-            return ControllerRollout.begin(
+            rollout = ControllerRollout.begin(
                 action, t, store=store, publish=link.publish, clock=fleet.clock, org_id=org_id,
                 org_names=dict(zip(link.org_ids, link.org_names, strict=True)),
                 policy_version=lambda: link.policy_version, prediction=prediction,
@@ -212,6 +248,9 @@ def _rollout_starter(
             )  # fmt: skip
         except BackendError as exc:
             raise ScenarioError(f"start_rollout v{action.version}: {exc}") from exc
+        if beside is not None:
+            beside.record = rollout.record  # filled when the run ends (`run_arm`)
+        return rollout
 
     return start
 
@@ -255,10 +294,12 @@ def run_arm(
     remote: RemoteBackend | None = None,
     workers: int | None = 1,
     engine: ShardEngine | None = None,
+    prediction_beside: bool = True,
 ) -> tuple[ArmRun, Path, int]:
     """Run one arm; returns its records, its store path and the encounters simulated.
 
-    `workers` None: `default_workers` for the world's size.
+    `workers` None: `default_workers` for the world's size. `prediction_beside`: see
+    `run_scenario`.
     """
     arm_dir = out / arm
     if arm_dir.exists():
@@ -269,6 +310,7 @@ def run_arm(
     store = Store(db, synchronous="NORMAL", page_size=16384, busy_timeout_ms=STORE_BUSY_TIMEOUT_MS)
     clock = SimClock(scenario.start)
     stack = ExitStack()
+    pending: list[PendingPrediction] = []  # the rollout starts' predictions beside the run
     try:
         link = _open_link(store, world, corpus, clock, remote, stack, arm_dir)
         link.init_policy(
@@ -295,7 +337,9 @@ def run_arm(
         )
         if scenario.endpoint_days:
             fleet.tally = ArmDayTally(clock.epoch_day, world.ep_org, world.n_orgs)
-        fleet.rollout_starter = _rollout_starter(fleet, store, registry)
+        fleet.rollout_starter = _rollout_starter(
+            fleet, store, registry, pending if prediction_beside else None
+        )
         actions = scenario.actions(arm)
         total = scenario.days * 86_400.0
 
@@ -322,6 +366,14 @@ def run_arm(
             rec.count("backend_events_sent", link.events_sent)
             rec.count("backend_batches_sent", link.batches_sent)
             rec.count("backend_checkins", link.checkins_sent)
+        for p in pending:  # the run's error if one failed
+            p.fill()
+    except BaseException as exc:
+        for p in pending:  # joined before the store closes; a run that failed waits no longer
+            err = p.cancel()
+            if err is not None and err is not exc:
+                exc.add_note(f"the transition prediction beside the run failed too: {err!r}")
+        raise
     finally:
         stack.close()
         store.close()
@@ -339,6 +391,7 @@ def run_scenario(
     remote: RemoteBackend | None = None,
     workers: int | None = 1,
     engine: ShardEngine | None = None,
+    prediction_beside: bool = True,
 ) -> SimRun:
     """Run every arm of `scenario` and check its outcomes.
 
@@ -348,6 +401,12 @@ def run_scenario(
     with the same results for any number (None: `default_workers` for the world's size); the
     exact mode runs in one process. `engine` runs
     those shards elsewhere (`fleet_sim.spark_engine.SparkEngine`), with the same results.
+
+    The transition prediction at a rollout start (`predict`) reads a snapshot of the store taken
+    there and runs in a thread while the simulation goes on (nothing the run decides reads it);
+    its per-org forecast joins the rollout's record when the arm ends, and its failure fails the
+    run. `prediction_beside=False` runs it inline while the simulation waits: the same results
+    (the reference the concurrent one is tested against).
 
     Raises:
         ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode, a
@@ -382,6 +441,7 @@ def run_scenario(
             remote=remote,
             workers=workers,
             engine=engine,
+            prediction_beside=prediction_beside,
         )
         arms[arm.name], stores[arm.name] = run, db
         events += n

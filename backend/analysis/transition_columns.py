@@ -14,6 +14,9 @@ This module reads the same facts from a SQLite store file in bulk instead:
   per-org rule holds: a pair is only ever matched with a reference of its own org);
 - sketches: read and merged only for the pairs asked for (the negatively flipped ones).
 
+Every read goes through `Store.reading`, so on a `Store.snapshot` view the whole prediction reads
+one consistent state in one transaction, however much is written meanwhile.
+
 It returns `None` for a store it cannot read this way (PostgreSQL, in-memory SQLite): the caller
 then takes the reference path. The decisions and figures are the one core in
 `backend.analysis.transition` either way; `tests/backend/analysis/test_transition_columns.py` holds
@@ -23,9 +26,7 @@ the two reads' reports equal on random histories.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -44,13 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["OrgSamplePairs", "PairColumns", "read_pair_columns"]
 
 _CHUNK = 65_536
-
-
-@contextmanager
-def _connect(path: str) -> Iterator[sqlite3.Connection]:
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, check_same_thread=False)) as conn:
-        yield conn
 
 
 def _is_file_store(store: object) -> bool:
@@ -92,7 +86,8 @@ class PairColumns:
     """The pairs of one prediction and the means to score them; see `read_pair_columns`."""
 
     pairs: OrgSamplePairs
-    path: str
+    store: Store
+    """The store read (every read goes through `Store.reading`: one transaction in a snapshot)."""
     org_keys: npt.NDArray[np.int64]
     """Per pair: the store's integer key of its org."""
     sample_rank: npt.NDArray[np.int64]
@@ -151,7 +146,7 @@ class PairColumns:
         found: dict[bytes, bytes] = {}
         key_parts: list[npt.NDArray[np.int64]] = []
         which_parts: list[npt.NDArray[np.int64]] = []
-        with _connect(self.path) as conn:
+        with self.store.reading() as conn:
             cur = conn.execute(sql, args)
             while chunk := cur.fetchmany(_CHUNK):
                 # columns of the chunk, converted in C (no Python statement per row)
@@ -202,12 +197,12 @@ class PairColumns:
         if self.org_key is not None:
             sql += " AND org = ?"
             args.append(self.org_key)
-        with _connect(self.path) as conn:
+        with self.store.reading() as conn:
             return conn.execute(sql + " LIMIT 1", args).fetchone() is not None
 
 
 def _sketch_reader(
-    path: str,
+    store: Store,
     until_ms: int,
     org_keys: npt.NDArray[np.int64],
     sample_rank: npt.NDArray[np.int64],
@@ -220,22 +215,25 @@ def _sketch_reader(
         if need:
             where = {(int(org_keys[i]), samples[int(sample_rank[i])]): i for i in need}
             merged: dict[int, bytes] = {}
-            with _connect(path) as conn:
+            with store.reading() as conn:  # a snapshot's connection lives on: drop the table
                 conn.execute(
                     "CREATE TEMP TABLE want (org INTEGER NOT NULL, sha256 BLOB NOT NULL, "
                     "PRIMARY KEY (org, sha256)) WITHOUT ROWID"
                 )
-                conn.executemany("INSERT INTO want VALUES (?, ?)", list(where))
-                cur = conn.execute(
-                    "SELECT a.org, a.sha256, a.endpoints FROM aggregates a "
-                    "JOIN want w ON w.org = a.org AND w.sha256 = a.sha256 "
-                    "WHERE a.shadow = 0 AND a.first_seen_ms < ? "
-                    "ORDER BY a.day, a.org, a.sha256, a.model_version, a.verdict",
-                    (until_ms,),
-                )
-                for org, sha, endpoints in cur:
-                    i = where[(org, sha)]
-                    merged[i] = sketch.merge(merged.get(i), endpoints)
+                try:
+                    conn.executemany("INSERT INTO want VALUES (?, ?)", list(where))
+                    cur = conn.execute(
+                        "SELECT a.org, a.sha256, a.endpoints FROM aggregates a "
+                        "JOIN want w ON w.org = a.org AND w.sha256 = a.sha256 "
+                        "WHERE a.shadow = 0 AND a.first_seen_ms < ? "
+                        "ORDER BY a.day, a.org, a.sha256, a.model_version, a.verdict",
+                        (until_ms,),
+                    )
+                    for org, sha, endpoints in cur:
+                        i = where[(org, sha)]
+                        merged[i] = sketch.merge(merged.get(i), endpoints)
+                finally:
+                    conn.execute("DROP TABLE temp.want")
             for i in need:
                 cache[i] = merged.get(i, b"")
         return [cache[i] for i in rows.tolist()]
@@ -252,9 +250,9 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
     """
     if not _is_file_store(store):
         return None
-    path = str(getattr(store, "path"))  # noqa: B009 - checked by _is_file_store
+    assert isinstance(store, Store)  # checked by _is_file_store
     until_ms = int(now.timestamp() * 1000)
-    with _connect(path) as conn:
+    with store.reading() as conn:
         org_key: int | None = None
         if org is not None:
             row = conn.execute("SELECT id FROM orgs WHERE org_id = ?", (org,)).fetchone()
@@ -321,9 +319,9 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         counts=counts,
         sketches=(),
         org_days=org_days,
-        sketch_reader=_sketch_reader(path, until_ms, org_keys, sample_rank, samples),
+        sketch_reader=_sketch_reader(store, until_ms, org_keys, sample_rank, samples),
         org_index=org_index,
         samples=hexes,
         sample_index=sample_rank.astype(np.intp),
     )
-    return PairColumns(pairs, path, org_keys, sample_rank, samples, org_key)
+    return PairColumns(pairs, store, org_keys, sample_rank, samples, org_key)

@@ -47,6 +47,7 @@ All methods are thread-safe (one connection behind a lock; SQLite serialises wri
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import gc
 import os
@@ -432,6 +433,10 @@ class Store(_StoreCommon):
     the lock longer than that, so they wait longer.
     """
 
+    # the read-only connection of a `snapshot` view, whose one transaction every read goes through
+    _snapshot: sqlite3.Connection | None = None
+    _interrupted = False
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -535,6 +540,77 @@ class Store(_StoreCommon):
         """
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def snapshot(self) -> Store:
+        """A read-only view of this store as it is now, for a long read beside later writes.
+
+        Every read of the view (the store's read methods and `reading`) goes through one
+        read-only connection whose read transaction is begun here, before this returns: in WAL
+        mode it sees the database as of this call and nothing committed afterwards, by this store
+        or any other connection or process. Writes through the view fail. `close` ends it. While
+        it is open, checkpoints (`checkpoint` is PASSIVE) copy back only the WAL frames before
+        its start and the WAL grows instead; nothing waits on it. `interrupt` (from any thread)
+        ends a long read early.
+
+        Raises:
+            ValueError: an in-memory store (no file to open a second connection on).
+        """
+        if self.path in (":memory:", "") or self.path.startswith("file:"):
+            raise ValueError("a snapshot needs a store file")
+        self._ensure_labels()  # a script would commit the view's read transaction
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            conn.execute("BEGIN")
+            # the WAL snapshot is fixed by the transaction's first read, not by BEGIN
+            conn.execute("SELECT count(*) FROM policy_history").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        view = copy.copy(self)
+        view._conn = view._auth_conn = view._snapshot = conn
+        view._lock = view._auth_lock = threading.Lock()
+        view._bulk_conn = None
+        view._orgs, view._org_names = dict(self._orgs), dict(self._org_names)
+        view._principals = {}
+        return view
+
+    def interrupt(self) -> None:
+        """Abort a `snapshot` view's running read and fail its later ones; any thread may call it.
+
+        The reads raise `sqlite3.OperationalError` ("interrupted"). A no-op on a closed view.
+
+        Raises:
+            ValueError: not a snapshot view.
+        """
+        if self._snapshot is None:
+            raise ValueError("only a snapshot view's reads can be interrupted")
+        self._interrupted = True
+        with self._lock:  # not while `close` runs
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
+                self._snapshot.interrupt()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection to the store file for a bulk read in SQL of one's own.
+
+        In a `snapshot` view, the view's own connection (its transaction stays open); else a
+        fresh connection opened read-only, closed when the block ends. Temporary tables work.
+
+        Raises:
+            ValueError: an in-memory store.
+        """
+        if self._snapshot is not None:
+            if self._interrupted:
+                raise sqlite3.OperationalError("interrupted")
+            yield self._snapshot
+            return
+        if self.path in (":memory:", "") or self.path.startswith("file:"):
+            raise ValueError("reading needs a store file")
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, check_same_thread=False)) as conn:
+            yield conn
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -1505,7 +1581,14 @@ class Store(_StoreCommon):
         return book.label_as_of(sha256, when, corrected=corrected)
 
     def _reader(self) -> tuple[sqlite3.Connection, bool]:
-        """A connection for a long read: a fresh one on a file, the shared one in memory."""
+        """A connection for a long read: a fresh one on a file, the shared one in memory.
+
+        A `snapshot` view reads through its own connection (and transaction) only.
+        """
+        if self._snapshot is not None:
+            if self._interrupted:
+                raise sqlite3.OperationalError("interrupted")
+            return self._snapshot, False
         if self.path in (":memory:", "") or self.path.startswith("file::memory:"):
             return self._conn, False
         conn = sqlite3.connect(self.path, check_same_thread=False)

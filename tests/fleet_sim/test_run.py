@@ -1,12 +1,21 @@
-"""`run_scenario`: how many shards a run gets when none is asked for."""
+"""`run_scenario`: how many shards a run gets when none is asked for; the prediction beside it."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+
 import pytest
 
+import backend.analysis.transition as transition
+import backend.store.sqlite as sqlite_store
 import fleet_sim.shard as shard
+from agent.errors import IntegrityError
 from fleet_sim.run import SHARDS_MIN_ENDPOINTS, default_workers, run_scenario
 from fleet_sim.scenario import scenario_from_dict
+from tests.fleet_sim.test_shard import SCENARIO as SHARD_SCENARIO
+from tests.fleet_sim.test_shard import _Ids, _outcome
 
 
 def test_default_workers_is_one_shard_below_the_threshold_and_the_cores_from_it() -> None:
@@ -74,3 +83,88 @@ def test_rollout_start_folds_delivered_events_only_for_the_prediction(
     run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=1)
     assert run.arms["main"].recorder.rollouts  # the rollout started
     assert len(takes) == (1 if predict else 0)
+
+
+def _prediction_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "transition-prediction"]
+
+
+def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store(
+    small_corpus, sim_bundles, tmp_path, monkeypatch
+) -> None:
+    # the shard test's world: a rollout with the prediction at 12 h, then two days and a half
+    # of folds (the start's partial day merged again), policies and evidence
+    sc = scenario_from_dict(SHARD_SCENARIO)
+    real = transition.predict_transition
+    passed = threading.Event()
+    run_at: list[float] = []
+    sim_t = [0.0]
+
+    def late(*args, **kwargs):  # the thread reads only once the run has written on for a day
+        assert passed.wait(120)
+        run_at.append(sim_t[0])
+        return real(*args, **kwargs)
+
+    def progress(_arm: str, t: float, _total: float, _events: int) -> None:
+        sim_t[0] = t
+        if t >= 1.5 * 86_400:
+            passed.set()
+
+    got = {}
+    for beside in (False, True):
+        monkeypatch.setattr(sqlite_store, "secrets", _Ids())
+        if beside:
+            passed.clear()
+            monkeypatch.setattr(transition, "predict_transition", late)
+        out = tmp_path / ("beside" if beside else "inline")
+        run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=out, workers=1,
+                           prediction_beside=beside, progress=progress)  # fmt: skip
+        got[beside] = _outcome(run, out)
+        assert not _prediction_threads()  # joined when the run ended
+    assert run_at and run_at[0] >= 1.5 * 86_400  # it read a day after its start at 12 h
+    report = json.loads(got[False][0])
+    prediction = report["arms"]["main"]["rollouts"][0]["prediction"]
+    assert prediction and any(v > 0 for v in prediction.values())  # a real forecast, not {}
+    assert len(prediction) > 1
+    for a, b in zip(got[False], got[True], strict=True):
+        assert a == b
+
+
+def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
+    small_corpus, sim_bundles, tmp_path
+) -> None:
+    v2 = tmp_path / "v2"
+    shutil.copytree(sim_bundles["v2"], v2)
+    model = v2 / "model.onnx"
+    tampered: list[float] = []
+
+    def tamper_before_the_rollout(_arm: str, t: float, _total: float, _events: int) -> None:
+        if t >= 3 * 3600 and not tampered:  # scored at the run's start, read again at 6 h
+            raw = bytearray(model.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            model.write_bytes(bytes(raw))
+            tampered.append(t)
+
+    sc = scenario_from_dict(
+        {
+            "name": "failing-prediction",
+            "seed": 2,
+            "days": 0.5,
+            "world": {"orgs": 20, "endpoints": 300, "scans_per_hour": 4.0},
+            "models": {
+                "initial": 1,
+                "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
+            },
+            "timeline": [
+                {"at": "6h", "do": "start_rollout", "version": 2, "stages": [10, 100],
+                 "stage_hours": 3, "predict": True},
+            ],
+        }
+    )  # fmt: skip
+    with pytest.raises(IntegrityError, match="model.onnx does not match the manifest's sha256"):
+        run_scenario(
+            sc, corpus=small_corpus, bundles={"v1": sim_bundles["v1"], "v2": v2},
+            out=tmp_path / "out", workers=1, progress=tamper_before_the_rollout,
+        )  # fmt: skip
+    assert tampered and tampered[0] < 6 * 3600  # the fault landed before the prediction read
+    assert not _prediction_threads()
