@@ -76,6 +76,9 @@ class InProcessLink:
     published: list[tuple[int, dt.datetime]] = field(default_factory=list)
     rows_ingested: int = 0
     batches: int = 0
+    # copy the WAL back after each chunk of rows (`write_rows`): a writer process does, so the
+    # WAL stays small and the simulation's own commits never find it past their autocheckpoint
+    checkpoint_chunks: bool = False
     _resolved: dict[tuple[int, int], EffectivePolicy] = field(default_factory=dict)
     _features_first: set[int] = field(default_factory=set)
     _features_sent: set[tuple[str, str]] = field(default_factory=set)
@@ -381,6 +384,8 @@ class InProcessLink:
                 f"sim-fold-{self._fold_seq:06d}-{part:04d}", "sim-cohort", encoded, now=now
             )
             self.batches += 1
+            if self.checkpoint_chunks:
+                self.store.checkpoint()
         self.rows_ingested += n_rows
         return n_rows
 

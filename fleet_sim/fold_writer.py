@@ -125,12 +125,13 @@ def _own_link(
 ) -> InProcessLink:
     """A writer's link: a `Store` of its own (its own connections) on the run's file.
 
-    The store checkpoints its own WAL past the autocheckpoint size; the writer also calls
-    `Store.checkpoint` after each job.
+    It checkpoints after each chunk of rows it writes (`InProcessLink.checkpoint_chunks`); the
+    writer also calls `Store.checkpoint` after each job (the vectors).
     """
     store = Store(db, synchronous="NORMAL", busy_timeout_ms=STORE_BUSY_TIMEOUT_MS)
     link = InProcessLink(store, tuple(org_names), features, tuple(sha256))
     link.org_ids = list(org_ids)
+    link.checkpoint_chunks = True
     return link
 
 

@@ -22,8 +22,9 @@ Layout choices, for locality and size:
 - Bulk folds (`ingest_columns`, hundreds of thousands of rows a call) go through a second
   connection to the same file opened with APSW, whose `executemany` (and newer bundled SQLite)
   writes the same rows about 2.5x faster than the stdlib driver; it shares the store's lock, so
-  the two connections never write at once in one process. An in-memory store has no file to
-  share and stays on the stdlib connection.
+  the two connections never write at once in one process, and it never checkpoints (APSW's
+  copy of SQLite cannot see the stdlib connections' locks: see `_bulk`). An in-memory store has
+  no file to share and stays on the stdlib connection.
 - The encoded bulk form (`ingest_encoded`, the simulator's daily fold) reaches SQLite with no
   Python object per row: integer columns packed as bit fields into int64 words
   (`_encoded.pack`), the first word bound as an array (APSW's `carray`), the others copied in
@@ -534,9 +535,9 @@ class Store(_StoreCommon):
     def checkpoint(self) -> None:
         """Copy the WAL's pages back into the database file, without waiting on any writer.
 
-        A bulk writer in another process can open its store with `autocheckpoint=False` and
-        leave this work to a process with time to spare (the fleet simulator does: its fold
-        writer only appends, the simulation checkpoints hourly).
+        PASSIVE: frames a reader's snapshot still needs stay in the WAL. A bulk writer calls it
+        after its writes (the bulk connection never checkpoints on its own, see `_bulk`); the
+        fleet simulator's fold writer process does, after each chunk it writes.
         """
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -1095,10 +1096,13 @@ class Store(_StoreCommon):
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA temp_store=MEMORY")  # the packed rows' staging tables
-            if not self._autocheckpoint:
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-            else:
-                conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+            # Never a checkpoint through APSW's own copy of SQLite: it cannot see the stdlib
+            # connections' locks in this process (POSIX locks are per process, each copy keeps
+            # its own table), so it would copy back WAL frames past a stdlib reader's snapshot
+            # (`snapshot`, in another thread) and overwrite pages that reader still reads. The
+            # stdlib connection checkpoints (its autocheckpoint, `checkpoint`, its close).
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
             merge: Any = sketch.merge  # APSW types a scalar function loosely
             conn.create_scalar_function("fw_merge", merge, 2, deterministic=True)
             self._bulk_conn = conn
