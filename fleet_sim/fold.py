@@ -25,6 +25,9 @@ __all__ = ["FOLD_CHUNK_EVENTS", "EventFolder", "FoldedRows"]
 
 FOLD_CHUNK_EVENTS = 1_000_000  # events sorted at once (bounds the sorts' temporaries)
 _MS_PER_DAY = 86_400_000
+_TB = 27  # bits of a key's time of day (ms; 2**27 > 86,400,000)
+_T_MASK = (1 << _TB) - 1
+_KEY_BITS = 63  # of a sort key (int64, non-negative); read at each fold: a test lowers it
 # verdict codes <-> their names' order (the aggregates table sorts verdicts by name)
 _VERDICT_OF_RANK = np.asarray(sorted(range(len(VERDICTS)), key=lambda c: VERDICTS[c].value))
 _VERDICT_RANK = np.argsort(_VERDICT_OF_RANK)
@@ -149,9 +152,13 @@ class EventFolder:
     """Folds the events of endpoints `e_lo` onwards (a shard's, or every endpoint).
 
     Each endpoint's sketch hash is computed once (lazily, as far as the largest endpoint
-    seen); ordering a row's endpoints by their rank in hash order orders them by hash, so
-    one integer sort yields every row's sketch, and a rank among a shard's own endpoints
-    orders them as a rank among all would.
+    seen), and so is its position: endpoints ordered by org, then by hash. A fold sorts one
+    int64 key per event, (day, sample, model and verdict, endpoint position, time of day):
+    a row (day, org, sample, model, verdict) is a run of the sorted keys (an org's positions
+    are contiguous) holding its distinct endpoints in hash order (its sketch: the first K)
+    and each endpoint's times in order (its first and last time: the ends). One value sort
+    (SIMD-fast, unlike an argsort) yields every row; a stable sort of the rows by (day, org)
+    puts them in the aggregates table's key order.
     """
 
     def __init__(self, sha256: Sequence[str], n_orgs: int, e_lo: int = 0) -> None:
@@ -162,11 +169,10 @@ class EventFolder:
         order = np.argsort(np.asarray(sha256))
         rank[order] = np.arange(len(sha256))
         self.sha_rank = rank
-        self.sha_rank32 = rank.astype(np.int32)
         self.sample_of_rank = order
         self._hash = np.zeros(0, np.uint64)
         self._rank = np.zeros(0, np.int64)
-        self._hash_by_rank = np.zeros(0, np.uint64)
+        self._pos: _Positions | None = None
 
     def ranks(self, max_ep: int) -> npt.NDArray[np.int64]:
         """Rank in hash order of endpoints e_lo..max_ep (index: endpoint - e_lo)."""
@@ -178,8 +184,27 @@ class EventFolder:
             by_rank = np.argsort(self._hash, kind="stable")
             self._rank = np.empty(self._hash.size, np.int64)
             self._rank[by_rank] = np.arange(self._hash.size)
-            self._hash_by_rank = self._hash[by_rank]
         return self._rank
+
+    def positions(self, max_ep: int, ep_org: npt.NDArray[np.integer[Any]]) -> _Positions:
+        """The endpoints' positions (by org, then hash) as far as `max_ep`, kept between folds.
+
+        Made again only when more endpoints get hashed, or for another org array.
+        """
+        rank = self.ranks(max_ep)
+        p = self._pos
+        if p is None or p.n != rank.size or p.ep_org is not ep_org:
+            lo = self.e_lo
+            org = np.asarray(ep_org[lo : lo + rank.size], np.int64)
+            order = np.lexsort((rank, org))
+            e_term = np.zeros(lo + rank.size, np.int64)  # by endpoint id; below e_lo: unread
+            e_term[lo + order] = np.arange(rank.size) << _TB
+            p = self._pos = _Positions(
+                n=rank.size, pb=max(1, (rank.size - 1).bit_length()), ep_org=ep_org,
+                e_term=e_term, org_of_pos=org[order].astype(np.int32),
+                hash_of_pos=self._hash[order].astype(">u8"),
+            )  # fmt: skip
+        return p
 
     def fold(
         self,
@@ -193,10 +218,6 @@ class EventFolder:
         t_base_ms: int = 0,
     ) -> FoldedRows:
         """Events (any integer dtypes; time `t_base_ms + t_ms`, org `ep_org[ep]`) into rows.
-
-        Events go in chunks of about `FOLD_CHUNK_EVENTS` (whole (org, sample) groups, which no row
-        spans, so a heavy org does not make one huge chunk and the sorts' temporaries stay
-        chunk-sized); the chunks' rows are joined in key order.
 
         Raises:
             ValueError: the columns differ in length, or the key space overflows.
@@ -215,7 +236,11 @@ class EventFolder:
 
         The rows `fold` makes of the parts joined, without joining them: a simulated day of a
         million endpoints is about 180 MB of events, and a joined copy would double that at the
-        fold, the run's memory peak. Each chunk gathers its own events from every part.
+        fold, the run's memory peak. The keys are written part by part (cache-sized steps:
+        table lookups and adds) into one int64 array, the only event-sized temporary; sorted,
+        it is read in chunks of about `FOLD_CHUNK_EVENTS` keys (whole rows), so the chunks'
+        temporaries stay chunk-sized. Should the keys of all events overflow int64, events
+        go in slices of their (day, sample, model, verdict) range, each sorted on its own.
 
         Raises:
             ValueError: a part's columns differ in length, or the key space overflows.
@@ -225,122 +250,253 @@ class EventFolder:
             raise ValueError("fold: columns of different lengths")
         if not parts:
             return _EMPTY
-        n_models = max(int(p["model"].max()) for p in parts) + 1
-        day0 = (t_base_ms + min(int(p["t_ms"].min()) for p in parts)) // _MS_PER_DAY
-        rank = self.ranks(max(int(p["ep"].max()) for p in parts))
-        n_s = self.n_samples
-        org32 = np.asarray(ep_org, np.int32)
-        ends = np.cumsum([p["ep"].size for p in parts])
-        n = int(ends[-1])
-        group = np.empty(n, np.int32)  # filled part by part: a day of events makes every
-        for p, a, b in zip(parts, np.r_[0, ends[:-1]], ends, strict=True):  # temporary count
-            g = group[a:b]
-            np.take(org32, p["ep"], out=g)
-            g *= np.int32(n_s)
-            g += self.sha_rank32[p["sample"]]
-        per_group = np.cumsum(np.bincount(group, minlength=self.n_orgs * n_s))
-        step = FOLD_CHUNK_EVENTS  # read at each call: a test makes it tiny
-        cut = np.unique(np.searchsorted(per_group, np.arange(0, n, step), "right"))
-        del per_group
-        chunk_of = np.repeat(
-            np.arange(cut.size, dtype=np.int16 if cut.size < 2**15 else np.int32),
-            np.diff(np.r_[0, cut[1:], self.n_orgs * n_s]),
+        lay = _Layout.of(self, parts, ep_org, t_base_ms)
+        got: list[list[Arr]] = []
+        blobs: list[Arr] = []  # big-endian words
+        for lo, hi in lay.slices():
+            key = lay.keys(parts, lo, hi)
+            key.sort()
+            step = FOLD_CHUNK_EVENTS  # read at each call: a test makes it tiny
+            for a, b in lay.chunks(key, step):
+                cols, blob = self._fold_part(key[a:b], lay)
+                cols[0] += lo  # the rows' u (day, sample, model, verdict) in the whole range
+                got.append(cols)
+                blobs.append(blob)
+            del key
+        return lay.rows(
+            [np.concatenate(c) for c in zip(*got, strict=True)], b"".join(b.data for b in blobs)
         )
-        chunk = chunk_of[group] if cut.size > 1 else None
-        del group, g, chunk_of  # g: a view that would keep `group` alive
-        out: list[FoldedRows] = []
-        for i in range(max(1, cut.size)):
-            if chunk is None:
-                c = {k: _joined([p[k] for p in parts]) for k in _EVENT_COLS}
-            else:
-                sel = np.flatnonzero(chunk == i)
-                at = np.searchsorted(sel, ends)  # sel[at[j-1]:at[j]] falls in part j
-                picks = [
-                    (p, sel[a:b] - (e - p["ep"].size))
-                    for p, a, b, e in zip(parts, np.r_[0, at[:-1]], at, ends, strict=True)
-                    if b > a
-                ]
-                del sel
-                c = {k: np.concatenate([p[k][s] for p, s in picks]) for k in _EVENT_COLS}
-            e = c["ep"]
-            tm = t_base_ms + np.asarray(c["t_ms"], np.int64)
-            out.append(
-                self._fold_part(
-                    tm // _MS_PER_DAY - day0, ep_org[e], c["sample"], c["model"], c["verdict"],
-                    rank[np.asarray(e, np.int64) - self.e_lo], tm, n_models, day0,
-                )
-            )  # fmt: skip
-            del c, e, tm
-        return _join(out)
 
-    def _fold_part(
-        self,
-        day: npt.NDArray[np.int64],
-        org: npt.NDArray[np.integer[Any]],
-        sample: npt.NDArray[np.integer[Any]],
-        model: npt.NDArray[np.integer[Any]],
-        verdict: npt.NDArray[np.integer[Any]],
-        rank: npt.NDArray[np.int64],
-        t_ms: npt.NDArray[np.int64],
-        n_models: int,
-        day0: int,
-    ) -> FoldedRows:
-        """Fold one org chunk's events (`day` relative to `day0`) into rows.
+    def _fold_part(self, key: npt.NDArray[np.int64], lay: _Layout) -> tuple[list[Arr], Arr]:
+        """One chunk of whole rows of sorted keys: the rows' columns and sketches.
 
-        Two value sorts (SIMD-fast, unlike an argsort) do it: (row, endpoint hash rank) gives
-        each row's count (its run length) and its distinct endpoints in hash order (the first
-        K join the sketch); (row, time) gives its first and last time (the run's ends). Both
-        runs of a row sit at the same positions, since both sorts order by row first. The row
-        key orders rows as the aggregates table does (day, org, sha256 bytes, model, verdict
-        name), so the rows come out in the table's key order.
+        A key's pair (key // ms per day: u and endpoint position) starts a new distinct
+        endpoint of a row where it changes, a new row where u or the endpoint's org does. A
+        row's count is its run's length, its sketch the hashes of its first K pairs, its first
+        and last times of day the least of its pairs' first and the most of their last ones.
+        Columns: u, org, count, first, last (times of day) and hashes in the sketch.
         """
-        n_s, n_o = self.n_samples, self.n_orgs
+        q = key >> _TB
+        new = np.empty(key.size, bool)
+        new[0] = True
+        np.not_equal(q[1:], q[:-1], out=new[1:])
+        pair_at = np.flatnonzero(new)
+        pq = q[pair_at]
+        del q, new
+        pb = lay.pos.pb
+        u = pq >> pb
+        pos = pq & ((1 << pb) - 1)
+        org = lay.pos.org_of_pos[pos]
+        new = np.empty(pq.size, bool)  # the pairs that start a row
+        new[0] = True
+        new[1:] = u[1:] != u[:-1]
+        new[1:] |= org[1:] != org[:-1]
+        ps = np.flatnonzero(new)  # each row's first pair
+        del new
+        pe = np.empty_like(ps)
+        pe[:-1] = ps[1:]
+        pe[-1] = pq.size
+        keep_end = np.minimum(pe, ps + sketch.K)
+        kept = pos
+        if not (keep_end == pe).all():  # rows past K endpoints keep their first K
+            flip = np.zeros(pq.size + 1, np.int8)  # +1 where a row's pairs start, -1 after K
+            flip[ps] = 1
+            flip[keep_end] -= 1
+            kept = pos[np.cumsum(flip[:-1], dtype=np.int8).view(bool)]
+        hashes = lay.pos.hash_of_pos.take(kept)
+        del kept, pos
+        del pq
+        t_first = key[pair_at] & _T_MASK
+        pair_at[:-1] = pair_at[1:] - 1  # each pair's last event
+        pair_at[-1] = key.size - 1
+        t_last = key[pair_at] & _T_MASK
+        starts = np.empty_like(ps)
+        starts[0] = 0
+        starts[1:] = pair_at[ps[1:] - 1] + 1
+        return [
+            u[ps],
+            org[ps],
+            np.diff(starts, append=key.size),
+            np.minimum.reduceat(t_first, ps),
+            np.maximum.reduceat(t_last, ps),
+            keep_end - ps,
+        ], hashes
+
+
+def _mv_codes(model: npt.NDArray[np.integer[Any]], verdict: Arr, nv: int) -> Arr:
+    """Each event's model * nv + verdict rank: (model, verdict name) order."""
+    code = model.astype(np.int64) * nv
+    code += _VERDICT_RANK.take(verdict)
+    return code
+
+
+@dataclass(slots=True)
+class _Positions:
+    """A shard's endpoints by (org, hash): each endpoint's key term, and back."""
+
+    n: int  # endpoints hashed (e_lo onwards)
+    pb: int  # bits of a position
+    ep_org: Any  # the org array these were made for
+    e_term: npt.NDArray[np.int64]  # endpoint id -> its position << _TB
+    org_of_pos: npt.NDArray[np.int64]
+    hash_of_pos: npt.NDArray[Any]  # big-endian words, as sketches store them
+
+
+@dataclass(slots=True)
+class _Layout:
+    """One fold's keys: (u << position bits | endpoint position) << 27 | time of day (ms).
+
+    u = ((day - day0) * n_samples + sha256 rank) * n_mv + model and verdict slot. The slots
+    are the (model, verdict) pairs present, in (model, verdict name) order, so the keys are
+    as narrow as the fold's events allow.
+    """
+
+    folder: EventFolder
+    pos: _Positions
+    t_base_ms: int
+    day0: int
+    mv_slot: npt.NDArray[np.int64]  # model * nv + verdict rank -> slot (-1: absent)
+    mv_code: npt.NDArray[np.int64]  # slot -> model * nv + verdict rank
+    n_u: int
+    per_slice: int  # u values one sort's keys can hold
+    t_range: list[tuple[int, int]]  # each part's earliest and latest t_ms
+    mv_part: list[int | None]  # each part's one slot, when it has one
+
+    @property
+    def u_d(self) -> int:
+        return int(self.mv_code.size) * self.folder.n_samples
+
+    @staticmethod
+    def of(
+        folder: EventFolder,
+        parts: Sequence[Mapping[str, npt.NDArray[np.integer[Any]]]],
+        ep_org: npt.NDArray[np.integer[Any]],
+        t_base_ms: int,
+    ) -> _Layout:
+        pos = folder.positions(max(int(p["ep"].max()) for p in parts), ep_org)
         nv = len(VERDICTS)
-        row = (
-            ((day * n_o + org) * n_s + self.sha_rank[sample]) * n_models + model
-        ) * nv + _VERDICT_RANK[verdict]
-        # (row, rank) and (row, time) packed by shifts: no integer division over the events
-        rb = max(1, int(self._hash.size - 1).bit_length())
-        t0 = int(t_ms.min())
-        tb = max(1, (int(t_ms.max()) - t0).bit_length())
-        if (int(row.max()) + 1).bit_length() + max(rb, tb) > 62:
+        present = np.zeros((max(int(p["model"].max()) for p in parts) + 1, nv), bool)
+        one: list[int | None] = []
+        t_range = []
+        for p in parts:  # (model, verdict) pairs: each part's ranges' (a superset: cheap)
+            m, v, t = p["model"], p["verdict"], p["t_ms"]
+            t_range.append((int(t.min()), int(t.max())))
+            m_lo, m_hi, v_lo, v_hi = int(m.min()), int(m.max()), int(v.min()), int(v.max())
+            present[m_lo : m_hi + 1, _VERDICT_RANK[v_lo : v_hi + 1]] = True
+            one.append(
+                m_lo * nv + int(_VERDICT_RANK[v_lo]) if m_lo == m_hi and v_lo == v_hi else None
+            )
+        mv_code = np.flatnonzero(present.ravel())
+        mv_slot = np.full(present.size, -1, np.int64)
+        mv_slot[mv_code] = np.arange(mv_code.size)
+        day0 = (t_base_ms + min(a for a, _ in t_range)) // _MS_PER_DAY
+        n_days = (t_base_ms + max(b for _, b in t_range)) // _MS_PER_DAY - day0 + 1
+        if pos.pb + _TB >= _KEY_BITS:
             raise ValueError("fold key space overflows int64; fold more often")
-        key = np.sort((row << rb) | rank)
-        row_s = key >> rb
-        new_row = np.r_[True, row_s[1:] != row_s[:-1]]
-        starts = np.flatnonzero(new_row)
-        n = key.size
-        counts = np.diff(np.r_[starts, n])
-        # distinct (row, endpoint) pairs in hash order; rank within the row < K joins the sketch
-        pair = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        p_row = row_s[pair]
-        p_start = np.flatnonzero(np.r_[True, p_row[1:] != p_row[:-1]])
-        k_in_row = np.arange(pair.size) - np.repeat(p_start, np.diff(np.r_[p_start, pair.size]))
-        keep = k_in_row < sketch.K
-        p_hash = self._hash_by_rank[key[pair[keep]] & ((1 << rb) - 1)]
-        p_row = p_row[keep]
-        row_key = row_s[starts]
-        del key, row_s, new_row, pair, k_in_row, keep
-        tk = np.sort((row << tb) | (t_ms - t0))
-        t_mask = (1 << tb) - 1
-        first = (tk[starts] & t_mask) + t0
-        last = (tk[np.r_[starts[1:], n] - 1] & t_mask) + t0
-        del tk, row
-        bounds = np.r_[0, np.flatnonzero(p_row[1:] != p_row[:-1]) + 1, p_row.size] * 8
-        rest, vr = np.divmod(row_key, nv)
-        rest, mdl = np.divmod(rest, n_models)
-        rest, sr = np.divmod(rest, n_s)
-        dy, og = np.divmod(rest, n_o)
+        return _Layout(
+            folder=folder, pos=pos, t_base_ms=t_base_ms, day0=day0, mv_slot=mv_slot,
+            mv_code=mv_code, n_u=n_days * int(mv_code.size) * folder.n_samples,
+            per_slice=1 << (_KEY_BITS - pos.pb - _TB), t_range=t_range,
+            mv_part=[None if c is None else int(mv_slot[c]) for c in one],
+        )  # fmt: skip
+
+    def slices(self) -> list[tuple[int, int]]:
+        """The u ranges sorted apart: all at once unless their keys would overflow int64."""
+        step = self.per_slice
+        return [(lo, min(lo + step, self.n_u)) for lo in range(0, self.n_u, step)]
+
+    def keys(
+        self, parts: Sequence[Mapping[str, npt.NDArray[np.integer[Any]]]], lo: int, hi: int
+    ) -> npt.NDArray[np.int64]:
+        """The keys (less u = lo) of the events with lo <= u < hi, part by part."""
+        whole = lo == 0 and hi == self.n_u
+        nv, n_mv = len(VERDICTS), int(self.mv_code.size)
+        unit = 1 << (self.pos.pb + _TB)  # per u
+        day_unit = self.u_d * unit - _MS_PER_DAY  # per day: its u, less its start in ms
+        s_tab = self.folder.sha_rank * (n_mv * unit)
+        const = self.t_base_ms - self.day0 * _MS_PER_DAY - lo * unit
+        key = np.empty(sum(p["ep"].size for p in parts) if whole else 0, np.int64)
+        some, a = [], 0
+        for p, (t_lo, t_hi), slot in zip(parts, self.t_range, self.mv_part, strict=True):
+            ep, t, sample = p["ep"], p["t_ms"], p["sample"]
+            d_lo = (self.t_base_ms + t_lo) // _MS_PER_DAY - self.day0
+            day = (
+                d_lo
+                if d_lo == (self.t_base_ms + t_hi) // _MS_PER_DAY - self.day0
+                else (t.astype(np.int64) + self.t_base_ms) // _MS_PER_DAY - self.day0
+            )  # events of several days: spooled ones, delivered late
+            mv = (
+                slot
+                if slot is not None
+                else self.mv_slot.take(_mv_codes(p["model"], p["verdict"], nv))
+            )
+            if whole:
+                k = key[a : a + ep.size]
+                a += ep.size
+                np.take(self.pos.e_term, ep, out=k, mode="clip")  # clip: unbuffered (ids valid)
+                k += s_tab.take(sample, mode="clip")
+            else:  # a slice: the events whose u is in it
+                u = self.folder.sha_rank.take(sample) * n_mv + mv + day * self.u_d
+                sel = (u >= lo) & (u < hi)
+                if not sel.any():
+                    continue
+                ep, t, sample = ep[sel], t[sel], sample[sel]
+                mv = mv if isinstance(mv, int) else mv[sel]
+                day = day if isinstance(day, int) else day[sel]
+                k = self.pos.e_term.take(ep)
+                k += s_tab.take(sample)
+                some.append(k)
+            k += t
+            k += mv * unit + day * day_unit + const
+        return key if whole else np.concatenate(some) if some else key
+
+    def chunks(self, key: npt.NDArray[np.int64], step: int) -> list[tuple[int, int]]:
+        """The sorted `key` cut into runs of about `step` keys, each of whole rows."""
+        out, a, n = [], 0, key.size
+        while a < n:
+            b = a + step
+            if b < n:  # on past the row of key b - 1: to its u's next org
+                q, pb = int(key[b - 1]) >> _TB, self.pos.pb
+                org = self.pos.org_of_pos[q & ((1 << pb) - 1)]
+                nxt = int(np.searchsorted(self.pos.org_of_pos, org, "right"))
+                b = int(np.searchsorted(key, (((q >> pb) << pb) + nxt) << _TB))
+            else:
+                b = n
+            out.append((a, b))
+            a = b
+        return out
+
+    def rows(self, cols: list[Arr], sketches: bytes) -> FoldedRows:
+        """The chunks' rows, in (u, org) order, in the table's order (day, org, sample, ...)."""
+        u, org, count, first, last, n_hash = cols
+        u_d = self.u_d
+        one_day = int(u[0]) // u_d == int(u[-1]) // u_d  # u ascends
+        day_org = org if one_day else u // u_d * self.folder.n_orgs + org
+        narrow = np.int16 if int(day_org.max()) < 2**15 else np.int64  # int16: a radix sort
+        order = np.argsort(day_org.astype(narrow), kind="stable")
+        del day_org
+        start = np.zeros(u.size, np.int64)  # each row's sketch in the blob (chunk order)
+        np.cumsum(n_hash[:-1] * 8, out=start[1:])
+        u = u.take(order)
+        d, rest = np.divmod(u, u_d)
+        sr, slot = np.divmod(rest, int(self.mv_code.size))
+        mdl, vr = np.divmod(self.mv_code.take(slot), len(VERDICTS))
+        day = d.astype(np.int32)
+        day += self.day0
+        day_ms = day * np.int64(_MS_PER_DAY)
+        first, last = first.take(order), last.take(order)
+        first += day_ms
+        last += day_ms
         return FoldedRows(  # narrow columns: two days of rows wait in memory, for the writer
-            day=(dy + day0).astype(np.int32),
-            org=og.astype(np.int32),
-            sample=self.sample_of_rank[sr].astype(np.int32),
+            day=day,
+            org=org.astype(np.int32).take(order),
+            sample=self.folder.sample_of_rank.astype(np.int32).take(sr),
             model=mdl.astype(np.int16),
-            verdict=_VERDICT_OF_RANK[vr].astype(np.int8),
-            count=counts.astype(np.int32),
+            verdict=_VERDICT_OF_RANK.astype(np.int8).take(vr),
+            count=count.astype(np.int32).take(order),
             first=first,
             last=last,
-            sketches=p_hash.astype(">u8").tobytes(),
-            start=bounds[:-1].astype(np.int64),
-            size=np.diff(bounds).astype(np.int32),
+            sketches=sketches,
+            start=start.take(order),
+            size=(n_hash * 8).astype(np.int32).take(order),
         )
