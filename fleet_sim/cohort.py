@@ -77,7 +77,9 @@ def _cat(parts: list[Cols], names: Sequence[str]) -> Cols:
 
 
 def _take(cols: Cols, sel: npt.NDArray[np.bool_] | I64) -> Cols:
-    return {c: v[sel] for c, v in cols.items()}
+    """Rows `sel` (a mask or positions) of every column: a mask is turned into positions once."""
+    at = np.flatnonzero(sel) if sel.dtype == np.bool_ else sel
+    return {c: v.take(at) for c, v in cols.items()}
 
 
 def _ms(t: F64, t_max: float) -> npt.NDArray[np.unsignedinteger[Any] | np.signedinteger[Any]]:
@@ -218,6 +220,7 @@ class CohortEngine:
         self._pending = np.zeros(0, np.int64)
         self._went_on = np.zeros(0, np.int64)  # came online at this step's quarter
         self._pub: tuple[I64, F64] = (np.zeros(0, np.int64), np.zeros(0))
+        self._unseen: dict[int, tuple[F64, int]] = {}  # per tracked version (`_adopt`)
         self._n_noticed = len(self.fleet.link.published)  # earlier ones need no notice
         self._push: list[tuple[I64, F64, F64]] = []  # (endpoints, publication, wake-up) times
         self._refresh_tables()
@@ -300,10 +303,11 @@ class CohortEngine:
         self._code3_flat = code3.astype(np.int8).ravel()
 
     def _eff_tbl(self, eps: npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
-        base: npt.NDArray[np.int32] = self.tbl[eps]
+        # (`take`: a 1-D gather two to four times cheaper than `[]` with an index array here)
+        base: npt.NDArray[np.int32] = self.tbl.take(eps)
         if not self._any_tripped:
             return base
-        return np.asarray(np.where(self.tripped[eps], self._twin[base], base), np.int32)
+        return np.asarray(np.where(self.tripped.take(eps), self._twin.take(base), base), np.int32)
 
     def _phase_interval(self, eps: npt.NDArray[np.integer]) -> tuple[F64, F64]:
         """The check-in phase and interval of endpoints `eps` (of this engine)."""
@@ -472,9 +476,9 @@ class CohortEngine:
             sw_prev[k[first]] = prev[first]
 
         if wake is not None:
-            p_idx, p_tp, p_td = wake
+            p_idx, p_tp, p_td, single = wake
             early = p_td <= self._next_checkin(p_idx, p_tp)
-            distinct = self._distinct(p_idx)  # (one publication's wake-ups: one round)
+            distinct = single or self._distinct(p_idx)  # (then one round each)
             for r in _rounds(p_idx, early, distinct):
                 note(self._adopt(p_idx[r], p_td[r], pub_v, pub_t))
         u = self._pending
@@ -511,12 +515,14 @@ class CohortEngine:
         mark[eps - self.e_lo] = True
         return int(np.count_nonzero(mark)) == eps.size
 
-    def _push_due(self, t0: float, t1: float) -> tuple[I64, F64, F64] | None:
+    def _push_due(self, t0: float, t1: float) -> tuple[I64, F64, F64, bool] | None:
         """Push wake-ups in [t0, t1) that find their endpoint online and the backend up.
 
         New publications (all made at or after `t0`) first queue a wake-up for each endpoint
         holding a channel and online at the publication. Returns (endpoints, publication
-        times, wake-up times), in time order, or None.
+        times, wake-up times, whether they are all one publication's), or None. Wake-ups of
+        several publications come in time order; one publication's wake up distinct endpoints,
+        each adopting on its own (`_adopt` is elementwise), so they are not sorted.
         """
         fleet, w = self.fleet, self.fleet.world
         link = fleet.link
@@ -533,30 +539,42 @@ class CohortEngine:
         parts, keep = [], []
         for eps, tp_, td in self._push:
             now = td < t1
+            if now.all():
+                parts.append((eps, tp_, td))
+                continue
             parts.append((eps[now], tp_[now], td[now]))
-            if not now.all():
-                keep.append((eps[~now], tp_[~now], td[~now]))
+            keep.append((eps[~now], tp_[~now], td[~now]))
         self._push = keep
-        idx = np.concatenate([p[0] for p in parts])
-        tp_all = np.concatenate([p[1] for p in parts])
-        td_all = np.concatenate([p[2] for p in parts])
-        ok = self.online[idx]  # every wake-up here falls in this step's quarter
+        parts = [p for p in parts if p[0].size]
+        if not parts:
+            return None
+        idx, tp_all, td_all = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        ok = self.online.take(idx)  # every wake-up here falls in this step's quarter
         for a, b in link.outages:
             ok &= ~((td_all >= a) & (td_all < b))
         if not ok.any():
             return None
-        order = np.argsort(td_all[ok], kind="stable")
-        idx, tp_all, td_all = idx[ok][order], tp_all[ok][order], td_all[ok][order]
+        single = len(parts) == 1
+        if not ok.all():
+            at = np.flatnonzero(ok)
+            idx, tp_all, td_all = idx.take(at), tp_all.take(at), td_all.take(at)
+        if not single:
+            order = np.argsort(td_all, kind="stable")
+            idx, tp_all, td_all = idx.take(order), tp_all.take(order), td_all.take(order)
         self.fleet.recorder.count("push_wakeups", idx.size)
-        return idx, tp_all, td_all
+        return idx, tp_all, td_all, single
 
     def _adopt(
         self, idx: I64, c: F64, pub_v: I64, pub_t: F64
     ) -> tuple[I64, F64, npt.NDArray[np.int32]] | None:
         """Successful check-ins at times `c`: adopt policy, install models, reset breakers."""
         fleet, rec = self.fleet, self.fleet.recorder
-        v = pub_v[np.searchsorted(pub_t, c, side="right") - 1].astype(np.int32)
-        vs = np.flatnonzero(np.bincount(v)).tolist()
+        if c.min() >= pub_t[-1]:  # (the common case: every check-in after the last one)
+            v = np.full(idx.size, pub_v[-1], np.int32)
+            vs = [int(pub_v[-1])]
+        else:
+            v = pub_v[np.searchsorted(pub_t, c, side="right") - 1].astype(np.int32)
+            vs = np.flatnonzero(np.bincount(v)).tolist()
         if len(vs) == 1:
             target = fleet.assigned_models(vs[0], idx)
         else:
@@ -612,8 +630,14 @@ class CohortEngine:
                     del self.breakers[e]
             self._set_tables(ch, c[changed])
         for k, (_t_start, seen) in fleet.recorder.tracked.items():
+            left = self._unseen.get(k)
+            if left is None or left[0] is not seen:  # this engine's endpoints yet to see k
+                left = self._unseen[k] = (seen, int(np.isinf(seen[self.e_lo : self.e_hi]).sum()))
+            if not left[1]:
+                continue
             ok = (v >= k) & np.isinf(seen[idx])
             seen[idx[ok]] = c[ok]
+            self._unseen[k] = (seen, left[1] - int(ok.sum()))
         self.settled[idx] = (v == pub_v[-1]) & ~(got.wanted & ~install)
         return switched
 
@@ -727,7 +751,7 @@ class CohortEngine:
             x = u * prob.size
             i = x.astype(np.int64)
             x -= i
-            sample = np.where(x < prob[i], self._glob_idx[i], alias_sample[i])
+            sample = np.where(x < prob.take(i), self._glob_idx.take(i), alias_sample.take(i))
         else:
             sample = np.empty(org.size, self._narrow_sample)
         if minor:
@@ -746,13 +770,13 @@ class CohortEngine:
                     pool = pools[cat]
                     sample[at] = pool[(u[at] * pool.size).astype(np.int64)]
         up = np.concatenate(u_pick)
-        up *= n_on[org]
+        up *= n_on.take(org)
         pick = up.astype(np.int64)
-        pick += on_start[org]
+        pick += on_start.take(org)
         t = np.concatenate(u_t)
         t *= dt
         t += t0
-        ep = self._on_loc[pick]
+        ep = self._on_loc.take(pick)
         ep += self.e_lo
         return org, ep, sample, t
 
@@ -777,9 +801,9 @@ class CohortEngine:
             if sw is not None:
                 sw_time, sw_prev = sw
                 k = ep - self.e_lo
-                before = t < sw_time[k]
+                before = t < sw_time.take(k)
                 if before.any():
-                    tb = np.where(before, sw_prev[k], tb)
+                    tb = np.where(before, sw_prev.take(k), tb)
             flat = tb * self._n_samples
             flat += sample  # (table, sample) as one index into the tables' flat forms
             verdict = self._V_flat.take(flat)
@@ -795,7 +819,7 @@ class CohortEngine:
                 {
                     "ep": ep,
                     "sample": sample,
-                    "model": self._tmodel[tb],
+                    "model": self._tmodel.take(tb),
                     "verdict": verdict,
                     "t": t,
                     "c": self._next_checkin(ep, t),
@@ -879,9 +903,9 @@ class CohortEngine:
                 self._due_next.append(_take(due, later))
                 due = _take(due, ~later)
             ep, c = due["ep"], due["c"]
-            on = self.online[ep]
+            on = self.online.take(ep)
             if self._flips.size:
-                was = self._flipped[ep] & (c < t0)
+                was = self._flipped.take(ep) & (c < t0)
                 if was.any():
                     on = on ^ was
             if not on.all():

@@ -156,7 +156,10 @@ class World:
         """Notice latency (s) of publication number `publication` to endpoints `idx`."""
         lo, hi = self.spec.push_latency_s
         rng = np.random.default_rng([self.seed, 0x9057, publication])
-        return np.asarray(rng.uniform(lo, hi, self.n_endpoints)[idx], np.float64)
+        # one draw per endpoint in index order; those past the largest asked are not drawn
+        # (a draw's first k numbers do not depend on how many follow)
+        n = min(self.n_endpoints, int(idx.max()) + 1) if idx.size else 0
+        return np.asarray(rng.uniform(lo, hi, n).take(idx), np.float64)
 
     def global_cdf(self, day: int) -> F64:
         """Cumulative popularity of the global samples on `day` (era-2 rising with drift)."""
