@@ -263,9 +263,13 @@ class EventFolder:
                 got.append(cols)
                 blobs.append(blob)
             del key
-        return lay.rows(
-            [np.concatenate(c) for c in zip(*got, strict=True)], b"".join(b.data for b in blobs)
-        )
+        sketches = b"".join(b.data for b in blobs)
+        del blobs
+        cols = []
+        for _ in range(len(got[0])):  # column by column, each chunk's copy let go once joined
+            cols.append(np.concatenate([c.pop(0) for c in got]))
+        del got
+        return lay.rows(cols, sketches)
 
     def _fold_part(self, key: npt.NDArray[np.int64], lay: _Layout) -> tuple[list[Arr], Arr]:
         """One chunk of whole rows of sorted keys: the rows' columns and sketches.
@@ -313,13 +317,13 @@ class EventFolder:
         starts = np.empty_like(ps)
         starts[0] = 0
         starts[1:] = pair_at[ps[1:] - 1] + 1
-        return [
+        return [  # narrow: a day of rows waits in memory until the fold's end
             u[ps],
             org[ps],
-            np.diff(starts, append=key.size),
-            np.minimum.reduceat(t_first, ps),
-            np.maximum.reduceat(t_last, ps),
-            keep_end - ps,
+            np.diff(starts, append=key.size).astype(np.int32),
+            np.minimum.reduceat(t_first, ps).astype(np.int32),  # times of day (< 2**27)
+            np.maximum.reduceat(t_last, ps).astype(np.int32),
+            (keep_end - ps).astype(np.int16),
         ], hashes
 
 
@@ -467,8 +471,11 @@ class _Layout:
         return out
 
     def rows(self, cols: list[Arr], sketches: bytes) -> FoldedRows:
-        """The chunks' rows, in (u, org) order, in the table's order (day, org, sample, ...)."""
-        u, org, count, first, last, n_hash = cols
+        """The chunks' rows, in (u, org) order, in the table's order (day, org, sample, ...).
+
+        Takes the list's columns (emptying it): each is let go once used.
+        """
+        u, org, n_hash = cols[0], cols[1], cols[5]
         u_d = self.u_d
         one_day = int(u[0]) // u_d == int(u[-1]) // u_d  # u ascends
         day_org = org if one_day else u // u_d * self.folder.n_orgs + org
@@ -476,27 +483,41 @@ class _Layout:
         order = np.argsort(day_org.astype(narrow), kind="stable")
         del day_org
         start = np.zeros(u.size, np.int64)  # each row's sketch in the blob (chunk order)
-        np.cumsum(n_hash[:-1] * 8, out=start[1:])
+        np.cumsum(n_hash[:-1], out=start[1:])
+        start *= 8
+        start = start.take(order)
+        size = n_hash.take(order).astype(np.int32)
+        size *= 8
+        org = org.take(order)
+        count = cols[2].take(order)
+        first = cols[3].take(order).astype(np.int64)
+        last = cols[4].take(order).astype(np.int64)
         u = u.take(order)
-        d, rest = np.divmod(u, u_d)
-        sr, slot = np.divmod(rest, int(self.mv_code.size))
+        cols.clear()
+        del order, n_hash
+        if one_day:
+            d = int(u[0]) // u_d
+            u -= d * u_d
+            day = np.full(u.size, d + self.day0, np.int32)
+            first += (d + self.day0) * _MS_PER_DAY
+            last += (d + self.day0) * _MS_PER_DAY
+        else:
+            d_arr, u = np.divmod(u, u_d)
+            day = d_arr.astype(np.int32)
+            del d_arr
+            day += self.day0
+            day_ms = day * np.int64(_MS_PER_DAY)
+            first += day_ms
+            last += day_ms
+            del day_ms
+        sr, slot = np.divmod(u, int(self.mv_code.size))
+        del u
+        sample = self.folder.sample_of_rank.astype(np.int32).take(sr)
+        del sr
         mdl, vr = np.divmod(self.mv_code.take(slot), len(VERDICTS))
-        day = d.astype(np.int32)
-        day += self.day0
-        day_ms = day * np.int64(_MS_PER_DAY)
-        first, last = first.take(order), last.take(order)
-        first += day_ms
-        last += day_ms
+        del slot
         return FoldedRows(  # narrow columns: two days of rows wait in memory, for the writer
-            day=day,
-            org=org.astype(np.int32).take(order),
-            sample=self.folder.sample_of_rank.astype(np.int32).take(sr),
-            model=mdl.astype(np.int16),
-            verdict=_VERDICT_OF_RANK.astype(np.int8).take(vr),
-            count=count.astype(np.int32).take(order),
-            first=first,
-            last=last,
-            sketches=sketches,
-            start=start.take(order),
-            size=(n_hash * 8).astype(np.int32).take(order),
-        )
+            day=day, org=org.astype(np.int32), sample=sample, model=mdl.astype(np.int16),
+            verdict=_VERDICT_OF_RANK.astype(np.int8).take(vr), count=count, first=first,
+            last=last, sketches=sketches, start=start, size=size,
+        )  # fmt: skip
