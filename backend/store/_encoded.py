@@ -270,9 +270,16 @@ class EncodedAggregates:
         """The reference indices to write: the first of each (org, sample), in key order."""
         ok = org_keys[self.vec_org]
         sha_rank = _ranks(self.sha256s)[self.vec_sha256]
-        order = np.lexsort((sha_rank, ok))  # stable: the first reported stays first
-        o, r = ok[order], sha_rank[order]
-        first = np.r_[True, (o[1:] != o[:-1]) | (r[1:] != r[:-1])]
+        n_s = max(len(self.sha256s), 1)
+        if int(ok.min()) >= 0 and int(ok.max()) < (2**62) // n_s:  # one int64 key: 3-4x faster
+            key = ok * n_s + sha_rank
+            order = np.argsort(key, kind="stable")  # stable: the first reported stays first
+            k = key[order]
+            first = np.r_[True, k[1:] != k[:-1]]
+        else:
+            order = np.lexsort((sha_rank, ok))  # stable too
+            o, r = ok[order], sha_rank[order]
+            first = np.r_[True, (o[1:] != o[:-1]) | (r[1:] != r[:-1])]
         return order[first]
 
     def vector_refs(
