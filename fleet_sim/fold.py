@@ -277,61 +277,50 @@ class EventFolder:
         A key's pair (key // ms per day: u and endpoint position) starts a new distinct
         endpoint of a row where it changes, a new row where u or the endpoint's org does. A
         row's count is its run's length, its sketch the hashes of its first K pairs, its first
-        and last times of day the least of its pairs' first and the most of their last ones.
+        and last times of day the least and the most in its run.
         Columns: u, org, count, first, last (times of day) and hashes in the sketch.
         """
-        q = key >> _TB
+        t = key >> _TB  # each event's pair (then, below, its time of day)
         new = np.empty(key.size, bool)
         new[0] = True
-        np.not_equal(q[1:], q[:-1], out=new[1:])
+        np.not_equal(t[1:], t[:-1], out=new[1:])
         pair_at = np.flatnonzero(new)
-        pq = q[pair_at]
-        del q, new
+        pq = t.take(pair_at)
+        del new
         pb = lay.pos.pb
         u = pq >> pb
         pos = pq & ((1 << pb) - 1)
-        org = lay.pos.org_of_pos[pos]
-        new = np.empty(pq.size, bool)  # the pairs that start a row
+        del pq
+        org = lay.pos.org_of_pos.take(pos)
+        new = np.empty(pos.size, bool)  # the pairs that start a row
         new[0] = True
-        new[1:] = u[1:] != u[:-1]
+        np.not_equal(u[1:], u[:-1], out=new[1:])
         new[1:] |= org[1:] != org[:-1]
         ps = np.flatnonzero(new)  # each row's first pair
         del new
         pe = np.empty_like(ps)
         pe[:-1] = ps[1:]
-        pe[-1] = pq.size
+        pe[-1] = pos.size
         keep_end = np.minimum(pe, ps + sketch.K)
         kept = pos
         if not (keep_end == pe).all():  # rows past K endpoints keep their first K
-            flip = np.zeros(pq.size + 1, np.int8)  # +1 where a row's pairs start, -1 after K
+            flip = np.zeros(pos.size + 1, np.int8)  # +1 where a row's pairs start, -1 after K
             flip[ps] = 1
             flip[keep_end] -= 1
             kept = pos[np.cumsum(flip[:-1], dtype=np.int8).view(bool)]
         hashes = lay.pos.hash_of_pos.take(kept)
-        del kept, pos
-        del pq
-        t_first = key[pair_at] & _T_MASK
-        pair_at[:-1] = pair_at[1:] - 1  # each pair's last event
-        pair_at[-1] = key.size - 1
-        t_last = key[pair_at] & _T_MASK
-        starts = np.empty_like(ps)
-        starts[0] = 0
-        starts[1:] = pair_at[ps[1:] - 1] + 1
+        del kept, pos, pe
+        starts = pair_at.take(ps)  # each row's first event
+        del pair_at
+        np.bitwise_and(key, _T_MASK, out=t)
         return [  # narrow: a day of rows waits in memory until the fold's end
-            u[ps],
-            org[ps],
+            u.take(ps),
+            org.take(ps),
             np.diff(starts, append=key.size).astype(np.int32),
-            np.minimum.reduceat(t_first, ps).astype(np.int32),  # times of day (< 2**27)
-            np.maximum.reduceat(t_last, ps).astype(np.int32),
+            np.minimum.reduceat(t, starts).astype(np.int32),  # times of day (< 2**27)
+            np.maximum.reduceat(t, starts).astype(np.int32),
             (keep_end - ps).astype(np.int16),
         ], hashes
-
-
-def _mv_codes(model: npt.NDArray[np.integer[Any]], verdict: Arr, nv: int) -> Arr:
-    """Each event's model * nv + verdict rank: (model, verdict name) order."""
-    code = model.astype(np.int64) * nv
-    code += _VERDICT_RANK.take(verdict)
-    return code
 
 
 @dataclass(slots=True)
@@ -359,12 +348,13 @@ class _Layout:
     pos: _Positions
     t_base_ms: int
     day0: int
-    mv_slot: npt.NDArray[np.int64]  # model * nv + verdict rank -> slot (-1: absent)
+    m_slot: npt.NDArray[np.int64]  # model -> its part of the slot (its index * verdicts)
+    v_slot: npt.NDArray[np.int64]  # verdict code -> its part (its index in name order)
     mv_code: npt.NDArray[np.int64]  # slot -> model * nv + verdict rank
     n_u: int
     per_slice: int  # u values one sort's keys can hold
     t_range: list[tuple[int, int]]  # each part's earliest and latest t_ms
-    mv_part: list[int | None]  # each part's one slot, when it has one
+    mv_part: list[tuple[int | None, int | None]]  # each part's one model and verdict part
 
     @property
     def u_d(self) -> int:
@@ -379,29 +369,36 @@ class _Layout:
     ) -> _Layout:
         pos = folder.positions(max(int(p["ep"].max()) for p in parts), ep_org)
         nv = len(VERDICTS)
-        present = np.zeros((max(int(p["model"].max()) for p in parts) + 1, nv), bool)
-        one: list[int | None] = []
+        models = np.zeros(max(int(p["model"].max()) for p in parts) + 1, bool)
+        ranks = np.zeros(nv, bool)  # verdicts by name
+        one: list[tuple[int | None, int | None]] = []
         t_range = []
-        for p in parts:  # (model, verdict) pairs: each part's ranges' (a superset: cheap)
+        for p in parts:  # the parts' ranges of models and verdicts (a superset: cheap)
             m, v, t = p["model"], p["verdict"], p["t_ms"]
             t_range.append((int(t.min()), int(t.max())))
             m_lo, m_hi, v_lo, v_hi = int(m.min()), int(m.max()), int(v.min()), int(v.max())
-            present[m_lo : m_hi + 1, _VERDICT_RANK[v_lo : v_hi + 1]] = True
-            one.append(
-                m_lo * nv + int(_VERDICT_RANK[v_lo]) if m_lo == m_hi and v_lo == v_hi else None
-            )
-        mv_code = np.flatnonzero(present.ravel())
-        mv_slot = np.full(present.size, -1, np.int64)
-        mv_slot[mv_code] = np.arange(mv_code.size)
+            models[m_lo : m_hi + 1] = True
+            ranks[_VERDICT_RANK[v_lo : v_hi + 1]] = True
+            one.append((m_lo if m_lo == m_hi else None, v_lo if v_lo == v_hi else None))
+        m_used, r_used = np.flatnonzero(models), np.flatnonzero(ranks)
+        m_slot = np.full(models.size, -1, np.int64)
+        m_slot[m_used] = np.arange(m_used.size) * r_used.size
+        r_slot = np.full(nv, -1, np.int64)
+        r_slot[r_used] = np.arange(r_used.size)
+        v_slot = r_slot[_VERDICT_RANK]
+        mv_code = (m_used[:, None] * nv + r_used[None, :]).ravel()
         day0 = (t_base_ms + min(a for a, _ in t_range)) // _MS_PER_DAY
         n_days = (t_base_ms + max(b for _, b in t_range)) // _MS_PER_DAY - day0 + 1
         if pos.pb + _TB >= _KEY_BITS:
             raise ValueError("fold key space overflows int64; fold more often")
         return _Layout(
-            folder=folder, pos=pos, t_base_ms=t_base_ms, day0=day0, mv_slot=mv_slot,
-            mv_code=mv_code, n_u=n_days * int(mv_code.size) * folder.n_samples,
+            folder=folder, pos=pos, t_base_ms=t_base_ms, day0=day0, m_slot=m_slot,
+            v_slot=v_slot, mv_code=mv_code, n_u=n_days * int(mv_code.size) * folder.n_samples,
             per_slice=1 << (_KEY_BITS - pos.pb - _TB), t_range=t_range,
-            mv_part=[None if c is None else int(mv_slot[c]) for c in one],
+            mv_part=[
+                (None if m is None else int(m_slot[m]), None if v is None else int(v_slot[v]))
+                for m, v in one
+            ],
         )  # fmt: skip
 
     def slices(self) -> list[tuple[int, int]]:
@@ -414,14 +411,15 @@ class _Layout:
     ) -> npt.NDArray[np.int64]:
         """The keys (less u = lo) of the events with lo <= u < hi, part by part."""
         whole = lo == 0 and hi == self.n_u
-        nv, n_mv = len(VERDICTS), int(self.mv_code.size)
+        n_mv = int(self.mv_code.size)
         unit = 1 << (self.pos.pb + _TB)  # per u
+        m_tab, v_tab = self.m_slot * unit, self.v_slot * unit
         day_unit = self.u_d * unit - _MS_PER_DAY  # per day: its u, less its start in ms
         s_tab = self.folder.sha_rank * (n_mv * unit)
         const = self.t_base_ms - self.day0 * _MS_PER_DAY - lo * unit
         key = np.empty(sum(p["ep"].size for p in parts) if whole else 0, np.int64)
         some, a = [], 0
-        for p, (t_lo, t_hi), slot in zip(parts, self.t_range, self.mv_part, strict=True):
+        for p, (t_lo, t_hi), (m_one, v_one) in zip(parts, self.t_range, self.mv_part, strict=True):
             ep, t, sample = p["ep"], p["t_ms"], p["sample"]
             d_lo = (self.t_base_ms + t_lo) // _MS_PER_DAY - self.day0
             day = (
@@ -429,17 +427,23 @@ class _Layout:
                 if d_lo == (self.t_base_ms + t_hi) // _MS_PER_DAY - self.day0
                 else (t.astype(np.int64) + self.t_base_ms) // _MS_PER_DAY - self.day0
             )  # events of several days: spooled ones, delivered late
-            mv = (
-                slot
-                if slot is not None
-                else self.mv_slot.take(_mv_codes(p["model"], p["verdict"], nv))
-            )
             if whole:
                 k = key[a : a + ep.size]
                 a += ep.size
                 np.take(self.pos.e_term, ep, out=k, mode="clip")  # clip: unbuffered (ids valid)
                 k += s_tab.take(sample, mode="clip")
+                mv: Any = 0
+                if m_one is None:
+                    k += m_tab.take(p["model"], mode="clip")
+                else:
+                    mv += m_one
+                if v_one is None:
+                    k += v_tab.take(p["verdict"], mode="clip")
+                else:
+                    mv += v_one
             else:  # a slice: the events whose u is in it
+                mv = self.m_slot.take(p["model"]) if m_one is None else m_one
+                mv = mv + (self.v_slot.take(p["verdict"]) if v_one is None else v_one)
                 u = self.folder.sha_rank.take(sample) * n_mv + mv + day * self.u_d
                 sel = (u >= lo) & (u < hi)
                 if not sel.any():
@@ -449,9 +453,10 @@ class _Layout:
                 day = day if isinstance(day, int) else day[sel]
                 k = self.pos.e_term.take(ep)
                 k += s_tab.take(sample)
-                some.append(k)
             k += t
             k += mv * unit + day * day_unit + const
+            if not whole:
+                some.append(k)
         return key if whole else np.concatenate(some) if some else key
 
     def chunks(self, key: npt.NDArray[np.int64], step: int) -> list[tuple[int, int]]:
