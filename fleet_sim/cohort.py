@@ -43,6 +43,7 @@ work of a step is proportional to what happens in it, not to the fleet's size:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,10 +95,12 @@ def _ms(t: F64, t_max: float) -> npt.NDArray[np.unsignedinteger[Any] | np.signed
 def _may_exceed(ep: npt.NDArray[np.integer], cap: int) -> bool:
     """False when no endpoint appears more than `cap` times in `ep` (a cheap, exact filter).
 
-    Endpoints counted in 65,536 buckets (by their low 16 bits): an endpoint's count is at most
-    its bucket's, so buckets all within `cap` prove it without a count over the whole fleet.
+    Endpoints counted in a few buckets (by their low bits): an endpoint's count is at most its
+    bucket's, so buckets all within `cap` prove it without a count over the whole fleet. About
+    8 x `ep.size` / `cap` buckets (16 to 65,536) put about `cap` / 8 in each.
     """
-    return int(np.bincount(ep & 0xFFFF, minlength=1 << 16).max()) > cap
+    bits = min(16, max(4, math.ceil(math.log2(8 * ep.size / cap + 1))))
+    return int(np.bincount(ep & ((1 << bits) - 1), minlength=1 << bits).max()) > cap
 
 
 def _rounds(idx: I64, sel: npt.NDArray[np.bool_], distinct: bool = False) -> list[I64]:
@@ -253,7 +256,7 @@ class CohortEngine:
         sets = [w.catalog.inhouse[k] for k in ih_keys]
         self._ih_all = (np.concatenate(sets) if sets else np.zeros(0, np.int64)).astype(ns)
         self._glob_idx = w.catalog.global_idx.astype(ns)
-        self._org_range = np.arange(w.n_orgs, dtype=np.int32)
+        self._org_range = np.arange(w.n_orgs, dtype=np.int64)  # (gathers by it need no cast)
         self._org_tables: dict[tuple[int, int], npt.NDArray[np.int32]] = {}  # `_set_tables`
         self._mal_idx = w.catalog.malware_idx.astype(ns)
         self._camp_samples = [c.samples.astype(ns) for c in w.campaigns]
@@ -361,7 +364,7 @@ class CohortEngine:
             else:
                 idx = cand[0]
             now_on = w.online(t0, idx)
-            flip = now_on != self.online[idx]
+            flip = now_on != self.online.take(idx)
             if flip.any():
                 self._flip(idx[flip & now_on], idx[flip & ~now_on], t0)
         self._release_parked(q, t0)
@@ -379,8 +382,8 @@ class CohortEngine:
         self.online[went_off] = False
         self._on_loc = np.flatnonzero(self.online[self.e_lo : self.e_hi])
         k = w.n_orgs
-        self._n_on += np.bincount(w.ep_org[went_on], minlength=k)
-        self._n_on -= np.bincount(w.ep_org[went_off], minlength=k)
+        self._n_on += np.bincount(w.ep_org.take(went_on), minlength=k)
+        self._n_on -= np.bincount(w.ep_org.take(went_off), minlength=k)
 
     def _return_quarter(self, eps: npt.NDArray[np.integer], q: int) -> I64:
         """The first quarter after `q` at which each endpoint may be online again.
@@ -391,9 +394,10 @@ class CohortEngine:
         w = self.fleet.world
         start, end = w.spec.workday_hours
         nxt = np.full(eps.size, q + 1, np.int64)
-        lap = ~w.ep_server[eps]
-        shift = w.ep_shift_q[eps].astype(np.int64)
-        q0, q1 = self._spell_q0[eps - self.e_lo], self._spell_q1[eps - self.e_lo]
+        lap = ~w.ep_server.take(eps)
+        shift = w.ep_shift_q.take(eps).astype(np.int64)
+        k = eps - self.e_lo
+        q0, q1 = self._spell_q0.take(k), self._spell_q1.take(k)
         for _ in range(3):
             nxt = np.where((q0 <= nxt) & (nxt < q1), q1, nxt)
             local = (nxt + shift) % _Q_PER_DAY
@@ -491,7 +495,7 @@ class CohortEngine:
             idx, c = idx[due], c[due]
             if idx.size == 0:
                 break
-            nxt = c + self._iv[idx]  # a second check-in in the same step, if any
+            nxt = c + self._iv.take(idx)  # a second check-in in the same step, if any
             up = np.ones(idx.size, bool)
             for a, b in link.outages:
                 up &= ~((c >= a) & (c < b))
@@ -501,7 +505,7 @@ class CohortEngine:
                 go, cg = idx[up], c[up]
             if go.size:
                 note(self._adopt(go, cg, pub_v, pub_t))
-            more = ~self.settled[idx]
+            more = ~self.settled.take(idx)
             idx, c = idx[more], nxt[more]
         if wake is not None:  # wake-ups that a periodic check-in came before
             for r in _rounds(p_idx, ~early, distinct):
@@ -594,8 +598,8 @@ class CohortEngine:
             elif m.self_test_fail_share > 0:
                 self_test_ok[sel] = ~m.self_test_fails_many(idx[sel])
         got = adopt(  # the agent's own rule, over this batch of endpoints
-            policy=self.pol[idx],
-            model=self.model[idx],
+            policy=self.pol.take(idx),
+            model=self.model.take(idx),
             offered_policy=v,
             offered_model=target,
             signed=signed,
@@ -635,7 +639,7 @@ class CohortEngine:
                 left = self._unseen[k] = (seen, int(np.isinf(seen[self.e_lo : self.e_hi]).sum()))
             if not left[1]:
                 continue
-            ok = (v >= k) & np.isinf(seen[idx])
+            ok = (v >= k) & np.isinf(seen.take(idx))
             seen[idx[ok]] = c[ok]
             self._unseen[k] = (seen, left[1] - int(ok.sum()))
         self.settled[idx] = (v == pub_v[-1]) & ~(got.wanted & ~install)
@@ -649,7 +653,7 @@ class CohortEngine:
         indices are kept here, so only an org's first switch to a pair asks `Fleet.table`.
         """
         fleet, w = self.fleet, self.fleet.world
-        o_ch, m_ch, v_ch = w.ep_org[ch], self.model[ch], self.pol[ch]
+        o_ch, m_ch, v_ch = w.ep_org.take(ch), self.model.take(ch), self.pol.take(ch)
         n_m = int(m_ch.max()) + 1
         vm = v_ch.astype(np.int64) * n_m + m_ch
         before = len(fleet.tables.verdict)
@@ -683,9 +687,7 @@ class CohortEngine:
             self._alias_day = day
         return self._alias_tbl
 
-    def _encounters(
-        self, t0: float
-    ) -> tuple[npt.NDArray[np.int32], I64, npt.NDArray[np.integer], F64]:
+    def _encounters(self, t0: float) -> tuple[I64, I64, npt.NDArray[np.integer], F64]:
         """This step's scans, with a sample and an online endpoint for each.
 
         Per org and category, Poisson counts: splitting one Poisson process by category is
@@ -709,7 +711,7 @@ class CohortEngine:
             if rate > 0:
                 rates.append(rate * dt * np.where(c.targets, n_on, 0))
                 pools.append(cs)
-        seg_orgs: list[npt.NDArray[np.int32]] = []  # each (block, category) segment's orgs
+        seg_orgs: list[I64] = []  # each (block, category) segment's orgs
         seg_counts: list[I64] = []  # and its scans per org
         minor: list[tuple[int, int, int]] = []  # (first scan, scans, category), category > 0
         u_sample: list[F64] = []
@@ -742,7 +744,7 @@ class CohortEngine:
             u_t.append(rng.random(n_block))
             off += n_block
         if not seg_orgs:
-            return (np.zeros(0, np.int32), np.zeros(0, np.int64),
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64),
                     np.zeros(0, self._narrow_sample), np.zeros(0))  # fmt: skip
         org = np.repeat(np.concatenate(seg_orgs), np.concatenate(seg_counts))
         u = np.concatenate(u_sample)
@@ -909,7 +911,7 @@ class CohortEngine:
                 if was.any():
                     on = on ^ was
             if not on.all():
-                back = ~on & self.online[ep]
+                back = ~on & self.online.take(ep)
                 if back.any():
                     due["c"] = np.where(back, self._next_checkin(ep, t0), c)
                     on = on | back

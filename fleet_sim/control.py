@@ -398,10 +398,10 @@ class Fleet:
         assigned: those endpoints get the org's `model_version`.
         """
         models, staged = self._lut(policy_version)
-        org = self.world.ep_org[eps]
-        if not staged[org].any():
-            return models[org]
-        out = self._assigned_all(policy_version)[eps]
+        org = self.world.ep_org.take(eps)
+        if not staged.take(org).any():
+            return models.take(org)
+        out = self._assigned_all(policy_version).take(eps)
         if self.revoked:
             bad = np.isin(out, list(self.revoked))
             out[bad] = models[org[bad]]

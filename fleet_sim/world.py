@@ -134,13 +134,23 @@ class World:
 
     def online(self, t: float, idx: I64 | slice | None = None) -> B:
         """Which endpoints (all, or `idx`) are online at simulated second `t`."""
-        sel = slice(None) if idx is None else idx
+        if idx is None or isinstance(idx, slice):
+            sel = slice(None) if idx is None else idx
+            shift, s0, s1 = self.ep_shift_q[sel], self.ep_spell_start[sel], self.ep_spell_end[sel]
+            server = self.ep_server[sel]
+        else:  # (`take`: cheaper than [] with an index array)
+            shift, s0, s1 = (
+                self.ep_shift_q.take(idx),
+                self.ep_spell_start.take(idx),
+                self.ep_spell_end.take(idx),
+            )
+            server = self.ep_server.take(idx)
         q = int(t // QUARTER_S)
         start, end = self.spec.workday_hours
-        local = (q + self.ep_shift_q[sel]) % _Q_PER_DAY
+        local = (q + shift) % _Q_PER_DAY
         at_work = (local >= start * 4) & (local < end * 4)
-        in_spell = (self.ep_spell_start[sel] <= t) & (t < self.ep_spell_end[sel])
-        return np.asarray((self.ep_server[sel] | at_work) & ~in_spell)
+        in_spell = (s0 <= t) & (t < s1)
+        return np.asarray((server | at_work) & ~in_spell)
 
     def online_one(self, ep: int, t: float) -> bool:
         """`online` for one endpoint (the exact mode's per-process check)."""
