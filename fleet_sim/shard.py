@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import multiprocessing as mp
+import pickle
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -74,7 +75,9 @@ __all__ = [
     "ShardSync",
     "ShardWorkerError",
     "merge_records",
+    "recv_reply",
     "run_cohort",
+    "send_reply",
     "serve_shard",
     "shard_ranges",
 ]
@@ -353,6 +356,37 @@ class _Local:
         pass
 
 
+def send_reply(conn: Connection, reply: object) -> None:
+    """Send `reply` over `conn` with its arrays' bytes as they are (`recv_reply` reads it).
+
+    A pickle (protocol 5) with the arrays out of band, then each array's memory as a message
+    of its own: a day's folded rows (tens of megabytes) are not copied into a pickle first and
+    out of it again on the other side (a pickled `send` of them cost a worker ~30 ms CPU and
+    ~80 ms wall per fold; this ~4 and ~26, `benchmarks/README.md`).
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(reply, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    conn.send_bytes(pickle.dumps((head, [r.nbytes for r in raws]), protocol=5))
+    for r in raws:
+        conn.send_bytes(r)
+
+
+def recv_reply(conn: Connection) -> Any:
+    """What `send_reply` sent (each array over the bytes received, not a copy).
+
+    Raises:
+        EOFError: the other end closed the connection.
+    """
+    head, sizes = pickle.loads(conn.recv_bytes())  # noqa: S301 - our own worker's reply
+    buffers = []
+    for n in sizes:
+        buf = np.empty(n, np.uint8)
+        conn.recv_bytes_into(buf)
+        buffers.append(buf)
+    return pickle.loads(head, buffers=buffers)  # noqa: S301 - our own worker's reply
+
+
 def serve_shard(conn: Connection, others: list[Connection], make: Callable[[], object]) -> None:
     """A worker process: build the shard, then answer calls until told to stop.
 
@@ -365,9 +399,9 @@ def serve_shard(conn: Connection, others: list[Connection], make: Callable[[], o
     try:
         shard = make()
     except Exception as exc:  # reported to the coordinator, which raises it
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        send_reply(conn, ("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ok", None))
+    send_reply(conn, ("ok", None))
     while True:
         try:
             msg = conn.recv()
@@ -377,10 +411,12 @@ def serve_shard(conn: Connection, others: list[Connection], make: Callable[[], o
             return
         method, args = msg
         try:
-            conn.send(("ok", getattr(shard, method)(*args)))
+            reply = ("ok", getattr(shard, method)(*args))
         except Exception as exc:  # reported to the coordinator, which raises it
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            send_reply(conn, ("error", f"{type(exc).__name__}: {exc}"))
             return
+        send_reply(conn, reply)
+        del reply  # before waiting for the next call (a day of rows, handed over)
 
 
 class _Remote:
@@ -404,7 +440,7 @@ class _Remote:
 
     def recv(self) -> Any:
         try:
-            status, value = self.conn.recv()
+            status, value = recv_reply(self.conn)
         except EOFError:
             self.proc.join(timeout=10)
             raise ShardWorkerError(f"a shard worker exited ({self.proc.exitcode})") from None
@@ -437,6 +473,9 @@ class _Shards:
     _events: int = field(default=0)
     _closed: bool = False
     waited: dict[str, float] = field(default_factory=dict)  # wall s in `recv`, per method
+    # the coordinator's own work that can wait until the shards are busy: run after each
+    # posted call is sent and before each call waits for answers
+    meanwhile: Callable[[], None] | None = None
     _posted: deque[tuple[str, Callable[[list[Any]], None]]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
@@ -466,8 +505,10 @@ class _Shards:
     def call(self, method: str, *args: Any) -> list[Any]:
         """Call `method` on every shard (all at once), with a fresh sync first; their answers.
 
-        The answers to posted calls are taken first, in order.
+        The answers to posted calls are taken first, in order (after `meanwhile`).
         """
+        if self.meanwhile is not None:
+            self.meanwhile()
         self._drain()
         s = self._sync()
         for d in self.drivers:
@@ -489,6 +530,8 @@ class _Shards:
         for d in self.drivers:
             d.send(method, s, *args)
         self._posted.append((method, on_answers))
+        if self.meanwhile is not None:
+            self.meanwhile()
 
     def _drain(self) -> None:
         while self._posted:
@@ -632,10 +675,30 @@ def run_cohort(
     horizon = days * DAY_S
     events = 0
 
+    folded: list[tuple[list[FoldedRows], float]] = []  # not yet handed to the writer
+
+    def hand_over() -> None:
+        """Join the shards' rows of each fold and hand them to the writer.
+
+        The daily fold's rows wait for the first step after it to be posted (`meanwhile`), so
+        the shards step while this process joins a day's rows and writes them out for the
+        writer (or waits for the writer's previous day); anyone reading the aggregates calls
+        `flush`, which hands everything over first.
+        """
+        while folded:
+            parts, t = folded.pop(0)
+            rows = FoldedRows.concat(parts)
+            del parts
+            if len(rows):
+                writer.submit(rows, now=clock.at(t))
+            del rows  # a day of rows, handed over: kept, glibc would hold it till the next
+            trim_freed_memory()
+
+    shards.meanwhile = hand_over
+
     def fold(parts: Sequence[FoldedRows | None], t: float) -> None:
-        rows = FoldedRows.concat([p for p in parts if p is not None])
-        if len(rows):
-            writer.submit(rows, now=clock.at(t))
+        folded.append(([p for p in parts if p is not None], t))
+        hand_over()
 
     def flush(t: float) -> None:
         fold(shards.call("take"), t)
@@ -664,9 +727,8 @@ def run_cohort(
             else:
                 got = shards.call("advance", t0, upto, now % DAY_S == 0)
                 counted(got)
-                fold([rows for _, rows in got], now)
-                del got  # a day of rows, handed over: kept, glibc would hold it till the next
-                trim_freed_memory()
+                folded.append(([rows for _, rows in got if rows is not None], now))
+                del got  # handed over once the next step is under way (`hand_over`)
             if progress is not None:
                 progress(now, events)  # the encounters of the steps answered so far
 

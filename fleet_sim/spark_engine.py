@@ -63,6 +63,7 @@ from fleet_sim.shard import (
     ShardResult,
     ShardSync,
     ShardWorkerError,
+    recv_reply,
     serve_shard,
     shard_ranges,
 )
@@ -312,7 +313,7 @@ class _TaskDriver:
 
     def recv(self) -> Any:
         try:
-            status, value = self.conn.recv()
+            status, value = recv_reply(self.conn)
         except (EOFError, OSError):
             self._job.thread.join(timeout=10)
             raise self._job.failed() or ShardWorkerError("a Spark shard task exited") from None

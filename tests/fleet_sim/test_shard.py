@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
 import sqlite3
 
 import numpy as np
@@ -11,10 +12,11 @@ import pytest
 
 import backend.store.sqlite as sqlite_store
 from fleet_sim.cohort import rng_blocks
+from fleet_sim.fold import FoldedRows
 from fleet_sim.report import report_dict
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
-from fleet_sim.shard import Shard, ShardWorkerError, shard_ranges
+from fleet_sim.shard import Shard, ShardWorkerError, recv_reply, send_reply, shard_ranges
 
 # a world that exercises every fleet-wide path: a staged rollout with the transition prediction
 # at its start (a flush) and a block-storming candidate (breaker trips, health evidence, the
@@ -165,3 +167,39 @@ def test_a_failing_worker_surfaces_as_shard_worker_error_with_its_message(
     with pytest.raises(ShardWorkerError, match=r"failed: RuntimeError: injected at t0=7200$"):
         run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=2)
     assert failed == []  # it failed in the worker process, not in this one
+
+
+def test_a_reply_crosses_a_pipe_with_its_arrays_dtypes_and_bytes():
+    rng = np.random.default_rng(1)
+    n = 300
+    rows = FoldedRows(
+        day=np.zeros(n, np.int16), org=rng.integers(0, 9, n).astype(np.int32),
+        sample=rng.integers(0, 900, n).astype(np.int32), model=np.full(n, 2, np.int16),
+        verdict=rng.integers(0, 6, n).astype(np.int8), count=rng.integers(1, 99, n),
+        first=rng.integers(0, 10**12, n), last=rng.integers(0, 10**12, n),
+        sketches=rng.bytes(8 * n), start=np.arange(n, dtype=np.int64) * 8,
+        size=np.full(n, 8, np.int16),
+    )  # fmt: skip
+    strided = np.arange(20, dtype=np.int64)[::3]  # not contiguous: goes in the pickle itself
+    a, b = multiprocessing.Pipe()
+    with a, b:
+        send_reply(a, ("ok", (rows, strided, {}, None)))
+        status, (got, got_strided, empty, none) = recv_reply(b)
+    assert status == "ok" and empty == {} and none is None
+    assert got_strided.tolist() == strided.tolist()
+    assert got.sketches == rows.sketches
+    for c in (
+        "day",
+        "org",
+        "sample",
+        "model",
+        "verdict",
+        "count",
+        "first",
+        "last",
+        "start",
+        "size",
+    ):
+        mine, theirs = getattr(rows, c), getattr(got, c)
+        assert theirs.dtype == mine.dtype and np.array_equal(theirs, mine)
+        assert theirs.flags.writeable
