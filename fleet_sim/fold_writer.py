@@ -103,8 +103,14 @@ class InlineFoldWriter:
     _now: dt.datetime | None = None
 
     def submit(self, rows: FoldedRows, *, now: dt.datetime) -> None:
-        """Write now."""
+        """Write now, then copy the WAL back.
+
+        The bulk connection never checkpoints (`Store._bulk`), so without this the WAL would
+        hold every fold until a stdlib commit's autocheckpoint or the close: the same pages
+        copied either way, here a fold at a time.
+        """
         self.link.write_rows(rows, now)
+        self.link.store.checkpoint()
         self._now = now
 
     def join(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from backend.store import Store
 from fleet_sim.backend_link import InProcessLink
 from fleet_sim.fold import FoldedRows
-from fleet_sim.fold_writer import FoldWriterError, ProcessFoldWriter
+from fleet_sim.fold_writer import FoldWriterError, InlineFoldWriter, ProcessFoldWriter
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 N_EP, N_SAMPLES = 400, 30
@@ -86,6 +86,19 @@ def test_the_writer_process_copies_the_wal_back_itself(tmp_path):
     finally:
         writer.close()
         link.store.close()
+
+
+def test_the_inline_writer_copies_the_wal_back_after_each_fold(tmp_path):
+    link = _link(tmp_path)
+    db = tmp_path / "backend.sqlite"
+    one = _day(link, 0, 1)
+    writer = InlineFoldWriter(link)
+    writer.submit(one, now=START)
+    alone = tmp_path / "copy" / "backend.sqlite"
+    alone.parent.mkdir()
+    shutil.copyfile(db, alone)  # the file without its -wal
+    assert _count(alone, "SELECT count(*) FROM aggregates") == len(one) > 0
+    link.store.close()
 
 
 def test_a_failing_fold_is_raised_at_the_next_call_with_its_reason(tmp_path):
