@@ -92,6 +92,15 @@ def _ms(t: F64, t_max: float) -> npt.NDArray[np.unsignedinteger[Any] | np.signed
     return ms.astype(np.uint32) if t_max * 1000 < 2**32 else ms.astype(np.int64)
 
 
+def _add_counts(counts: I64, values: npt.NDArray[np.integer], sign: int) -> I64:
+    """`counts` (by value) plus `sign` times the occurrences in `values`, grown if needed."""
+    add = np.bincount(values)
+    if add.size > counts.size:
+        counts = np.concatenate([counts, np.zeros(add.size - counts.size, counts.dtype)])
+    counts[: add.size] += sign * add
+    return counts
+
+
 def _may_exceed(ep: npt.NDArray[np.integer], cap: int) -> bool:
     """False when no endpoint appears more than `cap` times in `ep` (a cheap, exact filter).
 
@@ -211,6 +220,7 @@ class CohortEngine:
             [self.fleet.table(v0, o, m0, 0.0) for o in range(w.n_orgs)], np.int32
         )[w.ep_org]
         self.tripped = np.zeros(n, bool)
+        self._model_n = np.bincount(self.model[self.e_lo : self.e_hi])  # endpoints per model
         self.st_failed = np.zeros(n, bool)
         self.settled = np.zeros(n, bool)
         self._iv = w.ep_checkin_s
@@ -248,6 +258,13 @@ class CohortEngine:
         s0, s1 = w.ep_spell_start[self.e_lo : self.e_hi], w.ep_spell_end[self.e_lo : self.e_hi]
         self._spell_q0 = np.where(np.isfinite(s0), np.rint(s0 / QUARTER_S), never).astype(np.int64)
         self._spell_q1 = np.where(np.isfinite(s1), np.rint(s1 / QUARTER_S), never).astype(np.int64)
+        # each shift group's offline-spell quarters, in the group's order (`_advance_online`)
+        top = np.iinfo(np.int32).max
+        self._group_spells = {
+            s: tuple(np.minimum(a.take(g - self.e_lo), top).astype(np.int32)
+                     for a in (self._spell_q0, self._spell_q1))
+            for s, g in self._by_shift.items()
+        }  # fmt: skip
         # sample catalog, in the narrow dtype the pending events keep
         ns = np.int16 if w.catalog.size < 2**15 else np.int32
         self._narrow_sample = ns
@@ -342,31 +359,49 @@ class CohortEngine:
     # --- 1. online state ----------------------------------------------------------------------
 
     def _advance_online(self, t0: float) -> None:
-        """Apply the online changes at quarter `t0`; release the parked events of returners."""
+        """Apply the online changes at quarter `t0`; release the parked events of returners.
+
+        The laptops whose workday starts or ends at this quarter form one shift group per
+        edge: at a start all of a group is online but those in an offline spell, at an end none
+        is (`World.online` for them, read from the group's own spell quarters, with no gather
+        and no merge). Endpoints whose spell starts or ends here, if not in those groups, are
+        asked of `World.online`.
+        """
         w = self.fleet.world
         q = int(round(t0 / QUARTER_S))
         start, end = w.spec.workday_hours
-        cand: list[I64] = []
+        shifts: list[int] = []
         for edge in (start * 4, end * 4):
-            s = (edge - q + 8) % _Q_PER_DAY - 8  # the shift whose local quarter hits the edge
-            grp = self._by_shift.get(int(s))
-            if grp is not None:
-                cand.append(grp)
-        spell = self._spell_edges.get(q)
-        if spell is not None:
-            cand.append(spell)
+            s = int((edge - q + 8) % _Q_PER_DAY - 8)  # the shift whose local quarter hits it
+            if s in self._by_shift and s not in shifts:
+                shifts.append(s)
         self._flipped[self._flips] = False
         self._flips = self._went_on = np.zeros(0, np.int64)
-        if cand:
-            if len(cand) > 1:
-                idx = np.sort(np.concatenate(cand))
-                idx = idx[np.r_[True, idx[1:] != idx[:-1]]]
+        ons: list[I64] = []
+        offs: list[I64] = []
+        for s in shifts:
+            grp = self._by_shift[s]
+            was = self.online.take(grp)
+            if start * 4 <= (q + s) % _Q_PER_DAY < end * 4:  # at work, unless in a spell
+                q0, q1 = self._group_spells[s]
+                now = (q0 > q) | (q1 <= q)
+                ons.append(grp[now & ~was])
+                offs.append(grp[~now & was])
             else:
-                idx = cand[0]
-            now_on = w.online(t0, idx)
-            flip = now_on != self.online.take(idx)
-            if flip.any():
-                self._flip(idx[flip & now_on], idx[flip & ~now_on], t0)
+                offs.append(grp[was])
+        spell = self._spell_edges.get(q)
+        if spell is not None and shifts:  # (those in the groups above are decided there)
+            lap = ~w.ep_server.take(spell)
+            spell = spell[~(lap & np.isin(w.ep_shift_q.take(spell), shifts))]
+        if spell is not None and spell.size:
+            now_on = w.online(t0, spell)
+            was = self.online.take(spell)
+            ons.append(spell[now_on & ~was])
+            offs.append(spell[~now_on & was])
+        went_on = np.concatenate(ons) if len(ons) > 1 else ons[0] if ons else self._went_on
+        went_off = np.concatenate(offs) if len(offs) > 1 else offs[0] if offs else self._went_on
+        if went_on.size or went_off.size:
+            self._flip(went_on, went_off, t0)
         self._release_parked(q, t0)
 
     def _flip(self, went_on: I64, went_off: I64, t0: float) -> None:
@@ -624,7 +659,10 @@ class CohortEngine:
         if changed.any():
             ch = idx[changed]
             switched = (ch, c[changed], self._eff_tbl(ch))
-            self.model[idx[install]] = target[install]
+            inst, new_m = idx[install], target[install]
+            self._model_n = _add_counts(self._model_n, self.model.take(inst), -1)
+            self._model_n = _add_counts(self._model_n, new_m, 1)
+            self.model[inst] = new_m
             self.pol[ch] = v[changed]
             self.tripped[ch] = False
             if self.breakers:
@@ -984,7 +1022,7 @@ class CohortEngine:
 
     def sample_adoption(self, t: float) -> None:
         """Record how many of this engine's endpoints run each model version."""
-        counts = np.bincount(self.model[self.e_lo : self.e_hi])
+        counts = self._model_n  # (kept at each install: no pass over the endpoints)
         self.fleet.recorder.adoption.append(
             (t, {v: int(c) for v, c in enumerate(counts.tolist()) if c})
         )
