@@ -520,12 +520,12 @@ class _Shards:
 
         A shard works through its calls in order, so the coordinator goes on with the SimPy
         schedule (and its own work) while the shards step; `on_answers` gets the answers at
-        the next `call` (or once `_POSTED_MAX` calls are waiting). Only for calls whose answers
-        are small (a pipe holds thousands: a worker never blocks handing them back, so it
-        always reads the next call) and whose answers nothing needs before the next `call`.
+        the next `call` (the older half once `_POSTED_MAX` calls are waiting). Only for calls
+        whose answers are small (a pipe holds thousands: a worker never blocks handing them
+        back, so it always reads the next call) and that nothing needs before the next `call`.
         """
         if len(self._posted) >= _POSTED_MAX:
-            self._drain()
+            self._drain(keep=_POSTED_MAX // 2)  # the shards keep half a queue of calls to run
         s = self._sync()
         for d in self.drivers:
             d.send(method, s, *args)
@@ -533,8 +533,9 @@ class _Shards:
         if self.meanwhile is not None:
             self.meanwhile()
 
-    def _drain(self) -> None:
-        while self._posted:
+    def _drain(self, keep: int = 0) -> None:
+        """Take the answers to posted calls, oldest first, until `keep` are left waiting."""
+        while len(self._posted) > keep:
             method, on_answers = self._posted.popleft()
             on_answers(self._answers(method))
 
