@@ -107,10 +107,13 @@ class InlineFoldWriter:
 
         The bulk connection never checkpoints (`Store._bulk`), so without this the WAL would
         hold every fold until a stdlib commit's autocheckpoint or the close: the same pages
-        copied either way, here a fold at a time.
+        copied either way, here a fold at a time. Only after rows were written: a checkpoint
+        right after a stdlib reader's snapshot began, with nothing written since, copies the
+        whole WAL back, and the next APSW write would then restart the WAL under that reader
+        (it cannot see the reader's lock: see `Store._bulk`).
         """
-        self.link.write_rows(rows, now)
-        self.link.store.checkpoint()
+        if self.link.write_rows(rows, now):
+            self.link.store.checkpoint()
         self._now = now
 
     def join(self) -> None:
