@@ -68,6 +68,7 @@ F64 = npt.NDArray[np.float64]
 Cols = dict[str, npt.NDArray[Any]]
 _EVENT = ("ep", "sample", "model", "verdict", "t", "c")  # c: the check-in that may deliver it
 _DELIVERED = ("ep", "sample", "model", "verdict", "t_ms")
+_DELIVERED_FROM = ("ep", "sample", "model", "verdict", "t")  # what `_arrive` reads of an event
 FOLD_GRACE_S = 43_200.0  # a day is folded at noon of the next (laptops are back by then)
 _Q_PER_DAY = 96
 RNG_BLOCKS = 16  # random-stream blocks of orgs (`rng_blocks`): at most this many useful workers
@@ -77,9 +78,14 @@ def _cat(parts: list[Cols], names: Sequence[str]) -> Cols:
     return {c: np.concatenate([p[c] for p in parts]) for c in names}
 
 
-def _take(cols: Cols, sel: npt.NDArray[np.bool_] | I64) -> Cols:
-    """Rows `sel` (a mask or positions) of every column: a mask is turned into positions once."""
+def _take(cols: Cols, sel: npt.NDArray[np.bool_] | I64, names: Sequence[str] | None = None) -> Cols:
+    """Rows `sel` (a mask or positions) of every column (or of `names`).
+
+    A mask is turned into positions once, then each column is gathered with `take`.
+    """
     at = np.flatnonzero(sel) if sel.dtype == np.bool_ else sel
+    if names is not None:
+        return {c: cols[c].take(at) for c in names}
     return {c: v.take(at) for c, v in cols.items()}
 
 
@@ -943,18 +949,21 @@ class CohortEngine:
                 self._due_next.append(_take(due, later))
                 due = _take(due, ~later)
             ep, c = due["ep"], due["c"]
-            on = self.online.take(ep)
+            on_now = on = self.online.take(ep)
             if self._flips.size:
                 was = self._flipped.take(ep) & (c < t0)
                 if was.any():
                     on = on ^ was
             if not on.all():
-                back = ~on & self.online.take(ep)
+                back = ~on & on_now
                 if back.any():
                     due["c"] = np.where(back, self._next_checkin(ep, t0), c)
                     on = on | back
                 if not on.all():
                     self._park(_take(due, ~on), q)
+                    if not outages:  # the rest arrives now: its check-ins are not needed
+                        self._arrive(_take(due, on, _DELIVERED_FROM))
+                        return
                     due = _take(due, on)
                 c = due["c"]
             # outages that can hold any of these check-ins (all in [c.min(), t1))
