@@ -258,6 +258,9 @@ class Fleet:
     _full: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
     _salts: dict[tuple[str, int], npt.NDArray[np.int16]] = field(default_factory=dict)
     _defaults: dict[int, EffectivePolicy] = field(default_factory=dict)
+    _shared_tables: dict[tuple[int, int], tuple[int, dt.datetime | None, dt.datetime | None]] = (
+        field(default_factory=dict)
+    )
 
     def effective(self, policy_version: int, org: int) -> EffectivePolicy:
         """Policy `policy_version` as org `org` (world index) obeys it (`link.effective`).
@@ -274,12 +277,26 @@ class Fleet:
         return eff
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
-        """Decision table index for an endpoint of `org` on `model` under `policy_version`."""
+        """Decision table index for an endpoint of `org` on `model` under `policy_version`.
+
+        The orgs that obey the policy's default (`effective`) share its table while no list
+        entry starts or expires: it is looked up once per such span, not once per org.
+        """
         key = (policy_version, org, model)
         idx = self._ctx_cache.get(key)
         if idx is None:
             eff = self.effective(policy_version, org) if policy_version > 0 else None
-            idx = self._ctx_cache[key] = self.tables.index(model, eff, self.clock.at(t))
+            now = self.clock.at(t)
+            shared = eff is None or eff is self._defaults.get(policy_version)
+            hit = self._shared_tables.get((policy_version, model)) if shared else None
+            if hit is not None and (hit[1] is None or hit[1] <= now):
+                if hit[2] is None or now < hit[2]:
+                    idx = hit[0]
+            if idx is None:
+                idx = self.tables.index(model, eff, now)
+                if shared:
+                    self._shared_tables[policy_version, model] = (idx, *_constant_span(eff, now))
+            self._ctx_cache[key] = idx
         return idx
 
     def policy_model(self, policy_version: int, org: int) -> int | None:
@@ -477,6 +494,27 @@ class Fleet:
     def day_of(self, t: float) -> int:
         """The simulated day index of second `t` (clamped to the record)."""
         return min(int(t // DAY_S), self.recorder.n_days - 1)
+
+
+def _constant_span(
+    eff: EffectivePolicy | None, now: dt.datetime
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """[from, until) around `now` in which no list entry of `eff` starts or expires (None: open).
+
+    Within it every entry is active or not as at `now` (`ListEntry.is_active`), so the
+    decision context (`agent.engine.context_for`) is the same.
+    """
+    if eff is None:
+        return None, None
+    edges = [
+        b
+        for e in (*eff.allowlist, *eff.blocklist)
+        for b in (e.created_at, e.expires_at)
+        if b is not None
+    ]
+    before = [b for b in edges if b <= now]
+    after = [b for b in edges if b > now]
+    return (max(before) if before else None), (min(after) if after else None)
 
 
 def n_days(days: float) -> int:
