@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import pstats
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -57,11 +58,26 @@ def capture(out: Path, endpoints: int, orgs: int, days: float, data: Path, worke
     sc = scenario_from_dict(sim_bench.scenario(endpoints, orgs, days, 1.0, True))
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            run_scenario(sc, corpus=corpus, bundles=bundles, out=tmp, workers=workers)
+            run_scenario(
+                sc,
+                corpus=corpus,
+                bundles=bundles,
+                out=tmp,
+                workers=workers,
+                prediction_beside=False,
+            )  # raised here, not in a thread at the end
         except _Captured:
             print(f"captured: {out / 'store.sqlite'} ({(out / 'store.sqlite').stat().st_size:,} B)")
             return
     raise SystemExit("the run made no prediction")
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_call(src: Path, repeat: int, profile: bool) -> None:
@@ -70,6 +86,7 @@ def time_call(src: Path, repeat: int, profile: bool) -> None:
     meta = json.loads((src / "call.json").read_text())
     store = Store(str(src / "store.sqlite"))
     now = dt.datetime.fromisoformat(meta["now"])
+    rss0 = _rss_mb()
     for _ in range(repeat):
         prof = cProfile.Profile(time.process_time) if profile else None
         t, c = time.perf_counter(), time.process_time()
@@ -82,9 +99,11 @@ def time_call(src: Path, repeat: int, profile: bool) -> None:
         digest = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
         print(
             f"transition_prediction_alone: {wall:.2f} s wall, cpu {cpu:.2f} s, "
-            f"load {os.getloadavg()[0]:.1f}, report sha256 {digest[:16]}",
+            f"load {os.getloadavg()[0]:.1f}, report sha256 {digest[:16]}, "
+            f"peak RSS {_peak_rss_mb():.0f} MB (before the first call {rss0:.0f} MB)",
             flush=True,
         )
+        del report
         if prof:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
             prof = None

@@ -56,6 +56,7 @@ import numpy.typing as npt
 from agent.bundle import Thresholds
 from agent.decision import DENY_VERDICTS, DecisionContext, decide
 from agent.engine import context_for
+from agent.heap import release_free_memory
 from agent.model import LoadedModel
 from agent.policy import EffectivePolicy, ListEntry, resolve_policy
 from backend import sketch
@@ -567,10 +568,14 @@ def predict_transition(
     schema_changed = _schema_changed(old, new)
     cols = read_pair_columns(store, now, org) if columnar else None
     if cols is not None:  # the bulk read of a SQLite file (same pairs, same scores)
+        # the read's temporaries go back to the system before the next phase allocates its
+        # own: a process that keeps freed memory (the simulator) would hold both at once
+        release_free_memory()
         pairs = cols.pairs
         s_old, s_new = cols.scores(old, old), cols.scores(new, new if schema_changed else old)
         s_cong = cols.scores(cong, old) if cong else None
         without_vectors = int((~s_old[1]).sum())
+        release_free_memory()
     else:  # the reference: row by row through the store protocol
         pairs = _load_pairs(store, now, org, shadow=False)
         keys = list(zip(pairs.org_ids, pairs.sha256s, strict=True))
@@ -677,7 +682,7 @@ def _report(
             "new version in shadow mode first and predict from its shadow verdicts"
         )
     else:
-        shas = sorted({pairs.sha256s[i] for i in np.flatnonzero(neg)})
+        shas = sorted({pairs.sha256s[i] for i in np.flatnonzero(neg).tolist()})
         allow = tuple(
             ListEntry(
                 sha256=sha,

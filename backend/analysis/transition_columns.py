@@ -26,7 +26,7 @@ the two reads' reports equal on random histories.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from backend import sketch
 from backend.analysis._base import decode_vectors, score_vectors
+from backend.analysis.rescore import Coded
 from backend.store import Store
 
 if TYPE_CHECKING:
@@ -69,8 +70,8 @@ class OrgSamplePairs:
     leaves them out; a loader that has them saves a pass over every pair.
     """
 
-    org_ids: tuple[str, ...]
-    sha256s: tuple[str, ...]
+    org_ids: Sequence[str]
+    sha256s: Sequence[str]
     counts: npt.NDArray[np.int64]
     sketches: tuple[bytes, ...]
     org_days: tuple[tuple[str, int], ...]
@@ -134,8 +135,10 @@ class PairColumns:
         n_samples = len(self.samples)
         rank = {s: i for i, s in enumerate(self.samples)}
         want = self.org_keys * n_samples + self.sample_rank
+        n_pairs = len(want)
         order = np.argsort(want, kind="stable")
         sorted_want = want[order]
+        del want  # every per-pair temporary goes as soon as it is used: 1.85M pairs at 1M x 4.5 d
         rank_get = rank.get
         distinct: dict[bytes, int] = {}
         sql = "SELECT org, sha256, digest FROM org_vectors WHERE schema = ?"
@@ -161,12 +164,15 @@ class PairColumns:
             empty = np.zeros(0, dtype=np.int64)
             keys = np.concatenate(key_parts) if key_parts else empty
             codes = np.concatenate(which_parts) if which_parts else empty
+            key_parts.clear()
+            which_parts.clear()
             by_code = list(distinct)
             referenced = np.unique(codes)  # digests a pair's sample refers to, read once each
             digests = [by_code[j] for j in referenced.tolist()]
             renumber_refs = np.full(len(by_code), -1, dtype=np.int64)
             renumber_refs[referenced] = np.arange(len(referenced))
             which = renumber_refs[codes]
+            del codes
             for i in range(0, len(digests), 500):
                 part = digests[i : i + 500]
                 marks = ",".join("?" * len(part))
@@ -179,12 +185,16 @@ class PairColumns:
         # a reference whose vector row is absent cannot be scored (-1), like a missing one
         present = np.asarray([d in found for d in digests], dtype=bool)
         renumber = np.where(present, np.cumsum(present) - 1, -1).astype(np.int64)
-        pos = np.full(len(want), -1, dtype=np.int64)
+        pos = np.full(n_pairs, -1, dtype=np.int64)
         if len(keys):
             at = np.searchsorted(sorted_want, keys)
             hit = at < len(sorted_want)
             hit[hit] = sorted_want[at[hit]] == keys[hit]
-            pos[order[at[hit]]] = renumber[which[hit]]
+            del keys, sorted_want
+            at, which = at[hit], which[hit]
+            del hit
+            pos[order[at]] = renumber[which]
+            del at, which, order
         vectors = [bytes(found[d]) for d in digests if d in found]
         return pos, decode_vectors(vectors, length)
 
@@ -290,7 +300,9 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         name_of = dict(conn.execute("SELECT id, org_id FROM orgs").fetchall())
 
     def cat(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        parts.clear()  # each column held once, not as parts and whole (a pair is ~40 bytes)
+        return out
 
     org_keys, first_code, counts = cat(key_parts), cat(code_parts), cat(count_parts)
     lo, hi = cat(lo_parts), cat(hi_parts)
@@ -301,6 +313,7 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         map({s: i for i, s in enumerate(samples)}.__getitem__, by_first), np.int64, len(by_first)
     )
     sample_rank = rank_of_code[first_code] if n else np.zeros(0, dtype=np.int64)
+    del first_code
     hexes = tuple(s.hex() for s in samples)
     first = np.ones(n, dtype=bool)
     if n:
@@ -309,19 +322,22 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
     org_index = (np.cumsum(first) - 1).astype(np.intp)
     days_lo = np.minimum.reduceat(lo, starts) if n else lo
     days_hi = np.maximum.reduceat(hi, starts) if n else hi
+    del lo, hi
     org_names = [str(name_of[int(k)]) for k in org_keys[starts].tolist()]
     org_days = tuple(
         (o, int(b) - int(a) + 1) for o, a, b in zip(org_names, days_lo, days_hi, strict=True)
     )
+    sample_index = sample_rank.astype(np.intp, copy=False)
     pairs = OrgSamplePairs(
-        org_ids=tuple(map(org_names.__getitem__, org_index.tolist())),
-        sha256s=tuple(map(hexes.__getitem__, sample_rank.tolist())),
+        # names by code: a pair's org and sample strings without a Python object per pair
+        org_ids=Coded(tuple(org_names), org_index),
+        sha256s=Coded(hexes, sample_index),
         counts=counts,
         sketches=(),
         org_days=org_days,
         sketch_reader=_sketch_reader(store, until_ms, org_keys, sample_rank, samples),
         org_index=org_index,
         samples=hexes,
-        sample_index=sample_rank.astype(np.intp),
+        sample_index=sample_index,
     )
     return PairColumns(pairs, store, org_keys, sample_rank, samples, org_key)
