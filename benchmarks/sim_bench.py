@@ -140,6 +140,7 @@ def cohort(
     predict: bool,
     workers: int | None,
     engine: Any = None,
+    beside: bool = True,
 ) -> tuple[float, float, int, dict[str, int], float]:
     """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters, and
     the wall seconds of its simulation loop alone (first to last step, setup excluded).
@@ -162,7 +163,7 @@ def cohort(
         sc = scenario_from_dict(scenario(endpoints, orgs, days, scans, predict))
         run = run_scenario(
             sc, corpus=corpus, bundles=bundles, out=tmp, progress=progress, workers=workers,
-            engine=engine,
+            engine=engine, prediction_beside=beside,
         )  # fmt: skip
         wall, own = time.perf_counter() - t, time.process_time() - cpu
         kids = _children_cpu() - kids
@@ -263,6 +264,13 @@ def main() -> None:
         "aggregate row so far and dominated the run; the scenarios keep it on)",
     )
     ap.add_argument(
+        "--predict-inline",
+        action="store_true",
+        help="with --predict: run the prediction inline while the shards wait (the reference), "
+        "not in a thread on a store snapshot beside the run (fleet_sim.run.run_scenario's "
+        "prediction_beside)",
+    )
+    ap.add_argument(
         "--skip-compare", action="store_true", help="skip the 100k cohort + naive comparison"
     )
     ap.add_argument(
@@ -277,7 +285,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}")
     print(f"load_average_at_start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"predict_at_rollout_start: {args.predict}")
+    print(f"predict_at_rollout_start: {args.predict}"
+          + (" (inline)" if args.predict and args.predict_inline else ""))  # fmt: skip
     print(f"workers: {args.workers or 'auto (fleet_sim.run.default_workers)'}")
     print(f"engine: {args.engine}")
     engine = None
@@ -294,7 +303,7 @@ def main() -> None:
     if not args.skip_compare:
         wall_c, cpu_c, _, _, loop_c = cohort(
             data, n, min(args.orgs, n), d, args.scans_per_hour, args.predict, args.workers,
-            engine,
+            engine, not args.predict_inline,
         )  # fmt: skip
         print(f"cohort_{n}x{d:g}d_wall: {wall_c:.1f} s (cpu {cpu_c:.1f} s)")
         print(f"cohort_{n}x{d:g}d_rate: {n * d / wall_c:,.0f} endpoint-days/s (whole run)")
@@ -315,8 +324,9 @@ def main() -> None:
     n, d = args.endpoints, args.days
     with TreeRss() as tree:
         wall, cpu, events, ctr, loop = cohort(
-            data, n, args.orgs, d, args.scans_per_hour, args.predict, args.workers, engine
-        )
+            data, n, args.orgs, d, args.scans_per_hour, args.predict, args.workers, engine,
+            not args.predict_inline,
+        )  # fmt: skip
     print(f"cohort_{n}x{d:g}d_wall: {wall:.1f} s (cpu {cpu:.1f} s)")
     if "fold_writer_cpu_ms" in ctr:
         print(
