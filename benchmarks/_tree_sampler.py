@@ -27,6 +27,7 @@ def sample_tree(root: int, every_s: float) -> None:
     page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
     peak = peak_pss = 0.0
     ticks = pss_reads = 0
+    at_peak: list[str] = []
     while not select.select([sys.stdin], [], [], every_s)[0]:
         tree = [p for p in (root, *children(root)) if p != me]
         ticks += 1
@@ -34,10 +35,25 @@ def sample_tree(root: int, every_s: float) -> None:
         peak = max(peak, rss)
         if rss > peak_pss:  # else the PSS sum, at most the RSS sum, cannot be a new peak
             pss_reads += 1
-            peak_pss = max(peak_pss, sum(_pss_mb(p) for p in tree))
+            each = [(_pss_mb(p), _role(p, root)) for p in tree]
+            if sum(mb for mb, _ in each) > peak_pss:
+                peak_pss = sum(mb for mb, _ in each)
+                at_peak = [f"{role} {mb:.0f}" for mb, role in sorted(each, reverse=True)]
     sys.stdout.write(json.dumps(
-        {"peak_mb": peak, "peak_pss_mb": peak_pss, "ticks": ticks, "pss_reads": pss_reads}
+        {"peak_mb": peak, "peak_pss_mb": peak_pss, "ticks": ticks, "pss_reads": pss_reads,
+         "at_peak": at_peak}
     ))  # fmt: skip
+
+
+def _role(pid: int, root: int) -> str:
+    """What a process of the tree is, for the breakdown at the peak."""
+    if pid == root:
+        return "coordinator"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    return "fold writer" if "fold_writer" in cmd else "shard worker"
 
 
 def _statm_rss_pages(pid: int) -> int:

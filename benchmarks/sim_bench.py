@@ -226,6 +226,7 @@ class TreeRss:
         self.peak_pss_mb = 0.0
         self.ticks = 0
         self.pss_reads = 0
+        self.at_peak: list[str] = []
         self.every_s = every_s
         self._proc: subprocess.Popen[str] | None = None
 
@@ -245,6 +246,7 @@ class TreeRss:
         self._proc.wait(timeout=60)
         self.peak_mb, self.peak_pss_mb = got["peak_mb"], got["peak_pss_mb"]
         self.ticks, self.pss_reads = got["ticks"], got["pss_reads"]
+        self.at_peak = list(got["at_peak"])
 
 
 def main() -> None:
@@ -352,6 +354,7 @@ def main() -> None:
             f"peak_pss_tree_sampled: {tree.peak_pss_mb:.0f} MB (every process at once, "
             "shared pages counted once)"
         )
+        print(f"peak_pss_by_process: {', '.join(tree.at_peak)} (MB)")
         print(
             f"memory_sampler: {tree.ticks} ticks of {tree.every_s:g} s, PSS read at "
             f"{tree.pss_reads} (a separate niced process, benchmarks/_tree_sampler.py)"

@@ -35,7 +35,7 @@ from fleet_sim.control import (
     Recorder,
     n_days,
 )
-from fleet_sim.fold_writer import STORE_BUSY_TIMEOUT_MS
+from fleet_sim.fold_writer import SIM_STORE_SYNCHRONOUS, STORE_BUSY_TIMEOUT_MS
 from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
 from fleet_sim.rollout import ArmDayTally, ControllerRollout, PendingPrediction
@@ -307,7 +307,12 @@ def run_arm(
     arm_dir.mkdir(parents=True)
     db = arm_dir / "backend.sqlite"
     # a scratch store written in bulk: 16 KiB pages append the daily folds ~15 % faster
-    store = Store(db, synchronous="NORMAL", page_size=16384, busy_timeout_ms=STORE_BUSY_TIMEOUT_MS)
+    store = Store(
+        db,
+        synchronous=SIM_STORE_SYNCHRONOUS,
+        page_size=16384,
+        busy_timeout_ms=STORE_BUSY_TIMEOUT_MS,
+    )
     clock = SimClock(scenario.start)
     stack = ExitStack()
     pending: list[PendingPrediction] = []  # the rollout starts' predictions beside the run
