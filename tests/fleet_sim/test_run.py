@@ -13,9 +13,29 @@ import backend.store.sqlite as sqlite_store
 import fleet_sim.shard as shard
 from agent.errors import IntegrityError
 from fleet_sim.run import SHARDS_MIN_ENDPOINTS, default_workers, run_scenario
-from fleet_sim.scenario import scenario_from_dict
+from fleet_sim.scenario import ScenarioModel, scenario_from_dict
 from tests.fleet_sim.test_shard import SCENARIO as SHARD_SCENARIO
 from tests.fleet_sim.test_shard import _Ids, _outcome
+
+
+def _half_day_rollout(name: str, *, predict: bool) -> ScenarioModel:
+    """300 endpoints in 20 orgs for half a day; a v1 -> v2 rollout starts at 6 h."""
+    return scenario_from_dict(
+        {
+            "name": name,
+            "seed": 2,
+            "days": 0.5,
+            "world": {"orgs": 20, "endpoints": 300, "scans_per_hour": 4.0},
+            "models": {
+                "initial": 1,
+                "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
+            },
+            "timeline": [
+                {"at": "6h", "do": "start_rollout", "version": 2, "stages": [10, 100],
+                 "stage_hours": 3, "predict": predict},
+            ],
+        }
+    )  # fmt: skip
 
 
 def test_default_workers_is_one_shard_below_the_threshold_and_the_cores_from_it() -> None:
@@ -64,22 +84,7 @@ def test_rollout_start_folds_delivered_events_only_for_the_prediction(
         return real(self, s)
 
     monkeypatch.setattr(shard.Shard, "take", spy)
-    sc = scenario_from_dict(
-        {
-            "name": "flush",
-            "seed": 2,
-            "days": 0.5,
-            "world": {"orgs": 20, "endpoints": 300, "scans_per_hour": 4.0},
-            "models": {
-                "initial": 1,
-                "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
-            },
-            "timeline": [
-                {"at": "6h", "do": "start_rollout", "version": 2, "stages": [10, 100],
-                 "stage_hours": 3, "predict": predict},
-            ],
-        }
-    )  # fmt: skip
+    sc = _half_day_rollout("flush", predict=predict)
     run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=1)
     assert run.arms["main"].recorder.rollouts  # the rollout started
     assert len(takes) == (1 if predict else 0)
@@ -145,22 +150,7 @@ def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
             model.write_bytes(bytes(raw))
             tampered.append(t)
 
-    sc = scenario_from_dict(
-        {
-            "name": "failing-prediction",
-            "seed": 2,
-            "days": 0.5,
-            "world": {"orgs": 20, "endpoints": 300, "scans_per_hour": 4.0},
-            "models": {
-                "initial": 1,
-                "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
-            },
-            "timeline": [
-                {"at": "6h", "do": "start_rollout", "version": 2, "stages": [10, 100],
-                 "stage_hours": 3, "predict": True},
-            ],
-        }
-    )  # fmt: skip
+    sc = _half_day_rollout("failing-prediction", predict=True)
     with pytest.raises(IntegrityError, match="model.onnx does not match the manifest's sha256"):
         run_scenario(
             sc, corpus=small_corpus, bundles={"v1": sim_bundles["v1"], "v2": v2},
