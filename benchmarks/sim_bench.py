@@ -142,7 +142,8 @@ def cohort(
     engine: Any = None,
     beside: bool = True,
 ) -> tuple[float, float, int, dict[str, int], float]:
-    """Wall and CPU seconds of one cohort run, the encounters it simulated, its counters, and
+    """Wall and CPU seconds of one cohort run, the encounters it simulated, its wall-clock timings
+    (`Recorder.timings`), and
     the wall seconds of its simulation loop alone (first to last step, setup excluded).
 
     The timer covers the whole run: loading the shipped corpus and bundles (`ensure_assets`),
@@ -185,7 +186,7 @@ def cohort(
             flush=True,
         )
     loop = steps[-1] - steps[0] if len(steps) > 1 else wall
-    return wall, cpu, run.events, dict(run.arms["main"].recorder.counters), loop
+    return wall, cpu, run.events, dict(run.arms["main"].recorder.timings), loop
 
 
 def _children_cpu() -> float:

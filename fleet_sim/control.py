@@ -199,6 +199,9 @@ class Recorder:
     installed: dict[int, npt.NDArray[np.bool_]] = field(default_factory=dict)
     org_rings: dict[int, str] = field(default_factory=dict)  # world org index -> ring (set_ring)
     track_log: list[tuple[int, float]] = field(default_factory=list)  # every `track` call
+    # wall-clock figures for benchmarks (milliseconds): they differ run to run, so they are kept
+    # apart from `counters` and out of the report, whose results are the same for a seed
+    timings: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shape = (self.n_days, self.n_orgs)
@@ -212,6 +215,10 @@ class Recorder:
     def count(self, name: str, n: int = 1) -> None:
         """Add `n` to counter `name`."""
         self.counters[name] = self.counters.get(name, 0) + int(n)
+
+    def time(self, name: str, seconds: float) -> None:
+        """Add `seconds` (as whole milliseconds) to wall-clock figure `name` (`timings`)."""
+        self.timings[name] = self.timings.get(name, 0) + round(seconds * 1000)
 
     def note_installs(
         self, eps: npt.NDArray[np.integer], versions: npt.NDArray[np.integer]

@@ -63,6 +63,7 @@ __all__ = [
     "InlineFoldWriter",
     "ProcessFoldWriter",
     "fold_writer_for",
+    "writes_in_a_process",
 ]
 
 PROCESS_MIN_ENDPOINTS = 200_000  # below this a fold takes well under a second: stay inline
@@ -300,15 +301,20 @@ class ProcessFoldWriter:
         self._dir.cleanup()
 
 
-def fold_writer_for(link: InProcessLink, n_endpoints: int) -> FoldWriter:
-    """A writer process for large fleets on a machine with a spare core, else inline.
+def writes_in_a_process(store_path: str, n_endpoints: int) -> bool:
+    """Whether `fold_writer_for` gives a fleet of this size a writer process.
 
-    Inline too when the store is in memory (no file for a second connection).
+    Yes for large fleets on a machine with a spare core; no when the store is in memory (no file
+    for a second connection).
     """
-    path = link.store.path
-    if (os.cpu_count() or 1) < 2 or path in (":memory:", "") or path.startswith("file::memory:"):
-        return InlineFoldWriter(link)
-    if n_endpoints >= PROCESS_MIN_ENDPOINTS:
+    if store_path in (":memory:", "") or store_path.startswith("file::memory:"):
+        return False
+    return (os.cpu_count() or 1) >= 2 and n_endpoints >= PROCESS_MIN_ENDPOINTS
+
+
+def fold_writer_for(link: InProcessLink, n_endpoints: int) -> FoldWriter:
+    """A writer process where `writes_in_a_process`, else inline."""
+    if writes_in_a_process(link.store.path, n_endpoints):
         return ProcessFoldWriter(link)
     return InlineFoldWriter(link)
 

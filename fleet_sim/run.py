@@ -35,7 +35,11 @@ from fleet_sim.control import (
     Recorder,
     n_days,
 )
-from fleet_sim.fold_writer import SIM_STORE_SYNCHRONOUS, STORE_BUSY_TIMEOUT_MS
+from fleet_sim.fold_writer import (
+    SIM_STORE_SYNCHRONOUS,
+    STORE_BUSY_TIMEOUT_MS,
+    writes_in_a_process,
+)
 from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
 from fleet_sim.rollout import ArmDayTally, ControllerRollout, PendingPrediction
@@ -342,8 +346,13 @@ def run_arm(
         )
         if scenario.endpoint_days:
             fleet.tally = ArmDayTally(clock.epoch_day, world.ep_org, world.n_orgs)
+        # Beside the run only where the folds are written by a writer process: inline, they go
+        # through APSW's own copy of SQLite in this process, which cannot see the snapshot's
+        # locks (POSIX locks are per process; see `Store._bulk`), so a reader in a thread here
+        # would rest on APSW never checkpointing and never restarting the WAL under it.
+        beside = prediction_beside and writes_in_a_process(store.path, world.n_endpoints)
         fleet.rollout_starter = _rollout_starter(
-            fleet, store, registry, pending if prediction_beside else None
+            fleet, store, registry, pending if beside else None
         )
         actions = scenario.actions(arm)
         total = scenario.days * 86_400.0
@@ -408,7 +417,8 @@ def run_scenario(
     those shards elsewhere (`fleet_sim.spark_engine.SparkEngine`), with the same results.
 
     The transition prediction at a rollout start (`predict`) reads a snapshot of the store taken
-    there and runs in a thread while the simulation goes on (nothing the run decides reads it);
+    there and runs in a thread while the simulation goes on (nothing the run decides reads it),
+    where a writer process writes the folds (`fold_writer.writes_in_a_process`; else inline);
     its per-org forecast joins the rollout's record when the arm ends, and its failure fails the
     run. `prediction_beside=False` runs it inline while the simulation waits: the same results
     (the reference the concurrent one is tested against).

@@ -632,17 +632,17 @@ def _ignored(_answers: list[Any]) -> None:
 def _count_timing(
     rec: Recorder, waited: dict[str, float], timing: Sequence[dict[str, float]]
 ) -> None:
-    """Wall-clock figures for the benchmark (large runs only: they differ run to run).
+    """Wall-clock figures for the benchmark (`Recorder.timings`, never in the report).
 
     `shard_wait_<method>_ms`: the coordinator waiting for the shards' answers;
     `shard<i>_<kind>_ms`: shard i's wall (and `_cpu`) time per kind of work (`advance`
     includes `step` and `fold`; `idle`: between calls, waiting for the coordinator).
     """
     for method, s in sorted(waited.items()):
-        rec.count(f"shard_wait_{method}_ms", round(s * 1000))
+        rec.time(f"shard_wait_{method}_ms", s)
     for i, t in enumerate(timing):
         for kind, s in sorted(t.items()):
-            rec.count(f"shard{i}_{kind}_ms", round(s * 1000))
+            rec.time(f"shard{i}_{kind}_ms", s)
 
 
 def run_cohort(
@@ -755,8 +755,8 @@ def run_cohort(
         merge_records(fleet.recorder, results)
         events = sum(r.events_total for r in results)
         if isinstance(writer, ProcessFoldWriter):  # wall-clock figures for the benchmark
-            fleet.recorder.count("fold_writer_cpu_ms", round(writer.cpu_s * 1000))
-            fleet.recorder.count("fold_writer_wait_ms", round(writer.wait_s * 1000))
+            fleet.recorder.time("fold_writer_cpu_ms", writer.cpu_s)
+            fleet.recorder.time("fold_writer_wait_ms", writer.wait_s)
             _count_timing(fleet.recorder, shards.waited, [r.timing for r in results])
     finally:
         writer.close()

@@ -10,6 +10,7 @@ import pytest
 
 import backend.analysis.transition as transition
 import backend.store.sqlite as sqlite_store
+import fleet_sim.fold_writer as fold_writer
 import fleet_sim.shard as shard
 from agent.errors import IntegrityError
 from fleet_sim.run import SHARDS_MIN_ENDPOINTS, default_workers, run_scenario
@@ -115,6 +116,8 @@ def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store
         if t >= 1.5 * 86_400:
             passed.set()
 
+    # the prediction runs beside only where a writer process writes the folds
+    monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)
     got = {}
     for beside in (False, True):
         monkeypatch.setattr(sqlite_store, "secrets", _Ids())
@@ -136,7 +139,7 @@ def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store
 
 
 def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
-    small_corpus, sim_bundles, tmp_path
+    small_corpus, sim_bundles, tmp_path, monkeypatch
 ) -> None:
     v2 = tmp_path / "v2"
     shutil.copytree(sim_bundles["v2"], v2)
@@ -150,6 +153,7 @@ def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
             model.write_bytes(bytes(raw))
             tampered.append(t)
 
+    monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)  # so: beside
     sc = _half_day_rollout("failing-prediction", predict=True)
     with pytest.raises(IntegrityError, match="model.onnx does not match the manifest's sha256"):
         run_scenario(
