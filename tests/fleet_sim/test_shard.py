@@ -93,13 +93,16 @@ class _Ids:
         return self.token_hex(nbytes)
 
 
-@pytest.mark.parametrize("evidence", ["throughout", "rollout"])
+@pytest.mark.parametrize("evidence", ["throughout", "rollout", "spool"])
 def test_one_two_and_three_workers_give_identical_records_aggregates_and_outcomes(
     small_corpus, sim_bundles, tmp_path, monkeypatch, evidence
 ):
     # evidence during the rollout only: the hourly barriers before and after it are posted,
-    # and with at most 4 calls posted ahead the coordinator takes answers at the bound too
-    sc = scenario_from_dict({**SCENARIO, "endpoint_days": evidence == "throughout"})
+    # and with at most 4 calls posted ahead the coordinator takes answers at the bound too;
+    # "spool": endpoints spool at most 4 events through the outage, so the spool bound's
+    # filter (per-endpoint counts, newest kept) runs in every shard
+    world = {**SCENARIO["world"], **({"spool_max_events": 4} if evidence == "spool" else {})}
+    sc = scenario_from_dict({**SCENARIO, "endpoint_days": evidence != "rollout", "world": world})
     if evidence == "rollout":
         monkeypatch.setattr(shard_module, "_POSTED_MAX", 4)
     got = {}
@@ -117,6 +120,8 @@ def test_one_two_and_three_workers_give_identical_records_aggregates_and_outcome
     assert rec_counters["breaker_trips"] > 0
     assert rec_counters["push_wakeups"] > 0
     assert rec_counters["checkins_failed"] > 0
+    if evidence == "spool":
+        assert rec_counters["events_dropped"] > 0  # the bound did drop events
     assert one[5] and one[6]
     assert "halt" in one[0] or "advance" in one[0]
     for workers in (2, 3):
