@@ -18,6 +18,23 @@ from fleet_sim.fold import EventFolder
 T0 = 1_793_491_200_000  # 2026-11-01 UTC, in ms
 
 
+def _parts(
+    events: list[Any], cuts: list[int]
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """The events (ep, sample, model, verdict, t_ms) as fold columns, and cut into parts at
+    `cuts`."""
+    arr = np.asarray(events, np.int64).reshape(-1, 5)
+    cols: dict[str, np.ndarray] = {
+        "ep": arr[:, 0].astype(np.int32), "sample": arr[:, 1].astype(np.int16),
+        "model": arr[:, 2].astype(np.int16), "verdict": arr[:, 3].astype(np.int8),
+        "t_ms": arr[:, 4].astype(np.uint32),
+    }  # fmt: skip
+    bounds = sorted({0, len(events), *[c for c in cuts if c < len(events)]})
+    return cols, [
+        {k: v[a:b] for k, v in cols.items()} for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+
+
 def test_endpoint_hashes_are_the_sketch_hashes_of_the_endpoint_ids() -> None:
     folder = EventFolder([f"{i:064x}" for i in range(3)], n_orgs=2, e_lo=5)
     rank = folder.ranks(1_204)
@@ -47,14 +64,7 @@ def test_endpoint_hashes_are_the_sketch_hashes_of_the_endpoint_ids() -> None:
 def test_folding_parts_equals_folding_them_joined(events, cuts, chunk) -> None:
     """`fold_parts` (no joined copy of the events) makes the rows `fold` makes of them joined,
     whatever the parts and the chunk size."""
-    arr = np.asarray(events, np.int64)
-    cols = {
-        "ep": arr[:, 0].astype(np.int32), "sample": arr[:, 1].astype(np.int16),
-        "model": arr[:, 2].astype(np.int16), "verdict": arr[:, 3].astype(np.int8),
-        "t_ms": arr[:, 4].astype(np.uint32),
-    }  # fmt: skip
-    bounds = sorted({0, len(events), *[c for c in cuts if c < len(events)]})
-    parts = [{k: v[a:b] for k, v in cols.items()} for a, b in zip(bounds, bounds[1:], strict=False)]
+    cols, parts = _parts(events, cuts)
     ep_org = np.arange(30) % 3
     folder = EventFolder([f"{i:064x}" for i in range(6)], n_orgs=3)
     was = fold.FOLD_CHUNK_EVENTS
@@ -141,14 +151,7 @@ def test_fold_makes_the_rows_and_sketches_of_backend_sketch(
         data.draw(st.lists(st.integers(0, 2), min_size=e_lo + n_ep, max_size=e_lo + n_ep))
     )
     t_base = T0 + data.draw(st.integers(0, DAY_MS - 1))
-    arr = np.asarray(events, np.int64).reshape(-1, 5)
-    cols: dict[str, np.ndarray] = {
-        "ep": arr[:, 0].astype(np.int32), "sample": arr[:, 1].astype(np.int16),
-        "model": arr[:, 2].astype(np.int16), "verdict": arr[:, 3].astype(np.int8),
-        "t_ms": arr[:, 4].astype(np.uint32),
-    }  # fmt: skip
-    bounds = sorted({0, len(events), *[c for c in cuts if c < len(events)]})
-    parts = [{k: v[a:b] for k, v in cols.items()} for a, b in zip(bounds, bounds[1:], strict=False)]
+    cols, parts = _parts(events, cuts)
     parts.append({k: v[:0] for k, v in cols.items()})  # an empty part
     folder = EventFolder(shas, n_orgs=3, e_lo=e_lo)
     was = fold.FOLD_CHUNK_EVENTS, fold._KEY_BITS  # noqa: SLF001 - knobs with no public setting
