@@ -32,7 +32,7 @@ import numpy.typing as npt
 from fleet_sim.scenario import CampaignModel, ScenarioError, WorldModel, parse_offset
 from model_store.corpus import N_INHOUSE, Corpus
 
-__all__ = ["QUARTER_S", "Campaign", "Catalog", "World", "build_world"]
+__all__ = ["QUARTER_S", "Campaign", "Catalog", "World", "build_world", "endpoint_ids"]
 
 QUARTER_S = 900.0
 _Q_PER_DAY = 96
@@ -84,6 +84,11 @@ class Campaign:
 _endpoint_id = "sim{:08d}".format  # the pseudonym of endpoint ep: one format, both forms
 
 
+def endpoint_ids(first: int, stop: int) -> list[str]:
+    """The pseudonyms of endpoints first..stop-1 (`World.endpoint_ids`; the fold hashes them)."""
+    return list(map(_endpoint_id, range(first, stop)))
+
+
 @dataclass(frozen=True, slots=True)
 class World:
     """Array state of the whole world (endpoints sorted by org)."""
@@ -130,7 +135,7 @@ class World:
 
     def endpoint_ids(self, first: int, stop: int) -> list[str]:
         """`endpoint_id` of endpoints [`first`, `stop`), in order."""
-        return list(map(_endpoint_id, range(first, stop)))
+        return endpoint_ids(first, stop)
 
     def online(self, t: float, idx: I64 | slice | None = None) -> B:
         """Which endpoints (all, or `idx`) are online at simulated second `t`."""

@@ -25,3 +25,9 @@ def test_sketch_keeps_the_k_smallest_distinct_hashes_big_endian(a):
     want = sorted(set(a))[: sketch.K]
     assert got == b"".join(h.to_bytes(8, "big") for h in want)
     assert sketch.estimate(got) == len(want) or len(want) == sketch.K
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(st.text(max_size=20), max_size=30))
+def test_endpoint_hashes_in_batch_are_endpoint_hash_of_each_id(ids: list[str]) -> None:
+    assert sketch.endpoint_hashes(ids).tolist() == [sketch.endpoint_hash(i) for i in ids]
