@@ -90,8 +90,11 @@ __all__ = [
     "Tally",
     "iter_row_batches",
     "load_config",
+    "read_sample",
     "rescore_batch",
     "run_rescore",
+    "score_cache_key",
+    "vector_source",
     "verdict_codes",
 ]
 
@@ -322,17 +325,34 @@ def _at(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
+def vector_source(cfg: RescoreConfig) -> str:
+    """Where `cfg`'s vectors come from: the stored ones, or features extracted from a folder.
+
+    Two configs with the same source score a bundle to the same values, so it is half of the
+    score cache's key (`score_cache_key`); an engine that scores ahead (Spark) keys by it too.
+    """
+    if Stage.FEATURE_EXTRACTION not in cfg.stages or cfg.samples_dir is None:
+        return "stored"
+    return f"extracted:{cfg.samples_dir}"
+
+
+def score_cache_key(model: LoadedModel, source: str) -> tuple[str, str]:
+    """The key `rescore_batch`'s score cache holds a model's scores of a batch's vectors under."""
+    return model.manifest.model_sha256, source
+
+
 def _features(
     batch: RowBatch, cfg: RescoreConfig, inputs: RunInputs
 ) -> tuple[npt.NDArray[np.float32], str]:
-    if Stage.FEATURE_EXTRACTION not in cfg.stages or cfg.samples_dir is None:
-        return batch.vectors, "stored"
+    source = vector_source(cfg)
+    if source == "stored" or cfg.samples_dir is None:
+        return batch.vectors, source
     out = batch.vectors.copy()
     for j, sha in enumerate(batch.vec_sha256s):
         data = inputs.read_sample(cfg.samples_dir, sha)
         if data is not None:
             out[j] = extract_features(data)
-    return out, f"extracted:{cfg.samples_dir}"
+    return out, source
 
 
 def _groups(keys: npt.NDArray[np.int64]) -> Iterator[npt.NDArray[np.intp]]:
@@ -453,7 +473,7 @@ def rescore_batch(
         if path is None:
             continue
         model = inputs.bundles[path]
-        key = (model.manifest.model_sha256, source)
+        key = score_cache_key(model, source)
         if key not in score_cache:
             score_cache[key] = score_vectors(model, vectors)
         rows = np.flatnonzero((versions == version) & (vec_index >= 0))
@@ -680,7 +700,12 @@ def iter_row_batches(
         )
 
 
-def _read_sample(root: Path, sha: str) -> bytes | None:
+def read_sample(root: Path, sha: str) -> bytes | None:
+    """A sample's bytes from a samples folder, or None.
+
+    Where feature-extraction rescoring finds what to extract from: the folder flat, fanned out
+    by the sha256's first two hex digits, or under `samples/`.
+    """
     for p in (root / sha, root / sha[:2] / sha, root / "samples" / sha[:2] / sha):
         if p.is_file():
             return p.read_bytes()
@@ -711,9 +736,7 @@ def run_rescore(
 
         schema, length = SCHEMA.name, SCHEMA.vector_length
     timeline = PolicyTimeline((r.changed_at, r.document) for r in store.policy_history())
-    inputs = RunInputs(
-        bundles, timeline, LabelBook(store.iter_labels(until=now)), now, _read_sample
-    )
+    inputs = RunInputs(bundles, timeline, LabelBook(store.iter_labels(until=now)), now, read_sample)
     contexts = ContextCache(timeline)
     tallies = [Tally() for _ in configs]
     for batch in iter_row_batches(

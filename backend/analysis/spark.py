@@ -44,9 +44,10 @@ from backend.analysis.rescore import (
     RescoreSummary,
     RowBatch,
     RunInputs,
-    Stage,
     Tally,
     rescore_batch,
+    score_cache_key,
+    vector_source,
 )
 from backend.analysis.transition import (
     DEFAULT_ALLOWLIST_TTL,
@@ -211,16 +212,11 @@ def _pair_scores(
 _LABELS, _SCORES, _ROWS = 0, 1, 2  # the order records reach a partition
 
 
-def _source(cfg: RescoreConfig) -> str:
-    """Where `rescore_batch` takes a config's vectors from (its `_features`' second value)."""
-    if Stage.FEATURE_EXTRACTION not in cfg.stages or cfg.samples_dir is None:
-        return "stored"
-    return f"extracted:{cfg.samples_dir}"
-
-
 def _score_keys(configs: Sequence[RescoreConfig]) -> tuple[tuple[Path, str], ...]:
     """Every (bundle, vector source) a config scores with: one score column each."""
-    return tuple(sorted({(p, _source(c)) for c in configs if c.rescoring for _, p in c.models}))
+    return tuple(
+        sorted({(p, vector_source(c)) for c in configs if c.rescoring for _, p in c.models})
+    )
 
 
 def _row_groups(path: Path) -> list[tuple[str, int]]:
@@ -261,7 +257,7 @@ def _score_row_groups(
     The score of key (bundle, "stored") is `score_vectors` over the stored vector; for
     (bundle, "extracted:DIR") it is the score of the features extracted from DIR's copy of the
     sample when there is one, else of the stored vector: what `rescore_batch` scores a row's
-    vector with (`_features`).
+    vector with (`vector_source`).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -269,7 +265,7 @@ def _score_row_groups(
 
     from agent.features import extract_features
     from backend.analysis._base import score_vectors
-    from backend.analysis.rescore import _read_sample
+    from backend.analysis.rescore import read_sample
 
     extracted: dict[tuple[str, str], npt.NDArray[np.float32] | None] = {}
     for task in tasks:
@@ -294,7 +290,7 @@ def _score_row_groups(
                     vectors = stored.copy()
                     for i, sha in enumerate(shas):
                         if (root, sha) not in extracted:
-                            data = _read_sample(Path(root), sha)
+                            data = read_sample(Path(root), sha)
                             extracted[root, sha] = None if data is None else extract_features(data)
                         found = extracted[root, sha]
                         if found is not None:
@@ -480,7 +476,7 @@ def _row_batch(
     vec_index = np.full(len(pos), -1, dtype=np.int64)
     vec_index[has] = local.reshape(-1)
     cache = {
-        (_bundle(path).manifest.model_sha256, source): scores.slot_scores[slots, j]
+        score_cache_key(_bundle(path), source): scores.slot_scores[slots, j]
         for j, (path, source) in enumerate(keys)
     }
 

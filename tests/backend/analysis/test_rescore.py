@@ -19,9 +19,15 @@ from backend.analysis.rescore import (
     RescoreConfig,
     RescoreConfigError,
     RowBatch,
+    RunInputs,
     Stage,
+    iter_row_batches,
     load_config,
+    read_sample,
+    rescore_batch,
     run_rescore,
+    score_cache_key,
+    vector_source,
 )
 from backend.ingest import aggregate
 from backend.store import Store
@@ -74,6 +80,38 @@ def test_parity_holds_with_features_recomputed_from_sample_bytes(history: Histor
     )
     (summary,) = run_rescore(history.store, [cfg], now=NOW)
     assert summary.agreement_with_recorded == 1.0 and summary.rescored_encounters > 0
+
+
+def test_rescore_batch_reads_scores_under_score_cache_key_of_its_vector_source(history: History):
+    """An engine that scores ahead (Spark) fills the cache under `score_cache_key`: the batch
+    must read exactly those entries, and score nothing itself when they are there."""
+    from agent.features import SCHEMA
+    from backend.analysis._base import ContextCache, PolicyTimeline, load_model
+    from backend.analysis.labels import LabelBook
+
+    stored = _recorded(history)
+    extracted = dataclasses.replace(stored, stages=frozenset(Stage), samples_dir=Path("/x"))
+    assert vector_source(stored) == "stored"
+    assert vector_source(extracted) == "extracted:/x"
+    bundles = {p: load_model(p) for _, p in stored.models}
+    timeline = PolicyTimeline((r.changed_at, r.document) for r in history.store.policy_history())
+    inputs = RunInputs(
+        bundles, timeline, LabelBook(history.store.iter_labels(until=NOW)), NOW, read_sample
+    )
+    batch = next(
+        iter_row_batches(
+            history.store, schema=SCHEMA.name, vector_length=SCHEMA.vector_length, until=NOW
+        )
+    )
+    cache: dict = {}
+    plain = rescore_batch(batch, stored, inputs, ContextCache(timeline), cache)
+    versions = set(batch.model_versions)
+    assert set(cache) == {
+        score_cache_key(bundles[p], "stored") for v, p in stored.models if v in versions
+    }
+    forced = {k: v * 0 + 1.0 for k, v in cache.items()}  # every vector scored as malware
+    ahead = rescore_batch(batch, stored, inputs, ContextCache(timeline), forced)
+    assert list(ahead.verdicts) != list(plain.verdicts)
 
 
 def test_no_future_leak_rows_dated_after_each_sample_change_nothing(
