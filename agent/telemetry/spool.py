@@ -107,9 +107,14 @@ class Spool:
         self.dropped_events += events
 
     def put(self, events: Sequence[TelemetryEvent], health: Sequence[HealthCount] = ()) -> Path:
-        """Encode `events` and `health` as one batch and store it, dropping the oldest if needed."""
-        size = len(encode_batch(events, key="k" * 32, dropped_events=self.dropped_events,
-                                health=health)) + 16  # fmt: skip
+        """Encode `events` and `health` as one batch and store it, dropping the oldest if needed.
+
+        The batch carries the drop count including the drops it causes itself, so it is encoded
+        again only when it made room; 16 bytes of slack cover the count's longer encoding.
+        """
+        key = uuid.uuid4().hex
+        data = encode_batch(events, key=key, dropped_events=self.dropped_events, health=health)
+        size = len(data) + 16
         if size > self.max_bytes:
             self.dropped_batches += 1
             self.dropped_events += len(events)
@@ -123,9 +128,7 @@ class Spool:
             self._drop(path)
         if not keep.all():
             self._write_counters()
-        data = encode_batch(
-            events, key=uuid.uuid4().hex, dropped_events=self.dropped_events, health=health
-        )
+            data = encode_batch(events, key=key, dropped_events=self.dropped_events, health=health)
         path = self.directory / f"{self._seq:016d}-{len(events)}.mpk"
         self._seq += 1
         write_atomic(path, data)
