@@ -69,7 +69,11 @@ def context_for(
     *,
     breaker_tripped: bool = False,
 ) -> DecisionContext:
-    """The decision context for the active model under `policy` at `now`."""
+    """The decision context for the active model under `policy` at `now`.
+
+    It reads `now` only through the lists' entries: it is the same at every instant of
+    `agent.policy.list_span(policy, now)`.
+    """
     block = thresholds.block if thresholds else 1.0
     detect = thresholds.detect if thresholds else None
     if policy is None:

@@ -43,9 +43,11 @@ __all__ = [
     "canary_cut",
     "foreign_orgs",
     "in_canary",
+    "list_span",
     "parse_policy",
     "policy_target",
     "read_list_file",
+    "resolution_key",
     "resolve_policy",
     "split_policy",
 ]
@@ -353,6 +355,49 @@ def resolve_policy(doc: PolicyDocumentModel, org: str) -> EffectivePolicy:
         if ro
         else None,
     )
+
+
+def resolution_key(doc: PolicyDocumentModel, org: str) -> str | None:
+    """What `resolve_policy(doc, org)` reads of `org`: the org whose overrides it merges, or None.
+
+    None when `doc` has no overrides for `org`: such an org obeys the default alone, like every
+    other org the document does not name. Two orgs with equal keys resolve to equal policies,
+    so a caller resolving one document for many orgs (the fleet simulator) resolves once per
+    key instead of once per org.
+    """
+    return org if org in doc.orgs else None
+
+
+def list_span(
+    policy: EffectivePolicy | None, now: dt.datetime
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The widest [since, until) around `now` in which no list entry of `policy` changes.
+
+    Each entry's `ListEntry.is_active` can change only where it starts (`created_at`) or
+    expires (`expires_at`); an entry that expires when or before it starts never applies and
+    changes nothing. Within the span every entry is active or not as at `now`, so what is
+    decided from the lists (`active_sha256s`, `agent.engine.context_for`) is the same at every
+    instant of it; at either bound some entry changes. None: no bound on that side (and both
+    None without a policy).
+    """
+    if policy is None:
+        return None, None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    for e in (*policy.allowlist, *policy.blocklist):
+        if e.expires_at is None:
+            edges: tuple[dt.datetime, ...] = (e.created_at,)
+        elif e.created_at < e.expires_at:
+            edges = (e.created_at, e.expires_at)
+        else:
+            continue  # never active
+        for b in edges:
+            if b <= now:
+                if since is None or b > since:
+                    since = b
+            elif until is None or b < until:
+                until = b
+    return since, until
 
 
 def in_canary(salt: str, endpoint_id: str, percent: float) -> bool:

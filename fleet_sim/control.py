@@ -28,7 +28,14 @@ import numpy.typing as npt
 from agent.bundle import Thresholds
 from agent.decision import DecisionContext, Mode, Verdict, decide
 from agent.engine import context_for
-from agent.policy import EffectivePolicy, RolloutAssignment, assigned_versions, canary_buckets
+from agent.policy import (
+    EffectivePolicy,
+    RolloutAssignment,
+    assigned_versions,
+    canary_buckets,
+    list_span,
+    resolution_key,
+)
 from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
 from backend.rollout.service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
@@ -61,6 +68,7 @@ __all__ = [
 ]
 
 _CODE = VERDICT_CODES
+_Span = tuple[dt.datetime | None, dt.datetime | None, int]  # [since, until), table
 
 
 def verdict_code(v: Verdict) -> int:
@@ -264,45 +272,51 @@ class Fleet:
     )
     _full: dict[int, npt.NDArray[np.int32]] = field(default_factory=dict)
     _salts: dict[tuple[str, int], npt.NDArray[np.int16]] = field(default_factory=dict)
-    _defaults: dict[int, EffectivePolicy] = field(default_factory=dict)
-    _shared_tables: dict[tuple[int, int], tuple[int, dt.datetime | None, dt.datetime | None]] = (
-        field(default_factory=dict)
-    )
+    _resolved: dict[tuple[int, str | None], EffectivePolicy] = field(default_factory=dict)
+    _spans: dict[tuple[int, str | None, int], list[_Span]] = field(default_factory=dict)
 
     def effective(self, policy_version: int, org: int) -> EffectivePolicy:
-        """Policy `policy_version` as org `org` (world index) obeys it (`link.effective`).
+        """Policy `policy_version` as org `org` (world index) obeys it (`link.effective`)."""
+        return self._resolve(policy_version, org)[1]
 
-        The orgs the policy document names no override for all obey its default: that is
-        resolved once per version, not once per org (a thousand orgs, each publication).
+    def _resolve(self, policy_version: int, org: int) -> tuple[str | None, EffectivePolicy]:
+        """`effective` and its `agent.policy.resolution_key`, resolved once per key.
+
+        Orgs with equal keys resolve to equal policies (the agent's rule): the orgs a document
+        names no override for share one resolution, not one per org (a thousand orgs, each
+        publication).
         """
         link = self.link
-        if link.org_ids[org] in link.docs[policy_version].orgs:
-            return link.effective(policy_version, org)
-        eff = self._defaults.get(policy_version)
+        key = resolution_key(link.docs[policy_version], link.org_ids[org])
+        eff = self._resolved.get((policy_version, key))
         if eff is None:
-            eff = self._defaults[policy_version] = link.effective(policy_version, org)
-        return eff
+            eff = self._resolved[policy_version, key] = link.effective(policy_version, org)
+        return key, eff
 
     def table(self, policy_version: int, org: int, model: int, t: float) -> int:
         """Decision table index for an endpoint of `org` on `model` under `policy_version`.
 
-        The orgs that obey the policy's default (`effective`) share its table while no list
-        entry starts or expires: it is looked up once per such span, not once per org.
+        What the context depends on is asked of the agent: orgs with the same
+        `agent.policy.resolution_key` obey the same policy, and its context is the same
+        throughout an `agent.policy.list_span`; so a table is looked up once per (policy,
+        key, model, span), not once per org.
         """
         key = (policy_version, org, model)
         idx = self._ctx_cache.get(key)
         if idx is None:
-            eff = self.effective(policy_version, org) if policy_version > 0 else None
+            if policy_version > 0:
+                rk, eff = self._resolve(policy_version, org)
+            else:
+                rk, eff = None, None
             now = self.clock.at(t)
-            shared = eff is None or eff is self._defaults.get(policy_version)
-            hit = self._shared_tables.get((policy_version, model)) if shared else None
-            if hit is not None and (hit[1] is None or hit[1] <= now):
-                if hit[2] is None or now < hit[2]:
-                    idx = hit[0]
-            if idx is None:
+            spans = self._spans.setdefault((policy_version, rk, model), [])
+            for since, until, i in spans:
+                if (since is None or since <= now) and (until is None or now < until):
+                    idx = i
+                    break
+            else:
                 idx = self.tables.index(model, eff, now)
-                if shared:
-                    self._shared_tables[policy_version, model] = (idx, *_constant_span(eff, now))
+                spans.append((*list_span(eff, now), idx))
             self._ctx_cache[key] = idx
         return idx
 
@@ -501,27 +515,6 @@ class Fleet:
     def day_of(self, t: float) -> int:
         """The simulated day index of second `t` (clamped to the record)."""
         return min(int(t // DAY_S), self.recorder.n_days - 1)
-
-
-def _constant_span(
-    eff: EffectivePolicy | None, now: dt.datetime
-) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """[from, until) around `now` in which no list entry of `eff` starts or expires (None: open).
-
-    Within it every entry is active or not as at `now` (`ListEntry.is_active`), so the
-    decision context (`agent.engine.context_for`) is the same.
-    """
-    if eff is None:
-        return None, None
-    edges = [
-        b
-        for e in (*eff.allowlist, *eff.blocklist)
-        for b in (e.created_at, e.expires_at)
-        if b is not None
-    ]
-    before = [b for b in edges if b <= now]
-    after = [b for b in edges if b > now]
-    return (max(before) if before else None), (min(after) if after else None)
 
 
 def n_days(days: float) -> int:
