@@ -72,6 +72,36 @@ class FoldedRows:
         ]
 
     @staticmethod
+    def sketches_in_row_order(
+        sketches: bytes, start: npt.NDArray[np.int64], size: Arr, step: int = 65_536
+    ) -> tuple[bytes, npt.NDArray[np.int64]]:
+        """Rows' sketches laid out in row order: the new blob and starts (or the same ones).
+
+        Row i's sketch is `sketches[start[i]:start[i] + size[i]]`; in the new blob each row's
+        sketch comes right after the one before. Gathered `step` rows at a time (temporaries of
+        that size). A fold lays the sketches out in its own order, so a slice of rows can span
+        the whole blob; a writer that binds a slice's bytes (`Store.ingest_encoded`: SQLite
+        copies them) would copy the day's blob once per slice. In row order a slice's sketches
+        are its own.
+        """
+        n = size.size
+        size64 = size.astype(np.int64)
+        at = np.zeros(n, np.int64)
+        np.cumsum(size64[:-1], out=at[1:])
+        if np.array_equal(at, start):
+            return sketches, start
+        words = not (size64 % 8).any() and not (start % 8).any() and len(sketches) % 8 == 0
+        unit = 8 if words else 1  # a sketch is hash words: gather words, not bytes
+        src = np.frombuffer(sketches, np.uint64 if unit == 8 else np.uint8)
+        out = np.empty(int(size64.sum()) // unit, src.dtype)
+        for lo in range(0, n, step):
+            a, k = at[lo] // unit, size64[lo : lo + step] // unit
+            idx = np.repeat(start[lo : lo + step] // unit - at[lo : lo + step] // unit, k)
+            idx += np.arange(a, a + idx.size)
+            src.take(idx, out=out[a : a + idx.size])
+        return out.tobytes(), at
+
+    @staticmethod
     def concat(parts: Sequence[FoldedRows]) -> FoldedRows:
         """Parts in org order, each in key order, as one set of rows in the table's key order.
 

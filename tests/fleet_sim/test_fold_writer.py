@@ -113,3 +113,24 @@ def test_a_failing_fold_is_raised_at_the_next_call_with_its_reason(tmp_path):
     finally:
         writer.close()
         link.store.close()
+
+
+@pytest.mark.parametrize("step", [65_536, 7])
+def test_sketches_in_row_order_keep_each_rows_bytes_one_after_another(tmp_path, step):
+    link = _link(tmp_path)
+    rows = _day(link, 0, 1)
+    link.store.close()
+    blob, start = FoldedRows.sketches_in_row_order(rows.sketches, rows.start, rows.size, step)
+    assert not np.array_equal(start, rows.start)  # the fold's own layout is not row order
+    assert start[0] == 0 and np.array_equal(start[1:], np.cumsum(rows.size[:-1]))
+    assert len(blob) == int(rows.size.sum())
+    assert dataclasses.replace(rows, sketches=blob, start=start).sketch_list() == rows.sketch_list()
+    same = FoldedRows.sketches_in_row_order(blob, start, rows.size, step)
+    assert same[0] is blob and same[1] is start  # already in row order: nothing copied
+
+
+def test_sketches_in_row_order_gathers_bytes_when_sketches_are_not_whole_words():
+    blob, start = FoldedRows.sketches_in_row_order(
+        b"abcdefghij", np.asarray([5, 0, 8]), np.asarray([3, 5, 2], np.int16), step=2
+    )
+    assert blob == b"fghabcdeij" and start.tolist() == [0, 3, 8]
