@@ -26,10 +26,12 @@ class OnlineSteps(EngineState):
         out: dict[int, list[I64]] = {}
         for arr in (start, end):
             has = np.flatnonzero(np.isfinite(arr))
+            if not has.size:  # no endpoint has a spell (offline_spells_per_week = 0)
+                continue
             q = np.rint(arr[has] / QUARTER_S).astype(np.int64)
             order = np.argsort(q, kind="stable")
             qs, eps = q[order], has[order]
-            cut = np.flatnonzero(np.r_[True, qs[1:] != qs[:-1]]) if qs.size else qs
+            cut = np.flatnonzero(np.r_[True, qs[1:] != qs[:-1]])
             for a, b in zip(cut.tolist(), [*cut[1:].tolist(), qs.size], strict=True):
                 out.setdefault(int(qs[a]), []).append(eps[a:b])
         return {q: np.unique(np.concatenate(v)) for q, v in out.items()}
