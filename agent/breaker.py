@@ -12,6 +12,10 @@ Rules:
 - A tripped breaker latches: it stays tripped until `reset` (the agent resets it when a new
   policy version or a new active model is installed, the operator's answer to the storm).
 - A disabled breaker never trips and records nothing.
+
+`first_trips` is the same rule over many breakers at once (the fleet simulator feeds thousands
+of endpoints' blocks a step): times as whole microseconds, as `observe` compares datetimes, so
+both give the same trip on the same blocks (a property test holds them equal).
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from agent.decision import Verdict
 from agent.policy import BreakerConfig
 
-__all__ = ["BreakerState", "observe", "reset"]
+__all__ = ["BreakerState", "first_trips", "observe", "reset", "window_us"]
+
+_US = dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +72,41 @@ def observe(
 def reset() -> BreakerState:
     """A fresh, untripped breaker."""
     return BreakerState()
+
+
+def window_us(config: BreakerConfig) -> int:
+    """The breaker's window in whole microseconds: what `observe` compares a block's age with."""
+    return dt.timedelta(minutes=config.window_min) // _US
+
+
+def first_trips(
+    block_us: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    max_blocks: npt.NDArray[np.int64],
+    window: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """Where each of many breakers trips: the same rule as `observe`, one pass for all.
+
+    Group g holds one enabled, untripped breaker's model blocks in time order, the ones it
+    has seen since its last reset first: `block_us[starts[g]:starts[g + 1]]` (the last group
+    runs to the end), in microseconds from any fixed origin. `max_blocks[g]` and `window[g]`
+    (`window_us`) are its configuration. Returns, per group, the position in `block_us` of the
+    block at which `observe` fed those blocks one by one would trip it, or -1. (`observe`
+    trips at a block when more than `max_blocks` blocks, that one included, are younger than
+    the window: when the block `max_blocks` places earlier is.) Only the last `max_blocks`
+    blocks of an untripped breaker matter to its next trip, so a caller may keep just those.
+    """
+    n, n_groups = int(block_us.size), int(starts.size)
+    out = np.full(n_groups, -1, np.int64)
+    if n == 0 or n_groups == 0:
+        return out
+    size = np.diff(np.append(starts, n))
+    group = np.repeat(np.arange(n_groups), size)
+    back = np.arange(n) - max_blocks.take(group)  # the block max_blocks places earlier
+    has = back >= starts.take(group)
+    young = block_us - block_us.take(np.maximum(back, 0)) < window.take(group)
+    trips = np.flatnonzero(has & young)
+    if trips.size:
+        first = np.flatnonzero(np.r_[True, np.diff(group.take(trips)) != 0])
+        out[group.take(trips[first])] = trips[first]
+    return out

@@ -246,11 +246,10 @@ class CheckinSteps(EngineState):
             self.model[inst] = new_m
             self.pol[ch] = v[changed]
             self.tripped[ch] = False
-            if self.breakers:
+            if self._breakers.ep.size:
                 hit = np.zeros(self.e_hi - self.e_lo, bool)
                 hit[ch - self.e_lo] = True
-                for e in [e for e in self.breakers if hit[e - self.e_lo]]:
-                    del self.breakers[e]
+                self._breakers.forget(hit, self.e_lo)
             self._set_tables(ch, c[changed])
         for k, (_t_start, seen) in fleet.recorder.tracked.items():
             left = self._unseen.get(k)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.breaker import BreakerState
 from agent.verdict_codes import ALERT_CODES
+from fleet_sim._cohort_breaker import Breakers
 from fleet_sim.control import Fleet
 
 __all__ = ["F64", "I64", "Q_PER_DAY", "Cols", "EngineState", "cat_rows", "take_rows"]
@@ -67,7 +67,8 @@ class EngineState:
     online: npt.NDArray[np.bool_]
     st_failed: npt.NDArray[np.bool_]
     settled: npt.NDArray[np.bool_]
-    breakers: dict[int, BreakerState]
+    _breakers: Breakers  # untripped breakers' kept blocks (`fleet_sim._cohort_breaker`)
+    _breaker_cfg: dict[int, tuple[int, int, int]]  # per policy x orgs + org
     events_total: int
     trip_log: list[tuple[float, int]]  # (first trip time, endpoints) per step
     _any_tripped: bool

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from agent.breaker import BreakerState, observe
-from agent.decision import Verdict
-from agent.policy import BreakerConfig
+from agent.breaker import window_us
 from agent.verdict_codes import BLOCK_CODE
+from fleet_sim._cohort_breaker import Breakers
 from fleet_sim._cohort_checkin import CheckinSteps
 from fleet_sim._cohort_delivery import DeliverySteps
 from fleet_sim._cohort_encounter import RNG_BLOCKS, EncounterDraws, rng_blocks
@@ -73,7 +72,6 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
     online: npt.NDArray[np.bool_] = field(init=False)
     st_failed: npt.NDArray[np.bool_] = field(init=False)
     settled: npt.NDArray[np.bool_] = field(init=False)
-    breakers: dict[int, BreakerState] = field(default_factory=dict)
     events_total: int = 0
     _n_published: int = 0
 
@@ -97,6 +95,8 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
         self._block_lo = np.asarray([a for a, _b, _r in self._blocks], np.int64)
         self._block_hi = np.asarray([b for _a, b, _r in self._blocks], np.int64)
         self.trip_log = []  # (first trip time, endpoints) per step
+        self._breakers = Breakers()
+        self._breaker_cfg = {}
         v0 = self.fleet.link.policy_version if self.v0 is None else self.v0
         self.pol = np.full(n, v0, np.int32)
         m0 = self.fleet.policy_model(v0, 0) or self.fleet.registry.baseline
@@ -240,27 +240,22 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
 
         `tb`, `flat` (table x samples + sample) and `verdict` are updated in place.
         """
-        fleet, rec = self.fleet, self.fleet.recorder
+        fleet, rec, w = self.fleet, self.fleet.recorder, self.fleet.world
         order = blocks[np.lexsort((t[blocks], ep[blocks]))]
-        b_ep, b_t = ep[order].tolist(), t[order].tolist()
-        trips: dict[int, float] = {}
-        i = 0
-        while i < len(b_ep):
-            e = b_ep[i]
-            j = i
-            while j < len(b_ep) and b_ep[j] == e:
-                j += 1
-            if not self.tripped[e]:
-                eff = fleet.effective(int(self.pol[e]), int(fleet.world.ep_org[e]))
-                cfg: BreakerConfig = eff.breaker
-                state = self.breakers.get(e, BreakerState())
-                for x in range(i, j):
-                    state = observe(state, Verdict.BLOCK, cfg, fleet.clock.at(b_t[x]))
-                    if state.is_tripped:
-                        trips[e] = b_t[x]
-                        break
-                self.breakers[e] = state
-            i = j
+        b_ep: I64 = ep.take(order).astype(np.int64)
+        # each breaker's configuration, from its endpoint's policy (one lookup per policy x org)
+        key = self.pol.take(b_ep).astype(np.int64) * w.n_orgs + w.ep_org.take(b_ep)
+        keys, inv = np.unique(key, return_inverse=True)
+        cfg: I64 = np.asarray([self._breaker_config(k) for k in keys.tolist()], np.int64)
+        per: I64 = cfg[inv]
+        enabled, max_blocks, window = per[:, 0], per[:, 1], per[:, 2]
+        # a tripped breaker latches and a disabled one records nothing: neither sees blocks
+        live = np.flatnonzero((enabled > 0) & ~self.tripped.take(b_ep))
+        if not live.size:
+            return
+        b_ep, b_t = b_ep.take(live), t.take(order.take(live))
+        tr, at = self._breakers.feed(b_ep, b_t, max_blocks.take(live), window.take(live))
+        trips = dict(zip(tr.tolist(), b_t.take(at).tolist(), strict=True))
         if not trips:
             return
         rec.count("breaker_trips", len(trips))
@@ -282,6 +277,15 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
             flat[after] = tb_after * n_s + flat[after] % n_s
             verdict[after] = self._V_flat[flat[after]]
 
+    def _breaker_config(self, key: int) -> tuple[int, int, int]:
+        """(enabled, max_blocks, window in us) of the breaker of policy x orgs + org `key`."""
+        got = self._breaker_cfg.get(key)
+        if got is None:
+            v, o = divmod(key, self.fleet.world.n_orgs)
+            c = self.fleet.effective(v, o).breaker
+            got = self._breaker_cfg[key] = (int(c.enabled), c.max_blocks, window_us(c))
+        return got
+
     def sample_adoption(self, t: float) -> None:
         """Record how many of this engine's endpoints run each model version."""
         counts = self._model_n  # (kept at each install: no pass over the endpoints)
@@ -290,11 +294,8 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
         )
 
     def prune_breakers(self, t: float) -> None:
-        """Forget untripped breaker states whose blocks have all left the window."""
-        for e in [e for e, s in self.breakers.items() if not s.is_tripped]:
-            s = self.breakers[e]
-            if not s.block_times or self.fleet.clock.seconds(s.block_times[-1]) < t - 3600:
-                del self.breakers[e]
+        """Forget untripped breakers whose blocks have all been more than an hour ago."""
+        self._breakers.prune(t)
 
     def finish(self, t: float) -> None:
         """End of run: count check-ins and what is still spooled, sample adoption.

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agent.breaker import BreakerState, observe, reset
+from agent.breaker import BreakerState, first_trips, observe, reset, window_us
 from agent.bundle import Thresholds
 from agent.decision import Mode, Reason, Verdict
 from agent.engine import ShadowScore, effective_mode, evaluate
@@ -135,3 +138,48 @@ def test_kill_switch_allows_everything() -> None:
         now=T0,
     )
     assert ev.decision.verdict is Verdict.ALLOW and ev.decision.reason is Reason.MODE_OFF
+
+
+_GROUP = st.tuples(
+    st.lists(st.integers(0, 3_000_000_000), max_size=12),  # block times, us
+    st.integers(1, 4),  # max_blocks
+    st.floats(0.001, 30.0, allow_nan=False),  # window_min, fractional ones included
+)
+
+
+@given(st.lists(_GROUP, max_size=6))
+def test_first_trips_trips_where_observe_trips(groups) -> None:
+    times, starts, limits, windows, expected = [], [], [], [], []
+    for raw, max_blocks, window_min in groups:
+        config = BreakerConfig(enabled=True, max_blocks=max_blocks, window_min=window_min)
+        us = sorted(raw)
+        starts.append(len(times))
+        state, trip = BreakerState(), -1
+        for i, u in enumerate(us):
+            state = observe(state, Verdict.BLOCK, config, T0 + dt.timedelta(microseconds=u))
+            if state.is_tripped:
+                trip = len(times) + i
+                break
+        times += us
+        limits.append(max_blocks)
+        windows.append(window_us(config))
+        expected.append(trip)
+    got = first_trips(
+        np.asarray(times, np.int64),
+        np.asarray(starts, np.int64),
+        np.asarray(limits, np.int64),
+        np.asarray(windows, np.int64),
+    )
+    assert got.tolist() == expected
+
+
+def test_first_trips_counts_blocks_kept_from_earlier_steps_and_keeps_the_window_half_open() -> None:
+    w = window_us(CONFIG)  # 10 min, at most 3 blocks
+    times = np.asarray(
+        [0, 1, 2, w]  # the block at 0 left the window at w: no trip
+        + [0, 1, 2, w - 1]  # four within the window: trips at the fourth
+        + [1, 5, 6, w + 2, w + 3],  # (1, 5, 6 kept from earlier): trips at w + 3, not w + 2
+        np.int64,
+    )
+    got = first_trips(times, np.asarray([0, 4, 8]), np.full(3, 3), np.full(3, w))
+    assert got.tolist() == [-1, 7, 12]
