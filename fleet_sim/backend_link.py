@@ -101,7 +101,7 @@ class InProcessLink:
     ) -> InProcessLink:
         """Create the world's orgs in `store` and return the link."""
         link = cls(store, tuple(org_names), features, tuple(sha256))
-        link.org_ids = [store.create_org(name, now).org_id for name in org_names]
+        link.org_ids = [org.org_id for org in store.create_orgs(org_names, now)]  # one transaction
         return link
 
     # --- availability ------------------------------------------------------------------
