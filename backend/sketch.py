@@ -25,6 +25,9 @@ K: Final = 64
 _SPACE: Final = float(2**64)
 
 
+_BLAKE2B_8: Final = hashlib.blake2b(digest_size=8)  # never updated: `endpoint_hashes` copies it
+
+
 def _digest(endpoint_id: str) -> bytes:
     return hashlib.blake2b(endpoint_id.encode(), digest_size=8).digest()
 
@@ -40,8 +43,13 @@ def endpoint_hashes(endpoint_ids: Iterable[str]) -> npt.NDArray[np.uint64]:
     The same digests, read as big-endian words by numpy instead of one Python int each (a
     simulated shard hashes half a million).
     """
-    digests = b"".join([_digest(i) for i in endpoint_ids])
-    return np.frombuffer(digests, ">u8").astype(np.uint64)
+    fresh = _BLAKE2B_8.copy  # a copy of a keyless 8-byte blake2b: ~1/3 cheaper than a new one
+    out = []
+    for endpoint_id in endpoint_ids:
+        h = fresh()
+        h.update(endpoint_id.encode())
+        out.append(h.digest())
+    return np.frombuffer(b"".join(out), ">u8").astype(np.uint64)
 
 
 def _values(sketch: bytes) -> tuple[int, ...]:
