@@ -7,9 +7,17 @@ at the moment the simulator calls the prediction (a SQLite backup of the file pl
 arguments), then times the call alone on that copy, as often as asked, and prints a digest of the
 report's JSON so two trees can be checked to give the same report.
 
+The memory figure is the call's own: the process's resident set sampled every 5 ms from
+`/proc/self/statm` while the call runs, its peak minus the resident set just before the call
+(numpy buffers, SQLite's page cache and onnxruntime's arenas included, which `tracemalloc` would
+miss in part). `--like-coordinator` runs the call the way the simulator does at a rollout start:
+in a thread, after `keep_freed_memory` (the coordinator's malloc thresholds). `--tracemalloc`
+adds the peak of Python-side allocations (numpy's included), at a cost in CPU.
+
 Usage:
   .venv/bin/python benchmarks/transition_bench.py capture DIR [--endpoints 1000000] [--days 30]
   .venv/bin/python benchmarks/transition_bench.py time DIR [--repeat 3] [--profile]
+      [--like-coordinator] [--tracemalloc]
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ import resource
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,26 +91,72 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_call(src: Path, repeat: int, profile: bool) -> None:
-    from backend.analysis.transition import predict_transition
+def _sampled_peak_rss_mb(call: Callable[[], object], *, in_thread: bool) -> tuple[object, float]:
+    """`call()`'s result and the peak resident set (MB) sampled every 5 ms while it ran."""
+    done = threading.Event()
+    peak = [_rss_mb()]
 
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out: list[object] = []
+    try:
+        if in_thread:  # like the simulator: the prediction in a thread of its own
+            worker = threading.Thread(target=lambda: out.append(call()))
+            worker.start()
+            worker.join()
+            if not out:
+                raise SystemExit("the prediction failed in its thread")
+        else:
+            out.append(call())
+    finally:
+        done.set()
+        sampler.join()
+    return out[0], max(peak[0], _rss_mb())
+
+
+def time_call(
+    src: Path, repeat: int, profile: bool, *, like_coordinator: bool, trace: bool
+) -> None:
+    from backend.analysis.transition import TransitionReport, predict_transition
+
+    if like_coordinator:
+        from fleet_sim._memory import keep_freed_memory
+
+        keep_freed_memory()
     meta = json.loads((src / "call.json").read_text())
     store = Store(str(src / "store.sqlite"))
     now = dt.datetime.fromisoformat(meta["now"])
     rss0 = _rss_mb()
     for _ in range(repeat):
         prof = cProfile.Profile(time.process_time) if profile else None
+        before = _rss_mb()
+        if trace:
+            tracemalloc.start()
         t, c = time.perf_counter(), time.process_time()
         if prof:
             prof.enable()
-        report = predict_transition(store, Path(meta["old"]), Path(meta["new"]), now=now)
+        report, peak = _sampled_peak_rss_mb(
+            lambda: predict_transition(store, Path(meta["old"]), Path(meta["new"]), now=now),
+            in_thread=like_coordinator,
+        )
         if prof:
             prof.disable()
         wall, cpu = time.perf_counter() - t, time.process_time() - c
+        traced = ""
+        if trace:
+            traced = f", Python-side peak {tracemalloc.get_traced_memory()[1] / 2**20:.0f} MB"
+            tracemalloc.stop()
+        assert isinstance(report, TransitionReport)
         digest = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
         print(
             f"transition_prediction_alone: {wall:.2f} s wall, cpu {cpu:.2f} s, "
             f"load {os.getloadavg()[0]:.1f}, report sha256 {digest[:16]}, "
+            f"RSS during the call +{peak - before:.0f} MB (peak {peak:.0f}, before {before:.0f}, "
+            f"after {_rss_mb():.0f}){traced}; "
             f"peak RSS {_peak_rss_mb():.0f} MB (before the first call {rss0:.0f} MB)",
             flush=True,
         )
@@ -123,12 +180,20 @@ def main() -> None:
     t.add_argument("dir", type=Path)
     t.add_argument("--repeat", type=int, default=1)
     t.add_argument("--profile", action="store_true")
+    t.add_argument("--like-coordinator", action="store_true")
+    t.add_argument("--tracemalloc", action="store_true")
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}")
     if args.cmd == "capture":
         capture(args.dir, args.endpoints, args.orgs, args.days, args.data, args.workers)
     else:
-        time_call(args.dir, args.repeat, args.profile)
+        time_call(
+            args.dir,
+            args.repeat,
+            args.profile,
+            like_coordinator=args.like_coordinator,
+            trace=args.tracemalloc,
+        )
 
 
 if __name__ == "__main__":

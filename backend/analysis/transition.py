@@ -38,8 +38,12 @@ prediction from the shadow verdicts that endpoints reported (aggregates with `sh
 (3) congruent training (`fleetward model train --congruent-with`): given a congruent candidate,
 the report sets its NFR and recall beside the plain one's.
 
-The store is only read at the edge (`_load_pairs`); the prediction itself is `_predict` over
-arrays and frozen values.
+The store is only read at the edge (`_load_pairs`, or in bulk `read_pair_columns`); the
+prediction itself is `_report` over arrays and frozen values. Every decision is taken once per
+decision case (`_CaseScores`: pairs equal in sample and scores, a few thousand at a million
+endpoints) and broadcast to the pairs through one case column, so the pairs cost a few bytes each
+rather than a score and a flag per version each (memory: the prediction runs beside the fleet
+simulator's shards).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from backend.analysis._base import (
 )
 from backend.analysis.labels import LabelBook
 from backend.analysis.transition_allowlist import AllowlistCandidate
-from backend.analysis.transition_columns import OrgSamplePairs, read_pair_columns
+from backend.analysis.transition_columns import OrgSamplePairs, PairCases, read_pair_columns
 
 if TYPE_CHECKING:
     from backend.ingest import AggregateRow
@@ -244,13 +248,14 @@ def _entry_json(e: ListEntry) -> dict[str, Any]:
 class _OrgRows:
     """Pairs grouped by org.
 
-    `index[i]` is pair i's position in `org_days`; `order[starts[k]:starts[k+1]]` are org k's.
-    `samples[sample_index[i]]` is pair i's sample (each distinct sample once, for
-    `decide_batch`'s list lookups).
+    `index[i]` is pair i's position in `org_days`; org k's pairs are
+    `order[starts[k]:starts[k+1]]`, or with `order` None (pairs already in org order, as every
+    read gives them) the range `starts[k]:starts[k+1]` itself. `samples[sample_index[i]]` is
+    pair i's sample (each distinct sample once, for `decide_batch`'s list lookups).
     """
 
     index: npt.NDArray[np.intp]
-    order: npt.NDArray[np.intp]
+    order: npt.NDArray[np.intp] | None
     starts: npt.NDArray[np.intp]
     samples: tuple[str, ...]
     sample_index: npt.NDArray[np.intp]
@@ -261,27 +266,118 @@ class _OrgRows:
         if idx is None:
             pos = {o: k for k, (o, _) in enumerate(pairs.org_days)}
             idx = np.fromiter((pos[o] for o in pairs.org_ids), np.intp, len(pairs.org_ids))
-        order = np.argsort(idx, kind="stable")
-        counts = np.bincount(idx, minlength=len(pairs.org_days))
-        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
+        k = len(pairs.org_days)
+        if len(idx) < 2 or bool(np.all(idx[1:] >= idx[:-1])):  # in org order: no copy of idx
+            order = None
+            found = np.searchsorted(idx, np.arange(k, dtype=idx.dtype))
+            starts = np.append(found, len(idx)).astype(np.intp)
+        else:
+            order = np.argsort(idx, kind="stable").astype(np.intp)
+            counts = np.bincount(idx, minlength=k)
+            starts = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
         if pairs.samples is not None and pairs.sample_index is not None:
-            return cls(idx, order.astype(np.intp), starts, pairs.samples, pairs.sample_index)
+            return cls(idx, order, starts, pairs.samples, pairs.sample_index)
         code: dict[str, int] = {}
         sample_index = np.fromiter(
             (code.setdefault(s, len(code)) for s in pairs.sha256s), np.intp, len(pairs.sha256s)
         )
-        return cls(idx, order.astype(np.intp), starts, tuple(code), sample_index)
+        return cls(idx, order, starts, tuple(code), sample_index)
 
     def rows(self, orgs: Sequence[int]) -> npt.NDArray[np.intp]:
         """The pairs of the orgs at these positions."""
-        parts = [self.order[self.starts[k] : self.starts[k + 1]] for k in orgs]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+        if self.order is None:
+            parts = [np.arange(self.starts[k], self.starts[k + 1]) for k in orgs]
+        else:
+            parts = [self.order[self.starts[k] : self.starts[k + 1]] for k in orgs]
+        return np.concatenate(parts).astype(np.intp) if parts else np.zeros(0, dtype=np.intp)
 
     def sums(self, mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> list[int]:
         """Per org: the count-weighted sum over the pairs in `mask` (exact integers)."""
         k = len(self.starts) - 1
+        if self.order is None:  # each org's pairs are one range: a sum per range, in int64
+            out = np.zeros(k, dtype=np.int64)
+            held = np.flatnonzero(self.starts[:-1] < self.starts[1:])
+            if not len(held):
+                return [0] * k
+            if int(counts.sum(dtype=np.int64)) <= np.iinfo(counts.dtype).max:
+                # no partial sum can overflow the counts' own type: sum in it (no int64 copy)
+                out[held] = np.add.reduceat(np.where(mask, counts, 0), self.starts[held])
+            else:
+                for j in held.tolist():
+                    a, b = int(self.starts[j]), int(self.starts[j + 1])
+                    out[j] = counts[a:b].sum(where=mask[a:b], dtype=np.int64)
+            return [int(v) for v in out]
         sums = np.bincount(self.index[mask], weights=counts[mask], minlength=k)
         return [int(v) for v in sums.astype(np.int64)]
+
+
+@dataclass(frozen=True, slots=True)
+class _CaseScores:
+    """The pairs' decision cases: per pair its case; per case its sample, scores and labels.
+
+    A pair's verdict under a context depends only on its sample and its score, so every
+    decision is taken once per case and broadcast to the case's pairs (`_alerts`); a
+    million-endpoint fleet's 1.85M pairs are a few thousand cases. The columnar read builds
+    them from the vectors' digests (`PairColumns.cases`); per-pair scores (the reference read,
+    Spark) become cases by `_cases_of`.
+    """
+
+    case: npt.NDArray[np.int32]
+    sample: npt.NDArray[np.intp]
+    old: npt.NDArray[np.float64]
+    ok_old: npt.NDArray[np.bool_]
+    new: npt.NDArray[np.float64]
+    ok_new: npt.NDArray[np.bool_]
+    congruent: tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]] | None
+    malicious: npt.NDArray[np.bool_]
+    benign: npt.NDArray[np.bool_]
+    without_vectors: int
+    pairs_per_case: npt.NDArray[np.int64]
+
+
+def _cases_of(scores: _PairScores, sample_index: npt.NDArray[np.intp]) -> _CaseScores:
+    """Per-pair scores as cases: pairs equal in sample, every score (bit for bit) and label."""
+    n = len(sample_index)
+
+    def bits(a: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        return np.ascontiguousarray(a, dtype=np.float64).view(np.int64)
+
+    cols = [
+        np.asarray(sample_index, dtype=np.int64),
+        bits(scores.old),
+        scores.ok_old.astype(np.int64),
+        bits(scores.new),
+        scores.ok_new.astype(np.int64),
+        scores.malicious.astype(np.int64),
+        scores.benign.astype(np.int64),
+    ]
+    if scores.congruent is not None:
+        cols += [bits(scores.congruent[0]), scores.congruent[1].astype(np.int64)]
+    if n:
+        _, first, inverse, per_case = np.unique(
+            np.stack(cols, axis=1),
+            axis=0,
+            return_index=True,
+            return_inverse=True,
+            return_counts=True,
+        )
+    else:
+        first, inverse = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+        per_case = np.zeros(0, dtype=np.int64)
+    cong = scores.congruent
+    return _CaseScores(
+        case=inverse.reshape(-1).astype(np.int32),
+        sample=np.asarray(sample_index, dtype=np.intp)[first],
+        old=scores.old[first],
+        ok_old=scores.ok_old[first],
+        new=scores.new[first],
+        ok_new=scores.ok_new[first],
+        congruent=(cong[0][first], cong[1][first]) if cong is not None else None,
+        malicious=scores.malicious[first],
+        benign=scores.benign[first],
+        without_vectors=scores.without_vectors,
+        pairs_per_case=per_case.astype(np.int64),
+    )
 
 
 def _pair_sketches(pairs: OrgSamplePairs, rows: npt.NDArray[np.intp]) -> dict[int, bytes]:
@@ -309,6 +405,7 @@ _BLOCK_BY_CODE = np.array([v in _BLOCKING for v in VERDICTS], dtype=bool)
 
 def _alerts(
     pairs: OrgSamplePairs,
+    cases: _CaseScores,
     scores: npt.NDArray[np.float64],
     scored: npt.NDArray[np.bool_],
     contexts: dict[str, DecisionContext],
@@ -316,21 +413,22 @@ def _alerts(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Each pair decided with its org's context (`decide`, score None when unscored).
 
-    Orgs that share a context are decided together by `decide_batch` (one `decide` per
-    distinct case); unscored pairs go through `decide` one by one.
+    `scores` and `scored` are per case. Each context decides every case once: scored cases
+    through `decide_batch` (one `decide` per distinct kind), unscored ones once per distinct
+    sample; each pair then takes its case's verdict under its org's context.
     """
-    n = len(pairs.sha256s)
+    n = len(cases.case)
     codes = np.zeros(n, dtype=np.int8)
     groups: dict[DecisionContext, list[int]] = {}
     for k, (org, _) in enumerate(pairs.org_days):
         groups.setdefault(contexts[org], []).append(k)
+    ok, unscored = np.flatnonzero(scored), np.flatnonzero(~scored)
+    if len(unscored):  # without a score the verdict depends on the sample only
+        present, inverse = np.unique(cases.sample[unscored], return_inverse=True)
     for ctx, orgs in groups.items():
-        rows = by_org.rows(orgs)
-        ok = rows[scored[rows]]
-        codes[ok] = decide_batch(ctx, by_org.samples, by_org.sample_index[ok], scores[ok])
-        unscored = rows[~scored[rows]]
-        if len(unscored):  # without a score the verdict depends on the sample only
-            present, inverse = np.unique(by_org.sample_index[unscored], return_inverse=True)
+        table = np.zeros(len(scored), dtype=np.int8)  # per case
+        table[ok] = decide_batch(ctx, by_org.samples, cases.sample[ok], scores[ok])
+        if len(unscored):
             per_sample = np.fromiter(
                 (
                     VERDICTS.index(decide(by_org.samples[j], None, ctx).verdict)
@@ -339,12 +437,21 @@ def _alerts(
                 np.int8,
                 len(present),
             )
-            codes[unscored] = per_sample[inverse.reshape(-1)]
+            table[unscored] = per_sample[inverse.reshape(-1)]
+        if len(groups) == 1:
+            codes = table[cases.case]
+        elif by_org.order is None:  # each org's pairs are one range
+            for k in orgs:
+                a, b = int(by_org.starts[k]), int(by_org.starts[k + 1])
+                codes[a:b] = table[cases.case[a:b]]
+        else:
+            rows = by_org.rows(orgs)
+            codes[rows] = table[cases.case[rows]]
     return _ALERT_BY_CODE[codes], _BLOCK_BY_CODE[codes]
 
 
 def _wsum(mask: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64]) -> int:
-    return int(counts[mask].sum())
+    return int(counts.sum(where=mask, dtype=np.int64))
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -398,15 +505,28 @@ def _nfr(s: _Scored, counts: npt.NDArray[np.int64]) -> float | None:
     return _ratio(_wsum(labelled & old_right & ~new_right, counts), _wsum(labelled, counts))
 
 
+def _sweep_grid(cases: _CaseScores) -> npt.NDArray[np.float64]:
+    """The sweep's thresholds: quantiles 0.5 .. 1 of the new version's scores of scored pairs.
+
+    One score per pair (a case's score repeated by its pairs): the one per-pair float array of
+    the prediction, so `_report` takes it before any per-pair flag exists.
+    """
+    scored = cases.ok_old & cases.ok_new
+    on_pairs = np.repeat(cases.new[scored], cases.pairs_per_case[scored])
+    q = np.linspace(0.5, 1.0, 21)
+    return np.unique(np.round(np.quantile(on_pairs, q, overwrite_input=True), 6))
+
+
 def _sweep(
     pairs: OrgSamplePairs,
-    scores_new: npt.NDArray[np.float64],
+    cases: _CaseScores,
+    grid: npt.NDArray[np.float64],
     s: _Scored,
     contexts_new: dict[str, DecisionContext],
     budget: float,
     by_org: _OrgRows,
 ) -> tuple[tuple[SweepPoint, ...], float | None]:
-    grid = np.unique(np.round(np.quantile(scores_new[s.scored], np.linspace(0.5, 1.0, 21)), 6))
+    scored = cases.ok_old & cases.ok_new
     if grid.size == 0:
         return (), None
     points = []
@@ -421,7 +541,7 @@ def _sweep(
             )
             for org, c in contexts_new.items()
         }
-        alert, _ = _alerts(pairs, scores_new, s.scored, ctxs, by_org)
+        alert, _ = _alerts(pairs, cases, cases.new, scored, ctxs, by_org)
         neg = s.scored & ~s.old_alert & alert & ~s.malicious
         enc = by_org.sums(neg, pairs.counts)
         per_org = {org: enc[o] / max(d, 1) for o, (org, d) in enumerate(pairs.org_days)}
@@ -567,15 +687,32 @@ def predict_transition(
     book = LabelBook(store.iter_labels(until=now))
     schema_changed = _schema_changed(old, new)
     cols = read_pair_columns(store, now, org) if columnar else None
+    scores: _PairScores | _CaseScores
     if cols is not None:  # the bulk read of a SQLite file (same pairs, same scores)
         # the read's temporaries go back to the system before the next phase allocates its
         # own: a process that keeps freed memory (the simulator) would hold both at once
         release_free_memory()
         pairs = cols.pairs
-        s_old, s_new = cols.scores(old, old), cols.scores(new, new if schema_changed else old)
-        s_cong = cols.scores(cong, old) if cong else None
-        without_vectors = int((~s_old[1]).sum())
+        schemas = [(old.manifest.feature_schema, old.manifest.vector_length)]
+        if schema_changed:
+            schemas.append((new.manifest.feature_schema, new.manifest.vector_length))
+        cases = cols.cases(schemas)  # each pair's case: its sample and vectors
         release_free_memory()
+        by_sample = _OrgRows.of(pairs)  # each distinct sample's label is looked up once
+        mal_of, benign_of = _label_flags(book, by_sample.samples, now, corrected_labels)
+        per_case = cases.pairs_per_case
+        scores = _CaseScores(
+            cases.case,
+            cases.sample,
+            *_case_scores(old, cases, 0),
+            *_case_scores(new, cases, 1 if schema_changed else 0),
+            _case_scores(cong, cases, 0) if cong else None,
+            malicious=mal_of[cases.sample],
+            benign=benign_of[cases.sample],
+            without_vectors=int(per_case[cases.rows[0] < 0].sum()),
+            pairs_per_case=per_case,
+        )
+        del cases, per_case
     else:  # the reference: row by row through the store protocol
         pairs = _load_pairs(store, now, org, shadow=False)
         keys = list(zip(pairs.org_ids, pairs.sha256s, strict=True))
@@ -584,18 +721,16 @@ def predict_transition(
         s_old, s_new = _score_pairs(pairs, vec_old, old), _score_pairs(pairs, vec_new, new)
         s_cong = _score_pairs(pairs, vec_old, cong) if cong else None
         without_vectors = len(set(keys) - set(vec_old))
-    by_sample = _OrgRows.of(pairs)  # each distinct sample's label is looked up once
-    labels = [book.label_as_of(s, now, corrected=corrected_labels) for s in by_sample.samples]
-    mal_of = np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool)
-    benign_of = np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool)
-    scores = _PairScores(
-        *s_old,
-        *s_new,
-        s_cong,
-        malicious=mal_of[by_sample.sample_index],
-        benign=benign_of[by_sample.sample_index],
-        without_vectors=without_vectors,
-    )
+        by_sample = _OrgRows.of(pairs)  # each distinct sample's label is looked up once
+        mal_of, benign_of = _label_flags(book, by_sample.samples, now, corrected_labels)
+        scores = _PairScores(
+            *s_old,
+            *s_new,
+            s_cong,
+            malicious=mal_of[by_sample.sample_index],
+            benign=benign_of[by_sample.sample_index],
+            without_vectors=without_vectors,
+        )
     no_shadow = cols is not None and not cols.has_shadow_rows(
         new.version, int(now.timestamp() * 1000)
     )
@@ -616,6 +751,28 @@ def predict_transition(
         allowlist_ttl=allowlist_ttl,
         by_org=by_sample,
     )
+
+
+def _label_flags(
+    book: LabelBook, samples: Sequence[str], now: dt.datetime, corrected: bool
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per sample: labelled malicious, labelled benign (as of `now`)."""
+    labels = [book.label_as_of(s, now, corrected=corrected) for s in samples]
+    mal_of = np.asarray([lb is not None and lb.is_malicious for lb in labels], dtype=bool)
+    benign_of = np.asarray([lb is not None and not lb.is_malicious for lb in labels], dtype=bool)
+    return mal_of, benign_of
+
+
+def _case_scores(
+    model: LoadedModel, cases: PairCases, schema: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Each case's score under `model` on its vector of `cases`' schema `schema` (0 if none)."""
+    row, mat = cases.rows[schema], cases.matrices[schema]
+    by_vector = score_vectors(model, mat) if len(mat) else np.zeros(0)
+    ok = row >= 0
+    out = np.zeros(len(row), dtype=np.float64)
+    out[ok] = by_vector[row[ok]]
+    return out, ok
 
 
 def _schema_changed(old: LoadedModel, new: LoadedModel) -> bool:
@@ -641,7 +798,7 @@ class _PairScores:
 
 def _report(
     pairs: OrgSamplePairs,
-    scores: _PairScores,
+    scores: _PairScores | _CaseScores,
     old: LoadedModel,
     new: LoadedModel,
     cong: LoadedModel | None,
@@ -655,21 +812,24 @@ def _report(
 ) -> TransitionReport:
     """Decisions, per-org and fleet figures from scored pairs: what every engine shares.
 
-    `by_org` is `_OrgRows.of(pairs)` when the caller has it already.
+    `by_org` is `_OrgRows.of(pairs)` when the caller has it already. Per-pair scores are
+    turned into cases first (`_cases_of`); every decision is then taken per case.
     """
     schema_changed = _schema_changed(old, new)
-    s_old, ok_old, s_new, ok_new = scores.old, scores.ok_old, scores.new, scores.ok_new
-    malicious, benign = scores.malicious, scores.benign
+    by_org = by_org if by_org is not None else _OrgRows.of(pairs)
+    cs = scores if isinstance(scores, _CaseScores) else _cases_of(scores, by_org.sample_index)
+    grid = _sweep_grid(cs)
     orgs = [o for o, _ in pairs.org_days]
     ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
     ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
-    scored = ok_old & ok_new
-    by_org = by_org if by_org is not None else _OrgRows.of(pairs)
-    old_alert, _ = _alerts(pairs, s_old, scored, ctx_old, by_org)
-    new_alert, new_block = _alerts(pairs, s_new, scored, ctx_new, by_org)
+    scored_case = cs.ok_old & cs.ok_new
+    # per pair: one byte per flag (the case column maps each pair to its case's)
+    scored, malicious, benign = scored_case[cs.case], cs.malicious[cs.case], cs.benign[cs.case]
+    old_alert, _ = _alerts(pairs, cs, cs.old, scored_case, ctx_old, by_org)
+    new_alert, new_block = _alerts(pairs, cs, cs.new, scored_case, ctx_new, by_org)
     s = _Scored(old_alert, new_alert, new_block, scored, malicious, benign)
     per_org = _per_org(pairs, s, by_org)
-    sweep, best = _sweep(pairs, s_new, s, ctx_new, fp_budget_per_day, by_org)
+    sweep, best = _sweep(pairs, cs, grid, s, ctx_new, fp_budget_per_day, by_org)
     mal = scored & malicious
     neg = scored & ~old_alert & new_alert & ~malicious
     notes: list[str] = []
@@ -711,16 +871,18 @@ def _report(
             int(neg.sum()),
         )
     ]
-    if cong is not None and scores.congruent is not None:
-        s_c, ok_c = scores.congruent
+    if cong is not None and cs.congruent is not None:
+        s_c, ok_c = cs.congruent
         c_alert, c_block = _alerts(
             pairs,
+            cs,
             s_c,
-            ok_c & ok_old,
+            ok_c & cs.ok_old,
             _contexts(orgs, policies, cong.manifest.thresholds, now),
             by_org,
         )
-        sc = _Scored(old_alert, c_alert, c_block, ok_c & ok_old, malicious, benign)
+        c_scored = (ok_c & cs.ok_old)[cs.case]
+        sc = _Scored(old_alert, c_alert, c_block, c_scored, malicious, benign)
         per_c = _per_org(pairs, sc, by_org)
         neg_c = sc.scored & ~old_alert & c_alert & ~malicious
         candidates.append(
@@ -747,8 +909,8 @@ def _report(
         schema_changed=schema_changed,
         recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
         recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
-        samples_scored=len(np.unique(by_org.sample_index[scored])),
-        samples_without_vectors=scores.without_vectors,
+        samples_scored=len(np.unique(cs.sample[scored_case])),
+        samples_without_vectors=cs.without_vectors,
         sweep=sweep,
         fp_budget_per_day=fp_budget_per_day,
         recommended_alert_threshold=best,

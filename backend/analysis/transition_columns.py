@@ -8,10 +8,15 @@ per pair held in a dict) that took minutes at a million endpoints and a vector c
 This module reads the same facts from a SQLite store file in bulk instead:
 
 - pairs: one `GROUP BY org, sample` query, in the (org id, sample) order the reference path
-  sorts into, with sample hex strings shared per distinct sample;
-- vectors: one scan of the org's `org_vectors` references for a schema, then each distinct
-  vector read once by digest and scored once, every pair pointing at its own org's vector (the
-  per-org rule holds: a pair is only ever matched with a reference of its own org);
+  sorts into, with sample hex strings shared per distinct sample; per pair only its org's
+  position, its sample's rank and its count are kept, each in the narrowest integer type that
+  holds it (10 bytes a pair at a million endpoints instead of 40), the observation days reduced
+  per org as the rows arrive;
+- vectors: one scan of the `org_vectors` references per schema, each pair matched with its own
+  org's reference only (the per-org rule), and each distinct vector read once by digest. The
+  pairs come out as decision cases (`PairCases`: pairs with the same sample and the same vector
+  under every schema), so the scores and decisions are per case, a few thousand, and per pair
+  there is one int32 case column instead of a score and a flag per version;
 - sketches: read and merged only for the pairs asked for (the negatively flipped ones).
 
 Every read goes through `Store.reading`, so on a `Store.snapshot` view the whole prediction reads
@@ -26,26 +31,26 @@ the two reads' reports equal on random histories.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from itertools import repeat
+from dataclasses import dataclass, replace
+from itertools import compress, repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from backend import sketch
-from backend.analysis._base import decode_vectors, score_vectors
+from backend.analysis._base import decode_vectors
 from backend.analysis.rescore import Coded
 from backend.store import Store
 
-if TYPE_CHECKING:
-    from agent.model import LoadedModel
+__all__ = ["OrgSamplePairs", "PairCases", "PairColumns", "read_pair_columns"]
 
-__all__ = ["OrgSamplePairs", "PairColumns", "read_pair_columns"]
-
-_CHUNK = 65_536
+_CHUNK = 8_192
+"""Rows fetched at a time: a chunk of Python row tuples is ~2 MB, and the heap keeps its peak."""
+_COUNT_SLICE = 1 << 18
 
 
 def _is_file_store(store: object) -> bool:
@@ -67,7 +72,8 @@ class OrgSamplePairs:
     `sketch_reader`, which returns the sketches of the pairs asked for (only negatively
     flipped pairs ever need one). `org_index` (each pair's position in `org_days`) and
     `samples`/`sample_index` (the distinct samples and each pair's) are derived when the loader
-    leaves them out; a loader that has them saves a pass over every pair.
+    leaves them out; a loader that has them saves a pass over every pair. The columnar read
+    holds `org_index`, `sample_index` and `counts` as narrow integers (int16/int32).
     """
 
     org_ids: Sequence[str]
@@ -83,96 +89,150 @@ class OrgSamplePairs:
 
 
 @dataclass(frozen=True, slots=True)
+class PairCases:
+    """The pairs reduced to their distinct decision cases: (sample, its vector per schema).
+
+    Under one decision context a pair's verdict depends only on its sample and its score, and
+    its score only on its own org's vector: pairs with the same sample and the same vector
+    (digest) under every schema read are one case, decided and scored once. At a million
+    endpoints 1.85M pairs are a few thousand cases, so nothing per pair wider than this `case`
+    column is needed to decide them.
+    """
+
+    case: npt.NDArray[np.int32]
+    """Per pair: its case."""
+    sample: npt.NDArray[np.intp]
+    """Per case: its sample (index into `OrgSamplePairs.samples`)."""
+    rows: tuple[npt.NDArray[np.intp], ...]
+    """Per schema read, per case: its vector's row in `matrices[k]` (-1: no vector)."""
+    matrices: tuple[npt.NDArray[np.float32], ...]
+    """Per schema read: the distinct vectors, in the order of their first reference."""
+    pairs_per_case: npt.NDArray[np.int64]
+    """Per case: how many pairs it holds."""
+
+
+@dataclass(frozen=True, slots=True)
 class PairColumns:
-    """The pairs of one prediction and the means to score them; see `read_pair_columns`."""
+    """The pairs of one prediction and the means to read their vectors; see `read_pair_columns`."""
 
     pairs: OrgSamplePairs
     store: Store
     """The store read (every read goes through `Store.reading`: one transaction in a snapshot)."""
     org_keys: npt.NDArray[np.int64]
-    """Per pair: the store's integer key of its org."""
-    sample_rank: npt.NDArray[np.int64]
-    """Per pair: the rank of its sample among `samples` (sorted raw sha256s)."""
+    """Per org (position in `pairs.org_days`): the store's integer key of the org."""
     samples: tuple[bytes, ...]
+    """The distinct samples, raw sha256s sorted (a pair's sample is `pairs.sample_index`)."""
     org_key: int | None
-    vectors: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = field(
-        default_factory=dict
-    )
-    """Per schema: each pair's row in the matrix of distinct vectors, and the matrix."""
 
-    def scores(
-        self, model: LoadedModel, vectors_of: LoadedModel
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-        """Each pair's score under `model`, on its own org's vector of `vectors_of`'s schema.
+    def cases(self, schemas: Sequence[tuple[str, int]]) -> PairCases:
+        """The pairs' decision cases over the vectors of `schemas` ((name, vector length) each).
 
-        Returns the scores and whether each pair had a vector (unscored pairs score 0).
+        Each schema's (org, sample) -> digest references are scanned once; a pair is matched
+        with its own org's reference only (the per-org rule), and each distinct vector is read
+        once by digest. A reference whose vector row is absent cannot be scored, like a missing
+        one.
 
         Raises:
             ValueError: a stored vector does not hold the schema's length.
         """
-        schema = vectors_of.manifest.feature_schema
-        got = self.vectors.get(schema)
-        if got is None:
-            got = self.vectors[schema] = self._read_vectors(
-                schema, vectors_of.manifest.vector_length
-            )
-        pos, mat = got
-        by_vector = score_vectors(model, mat) if len(mat) else np.zeros(0)
-        ok = pos >= 0
-        scores = np.zeros(len(pos), dtype=np.float64)
-        scores[ok] = by_vector[pos[ok]]
-        return scores, ok
+        idx, orgs = self.pairs.sample_index, self.pairs.org_index
+        assert idx is not None and orgs is not None  # set by read_pair_columns
+        n_orgs = len(self.org_keys)
+        # pairs are in (org, sample rank) order: org k's are starts[k]:starts[k + 1]
+        starts = np.append(
+            np.searchsorted(orgs, np.arange(n_orgs, dtype=orgs.dtype)), len(orgs)
+        ).astype(np.intp)
+        case = idx.astype(np.int32)
+        sample = np.arange(len(self.samples), dtype=np.intp)
+        rows: list[npt.NDArray[np.intp]] = []
+        matrices: list[npt.NDArray[np.float32]] = []
+        for schema, length in schemas:
+            case, prev, row, mat = self._refine(case, starts, schema, length)
+            sample = sample[prev]
+            rows = [r[prev] for r in rows]
+            rows.append(row)
+            matrices.append(mat)
+        per_case = np.zeros(len(sample), dtype=np.int64)
+        for i in range(0, len(case), _COUNT_SLICE):  # bincount copies its input to intp
+            per_case += np.bincount(case[i : i + _COUNT_SLICE], minlength=len(sample))
+        return PairCases(case, sample, tuple(rows), tuple(matrices), per_case)
 
-    def _read_vectors(
-        self, schema: str, length: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Per pair the row of its own org's vector in the matrix of distinct vectors (-1: none).
+    def _pair_of(
+        self, starts: npt.NDArray[np.intp], pos: npt.NDArray[np.int64], r: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """The pair of each (org position, sample rank) in a chunk (-1: no such pair).
 
-        One scan of the schema's (org, sample) -> digest references, then each distinct vector
-        read once by its digest (vectors are stored once by content), so reading and memory
-        follow the distinct vectors, not the pairs.
+        The chunk's rows are in org order, so it is a few runs of one org each; each run is
+        looked up in that org's pairs (sorted by sample rank).
         """
-        n_samples = len(self.samples)
-        rank = {s: i for i, s in enumerate(self.samples)}
-        want = self.org_keys * n_samples + self.sample_rank
-        n_pairs = len(want)
-        order = np.argsort(want, kind="stable")
-        sorted_want = want[order]
-        del want  # every per-pair temporary goes as soon as it is used: 1.85M pairs at 1M x 4.5 d
-        rank_get = rank.get
-        distinct: dict[bytes, int] = {}
+        idx = self.pairs.sample_index
+        assert idx is not None
+        at = np.full(len(pos), -1, dtype=np.int64)
+        bounds = [0, *(np.flatnonzero(pos[1:] != pos[:-1]) + 1).tolist(), len(pos)]
+        for a, b in itertools.pairwise(bounds):
+            p = int(pos[a])
+            if p < 0:  # an org no pair holds
+                continue
+            lo, hi = int(starts[p]), int(starts[p + 1])
+            mine = idx[lo:hi]
+            j = np.searchsorted(mine, r[a:b])
+            ok = (j < len(mine)) & (r[a:b] >= 0)
+            ok[ok] = mine[j[ok]] == r[a:b][ok]  # a reference no pair holds is skipped
+            at[a:b][ok] = lo + j[ok]
+        return at
+
+    def _refine(
+        self, case: npt.NDArray[np.int32], starts: npt.NDArray[np.intp], schema: str, length: int
+    ) -> tuple[
+        npt.NDArray[np.int32], npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float32]
+    ]:
+        """Split each case by the digest its pairs reference under `schema`.
+
+        Returns the new per-pair cases, per new case its old case and its vector's row (-1:
+        none), and the matrix of distinct vectors.
+        """
+        n_pairs, n_old = len(case), int(case.max()) + 1 if len(case) else 0
+        rank_get = {s: i for i, s in enumerate(self.samples)}.get
+        top = int(self.org_keys.max()) + 1 if len(self.org_keys) else 0
+        pos_of_key = np.full(top, -1, dtype=np.int64)  # org key -> its position
+        pos_of_key[self.org_keys] = np.arange(len(self.org_keys))
+        split: dict[tuple[int, bytes], int] = {}  # (old case, digest) -> new case
+        new_case = case.astype(np.int32)  # pairs without a reference: their old case, below
+        hit_any = np.zeros(n_pairs, dtype=bool)
         sql = "SELECT org, sha256, digest FROM org_vectors WHERE schema = ?"
         args: list[object] = [schema]
         if self.org_key is not None:
             sql += " AND org = ?"
             args.append(self.org_key)
-        found: dict[bytes, bytes] = {}
-        key_parts: list[npt.NDArray[np.int64]] = []
-        which_parts: list[npt.NDArray[np.int64]] = []
         with self.store.reading() as conn:
             cur = conn.execute(sql, args)
             while chunk := cur.fetchmany(_CHUNK):
                 # columns of the chunk, converted in C (no Python statement per row)
                 orgs_c, shas_c, digests_c = zip(*chunk, strict=True)
-                r = np.fromiter(map(rank_get, shas_c, repeat(-1)), np.int64, len(chunk))
-                for d in dict.fromkeys(digests_c):
-                    distinct.setdefault(d, len(distinct))
-                w = np.fromiter(map(distinct.__getitem__, digests_c), np.int64, len(chunk))
-                ok = r >= 0  # a reference to a sample no pair holds is skipped
-                key_parts.append(np.fromiter(orgs_c, np.int64, len(chunk))[ok] * n_samples + r[ok])
-                which_parts.append(w[ok])
-            empty = np.zeros(0, dtype=np.int64)
-            keys = np.concatenate(key_parts) if key_parts else empty
-            codes = np.concatenate(which_parts) if which_parts else empty
-            key_parts.clear()
-            which_parts.clear()
-            by_code = list(distinct)
-            referenced = np.unique(codes)  # digests a pair's sample refers to, read once each
-            digests = [by_code[j] for j in referenced.tolist()]
-            renumber_refs = np.full(len(by_code), -1, dtype=np.int64)
-            renumber_refs[referenced] = np.arange(len(referenced))
-            which = renumber_refs[codes]
-            del codes
+                m = len(chunk)
+                org_c = np.fromiter(orgs_c, np.int64, m)
+                pos = np.full(m, -1, dtype=np.int64)
+                inside = org_c < len(pos_of_key)  # an org no pair holds: skipped
+                pos[inside] = pos_of_key[org_c[inside]]
+                r = np.fromiter(map(rank_get, shas_c, repeat(-1)), np.int64, m)
+                at = self._pair_of(starts, pos, r)
+                hit = at >= 0
+                at = at[hit]
+                if not len(at):
+                    continue
+                pairs_c = list(
+                    zip(case[at].tolist(), compress(digests_c, hit.tolist()), strict=True)
+                )
+                for k in dict.fromkeys(pairs_c):
+                    split.setdefault(k, len(split))
+                new_case[at] = np.fromiter(map(split.__getitem__, pairs_c), np.int32, len(at))
+                hit_any[at] = True
+            # a pair without a reference keeps its old case, numbered after the split ones
+            n_split = len(split)
+            new_case[~hit_any] += n_split
+            del hit_any
+            digests = list(dict.fromkeys(d for _, d in split))
+            found: dict[bytes, bytes] = {}
             for i in range(0, len(digests), 500):
                 part = digests[i : i + 500]
                 marks = ",".join("?" * len(part))
@@ -182,21 +242,24 @@ class PairColumns:
                         part,
                     )
                 )
-        # a reference whose vector row is absent cannot be scored (-1), like a missing one
-        present = np.asarray([d in found for d in digests], dtype=bool)
-        renumber = np.where(present, np.cumsum(present) - 1, -1).astype(np.int64)
-        pos = np.full(n_pairs, -1, dtype=np.int64)
-        if len(keys):
-            at = np.searchsorted(sorted_want, keys)
-            hit = at < len(sorted_want)
-            hit[hit] = sorted_want[at[hit]] == keys[hit]
-            del keys, sorted_want
-            at, which = at[hit], which[hit]
-            del hit
-            pos[order[at]] = renumber[which]
-            del at, which, order
-        vectors = [bytes(found[d]) for d in digests if d in found]
-        return pos, decode_vectors(vectors, length)
+        row_of = {d: j for j, d in enumerate(d for d in digests if d in found)}
+        prev = np.concatenate(
+            (np.fromiter((c for c, _ in split), np.intp, n_split), np.arange(n_old, dtype=np.intp))
+        )
+        row = np.concatenate(
+            (
+                np.fromiter((row_of.get(d, -1) for _, d in split), np.intp, n_split),
+                np.full(n_old, -1, dtype=np.intp),
+            )
+        )
+        # only the cases some pair holds, renumbered in order
+        present = np.zeros(n_split + n_old, dtype=bool)
+        for i in range(0, n_pairs, _COUNT_SLICE):  # bincount copies its input to intp
+            present |= np.bincount(new_case[i : i + _COUNT_SLICE], minlength=len(present)) > 0
+        renumber = (np.cumsum(present) - 1).astype(np.int32)
+        new_case = renumber[new_case]
+        mat = decode_vectors([bytes(found[d]) for d in digests if d in found], length)
+        return new_case, prev[present], row[present], mat
 
     def has_shadow_rows(self, version: int, until_ms: int) -> bool:
         """Whether any shadow row of `version` was first seen before `until_ms`."""
@@ -215,15 +278,26 @@ def _sketch_reader(
     store: Store,
     until_ms: int,
     org_keys: npt.NDArray[np.int64],
-    sample_rank: npt.NDArray[np.int64],
+    pairs: OrgSamplePairs,
     samples: tuple[bytes, ...],
 ) -> Any:
     cache: dict[int, bytes] = {}
+    org_index, sample_index = pairs.org_index, pairs.sample_index
+    assert org_index is not None and sample_index is not None
 
     def read(rows: npt.NDArray[np.intp]) -> list[bytes]:
         need = [i for i in rows.tolist() if i not in cache]
         if need:
-            where = {(int(org_keys[i]), samples[int(sample_rank[i])]): i for i in need}
+            at = np.asarray(need, dtype=np.intp)
+            where = {
+                (k, samples[j]): i
+                for i, k, j in zip(
+                    need,
+                    org_keys[org_index[at]].tolist(),
+                    sample_index[at].tolist(),
+                    strict=True,
+                )
+            }
             merged: dict[int, bytes] = {}
             with store.reading() as conn:  # a snapshot's connection lives on: drop the table
                 conn.execute(
@@ -251,12 +325,31 @@ def _sketch_reader(
     return read
 
 
+def _narrow(a: npt.NDArray[np.integer[Any]], *, least: int = 2) -> npt.NDArray[np.intp]:
+    """`a` in the narrowest of int16, int32 and int64 that holds its values (typed as intp).
+
+    Per-pair columns are held for the whole prediction: 2 or 4 bytes a pair instead of 8.
+    Indexing and `bincount` take any of them alike; `least` is the fewest bytes to use.
+    """
+    hi = int(a.max()) if len(a) else 0
+    lo = int(a.min()) if len(a) else 0
+    for dtype in (np.int16, np.int32):
+        if np.dtype(dtype).itemsize < least:
+            continue
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return cast("npt.NDArray[np.intp]", a.astype(dtype, copy=False))
+    return cast("npt.NDArray[np.intp]", a.astype(np.int64, copy=False))
+
+
 def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairColumns | None:
     """The (org, sample) pairs of active rows first seen before `now`, read in bulk.
 
     The same pairs, counts and observation windows as the reference row-by-row read
     (`backend.analysis.transition._load_pairs`), in the same order. `None` when `store` is not a
-    SQLite store file (the caller then reads row by row).
+    SQLite store file (the caller then reads row by row). Per pair it holds only its org's
+    position, its sample's rank and its count, each as narrow as its values allow; the days
+    are reduced per org as the rows arrive.
     """
     if not _is_file_store(store):
         return None
@@ -270,6 +363,10 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
                 org_key = -1
             else:
                 org_key = int(row[0])
+        name_of = dict(conn.execute("SELECT id, org_id FROM orgs").fetchall())
+        top = max(name_of, default=0) + 1
+        day_lo = np.full(top, np.iinfo(np.int64).max, dtype=np.int64)  # per org key
+        day_hi = np.full(top, np.iinfo(np.int64).min, dtype=np.int64)
         sql = (
             "SELECT a.org, a.sha256, sum(a.count), min(a.day), max(a.day) "
             "FROM aggregates a JOIN orgs o ON o.id = a.org "
@@ -281,53 +378,57 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
             args.append(org_key)
         cur = conn.execute(sql + " GROUP BY o.org_id, a.sha256 ORDER BY o.org_id, a.sha256", args)
         code: dict[bytes, int] = {}  # raw sha256 -> code in order of first sight
-        key_parts: list[npt.NDArray[np.int64]] = []
-        code_parts: list[npt.NDArray[np.int64]] = []
-        count_parts: list[npt.NDArray[np.int64]] = []
-        lo_parts: list[npt.NDArray[np.int64]] = []
-        hi_parts: list[npt.NDArray[np.int64]] = []
+        keys_seen: list[int] = []  # each org's key, in the rows' (org id) order
+        index_parts: list[npt.NDArray[np.intp]] = []
+        code_parts: list[npt.NDArray[np.intp]] = []
+        count_parts: list[npt.NDArray[np.intp]] = []
         while chunk := cur.fetchmany(_CHUNK):
             # columns of the chunk, converted in C (no Python statement per row)
             keys_c, shas_c, counts_c, lo_c, hi_c = zip(*chunk, strict=True)
             for sha in dict.fromkeys(shas_c):
                 code.setdefault(sha, len(code))
             m = len(chunk)
-            key_parts.append(np.fromiter(keys_c, np.int64, m))
-            code_parts.append(np.fromiter(map(code.__getitem__, shas_c), np.int64, m))
-            count_parts.append(np.fromiter(counts_c, np.int64, m))
-            lo_parts.append(np.fromiter(lo_c, np.int64, m))
-            hi_parts.append(np.fromiter(hi_c, np.int64, m))
-        name_of = dict(conn.execute("SELECT id, org_id FROM orgs").fetchall())
+            k = np.fromiter(keys_c, np.int64, m)
+            np.minimum.at(day_lo, k, np.fromiter(lo_c, np.int64, m))
+            np.maximum.at(day_hi, k, np.fromiter(hi_c, np.int64, m))
+            first = np.empty(m, dtype=bool)  # where a new org begins (rows are by org)
+            first[0] = not keys_seen or keys_seen[-1] != k[0]
+            first[1:] = k[1:] != k[:-1]
+            before = len(keys_seen)
+            keys_seen.extend(k[first].tolist())
+            index_parts.append(_narrow(np.cumsum(first, dtype=np.int64) + (before - 1)))
+            code_parts.append(_narrow(np.fromiter(map(code.__getitem__, shas_c), np.int64, m)))
+            count_parts.append(_narrow(np.fromiter(counts_c, np.int64, m), least=4))
 
-    def cat(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
-        out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        parts.clear()  # each column held once, not as parts and whole (a pair is ~40 bytes)
-        return out
+    def cat(parts: list[npt.NDArray[np.intp]]) -> npt.NDArray[np.intp]:
+        out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+        parts.clear()  # each column held once, not as parts and whole
+        return _narrow(out)
 
-    org_keys, first_code, counts = cat(key_parts), cat(code_parts), cat(count_parts)
-    lo, hi = cat(lo_parts), cat(hi_parts)
-    n = len(org_keys)
+    org_index, first_code = cat(index_parts), cat(code_parts)
+    counts = _narrow(np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64), least=4)
+    count_parts.clear()  # counts are summed per org: int32 at least (see `_OrgRows.sums`)
+    n = len(org_index)
     samples = tuple(sorted(code))
     by_first = list(code)
-    rank_of_code = np.fromiter(
-        map({s: i for i, s in enumerate(samples)}.__getitem__, by_first), np.int64, len(by_first)
+    rank_of_code = _narrow(
+        np.fromiter(
+            map({s: i for i, s in enumerate(samples)}.__getitem__, by_first),
+            np.int64,
+            len(by_first),
+        )
     )
-    sample_rank = rank_of_code[first_code] if n else np.zeros(0, dtype=np.int64)
+    sample_index = rank_of_code[first_code] if n else np.zeros(0, dtype=np.intp)
     del first_code
     hexes = tuple(s.hex() for s in samples)
-    first = np.ones(n, dtype=bool)
-    if n:
-        first[1:] = org_keys[1:] != org_keys[:-1]
-    starts = np.flatnonzero(first)
-    org_index = (np.cumsum(first) - 1).astype(np.intp)
-    days_lo = np.minimum.reduceat(lo, starts) if n else lo
-    days_hi = np.maximum.reduceat(hi, starts) if n else hi
-    del lo, hi
-    org_names = [str(name_of[int(k)]) for k in org_keys[starts].tolist()]
+    org_keys = np.asarray(keys_seen, dtype=np.int64)
+    org_names = [str(name_of[k]) for k in keys_seen]
     org_days = tuple(
-        (o, int(b) - int(a) + 1) for o, a, b in zip(org_names, days_lo, days_hi, strict=True)
+        (o, int(b) - int(a) + 1)
+        for o, a, b in zip(
+            org_names, day_lo[org_keys].tolist(), day_hi[org_keys].tolist(), strict=True
+        )
     )
-    sample_index = sample_rank.astype(np.intp, copy=False)
     pairs = OrgSamplePairs(
         # names by code: a pair's org and sample strings without a Python object per pair
         org_ids=Coded(tuple(org_names), org_index),
@@ -335,9 +436,9 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         counts=counts,
         sketches=(),
         org_days=org_days,
-        sketch_reader=_sketch_reader(store, until_ms, org_keys, sample_rank, samples),
         org_index=org_index,
         samples=hexes,
         sample_index=sample_index,
     )
-    return PairColumns(pairs, store, org_keys, sample_rank, samples, org_key)
+    pairs = replace(pairs, sketch_reader=_sketch_reader(store, until_ms, org_keys, pairs, samples))
+    return PairColumns(pairs, store, org_keys, samples, org_key)

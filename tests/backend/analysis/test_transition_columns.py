@@ -105,3 +105,71 @@ def test_reference_path_for_a_store_the_bulk_read_cannot_open(history: History):
         assert read_pair_columns(mem, ROLLOUT, None) is None
     finally:
         mem.close()
+
+
+def test_cases_give_each_pair_its_own_orgs_vector_under_every_schema(
+    history: History, tmp_path: Path
+):
+    """`PairColumns.cases` over two schemas: per pair, the vector its own org referenced.
+
+    A second schema's references are planted for some pairs (a vector of their own, another
+    pair's vector, or a digest whose vector row is absent); every pair's case must name its own
+    sample and, under each schema, exactly its own org's vector (none when it has no reference
+    or the vector row is absent), and pairs of one case must agree on all of it.
+    """
+    db = tmp_path / "rnd.db"
+    _randomise(history, db, 13)
+    rng = np.random.default_rng(13)
+    with sqlite3.connect(db) as conn:
+        refs = conn.execute(
+            "SELECT o.org, o.sha256, o.schema, v.vector FROM org_vectors o "
+            "JOIN vectors v ON v.digest = o.digest ORDER BY o.org, o.sha256"
+        ).fetchall()
+        schema = refs[0][2]
+        length = len(refs[0][3]) // 4
+        for org, sha, _, vec in refs:
+            roll = rng.random()
+            if roll < 0.3:  # no reference under the second schema
+                continue
+            if roll < 0.8:  # a vector of its own
+                raw = (np.frombuffer(vec, "<f4") + np.float32(rng.integers(1, 4))).tobytes()
+            elif roll < 0.9:  # another pair's vector
+                raw = refs[int(rng.integers(len(refs)))][3]
+            else:  # a digest whose vector row is absent
+                raw = b"absent" + sha
+            digest = hashlib.sha256(raw).digest()
+            if not raw.startswith(b"absent"):
+                conn.execute("INSERT OR IGNORE INTO vectors VALUES (?, ?)", (digest, raw))
+            conn.execute("INSERT INTO org_vectors VALUES (?, ?, 'other-v9', ?)", (org, sha, digest))
+        want = {
+            (org, sha, sch): bytes(vec)
+            for org, sha, sch, vec in conn.execute(
+                "SELECT o.org, o.sha256, o.schema, v.vector FROM org_vectors o "
+                "JOIN vectors v ON v.digest = o.digest"
+            )
+        }
+        key_of = dict(conn.execute("SELECT org_id, id FROM orgs").fetchall())
+    store = type(history.store)(db, synchronous="NORMAL")
+    try:
+        cols = read_pair_columns(store, END, None)
+        assert cols is not None
+        cases = cols.cases([(schema, length), ("other-v9", length)])
+    finally:
+        store.close()
+    pairs = cols.pairs
+    seen: dict[int, tuple[object, ...]] = {}
+    kinds = set()
+    for i, (org, sha) in enumerate(zip(pairs.org_ids, pairs.sha256s, strict=True)):
+        c = int(cases.case[i])
+        assert pairs.samples is not None and pairs.samples[int(cases.sample[c])] == sha
+        got = []
+        for k, sch in enumerate((schema, "other-v9")):
+            row = int(cases.rows[k][c])
+            vec = cases.matrices[k][row].astype("<f4").tobytes() if row >= 0 else None
+            expected = want.get((key_of[org], bytes.fromhex(sha), sch))
+            assert vec == expected, (org, sha, sch)
+            kinds.add((k, vec is None))
+            got.append(vec)
+        assert seen.setdefault(c, (sha, *got)) == (sha, *got)  # one case, one meaning
+    assert kinds == {(0, True), (0, False), (1, True), (1, False)}
+    assert len(seen) == len(cases.sample) < len(pairs.sha256s)  # every case held, fewer than pairs

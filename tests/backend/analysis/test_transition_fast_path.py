@@ -1,10 +1,11 @@
 """The prediction's batch decisions and per-sample shortcuts equal the plain per-pair ones.
 
-`backend.analysis.transition` decides every (org, sample) pair through `decide_batch` (one
-`decide` per distinct case), decides unscored pairs once per distinct sample, and takes the
-distinct samples from the bulk read when it has them. Here, on random pairs, orgs, contexts,
-list memberships and missing scores, the flags it derives equal `agent.decision.decide` called
-pair by pair, whether or not the read supplied the sample codes.
+`backend.analysis.transition` turns the (org, sample) pairs into decision cases (pairs equal in
+sample, scores and labels), decides each case once per context through `decide_batch` (one
+`decide` per distinct kind), unscored cases once per distinct sample, and takes the distinct
+samples from the bulk read when it has them. Here, on random pairs, orgs, contexts, list
+memberships and missing scores, in org order and shuffled, the flags it derives equal
+`agent.decision.decide` called pair by pair, whether or not the read supplied the sample codes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.decision import DENY_VERDICTS, DecisionContext, Mode, decide
-from backend.analysis.transition import _alerts, _OrgRows
+from backend.analysis.transition import _alerts, _cases_of, _OrgRows, _PairScores
 from backend.analysis.transition_columns import OrgSamplePairs
 
 _SHAS = [f"{i:064x}" for i in range(12)]
@@ -58,6 +59,10 @@ def _cases(draw: st.DrawFn) -> _Case:
     contexts = {o: draw(st.sampled_from(ctx_pool)) for o in seen}
     org_ids = tuple(o for o, _ in keys)
     sha256s = tuple(s for _, s in keys)
+    if draw(st.booleans()):  # pairs out of org order: the grouping's general path
+        perm = draw(st.permutations(range(n)))
+        keys = [keys[i] for i in perm]
+        scores, scored = scores[perm], scored[perm]
     org_days = tuple((o, 1) for o in seen)
     counts = np.ones(n, dtype=np.int64)
     plain = OrgSamplePairs(org_ids, sha256s, counts, (), org_days)
@@ -79,7 +84,13 @@ def test_batch_decisions_equal_decide_pair_by_pair(case: _Case) -> None:
         want_alert.append(v.is_alert)
         want_block.append(v in DENY_VERDICTS)
     for pairs in (plain, coded):
-        alert, block = _alerts(pairs, scores, scored, contexts, _OrgRows.of(pairs))
+        by_org = _OrgRows.of(pairs)
+        no = np.zeros(len(scores), dtype=bool)
+        cases = _cases_of(
+            _PairScores(scores, scored, scores, scored, None, no, no, 0), by_org.sample_index
+        )
+        assert len(cases.sample) <= len(scores)
+        alert, block = _alerts(pairs, cases, cases.old, cases.ok_old, contexts, by_org)
         assert alert.tolist() == want_alert
         assert block.tolist() == want_block
 
@@ -91,4 +102,11 @@ def test_supplied_sample_codes_name_the_same_samples_as_derived_ones(case: _Case
     a, b = _OrgRows.of(plain), _OrgRows.of(coded)
     assert [a.samples[j] for j in a.sample_index] == list(plain.sha256s)
     assert [b.samples[j] for j in b.sample_index] == list(plain.sha256s)
-    assert a.index.tolist() == b.index.tolist() and a.order.tolist() == b.order.tolist()
+    assert a.index.tolist() == b.index.tolist() and a.starts.tolist() == b.starts.tolist()
+    for by_org in (a, b):  # each org's rows hold exactly its pairs, in order or not
+        for k, (org, _) in enumerate(plain.org_days):
+            assert [plain.org_ids[i] for i in by_org.rows([k]).tolist()] == [org] * int(
+                by_org.starts[k + 1] - by_org.starts[k]
+            )
+    in_order = list(plain.org_ids) == sorted(plain.org_ids)
+    assert (a.order is None) == in_order
