@@ -49,6 +49,7 @@ simulator's shards).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -299,13 +300,13 @@ class _OrgRows:
             held = np.flatnonzero(self.starts[:-1] < self.starts[1:])
             if not len(held):
                 return [0] * k
-            if int(counts.sum(dtype=np.int64)) <= np.iinfo(counts.dtype).max:
-                # no partial sum can overflow the counts' own type: sum in it (no int64 copy)
-                out[held] = np.add.reduceat(np.where(mask, counts, 0), self.starts[held])
-            else:
-                for j in held.tolist():
-                    a, b = int(self.starts[j]), int(self.starts[j + 1])
-                    out[j] = counts[a:b].sum(where=mask[a:b], dtype=np.int64)
+            # a block of orgs at a time, summed in int64: the masked copy is a block's
+            cut = np.searchsorted(self.starts[held], np.arange(0, len(mask), _SUM_BLOCK))
+            for lo, hi in itertools.pairwise(sorted({*cut.tolist(), len(held)})):
+                at = self.starts[held[lo:hi]]
+                a, b = int(at[0]), int(self.starts[held[hi - 1] + 1])
+                masked = np.where(mask[a:b], counts[a:b], 0)
+                out[held[lo:hi]] = np.add.reduceat(masked, at - a, dtype=np.int64)
             return [int(v) for v in out]
         sums = np.bincount(self.index[mask], weights=counts[mask], minlength=k)
         return [int(v) for v in sums.astype(np.int64)]
@@ -399,6 +400,8 @@ class _Scored:
     benign: npt.NDArray[np.bool_]
 
 
+_SUM_BLOCK = 1 << 17
+"""Pairs per block of orgs summed at once (`_OrgRows.sums`)."""
 _ALERT_BY_CODE = np.array([v.is_alert for v in VERDICTS], dtype=bool)
 _BLOCK_BY_CODE = np.array([v in _BLOCKING for v in VERDICTS], dtype=bool)
 
@@ -530,6 +533,9 @@ def _sweep(
     if grid.size == 0:
         return (), None
     points = []
+    could_flip = s.scored & ~s.old_alert & ~s.malicious  # each point adds only its alerts
+    mal = s.scored & s.malicious
+    mal_n = _wsum(mal, pairs.counts)
     for t in grid:
         ctxs = {
             org: DecisionContext(
@@ -542,17 +548,15 @@ def _sweep(
             for org, c in contexts_new.items()
         }
         alert, _ = _alerts(pairs, cases, cases.new, scored, ctxs, by_org)
-        neg = s.scored & ~s.old_alert & alert & ~s.malicious
-        enc = by_org.sums(neg, pairs.counts)
+        enc = by_org.sums(could_flip & alert, pairs.counts)
         per_org = {org: enc[o] / max(d, 1) for o, (org, d) in enumerate(pairs.org_days)}
-        mal = s.scored & s.malicious
         points.append(
             SweepPoint(
                 alert_threshold=float(t),
                 max_org_fp_per_day=max(per_org.values(), default=0.0),
                 fleet_fp_per_day=sum(per_org.values()),
                 orgs_over_budget=sum(1 for v in per_org.values() if v > budget),
-                recall=_ratio(_wsum(mal & alert, pairs.counts), _wsum(mal, pairs.counts)),
+                recall=_ratio(_wsum(mal & alert, pairs.counts), mal_n),
             )
         )
     ok = [p for p in points if p.orgs_over_budget == 0]

@@ -142,7 +142,7 @@ class PairColumns:
         starts = np.append(
             np.searchsorted(orgs, np.arange(n_orgs, dtype=orgs.dtype)), len(orgs)
         ).astype(np.intp)
-        case = idx.astype(np.int32)
+        case: npt.NDArray[np.integer[Any]] = idx  # first: a case per sample
         sample = np.arange(len(self.samples), dtype=np.intp)
         rows: list[npt.NDArray[np.intp]] = []
         matrices: list[npt.NDArray[np.float32]] = []
@@ -155,7 +155,9 @@ class PairColumns:
         per_case = np.zeros(len(sample), dtype=np.int64)
         for i in range(0, len(case), _COUNT_SLICE):  # bincount copies its input to intp
             per_case += np.bincount(case[i : i + _COUNT_SLICE], minlength=len(sample))
-        return PairCases(case, sample, tuple(rows), tuple(matrices), per_case)
+        return PairCases(
+            case.astype(np.int32, copy=False), sample, tuple(rows), tuple(matrices), per_case
+        )
 
     def _pair_of(
         self, starts: npt.NDArray[np.intp], pos: npt.NDArray[np.int64], r: npt.NDArray[np.int64]
@@ -182,7 +184,11 @@ class PairColumns:
         return at
 
     def _refine(
-        self, case: npt.NDArray[np.int32], starts: npt.NDArray[np.intp], schema: str, length: int
+        self,
+        case: npt.NDArray[np.integer[Any]],
+        starts: npt.NDArray[np.intp],
+        schema: str,
+        length: int,
     ) -> tuple[
         npt.NDArray[np.int32], npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float32]
     ]:
@@ -257,7 +263,8 @@ class PairColumns:
         for i in range(0, n_pairs, _COUNT_SLICE):  # bincount copies its input to intp
             present |= np.bincount(new_case[i : i + _COUNT_SLICE], minlength=len(present)) > 0
         renumber = (np.cumsum(present) - 1).astype(np.int32)
-        new_case = renumber[new_case]
+        for i in range(0, n_pairs, _COUNT_SLICE):  # in place, a slice at a time
+            new_case[i : i + _COUNT_SLICE] = renumber[new_case[i : i + _COUNT_SLICE]]
         mat = decode_vectors([bytes(found[d]) for d in digests if d in found], length)
         return new_case, prev[present], row[present], mat
 

@@ -10,12 +10,15 @@ memberships and missing scores, in org order and shuffled, the flags it derives 
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.decision import DENY_VERDICTS, DecisionContext, Mode, decide
+from backend.analysis import transition
 from backend.analysis.transition import _alerts, _cases_of, _OrgRows, _PairScores
 from backend.analysis.transition_columns import OrgSamplePairs
 
@@ -110,3 +113,34 @@ def test_supplied_sample_codes_name_the_same_samples_as_derived_ones(case: _Case
             )
     in_order = list(plain.org_ids) == sorted(plain.org_ids)
     assert (a.order is None) == in_order
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(1, 6), min_size=1, max_size=8),
+    st.sampled_from([np.int32, np.int64]),
+    st.booleans(),
+    st.integers(1, 9),
+    st.data(),
+)
+def test_per_org_sums_equal_plain_sums_in_blocks_and_near_overflow(
+    sizes: list[int], dtype: type[np.integer], big: bool, block: int, data: st.DataObject
+) -> None:
+    """`_OrgRows.sums` (org ranges summed a block of orgs at a time, in int64 whatever the
+    counts' type) gives each org's exact sum of counts over the mask, in org order or not."""
+    org_days = tuple((f"org-{k}", 1) for k in range(len(sizes)))
+    org_ids = tuple(o for (o, _), size in zip(org_days, sizes, strict=True) for _ in range(size))
+    n = len(org_ids)
+    hi = np.iinfo(np.int32).max // 2 if big else 50  # big: an org's sum overflows int32
+    counts = np.asarray(data.draw(st.lists(st.integers(0, hi), min_size=n, max_size=n)), dtype)
+    mask = np.asarray(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+    if data.draw(st.booleans()):  # out of org order: the bincount path
+        perm = data.draw(st.permutations(range(n)))
+        org_ids, counts, mask = tuple(org_ids[i] for i in perm), counts[perm], mask[perm]
+    pairs = OrgSamplePairs(org_ids, ("0" * 64,) * n, counts, (), org_days)
+    want = [
+        sum(int(c) for o2, c, m in zip(org_ids, counts, mask, strict=True) if o2 == o and m)
+        for o, _ in org_days
+    ]
+    with patch.object(transition, "_SUM_BLOCK", block):
+        assert _OrgRows.of(pairs).sums(mask, counts) == want
