@@ -68,7 +68,7 @@ class EngineState:
     st_failed: npt.NDArray[np.bool_]
     settled: npt.NDArray[np.bool_]
     _breakers: Breakers  # untripped breakers' kept blocks (`fleet_sim._cohort_breaker`)
-    _breaker_cfg: dict[int, tuple[int, int, int]]  # per policy x orgs + org
+    _breaker_cfg: dict[int, tuple[npt.NDArray[np.bool_], I64, I64]]  # per policy, by org
     events_total: int
     trip_log: list[tuple[float, int]]  # (first trip time, endpoints) per step
     _any_tripped: bool

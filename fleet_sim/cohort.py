@@ -243,14 +243,20 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
         fleet, rec, w = self.fleet, self.fleet.recorder, self.fleet.world
         order = blocks[np.lexsort((t[blocks], ep[blocks]))]
         b_ep: I64 = ep.take(order).astype(np.int64)
-        # each breaker's configuration, from its endpoint's policy (one lookup per policy x org)
-        key = self.pol.take(b_ep).astype(np.int64) * w.n_orgs + w.ep_org.take(b_ep)
-        keys, inv = np.unique(key, return_inverse=True)
-        cfg: I64 = np.asarray([self._breaker_config(k) for k in keys.tolist()], np.int64)
-        per: I64 = cfg[inv]
-        enabled, max_blocks, window = per[:, 0], per[:, 1], per[:, 2]
+        # each breaker's configuration, from its endpoint's policy: per policy, arrays by org
+        pol, org = self.pol.take(b_ep), w.ep_org.take(b_ep)
+        if pol.min() == pol.max():
+            on, limit, span = self._breaker_configs(int(pol[0]), org)
+            enabled, max_blocks, window = on.take(org), limit.take(org), span.take(org)
+        else:  # (endpoints of several policies: one table of all of theirs)
+            versions = np.unique(pol)
+            cfgs = [self._breaker_configs(v, org) for v in versions.tolist()]
+            row = org + np.searchsorted(versions, pol) * w.n_orgs
+            enabled = np.concatenate([c[0] for c in cfgs]).take(row)
+            max_blocks = np.concatenate([c[1] for c in cfgs]).take(row)
+            window = np.concatenate([c[2] for c in cfgs]).take(row)
         # a tripped breaker latches and a disabled one records nothing: neither sees blocks
-        live = np.flatnonzero((enabled > 0) & ~self.tripped.take(b_ep))
+        live = np.flatnonzero(enabled & ~self.tripped.take(b_ep))
         if not live.size:
             return
         b_ep, b_t = b_ep.take(live), t.take(order.take(live))
@@ -277,13 +283,25 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
             flat[after] = tb_after * n_s + flat[after] % n_s
             verdict[after] = self._V_flat[flat[after]]
 
-    def _breaker_config(self, key: int) -> tuple[int, int, int]:
-        """(enabled, max_blocks, window in us) of the breaker of policy x orgs + org `key`."""
-        got = self._breaker_cfg.get(key)
+    def _breaker_configs(
+        self, policy_version: int, orgs: npt.NDArray[np.integer]
+    ) -> tuple[npt.NDArray[np.bool_], I64, I64]:
+        """Each org's breaker under `policy_version`: enabled, max_blocks, window (us).
+
+        Resolved for `orgs` (and any asked before); the other orgs' entries are not to be read.
+        """
+        got = self._breaker_cfg.get(policy_version)
         if got is None:
-            v, o = divmod(key, self.fleet.world.n_orgs)
-            c = self.fleet.effective(v, o).breaker
-            got = self._breaker_cfg[key] = (int(c.enabled), c.max_blocks, window_us(c))
+            n = self.fleet.world.n_orgs
+            got = self._breaker_cfg[policy_version] = (
+                np.zeros(n, bool), np.full(n, -1, np.int64), np.zeros(n, np.int64),
+            )  # fmt: skip
+        enabled, max_blocks, window = got
+        missing = orgs[max_blocks.take(orgs) < 0]
+        if missing.size:
+            for o in np.unique(missing).tolist():
+                c = self.fleet.effective(policy_version, o).breaker
+                enabled[o], max_blocks[o], window[o] = c.enabled, c.max_blocks, window_us(c)
         return got
 
     def sample_adoption(self, t: float) -> None:
