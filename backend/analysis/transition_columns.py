@@ -202,7 +202,8 @@ class PairColumns:
         top = int(self.org_keys.max()) + 1 if len(self.org_keys) else 0
         pos_of_key = np.full(top, -1, dtype=np.int64)  # org key -> its position
         pos_of_key[self.org_keys] = np.arange(len(self.org_keys))
-        split: dict[tuple[int, bytes], int] = {}  # (old case, digest) -> new case
+        dcode: dict[bytes, int] = {}  # digest -> code, in the order of first reference
+        split: dict[int, int] = {}  # old case << 32 | digest code -> new case
         new_case = case.astype(np.int32)  # pairs without a reference: their old case, below
         hit_any = np.zeros(n_pairs, dtype=bool)
         sql = "SELECT org, sha256, digest FROM org_vectors WHERE schema = ?"
@@ -226,18 +227,26 @@ class PairColumns:
                 at = at[hit]
                 if not len(at):
                     continue
-                pairs_c = list(
-                    zip(case[at].tolist(), compress(digests_c, hit.tolist()), strict=True)
+                digs = list(compress(digests_c, hit.tolist()))
+                if not dcode.keys() >= set(digs):  # Python steps only for digests not seen yet
+                    for d in dict.fromkeys(digs):
+                        dcode.setdefault(d, len(dcode))
+                keys = (case[at].astype(np.int64) << 32) | np.fromiter(
+                    map(dcode.__getitem__, digs), np.int64, len(digs)
                 )
-                for k in dict.fromkeys(pairs_c):
-                    split.setdefault(k, len(split))
-                new_case[at] = np.fromiter(map(split.__getitem__, pairs_c), np.int32, len(at))
+                uniq, inverse = np.unique(keys, return_inverse=True)
+                known = uniq.tolist()
+                if not split.keys() >= set(known):  # and for (case, digest)s not seen yet
+                    for k in known:
+                        split.setdefault(k, len(split))
+                codes = np.fromiter(map(split.__getitem__, known), np.int32, len(known))
+                new_case[at] = codes[inverse.reshape(-1)]
                 hit_any[at] = True
             # a pair without a reference keeps its old case, numbered after the split ones
             n_split = len(split)
             new_case[~hit_any] += n_split
             del hit_any
-            digests = list(dict.fromkeys(d for _, d in split))
+            digests = list(dcode)
             found: dict[bytes, bytes] = {}
             for i in range(0, len(digests), 500):
                 part = digests[i : i + 500]
@@ -248,16 +257,11 @@ class PairColumns:
                         part,
                     )
                 )
-        row_of = {d: j for j, d in enumerate(d for d in digests if d in found)}
-        prev = np.concatenate(
-            (np.fromiter((c for c, _ in split), np.intp, n_split), np.arange(n_old, dtype=np.intp))
-        )
-        row = np.concatenate(
-            (
-                np.fromiter((row_of.get(d, -1) for _, d in split), np.intp, n_split),
-                np.full(n_old, -1, dtype=np.intp),
-            )
-        )
+        held = np.fromiter((d in found for d in digests), bool, len(digests))
+        row_of = np.where(held, np.cumsum(held) - 1, -1).astype(np.intp)  # by digest code
+        split_keys = np.fromiter(split, np.int64, n_split)  # in new-case order
+        prev = np.concatenate(((split_keys >> 32).astype(np.intp), np.arange(n_old, dtype=np.intp)))
+        row = np.concatenate((row_of[split_keys & 0xFFFFFFFF], np.full(n_old, -1, dtype=np.intp)))
         # only the cases some pair holds, renumbered in order
         present = np.zeros(n_split + n_old, dtype=bool)
         for i in range(0, n_pairs, _COUNT_SLICE):  # bincount copies its input to intp
@@ -392,8 +396,9 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         while chunk := cur.fetchmany(_CHUNK):
             # columns of the chunk, converted in C (no Python statement per row)
             keys_c, shas_c, counts_c, lo_c, hi_c = zip(*chunk, strict=True)
-            for sha in dict.fromkeys(shas_c):
-                code.setdefault(sha, len(code))
+            if not code.keys() >= set(shas_c):  # Python steps only for samples not seen yet
+                for sha in dict.fromkeys(shas_c):
+                    code.setdefault(sha, len(code))
             m = len(chunk)
             k = np.fromiter(keys_c, np.int64, m)
             np.minimum.at(day_lo, k, np.fromiter(lo_c, np.int64, m))
