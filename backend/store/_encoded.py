@@ -150,8 +150,14 @@ class EncodedAggregates:
         return int(self.day.size)
 
     def check(self) -> None:
-        """Raise ValueError unless every column has one entry per row and codes are in range."""
+        """Raise ValueError unless the rows are well formed.
+
+        Every column has one entry per row, codes are in range and every sample hash is 32
+        bytes (the store reads a code's hash at code x 32 of them end to end).
+        """
         n = len(self)
+        if any(len(s) != 32 for s in self.sha256s):
+            raise ValueError("encoded aggregates: a sha256 is not 32 bytes")
         cols = (self.org, self.sha256, self.model_version, self.verdict, self.count)
         if any(c.size != n for c in (*cols, self.first_seen_ms, self.last_seen_ms)):
             raise ValueError("encoded aggregates: columns of different lengths")

@@ -280,8 +280,10 @@ def _unpack_sql(packed: Packed, lo: int) -> tuple[list[str], str]:
 
 
 def _packed_rows_sql(packed: Packed, lo: int, *, merge: bool) -> str:
-    """Insert packed aggregate rows (`EncodedAggregates.packed`; ?1 word 0, ?2 the sketches).
+    """Insert packed aggregate rows (`EncodedAggregates.packed`).
 
+    ?1 word 0, ?2 the sketches, ?3 the 32-byte sample hashes end to end (a code's hash is a
+    `substr` of it: a copy, where a join on a code table was a B-tree seek a row).
     CROSS JOIN keeps word 0 the outer loop, so rows go in the order given: key order.
     """
     (day, org, sha, version, verdict, count, start, size, first, last), joins = _unpack_sql(
@@ -290,23 +292,25 @@ def _packed_rows_sql(packed: Packed, lo: int, *, merge: bool) -> str:
     return (
         "INSERT INTO aggregates (day, org, sha256, model_version, shadow, verdict, count, "  # noqa: S608 - generated from integers only
         "endpoints, first_seen_ms, last_seen_ms) "
-        f"SELECT {day}, {org}, s.value, {version}, 0, v.value, {count}, "
+        f"SELECT {day}, {org}, substr(?3, {sha} * 32 + 1, 32), {version}, 0, v.value, {count}, "
         f"coalesce(substr(?2, {start} + 1, {size}), x''), {first}, {last} "
         f"FROM carray(?1) AS w0{joins} "
-        f"CROSS JOIN temp.fw_sha256 AS s ON s.code = {sha} "
         f"CROSS JOIN temp.fw_verdict AS v ON v.code = {verdict} WHERE true"
         + (_MERGE_SET if merge else "")
     )
 
 
 def _packed_refs_sql(packed: Packed) -> str:
-    """Insert packed vector references (`EncodedAggregates.packed_refs`; ?2 the schema)."""
+    """Insert packed vector references (`EncodedAggregates.packed_refs`).
+
+    ?1 word 0, ?2 the schema, ?3 the 32-byte sample hashes and ?4 the 32-byte vector digests,
+    each end to end (a code's bytes are a `substr`, as in `_packed_rows_sql`).
+    """
     (org, sha, vec), joins = _unpack_sql(packed, 0)
     return (
         "INSERT OR IGNORE INTO org_vectors (org, sha256, schema, digest) "  # noqa: S608 - generated from integers only
-        f"SELECT {org}, s.value, ?2, g.value FROM carray(?1) AS w0{joins} "
-        f"CROSS JOIN temp.fw_sha256 AS s ON s.code = {sha} "
-        f"CROSS JOIN temp.fw_digest AS g ON g.code = {vec}"
+        f"SELECT {org}, substr(?3, {sha} * 32 + 1, 32), ?2, substr(?4, {vec} * 32 + 1, 32) "
+        f"FROM carray(?1) AS w0{joins}"
     )
 
 
@@ -1010,6 +1014,7 @@ class Store(_StoreCommon):
             blob, start = blob[lo : int((start + size).max())], start - lo
         packed = rows.packed(org_keys, start, size)
         refs, used_idx = rows.packed_refs(org_keys)
+        shas = b"".join(rows.sha256s)  # 32 bytes each (`EncodedAggregates.check`)
         used = sorted({(digests[i], rows.vectors[i]) for i in used_idx})
         with self._lock:
             if not self._claim_batch(bulk, endpoint_id, key, int(now.timestamp() * 1000), 0):
@@ -1017,27 +1022,26 @@ class Store(_StoreCommon):
             try:
                 last = bulk.execute("SELECT max(day) FROM aggregates").fetchall()[0][0]
                 cut = 0 if last is None else int(np.searchsorted(rows.day, last, "right"))
-                if n or used_idx:
-                    _fill_codes(bulk, "fw_sha256", rows.sha256s)
                 if n:
                     _fill_codes(bulk, "fw_verdict", rows.verdicts)
                     _stage_words(bulk, packed)
                     if cut:
                         bulk.execute(_packed_rows_sql(packed, 0, merge=True), (
-                            apsw.carray(packed.words[0], stop=cut), blob))  # fmt: skip
+                            apsw.carray(packed.words[0], stop=cut), blob, shas))  # fmt: skip
                     if cut < n:
                         bulk.execute(_packed_rows_sql(packed, cut, merge=False), (
-                            apsw.carray(packed.words[0], start=cut), blob))  # fmt: skip
+                            apsw.carray(packed.words[0], start=cut), blob, shas))  # fmt: skip
                     _stage_words(bulk, None)
                 if used:
                     bulk.executemany(
                         "INSERT OR IGNORE INTO vectors (digest, vector) VALUES (?, ?)", used
                     )
                 if used_idx:
-                    _fill_codes(bulk, "fw_digest", digests)
                     _stage_words(bulk, refs)
-                    bulk.execute(_packed_refs_sql(refs), (
-                        apsw.carray(refs.words[0]), rows.schema))  # fmt: skip
+                    bulk.execute(
+                        _packed_refs_sql(refs),
+                        (apsw.carray(refs.words[0]), rows.schema, shas, b"".join(digests)),
+                    )
                     _stage_words(bulk, None)
                 bulk.execute("COMMIT")
             except BaseException:

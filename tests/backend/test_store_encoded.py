@@ -9,6 +9,7 @@ as one blob, and integers anywhere in SQLite's 64-bit range.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
 
@@ -217,6 +218,9 @@ def test_codes_out_of_range_and_unknown_orgs_are_refused(tmp_path) -> None:
             store.ingest_encoded("k", "sim", _encoded(good, orgs, [(0, 0, 3)]), now=NOW)
         with pytest.raises(NotFoundError):
             store.ingest_encoded("k", "sim", _encoded(good, ["nobody"]), now=NOW)
+        short = dataclasses.replace(_encoded(good, orgs), sha256s=[*SHAS[:3], SHAS[3][:31]])
+        with pytest.raises(ValueError, match="sha256 is not 32 bytes"):  # read at code x 32
+            store.ingest_encoded("k", "sim", short, now=NOW)
         assert _table(store) == []
     finally:
         store.close()
@@ -275,18 +279,22 @@ def test_the_staged_words_are_looked_up_by_rowid_not_scanned() -> None:
                    np.zeros(3, np.int64), np.arange(3), np.zeros(3, np.int64),
                    np.zeros(3, np.int64), wide, wide])  # fmt: skip
     assert len(packed.words) == 3
-    _fill_codes(conn, "fw_sha256", [b"s"])
     _fill_codes(conn, "fw_verdict", ["allow"])
     _stage_words(conn, packed)
     sql = _packed_rows_sql(packed, 1, merge=False)
     plan = [
-        r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, (apsw.carray(packed.words[0]), b""))
+        r[3]
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN " + sql, (apsw.carray(packed.words[0]), b"", b"s" * 32)
+        )
     ]
     assert plan[0].startswith("SCAN w0 VIRTUAL TABLE")
     assert sorted(p.split(" USING")[0] for p in plan[1:]) == [
-        "SEARCH s", "SEARCH v", "SEARCH w1", "SEARCH w2"
+        "SEARCH v", "SEARCH w1", "SEARCH w2"
     ]  # fmt: skip
     assert all("INTEGER PRIMARY KEY (rowid=?)" in p for p in plan[1:])
-    conn.execute(sql, (apsw.carray(packed.words[0], start=1), b""))
-    got = conn.execute("SELECT day, count, first_seen_ms, last_seen_ms FROM aggregates").fetchall()
-    assert got == [(1, 1, 2**61, 2**61), (2, 2, -(2**62), -(2**62))]
+    conn.execute(sql, (apsw.carray(packed.words[0], start=1), b"", b"s" * 32))
+    got = conn.execute(
+        "SELECT day, count, first_seen_ms, last_seen_ms, sha256 FROM aggregates"
+    ).fetchall()
+    assert got == [(1, 1, 2**61, 2**61, b"s" * 32), (2, 2, -(2**62), -(2**62), b"s" * 32)]
