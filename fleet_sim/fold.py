@@ -10,7 +10,7 @@ function of the multiset of events (value sorts), so events split by org (a shar
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,6 +256,7 @@ class EventFolder:
         *,
         ep_org: npt.NDArray[np.integer[Any]],
         t_base_ms: int = 0,
+        released: Callable[[], object] | None = None,
     ) -> FoldedRows:
         """Events given in parts (each a mapping of `fold`'s five columns) into rows.
 
@@ -267,9 +268,18 @@ class EventFolder:
         temporaries stay chunk-sized. Should the keys of all events overflow int64, events
         go in slices of their (day, sample, model, verdict) range, each sorted on its own.
 
+        With `released`, `parts` (then a list the caller hands over) is emptied once the last
+        keys are written, before the sort, and `released()` is called: the events (a day of a
+        1M-endpoint shard: ~80 MB) can go before the sort's and the rows' memory is taken
+        (e.g. `fleet_sim._memory.trim_freed_memory`, when nobody else holds them).
+
         Raises:
             ValueError: a part's columns differ in length, or the key space overflows.
+            TypeError: `released` with parts that are not a list.
         """
+        if released is not None and not isinstance(parts, list):
+            raise TypeError("fold_parts: `released` takes the parts as a list (emptied)")
+        owned = parts if isinstance(parts, list) and released is not None else None
         parts = [p for p in parts if p["ep"].size]
         if any(p[c].size != p["ep"].size for p in parts for c in _EVENT_COLS):
             raise ValueError("fold: columns of different lengths")
@@ -278,8 +288,13 @@ class EventFolder:
         lay = _Layout.of(self, parts, ep_org, t_base_ms)
         got: list[list[Arr]] = []
         blobs: list[Arr] = []  # big-endian words
-        for lo, hi in lay.slices():
+        slices = lay.slices()
+        for lo, hi in slices:
             key = lay.keys(parts, lo, hi)
+            if owned is not None and released is not None and hi == slices[-1][1]:
+                parts.clear()  # the events' last use
+                owned.clear()
+                released()
             key.sort()
             step = FOLD_CHUNK_EVENTS  # read at each call: a test makes it tiny
             for a, b in lay.chunks(key, step):

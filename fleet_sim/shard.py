@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import multiprocessing as mp
 import pickle
 import time
@@ -227,11 +228,13 @@ class Shard:
     def _fold(self, parts: list[Cols]) -> FoldedRows:
         """This shard's delivered events as aggregate rows (in the table's key order)."""
         since = _clocks()
-        # the parts as they are: a joined copy of a day's events would double them at the fold
+        # the parts as they are: a joined copy of a day's events would double them at the fold;
+        # handed over (the list emptied) and given back once their keys are written, so the
+        # sort's and the rows' memory does not come on top of the day's events
         rows = self._folder.fold_parts(
-            parts, ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms
-        )
-        del parts
+            parts, ep_org=self.fleet.world.ep_org, t_base_ms=self._epoch_ms,
+            released=trim_freed_memory,
+        )  # fmt: skip
         trim_freed_memory()  # the fold's temporaries: a day's worth, not needed until the next
         # the rows themselves are freed once handed over, after this call: trim at the next one
         self._trim_due = True
@@ -356,18 +359,46 @@ class _Local:
         pass
 
 
-def send_reply(conn: Connection, reply: object) -> None:
-    """Send `reply` over `conn` with its arrays' bytes as they are (`recv_reply` reads it).
+_OUT_OF_BAND_MIN_BYTES = 1 << 16  # a fold's sketch blob this large goes out of band too
 
-    A pickle (protocol 5) with the arrays out of band, then each array's memory as a message
-    of its own: a day's folded rows (tens of megabytes) are not copied into a pickle first and
-    out of it again on the other side (a pickled `send` of them cost a worker ~30 ms CPU and
-    ~80 ms wall per fold; this ~4 and ~26, `benchmarks/README.md`).
+
+def _folded_rows(fields: dict[str, Any]) -> FoldedRows:
+    """Rows whose sketch blob came out of band (`_ReplyPickler`), in the buffer it arrived in."""
+    fields["sketches"] = bytes(fields["sketches"])
+    return FoldedRows(**fields)
+
+
+class _ReplyPickler(pickle.Pickler):
+    """Protocol 5 with a fold's sketch blob out of band, as the arrays are.
+
+    (A `bytes` object itself cannot be: the pickler does not ask `reducer_override` about
+    exact `bytes`; the rows can.)
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is FoldedRows and len(obj.sketches) >= _OUT_OF_BAND_MIN_BYTES:
+            fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+            fields["sketches"] = pickle.PickleBuffer(obj.sketches)
+            return _folded_rows, (fields,)
+        return NotImplemented
+
+
+def send_reply(conn: Connection, reply: object) -> None:
+    """Send `reply` over `conn` with its arrays' memory as it is (`recv_reply` reads it).
+
+    A pickle (protocol 5) with the arrays and sketch blobs out of band, then each one's memory
+    as a message of its own: a day's folded rows (tens of megabytes) are not copied into a
+    pickle first and out of it again on the other side (a pickled `send` of them cost a worker
+    ~30 ms CPU and ~80 ms wall per fold; this ~4 and ~26, `benchmarks/README.md`). In band,
+    the rows' sketch blob (~28 MB a 1M-endpoint shard's day) was copied twice in the worker
+    (into the pickle, then the pickle into a message) and three times in the coordinator.
     """
     buffers: list[pickle.PickleBuffer] = []
-    head = pickle.dumps(reply, protocol=5, buffer_callback=buffers.append)
+    head = io.BytesIO()
+    _ReplyPickler(head, protocol=5, buffer_callback=buffers.append).dump(reply)
     raws = [b.raw() for b in buffers]
-    conn.send_bytes(pickle.dumps((head, [r.nbytes for r in raws]), protocol=5))
+    conn.send_bytes(pickle.dumps([r.nbytes for r in raws], protocol=5))
+    conn.send_bytes(head.getbuffer())
     for r in raws:
         conn.send_bytes(r)
 
@@ -378,7 +409,8 @@ def recv_reply(conn: Connection) -> Any:
     Raises:
         EOFError: the other end closed the connection.
     """
-    head, sizes = pickle.loads(conn.recv_bytes())  # noqa: S301 - our own worker's reply
+    sizes = pickle.loads(conn.recv_bytes())  # noqa: S301 - our own worker's reply
+    head = conn.recv_bytes()
     buffers = []
     for n in sizes:
         buf = np.empty(n, np.uint8)

@@ -156,10 +156,14 @@ def test_fold_makes_the_rows_and_sketches_of_backend_sketch(
     folder = EventFolder(shas, n_orgs=3, e_lo=e_lo)
     was = fold.FOLD_CHUNK_EVENTS, fold._KEY_BITS  # noqa: SLF001 - knobs with no public setting
     fold.FOLD_CHUNK_EVENTS, fold._KEY_BITS = chunk, key_bits  # noqa: SLF001
+    released: list[int] = []  # the parts handed over: emptied once their keys are written
     try:
-        got = folder.fold_parts(parts, ep_org=ep_org, t_base_ms=t_base)
+        got = folder.fold_parts(
+            parts, ep_org=ep_org, t_base_ms=t_base, released=lambda: released.append(len(parts))
+        )
     finally:
         fold.FOLD_CHUNK_EVENTS, fold._KEY_BITS = was  # noqa: SLF001
+    assert released == ([0] if events else []) and (parts == [] or not events)
     got.check()
     want = _reference(events, shas, ep_org, t_base)
     for c in ("day", "org", "sample", "model", "verdict", "count", "first", "last"):

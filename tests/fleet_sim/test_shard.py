@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import pickle
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -212,3 +214,27 @@ def test_a_reply_crosses_a_pipe_with_its_arrays_dtypes_and_bytes():
         mine, theirs = getattr(rows, c), getattr(got, c)
         assert theirs.dtype == mine.dtype and np.array_equal(theirs, mine)
         assert theirs.flags.writeable
+
+
+def test_a_reply_sends_a_folds_sketch_blob_out_of_band_and_gives_it_back_as_bytes():
+    n = 1 << 16
+    rows = FoldedRows(
+        *[np.arange(n, dtype=np.int64)] * 8, sketches=np.random.default_rng(2).bytes(16 * n),
+        start=np.arange(n, dtype=np.int64) * 16, size=np.full(n, 16, np.int16),
+    )  # fmt: skip
+    a, b = multiprocessing.Pipe()
+    with a, b:  # a megabyte fills the pipe: sent from a thread while this one reads
+        sender = threading.Thread(target=send_reply, args=(a, ("ok", rows)))
+        sender.start()
+        assert b.poll(30)  # (a failing sender: fail here, not at the suite's timeout)
+        sizes = pickle.loads(b.recv_bytes())
+        head = b.recv_bytes()
+        buffers = [np.empty(k, np.uint8) for k in sizes]
+        for buf in buffers:
+            assert b.poll(30)
+            b.recv_bytes_into(buf)
+        sender.join()
+    assert len(rows.sketches) in sizes and len(head) < 2000  # the blob is not in the pickle
+    status, got = pickle.loads(head, buffers=buffers)
+    assert status == "ok" and type(got.sketches) is bytes and got.sketches == rows.sketches
+    assert got.sketch_list(0, 9) == rows.sketch_list(0, 9)
