@@ -13,7 +13,6 @@ once; later stragglers merge into their rows at the next fold.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,6 @@ __all__ = ["DeliverySteps"]
 
 _EVENT = ("ep", "sample", "model", "verdict", "t", "c")  # c: the check-in that may deliver it
 _DELIVERED = ("ep", "sample", "model", "verdict", "t_ms")  # what waits for the fold
-_DELIVERED_FROM = ("ep", "sample", "model", "verdict", "t")  # what `_arrive` reads of an event
 
 
 def _ms(t: F64, t_max: float) -> npt.NDArray[np.unsignedinteger[Any] | np.signedinteger[Any]]:
@@ -40,15 +38,16 @@ def _ms(t: F64, t_max: float) -> npt.NDArray[np.unsignedinteger[Any] | np.signed
     return ms.astype(np.uint32) if t_max * 1000 < 2**32 else ms.astype(np.int64)
 
 
-def _may_exceed(ep: npt.NDArray[np.integer], cap: int) -> bool:
-    """False when no endpoint appears more than `cap` times in `ep` (a cheap, exact filter).
+_BUCKETS = 1 << 16
 
-    Endpoints counted in a few buckets (by their low bits): an endpoint's count is at most its
-    bucket's, so buckets all within `cap` prove it without a count over the whole fleet. About
-    8 x `ep.size` / `cap` buckets (16 to 65,536) put about `cap` / 8 in each.
+
+def _bucket_counts(ep: npt.NDArray[np.integer]) -> I64:
+    """Events per bucket of endpoints (their low 16 bits): at least any one endpoint's count.
+
+    Buckets all within the spool bound prove that no endpoint's events exceed it, without a
+    count over the whole fleet (a cheap, exact filter); counts of parts add up.
     """
-    bits = min(16, max(4, math.ceil(math.log2(8 * ep.size / cap + 1))))
-    return int(np.bincount(ep & ((1 << bits) - 1), minlength=1 << bits).max()) > cap
+    return np.bincount(ep & (_BUCKETS - 1), minlength=_BUCKETS)
 
 
 class DeliverySteps(EngineState):
@@ -83,7 +82,7 @@ class DeliverySteps(EngineState):
                 if not on.all():
                     self._park(take_rows(due, ~on), q)
                     if not outages:  # the rest arrives now: its check-ins are not needed
-                        self._arrive(take_rows(due, on, _DELIVERED_FROM))
+                        self._arrive(take_rows(due, on))
                         return
                     due = take_rows(due, on)
                 c = due["c"]
@@ -100,15 +99,51 @@ class DeliverySteps(EngineState):
             due["c"] = due["c"] + self._iv[due["ep"]]
 
     def _arrive(self, got: Cols) -> None:
-        """Events reach the backend: the spool bound, the evidence, the day's fold pool."""
-        if got["ep"].size == 0:
+        """Events that get through at their check-in: they join this step's round."""
+        if got["ep"].size:
+            self._round.append((got, self._from_fresh))
+
+    def _end_round(self, fresh: Cols | None, t1: float) -> None:
+        """This step's arrivals reach the backend: the spool bound, evidence, the fold pool.
+
+        The bound is the agent's, per endpoint and check-in: what a check-in sends is the
+        newest `spool_max_events` of everything spooled since the endpoint's last check-in that
+        got through. A check-in's events arrive in this step's round, except the newest ones:
+        this step's own events before a check-in in it (`fresh`, delivered in the next round),
+        which count first against its bound. Whether any can exceed it is told by bucket
+        counts (`_bucket_counts`), those of this step's events kept for the next round, where
+        they bound the arrivals taken from them.
+        """
+        parts, self._round = self._round, []
+        prev, self._fresh = self._fresh, (fresh, None)
+        if not parts:
             return
-        w, rec = self.fleet.world, self.fleet.recorder
-        cap = w.spec.spool_max_events
-        if got["ep"].size > cap and _may_exceed(got["ep"], cap):
-            per = np.bincount(got["ep"], minlength=w.n_endpoints)
-            if per.max() > cap:
-                got = self._spool_bound(got, per[got["ep"]] > cap, cap)
+        cap = self.fleet.world.spec.spool_max_events
+        n_fresh = 0 if fresh is None else fresh["ep"].size
+        if sum(p["ep"].size for p, _ in parts) + n_fresh > cap:
+            counts = np.zeros(_BUCKETS, np.int64)
+            if fresh is not None:
+                counts = _bucket_counts(fresh["ep"])
+                self._fresh = (fresh, counts.copy())
+            if any(f for _, f in parts) and prev[0] is not None:
+                counts += prev[1] if prev[1] is not None else _bucket_counts(prev[0]["ep"])
+            for p, f in parts:
+                if not f:
+                    counts += _bucket_counts(p["ep"])
+            if counts.max() > cap:
+                later = None
+                if fresh is not None:
+                    soon = fresh["c"] < t1
+                    later = {"ep": fresh["ep"][soon], "c": fresh["c"][soon]}
+                got = cat_rows([p for p, _ in parts], _EVENT) if len(parts) > 1 else parts[0][0]
+                self._reach(self._spool_bound(got, later, cap))
+                return
+        for p, _ in parts:  # as they came (no copy into one)
+            self._reach(p)
+
+    def _reach(self, got: Cols) -> None:
+        """Events reach the backend: the evidence, the day's fold pool."""
+        rec = self.fleet.recorder
         ep = got["ep"]
         rec.count("events_delivered", ep.size)
         self.fleet.report_events(got["t"], ep, got["model"], got["verdict"])
@@ -132,16 +167,29 @@ class DeliverySteps(EngineState):
             if sel.any():
                 self._delivered.setdefault(d, []).append(take_rows(keep, sel))
 
-    def _spool_bound(self, got: Cols, over: npt.NDArray[np.bool_], cap: int) -> Cols:
-        """Keep each over-full endpoint's newest `cap` events; count the rest as dropped.
+    def _checkin_key(self, ev: Cols) -> I64:
+        """(endpoint, check-in index) of each event as one integer: its spool's delivery."""
+        ph, iv = self._phase_interval(ev["ep"])
+        k = np.rint((ev["c"] - ph) / iv).astype(np.int64)
+        return ev["ep"].astype(np.int64) * (1 << 24) + k
 
-        The agent's own drop rule (`agent.telemetry.spool.keep_newest`), one spool per endpoint.
+    def _spool_bound(self, got: Cols, later: Cols | None, cap: int) -> Cols:
+        """Keep each check-in's newest `cap` events; count the rest as dropped.
+
+        The agent's own drop rule (`agent.telemetry.spool.keep_newest`), one spool per
+        endpoint, emptied at each check-in that gets through; `later` are newer events of the
+        same check-ins, sent in the next round: each group's count of them is one entry of
+        that size, newest of all, which the bound takes first.
         """
-        sel = np.flatnonzero(over)
-        keep = np.ones(got["ep"].size, bool)
-        keep[sel] = keep_newest(
-            np.ones(sel.size, np.int64), cap, order=got["t"][sel], group=got["ep"][sel]
-        )
+        key = self._checkin_key(got)
+        n = key.size
+        sizes, order = np.ones(n, np.int64), got["t"]
+        if later is not None:
+            lk, n_later = np.unique(self._checkin_key(later), return_counts=True)
+            key = np.concatenate([key, lk])
+            sizes = np.concatenate([sizes, n_later])
+            order = np.concatenate([order, np.full(lk.size, np.inf)])
+        keep = keep_newest(sizes, cap, order=order, group=key)[:n]
         self.fleet.recorder.count("events_dropped", int((~keep).sum()))
         return take_rows(got, keep)
 

@@ -126,6 +126,9 @@ class EngineState:
     _alias_tbl: tuple[F64, npt.NDArray[Any]]
     # telemetry (`fleet_sim._cohort_delivery`): due next step, parked while offline, delivered
     _due_next: list[Cols]
+    _round: list[tuple[Cols, bool]]
+    _fresh: tuple[Cols | None, I64 | None]
+    _from_fresh: bool
     _parked: dict[int, list[Cols]]
     _delivered: dict[int, list[Cols]]
     _codes: I64

@@ -171,6 +171,9 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
         self._alias_tbl = (np.ones(1), np.zeros(1, ns))
         # telemetry: pending (due next step, parked while offline) and delivered per day
         self._due_next = []
+        self._round = []  # this step's arrivals (`_end_round`), each with `_from_fresh`
+        self._fresh = (None, None)  # last step's own events (and their bucket counts)
+        self._from_fresh = False  # the events arriving come from last step's own
         self._parked = {}  # by the quarter its endpoint may be back
         self._delivered = {}
         self._any_tripped = False
@@ -193,6 +196,7 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
         sw = self._checkin_news(t0, t1)
         org, ep, sample, t = self._encounters(t0)
         due, self._due_next = self._due_next, []
+        fresh = None
         if ep.size:
             tb = self._eff_tbl(ep)
             if sw is not None:
@@ -212,19 +216,21 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
             day = fleet.day_of(t0)
             self._codes[day] += np.bincount(code, minlength=8 * w.n_orgs)
             rec.count("events_generated", ep.size)
-            self._due_next.append(
-                {
-                    "ep": ep,
-                    "sample": sample,
-                    "model": self._tmodel.take(tb),
-                    "verdict": verdict,
-                    "t": t,
-                    "c": self._next_checkin(ep, t),
-                }
-            )
+            fresh = {
+                "ep": ep,
+                "sample": sample,
+                "model": self._tmodel.take(tb),
+                "verdict": verdict,
+                "t": t,
+                "c": self._next_checkin(ep, t),
+            }
+            self._due_next.append(fresh)
             self.events_total += int(ep.size)
         for chunk in due:
+            self._from_fresh = chunk is self._fresh[0]
             self._deliver(chunk, t0, t1)
+        self._from_fresh = False
+        self._end_round(fresh, t1)
         return int(ep.size)
 
     def _breaker(
@@ -330,7 +336,10 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
             self._flipped[self._flips] = False
             self._flips = np.zeros(0, np.int64)
             for chunk in due:
+                self._from_fresh = chunk is self._fresh[0]
                 self._deliver(chunk, t, t)
+            self._from_fresh = False
+            self._end_round(None, t)
         pending = self._due_next + [p for parts in self._parked.values() for p in parts]
         left = 0
         if pending:

@@ -4,8 +4,8 @@ An agent spools its telemetry between check-ins and, past `spool_max_events`, dr
 (`agent.telemetry.spool.keep_newest`). The tests run one world twice through a backend outage,
 once with a spool no endpoint fills and once with a 4-event spool, and compare what the second
 run delivers with what the rule keeps of the first run's events. Delivered events feed nothing
-back (no rollout, no evidence), so both runs draw the same encounters and make the same
-deliveries (checked); only the bound differs.
+back (no rollout, no evidence), so both runs draw the same encounters (checked); only the
+bound differs.
 """
 
 from __future__ import annotations
@@ -144,38 +144,12 @@ def runs(
     # the same encounters and deliveries in both runs: only the bound differs
     assert np.array_equal(free.recorder.enc, bound.recorder.enc)
     assert free.recorder.counters["events_generated"] == bound.recorder.counters["events_generated"]
-    assert len(free.deliveries) == len(bound.deliveries)
     assert free.recorder.counters.get("events_dropped", 0) == 0
     # the fault landed: the bound dropped events
     assert bound.recorder.counters["events_dropped"] > 0
     return free, bound
 
 
-def test_a_small_spool_keeps_each_delivery_s_newest_events_per_endpoint(
-    runs: tuple[_Run, _Run],
-) -> None:
-    free, bound = runs
-    over = 0
-    for got, everything in zip(bound.deliveries, free.deliveries, strict=True):
-        want = _newest(everything, everything["ep"])
-        over += everything["ep"].size - want["ep"].size
-        assert np.array_equal(_sorted(got, tuple(got)), _sorted(want, tuple(got)))
-    # the rest of the drops are the spools still full at the end (counted, not delivered)
-    pending = free.recorder.counters["events_pending_at_end"]
-    at_end = pending - bound.recorder.counters["events_pending_at_end"]
-    assert over + at_end == bound.recorder.counters["events_dropped"]
-    # what each delivery reported is what waits for the fold, and all of it
-    assert bound.recorder.counters["events_delivered"] == bound.delivered["ep"].size
-    every = {c: np.concatenate([d[c] for d in bound.deliveries]) for c in bound.deliveries[0]}
-    assert np.array_equal(_sorted(every, tuple(every)), _sorted(bound.delivered, tuple(every)))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cohort bounds each delivery round per endpoint, not each check-in's spool: a "
-    "check-in's events reach the backend over several rounds (the events of the step before, "
-    "of the check-in's own step one step later, one round per outage chunk), each bounded alone",
-)
 def test_a_small_spool_keeps_each_checkin_s_newest_events_by_the_agent_s_rule(
     runs: tuple[_Run, _Run],
 ) -> None:
@@ -187,3 +161,12 @@ def test_a_small_spool_keeps_each_checkin_s_newest_events_by_the_agent_s_rule(
     assert np.bincount(group).max() > CAP  # the outage overfilled spools
     want = _newest(free.delivered, group)
     assert np.array_equal(_sorted(bound.delivered), _sorted(want))
+    # the drops add up: those of the rule, and the spools still full at the end
+    pending = free.recorder.counters["events_pending_at_end"]
+    at_end = pending - bound.recorder.counters["events_pending_at_end"]
+    dropped = free.delivered["ep"].size - want["ep"].size
+    assert dropped + at_end == bound.recorder.counters["events_dropped"]
+    # what each delivery reported is what waits for the fold, and all of it
+    assert bound.recorder.counters["events_delivered"] == bound.delivered["ep"].size
+    every = {c: np.concatenate([d[c] for d in bound.deliveries]) for c in bound.deliveries[0]}
+    assert np.array_equal(_sorted(every, tuple(every)), _sorted(bound.delivered, tuple(every)))
