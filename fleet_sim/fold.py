@@ -106,9 +106,14 @@ class FoldedRows:
         """Parts in org order, each in key order, as one set of rows in the table's key order.
 
         Parts never share a row (rows hold their org, and parts split by org); only rows of
-        several days need a (stable) sort by day to walk the table's B-tree in order.
+        several days need a (stable) sort by day to walk the table's B-tree in order. A list
+        given is emptied, so that each part's columns can go as they are joined (`_join`; the
+        coordinator's day of rows from its shards: else held twice at the join).
         """
-        return _join([p for p in parts if len(p)])
+        rows = [p for p in parts if len(p)]
+        if isinstance(parts, list):
+            parts.clear()
+        return _join(rows)
 
 
 def _join(parts: list[FoldedRows]) -> FoldedRows:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import fleet_sim.fold as fold
 from agent.verdict_codes import VERDICTS
 from backend import sketch
-from fleet_sim.fold import EventFolder
+from fleet_sim.fold import EventFolder, FoldedRows
 
 T0 = 1_793_491_200_000  # 2026-11-01 UTC, in ms
 
@@ -224,3 +224,26 @@ def test_keys_too_wide_for_int64_sort_in_slices_with_the_same_rows(
     for c in ("day", "org", "sample", "model", "verdict", "count", "first", "last"):
         assert getattr(got, c).tolist() == want[c], c
     assert got.sketch_list() == want["sketches"]
+
+
+def test_concat_of_org_parts_is_the_fold_of_them_all_and_empties_the_list() -> None:
+    rng = np.random.default_rng(3)
+    n = 600
+    ep = rng.integers(0, 30, n).astype(np.int32)
+    ep_org = np.arange(30) // 10
+    cols = {
+        "ep": ep, "sample": rng.integers(0, 6, n).astype(np.int16),
+        "model": np.ones(n, np.int16), "verdict": rng.integers(0, 3, n).astype(np.int8),
+        "t_ms": rng.integers(0, 86_400_000, n).astype(np.uint32),
+    }  # fmt: skip
+    folder = EventFolder([f"{i:064x}" for i in range(6)], n_orgs=3)
+    whole = folder.fold(**cols, ep_org=ep_org, t_base_ms=T0)
+    parts = [
+        folder.fold(**{k: v[sel] for k, v in cols.items()}, ep_org=ep_org, t_base_ms=T0)
+        for sel in (ep_org[ep] == 0, ep_org[ep] > 0)
+    ]
+    got = FoldedRows.concat(parts)
+    assert parts == []  # handed over: each part's columns go as they are joined
+    for c in ("day", "org", "sample", "model", "verdict", "count", "first", "last"):
+        assert getattr(got, c).tolist() == getattr(whole, c).tolist(), c
+    assert got.sketch_list() == whole.sketch_list()
