@@ -516,6 +516,8 @@ def _sweep_grid(cases: _CaseScores) -> npt.NDArray[np.float64]:
     """
     scored = cases.ok_old & cases.ok_new
     on_pairs = np.repeat(cases.new[scored], cases.pairs_per_case[scored])
+    if not len(on_pairs):  # nothing scored: no sweep (np.quantile refuses an empty array)
+        return np.zeros(0, dtype=np.float64)
     q = np.linspace(0.5, 1.0, 21)
     return np.unique(np.round(np.quantile(on_pairs, q, overwrite_input=True), 6))
 

@@ -173,3 +173,27 @@ def test_cases_give_each_pair_its_own_orgs_vector_under_every_schema(
         assert seen.setdefault(c, (sha, *got)) == (sha, *got)  # one case, one meaning
     assert kinds == {(0, True), (0, False), (1, True), (1, False)}
     assert len(seen) == len(cases.sample) < len(pairs.sha256s)  # every case held, fewer than pairs
+
+
+def test_a_store_without_aggregates_gives_an_empty_report_on_both_reads(
+    history: History, tmp_path: Path
+) -> None:
+    """No pair scored (an empty store, an org that is not there): no sweep, no orgs, no error.
+
+    (np.quantile refuses an empty array: before `_sweep_grid` checked, this raised IndexError.)
+    """
+    from backend.store import Store
+
+    store = Store(tmp_path / "empty.db")
+    v1, v2 = history.bundles[1], history.bundles[2]
+    try:
+        for org in (None, "no-such-org"):
+            fast = predict_transition(store, v1, v2, now=END, org=org)
+            ref = predict_transition(store, v1, v2, now=END, org=org, columnar=False)
+            assert fast.to_dict() == ref.to_dict()
+            assert fast.per_org == {} and fast.sweep == () and fast.samples_scored == 0
+            assert fast.recommended_alert_threshold is None
+        empty = predict_transition(history.store, v1, v2, now=END, org="no-such-org")
+        assert empty.per_org == {} and empty.fleet_predicted_new_fp_alerts_per_day == 0
+    finally:
+        store.close()
