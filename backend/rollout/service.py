@@ -38,7 +38,8 @@ import datetime as dt
 import json
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from agent.policy import OrgPolicyModel, PolicyDocumentModel, Ring, RolloutModel
@@ -178,13 +179,19 @@ def _arms(
     }
 
 
+_ARM_FIELDS = attrgetter(*(f.name for f in fields(ArmCounts)))
+
+
 def _sum(arms: Iterable[ArmCounts]) -> ArmCounts:
-    out = ArmCounts()
+    """The field-wise total of `arms`, added in order (`endpoint_days` is a float).
+
+    The fields are read with one `attrgetter` per arm, not `dataclasses.asdict` (which deep
+    copies each arm: a thousand orgs per tick); the additions and their order are unchanged.
+    """
+    tot: tuple[Any, ...] = _ARM_FIELDS(ArmCounts())
     for a in arms:
-        out = ArmCounts(
-            *(x + y for x, y in zip(asdict(out).values(), asdict(a).values(), strict=True))
-        )
-    return out
+        tot = tuple([x + y for x, y in zip(tot, _ARM_FIELDS(a), strict=True)])
+    return ArmCounts(*tot)
 
 
 def gather_evidence(
