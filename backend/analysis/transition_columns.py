@@ -291,7 +291,14 @@ def _sketch_reader(
     org_keys: npt.NDArray[np.int64],
     pairs: OrgSamplePairs,
     samples: tuple[bytes, ...],
+    days: range,
 ) -> Any:
+    """Reads the merged sketches of the pairs asked for (rows of `pairs`), each once.
+
+    The pairs asked for (the negatively flipped ones) are few: each day of `days` is looked up
+    by primary key per pair (day, org, sample) rather than scanning every aggregate row, and
+    merged in the store's key order (day, org, sample, version, verdict).
+    """
     cache: dict[int, bytes] = {}
     org_index, sample_index = pairs.org_index, pairs.sample_index
     assert org_index is not None and sample_index is not None
@@ -317,16 +324,18 @@ def _sketch_reader(
                 )
                 try:
                     conn.executemany("INSERT INTO want VALUES (?, ?)", list(where))
-                    cur = conn.execute(
-                        "SELECT a.org, a.sha256, a.endpoints FROM aggregates a "
-                        "JOIN want w ON w.org = a.org AND w.sha256 = a.sha256 "
-                        "WHERE a.shadow = 0 AND a.first_seen_ms < ? "
-                        "ORDER BY a.day, a.org, a.sha256, a.model_version, a.verdict",
-                        (until_ms,),
-                    )
-                    for org, sha, endpoints in cur:
-                        i = where[(org, sha)]
-                        merged[i] = sketch.merge(merged.get(i), endpoints)
+                    for day in days:  # CROSS JOIN: the few pairs drive, each a key lookup
+                        cur = conn.execute(
+                            "SELECT a.org, a.sha256, a.endpoints FROM want w "
+                            "CROSS JOIN aggregates a ON a.day = ? AND a.org = w.org "
+                            "AND a.sha256 = w.sha256 "
+                            "WHERE a.shadow = 0 AND a.first_seen_ms < ? "
+                            "ORDER BY a.org, a.sha256, a.model_version, a.verdict",
+                            (day, until_ms),
+                        )
+                        for org, sha, endpoints in cur:
+                            i = where[(org, sha)]
+                            merged[i] = sketch.merge(merged.get(i), endpoints)
                 finally:
                     conn.execute("DROP TABLE temp.want")
             for i in need:
@@ -452,5 +461,7 @@ def read_pair_columns(store: object, now: dt.datetime, org: str | None) -> PairC
         samples=hexes,
         sample_index=sample_index,
     )
-    pairs = replace(pairs, sketch_reader=_sketch_reader(store, until_ms, org_keys, pairs, samples))
+    days = range(int(day_lo[org_keys].min()), int(day_hi[org_keys].max()) + 1) if n else range(0)
+    reader = _sketch_reader(store, until_ms, org_keys, pairs, samples, days)
+    pairs = replace(pairs, sketch_reader=reader)
     return PairColumns(pairs, store, org_keys, samples, org_key)
