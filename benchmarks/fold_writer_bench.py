@@ -1,8 +1,8 @@
 """The fold writer alone: capture a run's hand-overs, then replay them into a fresh store.
 
 Prints `cores: N`, then the CPU seconds of each captured job as the writer process does it now
-(`--mode process`: each fold's rows, then its new pairs' vectors, a checkpoint after each chunk
-and each job) or as it did before `00fa0de` (`--mode append-only`: rows only, vectors at the
+(`--mode process`: each fold's rows, loaded as the writer loads them, with the sketches in row
+order, then its new pairs' vectors, a checkpoint after each chunk and each job) or as it did before `00fa0de` (`--mode append-only`: rows only, vectors at the
 joins, no checkpoint: the coordinator copied the WAL back hourly), and the totals.
 
     python benchmarks/fold_writer_bench.py capture DIR [sim_bench.py arguments...]
@@ -88,10 +88,13 @@ def replay(src: Path, mode: str, db: Path) -> None:
         cpu = time.process_time()
         if "path" in job:
             where = src / path.stem
-            cols = {k: np.load(where / f"{k}.npy") for k in fold_writer._COLS}
-            rows = FoldedRows(**cols, sketches=(where / "sketches.bin").read_bytes())
+            if mode == "process":  # as the writer process loads them: sketches in row order
+                rows = fold_writer._load_rows(where)
+            else:
+                cols = {k: np.load(where / f"{k}.npy") for k in fold_writer._COLS}
+                rows = FoldedRows(**cols, sketches=(where / "sketches.bin").read_bytes())
+                cpu = time.process_time()
             what = f"rows {len(rows):,} (days {', '.join(map(str, np.unique(rows.day)))})"
-            cpu = time.process_time()
             link.write_rows(rows, now)
             if mode == "process":
                 link.write_vectors(now)
