@@ -2,8 +2,9 @@
 
 Prints `cores: N`, then the CPU seconds of each captured job as the writer process does it now
 (`--mode process`: each fold's rows, loaded as the writer loads them, with the sketches in row
-order, then its new pairs' vectors, a checkpoint after each chunk and each job) or as it did before `00fa0de` (`--mode append-only`: rows only, vectors at the
-joins, no checkpoint: the coordinator copied the WAL back hourly), and the totals.
+order, then its new pairs' vectors, a checkpoint after each chunk and each job) or as it did
+before `00fa0de` (`--mode append-only`: rows only, vectors at the joins, no checkpoint: the
+coordinator copied the WAL back hourly), and the totals.
 
     python benchmarks/fold_writer_bench.py capture DIR [sim_bench.py arguments...]
     python benchmarks/fold_writer_bench.py replay DIR [--mode process|append-only] [--db PATH]
