@@ -119,16 +119,26 @@ class DecisionTables:
     new_alert: list[npt.NDArray[np.bool_]] = field(default_factory=list)
     tripped_twin: list[int] = field(default_factory=list)
     _index: dict[tuple[int, DecisionContext], int] = field(default_factory=dict)
+    _decided: dict[tuple[int, DecisionContext], npt.NDArray[np.int8]] = field(default_factory=dict)
 
-    def _codes(self, scores: npt.NDArray[np.float32], ctx: DecisionContext) -> npt.NDArray[np.int8]:
-        return np.fromiter(
-            (
-                _CODE[decide(sha, float(s), ctx).verdict]
-                for sha, s in zip(self.sha256, scores.tolist(), strict=True)
-            ),
-            dtype=np.int8,
-            count=len(self.sha256),
-        )
+    def _codes(self, model: int, ctx: DecisionContext) -> npt.NDArray[np.int8]:
+        """`agent.engine.decide` of every sample on `model` in `ctx`, decided once per pair.
+
+        A pair recurs: a newer model's table needs the baseline's codes in its context, which
+        the baseline's own table in that context already decided (or will).
+        """
+        hit = self._decided.get((model, ctx))
+        if hit is None:
+            scores = self.registry[model].scores
+            hit = self._decided[model, ctx] = np.fromiter(
+                (
+                    _CODE[decide(sha, float(s), ctx).verdict]
+                    for sha, s in zip(self.sha256, scores.tolist(), strict=True)
+                ),
+                dtype=np.int8,
+                count=len(self.sha256),
+            )
+        return hit
 
     def index(self, model: int, policy: EffectivePolicy | None, now: dt.datetime) -> int:
         """The table of `model` under `policy` (untripped); its tripped twin is registered too."""
@@ -146,10 +156,10 @@ class DecisionTables:
         idx = self._index.get(key)
         if idx is not None:
             return idx
-        codes = self._codes(m.scores, ctx)
+        codes = self._codes(model, ctx)
         base = self.registry[self.registry.baseline]
         bctx = context_for(policy, base.thresholds, now, breaker_tripped=tripped)
-        base_codes = codes if model == base.version else self._codes(base.scores, bctx)
+        base_codes = codes if model == base.version else self._codes(self.registry.baseline, bctx)
         new = ALERT_CODES[codes] & ~ALERT_CODES[base_codes]
         idx = len(self.verdict)
         self.verdict.append(codes)

@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.decision import Verdict
+from agent.decision import Verdict, decide
+from agent.engine import context_for
 from agent.policy import PolicyDocumentModel
+from agent.verdict_codes import ALERT_CODES
 from backend.store import Store
 from fleet_sim._clock import SimClock
 from fleet_sim.backend_link import InProcessLink
@@ -175,3 +177,45 @@ def test_the_lists_change_the_tables_over_the_day_and_orgs_without_overrides_sha
     # a table per span at most, shared by those orgs, not one per (org, hour)
     assert len(fleet._spans[pv, None, 1]) == len(set(by_hour.values()))
     assert len(fleet.tables.verdict) - n <= 2 * len(set(by_hour.values()))
+
+
+def _decided(scores: Any, sha256: Any, ctx: Any) -> Any:
+    """`agent.decision.decide` of each sample, as verdict codes (the rule, asked directly)."""
+    pairs = zip(sha256, scores.tolist(), strict=True)
+    return np.asarray([verdict_code(decide(s, float(x), ctx).verdict) for s, x in pairs])
+
+
+def test_each_model_and_context_is_decided_once_and_the_tables_are_decide_per_sample(
+    setup: _Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleet_sim.control as control
+
+    calls: list[str] = []
+
+    def counted(sha: str, score: float, ctx: Any) -> Any:
+        calls.append(sha)
+        return decide(sha, score, ctx)
+
+    monkeypatch.setattr(control, "decide", counted)
+    reg, w = setup.registry, setup.world
+    t = DecisionTables(w.catalog.sha256, w.catalog.label, reg)
+    pairs = set()
+    for which in range(3):
+        for org in (0, 1, 2):
+            eff = setup.link.effective(setup.versions[which], org)
+            for h in (0, 5):
+                for model in (2, 1):  # model 2 first: its table decides the baseline too
+                    idx = t.index(model, eff, _at(h))
+                    for tripped, i in ((False, idx), (True, t.tripped_twin[idx])):
+                        ctx = context_for(
+                            eff, reg[model].thresholds, _at(h), breaker_tripped=tripped
+                        )
+                        bctx = context_for(eff, reg[1].thresholds, _at(h), breaker_tripped=tripped)
+                        pairs |= {(model, ctx), (1, bctx)}
+                        want = _decided(reg[model].scores, w.catalog.sha256, ctx)
+                        base = _decided(reg[1].scores, w.catalog.sha256, bctx)
+                        assert np.array_equal(t.verdict[i], want)
+                        new = ALERT_CODES[want] & ~ALERT_CODES[base]
+                        assert np.array_equal(t.new_alert[i], new)
+    # every (model, context) pair met was decided once per sample, not once per table
+    assert len(calls) == len(pairs) * len(w.catalog.sha256)
