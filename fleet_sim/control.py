@@ -122,7 +122,7 @@ class DecisionTables:
     _decided: dict[tuple[int, DecisionContext], npt.NDArray[np.int8]] = field(default_factory=dict)
 
     def _codes(self, model: int, ctx: DecisionContext) -> npt.NDArray[np.int8]:
-        """`agent.engine.decide` of every sample on `model` in `ctx`, decided once per pair.
+        """`agent.decision.decide` of every sample on `model` in `ctx`, decided once per pair.
 
         A pair recurs: a newer model's table needs the baseline's codes in its context, which
         the baseline's own table in that context already decided (or will).
