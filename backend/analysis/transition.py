@@ -316,6 +316,8 @@ class _OrgRows:
 class _CaseScores:
     """The pairs' decision cases: per pair its case; per case its sample, scores and labels.
 
+    `scores` holds the per-pair fields of `_PairScores` with one row per case instead.
+
     A pair's verdict under a context depends only on its sample and its score, so every
     decision is taken once per case and broadcast to the case's pairs (`_alerts`); a
     million-endpoint fleet's 1.85M pairs are a few thousand cases. The columnar read builds
@@ -325,14 +327,7 @@ class _CaseScores:
 
     case: npt.NDArray[np.int32]
     sample: npt.NDArray[np.intp]
-    old: npt.NDArray[np.float64]
-    ok_old: npt.NDArray[np.bool_]
-    new: npt.NDArray[np.float64]
-    ok_new: npt.NDArray[np.bool_]
-    congruent: tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]] | None
-    malicious: npt.NDArray[np.bool_]
-    benign: npt.NDArray[np.bool_]
-    without_vectors: int
+    scores: _PairScores
     pairs_per_case: npt.NDArray[np.int64]
 
 
@@ -369,14 +364,16 @@ def _cases_of(scores: _PairScores, sample_index: npt.NDArray[np.intp]) -> _CaseS
     return _CaseScores(
         case=inverse.reshape(-1).astype(np.int32),
         sample=np.asarray(sample_index, dtype=np.intp)[first],
-        old=scores.old[first],
-        ok_old=scores.ok_old[first],
-        new=scores.new[first],
-        ok_new=scores.ok_new[first],
-        congruent=(cong[0][first], cong[1][first]) if cong is not None else None,
-        malicious=scores.malicious[first],
-        benign=scores.benign[first],
-        without_vectors=scores.without_vectors,
+        scores=_PairScores(
+            scores.old[first],
+            scores.ok_old[first],
+            scores.new[first],
+            scores.ok_new[first],
+            (cong[0][first], cong[1][first]) if cong is not None else None,
+            malicious=scores.malicious[first],
+            benign=scores.benign[first],
+            without_vectors=scores.without_vectors,
+        ),
         pairs_per_case=per_case.astype(np.int64),
     )
 
@@ -514,8 +511,8 @@ def _sweep_grid(cases: _CaseScores) -> npt.NDArray[np.float64]:
     One score per pair (a case's score repeated by its pairs): the one per-pair float array of
     the prediction, so `_report` takes it before any per-pair flag exists.
     """
-    scored = cases.ok_old & cases.ok_new
-    on_pairs = np.repeat(cases.new[scored], cases.pairs_per_case[scored])
+    scored = cases.scores.ok_old & cases.scores.ok_new
+    on_pairs = np.repeat(cases.scores.new[scored], cases.pairs_per_case[scored])
     if not len(on_pairs):  # nothing scored: no sweep (np.quantile refuses an empty array)
         return np.zeros(0, dtype=np.float64)
     q = np.linspace(0.5, 1.0, 21)
@@ -531,7 +528,7 @@ def _sweep(
     budget: float,
     by_org: _OrgRows,
 ) -> tuple[tuple[SweepPoint, ...], float | None]:
-    scored = cases.ok_old & cases.ok_new
+    scored = cases.scores.ok_old & cases.scores.ok_new
     if grid.size == 0:
         return (), None
     points = []
@@ -549,7 +546,7 @@ def _sweep(
             )
             for org, c in contexts_new.items()
         }
-        alert, _ = _alerts(pairs, cases, cases.new, scored, ctxs, by_org)
+        alert, _ = _alerts(pairs, cases, cases.scores.new, scored, ctxs, by_org)
         enc = by_org.sums(could_flip & alert, pairs.counts)
         per_org = {org: enc[o] / max(d, 1) for o, (org, d) in enumerate(pairs.org_days)}
         points.append(
@@ -710,12 +707,14 @@ def predict_transition(
         scores = _CaseScores(
             cases.case,
             cases.sample,
-            *_case_scores(old, cases, 0),
-            *_case_scores(new, cases, 1 if schema_changed else 0),
-            _case_scores(cong, cases, 0) if cong else None,
-            malicious=mal_of[cases.sample],
-            benign=benign_of[cases.sample],
-            without_vectors=int(per_case[cases.rows[0] < 0].sum()),
+            _PairScores(
+                *_case_scores(old, cases, 0),
+                *_case_scores(new, cases, 1 if schema_changed else 0),
+                _case_scores(cong, cases, 0) if cong else None,
+                malicious=mal_of[cases.sample],
+                benign=benign_of[cases.sample],
+                without_vectors=int(per_case[cases.rows[0] < 0].sum()),
+            ),
             pairs_per_case=per_case,
         )
         del cases, per_case
@@ -824,15 +823,16 @@ def _report(
     schema_changed = _schema_changed(old, new)
     by_org = by_org if by_org is not None else _OrgRows.of(pairs)
     cs = scores if isinstance(scores, _CaseScores) else _cases_of(scores, by_org.sample_index)
+    per = cs.scores  # per case
     grid = _sweep_grid(cs)
     orgs = [o for o, _ in pairs.org_days]
     ctx_old = _contexts(orgs, policies, old.manifest.thresholds, now)
     ctx_new = _contexts(orgs, policies, new.manifest.thresholds, now)
-    scored_case = cs.ok_old & cs.ok_new
+    scored_case = per.ok_old & per.ok_new
     # per pair: one byte per flag (the case column maps each pair to its case's)
-    scored, malicious, benign = scored_case[cs.case], cs.malicious[cs.case], cs.benign[cs.case]
-    old_alert, _ = _alerts(pairs, cs, cs.old, scored_case, ctx_old, by_org)
-    new_alert, new_block = _alerts(pairs, cs, cs.new, scored_case, ctx_new, by_org)
+    scored, malicious, benign = scored_case[cs.case], per.malicious[cs.case], per.benign[cs.case]
+    old_alert, _ = _alerts(pairs, cs, per.old, scored_case, ctx_old, by_org)
+    new_alert, new_block = _alerts(pairs, cs, per.new, scored_case, ctx_new, by_org)
     s = _Scored(old_alert, new_alert, new_block, scored, malicious, benign)
     per_org = _per_org(pairs, s, by_org)
     sweep, best = _sweep(pairs, cs, grid, s, ctx_new, fp_budget_per_day, by_org)
@@ -877,17 +877,17 @@ def _report(
             int(neg.sum()),
         )
     ]
-    if cong is not None and cs.congruent is not None:
-        s_c, ok_c = cs.congruent
+    if cong is not None and per.congruent is not None:
+        s_c, ok_c = per.congruent
         c_alert, c_block = _alerts(
             pairs,
             cs,
             s_c,
-            ok_c & cs.ok_old,
+            ok_c & per.ok_old,
             _contexts(orgs, policies, cong.manifest.thresholds, now),
             by_org,
         )
-        c_scored = (ok_c & cs.ok_old)[cs.case]
+        c_scored = (ok_c & per.ok_old)[cs.case]
         sc = _Scored(old_alert, c_alert, c_block, c_scored, malicious, benign)
         per_c = _per_org(pairs, sc, by_org)
         neg_c = sc.scored & ~old_alert & c_alert & ~malicious
@@ -916,7 +916,7 @@ def _report(
         recall_before=_ratio(_wsum(mal & old_alert, pairs.counts), _wsum(mal, pairs.counts)),
         recall_after=_ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
         samples_scored=len(np.unique(cs.sample[scored_case])),
-        samples_without_vectors=cs.without_vectors,
+        samples_without_vectors=per.without_vectors,
         sweep=sweep,
         fp_budget_per_day=fp_budget_per_day,
         recommended_alert_threshold=best,

@@ -93,7 +93,8 @@ def test_batch_decisions_equal_decide_pair_by_pair(case: _Case) -> None:
             _PairScores(scores, scored, scores, scored, None, no, no, 0), by_org.sample_index
         )
         assert len(cases.sample) <= len(scores)
-        alert, block = _alerts(pairs, cases, cases.old, cases.ok_old, contexts, by_org)
+        per = cases.scores
+        alert, block = _alerts(pairs, cases, per.old, per.ok_old, contexts, by_org)
         assert alert.tolist() == want_alert
         assert block.tolist() == want_block
 
