@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.bundle import Thresholds
-from agent.decision import DecisionContext, Mode, Verdict, decide
+from agent.decision import DecisionContext, Mode, Verdict
 from agent.engine import context_for
 from agent.policy import (
     EffectivePolicy,
@@ -36,7 +36,7 @@ from agent.policy import (
     list_span,
     resolution_key,
 )
-from agent.verdict_codes import ALERT_CODES, VERDICT_CODES
+from agent.verdict_codes import ALERT_CODES, VERDICT_CODES, decide_batch
 from backend.rollout.service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
 from fleet_sim.backend_link import InProcessLink
@@ -124,20 +124,16 @@ class DecisionTables:
     def _codes(self, model: int, ctx: DecisionContext) -> npt.NDArray[np.int8]:
         """`agent.decision.decide` of every sample on `model` in `ctx`, decided once per pair.
 
-        A pair recurs: a newer model's table needs the baseline's codes in its context, which
-        the baseline's own table in that context already decided (or will).
+        Through its batch form (`agent.verdict_codes.decide_batch`: `decide` once per distinct
+        case of the catalogue, not once per sample). A pair recurs: a newer model's table needs
+        the baseline's codes in its context, which the baseline's own table in that context
+        already decided (or will).
         """
         hit = self._decided.get((model, ctx))
         if hit is None:
-            scores = self.registry[model].scores
-            hit = self._decided[model, ctx] = np.fromiter(
-                (
-                    _CODE[decide(sha, float(s), ctx).verdict]
-                    for sha, s in zip(self.sha256, scores.tolist(), strict=True)
-                ),
-                dtype=np.int8,
-                count=len(self.sha256),
-            )
+            scores = self.registry[model].scores.astype(np.float64)  # as float(s) per sample
+            every = np.arange(len(self.sha256), dtype=np.intp)
+            hit = self._decided[model, ctx] = decide_batch(ctx, self.sha256, every, scores)
         return hit
 
     def index(self, model: int, policy: EffectivePolicy | None, now: dt.datetime) -> int:

@@ -190,13 +190,14 @@ def test_each_model_and_context_is_decided_once_and_the_tables_are_decide_per_sa
 ) -> None:
     import fleet_sim.control as control
 
-    calls: list[str] = []
+    calls: list[Any] = []
+    batch = control.decide_batch
 
-    def counted(sha: str, score: float, ctx: Any) -> Any:
-        calls.append(sha)
-        return decide(sha, score, ctx)
+    def counted(ctx: Any, sha256s: Any, index: Any, scores: Any) -> Any:
+        calls.append((ctx, len(index)))
+        return batch(ctx, sha256s, index, scores)
 
-    monkeypatch.setattr(control, "decide", counted)
+    monkeypatch.setattr(control, "decide_batch", counted)
     reg, w = setup.registry, setup.world
     t = DecisionTables(w.catalog.sha256, w.catalog.label, reg)
     pairs = set()
@@ -217,5 +218,6 @@ def test_each_model_and_context_is_decided_once_and_the_tables_are_decide_per_sa
                         assert np.array_equal(t.verdict[i], want)
                         new = ALERT_CODES[want] & ~ALERT_CODES[base]
                         assert np.array_equal(t.new_alert[i], new)
-    # every (model, context) pair met was decided once per sample, not once per table
-    assert len(calls) == len(pairs) * len(w.catalog.sha256)
+    # every (model, context) pair met was decided once (the whole catalogue), not once per table
+    assert len(calls) == len(pairs)
+    assert all(n == len(w.catalog.sha256) for _, n in calls)
