@@ -49,7 +49,7 @@ from backend.analysis.rescore import (
     score_cache_key,
     vector_source,
 )
-from backend.analysis.transition import (
+from backend.analysis.transition_report import (
     DEFAULT_ALLOWLIST_TTL,
     DEFAULT_FP_BUDGET_PER_DAY,
     TransitionReport,
@@ -518,9 +518,10 @@ def predict_transition_spark(
     sample as of `now` (the rescoring join, with `t = now`), the stored vectors (a join on
     sha256) and the scoring of every pair by each version (`_score_pairs`, one ONNX session
     per Python worker) in partitions by sha256. The driver then collects one row of scores per
-    pair and runs the local engine's `_report` (decisions through `agent.decision.decide`,
-    per-org figures, sweep, allowlist) and `_shadow_from_rows` on the shadow rows that can
-    matter, so both engines share every rule.
+    pair and runs the core both engines share, `backend.analysis.transition_report`:
+    `build_report` (decisions through `agent.decision.decide`, per-org figures, sweep,
+    allowlist) and `shadow_from_rows` on the shadow rows that can matter, so both engines share
+    every rule.
 
     Raises:
         BundleRejectedError: a bundle does not load or fails its self-test.
@@ -532,20 +533,20 @@ def predict_transition_spark(
     from agent.policy import PolicyDocumentModel, resolve_policy
     from backend.analysis._base import PolicyTimeline
     from backend.analysis.labels import LabelBook
-    from backend.analysis.transition import (
-        _PairScores,
-        _report,
-        _schema_changed,
-        _shadow_from_rows,
-    )
     from backend.analysis.transition_columns import OrgSamplePairs
+    from backend.analysis.transition_report import (
+        PairScores,
+        build_report,
+        is_schema_changed,
+        shadow_from_rows,
+    )
     from backend.ingest import AggregateRow
 
     src = Path(export_dir)
     spark = spark or spark_session()
     old, new = _bundle(old_bundle), _bundle(new_bundle)
     cong = _bundle(congruent_bundle) if congruent_bundle is not None else None
-    changed = _schema_changed(old, new)
+    changed = is_schema_changed(old, new)
     now_ms = int(now.timestamp() * 1000)
     rows = spark.read.parquet(str(src / "aggregates.parquet")).where(
         F.col("first_seen_ms") < now_ms
@@ -666,7 +667,7 @@ def predict_transition_spark(
         org_days=org_days,
     )
     label_col = col.get("label", [])
-    scores = _PairScores(
+    scores = PairScores(
         arr("s_old", np.float64),
         arr("ok_old", bool),
         arr("s_new", np.float64),
@@ -676,14 +677,14 @@ def predict_transition_spark(
         benign=np.asarray([lb == "benign" for lb in label_col], dtype=bool),
         without_vectors=sum(1 for v in col.get("has_vec", []) if not v),  # (org, sample) pairs
     )
-    return _report(
+    return build_report(
         pair_set,
         scores,
         old,
         new,
         cong,
         effective,
-        _shadow_from_rows(shadow_rows, shadow_labels, new.version, now),
+        shadow_from_rows(shadow_rows, shadow_labels, new.version, now),
         now=now,
         fp_budget_per_day=fp_budget_per_day,
         allowlist_ttl=allowlist_ttl,

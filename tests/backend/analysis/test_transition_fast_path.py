@@ -1,11 +1,12 @@
 """The prediction's batch decisions and per-sample shortcuts equal the plain per-pair ones.
 
-`backend.analysis.transition` turns the (org, sample) pairs into decision cases (pairs equal in
-sample, scores and labels), decides each case once per context through `decide_batch` (one
-`decide` per distinct kind), unscored cases once per distinct sample, and takes the distinct
-samples from the bulk read when it has them. Here, on random pairs, orgs, contexts, list
-memberships and missing scores, in org order and shuffled, the flags it derives equal
-`agent.decision.decide` called pair by pair, whether or not the read supplied the sample codes.
+`backend.analysis.transition_report` (the core both engines share) turns the (org, sample)
+pairs into decision cases (pairs equal in sample, scores and labels), decides each case once
+per context through `decide_batch` (one `decide` per distinct kind), unscored cases once per
+distinct sample, and takes the distinct samples from the bulk read when it has them. Here, on
+random pairs, orgs, contexts, list memberships and missing scores, in org order and shuffled,
+the flags it derives equal `agent.decision.decide` called pair by pair, whether or not the read
+supplied the sample codes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.decision import DENY_VERDICTS, DecisionContext, Mode, decide
-from backend.analysis import transition
-from backend.analysis.transition import _alerts, _cases_of, _OrgRows, _PairScores
+from backend.analysis import transition_report
 from backend.analysis.transition_columns import OrgSamplePairs
+from backend.analysis.transition_report import OrgRows, PairScores, _alerts, _cases_of
 
 _SHAS = [f"{i:064x}" for i in range(12)]
 _Case = tuple[
@@ -87,10 +88,10 @@ def test_batch_decisions_equal_decide_pair_by_pair(case: _Case) -> None:
         want_alert.append(v.is_alert)
         want_block.append(v in DENY_VERDICTS)
     for pairs in (plain, coded):
-        by_org = _OrgRows.of(pairs)
+        by_org = OrgRows.of(pairs)
         no = np.zeros(len(scores), dtype=bool)
         cases = _cases_of(
-            _PairScores(scores, scored, scores, scored, None, no, no, 0), by_org.sample_index
+            PairScores(scores, scored, scores, scored, None, no, no, 0), by_org.sample_index
         )
         assert len(cases.sample) <= len(scores)
         per = cases.scores
@@ -103,7 +104,7 @@ def test_batch_decisions_equal_decide_pair_by_pair(case: _Case) -> None:
 @given(_cases())
 def test_supplied_sample_codes_name_the_same_samples_as_derived_ones(case: _Case) -> None:
     plain, coded, *_ = case
-    a, b = _OrgRows.of(plain), _OrgRows.of(coded)
+    a, b = OrgRows.of(plain), OrgRows.of(coded)
     assert [a.samples[j] for j in a.sample_index] == list(plain.sha256s)
     assert [b.samples[j] for j in b.sample_index] == list(plain.sha256s)
     assert a.index.tolist() == b.index.tolist() and a.starts.tolist() == b.starts.tolist()
@@ -127,7 +128,7 @@ def test_supplied_sample_codes_name_the_same_samples_as_derived_ones(case: _Case
 def test_per_org_sums_equal_plain_sums_in_blocks_and_near_overflow(
     sizes: list[int], dtype: type[np.integer], big: bool, block: int, data: st.DataObject
 ) -> None:
-    """`_OrgRows.sums` (org ranges summed a block of orgs at a time, in int64 whatever the
+    """`OrgRows.sums` (org ranges summed a block of orgs at a time, in int64 whatever the
     counts' type) gives each org's exact sum of counts over the mask, in org order or not."""
     org_days = tuple((f"org-{k}", 1) for k in range(len(sizes)))
     org_ids = tuple(o for (o, _), size in zip(org_days, sizes, strict=True) for _ in range(size))
@@ -143,5 +144,5 @@ def test_per_org_sums_equal_plain_sums_in_blocks_and_near_overflow(
         sum(int(c) for o2, c, m in zip(org_ids, counts, mask, strict=True) if o2 == o and m)
         for o, _ in org_days
     ]
-    with patch.object(transition, "_SUM_BLOCK", block):
-        assert _OrgRows.of(pairs).sums(mask, counts) == want
+    with patch.object(transition_report, "_SUM_BLOCK", block):
+        assert OrgRows.of(pairs).sums(mask, counts) == want
