@@ -23,10 +23,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 from agent.decision import Mode, Reason, Verdict
 from agent.policy import PolicyDocumentModel
 from agent.telemetry.wire import CONTENT_TYPE, FORMAT_VERSION, MAX_EVENTS_PER_BATCH, Action
+from backend._fields import HexSha256, OrgName
+from backend._fields import Reason as ReasonText
 from backend._operation import Integral, Operation, Reply, Time
 from backend.store import TokenKind
-from backend.validation import MAX_USES, HexSha256, OrgName
-from backend.validation import Reason as ReasonText
+from backend.validation import MAX_USES
 
 __all__ = [
     "ADD_LIST_ENTRY",

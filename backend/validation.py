@@ -6,19 +6,16 @@ HTTP 422, a `ClickException` on the command line).
 
 The rules are stated once, as patterns and bounds (`SHA256_PATTERN`, `NAME_PATTERN`,
 `MAX_USES`, ...): the checks below match against them, and the pydantic models of the HTTP
-API (`backend.api`) carry the same constants, so `/openapi.json` states what the server checks
-(an outside fuzzer found schema-valid bodies refused with 422 while the schema said nothing).
+API (`backend.api`, through the field types of `backend._fields`) carry the same constants, so
+`/openapi.json` states what the server checks (an outside fuzzer found schema-valid bodies
+refused with 422 while the schema said nothing). This module imports no pydantic: the store
+calls it, and a process that only writes the store (the simulator's fold writer) loads none.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
-from typing import Annotated
-
-from pydantic import AfterValidator, WithJsonSchema
-from pydantic_core import PydanticCustomError
 
 from backend.errors import BatchInvalidError
 
@@ -28,9 +25,6 @@ __all__ = [
     "MAX_USES",
     "NAME_PATTERN",
     "SHA256_PATTERN",
-    "HexSha256",
-    "OrgName",
-    "Reason",
     "check_org_name",
     "check_reason",
     "check_sha256",
@@ -127,41 +121,3 @@ def check_token_limits(
         raise BatchInvalidError("expires_at: must be a time with a UTC offset, after now")
     if max_uses is not None and not 1 <= max_uses <= MAX_USES:
         raise BatchInvalidError(f"max_uses: must be between 1 and {MAX_USES}")
-
-
-# The rules as pydantic types for the HTTP models (`backend.api`): the check is the function
-# above (so the API and the command line refuse by the same rule, in the same words) and the
-# schema is built from the same constants. Inside a model the rule's `BatchInvalidError` becomes
-# a pydantic error, so the 422 names where the value was (`labels.1.sha256: must be 64 hex
-# characters`, not a bare `sha256: ...` that leaves the client to guess which of its rows).
-
-
-def _in_model(check: Callable[[str], str]) -> AfterValidator:
-    def validate(value: str) -> str:
-        try:
-            return check(value)
-        except BatchInvalidError as exc:
-            # the rule's words without its own field prefix: pydantic's location replaces it
-            rule = str(exc).split(": ", 1)[-1]
-            raise PydanticCustomError("fleetward_rule", "{rule}", {"rule": rule}) from None
-
-    return AfterValidator(validate)
-
-
-OrgName = Annotated[
-    str,
-    _in_model(check_org_name),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": NAME_PATTERN}
-    ),
-]
-HexSha256 = Annotated[
-    str,
-    _in_model(check_sha256),
-    WithJsonSchema({"type": "string", "pattern": SHA256_PATTERN}),
-]
-Reason = Annotated[
-    str,
-    _in_model(check_reason),
-    WithJsonSchema({"type": "string", "maxLength": MAX_REASON_CHARS}),
-]

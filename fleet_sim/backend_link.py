@@ -17,6 +17,9 @@ history is the store's append-only history, and telemetry lands in the store's a
   equal to the wire path on random events. The batch record of a cohort fold carries no
   events (the rows do). Large fleets write in a writer process (`fleet_sim.fold_writer`).
 
+The policy methods import `agent.policy` (pydantic) and `backend.admin` where they run: a
+fold writer process holds a link only to write rows and must not load them.
+
 A backend outage is a set of time windows during which `is_up(t)` is false: the simulated
 agents then keep their last verified policy and spool telemetry.
 
@@ -38,22 +41,15 @@ import numpy.typing as npt
 
 from agent.decision import Mode
 from agent.features import SCHEMA
-from agent.policy import (
-    EffectivePolicy,
-    OrgPolicyModel,
-    PolicyDocumentModel,
-    Ring,
-    resolve_policy,
-)
 from agent.telemetry import TelemetryEvent, encode_batch
 from agent.verdict_codes import VERDICTS
-from backend import admin
 from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.ingest import aggregate_columns, parse_columns
 from backend.store import EncodedAggregates, Store
 from fleet_sim.fold import EventFolder, FoldedRows
 
 if TYPE_CHECKING:
+    from agent.policy import EffectivePolicy, PolicyDocumentModel
     from backend.analysis.transition_allowlist import AllowlistCandidate
 
 __all__ = ["InProcessLink"]
@@ -114,6 +110,8 @@ class InProcessLink:
 
     def publish(self, raw: bytes, now: dt.datetime) -> None:
         """Record a signed policy document as published at `now` (endpoints adopt it next)."""
+        from agent.policy import PolicyDocumentModel
+
         doc = PolicyDocumentModel.model_validate_json(raw)
         self.docs[doc.version] = doc
         self.published.append((doc.version, now))
@@ -122,6 +120,8 @@ class InProcessLink:
         self, model_version: int, now: dt.datetime, *, breaker_max_blocks: int | None = None
     ) -> int:
         """Publish policy v1: enforce, `model_version` fleet-wide, optional breaker limit."""
+        from agent.policy import PolicyDocumentModel
+
         default: dict[str, object] = {"mode": Mode.ENFORCE.value, "model_version": model_version}
         if breaker_max_blocks is not None:
             default["breaker"] = {"max_blocks": breaker_max_blocks}
@@ -144,6 +144,8 @@ class InProcessLink:
         key = (version, org)
         eff = self._resolved.get(key)
         if eff is None:
+            from agent.policy import resolve_policy
+
             eff = self._resolved[key] = resolve_policy(self.docs[version], self.org_ids[org])
         return eff
 
@@ -156,6 +158,8 @@ class InProcessLink:
 
     def set_mode(self, mode: Mode, org: str | None, now: dt.datetime) -> int:
         """The kill switch (or its release): `backend.admin.set_mode`."""
+        from backend import admin
+
         rec = admin.set_mode(
             self.store, self.publish, mode, org_id=self._org_id(org), now=now, actor="scenario"
         )
@@ -163,6 +167,8 @@ class InProcessLink:
 
     def assign_model(self, version: int, org: str | None, now: dt.datetime) -> int:
         """Assign a model version: `backend.admin.assign_model`."""
+        from backend import admin
+
         rec = admin.assign_model(
             self.store, self.publish, version, org_id=self._org_id(org), now=now, actor="scenario"
         )
@@ -170,6 +176,9 @@ class InProcessLink:
 
     def set_ring(self, org: str, ring: str, delay_h: float, now: dt.datetime) -> int:
         """Put an org on an update ring: `backend.admin.set_ring`."""
+        from agent.policy import Ring
+        from backend import admin
+
         org_id = self._org_id(org)
         assert org_id is not None
         rec = admin.set_ring(
@@ -182,6 +191,8 @@ class InProcessLink:
         self, sha256s: Sequence[str], org: str | None, now: dt.datetime, reason: str
     ) -> int:
         """Add many allowlist entries as one policy change (one signed document)."""
+        from agent.policy import OrgPolicyModel, PolicyDocumentModel
+
         current = self.store.current_policy()
         assert current is not None
         doc = current.document
@@ -227,6 +238,8 @@ class InProcessLink:
                 if c.org_id is None or c.org_id == org_id
             ]
         if candidates:
+            from backend import admin
+
             admin.add_allowlist_candidates(
                 self.store, self.publish, candidates, now=now, actor="scenario"
             )

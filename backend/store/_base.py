@@ -17,9 +17,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.policy import PolicyDocumentModel
 from backend.errors import AuthError, PolicyConflictError
 from backend.ingest import ArmDayRow, BatchAggregate, EvidenceRow
+
+if TYPE_CHECKING:  # pydantic: the store parses a policy only where it reads one
+    from agent.policy import PolicyDocumentModel
 
 __all__ = [
     "AggregateColumns",

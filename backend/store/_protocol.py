@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch
 from backend.ingest import AggregateRow, ArmDayRow, BatchAggregate, EvidenceRow, FeatureRow
 from backend.store._base import (
@@ -33,6 +32,7 @@ from backend.store._base import (
 )
 
 if TYPE_CHECKING:
+    from agent.policy import PolicyDocumentModel
     from backend.analysis.labels import LabelChange
 
 __all__ = ["AggregateStore"]

@@ -66,7 +66,6 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.decision import Verdict
-from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch
 from backend import sketch
 from backend.errors import (
@@ -108,6 +107,7 @@ from backend.store._encoded import EncodedAggregates, Packed
 from backend.validation import check_org_name, check_token_limits
 
 if TYPE_CHECKING:
+    from agent.policy import PolicyDocumentModel
     from backend.analysis.labels import LabelChange
 
 __all__ = ["Store"]
@@ -1282,6 +1282,10 @@ class Store(_StoreCommon):
         ).fetchone()
         if row is None:
             return None
+        # pydantic on the first policy read only: a process that only writes aggregates (the
+        # simulator's fold writer) never loads it
+        from agent.policy import PolicyDocumentModel
+
         return PolicyRecord(
             int(row[0]),
             dt.datetime.fromisoformat(row[1]),

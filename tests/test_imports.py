@@ -1,0 +1,108 @@
+"""Light modules stay light: a process that only writes the store loads no model or web code.
+
+The simulator's fold writer (`python -m fleet_sim.fold_writer`) only writes SQLite, yet it once
+imported onnxruntime, httpx, starlette and pydantic (about 38 MB and a third of a second per
+process) through eager package re-exports (`agent`, `agent.telemetry`, `backend`,
+`backend.analysis`) and module-level imports of what only other functions use. Each case runs
+in a fresh interpreter: its `sys.modules` is what that process would carry.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UNUSED_BY_WRITERS = ["httpx", "onnxruntime", "pydantic", "starlette"]
+LAZY_PACKAGES = ["agent", "agent.telemetry", "backend", "backend.analysis"]
+
+
+def _loaded_after(statement: str) -> list[str]:
+    probe = (
+        f"import json, sys; {statement}; "
+        f"print(json.dumps([m for m in {UNUSED_BY_WRITERS!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import fleet_sim.fold_writer",
+        "import backend.store",
+        "from backend.store import Store",
+        "from fleet_sim.backend_link import InProcessLink",
+    ],
+)
+def test_store_writers_import_no_model_web_or_validation_library(statement: str) -> None:
+    assert _loaded_after(statement) == []
+
+
+def test_the_heavy_names_still_load_on_first_use() -> None:
+    # the probe itself can see them: a lazy re-export resolves, it does not vanish
+    statement = "from backend import create_app; from agent import load_bundle, telemetry"
+    assert _loaded_after(f"{statement}; telemetry.enroll") == [
+        "httpx",
+        "onnxruntime",
+        "pydantic",
+        "starlette",
+    ]
+
+
+def _lazy_reexports(package: str) -> tuple[dict[str, set[str]], dict[str, set[str]], list[str]]:
+    """(TYPE_CHECKING imports, `lazy_reexport` sources, `__all__`) read from the `__init__`."""
+    path = ROOT.joinpath(*package.split("."), "__init__.py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only: dict[str, set[str]] = {}
+    sources: dict[str, set[str]] = {}
+    exported: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module
+                typing_only.setdefault(imp.module, set()).update(a.name for a in imp.names)
+        elif isinstance(node, ast.ImportFrom) and node.module not in (
+            "__future__",
+            "agent.reexport",
+            "typing",
+        ):
+            typing_only.setdefault(node.module, set()).update(a.name for a in node.names)
+            sources.setdefault(node.module, set()).update(a.name for a in node.names)  # eager
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            assert ast.unparse(node.value.func) == "lazy_reexport"
+            table = ast.literal_eval(node.value.args[1])
+            for module, names in table.items():
+                sources.setdefault(module, set()).update(names)
+        elif isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__":
+            exported = ast.literal_eval(node.value)
+    return typing_only, sources, exported
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_lazy_reexports_name_what_the_type_checker_sees(package: str) -> None:
+    typing_only, sources, exported = _lazy_reexports(package)
+    assert sources, f"{package} re-exports nothing lazily"
+    assert typing_only == sources
+    assert sorted(n for names in sources.values() for n in names) == sorted(exported)
+
+
+def test_analysis_export_stays_the_function_after_its_module_is_imported() -> None:
+    # `export` names both a submodule and its function: importing the submodule must not
+    # rebind the package's name to the module (why that one re-export stays eager)
+    probe = (
+        "import backend.analysis.export; from backend.analysis import export; "
+        "print(type(export).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "function"
