@@ -10,6 +10,7 @@ in a fresh interpreter: its `sys.modules` is what that process would carry.
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -45,6 +46,26 @@ def _loaded_after(statement: str) -> list[str]:
 )
 def test_store_writers_import_no_model_web_or_validation_library(statement: str) -> None:
     assert _loaded_after(statement) == []
+
+
+def test_opening_a_store_with_a_policy_loads_no_pydantic_until_the_policy_is_read(
+    tmp_path: Path,
+) -> None:
+    # a fold writer opens the run's store, which holds the scenario's policy by then
+    from agent.policy import PolicyDocumentModel
+    from backend.store import Store
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    doc = PolicyDocumentModel.model_validate(
+        {"version": 1, "issued_at": now, "default": {"mode": "enforce", "model_version": 3}}
+    )
+    store = Store(tmp_path / "s.db")
+    store.append_policy(doc, actor="t", action="t", now=now, publish=lambda raw, at: None)
+    store.close()
+    opened = f"from backend.store import Store; store = Store({str(tmp_path / 's.db')!r})"
+    assert _loaded_after(opened) == []
+    read = f"{opened}; assert store.current_policy().document.default.model_version == 3"
+    assert _loaded_after(read) == ["pydantic"]
 
 
 def test_the_heavy_names_still_load_on_first_use() -> None:

@@ -112,6 +112,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Store"]
 
+# a policy_history row: version, changed_at (ISO), actor, action, document (JSON)
+_PolicyRow = tuple[int, str, str, str, str]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
     id INTEGER PRIMARY KEY, org_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
@@ -429,6 +432,20 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
 
+def _policy_record(row: _PolicyRow) -> PolicyRecord:
+    # pydantic only where a policy is read: a process that only writes aggregates (the
+    # simulator's fold writer) opens the store without loading it
+    from agent.policy import PolicyDocumentModel
+
+    return PolicyRecord(
+        int(row[0]),
+        dt.datetime.fromisoformat(row[1]),
+        row[2],
+        row[3],
+        PolicyDocumentModel.model_validate_json(row[4]),
+    )
+
+
 class Store(_StoreCommon):
     """The backend's state in one SQLite file (or `:memory:`).
 
@@ -513,14 +530,15 @@ class Store(_StoreCommon):
             self._auth_conn = sqlite3.connect(self.path, check_same_thread=False)
             self._auth_conn.execute("PRAGMA query_only=1")
             self._auth_lock = threading.Lock()
-        self._policy: PolicyRecord | None = None
+        # the latest policy; at open its row, parsed on the first `current_policy`
+        self._policy: PolicyRecord | _PolicyRow | None = None
         self._reload()
 
     def _reload(self) -> None:
         for key, org_id in self._conn.execute("SELECT id, org_id FROM orgs"):
             self._orgs[org_id] = key
             self._org_names[key] = org_id
-        self._policy = self._policy_where("1 = 1", ())
+        self._policy = self._policy_row("1 = 1", ())
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[sqlite3.Connection]:
@@ -1272,31 +1290,30 @@ class Store(_StoreCommon):
 
     # --- policy history --------------------------------------------------------------------
 
-    def _policy_where(self, clause: str, args: tuple[object, ...]) -> PolicyRecord | None:
-        row = self._conn.execute(
+    def _policy_row(self, clause: str, args: tuple[object, ...]) -> _PolicyRow | None:
+        row: _PolicyRow | None = self._conn.execute(
             # `clause` is one of three literals in this module; values are bound
             "SELECT version, changed_at, actor, action, document FROM policy_history "  # noqa: S608
             f"WHERE {clause} "
             "ORDER BY version DESC LIMIT 1",
             args,
         ).fetchone()
-        if row is None:
-            return None
-        # pydantic on the first policy read only: a process that only writes aggregates (the
-        # simulator's fold writer) never loads it
-        from agent.policy import PolicyDocumentModel
+        return row
 
-        return PolicyRecord(
-            int(row[0]),
-            dt.datetime.fromisoformat(row[1]),
-            row[2],
-            row[3],
-            PolicyDocumentModel.model_validate_json(row[4]),
-        )
+    def _policy_where(self, clause: str, args: tuple[object, ...]) -> PolicyRecord | None:
+        row = self._policy_row(clause, args)
+        return None if row is None else _policy_record(row)
 
     def current_policy(self) -> PolicyRecord | None:
         """The latest policy, or None before the first operator change."""
-        return self._policy
+        policy = self._policy
+        if isinstance(policy, tuple):  # the row read at open: parsed once, here
+            parsed = _policy_record(policy)
+            with self._lock:  # a policy recorded meanwhile wins over the row read at open
+                if self._policy is policy:
+                    self._policy = parsed
+            return self.current_policy()
+        return policy
 
     def policy_as_of(self, when: dt.datetime) -> PolicyRecord | None:
         """The policy in force at `when` (the latest change at or before it), or None."""
