@@ -72,11 +72,12 @@ def scenario(endpoints: int, orgs: int, days: float, scans: float, predict: bool
 
 
 class PredictionTimer:
-    """Wall and CPU seconds spent in `backend.analysis.transition.predict_transition` during a run.
+    """Wall and CPU seconds spent in `backend.analysis.transition.predict_transition` inline.
 
     The simulator looks the function up at each rollout start, so wrapping the module's
-    attribute for the duration of a run times every prediction it makes. CPU is the calling
-    thread's own: the prediction runs in a thread beside the simulation (`fleet_sim.run`).
+    attribute for the duration of a run times every prediction it makes in this process
+    (`--predict-inline`). A prediction beside the run runs in a process of its own
+    (`fleet_sim.prediction_process`), which reports its figures in the run's timings.
     """
 
     def __init__(self) -> None:
@@ -181,8 +182,16 @@ def cohort(
         print(f"store_bytes_{endpoints}x{days:g}d: {sum(f.stat().st_size for f in db):,}")
     if pt.calls:
         print(
-            f"transition_prediction_{endpoints}x{days:g}d: {pt.calls} call(s), "
+            f"transition_prediction_{endpoints}x{days:g}d: {pt.calls} call(s) inline, "
             f"{pt.wall_s:.1f} s wall (cpu {pt.cpu_s:.1f} s)",
+            flush=True,
+        )
+    timings = run.arms["main"].recorder.timings
+    if "prediction_beside_wall_ms" in timings:
+        print(
+            f"transition_prediction_{endpoints}x{days:g}d: beside in its process, "
+            f"{timings['prediction_beside_wall_ms'] / 1000:.1f} s wall "
+            f"(cpu {timings['prediction_beside_cpu_ms'] / 1000:.1f} s)",
             flush=True,
         )
     loop = steps[-1] - steps[0] if len(steps) > 1 else wall
@@ -270,7 +279,7 @@ def main() -> None:
         "--predict-inline",
         action="store_true",
         help="with --predict: run the prediction inline while the shards wait (the reference), "
-        "not in a thread on a store snapshot beside the run (fleet_sim.run.run_scenario's "
+        "not in a process on a store snapshot beside the run (fleet_sim.run.run_scenario's "
         "prediction_beside)",
     )
     ap.add_argument(

@@ -18,14 +18,13 @@ Beside the decisions, the hook keeps the transition report's per-org prediction 
 start (`backend.analysis.transition.predict_transition` on the aggregates so far), so the
 report can set what the canary stage measured beside what was predicted. Nothing the run decides
 reads it (the controller judges measured evidence only), so it is computed beside the run
-(`PendingPrediction`, a thread reading one store snapshot taken at the start) and put into the
-record when the run ends.
+(`fleet_sim.prediction_process.PendingPrediction`, a process reading one store snapshot taken
+at the start) and put into the record when the run ends.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,7 +52,6 @@ __all__ = [
     "ArmDayTally",
     "ControllerRollout",
     "HealthKind",
-    "PendingPrediction",
     "RolloutRecord",
     "rollout_config",
 ]
@@ -71,7 +69,8 @@ class RolloutRecord:
     taken and the policy version it published (None: nothing published); `last` is the latest
     decision of any kind. `prediction` is the transition report's predicted new false-positive
     alerts per day per org id, made from the aggregates as they were at the start (when it was
-    made beside the run, `PendingPrediction`, it is filled in when the run ends).
+    made beside the run, `prediction_process.PendingPrediction`, it is filled in when the run
+    ends).
     """
 
     rollout_id: int
@@ -215,62 +214,6 @@ class ArmDayTally:
             for i in range(1 + len(_COUNTS)):
                 cols[3 + i] += a[i, orgs].tolist()
         return ArmDayColumns(*cols)
-
-
-class PendingPrediction:
-    """A transition prediction running in a thread beside the simulation; `result` joins it.
-
-    `compute` runs in the thread (it reads a store snapshot taken before this was made, so
-    what the run writes meanwhile cannot reach it); `cancel` calls `interrupt` (which makes
-    the snapshot's reads fail) and joins it, for a run that failed. Either way the thread is
-    joined: a run owning one must call `result` or `cancel` on every exit path. `record`,
-    when set, is the rollout record `fill` writes the value into.
-    """
-
-    def __init__(
-        self, compute: Callable[[], dict[str, float]], interrupt: Callable[[], None]
-    ) -> None:
-        self._compute: Callable[[], dict[str, float]] | None = compute
-        self._interrupt = interrupt
-        self.record: RolloutRecord | None = None
-        self._value: dict[str, float] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="transition-prediction")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            assert self._compute is not None
-            self._value = self._compute()
-        except BaseException as exc:  # handed to whoever joins: `result` raises it
-            self._error = exc
-        finally:
-            self._compute = None  # the snapshot and what the closure holds go now
-
-    def result(self) -> dict[str, float]:
-        """Wait for the prediction; its per-org forecast.
-
-        Raises:
-            BaseException: whatever the prediction raised in its thread.
-        """
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
-
-    def fill(self) -> None:
-        """Wait for the prediction and write it into `record` (see `result` for what it raises)."""
-        value = self.result()
-        if self.record is not None:
-            self.record.prediction = value
-
-    def cancel(self) -> BaseException | None:
-        """Ask the prediction to stop, join it; the error it ended with (None: none)."""
-        if self._thread.is_alive():
-            self._interrupt()
-        self._thread.join()
-        return self._error
 
 
 def rollout_config(action: StartRollout) -> RolloutConfig:

@@ -25,7 +25,6 @@ import numpy as np
 from backend.errors import BackendError
 from backend.store import Store
 from fleet_sim._clock import SimClock, wall_s
-from fleet_sim._memory import trim_freed_memory
 from fleet_sim.backend_link import InProcessLink
 from fleet_sim.control import (
     DecisionTables,
@@ -38,11 +37,11 @@ from fleet_sim.control import (
 from fleet_sim.fold_writer import (
     SIM_STORE_SYNCHRONOUS,
     STORE_BUSY_TIMEOUT_MS,
-    writes_in_a_process,
 )
 from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
 from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
-from fleet_sim.rollout import ArmDayTally, ControllerRollout, PendingPrediction
+from fleet_sim.prediction_process import PendingPrediction, forecast
+from fleet_sim.rollout import ArmDayTally, ControllerRollout
 from fleet_sim.scenario import ScenarioError, ScenarioModel, StartRollout
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world
@@ -176,51 +175,21 @@ def _predictor(
 def _forecast(
     store: Store, registry: ModelRegistry, old: int, new: int, now: dt.datetime
 ) -> dict[str, float]:
-    """The transition report's predicted new FP alerts per day per org id (empty: no data)."""
-    from backend.analysis.transition import predict_transition
-
-    report = predict_transition(
-        store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now=now
-    )
-    forecast = {o: t.predicted_new_fp_alerts_per_day for o, t in report.per_org.items()}
-    del report
-    trim_freed_memory()  # the prediction read every aggregate row so far; the run goes on
-    return forecast
-
-
-def _forecast_beside(
-    store: Store, registry: ModelRegistry, old: int, new: int, now: dt.datetime
-) -> PendingPrediction:
-    """`_forecast` in a thread, on a snapshot of the store taken before this returns.
-
-    The snapshot (`Store.snapshot`: one read transaction) holds the store as it is at the call,
-    so the folds, policies and evidence the run writes meanwhile cannot reach the prediction:
-    its result is the one `_forecast` would give here.
-    """
-    snap = store.snapshot()
-
-    def compute() -> dict[str, float]:
-        try:
-            return _forecast(snap, registry, old, new, now)
-        finally:
-            snap.close()
-
-    try:
-        return PendingPrediction(compute, snap.interrupt)
-    except BaseException:
-        snap.close()  # no thread started: nothing else closes it
-        raise
+    """`prediction_process.forecast` between two of the scenario's model versions."""
+    return forecast(store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now)
 
 
 def _rollout_starter(
     fleet: Fleet,
     store: Store,
     registry: ModelRegistry,
+    spare: list[PendingPrediction] | None = None,
     pending: list[PendingPrediction] | None = None,
 ) -> Callable[[StartRollout, float], ControllerRollout]:
-    """Starts a rollout; with `pending`, its prediction runs beside the run (added to the list).
+    """Starts a rollout; with `spare`, its prediction runs beside the run in the next of them.
 
-    Without, the prediction runs inline while the simulation waits (the reference).
+    The one begun moves to `pending`. Without `spare` (or when none is left), the prediction
+    runs inline while the simulation waits (the reference).
     """
     link = fleet.link
 
@@ -238,11 +207,15 @@ def _rollout_starter(
         if action.predict and old is not None and old != action.version:
             if fleet.flush_hook is not None:  # the prediction reads the aggregates so far
                 fleet.flush_hook(t)
-            if pending is None:
+            if not spare or pending is None:
                 prediction = _forecast(store, registry, old, action.version, now)
             else:  # its snapshot is taken here, before the rollout writes its first policy
-                beside = _forecast_beside(store, registry, old, action.version, now)
+                beside = spare.pop(0)
                 pending.append(beside)
+                beside.begin(
+                    store.path, STORE_BUSY_TIMEOUT_MS, Path(registry[old].bundle_dir),
+                    Path(registry[action.version].bundle_dir), now,
+                )  # fmt: skip
         try:
             rollout = ControllerRollout.begin(
                 action, t, store=store, publish=link.publish, clock=fleet.clock, org_id=org_id,
@@ -310,16 +283,27 @@ def run_arm(
         shutil.rmtree(arm_dir)
     arm_dir.mkdir(parents=True)
     db = arm_dir / "backend.sqlite"
-    # a scratch store written in bulk: 16 KiB pages append the daily folds ~15 % faster
-    store = Store(
-        db,
-        synchronous=SIM_STORE_SYNCHRONOUS,
-        page_size=16384,
-        busy_timeout_ms=STORE_BUSY_TIMEOUT_MS,
-    )
+    # the predictions beside the run: forked now, before the store is opened (see
+    # `prediction_process`), one for each rollout start that asks for one
+    spare = [
+        PendingPrediction()
+        for a in (scenario.actions(arm) if prediction_beside else ())
+        if isinstance(a, StartRollout) and a.predict
+    ]
+    pending: list[PendingPrediction] = []  # those begun
+    try:  # a scratch store written in bulk: 16 KiB pages append the daily folds ~15 % faster
+        store = Store(
+            db,
+            synchronous=SIM_STORE_SYNCHRONOUS,
+            page_size=16384,
+            busy_timeout_ms=STORE_BUSY_TIMEOUT_MS,
+        )
+    except BaseException:
+        for p in spare:
+            p.cancel()
+        raise
     clock = SimClock(scenario.start)
     stack = ExitStack()
-    pending: list[PendingPrediction] = []  # the rollout starts' predictions beside the run
     try:
         link = _open_link(store, world, corpus, clock, remote, stack, arm_dir)
         link.init_policy(
@@ -346,14 +330,7 @@ def run_arm(
         )
         if scenario.endpoint_days:
             fleet.tally = ArmDayTally(clock.epoch_day, world.ep_org, world.n_orgs)
-        # Beside the run only where the folds are written by a writer process: inline, they go
-        # through APSW's own copy of SQLite in this process, which cannot see the snapshot's
-        # locks (POSIX locks are per process; see `Store._bulk`), so a reader in a thread here
-        # would rest on APSW never checkpointing and never restarting the WAL under it.
-        beside = prediction_beside and writes_in_a_process(store.path, world.n_endpoints)
-        fleet.rollout_starter = _rollout_starter(
-            fleet, store, registry, pending if beside else None
-        )
+        fleet.rollout_starter = _rollout_starter(fleet, store, registry, spare, pending)
         actions = scenario.actions(arm)
         total = scenario.days * 86_400.0
 
@@ -382,8 +359,12 @@ def run_arm(
             rec.count("backend_checkins", link.checkins_sent)
         for p in pending:  # the run's error if one failed
             p.fill()
+            rec.time("prediction_beside_wall_ms", p.wall_s)
+            rec.time("prediction_beside_cpu_ms", p.cpu_s)
+        for p in spare:  # never begun (the action did not predict)
+            p.cancel()
     except BaseException as exc:
-        for p in pending:  # joined before the store closes; a run that failed waits no longer
+        for p in pending + spare:  # joined before the store closes; a failed run waits no longer
             err = p.cancel()
             if err is not None and err is not exc:
                 exc.add_note(f"the transition prediction beside the run failed too: {err!r}")
@@ -417,11 +398,11 @@ def run_scenario(
     those shards elsewhere (`fleet_sim.spark_engine.SparkEngine`), with the same results.
 
     The transition prediction at a rollout start (`predict`) reads a snapshot of the store taken
-    there and runs in a thread while the simulation goes on (nothing the run decides reads it),
-    where a writer process writes the folds (`fold_writer.writes_in_a_process`; else inline);
-    its per-org forecast joins the rollout's record when the arm ends, and its failure fails the
-    run. `prediction_beside=False` runs it inline while the simulation waits: the same results
-    (the reference the concurrent one is tested against).
+    there and runs in a process of its own while the simulation goes on (nothing the run decides
+    reads it; `fleet_sim.prediction_process`); its per-org forecast joins the rollout's record
+    when the arm ends, and its failure fails the run. `prediction_beside=False` runs it inline
+    while the simulation waits: the same results (the reference the concurrent one is tested
+    against).
 
     Raises:
         ScenarioError: the scenario cannot run (unknown bundle, campaign family, mode, a

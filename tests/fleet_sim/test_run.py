@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.process
 import shutil
-import threading
 
 import pytest
 
 import backend.analysis.transition as transition
 import backend.store.sqlite as sqlite_store
-import fleet_sim.fold_writer as fold_writer
 import fleet_sim.shard as shard
 from agent.errors import IntegrityError
+from fleet_sim.prediction_process import PROCESS_NAME, PendingPrediction
 from fleet_sim.run import SHARDS_MIN_ENDPOINTS, default_workers, run_scenario
-from fleet_sim.scenario import ScenarioModel, scenario_from_dict
+from fleet_sim.scenario import ScenarioError, ScenarioModel, scenario_from_dict
 from tests.fleet_sim.test_shard import SCENARIO as SHARD_SCENARIO
 from tests.fleet_sim.test_shard import _Ids, _outcome
 
 
-def _half_day_rollout(name: str, *, predict: bool) -> ScenarioModel:
+def _half_day_rollout(name: str, *, predict: bool, initial: int = 1) -> ScenarioModel:
     """300 endpoints in 20 orgs for half a day; a v1 -> v2 rollout starts at 6 h."""
     return scenario_from_dict(
         {
@@ -28,7 +29,7 @@ def _half_day_rollout(name: str, *, predict: bool) -> ScenarioModel:
             "days": 0.5,
             "world": {"orgs": 20, "endpoints": 300, "scans_per_hour": 4.0},
             "models": {
-                "initial": 1,
+                "initial": initial,
                 "bundles": [{"version": 1, "bundle": "v1"}, {"version": 2, "bundle": "v2"}],
             },
             "timeline": [
@@ -91,8 +92,8 @@ def test_rollout_start_folds_delivered_events_only_for_the_prediction(
     assert len(takes) == (1 if predict else 0)
 
 
-def _prediction_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "transition-prediction"]
+def _prediction_processes() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name == PROCESS_NAME]
 
 
 def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store(
@@ -102,22 +103,18 @@ def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store
     # of folds (the start's partial day merged again), policies and evidence
     sc = scenario_from_dict(SHARD_SCENARIO)
     real = transition.predict_transition
-    passed = threading.Event()
-    run_at: list[float] = []
-    sim_t = [0.0]
+    passed = multiprocessing.get_context("fork").Event()  # shared with the forked prediction
+    read_late = tmp_path / "read-late"
 
-    def late(*args, **kwargs):  # the thread reads only once the run has written on for a day
-        assert passed.wait(120)
-        run_at.append(sim_t[0])
+    def late(*args, **kwargs):  # runs in the prediction's process: it reads only once the run
+        assert passed.wait(120)  # has written on for a day (set by the run, in this process)
+        read_late.touch()
         return real(*args, **kwargs)
 
     def progress(_arm: str, t: float, _total: float, _events: int) -> None:
-        sim_t[0] = t
         if t >= 1.5 * 86_400:
             passed.set()
 
-    # the prediction runs beside only where a writer process writes the folds
-    monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)
     got = {}
     for beside in (False, True):
         monkeypatch.setattr(sqlite_store, "secrets", _Ids())
@@ -128,14 +125,37 @@ def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store
         run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=out, workers=1,
                            prediction_beside=beside, progress=progress)  # fmt: skip
         got[beside] = _outcome(run, out)
-        assert not _prediction_threads()  # joined when the run ended
-    assert run_at and run_at[0] >= 1.5 * 86_400  # it read a day after its start at 12 h
+        assert not _prediction_processes()  # joined when the run ended
+        timings = run.arms["main"].recorder.timings
+        assert ("prediction_beside_cpu_ms" in timings) is beside
+    assert read_late.exists()  # it read a day after its start at 12 h
     report = json.loads(got[False][0])
     prediction = report["arms"]["main"]["rollouts"][0]["prediction"]
     assert prediction and any(v > 0 for v in prediction.values())  # a real forecast, not {}
     assert len(prediction) > 1
     for a, b in zip(got[False], got[True], strict=True):
         assert a == b
+
+
+def test_a_failed_run_leaves_no_prediction_process_never_begun(
+    small_corpus, sim_bundles, tmp_path
+) -> None:
+    # the rollout asks for a prediction (so one is forked when the arm begins) but fails to
+    # start: v2 is already the running version
+    sc = _half_day_rollout("no-prediction", predict=True, initial=2)
+    forked: list[int] = []
+    real = PendingPrediction.__init__
+
+    def spy(self: PendingPrediction) -> None:
+        real(self)
+        forked.append(self._proc.pid)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PendingPrediction, "__init__", spy)
+        with pytest.raises(ScenarioError, match="model 2 is already assigned"):
+            run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=1)
+    assert len(forked) == 1  # the fault landed after the prediction's process was forked
+    assert not _prediction_processes()
 
 
 def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
@@ -153,7 +173,6 @@ def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
             model.write_bytes(bytes(raw))
             tampered.append(t)
 
-    monkeypatch.setattr(fold_writer, "PROCESS_MIN_ENDPOINTS", 0)  # so: beside
     sc = _half_day_rollout("failing-prediction", predict=True)
     with pytest.raises(IntegrityError, match="model.onnx does not match the manifest's sha256"):
         run_scenario(
@@ -161,4 +180,4 @@ def test_prediction_failing_beside_the_run_fails_the_run_with_its_message(
             out=tmp_path / "out", workers=1, progress=tamper_before_the_rollout,
         )  # fmt: skip
     assert tampered and tampered[0] < 6 * 3600  # the fault landed before the prediction read
-    assert not _prediction_threads()
+    assert not _prediction_processes()
