@@ -5,6 +5,11 @@ The page and its figures are drawn with the project's one report kit, `backend.r
 Plots: alerts per org per day (the largest orgs and the protector orgs), model adoption over
 time, and the kill-switch propagation CDF. The JSON carries everything the page shows, with the
 scenario's seed, so a run can be compared or re-run.
+
+Orgs appear by their world names, never by the pseudonyms the backend drew for them (at random,
+per run), and rows equal in value keep the orgs' world order (`_world_order`): two runs of one
+seed write the same report, whatever pseudonyms each drew (`wall_s` aside, and the rollout
+gate's own text, which lists orgs in its order, pseudonyms replaced by names).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,24 @@ def _stage_start(r: RolloutRecord, t: float) -> float:
     return start
 
 
+def _world_order(r: RolloutRecord, world: World) -> dict[str, int]:
+    """Each org pseudonym's position in the world (the tie key of every per-org list).
+
+    The backend draws pseudonyms at random per run, so an order by pseudonym (the gate's, the
+    prediction's) is no order across runs of one seed; the world's is. Pseudonyms the record
+    does not name come last.
+    """
+    pos = {name: i for i, name in enumerate(world.org_names)}
+    return {o: pos.get(name, len(pos)) for o, name in r.org_names.items()}
+
+
+def _named(r: RolloutRecord, text: str, orgs: Iterable[str]) -> str:
+    """`text` with each of `orgs`' pseudonyms replaced by the org's world name (longest first)."""
+    for o in sorted(orgs, key=lambda o: (-len(o), o)):
+        text = text.replace(o, r.org_names.get(o, o))
+    return text
+
+
 def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World, t: float) -> list[dict[str, Any]]:
     """Per org: the transition prediction beside what the canary stage measured.
 
@@ -46,7 +70,8 @@ def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World, t: float) -> l
     endpoint on the new version, the quantity the prediction states. A row counts an endpoint
     that reported on a day however little of that day the stage covered, so the rates are
     scaled by (calendar days spanned / days elapsed) to whole days; the test itself compares
-    the rows as they are (both arms share the bias).
+    the rows as they are (both arms share the bias). Rows run by predicted surge, largest
+    first, ties in world order.
     """
     sizes = {name: int(world.org_size[i]) for i, name in enumerate(world.org_names)}
     # a row counts an endpoint that reported on a day, however little of the day the stage ran:
@@ -70,7 +95,6 @@ def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World, t: float) -> l
             {
                 "org": name,
                 "endpoints": per_day,
-                "org_id": test.org_id,
                 "predicted_new_fp_alerts_per_day": r.prediction.get(test.org_id),
                 "measured_new_alerts_per_day": round((c_rate - k_rate) * per_day * full_day, 2),
                 "canary_alerts_per_endpoint_day": round(c_rate, 4),
@@ -82,10 +106,16 @@ def _org_rows(r: RolloutRecord, d: RolloutDecision, world: World, t: float) -> l
                 "halted": test.org_id in d.halted_orgs,
             }
         )
-    return sorted(rows, key=lambda x: -(x["predicted_new_fp_alerts_per_day"] or 0.0))
+    pos = {name: i for i, name in enumerate(world.org_names)}
+    return sorted(
+        rows,
+        key=lambda x: (-(x["predicted_new_fp_alerts_per_day"] or 0.0), pos.get(x["org"], len(pos))),
+    )
 
 
 def _rollout_dict(r: RolloutRecord, world: World) -> dict[str, Any]:
+    order = _world_order(r, world)
+    last = len(order)
     decisions = []
     shown = list(r.decisions)
     if r.last is not None and (not shown or r.last[1] is not shown[-1][1]):
@@ -96,8 +126,13 @@ def _rollout_dict(r: RolloutRecord, world: World) -> dict[str, Any]:
                 "t_days": round(t / DAY_S, 4),
                 "action": d.action.value,
                 "percent": d.percent,
-                "reason": d.reason,
-                "halted_orgs": [r.org_names.get(o, o) for o in d.halted_orgs],
+                "reason": _named(
+                    r, d.reason, {*d.halted_orgs, *(x.org_id for x in d.tests if x.org_id)}
+                ),
+                "halted_orgs": [
+                    r.org_names.get(o, o)
+                    for o in sorted(d.halted_orgs, key=lambda o: order.get(o, last))
+                ],
                 "policy_version": pv,
                 "canary": asdict(d.canary),
                 "control": asdict(d.control),
@@ -116,7 +151,9 @@ def _rollout_dict(r: RolloutRecord, world: World) -> dict[str, Any]:
         "halt_policy_version": r.halt_policy_version,
         "prediction": {
             r.org_names.get(o, o): round(v, 3)
-            for o, v in sorted(r.prediction.items(), key=lambda kv: -kv[1])
+            for o, v in sorted(
+                r.prediction.items(), key=lambda kv: (-kv[1], order.get(kv[0], last))
+            )
         },
         "decisions": decisions,
     }
