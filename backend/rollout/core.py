@@ -50,6 +50,11 @@ The test, and why this one:
   tick whose evidence differs from the previous one (re-testing identical data adds no error);
   for the advance, one look per elapsed `hold` period of the stage (day 1, day 2, ...), so
   hourly ticks do not burn the advance budget.
+- Org order: the gate lists orgs (its tests, `halted_orgs`, the reason) and breaks exact
+  p-value ties between them in the order of `Evidence.by_org`, never by org id: ids are
+  pseudonyms drawn at random per store, so an order by id would name a different org of a
+  tie, and list the named ones differently, for the same history. The shell passes the store's
+  creation order (`backend.rollout.service.gather_evidence`).
 
 Known limits: alerts are clustered (one popular false positive hits many endpoints of an org),
 so the Poisson variance understates the truth; the per-org tests and conservative alphas damp
@@ -188,7 +193,11 @@ class OrgEvidence:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """What the stage measured so far: overall and per org."""
+    """What the stage measured so far: overall and per org.
+
+    `by_org` is in the order the gate lists orgs and breaks ties between them (the store's
+    creation order, from the shell): the decision depends on it only through that order.
+    """
 
     canary: ArmCounts
     control: ArmCounts
@@ -372,8 +381,11 @@ def holm_named(tests: list[RateTest], alpha: float) -> list[RateTest]:
     it, the pooled effect is spread too thin to pin down, and the one org with the smallest
     p-value, if nominally worse, is named as the largest contributor: an operator is never
     handed a halt that names nobody when some org stands out.
+
+    Tests of equal p-value keep their order in `tests` (the evidence's org order), which
+    picks that one org among exact ties: never the org id, a random pseudonym.
     """
-    ranked = sorted((t for t in tests if t.worse), key=lambda t: (t.p_worse, t.org_id or ""))
+    ranked = sorted((t for t in tests if t.worse), key=lambda t: t.p_worse)  # stable
     m = len(tests)
     named: list[RateTest] = []
     for i, t in enumerate(ranked):
@@ -436,7 +448,8 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
     tests += [compare_rates(h, None, c, k, margin=m, alpha=a_halt) for h in health]
     worse = [t for t in tests if t.worse]
     if worse:
-        bad_orgs = tuple(sorted(t.org_id for t in worse if t.org_id is not None))
+        # orgs in the evidence's order (as `tests` lists them), never by their random ids
+        bad_orgs = tuple(t.org_id for t in worse if t.org_id is not None)
         if not bad_orgs:  # overall only: name the orgs that carry it
             seen = [
                 compare_rates(Metric.ALERTS, o.org_id, o.canary, o.control, margin=m,
@@ -445,7 +458,8 @@ def decide(rollout: Rollout, evidence: Evidence, now: dt.datetime) -> RolloutDec
                 if o.canary.endpoint_days > 0 and o.control.endpoint_days > 0
             ]  # fmt: skip
             carriers = holm_named(seen, cfg.alpha)
-            bad_orgs = tuple(sorted(t.org_id for t in carriers if t.org_id))
+            named = {t.org_id for t in carriers}
+            bad_orgs = tuple(t.org_id for t in seen if t.org_id is not None and t.org_id in named)
             tests += carriers
         what = ", ".join(
             f"{t.metric.value}{' in ' + t.org_id if t.org_id else ''} "

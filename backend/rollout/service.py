@@ -201,7 +201,12 @@ def gather_evidence(
     now: dt.datetime,
     control_version: int,
 ) -> Evidence:
-    """Canary (`to_version`) vs control (`control_version`) counts, days `since`..`now`."""
+    """Canary (`to_version`) vs control (`control_version`) counts, days `since`..`now`.
+
+    `by_org` runs in the store's creation order (`org_ids`), the order the gate lists orgs and
+    breaks ties in: the store draws org ids at random, so their sort order is no order for one
+    history. Orgs the store does not know (evidence written for other ids) come last, by id.
+    """
     lo = int(since.timestamp() * 1000) // MS_PER_DAY
     hi = int(now.timestamp() * 1000) // MS_PER_DAY
     can = _arms(store, rollout.to_version, lo, hi, rollout.org_id)
@@ -211,7 +216,8 @@ def gather_evidence(
         keep = {a.org_id for a in rollout.rings if a.ring is rollout.ring and pct[a.org_id] > 0}
         can = {o: a for o, a in can.items() if o in keep}
         ctl = {o: a for o, a in ctl.items() if o in keep}
-    orgs = sorted(set(can) | set(ctl))
+    rank = {o: i for i, o in enumerate(store.org_ids())}
+    orgs = sorted(set(can) | set(ctl), key=lambda o: (rank.get(o, len(rank)), o))
     by_org = tuple(OrgEvidence(o, can.get(o, ArmCounts()), ctl.get(o, ArmCounts())) for o in orgs)
     return Evidence(_sum(can.values()), _sum(ctl.values()), by_org)
 
