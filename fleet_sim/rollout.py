@@ -307,8 +307,10 @@ class ControllerRollout:
         if after != before:
             recorder.track(after, t)
             what = f"rollout {d.action.value} at {d.percent:g} %"
-            if d.halted_orgs:
-                names = (self.record.org_names.get(o, o) for o in d.halted_orgs)
+            if d.halted_orgs:  # in world order (the record's), not the gate's
+                pos = {o: i for i, o in enumerate(self.record.org_names)}
+                halted = sorted(d.halted_orgs, key=lambda o: pos.get(o, len(pos)))
+                names = (self.record.org_names.get(o, o) for o in halted)
                 what += f" (orgs {', '.join(names)})"
             recorder.events.append((t, what))
             if d.action is RolloutAction.HALT:
