@@ -31,6 +31,11 @@ def _f(x: float | None, d: int = 4) -> str:
     return "-" if x is None else f"{x:.{d}f}"
 
 
+def _orgs(baseline: RescoreSummary, experiment: RescoreSummary) -> list[str]:
+    """The orgs of either summary in their order (the store's creation order), not by id."""
+    return list(dict.fromkeys([*dict(baseline.alerts_per_org), *dict(experiment.alerts_per_org)]))
+
+
 def write_rescore_report(
     baseline: RescoreSummary, experiment: RescoreSummary, out_dir: str | Path
 ) -> Path:
@@ -49,9 +54,7 @@ def write_rescore_report(
             "alerts_per_org": {
                 o: dict(experiment.alerts_per_org).get(o, 0)
                 - dict(baseline.alerts_per_org).get(o, 0)
-                for o in sorted(
-                    set(dict(baseline.alerts_per_org)) | set(dict(experiment.alerts_per_org))
-                )
+                for o in _orgs(baseline, experiment)
             },
         },
     }
@@ -64,7 +67,7 @@ def write_rescore_report(
 def rescore_page(baseline: RescoreSummary, experiment: RescoreSummary) -> str:
     """The rescore report as one self-contained HTML page, baseline beside experiment."""
     images = []
-    orgs = sorted(set(dict(baseline.alerts_per_org)) | set(dict(experiment.alerts_per_org)))
+    orgs = _orgs(baseline, experiment)
     fig, ax = figure(9, 3.5)
     x = np.arange(len(orgs))
     ax.bar(

@@ -570,8 +570,14 @@ class Tally:
                 out.verdicts[k] = out.verdicts.get(k, 0) + n
         return out
 
-    def summary(self, name: str) -> RescoreSummary:
-        """The frozen figures of this tally."""
+    def summary(self, name: str, org_order: Sequence[str] = ()) -> RescoreSummary:
+        """The frozen figures of this tally, orgs in `org_order` (the store's creation order).
+
+        Org ids are pseudonyms the store draws at random, so their sort order is no order for
+        one history; orgs `org_order` does not name come after its own, by id.
+        """
+        pos = {o: i for i, o in enumerate(org_order)}
+        orgs = sorted(self.alerts_by_org, key=lambda o: (pos.get(o, len(pos)), o))
         return RescoreSummary(
             name=name,
             encounters=self.encounters,
@@ -582,12 +588,9 @@ class Tally:
             agreement_with_recorded=(
                 self.agree_with_recorded / self.encounters if self.encounters else None
             ),
-            alerts_per_org=tuple(sorted(self.alerts_by_org.items())),
+            alerts_per_org=tuple((o, self.alerts_by_org[o]) for o in orgs),
             alerts_per_org_per_day=tuple(
-                sorted(
-                    (o, a / max(len(self.days_by_org.get(o, ())), 1))
-                    for o, a in self.alerts_by_org.items()
-                )
+                (o, self.alerts_by_org[o] / max(len(self.days_by_org.get(o, ())), 1)) for o in orgs
             ),
             families=tuple(sorted((k, v[0], v[1]) for k, v in self.by_family.items())),
             verdicts=tuple(sorted(self.verdicts.items())),
@@ -599,7 +602,8 @@ class RescoreSummary:
     """One config's figures: rescored recall, FP rate, alerts per org, per-family breakdown.
 
     Count-weighted over encounters. `fp_rate` is alerts among encounters not labelled
-    malicious; `families` holds (family, encounters, alerts), family from the labels.
+    malicious; `families` holds (family, encounters, alerts), family from the labels. The
+    per-org figures run in the store's creation order (`Tally.summary`), not by org id.
     """
 
     name: str
@@ -748,4 +752,5 @@ def run_rescore(
             tally.add(batch, result)
         if on_batch is not None:
             on_batch(batch, results)
-    return tuple(t.summary(c.name) for t, c in zip(tallies, configs, strict=True))
+    order = store.org_ids()
+    return tuple(t.summary(c.name, order) for t, c in zip(tallies, configs, strict=True))

@@ -187,7 +187,8 @@ def run_rescore_spark(
     merged = [Tally() for _ in configs]
     for r in out:
         merged[r["config"]] = merged[r["config"]].merge(pickle.loads(r["tally"]))  # noqa: S301 - our own executors' output
-    return tuple(t.summary(c.name) for t, c in zip(merged, configs, strict=True))
+    order = _org_order(spark, src)
+    return tuple(t.summary(c.name, order) for t, c in zip(merged, configs, strict=True))
 
 
 def _pair_scores(
