@@ -225,7 +225,8 @@ class _Console:
             )
             plots = _series_plots(self.plots, None, figures.series, figures.versions_today)
         per_org = figures.per_org if figures else {}
-        top = sorted(orgs, key=lambda o: (-per_org.get(o, (0, 0))[0], o))[: self.config.top_orgs]
+        # ties on size keep the store's creation order (`orgs`): ids are random pseudonyms
+        top = sorted(orgs, key=lambda o: -per_org.get(o, (0, 0))[0])[: self.config.top_orgs]
         assigned: dict[str, int] = {}
         for p in effective.values():
             key = "none" if p.model_version is None else f"v{p.model_version}"
