@@ -39,7 +39,7 @@ from backend.store import Store
 from fleet_sim._memory import trim_freed_memory
 
 if TYPE_CHECKING:
-    from fleet_sim.rollout import RolloutRecord
+    from fleet_sim.rollout.controller import RolloutRecord
 
 __all__ = ["PROCESS_NAME", "PendingPrediction", "forecast"]
 
