@@ -51,8 +51,11 @@ def _role(pid: int, root: int) -> str:
         return "coordinator"
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "gone"
+    if comm == "fw-prediction":  # fleet_sim.prediction_process.COMM
+        return "prediction"
     return "fold writer" if "fold_writer" in cmd else "shard worker"
 
 

@@ -5,9 +5,11 @@
 transition analysis merges; rescoring weighs by `count`),
 `features` (org_id, sha256, schema, vector bytes: one row per org's own vector), `labels`
 (the append-only history with `seq`, its order in the store, so ties at one instant resolve as
-`LabelBook` does) and `policy_history`
-(each signed document as JSON with its time). Times travel as integer microseconds since the
-epoch (UTC) beside the ISO form, so engines compare instants, never strings.
+`LabelBook` does), `policy_history`
+(each signed document as JSON with its time) and `orgs` (each org's pseudonym and its position
+in creation order, the order reports list orgs tied on a value in). Times travel as integer
+microseconds since the epoch (UTC) beside the ISO form, so engines compare instants, never
+strings.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ExportResult:
     features: int
     labels: int
     policies: int
+    orgs: int = 0
 
 
 def to_us(t: dt.datetime) -> int:
@@ -161,7 +164,15 @@ def export(store: AnyStore, out_dir: str | Path, *, schema: str | None = None) -
         ),
         out / "policy_history.parquet",
     )
-    return ExportResult(out, n_agg, n_feat, len(labels["seq"]), len(history))
+    org_ids = store.org_ids()
+    pq.write_table(
+        pa.table(
+            {"org_id": org_ids, "position": list(range(len(org_ids)))},
+            schema=pa.schema([("org_id", pa.string()), ("position", pa.int64())]),
+        ),
+        out / "orgs.parquet",
+    )
+    return ExportResult(out, n_agg, n_feat, len(labels["seq"]), len(history), len(org_ids))
 
 
 def _LABELS_SCHEMA(pa: Any) -> Any:  # noqa: N802 - a schema constant built once pyarrow is loaded

@@ -688,7 +688,18 @@ def predict_transition_spark(
         now=now,
         fp_budget_per_day=fp_budget_per_day,
         allowlist_ttl=allowlist_ttl,
+        org_order=_org_order(spark, src),
     )
+
+
+def _org_order(spark: Any, src: Path) -> list[str]:
+    """The export's orgs in the store's creation order (`orgs.parquet`; none in older exports)."""
+    if not (src / "orgs.parquet").exists():
+        return []
+    return [
+        r["org_id"]
+        for r in spark.read.parquet(str(src / "orgs.parquet")).orderBy("position").collect()
+    ]
 
 
 def _label_change(r: Any) -> Any:

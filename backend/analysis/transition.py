@@ -280,6 +280,7 @@ def predict_transition(
         fp_budget_per_day=fp_budget_per_day,
         allowlist_ttl=allowlist_ttl,
         by_org=by_sample,
+        org_order=store.org_ids(),  # ties in creation order, not pseudonym order
     )
 
 

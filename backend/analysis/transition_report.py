@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,19 @@ class TransitionReport:
     shadow_per_org: dict[str, OrgTransition] = field(default_factory=dict)
     candidates: tuple[CandidateFigures, ...] = ()
     notes: tuple[str, ...] = ()
+    org_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """The orgs in the store's creation order: the tie key of every per-org list.
+
+    Pseudonyms are drawn at random, so an order by pseudonym differs between two stores (or
+    two simulated runs of one seed) holding the same history; creation order does not. Orgs
+    not in it (an export without `orgs.parquet`) follow, by pseudonym. Not a figure: reports
+    equal in every figure compare equal whatever their `org_order`.
+    """
+
+    def _org_key(self) -> Callable[[str], tuple[int, str]]:
+        """The per-org tie key: (creation position, pseudonym)."""
+        pos = {o: k for k, o in enumerate(self.org_order)}
+        return lambda o: (pos.get(o, len(pos)), o)
 
     def allowlist_candidates(self) -> tuple[AllowlistCandidate, ...]:
         """The raw transition allowlist as org-scoped candidates: each org's own flips.
@@ -153,21 +167,25 @@ class TransitionReport:
         `transition_allowlist` union is never applied as is.
         """
         entry_of = {e.sha256: e for e in self.transition_allowlist}
+        key = self._org_key()
         return tuple(
             AllowlistCandidate(entry_of[sha], o.org_id)
-            for o in sorted(self.per_org.values(), key=lambda o: o.org_id)
+            for o in sorted(self.per_org.values(), key=lambda o: key(o.org_id))
             for sha in o.allowlist_sha256s
             if sha in entry_of
         )
 
     def ranked_orgs(self) -> list[OrgTransition]:
-        """Orgs by predicted surge, largest first."""
+        """Orgs by predicted surge, largest first; ties in `org_order`."""
+        key = self._org_key()
         return sorted(
-            self.per_org.values(), key=lambda o: (-o.predicted_new_fp_alerts_per_day, o.org_id)
+            self.per_org.values(),
+            key=lambda o: (-o.predicted_new_fp_alerts_per_day, key(o.org_id)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of the report."""
+        """The JSON form of the report; per-org lists in rank or `org_order`, never dict order."""
+        key = self._org_key()
         return {
             "old_version": self.old_version,
             "new_version": self.new_version,
@@ -183,7 +201,9 @@ class TransitionReport:
             "recommended_alert_threshold": self.recommended_alert_threshold,
             "allowlisted_fp_alerts_per_day_removed": self.allowlisted_fp_alerts_per_day_removed,
             "per_org": [_org_json(o) for o in self.ranked_orgs()],
-            "shadow_per_org": [asdict(o) for o in self.shadow_per_org.values()],
+            "shadow_per_org": [
+                asdict(o) for o in sorted(self.shadow_per_org.values(), key=lambda o: key(o.org_id))
+            ],
             "sweep": [asdict(p) for p in self.sweep],
             "candidates": [asdict(c) for c in self.candidates],
             "transition_allowlist": [_entry_json(e) for e in self.transition_allowlist],
@@ -562,7 +582,7 @@ def _sweep(
             SweepPoint(
                 alert_threshold=float(t),
                 max_org_fp_per_day=max(per_org.values(), default=0.0),
-                fleet_fp_per_day=sum(per_org.values()),
+                fleet_fp_per_day=math.fsum(per_org.values()),
                 orgs_over_budget=sum(1 for v in per_org.values() if v > budget),
                 recall=_ratio(_wsum(mal & alert, pairs.counts), mal_n),
             )
@@ -594,11 +614,15 @@ def build_report(
     fp_budget_per_day: float,
     allowlist_ttl: dt.timedelta,
     by_org: OrgRows | None = None,
+    org_order: Sequence[str] = (),
 ) -> TransitionReport:
     """Decisions, per-org and fleet figures from scored pairs: what every engine shares.
 
     `by_org` is `OrgRows.of(pairs)` when the caller has it already. Per-pair scores are
-    turned into cases first (`_cases_of`); every decision is then taken per case.
+    turned into cases first (`_cases_of`); every decision is then taken per case. `org_order`
+    (the store's orgs in creation order) orders the report's per-org lists
+    (`TransitionReport.org_order`). Fleet figures are exactly rounded sums (`math.fsum`), so
+    they do not depend on the order the orgs come in either.
     """
     schema_changed = is_schema_changed(old, new)
     by_org = by_org if by_org is not None else OrgRows.of(pairs)
@@ -640,7 +664,7 @@ def build_report(
             )
             for sha in shas
         )
-        removed = sum(o.predicted_new_fp_alerts_per_day for o in per_org.values())
+        removed = math.fsum(o.predicted_new_fp_alerts_per_day for o in per_org.values())
         notes.append(
             f"the transition allowlist ({len(allow)} sample(s), expiring after "
             f"{allowlist_ttl.days} days) removes {removed:.2f} predicted new false-positive "
@@ -653,7 +677,7 @@ def build_report(
             f"v{new.version}",
             _nfr(s, pairs.counts),
             _ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
-            sum(o.predicted_new_fp_alerts_per_day for o in per_org.values()),
+            math.fsum(o.predicted_new_fp_alerts_per_day for o in per_org.values()),
             int(neg.sum()),
         )
     ]
@@ -676,7 +700,7 @@ def build_report(
                 f"v{cong.version} (congruent)",
                 _nfr(sc, pairs.counts),
                 _ratio(_wsum(mal & c_alert, pairs.counts), _wsum(mal, pairs.counts)),
-                sum(o.predicted_new_fp_alerts_per_day for o in per_c.values()),
+                math.fsum(o.predicted_new_fp_alerts_per_day for o in per_c.values()),
                 int(neg_c.sum()),
             )
         )
@@ -687,7 +711,7 @@ def build_report(
         new_version=new.version,
         now=now,
         per_org=per_org,
-        fleet_predicted_new_fp_alerts_per_day=sum(
+        fleet_predicted_new_fp_alerts_per_day=math.fsum(
             o.predicted_new_fp_alerts_per_day for o in per_org.values()
         ),
         fleet_endpoints_touched=sketch.estimate(touched),
@@ -704,6 +728,7 @@ def build_report(
         shadow_per_org=shadow,
         candidates=tuple(candidates),
         notes=tuple(notes),
+        org_order=tuple(org_order),
     )
 
 

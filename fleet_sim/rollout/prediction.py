@@ -27,6 +27,7 @@ writes meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing as mp
 import pickle
@@ -41,9 +42,10 @@ from fleet_sim._memory import trim_freed_memory
 if TYPE_CHECKING:
     from fleet_sim.rollout.controller import RolloutRecord
 
-__all__ = ["PROCESS_NAME", "PendingPrediction", "forecast"]
+__all__ = ["COMM", "PROCESS_NAME", "PendingPrediction", "forecast"]
 
 PROCESS_NAME = "transition-prediction"
+COMM = "fw-prediction"  # the process's name for the system (ps, top, /proc/PID/comm)
 
 
 def forecast(store: Store, old_dir: Path, new_dir: Path, now: dt.datetime) -> dict[str, float]:
@@ -66,6 +68,8 @@ def _send_error(conn: Connection, exc: BaseException) -> None:
 
 def _serve(conn: Connection) -> None:
     """The child: wait for the start, take the snapshot, say so, compute, send the value."""
+    with contextlib.suppress(OSError):  # its name in ps and top (Linux; 15 bytes at most)
+        Path("/proc/self/comm").write_text(COMM)
     import backend.analysis.transition  # noqa: F401 - loaded while the run sets up
 
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import multiprocessing.process
+import os
 import shutil
+import signal
 
 import pytest
 
@@ -155,6 +157,23 @@ def test_a_failed_run_leaves_no_prediction_process_never_begun(
         with pytest.raises(ScenarioError, match="model 2 is already assigned"):
             run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path, workers=1)
     assert len(forked) == 1  # the fault landed after the prediction's process was forked
+    assert not _prediction_processes()
+
+
+def test_prediction_process_killed_fails_the_run_with_its_exit_instead_of_hanging(
+    small_corpus, sim_bundles, tmp_path, monkeypatch
+) -> None:
+    killed = tmp_path / "killed"
+
+    def die(*_args, **_kwargs):  # runs in the prediction's process
+        killed.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(transition, "predict_transition", die)
+    sc = _half_day_rollout("killed-prediction", predict=True)
+    with pytest.raises(RuntimeError, match=r"the transition prediction's process died \(-9\)"):
+        run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=tmp_path / "o", workers=1)
+    assert killed.exists()  # the kill landed in the prediction's process, after its snapshot
     assert not _prediction_processes()
 
 

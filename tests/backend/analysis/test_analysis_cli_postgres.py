@@ -63,21 +63,11 @@ def _fill(store: AggregateStore) -> dict[str, str]:
 
 
 def _named(text: str, orgs: dict[str, str]) -> object:
-    """The report with org names for pseudonyms, and rows of equal rank in name order."""
+    """The report with org names for pseudonyms (lists keep their order: ties among orgs follow
+    the store's creation order, the same in both stores, not their pseudonyms)."""
     for name, org_id in orgs.items():
         text = text.replace(org_id, name)
-    return _sorted(json.loads(text))
-
-
-def _sorted(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _sorted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        items = [_sorted(v) for v in value]
-        if items and all(isinstance(v, dict) and "org_id" in v for v in items):
-            return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
-        return items
-    return value
+    return json.loads(text)
 
 
 def _run(args: list[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -98,6 +99,9 @@ def test_spark_transition_reproduces_the_local_engine(
     assert on_spark.per_org == local.per_org  # predicted new FP alerts, flips, per org
     assert on_spark.shadow_per_org == local.shadow_per_org
     assert on_spark == local  # and every fleet figure, the sweep and the allowlist
+    # and the same text: per-org lists in the store's creation order (the export's orgs)
+    assert json.dumps(on_spark.to_dict()) == json.dumps(local.to_dict())
+    assert on_spark.org_order == local.org_order == tuple(history.orgs)
     assert sum(o.negative_flips for o in local.per_org.values()) > 0  # something to predict
     assert local.shadow_per_org
 
