@@ -20,9 +20,10 @@ if TYPE_CHECKING:
         RolloutRecord,
         rollout_config,
     )
-    from fleet_sim.rollout.prediction import PROCESS_NAME, PendingPrediction, forecast
+    from fleet_sim.rollout.prediction import COMM, PROCESS_NAME, PendingPrediction, forecast
 
 __all__ = [
+    "COMM",
     "PROCESS_NAME",
     "ArmDayTally",
     "ControllerRollout",
@@ -43,6 +44,6 @@ __getattr__ = lazy_reexport(
             "RolloutRecord",
             "rollout_config",
         ],
-        "fleet_sim.rollout.prediction": ["PROCESS_NAME", "PendingPrediction", "forecast"],
+        "fleet_sim.rollout.prediction": ["COMM", "PROCESS_NAME", "PendingPrediction", "forecast"],
     },
 )
