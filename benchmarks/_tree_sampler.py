@@ -54,7 +54,7 @@ def _role(pid: int, root: int) -> str:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "gone"
-    if comm == "fw-prediction":  # fleet_sim.prediction_process.COMM
+    if comm == "fw-prediction":  # fleet_sim.rollout.prediction.COMM
         return "prediction"
     return "fold writer" if "fold_writer" in cmd else "shard worker"
 

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fleet_sim._memory import keep_freed_memory, trim_freed_memory  # noqa: E402
-from fleet_sim.fold import EventFolder, FoldedRows  # noqa: E402
+from fleet_sim.link.fold import EventFolder, FoldedRows  # noqa: E402
 
 _COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last")
 
@@ -45,7 +45,7 @@ def capture(out: Path, endpoints: int, orgs: int, workers: int, data: Path) -> N
     """Run 4 days of the bench scenario; each shard saves its second fold (day 1)."""
     from sim_bench import scenario
 
-    from fleet_sim import shard as shard_mod
+    from fleet_sim.parallel import shard as shard_mod
     from fleet_sim.run import ensure_assets, run_scenario
     from fleet_sim.scenario import scenario_from_dict
 

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from backend.store import Store
-from fleet_sim import fold_writer
-from fleet_sim.backend_link import InProcessLink
-from fleet_sim.fold import FoldedRows
+from fleet_sim.link import fold_writer
+from fleet_sim.link.fold import FoldedRows
+from fleet_sim.link.in_process import InProcessLink
 
 
 def capture(out: Path, bench_args: list[str]) -> None:

@@ -4,7 +4,7 @@ Prints `cores: N` and one `name: value unit` per line:
 - cohort mode at the target size (default 1,000,000 endpoints across 1,000 orgs x 30 days) with
   the policy, a staged rollout (the rollout hook), an allowlist change, an org kill switch and
   telemetry folded into the backend's aggregates: endpoint-days per wall second, wall seconds,
-  peak RSS of the simulation and of its fold writer process (`fleet_sim.fold_writer`);
+  peak RSS of the simulation and of its fold writer process (`fleet_sim.link.fold_writer`);
 - the same at 100k endpoints x 3 days, and a naive SimPy baseline (one process per endpoint,
   each scan a timeout plus a table lookup, nothing else) at the same size, and their ratio.
 
@@ -17,7 +17,7 @@ imports at process start are outside both (lazy imports inside a run are inside 
 loops alone are compared too: the cohort's first to last step against `env.run`.
 
 `--engine spark [--spark-master local[2]]` runs the shards as Spark tasks
-(`fleet_sim.spark_engine`); CPU and memory then cover the whole process tree (the Spark JVM and
+(`fleet_sim.parallel.spark`); CPU and memory then cover the whole process tree (the Spark JVM and
 its Python workers included, sampled from /proc), and the session's start is timed apart.
 
 Usage: .venv/bin/python benchmarks/sim_bench.py [--endpoints 1000000] [--days 30] [--data DIR]
@@ -77,7 +77,7 @@ class PredictionTimer:
     The simulator looks the function up at each rollout start, so wrapping the module's
     attribute for the duration of a run times every prediction it makes in this process
     (`--predict-inline`). A prediction beside the run runs in a process of its own
-    (`fleet_sim.prediction_process`), which reports its figures in the run's timings.
+    (`fleet_sim.rollout.prediction`), which reports its figures in the run's timings.
     """
 
     def __init__(self) -> None:
@@ -303,7 +303,7 @@ def main() -> None:
     print(f"engine: {args.engine}")
     engine = None
     if args.engine == "spark":
-        from fleet_sim.spark_engine import SparkEngine
+        from fleet_sim.parallel.spark import SparkEngine
 
         t = time.perf_counter()
         engine = SparkEngine.start(args.spark_master or f"local[{args.workers or os.cpu_count()}]")

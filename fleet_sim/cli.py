@@ -14,8 +14,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleet_sim._clock import wall_s
 from fleet_sim.errors import SimError
-from fleet_sim.http_link import RemoteBackend
-from fleet_sim.report import write_report
+from fleet_sim.link.http import RemoteBackend
+from fleet_sim.result.report import write_report
 from fleet_sim.run import ensure_assets, run_scenario
 from fleet_sim.scenario import ScenarioError, load_scenario
 
@@ -128,7 +128,7 @@ def run(
         raise click.UsageError("--engine spark runs the cohort mode (not exact, not --backend)")
     shards = None
     if engine == "spark":
-        from fleet_sim.spark_engine import SparkEngine, SparkEngineError
+        from fleet_sim.parallel.spark import SparkEngine, SparkEngineError
 
         try:
             shards = SparkEngine.start(spark_master or "local[*]")

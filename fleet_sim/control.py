@@ -39,8 +39,8 @@ from agent.policy import (
 from agent.verdict_codes import ALERT_CODES, VERDICT_CODES, decide_batch
 from backend.rollout.service import record_arm_day_columns
 from fleet_sim._clock import DAY_S, SimClock
-from fleet_sim.backend_link import InProcessLink
-from fleet_sim.rollout import ArmDayTally, HealthKind, RolloutRecord
+from fleet_sim.link.in_process import InProcessLink
+from fleet_sim.rollout.controller import ArmDayTally, HealthKind, RolloutRecord
 from fleet_sim.scenario import (
     Action,
     AllowlistAdd,

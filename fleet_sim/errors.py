@@ -6,9 +6,9 @@ SimError
 │                        ValueError: it is bad input); the message names the field
 ├── FoldWriterError      the fold writer process failed to fold or write a day (also a
 │                        RuntimeError: the run cannot go on)
-├── ShardWorkerError     a shard's worker process or Spark task failed (fleet_sim.shard)
+├── ShardWorkerError     a shard's worker process or Spark task failed (fleet_sim.parallel.shard)
 └── SparkEngineError     Spark cannot run the shards: pyspark or Java missing, bad or
-                         unreachable master, the job failed (fleet_sim.spark_engine)
+                         unreachable master, the job failed (fleet_sim.parallel.spark)
 ```
 
 Programmer misuse raises plain `TypeError`/`ValueError`, outside this tree. Errors from the

@@ -25,7 +25,6 @@ import numpy as np
 from backend.errors import BackendError
 from backend.store import Store
 from fleet_sim._clock import SimClock, wall_s
-from fleet_sim.backend_link import InProcessLink
 from fleet_sim.control import (
     DecisionTables,
     Fleet,
@@ -34,14 +33,15 @@ from fleet_sim.control import (
     Recorder,
     n_days,
 )
-from fleet_sim.fold_writer import (
+from fleet_sim.link.fold_writer import (
     SIM_STORE_SYNCHRONOUS,
     STORE_BUSY_TIMEOUT_MS,
 )
-from fleet_sim.http_link import MAX_ENDPOINTS, HTTPLink, RemoteBackend
-from fleet_sim.outcomes import ArmRun, OutcomeResult, check_outcomes
-from fleet_sim.prediction_process import PendingPrediction, forecast
-from fleet_sim.rollout import ArmDayTally, ControllerRollout
+from fleet_sim.link.http import MAX_ENDPOINTS, HTTPLink, RemoteBackend
+from fleet_sim.link.in_process import InProcessLink
+from fleet_sim.result.outcomes import ArmRun, OutcomeResult, check_outcomes
+from fleet_sim.rollout.controller import ArmDayTally, ControllerRollout
+from fleet_sim.rollout.prediction import PendingPrediction, forecast
 from fleet_sim.scenario import ScenarioError, ScenarioModel, StartRollout
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world
@@ -50,7 +50,7 @@ from model_store.train import recipe_for_version, train_model
 
 if TYPE_CHECKING:
     from backend.analysis.transition_allowlist import AllowlistCandidate
-    from fleet_sim.shard import ShardEngine
+    from fleet_sim.parallel.shard import ShardEngine
 
 __all__ = ["SHARDS_MIN_ENDPOINTS", "SimRun", "default_workers", "ensure_assets", "run_scenario"]
 
@@ -339,7 +339,7 @@ def run_arm(
                 progress(arm, t, total, events)
 
         if mode == "cohort":
-            from fleet_sim.shard import run_cohort
+            from fleet_sim.parallel.shard import run_cohort
 
             events = run_cohort(
                 fleet, actions, days=scenario.days, seed=(scenario.seed, 1),

@@ -34,8 +34,8 @@ from rich.table import Table
 from backend.analysis import TransitionReport, predict_transition, write_transition_report
 from backend.report import figure, figure_png, html_page, image_tag
 from backend.store import Store
-from fleet_sim.outcomes import org_day_rate
-from fleet_sim.report import write_report
+from fleet_sim.result.outcomes import org_day_rate
+from fleet_sim.result.report import write_report
 from fleet_sim.run import SimRun, ensure_assets, run_scenario
 from fleet_sim.scenario import ScenarioError, scenario_from_dict
 from fleetward._figures import (

@@ -1,7 +1,7 @@
 """Light modules stay light: a process that only writes the store loads no model or web code.
 
-The simulator's fold writer (`python -m fleet_sim.fold_writer`) only writes SQLite, yet it once
-imported onnxruntime, httpx, starlette and pydantic (about 38 MB and a third of a second per
+The simulator's fold writer (`python -m fleet_sim.link.fold_writer`) only writes SQLite, yet it
+once imported onnxruntime, httpx, starlette and pydantic (about 38 MB and a third of a second per
 process) through eager package re-exports (`agent`, `agent.telemetry`, `backend`,
 `backend.analysis`) and module-level imports of what only other functions use. Each case runs
 in a fresh interpreter: its `sys.modules` is what that process would carry.
@@ -20,7 +20,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UNUSED_BY_WRITERS = ["httpx", "onnxruntime", "pydantic", "starlette"]
-LAZY_PACKAGES = ["agent", "agent.telemetry", "backend", "backend.analysis"]
+LAZY_PACKAGES = [
+    "agent",
+    "agent.telemetry",
+    "backend",
+    "backend.analysis",
+    "fleet_sim.cohort",
+    "fleet_sim.link",
+    "fleet_sim.parallel",
+    "fleet_sim.result",
+    "fleet_sim.rollout",
+]
 
 
 def _loaded_after(statement: str) -> list[str]:
@@ -38,10 +48,11 @@ def _loaded_after(statement: str) -> list[str]:
 @pytest.mark.parametrize(
     "statement",
     [
-        "import fleet_sim.fold_writer",
+        "import fleet_sim.link.fold_writer",
         "import backend.store",
         "from backend.store import Store",
-        "from fleet_sim.backend_link import InProcessLink",
+        "from fleet_sim.link.in_process import InProcessLink",
+        "from fleet_sim.link import InProcessLink, ProcessFoldWriter",
     ],
 )
 def test_store_writers_import_no_model_web_or_validation_library(statement: str) -> None:

@@ -15,7 +15,8 @@ Layout choices, for locality and size:
   retried. The commit happens before the caller answers 2xx; `synchronous=FULL` (the default)
   makes it survive power loss too, `NORMAL` only a crash of the process. `OFF` syncs nothing
   (still safe from a crash of the process, not of the machine): for a fleet simulation's scratch
-  store only, which acknowledges nothing to anyone (`fleet_sim.fold_writer.SIM_STORE_SYNCHRONOUS`).
+  store only, which acknowledges nothing to anyone
+  (`fleet_sim.link.fold_writer.SIM_STORE_SYNCHRONOUS`).
 - Distinct endpoints merge through a registered SQL function (`fw_merge`, see
   `backend.sketch`), so the upsert stays one statement. The common case, an endpoint the row
   already counts, is decided in SQL without calling back into Python: sketches are sorted

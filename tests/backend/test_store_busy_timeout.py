@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.store import Store
-from fleet_sim.fold_writer import STORE_BUSY_TIMEOUT_MS
+from fleet_sim.link.fold_writer import STORE_BUSY_TIMEOUT_MS
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -53,7 +53,7 @@ def test_a_write_fails_as_locked_past_the_busy_timeout(tmp_path: Path) -> None:
 
 
 def test_the_simulators_stores_wait_longer_than_the_servers() -> None:
-    # the coordinator and the fold writer process share one file (fleet_sim.fold_writer)
+    # the coordinator and the fold writer process share one file (fleet_sim.link.fold_writer)
     assert STORE_BUSY_TIMEOUT_MS >= 60_000
 
 

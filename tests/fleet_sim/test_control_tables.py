@@ -23,7 +23,6 @@ from agent.policy import PolicyDocumentModel
 from agent.verdict_codes import ALERT_CODES
 from backend.store import Store
 from fleet_sim._clock import SimClock
-from fleet_sim.backend_link import InProcessLink
 from fleet_sim.control import (
     DecisionTables,
     Fleet,
@@ -32,6 +31,7 @@ from fleet_sim.control import (
     Recorder,
     verdict_code,
 )
+from fleet_sim.link.in_process import InProcessLink
 from fleet_sim.scenario import WorldModel
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import World, build_world

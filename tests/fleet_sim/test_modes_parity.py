@@ -27,7 +27,7 @@ import pytest
 from scipy import stats
 
 from fleet_sim.control import Recorder
-from fleet_sim.outcomes import ArmRun, adoption_at, counters, kill_switch_delays
+from fleet_sim.result.outcomes import ArmRun, adoption_at, counters, kill_switch_delays
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
 

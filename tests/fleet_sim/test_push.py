@@ -14,7 +14,7 @@ import copy
 
 import pytest
 
-from fleet_sim.outcomes import ArmRun, reach
+from fleet_sim.result.outcomes import ArmRun, reach
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
 

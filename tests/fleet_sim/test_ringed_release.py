@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_sim.outcomes import ring_exposure
+from fleet_sim.result.outcomes import ring_exposure
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import load_scenario, scenario_from_dict
 from model_store.corpus import Corpus

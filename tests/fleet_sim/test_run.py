@@ -13,13 +13,13 @@ import pytest
 
 import backend.analysis.transition as transition
 import backend.store.sqlite as sqlite_store
-import fleet_sim.shard as shard
+import fleet_sim.parallel.shard as shard
 from agent.errors import IntegrityError
-from fleet_sim.prediction_process import PROCESS_NAME, PendingPrediction
+from fleet_sim.rollout.prediction import PROCESS_NAME, PendingPrediction
 from fleet_sim.run import SHARDS_MIN_ENDPOINTS, default_workers, run_scenario
 from fleet_sim.scenario import ScenarioError, ScenarioModel, scenario_from_dict
-from tests.fleet_sim.test_shard import SCENARIO as SHARD_SCENARIO
-from tests.fleet_sim.test_shard import _Ids, _outcome
+from tests.fleet_sim.parallel.test_shard import SCENARIO as SHARD_SCENARIO
+from tests.fleet_sim.parallel.test_shard import _Ids, _outcome
 
 
 def _half_day_rollout(name: str, *, predict: bool, initial: int = 1) -> ScenarioModel:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet_sim.outcomes import counters
+from fleet_sim.result.outcomes import counters
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import load_scenario
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_sim.outcomes import org_day_rate
+from fleet_sim.result.outcomes import org_day_rate
 from fleet_sim.run import SimRun, run_scenario
 from fleet_sim.scenario import scenario_from_dict
 from model_store.corpus import Corpus

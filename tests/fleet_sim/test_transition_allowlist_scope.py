@@ -19,7 +19,7 @@ from agent.telemetry import TelemetryBatch, TelemetryEvent
 from backend.analysis.transition_allowlist import evidence_allowlist
 from backend.ingest import aggregate
 from backend.store import Store
-from fleet_sim.backend_link import InProcessLink
+from fleet_sim.link.in_process import InProcessLink
 
 NOW = dt.datetime(2026, 11, 9, tzinfo=dt.UTC)
 D = dt.timedelta(days=1)

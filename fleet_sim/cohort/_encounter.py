@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fleet_sim._clock import DAY_S
-from fleet_sim._cohort_state import F64, I64, EngineState
+from fleet_sim.cohort._state import F64, I64, EngineState
 
 __all__ = ["RNG_BLOCKS", "EncounterDraws", "alias_table", "rng_blocks"]
 
@@ -44,7 +44,7 @@ def rng_blocks(org_first: I64, org_size: I64, n_blocks: int = RNG_BLOCKS) -> lis
 
     Each block draws its encounters from a stream of its own (`(seed, 1, block)`), so the
     numbers an org draws depend on the world and the seed only, never on which worker runs
-    it; a worker runs whole blocks (`fleet_sim.shard`). A per-org stream would cost a few
+    it; a worker runs whole blocks (`fleet_sim.parallel.shard`). A per-org stream would cost a few
     numpy calls per org and step (thousands a step); a block's draws are one call per
     category for all its orgs.
     """

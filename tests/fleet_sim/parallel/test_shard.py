@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 import backend.store.sqlite as sqlite_store
-import fleet_sim.shard as shard_module
-from fleet_sim.cohort import rng_blocks
-from fleet_sim.fold import FoldedRows
-from fleet_sim.report import report_dict
+import fleet_sim.parallel.shard as shard_module
+from fleet_sim.cohort.engine import rng_blocks
+from fleet_sim.link.fold import FoldedRows
+from fleet_sim.parallel.shard import Shard, ShardWorkerError, recv_reply, send_reply, shard_ranges
+from fleet_sim.result.report import report_dict
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
-from fleet_sim.shard import Shard, ShardWorkerError, recv_reply, send_reply, shard_ranges
 
 # a world that exercises every fleet-wide path: a staged rollout with the transition prediction
 # at its start (a flush) and a block-storming candidate (breaker trips, health evidence, the

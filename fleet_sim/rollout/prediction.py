@@ -40,7 +40,7 @@ from backend.store import Store
 from fleet_sim._memory import trim_freed_memory
 
 if TYPE_CHECKING:
-    from fleet_sim.rollout import RolloutRecord
+    from fleet_sim.rollout.controller import RolloutRecord
 
 __all__ = ["COMM", "PROCESS_NAME", "PendingPrediction", "forecast"]
 

@@ -1,7 +1,7 @@
 """The cohort engine's state, declared once, and what every part of the engine reads of it.
 
 `fleet_sim.cohort.CohortEngine` is assembled from one class per role (online state, check-ins,
-encounters, delivery: `fleet_sim._cohort_*`); they share the endpoints' array state, which is
+encounters, delivery: `fleet_sim.cohort._*`); they share the endpoints' array state, which is
 declared here with what it means, so each part is type-checked against the same names. The
 helpers here are the ones more than one part calls: the check-in schedule in closed form
 (`phase + k * interval`), the endpoints' current decision table and the event-column gathers.
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.verdict_codes import ALERT_CODES
-from fleet_sim._cohort_breaker import Breakers
+from fleet_sim.cohort._breaker import Breakers
 from fleet_sim.control import Fleet
 
 __all__ = ["F64", "I64", "Q_PER_DAY", "Cols", "EngineState", "cat_rows", "take_rows"]
@@ -67,7 +67,7 @@ class EngineState:
     online: npt.NDArray[np.bool_]
     st_failed: npt.NDArray[np.bool_]
     settled: npt.NDArray[np.bool_]
-    _breakers: Breakers  # untripped breakers' kept blocks (`fleet_sim._cohort_breaker`)
+    _breakers: Breakers  # untripped breakers' kept blocks (`fleet_sim.cohort._breaker`)
     _breaker_cfg: dict[int, tuple[npt.NDArray[np.bool_], I64, I64]]  # per policy, by org
     events_total: int
     trip_log: list[tuple[float, int]]  # (first trip time, endpoints) per step
@@ -85,7 +85,7 @@ class EngineState:
     # check-in schedule: interval (fleet), (phase, interval) of this engine's endpoints
     _iv: F64
     _phiv: F64
-    # online state (`fleet_sim._cohort_online`)
+    # online state (`fleet_sim.cohort._online`)
     _flipped: npt.NDArray[np.bool_]
     _flips: I64
     _went_on: I64
@@ -99,14 +99,14 @@ class EngineState:
     _spell_q0: I64
     _spell_q1: I64
     _group_spells: dict[int, tuple[npt.NDArray[np.int32], ...]]
-    # check-ins with news (`fleet_sim._cohort_checkin`)
+    # check-ins with news (`fleet_sim.cohort._checkin`)
     _n_published: int
     _pending: I64
     _pub: tuple[I64, F64]
     _unseen: dict[int, tuple[F64, int]]
     _n_noticed: int
     _push: list[tuple[I64, F64, F64]]
-    # encounters (`fleet_sim._cohort_encounter`)
+    # encounters (`fleet_sim.cohort._encounter`)
     _blocks: list[tuple[int, int, np.random.Generator]]
     _block_lo: I64
     _block_hi: I64
@@ -124,7 +124,7 @@ class EngineState:
     _org_ih: I64
     _alias_day: int
     _alias_tbl: tuple[F64, npt.NDArray[Any]]
-    # telemetry (`fleet_sim._cohort_delivery`): due next step, parked while offline, delivered
+    # telemetry (`fleet_sim.cohort._delivery`): due next step, parked while offline, delivered
     _due_next: list[Cols]
     _round: list[tuple[Cols, bool]]
     _fresh: tuple[Cols | None, I64 | None]

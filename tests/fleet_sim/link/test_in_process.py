@@ -11,17 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fleet_sim.fold as fold
-import fleet_sim.fold_writer as fold_writer
+import fleet_sim.link.fold as fold
+import fleet_sim.link.fold_writer as fold_writer
 from agent.decision import Reason
 from agent.telemetry import TelemetryEvent
 from agent.verdict_codes import VERDICTS
 from backend.store import Store
-from fleet_sim.backend_link import InProcessLink
+from fleet_sim.link.in_process import InProcessLink
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
-
-from .test_modes_parity import WORLD
+from tests.fleet_sim.test_modes_parity import WORLD
 
 
 def _aggregates(path):

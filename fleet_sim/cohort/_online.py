@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleet_sim._cohort_state import F64, I64, Q_PER_DAY, EngineState
+from fleet_sim.cohort._state import F64, I64, Q_PER_DAY, EngineState
 from fleet_sim.world import QUARTER_S
 
 __all__ = ["OnlineSteps"]

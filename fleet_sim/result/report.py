@@ -29,8 +29,8 @@ import numpy as np
 from backend.report import figure, figure_png, html_page, image_tag
 from backend.rollout.core import RolloutDecision
 from fleet_sim._clock import DAY_S
-from fleet_sim.outcomes import ArmRun, counters, kill_switch_delays
-from fleet_sim.rollout import RolloutRecord
+from fleet_sim.result.outcomes import ArmRun, counters, kill_switch_delays
+from fleet_sim.rollout.controller import RolloutRecord
 from fleet_sim.run import SimRun
 from fleet_sim.world import World
 

@@ -1,5 +1,5 @@
 """The cohort fold's own parts (the fold as a whole is held to the wire path in
-test_backend_link)."""
+test_in_process)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fleet_sim.fold as fold
+import fleet_sim.link.fold as fold
 from agent.verdict_codes import VERDICTS
 from backend import sketch
-from fleet_sim.fold import EventFolder, FoldedRows
+from fleet_sim.link.fold import EventFolder, FoldedRows
 
 T0 = 1_793_491_200_000  # 2026-11-01 UTC, in ms
 

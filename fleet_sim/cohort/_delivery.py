@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from agent.telemetry.spool import keep_newest
 from fleet_sim._clock import DAY_S
-from fleet_sim._cohort_state import F64, I64, Q_PER_DAY, Cols, EngineState, cat_rows, take_rows
+from fleet_sim.cohort._state import F64, I64, Q_PER_DAY, Cols, EngineState, cat_rows, take_rows
 from fleet_sim.world import QUARTER_S
 
 __all__ = ["DeliverySteps"]

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.adoption import adopt
-from fleet_sim._cohort_state import F64, I64, EngineState
+from fleet_sim.cohort._state import F64, I64, EngineState
 
 __all__ = ["CheckinSteps"]
 

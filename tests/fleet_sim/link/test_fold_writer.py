@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from backend.store import Store
-from fleet_sim.backend_link import InProcessLink
-from fleet_sim.fold import FoldedRows
-from fleet_sim.fold_writer import FoldWriterError, InlineFoldWriter, ProcessFoldWriter
+from fleet_sim.link.fold import FoldedRows
+from fleet_sim.link.fold_writer import FoldWriterError, InlineFoldWriter, ProcessFoldWriter
+from fleet_sim.link.in_process import InProcessLink
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 N_EP, N_SAMPLES = 400, 30

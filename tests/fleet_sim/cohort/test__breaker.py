@@ -12,7 +12,7 @@ from agent.breaker import BreakerState, observe, window_us
 from agent.decision import Verdict
 from agent.policy import BreakerConfig
 from fleet_sim._clock import SimClock
-from fleet_sim._cohort_breaker import Breakers, seconds_to_us
+from fleet_sim.cohort._breaker import Breakers, seconds_to_us
 
 CLOCK = SimClock(dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
 _US = dt.timedelta(microseconds=1)

@@ -16,8 +16,8 @@ import pytest
 
 import backend.store.sqlite as sqlite_store
 from backend.rollout.core import Metric, RateTest, RolloutAction, RolloutDecision
-from fleet_sim.report import _rollout_dict, report_dict
-from fleet_sim.rollout import RolloutRecord
+from fleet_sim.result.report import _rollout_dict, report_dict
+from fleet_sim.rollout.controller import RolloutRecord
 from fleet_sim.run import SimRun, run_scenario
 from fleet_sim.world import World
 from tests.fleet_sim.test_run import _half_day_rollout

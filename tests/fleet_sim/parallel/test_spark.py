@@ -20,15 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 import backend.store.sqlite as sqlite_store
-from fleet_sim.fold import FoldedRows
+from fleet_sim.link.fold import FoldedRows
+from fleet_sim.parallel.shard import ShardWorkerError
+from fleet_sim.parallel.spark import SparkEngine, read_folded_rows, write_folded_rows
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
-from fleet_sim.shard import ShardWorkerError
-from fleet_sim.spark_engine import SparkEngine, read_folded_rows, write_folded_rows
 from fleetward.cli import main
-from tests.fleet_sim.test_shard import SCENARIO, _Ids, _outcome
-
-from .conftest import SCENARIOS
+from tests.fleet_sim.conftest import SCENARIOS
+from tests.fleet_sim.parallel.test_shard import SCENARIO, _Ids, _outcome
 
 _TEST_CONF = {
     "spark.sql.shuffle.partitions": "2",

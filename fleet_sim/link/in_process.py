@@ -8,14 +8,14 @@ history is the store's append-only history, and telemetry lands in the store's a
   `Store.ingest_aggregate`, the HTTP route's one ingest operation; the rollout evidence comes
   from the simulation's tally, `fleet_sim.rollout.ArmDayTally`, through the same operation);
 - cohort mode folds delivered events in numpy into the same `AggregateRow`s (count, distinct
-  endpoint sketch exactly as `backend.sketch` builds it, first/last seen; `fleet_sim.fold`,
+  endpoint sketch exactly as `backend.sketch` builds it, first/last seen; `fleet_sim.link.fold`,
   each shard its own events) and writes each fold as integer codes into the org, sample and
   verdict tables (`write_rows`: `Store.ingest_encoded`, each org mapped once, a new day's rows
   appended rather than merged) in transactions of at most `_WRITE_CHUNK_ROWS` rows, each its
   own idempotent batch; the per-org feature vectors of the pairs folded wait until someone is
-  about to read the store (`write_vectors`); `tests/fleet_sim/test_backend_link` holds the fold
+  about to read the store (`write_vectors`); `tests/fleet_sim/link/test_in_process` holds the fold
   equal to the wire path on random events. The batch record of a cohort fold carries no
-  events (the rows do). Large fleets write in a writer process (`fleet_sim.fold_writer`).
+  events (the rows do). Large fleets write in a writer process (`fleet_sim.link.fold_writer`).
 
 The policy methods import `agent.policy` (pydantic) and `backend.admin` where they run: a
 fold writer process holds a link only to write rows and must not load them.
@@ -46,7 +46,7 @@ from agent.verdict_codes import VERDICTS
 from backend.analysis.labels import LabelChange, LabelSource, LabelValue
 from backend.ingest import aggregate_columns, parse_columns
 from backend.store import EncodedAggregates, Store
-from fleet_sim.fold import EventFolder, FoldedRows
+from fleet_sim.link.fold import EventFolder, FoldedRows
 
 if TYPE_CHECKING:
     from agent.policy import EffectivePolicy, PolicyDocumentModel
@@ -353,7 +353,7 @@ class InProcessLink:
         now: dt.datetime,
         t_base_ms: int = 0,
     ) -> int:
-        """Fold delivered events into aggregate rows (`fleet_sim.fold`); write them and vectors.
+        """Fold delivered events into aggregate rows (`link.fold`); write them and their vectors.
 
         An event's time is `t_base_ms + t_ms` (milliseconds since the epoch), its org
         `ep_org[ep]`; the columns may be any integer dtype (the cohort pool keeps them narrow).

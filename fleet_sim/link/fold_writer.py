@@ -50,9 +50,9 @@ import numpy.typing as npt
 
 from backend.store import Store
 from fleet_sim._memory import trim_freed_memory
-from fleet_sim.backend_link import InProcessLink
 from fleet_sim.errors import FoldWriterError
-from fleet_sim.fold import FoldedRows
+from fleet_sim.link.fold import FoldedRows
+from fleet_sim.link.in_process import InProcessLink
 
 __all__ = [
     "PROCESS_MIN_ENDPOINTS",
@@ -252,7 +252,7 @@ class ProcessFoldWriter:
         (setup / "setup.json").write_text(json.dumps(meta))
         np.savez(setup / "arrays.npz", features=self.link.features)
         self._proc = subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
-            [sys.executable, "-m", "fleet_sim.fold_writer", str(setup)],
+            [sys.executable, "-m", "fleet_sim.link.fold_writer", str(setup)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

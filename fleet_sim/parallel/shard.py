@@ -59,12 +59,12 @@ import simpy
 from agent.policy import PolicyDocumentModel
 from fleet_sim._clock import DAY_S
 from fleet_sim._memory import keep_freed_memory, trim_freed_memory
-from fleet_sim.cohort import FOLD_GRACE_S, CohortEngine, rng_blocks
+from fleet_sim.cohort.engine import FOLD_GRACE_S, CohortEngine, rng_blocks
 from fleet_sim.control import DecisionTables, Fleet, Recorder
 from fleet_sim.errors import SimError
-from fleet_sim.fold import EventFolder, FoldedRows
-from fleet_sim.fold_writer import ProcessFoldWriter, fold_writer_for
-from fleet_sim.rollout import ArmDayTally
+from fleet_sim.link.fold import EventFolder, FoldedRows
+from fleet_sim.link.fold_writer import ProcessFoldWriter, fold_writer_for
+from fleet_sim.rollout.controller import ArmDayTally
 from fleet_sim.scenario import Action
 from fleet_sim.world import QUARTER_S
 

@@ -1,19 +1,19 @@
 """Cohort mode: endpoints as numpy array state, encounters drawn per org and time step.
 
-SimPy drives time (`fleet_sim.shard.run_cohort`): one process applies the scenario's operator
-actions at their exact times, one advances the fleet in 15-minute steps (the world's grid, so
-online state is exact within a step), one calls the rollout hook every simulated hour. An
-engine holds the endpoints of a range of orgs (a shard; the whole fleet with one worker) and
+SimPy drives time (`fleet_sim.parallel.shard.run_cohort`): one process applies the scenario's
+operator actions at their exact times, one advances the fleet in 15-minute steps (the world's
+grid, so online state is exact within a step), one calls the rollout hook every simulated hour.
+An engine holds the endpoints of a range of orgs (a shard; the whole fleet with one worker) and
 draws each random-stream block's encounters from that block's own stream (`rng_blocks`). The
 work of a step is proportional to what happens in it, not to the fleet's size. Each part of a
-step has a module of its own, on the state declared in `fleet_sim._cohort_state`; this one
+step has a module of its own, on the state declared in `fleet_sim.cohort._state`; this one
 builds that state, ties the parts into a step and runs the breaker:
 
-1. Online state (`fleet_sim._cohort_online`): only the endpoints whose state can change at
+1. Online state (`fleet_sim.cohort._online`): only the endpoints whose state can change at
    this quarter are re-evaluated; check-ins are counted in closed form.
-2. Check-ins with news (`fleet_sim._cohort_checkin`): policy adoption, model installs and
+2. Check-ins with news (`fleet_sim.cohort._checkin`): policy adoption, model installs and
    push wake-ups, by the agent's own rule.
-3. Encounters (`fleet_sim._cohort_encounter`): Poisson scans per org and category, each with
+3. Encounters (`fleet_sim.cohort._encounter`): Poisson scans per org and category, each with
    a uniform time and online endpoint, drawn block by block.
 4. Verdicts: `table[context, sample]`, where each table row was computed by calling
    `agent.decision.decide` once per (sample, context) (`control.DecisionTables`); encounters
@@ -21,7 +21,7 @@ builds that state, ties the parts into a step and runs the breaker:
 5. Breaker: each endpoint's model blocks are fed in time order to `agent.breaker.observe` (the
    only verdicts that change its state); after a trip, the endpoint's later encounters in the
    step are re-decided with the tripped context.
-6. Telemetry (`fleet_sim._cohort_delivery`): events wait in the spool for a check-in that finds
+6. Telemetry (`fleet_sim.cohort._delivery`): events wait in the spool for a check-in that finds
    the endpoint online and the backend up; the spool bound drops the oldest; delivered events
    wait for the daily fold (`take_delivered`), a day after the day they belong to
    (`FOLD_GRACE_S`), so nearly every aggregate row is written once.
@@ -36,12 +36,12 @@ import numpy.typing as npt
 
 from agent.breaker import window_us
 from agent.verdict_codes import BLOCK_CODE
-from fleet_sim._cohort_breaker import Breakers
-from fleet_sim._cohort_checkin import CheckinSteps
-from fleet_sim._cohort_delivery import DeliverySteps
-from fleet_sim._cohort_encounter import RNG_BLOCKS, EncounterDraws, rng_blocks
-from fleet_sim._cohort_online import OnlineSteps
-from fleet_sim._cohort_state import F64, I64
+from fleet_sim.cohort._breaker import Breakers
+from fleet_sim.cohort._checkin import CheckinSteps
+from fleet_sim.cohort._delivery import DeliverySteps
+from fleet_sim.cohort._encounter import RNG_BLOCKS, EncounterDraws, rng_blocks
+from fleet_sim.cohort._online import OnlineSteps
+from fleet_sim.cohort._state import F64, I64
 from fleet_sim.control import Fleet
 from fleet_sim.world import QUARTER_S
 
@@ -55,7 +55,7 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
     """Array state of the endpoints of orgs [`org_lo`, `org_hi`) and the step function.
 
     The engine reads and writes only its own orgs' endpoints (an engine per org shard, see
-    `fleet_sim.shard`); its encounter draws come from one stream per random-stream block
+    `fleet_sim.parallel.shard`); its encounter draws come from one stream per random-stream block
     (`rng_blocks`), seeded by `seed` and the block's index.
     """
 

@@ -1,6 +1,6 @@
 """Org shards as Spark tasks: `fleetward sim run --engine spark --spark-master URL`.
 
-The cohort mode's coordinator (`fleet_sim.shard.run_cohort`) needs a barrier before every
+The cohort mode's coordinator (`fleet_sim.parallel.shard.run_cohort`) needs a barrier before every
 15-minute step: it sends each shard the control plane's changes, the shards step, their
 evidence is summed before the rollout controller ticks. Spark tasks are batch, so there are
 two ways to put shards on Spark:
@@ -8,13 +8,13 @@ two ways to put shards on Spark:
 (a) one long-running *barrier* job (`rdd.barrier().mapPartitions`) with a task per shard; each
     task connects back to the coordinator in the driver over an authenticated
     `multiprocessing.connection` socket and runs the very loop a local worker process runs
-    (`fleet_sim.shard.serve_shard` around a `Shard`); or
+    (`fleet_sim.parallel.shard.serve_shard` around a `Shard`); or
 (b) a Spark job per step, each task rebuilding or unpickling its shard's state (per-endpoint
     arrays, breakers, spools, undelivered events) from storage and saving it again.
 
 This module does (a). It is the same code path as `--workers N` (the coordinator sees only
 `ShardDriver`s), so it gives the same results by construction and the identity test holds it
-there (`tests/fleet_sim/test_spark_engine.py`); (b) would move every shard's whole state
+there (`tests/fleet_sim/parallel/test_spark.py`); (b) would move every shard's whole state
 through storage 96 times a simulated day, and a job's scheduling costs alone (tens of ms) would
 exceed a step's work at 100k endpoints. Barrier mode matters: it starts all of a stage's tasks
 together or none (the coordinator waits for every shard to connect, so tasks that queued behind
@@ -56,8 +56,8 @@ import numpy as np
 
 from fleet_sim.control import Fleet, Recorder
 from fleet_sim.errors import SimError
-from fleet_sim.fold import FoldedRows
-from fleet_sim.shard import (
+from fleet_sim.link.fold import FoldedRows
+from fleet_sim.parallel.shard import (
     Shard,
     ShardDriver,
     ShardResult,

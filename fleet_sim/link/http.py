@@ -41,7 +41,7 @@ from agent.telemetry import (
     enroll,
 )
 from backend.store import Store
-from fleet_sim.backend_link import InProcessLink
+from fleet_sim.link.in_process import InProcessLink
 from fleet_sim.scenario import ScenarioError
 
 __all__ = ["MAX_ENDPOINTS", "HTTPLink", "RemoteBackend"]

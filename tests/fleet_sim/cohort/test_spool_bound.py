@@ -21,9 +21,9 @@ import pytest
 from agent.telemetry.spool import keep_newest
 from backend.store import Store
 from fleet_sim._clock import SimClock
-from fleet_sim.backend_link import InProcessLink
-from fleet_sim.cohort import CohortEngine
+from fleet_sim.cohort.engine import CohortEngine
 from fleet_sim.control import DecisionTables, Fleet, FleetModel, ModelRegistry, Recorder
+from fleet_sim.link.in_process import InProcessLink
 from fleet_sim.scenario import WorldModel
 from fleet_sim.scoring import score_catalog
 from fleet_sim.world import QUARTER_S, World, build_world
@@ -74,7 +74,7 @@ def _world(corpus: Corpus, cap: int) -> World:
 
 
 def _run(corpus: Corpus, bundle: Path, out: Path, cap: int) -> _Run:
-    """One cohort run of `DAYS` through the outage, stepped as `fleet_sim.shard` steps it."""
+    """One cohort run of `DAYS` through the outage, stepped as `parallel.shard` steps it."""
     world = _world(corpus, cap)
     clock = SimClock(START)
     model = score_catalog(bundle, corpus.features, cache_dir=out.parent / "scores")

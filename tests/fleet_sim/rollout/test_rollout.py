@@ -10,12 +10,11 @@ import numpy as np
 from agent.policy import assigned_version, resolve_policy
 from backend.sketch import endpoint_hash
 from backend.store import Store
-from fleet_sim.report import write_report
-from fleet_sim.rollout import ArmDayTally
+from fleet_sim.result.report import write_report
+from fleet_sim.rollout.controller import ArmDayTally
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
-
-from .conftest import SCENARIOS
+from tests.fleet_sim.conftest import SCENARIOS
 
 
 def test_tally_counts_each_endpoint_day_once_per_org_and_version():

@@ -13,8 +13,7 @@ from backend.store import Store
 from fleetward.cli import main
 from model_store.repository import init_repository
 from tests.backend.conftest import ServerProcess, free_port
-
-from .conftest import SCENARIOS
+from tests.fleet_sim.conftest import SCENARIOS
 
 SIZE = "--endpoints 40 --orgs 4 --days 0.4"
 
