@@ -53,6 +53,26 @@ def _bucket_counts(ep: npt.NDArray[np.integer]) -> I64:
 class DeliverySteps(EngineState):
     """Step 6 of the engine: events reach the backend at their endpoint's check-in, or wait."""
 
+    def _deliver_due(self, due: list[Cols], t0: float, t1: float) -> None:
+        """Deliver a step's due parts: last step's fresh events, then all the others at once.
+
+        The others are what earlier steps deferred (a check-in after their end, or inside an
+        outage) or parked until their endpoint came back. Through an outage every part is
+        deferred again each step, one new part a step, so one `_deliver` a part cost a call
+        per part and step: 1,800 parts a step by the end of `backend-outage`'s day-long
+        outage, 95 % of its run time. `_deliver` tests each row on its own, so the same
+        events arrive, park and wait either way, in another order within the round; the
+        round's spool bound and the fold do not depend on that order.
+        """
+        fresh = self._fresh[0]
+        held = [part for part in due if part is not fresh]
+        if len(held) > 1:
+            due = [part for part in due if part is fresh] + [cat_rows(held, _EVENT)]
+        for part in due:
+            self._from_fresh = part is fresh
+            self._deliver(part, t0, t1)
+        self._from_fresh = False
+
     def _deliver(self, due: Cols, t0: float, t1: float) -> None:
         """Deliver the events whose check-in falls before `t1`; park or postpone the rest.
 

@@ -226,10 +226,7 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
             }
             self._due_next.append(fresh)
             self.events_total += int(ep.size)
-        for chunk in due:
-            self._from_fresh = chunk is self._fresh[0]
-            self._deliver(chunk, t0, t1)
-        self._from_fresh = False
+        self._deliver_due(due, t0, t1)
         self._end_round(fresh, t1)
         return int(ep.size)
 
@@ -335,10 +332,7 @@ class CohortEngine(OnlineSteps, CheckinSteps, EncounterDraws, DeliverySteps):
         if due:  # the last step's events whose check-in came before the end
             self._flipped[self._flips] = False
             self._flips = np.zeros(0, np.int64)
-            for chunk in due:
-                self._from_fresh = chunk is self._fresh[0]
-                self._deliver(chunk, t, t)
-            self._from_fresh = False
+            self._deliver_due(due, t, t)
             self._end_round(None, t)
         pending = self._due_next + [p for parts in self._parked.values() for p in parts]
         left = 0
