@@ -360,7 +360,11 @@ class Fleet:
                 cands = self.predictor(action.old, action.new, now, action.evidence)
                 # each candidate applied by its own scope (org-local evidence: that org only)
                 v = self.link.add_allowlist_candidates(cands, action.org, now)
-                scopes = sorted({c.org_id or "fleet" for c in cands})
+                # scopes by world name in world order (pseudonyms are drawn at random per run)
+                pos = {o: i for i, o in enumerate(self.link.org_ids)}
+                at = sorted({pos[c.org_id] for c in cands if c.org_id})
+                scopes = ["fleet"] * any(c.org_id is None for c in cands)
+                scopes += [self.link.org_names[i] for i in at]
                 rec.events.append(
                     (t, f"allowlist +{len(cands)} transition candidates ({', '.join(scopes)})")
                 )

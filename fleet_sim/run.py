@@ -175,7 +175,7 @@ def _predictor(
 def _forecast(
     store: Store, registry: ModelRegistry, old: int, new: int, now: dt.datetime
 ) -> dict[str, float]:
-    """`prediction_process.forecast` between two of the scenario's model versions."""
+    """`prediction.forecast` between two of the scenario's model versions."""
     return forecast(store, Path(registry[old].bundle_dir), Path(registry[new].bundle_dir), now)
 
 
@@ -284,7 +284,7 @@ def run_arm(
     arm_dir.mkdir(parents=True)
     db = arm_dir / "backend.sqlite"
     # the predictions beside the run: forked now, before the store is opened (see
-    # `prediction_process`), one for each rollout start that asks for one
+    # `rollout.prediction`), one for each rollout start that asks for one
     spare = [
         PendingPrediction()
         for a in (scenario.actions(arm) if prediction_beside else ())
@@ -391,15 +391,15 @@ def run_scenario(
     """Run every arm of `scenario` and check its outcomes.
 
     With `remote`, every simulated endpoint also enrolls with, checks in with and sends its
-    telemetry to that running server over HTTP (exact mode only; `fleet_sim.http_link`).
-    The cohort mode splits the fleet by org over `workers` processes (`fleet_sim.shard`),
+    telemetry to that running server over HTTP (exact mode only; `fleet_sim.link.http`).
+    The cohort mode splits the fleet by org over `workers` processes (`fleet_sim.parallel.shard`),
     with the same results for any number (None: `default_workers` for the world's size); the
     exact mode runs in one process. `engine` runs
-    those shards elsewhere (`fleet_sim.spark_engine.SparkEngine`), with the same results.
+    those shards elsewhere (`fleet_sim.parallel.spark.SparkEngine`), with the same results.
 
     The transition prediction at a rollout start (`predict`) reads a snapshot of the store taken
     there and runs in a process of its own while the simulation goes on (nothing the run decides
-    reads it; `fleet_sim.prediction_process`); its per-org forecast joins the rollout's record
+    reads it; `fleet_sim.rollout.prediction`); its per-org forecast joins the rollout's record
     when the arm ends, and its failure fails the run. `prediction_beside=False` runs it inline
     while the simulation waits: the same results (the reference the concurrent one is tested
     against).

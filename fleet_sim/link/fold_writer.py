@@ -1,12 +1,12 @@
 """Where the cohort mode's folded rows are written: inline, or in a writer process.
 
 A day of a million endpoints is about 13 million delivered events and 800 thousand aggregate
-rows. The shards fold their own events into rows (`fleet_sim.fold`, numpy, in parallel);
+rows. The shards fold their own events into rows (`fleet_sim.link.fold`, numpy, in parallel);
 writing those rows to SQLite takes about a second of CPU a day (`Store.ingest_encoded`'s packed
 arrays), which the simulation need not wait for. On a machine with a second core,
 `ProcessFoldWriter` writes in a process of its own, with its own connection to the same
 SQLite file (WAL: the simulation's other writes wait at most one chunk's transaction, see
-`backend_link._WRITE_CHUNK_ROWS`), while the simulation goes on with the next day. The write is
+`link.in_process._WRITE_CHUNK_ROWS`), while the simulation goes on with the next day. The write is
 the same function either way (`InProcessLink.write_rows`). A new day's rows are appended
 (`Store.ingest_encoded`) and an older day's are upserted, and upserts commute (sums, sketch
 unions, min and max), so the aggregates do not depend on which writer wrote them or when.
@@ -83,7 +83,7 @@ _COLS = ("day", "org", "sample", "model", "verdict", "count", "first", "last", "
 class FoldWriter(Protocol):
     """Takes a fold's rows; `join` returns once they are in the aggregates.
 
-    Rows come as `fleet_sim.fold.FoldedRows`, in the aggregates table's key order.
+    Rows come as `fleet_sim.link.fold.FoldedRows`, in the aggregates table's key order.
     """
 
     def submit(self, rows: FoldedRows, *, now: dt.datetime) -> None:
@@ -152,8 +152,8 @@ def _own_link(
 
 
 # --- the writer process -----------------------------------------------------------------------
-# A child `python -m fleet_sim.fold_writer` (not multiprocessing: it would re-import the caller's
-# main module) reads one JSON line per fold from stdin and answers one JSON line on stdout.
+# A child `python -m fleet_sim.link.fold_writer` (not multiprocessing: it would re-import the
+# caller's main module) reads one JSON line per fold from stdin and answers one JSON line on stdout.
 
 
 def _write_job(link: InProcessLink, job: dict[str, str]) -> int:

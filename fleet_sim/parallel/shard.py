@@ -23,9 +23,9 @@ workers, by construction rather than by tuning:
 - Evidence: at the hourly barrier each shard hands over its per (day, model) x org counts,
   which are summed (orgs are disjoint) into the fleet's tally before the controller ticks.
 - Folds: at the fold times each shard folds its own delivered events into aggregate rows
-  (`fleet_sim.fold`, in parallel); a fold is a function of the multiset of events (value
+  (`fleet_sim.link.fold`, in parallel); a fold is a function of the multiset of events (value
   sorts) and rows hold their org, so the shards' rows, joined in org order, are the rows one
-  process folds, and the one writer (`fleet_sim.fold_writer`) writes them.
+  process folds, and the one writer (`fleet_sim.link.fold_writer`) writes them.
 - Records: per-org arrays and counters are summed, per-endpoint arrays combined, breaker trips
   merged per step, events ordered by time (`merge_records`), once at the end.
 
@@ -33,7 +33,7 @@ workers, by construction rather than by tuning:
 drift. Workers are forked after the world is built (they share its arrays copy-on-write), and
 before the fold writer process is started (so none of them holds the writer's pipe); they never
 touch the coordinator's store connection. Another `ShardEngine` may run the shards elsewhere
-(`fleet_sim.spark_engine`: Spark tasks running `serve_shard` over a socket); the coordinator only
+(`fleet_sim.parallel.spark`: Spark tasks running `serve_shard` over a socket); the coordinator only
 sees `ShardDriver`s.
 """
 

@@ -18,7 +18,7 @@ Beside the decisions, the hook keeps the transition report's per-org prediction 
 start (`backend.analysis.transition.predict_transition` on the aggregates so far), so the
 report can set what the canary stage measured beside what was predicted. Nothing the run decides
 reads it (the controller judges measured evidence only), so it is computed beside the run
-(`fleet_sim.prediction_process.PendingPrediction`, a process reading one store snapshot taken
+(`fleet_sim.rollout.prediction.PendingPrediction`, a process reading one store snapshot taken
 at the start) and put into the record when the run ends.
 """
 
@@ -69,7 +69,7 @@ class RolloutRecord:
     taken and the policy version it published (None: nothing published); `last` is the latest
     decision of any kind. `prediction` is the transition report's predicted new false-positive
     alerts per day per org id, made from the aggregates as they were at the start (when it was
-    made beside the run, `prediction_process.PendingPrediction`, it is filled in when the run
+    made beside the run, `prediction.PendingPrediction`, it is filled in when the run
     ends).
     """
 
@@ -191,7 +191,7 @@ class ArmDayTally:
     def take_counts(self) -> dict[tuple[int, int], I64]:
         """The increments counted since the last take, per (day, model): (counter, org) arrays.
 
-        A shard's counts (`fleet_sim.shard`), which `put_counts` adds into the fleet's tally.
+        A shard's counts (`parallel.shard`), which `put_counts` adds into the fleet's tally.
         """
         acc, self._acc = self._acc, {}
         return acc

@@ -19,6 +19,7 @@ from backend.rollout.core import Metric, RateTest, RolloutAction, RolloutDecisio
 from fleet_sim.result.report import _rollout_dict, report_dict
 from fleet_sim.rollout.controller import RolloutRecord
 from fleet_sim.run import SimRun, run_scenario
+from fleet_sim.scenario import scenario_from_dict
 from fleet_sim.world import World
 from tests.fleet_sim.test_run import _half_day_rollout
 
@@ -41,6 +42,10 @@ class _Counter:
 def runs(small_corpus, sim_bundles, tmp_path_factory) -> Iterator[dict[int, SimRun]]:
     """The half-day rollout (prediction at its start) run with pseudonyms drawn up and down."""
     sc = _half_day_rollout("pseudonyms", predict=True)
+    # and each org's raw transition flips allowlisted in that org (the timeline names the scopes)
+    flips = {"at": "9h", "do": "allowlist_add", "source": "transition", "evidence": False}
+    sc = scenario_from_dict({**sc.model_dump(mode="json"), "timeline": [
+        *sc.model_dump(mode="json")["timeline"], flips]})  # fmt: skip
     got = {}
     for step in (1, -1):
         with pytest.MonkeyPatch.context() as mp:
