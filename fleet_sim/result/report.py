@@ -8,10 +8,9 @@ scenario's seed, so a run can be compared or re-run.
 
 Orgs appear by their world names, never by the pseudonyms the backend drew for them (at random,
 per run), and rows equal in value keep the orgs' world order (`_world_order`): two runs of one
-seed write the same report, whatever pseudonyms each drew (`wall_s` aside). Not yet the text
-others wrote: the rollout gate's reason (`backend.rollout.core`, shown with names for
-pseudonyms) and the timeline's halt event (`fleet_sim.rollout`) list several orgs in the gate's
-order, which is by pseudonym.
+seed write the same report, whatever pseudonyms each drew (`wall_s` aside). The texts others
+write follow the same rule: the rollout gate's reason (`backend.rollout.core`, shown with names
+for pseudonyms) lists orgs in the store's creation order, the timeline's events in world order.
 """
 
 from __future__ import annotations
