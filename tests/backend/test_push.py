@@ -5,7 +5,9 @@ Notices are read with the agent's own parser (`agent.push.parse_events`) from re
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +86,7 @@ class Listener:
         self.ended = threading.Event()  # the server ended the stream (or it broke)
         self.client = httpx.Client(timeout=httpx.Timeout(20.0, read=30.0))
         self.url, self.headers = push_request(url, token)
+        self._socket: socket.socket | None = None  # the channel's, once it is open
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         assert self.status.get(timeout=20) == 200
@@ -91,6 +94,7 @@ class Listener:
     def _run(self) -> None:
         try:
             with self.client.stream("GET", self.url, headers=self.headers) as r:
+                self._socket = r.extensions["network_stream"].get_extra_info("socket")
                 self.status.put(r.status_code)
                 for v in parse_events(r.iter_lines()):
                     self.versions.put(v)
@@ -100,6 +104,14 @@ class Listener:
             self.ended.set()
 
     def close(self) -> None:
+        """Hang up: shut the channel's socket, which also ends the read in the thread.
+
+        `Client.close` alone leaves open a stream that another thread is reading, and a
+        server stopped after it waits its whole graceful shutdown (5 s) for that channel.
+        """
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # the server ended it first
+                self._socket.shutdown(socket.SHUT_RDWR)
         self.client.close()
 
 
