@@ -11,9 +11,9 @@ names. Each package still lists the same names under `TYPE_CHECKING` for the typ
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Mapping, Sequence
+
+import lazy_loader
 
 __all__ = ["lazy_reexport"]
 
@@ -21,18 +21,19 @@ __all__ = ["lazy_reexport"]
 def lazy_reexport(package: str, sources: Mapping[str, Sequence[str]]) -> Callable[[str], object]:
     """A module `__getattr__` for `package` that imports `sources` (module -> names) lazily.
 
-    The first access to a name imports its module and binds the name in the package, so later
-    accesses are plain attribute reads. An unknown name raises `AttributeError`, which lets
-    `from package import submodule` fall through to importing the submodule.
+    `lazy_loader.attach` (SPEC 1) does the work; the table names each defining module in full,
+    as the package's `TYPE_CHECKING` imports do (`tests/test_imports.py` compares the two). The
+    first access to a name imports its module; an unknown name raises `AttributeError`, which
+    lets `from package import submodule` fall through to importing the submodule.
+
+    Raises:
+        ValueError: a source module is not inside `package`.
     """
-    module_of = {name: module for module, names in sources.items() for name in names}
-
-    def __getattr__(name: str) -> object:
-        module = module_of.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        setattr(sys.modules[package], name, value)
-        return value
-
-    return __getattr__
+    prefix = f"{package}."
+    relative: dict[str, list[str]] = {}
+    for module, names in sources.items():
+        if not module.startswith(prefix):
+            raise ValueError(f"{module} is not a module of {package}")
+        relative[module.removeprefix(prefix)] = list(names)
+    getattr_, _, _ = lazy_loader.attach(package, submod_attrs=relative)
+    return getattr_  # type: ignore[no-any-return]
