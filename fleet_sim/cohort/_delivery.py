@@ -60,7 +60,7 @@ class DeliverySteps(EngineState):
         outage) or parked until their endpoint came back. Through an outage every part is
         deferred again each step, one new part a step, so one `_deliver` a part cost a call
         per part and step: 1,800 parts a step by the end of `backend-outage`'s day-long
-        outage, 95 % of its run time. `_deliver` tests each row on its own, so the same
+        outage, over 90 % of its run time. `_deliver` tests each row on its own, so the same
         events arrive, park and wait either way, in another order within the round; the
         round's spool bound and the fold do not depend on that order.
         """
