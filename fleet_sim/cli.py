@@ -21,7 +21,7 @@ from fleet_sim.scenario import ScenarioError, load_scenario
 
 __all__ = ["sim"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages hold paths: never hard-wrapped
 
 
 class _EngineError(click.ClickException):

@@ -50,7 +50,7 @@ from model_store.errors import ModelStoreError
 
 __all__ = ["DemoReport", "demo", "predict_at", "run_demo"]
 
-console = Console()
+console = Console(soft_wrap=True)  # messages hold paths: never hard-wrapped (the terminal wraps)
 
 # The embedded scenario (scenarios/v1-to-v2-transition.toml, sized for a minute on a laptop).
 SCENARIO = """

@@ -22,7 +22,7 @@ from model_store.train import (
 
 __all__ = ["corpus", "model"]
 
-console = Console()
+console = Console(soft_wrap=True)  # messages hold paths: never hard-wrapped (the terminal wraps)
 
 
 @click.group()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["export", "find_bundle", "labels", "rescore", "transition"]
 
-console = Console()
+console = Console(soft_wrap=True)  # messages hold paths: never hard-wrapped (the terminal wraps)
 
 
 def find_bundle(root: Path, version: int) -> Path:
