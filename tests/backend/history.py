@@ -216,6 +216,13 @@ def build_history(root: Path, corpus: Corpus, bundles: dict[int, Path], seed: in
     return h
 
 
+def named_orgs(text: str, h: History) -> str:
+    """`text` with each org's pseudonym replaced by its name in the history (its position)."""
+    for k, org in enumerate(h.orgs):
+        text = text.replace(org, f"org{k}")
+    return text
+
+
 def thresholds_of(bundle: Path) -> Thresholds:
     return load_bundle(bundle).manifest.thresholds
 

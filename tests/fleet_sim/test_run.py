@@ -19,7 +19,8 @@ from fleet_sim.rollout.prediction import PROCESS_NAME, PendingPrediction
 from fleet_sim.run import SHARDS_MIN_ENDPOINTS, default_workers, run_scenario
 from fleet_sim.scenario import ScenarioError, ScenarioModel, scenario_from_dict
 from tests.fleet_sim.parallel.test_shard import SCENARIO as SHARD_SCENARIO
-from tests.fleet_sim.parallel.test_shard import _Ids, _outcome
+from tests.fleet_sim.parallel.test_shard import _outcome
+from tests.pseudonyms import CountingIds
 
 
 def _half_day_rollout(name: str, *, predict: bool, initial: int = 1) -> ScenarioModel:
@@ -119,7 +120,7 @@ def test_prediction_beside_the_run_gives_the_inline_prediction_reports_and_store
 
     got = {}
     for beside in (False, True):
-        monkeypatch.setattr(sqlite_store, "secrets", _Ids())
+        monkeypatch.setattr(sqlite_store, "secrets", CountingIds())
         if beside:
             passed.clear()
             monkeypatch.setattr(transition, "predict_transition", late)

@@ -12,15 +12,11 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import backend.analysis
-import backend.store.sqlite as sqlite_store
 from backend.analysis.transition import predict_transition
-from tests.backend.history import END, History, build_history
+from tests.backend.history import END, named_orgs
 
 ANALYSIS = Path(backend.analysis.__file__).parent
 NOW = END + dt.timedelta(days=2)
@@ -41,45 +37,11 @@ def test_analysis_modules_import_no_private_names_of_each_other():
     assert len(used) > 5  # the folder was read
 
 
-class _Counter:
-    """Pseudonyms and tokens from a counter, up (`step` 1) or down (`step` -1)."""
-
-    def __init__(self, step: int) -> None:
-        self.n, self.step = (0 if step > 0 else 1 << 40), step
-
-    def token_hex(self, nbytes: int = 16) -> str:
-        self.n += self.step
-        return f"{self.n:0{2 * nbytes}x}"
-
-    def token_urlsafe(self, nbytes: int = 16) -> str:
-        return self.token_hex(nbytes)
-
-
-@pytest.fixture(scope="module")
-def twins(small_corpus, bundles, tmp_path_factory) -> Iterator[dict[int, History]]:
-    """The shared history built twice: org pseudonyms drawn up (in creation order) and down."""
-    got = {}
-    for step in (1, -1):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(sqlite_store, "secrets", _Counter(step))
-            got[step] = build_history(tmp_path_factory.mktemp(f"ids{step}"), small_corpus, bundles)
-    yield got
-    for h in got.values():
-        h.store.close()
-
-
-def _named(text: str, h: History) -> str:
-    """`text` with each org's pseudonym replaced by its name in the history."""
-    for k, org in enumerate(h.orgs):
-        text = text.replace(org, f"org{k}")
-    return text
-
-
 def test_report_json_is_identical_when_the_pseudonyms_come_in_reverse_order(twins):
     up, down = twins[1], twins[-1]
     assert up.orgs == sorted(up.orgs) and down.orgs == sorted(down.orgs, reverse=True)
     texts = [
-        _named(json.dumps(predict_transition(h.store, h.bundles[1], h.bundles[2], now=NOW)
+        named_orgs(json.dumps(predict_transition(h.store, h.bundles[1], h.bundles[2], now=NOW)
                           .to_dict()), h)
         for h in (up, down)
     ]  # fmt: skip

@@ -14,29 +14,16 @@ import pytest
 import backend.store.sqlite as sqlite_store
 from tests.backend.conftest import NOW
 from tests.backend.console.conftest import ConsoleEnv
+from tests.pseudonyms import CountingIds
 
 SIZES = {"a": 1, "b": 2, "c": 1, "d": 0, "e": 2, "f": 1}  # name -> endpoints enrolled
-
-
-class _Counter:
-    """Org and endpoint ids from a counter, up (`step` 1) or down (`step` -1)."""
-
-    def __init__(self, step: int) -> None:
-        self.n, self.step = (0 if step > 0 else 1 << 40), step
-
-    def token_hex(self, nbytes: int = 16) -> str:
-        self.n += self.step
-        return f"{self.n:0{2 * nbytes}x}"
-
-    def token_urlsafe(self, nbytes: int = 16) -> str:
-        return self.token_hex(nbytes)
 
 
 @pytest.mark.parametrize("step", [1, -1])
 def test_largest_orgs_tied_on_size_are_listed_in_creation_order(
     console: ConsoleEnv, monkeypatch: pytest.MonkeyPatch, step: int
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "secrets", _Counter(step))
+    monkeypatch.setattr(sqlite_store, "secrets", CountingIds(step))
     ids = {name: console.store.create_org(name, NOW).org_id for name in SIZES}
     assert list(ids.values()) == sorted(ids.values(), reverse=step < 0)  # the draws were replaced
     for name, n in SIZES.items():

@@ -45,26 +45,13 @@ from backend.rollout.service import (
 from backend.store import AnyStore, open_store
 from model_store.repository import init_repository
 from tests.backend.test_store_postgres import _require_pg_url
+from tests.pseudonyms import CountingIds
 
 T0 = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)
 DAY = int(T0.timestamp()) // 86_400
 CFG = RolloutConfig(max_fp_increase=0.25, min_endpoint_days=30, min_org_endpoint_days=10)
 HOUR = dt.timedelta(hours=1)
 NAMES = [f"o{i}" for i in range(8)]
-
-
-class _Counter:
-    """Org ids and tokens from a counter, up (`step` 1) or down (`step` -1)."""
-
-    def __init__(self, step: int) -> None:
-        self.n, self.step = (0 if step > 0 else 1 << 40), step
-
-    def token_hex(self, nbytes: int = 16) -> str:
-        self.n += self.step
-        return f"{self.n:0{2 * nbytes}x}"
-
-    def token_urlsafe(self, nbytes: int = 16) -> str:
-        return self.token_hex(nbytes)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -103,7 +90,7 @@ def _halt(
     store = make()
     with pytest.MonkeyPatch.context() as mp:
         for module in (sqlite_store, postgres_store):
-            mp.setattr(module, "secrets", _Counter(step))
+            mp.setattr(module, "secrets", CountingIds(step))
         ids = [store.create_org(name, T0).org_id for name in NAMES]
     assert ids == sorted(ids, reverse=step < 0)  # the draws were replaced
     repo = tmp_path / f"repo{step}"

@@ -20,6 +20,7 @@ from fleet_sim.parallel.shard import Shard, ShardWorkerError, recv_reply, send_r
 from fleet_sim.result.report import report_dict
 from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
+from tests.pseudonyms import CountingIds
 
 # a world that exercises every fleet-wide path: a staged rollout with the transition prediction
 # at its start (a flush) and a block-storming candidate (breaker trips, health evidence, the
@@ -80,21 +81,6 @@ def _outcome(run, tmp):
     )
 
 
-class _Ids:
-    """Org ids and tokens from a counter: the store draws them at random (`secrets`), which
-    would make even two one-process runs differ (the gate lists orgs in id order)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def token_hex(self, nbytes: int = 16) -> str:
-        self.n += 1
-        return f"{self.n:0{2 * nbytes}x}"
-
-    def token_urlsafe(self, nbytes: int = 16) -> str:
-        return self.token_hex(nbytes)
-
-
 @pytest.mark.parametrize("evidence", ["throughout", "rollout", "spool"])
 def test_one_two_and_three_workers_give_identical_records_aggregates_and_outcomes(
     small_corpus, sim_bundles, tmp_path, monkeypatch, evidence
@@ -109,7 +95,7 @@ def test_one_two_and_three_workers_give_identical_records_aggregates_and_outcome
         monkeypatch.setattr(shard_module, "_POSTED_MAX", 4)
     got = {}
     for workers in (1, 2, 3):
-        monkeypatch.setattr(sqlite_store, "secrets", _Ids())
+        monkeypatch.setattr(sqlite_store, "secrets", CountingIds())
         out = tmp_path / f"w{workers}"
         run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=out,
                            workers=workers)  # fmt: skip

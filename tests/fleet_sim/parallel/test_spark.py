@@ -27,7 +27,8 @@ from fleet_sim.run import run_scenario
 from fleet_sim.scenario import scenario_from_dict
 from fleetward.cli import main
 from tests.fleet_sim.conftest import SCENARIOS
-from tests.fleet_sim.parallel.test_shard import SCENARIO, _Ids, _outcome
+from tests.fleet_sim.parallel.test_shard import SCENARIO, _outcome
+from tests.pseudonyms import CountingIds
 
 _TEST_CONF = {
     "spark.sql.shuffle.partitions": "2",
@@ -62,7 +63,7 @@ def test_spark_tasks_give_the_local_engines_records_aggregates_and_outcomes(
     sc = scenario_from_dict(SCENARIO)
     got = {}
     for name, engine in (("local", None), ("spark", SparkEngine(sim_spark))):
-        monkeypatch.setattr(sqlite_store, "secrets", _Ids())
+        monkeypatch.setattr(sqlite_store, "secrets", CountingIds())
         out = tmp_path / name
         run = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=out, workers=2,
                            engine=engine)  # fmt: skip

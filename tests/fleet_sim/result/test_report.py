@@ -22,20 +22,7 @@ from fleet_sim.run import SimRun, run_scenario
 from fleet_sim.scenario import scenario_from_dict
 from fleet_sim.world import World
 from tests.fleet_sim.test_run import _half_day_rollout
-
-
-class _Counter:
-    """Pseudonyms and tokens from a counter, up (`step` 1) or down (`step` -1)."""
-
-    def __init__(self, step: int) -> None:
-        self.n, self.step = (0 if step > 0 else 1 << 40), step
-
-    def token_hex(self, nbytes: int = 16) -> str:
-        self.n += self.step
-        return f"{self.n:0{2 * nbytes}x}"
-
-    def token_urlsafe(self, nbytes: int = 16) -> str:
-        return self.token_hex(nbytes)
+from tests.pseudonyms import CountingIds
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def runs(small_corpus, sim_bundles, tmp_path_factory) -> Iterator[dict[int, SimR
     got = {}
     for step in (1, -1):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(sqlite_store, "secrets", _Counter(step))
+            mp.setattr(sqlite_store, "secrets", CountingIds(step))
             out = tmp_path_factory.mktemp(f"ids{step}")
             got[step] = run_scenario(sc, corpus=small_corpus, bundles=sim_bundles, out=out,
                                      workers=1)  # fmt: skip
