@@ -58,6 +58,7 @@ import simpy
 
 from agent.policy import PolicyDocumentModel
 from fleet_sim._clock import DAY_S
+from fleet_sim._interrupt import leave_interrupts_to_the_coordinator
 from fleet_sim._memory import keep_freed_memory, trim_freed_memory
 from fleet_sim.cohort.engine import FOLD_GRACE_S, CohortEngine, rng_blocks
 from fleet_sim.control import DecisionTables, Fleet, Recorder
@@ -425,6 +426,7 @@ def serve_shard(conn: Connection, others: list[Connection], make: Callable[[], o
     `make` returns a `Shard` or an object with its methods; `others` are connections to close
     first (the coordinator's ends of other workers' pipes a fork copied).
     """
+    leave_interrupts_to_the_coordinator()
     for c in others:  # the coordinator's ends of the other workers' pipes
         c.close()
     keep_freed_memory()

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.store import Store
+from fleet_sim._interrupt import leave_interrupts_to_the_coordinator
 from fleet_sim._memory import trim_freed_memory
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def _send_error(conn: Connection, exc: BaseException) -> None:
 
 def _serve(conn: Connection) -> None:
     """The child: wait for the start, take the snapshot, say so, compute, send the value."""
+    leave_interrupts_to_the_coordinator()
     with contextlib.suppress(OSError):  # its name in ps and top (Linux; 15 bytes at most)
         Path("/proc/self/comm").write_text(COMM)
     import backend.analysis.transition  # noqa: F401 - loaded while the run sets up
