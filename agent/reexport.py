@@ -3,37 +3,38 @@
 Importing `agent.decision` runs `agent/__init__.py` first; were the package's public names
 imported there eagerly, every submodule would load with it (onnxruntime for `agent.model`,
 httpx for `agent.telemetry.client`). The backend's store and the simulator's fold writer
-need only the light modules, so `agent`, `agent.telemetry`, `backend` and `backend.analysis`
-name their re-exports here and import each defining submodule on first use of one of its
-names. Each package still lists the same names under `TYPE_CHECKING` for the type checker;
-`tests/test_imports.py` checks the two lists agree and that the light imports stay light.
+need only the light modules, so the packages that re-export (`agent`, `agent.telemetry`,
+`backend`, `backend.analysis` and `fleet_sim`'s rooms) name their exports once, in an
+`__init__.pyi` stub beside the `__init__.py` (`from .module import Name as Name`): type
+checkers read it, and `lazy_loader.attach_stub` (SPEC 1) turns it into a module `__getattr__`
+that imports a defining module on first use of one of its names. `tests/test_imports.py`
+checks that the light imports stay light.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
 import lazy_loader
 
-__all__ = ["lazy_reexport"]
+__all__ = ["export_order", "lazy_exports"]
 
 
-def lazy_reexport(package: str, sources: Mapping[str, Sequence[str]]) -> Callable[[str], object]:
-    """A module `__getattr__` for `package` that imports `sources` (module -> names) lazily.
+def export_order(name: str) -> tuple[int, str]:
+    """Ruff's RUF022 order of `__all__`: CONSTANTS, then Classes, then functions."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2, name)
 
-    `lazy_loader.attach` (SPEC 1) does the work; the table names each defining module in full,
-    as the package's `TYPE_CHECKING` imports do (`tests/test_imports.py` compares the two). The
-    first access to a name imports its module; an unknown name raises `AttributeError`, which
-    lets `from package import submodule` fall through to importing the submodule.
+
+def lazy_exports(
+    package: str, init_file: str
+) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
+    """`__getattr__`, `__dir__` and `__all__` for `package` from the stub beside `init_file`.
+
+    An unknown name raises `AttributeError`, which lets `from package import submodule` fall
+    through to importing the submodule. `__all__` comes in RUF022 order (`export_order`).
 
     Raises:
-        ValueError: a source module is not inside `package`.
+        ValueError: no `__init__.pyi` beside `init_file`, or it imports from outside `package`.
     """
-    prefix = f"{package}."
-    relative: dict[str, list[str]] = {}
-    for module, names in sources.items():
-        if not module.startswith(prefix):
-            raise ValueError(f"{module} is not a module of {package}")
-        relative[module.removeprefix(prefix)] = list(names)
-    getattr_, _, _ = lazy_loader.attach(package, submod_attrs=relative)
-    return getattr_  # type: ignore[no-any-return]
+    getattr_, dir_, names = lazy_loader.attach_stub(package, init_file)
+    return getattr_, dir_, sorted(names, key=export_order)

@@ -5,20 +5,6 @@ Needs the `[backend]` extra (starlette, uvicorn, prometheus-client).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from agent.reexport import lazy_exports
 
-from agent.reexport import lazy_reexport
-
-if TYPE_CHECKING:
-    from backend.app import AppConfig, create_app, serve
-    from backend.store import Store
-
-__all__ = ["AppConfig", "Store", "create_app", "serve"]
-
-__getattr__ = lazy_reexport(
-    __name__,
-    {
-        "backend.app": ["AppConfig", "create_app", "serve"],
-        "backend.store": ["Store"],
-    },
-)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

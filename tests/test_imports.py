@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import importlib
 import json
 import subprocess
 import sys
@@ -90,41 +91,28 @@ def test_the_heavy_names_still_load_on_first_use() -> None:
     ]
 
 
-def _lazy_reexports(package: str) -> tuple[dict[str, set[str]], dict[str, set[str]], list[str]]:
-    """(TYPE_CHECKING imports, `lazy_reexport` sources, `__all__`) read from the `__init__`."""
-    path = ROOT.joinpath(*package.split("."), "__init__.py")
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only: dict[str, set[str]] = {}
-    sources: dict[str, set[str]] = {}
-    exported: list[str] = []
-    for node in tree.body:
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            for imp in node.body:
-                assert isinstance(imp, ast.ImportFrom) and imp.module
-                typing_only.setdefault(imp.module, set()).update(a.name for a in imp.names)
-        elif isinstance(node, ast.ImportFrom) and node.module not in (
-            "__future__",
-            "agent.reexport",
-            "typing",
-        ):
-            typing_only.setdefault(node.module, set()).update(a.name for a in node.names)
-            sources.setdefault(node.module, set()).update(a.name for a in node.names)  # eager
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            assert ast.unparse(node.value.func) == "lazy_reexport"
-            table = ast.literal_eval(node.value.args[1])
-            for module, names in table.items():
-                sources.setdefault(module, set()).update(names)
-        elif isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__":
-            exported = ast.literal_eval(node.value)
-    return typing_only, sources, exported
+def _stub_names(package: str) -> dict[str, str]:
+    """Each name the package's `__init__.pyi` re-exports, and the module that defines it."""
+    path = ROOT.joinpath(*package.split("."), "__init__.pyi")
+    out = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Expr):  # the docstring
+            continue
+        assert isinstance(node, ast.ImportFrom) and node.level == 1 and node.module, node
+        for a in node.names:
+            assert a.asname == a.name, f"{package}: {a.name} as {a.asname} (explicit re-export)"
+            out[a.name] = f"{package}.{node.module}"
+    return out
 
 
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
-def test_lazy_reexports_name_what_the_type_checker_sees(package: str) -> None:
-    typing_only, sources, exported = _lazy_reexports(package)
-    assert sources, f"{package} re-exports nothing lazily"
-    assert typing_only == sources
-    assert sorted(n for names in sources.values() for n in names) == sorted(exported)
+def test_lazy_reexports_are_the_stubs_names_and_resolve_to_their_modules(package: str) -> None:
+    names = _stub_names(package)
+    pkg = importlib.import_module(package)
+    assert names, f"{package} re-exports nothing"
+    assert sorted(pkg.__all__) == sorted(names)
+    for name, module in names.items():
+        assert getattr(pkg, name) is getattr(importlib.import_module(module), name), name
 
 
 def test_analysis_export_stays_the_function_after_its_module_is_imported() -> None:

@@ -10,18 +10,6 @@ drives the engine over time, in one process or many, is `fleet_sim.parallel`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from agent.reexport import lazy_exports
 
-from agent.reexport import lazy_reexport
-
-if TYPE_CHECKING:
-    from fleet_sim.cohort.engine import FOLD_GRACE_S, RNG_BLOCKS, CohortEngine, rng_blocks
-
-__all__ = ["FOLD_GRACE_S", "RNG_BLOCKS", "CohortEngine", "rng_blocks"]
-
-__getattr__ = lazy_reexport(
-    __name__,
-    {
-        "fleet_sim.cohort.engine": ["FOLD_GRACE_S", "RNG_BLOCKS", "CohortEngine", "rng_blocks"],
-    },
-)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

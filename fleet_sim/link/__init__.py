@@ -11,58 +11,6 @@ loads neither httpx nor pydantic.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from agent.reexport import lazy_exports
 
-from agent.reexport import lazy_reexport
-
-if TYPE_CHECKING:
-    from fleet_sim.link.fold import FOLD_CHUNK_EVENTS, EventFolder, FoldedRows
-    from fleet_sim.link.fold_writer import (
-        PROCESS_MIN_ENDPOINTS,
-        SIM_STORE_SYNCHRONOUS,
-        STORE_BUSY_TIMEOUT_MS,
-        FoldWriter,
-        InlineFoldWriter,
-        ProcessFoldWriter,
-        fold_writer_for,
-        writes_in_a_process,
-    )
-    from fleet_sim.link.http import MAX_ENDPOINTS, HTTPLink, RemoteBackend
-    from fleet_sim.link.in_process import InProcessLink
-
-__all__ = [
-    "FOLD_CHUNK_EVENTS",
-    "MAX_ENDPOINTS",
-    "PROCESS_MIN_ENDPOINTS",
-    "SIM_STORE_SYNCHRONOUS",
-    "STORE_BUSY_TIMEOUT_MS",
-    "EventFolder",
-    "FoldWriter",
-    "FoldedRows",
-    "HTTPLink",
-    "InProcessLink",
-    "InlineFoldWriter",
-    "ProcessFoldWriter",
-    "RemoteBackend",
-    "fold_writer_for",
-    "writes_in_a_process",
-]
-
-__getattr__ = lazy_reexport(
-    __name__,
-    {
-        "fleet_sim.link.fold": ["FOLD_CHUNK_EVENTS", "EventFolder", "FoldedRows"],
-        "fleet_sim.link.fold_writer": [
-            "PROCESS_MIN_ENDPOINTS",
-            "SIM_STORE_SYNCHRONOUS",
-            "STORE_BUSY_TIMEOUT_MS",
-            "FoldWriter",
-            "InlineFoldWriter",
-            "ProcessFoldWriter",
-            "fold_writer_for",
-            "writes_in_a_process",
-        ],
-        "fleet_sim.link.http": ["MAX_ENDPOINTS", "HTTPLink", "RemoteBackend"],
-        "fleet_sim.link.in_process": ["InProcessLink"],
-    },
-)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

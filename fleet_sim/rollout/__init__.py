@@ -8,42 +8,6 @@ what the canary measured. Nothing the run decides reads the prediction.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from agent.reexport import lazy_exports
 
-from agent.reexport import lazy_reexport
-
-if TYPE_CHECKING:
-    from fleet_sim.rollout.controller import (
-        ArmDayTally,
-        ControllerRollout,
-        HealthKind,
-        RolloutRecord,
-        rollout_config,
-    )
-    from fleet_sim.rollout.prediction import COMM, PROCESS_NAME, PendingPrediction, forecast
-
-__all__ = [
-    "COMM",
-    "PROCESS_NAME",
-    "ArmDayTally",
-    "ControllerRollout",
-    "HealthKind",
-    "PendingPrediction",
-    "RolloutRecord",
-    "forecast",
-    "rollout_config",
-]
-
-__getattr__ = lazy_reexport(
-    __name__,
-    {
-        "fleet_sim.rollout.controller": [
-            "ArmDayTally",
-            "ControllerRollout",
-            "HealthKind",
-            "RolloutRecord",
-            "rollout_config",
-        ],
-        "fleet_sim.rollout.prediction": ["COMM", "PROCESS_NAME", "PendingPrediction", "forecast"],
-    },
-)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)
