@@ -46,6 +46,7 @@ from fleet_sim.scenario import (
     AllowlistAdd,
     BackendOutage,
     KillSwitch,
+    LabelCampaign,
     PublishModel,
     Revoke,
     ScenarioError,
@@ -402,6 +403,10 @@ class Fleet:
         elif isinstance(action, BackendOutage):
             self.link.outages.append((t, action.until_s))
             rec.events.append((t, f"backend outage until +{action.until_s / 3600:.1f} h"))
+        elif isinstance(action, LabelCampaign):
+            camp = next(c for c in self.world.campaigns if c.name == action.campaign)
+            n = self.link.label_malicious(camp.samples, self.clock.at(camp.start_s), now)
+            rec.events.append((t, f"label feed: campaign {camp.name} malicious ({n} samples)"))
 
     def _lut(self, policy_version: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
         hit = self._luts.get(policy_version)

@@ -26,6 +26,7 @@ __all__ = [
     "Action",
     "ArmModel",
     "CampaignModel",
+    "LabelCampaign",
     "ModelBundleModel",
     "Outcome",
     "RolloutOutcome",
@@ -246,8 +247,28 @@ class BackendOutage(_ActionBase):
         return parse_offset(self.until)
 
 
+class LabelCampaign(_ActionBase):
+    """The label feed learns of a zero-day campaign (`labelled = false`): from `at` on.
+
+    Its samples are labelled malicious from the campaign's start, as a feed dates a family from
+    its first sighting: the backend knows the labels from `at` (`LabelChange.known_at`), and
+    the corrected truth holds them from the start (`backend.analysis.labels`), so an analysis
+    run afterwards can tell what was known at a past decision from what turned out true.
+    """
+
+    do: Literal["label_campaign"]
+    campaign: str
+
+
 Action = Annotated[
-    PublishModel | StartRollout | KillSwitch | AllowlistAdd | Revoke | BackendOutage | SetRing,
+    PublishModel
+    | StartRollout
+    | KillSwitch
+    | AllowlistAdd
+    | Revoke
+    | BackendOutage
+    | SetRing
+    | LabelCampaign,
     Field(discriminator="do"),
 ]
 
@@ -513,6 +534,17 @@ def scenario_from_dict(
             v = getattr(act, "version", None)
             if v is not None and v not in versions:
                 raise ScenarioError(f"{source}: timeline names undeclared model version {v}")
+            if isinstance(act, LabelCampaign):
+                camp = {c.name: c for c in model.campaigns}.get(act.campaign)
+                if camp is None:
+                    raise ScenarioError(
+                        f"{source}: label_campaign names no campaign {act.campaign!r}"
+                    )
+                if camp.labelled:
+                    raise ScenarioError(
+                        f"{source}: label_campaign: campaign {act.campaign!r} is labelled from "
+                        "its start already (set labelled = false for a zero-day)"
+                    )
     arms = {a.name for a in model.arms}
     for out in model.outcomes:
         if out.arm not in arms:

@@ -10,6 +10,11 @@ over the simulator's records and the transition reports:
   encounters alerted on from the measuring day (the simulator knows the truth, including a
   zero-day no label feed knows). Predicted: the reports' `recall_after` on the malware the
   backend knows as labelled, which is all a prediction can see;
+- the fleet total against its noise: the prediction rests on x new-FP encounters over the T
+  days observed before the switch, the simulated figure on y alerts over the F days measured;
+  if one Poisson rate is behind both, y given x + y is Binomial(x + y, F / (T + F)). The exact
+  test of that (two-sided) and the matching 95 % interval of predicted / simulated say whether
+  a gap is more than the counts' own noise (`compare_rates`);
 - interval coverage: each org's predicted figure carries `backend.intervals.prediction_interval`
   on the encounters it rests on (`new_fp_encounters` over `observation_days`, measured over the
   simulated window's days); the share of orgs whose simulated figure falls inside, over the
@@ -18,6 +23,7 @@ over the simulator's records and the transition reports:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +35,10 @@ from backend.intervals import RateInterval, prediction_interval
 
 __all__ = [
     "COVERAGE_ALPHA",
+    "FLEET_ALPHA",
     "MitigationFigures",
+    "RateComparison",
+    "compare_rates",
     "coverage",
     "coverage_p_value",
     "interval_of",
@@ -81,6 +90,39 @@ def mitigation_figures(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RateComparison:
+    """Predicted against simulated rate: the exact test of one rate, and their ratio's interval."""
+
+    p_value: float
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+
+
+def compare_rates(x: int, t_days: float, y: int, f_days: float) -> RateComparison | None:
+    """`x` events over `t_days` (the prediction's) against `y` over `f_days` (the simulation's).
+
+    Conditional on x + y, y is Binomial(x + y, p) with p = F r / (T + F r), r the simulated rate
+    over the predicted one (p = F / (T + F) when they are equal): the two-sided exact test of
+    that, and the Clopper-Pearson interval of p turned into one of predicted / simulated.
+    None without events or without days on either side.
+    """
+    if x + y == 0 or t_days <= 0 or f_days <= 0 or y == 0:
+        return None
+    from scipy.stats import binomtest  # the demo's extras only; not at import
+
+    res = binomtest(y, x + y, f_days / (t_days + f_days))
+    ci = res.proportion_ci(confidence_level=0.95, method="exact")
+
+    def ratio(p: float) -> float:  # predicted / simulated rate at P(an event is simulated) = p
+        return math.inf if p <= 0 else (f_days / t_days) * (1.0 - p) / p
+
+    return RateComparison(
+        float(res.pvalue), (x / t_days) / (y / f_days), ratio(ci.high), ratio(ci.low)
+    )
+
+
 def interval_of(org: OrgTransition | None, future_days: float) -> RateInterval:
     """The 95 % prediction interval of an org's simulated new FP alerts/day (zero: no flips)."""
     if org is None or org.observation_days <= 0:
@@ -101,6 +143,9 @@ def coverage(rows: Sequence[tuple[RateInterval, float]]) -> tuple[float | None, 
 
 COVERAGE_ALPHA = 0.01
 """Level of the coverage test: below it, the intervals are called too narrow."""
+
+FLEET_ALPHA = 0.01
+"""Level of the fleet total's test (`compare_rates`): below it, the prediction is called biased."""
 
 
 def coverage_p_value(share: float | None, n: int, level: float = 0.95) -> float | None:

@@ -272,6 +272,20 @@ class InProcessLink:
         ]
         return self.store.append_labels(changes, now=now)
 
+    def label_malicious(
+        self, samples: npt.NDArray[np.int64], labelled_at: dt.datetime, now: dt.datetime
+    ) -> int:
+        """The feed learns at `now` that `samples` are malicious since `labelled_at`.
+
+        Appended beside the earlier labels (none, for a zero-day): an analysis as of a time
+        before `now` does not see them unless it asks for the corrected truth.
+        """
+        changes = [
+            LabelChange(self.sha256[i], LabelValue.MALICIOUS, LabelSource.FEED, labelled_at)
+            for i in sorted(set(samples.tolist()))
+        ]
+        return self.store.append_labels(changes, now=now)
+
     # --- telemetry: exact mode -----------------------------------------------------------
 
     def send_events(self, events: Sequence[TelemetryEvent], dropped: int, now: dt.datetime) -> int:
