@@ -17,7 +17,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
     ("fleetward.demo", "demo", "all"),
     ("model_store.cli", "corpus", "train"),
     ("model_store.cli", "model", "train"),
-    ("model_store.repo_cli", "repo", "train"),
+    ("model_store.repository.cli", "repo", "train"),
     ("backend.cli", "backend", "backend"),
     ("fleet_sim.cli", "sim", "sim"),
     ("backend.rollout.cli", "rollout", "backend"),

@@ -402,7 +402,7 @@ def train_congruent(
     congruent = train_model(corpus, replace(config, sample_weight=weights), out, now=now)
     with tempfile.TemporaryDirectory(prefix="fleetward-plain-") as tmp:
         plain = train_model(corpus, replace(config, sample_weight=()), Path(tmp) / "plain", now=now)
-        test = np.asarray(  # the release gate's golden set (`model_store.release.load_golden`)
+        test = np.asarray(  # the release gate's golden set (`model_store.gate.load_golden`)
             [
                 split_of(r.sha256, r.folder) == "test" and r.family not in FIELD_ONLY_FAMILIES
                 for r in corpus.records

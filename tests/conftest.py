@@ -24,8 +24,8 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     install's finder) and whatever versions pip resolved that day, so the models, and every
     figure the tests check on them, would change with where and when the suite runs. The base
     installation is the same wherever this image runs, and its folders are named without their
-    location (`model_store._real`). FLEETWARD_TEST_CORPUS_SEED changes the synthetic seed, to
-    see which assertions hold only for one draw.
+    location (`model_store.corpus._real`). FLEETWARD_TEST_CORPUS_SEED changes the synthetic seed,
+    to see which assertions hold only for one draw.
 
     Native binaries stay capped per folder like every other file (`benign_native_max=0`);
     the shipped default takes up to 1,000 past the cap (148 more files here, about 1.5 s more

@@ -31,6 +31,9 @@ LAZY_PACKAGES = [
     "fleet_sim.parallel",
     "fleet_sim.result",
     "fleet_sim.rollout",
+    "model_store.corpus",
+    "model_store.gate",
+    "model_store.repository",
 ]
 
 

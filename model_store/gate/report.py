@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from model_store.gate import GateReport, ScoreHistogram
+from model_store.gate.judgement import GateReport, ScoreHistogram
 
 __all__ = ["HTML_NAME", "JSON_NAME", "render_html", "write_gate_report"]
 

@@ -13,9 +13,8 @@ import click
 
 from model_store._clock import utc_now
 from model_store.errors import GateRefusedError, ModelStoreError
-from model_store.gate import GateConfig, GateReport
-from model_store.release import backend_surge_predictor
-from model_store.repository import (
+from model_store.gate import GateConfig, GateReport, backend_surge_predictor
+from model_store.repository.signing import (
     ROLES,
     PublishResult,
     RepoVersions,

@@ -74,9 +74,15 @@ from model_store.errors import (
     PolicyRefusedError,
     RepositoryError,
 )
-from model_store.gate import GateConfig, GateReport
-from model_store.gate_report import write_gate_report
-from model_store.release import GoldenSet, SurgePredictor, load_golden, run_gate
+from model_store.gate import (
+    GateConfig,
+    GateReport,
+    GoldenSet,
+    SurgePredictor,
+    load_golden,
+    run_gate,
+    write_gate_report,
+)
 
 __all__ = [
     "EXPIRY",
@@ -419,7 +425,7 @@ def publish_model(
 
     With `golden` (a corpus directory or a loaded `GoldenSet`) the release gate runs first
     (`model_store.gate`): against the highest published version below N as the current model
-    and, with `surge` (`model_store.release.backend_surge_predictor`), the per-org predicted
+    and, with `surge` (`model_store.gate.backend_surge_predictor`), the per-org predicted
     false-positive surge. Its HTML and JSON report is saved in `report_dir` (default
     `repo_dir/gate-reports/vN-<now>`) whatever the outcome. A failed gate refuses the bundle
     unless `force_reason` says why it ships anyway; the gate's outcome, the failed checks and

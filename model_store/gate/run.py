@@ -1,12 +1,12 @@
 """The release gate's I/O shell: golden sets from a corpus, bundles scored, the backend asked.
 
-`model_store.gate` judges; this module gathers what it judges. The golden set is the corpus's
-held-out test split (`model_store.train.split_of`: synthetic samples by sha256, real benign
-files by whole source folder), which no version trains or calibrates on, so every version is
-judged on the same unseen samples: real benign files, synthetic benign samples (customers'
-in-house tools included) and malware of every era. Its vectors come from the corpus's feature
-cache; a few golden files are re-extracted with `agent.features` to measure the vector length
-the agent's code produces now and to catch a stale cache.
+`model_store.gate.judgement` judges; this module gathers what it judges. The golden set is the
+corpus's held-out test split (`model_store.train.split_of`: synthetic samples by sha256, real benign
+files by whole source folder), which no version trains or calibrates on, so every version is judged
+on the same unseen samples: real benign files, synthetic benign samples (customers' in-house tools
+included) and malware of every era. Its vectors come from the corpus's feature cache; a few golden
+files are re-extracted with `agent.features` to measure the vector length the agent's code produces
+now and to catch a stale cache.
 
 The backend is an optional extra and is restructuring: `backend_surge_predictor` imports it
 only when called and looks its public names up on the `backend` package first.
@@ -33,7 +33,7 @@ from agent.features import SCHEMA, extract_features
 from agent.model import ONNXScorer, load_bundle
 from model_store.corpus import FIELD_ONLY_FAMILIES, load_corpus
 from model_store.errors import BundleRefusedError, CorpusError, ModelStoreError
-from model_store.gate import (
+from model_store.gate.judgement import (
     CanaryFacts,
     GateConfig,
     GateInputs,
@@ -77,7 +77,7 @@ class GoldenSet:
 
     @property
     def labels(self) -> GoldenLabels:
-        """The labels `model_store.gate` judges with."""
+        """The labels `model_store.gate.judgement` judges with."""
         return GoldenLabels(malicious=self.malicious, real=self.real)
 
 

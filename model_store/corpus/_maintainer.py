@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_store._everyday import _ident, _sentence, _words
+from model_store.corpus._everyday import _ident, _sentence, _words
 
 __all__ = ["maintainer_script"]
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from agent.features import FEATURE_NAMES, extract_features
-from model_store import corpus as corpus_module
-from model_store._everyday import EVERYDAY_BUILDERS
-from model_store._maintainer import maintainer_script
-from model_store._real import default_benign_dirs, select_real_files
 from model_store.corpus import REAL_FAMILY, load_corpus, make_corpus
+from model_store.corpus import generator as corpus_module
+from model_store.corpus._everyday import EVERYDAY_BUILDERS
+from model_store.corpus._maintainer import maintainer_script
+from model_store.corpus._real import default_benign_dirs, select_real_files
 from model_store.errors import CorpusError
 
 

@@ -7,15 +7,15 @@ that borrows benign strings. Samples come in two eras: era 2 adds new malware (a
 through the same commercial protector that some orgs use for their in-house tools, and a Linux
 coin miner), so that a model trained later catches them and makes mistakes of its own.
 
-Benign data is real as well as synthetic. Real files come by default from the Python
-installation fleetward runs in (`sys.base_prefix`, `sys.prefix`) and from any `benign_dirs`;
-`model_store._real` chooses them (sorted walk, size caps, a cap per folder) and each keeps its
-source folder (`SampleRecord.folder`), the unit that held-out evaluation keeps out of training
+Benign data is real as well as synthetic. Real files come by default from the Python installation
+fleetward runs in (`sys.base_prefix`, `sys.prefix`) and from any `benign_dirs`;
+`model_store.corpus._real` chooses them (sorted walk, size caps, a cap per folder) and each keeps
+its source folder (`SampleRecord.folder`), the unit that held-out evaluation keeps out of training
 whole. Synthetic benign families cover the everyday data an agent meets besides programs
-(`model_store._everyday`: tiny text files, logs, configuration, markup, source code, locale and
-time-zone data, fonts, images, archives) and the package maintainer scripts a Debian-family
-machine holds by the hundred (`model_store._maintainer`), the last drawn after the plan from a
-stream of their own (`SUPPLEMENT_FAMILIES`), so adding them redrew no other sample.
+(`model_store.corpus._everyday`: tiny text files, logs, configuration, markup, source code, locale
+and time-zone data, fonts, images, archives) and the package maintainer scripts a Debian-family
+machine holds by the hundred (`model_store.corpus._maintainer`), the last drawn after the plan from
+a stream of their own (`SUPPLEMENT_FAMILIES`), so adding them redrew no other sample.
 
 Every sample's `static-v1` vector is computed once by `agent.features` and cached beside the
 manifest (`features.static-v1.npy`, rows in manifest order).
@@ -35,11 +35,11 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.features import SCHEMA, extract_features
-from model_store import _synth as syn
-from model_store._everyday import EVERYDAY_BUILDERS
-from model_store._maintainer import maintainer_script
-from model_store._real import default_benign_dirs, is_native_binary, select_real_files
-from model_store._vocab import VOCAB
+from model_store.corpus import _synth as syn
+from model_store.corpus._everyday import EVERYDAY_BUILDERS
+from model_store.corpus._maintainer import maintainer_script
+from model_store.corpus._real import default_benign_dirs, is_native_binary, select_real_files
+from model_store.corpus._vocab import VOCAB
 from model_store.errors import CorpusError
 
 __all__ = [
@@ -638,8 +638,8 @@ def make_corpus(
     Real benign files come from the Python installation (`python_benign`, on by default) and
     from each of `benign_dirs`: at most `benign_max` of them, `benign_per_folder` per folder,
     each at most `benign_max_bytes`, plus up to `benign_native_max` native binaries (ELF, PE,
-    Mach-O) past the per-folder cap (see `model_store._real`). The same seed, size and files
-    give the same corpus byte for byte.
+    Mach-O) past the per-folder cap (see `model_store.corpus._real`). The same seed, size and
+    files give the same corpus byte for byte.
 
     Raises:
         CorpusError: the output directory already holds a corpus, or a benign dir is missing.

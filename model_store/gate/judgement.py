@@ -23,8 +23,8 @@ A check that cannot be measured for lack of evidence (too few golden samples, a 
 check upstream) fails: thin evidence never publishes. A check that does not apply (no current
 model to compare with, no store given) passes with a reason saying it did not run.
 
-This module reads no files and no clock: `model_store.release` gathers the inputs, and
-`model_store.gate_report` renders the report.
+This module reads no files and no clock: `model_store.gate.run` gathers the inputs, and
+`model_store.gate.report` renders the report.
 """
 
 from __future__ import annotations

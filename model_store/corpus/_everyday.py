@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model_store import _synth as syn
+from model_store.corpus import _synth as syn
 
 __all__ = ["EVERYDAY_BUILDERS"]
 

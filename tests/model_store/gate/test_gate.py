@@ -38,7 +38,7 @@ from model_store.gate import (
     ks_statistic,
     negative_flip_rate,
 )
-from model_store.release import GoldenSet, load_golden
+from model_store.gate.run import GoldenSet, load_golden
 from model_store.repository import init_repository, publish_model
 from tests.backend.history import history
 
@@ -249,7 +249,7 @@ def test_refuses_a_score_shift_beyond_its_bound(repo_v1: Path, bundles, golden: 
 
 def test_refuses_a_per_org_surge_over_budget(bundles, golden: GoldenSet, history, tmp_path: Path):
     from backend.analysis import predict_transition
-    from model_store.release import backend_surge_predictor
+    from model_store.gate.run import backend_surge_predictor
     from tests.backend.history import ROLLOUT
 
     expected = predict_transition(history.store, bundles[1], bundles[2], now=ROLLOUT).per_org
@@ -371,7 +371,7 @@ def test_thin_golden_evidence_fails_instead_of_passing():
 def test_congruent_training_reports_the_nfr_the_gate_measures_beside_the_plain_ones(
     small_corpus: Corpus, bundles, golden: GoldenSet, tmp_path: Path
 ):
-    from model_store.release import run_gate
+    from model_store.gate.run import run_gate
     from model_store.train import recipe_for_version, train_congruent
 
     recipe = dataclasses.replace(recipe_for_version(2), n_estimators=40)
