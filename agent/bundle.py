@@ -6,9 +6,9 @@ training-data fingerprint, the sha256 of `model.onnx`, and canary vectors with t
 scores. Unknown manifest fields are kept, so re-serialising a manifest gives back the same
 bytes (a newer producer must not be silently rewritten by an older agent).
 
-Signing lives in `model_store`; verification of signatures lives in `agent.updater`. This module
-checks the bundle's internal consistency: schema, integrity hash, and (through `agent.model`)
-the canary self-test.
+Signing lives in `model_store`; verification of signatures lives in `agent.update.updater`.
+This module checks the bundle's internal consistency: schema, integrity hash, and (through
+`agent.model`) the canary self-test.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from agent._clock import utc_now
 from agent.decision import DENY_VERDICTS, DecisionContext, Mode
 from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
-from agent.quarantine import Quarantine, QuarantineRecord
-from agent.scan import FileStatus, Scanner, ScanResult, ScanSummary
+from agent.protect.quarantine import Quarantine, QuarantineRecord
+from agent.protect.scan import FileStatus, Scanner, ScanResult, ScanSummary
 
 __all__ = ["main"]
 
@@ -272,7 +272,7 @@ def run(
     """
     _skip_httpx_cli()
     from agent import daemon
-    from agent.realtime import RealtimeOptions
+    from agent.protect.realtime import RealtimeOptions
 
     options = daemon.RunOptions(
         repo_url=repo_url,
@@ -389,7 +389,7 @@ def status(state_dir: Path, as_json: bool) -> None:
         info = read_status(state_dir, utc_now())
     except StateError as exc:
         raise click.ClickException(str(exc)) from exc
-    from agent.realtime import protection_note
+    from agent.protect.realtime import protection_note
 
     info["protection"] = protection_note(info.get("effective_mode"))
     if as_json:

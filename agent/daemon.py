@@ -18,7 +18,7 @@ The run loop (`Daemon`, `run`; `fleetward-agent run` is a thin layer over `run`)
 - decisions first: the calling thread decides (it polls `watch` folders every
   `scan_interval_s`); check-ins and telemetry flushes run in one background thread, so a
   stalled mirror or backend never delays a decision. A check-in is bounded anyway (the
-  fetcher's deadline and minimum transfer rate, `agent.updater.UpdateConfig`); the network
+  fetcher's deadline and minimum transfer rate, `agent.update.updater.UpdateConfig`); the network
   part of a check-in never holds the agent's lock, only the adoption of its result does.
 - THE SEAM for real-time sources (a fanotify protector, an inotify watcher): pass objects with
   `run(decide_path, stop)` (the `EventSource` protocol) in `Daemon(sources=...)`. Each runs in
@@ -48,7 +48,6 @@ import numpy as np
 import numpy.typing as npt
 
 from agent._internal.install import InstallRecord, StateDir, write_atomic
-from agent.adoption import adopt
 from agent.breaker import BreakerState, reset
 from agent.decision import Decision, Mode, Reason, Verdict
 from agent.engine import ShadowScore, ShadowVerdict, effective_mode, evaluate
@@ -62,14 +61,15 @@ from agent.errors import (
 from agent.features import extract_features
 from agent.model import LoadedModel, load_bundle
 from agent.policy import EffectivePolicy, resolve_policy
-from agent.scan import FileStatus, ScanResult, iter_files, read_sample
+from agent.protect.scan import FileStatus, ScanResult, iter_files, read_sample
 from agent.signature import is_test_signature
-from agent.updater import UpdateClient, UpdateConfig, UpdateOutcome, load_installed_policy
+from agent.update.adoption import adopt
+from agent.update.updater import UpdateClient, UpdateConfig, UpdateOutcome, load_installed_policy
 
 if TYPE_CHECKING:
-    from agent.realtime import RealtimeOptions
+    from agent.protect.realtime import RealtimeOptions
     from agent.telemetry import TelemetryPipe
-    from agent.updater import HTTPXFetcher
+    from agent.update.updater import HTTPXFetcher
 
 __all__ = [
     "Agent",
@@ -316,7 +316,7 @@ class Agent:
             return self._adopt(outcome, now)
 
     def _adopt(self, outcome: UpdateOutcome, now: dt.datetime) -> CheckInResult:
-        """Take a check-in's result in: the one adoption rule (`agent.adoption.adopt`)."""
+        """Take a check-in's result in: the one adoption rule (`agent.update.adoption.adopt`)."""
         old, new = self.record, outcome.record
         rule = adopt(
             policy=old.policy.version if old.policy else 0,
@@ -500,7 +500,7 @@ class Agent:
         """True when `path` is gone or was decided unchanged; otherwise record it as decided.
 
         Unchanged: same size and mtime, same model, policy and breaker (`inputs`, default now).
-        `scan(only_changed=True)` and the on-write watcher (`agent.realtime`) share it, so a
+        `scan(only_changed=True)` and the on-write watcher (`agent.protect.realtime`) share it, so a
         file dropped in a watched folder is decided once, not by both.
         """
         try:
@@ -764,7 +764,8 @@ class RunOptions:
     root_file: Path | None = None
     trust_on_first_use: bool = False
     interval_s: float = 300.0
-    realtime: RealtimeOptions | None = None  # --protect and on-write --watch (agent.realtime)
+    # --protect and on-write --watch (agent.protect.realtime)
+    realtime: RealtimeOptions | None = None
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     trace_update: bool = False  # one "update phase: PHASE TARGET" line per step (crash tests)
@@ -775,10 +776,10 @@ def update_config(**given: float | None) -> UpdateConfig:
     return UpdateConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 
 
-# Fault injection for the crash test (tests/agent/test_crash_safety.py): with `--trace-update`,
-# this variable set to "PHASE TARGET=MARKER" makes the agent, on reaching that update phase,
-# write its pid to the MARKER file (aside, then renamed) and wait, so the test's SIGKILL lands
-# at exactly that point of the update.
+# Fault injection for the crash test (tests/agent/update/test_crash_safety.py): with
+# `--trace-update`, this variable set to "PHASE TARGET=MARKER" makes the agent, on reaching that
+# update phase, write its pid to the MARKER file (aside, then renamed) and wait, so the test's
+# SIGKILL lands at exactly that point of the update.
 _FAULT_PAUSE_ENV = "FLEETWARD_FAULT_PAUSE_UPDATE"
 
 
@@ -827,7 +828,7 @@ def run(
         TransportError: enrollment failed.
         ValueError: neither an org nor a backend was given, or a first enrollment lacks a token.
     """
-    from agent.updater import fetch_trust_anchor, verify_trust
+    from agent.update.updater import fetch_trust_anchor, verify_trust
 
     with _state_lock(options.state_dir):
         anchor = options.root_file.read_bytes() if options.root_file else None
@@ -878,14 +879,14 @@ def run(
             return f"telemetry: {report.sent} sent, {report.pending} pending"
 
         if options.realtime is not None and not options.daemon.once:
-            from agent.realtime import realtime_sources
+            from agent.protect.realtime import realtime_sources
 
             sources = (*sources, *realtime_sources(agent, options.realtime, on_line=on_line))
         listener = None
-        if pipe is not None and not options.daemon.once:  # the push channel (agent.push)
+        if pipe is not None and not options.daemon.once:  # the push channel (agent.update.push)
             import httpx
 
-            from agent.push import PushListener
+            from agent.update.push import PushListener
 
             listener = PushListener(
                 httpx.Client(follow_redirects=False),
@@ -948,7 +949,7 @@ def _repo_fetcher(repo_url: str, pipe: TelemetryPipe | None) -> HTTPXFetcher | N
         return None
     import httpx
 
-    from agent.updater import HTTPXFetcher
+    from agent.update.updater import HTTPXFetcher
 
     client = httpx.Client(
         timeout=10,

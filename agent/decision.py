@@ -87,7 +87,7 @@ class Reason(StrEnum):
     SCORE_BELOW = "score_below"
     DEADLINE = "deadline"
     """Not a `decide` row: real-time protection answered allow before the decision (fail-open,
-    `agent.protect`); reported with `Verdict.ERROR`."""
+    `agent.protect.protector`); reported with `Verdict.ERROR`."""
 
 
 PRECEDENCE: tuple[Reason, ...] = (

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from agent.atomic import write_atomic
 from agent.errors import StateError
+from agent.update.atomic import write_atomic
 
 __all__ = [
     "CAPABILITIES",
@@ -140,7 +140,7 @@ def install_service(
     unit_dir: str | os.PathLike[str] = UNIT_DIR,
     start: bool = True,
 ) -> Path:
-    """Write the unit (atomically: `agent.atomic`); with `start`, enable and start it at once.
+    """Write the unit (atomically, `agent.update.atomic`); with `start`, enable and start it.
 
     Relative paths in `run_args` should be made absolute first (`absolute_paths`).
 

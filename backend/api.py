@@ -256,7 +256,7 @@ class TelemetryBatchDocument(BaseModel):
     """The msgpack document of `POST /v1/telemetry` (`agent.telemetry.wire`, decoded).
 
     Documentation of the wire format for readers of `/openapi.json`: the route validates the
-    bytes with `agent.columns.decode_columns`, column by column, for speed (the reason, sha256
+    bytes with `agent.telemetry.decode_columns`, column by column, for speed (the reason, sha256
     and feature fields have rules this schema only names). A test holds this model to the
     agent's encoder.
     """

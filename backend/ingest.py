@@ -3,7 +3,7 @@
 No SQLite and no clock here. Two paths over the same wire format (defined once, in
 `agent.telemetry`):
 - the hot path, used by the HTTP route: `parse_columns` reads a batch as columns
-  (`agent.columns`, no object per event) and `aggregate_columns` folds them with C-level dict
+  (`agent.telemetry`, no object per event) and `aggregate_columns` folds them with C-level dict
   operations into a `BatchAggregate` whose rows are plain tuples in the store's key order;
 - the reference path: `parse_batch` gives the agent's frozen `TelemetryBatch` and `aggregate`
   folds any events (several endpoints too) into `AggregateRow`s keyed
@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.columns import TelemetryColumns, decode_columns
 from agent.decision import Verdict
 from agent.telemetry import Action, TelemetryBatch, TelemetryEvent, decode_batch
+from agent.telemetry.columns import TelemetryColumns, decode_columns
 from backend import sketch
 from backend.errors import BatchInvalidError, PayloadTooLargeError
 

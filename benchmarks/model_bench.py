@@ -16,7 +16,7 @@ build times are not printed), then prints, with the machine's core count:
 - TPR at the block threshold on the held-out (test) split of synthetic malware: all, era 1,
   era 2. Goal: v2 >= 0.90, v1 >= 0.80, and v2 above v1 on era 2.
 - the verdict of `hello world`, an empty file, a 1-byte file, the README and the EICAR test
-  file, decided by the agent's own scanner (`agent.scan.Scanner`).
+  file, decided by the agent's own scanner (`agent.protect.scan.Scanner`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy.typing as npt
 from agent.decision import DecisionContext
 from agent.features import extract_features
 from agent.model import LoadedModel, load_bundle
-from agent.scan import Scanner, iter_files, read_sample
+from agent.protect.scan import Scanner, iter_files, read_sample
 from model_store.corpus import Corpus, load_corpus, make_corpus
 from model_store.train import recipe_for_version, split_of, train_model
 

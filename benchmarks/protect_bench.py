@@ -37,8 +37,8 @@ _AGENT = """
 import json, os, sys, time, datetime as dt
 from agent.decision import DecisionContext, Mode
 from agent.model import load_bundle
-from agent.protect import ProtectConfig, Protector
-from agent.scan import Scanner
+from agent.protect.protector import ProtectConfig, Protector
+from agent.protect.scan import Scanner
 bundle, folder, protect_open = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 model = load_bundle(bundle)
 t = model.manifest.thresholds
@@ -61,7 +61,7 @@ p.stop()
 
 _FLOOR = """
 import os, select, sys
-from agent import fanotify as fan
+from agent.protect import fanotify as fan
 folder = sys.argv[1]
 fd = fan.fanotify_init(fan.FAN_CLOEXEC | fan.FAN_CLASS_CONTENT)
 fan.fanotify_mark(fd, fan.FAN_MARK_ADD, fan.FAN_OPEN_EXEC_PERM | fan.FAN_EVENT_ON_CHILD, folder)

@@ -10,7 +10,7 @@ check-in or its next scan, whichever comes first:
   buffer is the spool: bounded, oldest dropped first and counted, by the agent's own rule
   `agent.telemetry.spool.keep_newest`);
 - a check-in (only while online, and only when the backend is up) adopts its result by the
-  agent's own rule (`agent.adoption.adopt`: the latest published policy, the assigned model
+  agent's own rule (`agent.update.adoption.adopt`: the latest published policy, the assigned model
   unless it is unsigned or fails this endpoint's self-test, a breaker reset on a new policy or
   model), and sends the buffer through the real wire path
   (`encode_batch` -> `parse_batch` -> `aggregate` -> `Store.ingest`);
@@ -28,13 +28,13 @@ import numpy as np
 import numpy.typing as npt
 import simpy
 
-from agent.adoption import adopt
 from agent.breaker import BreakerState, reset
 from agent.decision import decide
 from agent.engine import context_for, evaluate
 from agent.features import SCHEMA
 from agent.telemetry import MAX_EVENTS_PER_BATCH, TelemetryEvent, make_batches
 from agent.telemetry.spool import keep_newest
+from agent.update.adoption import adopt
 from agent.verdict_codes import VERDICT_CODES
 from fleet_sim._clock import DAY_S
 from fleet_sim.control import Fleet

@@ -36,7 +36,7 @@ from agent.engine import evaluate
 from agent.errors import AgentError
 from agent.features import FEATURE_NAMES, extract_features
 from agent.model import LoadedModel, load_bundle
-from agent.scan import iter_files, read_sample
+from agent.protect.scan import iter_files, read_sample
 from backend.report import html_page, html_table
 
 __all__ = [

@@ -3,8 +3,8 @@
 Why not locust: a locust user is a greenlet that blocks between requests; a fleet of 10,000
 agents each holding a push channel needs one cheap coroutine per agent. Each simulated agent:
 
-- holds the push channel (`agent.push.push_request` / `parse_events`, the daemon's parser),
-  reconnecting with the agent's own jittered backoff (`agent.push.backoff_s`);
+- holds the push channel (`agent.update.push.push_request` / `parse_events`, the daemon's parser),
+  reconnecting with the agent's own jittered backoff (`agent.update.push.backoff_s`);
 - checks in every `interval_s` +- `jitter` (first one at a random phase, so the fleet is
   spread), conditionally (`agent.telemetry.checkin_request` with the last ETag, 304 when
   unchanged, `parse_checkin` otherwise), and at once when a notice names a newer version;
@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from agent.features import VECTOR_LENGTH
-from agent.push import PushConfig, backoff_s, parse_events, push_request
 from agent.telemetry import (
     CONTENT_TYPE,
     Credentials,
@@ -56,6 +55,7 @@ from agent.telemetry import (
     encode_batch,
     parse_checkin,
 )
+from agent.update.push import PushConfig, backoff_s, parse_events, push_request
 from loadtest._clock import monotonic_s, utc_now
 from loadtest._wire import synthetic_events
 from loadtest.run import LoadtestError

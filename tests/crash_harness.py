@@ -8,7 +8,7 @@ before it died says where the kill landed (`landed`), so a trial that ended befo
 after the commit is counted as such, not as a kill inside the update.
 
 `run_trials` (random timing) serves benchmarks/crash_bench.py (100 trials). The test
-(tests/agent/test_crash_safety.py) makes every kill count instead: `paused_trial` starts the
+(tests/agent/update/test_crash_safety.py) makes every kill count instead: `paused_trial` starts the
 agent with a fault-injection hook (`FLEETWARD_FAULT_PAUSE_UPDATE`) that stops it at one named
 update phase and writes its pid to a marker, and kills it there; `dripped_trial` serves the
 model one byte at a time and kills the agent mid-download, with part of the file written.

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 UNUSED_BY_WRITERS = ["httpx", "onnxruntime", "pydantic", "starlette"]
 LAZY_PACKAGES = [
     "agent",
+    "agent.protect",
     "agent.telemetry",
+    "agent.update",
     "backend",
     "backend.analysis",
     "fleet_sim.cohort",

@@ -19,7 +19,7 @@ from tuf.api.metadata import Metadata
 
 from agent._clock import utc_now
 from agent.daemon import Agent, read_status
-from agent.updater import UpdateClient
+from agent.update.updater import UpdateClient
 from model_store.repository import init_repository, publish_model, publish_policy
 
 ORG = "acme"

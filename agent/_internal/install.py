@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.atomic import fsync_dir, write_atomic
 from agent.errors import StateError
+from agent.update.atomic import fsync_dir, write_atomic
 
 __all__ = [
     "BundleRef",

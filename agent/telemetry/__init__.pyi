@@ -13,6 +13,10 @@ from .client import (
     parse_checkin as parse_checkin,
     save_credentials as save_credentials,
 )
+from .columns import (
+    TelemetryColumns as TelemetryColumns,
+    decode_columns as decode_columns,
+)
 from .sender import (
     MAX_ANSWER_BYTES as MAX_ANSWER_BYTES,
     FlushReport as FlushReport,

@@ -17,11 +17,10 @@ from typing import Any
 
 import httpx
 
-from agent.atomic import write_atomic
 from agent.decision import Reason, Verdict
 from agent.errors import SpoolFullError, TransportError
 from agent.features import SCHEMA
-from agent.quarantine import QuarantineRecord
+from agent.protect.quarantine import QuarantineRecord
 from agent.telemetry.sender import FlushReport, TelemetrySender, send_bounded
 from agent.telemetry.wire import (
     _MAX_HEALTH,
@@ -31,6 +30,7 @@ from agent.telemetry.wire import (
     TelemetryEvent,
     make_batches,
 )
+from agent.update.atomic import write_atomic
 
 __all__ = [
     "ActionReport",

@@ -2,7 +2,7 @@
 
 Each POST is retried with exponential backoff and jitter by stamina (honouring `Retry-After` on
 429/503); when a round gives up, the sender backs off across rounds too (`is_due(now)`, the
-agent's one formula `agent.backoff.jittered_backoff_s`), so a dead backend costs a bounded
+agent's one formula `agent.update.backoff.jittered_backoff_s`), so a dead backend costs a bounded
 number of attempts per hour.
 
 Every answer the agent reads from the backend outside TUF (enrollment, check-in, telemetry
@@ -10,7 +10,7 @@ acknowledgements) goes through `send_bounded`: at most `MAX_ANSWER_BYTES` of bod
 answers are JSON of well under 1 KiB, and httpx otherwise reads a body whole: one that never
 ends (a broken or hostile backend, or anyone on the path of a plain-HTTP URL) would grow the
 agent's memory without bound. TUF's own downloads are bounded by python-tuf and
-`agent.updater.HTTPXFetcher`.
+`agent.update.updater.HTTPXFetcher`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import httpx
 import stamina
 
-from agent.backoff import jittered_backoff_s
 from agent.errors import TransportError
 from agent.telemetry.spool import Spool
 from agent.telemetry.wire import CONTENT_TYPE
+from agent.update.backoff import jittered_backoff_s
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -110,7 +110,7 @@ class TelemetrySender:
     """Sends the spool to the backend through an injected `httpx.Client`.
 
     `flush(now)` sends the pending batches oldest first; after a round that gave up it waits
-    `round_backoff` (doubling, with jitter, up to the max; `agent.backoff`) before `is_due`
+    `round_backoff` (doubling, with jitter, up to the max; `agent.update.backoff`) before `is_due`
     says try again.
     """
 

@@ -1,7 +1,7 @@
 """The telemetry spool: batches on disk while offline, bounded, oldest dropped first.
 
 Invariants (`Spool`):
-- a batch is on disk in full or not at all (`agent.atomic.write_atomic`); a crash leaves at
+- a batch is on disk in full or not at all (`agent.update.atomic.write_atomic`); a crash leaves at
   most a stray `*.tmp` that the next open removes;
 - the spool never holds more than `max_bytes`; making room drops the oldest batches first
   (`drop_oldest`, the one drop rule, which the simulator's endpoints use too), and every
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from agent.atomic import write_atomic
 from agent.errors import SpoolFullError
 from agent.telemetry.wire import HealthCount, TelemetryEvent, encode_batch
+from agent.update.atomic import write_atomic
 
 __all__ = ["Spool", "keep_newest"]
 

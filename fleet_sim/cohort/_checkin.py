@@ -1,6 +1,6 @@
 """Step 2 of the cohort engine: the check-ins that can change an endpoint's policy or model.
 
-Kept apart because it is where the agent's own adoption rule (`agent.adoption.adopt`) meets
+Kept apart because it is where the agent's own adoption rule (`agent.update.adoption.adopt`) meets
 the fleet: after a policy is published every endpoint has news; each adopts the policy
 published at or before its check-in, installs the model it (or the rollout cohort) assigns
 unless it is unsigned or fails the endpoint's self-test, and resets its breaker on a new policy
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from agent.adoption import adopt
+from agent.update.adoption import adopt
 from fleet_sim.cohort._state import F64, I64, EngineState
 
 __all__ = ["CheckinSteps"]

@@ -62,12 +62,12 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # tuf re-exports f
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from agent.atomic import fsync_dir, write_atomic
 from agent.bundle import MANIFEST_NAME, MODEL_NAME, Manifest, check_bundle, read_manifest
 from agent.errors import AgentError, BundleRejectedError, PolicyError
 from agent.model import load_bundle
 from agent.policy import DEFAULT_POLICY_TARGET, parse_policy, split_policy
-from agent.updater import model_target_paths
+from agent.update.atomic import fsync_dir, write_atomic
+from agent.update.updater import model_target_paths
 from model_store.errors import (
     BundleRefusedError,
     GateRefusedError,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.adoption import adopt
 from agent.telemetry.spool import keep_newest
+from agent.update.adoption import adopt
 
 # (policy, model, offered policy, offered model, signed, self-test ok) ->
 # (model after, install, refused unsigned, refused self-test, breaker reset)

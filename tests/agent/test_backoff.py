@@ -10,10 +10,10 @@ import httpx
 import pytest
 import stamina
 
-from agent.backoff import jittered_backoff_s
 from agent.decision import Reason, Verdict
-from agent.push import PushConfig, backoff_s
 from agent.telemetry import SenderConfig, Spool, TelemetryEvent, TelemetrySender
+from agent.update.backoff import jittered_backoff_s
+from agent.update.push import PushConfig, backoff_s
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -4,7 +4,7 @@ Each case runs in a fresh interpreter (the setting is process-wide and lasting):
 extraction of 1 MiB files, warmed up, then the minor page faults of the next calls are read
 from `getrusage`. Without the fixed thresholds glibc maps and unmaps the temporaries anew on
 every call (the fault the setting removes must be there to be removed). How much it churns
-depends on the heap's history, so the probe first loads `agent.protect`, the module that
+depends on the heap's history, so the probe first loads `agent.protect.protector`, the module that
 applies the setting, as its process has it (with `agent.features` alone loaded, since the
 package's re-exports became lazy, glibc's dynamic threshold happens to absorb the churn).
 """
@@ -20,7 +20,7 @@ import pytest
 _PROBE = """
 import json, resource, sys
 import numpy as np
-import agent.protect
+import agent.protect.protector
 from agent.heap import set_malloc_thresholds
 from agent.features import extract_features
 fixed = set_malloc_thresholds() if sys.argv[1] == "1" else False

@@ -18,14 +18,14 @@ import httpx
 import msgpack
 import pytest
 
-from agent import fanotify as fan
 from agent._clock import utc_now
-from agent.columns import decode_columns
 from agent.decision import Reason, Verdict
+from agent.protect import fanotify as fan
 from agent.telemetry import Action, TelemetryEvent, decode_batch, encode_batch
+from agent.telemetry.columns import decode_columns
 from backend.ingest import aggregate, aggregate_columns, endpoint_day_rows
 from model_store.repository import init_repository, publish_model, publish_policy
-from tests.agent.test_realtime import EVIL, ROOT, AgentProc, _cli, _exec, _policy, _wait_for
+from tests.agent.protect.test_realtime import EVIL, ROOT, AgentProc, _cli, _exec, _policy, _wait_for
 from tests.backend.conftest import LiveServer, live_server, repo_dir  # noqa: F401 - fixtures
 from tests.tuf_harness import serving
 

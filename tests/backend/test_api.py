@@ -1,6 +1,6 @@
 """`backend.api`: the documented wire models agree with the agent's side of the wire.
 
-`POST /v1/telemetry` is validated by `agent.columns.decode_columns` (for speed), so the
+`POST /v1/telemetry` is validated by `agent.telemetry.columns.decode_columns` (for speed), so the
 `TelemetryBatchDocument` in `/openapi.json` is documentation; these tests hold it to the agent:
 every batch the agent encodes fits it, and at each bound the model states, the model and the
 reference decoder accept and refuse the same documents. And every check-in answer the document

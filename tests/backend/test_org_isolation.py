@@ -13,9 +13,9 @@ from agent._clock import utc_now
 from agent._internal.install import StateDir
 from agent.errors import RepositoryUnreachableError
 from agent.policy import policy_target
-from agent.push import parse_events
 from agent.telemetry import Credentials, encode_batch, enroll
-from agent.updater import HTTPXFetcher, UpdateClient, load_installed_policy
+from agent.update.push import parse_events
+from agent.update.updater import HTTPXFetcher, UpdateClient, load_installed_policy
 from tests.backend.conftest import LiveServer, make_event
 
 SHA = "ab" * 32

@@ -1,6 +1,6 @@
 """The push channel (`backend.push`) and conditional check-ins on a real server on loopback.
 
-Notices are read with the agent's own parser (`agent.push.parse_events`) from real SSE streams.
+Notices are read with the agent's own parser (`agent.update.parse_events`) from real SSE streams.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
-from agent.push import parse_events, push_request
+from agent.update.push import parse_events, push_request
 from backend.app import create_app
 from backend.push import PushConfig, orgs_touched
 from backend.store import Store

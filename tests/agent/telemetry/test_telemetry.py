@@ -14,7 +14,6 @@ import msgpack
 import pytest
 import stamina
 
-from agent.backoff import jittered_backoff_s
 from agent.decision import Reason, Verdict
 from agent.errors import SpoolFullError, TransportError
 from agent.telemetry import (
@@ -31,6 +30,7 @@ from agent.telemetry import (
     make_batches,
     save_credentials,
 )
+from agent.update.backoff import jittered_backoff_s
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 VECTOR = b"\0" * (4 * 669)
@@ -208,7 +208,7 @@ def test_sender_keeps_everything_while_backend_fails_and_backs_off(
             rounds += 1
         report = sender.flush(now)
         assert report.sent == 0 and report.pending == 5
-    # The rounds' waits come from agent.backoff (uniform in [cap/2, cap], cap doubling from
+    # The rounds' waits come from agent.update.backoff (uniform in [cap/2, cap], cap doubling from
     # 30 s to 900 s): replaying the sender's seeded draws gives the exact round count, and even
     # the floors (15, 30, 60, 120, 240, 450, 450, ... s) on minute ticks allow 11 rounds at most.
     assert rounds == _replayed_rounds(SenderConfig(), seed=1, minutes=60) <= 11

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent._clock import utc_now
 from agent.daemon import Agent
-from agent.updater import UpdateClient
+from agent.update.updater import UpdateClient
 from tests.crash_harness import (
     MODEL,
     dripped_trial,

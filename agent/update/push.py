@@ -15,7 +15,7 @@ A forged or replayed notice can at most cause one extra (verified) check-in.
   whose data outgrows the same bound is dropped.
 - `PushListener` is an `agent.daemon.EventSource`: it holds the channel in its own thread,
   calls `on_version(N)` when N is newer than `known_version()`, and reconnects after the
-  agent's one backoff (`agent.backoff.jittered_backoff_s`, capped, doubling, jittered from a
+  agent's one backoff (`agent.update.backoff.jittered_backoff_s`, capped, doubling, jittered from a
   seeded `random.Random`), honouring a 503's `Retry-After`. While the channel is down the
   daemon's ordinary (conditional) check-ins go on: polling is the fallback, never switched off.
 """
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.backoff import jittered_backoff_s
+from agent.update.backoff import jittered_backoff_s
 
 if TYPE_CHECKING:
     import httpx
@@ -141,7 +141,7 @@ def _version(data: str) -> int | None:
 
 
 def backoff_s(failures: int, config: PushConfig, rng: random.Random) -> float:
-    """The reconnect wait: `agent.backoff.jittered_backoff_s` within `config`'s bounds."""
+    """The reconnect wait: `agent.update.backoff.jittered_backoff_s` within `config`'s bounds."""
     return jittered_backoff_s(
         failures, initial_s=config.min_backoff_s, max_s=config.max_backoff_s, rng=rng
     )

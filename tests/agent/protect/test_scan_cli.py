@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from agent.model import load_bundle
-from agent.scan import FileStatus
+from agent.protect.scan import FileStatus
 
 AGENT = [sys.executable, "-m", "agent"]
 
@@ -132,7 +132,8 @@ def test_scan_command_loads_neither_pydantic_nor_the_protector(bundles, tmp_path
         "    main(sys.argv[1:])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(sorted(m for m in ('pydantic', 'watchdog', 'agent.policy', 'agent.protect')"
+        "print(sorted(m for m in"
+        " ('pydantic', 'watchdog', 'agent.policy', 'agent.protect.protector')"
         " if m in sys.modules))\n"
     )
     (tmp_path / "f").write_bytes(b"hello")

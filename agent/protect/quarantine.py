@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.atomic import fsync_dir, write_atomic
 from agent.errors import QuarantineError
+from agent.update.atomic import fsync_dir, write_atomic
 
 __all__ = ["PHASES", "Quarantine", "QuarantineRecord"]
 

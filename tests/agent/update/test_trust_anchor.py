@@ -16,7 +16,7 @@ from tuf.api.metadata import Metadata, Root
 from agent._clock import utc_now
 from agent.cli import main as agent_cli
 from agent.errors import TrustAnchorError
-from agent.updater import verify_root, verify_trust
+from agent.update.updater import verify_root, verify_trust
 from model_store.repository import init_repository
 from tests.tuf_harness import ORG, World, make_world, signer_for
 

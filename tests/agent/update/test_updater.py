@@ -11,7 +11,7 @@ from agent._clock import utc_now
 from agent._internal.install import StateDir
 from agent.errors import StateError
 from agent.policy import DEFAULT_POLICY_TARGET, policy_target
-from agent.updater import UpdateClient, load_installed_policy
+from agent.update.updater import UpdateClient, load_installed_policy
 from model_store.repository import publish_model, publish_policy, publish_targets
 from tests.tuf_harness import ORG, World, make_world, policy_bytes
 

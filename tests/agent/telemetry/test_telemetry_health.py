@@ -7,7 +7,6 @@ import datetime as dt
 import msgpack
 import pytest
 
-from agent.columns import decode_columns
 from agent.daemon import Notice, NoticeKind
 from agent.decision import Reason, Verdict
 from agent.telemetry import (
@@ -20,6 +19,7 @@ from agent.telemetry import (
     decode_batch,
     encode_batch,
 )
+from agent.telemetry.columns import decode_columns
 
 NOW = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 

@@ -31,8 +31,8 @@ from watchdog.observers import Observer
 from agent._clock import monotonic_s
 from agent.decision import DENY_VERDICTS
 from agent.errors import QuarantineError
-from agent.quarantine import Quarantine, QuarantineRecord
-from agent.scan import FileStatus, ScanResult
+from agent.protect.quarantine import Quarantine, QuarantineRecord
+from agent.protect.scan import FileStatus, ScanResult
 
 __all__ = ["WatchStats", "Watcher"]
 

@@ -1,4 +1,4 @@
-"""The agent's push listener (`agent.push`) and its conditional TUF timestamp fetch.
+"""The agent's push listener (`agent.update.push`) and its conditional TUF timestamp fetch.
 
 Parsing and backoff are pure; the listener and the fetcher run against the real backend on
 loopback (`tests.backend.test_push`'s server: uvicorn in a thread, a real TUF repository).
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.push import (
+from agent.update.push import (
     MAX_LINE_CHARS,
     PushConfig,
     PushListener,
@@ -24,7 +24,7 @@ from agent.push import (
     parse_events,
     push_request,
 )
-from agent.updater import HTTPXFetcher
+from agent.update.updater import HTTPXFetcher
 from backend.push import PushConfig as ServerPushConfig
 from model_store.repository import init_repository
 from tests.backend.conftest import NOW  # noqa: F401 - shared test time
@@ -58,7 +58,7 @@ def test_backoff_is_jittered_under_a_doubling_cap():
     rng = random.Random(3)
     for failures, cap in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (30, 8.0)):
         draws = [backoff_s(failures, config, rng) for _ in range(200)]
-        assert all(cap / 2 <= d <= cap for d in draws)  # agent.backoff: [cap/2, cap]
+        assert all(cap / 2 <= d <= cap for d in draws)  # agent.update.backoff: [cap/2, cap]
         assert max(draws) - min(draws) > cap / 4  # the range is used, not a fixed delay
 
 

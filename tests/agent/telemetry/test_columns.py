@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.columns import decode_columns
 from agent.decision import Reason, Verdict
 from agent.features import VECTOR_LENGTH
 from agent.telemetry import decode_batch
+from agent.telemetry.columns import decode_columns
 
 _GOOD_MS = 1_790_000_000_000
 _VECTOR = b"\0" * (4 * VECTOR_LENGTH)

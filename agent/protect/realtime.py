@@ -1,11 +1,11 @@
 """Wiring the real-time sources (fanotify protector, inotify watcher) to a running `Agent`.
 
-`agent.protect` and `agent.watch` know nothing of the agent; this module gives them its
-decision path, its effective mode (detect_only and the kill switch allow everything at once),
-its cache key (`Agent.decision_inputs()`: a change of model, policy or breaker empties the
-protector's verdict cache within `POLL_S`), its quarantine folder and its telemetry (a deadline
-is reported as an `error` event with reason `deadline`). Where fanotify cannot be used it says
-so once, in one line, and watches the protected folders instead.
+`agent.protect.protector` and `agent.protect.watch` know nothing of the agent; this module
+gives them its decision path, its effective mode (detect_only and the kill switch allow
+everything at once), its cache key (`Agent.decision_inputs()`: a change of model, policy or
+breaker empties the protector's verdict cache within `POLL_S`), its quarantine folder and its
+telemetry (a deadline is reported as an `error` event with reason `deadline`). Where fanotify
+cannot be used it says so once, in one line, and watches the protected folders instead.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from agent import fanotify
 from agent.decision import Mode, Reason, Verdict
 from agent.engine import effective_mode
 from agent.heap import release_free_memory
-from agent.protect import ProtectConfig, Protector, ProtectReport, ReportKind
-from agent.quarantine import Quarantine, QuarantineRecord
-from agent.scan import ScanResult
+from agent.protect import fanotify
+from agent.protect.protector import ProtectConfig, Protector, ProtectReport, ReportKind
+from agent.protect.quarantine import Quarantine, QuarantineRecord
+from agent.protect.scan import ScanResult
 from agent.telemetry.client import ActionReport
 from agent.telemetry.wire import Action
 
@@ -70,7 +70,7 @@ def protection_note(mode: str | None) -> str:
 
 
 class ProtectSource:
-    """An `EventSource` holding fanotify marks for an `Agent` (see `agent.protect`)."""
+    """An `EventSource` holding fanotify marks for an `Agent` (see `agent.protect.protector`)."""
 
     def __init__(
         self,
@@ -206,7 +206,7 @@ def realtime_sources(
             say(f"real-time control is unavailable ({why}): scanning and watching instead")
             watch += [p for p in options.protect if p not in watch]
     if watch:
-        from agent.watch import Watcher  # watchdog loads only when something is watched
+        from agent.protect.watch import Watcher  # watchdog loads only when something is watched
 
         sources.append(
             Watcher(

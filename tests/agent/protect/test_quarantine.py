@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import QuarantineError
-from agent.quarantine import PHASES, Quarantine
+from agent.protect.quarantine import PHASES, Quarantine
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHM = Path("/dev/shm")
 
 
@@ -127,7 +127,7 @@ def test_shared_object_survives_deleting_one_of_two_records(tmp_path: Path) -> N
 _CHILD = textwrap.dedent(
     """
     import datetime as dt, sys, time
-    from agent.quarantine import Quarantine
+    from agent.protect.quarantine import Quarantine
     target, stop_at = sys.argv[1], sys.argv[2]
     def phase(name):
         if name == stop_at:

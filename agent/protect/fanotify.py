@@ -2,7 +2,7 @@
 
 No maintained Python library covers fanotify *permission* events (inotify is well covered, by
 watchdog), so this module binds the two system calls and the two structures the protector
-needs, and nothing else. `tests/agent/test_fanotify.py` compiles a C program against the
+needs, and nothing else. `tests/agent/protect/test_fanotify.py` compiles a C program against the
 kernel's `<sys/fanotify.h>` and checks that sizes, offsets and constants here match it.
 
 Linux only: on other systems `is_available()` is False and the calls raise `OSError(ENOSYS)`.

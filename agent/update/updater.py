@@ -149,7 +149,7 @@ class UpdateOutcome:
 
     `assigned_model` is the version the verified policy assigns this endpoint (None: none);
     `model_refusal` says why it was not installed: "unsigned" (TUF did not verify it) or
-    "self_test" (the bundle failed its checks or its canary self-test), for `agent.adoption`.
+    "self_test" (the bundle failed its checks or its canary self-test), for `agent.update.adoption`.
     """
 
     checked_at: dt.datetime

@@ -7,7 +7,7 @@ defined there, once) and validates each column with whole-column C-level operati
 sets, `min`/`max` ranges, set inclusion for enumerations, `count(None)` for optional fields.
 
 Equivalence with the reference decoder is the contract, and
-`tests/agent/test_columns.py` checks it on random (valid and broken) batches:
+`tests/agent/telemetry/test_columns.py` checks it on random (valid and broken) batches:
 - a batch is accepted by `decode_columns` exactly when `decode_batch` accepts it;
 - when it is refused, the error is the reference's, naming the first bad field: on any column
   check failing, the rows are re-read by the reference per-event validator for the reason;

@@ -20,10 +20,10 @@ import pytest
 from agent._clock import utc_now
 from agent.daemon import Agent
 from agent.errors import CheckInTimeoutError
-from agent.updater import UpdateClient, UpdateConfig
+from agent.update.updater import UpdateClient, UpdateConfig
 from tests.tuf_harness import ORG, World, make_world, serving, trust_anchor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

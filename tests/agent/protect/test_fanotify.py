@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import fanotify as fan
+from agent.protect import fanotify as fan
 
 pytestmark = pytest.mark.skipif(not fan.is_available()[0], reason=fan.is_available()[1])
 

@@ -46,13 +46,13 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from agent import fanotify as fan
 from agent._clock import monotonic_s
 from agent.decision import DENY_VERDICTS, Mode
 from agent.errors import QuarantineError
 from agent.heap import set_malloc_thresholds
-from agent.quarantine import Quarantine, QuarantineRecord
-from agent.scan import FileStatus, ScanResult
+from agent.protect import fanotify as fan
+from agent.protect.quarantine import Quarantine, QuarantineRecord
+from agent.protect.scan import FileStatus, ScanResult
 
 __all__ = [
     "ProtectConfig",
