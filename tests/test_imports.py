@@ -26,6 +26,7 @@ LAZY_PACKAGES = [
     "agent.telemetry",
     "backend",
     "backend.analysis",
+    "backend.server",
     "fleet_sim.cohort",
     "fleet_sim.link",
     "fleet_sim.parallel",
