@@ -1,6 +1,6 @@
 """The names `backend` re-exports (for type checkers and `agent.reexport`)."""
 
-from .app import (
+from .server import (
     AppConfig as AppConfig,
     create_app as create_app,
     serve as serve,

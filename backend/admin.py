@@ -6,7 +6,7 @@ commits, and then signs it into the repository through `publish`: the repository
 announces a version the store does not hold. A version recorded but not yet published (the
 process died in between, or `publish` failed) is published by the next change, by
 `publish_pending`, which `backend serve` runs at start, and by every serving replica's
-reconciliation, which calls it when it finds a version pending (`backend.replica`). The HTTP
+reconciliation, which calls it when it finds a version pending (`backend.server.replica`). The HTTP
 admin routes and the `fleetward backend` commands call these same functions.
 
 `org_id=None` means fleet-wide (the document's `default`); otherwise the org's override.

@@ -1,4 +1,4 @@
-"""`fleetward backend ...`: a thin click layer over `backend.app`, `backend.store`, `backend.admin`.
+"""`fleetward backend ...`: a thin click layer over backend.server, backend.store, backend.admin.
 
 Each command opens the store, makes one library call with `now` from the backend's clock, and
 renders the result; domain errors become a one-line `ClickException`. The operator commands
@@ -20,9 +20,9 @@ from agent.decision import Mode
 from agent.policy import Ring
 from backend import admin
 from backend._clock import utc_now
-from backend.app import serve
 from backend.errors import BackendError
-from backend.push import PushConfig
+from backend.server.app import serve
+from backend.server.push import PushConfig
 from backend.store import AggregateStore, PolicyRecord, open_store
 
 __all__ = ["backend"]

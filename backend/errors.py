@@ -1,4 +1,4 @@
-"""The backend's exception tree; `backend.app` maps each branch to one HTTP status.
+"""The backend's exception tree; `backend.server.app` maps each branch to one HTTP status.
 
 ```
 BackendError
@@ -79,7 +79,7 @@ class PublishError(BackendError):
     """Signing the recorded policy into the repository failed.
 
     The change is recorded (publication follows the COMMIT) and stays pending: every serving
-    replica's reconciliation (`backend.replica`, within seconds), the next change, or
+    replica's reconciliation (`backend.server.replica`, within seconds), the next change, or
     `backend.admin.publish_pending` at the next start publishes the newest version.
     """
 

@@ -6,10 +6,11 @@ HTTP 422, a `ClickException` on the command line).
 
 The rules are stated once, as patterns and bounds (`SHA256_PATTERN`, `NAME_PATTERN`,
 `MAX_USES`, ...): the checks below match against them, and the pydantic models of the HTTP
-API (`backend.api`, through the field types of `backend._fields`) carry the same constants, so
-`/openapi.json` states what the server checks (an outside fuzzer found schema-valid bodies
-refused with 422 while the schema said nothing). This module imports no pydantic: the store
-calls it, and a process that only writes the store (the simulator's fold writer) loads none.
+API (`backend.server.api`, through the field types of `backend.server._fields`) carry the same
+constants, so `/openapi.json` states what the server checks (an outside fuzzer found
+schema-valid bodies refused with 422 while the schema said nothing). This module imports no
+pydantic: the store calls it, and a process that only writes the store (the simulator's fold
+writer) loads none.
 """
 
 from __future__ import annotations

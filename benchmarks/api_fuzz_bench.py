@@ -1,6 +1,6 @@
 """The long fuzzing run: schemathesis against `/openapi.json` of a real server, plus random msgpack.
 
-The suite runs a bounded version (`tests/backend/test_api_fuzz.py`, a dozen examples per
+The suite runs a bounded version (`tests/backend/server/test_api_fuzz.py`, a dozen examples per
 operation); this one runs hundreds per operation, each with every kind of bearer token (admin,
 enroll, endpoint) and none, against `python -m backend serve` on loopback, and counts every 5xx
 and every answer outside the document (undocumented status or content type, a body that does

@@ -26,8 +26,8 @@ import httpx
 
 from agent.decision import Mode
 from backend import admin
-from backend.app import create_app
 from backend.rollout.service import ArmDayColumns, record_arm_day_columns
+from backend.server.app import create_app
 from backend.store import Store
 
 NOW = dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)

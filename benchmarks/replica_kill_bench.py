@@ -1,7 +1,7 @@
 """Kill-switch propagation across backend replicas, measured with simulated agents.
 
 Why: a replica announces a policy version only once the TUF repository it serves carries it
-(`backend.replica`), so the notice an agent hears on replica B waits for replica A's signing,
+(`backend.server.replica`), so the notice an agent hears on replica B waits for replica A's signing,
 not just its COMMIT. This measures what that costs end to end: `--agents` simulated agents
 (`loadtest.agents.run_fleet`, the agent's own wire code) hold push channels spread over two
 `backend serve` replicas; the operator sets mode `off` through the first; per agent, the time

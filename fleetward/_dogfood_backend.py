@@ -75,7 +75,7 @@ def report_and_predict(
     """
     import httpx
 
-    from backend.app import create_app
+    from backend.server.app import create_app
     from backend.store import Store
 
     base = workdir / "backend"

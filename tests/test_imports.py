@@ -28,6 +28,7 @@ LAZY_PACKAGES = [
     "agent.update",
     "backend",
     "backend.analysis",
+    "backend.server",
     "fleet_sim.cohort",
     "fleet_sim.link",
     "fleet_sim.parallel",

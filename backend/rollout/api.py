@@ -1,9 +1,9 @@
 """The `/v1/admin/rollout...` routes: their declarations (`OPERATIONS`) and handlers.
 
-Kept beside `backend.app` rather than inside it so the rollout controller's HTTP surface lives
-with its service (`backend.rollout.service`). `backend.app` mounts `ROUTES` before its
-`/v1/admin/{list}` catch-all; `backend._openapi` documents them from the same `Operation`s
-(their request and response models) the handlers parse and answer with.
+Kept beside `backend.server.app` rather than inside it so the rollout controller's HTTP surface
+lives with its service (`backend.rollout.service`). `backend.server.app` mounts `ROUTES` before
+its `/v1/admin/{list}` catch-all; `backend.server._openapi` documents them from the same
+`Operation`s (their request and response models) the handlers parse and answer with.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from starlette.responses import Response
 
 from agent.policy import Ring
 from backend import admin
-from backend._operation import Integral, Operation, Reply, Time
 from backend.errors import BatchInvalidError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutAction, RolloutConfig, RolloutState
 from backend.rollout.rings import check_ring_name
+from backend.server._operation import Integral, Operation, Reply, Time
 from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind
 
 __all__ = [
@@ -317,10 +317,10 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _AppRoutes(Protocol):
-    """What these handlers use of the app's request state (`backend.app`'s `app.state.routes`).
+    """What these handlers use of the app's request state (`backend.server.app`'s `app.state`).
 
-    Stated here rather than imported, so `backend.app`, which mounts `ROUTES`, and this module
-    do not depend on each other.
+    `app.state.routes`, stated here rather than imported, so `backend.server.app`, which mounts
+    `ROUTES`, and this module do not depend on each other.
     """
 
     store: AggregateStore

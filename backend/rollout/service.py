@@ -320,7 +320,7 @@ def _log(
     the second gets ConflictError (409) and writes nothing, neither state nor policy; a crash
     leaves both or neither, so the signed policy is never a stage ahead of the logged state.
     The policy is published after the COMMIT (PublishError: recorded and logged, publication
-    pending; every replica's reconciliation publishes it within seconds, `backend.replica`).
+    pending; every replica's reconciliation publishes it within seconds, `backend.server.replica`).
     """
     after = apply_decision(before, d)
     version = None if policy is None else policy[0].version

@@ -2,7 +2,7 @@
 
 SQLite stays the embedded default; PostgreSQL is for a backend that outgrew one machine
 (DESIGN.md, "Growing past one machine"). `AggregateStore` names every public operation; both
-classes implement all of it with the same semantics (`tests/backend/test_store_postgres.py`
+classes implement all of it with the same semantics (`tests/backend/store/test_store_postgres.py`
 runs one suite over both), so callers take an `AggregateStore` and never branch on which one
 they got. `open_store` picks the dialect from one string.
 

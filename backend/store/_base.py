@@ -203,14 +203,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-# Fault injection for the crash test (tests/backend/test_ingest_crash.py): when set, every
+# Fault injection for the crash test (tests/backend/store/test_ingest_crash.py): when set, every
 # ingest transaction, having written its aggregates and before its evidence, creates this file
 # and sleeps, so the test can kill -9 the process at exactly that point.
 _FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST", "")
 # The same for policy publication (tests/backend/test_policy_publish_crash.py): after the new
 # version's COMMIT and before it is signed into the repository.
 _PUBLISH_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_PUBLISH", "")
-# The same for group commit on PostgreSQL (tests/backend/test_ingest_group.py): only a
+# The same for group commit on PostgreSQL (tests/backend/store/test_ingest_group.py): only a
 # transaction applying two or more batches pauses (after its aggregates), and the marker names
 # the group's batches, so the test knows its kill landed inside a group.
 _GROUP_FAULT_MARKER = os.environ.get("FLEETWARD_FAULT_PAUSE_INGEST_GROUP", "")

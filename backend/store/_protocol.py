@@ -2,7 +2,7 @@
 
 `backend.store.sqlite.Store` (the embedded default) and `backend.store.postgres.PostgresStore`
 (a fleet past one machine) both implement it, with the same semantics;
-`tests/backend/test_store_postgres.py` runs one suite over both. Every consumer (app, admin,
+`tests/backend/store/test_store_postgres.py` runs one suite over both. Every consumer (app, admin,
 rescoring, transition, rollout, export, labels, the simulator) is typed against this Protocol,
 so nothing branches on which dialect it was given.
 """

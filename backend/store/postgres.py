@@ -1,7 +1,7 @@
 """The backend's PostgreSQL store: every `backend.store.AggregateStore` operation over psycopg 3.
 
 For a fleet past one machine (several backend processes, one database). Same tables, same
-semantics, same return values as the SQLite store; `tests/backend/test_store_postgres.py`
+semantics, same return values as the SQLite store; `tests/backend/store/test_store_postgres.py`
 runs one suite against both and holds them equal. What differs, and why:
 
 - The aggregate upsert is `INSERT ... SELECT ... FROM unnest(...) ORDER BY <key> ON CONFLICT
@@ -697,7 +697,7 @@ class PostgresStore(_StoreCommon):
         ).format(sql.Identifier(column))
         with self._lock, self._conn.transaction():
             # one revoker at a time, so the log's seq order is its commit order: a replica
-            # reading `seq > last` never skips a row that commits late (backend.replica)
+            # reading `seq > last` never skips a row that commits late (backend.server.replica)
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REVOKE_LOCK,))
             hashes = [r[0] for r in self._conn.execute(query, (_utc(now), value))]
             with self._conn.cursor() as cur:

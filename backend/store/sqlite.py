@@ -893,7 +893,7 @@ class Store(_StoreCommon):
                 "UPDATE tokens SET revoked_at = ? WHERE token_hash = ?",
                 [(_iso(now), h) for h in hashes],
             )
-            # the log other replicas' feeds read (backend.replica): writes are serialised,
+            # the log other replicas' feeds read (backend.server.replica): writes are serialised,
             # so seq order is commit order
             conn.executemany(
                 "INSERT INTO token_revocations (token_hash) VALUES (?)", [(h,) for h in hashes]

@@ -21,8 +21,8 @@ import uvicorn
 from agent.decision import Reason, Verdict
 from agent.telemetry import TelemetryEvent
 from backend._clock import utc_now
-from backend.app import create_app
-from backend.push import PushConfig
+from backend.server.app import create_app
+from backend.server.push import PushConfig
 from backend.store import Store
 from model_store.repository import init_repository
 

@@ -16,7 +16,7 @@ from backend.analysis.transition_allowlist import AllowlistCandidate
 from backend.errors import NotFoundError
 from backend.store import AggregateStore
 from tests.backend.conftest import NOW
-from tests.backend.test_store_postgres import store
+from tests.backend.store.test_store_postgres import store
 
 __all__ = ["store"]
 

@@ -87,7 +87,7 @@ def test_the_cycle_finder_sees_a_lazy_cycle():
 
 def test_the_graph_holds_lazy_and_typing_only_imports():
     graph = _graph()
-    # backend.app imports the rollout routes inside create_app, and the store's sqlite dialect
-    # reads label types inside its methods: both edges must be in the graph the test checks
-    assert "backend.rollout.api" in graph["backend.app"]
+    # backend.server.app imports the rollout routes inside create_app, and the store's sqlite
+    # dialect reads label types inside its methods: both edges must be in the graph the test checks
+    assert "backend.rollout.api" in graph["backend.server.app"]
     assert "backend.analysis.labels" in graph["backend.store.sqlite"]

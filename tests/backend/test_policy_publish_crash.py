@@ -29,8 +29,8 @@ from backend import admin
 from backend._clock import utc_now
 from backend.store import Store, open_store
 from tests.backend.conftest import NOW, ServerProcess, free_port
-from tests.backend.test_push import Listener
-from tests.backend.test_replicas import (
+from tests.backend.server.test_push import Listener
+from tests.backend.server.test_replicas import (
     _notices_are_fetchable,
     _PausedChange,
     _served_policy,

@@ -17,7 +17,7 @@ from backend.errors import AuthError, BatchInvalidError, NotFoundError
 from backend.store import AggregateStore, Store, TokenKind
 from fleetward.cli import main
 from tests.backend.conftest import NOW, LiveServer
-from tests.backend.test_store_postgres import store
+from tests.backend.store.test_store_postgres import store
 
 __all__ = ["store"]
 

@@ -1,7 +1,7 @@
 """The agent's push listener (`agent.update.push`) and its conditional TUF timestamp fetch.
 
 Parsing and backoff are pure; the listener and the fetcher run against the real backend on
-loopback (`tests.backend.test_push`'s server: uvicorn in a thread, a real TUF repository).
+loopback (`tests.backend.server.test_push`'s server: uvicorn in a thread, a real TUF repository).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from agent.update.push import (
     push_request,
 )
 from agent.update.updater import HTTPXFetcher
-from backend.push import PushConfig as ServerPushConfig
+from backend.server.push import PushConfig as ServerPushConfig
 from model_store.repository import init_repository
 from tests.backend.conftest import NOW  # noqa: F401 - shared test time
-from tests.backend.test_push import Listener, Server, _serve
+from tests.backend.server.test_push import Listener, Server, _serve
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from backend.app import create_app
+from backend.server.app import create_app
 from backend.store import Store
 from tests.backend.conftest import NOW
 

@@ -52,7 +52,7 @@ from backend.rollout.service import (
     tick_rollout,
 )
 from backend.store import AggregateStore
-from tests.backend.test_store_postgres import store
+from tests.backend.store.test_store_postgres import store
 
 __all__ = ["store"]
 

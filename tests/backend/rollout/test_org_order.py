@@ -44,7 +44,7 @@ from backend.rollout.service import (
 )
 from backend.store import AnyStore, open_store
 from model_store.repository import init_repository
-from tests.backend.test_store_postgres import _require_pg_url
+from tests.backend.store.test_store_postgres import _require_pg_url
 from tests.pseudonyms import CountingIds
 
 T0 = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)

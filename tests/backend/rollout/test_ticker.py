@@ -9,9 +9,9 @@ import threading
 from starlette.applications import Starlette
 
 from backend.admin import assign_model
-from backend.app import create_app
 from backend.rollout.service import decision_log, start_rollout
 from backend.rollout.ticker import TickStats, run_rollout_ticks
+from backend.server.app import create_app
 from backend.store import Store
 
 T0 = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)

@@ -1,4 +1,4 @@
-"""The push channel (`backend.push`) and conditional check-ins on a real server on loopback.
+"""The push channel (`backend.server.push`) and conditional check-ins on a real server on loopback.
 
 Notices are read with the agent's own parser (`agent.update.parse_events`) from real SSE streams.
 """
@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from agent.update.push import parse_events, push_request
-from backend.app import create_app
-from backend.push import PushConfig, orgs_touched
+from backend.server.app import create_app
+from backend.server.push import PushConfig, orgs_touched
 from backend.store import Store
 from tests.backend.conftest import NOW, ServerProcess, free_port
 
@@ -297,7 +297,7 @@ def test_a_slow_token_lookup_does_not_stall_the_event_loop() -> None:
     from starlette.responses import JSONResponse
 
     from backend.errors import AuthError
-    from backend.push import PushHub, PushRoute
+    from backend.server.push import PushHub, PushRoute
 
     def slow_lookup(request: object) -> tuple[str, str, str | None]:
         time.sleep(0.5)  # a blocking store read

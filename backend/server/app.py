@@ -1,14 +1,14 @@
 """The backend's HTTP surface: a small Starlette app over `Store`, `ingest` and `admin`.
 
-Routes (declared once in `backend.api` and `backend.rollout.api`: the handlers parse and answer
-with those declarations, and `backend._openapi` generates `/openapi.json` from them):
+Routes (declared once in `backend.server.api` and `backend.rollout.api`: the handlers parse and
+answer with those declarations, and `backend.server._openapi` generates `/openapi.json` from them):
 `POST /v1/enroll`, `GET /v1/checkin`, `POST /v1/telemetry` for endpoints; `/v1/admin/...` for
 operators (admin token); the TUF repository's `metadata/` and `targets/` under `/tuf/` (never
-`keys/`); `/metrics`, `/healthz`; `GET /v1/push`, the push channel (`backend.push`).
+`keys/`); `/metrics`, `/healthz`; `GET /v1/push`, the push channel (`backend.server.push`).
 
 Check-in and the TUF metadata answer `If-None-Match` with 304 when nothing changed, so an idle
 fleet costs a few bytes per check-in. The policy a check-in answers from is this process's
-`backend.replica.PolicyFeed`, which follows changes other replicas make to the shared store.
+`backend.server.replica.PolicyFeed`, which follows changes other replicas make to the shared store.
 
 Every domain error maps to one status in `ERROR_STATUS`, the single exception-handler table;
 bad input is a 4xx with a reason and never a 5xx. A telemetry batch is committed before its
@@ -39,12 +39,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent.decision import Mode
 from agent.policy import DEFAULT_POLICY_TARGET, EffectivePolicy, policy_target, resolve_policy
-from backend import admin, api
+from backend import admin
 from backend._clock import monotonic_s, utc_now
-from backend._gc import start_freezer
-from backend._openapi import openapi_document
-from backend._operation import ErrorBody, Operation
-from backend._routing import method_not_allowed, not_found, path_routes
 from backend.errors import (
     AuthError,
     BackendError,
@@ -58,10 +54,15 @@ from backend.errors import (
     UnsupportedMediaError,
 )
 from backend.ingest import aggregate_columns, endpoint_day_rows, parse_columns
-from backend.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from backend.metrics import Metrics
-from backend.push import Holder, PushConfig, PushHub, PushRoute, feed_lifespan
-from backend.replica import PolicyFeed, served_policy_version
+from backend.server import api
+from backend.server._gc import start_freezer
+from backend.server._openapi import openapi_document
+from backend.server._operation import ErrorBody, Operation
+from backend.server._routing import method_not_allowed, not_found, path_routes
+from backend.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from backend.server.metrics import Metrics
+from backend.server.push import Holder, PushConfig, PushHub, PushRoute, feed_lifespan
+from backend.server.replica import PolicyFeed, served_policy_version
 from backend.store import AggregateStore, PolicyRecord, Principal, TokenKind, hash_token
 
 __all__ = ["ERROR_STATUS", "AppConfig", "create_app", "serve"]
@@ -602,7 +603,7 @@ def create_app(
 
     `rollout_tick_s` (off by default) runs the rollout controller's tick every that many
     seconds for as long as the app serves (`backend.rollout.ticker`), with time from `clock`.
-    `push` bounds the push channels (`backend.push.PushConfig`; its defaults when None).
+    `push` bounds the push channels (`backend.server.push.PushConfig`; its defaults when None).
     """
     if publish is None:
         if repo_dir is None:
@@ -655,7 +656,7 @@ def create_app(
         (api.REMOVE_LIST_ENTRY, r.remove_entry),
     ]
     r.operations = tuple(op for op, _ in handlers)
-    # one route per path: a wrong method is 405 naming the path's methods (backend._routing)
+    # one route per path: a wrong method is 405 naming the path's methods (backend.server._routing)
     routes: list[Route | Mount] = [*path_routes(handlers)]
     if repo_dir is not None:
         root = Path(repo_dir)
@@ -703,7 +704,7 @@ def serve(
 
     `db` is a SQLite path or a `postgresql://` URL (`backend.store.open_store`).
     `rollout_tick_s`: how often the rollout controller decides on its own (None: never).
-    `push`: the push channels' bound and heartbeat (`backend.push.PushConfig`).
+    `push`: the push channels' bound and heartbeat (`backend.server.push.PushConfig`).
     """
     import uvicorn
 
@@ -719,7 +720,7 @@ def serve(
     # every check-in waiting; 1 ms keeps the loop's wait short (benchmarks/README.md, Ingest).
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     # Push channels are long-lived heap: frozen, full collections stop walking them (a 0.5 s
-    # pause every ~30 s at 10,000 channels; backend._gc).
+    # pause every ~30 s at 10,000 channels; backend.server._gc).
     freezer = start_freezer()
     try:
         uvicorn.run(

@@ -1,7 +1,7 @@
 """The OpenAPI document is generated from the route table the app mounts and validates with.
 
-`backend._openapi` turns each `backend._operation.Operation` into a path item; these tests
-hold the generated document to the running Starlette app's routes (both ways) and to the
+`backend.server._openapi` turns each `backend.server._operation.Operation` into a path item; these
+tests hold the generated document to the running Starlette app's routes (both ways) and to the
 pydantic models the handlers parse and answer with, and check that a handler cannot answer
 with a model its operation does not declare. The fuzzing that checks live answers against the
 document is `test_api_fuzz.py`.
@@ -19,12 +19,12 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from backend import api
-from backend._openapi import openapi_document
-from backend._operation import ErrorBody, Operation, Reply
-from backend.app import create_app
 from backend.errors import BatchInvalidError, NotFoundError
 from backend.rollout import api as rollout_api
+from backend.server import api
+from backend.server._openapi import openapi_document
+from backend.server._operation import ErrorBody, Operation, Reply
+from backend.server.app import create_app
 from backend.store import TokenKind, open_store
 
 _REF = "#/components/schemas/"

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document served at `/openapi.json`, generated from the route table.
 
-Nothing here is written by hand per route: each `backend._operation.Operation` the app mounts
+Nothing here is written by hand per route: each `backend.server._operation.Operation` the app mounts
 gives its path, method, token kinds, parameters, request body and every response, and the
 schemas are the pydantic models' own (`models_json_schema`, request models in validation mode,
 answers in serialization mode, their `$defs` hoisted into `components/schemas`). The handlers
@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from backend._operation import JSON, ErrorBody, Operation, Reply
+from backend.server._operation import JSON, ErrorBody, Operation, Reply
 
 __all__ = ["openapi_document"]
 

@@ -1,4 +1,4 @@
-"""`backend.api`: the documented wire models agree with the agent's side of the wire.
+"""`backend.server.api`: the documented wire models agree with the agent's side of the wire.
 
 `POST /v1/telemetry` is validated by `agent.telemetry.columns.decode_columns` (for speed), so the
 `TelemetryBatchDocument` in `/openapi.json` is documentation; these tests hold it to the agent:
@@ -29,8 +29,8 @@ from agent.telemetry.wire import (
     decode_batch,
     encode_batch,
 )
-from backend import api
-from backend.api import TelemetryBatchDocument
+from backend.server import api
+from backend.server.api import TelemetryBatchDocument
 
 _MIN_MS = TelemetryEvent.ms(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
 _MAX_MS = TelemetryEvent.ms(dt.datetime(2100, 1, 1, tzinfo=dt.UTC))

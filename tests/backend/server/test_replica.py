@@ -1,4 +1,4 @@
-"""`backend.replica.PolicyFeed`'s rules, one look at a time, on a real SQLite store.
+"""`backend.server.replica.PolicyFeed`'s rules, one look at a time, on a real SQLite store.
 
 The two-replica behaviour runs with real processes in `test_replicas.py` and
 `test_policy_publish_crash.py`; here each rule is driven step by step: the feed adopts no
@@ -18,10 +18,10 @@ from pathlib import Path
 from agent.decision import Mode
 from backend.admin import set_mode
 from backend.errors import PublishError
-from backend.replica import PolicyFeed
+from backend.server.replica import PolicyFeed
 from backend.store import PolicyRecord, Store
 from tests.backend.conftest import NOW
-from tests.backend.test_replicas import pg_database
+from tests.backend.server.test_replicas import pg_database
 
 __all__ = ["pg_database"]
 

@@ -2,8 +2,8 @@
 
 Every operation with every kind of token (admin, enroll, endpoint, none): no 5xx, every status
 and content type is a documented one, and every response body matches its schema (the schema
-generated from the pydantic model the handler answers with, `backend._openapi`). The test also
-checks the fuzzing reached the success answers of each kind of token, so the body checks ran on
+generated from the pydantic model the handler answers with, `backend.server._openapi`). The test
+also checks the fuzzing reached the success answers of each kind of token, so the body checks ran on
 more than error bodies.
 
 Bounded to a few seconds here; `benchmarks/api_fuzz.py` runs the same with many more examples.

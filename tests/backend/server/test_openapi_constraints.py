@@ -20,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from backend import api, validation
+from backend import validation
 from backend.analysis.labels import LabelSource, LabelValue
 from backend.errors import BatchInvalidError
+from backend.server import api
 from backend.validation import NAME_PATTERN, SHA256_PATTERN, check_org_name
 from tests.backend.conftest import LiveServer
 

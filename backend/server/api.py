@@ -1,9 +1,9 @@
 """The backend's HTTP contract: every core operation's models, token kinds and statuses, once.
 
-Each `Operation` below is what `backend.app` mounts (`Operation.route`), what its handler
+Each `Operation` below is what `backend.server.app` mounts (`Operation.route`), what its handler
 parses the body and query with (`Operation.parse_body`, `Operation.parse_query`) and serialises
 its answer through (`Operation.reply`, which refuses a model the operation does not declare),
-and what `backend._openapi.openapi_document` turns into `/openapi.json`. The rollout routes
+and what `backend.server._openapi.openapi_document` turns into `/openapi.json`. The rollout routes
 declare theirs beside their handlers (`backend.rollout.api`). So the document and the
 validation cannot drift: there is one declaration for both.
 
@@ -23,9 +23,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 from agent.decision import Mode, Reason, Verdict
 from agent.policy import PolicyDocumentModel
 from agent.telemetry.wire import CONTENT_TYPE, FORMAT_VERSION, MAX_EVENTS_PER_BATCH, Action
-from backend._fields import HexSha256, OrgName
-from backend._fields import Reason as ReasonText
-from backend._operation import Integral, Operation, Reply, Time
+from backend.server._fields import HexSha256, OrgName
+from backend.server._fields import Reason as ReasonText
+from backend.server._operation import Integral, Operation, Reply, Time
 from backend.store import TokenKind
 from backend.validation import MAX_USES
 
@@ -83,7 +83,7 @@ __all__ = [
 
 _ADMIN = (TokenKind.ADMIN,)
 _ENDPOINT = (TokenKind.ENDPOINT,)
-# the agent decoder's bounds (agent.telemetry.wire), held to it by tests/backend/test_api.py
+# the agent decoder's bounds (agent.telemetry.wire), held to it by tests/backend/server/test_api.py
 _MIN_MS = 946_684_800_000  # 2000-01-01
 _MAX_MS = 4_102_444_800_000  # 2100-01-01
 _MAX_HEALTH = 64
@@ -95,7 +95,7 @@ class _Body(BaseModel):
     """A request body: unknown fields and values of another JSON type are refused (422).
 
     Strict, as the schema is: `0` is no time, `false` no number, `"3"` no integer (`3.0` is
-    one in JSON Schema: `backend._operation.Integral`).
+    one in JSON Schema: `backend.server._operation.Integral`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)

@@ -23,8 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend._operation import JSON, ErrorBody, Operation
 from backend.errors import BatchInvalidError
+from backend.server._operation import JSON, ErrorBody, Operation
 
 __all__ = ["PathRoute", "method_not_allowed", "not_found", "path_routes"]
 

@@ -38,7 +38,7 @@ def test_made_up_paths_and_methods_add_no_series(live_server: LiveServer) -> Non
         ("/metrics", "GET"),
     }, sorted(added)
     assert not any("probe" in r or "junk" in r or "nothing" in r for r, _ in after)
-    # the requests landed: an unknown /v1/admin/junk matches no route (backend._routing)
+    # the requests landed: an unknown /v1/admin/junk matches no route (backend.server._routing)
     assert ("other", "GET") in added
 
 

@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from backend._gc import HeapFreezer, start_freezer
+from backend.server._gc import HeapFreezer, start_freezer
 
 
 class _Node:

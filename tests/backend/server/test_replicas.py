@@ -34,10 +34,10 @@ from agent.decision import Mode
 from agent.policy import DEFAULT_POLICY_TARGET
 from backend._clock import utc_now
 from backend.admin import repository_publisher, set_mode
-from backend.replica import served_policy_version
+from backend.server.replica import served_policy_version
 from backend.store import Store, open_store
 from tests.backend.conftest import NOW, ServerProcess, free_port
-from tests.backend.test_push import Listener
+from tests.backend.server.test_push import Listener
 
 PG_URL = os.environ.get("FLEETWARD_TEST_PG_URL")
 # The design latency is the feed's SQLite poll (0.2 s) or one NOTIFY; the bound is one

@@ -1,8 +1,8 @@
 """One HTTP operation declared once: route, token kinds, request and response models.
 
-An `Operation` is a row of the route table (`backend.api.OPERATIONS`, `backend.rollout.api`).
-`backend.app` mounts it (`route`), its handler parses with it (`parse_body`, `parse_query`,
-`parse_path`) and answers through it (`reply`, `dump`), and `backend._openapi` generates the
+An `Operation` is a row of the route table (`backend.server.api.OPERATIONS`, `backend.rollout.api`).
+`backend.server.app` mounts it (`route`), its handler parses with it (`parse_body`, `parse_query`,
+`parse_path`) and answers through it (`reply`, `dump`), and `backend.server._openapi` generates the
 OpenAPI document from the same rows. A handler that parses a model other than the one declared,
 or answers with a model (or status) the operation does not declare, fails loudly (`TypeError`,
 a programming error) instead of drifting from the document.
@@ -55,7 +55,7 @@ as `minimum`/`maximum` (before them, pydantic writes its own `ge` keys).
 
 
 class ErrorBody(BaseModel):
-    """Every 4xx/5xx answer of a domain error (`backend.app`'s one exception-handler table)."""
+    """Every 4xx/5xx answer of a domain error (`backend.server.app`'s exception-handler table)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -28,7 +28,7 @@ Guarantees:
   through another replica (when the feed reads the revocation log: within its poll or
   NOTIFY latency). A reconnect with the revoked token then gets 401.
 
-Across replicas the notices come from `backend.replica.PolicyFeed`: a change made through
+Across replicas the notices come from `backend.server.replica.PolicyFeed`: a change made through
 replica A reaches agents connected to replica B within the feed's poll or NOTIFY latency,
 and only once it is signed into the repository B serves (never at the COMMIT alone).
 """
@@ -50,7 +50,7 @@ from starlette.types import Receive, Scope, Send
 from agent.policy import PolicyDocumentModel
 from backend._clock import monotonic_s
 from backend.errors import BackendError
-from backend.replica import PolicyFeed
+from backend.server.replica import PolicyFeed
 from backend.store import PolicyRecord, token_id_of
 
 __all__ = [

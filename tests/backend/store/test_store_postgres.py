@@ -27,7 +27,6 @@ from agent.policy import PolicyDocumentModel
 from agent.telemetry import TelemetryBatch, encode_batch
 from backend import sketch
 from backend.analysis.labels import LabelChange, LabelSource, LabelValue
-from backend.app import create_app
 from backend.errors import (
     AuthError,
     ConflictError,
@@ -36,6 +35,7 @@ from backend.errors import (
     PublishError,
 )
 from backend.ingest import aggregate
+from backend.server.app import create_app
 from backend.store import AnyStore, Store, TokenKind, open_store
 from tests.backend.conftest import NOW, free_port, make_event
 
