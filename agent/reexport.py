@@ -3,8 +3,9 @@
 Importing `agent.decision` runs `agent/__init__.py` first; were the package's public names
 imported there eagerly, every submodule would load with it (onnxruntime for `agent.model`,
 httpx for `agent.telemetry.client`). The backend's store and the simulator's fold writer
-need only the light modules, so the packages that re-export (`agent`, `agent.telemetry`,
-`backend`, `backend.analysis` and `fleet_sim`'s rooms) name their exports once, in an
+need only the light modules, so the packages that re-export (`agent` and its rooms, `backend`,
+`backend.server`, `backend.analysis`, `model_store`'s and `fleet_sim`'s rooms) name their
+exports once, in an
 `__init__.pyi` stub beside the `__init__.py` (`from .module import Name as Name`): type
 checkers read it, and `lazy_loader.attach_stub` (SPEC 1) turns it into a module `__getattr__`
 that imports a defining module on first use of one of its names. `tests/test_imports.py`
