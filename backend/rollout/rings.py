@@ -72,9 +72,13 @@ class RingAssignment:
 def ring_plan(
     doc: PolicyDocumentModel | None, org_ids: Iterable[str]
 ) -> tuple[RingAssignment, ...]:
-    """Each org's ring as signed policy states it (no ring: `DEFAULT_RING`), sorted by org id."""
+    """Each org's ring as signed policy states it (no ring: `DEFAULT_RING`), in `org_ids` order.
+
+    The service passes the store's creation order (`org_ids()`): org ids are drawn at random,
+    so sorting by them would list one history's orgs in a different order each time.
+    """
     out = []
-    for org in sorted(set(org_ids)):
+    for org in dict.fromkeys(org_ids):
         over = doc.orgs.get(org) if doc is not None else None
         ring = over.ring if over is not None else None
         if ring is None:

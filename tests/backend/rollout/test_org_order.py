@@ -186,3 +186,24 @@ def test_decide_lists_halted_orgs_in_the_evidences_order():
         want = [o.org_id for o in orgs if o.org_id != "org_m"]
         assert list(d.halted_orgs) == want
         assert d.reason.endswith(f"; orgs: {', '.join(want)}")
+
+
+def test_a_ringed_rollout_plans_its_orgs_in_creation_order(new_store, tmp_path):
+    """The ring plan a ringed rollout stores (and `rollout status` lists) follows the store's
+    creation order: with ids sorted, the two draws' plans listed the orgs in reverse."""
+    plans = {}
+    for step in (1, -1):
+        store = new_store()
+        with pytest.MonkeyPatch.context() as mp:
+            for module in (sqlite_store, postgres_store):
+                mp.setattr(module, "secrets", CountingIds(step))
+            ids = [store.create_org(name, T0).org_id for name in NAMES]
+        assert ids == sorted(ids, reverse=step < 0)  # the draws were replaced
+        repo = tmp_path / f"ring{step}"
+        init_repository(repo, now=utc_now())
+        publish = repository_publisher(repo)
+        assign_model(store, publish, 1, org_id=None, now=T0)
+        r = start_rollout(store, publish, 2, now=T0, config=CFG, salt="s", rings=True)
+        names = dict(zip(ids, NAMES, strict=True))
+        plans[step] = [names[a.org_id] for a in r.rings]
+    assert plans[1] == plans[-1] == NAMES

@@ -108,7 +108,7 @@ def test_a_delayed_org_never_runs_the_version_before_its_delay_after_broad(
         assert got["d"] == percent
 
 
-def test_ring_plan_reads_policy_and_puts_orgs_without_a_ring_on_broad() -> None:
+def test_ring_plan_reads_policy_puts_orgs_without_a_ring_on_broad_in_the_order_given() -> None:
     doc = PolicyDocumentModel(
         version=1,
         issued_at=T0,
@@ -118,11 +118,11 @@ def test_ring_plan_reads_policy_and_puts_orgs_without_a_ring_on_broad() -> None:
             "c": OrgPolicyModel(ring=RingModel(name=Ring.DELAYED, delay_h=48)),
         },
     )
-    plan = ring_plan(doc, ["c", "b", "a"])
+    plan = ring_plan(doc, ["c", "b", "a", "b"])  # the store's creation order, not by id
     assert plan == (
-        RingAssignment("a", Ring.PREVIEW),
-        RingAssignment("b", Ring.BROAD),
         RingAssignment("c", Ring.DELAYED, 48.0),
+        RingAssignment("b", Ring.BROAD),
+        RingAssignment("a", Ring.PREVIEW),
     )
     assert ring_sequence(plan) == (Ring.PREVIEW, Ring.BROAD, Ring.DELAYED)  # staged is empty
     assert ring_plan(None, ["x"]) == (RingAssignment("x", Ring.BROAD),)
