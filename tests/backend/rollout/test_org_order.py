@@ -20,7 +20,7 @@ import pytest
 import backend.store.postgres as postgres_store
 import backend.store.sqlite as sqlite_store
 from backend._clock import utc_now
-from backend.admin import assign_model, repository_publisher
+from backend.admin import Publish, assign_model, repository_publisher
 from backend.rollout.core import (
     ArmCounts,
     Evidence,
@@ -79,14 +79,10 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")  # noqa: S608 - our own name
 
 
-def _halt(
-    make: Callable[[], AnyStore], tmp_path: Path, step: int, canary_alerts: list[int]
-) -> tuple[RolloutDecision, dict[str, str]]:
-    """The controller's first decision over eight orgs created o0..o7 with ids drawn by `step`.
-
-    Each org: 200 control endpoint-days with 200 alerts, 20 canary ones with `canary_alerts`.
-    Returns the decision and each id's org name.
-    """
+def _fleet(
+    make: Callable[[], AnyStore], tmp_path: Path, step: int
+) -> tuple[AnyStore, list[str], Publish]:
+    """A store with orgs o0..o7 created in order, ids drawn by `step`, all on model 1."""
     store = make()
     with pytest.MonkeyPatch.context() as mp:
         for module in (sqlite_store, postgres_store):
@@ -97,6 +93,18 @@ def _halt(
     init_repository(repo, now=utc_now())  # TUF expiries are relative to real time
     publish = repository_publisher(repo)
     assign_model(store, publish, 1, org_id=None, now=T0)
+    return store, ids, publish
+
+
+def _halt(
+    make: Callable[[], AnyStore], tmp_path: Path, step: int, canary_alerts: list[int]
+) -> tuple[RolloutDecision, dict[str, str]]:
+    """The controller's first decision over eight orgs created o0..o7 with ids drawn by `step`.
+
+    Each org: 200 control endpoint-days with 200 alerts, 20 canary ones with `canary_alerts`.
+    Returns the decision and each id's org name.
+    """
+    store, ids, publish = _fleet(make, tmp_path, step)
     start_rollout(store, publish, 2, now=T0, config=CFG, salt="s")
     cells = [(o, 1, 200, 200) for o in ids] + [
         (o, 2, 20, a) for o, a in zip(ids, canary_alerts, strict=True)
@@ -193,16 +201,7 @@ def test_a_ringed_rollout_plans_its_orgs_in_creation_order(new_store, tmp_path):
     creation order: with ids sorted, the two draws' plans listed the orgs in reverse."""
     plans = {}
     for step in (1, -1):
-        store = new_store()
-        with pytest.MonkeyPatch.context() as mp:
-            for module in (sqlite_store, postgres_store):
-                mp.setattr(module, "secrets", CountingIds(step))
-            ids = [store.create_org(name, T0).org_id for name in NAMES]
-        assert ids == sorted(ids, reverse=step < 0)  # the draws were replaced
-        repo = tmp_path / f"ring{step}"
-        init_repository(repo, now=utc_now())
-        publish = repository_publisher(repo)
-        assign_model(store, publish, 1, org_id=None, now=T0)
+        store, ids, publish = _fleet(new_store, tmp_path, step)
         r = start_rollout(store, publish, 2, now=T0, config=CFG, salt="s", rings=True)
         names = dict(zip(ids, NAMES, strict=True))
         plans[step] = [names[a.org_id] for a in r.rings]
