@@ -6,7 +6,8 @@ simulator's parts wrapped in timers: the store's writes (`Store.ingest_encoded`)
 (`Fleet.apply`: the rollout start's flush and the prediction's start), the hourly barriers
 (`Fleet.hourly`) and the rest. With one in-process shard (the default below 200k endpoints)
 those run one after another in the coordinator, so each figure is that part's share of the
-wall; they nest where the code does (the operator's actions hold the flush's take and writes). Prints `cores: N`, one line per part and run, and the two-core budget: the run's CPU
+wall; they nest where the code does (the operator's actions hold the flush's take and writes).
+Prints `cores: N`, one line per part and run, and the two-core budget: the run's CPU
 (coordinator and prediction) halved is the shortest wall the same work could take on two cores,
 kept busy throughout.
 
