@@ -6,6 +6,7 @@ Exit status: 0 when every outcome passed, 1 when one failed (each failed outcome
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import click
 from rich.console import Console
@@ -17,7 +18,7 @@ from fleet_sim.errors import SimError
 from fleet_sim.link.http import RemoteBackend
 from fleet_sim.result.report import write_report
 from fleet_sim.run import ensure_assets, run_scenario
-from fleet_sim.scenario import ScenarioError, load_scenario
+from fleet_sim.scenario import ScenarioError, load_scenario, scenario_schema
 
 __all__ = ["sim"]
 
@@ -189,3 +190,15 @@ def run(
         names = "; ".join(o.name for o in result.failed)
         click.echo(f"error: outcome failed: {names}", err=True)
         raise SystemExit(1)
+
+
+@sim.command()
+def schema() -> None:
+    """Print the scenario file's JSON Schema: world, campaigns, timeline actions, outcome checks.
+
+    Each action (`do`) and outcome (`check`) with its fields and what they mean; editors that read
+    JSON Schema (e.g. Taplo for TOML) complete and check scenario files with it.
+
+    Example: fleetward sim schema > scenario.schema.json
+    """
+    click.echo(json.dumps(scenario_schema(), indent=2))

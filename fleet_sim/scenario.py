@@ -15,7 +15,7 @@ import datetime as dt
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -37,6 +37,7 @@ __all__ = [
     "WorldModel",
     "load_scenario",
     "parse_offset",
+    "scenario_schema",
 ]
 
 _OFFSET = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?$")
@@ -474,6 +475,17 @@ class ScenarioModel(_Strict):
             if b.version == version:
                 return b
         raise ScenarioError(f"scenario {self.name!r} declares no model version {version}")
+
+
+def scenario_schema() -> dict[str, Any]:
+    """The scenario file's JSON Schema: every world field, campaign, action and outcome check.
+
+    Generated from the models above (their docstrings and field descriptions), so it cannot
+    drift from what `load_scenario` accepts; a TOML file is the same document as JSON.
+    """
+    doc = ScenarioModel.model_json_schema()
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return doc
 
 
 def load_scenario(
