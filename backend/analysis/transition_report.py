@@ -601,6 +601,28 @@ def _contexts(
     return {org: context_for(policies.get(org), th, now) for org in orgs}
 
 
+def _candidate(
+    name: str,
+    s: _Scored,
+    per_org: dict[str, OrgTransition],
+    counts: npt.NDArray[np.int64],
+    mal: npt.NDArray[np.bool_],
+) -> CandidateFigures:
+    """One candidate's NFR, recall, fleet surge and negative flips against the old version.
+
+    `mal` is the plain new version's scored malicious pairs, so every candidate's recall is
+    taken over the same encounters.
+    """
+    neg = s.scored & ~s.old_alert & s.new_alert & ~s.malicious
+    return CandidateFigures(
+        name,
+        _nfr(s, counts),
+        _ratio(_wsum(mal & s.new_alert, counts), _wsum(mal, counts)),
+        math.fsum(o.predicted_new_fp_alerts_per_day for o in per_org.values()),
+        int(neg.sum()),
+    )
+
+
 def build_report(
     pairs: OrgSamplePairs,
     scores: PairScores | CaseScores,
@@ -672,15 +694,7 @@ def build_report(
             "of now, so its recall cost on new malware is zero unless one of them is later "
             "confirmed malicious (check_transition measures it after the rollout)"
         )
-    candidates = [
-        CandidateFigures(
-            f"v{new.version}",
-            _nfr(s, pairs.counts),
-            _ratio(_wsum(mal & new_alert, pairs.counts), _wsum(mal, pairs.counts)),
-            math.fsum(o.predicted_new_fp_alerts_per_day for o in per_org.values()),
-            int(neg.sum()),
-        )
-    ]
+    candidates = [_candidate(f"v{new.version}", s, per_org, pairs.counts, mal)]
     if cong is not None and per.congruent is not None:
         s_c, ok_c = per.congruent
         c_alert, c_block = _alerts(
@@ -694,16 +708,7 @@ def build_report(
         c_scored = (ok_c & per.ok_old)[cs.case]
         sc = _Scored(old_alert, c_alert, c_block, c_scored, malicious, benign)
         per_c = _per_org(pairs, sc, by_org)
-        neg_c = sc.scored & ~old_alert & c_alert & ~malicious
-        candidates.append(
-            CandidateFigures(
-                f"v{cong.version} (congruent)",
-                _nfr(sc, pairs.counts),
-                _ratio(_wsum(mal & c_alert, pairs.counts), _wsum(mal, pairs.counts)),
-                math.fsum(o.predicted_new_fp_alerts_per_day for o in per_c.values()),
-                int(neg_c.sum()),
-            )
-        )
+        candidates.append(_candidate(f"v{cong.version} (congruent)", sc, per_c, pairs.counts, mal))
     neg_sketches = _pair_sketches(pairs, np.flatnonzero(neg))
     touched = sketch.sketch_of(h for v in neg_sketches.values() for h in _sketch_values(v))
     return TransitionReport(
