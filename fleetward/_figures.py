@@ -14,7 +14,7 @@ over the simulator's records and the transition reports:
   days observed before the switch, the simulated figure on y alerts over the F days measured;
   if one Poisson rate is behind both, y given x + y is Binomial(x + y, F / (T + F)). The exact
   test of that (two-sided) and the matching 95 % interval of predicted / simulated say whether
-  a gap is more than the counts' own noise (`compare_rates`);
+  a gap is more than the counts' own noise (`rate_ratio_test`);
 - interval coverage: each org's predicted figure carries `backend.intervals.prediction_interval`
   on the encounters it rests on (`new_fp_encounters` over `observation_days`, measured over the
   simulated window's days); the share of orgs whose simulated figure falls inside, over the
@@ -38,11 +38,11 @@ __all__ = [
     "FLEET_ALPHA",
     "MitigationFigures",
     "RateComparison",
-    "compare_rates",
     "coverage",
     "coverage_p_value",
     "interval_of",
     "mitigation_figures",
+    "rate_ratio_test",
     "recall",
 ]
 
@@ -100,7 +100,7 @@ class RateComparison:
     ratio_high: float
 
 
-def compare_rates(x: int, t_days: float, y: int, f_days: float) -> RateComparison | None:
+def rate_ratio_test(x: int, t_days: float, y: int, f_days: float) -> RateComparison | None:
     """`x` events over `t_days` (the prediction's) against `y` over `f_days` (the simulation's).
 
     Conditional on x + y, y is Binomial(x + y, p) with p = F r / (T + F r), r the simulated rate
@@ -145,7 +145,7 @@ COVERAGE_ALPHA = 0.01
 """Level of the coverage test: below it, the intervals are called too narrow."""
 
 FLEET_ALPHA = 0.01
-"""Level of the fleet total's test (`compare_rates`): below it, the prediction is called biased."""
+"""Level of the fleet total's test (`rate_ratio_test`): below it, the prediction is biased."""
 
 
 def coverage_p_value(share: float | None, n: int, level: float = 0.95) -> float | None:

@@ -18,7 +18,7 @@ positives (it cannot tell them apart), so a week later, once a feed has labelled
 (`corrected_labels`: the aggregates, vectors and policy still as of the switch) is the one to
 hold against the simulated false positives; the figure told at the switch is reported beside it.
 The fleet totals are compared by an exact test of one Poisson rate behind the counts each rests
-on (`fleetward._figures.compare_rates`): at a few hundred alerts a day a gap of several percent
+on (`fleetward._figures.rate_ratio_test`): at a few hundred alerts a day a gap of several percent
 is the counts' own noise, and the test says when it is more. "Predicted
 with the allowlist" is `predict_transition` run the same way on the mitigated arm's store, whose
 policy at the switch holds the transition allowlist that arm published: allowlisted samples are
@@ -50,11 +50,11 @@ from fleet_sim.scenario import LabelCampaign, ScenarioError, scenario_from_dict
 from fleetward._figures import (
     COVERAGE_ALPHA,
     FLEET_ALPHA,
-    compare_rates,
     coverage,
     coverage_p_value,
     interval_of,
     mitigation_figures,
+    rate_ratio_test,
     recall,
 )
 from model_store.errors import ModelStoreError
@@ -153,7 +153,7 @@ class DemoReport:
     orgs_with_alerts: int = 0
     coverage_p_value: float | None = None
     fleet_p_value: float | None = None
-    """Exact test of one rate behind the predicted and simulated fleet totals (`compare_rates`)."""
+    """Exact test of one rate behind the predicted and simulated totals (`rate_ratio_test`)."""
     fleet_ratio_95: tuple[float, float] | None = None
     predicted_at_switch: float = 0.0
     """What the report at the switch predicted: new alerts on samples not labelled malicious
@@ -271,7 +271,7 @@ def _compare(sim: SimRun, root: Path) -> dict[str, Any]:
     x = sum(o.new_fp_encounters for o in report.per_org.values())
     t_days = x / predicted if predicted > 0 else 0.0  # the orgs' windows, weighted by rate
     y = int(rec.new_fp[after].sum())
-    fleet = compare_rates(x, t_days, y, future_days)
+    fleet = rate_ratio_test(x, t_days, y, future_days)
     return {
         "scenario": sim.scenario.name,
         "seed": sim.scenario.seed,
