@@ -46,10 +46,10 @@ _ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-
 T = TypeVar("T")
 
 
-def _open(db: str) -> AggregateStore:
+def _open(db: str, *, synchronous: str = "FULL") -> AggregateStore:
     """The store at `db`; one that cannot be opened is a one-line CLI error, not a traceback."""
     try:
-        return open_store(db)
+        return open_store(db, synchronous=synchronous)
     except (sqlite3.Error, OSError, RuntimeError) as exc:
         raise click.ClickException(f"cannot open the store {db}: {exc}") from None
     except Exception as exc:  # psycopg's, without importing psycopg where SQLite is used
@@ -137,7 +137,14 @@ def serve_cmd(
     (or --db postgresql://fleetward@db.internal/fleetward --max-push-channels 50000)
     """
     push = PushConfig(max_channels=max_push_channels, heartbeat_s=push_heartbeat_s)
-    serve(db, repo_dir, host=host, port=port, synchronous=synchronous,
+    # Without a repository the server would start and answer every agent's update with 404
+    # and fail every operator change: refuse before opening (or creating) the store.
+    if not (repo_dir / "metadata" / "root.json").is_file():
+        raise click.ClickException(
+            f"no TUF repository at {repo_dir} (no metadata/root.json): "
+            f"create one with `fleetward repo init {repo_dir}`"
+        )
+    serve(_open(db, synchronous=synchronous), repo_dir, host=host, port=port,
           rollout_tick_s=rollout_tick_s or None, push=push)  # fmt: skip
 
 

@@ -691,26 +691,23 @@ def create_app(
 
 
 def serve(
-    db: str | Path,
+    store: AggregateStore,
     repo_dir: str | Path,
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    synchronous: str = "FULL",
     rollout_tick_s: float | None = 60.0,
     push: PushConfig | None = None,
 ) -> None:
-    """Open the store and serve the app with uvicorn until interrupted (CLI: `backend serve`).
+    """Serve the app on `store` with uvicorn until interrupted, then close it (`backend serve`).
 
-    `db` is a SQLite path or a `postgresql://` URL (`backend.store.open_store`).
+    The caller opens the store (`backend.store.open_store`), so a store that cannot be opened
+    is the CLI's one-line error before anything starts.
     `rollout_tick_s`: how often the rollout controller decides on its own (None: never).
     `push`: the push channels' bound and heartbeat (`backend.server.push.PushConfig`).
     """
     import uvicorn
 
-    from backend.store import open_store
-
-    store = open_store(db, synchronous=synchronous)
     try:  # a change killed between its COMMIT and its publication is published now
         admin.publish_pending(store, admin.repository_publisher(repo_dir), now=utc_now())
     except PublishError as exc:  # serve anyway: the next change publishes it too
