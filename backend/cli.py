@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -20,10 +19,11 @@ from agent.decision import Mode
 from agent.policy import Ring
 from backend import admin
 from backend._clock import utc_now
+from backend.cli_options import TufRepositoryDir, open_store_for_cli
 from backend.errors import BackendError
 from backend.server.app import serve
 from backend.server.push import PushConfig
-from backend.store import AggregateStore, PolicyRecord, open_store
+from backend.store import AggregateStore, PolicyRecord
 
 __all__ = ["backend"]
 
@@ -39,7 +39,7 @@ _REPO = click.option(
     "--repo",
     "repo_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=TufRepositoryDir(),
     help="TUF repository directory (from `fleetward repo init`).",
 )
 _ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-wide when omitted.")
@@ -47,16 +47,7 @@ T = TypeVar("T")
 
 
 def _open(db: str, *, synchronous: str = "FULL") -> AggregateStore:
-    """The store at `db`; one that cannot be opened is a one-line CLI error, not a traceback."""
-    try:
-        return open_store(db, synchronous=synchronous)
-    except (sqlite3.Error, OSError, RuntimeError) as exc:
-        raise click.ClickException(f"cannot open the store {db}: {exc}") from None
-    except Exception as exc:  # psycopg's, without importing psycopg where SQLite is used
-        if not type(exc).__module__.startswith("psycopg"):
-            raise
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise click.ClickException(f"cannot open the store {db}: {first}") from None
+    return open_store_for_cli(db, synchronous=synchronous)
 
 
 def _with_store(db: str, call: Callable[[AggregateStore], T]) -> T:
@@ -137,13 +128,6 @@ def serve_cmd(
     (or --db postgresql://fleetward@db.internal/fleetward --max-push-channels 50000)
     """
     push = PushConfig(max_channels=max_push_channels, heartbeat_s=push_heartbeat_s)
-    # Without a repository the server would start and answer every agent's update with 404
-    # and fail every operator change: refuse before opening (or creating) the store.
-    if not (repo_dir / "metadata" / "root.json").is_file():
-        raise click.ClickException(
-            f"no TUF repository at {repo_dir} (no metadata/root.json): "
-            f"create one with `fleetward repo init {repo_dir}`"
-        )
     serve(_open(db, synchronous=synchronous), repo_dir, host=host, port=port,
           rollout_tick_s=rollout_tick_s or None, push=push)  # fmt: skip
 

@@ -24,8 +24,9 @@ from rich.table import Table
 from agent.errors import AgentError
 from backend._clock import utc_now
 from backend.analysis.labels import import_labels, parse_label_file
+from backend.cli_options import open_store_for_cli
 from backend.errors import BackendError
-from backend.store import AggregateStore, is_postgres_url, open_store
+from backend.store import AggregateStore
 
 if TYPE_CHECKING:
     from backend.analysis.transition import TransitionReport
@@ -117,12 +118,7 @@ def _open(db: str | None) -> AggregateStore:
     """
     if db is None:
         raise click.UsageError("Missing option '--db'.")
-    if not is_postgres_url(db) and not Path(db).is_file():
-        raise click.BadParameter(f"no database file at {db}", param_hint="--db")
-    try:
-        return open_store(db)
-    except (BackendError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    return open_store_for_cli(db, must_exist=True)
 
 
 @click.command("transition")
@@ -395,7 +391,7 @@ def labels_import(file: Path, db: str) -> None:
     Example: fleetward labels import labels.jsonl --db backend.db
     """
     now = utc_now()
-    store = open_store(db)
+    store = open_store_for_cli(db)
     try:
         result = import_labels(store, parse_label_file(file, default_time=now), now=now)
     except BackendError as exc:
@@ -435,14 +431,8 @@ def export(fmt: str, db: str, out: Path, schema: str | None) -> None:
     Example: fleetward export --format parquet --db backend.db --out export/
     """
     from backend.analysis.export import export as export_store
-    from backend.store import open_store
 
-    if not db.startswith(("postgresql://", "postgres://")) and not Path(db).is_file():
-        raise click.BadParameter(f"no database file at {db}", param_hint="--db")
-    try:
-        store = open_store(db)
-    except (BackendError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    store = open_store_for_cli(db, must_exist=True)
     try:
         result = export_store(store, out, schema=schema)
     except ImportError as exc:

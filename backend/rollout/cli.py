@@ -17,11 +17,12 @@ import click
 
 from backend._clock import utc_now
 from backend.admin import repository_publisher
+from backend.cli_options import TufRepositoryDir, open_store_for_cli
 from backend.errors import BackendError
 from backend.rollout import service as svc
 from backend.rollout.core import Rollout, RolloutConfig
 from backend.rollout.rings import RING_ORDER
-from backend.store import AggregateStore, open_store
+from backend.store import AggregateStore
 
 __all__ = ["parse_duration", "rollout"]
 
@@ -37,7 +38,7 @@ _REPO = click.option(
     "--repo",
     "repo_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=TufRepositoryDir(),
     help="TUF repository directory the signed policy is published to.",
 )
 
@@ -55,7 +56,7 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def _call(db: str, fn: Callable[[AggregateStore], T]) -> T:
-    store = open_store(db)
+    store = open_store_for_cli(db)
     try:
         return fn(store)
     except BackendError as exc:
