@@ -22,6 +22,7 @@ from typing import TextIO
 import click
 
 from agent._clock import utc_now
+from agent.cli_errors import OneLineErrors
 from agent.decision import DENY_VERDICTS, DecisionContext, Mode
 from agent.errors import AgentError, StateError, TrustAnchorError
 from agent.model import load_bundle
@@ -31,7 +32,7 @@ from agent.protect.scan import FileStatus, Scanner, ScanResult, ScanSummary
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fleetward")
 def main() -> None:
     """The fleetward endpoint agent: scan files with a signed detection model."""

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import click
 
+from agent.cli_errors import OneLineErrors
 from agent.decision import Mode
 from agent.policy import Ring
 from backend import admin
@@ -69,7 +70,7 @@ def _run(db: str, call: Callable[[AggregateStore], PolicyRecord]) -> None:
     click.echo(f"policy v{record.version}: {record.action}")
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 def backend() -> None:
     """The backend: enrollment, signed policy, telemetry aggregates, operator actions."""
 

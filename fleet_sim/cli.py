@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -137,6 +138,7 @@ def run(
             raise _EngineError(str(exc)) from None
     try:
         sc = load_scenario(scenario, endpoints=endpoints, days=days, orgs=orgs)
+        Path(out).mkdir(parents=True, exist_ok=True)  # a bad --out fails before the assets build
         corpus, bundles = ensure_assets(
             data,
             now=dt.datetime.combine(sc.start.date(), dt.time(), dt.UTC),

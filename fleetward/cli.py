@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from agent.cli_errors import OneLineErrors
+
 __all__ = ["main"]
 
 # (module, attribute, extra) for each subcommand group or command, in help order.
@@ -30,7 +32,7 @@ _ROOMS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fleetward")
 def main() -> None:
     """fleetward: ship detection models to fleets you do not own, safely."""
