@@ -427,6 +427,8 @@ def quarantine_list(state_dir: Path, as_json: bool) -> None:
     """
     with _user_error():
         records = Quarantine(state_dir / "quarantine").list()
+    if not records and not as_json:  # stdout stays empty for scripts; a person is told
+        click.echo("no quarantined files", err=True)
     out = _stdout()
     for r in records:
         if as_json:

@@ -229,6 +229,12 @@ def test_scan_quarantine_moves_blocked_files_and_the_commands_manage_them(
         agent_cli, ["quarantine", "delete", record["id"], "--state-dir", str(state)]
     )
     assert gone.exit_code == 0 and Quarantine(state / "quarantine").list() == []
+    empty = runner.invoke(agent_cli, ["quarantine", "list", "--state-dir", str(state)])
+    assert (empty.exit_code, empty.stdout, empty.stderr) == (0, "", "no quarantined files\n")
+    empty_json = runner.invoke(
+        agent_cli, ["quarantine", "list", "--state-dir", str(state), "--json"]
+    )
+    assert (empty_json.stdout, empty_json.stderr) == ("", "")
     missing = runner.invoke(
         agent_cli, ["quarantine", "restore", record["id"], "--state-dir", str(state)]
     )
