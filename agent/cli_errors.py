@@ -3,11 +3,13 @@
 Every `--out`, `--data` and repository directory a user passes can sit under a parent that does
 not exist or may not be written; each command checks what it can, and whatever `OSError` is left
 (`mkdir`, `open`, `rename` deep in a run) ends as `Error: PATH: REASON` and exit 1 instead of a
-traceback. Click-only, so `fleetward --help` and the agent stay light.
+traceback. `FLEETWARD_TRACEBACK=1` lets the error through, for whoever debugs the command rather
+than its input. Click-only, so `fleetward --help` and the agent stay light.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -36,4 +38,6 @@ class OneLineErrors(click.Group):
         except BrokenPipeError:
             raise
         except OSError as exc:
+            if os.environ.get("FLEETWARD_TRACEBACK"):
+                raise
             raise click.ClickException(os_error_line(exc)) from None

@@ -73,3 +73,11 @@ def test_a_closed_pipe_is_not_reported_as_the_users_error() -> None:
 
     result = CliRunner().invoke(group, ["write"])
     assert result.exit_code == 1 and "Error" not in result.output  # click's own quiet exit
+
+
+def test_fleetward_traceback_lets_the_error_through(
+    blocked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETWARD_TRACEBACK", "1")
+    result = CliRunner().invoke(main, ["repo", "init", str(blocked)])
+    assert isinstance(result.exception, NotADirectoryError), result.output
