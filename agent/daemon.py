@@ -676,10 +676,34 @@ class Daemon:
         result = self.agent.check_in()
         if result.ok:
             note = "; ".join(result.rejections) or ("updated" if result.changed else "up to date")
-            self._say(f"check-in ok: {note}")
+            self._say(f"check-in ok: {note} ({self._serving()})")
         else:
             self._say(f"check-in failed: {result.error_kind}: {result.error}")
         return result
+
+    def _serving(self) -> str:
+        """What the endpoint runs after a check-in, and why nothing when nothing.
+
+        A first install against a backend whose operator has not assigned a model yet decides
+        every file with the error verdict (allowed): the line says so and names the fix.
+        """
+        a = self.agent
+        if a.policy is None:
+            return (
+                "no signed policy for this org yet: files are allowed with the error verdict "
+                "until an operator assigns a model (fleetward backend assign-model N)"
+            )
+        p = a.policy
+        if a.active is None:
+            model = (
+                "the policy assigns no model: files are allowed with the error verdict"
+                if p.model_version is None
+                else f"model v{p.model_version} assigned, none installed: files are allowed "
+                "with the error verdict"
+            )
+        else:
+            model = f"model v{a.active.version}"
+        return f"policy v{p.policy_version}, mode {p.mode.value}, {model}"
 
     def flush_telemetry(self) -> None:
         """Send buffered telemetry (if any hook was given), reported as one line."""

@@ -16,11 +16,12 @@ from click.testing import CliRunner
 
 from agent._clock import utc_now
 from agent.cli import main as agent_cli
-from agent.daemon import Agent, DecisionEvent, Notice, NoticeKind
+from agent.daemon import Agent, Daemon, DecisionEvent, Notice, NoticeKind
 from agent.decision import Mode, Reason, Verdict
 from agent.errors import ModelRuntimeError
+from agent.update.updater import UpdateClient
 from model_store.repository import init_repository, publish_model, publish_policy
-from tests.tuf_harness import ORG, World, make_world, policy_bytes, serving
+from tests.tuf_harness import ORG, World, make_world, policy_bytes, serving, trust_anchor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,3 +215,57 @@ def test_status_json_has_the_documented_keys(world: World) -> None:
     ):
         assert key in data
     assert data["mode"] == "enforce"
+
+
+def _check_in_line(agent: Agent) -> str:
+    lines: list[str] = []
+    Daemon(agent, on_line=lines.append).check_in_once()
+    assert lines[0] == "check-in started"
+    return lines[1]
+
+
+@pytest.mark.parametrize(
+    ("policy", "serving_note"),
+    [
+        (
+            None,
+            "no signed policy for this org yet: files are allowed with the error verdict until "
+            "an operator assigns a model (fleetward backend assign-model N)",
+        ),
+        (
+            policy_bytes(1, model_version=None),
+            "policy v1, mode enforce, the policy assigns no model: files are allowed with the "
+            "error verdict",
+        ),
+    ],
+    ids=["no policy", "no model assigned"],
+)
+def test_check_in_line_says_why_nothing_is_served(
+    tmp_path: Path, bundles, policy: bytes | None, serving_note: str
+) -> None:
+    """A first install against a repository with a model the operator has not assigned: every
+    file is allowed with the error verdict, and the check-in line says why."""
+    now = utc_now()
+    repo = tmp_path / "repo"
+    init_repository(repo, now=now)
+    publish_model(repo, bundles[1], now=now)
+    if policy is not None:
+        publish_policy(repo, policy, now=now)
+    with serving(repo) as server:
+        state = tmp_path / "state"
+        updater = UpdateClient(state, server.url, org=ORG, trust_anchor=trust_anchor(repo))
+        agent = Agent(state, org=ORG, clock=utc_now, updater=updater)
+        agent.start()
+        changed = "up to date" if policy is None else "updated"
+        assert _check_in_line(agent) == f"check-in ok: {changed} ({serving_note})"
+        assert agent.active is None
+
+
+def test_check_in_line_names_the_policy_mode_and_model_it_serves(world: World) -> None:
+    assert (
+        _check_in_line(world.agent) == "check-in ok: up to date (policy v1, mode enforce, model v1)"
+    )
+    publish_policy(world.repo, policy_bytes(2, mode="detect_only"), now=utc_now())
+    assert _check_in_line(world.agent) == (
+        "check-in ok: updated (policy v2, mode detect_only, model v1)"
+    )
