@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -667,6 +667,9 @@ def create_app(
     from backend.console import create_console  # the operator console (backend/console/)
 
     routes.append(Mount("/console", app=create_console(store, publish, clock)))
+    # a person who opens the server's address in a browser lands on the console, not a JSON 404;
+    # not an API operation, so not in the OpenAPI document
+    routes.append(Route("/", _to_console, methods=["GET"], include_in_schema=False))
     lifespan = None
     if rollout_tick_s is not None:  # both dialects keep the rollout tables (AggregateStore)
         from backend.rollout.ticker import tick_lifespan
@@ -688,6 +691,10 @@ def create_app(
     app.state.routes = r
     app.state.push = hub
     return app
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse("/console/", status_code=307)
 
 
 def serve(

@@ -27,6 +27,12 @@ def test_every_page_answers_303_to_the_login_form_without_a_session(
     assert r.headers["location"] == "/console/login"
 
 
+def test_the_servers_address_sends_a_browser_to_the_console(console: ConsoleEnv) -> None:
+    r = console.client.get("/", follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (307, "/console/")
+    assert console.client.post("/", follow_redirects=False).status_code == 405
+
+
 def test_pages_carry_csp_without_inline_scripts_and_refuse_framing(console: ConsoleEnv) -> None:
     console.login()
     for path in ("/console/login", "/console/", "/console/orgs/fleet"):
