@@ -456,18 +456,23 @@ def run_demo(
     )
 
 
+def _bias_verdict(p_value: float) -> str:
+    """What the fleet total's test says at `FLEET_ALPHA`, in words (the HTML and the CLI)."""
+    evidence = "no evidence of" if p_value >= FLEET_ALPHA else "evidence of"
+    return f"{evidence} a biased prediction at {FLEET_ALPHA}"
+
+
 def _fleet_sentence(t: dict[str, Any]) -> str:
     """The fleet total's exact test of one rate, in a sentence."""
     if t["p_value"] is None:
         return ""
     lo, hi = t["ratio_95"]
-    fits = "no evidence of" if t["p_value"] >= FLEET_ALPHA else "evidence of"
     return (
         f"The prediction rests on {t['encounters_before_switch']} encounters over"
         f" {t['days_before_switch']:g} days, the simulated figure on {t['alerts_simulated']}"
         f" alerts over {t['days_simulated']} days: predicted / simulated {t['ratio']:.3f}, 95 %"
-        f" interval {lo:.3f}-{hi:.3f}; exact test of one rate p = {t['p_value']:.2f} ({fits} a"
-        f" biased prediction at {FLEET_ALPHA})."
+        f" interval {lo:.3f}-{hi:.3f}; exact test of one rate p = {t['p_value']:.2f}"
+        f" ({_bias_verdict(t['p_value'])})."
     )
 
 
@@ -529,8 +534,7 @@ def demo(out: str, size: int, endpoints: int | None) -> None:
         console.print(
             f"predicted / simulated {lo:.3f}-{hi:.3f} (95 % interval from the counts behind the"
             f" two figures); exact test of one rate: p = {r.fleet_p_value:.2f}"
-            f" ({'no evidence of' if r.fleet_p_value >= FLEET_ALPHA else 'evidence of'} a biased"
-            f" prediction at {FLEET_ALPHA})"
+            f" ({_bias_verdict(r.fleet_p_value)})"
         )
     console.print(
         f"at the switch the report counted {r.predicted_at_switch:.1f} new alerts/day on samples"
