@@ -47,16 +47,12 @@ _ORG = click.option("--org", "org_id", default=None, help="Org pseudonym; fleet-
 T = TypeVar("T")
 
 
-def _open(db: str, *, synchronous: str = "FULL") -> AggregateStore:
-    return open_store_for_cli(db, synchronous=synchronous)
-
-
 def _with_store(db: str, call: Callable[[AggregateStore], T]) -> T:
     """`call` on the store at `db` (a SQLite file or a `postgresql://` URL), closed after.
 
     A backend error is a one-line CLI error.
     """
-    store = _open(db)
+    store = open_store_for_cli(db)
     try:
         return call(store)
     except BackendError as exc:
@@ -129,7 +125,7 @@ def serve_cmd(
     (or --db postgresql://fleetward@db.internal/fleetward --max-push-channels 50000)
     """
     push = PushConfig(max_channels=max_push_channels, heartbeat_s=push_heartbeat_s)
-    serve(_open(db, synchronous=synchronous), repo_dir, host=host, port=port,
+    serve(open_store_for_cli(db, synchronous=synchronous), repo_dir, host=host, port=port,
           rollout_tick_s=rollout_tick_s or None, push=push)  # fmt: skip
 
 
